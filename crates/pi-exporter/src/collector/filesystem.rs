@@ -1,0 +1,540 @@
+//! `filesystem`: size, free space, inodes and read-only state of every real mount.
+//!
+//! Mounts come from `<procfs>/self/mounts`; sizes from `statvfs` on the mount point seen through
+//! `--path.rootfs`. `statvfs` runs on a worker thread and is waited for at most
+//! `--collector.filesystem.mount-timeout`: a mount whose call does not return (dead NFS server,
+//! wedged USB disk) is reported with `rpi_filesystem_device_error 1` and skipped on later scrapes
+//! until that call finally returns.
+
+use std::collections::HashSet;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use regex_lite::Regex;
+
+use super::{BuildContext, CollectError, Collector};
+use crate::metrics::MetricSet;
+use crate::paths::Paths;
+
+/// node_exporter's defaults, so the same mounts appear in both.
+pub const DEFAULT_MOUNT_POINTS_EXCLUDE: &str =
+    "^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)";
+pub const DEFAULT_FS_TYPES_EXCLUDE: &str = "^(autofs|binfmt_misc|bpf|cgroup2?|configfs|debugfs|devpts|devtmpfs|fusectl|hugetlbfs|iso9660|mqueue|nsfs|overlay|proc|procfs|pstore|rpc_pipefs|securityfs|selinuxfs|squashfs|erofs|sysfs|tracefs)$";
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub mount_points_exclude: Regex,
+    pub mount_points_include: Option<Regex>,
+    pub fs_types_exclude: Regex,
+    pub fs_types_include: Option<Regex>,
+    pub mount_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            mount_points_exclude: Regex::new(DEFAULT_MOUNT_POINTS_EXCLUDE)
+                .expect("valid default regex"),
+            mount_points_include: None,
+            fs_types_exclude: Regex::new(DEFAULT_FS_TYPES_EXCLUDE).expect("valid default regex"),
+            fs_types_include: None,
+            mount_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Options {
+    fn wants(&self, mount: &Mount) -> bool {
+        let mp = mount.mountpoint.as_str();
+        let fs = mount.fstype.as_str();
+        self.mount_points_include
+            .as_ref()
+            .is_none_or(|re| re.is_match(mp))
+            && !self.mount_points_exclude.is_match(mp)
+            && self
+                .fs_types_include
+                .as_ref()
+                .is_none_or(|re| re.is_match(fs))
+            && !self.fs_types_exclude.is_match(fs)
+    }
+}
+
+/// One line of `/proc/self/mounts`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub device: String,
+    pub mountpoint: String,
+    pub fstype: String,
+    pub readonly: bool,
+}
+
+/// Parses the mounts table; lines that are not four or more fields are reported, not fatal.
+pub fn parse_mounts(text: &str) -> (Vec<Mount>, usize) {
+    let mut mounts = Vec::new();
+    let mut malformed = 0;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let mut fields = line.split_ascii_whitespace();
+        match (fields.next(), fields.next(), fields.next(), fields.next()) {
+            (Some(device), Some(mountpoint), Some(fstype), Some(options)) => mounts.push(Mount {
+                device: unescape_octal(device),
+                mountpoint: unescape_octal(mountpoint),
+                fstype: fstype.to_owned(),
+                readonly: options.split(',').any(|o| o == "ro"),
+            }),
+            _ => malformed += 1,
+        }
+    }
+    (mounts, malformed)
+}
+
+/// The kernel writes space, tab, newline and backslash in mount fields as `\ooo`.
+fn unescape_octal(field: &str) -> String {
+    if !field.contains('\\') {
+        return field.to_owned();
+    }
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        match octal {
+            Some(d) => {
+                let v = u32::from(d[0] - b'0') * 64
+                    + u32::from(d[1] - b'0') * 8
+                    + u32::from(d[2] - b'0');
+                out.push(u8::try_from(v).unwrap_or(b'?'));
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// What `statvfs` says about a filesystem, in bytes and inodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsStats {
+    pub size_bytes: u64,
+    pub free_bytes: u64,
+    pub avail_bytes: u64,
+    pub files: u64,
+    pub files_free: u64,
+}
+
+/// The `statvfs` call, replaceable so tests can simulate a mount that never answers.
+pub trait StatFs: Send + Sync + 'static {
+    fn statvfs(&self, path: &Path) -> io::Result<FsStats>;
+}
+
+/// The real `statvfs(2)`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SysStatFs;
+
+impl StatFs for SysStatFs {
+    fn statvfs(&self, path: &Path) -> io::Result<FsStats> {
+        let st = rustix::fs::statvfs(path).map_err(io::Error::from)?;
+        let frsize = st.f_frsize;
+        Ok(FsStats {
+            size_bytes: st.f_blocks.saturating_mul(frsize),
+            free_bytes: st.f_bfree.saturating_mul(frsize),
+            avail_bytes: st.f_bavail.saturating_mul(frsize),
+            files: st.f_files,
+            files_free: st.f_ffree,
+        })
+    }
+}
+
+type StatReply = mpsc::SyncSender<io::Result<FsStats>>;
+
+/// A thread that runs `statvfs` calls one at a time, replaced when one of them hangs.
+#[derive(Debug)]
+struct StatWorker {
+    jobs: mpsc::Sender<(PathBuf, StatReply)>,
+}
+
+impl StatWorker {
+    fn spawn(statfs: Arc<dyn StatFs>, stuck: Arc<Mutex<HashSet<PathBuf>>>) -> io::Result<Self> {
+        let (jobs, rx) = mpsc::channel::<(PathBuf, StatReply)>();
+        std::thread::Builder::new()
+            .name("statvfs".into())
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                for (path, reply) in rx {
+                    let result = statfs.statvfs(&path);
+                    // If the collector gave up on this call, the mount is usable again now.
+                    stuck
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .remove(&path);
+                    let _ = reply.send(result);
+                }
+            })?;
+        Ok(Self { jobs })
+    }
+}
+
+pub struct FilesystemCollector {
+    paths: Paths,
+    options: Options,
+    statfs: Arc<dyn StatFs>,
+    worker: Mutex<Option<StatWorker>>,
+    stuck: Arc<Mutex<HashSet<PathBuf>>>,
+}
+
+impl std::fmt::Debug for FilesystemCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FilesystemCollector")
+            .field("paths", &self.paths)
+            .finish_non_exhaustive()
+    }
+}
+
+enum StatOutcome {
+    Stats(FsStats),
+    Failed(String),
+}
+
+impl FilesystemCollector {
+    pub fn new(ctx: &BuildContext) -> Self {
+        Self::with_statfs(ctx, Arc::new(SysStatFs))
+    }
+
+    pub fn with_statfs(ctx: &BuildContext, statfs: Arc<dyn StatFs>) -> Self {
+        let mounts_path = ctx.paths.proc("self/mounts");
+        if !mounts_path.exists() {
+            tracing::warn!(path = %mounts_path.display(), "filesystem: mount table not found");
+        }
+        Self {
+            paths: ctx.paths.clone(),
+            options: ctx.options.filesystem.clone(),
+            statfs,
+            worker: Mutex::new(None),
+            stuck: Arc::new(Mutex::new(HashSet::new())),
+        }
+    }
+
+    fn stat(&self, path: &Path) -> StatOutcome {
+        if self
+            .stuck
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(path)
+        {
+            return StatOutcome::Failed("an earlier statvfs is still hanging".into());
+        }
+        let mut worker = self.worker.lock().unwrap_or_else(PoisonError::into_inner);
+        if worker.is_none() {
+            match StatWorker::spawn(Arc::clone(&self.statfs), Arc::clone(&self.stuck)) {
+                Ok(w) => *worker = Some(w),
+                Err(e) => return StatOutcome::Failed(format!("cannot start statvfs thread: {e}")),
+            }
+        }
+        let (reply, answer) = mpsc::sync_channel(1);
+        let sent = worker
+            .as_ref()
+            .is_some_and(|w| w.jobs.send((path.to_owned(), reply)).is_ok());
+        if !sent {
+            *worker = None;
+            return StatOutcome::Failed("statvfs thread is gone".into());
+        }
+        match answer.recv_timeout(self.options.mount_timeout) {
+            Ok(Ok(stats)) => StatOutcome::Stats(stats),
+            Ok(Err(e)) => StatOutcome::Failed(e.to_string()),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                // Leave the hung thread behind (it clears the mark when its call returns) and
+                // give the remaining mounts a fresh one.
+                self.stuck
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(path.to_owned());
+                *worker = None;
+                StatOutcome::Failed(format!(
+                    "statvfs did not return within {:?}",
+                    self.options.mount_timeout
+                ))
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                *worker = None;
+                StatOutcome::Failed("statvfs thread exited".into())
+            }
+        }
+    }
+}
+
+impl Collector for FilesystemCollector {
+    fn collect(&self, out: &mut MetricSet) -> Result<(), CollectError> {
+        let path = self.paths.proc("self/mounts");
+        let text = std::fs::read_to_string(&path).map_err(|e| CollectError::io(&path, e))?;
+        let (mounts, malformed) = parse_mounts(&text);
+
+        // A mount point mounted over shows up twice; the last entry is the visible one.
+        let mut seen = HashSet::new();
+        let mut selected: Vec<Mount> = Vec::new();
+        for mut mount in mounts.into_iter().rev() {
+            mount.mountpoint = self.paths.strip_rootfs(&mount.mountpoint).to_owned();
+            if self.options.wants(&mount) && seen.insert(mount.mountpoint.clone()) {
+                selected.push(mount);
+            }
+        }
+        selected.reverse();
+
+        let mut failures = Vec::new();
+        for mount in &selected {
+            let labels = || {
+                vec![
+                    ("device", mount.device.clone()),
+                    ("fstype", mount.fstype.clone()),
+                    ("mountpoint", mount.mountpoint.clone()),
+                ]
+            };
+            out.gauge(
+                "rpi_filesystem_readonly",
+                "Whether the filesystem is mounted read-only (1), as a Pi remounts its root after corruption",
+            )
+            .sample_owned(labels(), f64::from(u8::from(mount.readonly)));
+            let outcome = self.stat(&self.paths.rooted(&mount.mountpoint));
+            let error = matches!(outcome, StatOutcome::Failed(_));
+            out.gauge(
+                "rpi_filesystem_device_error",
+                "Whether statvfs on the mount failed or did not return (1)",
+            )
+            .sample_owned(labels(), f64::from(u8::from(error)));
+            match outcome {
+                StatOutcome::Stats(st) => {
+                    #[allow(clippy::cast_precision_loss)]
+                    let values = [
+                        (
+                            "rpi_filesystem_size_bytes",
+                            "Filesystem size in bytes",
+                            st.size_bytes,
+                        ),
+                        (
+                            "rpi_filesystem_free_bytes",
+                            "Free bytes, including those reserved for root",
+                            st.free_bytes,
+                        ),
+                        (
+                            "rpi_filesystem_avail_bytes",
+                            "Bytes available to unprivileged users",
+                            st.avail_bytes,
+                        ),
+                        ("rpi_filesystem_files", "Total inodes", st.files),
+                        ("rpi_filesystem_files_free", "Free inodes", st.files_free),
+                    ];
+                    for (name, help, value) in values {
+                        #[allow(clippy::cast_precision_loss)]
+                        out.gauge(name, help).sample_owned(labels(), value as f64);
+                    }
+                }
+                StatOutcome::Failed(reason) => {
+                    failures.push(format!("{}: {reason}", mount.mountpoint))
+                }
+            }
+        }
+        if malformed > 0 {
+            failures.push(format!(
+                "{malformed} malformed line(s) in {}",
+                path.display()
+            ));
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(CollectError::Other(failures.join("; ")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collector::CollectorOptions;
+
+    const MOUNTS: &str = "\
+/dev/root / ext4 ro,relatime 0 0
+devtmpfs /dev devtmpfs rw,relatime,size=1800000k 0 0
+proc /proc proc rw,relatime 0 0
+/dev/mmcblk0p1 /boot/firmware vfat rw,relatime,fmask=0022 0 0
+tmpfs /run tmpfs rw,nosuid,nodev,size=380000k,mode=755 0 0
+/dev/sda1 /mnt/usb\\040disk ext4 rw,noatime 0 0
+garbage-line
+/dev/sda2 /mnt/over ext4 rw 0 0
+/dev/sda3 /mnt/over ext4 ro 0 0
+";
+
+    #[test]
+    fn parses_mounts_with_escapes_and_counts_garbage() {
+        let (mounts, malformed) = parse_mounts(MOUNTS);
+        assert_eq!(malformed, 1);
+        assert_eq!(mounts.len(), 8);
+        assert!(mounts[0].readonly);
+        assert!(!mounts[3].readonly);
+        assert_eq!(mounts[5].mountpoint, "/mnt/usb disk");
+        assert_eq!(unescape_octal("a\\134b\\0"), "a\\b\\0");
+        assert_eq!(unescape_octal("\\777x"), "?x");
+    }
+
+    #[test]
+    fn default_filters_drop_pseudo_filesystems_only() {
+        let (mounts, _) = parse_mounts(MOUNTS);
+        let options = Options::default();
+        let kept: Vec<_> = mounts
+            .iter()
+            .filter(|m| options.wants(m))
+            .map(|m| m.mountpoint.as_str())
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                "/",
+                "/boot/firmware",
+                "/run",
+                "/mnt/usb disk",
+                "/mnt/over",
+                "/mnt/over"
+            ]
+        );
+    }
+
+    /// Answers instantly except for paths containing "hang", which block until released.
+    struct FakeStatFs {
+        release: Mutex<mpsc::Receiver<()>>,
+    }
+
+    impl StatFs for FakeStatFs {
+        fn statvfs(&self, path: &Path) -> io::Result<FsStats> {
+            let p = path.to_string_lossy();
+            if p.contains("hang") {
+                let _ = self.release.lock().map(|rx| rx.recv());
+            }
+            if p.contains("usb") {
+                return Err(io::Error::from_raw_os_error(libc::EIO));
+            }
+            Ok(FsStats {
+                size_bytes: 1000,
+                free_bytes: 400,
+                avail_bytes: 300,
+                files: 10,
+                files_free: 5,
+            })
+        }
+    }
+
+    fn collector(
+        mounts: &str,
+        statfs: Arc<dyn StatFs>,
+    ) -> (tempfile::TempDir, FilesystemCollector) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("proc/self")).expect("mkdir");
+        std::fs::write(dir.path().join("proc/self/mounts"), mounts).expect("write");
+        let mut options = CollectorOptions::default();
+        options.filesystem.mount_timeout = Duration::from_millis(50);
+        let ctx = BuildContext {
+            paths: Paths {
+                procfs: dir.path().join("proc"),
+                rootfs: "/host".into(),
+                ..Paths::default()
+            },
+            options,
+        };
+        let c = FilesystemCollector::with_statfs(&ctx, statfs);
+        (dir, c)
+    }
+
+    fn value(set: &MetricSet, name: &str, mountpoint: &str) -> Option<f64> {
+        set.get(name)?
+            .samples
+            .iter()
+            .find(|s| {
+                s.labels
+                    .iter()
+                    .any(|(k, v)| *k == "mountpoint" && v == mountpoint)
+            })
+            .map(|s| s.value)
+    }
+
+    #[test]
+    fn reports_each_mount_and_survives_a_hanging_and_a_failing_one() {
+        let (release, rx) = mpsc::channel();
+        let mounts = "/dev/root /host ext4 ro 0 0\nnfs:/x /host/hang nfs rw 0 0\n/dev/sda1 /host/usb ext4 rw 0 0\n/dev/sdb1 /host/data ext4 rw 0 0\n";
+        let (_dir, c) = collector(
+            mounts,
+            Arc::new(FakeStatFs {
+                release: Mutex::new(rx),
+            }),
+        );
+
+        let mut set = MetricSet::new();
+        let err = c
+            .collect(&mut set)
+            .expect_err("hang and EIO must fail the collector");
+        assert!(err.to_string().contains("/hang"), "{err}");
+        assert_eq!(value(&set, "rpi_filesystem_readonly", "/"), Some(1.0));
+        assert_eq!(value(&set, "rpi_filesystem_size_bytes", "/"), Some(1000.0));
+        assert_eq!(
+            value(&set, "rpi_filesystem_device_error", "/hang"),
+            Some(1.0)
+        );
+        assert_eq!(value(&set, "rpi_filesystem_size_bytes", "/hang"), None);
+        assert_eq!(
+            value(&set, "rpi_filesystem_device_error", "/usb"),
+            Some(1.0)
+        );
+        // Mounts after the hung one still got a (new) worker.
+        assert_eq!(
+            value(&set, "rpi_filesystem_avail_bytes", "/data"),
+            Some(300.0)
+        );
+
+        // While it hangs, the mount is skipped at once.
+        let started = std::time::Instant::now();
+        let mut again = MetricSet::new();
+        let _ = c.collect(&mut again);
+        assert!(
+            started.elapsed() < Duration::from_millis(45),
+            "stuck mount must be skipped"
+        );
+        assert_eq!(
+            value(&again, "rpi_filesystem_device_error", "/hang"),
+            Some(1.0)
+        );
+
+        // Once the call returns, the mount is measured again.
+        release.send(()).expect("release");
+        release.send(()).expect("release next call");
+        let mut recovered = false;
+        for _ in 0..100 {
+            let mut set = MetricSet::new();
+            let _ = c.collect(&mut set);
+            if value(&set, "rpi_filesystem_device_error", "/hang") == Some(0.0) {
+                recovered = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(recovered);
+    }
+
+    #[test]
+    fn missing_mount_table_is_an_error_not_a_panic() {
+        let ctx = BuildContext {
+            paths: Paths {
+                procfs: "/nonexistent/proc".into(),
+                ..Paths::default()
+            },
+            options: CollectorOptions::default(),
+        };
+        let c = FilesystemCollector::new(&ctx);
+        let mut set = MetricSet::new();
+        assert!(c.collect(&mut set).is_err());
+        assert!(set.families().is_empty());
+    }
+}
