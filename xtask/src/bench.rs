@@ -1,0 +1,189 @@
+//! `cargo xtask bench`: pi-exporter and Debian's node_exporter on the same fixture tree, scraped
+//! alternately on loopback with Prometheus' headers, reported side by side as ratios.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::scrape::Scraper;
+
+/// Kills the child when the bench ends, however it ends.
+struct Running {
+    name: &'static str,
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Running {
+    fn start(name: &'static str, program: &Path, args: &[String], addr: SocketAddr) -> Result<Self> {
+        let child = Command::new(program)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", program.display()))?;
+        let running = Self { name, child, addr };
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            match Scraper::connect(addr, "/metrics").and_then(|mut s| s.scrape()) {
+                Ok(_) => return Ok(running),
+                Err(e) if Instant::now() > until => bail!("{name} did not answer on {addr}: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    /// Peak and current resident set size in bytes, from /proc.
+    fn rss(&self) -> Result<(u64, u64)> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let field = |key: &str| -> Result<u64> {
+            let line = status.lines().find(|l| l.starts_with(key)).with_context(|| format!("no {key}"))?;
+            let kib: u64 = line.split_whitespace().nth(1).unwrap_or("").parse()?;
+            Ok(kib * 1024)
+        };
+        Ok((field("VmHWM:")?, field("VmRSS:")?))
+    }
+}
+
+fn free_port() -> Result<SocketAddr> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+fn find_node_exporter() -> Result<PathBuf> {
+    for candidate in ["/usr/bin/prometheus-node-exporter", "/usr/local/bin/node_exporter"] {
+        if Path::new(candidate).exists() {
+            return Ok(candidate.into());
+        }
+    }
+    bail!("node_exporter not found: install it with `apt-get install prometheus-node-exporter`")
+}
+
+#[derive(Debug)]
+struct Latencies {
+    samples: Vec<Duration>,
+    bytes: usize,
+}
+
+impl Latencies {
+    fn percentile(&self, p: f64) -> Duration {
+        let mut sorted = self.samples.clone();
+        sorted.sort();
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+        let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+        sorted.get(index).copied().unwrap_or_default()
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+pub(crate) fn run(args: &[String]) -> Result<()> {
+    let mut scrapes = 2000_usize;
+    let mut fixture = String::from("pi4-sd");
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        match arg.as_str() {
+            "--scrapes" => scrapes = iter.next().context("--scrapes needs a number")?.parse()?,
+            "--fixture" => fixture = iter.next().context("--fixture needs a name")?.clone(),
+            other => bail!("unknown bench option {other:?}"),
+        }
+    }
+    let root = crate::root();
+    let tree = root.join("crates/pi-exporter/tests/fixtures").join(&fixture);
+    if !tree.is_dir() {
+        bail!("no fixture tree {}", tree.display());
+    }
+    let node = find_node_exporter()?;
+    crate::cargo(&["build", "--release", "--locked", "-p", "pi-exporter"])?;
+    let pi = root.join("target/release/pi-exporter");
+    let path = |sub: &str| tree.join(sub).display().to_string();
+
+    let pi_addr = free_port()?;
+    let pi_args: Vec<String> = vec![
+        format!("--web.listen-address={pi_addr}"),
+        format!("--path.procfs={}", path("proc")),
+        format!("--path.sysfs={}", path("sys")),
+        format!("--path.rootfs={}", path("rootfs")),
+        "--log.level=error".into(),
+    ];
+    let node_addr = free_port()?;
+    let node_args: Vec<String> = vec![
+        format!("--web.listen-address={node_addr}"),
+        format!("--path.procfs={}", path("proc")),
+        format!("--path.sysfs={}", path("sys")),
+        format!("--path.rootfs={}", path("rootfs")),
+        "--collector.disable-defaults".into(),
+        "--collector.filesystem".into(),
+        "--collector.diskstats".into(),
+        "--collector.meminfo".into(),
+        "--collector.loadavg".into(),
+        "--collector.time".into(),
+        "--log.level=error".into(),
+    ];
+    let servers = [
+        Running::start("pi-exporter", &pi, &pi_args, pi_addr)?,
+        Running::start("node_exporter", &node, &node_args, node_addr)?,
+    ];
+    let mut clients = Vec::new();
+    for server in &servers {
+        clients.push(Scraper::connect(server.addr, "/metrics")?);
+    }
+    // Warm up allocators, thread pools and page cache before measuring.
+    for client in &mut clients {
+        for _ in 0..50 {
+            client.scrape()?;
+        }
+    }
+    let mut results: Vec<Latencies> =
+        servers.iter().map(|_| Latencies { samples: Vec::with_capacity(scrapes), bytes: 0 }).collect();
+    // Alternate so both see the same machine state.
+    for _ in 0..scrapes {
+        for (client, result) in clients.iter_mut().zip(&mut results) {
+            let started = Instant::now();
+            result.bytes = client.scrape()?;
+            result.samples.push(started.elapsed());
+        }
+    }
+    let rss: Vec<(u64, u64)> = servers.iter().map(Running::rss).collect::<Result<_>>()?;
+    let pi_size = std::fs::metadata(&pi)?.len();
+    let node_size = std::fs::metadata(&node)?.len();
+
+    println!("\n{scrapes} scrapes each, alternating, keep-alive, gzip, Prometheus Accept header; fixture {fixture}\n");
+    println!("| | pi-exporter | node_exporter | ratio | target |");
+    println!("|---|---:|---:|---:|---|");
+    let (p, n) = (&results[0], &results[1]);
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+    for (label, q, target) in [("median scrape (ms)", 0.5, "≤ 0.33"), ("p99 scrape (ms)", 0.99, "≤ 0.33")] {
+        let (a, b) = (ms(p.percentile(q)), ms(n.percentile(q)));
+        println!("| {label} | {a:.3} | {b:.3} | {:.2} | {target} |", ratio(a, b));
+    }
+    let (a, b) = (mib(rss[0].0), mib(rss[1].0));
+    println!("| peak RSS (MiB) | {a:.2} | {b:.2} | {:.2} | < 8 MiB and ≤ 0.5 |", ratio(a, b));
+    let (a, b) = (mib(rss[0].1), mib(rss[1].1));
+    println!("| RSS after run (MiB) | {a:.2} | {b:.2} | {:.2} | |", ratio(a, b));
+    #[allow(clippy::cast_precision_loss)]
+    let (a, b) = (p.bytes as f64 / 1024.0, n.bytes as f64 / 1024.0);
+    println!("| gzip body (KiB) | {a:.1} | {b:.1} | | |");
+    let (a, b) = (mib(pi_size), mib(node_size));
+    println!("| binary (MiB) | {a:.2} | {b:.2} | {:.2} | < 6 MiB stripped |", ratio(a, b));
+    for server in &servers {
+        eprintln!("{} ran as pid {}", server.name, server.child.id());
+    }
+    Ok(())
+}
