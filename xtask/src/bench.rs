@@ -25,7 +25,12 @@ impl Drop for Running {
 }
 
 impl Running {
-    fn start(name: &'static str, program: &Path, args: &[String], addr: SocketAddr) -> Result<Self> {
+    fn start(
+        name: &'static str,
+        program: &Path,
+        args: &[String],
+        addr: SocketAddr,
+    ) -> Result<Self> {
         let child = Command::new(program)
             .args(args)
             .stdout(Stdio::null())
@@ -47,7 +52,10 @@ impl Running {
     fn rss(&self) -> Result<(u64, u64)> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
         let field = |key: &str| -> Result<u64> {
-            let line = status.lines().find(|l| l.starts_with(key)).with_context(|| format!("no {key}"))?;
+            let line = status
+                .lines()
+                .find(|l| l.starts_with(key))
+                .with_context(|| format!("no {key}"))?;
             let kib: u64 = line.split_whitespace().nth(1).unwrap_or("").parse()?;
             Ok(kib * 1024)
         };
@@ -60,7 +68,10 @@ fn free_port() -> Result<SocketAddr> {
 }
 
 fn find_node_exporter() -> Result<PathBuf> {
-    for candidate in ["/usr/bin/prometheus-node-exporter", "/usr/local/bin/node_exporter"] {
+    for candidate in [
+        "/usr/bin/prometheus-node-exporter",
+        "/usr/local/bin/node_exporter",
+    ] {
         if Path::new(candidate).exists() {
             return Ok(candidate.into());
         }
@@ -78,7 +89,11 @@ impl Latencies {
     fn percentile(&self, p: f64) -> Duration {
         let mut sorted = self.samples.clone();
         sorted.sort();
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )]
         let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
         sorted.get(index).copied().unwrap_or_default()
     }
@@ -105,7 +120,9 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         }
     }
     let root = crate::root();
-    let tree = root.join("crates/pi-exporter/tests/fixtures").join(&fixture);
+    let tree = root
+        .join("crates/pi-exporter/tests/fixtures")
+        .join(&fixture);
     if !tree.is_dir() {
         bail!("no fixture tree {}", tree.display());
     }
@@ -150,8 +167,13 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             client.scrape()?;
         }
     }
-    let mut results: Vec<Latencies> =
-        servers.iter().map(|_| Latencies { samples: Vec::with_capacity(scrapes), bytes: 0 }).collect();
+    let mut results: Vec<Latencies> = servers
+        .iter()
+        .map(|_| Latencies {
+            samples: Vec::with_capacity(scrapes),
+            bytes: 0,
+        })
+        .collect();
     // Alternate so both see the same machine state.
     for _ in 0..scrapes {
         for (client, result) in clients.iter_mut().zip(&mut results) {
@@ -164,24 +186,41 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let pi_size = std::fs::metadata(&pi)?.len();
     let node_size = std::fs::metadata(&node)?.len();
 
-    println!("\n{scrapes} scrapes each, alternating, keep-alive, gzip, Prometheus Accept header; fixture {fixture}\n");
+    println!(
+        "\n{scrapes} scrapes each, alternating, keep-alive, gzip, Prometheus Accept header; fixture {fixture}\n"
+    );
     println!("| | pi-exporter | node_exporter | ratio | target |");
     println!("|---|---:|---:|---:|---|");
     let (p, n) = (&results[0], &results[1]);
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
-    for (label, q, target) in [("median scrape (ms)", 0.5, "≤ 0.33"), ("p99 scrape (ms)", 0.99, "≤ 0.33")] {
+    for (label, q, target) in [
+        ("median scrape (ms)", 0.5, "≤ 0.33"),
+        ("p99 scrape (ms)", 0.99, "≤ 0.33"),
+    ] {
         let (a, b) = (ms(p.percentile(q)), ms(n.percentile(q)));
-        println!("| {label} | {a:.3} | {b:.3} | {:.2} | {target} |", ratio(a, b));
+        println!(
+            "| {label} | {a:.3} | {b:.3} | {:.2} | {target} |",
+            ratio(a, b)
+        );
     }
     let (a, b) = (mib(rss[0].0), mib(rss[1].0));
-    println!("| peak RSS (MiB) | {a:.2} | {b:.2} | {:.2} | < 8 MiB and ≤ 0.5 |", ratio(a, b));
+    println!(
+        "| peak RSS (MiB) | {a:.2} | {b:.2} | {:.2} | < 8 MiB and ≤ 0.5 |",
+        ratio(a, b)
+    );
     let (a, b) = (mib(rss[0].1), mib(rss[1].1));
-    println!("| RSS after run (MiB) | {a:.2} | {b:.2} | {:.2} | |", ratio(a, b));
+    println!(
+        "| RSS after run (MiB) | {a:.2} | {b:.2} | {:.2} | |",
+        ratio(a, b)
+    );
     #[allow(clippy::cast_precision_loss)]
     let (a, b) = (p.bytes as f64 / 1024.0, n.bytes as f64 / 1024.0);
     println!("| gzip body (KiB) | {a:.1} | {b:.1} | | |");
     let (a, b) = (mib(pi_size), mib(node_size));
-    println!("| binary (MiB) | {a:.2} | {b:.2} | {:.2} | < 6 MiB stripped |", ratio(a, b));
+    println!(
+        "| binary (MiB) | {a:.2} | {b:.2} | {:.2} | < 6 MiB stripped |",
+        ratio(a, b)
+    );
     for server in &servers {
         eprintln!("{} ran as pid {}", server.name, server.child.id());
     }

@@ -24,7 +24,10 @@ impl Scraper {
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: {ACCEPT}\r\nAccept-Encoding: gzip\r\nX-Prometheus-Scrape-Timeout-Seconds: 10\r\nUser-Agent: xtask-bench\r\n\r\n"
         )
         .into_bytes();
-        Ok(Self { reader: BufReader::new(stream), request })
+        Ok(Self {
+            reader: BufReader::new(stream),
+            request,
+        })
     }
 
     /// Sends one request and reads the whole response; returns the body size in bytes.
@@ -47,7 +50,9 @@ impl Scraper {
             let (name, value) = header.split_once(':').unwrap_or((header, ""));
             if name.eq_ignore_ascii_case("content-length") {
                 length = Some(value.trim().parse::<usize>().context("content-length")?);
-            } else if name.eq_ignore_ascii_case("transfer-encoding") && value.trim().eq_ignore_ascii_case("chunked") {
+            } else if name.eq_ignore_ascii_case("transfer-encoding")
+                && value.trim().eq_ignore_ascii_case("chunked")
+            {
                 chunked = true;
             }
         }
@@ -56,7 +61,8 @@ impl Scraper {
             loop {
                 line.clear();
                 self.reader.read_line(&mut line)?;
-                let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16).context("chunk size")?;
+                let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
+                    .context("chunk size")?;
                 let mut chunk = vec![0; size + 2];
                 self.reader.read_exact(&mut chunk)?;
                 if size == 0 {

@@ -2,6 +2,69 @@
 //!
 //! See `ARCHITECTURE.md` at the repository root for the map of this crate.
 
+pub mod cli;
 pub mod collector;
+pub mod http;
 pub mod metrics;
 pub mod paths;
+pub mod systemd;
+pub mod web_config;
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use crate::cli::Config;
+use crate::collector::{BuildContext, Scraper};
+use crate::http::App;
+use crate::web_config::WebConfig;
+
+/// Runs the exporter until SIGTERM or Ctrl-C.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let web = match &config.web_config_file {
+        Some(path) => WebConfig::load(path)
+            .with_context(|| format!("invalid --web.config.file {}", path.display()))?,
+        None => WebConfig::disabled(),
+    };
+    let context = BuildContext {
+        paths: config.paths.clone(),
+        options: config.collector_options.clone(),
+    };
+    tracing::info!(collectors = ?config.collectors, paths = ?config.paths, "starting pi-exporter {}", env!("CARGO_PKG_VERSION"));
+    let collectors = collector::build_enabled(&context, &config.collectors);
+    let scraper = Scraper::new(collectors, config.collector_timeout);
+    let app = Arc::new(App::new(
+        scraper,
+        config.telemetry_path.clone(),
+        web,
+        config.max_requests,
+        config.read_header_timeout,
+    ));
+
+    let listeners = http::bind(&config.listen).await?;
+    let serving = Arc::new(http::serve(listeners, Arc::clone(&app)));
+    for address in &serving.addresses {
+        tracing::info!(%address, "listening");
+    }
+    systemd::notify(&sd_notify::NotifyState::Ready);
+    let watchdog = systemd::watchdog_interval().map(|period| {
+        tokio::spawn(systemd::run_watchdog(
+            Arc::clone(&app),
+            Arc::clone(&serving),
+            period,
+        ))
+    });
+
+    http::shutdown_signal().await;
+    tracing::info!("shutting down");
+    systemd::notify(&sd_notify::NotifyState::Stopping);
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+        let _ = watchdog.await;
+    }
+    match Arc::try_unwrap(serving) {
+        Ok(serving) => serving.shutdown().await,
+        Err(_) => tracing::warn!("server still shared at shutdown; not waiting for connections"),
+    }
+    Ok(())
+}

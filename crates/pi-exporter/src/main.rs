@@ -1,1 +1,34 @@
-fn main() {}
+use std::process::ExitCode;
+use std::time::Duration;
+
+fn main() -> ExitCode {
+    let config = pi_exporter::cli::parse();
+    tracing_subscriber::fmt()
+        .with_max_level(config.log_level)
+        .with_target(false)
+        .init();
+    // The workspace's single TLS crypto provider.
+    if rustls::crypto::ring::default_provider()
+        .install_default()
+        .is_err()
+    {
+        tracing::debug!("a rustls crypto provider was already installed");
+    }
+    // One thread serves HTTP; collectors run on a small pool of blocking threads.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(16)
+        .thread_keep_alive(Duration::from_secs(120))
+        .build();
+    let result = match runtime {
+        Ok(runtime) => runtime.block_on(pi_exporter::run(config)),
+        Err(e) => Err(anyhow::Error::new(e).context("cannot start the async runtime")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use regex_lite::Regex;
 
+use super::parse::{Failures, unescape_octal};
 use super::{BuildContext, CollectError, Collector};
 use crate::metrics::MetricSet;
 use crate::paths::Paths;
@@ -88,35 +89,6 @@ pub fn parse_mounts(text: &str) -> (Vec<Mount>, usize) {
         }
     }
     (mounts, malformed)
-}
-
-/// The kernel writes space, tab, newline and backslash in mount fields as `\ooo`.
-fn unescape_octal(field: &str) -> String {
-    if !field.contains('\\') {
-        return field.to_owned();
-    }
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)));
-        match octal {
-            Some(d) => {
-                let v = u32::from(d[0] - b'0') * 64
-                    + u32::from(d[1] - b'0') * 8
-                    + u32::from(d[2] - b'0');
-                out.push(u8::try_from(v).unwrap_or(b'?'));
-                i += 4;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// What `statvfs` says about a filesystem, in bytes and inodes.
@@ -286,7 +258,7 @@ impl Collector for FilesystemCollector {
         }
         selected.reverse();
 
-        let mut failures = Vec::new();
+        let mut failures = Failures::default();
         for mount in &selected {
             let labels = || {
                 vec![
@@ -335,21 +307,15 @@ impl Collector for FilesystemCollector {
                     }
                 }
                 StatOutcome::Failed(reason) => {
-                    failures.push(format!("{}: {reason}", mount.mountpoint))
+                    failures.push(CollectError::Other(format!(
+                        "{}: {reason}",
+                        mount.mountpoint
+                    )));
                 }
             }
         }
-        if malformed > 0 {
-            failures.push(format!(
-                "{malformed} malformed line(s) in {}",
-                path.display()
-            ));
-        }
-        if failures.is_empty() {
-            Ok(())
-        } else {
-            Err(CollectError::Other(failures.join("; ")))
-        }
+        failures.skipped_lines(&path, malformed);
+        failures.finish()
     }
 }
 
@@ -378,8 +344,6 @@ garbage-line
         assert!(mounts[0].readonly);
         assert!(!mounts[3].readonly);
         assert_eq!(mounts[5].mountpoint, "/mnt/usb disk");
-        assert_eq!(unescape_octal("a\\134b\\0"), "a\\b\\0");
-        assert_eq!(unescape_octal("\\777x"), "?x");
     }
 
     #[test]

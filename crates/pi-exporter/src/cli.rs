@@ -1,0 +1,443 @@
+//! Command-line flags in the Prometheus exporter convention (`--web.listen-address`,
+//! `--path.sysfs`, `--[no-]collector.<name>`, ...), parsed into a [`Config`].
+
+use std::ffi::OsString;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Arg, ArgAction, ArgMatches, Command};
+use regex_lite::Regex;
+
+use crate::collector::{self, CollectorOptions, filesystem, storage};
+use crate::paths::Paths;
+
+/// Default port: unallocated in the Prometheus default-port list when chosen (see README).
+pub const DEFAULT_PORT: u16 = 9831;
+
+/// Everything the exporter needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: Vec<ListenAddress>,
+    pub telemetry_path: String,
+    pub web_config_file: Option<PathBuf>,
+    pub max_requests: usize,
+    pub read_header_timeout: Duration,
+    pub paths: Paths,
+    /// Names of the enabled collectors, in [`collector::ALL`] order.
+    pub collectors: Vec<&'static str>,
+    pub collector_timeout: Duration,
+    pub collector_options: CollectorOptions,
+    pub log_level: tracing::Level,
+}
+
+/// A `--web.listen-address` value. `:9831` (no host) means every interface, as in Go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenAddress {
+    AllInterfaces(u16),
+    Socket(SocketAddr),
+}
+
+impl ListenAddress {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if let Some(port) = text.strip_prefix(':') {
+            return port
+                .parse()
+                .map(Self::AllInterfaces)
+                .map_err(|_| format!("invalid port in {text:?}"));
+        }
+        if let Ok(addr) = text.parse::<SocketAddr>() {
+            return Ok(Self::Socket(addr));
+        }
+        // `localhost:9831`: the only host name worth resolving without DNS.
+        if let Some(port) = text.strip_prefix("localhost:") {
+            let port = port
+                .parse()
+                .map_err(|_| format!("invalid port in {text:?}"))?;
+            return Ok(Self::Socket(SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                port,
+            )));
+        }
+        Err(format!(
+            "{text:?} is not HOST:PORT or :PORT (host must be an IP address or localhost)"
+        ))
+    }
+
+    /// Addresses to try, in order: all interfaces is IPv6 dual-stack, else IPv4 where IPv6 is off.
+    pub fn candidates(self) -> Vec<SocketAddr> {
+        match self {
+            Self::AllInterfaces(port) => vec![
+                SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port),
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
+            ],
+            Self::Socket(addr) => vec![addr],
+        }
+    }
+}
+
+/// Parses a Prometheus-style duration: `500ms`, `10s`, `1m`, `1h30m`, `2d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let err = || format!("{text:?} is not a duration like 500ms, 10s, 1m or 1h30m");
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    if rest.is_empty() {
+        return Err(err());
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
+        if digits == 0 {
+            return Err(err());
+        }
+        let value: u64 = rest[..digits].parse().map_err(|_| err())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(1),
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            "d" => Duration::from_secs(86_400),
+            "w" => Duration::from_secs(7 * 86_400),
+            "y" => Duration::from_secs(365 * 86_400),
+            _ => return Err(err()),
+        };
+        let step = u32::try_from(value)
+            .ok()
+            .and_then(|v| unit.checked_mul(v))
+            .ok_or_else(err)?;
+        total = total.checked_add(step).ok_or_else(err)?;
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+fn regex(text: &str) -> Result<Regex, String> {
+    Regex::new(text).map_err(|e| e.to_string())
+}
+
+fn command() -> Command {
+    let mut cmd = Command::new("pi-exporter")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("Prometheus exporter for Raspberry Pi health: firmware, storage, clock and power")
+        .arg(
+            Arg::new("web.listen-address")
+                .long("web.listen-address")
+                .value_name("ADDRESS")
+                .action(ArgAction::Append)
+                .value_parser(ListenAddress::parse)
+                .help(format!("Address to listen on, repeatable; :PORT means every interface [default: :{DEFAULT_PORT}]")),
+        )
+        .arg(
+            Arg::new("web.telemetry-path")
+                .long("web.telemetry-path")
+                .value_name("PATH")
+                .default_value("/metrics")
+                .help("Path under which to expose metrics"),
+        )
+        .arg(
+            Arg::new("web.config.file")
+                .long("web.config.file")
+                .value_name("FILE")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("exporter-toolkit web configuration (TLS, basic auth, headers, rate limit); re-read when it changes"),
+        )
+        .arg(
+            Arg::new("web.max-requests")
+                .long("web.max-requests")
+                .value_name("N")
+                .default_value("40")
+                .value_parser(clap::value_parser!(usize))
+                .help("Maximum number of scrapes served at once; more get 503 (0 = no limit)"),
+        )
+        .arg(
+            Arg::new("web.read-header-timeout")
+                .long("web.read-header-timeout")
+                .value_name("DURATION")
+                .default_value("10s")
+                .value_parser(parse_duration)
+                .help("Close connections that have not sent a complete request head (and TLS handshake) within this time"),
+        );
+    for (name, default, help) in [
+        ("path.procfs", "/proc", "procfs mountpoint"),
+        ("path.sysfs", "/sys", "sysfs mountpoint"),
+        (
+            "path.rootfs",
+            "/",
+            "Root filesystem mountpoint (for a containerised exporter: the host's / mounted inside)",
+        ),
+        (
+            "path.devfs",
+            "/dev",
+            "devfs mountpoint (device nodes such as vcio, i2c-*, gpiochip*)",
+        ),
+    ] {
+        cmd = cmd.arg(
+            Arg::new(name)
+                .long(name)
+                .value_name("PATH")
+                .default_value(default)
+                .value_parser(clap::value_parser!(PathBuf))
+                .help(help),
+        );
+    }
+    cmd = cmd
+        .arg(
+            Arg::new("collector.disable-defaults")
+                .long("collector.disable-defaults")
+                .action(ArgAction::SetTrue)
+                .help("Start from no collectors; enable each with --collector.<name>"),
+        )
+        .arg(
+            Arg::new("collector.timeout")
+                .long("collector.timeout")
+                .value_name("DURATION")
+                .default_value("5s")
+                .value_parser(parse_duration)
+                .help("Deadline of each collector per scrape (Prometheus' scrape timeout shortens it)"),
+        );
+    for spec in collector::ALL {
+        let on = format!("collector.{}", spec.name);
+        let off = format!("no-collector.{}", spec.name);
+        let state = if spec.enabled_by_default {
+            "enabled"
+        } else {
+            "disabled"
+        };
+        cmd = cmd
+            .arg(
+                Arg::new(on.clone())
+                    .long(on.clone())
+                    .action(ArgAction::SetTrue)
+                    .overrides_with(off.clone())
+                    .help(format!(
+                        "Enable the {} collector: {} [default: {state}]",
+                        spec.name, spec.help
+                    )),
+            )
+            .arg(
+                Arg::new(off.clone())
+                    .long(off)
+                    .action(ArgAction::SetTrue)
+                    .overrides_with(on)
+                    .help(format!("Disable the {} collector", spec.name)),
+            );
+    }
+    cmd.arg(
+        Arg::new("collector.filesystem.mount-points-exclude")
+            .long("collector.filesystem.mount-points-exclude")
+            .value_name("REGEX")
+            .default_value(filesystem::DEFAULT_MOUNT_POINTS_EXCLUDE)
+            .value_parser(regex)
+            .help("Mount points to leave out"),
+    )
+    .arg(
+        Arg::new("collector.filesystem.mount-points-include")
+            .long("collector.filesystem.mount-points-include")
+            .value_name("REGEX")
+            .value_parser(regex)
+            .help("Only these mount points (applied before the exclude)"),
+    )
+    .arg(
+        Arg::new("collector.filesystem.fs-types-exclude")
+            .long("collector.filesystem.fs-types-exclude")
+            .value_name("REGEX")
+            .default_value(filesystem::DEFAULT_FS_TYPES_EXCLUDE)
+            .value_parser(regex)
+            .help("Filesystem types to leave out"),
+    )
+    .arg(
+        Arg::new("collector.filesystem.fs-types-include")
+            .long("collector.filesystem.fs-types-include")
+            .value_name("REGEX")
+            .value_parser(regex)
+            .help("Only these filesystem types (applied before the exclude)"),
+    )
+    .arg(
+        Arg::new("collector.filesystem.mount-timeout")
+            .long("collector.filesystem.mount-timeout")
+            .value_name("DURATION")
+            .default_value("2s")
+            .value_parser(parse_duration)
+            .help("How long to wait for statvfs on one mount before marking it stuck"),
+    )
+    .arg(
+        Arg::new("collector.storage.device-exclude")
+            .long("collector.storage.device-exclude")
+            .value_name("REGEX")
+            .default_value(storage::DEFAULT_DEVICE_EXCLUDE)
+            .value_parser(regex)
+            .help("Block devices to leave out of the I/O metrics (empty: keep all)"),
+    )
+    .arg(
+        Arg::new("log.level")
+            .long("log.level")
+            .value_name("LEVEL")
+            .default_value("info")
+            .value_parser(["debug", "info", "warn", "error"])
+            .help("Only log messages with the given severity or above"),
+    )
+}
+
+/// Parses the process arguments; prints help/version or an error and exits as clap does.
+pub fn parse() -> Config {
+    match try_parse(std::env::args_os()) {
+        Ok(config) => config,
+        Err(e) => e.exit(),
+    }
+}
+
+/// Parses arguments (including the program name) without exiting.
+pub fn try_parse<I, T>(args: I) -> Result<Config, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let matches = command().try_get_matches_from(args)?;
+    Ok(from_matches(&matches))
+}
+
+fn from_matches(m: &ArgMatches) -> Config {
+    let path = |id: &str| m.get_one::<PathBuf>(id).cloned().unwrap_or_default();
+    let string = |id: &str| m.get_one::<String>(id).cloned().unwrap_or_default();
+    let defaults_off = m.get_flag("collector.disable-defaults");
+    let collectors = collector::ALL
+        .iter()
+        .filter(|spec| {
+            if m.get_flag(&format!("no-collector.{}", spec.name)) {
+                false
+            } else {
+                m.get_flag(&format!("collector.{}", spec.name))
+                    || (spec.enabled_by_default && !defaults_off)
+            }
+        })
+        .map(|spec| spec.name)
+        .collect();
+    let listen = m
+        .get_many::<ListenAddress>("web.listen-address")
+        .map(|v| v.copied().collect())
+        .unwrap_or_else(|| vec![ListenAddress::AllInterfaces(DEFAULT_PORT)]);
+    let empty_is_none = |id: &str| {
+        m.get_one::<Regex>(id)
+            .filter(|re| !re.as_str().is_empty())
+            .cloned()
+    };
+    let defaults = filesystem::Options::default();
+    Config {
+        listen,
+        telemetry_path: string("web.telemetry-path"),
+        web_config_file: m.get_one::<PathBuf>("web.config.file").cloned(),
+        max_requests: m
+            .get_one::<usize>("web.max-requests")
+            .copied()
+            .unwrap_or(40),
+        read_header_timeout: m
+            .get_one::<Duration>("web.read-header-timeout")
+            .copied()
+            .unwrap_or(Duration::from_secs(10)),
+        paths: Paths {
+            procfs: path("path.procfs"),
+            sysfs: path("path.sysfs"),
+            rootfs: path("path.rootfs"),
+            devfs: path("path.devfs"),
+        },
+        collectors,
+        collector_timeout: m
+            .get_one::<Duration>("collector.timeout")
+            .copied()
+            .unwrap_or(Duration::from_secs(5)),
+        collector_options: CollectorOptions {
+            filesystem: filesystem::Options {
+                mount_points_exclude: m
+                    .get_one::<Regex>("collector.filesystem.mount-points-exclude")
+                    .cloned()
+                    .unwrap_or(defaults.mount_points_exclude),
+                mount_points_include: empty_is_none("collector.filesystem.mount-points-include"),
+                fs_types_exclude: m
+                    .get_one::<Regex>("collector.filesystem.fs-types-exclude")
+                    .cloned()
+                    .unwrap_or(defaults.fs_types_exclude),
+                fs_types_include: empty_is_none("collector.filesystem.fs-types-include"),
+                mount_timeout: m
+                    .get_one::<Duration>("collector.filesystem.mount-timeout")
+                    .copied()
+                    .unwrap_or(defaults.mount_timeout),
+            },
+            storage: storage::Options {
+                device_exclude: empty_is_none("collector.storage.device-exclude"),
+            },
+        },
+        log_level: match string("log.level").as_str() {
+            "debug" => tracing::Level::DEBUG,
+            "warn" => tracing::Level::WARN,
+            "error" => tracing::Level::ERROR,
+            _ => tracing::Level::INFO,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        try_parse(std::iter::once("pi-exporter").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_follow_exporter_conventions() {
+        let c = parse(&[]).expect("defaults parse");
+        assert_eq!(c.listen, [ListenAddress::AllInterfaces(DEFAULT_PORT)]);
+        assert_eq!(c.telemetry_path, "/metrics");
+        assert_eq!(c.paths, Paths::default());
+        assert_eq!(c.collectors, ["filesystem", "storage", "system"]);
+        assert_eq!(c.max_requests, 40);
+        assert!(c.collector_options.storage.device_exclude.is_some());
+    }
+
+    #[test]
+    fn collectors_toggle_and_last_flag_wins() {
+        let c = parse(&["--no-collector.storage"]).expect("parse");
+        assert_eq!(c.collectors, ["filesystem", "system"]);
+        let c = parse(&["--collector.disable-defaults", "--collector.system"]).expect("parse");
+        assert_eq!(c.collectors, ["system"]);
+        let c = parse(&["--no-collector.system", "--collector.system"]).expect("parse");
+        assert!(c.collectors.contains(&"system"));
+        assert!(parse(&["--collector.nonexistent"]).is_err());
+    }
+
+    #[test]
+    fn listen_addresses_repeat_and_validate() {
+        let c = parse(&[
+            "--web.listen-address",
+            "127.0.0.1:1234",
+            "--web.listen-address=[::1]:99",
+        ])
+        .expect("parse");
+        assert_eq!(c.listen.len(), 2);
+        assert_eq!(
+            ListenAddress::parse("localhost:80"),
+            Ok(ListenAddress::Socket("127.0.0.1:80".parse().expect("addr")))
+        );
+        assert!(parse(&["--web.listen-address", "example.org:80"]).is_err());
+        assert!(parse(&["--web.listen-address", ":99999"]).is_err());
+    }
+
+    #[test]
+    fn durations_and_regexes_are_checked_at_start() {
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        for bad in ["", "5", "s", "1x", "-1s", "99999999999999999999s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse(&["--collector.timeout", "soon"]).is_err());
+        assert!(parse(&["--collector.filesystem.mount-points-exclude", "("]).is_err());
+        let c = parse(&["--collector.storage.device-exclude", ""]).expect("parse");
+        assert!(c.collector_options.storage.device_exclude.is_none());
+    }
+}

@@ -1,0 +1,6 @@
+//! Integration tests: the real `pi-exporter` binary on fixture trees, scraped over loopback.
+
+mod bad_input;
+mod golden;
+mod serving;
+mod support;
