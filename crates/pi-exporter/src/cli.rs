@@ -28,6 +28,8 @@ pub struct Config {
     pub collectors: Vec<&'static str>,
     pub collector_timeout: Duration,
     pub collector_options: CollectorOptions,
+    /// `--simulate.board`: replace hardware devices with the simulators described in this file.
+    pub simulate_board: Option<PathBuf>,
     pub log_level: tracing::Level,
 }
 
@@ -275,6 +277,13 @@ fn command() -> Command {
             .help("Block devices to leave out of the I/O metrics (empty: keep all)"),
     )
     .arg(
+        Arg::new("simulate.board")
+            .long("simulate.board")
+            .value_name("FILE")
+            .value_parser(clap::value_parser!(PathBuf))
+            .help("Simulate the hardware (firmware, RTC, UPS) described in this board file instead of using real devices"),
+    )
+    .arg(
         Arg::new("log.level")
             .long("log.level")
             .value_name("LEVEL")
@@ -372,6 +381,7 @@ fn from_matches(m: &ArgMatches) -> Config {
                 device_exclude: empty_is_none("collector.storage.device-exclude"),
             },
         },
+        simulate_board: m.get_one::<PathBuf>("simulate.board").cloned(),
         log_level: match string("log.level").as_str() {
             "debug" => tracing::Level::DEBUG,
             "warn" => tracing::Level::WARN,

@@ -7,6 +7,7 @@ pub mod collector;
 pub mod http;
 pub mod metrics;
 pub mod paths;
+pub mod simulate;
 pub mod systemd;
 pub mod web_config;
 
@@ -26,9 +27,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("invalid --web.config.file {}", path.display()))?,
         None => WebConfig::disabled(),
     };
+    let board = match &config.simulate_board {
+        Some(path) => {
+            let board = simulate::load(path)?;
+            tracing::warn!(
+                file = %path.display(),
+                description = board.description.as_deref().unwrap_or(""),
+                "simulating hardware from a board file: these metrics do not come from real devices"
+            );
+            Some(Arc::new(board))
+        }
+        None => None,
+    };
     let context = BuildContext {
         paths: config.paths.clone(),
         options: config.collector_options.clone(),
+        board,
     };
     tracing::info!(collectors = ?config.collectors, paths = ?config.paths, "starting pi-exporter {}", env!("CARGO_PKG_VERSION"));
     let collectors = collector::build_enabled(&context, &config.collectors);

@@ -408,6 +408,7 @@ garbage-line
                 ..Paths::default()
             },
             options,
+            board: None,
         };
         let c = FilesystemCollector::with_statfs(&ctx, statfs);
         (dir, c)
@@ -495,6 +496,7 @@ garbage-line
                 ..Paths::default()
             },
             options: CollectorOptions::default(),
+            board: None,
         };
         let c = FilesystemCollector::new(&ctx);
         let mut set = MetricSet::new();

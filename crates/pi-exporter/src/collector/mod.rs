@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::metrics::MetricSet;
 use crate::paths::Paths;
+use crate::simulate::BoardFile;
 
 pub use parse::{read_trimmed, read_u64};
 
@@ -71,6 +72,8 @@ pub struct CollectorOptions {
 pub struct BuildContext {
     pub paths: Paths,
     pub options: CollectorOptions,
+    /// The simulated board (`--simulate.board`), replacing hardware devices when set.
+    pub board: Option<Arc<BoardFile>>,
 }
 
 /// A collector the exporter knows, with its default state and constructor.

@@ -603,6 +603,7 @@ mod tests {
                 ..Paths::default()
             },
             options: CollectorOptions::default(),
+            board: None,
         })
     }
 

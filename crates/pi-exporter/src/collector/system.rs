@@ -388,6 +388,7 @@ Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority
                 ..Paths::default()
             },
             options: CollectorOptions::default(),
+            board: None,
         })
     }
 

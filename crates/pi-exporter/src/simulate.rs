@@ -1,0 +1,65 @@
+//! `--simulate.board FILE`: a YAML description of a Raspberry Pi that replaces its hardware with
+//! simulators working at the same level as the real devices (mailbox property buffers, I2C
+//! register maps, sysfs files), so the same drivers run in tests and in the newcomer demo.
+//!
+//! Each hardware collector owns one optional section of the file and its schema; this module
+//! only loads the file. The schema is documented in `docs/simulated-board.md`.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A whole board file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoardFile {
+    /// What the board stands for, e.g. "Pi 4 with a weak power supply"; logged at start-up.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BoardFileError {
+    #[error("cannot read board file {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid board file {}: {message}", path.display())]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// Loads and validates a board file.
+pub fn load(path: &Path) -> Result<BoardFile, BoardFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| BoardFileError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    serde_saphyr::from_str(&text).map_err(|e| BoardFileError::Invalid {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_sections_are_errors_naming_the_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("board.yaml");
+        std::fs::write(&path, "description: test\nfirmwre: {}\n").expect("write");
+        let err = load(&path).expect_err("typo must be rejected");
+        assert!(err.to_string().contains("firmwre"), "{err}");
+        std::fs::write(&path, "description: demo\n").expect("write");
+        assert_eq!(
+            load(&path).expect("valid").description.as_deref(),
+            Some("demo")
+        );
+        assert!(matches!(
+            load(&dir.path().join("missing.yaml")),
+            Err(BoardFileError::Io { .. })
+        ));
+    }
+}
