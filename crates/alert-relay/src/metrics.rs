@@ -1,0 +1,207 @@
+//! The relay's own metrics (`GET /metrics`), with prometheus-client. Queue depth and age are
+//! read from the delivery queues at scrape time, so they can never drift from the queues.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::store::CommitObserver;
+
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChannelLabels {
+    pub channel: String,
+    pub destination: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailureLabels {
+    pub channel: String,
+    pub destination: String,
+    pub reason: String,
+}
+
+/// What the queues report at scrape time.
+pub trait QueueStats: Send + Sync + std::fmt::Debug {
+    /// (destination, channel type, depth, age of the oldest queued delivery).
+    fn queues(&self) -> Vec<(String, String, usize, Duration)>;
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    pub webhooks: Family<StatusLabel, Counter>,
+    pub alerts_received: Family<StatusLabel, Counter>,
+    pub alerts_deduplicated: Counter,
+    pub alerts_unrouted: Counter,
+    pub rejected: Family<ReasonLabel, Counter>,
+    pub delivered: Family<ChannelLabels, Counter>,
+    pub failed: Family<FailureLabels, Counter>,
+    pub dead_lettered: Family<FailureLabels, Counter>,
+    pub fallbacks: Family<ChannelLabels, Counter>,
+    pub commit_seconds: Histogram,
+    pub commit_batch: Histogram,
+    pub storage_errors: Counter,
+    pub config_reload_success: Gauge,
+    registry: Mutex<Registry>,
+}
+
+#[derive(Debug)]
+struct QueueCollector(Arc<Mutex<Option<Arc<dyn QueueStats>>>>);
+
+impl Collector for QueueCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let Some(stats) = self.0.lock().unwrap_or_else(PoisonError::into_inner).clone() else {
+            return Ok(());
+        };
+        let queues = stats.queues();
+        let mut depth = encoder.encode_descriptor(
+            "alert_relay_queue_depth",
+            "Deliveries waiting per destination",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (dest, channel, n, _) in &queues {
+            let labels = ChannelLabels { channel: channel.clone(), destination: dest.clone() };
+            ConstGauge::new(i64::try_from(*n).unwrap_or(i64::MAX)).encode(depth.encode_family(&labels)?)?;
+        }
+        let mut age = encoder.encode_descriptor(
+            "alert_relay_queue_oldest_age_seconds",
+            "Age of the oldest waiting delivery per destination, 0 when none waits",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (dest, channel, _, oldest) in &queues {
+            let labels = ChannelLabels { channel: channel.clone(), destination: dest.clone() };
+            ConstGauge::new(oldest.as_secs_f64()).encode(age.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+impl Metrics {
+    pub fn new() -> (Arc<Self>, QueueSlot) {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            webhooks: Family::default(),
+            alerts_received: Family::default(),
+            alerts_deduplicated: Counter::default(),
+            alerts_unrouted: Counter::default(),
+            rejected: Family::default(),
+            delivered: Family::default(),
+            failed: Family::default(),
+            dead_lettered: Family::default(),
+            fallbacks: Family::default(),
+            commit_seconds: Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]),
+            commit_batch: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]),
+            storage_errors: Counter::default(),
+            config_reload_success: Gauge::default(),
+            registry: Mutex::new(Registry::default()),
+        };
+        m.config_reload_success.set(1);
+        registry.register("alert_relay_webhooks", "Webhook requests by result (accepted, rejected, error)", m.webhooks.clone());
+        registry.register("alert_relay_alerts_received", "Alerts in accepted webhooks by status", m.alerts_received.clone());
+        registry.register(
+            "alert_relay_alerts_deduplicated",
+            "Alerts already stored with the same fingerprint, status and startsAt",
+            m.alerts_deduplicated.clone(),
+        );
+        registry.register("alert_relay_alerts_unrouted", "New alerts that matched no route", m.alerts_unrouted.clone());
+        registry.register("alert_relay_webhooks_rejected", "Webhook requests answered 4xx by reason", m.rejected.clone());
+        registry.register("alert_relay_notifications_delivered", "Notifications a provider accepted", m.delivered.clone());
+        registry.register(
+            "alert_relay_notifications_failed",
+            "Failed delivery attempts by reason (retried unless dead-lettered)",
+            m.failed.clone(),
+        );
+        registry.register(
+            "alert_relay_notifications_dead_lettered",
+            "Notifications given up on by reason",
+            m.dead_lettered.clone(),
+        );
+        registry.register(
+            "alert_relay_notifications_plain_fallback",
+            "Notifications re-sent as plain text after the provider rejected the formatted one",
+            m.fallbacks.clone(),
+        );
+        registry.register_with_unit(
+            "alert_relay_storage_commit_duration",
+            "Duration of one group commit (fsync included)",
+            prometheus_client::registry::Unit::Seconds,
+            m.commit_seconds.clone(),
+        );
+        registry.register("alert_relay_storage_commit_writes", "Writes per group commit", m.commit_batch.clone());
+        registry.register("alert_relay_storage_errors", "Writes that failed in storage (answered 5xx)", m.storage_errors.clone());
+        registry.register(
+            "alert_relay_config_last_reload_successful",
+            "Whether the last configuration reload succeeded",
+            m.config_reload_success.clone(),
+        );
+        let build = Family::<BuildLabels, Gauge>::default();
+        build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION").into() }).set(1);
+        registry.register("alert_relay_build_info", "Version of this alert-relay", build);
+        let slot = QueueSlot(Arc::new(Mutex::new(None)));
+        registry.register_collector(Box::new(QueueCollector(Arc::clone(&slot.0))));
+        *m.registry.lock().unwrap_or_else(PoisonError::into_inner) = registry;
+        (Arc::new(m), slot)
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        let registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
+        if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    pub fn reject(&self, reason: &str) {
+        self.rejected.get_or_create(&ReasonLabel { reason: reason.into() }).inc();
+        self.webhooks.get_or_create(&StatusLabel { status: "rejected".into() }).inc();
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+}
+
+/// Where the delivery engine plugs its queue statistics in once it exists.
+#[derive(Debug, Clone)]
+pub struct QueueSlot(Arc<Mutex<Option<Arc<dyn QueueStats>>>>);
+
+impl QueueSlot {
+    pub fn set(&self, stats: Arc<dyn QueueStats>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(stats);
+    }
+}
+
+/// Feeds the commit histograms from the DB thread.
+#[derive(Debug)]
+pub struct CommitMetrics(pub Arc<Metrics>);
+
+impl CommitObserver for CommitMetrics {
+    fn committed(&self, writes: usize, took: Duration) {
+        self.0.commit_seconds.observe(took.as_secs_f64());
+        #[allow(clippy::cast_precision_loss)]
+        self.0.commit_batch.observe(writes as f64);
+    }
+}

@@ -1,0 +1,277 @@
+//! The provider-independent message: what a human needs to know about one alert event,
+//! derived from an [`AlertEvent`] alone. Channels lay it out for their provider. Pure.
+
+pub mod template;
+pub mod text;
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::payload::{AlertEvent, Labels, Status};
+use crate::time::{format_rfc3339, humanize};
+
+/// Labels shown beside the summary, in this order, when present.
+pub const CONTEXT_LABELS: &[&str] = &["site", "location", "region", "cluster", "job"];
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Message {
+    pub status: Status,
+    pub alertname: String,
+    pub severity: Option<String>,
+    /// "[FIRING] PiHot on pi-17:9831"; a user template may replace it.
+    pub title: String,
+    pub summary: String,
+    pub description: Option<String>,
+    pub instance: Option<String>,
+    /// `CONTEXT_LABELS` that the alert has.
+    pub context: Vec<(String, String)>,
+    pub starts_at: String,
+    pub ends_at: Option<String>,
+    /// Resolved only: how long it fired.
+    pub firing_for: Option<String>,
+    pub links: Vec<Link>,
+    pub labels: Labels,
+    pub annotations: Labels,
+    pub fingerprint: String,
+    /// Set by a user template: replaces the default body layout.
+    pub body: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Link {
+    pub name: String,
+    pub url: String,
+}
+
+impl Message {
+    pub fn new(e: &AlertEvent) -> Self {
+        let alertname = e.labels.get("alertname").cloned().unwrap_or_else(|| "alert".into());
+        let instance = e.labels.get("instance").cloned();
+        let summary = ["summary", "message", "description"]
+            .iter()
+            .find_map(|k| e.annotations.get(*k).filter(|v| !v.trim().is_empty()))
+            .cloned()
+            .unwrap_or_else(|| alertname.clone());
+        let description = e
+            .annotations
+            .get("description")
+            .filter(|d| **d != summary && !d.trim().is_empty())
+            .cloned();
+        let state = match e.status {
+            Status::Firing => "FIRING",
+            Status::Resolved => "RESOLVED",
+        };
+        let title = match &instance {
+            Some(i) => format!("[{state}] {alertname} on {i}"),
+            None => format!("[{state}] {alertname}"),
+        };
+        let firing_for = match (e.status, e.ends_at) {
+            (Status::Resolved, Some(end)) if end >= e.starts_at => {
+                let nanos = u64::try_from(end - e.starts_at).unwrap_or(0);
+                Some(humanize(Duration::from_nanos(nanos)))
+            }
+            _ => None,
+        };
+        Message {
+            status: e.status,
+            severity: e.labels.get("severity").cloned(),
+            title,
+            summary,
+            description,
+            context: CONTEXT_LABELS
+                .iter()
+                .filter_map(|k| e.labels.get(*k).map(|v| ((*k).to_owned(), v.clone())))
+                .collect(),
+            starts_at: format_rfc3339(e.starts_at),
+            ends_at: e.ends_at.map(format_rfc3339),
+            firing_for,
+            links: links(e),
+            labels: e.labels.clone(),
+            annotations: e.annotations.clone(),
+            fingerprint: e.fingerprint.clone(),
+            instance,
+            alertname,
+            body: None,
+        }
+    }
+
+    pub fn is_firing(&self) -> bool {
+        self.status == Status::Firing
+    }
+
+    /// `critical`, or `resolved` once resolved: the word that leads short layouts.
+    pub fn badge(&self) -> String {
+        match (self.status, &self.severity) {
+            (Status::Resolved, _) => "RESOLVED".into(),
+            (Status::Firing, Some(s)) => format!("FIRING {}", s.to_uppercase()),
+            (Status::Firing, None) => "FIRING".into(),
+        }
+    }
+
+    /// `site=wh-2 job=pi`.
+    pub fn context_line(&self) -> String {
+        self.context
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// "Started …" or "Resolved after 1h 5m (started …)".
+    pub fn timing_line(&self) -> String {
+        match &self.firing_for {
+            Some(d) => format!("Resolved after firing for {d} (since {})", self.starts_at),
+            None => format!("Firing since {}", self.starts_at),
+        }
+    }
+
+    /// The plain-text body: a user template's body, or the default layout without the title.
+    pub fn plain_body(&self) -> String {
+        if let Some(b) = &self.body {
+            return b.clone();
+        }
+        let mut lines = vec![self.summary.clone()];
+        if let Some(d) = &self.description {
+            lines.push(d.clone());
+        }
+        let ctx = self.context_line();
+        if !ctx.is_empty() {
+            lines.push(ctx);
+        }
+        lines.push(self.timing_line());
+        lines.join("\n")
+    }
+
+    /// Title, body and links as plain text: the layout of channels without formatting and the
+    /// fallback of those with it.
+    pub fn plain_text(&self) -> String {
+        let mut out = format!("{}\n{}", self.title, self.plain_body());
+        for l in &self.links {
+            out.push_str(&format!("\n{}: {}", l.name, l.url));
+        }
+        out
+    }
+}
+
+/// Links for a message: the rule's graph (generator), Alertmanager's view of the alert and a
+/// prefilled silence, then every `*_url` annotation (runbook_url, dashboard_url, …).
+fn links(e: &AlertEvent) -> Vec<Link> {
+    let mut out = Vec::new();
+    if is_http(&e.generator_url) {
+        out.push(Link {
+            name: "Source".into(),
+            url: e.generator_url.clone(),
+        });
+    }
+    if is_http(&e.external_url) {
+        let base = e.external_url.trim_end_matches('/');
+        let filter: Vec<String> = e
+            .labels
+            .iter()
+            .filter(|(k, _)| matches!(k.as_str(), "alertname" | "instance" | "job"))
+            .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
+            .collect();
+        let filter = percent_encode(&format!("{{{}}}", filter.join(",")));
+        out.push(Link {
+            name: "Alertmanager".into(),
+            url: format!("{base}/#/alerts?filter={filter}"),
+        });
+        if e.status == Status::Firing {
+            out.push(Link {
+                name: "Silence".into(),
+                url: format!("{base}/#/silences/new?filter={filter}"),
+            });
+        }
+    }
+    for (k, v) in &e.annotations {
+        if let Some(name) = k.strip_suffix("_url")
+            && is_http(v)
+        {
+            let mut name = name.replace('_', " ");
+            if let Some(first) = name.get(..1) {
+                name = first.to_uppercase() + &name[1..];
+            }
+            out.push(Link { name, url: v.clone() });
+        }
+    }
+    out
+}
+
+fn is_http(u: &str) -> bool {
+    u.starts_with("http://") || u.starts_with("https://")
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 2);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A firing event for `send-test` and examples.
+pub fn test_event() -> AlertEvent {
+    let labels = [
+        ("alertname", "AlertRelayTest"),
+        ("severity", "info"),
+        ("instance", "alert-relay"),
+    ];
+    AlertEvent {
+        status: Status::Firing,
+        fingerprint: "0000000000000000".into(),
+        labels: labels.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
+        annotations: [(
+            "summary".to_owned(),
+            "Test message from alert-relay send-test: this channel works".to_owned(),
+        )]
+        .into(),
+        starts_at: crate::time::now_millis() * 1_000_000,
+        ends_at: None,
+        generator_url: String::new(),
+        external_url: String::new(),
+        receiver: String::new(),
+        group_key: String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payload::parse;
+
+    #[test]
+    fn default_layout() {
+        let n = parse(crate::payload::tests_example().as_bytes()).expect("valid");
+        let m = Message::new(&n.events[0]);
+        assert_eq!(m.title, "[FIRING] PiHot on pi-17:9831");
+        assert_eq!(m.badge(), "FIRING CRITICAL");
+        assert_eq!(m.summary, "CPU at 85°C");
+        assert_eq!(m.context_line(), "site=wh-2");
+        let names: Vec<&str> = m.links.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["Source", "Alertmanager", "Silence"]);
+        assert!(m.links[1].url.starts_with("http://alertmanager:9093/#/alerts?filter=%7Balertname%3D%22PiHot%22"));
+        let r = Message::new(&n.events[1]);
+        assert_eq!(r.firing_for.as_deref(), Some("45m"));
+        assert!(r.plain_text().contains("Resolved after firing for 45m"));
+    }
+
+    #[test]
+    fn user_template() {
+        let n = parse(crate::payload::tests_example().as_bytes()).expect("valid");
+        let mut m = Message::new(&n.events[0]);
+        let t = template::UserTemplate::new(
+            Some("{{ labels.site }}: {{ alertname }} <{{ severity }}>".into()),
+            Some("{{ summary }} ({{ labels.nope }})".into()),
+        )
+        .expect("compiles");
+        t.apply(&mut m).expect("renders");
+        assert_eq!(m.title, "wh-2: PiHot <critical>");
+        assert_eq!(m.plain_body(), "CPU at 85°C ()");
+        assert!(template::UserTemplate::new(Some("{{ oops".into()), None).is_err());
+    }
+}

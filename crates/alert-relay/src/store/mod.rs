@@ -1,0 +1,267 @@
+//! Durable state: alert events (deduplicated) and the delivery outbox.
+//!
+//! [`Backend`] is the small storage trait: synchronous, one transaction per call of
+//! [`Backend::write_batch`]. SQLite implements it today (`sqlite`); a PostgreSQL backend for
+//! HA can implement the same calls. [`Store`] is the async handle the rest of the relay uses:
+//! it feeds one dedicated DB thread through a channel, and that thread applies every write
+//! waiting in the channel in one transaction (group commit: one fsync for many webhooks).
+//! A write's reply is sent only after the commit that contains it, so a webhook is answered
+//! 2xx only once its alerts are on disk.
+
+pub mod sqlite;
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use crate::payload::AlertEvent;
+
+/// Most writes applied in one transaction: bounds the latency of the last one in a batch.
+const MAX_BATCH: usize = 512;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("database schema version {found} is newer than this alert-relay knows ({known}); upgrade alert-relay")]
+    NewerSchema { found: i64, known: i64 },
+    /// The batch's transaction could not begin or commit: nothing in it is stored.
+    #[error("database commit: {0}")]
+    Commit(String),
+    #[error("stored alert is unreadable: {0}")]
+    Corrupt(String),
+    #[error("the storage thread has stopped")]
+    Stopped,
+    #[error("cannot open {path}: {message}")]
+    Open { path: String, message: String },
+}
+
+/// One alert event and where it should go if it is new.
+#[derive(Debug, Clone)]
+pub struct RoutedEvent {
+    pub event: AlertEvent,
+    /// Destinations from routing. Used for firing events, and for a resolved event whose
+    /// firing event this relay never saw; a resolved event otherwise goes exactly where its
+    /// firing event went.
+    pub destinations: Vec<String>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct IngestOutcome {
+    pub accepted: usize,
+    pub duplicates: usize,
+    /// (destination, delivery id) of every delivery created, in id order.
+    pub deliveries: Vec<(String, i64, i64)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryState {
+    Pending,
+    Delivered,
+    /// Given up: permanent error, or temporary ones for longer than `delivery.max_age`.
+    Dead,
+    /// Not sent on purpose (a resolved event whose firing message was never delivered).
+    Skipped,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Dead => "dead",
+            DeliveryState::Skipped => "skipped",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => DeliveryState::Pending,
+            "delivered" => DeliveryState::Delivered,
+            "dead" => DeliveryState::Dead,
+            "skipped" => DeliveryState::Skipped,
+            _ => return None,
+        })
+    }
+}
+
+/// A delivery with everything needed to attempt it.
+#[derive(Debug, Clone)]
+pub struct DeliveryJob {
+    pub id: i64,
+    pub destination: String,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    pub created_at_ms: i64,
+    pub next_attempt_at_ms: i64,
+    pub event: AlertEvent,
+    /// For a resolved event: the delivery of its firing event to the same destination.
+    pub firing: Option<FiringRef>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FiringRef {
+    pub delivery_id: i64,
+    pub state: DeliveryState,
+    /// The provider's id of the firing message (Slack ts, Discord message id, …), to edit or
+    /// thread the resolved message.
+    pub provider_ref: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Attempt {
+    Delivered { provider_ref: Option<String> },
+    Retry { next_attempt_at_ms: i64, error: String },
+    Dead { error: String },
+    Skipped { reason: String },
+}
+
+#[derive(Debug)]
+pub enum Write {
+    Ingest(Vec<RoutedEvent>),
+    Record { id: i64, attempts: u32, attempt: Attempt },
+    /// Deletes finished alerts received before this time (ms).
+    Prune { before_ms: i64 },
+}
+
+#[derive(Debug)]
+pub enum Written {
+    Ingested(IngestOutcome),
+    Recorded,
+    Pruned(usize),
+}
+
+/// A pending delivery as the queues hold it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingRef {
+    pub id: i64,
+    pub created_at_ms: i64,
+}
+
+/// The storage trait. Every method runs on the DB thread.
+pub trait Backend: Send + 'static {
+    /// Applies `writes` in one durable transaction and returns one result per write, in
+    /// order. A failing write does not undo the others; a failing commit fails them all.
+    fn write_batch(&mut self, writes: Vec<Write>) -> Vec<Result<Written, StoreError>>;
+    /// Pending deliveries of one destination, oldest first.
+    fn pending(&mut self, destination: &str) -> Result<Vec<PendingRef>, StoreError>;
+    fn load(&mut self, id: i64) -> Result<Option<DeliveryJob>, StoreError>;
+    /// Cheap query proving the database answers (health checks).
+    fn ping(&mut self) -> Result<(), StoreError>;
+}
+
+type Reply = oneshot::Sender<Result<Written, StoreError>>;
+type ReadFn = Box<dyn FnOnce(&mut dyn Backend) + Send>;
+
+enum Command {
+    Write(Write, Reply),
+    Read(ReadFn),
+}
+
+/// Timing of each group commit, for the metrics.
+pub trait CommitObserver: Send + 'static {
+    fn committed(&self, writes: usize, took: Duration);
+}
+
+/// Async handle to the DB thread. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    tx: mpsc::Sender<Command>,
+}
+
+impl Store {
+    /// Starts the DB thread; it stops once every handle is dropped.
+    pub fn start<B: Backend>(
+        mut backend: B,
+        observer: impl CommitObserver,
+    ) -> Result<(Store, std::thread::JoinHandle<()>), StoreError> {
+        let (tx, rx) = mpsc::channel::<Command>();
+        let handle = std::thread::Builder::new()
+            .name("alert-relay-db".into())
+            .spawn(move || run(&mut backend, &rx, &observer))
+            .map_err(|e| StoreError::Open {
+                path: "<thread>".into(),
+                message: e.to_string(),
+            })?;
+        Ok((Store { tx }, handle))
+    }
+
+    pub async fn write(&self, write: Write) -> Result<Written, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Write(write, reply))
+            .map_err(|_| StoreError::Stopped)?;
+        rx.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    pub async fn ingest(&self, events: Vec<RoutedEvent>) -> Result<IngestOutcome, StoreError> {
+        match self.write(Write::Ingest(events)).await? {
+            Written::Ingested(o) => Ok(o),
+            _ => Err(StoreError::Corrupt("unexpected reply to ingest".into())),
+        }
+    }
+
+    pub async fn record(&self, id: i64, attempts: u32, attempt: Attempt) -> Result<(), StoreError> {
+        self.write(Write::Record { id, attempts, attempt }).await.map(|_| ())
+    }
+
+    /// Runs `f` on the DB thread.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut dyn Backend) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        let job: ReadFn = Box::new(move |b| {
+            let _ = reply.send(f(b));
+        });
+        self.tx.send(Command::Read(job)).map_err(|_| StoreError::Stopped)?;
+        rx.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    pub async fn pending(&self, destination: String) -> Result<Vec<PendingRef>, StoreError> {
+        self.read(move |b| b.pending(&destination)).await
+    }
+
+    pub async fn load(&self, id: i64) -> Result<Option<DeliveryJob>, StoreError> {
+        self.read(move |b| b.load(id)).await
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|b| b.ping()).await
+    }
+}
+
+fn run(backend: &mut dyn Backend, rx: &mpsc::Receiver<Command>, observer: &dyn CommitObserver) {
+    let mut writes = Vec::new();
+    let mut replies = Vec::new();
+    let mut reads = Vec::new();
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        // Everything that queued up while the last commit was syncing goes into this one.
+        while let Some(cmd) = next.take() {
+            match cmd {
+                Command::Write(w, r) => {
+                    writes.push(w);
+                    replies.push(r);
+                }
+                Command::Read(f) => reads.push(f),
+            }
+            if writes.len() < MAX_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !writes.is_empty() {
+            let n = writes.len();
+            let start = Instant::now();
+            let results = backend.write_batch(std::mem::take(&mut writes));
+            observer.committed(n, start.elapsed());
+            for (reply, result) in replies.drain(..).zip(results) {
+                let _ = reply.send(result);
+            }
+        }
+        for f in reads.drain(..) {
+            f(backend);
+        }
+    }
+}

@@ -1,0 +1,402 @@
+//! The SQLite backend: WAL with `synchronous=FULL` (an SD card loses power at any moment),
+//! migrations counted in `PRAGMA user_version`, one connection owned by the DB thread.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension as _, params};
+
+use super::{
+    Attempt, Backend, DeliveryJob, DeliveryState, FiringRef, IngestOutcome, PendingRef, RoutedEvent,
+    StoreError, Write, Written,
+};
+use crate::payload::{AlertEvent, Status};
+use crate::time::now_millis;
+
+/// Schema versions, applied in order; `user_version` counts how many have run. Never edit a
+/// released entry: append a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: events and the outbox.
+    "CREATE TABLE alert_events (
+        id          INTEGER PRIMARY KEY,
+        fingerprint TEXT    NOT NULL,
+        status      TEXT    NOT NULL CHECK (status IN ('firing', 'resolved')),
+        starts_at   INTEGER NOT NULL,   -- unix ns, part of the dedup key
+        ends_at     INTEGER,
+        received_at INTEGER NOT NULL,   -- unix ms
+        group_key   TEXT    NOT NULL,   -- for incidents (escalation, issue #7)
+        receiver    TEXT    NOT NULL,
+        alert       TEXT    NOT NULL,   -- JSON AlertEvent
+        UNIQUE (fingerprint, status, starts_at)
+     );
+     CREATE INDEX alert_events_received ON alert_events (received_at);
+     CREATE TABLE deliveries (
+        id              INTEGER PRIMARY KEY,
+        event_id        INTEGER NOT NULL,
+        destination     TEXT    NOT NULL,
+        state           TEXT    NOT NULL CHECK (state IN ('pending', 'delivered', 'dead', 'skipped')),
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        created_at      INTEGER NOT NULL,   -- unix ms
+        next_attempt_at INTEGER NOT NULL,   -- unix ms
+        updated_at      INTEGER NOT NULL,
+        last_error      TEXT,
+        provider_ref    TEXT,               -- provider's message id, to edit or thread
+        firing_delivery INTEGER,            -- resolved: the firing delivery it follows
+        step            INTEGER NOT NULL DEFAULT 0  -- policy step (escalation, issue #7)
+     );
+     CREATE INDEX deliveries_pending ON deliveries (destination, id) WHERE state = 'pending';
+     CREATE INDEX deliveries_event ON deliveries (event_id);",
+];
+
+#[derive(Debug)]
+pub struct Sqlite {
+    conn: Connection,
+}
+
+impl Sqlite {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+            && !dir.exists()
+        {
+            return Err(StoreError::Open {
+                path: path.display().to_string(),
+                message: format!("directory {} does not exist", dir.display()),
+            });
+        }
+        let conn = Connection::open(path)?;
+        Self::init(conn)
+    }
+
+    fn init(mut conn: Connection) -> Result<Self, StoreError> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") && !mode.eq_ignore_ascii_case("memory") {
+            return Err(StoreError::Open {
+                path: conn.path().unwrap_or_default().to_owned(),
+                message: format!("cannot switch to WAL (journal_mode is {mode})"),
+            });
+        }
+        // FULL: the WAL is fsynced at every commit, so a committed webhook survives power loss.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        migrate(&mut conn)?;
+        Ok(Self { conn })
+    }
+
+    /// An in-memory database for unit tests.
+    pub fn in_memory() -> Result<Self, StoreError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        Ok(self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if found > known {
+        return Err(StoreError::NewerSchema { found, known });
+    }
+    let tx = conn.transaction()?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(found).unwrap_or(0)) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i64::try_from(i + 1).unwrap_or(i64::MAX))?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+impl Backend for Sqlite {
+    fn write_batch(&mut self, writes: Vec<Write>) -> Vec<Result<Written, StoreError>> {
+        let n = writes.len();
+        let mut tx = match self.conn.transaction() {
+            Ok(tx) => tx,
+            Err(e) => return (0..n).map(|_| Err(StoreError::Commit(e.to_string()))).collect(),
+        };
+        let now = now_millis();
+        let mut results = Vec::with_capacity(n);
+        for w in writes {
+            // A savepoint per write: one bad write is undone alone.
+            let r = match tx.savepoint() {
+                Ok(mut sp) => match apply(&sp, w, now) {
+                    Ok(written) => sp.commit().map(|()| written).map_err(StoreError::from),
+                    Err(e) => {
+                        let _ = sp.rollback();
+                        Err(e)
+                    }
+                },
+                Err(e) => Err(StoreError::from(e)),
+            };
+            results.push(r);
+        }
+        match tx.commit() {
+            Ok(()) => results,
+            Err(e) => (0..n).map(|_| Err(StoreError::Commit(e.to_string()))).collect(),
+        }
+    }
+
+    fn pending(&mut self, destination: &str) -> Result<Vec<PendingRef>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, created_at FROM deliveries WHERE destination = ?1 AND state = 'pending' ORDER BY id",
+        )?;
+        let rows = stmt.query_map([destination], |r| {
+            Ok(PendingRef {
+                id: r.get(0)?,
+                created_at_ms: r.get(1)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn load(&mut self, id: i64) -> Result<Option<DeliveryJob>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT d.id, d.destination, d.state, d.attempts, d.created_at, d.next_attempt_at, e.alert,
+                    f.id, f.state, f.provider_ref
+             FROM deliveries d
+             JOIN alert_events e ON e.id = d.event_id
+             LEFT JOIN deliveries f ON f.id = d.firing_delivery
+             WHERE d.id = ?1",
+        )?;
+        let row = stmt
+            .query_row([id], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, Option<i64>>(7)?,
+                    r.get::<_, Option<String>>(8)?,
+                    r.get::<_, Option<String>>(9)?,
+                ))
+            })
+            .optional()?;
+        let Some((id, destination, state, attempts, created, next, alert, fid, fstate, fref)) = row else {
+            return Ok(None);
+        };
+        let event: AlertEvent =
+            serde_json::from_str(&alert).map_err(|e| StoreError::Corrupt(format!("delivery {id}: {e}")))?;
+        let state = DeliveryState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("delivery {id}: state {state:?}")))?;
+        let firing = match (fid, fstate) {
+            (Some(delivery_id), Some(s)) => Some(FiringRef {
+                delivery_id,
+                state: DeliveryState::parse(&s).ok_or_else(|| StoreError::Corrupt(format!("delivery {delivery_id}: state {s:?}")))?,
+                provider_ref: fref,
+            }),
+            _ => None,
+        };
+        Ok(Some(DeliveryJob {
+            id,
+            destination,
+            state,
+            attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+            created_at_ms: created,
+            next_attempt_at_ms: next,
+            event,
+            firing,
+        }))
+    }
+
+    fn ping(&mut self) -> Result<(), StoreError> {
+        self.conn.query_row("SELECT 1", [], |_| Ok(()))?;
+        Ok(())
+    }
+}
+
+fn apply(tx: &Connection, w: Write, now: i64) -> Result<Written, StoreError> {
+    match w {
+        Write::Ingest(events) => ingest(tx, events, now).map(Written::Ingested),
+        Write::Record { id, attempts, attempt } => {
+            let (state, error, provider_ref, next) = match attempt {
+                Attempt::Delivered { provider_ref } => (DeliveryState::Delivered, None, provider_ref, now),
+                Attempt::Retry { next_attempt_at_ms, error } => (DeliveryState::Pending, Some(error), None, next_attempt_at_ms),
+                Attempt::Dead { error } => (DeliveryState::Dead, Some(error), None, now),
+                Attempt::Skipped { reason } => (DeliveryState::Skipped, Some(reason), None, now),
+            };
+            tx.prepare_cached(
+                "UPDATE deliveries SET state = ?2, attempts = ?3, last_error = ?4,
+                    provider_ref = COALESCE(?5, provider_ref), next_attempt_at = ?6, updated_at = ?7
+                 WHERE id = ?1",
+            )?
+            .execute(params![id, state.as_str(), attempts, error, provider_ref, next, now])?;
+            Ok(Written::Recorded)
+        }
+        Write::Prune { before_ms } => {
+            let deliveries = tx.execute(
+                "DELETE FROM deliveries WHERE event_id IN (
+                    SELECT e.id FROM alert_events e WHERE e.received_at < ?1
+                    AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.event_id = e.id AND p.state = 'pending'))",
+                [before_ms],
+            )?;
+            let events = tx.execute(
+                "DELETE FROM alert_events WHERE received_at < ?1
+                 AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = alert_events.id)",
+                [before_ms],
+            )?;
+            Ok(Written::Pruned(deliveries + events))
+        }
+    }
+}
+
+fn ingest(tx: &Connection, events: Vec<RoutedEvent>, now: i64) -> Result<IngestOutcome, StoreError> {
+    let mut out = IngestOutcome::default();
+    let mut insert_event = tx.prepare_cached(
+        "INSERT INTO alert_events (fingerprint, status, starts_at, ends_at, received_at, group_key, receiver, alert)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (fingerprint, status, starts_at) DO NOTHING",
+    )?;
+    let mut insert_delivery = tx.prepare_cached(
+        "INSERT INTO deliveries (event_id, destination, state, created_at, next_attempt_at, updated_at, firing_delivery)
+         VALUES (?1, ?2, 'pending', ?3, ?3, ?3, ?4)",
+    )?;
+    let mut firing_event = tx.prepare_cached(
+        "SELECT id FROM alert_events WHERE fingerprint = ?1 AND status = 'firing' AND starts_at = ?2",
+    )?;
+    let mut firing_deliveries =
+        tx.prepare_cached("SELECT id, destination FROM deliveries WHERE event_id = ?1 ORDER BY id")?;
+    for routed in events {
+        let e = &routed.event;
+        let json = serde_json::to_string(e).map_err(|err| StoreError::Corrupt(err.to_string()))?;
+        let inserted = insert_event.execute(params![
+            e.fingerprint,
+            e.status.as_str(),
+            e.starts_at,
+            e.ends_at,
+            now,
+            e.group_key,
+            e.receiver,
+            json
+        ])?;
+        if inserted == 0 {
+            out.duplicates += 1;
+            continue;
+        }
+        out.accepted += 1;
+        let event_id = tx.last_insert_rowid();
+        let targets: Vec<(String, Option<i64>)> = match e.status {
+            Status::Firing => routed.destinations.into_iter().map(|d| (d, None)).collect(),
+            Status::Resolved => {
+                let firing: Option<i64> = firing_event
+                    .query_row(params![e.fingerprint, e.starts_at], |r| r.get(0))
+                    .optional()?;
+                match firing {
+                    // Exactly where the firing message went, whatever routing says now.
+                    Some(fid) => firing_deliveries
+                        .query_map([fid], |r| Ok((r.get::<_, String>(1)?, Some(r.get::<_, i64>(0)?))))?
+                        .collect::<Result<_, _>>()?,
+                    None => routed.destinations.into_iter().map(|d| (d, None)).collect(),
+                }
+            }
+        };
+        for (dest, firing_delivery) in targets {
+            insert_delivery.execute(params![event_id, dest, now, firing_delivery])?;
+            out.deliveries.push((dest, tx.last_insert_rowid(), now));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payload::Labels;
+
+    fn event(fp: &str, status: Status, starts_at: i64) -> AlertEvent {
+        AlertEvent {
+            status,
+            fingerprint: fp.into(),
+            labels: Labels::from([("alertname".into(), "A".into())]),
+            annotations: Labels::new(),
+            starts_at,
+            ends_at: None,
+            generator_url: String::new(),
+            external_url: String::new(),
+            receiver: "r".into(),
+            group_key: "g".into(),
+        }
+    }
+
+    fn routed(e: AlertEvent, dests: &[&str]) -> RoutedEvent {
+        RoutedEvent {
+            event: e,
+            destinations: dests.iter().map(|d| (*d).to_owned()).collect(),
+        }
+    }
+
+    fn ingest_one(db: &mut Sqlite, events: Vec<RoutedEvent>) -> IngestOutcome {
+        match db.write_batch(vec![Write::Ingest(events)]).pop() {
+            Some(Ok(Written::Ingested(o))) => o,
+            other => panic!("ingest failed: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn dedup_and_resolved_follow_firing() {
+        let mut db = Sqlite::in_memory().expect("db");
+        assert_eq!(db.schema_version().expect("version"), 1);
+        let o = ingest_one(
+            &mut db,
+            vec![routed(event("f1", Status::Firing, 10), &["a", "b"]), routed(event("f1", Status::Firing, 10), &["a", "b"])],
+        );
+        assert_eq!((o.accepted, o.duplicates, o.deliveries.len()), (1, 1, 2));
+        // A new firing with another startsAt is a new alert.
+        let o = ingest_one(&mut db, vec![routed(event("f1", Status::Firing, 20), &["a"])]);
+        assert_eq!(o.accepted, 1);
+        // The resolved event goes where the firing one went, not where routing now says.
+        let o = ingest_one(&mut db, vec![routed(event("f1", Status::Resolved, 10), &["c"])]);
+        let dests: Vec<&str> = o.deliveries.iter().map(|(d, _, _)| d.as_str()).collect();
+        assert_eq!(dests, ["a", "b"]);
+        let job = db.load(o.deliveries[0].1).expect("load").expect("exists");
+        let firing = job.firing.expect("has a firing delivery");
+        assert_eq!(firing.state, DeliveryState::Pending);
+        // A resolved event for an alert never seen firing is routed.
+        let o = ingest_one(&mut db, vec![routed(event("f2", Status::Resolved, 10), &["c"])]);
+        assert_eq!(o.deliveries.len(), 1);
+        assert_eq!(o.deliveries[0].0, "c");
+        assert_eq!(db.pending("a").expect("pending").len(), 3);
+    }
+
+    #[test]
+    fn records_attempts_and_prunes() {
+        let mut db = Sqlite::in_memory().expect("db");
+        let o = ingest_one(&mut db, vec![routed(event("f1", Status::Firing, 10), &["a"])]);
+        let id = o.deliveries[0].1;
+        let r = db.write_batch(vec![
+            Write::Record {
+                id,
+                attempts: 1,
+                attempt: Attempt::Retry { next_attempt_at_ms: 99, error: "503".into() },
+            },
+            Write::Record {
+                id,
+                attempts: 2,
+                attempt: Attempt::Delivered { provider_ref: Some("ts1".into()) },
+            },
+        ]);
+        assert!(r.iter().all(Result::is_ok));
+        let job = db.load(id).expect("load").expect("exists");
+        assert_eq!((job.state, job.attempts), (DeliveryState::Delivered, 2));
+        assert!(db.pending("a").expect("pending").is_empty());
+        let o = ingest_one(&mut db, vec![routed(event("f1", Status::Resolved, 10), &[])]);
+        let job = db.load(o.deliveries[0].1).expect("load").expect("exists");
+        assert_eq!(job.firing.and_then(|f| f.provider_ref).as_deref(), Some("ts1"));
+        // Pruning keeps alerts with pending deliveries.
+        let r = db.write_batch(vec![Write::Prune { before_ms: i64::MAX }]);
+        assert!(matches!(r[0], Ok(Written::Pruned(_))));
+        assert_eq!(db.pending("a").expect("pending").len(), 1);
+    }
+
+    #[test]
+    fn refuses_a_newer_schema() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("relay.db");
+        drop(Sqlite::open(&path).expect("create"));
+        let conn = Connection::open(&path).expect("open");
+        conn.pragma_update(None, "user_version", 99).expect("bump");
+        drop(conn);
+        assert!(matches!(Sqlite::open(&path), Err(StoreError::NewerSchema { found: 99, .. })));
+    }
+}
