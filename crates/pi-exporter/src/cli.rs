@@ -405,7 +405,7 @@ mod tests {
         assert_eq!(c.listen, [ListenAddress::AllInterfaces(DEFAULT_PORT)]);
         assert_eq!(c.telemetry_path, "/metrics");
         assert_eq!(c.paths, Paths::default());
-        assert_eq!(c.collectors, ["filesystem", "storage", "system"]);
+        assert_eq!(c.collectors, ["filesystem", "storage", "firmware", "system"]);
         assert_eq!(c.max_requests, 40);
         assert!(c.collector_options.storage.device_exclude.is_some());
     }
@@ -413,7 +413,7 @@ mod tests {
     #[test]
     fn collectors_toggle_and_last_flag_wins() {
         let c = parse(&["--no-collector.storage"]).expect("parse");
-        assert_eq!(c.collectors, ["filesystem", "system"]);
+        assert_eq!(c.collectors, ["filesystem", "firmware", "system"]);
         let c = parse(&["--collector.disable-defaults", "--collector.system"]).expect("parse");
         assert_eq!(c.collectors, ["system"]);
         let c = parse(&["--no-collector.system", "--collector.system"]).expect("parse");

@@ -16,6 +16,9 @@ pub struct BoardFile {
     /// What the board stands for, e.g. "Pi 4 with a weak power supply"; logged at start-up.
     #[serde(default)]
     pub description: Option<String>,
+    /// The VideoCore firmware behind `/dev/vcio`.
+    #[serde(default)]
+    pub firmware: Option<crate::collector::firmware::simulate::FirmwareBoard>,
 }
 
 #[derive(Debug, thiserror::Error)]

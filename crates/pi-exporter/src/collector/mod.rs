@@ -8,6 +8,7 @@
 //! I2C bus never piles up threads.
 
 pub mod filesystem;
+pub mod firmware;
 pub mod storage;
 pub mod system;
 
@@ -106,6 +107,12 @@ pub const ALL: &[CollectorSpec] = &[
         help: "ext4 error counters, SD/eMMC wear and per-device I/O",
         enabled_by_default: true,
         build: |ctx| Arc::new(storage::StorageCollector::new(ctx)),
+    },
+    CollectorSpec {
+        name: "firmware",
+        help: "SoC temperature, throttling, clocks, voltages, board identity, Pi 5 PMIC rails and fan, from the firmware mailbox (sysfs as fallback)",
+        enabled_by_default: true,
+        build: |ctx| Arc::new(firmware::FirmwareCollector::new(ctx)),
     },
     CollectorSpec {
         name: "system",

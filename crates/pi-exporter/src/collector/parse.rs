@@ -1,6 +1,7 @@
 //! Small helpers for reading /proc and /sys files and for reporting what went wrong.
 
 use std::fs;
+use std::io;
 use std::path::Path;
 
 use super::CollectError;
@@ -82,6 +83,34 @@ impl Failures {
         let messages: Vec<String> = self.0.iter().map(ToString::to_string).collect();
         Err(CollectError::Other(messages.join("; ")))
     }
+}
+
+/// Unwraps the read of a file that may legitimately be absent (an SD card has no wear
+/// attributes; a filesystem may be unmounted between listing and reading): `None` when absent,
+/// and also when unreadable or malformed, which is recorded in `failures`.
+pub(crate) fn if_present<T>(failures: &mut Failures, read: Result<T, CollectError>) -> Option<T> {
+    match read {
+        Ok(value) => Some(value),
+        Err(CollectError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => None,
+        Err(error) => {
+            failures.push(error);
+            None
+        }
+    }
+}
+
+/// The entry names of a directory, sorted so samples come out in a stable order.
+pub(crate) fn list_dir(dir: &Path) -> Result<Vec<String>, CollectError> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| CollectError::io(dir, e))? {
+        let entry = entry.map_err(|e| CollectError::io(dir, e))?;
+        // Kernel device names are ASCII; anything else is not a device this collector knows.
+        if let Ok(name) = entry.file_name().into_string() {
+            names.push(name);
+        }
+    }
+    names.sort_unstable();
+    Ok(names)
 }
 
 /// Undoes the kernel's escaping of paths in `/proc/self/mounts` and `/proc/swaps`, which write

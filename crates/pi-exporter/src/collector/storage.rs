@@ -9,12 +9,11 @@
 //!   only omits its metric.
 //! - `<procfs>/diskstats`: per-device I/O counters, minus the devices `device_exclude` matches.
 
-use std::io;
 use std::path::Path;
 
 use regex_lite::Regex;
 
-use super::parse::{Failures, read_parsed};
+use super::parse::{Failures, if_present, list_dir, read_parsed};
 use super::{BuildContext, CollectError, Collector, read_trimmed, read_u64};
 use crate::metrics::MetricSet;
 use crate::paths::Paths;
@@ -213,34 +212,6 @@ pub fn manufacturer_name(card_type: &str, manfid: u32) -> Option<&'static str> {
 fn is_whole_mmc_device(name: &str) -> bool {
     name.strip_prefix("mmcblk")
         .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-}
-
-/// Unwraps the read of a file that may legitimately be absent (an SD card has no wear
-/// attributes; a filesystem may be unmounted between listing and reading): `None` when absent,
-/// and also when unreadable or malformed, which is recorded in `failures`.
-fn if_present<T>(failures: &mut Failures, read: Result<T, CollectError>) -> Option<T> {
-    match read {
-        Ok(value) => Some(value),
-        Err(CollectError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => None,
-        Err(error) => {
-            failures.push(error);
-            None
-        }
-    }
-}
-
-/// The entry names of a directory, sorted so samples come out in a stable order.
-fn list_dir(dir: &Path) -> Result<Vec<String>, CollectError> {
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| CollectError::io(dir, e))? {
-        let entry = entry.map_err(|e| CollectError::io(dir, e))?;
-        // Kernel device names are ASCII; anything else is not a device this collector knows.
-        if let Ok(name) = entry.file_name().into_string() {
-            names.push(name);
-        }
-    }
-    names.sort_unstable();
-    Ok(names)
 }
 
 /// Reads a card attribute that becomes a label. The product name comes straight from the card's

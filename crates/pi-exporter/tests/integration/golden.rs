@@ -16,7 +16,7 @@ const VOLATILE: &[&str] = &[
     "rpi_exporter_collector_duration_seconds",
 ];
 
-fn normalise(exposition: &str) -> String {
+pub(crate) fn normalise(exposition: &str) -> String {
     let mut out = String::with_capacity(exposition.len());
     for line in exposition.lines() {
         let name_end = line.find(['{', ' ']).unwrap_or(line.len());
@@ -35,7 +35,7 @@ fn normalise(exposition: &str) -> String {
     out
 }
 
-fn compare(name: &str, actual: &str) {
+pub(crate) fn compare(name: &str, actual: &str) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/golden")
         .join(name);

@@ -93,7 +93,14 @@ impl Exporter {
         let procfs = format!("--path.procfs={}", root.join("proc").display());
         let sysfs = format!("--path.sysfs={}", root.join("sys").display());
         let rootfs = format!("--path.rootfs={}", root.join("rootfs").display());
-        let mut args = vec![procfs.as_str(), sysfs.as_str(), rootfs.as_str()];
+        // Fixtures have no dev/: the host's devices (a real /dev/vcio on a Pi) stay out of tests.
+        let devfs = format!("--path.devfs={}", root.join("dev").display());
+        let mut args = vec![
+            procfs.as_str(),
+            sysfs.as_str(),
+            rootfs.as_str(),
+            devfs.as_str(),
+        ];
         args.extend_from_slice(extra);
         Self::start(&args)
     }
