@@ -1,13 +1,257 @@
 //! alert-relay: durable Alertmanager webhook intake and delivery to chat, push and SMS.
 //!
-//! See `ARCHITECTURE.md` at the repository root for the map of this crate.
+//! See `ARCHITECTURE.md` at the repository root for the map of this crate and
+//! `docs/alert-relay.md` for its contract.
 #![forbid(unsafe_code)]
 
+pub mod channels;
 pub mod config;
+pub mod delivery;
+pub mod http;
 pub mod matcher;
 pub mod metrics;
 pub mod payload;
 pub mod render;
+pub mod routing;
 pub mod secret;
 pub mod store;
+pub mod systemd;
 pub mod time;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sd_notify::NotifyState;
+
+use crate::config::Config;
+use crate::delivery::Engine;
+use crate::http::App;
+use crate::metrics::{CommitMetrics, Metrics};
+use crate::store::Store;
+use crate::store::sqlite::Sqlite;
+
+/// How often finished alerts older than `storage.retention` are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// The configuration in force; replaced as a whole on SIGHUP.
+#[derive(Debug)]
+pub struct Live {
+    path: PathBuf,
+    config: RwLock<Arc<Config>>,
+}
+
+impl Live {
+    pub fn new(path: PathBuf, config: Config) -> Self {
+        Self {
+            path,
+            config: RwLock::new(Arc::new(config)),
+        }
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.config.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn replace(&self, config: Config) {
+        *self.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(config);
+    }
+}
+
+/// The HTTP client for every provider: rustls with the process's crypto provider (ring,
+/// installed by `main`), the OS trust store.
+pub fn http_client() -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .user_agent(concat!("alert-relay/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(10))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build()
+        .context("cannot build the HTTP client")
+}
+
+/// Runs the relay until SIGTERM or Ctrl-C; SIGHUP reloads the configuration.
+pub async fn run(config_path: &Path) -> anyhow::Result<()> {
+    let config = config::load(config_path)?;
+    let (metrics, queue_slot) = Metrics::new();
+    let db = Sqlite::open(&config.storage.sqlite)
+        .with_context(|| format!("storage.sqlite {}", config.storage.sqlite.display()))?;
+    let (store, db_thread) = Store::start(db, CommitMetrics(Arc::clone(&metrics)))?;
+    let engine = Engine::new(
+        store.clone(),
+        Arc::clone(&metrics),
+        http_client()?,
+        config.delivery.clone(),
+    );
+    engine
+        .apply(config.destinations(), config.delivery.clone())
+        .await?;
+    queue_slot.set(Arc::clone(&engine) as Arc<dyn metrics::QueueStats>);
+    let retention = config.storage.retention;
+    let live = Arc::new(Live::new(config_path.to_owned(), config));
+    let app = Arc::new(App {
+        live: Arc::clone(&live),
+        store: store.clone(),
+        metrics: Arc::clone(&metrics),
+        engine: Arc::clone(&engine),
+    });
+    let serving = Arc::new(http::serve(Arc::clone(&app)).await?);
+    tracing::info!(address = %serving.address, "alert-relay {} listening", env!("CARGO_PKG_VERSION"));
+    systemd::notify(&[NotifyState::Ready]);
+
+    let watchdog = systemd::watchdog_interval().map(|period| {
+        let (serving, engine, store) = (Arc::clone(&serving), Arc::clone(&engine), store.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period / 2);
+            loop {
+                tick.tick().await;
+                let db_ok = matches!(
+                    tokio::time::timeout(period / 4, store.ping()).await,
+                    Ok(Ok(()))
+                );
+                if serving.accepting() && engine.healthy() && db_ok {
+                    systemd::notify(&[NotifyState::Watchdog]);
+                } else {
+                    tracing::error!(db_ok, "self-check failed; withholding the watchdog ping");
+                }
+            }
+        })
+    });
+    let pruner = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(PRUNE_EVERY);
+            loop {
+                tick.tick().await;
+                let before = time::now_millis()
+                    - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX / 2);
+                if let Err(e) = store.write(store::Write::Prune { before_ms: before }).await {
+                    tracing::warn!("cannot prune old alerts: {e}");
+                }
+            }
+        })
+    };
+
+    wait_for_signals(&live, &engine, &metrics).await;
+    tracing::info!("shutting down");
+    systemd::notify(&[NotifyState::Stopping]);
+    for task in [watchdog, Some(pruner)].into_iter().flatten() {
+        task.abort();
+    }
+    match Arc::try_unwrap(serving) {
+        Ok(s) => s.shutdown().await,
+        Err(_) => tracing::warn!("server still shared at shutdown"),
+    }
+    engine.shutdown(Duration::from_secs(5)).await;
+    drop(app);
+    drop(engine);
+    drop(store);
+    // The DB thread ends once the last handle is gone; joining keeps the last commit intact.
+    let _ = tokio::task::spawn_blocking(move || db_thread.join()).await;
+    Ok(())
+}
+
+async fn wait_for_signals(live: &Live, engine: &Engine, metrics: &Metrics) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = tokio::signal::ctrl_c() => return,
+            _ = hup.recv() => reload(live, engine, metrics).await,
+        }
+    }
+}
+
+/// SIGHUP: a valid new file replaces channels, policies, routes, auth, limits and delivery
+/// settings; `listen`, `tls` and `storage` need a restart. Nothing stored is touched.
+async fn reload(live: &Live, engine: &Engine, metrics: &Metrics) {
+    systemd::notify(&[NotifyState::Reloading]);
+    match config::load(&live.path) {
+        Ok(new) => {
+            let old = live.config();
+            if new.listen != old.listen
+                || new.storage.sqlite != old.storage.sqlite
+                || new.tls.is_some() != old.tls.is_some()
+            {
+                tracing::warn!("listen, tls and storage changes take effect at the next restart");
+            }
+            match engine.apply(new.destinations(), new.delivery.clone()).await {
+                Ok(()) => {
+                    live.replace(new);
+                    metrics.config_reload_success.set(1);
+                    tracing::info!("configuration reloaded");
+                }
+                Err(e) => {
+                    metrics.config_reload_success.set(0);
+                    tracing::error!(
+                        "reload failed in storage, keeping the previous configuration: {e}"
+                    );
+                }
+            }
+        }
+        Err(e) => {
+            metrics.config_reload_success.set(0);
+            tracing::error!("invalid configuration, keeping the previous one: {e}");
+        }
+    }
+    systemd::notify(&[NotifyState::Ready]);
+}
+
+/// `check-config`: validates the file and returns the resolved routing.
+pub fn check_config(path: &Path) -> anyhow::Result<String> {
+    let config = config::load(path)?;
+    Ok(config.describe())
+}
+
+/// `send-test`: renders a test alert and sends it to every destination of one channel,
+/// directly (no store, no retries). Returns one line per destination.
+pub async fn send_test(
+    path: &Path,
+    channel: &str,
+) -> anyhow::Result<Vec<(String, channels::Outcome)>> {
+    let config = config::load(path)?;
+    let ch = config.channels.get(channel).with_context(|| {
+        format!(
+            "no channel named {channel:?}; channels: {}",
+            config
+                .channels
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })?;
+    let http = http_client()?;
+    let event = render::test_event();
+    let mut out = Vec::new();
+    for dest in ch.destinations() {
+        let job = store::DeliveryJob {
+            id: 0,
+            destination: dest.id.clone(),
+            state: store::DeliveryState::Pending,
+            attempts: 0,
+            created_at_ms: time::now_millis(),
+            next_attempt_at_ms: 0,
+            event: event.clone(),
+            firing: None,
+        };
+        let msg = channels::message_for(&dest, &job);
+        let attempt = channels::Attempt {
+            http: &http,
+            timeout: ch.timeout.unwrap_or(config.delivery.timeout),
+            destination: &dest,
+            delivery_id: -time::now_millis(),
+            firing_ref: None,
+        };
+        let (outcome, _) = channels::deliver(&attempt, &msg).await;
+        out.push((dest.id.clone(), outcome));
+    }
+    Ok(out)
+}

@@ -1,1 +1,112 @@
-fn main(){}
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Arg, Command};
+
+fn cli() -> Command {
+    let config = || {
+        Arg::new("config")
+            .long("config")
+            .value_name("FILE")
+            .required(true)
+            .help("YAML configuration file")
+    };
+    Command::new("alert-relay")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("Durable Alertmanager webhook intake and delivery to chat, push and SMS")
+        .subcommand_required(true)
+        .arg(
+            Arg::new("log.level")
+                .long("log.level")
+                .global(true)
+                .default_value("info")
+                .value_parser(["debug", "info", "warn", "error"]),
+        )
+        .subcommand(Command::new("run").about("Run the relay").arg(config()))
+        .subcommand(
+            Command::new("check-config")
+                .about("Validate a configuration and print the resolved routing")
+                .arg(Arg::new("file").required(true).value_name("FILE")),
+        )
+        .subcommand(
+            Command::new("send-test")
+                .about("Send a test message to every destination of one channel")
+                .arg(config())
+                .arg(
+                    Arg::new("channel")
+                        .long("channel")
+                        .value_name("NAME")
+                        .required(true),
+                ),
+        )
+}
+
+fn main() -> ExitCode {
+    let matches = cli().get_matches();
+    let level = match matches.get_one::<String>("log.level").map(String::as_str) {
+        Some("debug") => tracing::Level::DEBUG,
+        Some("warn") => tracing::Level::WARN,
+        Some("error") => tracing::Level::ERROR,
+        _ => tracing::Level::INFO,
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+    // The workspace's single TLS crypto provider; reqwest panics without one.
+    if rustls::crypto::ring::default_provider()
+        .install_default()
+        .is_err()
+    {
+        tracing::debug!("a rustls crypto provider was already installed");
+    }
+    let path = |m: &clap::ArgMatches, key: &str| {
+        m.get_one::<String>(key)
+            .map(PathBuf::from)
+            .unwrap_or_default()
+    };
+    let result: anyhow::Result<bool> = match matches.subcommand() {
+        Some(("check-config", m)) => alert_relay::check_config(&path(m, "file")).map(|routing| {
+            print!("{routing}");
+            true
+        }),
+        Some((cmd, m)) => {
+            // One thread runs HTTP and delivery; SQLite has its own thread.
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Err(e) => Err(anyhow::Error::new(e).context("cannot start the async runtime")),
+                Ok(rt) if cmd == "run" => rt
+                    .block_on(alert_relay::run(&path(m, "config")))
+                    .map(|()| true),
+                Ok(rt) => {
+                    let channel = m.get_one::<String>("channel").cloned().unwrap_or_default();
+                    rt.block_on(alert_relay::send_test(&path(m, "config"), &channel))
+                        .map(|results| {
+                            let mut ok = true;
+                            for (dest, outcome) in results {
+                                ok &= matches!(
+                                    outcome,
+                                    alert_relay::channels::Outcome::Delivered { .. }
+                                );
+                                println!("{dest}: {outcome:?}");
+                            }
+                            ok
+                        })
+                }
+            }
+        }
+        None => Ok(false),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("alert-relay: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -182,7 +182,15 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", "severity", "=x", "a b=c", r#"x="unterminated"#, "x=~(", r#"x=a"b"#] {
+        for bad in [
+            "",
+            "severity",
+            "=x",
+            "a b=c",
+            r#"x="unterminated"#,
+            "x=~(",
+            r#"x=a"b"#,
+        ] {
             assert!(Matcher::parse(bad).is_err(), "{bad}");
         }
     }

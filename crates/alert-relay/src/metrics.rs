@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::store::CommitObserver;
@@ -69,7 +69,12 @@ struct QueueCollector(Arc<Mutex<Option<Arc<dyn QueueStats>>>>);
 
 impl Collector for QueueCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let Some(stats) = self.0.lock().unwrap_or_else(PoisonError::into_inner).clone() else {
+        let Some(stats) = self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+        else {
             return Ok(());
         };
         let queues = stats.queues();
@@ -80,8 +85,12 @@ impl Collector for QueueCollector {
             MetricType::Gauge,
         )?;
         for (dest, channel, n, _) in &queues {
-            let labels = ChannelLabels { channel: channel.clone(), destination: dest.clone() };
-            ConstGauge::new(i64::try_from(*n).unwrap_or(i64::MAX)).encode(depth.encode_family(&labels)?)?;
+            let labels = ChannelLabels {
+                channel: channel.clone(),
+                destination: dest.clone(),
+            };
+            ConstGauge::new(i64::try_from(*n).unwrap_or(i64::MAX))
+                .encode(depth.encode_family(&labels)?)?;
         }
         let mut age = encoder.encode_descriptor(
             "alert_relay_queue_oldest_age_seconds",
@@ -90,7 +99,10 @@ impl Collector for QueueCollector {
             MetricType::Gauge,
         )?;
         for (dest, channel, _, oldest) in &queues {
-            let labels = ChannelLabels { channel: channel.clone(), destination: dest.clone() };
+            let labels = ChannelLabels {
+                channel: channel.clone(),
+                destination: dest.clone(),
+            };
             ConstGauge::new(oldest.as_secs_f64()).encode(age.encode_family(&labels)?)?;
         }
         Ok(())
@@ -110,23 +122,47 @@ impl Metrics {
             failed: Family::default(),
             dead_lettered: Family::default(),
             fallbacks: Family::default(),
-            commit_seconds: Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]),
-            commit_batch: Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]),
+            commit_seconds: Histogram::new([
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+            ]),
+            commit_batch: Histogram::new([
+                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0,
+            ]),
             storage_errors: Counter::default(),
             config_reload_success: Gauge::default(),
             registry: Mutex::new(Registry::default()),
         };
         m.config_reload_success.set(1);
-        registry.register("alert_relay_webhooks", "Webhook requests by result (accepted, rejected, error)", m.webhooks.clone());
-        registry.register("alert_relay_alerts_received", "Alerts in accepted webhooks by status", m.alerts_received.clone());
+        registry.register(
+            "alert_relay_webhooks",
+            "Webhook requests by result (accepted, rejected, error)",
+            m.webhooks.clone(),
+        );
+        registry.register(
+            "alert_relay_alerts_received",
+            "Alerts in accepted webhooks by status",
+            m.alerts_received.clone(),
+        );
         registry.register(
             "alert_relay_alerts_deduplicated",
             "Alerts already stored with the same fingerprint, status and startsAt",
             m.alerts_deduplicated.clone(),
         );
-        registry.register("alert_relay_alerts_unrouted", "New alerts that matched no route", m.alerts_unrouted.clone());
-        registry.register("alert_relay_webhooks_rejected", "Webhook requests answered 4xx by reason", m.rejected.clone());
-        registry.register("alert_relay_notifications_delivered", "Notifications a provider accepted", m.delivered.clone());
+        registry.register(
+            "alert_relay_alerts_unrouted",
+            "New alerts that matched no route",
+            m.alerts_unrouted.clone(),
+        );
+        registry.register(
+            "alert_relay_webhooks_rejected",
+            "Webhook requests answered 4xx by reason",
+            m.rejected.clone(),
+        );
+        registry.register(
+            "alert_relay_notifications_delivered",
+            "Notifications a provider accepted",
+            m.delivered.clone(),
+        );
         registry.register(
             "alert_relay_notifications_failed",
             "Failed delivery attempts by reason (retried unless dead-lettered)",
@@ -148,16 +184,32 @@ impl Metrics {
             prometheus_client::registry::Unit::Seconds,
             m.commit_seconds.clone(),
         );
-        registry.register("alert_relay_storage_commit_writes", "Writes per group commit", m.commit_batch.clone());
-        registry.register("alert_relay_storage_errors", "Writes that failed in storage (answered 5xx)", m.storage_errors.clone());
+        registry.register(
+            "alert_relay_storage_commit_writes",
+            "Writes per group commit",
+            m.commit_batch.clone(),
+        );
+        registry.register(
+            "alert_relay_storage_errors",
+            "Writes that failed in storage (answered 5xx)",
+            m.storage_errors.clone(),
+        );
         registry.register(
             "alert_relay_config_last_reload_successful",
             "Whether the last configuration reload succeeded",
             m.config_reload_success.clone(),
         );
         let build = Family::<BuildLabels, Gauge>::default();
-        build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION").into() }).set(1);
-        registry.register("alert_relay_build_info", "Version of this alert-relay", build);
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").into(),
+            })
+            .set(1);
+        registry.register(
+            "alert_relay_build_info",
+            "Version of this alert-relay",
+            build,
+        );
         let slot = QueueSlot(Arc::new(Mutex::new(None)));
         registry.register_collector(Box::new(QueueCollector(Arc::clone(&slot.0))));
         *m.registry.lock().unwrap_or_else(PoisonError::into_inner) = registry;
@@ -174,8 +226,16 @@ impl Metrics {
     }
 
     pub fn reject(&self, reason: &str) {
-        self.rejected.get_or_create(&ReasonLabel { reason: reason.into() }).inc();
-        self.webhooks.get_or_create(&StatusLabel { status: "rejected".into() }).inc();
+        self.rejected
+            .get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            })
+            .inc();
+        self.webhooks
+            .get_or_create(&StatusLabel {
+                status: "rejected".into(),
+            })
+            .inc();
     }
 }
 

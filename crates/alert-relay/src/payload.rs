@@ -21,7 +21,9 @@ pub type Labels = BTreeMap<String, String>;
 pub enum PayloadError {
     #[error("malformed JSON: {0}")]
     Malformed(String),
-    #[error("unsupported payload version {0:?}; this relay speaks Alertmanager webhook version \"4\"")]
+    #[error(
+        "unsupported payload version {0:?}; this relay speaks Alertmanager webhook version \"4\""
+    )]
     WrongVersion(String),
     #[error("alerts[{index}].{field}: {message}")]
     InvalidAlert {
@@ -159,17 +161,27 @@ pub fn parse(body: &[u8]) -> Result<Notification, PayloadError> {
             field,
             message,
         };
-        let starts_at = parse_rfc3339(&a.starts_at)
-            .ok_or_else(|| bad("startsAt", format!("{:?} is not an RFC 3339 time", a.starts_at)))?;
+        let starts_at = parse_rfc3339(&a.starts_at).ok_or_else(|| {
+            bad(
+                "startsAt",
+                format!("{:?} is not an RFC 3339 time", a.starts_at),
+            )
+        })?;
         let ends_at = match a.ends_at.as_deref() {
             None | Some("") => None,
             Some(s) if is_go_zero(s) => None,
-            Some(s) => Some(parse_rfc3339(s).ok_or_else(|| bad("endsAt", format!("{s:?} is not an RFC 3339 time")))?),
+            Some(s) => Some(
+                parse_rfc3339(s)
+                    .ok_or_else(|| bad("endsAt", format!("{s:?} is not an RFC 3339 time")))?,
+            ),
         };
         let fingerprint = match a.fingerprint {
             Some(f) if !f.is_empty() => {
                 if f.len() > 64 || !f.chars().all(|c| c.is_ascii_alphanumeric()) {
-                    return Err(bad("fingerprint", "must be up to 64 letters and digits".into()));
+                    return Err(bad(
+                        "fingerprint",
+                        "must be up to 64 letters and digits".into(),
+                    ));
                 }
                 f
             }
@@ -208,7 +220,10 @@ pub fn fingerprint_of(labels: &Labels) -> String {
         h.update(v.as_bytes());
         h.update([0xff]);
     }
-    h.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect()
+    h.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The example payload the tests share.
@@ -269,8 +284,15 @@ mod tests {
         assert_eq!(a.fingerprint, "a1b2c3d4e5f60718");
         assert_eq!(a.external_url, "http://alertmanager:9093");
         let b = &n.events[1];
-        assert_eq!(b.status, Status::Resolved, "per-alert status wins over the group's");
-        assert_eq!(b.ends_at.map(|e| e - b.starts_at), Some(45 * 60 * 1_000_000_000));
+        assert_eq!(
+            b.status,
+            Status::Resolved,
+            "per-alert status wins over the group's"
+        );
+        assert_eq!(
+            b.ends_at.map(|e| e - b.starts_at),
+            Some(45 * 60 * 1_000_000_000)
+        );
     }
 
     #[test]
@@ -291,21 +313,45 @@ mod tests {
             ("", "malformed"),
             ("{", "malformed"),
             ("[]", "malformed"),
-            (r#"{"version":"3","status":"firing","alerts":[]}"#, "wrong_version"),
-            (r#"{"version":4,"status":"firing","alerts":[]}"#, "wrong_version"),
+            (
+                r#"{"version":"3","status":"firing","alerts":[]}"#,
+                "wrong_version",
+            ),
+            (
+                r#"{"version":4,"status":"firing","alerts":[]}"#,
+                "wrong_version",
+            ),
             (r#"{"version":"5"}"#, "wrong_version"),
-            (r#"{"version":"4","status":"exploded","alerts":[]}"#, "malformed"),
-            (r#"{"version":"4","status":"firing","alerts":[{"status":"firing","labels":{"a":1},"startsAt":"2020-01-01T00:00:00Z"}]}"#, "malformed"),
-            (r#"{"version":"4","status":"firing","alerts":[{"status":"firing","labels":{},"startsAt":"yesterday"}]}"#, "invalid_alert"),
-            (r#"{"version":"4","status":"firing","alerts":[{"status":"firing","labels":{},"startsAt":"2020-01-01T00:00:00Z","fingerprint":"../../x"}]}"#, "invalid_alert"),
+            (
+                r#"{"version":"4","status":"exploded","alerts":[]}"#,
+                "malformed",
+            ),
+            (
+                r#"{"version":"4","status":"firing","alerts":[{"status":"firing","labels":{"a":1},"startsAt":"2020-01-01T00:00:00Z"}]}"#,
+                "malformed",
+            ),
+            (
+                r#"{"version":"4","status":"firing","alerts":[{"status":"firing","labels":{},"startsAt":"yesterday"}]}"#,
+                "invalid_alert",
+            ),
+            (
+                r#"{"version":"4","status":"firing","alerts":[{"status":"firing","labels":{},"startsAt":"2020-01-01T00:00:00Z","fingerprint":"../../x"}]}"#,
+                "invalid_alert",
+            ),
         ];
         for (body, reason) in cases {
             let e = parse(body.as_bytes()).expect_err(body);
             assert_eq!(e.reason(), *reason, "{body}: {e}");
         }
         let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-        assert_eq!(parse(deep.as_bytes()).map_err(|e| e.reason()), Err("malformed"));
-        assert_eq!(parse(b"{\"version\":\"4\xff\"}").map_err(|e| e.reason()), Err("malformed"));
+        assert_eq!(
+            parse(deep.as_bytes()).map_err(|e| e.reason()),
+            Err("malformed")
+        );
+        assert_eq!(
+            parse(b"{\"version\":\"4\xff\"}").map_err(|e| e.reason()),
+            Err("malformed")
+        );
     }
 
     proptest::proptest! {

@@ -47,7 +47,10 @@ mod tests {
     #[test]
     fn never_printed() {
         let s = Secret::new("hunter2");
-        assert_eq!(format!("{s} {s:?} {:?}", Some(&s)), "<redacted> <redacted> Some(<redacted>)");
+        assert_eq!(
+            format!("{s} {s:?} {:?}", Some(&s)),
+            "<redacted> <redacted> Some(<redacted>)"
+        );
         assert!(s.matches(b"hunter2"));
         assert!(!s.matches(b"hunter3"));
         assert!(!s.matches(b""));

@@ -6,7 +6,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Nanoseconds since the Unix epoch (negative before 1970: Go's zero time is year 1).
 pub type UnixNanos = i64;
 
-
 /// Now, for timestamps stored with rows (wall clock; only used for ages shown to humans).
 pub fn now_millis() -> i64 {
     SystemTime::now()

@@ -237,50 +237,134 @@ impl ChannelKind {
 const CHANNEL_KEYS: &[(&str, &[&str], Rate)] = &[
     (
         "webhook",
-        &["url", "url_file", "url_env", "headers", "signing_secret", "signing_secret_file", "signing_secret_env"],
-        Rate { per_second: 10.0, burst: 20 },
+        &[
+            "url",
+            "url_file",
+            "url_env",
+            "headers",
+            "signing_secret",
+            "signing_secret_file",
+            "signing_secret_env",
+        ],
+        Rate {
+            per_second: 10.0,
+            burst: 20,
+        },
     ),
     (
         "slack",
-        &["webhook_url", "webhook_url_file", "webhook_url_env", "bot_token", "bot_token_file", "bot_token_env", "channel"],
+        &[
+            "webhook_url",
+            "webhook_url_file",
+            "webhook_url_env",
+            "bot_token",
+            "bot_token_file",
+            "bot_token_env",
+            "channel",
+        ],
         // "1 per second, short bursts >1 allowed".
-        Rate { per_second: 1.0, burst: 3 },
+        Rate {
+            per_second: 1.0,
+            burst: 3,
+        },
     ),
     (
         "discord",
         &["webhook_url", "webhook_url_file", "webhook_url_env"],
         // Per-webhook buckets are learnt from X-RateLimit-* headers; this only smooths bursts.
-        Rate { per_second: 2.0, burst: 5 },
+        Rate {
+            per_second: 2.0,
+            burst: 5,
+        },
     ),
     (
         "telegram",
-        &["bot_token", "bot_token_file", "bot_token_env", "chat_id", "message_thread_id"],
+        &[
+            "bot_token",
+            "bot_token_file",
+            "bot_token_env",
+            "chat_id",
+            "message_thread_id",
+        ],
         // At most 20 messages per minute in a group.
-        Rate { per_second: 20.0 / 60.0, burst: 3 },
+        Rate {
+            per_second: 20.0 / 60.0,
+            burst: 3,
+        },
     ),
     (
         "ntfy",
-        &["topic", "priority", "token", "token_file", "token_env", "username", "password", "password_file", "password_env"],
+        &[
+            "topic",
+            "priority",
+            "token",
+            "token_file",
+            "token_env",
+            "username",
+            "password",
+            "password_file",
+            "password_env",
+        ],
         // ntfy.sh: 60-request burst, one more every 5 s.
-        Rate { per_second: 0.2, burst: 60 },
+        Rate {
+            per_second: 0.2,
+            burst: 60,
+        },
     ),
     (
         "twilio",
-        &["account_sid", "auth_token", "auth_token_file", "auth_token_env", "from", "messaging_service_sid", "to"],
+        &[
+            "account_sid",
+            "auth_token",
+            "auth_token_file",
+            "auth_token_env",
+            "from",
+            "messaging_service_sid",
+            "to",
+        ],
         // One message per second per long-code sender.
-        Rate { per_second: 1.0, burst: 1 },
+        Rate {
+            per_second: 1.0,
+            burst: 1,
+        },
     ),
-    ("teams", &["url", "url_file", "url_env"], Rate { per_second: 1.0, burst: 4 }),
+    (
+        "teams",
+        &["url", "url_file", "url_env"],
+        Rate {
+            per_second: 1.0,
+            burst: 4,
+        },
+    ),
     (
         "matrix",
-        &["room_id", "access_token", "access_token_file", "access_token_env"],
+        &[
+            "room_id",
+            "access_token",
+            "access_token_file",
+            "access_token_env",
+        ],
         // Synapse's default rc_message: 0.2/s, burst 10.
-        Rate { per_second: 0.2, burst: 10 },
+        Rate {
+            per_second: 0.2,
+            burst: 10,
+        },
     ),
     (
         "pushover",
-        &["token", "token_file", "token_env", "user_key", "user_key_file", "user_key_env", "priority"],
-        Rate { per_second: 2.0, burst: 5 },
+        &[
+            "token",
+            "token_file",
+            "token_env",
+            "user_key",
+            "user_key_file",
+            "user_key_env",
+            "priority",
+        ],
+        Rate {
+            per_second: 2.0,
+            burst: 5,
+        },
     ),
 ];
 const COMMON_CHANNEL_KEYS: &[&str] = &["api_url", "template", "rate_limit", "timeout"];
@@ -400,12 +484,18 @@ impl Ctx<'_> {
         } else if let Some(p) = file {
             let path = self.path(p);
             let text = self.secrets.file(&path).map_err(|e| {
-                invalid(format!("{prefix}{key}_file"), format!("cannot read {}: {e}", path.display()))
+                invalid(
+                    format!("{prefix}{key}_file"),
+                    format!("cannot read {}: {e}", path.display()),
+                )
             })?;
             text.trim_end_matches(['\n', '\r']).to_owned()
         } else if let Some(name) = env {
             self.secrets.env(name).ok_or_else(|| {
-                invalid(format!("{prefix}{key}_env"), format!("environment variable {name} is not set"))
+                invalid(
+                    format!("{prefix}{key}_env"),
+                    format!("environment variable {name} is not set"),
+                )
             })?
         } else {
             return Ok(None);
@@ -434,13 +524,18 @@ impl Ctx<'_> {
 }
 
 fn duration(key: &str, value: Option<&String>, default: Duration) -> Result<Duration, ConfigError> {
-    value.map_or(Ok(default), |v| parse_duration(v).map_err(|e| invalid(key, e)))
+    value.map_or(Ok(default), |v| {
+        parse_duration(v).map_err(|e| invalid(key, e))
+    })
 }
 
 fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
     match reqwest::Url::parse(url) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
-        Ok(_) => Err(invalid(key, "must be an http:// or https:// URL with a host")),
+        Ok(_) => Err(invalid(
+            key,
+            "must be an http:// or https:// URL with a host",
+        )),
         Err(e) => Err(invalid(key, format!("not a URL: {e}"))),
     }
 }
@@ -449,9 +544,12 @@ impl Config {
     fn from_raw(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
         let listen = match &raw.listen {
             None => SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
-            Some(s) => s
-                .parse()
-                .map_err(|_| invalid("listen", format!("{s:?} is not an address like 127.0.0.1:{DEFAULT_PORT}")))?,
+            Some(s) => s.parse().map_err(|_| {
+                invalid(
+                    "listen",
+                    format!("{s:?} is not an address like 127.0.0.1:{DEFAULT_PORT}"),
+                )
+            })?,
         };
         if let Some(u) = &raw.public_url {
             check_url("public_url", u)?;
@@ -468,12 +566,18 @@ impl Config {
                 )?;
                 match (bearer, a.basic) {
                     (Some(_), Some(_)) => {
-                        return Err(invalid("auth", "set either a bearer token or basic, not both"));
+                        return Err(invalid(
+                            "auth",
+                            "set either a bearer token or basic, not both",
+                        ));
                     }
                     (Some(token), None) => Auth::Bearer(token),
                     (None, Some(b)) => {
                         if b.username.is_empty() || b.username.contains(':') {
-                            return Err(invalid("auth.basic.username", "must be non-empty and without ':'"));
+                            return Err(invalid(
+                                "auth.basic.username",
+                                "must be non-empty and without ':'",
+                            ));
                         }
                         let password = ctx.required_secret(
                             "auth.basic.",
@@ -487,7 +591,9 @@ impl Config {
                             password,
                         }
                     }
-                    (None, None) => return Err(invalid("auth", "set bearer_token_file (or _env) or basic")),
+                    (None, None) => {
+                        return Err(invalid("auth", "set bearer_token_file (or _env) or basic"));
+                    }
                 }
             }
         };
@@ -511,8 +617,15 @@ impl Config {
             let l = raw.limits.as_ref();
             let max_body_bytes = match l.and_then(|l| l.max_body_bytes) {
                 None => DEFAULT_MAX_BODY_BYTES,
-                Some(n) if (1024..=64 * 1024 * 1024).contains(&n) => usize::try_from(n).unwrap_or(DEFAULT_MAX_BODY_BYTES),
-                Some(_) => return Err(invalid("limits.max_body_bytes", "must be between 1024 and 67108864")),
+                Some(n) if (1024..=64 * 1024 * 1024).contains(&n) => {
+                    usize::try_from(n).unwrap_or(DEFAULT_MAX_BODY_BYTES)
+                }
+                Some(_) => {
+                    return Err(invalid(
+                        "limits.max_body_bytes",
+                        "must be between 1024 and 67108864",
+                    ));
+                }
             };
             Limits {
                 max_body_bytes,
@@ -521,25 +634,46 @@ impl Config {
                     l.and_then(|l| l.read_header_timeout.as_ref()),
                     Duration::from_secs(10),
                 )?,
-                body_timeout: duration("limits.body_timeout", l.and_then(|l| l.body_timeout.as_ref()), Duration::from_secs(30))?,
-                max_connections: l.and_then(|l| l.max_connections).map_or(512, |n| n.max(1) as usize),
+                body_timeout: duration(
+                    "limits.body_timeout",
+                    l.and_then(|l| l.body_timeout.as_ref()),
+                    Duration::from_secs(30),
+                )?,
+                max_connections: l
+                    .and_then(|l| l.max_connections)
+                    .map_or(512, |n| n.max(1) as usize),
             }
         };
         let delivery = {
             let d = raw.delivery.as_ref();
             let cfg = DeliveryConfig {
-                timeout: duration("delivery.timeout", d.and_then(|d| d.timeout.as_ref()), Duration::from_secs(10))?,
+                timeout: duration(
+                    "delivery.timeout",
+                    d.and_then(|d| d.timeout.as_ref()),
+                    Duration::from_secs(10),
+                )?,
                 initial_backoff: duration(
                     "delivery.initial_backoff",
                     d.and_then(|d| d.initial_backoff.as_ref()),
                     Duration::from_secs(1),
                 )?,
-                max_backoff: duration("delivery.max_backoff", d.and_then(|d| d.max_backoff.as_ref()), Duration::from_secs(300))?,
+                max_backoff: duration(
+                    "delivery.max_backoff",
+                    d.and_then(|d| d.max_backoff.as_ref()),
+                    Duration::from_secs(300),
+                )?,
                 max_attempts: d.and_then(|d| d.max_attempts).unwrap_or(0),
-                max_age: duration("delivery.max_age", d.and_then(|d| d.max_age.as_ref()), Duration::from_secs(86_400))?,
+                max_age: duration(
+                    "delivery.max_age",
+                    d.and_then(|d| d.max_age.as_ref()),
+                    Duration::from_secs(86_400),
+                )?,
             };
             if cfg.initial_backoff.is_zero() || cfg.initial_backoff > cfg.max_backoff {
-                return Err(invalid("delivery.initial_backoff", "must be > 0 and <= delivery.max_backoff"));
+                return Err(invalid(
+                    "delivery.initial_backoff",
+                    "must be > 0 and <= delivery.max_backoff",
+                ));
             }
             if cfg.timeout.is_zero() {
                 return Err(invalid("delivery.timeout", "must be > 0"));
@@ -556,13 +690,22 @@ impl Config {
         for (name, rp) in raw.policies {
             let prefix = format!("policies.{name}");
             if rp.repeat.is_some() {
-                return Err(invalid(format!("{prefix}.repeat"), "escalation is not supported yet (issue #7)"));
+                return Err(invalid(
+                    format!("{prefix}.repeat"),
+                    "escalation is not supported yet (issue #7)",
+                ));
             }
             if rp.until.is_some() {
-                return Err(invalid(format!("{prefix}.until"), "escalation is not supported yet (issue #7)"));
+                return Err(invalid(
+                    format!("{prefix}.until"),
+                    "escalation is not supported yet (issue #7)",
+                ));
             }
             if rp.steps.is_empty() {
-                return Err(invalid(format!("{prefix}.steps"), "needs at least one step"));
+                return Err(invalid(
+                    format!("{prefix}.steps"),
+                    "needs at least one step",
+                ));
             }
             let mut steps = Vec::new();
             for (i, s) in rp.steps.into_iter().enumerate() {
@@ -575,14 +718,20 @@ impl Config {
                     ));
                 }
                 if i > 0 {
-                    return Err(invalid(key, "only one step is supported until escalation (issue #7)"));
+                    return Err(invalid(
+                        key,
+                        "only one step is supported until escalation (issue #7)",
+                    ));
                 }
                 if s.notify.is_empty() {
                     return Err(invalid(format!("{key}.notify"), "names no channel"));
                 }
                 for (j, c) in s.notify.iter().enumerate() {
                     if !channels.contains_key(c) {
-                        return Err(invalid(format!("{key}.notify[{j}]"), format!("no channel named {c:?}")));
+                        return Err(invalid(
+                            format!("{key}.notify[{j}]"),
+                            format!("no channel named {c:?}"),
+                        ));
                     }
                 }
                 steps.push(Step { notify: s.notify });
@@ -644,7 +793,9 @@ impl Config {
                 c.kind.type_name(),
                 c.rate.per_second,
                 c.rate.burst,
-                c.api_url.as_ref().map_or(String::new(), |u| format!(", api_url {u}"))
+                c.api_url
+                    .as_ref()
+                    .map_or(String::new(), |u| format!(", api_url {u}"))
             );
             for d in c.destinations().iter().filter(|d| d.recipient.is_some()) {
                 let _ = writeln!(out, "    destination {}", d.id);
@@ -653,7 +804,13 @@ impl Config {
         let _ = writeln!(out, "policies:");
         for p in self.policies.values() {
             for (i, s) in p.steps.iter().enumerate() {
-                let _ = writeln!(out, "  {} step {}: notify {}", p.name, i + 1, s.notify.join(", "));
+                let _ = writeln!(
+                    out,
+                    "  {} step {}: notify {}",
+                    p.name,
+                    i + 1,
+                    s.notify.join(", ")
+                );
             }
         }
         let _ = writeln!(out, "routes (first match wins unless continue: true):");
@@ -664,7 +821,10 @@ impl Config {
                 let m: Vec<String> = r.matchers.iter().map(ToString::to_string).collect();
                 format!("{{{}}}", m.join(", "))
             };
-            let dests = self.policies.get(&r.policy).map_or(String::new(), |p| p.steps[0].notify.join(", "));
+            let dests = self
+                .policies
+                .get(&r.policy)
+                .map_or(String::new(), |p| p.steps[0].notify.join(", "));
             let _ = writeln!(
                 out,
                 "  {}. {}{} -> policy {} -> {}{}",
@@ -673,11 +833,18 @@ impl Config {
                 matchers,
                 r.policy,
                 dests,
-                if r.continue_matching { " (continue)" } else { "" }
+                if r.continue_matching {
+                    " (continue)"
+                } else {
+                    ""
+                }
             );
         }
         if !self.routes.iter().any(|r| r.matchers.is_empty()) {
-            let _ = writeln!(out, "warning: no route matches every alert; unmatched alerts are stored but sent nowhere");
+            let _ = writeln!(
+                out,
+                "warning: no route matches every alert; unmatched alerts are stored but sent nowhere"
+            );
         }
         out
     }
@@ -697,14 +864,27 @@ fn route(
 ) -> Result<Route, ConfigError> {
     let key = format!("routes[{i}]");
     if !policies.contains_key(&rr.policy) {
-        return Err(invalid(format!("{key}.policy"), format!("no policy named {:?}", rr.policy)));
+        return Err(invalid(
+            format!("{key}.policy"),
+            format!("no policy named {:?}", rr.policy),
+        ));
     }
     if let Some(n) = &rr.name {
-        if n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-            return Err(invalid(format!("{key}.name"), "use letters, digits, '-', '_' and '.'"));
+        if n.is_empty()
+            || !n
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(invalid(
+                format!("{key}.name"),
+                "use letters, digits, '-', '_' and '.'",
+            ));
         }
         if !names.insert(n.clone()) {
-            return Err(invalid(format!("{key}.name"), format!("{n:?} names another route too")));
+            return Err(invalid(
+                format!("{key}.name"),
+                format!("{n:?} names another route too"),
+            ));
         }
     }
     let matchers = match rr.matchers {
@@ -712,7 +892,8 @@ fn route(
         RawMatchers::Equal(map) => map
             .into_iter()
             .map(|(k, v)| {
-                Matcher::new(k.clone(), crate::matcher::Op::Equal, v).map_err(|e| invalid(format!("{key}.match.{k}"), e))
+                Matcher::new(k.clone(), crate::matcher::Op::Equal, v)
+                    .map_err(|e| invalid(format!("{key}.match.{k}"), e))
             })
             .collect::<Result<_, _>>()?,
         RawMatchers::List(list) => list
@@ -731,20 +912,39 @@ fn route(
 
 fn channel(name: &str, rc: RawChannel, ctx: &Ctx<'_>) -> Result<ChannelConfig, ConfigError> {
     let prefix = format!("channels.{name}.");
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-        return Err(invalid(format!("channels.{name}"), "channel names use letters, digits, '-', '_' and '.'"));
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(invalid(
+            format!("channels.{name}"),
+            "channel names use letters, digits, '-', '_' and '.'",
+        ));
     }
-    let Some((_, allowed, default_rate)) = CHANNEL_KEYS.iter().find(|(t, _, _)| *t == rc.kind) else {
+    let Some((_, allowed, default_rate)) = CHANNEL_KEYS.iter().find(|(t, _, _)| *t == rc.kind)
+    else {
         let known: Vec<&str> = CHANNEL_KEYS.iter().map(|(t, _, _)| *t).collect();
-        let hint = if rc.kind == "email" { " (email is not implemented yet)" } else { "" };
+        let hint = if rc.kind == "email" {
+            " (email is not implemented yet)"
+        } else {
+            ""
+        };
         return Err(invalid(
             format!("{prefix}type"),
-            format!("unknown channel type {:?}{hint}; known: {}", rc.kind, known.join(", ")),
+            format!(
+                "unknown channel type {:?}{hint}; known: {}",
+                rc.kind,
+                known.join(", ")
+            ),
         ));
     };
     for key in rc.present_keys() {
         if !allowed.contains(&key) && !COMMON_CHANNEL_KEYS.contains(&key) {
-            return Err(invalid(format!("{prefix}{key}"), format!("not a key of a {} channel", rc.kind)));
+            return Err(invalid(
+                format!("{prefix}{key}"),
+                format!("not a key of a {} channel", rc.kind),
+            ));
         }
     }
     let api_url = match &rc.api_url {
@@ -760,7 +960,12 @@ fn channel(name: &str, rc: RawChannel, ctx: &Ctx<'_>) -> Result<ChannelConfig, C
             per_second: r.per_second,
             burst: r.burst,
         },
-        Some(_) => return Err(invalid(format!("{prefix}rate_limit"), "per_second must be > 0 and burst >= 1")),
+        Some(_) => {
+            return Err(invalid(
+                format!("{prefix}rate_limit"),
+                "per_second must be > 0 and burst >= 1",
+            ));
+        }
     };
     let timeout = match &rc.timeout {
         Some(t) => Some(parse_duration(t).map_err(|e| invalid(format!("{prefix}timeout"), e))?),
@@ -789,12 +994,22 @@ fn channel(name: &str, rc: RawChannel, ctx: &Ctx<'_>) -> Result<ChannelConfig, C
     };
     let kind = match rc.kind.as_str() {
         "webhook" => ChannelKind::Webhook {
-            url: url_secret("url", rc.url.as_ref(), rc.url_file.as_ref(), rc.url_env.as_ref())?,
+            url: url_secret(
+                "url",
+                rc.url.as_ref(),
+                rc.url_file.as_ref(),
+                rc.url_env.as_ref(),
+            )?,
             headers: {
                 let mut out = Vec::new();
                 for (k, v) in rc.headers.clone().unwrap_or_default() {
-                    if http::HeaderName::try_from(k.as_str()).is_err() || http::HeaderValue::try_from(v.as_str()).is_err() {
-                        return Err(invalid(format!("{prefix}headers.{k}"), "not a valid HTTP header"));
+                    if http::HeaderName::try_from(k.as_str()).is_err()
+                        || http::HeaderValue::try_from(v.as_str()).is_err()
+                    {
+                        return Err(invalid(
+                            format!("{prefix}headers.{k}"),
+                            "not a valid HTTP header",
+                        ));
                     }
                     out.push((k, v));
                 }
@@ -816,14 +1031,24 @@ fn channel(name: &str, rc: RawChannel, ctx: &Ctx<'_>) -> Result<ChannelConfig, C
                 rc.webhook_url_file.as_ref(),
                 rc.webhook_url_env.as_ref(),
             )?;
-            let token = ctx.secret(&prefix, "bot_token", rc.bot_token.as_ref(), rc.bot_token_file.as_ref(), rc.bot_token_env.as_ref())?;
+            let token = ctx.secret(
+                &prefix,
+                "bot_token",
+                rc.bot_token.as_ref(),
+                rc.bot_token_file.as_ref(),
+                rc.bot_token_env.as_ref(),
+            )?;
             match (url, token) {
                 (Some(url), None) => {
                     if rc.channel.is_some() {
-                        return Err(invalid(format!("{prefix}channel"), "an incoming webhook posts to its own channel; channel needs bot_token"));
+                        return Err(invalid(
+                            format!("{prefix}channel"),
+                            "an incoming webhook posts to its own channel; channel needs bot_token",
+                        ));
                     }
-                    check_url(&format!("{prefix}webhook_url"), url.expose())
-                        .map_err(|_| invalid(format!("{prefix}webhook_url"), "is not an http(s) URL"))?;
+                    check_url(&format!("{prefix}webhook_url"), url.expose()).map_err(|_| {
+                        invalid(format!("{prefix}webhook_url"), "is not an http(s) URL")
+                    })?;
                     ChannelKind::Slack(SlackMode::Webhook { url })
                 }
                 (None, Some(token)) => ChannelKind::Slack(SlackMode::Bot {
@@ -839,20 +1064,49 @@ fn channel(name: &str, rc: RawChannel, ctx: &Ctx<'_>) -> Result<ChannelConfig, C
             }
         }
         "discord" => ChannelKind::Discord {
-            webhook_url: url_secret("webhook_url", rc.webhook_url.as_ref(), rc.webhook_url_file.as_ref(), rc.webhook_url_env.as_ref())?,
+            webhook_url: url_secret(
+                "webhook_url",
+                rc.webhook_url.as_ref(),
+                rc.webhook_url_file.as_ref(),
+                rc.webhook_url_env.as_ref(),
+            )?,
         },
         "telegram" => ChannelKind::Telegram {
-            bot_token: ctx.required_secret(&prefix, "bot_token", rc.bot_token.as_ref(), rc.bot_token_file.as_ref(), rc.bot_token_env.as_ref())?,
+            bot_token: ctx.required_secret(
+                &prefix,
+                "bot_token",
+                rc.bot_token.as_ref(),
+                rc.bot_token_file.as_ref(),
+                rc.bot_token_env.as_ref(),
+            )?,
             chat_id: required("chat_id", &rc.chat_id.as_ref().map(|s| s.0.clone()))?,
             message_thread_id: rc.message_thread_id,
         },
         "ntfy" => {
             let topic = required("topic", &rc.topic)?;
-            if !topic.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                return Err(invalid(format!("{prefix}topic"), "ntfy topics use letters, digits, '-' and '_'"));
+            if !topic
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(invalid(
+                    format!("{prefix}topic"),
+                    "ntfy topics use letters, digits, '-' and '_'",
+                ));
             }
-            let token = ctx.secret(&prefix, "token", rc.token.as_ref(), rc.token_file.as_ref(), rc.token_env.as_ref())?;
-            let password = ctx.secret(&prefix, "password", rc.password.as_ref(), rc.password_file.as_ref(), rc.password_env.as_ref())?;
+            let token = ctx.secret(
+                &prefix,
+                "token",
+                rc.token.as_ref(),
+                rc.token_file.as_ref(),
+                rc.token_env.as_ref(),
+            )?;
+            let password = ctx.secret(
+                &prefix,
+                "password",
+                rc.password.as_ref(),
+                rc.password_file.as_ref(),
+                rc.password_env.as_ref(),
+            )?;
             let auth = match (token, &rc.username, password) {
                 (None, None, None) => NtfyAuth::None,
                 (Some(t), None, None) => NtfyAuth::Token(t),
@@ -860,15 +1114,27 @@ fn channel(name: &str, rc: RawChannel, ctx: &Ctx<'_>) -> Result<ChannelConfig, C
                     username: u.clone(),
                     password: p,
                 },
-                _ => return Err(invalid(format!("{prefix}token"), "set token_file, or username with password_file, or neither")),
+                _ => {
+                    return Err(invalid(
+                        format!("{prefix}token"),
+                        "set token_file, or username with password_file, or neither",
+                    ));
+                }
             };
             let priority = match &rc.priority {
                 None => None,
                 Some(p) => Some(ntfy_priority(&p.0).ok_or_else(|| {
-                    invalid(format!("{prefix}priority"), "use 1-5 or min, low, default, high, urgent")
+                    invalid(
+                        format!("{prefix}priority"),
+                        "use 1-5 or min, low, default, high, urgent",
+                    )
                 })?),
             };
-            ChannelKind::Ntfy { topic, auth, priority }
+            ChannelKind::Ntfy {
+                topic,
+                auth,
+                priority,
+            }
         }
         "twilio" => {
             let account_sid = required("account_sid", &rc.account_sid)?;
@@ -878,17 +1144,26 @@ fn channel(name: &str, rc: RawChannel, ctx: &Ctx<'_>) -> Result<ChannelConfig, C
             }
             for (i, n) in to.iter().enumerate() {
                 if !is_e164(n) {
-                    return Err(invalid(format!("{prefix}to[{i}]"), format!("{n:?} is not an E.164 number like +447700900123")));
+                    return Err(invalid(
+                        format!("{prefix}to[{i}]"),
+                        format!("{n:?} is not an E.164 number like +447700900123"),
+                    ));
                 }
             }
             if let Some(f) = &rc.from
                 && !is_e164(f)
                 && !f.chars().all(|c| c.is_ascii_alphanumeric())
             {
-                return Err(invalid(format!("{prefix}from"), "must be an E.164 number or an alphanumeric sender id"));
+                return Err(invalid(
+                    format!("{prefix}from"),
+                    "must be an E.164 number or an alphanumeric sender id",
+                ));
             }
             if rc.from.is_some() == rc.messaging_service_sid.is_some() {
-                return Err(invalid(format!("{prefix}from"), "set exactly one of from and messaging_service_sid"));
+                return Err(invalid(
+                    format!("{prefix}from"),
+                    "set exactly one of from and messaging_service_sid",
+                ));
             }
             ChannelKind::Twilio {
                 account_sid,
@@ -905,15 +1180,26 @@ fn channel(name: &str, rc: RawChannel, ctx: &Ctx<'_>) -> Result<ChannelConfig, C
             }
         }
         "teams" => ChannelKind::Teams {
-            url: url_secret("url", rc.url.as_ref(), rc.url_file.as_ref(), rc.url_env.as_ref())?,
+            url: url_secret(
+                "url",
+                rc.url.as_ref(),
+                rc.url_file.as_ref(),
+                rc.url_env.as_ref(),
+            )?,
         },
         "matrix" => {
             let room_id = required("room_id", &rc.room_id)?;
             if !room_id.starts_with('!') && !room_id.starts_with('#') {
-                return Err(invalid(format!("{prefix}room_id"), "must be a room id (!abc:server) or alias (#room:server)"));
+                return Err(invalid(
+                    format!("{prefix}room_id"),
+                    "must be a room id (!abc:server) or alias (#room:server)",
+                ));
             }
             if api_url.is_none() {
-                return Err(invalid(format!("{prefix}api_url"), "required for matrix: the homeserver's base URL"));
+                return Err(invalid(
+                    format!("{prefix}api_url"),
+                    "required for matrix: the homeserver's base URL",
+                ));
             }
             ChannelKind::Matrix {
                 room_id,
@@ -927,19 +1213,41 @@ fn channel(name: &str, rc: RawChannel, ctx: &Ctx<'_>) -> Result<ChannelConfig, C
             }
         }
         "pushover" => ChannelKind::Pushover {
-            token: ctx.required_secret(&prefix, "token", rc.token.as_ref(), rc.token_file.as_ref(), rc.token_env.as_ref())?,
-            user_key: ctx.required_secret(&prefix, "user_key", rc.user_key.as_ref(), rc.user_key_file.as_ref(), rc.user_key_env.as_ref())?,
+            token: ctx.required_secret(
+                &prefix,
+                "token",
+                rc.token.as_ref(),
+                rc.token_file.as_ref(),
+                rc.token_env.as_ref(),
+            )?,
+            user_key: ctx.required_secret(
+                &prefix,
+                "user_key",
+                rc.user_key.as_ref(),
+                rc.user_key_file.as_ref(),
+                rc.user_key_env.as_ref(),
+            )?,
             priority: match &rc.priority {
                 None => 0,
                 Some(p) => match p.0.parse::<i8>() {
                     // 2 (emergency) needs receipts and acknowledgement: issue #7.
                     Ok(v) if (-2..=1).contains(&v) => v,
-                    _ => return Err(invalid(format!("{prefix}priority"), "use -2..1 (2, emergency, arrives with acknowledgement)")),
+                    _ => {
+                        return Err(invalid(
+                            format!("{prefix}priority"),
+                            "use -2..1 (2, emergency, arrives with acknowledgement)",
+                        ));
+                    }
                 },
             },
         },
         // CHANNEL_KEYS lists exactly the types above.
-        other => return Err(invalid(format!("{prefix}type"), format!("unknown channel type {other:?}"))),
+        other => {
+            return Err(invalid(
+                format!("{prefix}type"),
+                format!("unknown channel type {other:?}"),
+            ));
+        }
     };
     Ok(ChannelConfig {
         name: name.to_owned(),

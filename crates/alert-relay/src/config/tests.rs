@@ -2,9 +2,14 @@ use super::*;
 
 fn secrets() -> MapSecrets {
     let mut s = MapSecrets::default();
-    s.files.insert("/etc/alert-relay/token".into(), "s3cret\n".into());
-    s.files.insert("/etc/alert-relay/slack".into(), "https://hooks.slack.com/services/T/B/X".into());
-    s.files.insert("/etc/alert-relay/twilio".into(), "tw-token".into());
+    s.files
+        .insert("/etc/alert-relay/token".into(), "s3cret\n".into());
+    s.files.insert(
+        "/etc/alert-relay/slack".into(),
+        "https://hooks.slack.com/services/T/B/X".into(),
+    );
+    s.files
+        .insert("/etc/alert-relay/twilio".into(), "tw-token".into());
     s.env.insert("TG_TOKEN".into(), "123:abc".into());
     s
 }
@@ -56,45 +61,104 @@ fn issue_example_loads() {
     let dests: Vec<String> = c.destinations().into_keys().collect();
     assert_eq!(
         dests,
-        ["oncall-sms/+447700900123", "oncall-sms/+447700900124", "ops-slack", "ops-telegram"]
+        [
+            "oncall-sms/+447700900123",
+            "oncall-sms/+447700900124",
+            "ops-slack",
+            "ops-telegram"
+        ]
     );
-    assert!(matches!(&c.channels["ops-telegram"].kind, ChannelKind::Telegram { chat_id, .. } if chat_id == "-100123"));
+    assert!(
+        matches!(&c.channels["ops-telegram"].kind, ChannelKind::Telegram { chat_id, .. } if chat_id == "-100123")
+    );
     let described = c.describe();
-    assert!(described.contains("1. {severity=\"critical\"} -> policy critical -> ops-slack, oncall-sms"), "{described}");
-    assert!(!described.contains("s3cret") && !described.contains("hooks.slack.com"), "{described}");
+    assert!(
+        described
+            .contains("1. {severity=\"critical\"} -> policy critical -> ops-slack, oncall-sms"),
+        "{described}"
+    );
+    assert!(
+        !described.contains("s3cret") && !described.contains("hooks.slack.com"),
+        "{described}"
+    );
     // Debug output of the whole config never shows a secret either.
     let debug = format!("{c:?}");
-    assert!(!debug.contains("s3cret") && !debug.contains("hooks.slack.com") && !debug.contains("123:abc"));
+    assert!(
+        !debug.contains("s3cret")
+            && !debug.contains("hooks.slack.com")
+            && !debug.contains("123:abc")
+    );
 }
 
 #[test]
 fn defaults() {
-    let c = parse_ok("storage: { sqlite: relay.db }\nchannels: { w: { type: webhook, url: 'http://x/' } }\npolicies: { p: { steps: [{notify: [w]}] } }\nroutes: [{policy: p}]\n");
+    let c = parse_ok(
+        "storage: { sqlite: relay.db }\nchannels: { w: { type: webhook, url: 'http://x/' } }\npolicies: { p: { steps: [{notify: [w]}] } }\nroutes: [{policy: p}]\n",
+    );
     assert_eq!(c.listen, SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)));
     assert_eq!(c.limits.max_body_bytes, 1024 * 1024);
     assert_eq!(c.storage.sqlite, Path::new("/etc/alert-relay/relay.db"));
     assert!(matches!(c.auth, Auth::None));
-    assert_eq!(c.channels["w"].rate, Rate { per_second: 10.0, burst: 20 });
+    assert_eq!(
+        c.channels["w"].rate,
+        Rate {
+            per_second: 10.0,
+            burst: 20
+        }
+    );
 }
 
 #[test]
 fn errors_name_the_key() {
     let base = "storage: { sqlite: relay.db }\npolicies: { p: { steps: [{notify: [c]}] } }\nroutes: [{policy: p}]\n";
     let cases: &[(&str, &str)] = &[
-        ("channels: { c: { type: slack, webhook_url_file: /nope } }", "channels.c.webhook_url_file: cannot read /nope"),
-        ("channels: { c: { type: slack, webhook_url_file: slack, chat_id: 1 } }", "channels.c.chat_id: not a key of a slack channel"),
-        ("channels: { c: { type: pager } }", "channels.c.type: unknown channel type \"pager\""),
-        ("channels: { c: { type: email } }", "email is not implemented yet"),
-        ("channels: { c: { type: telegram, bot_token_env: NOPE, chat_id: 1 } }", "channels.c.bot_token_env: environment variable NOPE is not set"),
-        ("channels: { c: { type: twilio, account_sid: AC1, auth_token: t, from: '+15005550006', to: ['0123'] } }", "channels.c.to[0]"),
-        ("channels: { c: { type: webhook, url: 'ftp://x' } }", "channels.c.url: is not an http(s) URL"),
-        ("channels: { c: { type: webhook, url: 'http://x', url_env: X } }", "channels.c.url: set only one of url, url_file and url_env"),
-        ("channels: { c: { type: matrix, room_id: '!r:x', access_token: t } }", "channels.c.api_url: required for matrix"),
-        ("channels: { c: { type: webhook, url: 'http://x', template: { title: '{{ x' } } }", "channels.c.template: title:"),
+        (
+            "channels: { c: { type: slack, webhook_url_file: /nope } }",
+            "channels.c.webhook_url_file: cannot read /nope",
+        ),
+        (
+            "channels: { c: { type: slack, webhook_url_file: slack, chat_id: 1 } }",
+            "channels.c.chat_id: not a key of a slack channel",
+        ),
+        (
+            "channels: { c: { type: pager } }",
+            "channels.c.type: unknown channel type \"pager\"",
+        ),
+        (
+            "channels: { c: { type: email } }",
+            "email is not implemented yet",
+        ),
+        (
+            "channels: { c: { type: telegram, bot_token_env: NOPE, chat_id: 1 } }",
+            "channels.c.bot_token_env: environment variable NOPE is not set",
+        ),
+        (
+            "channels: { c: { type: twilio, account_sid: AC1, auth_token: t, from: '+15005550006', to: ['0123'] } }",
+            "channels.c.to[0]",
+        ),
+        (
+            "channels: { c: { type: webhook, url: 'ftp://x' } }",
+            "channels.c.url: is not an http(s) URL",
+        ),
+        (
+            "channels: { c: { type: webhook, url: 'http://x', url_env: X } }",
+            "channels.c.url: set only one of url, url_file and url_env",
+        ),
+        (
+            "channels: { c: { type: matrix, room_id: '!r:x', access_token: t } }",
+            "channels.c.api_url: required for matrix",
+        ),
+        (
+            "channels: { c: { type: webhook, url: 'http://x', template: { title: '{{ x' } } }",
+            "channels.c.template: title:",
+        ),
     ];
     for (channels, expected) in cases {
         let e = parse_err(&format!("{base}{channels}\n"));
-        assert!(e.contains(expected), "{channels}\n  got: {e}\n  expected: {expected}");
+        assert!(
+            e.contains(expected),
+            "{channels}\n  got: {e}\n  expected: {expected}"
+        );
     }
 }
 
@@ -102,15 +166,32 @@ fn errors_name_the_key() {
 fn rejects_unknown_keys_and_escalation_for_now() {
     let e = parse_err("storage: { sqlite: x }\nlisten_address: 1\n");
     assert!(e.contains("listen_address"), "{e}");
-    let ok_channels = "storage: { sqlite: x }\nchannels: { c: { type: webhook, url: 'http://x' } }\n";
-    let e = parse_err(&format!("{ok_channels}policies: {{ p: {{ steps: [{{notify: [c]}}, {{after: 10m, notify: [c]}}] }} }}\nroutes: [{{policy: p}}]\n"));
-    assert!(e.contains("policies.p.steps[1].after: escalation steps"), "{e}");
-    let e = parse_err(&format!("{ok_channels}policies: {{ p: {{ steps: [{{notify: [d]}}] }} }}\nroutes: [{{policy: p}}]\n"));
-    assert!(e.contains("policies.p.steps[0].notify[0]: no channel named \"d\""), "{e}");
-    let e = parse_err(&format!("{ok_channels}policies: {{ p: {{ steps: [{{notify: [c]}}] }} }}\nroutes: [{{policy: q}}]\n"));
+    let ok_channels =
+        "storage: { sqlite: x }\nchannels: { c: { type: webhook, url: 'http://x' } }\n";
+    let e = parse_err(&format!(
+        "{ok_channels}policies: {{ p: {{ steps: [{{notify: [c]}}, {{after: 10m, notify: [c]}}] }} }}\nroutes: [{{policy: p}}]\n"
+    ));
+    assert!(
+        e.contains("policies.p.steps[1].after: escalation steps"),
+        "{e}"
+    );
+    let e = parse_err(&format!(
+        "{ok_channels}policies: {{ p: {{ steps: [{{notify: [d]}}] }} }}\nroutes: [{{policy: p}}]\n"
+    ));
+    assert!(
+        e.contains("policies.p.steps[0].notify[0]: no channel named \"d\""),
+        "{e}"
+    );
+    let e = parse_err(&format!(
+        "{ok_channels}policies: {{ p: {{ steps: [{{notify: [c]}}] }} }}\nroutes: [{{policy: q}}]\n"
+    ));
     assert!(e.contains("routes[0].policy"), "{e}");
-    let e = parse_err(&format!("{ok_channels}policies: {{ p: {{ steps: [{{notify: [c]}}] }} }}\nroutes: [{{policy: p, match: ['a=~(']}}]\n"));
+    let e = parse_err(&format!(
+        "{ok_channels}policies: {{ p: {{ steps: [{{notify: [c]}}] }} }}\nroutes: [{{policy: p, match: ['a=~(']}}]\n"
+    ));
     assert!(e.contains("routes[0].match[0]"), "{e}");
-    let e = parse_err(&format!("{ok_channels}policies: {{ p: {{ steps: [{{notify: [c]}}] }} }}\nroutes: [{{policy: p, matchers: []}}]\n"));
+    let e = parse_err(&format!(
+        "{ok_channels}policies: {{ p: {{ steps: [{{notify: [c]}}] }} }}\nroutes: [{{policy: p, matchers: []}}]\n"
+    ));
     assert!(e.contains("matchers"), "{e}");
 }

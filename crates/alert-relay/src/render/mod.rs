@@ -46,7 +46,11 @@ pub struct Link {
 
 impl Message {
     pub fn new(e: &AlertEvent) -> Self {
-        let alertname = e.labels.get("alertname").cloned().unwrap_or_else(|| "alert".into());
+        let alertname = e
+            .labels
+            .get("alertname")
+            .cloned()
+            .unwrap_or_else(|| "alert".into());
         let instance = e.labels.get("instance").cloned();
         let summary = ["summary", "message", "description"]
             .iter()
@@ -192,7 +196,10 @@ fn links(e: &AlertEvent) -> Vec<Link> {
             if let Some(first) = name.get(..1) {
                 name = first.to_uppercase() + &name[1..];
             }
-            out.push(Link { name, url: v.clone() });
+            out.push(Link {
+                name,
+                url: v.clone(),
+            });
         }
     }
     out
@@ -224,7 +231,10 @@ pub fn test_event() -> AlertEvent {
     AlertEvent {
         status: Status::Firing,
         fingerprint: "0000000000000000".into(),
-        labels: labels.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect(),
         annotations: [(
             "summary".to_owned(),
             "Test message from alert-relay send-test: this channel works".to_owned(),
@@ -254,7 +264,11 @@ mod tests {
         assert_eq!(m.context_line(), "site=wh-2");
         let names: Vec<&str> = m.links.iter().map(|l| l.name.as_str()).collect();
         assert_eq!(names, ["Source", "Alertmanager", "Silence"]);
-        assert!(m.links[1].url.starts_with("http://alertmanager:9093/#/alerts?filter=%7Balertname%3D%22PiHot%22"));
+        assert!(
+            m.links[1]
+                .url
+                .starts_with("http://alertmanager:9093/#/alerts?filter=%7Balertname%3D%22PiHot%22")
+        );
         let r = Message::new(&n.events[1]);
         assert_eq!(r.firing_for.as_deref(), Some("45m"));
         assert!(r.plain_text().contains("Resolved after firing for 45m"));

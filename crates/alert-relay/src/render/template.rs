@@ -22,10 +22,12 @@ impl UserTemplate {
         let has_title = title.is_some();
         let has_body = body.is_some();
         if let Some(t) = title {
-            env.add_template_owned("title", t).map_err(|e| format!("title: {e}"))?;
+            env.add_template_owned("title", t)
+                .map_err(|e| format!("title: {e}"))?;
         }
         if let Some(b) = body {
-            env.add_template_owned("body", b).map_err(|e| format!("body: {e}"))?;
+            env.add_template_owned("body", b)
+                .map_err(|e| format!("body: {e}"))?;
         }
         if !has_title && !has_body {
             return Err("set title, body or both".into());
@@ -54,6 +56,10 @@ impl UserTemplate {
                 Err(e) => errors.push(format!("body: {e}")),
             }
         }
-        if errors.is_empty() { Ok(()) } else { Err(errors.join("; ")) }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
     }
 }

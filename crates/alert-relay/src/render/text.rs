@@ -47,7 +47,9 @@ pub fn escape_html(s: &str) -> String {
 
 /// Escapes text for Slack mrkdwn: only `&`, `<` and `>` are control characters there.
 pub fn escape_slack(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// Escapes HTML and truncates so that the *escaped* text is at most `max` characters, never
@@ -59,8 +61,9 @@ pub fn escape_html_within(s: &str, max: usize) -> String {
         if escaped.chars().count() <= max || budget == 0 {
             return escaped;
         }
-        // Entities grew it past the limit: shrink by the overflow and try again.
-        budget = budget.saturating_sub(escaped.chars().count() - max).min(budget - 1);
+        // Entities grew it past the limit: shrink in proportion and try again.
+        let len = escaped.chars().count();
+        budget = (budget * max / len).min(budget - 1);
     }
 }
 
@@ -109,7 +112,10 @@ mod tests {
 
     #[test]
     fn gsm7_folding() {
-        assert_eq!(to_gsm7("CPU at 85°C — “hot”…"), "CPU at 85 deg C - \"hot\"...");
+        assert_eq!(
+            to_gsm7("CPU at 85°C — “hot”…"),
+            "CPU at 85 deg C - \"hot\"..."
+        );
         assert_eq!(to_gsm7("🔥"), "?");
     }
 

@@ -24,7 +24,9 @@ const MAX_BATCH: usize = 512;
 pub enum StoreError {
     #[error("database: {0}")]
     Db(#[from] rusqlite::Error),
-    #[error("database schema version {found} is newer than this alert-relay knows ({known}); upgrade alert-relay")]
+    #[error(
+        "database schema version {found} is newer than this alert-relay knows ({known}); upgrade alert-relay"
+    )]
     NewerSchema { found: i64, known: i64 },
     /// The batch's transaction could not begin or commit: nothing in it is stored.
     #[error("database commit: {0}")]
@@ -111,18 +113,33 @@ pub struct FiringRef {
 
 #[derive(Debug, Clone)]
 pub enum Attempt {
-    Delivered { provider_ref: Option<String> },
-    Retry { next_attempt_at_ms: i64, error: String },
-    Dead { error: String },
-    Skipped { reason: String },
+    Delivered {
+        provider_ref: Option<String>,
+    },
+    Retry {
+        next_attempt_at_ms: i64,
+        error: String,
+    },
+    Dead {
+        error: String,
+    },
+    Skipped {
+        reason: String,
+    },
 }
 
 #[derive(Debug)]
 pub enum Write {
     Ingest(Vec<RoutedEvent>),
-    Record { id: i64, attempts: u32, attempt: Attempt },
+    Record {
+        id: i64,
+        attempts: u32,
+        attempt: Attempt,
+    },
     /// Deletes finished alerts received before this time (ms).
-    Prune { before_ms: i64 },
+    Prune {
+        before_ms: i64,
+    },
 }
 
 #[derive(Debug)]
@@ -203,7 +220,13 @@ impl Store {
     }
 
     pub async fn record(&self, id: i64, attempts: u32, attempt: Attempt) -> Result<(), StoreError> {
-        self.write(Write::Record { id, attempts, attempt }).await.map(|_| ())
+        self.write(Write::Record {
+            id,
+            attempts,
+            attempt,
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Runs `f` on the DB thread.
@@ -215,7 +238,9 @@ impl Store {
         let job: ReadFn = Box::new(move |b| {
             let _ = reply.send(f(b));
         });
-        self.tx.send(Command::Read(job)).map_err(|_| StoreError::Stopped)?;
+        self.tx
+            .send(Command::Read(job))
+            .map_err(|_| StoreError::Stopped)?;
         rx.await.map_err(|_| StoreError::Stopped)?
     }
 

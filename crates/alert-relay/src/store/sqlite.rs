@@ -6,8 +6,8 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::{
-    Attempt, Backend, DeliveryJob, DeliveryState, FiringRef, IngestOutcome, PendingRef, RoutedEvent,
-    StoreError, Write, Written,
+    Attempt, Backend, DeliveryJob, DeliveryState, FiringRef, IngestOutcome, PendingRef,
+    RoutedEvent, StoreError, Write, Written,
 };
 use crate::payload::{AlertEvent, Status};
 use crate::time::now_millis;
@@ -88,7 +88,9 @@ impl Sqlite {
     }
 
     pub fn schema_version(&self) -> Result<i64, StoreError> {
-        Ok(self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+        Ok(self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
     }
 }
 
@@ -99,9 +101,17 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         return Err(StoreError::NewerSchema { found, known });
     }
     let tx = conn.transaction()?;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(found).unwrap_or(0)) {
+    for (i, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(found).unwrap_or(0))
+    {
         tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", i64::try_from(i + 1).unwrap_or(i64::MAX))?;
+        tx.pragma_update(
+            None,
+            "user_version",
+            i64::try_from(i + 1).unwrap_or(i64::MAX),
+        )?;
     }
     tx.commit()?;
     Ok(())
@@ -112,7 +122,11 @@ impl Backend for Sqlite {
         let n = writes.len();
         let mut tx = match self.conn.transaction() {
             Ok(tx) => tx,
-            Err(e) => return (0..n).map(|_| Err(StoreError::Commit(e.to_string()))).collect(),
+            Err(e) => {
+                return (0..n)
+                    .map(|_| Err(StoreError::Commit(e.to_string())))
+                    .collect();
+            }
         };
         let now = now_millis();
         let mut results = Vec::with_capacity(n);
@@ -132,7 +146,9 @@ impl Backend for Sqlite {
         }
         match tx.commit() {
             Ok(()) => results,
-            Err(e) => (0..n).map(|_| Err(StoreError::Commit(e.to_string()))).collect(),
+            Err(e) => (0..n)
+                .map(|_| Err(StoreError::Commit(e.to_string())))
+                .collect(),
         }
     }
 
@@ -174,16 +190,20 @@ impl Backend for Sqlite {
                 ))
             })
             .optional()?;
-        let Some((id, destination, state, attempts, created, next, alert, fid, fstate, fref)) = row else {
+        let Some((id, destination, state, attempts, created, next, alert, fid, fstate, fref)) = row
+        else {
             return Ok(None);
         };
-        let event: AlertEvent =
-            serde_json::from_str(&alert).map_err(|e| StoreError::Corrupt(format!("delivery {id}: {e}")))?;
-        let state = DeliveryState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("delivery {id}: state {state:?}")))?;
+        let event: AlertEvent = serde_json::from_str(&alert)
+            .map_err(|e| StoreError::Corrupt(format!("delivery {id}: {e}")))?;
+        let state = DeliveryState::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("delivery {id}: state {state:?}")))?;
         let firing = match (fid, fstate) {
             (Some(delivery_id), Some(s)) => Some(FiringRef {
                 delivery_id,
-                state: DeliveryState::parse(&s).ok_or_else(|| StoreError::Corrupt(format!("delivery {delivery_id}: state {s:?}")))?,
+                state: DeliveryState::parse(&s).ok_or_else(|| {
+                    StoreError::Corrupt(format!("delivery {delivery_id}: state {s:?}"))
+                })?,
                 provider_ref: fref,
             }),
             _ => None,
@@ -209,10 +229,24 @@ impl Backend for Sqlite {
 fn apply(tx: &Connection, w: Write, now: i64) -> Result<Written, StoreError> {
     match w {
         Write::Ingest(events) => ingest(tx, events, now).map(Written::Ingested),
-        Write::Record { id, attempts, attempt } => {
+        Write::Record {
+            id,
+            attempts,
+            attempt,
+        } => {
             let (state, error, provider_ref, next) = match attempt {
-                Attempt::Delivered { provider_ref } => (DeliveryState::Delivered, None, provider_ref, now),
-                Attempt::Retry { next_attempt_at_ms, error } => (DeliveryState::Pending, Some(error), None, next_attempt_at_ms),
+                Attempt::Delivered { provider_ref } => {
+                    (DeliveryState::Delivered, None, provider_ref, now)
+                }
+                Attempt::Retry {
+                    next_attempt_at_ms,
+                    error,
+                } => (
+                    DeliveryState::Pending,
+                    Some(error),
+                    None,
+                    next_attempt_at_ms,
+                ),
                 Attempt::Dead { error } => (DeliveryState::Dead, Some(error), None, now),
                 Attempt::Skipped { reason } => (DeliveryState::Skipped, Some(reason), None, now),
             };
@@ -221,7 +255,15 @@ fn apply(tx: &Connection, w: Write, now: i64) -> Result<Written, StoreError> {
                     provider_ref = COALESCE(?5, provider_ref), next_attempt_at = ?6, updated_at = ?7
                  WHERE id = ?1",
             )?
-            .execute(params![id, state.as_str(), attempts, error, provider_ref, next, now])?;
+            .execute(params![
+                id,
+                state.as_str(),
+                attempts,
+                error,
+                provider_ref,
+                next,
+                now
+            ])?;
             Ok(Written::Recorded)
         }
         Write::Prune { before_ms } => {
@@ -241,7 +283,11 @@ fn apply(tx: &Connection, w: Write, now: i64) -> Result<Written, StoreError> {
     }
 }
 
-fn ingest(tx: &Connection, events: Vec<RoutedEvent>, now: i64) -> Result<IngestOutcome, StoreError> {
+fn ingest(
+    tx: &Connection,
+    events: Vec<RoutedEvent>,
+    now: i64,
+) -> Result<IngestOutcome, StoreError> {
     let mut out = IngestOutcome::default();
     let mut insert_event = tx.prepare_cached(
         "INSERT INTO alert_events (fingerprint, status, starts_at, ends_at, received_at, group_key, receiver, alert)
@@ -255,8 +301,8 @@ fn ingest(tx: &Connection, events: Vec<RoutedEvent>, now: i64) -> Result<IngestO
     let mut firing_event = tx.prepare_cached(
         "SELECT id FROM alert_events WHERE fingerprint = ?1 AND status = 'firing' AND starts_at = ?2",
     )?;
-    let mut firing_deliveries =
-        tx.prepare_cached("SELECT id, destination FROM deliveries WHERE event_id = ?1 ORDER BY id")?;
+    let mut firing_deliveries = tx
+        .prepare_cached("SELECT id, destination FROM deliveries WHERE event_id = ?1 ORDER BY id")?;
     for routed in events {
         let e = &routed.event;
         let json = serde_json::to_string(e).map_err(|err| StoreError::Corrupt(err.to_string()))?;
@@ -285,7 +331,9 @@ fn ingest(tx: &Connection, events: Vec<RoutedEvent>, now: i64) -> Result<IngestO
                 match firing {
                     // Exactly where the firing message went, whatever routing says now.
                     Some(fid) => firing_deliveries
-                        .query_map([fid], |r| Ok((r.get::<_, String>(1)?, Some(r.get::<_, i64>(0)?))))?
+                        .query_map([fid], |r| {
+                            Ok((r.get::<_, String>(1)?, Some(r.get::<_, i64>(0)?)))
+                        })?
                         .collect::<Result<_, _>>()?,
                     None => routed.destinations.into_iter().map(|d| (d, None)).collect(),
                 }
@@ -339,21 +387,33 @@ mod tests {
         assert_eq!(db.schema_version().expect("version"), 1);
         let o = ingest_one(
             &mut db,
-            vec![routed(event("f1", Status::Firing, 10), &["a", "b"]), routed(event("f1", Status::Firing, 10), &["a", "b"])],
+            vec![
+                routed(event("f1", Status::Firing, 10), &["a", "b"]),
+                routed(event("f1", Status::Firing, 10), &["a", "b"]),
+            ],
         );
         assert_eq!((o.accepted, o.duplicates, o.deliveries.len()), (1, 1, 2));
         // A new firing with another startsAt is a new alert.
-        let o = ingest_one(&mut db, vec![routed(event("f1", Status::Firing, 20), &["a"])]);
+        let o = ingest_one(
+            &mut db,
+            vec![routed(event("f1", Status::Firing, 20), &["a"])],
+        );
         assert_eq!(o.accepted, 1);
         // The resolved event goes where the firing one went, not where routing now says.
-        let o = ingest_one(&mut db, vec![routed(event("f1", Status::Resolved, 10), &["c"])]);
+        let o = ingest_one(
+            &mut db,
+            vec![routed(event("f1", Status::Resolved, 10), &["c"])],
+        );
         let dests: Vec<&str> = o.deliveries.iter().map(|(d, _, _)| d.as_str()).collect();
         assert_eq!(dests, ["a", "b"]);
         let job = db.load(o.deliveries[0].1).expect("load").expect("exists");
         let firing = job.firing.expect("has a firing delivery");
         assert_eq!(firing.state, DeliveryState::Pending);
         // A resolved event for an alert never seen firing is routed.
-        let o = ingest_one(&mut db, vec![routed(event("f2", Status::Resolved, 10), &["c"])]);
+        let o = ingest_one(
+            &mut db,
+            vec![routed(event("f2", Status::Resolved, 10), &["c"])],
+        );
         assert_eq!(o.deliveries.len(), 1);
         assert_eq!(o.deliveries[0].0, "c");
         assert_eq!(db.pending("a").expect("pending").len(), 3);
@@ -362,29 +422,45 @@ mod tests {
     #[test]
     fn records_attempts_and_prunes() {
         let mut db = Sqlite::in_memory().expect("db");
-        let o = ingest_one(&mut db, vec![routed(event("f1", Status::Firing, 10), &["a"])]);
+        let o = ingest_one(
+            &mut db,
+            vec![routed(event("f1", Status::Firing, 10), &["a"])],
+        );
         let id = o.deliveries[0].1;
         let r = db.write_batch(vec![
             Write::Record {
                 id,
                 attempts: 1,
-                attempt: Attempt::Retry { next_attempt_at_ms: 99, error: "503".into() },
+                attempt: Attempt::Retry {
+                    next_attempt_at_ms: 99,
+                    error: "503".into(),
+                },
             },
             Write::Record {
                 id,
                 attempts: 2,
-                attempt: Attempt::Delivered { provider_ref: Some("ts1".into()) },
+                attempt: Attempt::Delivered {
+                    provider_ref: Some("ts1".into()),
+                },
             },
         ]);
         assert!(r.iter().all(Result::is_ok));
         let job = db.load(id).expect("load").expect("exists");
         assert_eq!((job.state, job.attempts), (DeliveryState::Delivered, 2));
         assert!(db.pending("a").expect("pending").is_empty());
-        let o = ingest_one(&mut db, vec![routed(event("f1", Status::Resolved, 10), &[])]);
+        let o = ingest_one(
+            &mut db,
+            vec![routed(event("f1", Status::Resolved, 10), &[])],
+        );
         let job = db.load(o.deliveries[0].1).expect("load").expect("exists");
-        assert_eq!(job.firing.and_then(|f| f.provider_ref).as_deref(), Some("ts1"));
+        assert_eq!(
+            job.firing.and_then(|f| f.provider_ref).as_deref(),
+            Some("ts1")
+        );
         // Pruning keeps alerts with pending deliveries.
-        let r = db.write_batch(vec![Write::Prune { before_ms: i64::MAX }]);
+        let r = db.write_batch(vec![Write::Prune {
+            before_ms: i64::MAX,
+        }]);
         assert!(matches!(r[0], Ok(Written::Pruned(_))));
         assert_eq!(db.pending("a").expect("pending").len(), 1);
     }
@@ -397,6 +473,9 @@ mod tests {
         let conn = Connection::open(&path).expect("open");
         conn.pragma_update(None, "user_version", 99).expect("bump");
         drop(conn);
-        assert!(matches!(Sqlite::open(&path), Err(StoreError::NewerSchema { found: 99, .. })));
+        assert!(matches!(
+            Sqlite::open(&path),
+            Err(StoreError::NewerSchema { found: 99, .. })
+        ));
     }
 }

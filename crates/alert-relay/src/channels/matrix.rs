@@ -1,0 +1,156 @@
+//! `type: matrix`: `PUT /_matrix/client/v3/rooms/{room}/send/m.room.message/{txnId}` with the
+//! delivery id in the txnId, so a retry (or a re-send after a crash) is the same event to the
+//! homeserver: exactly once. Resolved messages reply to the firing event. Events stay far below
+//! 65,536 bytes. `M_LIMIT_EXCEEDED`: `Retry-After`, else the deprecated `retry_after_ms`.
+
+use http::Method;
+use serde_json::json;
+
+use super::{Outcome, Request, RequestAuth, Response, classify_status, seconds};
+use crate::render::Message;
+use crate::render::text::{escape_html, truncate_bytes};
+
+/// Room ids and aliases go into a path segment.
+fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+pub fn request(
+    room: &str,
+    token: &str,
+    homeserver: &str,
+    msg: &Message,
+    delivery_id: i64,
+    firing_ref: Option<&str>,
+    formatted: bool,
+) -> Request {
+    let plain = truncate_bytes(&msg.plain_text(), 24_000);
+    let mut body = json!({ "msgtype": "m.text", "body": plain });
+    if formatted {
+        let mut html = format!(
+            "<p><b>{}</b></p><p>{}</p>",
+            escape_html(&truncate_bytes(&msg.title, 1000)),
+            escape_html(&truncate_bytes(&msg.plain_body(), 16_000)).replace('\n', "<br>")
+        );
+        let links: Vec<String> = msg
+            .links
+            .iter()
+            .map(|l| {
+                format!(
+                    "<a href=\"{}\">{}</a>",
+                    escape_html(&l.url),
+                    escape_html(&l.name)
+                )
+            })
+            .collect();
+        if !links.is_empty() {
+            html.push_str(&format!("<p>{}</p>", links.join(" · ")));
+        }
+        body["format"] = json!("org.matrix.custom.html");
+        body["formatted_body"] = json!(html);
+    }
+    if let Some(event_id) = firing_ref {
+        body["m.relates_to"] = json!({ "m.in_reply_to": { "event_id": event_id } });
+    }
+    // The same txnId on every attempt of this delivery; the fallback gets its own.
+    let txn = if formatted {
+        format!("alert-relay-{delivery_id}")
+    } else {
+        format!("alert-relay-{delivery_id}-plain")
+    };
+    Request::json(
+        Method::PUT,
+        format!(
+            "{homeserver}/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}",
+            encode_segment(room)
+        ),
+        body,
+    )
+    .with_auth(RequestAuth::Bearer(token.to_owned()))
+}
+
+pub fn classify(resp: &Response) -> Outcome {
+    let v = resp.json();
+    let errcode = v
+        .as_ref()
+        .and_then(|v| v["errcode"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    match classify_status(resp) {
+        Outcome::Delivered { .. } => Outcome::delivered(
+            v.as_ref()
+                .and_then(|v| v["event_id"].as_str())
+                .map(str::to_owned),
+        ),
+        Outcome::Retry {
+            reason,
+            after,
+            detail,
+        } => {
+            let ms = v
+                .as_ref()
+                .and_then(|v| v["retry_after_ms"].as_f64())
+                .and_then(|ms| seconds(ms / 1000.0));
+            Outcome::Retry {
+                reason,
+                after: after.or(ms),
+                detail,
+            }
+        }
+        Outcome::Permanent { detail, .. }
+            if matches!(
+                errcode.as_str(),
+                "M_BAD_JSON" | "M_NOT_JSON" | "M_TOO_LARGE"
+            ) =>
+        {
+            Outcome::Permanent {
+                reason: "format",
+                detail,
+            }
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channels::testing::{message, response};
+
+    #[test]
+    fn idempotent_put_with_reply() {
+        let r = request(
+            "!room:example.org",
+            "syt",
+            "http://127.0.0.1:1",
+            &message(false),
+            12,
+            Some("$ev"),
+            true,
+        );
+        assert_eq!(r.method, Method::PUT);
+        assert_eq!(
+            r.url,
+            "http://127.0.0.1:1/_matrix/client/v3/rooms/%21room%3Aexample.org/send/m.room.message/alert-relay-12"
+        );
+        let b = r.json_body().expect("json");
+        assert_eq!(b["m.relates_to"]["m.in_reply_to"]["event_id"], "$ev");
+        assert_eq!(b["format"], "org.matrix.custom.html");
+        assert_eq!(
+            classify(&response(200, &[], r#"{"event_id":"$x"}"#)),
+            Outcome::delivered(Some("$x".into()))
+        );
+        assert!(matches!(
+            classify(&response(429, &[], r#"{"errcode":"M_LIMIT_EXCEEDED","retry_after_ms":1500}"#)),
+            Outcome::Retry { after: Some(d), .. } if d.as_millis() == 1500
+        ));
+    }
+}

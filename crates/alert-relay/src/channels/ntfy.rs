@@ -1,0 +1,112 @@
+//! `type: ntfy`: JSON publishing (`POST /` with `topic` in the body, so titles need no header
+//! encoding), message at most 4096 bytes, up to 3 `view` actions for the links.
+
+use http::Method;
+use serde_json::json;
+
+use super::{Outcome, Request, RequestAuth, Response, classify_status};
+use crate::config::NtfyAuth;
+use crate::render::Message;
+use crate::render::text::{truncate_bytes, truncate_chars};
+
+const DEFAULT_API: &str = "https://ntfy.sh";
+
+pub fn request(
+    topic: &str,
+    auth: &NtfyAuth,
+    priority: Option<u8>,
+    api_url: Option<&str>,
+    msg: &Message,
+) -> Request {
+    let priority = priority.unwrap_or(match (msg.is_firing(), msg.severity.as_deref()) {
+        (false, _) => 2,
+        (true, Some("critical" | "page")) => 5,
+        (true, Some("warning")) => 4,
+        (true, _) => 3,
+    });
+    let tags: Vec<String> = if msg.is_firing() {
+        let mut t = vec!["rotating_light".to_owned()];
+        t.extend(msg.severity.clone());
+        t
+    } else {
+        vec!["white_check_mark".to_owned()]
+    };
+    let actions: Vec<_> = msg
+        .links
+        .iter()
+        .take(3)
+        .map(|l| json!({ "action": "view", "label": truncate_chars(&l.name, 40), "url": l.url }))
+        .collect();
+    let mut body = json!({
+        "topic": topic,
+        "title": truncate_chars(&msg.title, 250),
+        "message": truncate_bytes(&msg.plain_body(), 4096),
+        "priority": priority,
+        "tags": tags,
+        "actions": actions,
+    });
+    if let Some(l) = msg.links.first() {
+        body["click"] = json!(l.url);
+    }
+    let auth = match auth {
+        NtfyAuth::None => RequestAuth::None,
+        NtfyAuth::Token(t) => RequestAuth::Bearer(t.expose().to_owned()),
+        NtfyAuth::Basic { username, password } => {
+            RequestAuth::Basic(username.clone(), password.expose().to_owned())
+        }
+    };
+    Request::json(
+        Method::POST,
+        format!("{}/", api_url.unwrap_or(DEFAULT_API)),
+        body,
+    )
+    .with_auth(auth)
+}
+
+pub fn classify(resp: &Response) -> Outcome {
+    match classify_status(resp) {
+        Outcome::Delivered { .. } => Outcome::delivered(
+            resp.json()
+                .and_then(|v| v["id"].as_str().map(str::to_owned)),
+        ),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channels::testing::{message, response};
+    use crate::secret::Secret;
+
+    #[test]
+    fn publish_body() {
+        let msg = message(true);
+        let r = request(
+            "pi-alerts",
+            &NtfyAuth::Token(Secret::new("tk_1")),
+            None,
+            Some("http://127.0.0.1:1"),
+            &msg,
+        );
+        assert_eq!(r.url, "http://127.0.0.1:1/");
+        let b = r.json_body().expect("json");
+        assert_eq!(
+            (b["topic"].as_str(), b["priority"].as_i64()),
+            (Some("pi-alerts"), Some(5))
+        );
+        assert_eq!(b["actions"].as_array().map(Vec::len), Some(3));
+        assert_eq!(r.auth, RequestAuth::Bearer("tk_1".into()));
+        assert!(matches!(
+            classify(&response(429, &[], r#"{"code":42901}"#)),
+            Outcome::Retry {
+                reason: "rate_limited",
+                ..
+            }
+        ));
+        assert_eq!(
+            classify(&response(200, &[], r#"{"id":"abc"}"#)),
+            Outcome::delivered(Some("abc".into()))
+        );
+    }
+}

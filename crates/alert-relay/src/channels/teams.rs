@@ -1,0 +1,99 @@
+//! `type: teams`: a Workflows (Power Automate) URL with an Adaptive Card 1.2 in the envelope
+//! Alertmanager's `msteamsv2` uses. Workflows answer 202 with no body and no message id, so
+//! resolved messages are new cards. The fallback card is one plain TextBlock.
+
+use http::Method;
+use serde_json::{Value, json};
+
+use super::{Outcome, Request, Response, classify_status, rebase};
+use crate::render::Message;
+use crate::render::text::truncate_chars;
+
+pub fn card(msg: &Message, formatted: bool) -> Value {
+    let body = if formatted {
+        let mut facts = Vec::new();
+        if let Some(s) = &msg.severity {
+            facts.push(json!({ "title": "Severity", "value": s }));
+        }
+        if let Some(i) = &msg.instance {
+            facts.push(json!({ "title": "Instance", "value": i }));
+        }
+        for (k, v) in &msg.context {
+            facts.push(json!({ "title": k, "value": v }));
+        }
+        json!([
+            { "type": "TextBlock", "text": truncate_chars(&msg.title, 500), "weight": "Bolder", "size": "Medium",
+              "color": if msg.is_firing() { "Attention" } else { "Good" }, "wrap": true },
+            { "type": "TextBlock", "text": truncate_chars(&msg.plain_body(), 8000), "wrap": true },
+            { "type": "FactSet", "facts": facts },
+        ])
+    } else {
+        json!([{ "type": "TextBlock", "text": truncate_chars(&msg.plain_text(), 8000), "wrap": true }])
+    };
+    let actions: Vec<Value> = msg
+        .links
+        .iter()
+        .take(5)
+        .map(|l| json!({ "type": "Action.OpenUrl", "title": l.name, "url": l.url }))
+        .collect();
+    json!({
+        "type": "message",
+        "attachments": [{
+            "contentType": "application/vnd.microsoft.card.adaptive",
+            "contentUrl": null,
+            "content": {
+                "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                "type": "AdaptiveCard",
+                "version": "1.2",
+                "body": body,
+                "actions": actions,
+            },
+        }],
+    })
+}
+
+pub fn request(url: &str, api_url: Option<&str>, msg: &Message, formatted: bool) -> Request {
+    Request::json(Method::POST, rebase(url, api_url), card(msg, formatted))
+}
+
+pub fn classify(resp: &Response) -> Outcome {
+    match classify_status(resp) {
+        Outcome::Permanent { detail, .. } if resp.status == 400 => Outcome::Permanent {
+            reason: "format",
+            detail,
+        },
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channels::testing::{message, response};
+
+    #[test]
+    fn adaptive_card_envelope() {
+        let c = card(&message(true), true);
+        assert_eq!(
+            c["attachments"][0]["contentType"],
+            "application/vnd.microsoft.card.adaptive"
+        );
+        assert_eq!(c["attachments"][0]["content"]["version"], "1.2");
+        assert_eq!(
+            c["attachments"][0]["content"]["body"][0]["color"],
+            "Attention"
+        );
+        assert_eq!(
+            c["attachments"][0]["content"]["actions"][0]["type"],
+            "Action.OpenUrl"
+        );
+        assert_eq!(classify(&response(202, &[], "")), Outcome::delivered(None));
+        assert!(matches!(
+            classify(&response(400, &[], "bad card")),
+            Outcome::Permanent {
+                reason: "format",
+                ..
+            }
+        ));
+    }
+}

@@ -1,0 +1,178 @@
+//! `type: telegram`: `sendMessage` with `parse_mode=HTML` (escaped, 4096 characters), the
+//! resolved message as a reply to the firing one. A formatting 400 ("can't parse entities",
+//! "message is too long") is retried once as plain text. `parameters.retry_after` is honoured.
+
+use http::Method;
+use serde_json::{Value, json};
+
+use super::{Outcome, Request, Response, classify_status, seconds};
+use crate::render::Message;
+use crate::render::text::{escape_html, escape_html_within, truncate_chars};
+
+const DEFAULT_API: &str = "https://api.telegram.org";
+const TEXT_MAX: usize = 4096;
+
+pub fn text(msg: &Message, formatted: bool) -> String {
+    if !formatted {
+        return truncate_chars(&msg.plain_text(), TEXT_MAX);
+    }
+    let icon = if msg.is_firing() { "🔴" } else { "✅" };
+    let mut links = String::new();
+    for l in &msg.links {
+        links.push_str(&format!(
+            "\n<a href=\"{}\">{}</a>",
+            escape_html(&l.url),
+            escape_html(&l.name)
+        ));
+    }
+    let head = format!("{icon} <b>{}</b>\n", escape_html_within(&msg.title, 512));
+    let budget = TEXT_MAX.saturating_sub(head.chars().count() + links.chars().count());
+    format!(
+        "{head}{}{links}",
+        escape_html_within(&msg.plain_body(), budget)
+    )
+}
+
+pub fn request(
+    token: &str,
+    chat_id: &str,
+    thread: Option<i64>,
+    api_url: Option<&str>,
+    msg: &Message,
+    firing_ref: Option<&str>,
+    formatted: bool,
+) -> Request {
+    let mut body = json!({
+        "chat_id": chat_id,
+        "text": text(msg, formatted),
+        "link_preview_options": { "is_disabled": true },
+    });
+    if formatted {
+        body["parse_mode"] = json!("HTML");
+    }
+    if let Some(t) = thread {
+        body["message_thread_id"] = json!(t);
+    }
+    if let Some(id) = firing_ref.and_then(|r| r.parse::<i64>().ok()) {
+        body["reply_parameters"] = json!({ "message_id": id, "allow_sending_without_reply": true });
+    }
+    Request::json(
+        Method::POST,
+        format!("{}/bot{token}/sendMessage", api_url.unwrap_or(DEFAULT_API)),
+        body,
+    )
+}
+
+pub fn classify(resp: &Response) -> Outcome {
+    let v: Value = resp.json().unwrap_or(Value::Null);
+    let description = v["description"].as_str().unwrap_or_default().to_owned();
+    if resp.status == 200 && v["ok"] == json!(true) {
+        let id = v["result"]["message_id"].as_i64().map(|i| i.to_string());
+        return Outcome::Delivered {
+            reference: id,
+            pause: None,
+        };
+    }
+    if let Some(new_id) = v["parameters"]["migrate_to_chat_id"].as_i64() {
+        return Outcome::Permanent {
+            reason: "rejected",
+            detail: format!("the group became a supergroup: set chat_id: {new_id}"),
+        };
+    }
+    let hint = v["parameters"]["retry_after"].as_f64().and_then(seconds);
+    match classify_status(resp) {
+        Outcome::Retry {
+            reason,
+            after,
+            detail,
+        } => Outcome::Retry {
+            reason,
+            after: hint.or(after),
+            detail,
+        },
+        Outcome::Permanent { detail, .. }
+            if resp.status == 400
+                && (description.contains("parse entities") || description.contains("too long")) =>
+        {
+            Outcome::Permanent {
+                reason: "format",
+                detail,
+            }
+        }
+        Outcome::Delivered { .. } => Outcome::Retry {
+            reason: "bad_response",
+            after: None,
+            detail: format!("unexpected answer: {}", resp.snippet()),
+        },
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channels::testing::{message, response};
+
+    #[test]
+    fn html_is_escaped_and_bounded() {
+        let mut msg = message(true);
+        msg.summary = "<script>&".repeat(2000);
+        let t = text(&msg, true);
+        assert!(t.chars().count() <= TEXT_MAX, "{}", t.chars().count());
+        assert!(t.contains("&lt;script&gt;&amp;"), "{t}");
+        assert!(!t.contains("<script>"));
+        let r = request(
+            "123:abc",
+            "-100",
+            Some(7),
+            Some("http://127.0.0.1:1"),
+            &msg,
+            Some("55"),
+            true,
+        );
+        assert_eq!(r.url, "http://127.0.0.1:1/bot123:abc/sendMessage");
+        let b = r.json_body().expect("json");
+        assert_eq!(
+            (b["parse_mode"].as_str(), b["message_thread_id"].as_i64()),
+            (Some("HTML"), Some(7))
+        );
+        assert_eq!(b["reply_parameters"]["message_id"], 55);
+        let plain = request("t", "1", None, None, &msg, None, false);
+        assert!(plain.json_body().expect("json").get("parse_mode").is_none());
+    }
+
+    #[test]
+    fn responses() {
+        assert_eq!(
+            classify(&response(
+                200,
+                &[],
+                r#"{"ok":true,"result":{"message_id":77}}"#
+            )),
+            Outcome::Delivered {
+                reference: Some("77".into()),
+                pause: None
+            }
+        );
+        let limited = r#"{"ok":false,"error_code":429,"description":"Too Many Requests: retry after 35","parameters":{"retry_after":35}}"#;
+        assert!(
+            matches!(classify(&response(429, &[], limited)), Outcome::Retry { after: Some(d), .. } if d.as_secs() == 35)
+        );
+        let parse = r#"{"ok":false,"error_code":400,"description":"Bad Request: can't parse entities: Unsupported start tag"}"#;
+        assert!(matches!(
+            classify(&response(400, &[], parse)),
+            Outcome::Permanent {
+                reason: "format",
+                ..
+            }
+        ));
+        let migrated = r#"{"ok":false,"error_code":400,"description":"Bad Request: group chat was upgraded to a supergroup chat","parameters":{"migrate_to_chat_id":-1001}}"#;
+        assert!(
+            matches!(classify(&response(400, &[], migrated)), Outcome::Permanent { detail, .. } if detail.contains("-1001"))
+        );
+        assert!(matches!(
+            classify(&response(401, &[], r#"{"ok":false}"#)),
+            Outcome::Permanent { reason: "auth", .. }
+        ));
+    }
+}

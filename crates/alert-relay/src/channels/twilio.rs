@@ -1,0 +1,152 @@
+//! `type: twilio`: one SMS per number (each number is its own destination), form-encoded,
+//! HTTP Basic with the account SID. The text is folded to GSM-7 and kept short so it fits one
+//! or two segments; `Body` never exceeds 1600 characters. Error 20429 and HTTP 429 are safe to
+//! retry; 30532 (unregistered US traffic) and other 4xx are not.
+
+use super::{Outcome, Request, RequestAuth, Response, classify_status};
+use crate::render::Message;
+use crate::render::text::{to_gsm7, truncate_chars};
+
+const DEFAULT_API: &str = "https://api.twilio.com";
+/// Two concatenated GSM-7 segments.
+const SMS_MAX: usize = 306;
+
+pub fn text(msg: &Message) -> String {
+    let mut parts = vec![msg.badge()];
+    parts.push(
+        msg.title
+            .trim_start_matches("[FIRING] ")
+            .trim_start_matches("[RESOLVED] ")
+            .to_owned(),
+    );
+    if let Some(b) = &msg.body {
+        parts.push(b.clone());
+    } else {
+        parts.push(msg.summary.clone());
+        let ctx = msg.context_line();
+        if !ctx.is_empty() {
+            parts.push(ctx);
+        }
+        if let Some(d) = &msg.firing_for {
+            parts.push(format!("fired {d}"));
+        }
+    }
+    let text = to_gsm7(&parts.join(" - "));
+    if text.chars().count() <= SMS_MAX {
+        return text;
+    }
+    // `…` is not GSM-7.
+    let cut: String = text.chars().take(SMS_MAX - 3).collect();
+    format!("{cut}...")
+}
+
+pub fn request(
+    sid: &str,
+    token: &str,
+    from: Option<&str>,
+    service: Option<&str>,
+    to: &str,
+    api_url: Option<&str>,
+    msg: &Message,
+) -> Request {
+    let mut fields = vec![
+        ("To".to_owned(), to.to_owned()),
+        ("Body".to_owned(), truncate_chars(&text(msg), 1600)),
+    ];
+    match (from, service) {
+        (Some(f), _) => fields.push(("From".into(), f.into())),
+        (None, Some(s)) => fields.push(("MessagingServiceSid".into(), s.into())),
+        (None, None) => {}
+    }
+    Request::form(
+        format!(
+            "{}/2010-04-01/Accounts/{sid}/Messages.json",
+            api_url.unwrap_or(DEFAULT_API)
+        ),
+        fields,
+    )
+    .with_auth(RequestAuth::Basic(sid.to_owned(), token.to_owned()))
+}
+
+pub fn classify(resp: &Response) -> Outcome {
+    let v = resp.json();
+    let code = v.as_ref().and_then(|v| v["code"].as_i64());
+    match classify_status(resp) {
+        Outcome::Delivered { .. } => Outcome::delivered(
+            v.as_ref()
+                .and_then(|v| v["sid"].as_str())
+                .map(str::to_owned),
+        ),
+        Outcome::Permanent { detail, .. } if code == Some(20429) => Outcome::Retry {
+            reason: "rate_limited",
+            after: None,
+            detail,
+        },
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channels::RequestBody;
+    use crate::channels::testing::{message, response};
+
+    #[test]
+    fn sms_text_is_short_gsm7() {
+        let msg = message(true);
+        assert_eq!(
+            text(&msg),
+            "FIRING CRITICAL - PiHot on pi-17:9831 - CPU at 85 deg C - site=wh-2"
+        );
+        let r = request(
+            "AC1",
+            "tok",
+            Some("+15005550006"),
+            None,
+            "+447700900123",
+            Some("http://127.0.0.1:1"),
+            &msg,
+        );
+        assert_eq!(
+            r.url,
+            "http://127.0.0.1:1/2010-04-01/Accounts/AC1/Messages.json"
+        );
+        assert_eq!(r.auth, RequestAuth::Basic("AC1".into(), "tok".into()));
+        let RequestBody::Form(f) = &r.body else {
+            panic!("form")
+        };
+        assert_eq!(f[0], ("To".into(), "+447700900123".into()));
+        assert_eq!(f[2], ("From".into(), "+15005550006".into()));
+        let mut long = message(false);
+        long.summary = "é🔥".repeat(1000);
+        assert!(text(&long).chars().count() <= SMS_MAX);
+    }
+
+    #[test]
+    fn responses() {
+        assert_eq!(
+            classify(&response(201, &[], r#"{"sid":"SM1"}"#)),
+            Outcome::delivered(Some("SM1".into()))
+        );
+        assert!(matches!(
+            classify(&response(
+                400,
+                &[],
+                r#"{"code":20429,"message":"Too many"}"#
+            )),
+            Outcome::Retry { .. }
+        ));
+        assert!(matches!(
+            classify(&response(400, &[], r#"{"code":30532}"#)),
+            Outcome::Permanent {
+                reason: "rejected",
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify(&response(401, &[], r#"{"code":20003}"#)),
+            Outcome::Permanent { reason: "auth", .. }
+        ));
+    }
+}

@@ -1,0 +1,406 @@
+//! The relay's HTTP face: `POST /webhook[/{route}]`, `GET /metrics`, `GET /healthz`.
+//!
+//! hyper 1 has no server type, so the accept loop lives here (as in pi-exporter): a connection
+//! cap, a header-read deadline and a whole-body deadline against slow clients, a body size
+//! limit, optional TLS, graceful shutdown. A webhook is answered 2xx only after the store
+//! committed it; 5xx only when the store failed; 4xx with a JSON error for everything the
+//! sender got wrong.
+
+mod auth;
+mod tls;
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+use crate::Live;
+use crate::delivery::Engine;
+use crate::metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics, StatusLabel};
+use crate::payload::{self, Status};
+use crate::routing;
+use crate::store::{RoutedEvent, Store};
+
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+const HEALTH_BUDGET: Duration = Duration::from_secs(2);
+
+type Body = Full<Bytes>;
+
+/// Shared state of the handlers.
+#[derive(Debug)]
+pub struct App {
+    pub live: Arc<Live>,
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub engine: Arc<Engine>,
+}
+
+impl App {
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+        let path = req.uri().path().to_owned();
+        let response = match (req.method(), path.as_str()) {
+            (&Method::POST, "/webhook") => self.webhook(req, None).await,
+            (&Method::POST, p) if p.starts_with("/webhook/") => {
+                let name = p["/webhook/".len()..].to_owned();
+                self.webhook(req, Some(name)).await
+            }
+            (_, p) if p == "/webhook" || p.starts_with("/webhook/") => {
+                let mut r = json_error(StatusCode::METHOD_NOT_ALLOWED, "method", "use POST");
+                r.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("POST"));
+                r
+            }
+            (&Method::GET | &Method::HEAD, "/metrics") => {
+                let mut r = Response::new(Body::from(self.metrics.encode()));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(METRICS_CONTENT_TYPE),
+                );
+                r
+            }
+            (&Method::GET | &Method::HEAD, "/healthz") => {
+                match tokio::time::timeout(HEALTH_BUDGET, self.store.ping()).await {
+                    Ok(Ok(())) => plain(StatusCode::OK, "OK\n"),
+                    Ok(Err(e)) => {
+                        plain(StatusCode::SERVICE_UNAVAILABLE, &format!("storage: {e}\n"))
+                    }
+                    Err(_) => plain(StatusCode::SERVICE_UNAVAILABLE, "storage does not answer\n"),
+                }
+            }
+            (&Method::GET | &Method::HEAD, "/") => plain(
+                StatusCode::OK,
+                concat!(
+                    "alert-relay ",
+                    env!("CARGO_PKG_VERSION"),
+                    "\nPOST /webhook (Alertmanager webhook v4), GET /metrics, GET /healthz\n"
+                ),
+            ),
+            _ => plain(StatusCode::NOT_FOUND, "Not Found\n"),
+        };
+        Ok(response)
+    }
+
+    async fn webhook(&self, req: Request<Incoming>, pinned: Option<String>) -> Response<Body> {
+        let config = self.live.config();
+        if !auth::authorized(&config.auth, req.headers()) {
+            self.metrics.reject("unauthorized");
+            let mut r = json_error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing or wrong credentials",
+            );
+            let challenge = match config.auth {
+                crate::config::Auth::Basic { .. } => "Basic realm=\"alert-relay\"",
+                _ => "Bearer",
+            };
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+            return r;
+        }
+        let limit = config.limits.max_body_bytes;
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            self.metrics.reject("too_large");
+            return json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                &format!("body over {limit} bytes"),
+            );
+        }
+        let body = match tokio::time::timeout(
+            config.limits.body_timeout,
+            Limited::new(req.into_body(), limit).collect(),
+        )
+        .await
+        {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                self.metrics.reject("too_large");
+                return json_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    &format!("body over {limit} bytes"),
+                );
+            }
+            Ok(Err(e)) => {
+                self.metrics.reject("body");
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "body",
+                    &format!("cannot read the body: {e}"),
+                );
+            }
+            Err(_) => {
+                self.metrics.reject("timeout");
+                return json_error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "timeout",
+                    "the body did not arrive in time",
+                );
+            }
+        };
+        let notification = match payload::parse(&body) {
+            Ok(n) => n,
+            Err(e) => {
+                self.metrics.reject(e.reason());
+                return json_error(StatusCode::BAD_REQUEST, e.reason(), &e.to_string());
+            }
+        };
+        let mut routed = Vec::with_capacity(notification.events.len());
+        for event in notification.events {
+            let destinations =
+                match routing::destinations(&config, &event.labels, pinned.as_deref()) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        self.metrics.reject("unknown_route");
+                        return json_error(StatusCode::NOT_FOUND, "unknown_route", &e.to_string());
+                    }
+                };
+            routed.push(RoutedEvent {
+                event,
+                destinations,
+            });
+        }
+        let (firing, resolved) =
+            routed
+                .iter()
+                .fold((0u64, 0u64), |(f, r), e| match e.event.status {
+                    Status::Firing => (f + 1, r),
+                    Status::Resolved => (f, r + 1),
+                });
+        let unrouted: Vec<String> = routed
+            .iter()
+            .filter(|r| r.destinations.is_empty() && r.event.status == Status::Firing)
+            .map(|r| r.event.fingerprint.clone())
+            .collect();
+        match self.store.ingest(routed).await {
+            Ok(outcome) => {
+                let m = &self.metrics;
+                m.webhooks
+                    .get_or_create(&StatusLabel {
+                        status: "accepted".into(),
+                    })
+                    .inc();
+                m.alerts_received
+                    .get_or_create(&StatusLabel {
+                        status: "firing".into(),
+                    })
+                    .inc_by(firing);
+                m.alerts_received
+                    .get_or_create(&StatusLabel {
+                        status: "resolved".into(),
+                    })
+                    .inc_by(resolved);
+                m.alerts_deduplicated.inc_by(outcome.duplicates as u64);
+                if !unrouted.is_empty() && outcome.accepted > 0 {
+                    m.alerts_unrouted.inc_by(unrouted.len() as u64);
+                    tracing::warn!(fingerprints = ?unrouted, "alerts matched no route; stored but sent nowhere");
+                }
+                for (dest, id, created) in &outcome.deliveries {
+                    self.engine.enqueue(dest, *id, *created);
+                }
+                let body = serde_json::json!({
+                    "status": "ok",
+                    "accepted": outcome.accepted,
+                    "duplicates": outcome.duplicates,
+                    "deliveries": outcome.deliveries.len(),
+                });
+                json(StatusCode::OK, &body)
+            }
+            Err(e) => {
+                // Alertmanager retries 5xx: exactly what a failed commit needs.
+                self.metrics.storage_errors.inc();
+                self.metrics
+                    .webhooks
+                    .get_or_create(&StatusLabel {
+                        status: "error".into(),
+                    })
+                    .inc();
+                tracing::error!("cannot store a webhook: {e}");
+                json_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "storage",
+                    "the relay could not store this notification; retry",
+                )
+            }
+        }
+    }
+}
+
+fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut r = Response::new(Body::from(serde_json::to_vec(value).unwrap_or_default()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn json_error(status: StatusCode, reason: &str, message: &str) -> Response<Body> {
+    json(
+        status,
+        &serde_json::json!({ "status": "error", "error": reason, "message": message }),
+    )
+}
+
+fn plain(status: StatusCode, text: &str) -> Response<Body> {
+    let mut r = Response::new(Body::from(text.to_owned()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Serving {
+    pub address: SocketAddr,
+    accept_loop: JoinHandle<()>,
+    graceful: Arc<GracefulShutdown>,
+    stop: watch::Sender<bool>,
+}
+
+impl Serving {
+    pub fn accepting(&self) -> bool {
+        !self.accept_loop.is_finished()
+    }
+
+    /// Stops accepting and waits (bounded) for in-flight requests, so a webhook whose commit
+    /// is under way still gets its answer.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.accept_loop.await;
+        let graceful = Arc::try_unwrap(self.graceful).unwrap_or_else(|_| GracefulShutdown::new());
+        if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
+        }
+    }
+}
+
+/// Binds the listener and starts accepting.
+pub async fn serve(app: Arc<App>) -> io::Result<Serving> {
+    let config = app.live.config();
+    let listener = TcpListener::bind(config.listen).await.map_err(|e| {
+        io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
+    })?;
+    let tls = match &config.tls {
+        Some(files) => Some(tls::acceptor(files).map_err(io::Error::other)?),
+        None => None,
+    };
+    let address = listener.local_addr()?;
+    let graceful = Arc::new(GracefulShutdown::new());
+    let (stop, stopped) = watch::channel(false);
+    let connections = Arc::new(Semaphore::new(config.limits.max_connections));
+    let header_timeout = config.limits.read_header_timeout;
+    let accept_loop = tokio::spawn(accept_loop(
+        listener,
+        app,
+        tls,
+        Arc::clone(&graceful),
+        connections,
+        stopped,
+        header_timeout,
+    ));
+    Ok(Serving {
+        address,
+        accept_loop,
+        graceful,
+        stop,
+    })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    app: Arc<App>,
+    tls: Option<TlsAcceptor>,
+    graceful: Arc<GracefulShutdown>,
+    connections: Arc<Semaphore>,
+    mut stopped: watch::Receiver<bool>,
+    header_timeout: Duration,
+) {
+    loop {
+        let permit = tokio::select! {
+            p = Arc::clone(&connections).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = stopped.changed() => return,
+        };
+        let (stream, peer) = tokio::select! {
+            a = listener.accept() => match a {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stopped.changed() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = Arc::clone(&app);
+        let graceful = Arc::clone(&graceful);
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            match tls {
+                None => {
+                    serve_connection(TokioIo::new(stream), app, &graceful, header_timeout).await
+                }
+                Some(acceptor) => {
+                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => {
+                            serve_connection(TokioIo::new(s), app, &graceful, header_timeout).await
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+            }
+        });
+    }
+}
+
+async fn serve_connection<I>(
+    io: TokioIo<I>,
+    app: Arc<App>,
+    graceful: &GracefulShutdown,
+    header_timeout: Duration,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| Arc::clone(&app).handle(req));
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .serve_connection(io, service);
+    if let Err(e) = graceful.watch(conn).await {
+        tracing::debug!("connection closed with error: {e}");
+    }
+}
