@@ -62,13 +62,9 @@ pub fn request(command: &str) -> Result<Vec<u32>, GencmdError> {
     Ok(words)
 }
 
-/// The command a request buffer carries (for the simulator): the bytes after the return-code
-/// slot up to the first NUL.
-pub fn command_of(value: &[u32]) -> String {
-    text_after_code(value)
-}
-
-fn text_after_code(value: &[u32]) -> String {
+/// The text of a GENCMD value buffer: the bytes after its first (return-code) word up to the
+/// first NUL. The command of a request, the answer of a reply.
+pub fn text_after_code(value: &[u32]) -> String {
     let bytes: Vec<u8> = value
         .iter()
         .skip(1)
@@ -134,7 +130,7 @@ mod tests {
         let bytes: Vec<u8> = buf[6..10].iter().flat_map(|w| w.to_ne_bytes()).collect();
         assert_eq!(&bytes, b"get_throttled\0\0\0");
         assert_eq!(buf[1029], 0);
-        assert_eq!(command_of(&buf[5..]), "get_throttled");
+        assert_eq!(text_after_code(&buf[5..]), "get_throttled");
         assert!(request(&"x".repeat(4091)).is_ok());
         assert_eq!(request(&"x".repeat(4092)), Err(GencmdError::TooLong(4092)));
     }

@@ -185,8 +185,6 @@ impl VoltageRail {
 pub enum Property {
     /// Unix time of the firmware build.
     FirmwareRevision,
-    /// Not used by the collector (a Pi 5 answers it with an error); kept for the simulator.
-    BoardModel,
     /// The revision code `/proc/cpuinfo` prints.
     BoardRevision,
     BoardSerial,
@@ -209,7 +207,6 @@ impl Property {
     pub const fn tag(self) -> u32 {
         match self {
             Property::FirmwareRevision => tag::FIRMWARE_REVISION,
-            Property::BoardModel => tag::BOARD_MODEL,
             Property::BoardRevision => tag::BOARD_REVISION,
             Property::BoardSerial => tag::BOARD_SERIAL,
             Property::Temperature => tag::TEMPERATURE,
@@ -224,10 +221,7 @@ impl Property {
     /// The request argument, if the tag takes one.
     const fn argument(self) -> Option<u32> {
         match self {
-            Property::FirmwareRevision
-            | Property::BoardModel
-            | Property::BoardRevision
-            | Property::BoardSerial => None,
+            Property::FirmwareRevision | Property::BoardRevision | Property::BoardSerial => None,
             // Sensor id 0, the only one.
             Property::Temperature | Property::MaxTemperature => Some(0),
             Property::Throttled => Some(THROTTLED_CLEAR_NONE),
@@ -251,10 +245,7 @@ impl Property {
     /// Words of the reply value.
     const fn reply_words(self) -> usize {
         match self {
-            Property::FirmwareRevision
-            | Property::BoardModel
-            | Property::BoardRevision
-            | Property::Throttled => 1,
+            Property::FirmwareRevision | Property::BoardRevision | Property::Throttled => 1,
             // The 64-bit serial, and (id, value) pairs.
             _ => 2,
         }

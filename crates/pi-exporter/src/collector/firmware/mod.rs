@@ -315,7 +315,6 @@ impl Readings {
         let number = value as f64;
         match property {
             Property::FirmwareRevision => self.firmware_build = Some(number),
-            Property::BoardModel => {}
             Property::BoardRevision => self.revision = u32::try_from(value).ok(),
             Property::BoardSerial => self.serial = Some(revision::format_serial(value)),
             Property::Temperature => self.temperature = Some(number / MILLIDEGREES_PER_DEGREE),

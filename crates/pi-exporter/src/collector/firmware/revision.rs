@@ -25,7 +25,7 @@ pub struct BoardInfo {
 }
 
 /// The code as the kernel prints it in `/proc/cpuinfo` (`%04x`).
-pub fn format(code: u32) -> String {
+fn format(code: u32) -> String {
     format!("{code:04x}")
 }
 

@@ -214,7 +214,7 @@ impl SimulatedFirmware {
             tag::GENCMD => {
                 return match &b.gencmd {
                     Some(commands) => {
-                        let command = gencmd::command_of(request);
+                        let command = gencmd::text_after_code(request);
                         let (code, text) = match commands.get(command.trim()) {
                             Some(text) => (0, text.as_str()),
                             None => (NOT_REGISTERED_CODE, NOT_REGISTERED),
@@ -329,7 +329,9 @@ impl Mailbox for GencmdNode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::firmware::mailbox::{Property, PropertyBatch, TagError};
+    use crate::collector::firmware::mailbox::{
+        Property, PropertyBatch, TagError, TagRequest, encode, tag_reply,
+    };
 
     fn board(yaml: &str) -> FirmwareBoard {
         serde_saphyr::from_str(yaml).expect("valid firmware section")
@@ -406,13 +408,11 @@ gencmd:
         }
         assert_eq!(fw.throttled(), Some(0x50005));
         // What the kernel's hwmon driver does every 2 s: the history is gone afterwards.
-        let mut buf = crate::collector::firmware::mailbox::encode(&[
-            crate::collector::firmware::mailbox::TagRequest {
-                id: tag::THROTTLED,
-                value_bytes: 4,
-                args: vec![0xffff],
-            },
-        ])
+        let mut buf = encode(&[TagRequest {
+            id: tag::THROTTLED,
+            value_bytes: 4,
+            args: vec![0xffff],
+        }])
         .words;
         fw.property(&mut buf).expect("ioctl");
         assert_eq!(buf[5], 0x50005, "the reply is the word before clearing");
@@ -424,11 +424,19 @@ gencmd:
         let mut section =
             board("board_revision: 0xd04170\nboard_model: 0\nerrors: [board_model]\n");
         let fw = SimulatedFirmware::new(section.clone());
-        let batch = PropertyBatch::new(vec![Property::BoardRevision, Property::BoardModel]);
-        let mut buf = batch.request();
+        let request = encode(&[
+            Property::BoardRevision.request(),
+            TagRequest {
+                id: tag::BOARD_MODEL,
+                value_bytes: 4,
+                args: vec![],
+            },
+        ])
+        .words;
+        let mut buf = request.clone();
         let err = fw.property(&mut buf).expect_err("EINVAL");
         assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
-        assert_eq!(buf, batch.request());
+        assert_eq!(buf, request);
         // Alone, the revision is answered.
         assert_eq!(
             ask(&fw, &[Property::BoardRevision]).expect("ok"),
@@ -472,13 +480,11 @@ gencmd:
     fn cuts_replies_longer_than_the_value_buffer_and_reports_the_wanted_length() {
         let fw = pi4();
         // GET_BOARD_SERIAL with room for one word only.
-        let mut buf = crate::collector::firmware::mailbox::encode(&[
-            crate::collector::firmware::mailbox::TagRequest {
-                id: tag::BOARD_SERIAL,
-                value_bytes: 4,
-                args: vec![],
-            },
-        ])
+        let mut buf = encode(&[TagRequest {
+            id: tag::BOARD_SERIAL,
+            value_bytes: 4,
+            args: vec![],
+        }])
         .words;
         fw.property(&mut buf).expect("ok");
         assert_eq!(
@@ -486,7 +492,7 @@ gencmd:
             &[tag::BOARD_SERIAL, 4, RESPONSE_BIT | 8, 0xb3a1_c2d4, 0]
         );
         assert_eq!(
-            crate::collector::firmware::mailbox::tag_reply(&buf, 2),
+            tag_reply(&buf, 2),
             Err(TagError::Truncated { wanted: 8, room: 4 })
         );
     }

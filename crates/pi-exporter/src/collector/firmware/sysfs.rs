@@ -18,7 +18,7 @@ const GET_THROTTLED: &[&str] = &["devices/platform/soc/soc:firmware/get_throttle
 
 /// The entry `<dir>/<prefix>*` whose `file` reads `wanted`, e.g. the thermal zone whose `type`
 /// is `cpu-thermal`. An absent `dir` is not an error.
-pub(crate) fn find_entry(
+fn find_entry(
     failures: &mut Failures,
     dir: &Path,
     prefix: &str,
