@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use regex_lite::Regex;
 
-use crate::collector::{self, CollectorOptions, filesystem, storage};
+use crate::collector::{self, CollectorOptions, filesystem, rtc, storage};
 use crate::paths::Paths;
 
 /// Default port: unallocated in the Prometheus default-port list when chosen (see README).
@@ -277,6 +277,36 @@ fn command() -> Command {
             .help("Block devices to leave out of the I/O metrics (empty: keep all)"),
     )
     .arg(
+        Arg::new("collector.rtc.i2c-bus")
+            .long("collector.rtc.i2c-bus")
+            .value_name("N|none")
+            .default_value("1")
+            .value_parser(rtc::parse_i2c_bus)
+            .help("I2C bus of a DS3231 that no kernel driver owns, read from userspace (none: do not look for one)"),
+    )
+    .arg(
+        Arg::new("collector.rtc.i2c-address")
+            .long("collector.rtc.i2c-address")
+            .value_name("ADDRESS")
+            .default_value("0x68")
+            .value_parser(rtc::parse_i2c_address)
+            .help("I2C address of that DS3231"),
+    )
+    .arg(
+        Arg::new("collector.rtc.raw-registers")
+            .long("collector.rtc.raw-registers")
+            .action(ArgAction::SetTrue)
+            .help("Also read the oscillator-stop flag and aging offset of kernel-owned DS3231s with read-only combined I2C transfers alongside the driver"),
+    )
+    .arg(
+        Arg::new("collector.rtc.offset-interval")
+            .long("collector.rtc.offset-interval")
+            .value_name("DURATION")
+            .default_value("60s")
+            .value_parser(rtc::parse_offset_interval)
+            .help("How often to measure RTC minus system clock in the background (0: never)"),
+    )
+    .arg(
         Arg::new("simulate.board")
             .long("simulate.board")
             .value_name("FILE")
@@ -337,6 +367,7 @@ fn from_matches(m: &ArgMatches) -> Config {
             .cloned()
     };
     let defaults = filesystem::Options::default();
+    let rtc_defaults = rtc::Options::default();
     Config {
         listen,
         telemetry_path: string("web.telemetry-path"),
@@ -380,6 +411,21 @@ fn from_matches(m: &ArgMatches) -> Config {
             storage: storage::Options {
                 device_exclude: empty_is_none("collector.storage.device-exclude"),
             },
+            rtc: rtc::Options {
+                i2c_bus: m
+                    .get_one::<Option<u32>>("collector.rtc.i2c-bus")
+                    .copied()
+                    .unwrap_or(rtc_defaults.i2c_bus),
+                i2c_address: m
+                    .get_one::<u8>("collector.rtc.i2c-address")
+                    .copied()
+                    .unwrap_or(rtc_defaults.i2c_address),
+                raw_registers: m.get_flag("collector.rtc.raw-registers"),
+                offset_interval: m
+                    .get_one::<Duration>("collector.rtc.offset-interval")
+                    .copied()
+                    .unwrap_or(rtc_defaults.offset_interval),
+            },
         },
         simulate_board: m.get_one::<PathBuf>("simulate.board").cloned(),
         log_level: match string("log.level").as_str() {
@@ -405,7 +451,10 @@ mod tests {
         assert_eq!(c.listen, [ListenAddress::AllInterfaces(DEFAULT_PORT)]);
         assert_eq!(c.telemetry_path, "/metrics");
         assert_eq!(c.paths, Paths::default());
-        assert_eq!(c.collectors, ["filesystem", "storage", "firmware", "system"]);
+        assert_eq!(
+            c.collectors,
+            ["filesystem", "storage", "firmware", "system", "rtc", "time"]
+        );
         assert_eq!(c.max_requests, 40);
         assert!(c.collector_options.storage.device_exclude.is_some());
     }
@@ -413,7 +462,10 @@ mod tests {
     #[test]
     fn collectors_toggle_and_last_flag_wins() {
         let c = parse(&["--no-collector.storage"]).expect("parse");
-        assert_eq!(c.collectors, ["filesystem", "firmware", "system"]);
+        assert_eq!(
+            c.collectors,
+            ["filesystem", "firmware", "system", "rtc", "time"]
+        );
         let c = parse(&["--collector.disable-defaults", "--collector.system"]).expect("parse");
         assert_eq!(c.collectors, ["system"]);
         let c = parse(&["--no-collector.system", "--collector.system"]).expect("parse");
@@ -449,5 +501,35 @@ mod tests {
         assert!(parse(&["--collector.filesystem.mount-points-exclude", "("]).is_err());
         let c = parse(&["--collector.storage.device-exclude", ""]).expect("parse");
         assert!(c.collector_options.storage.device_exclude.is_none());
+    }
+
+    #[test]
+    fn rtc_flags_default_to_bus_1_address_0x68_and_no_raw_reads() {
+        let c = parse(&[]).expect("defaults");
+        let rtc = &c.collector_options.rtc;
+        assert_eq!(rtc.i2c_bus, Some(1));
+        assert_eq!(rtc.i2c_address, 0x68);
+        assert!(!rtc.raw_registers);
+        assert_eq!(rtc.offset_interval, Duration::from_secs(60));
+        let c = parse(&[
+            "--collector.rtc.i2c-bus=none",
+            "--collector.rtc.i2c-address=105",
+            "--collector.rtc.raw-registers",
+            "--collector.rtc.offset-interval=0",
+        ])
+        .expect("parse");
+        let rtc = &c.collector_options.rtc;
+        assert_eq!(rtc.i2c_bus, None);
+        assert_eq!(rtc.i2c_address, 0x69);
+        assert!(rtc.raw_registers);
+        assert!(rtc.offset_interval.is_zero());
+        for bad in [
+            ["--collector.rtc.i2c-bus", "-1"],
+            ["--collector.rtc.i2c-address", "0x80"],
+            ["--collector.rtc.i2c-address", "0x"],
+            ["--collector.rtc.offset-interval", "1s"],
+        ] {
+            assert!(parse(&bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod collector;
 pub mod http;
+pub mod i2c;
 pub mod metrics;
 pub mod paths;
 pub mod simulate;

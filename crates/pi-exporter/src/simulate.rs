@@ -19,6 +19,9 @@ pub struct BoardFile {
     /// The VideoCore firmware behind `/dev/vcio`.
     #[serde(default)]
     pub firmware: Option<crate::collector::firmware::simulate::FirmwareBoard>,
+    /// DS3231 register maps on a simulated I2C bus.
+    #[serde(default)]
+    pub rtc: Option<crate::collector::rtc::RtcBoard>,
 }
 
 #[derive(Debug, thiserror::Error)]

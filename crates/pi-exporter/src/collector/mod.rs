@@ -9,8 +9,10 @@
 
 pub mod filesystem;
 pub mod firmware;
+pub mod rtc;
 pub mod storage;
 pub mod system;
+pub mod time;
 
 mod parse;
 
@@ -66,6 +68,7 @@ impl CollectError {
 pub struct CollectorOptions {
     pub filesystem: filesystem::Options,
     pub storage: storage::Options,
+    pub rtc: rtc::Options,
 }
 
 /// What a collector's constructor gets.
@@ -119,6 +122,18 @@ pub const ALL: &[CollectorSpec] = &[
         help: "Boot time, uptime, memory, swap and load",
         enabled_by_default: true,
         build: |ctx| Arc::new(system::SystemCollector::new(ctx)),
+    },
+    CollectorSpec {
+        name: "rtc",
+        help: "Real-time clocks (kernel-owned, Pi 5, or a DS3231 read over I2C): time validity, oscillator stop, offset to the system clock, temperature, battery",
+        enabled_by_default: true,
+        build: |ctx| Arc::new(rtc::RtcCollector::new(ctx)),
+    },
+    CollectorSpec {
+        name: "time",
+        help: "System clock synchronisation from the kernel (adjtimex, read-only): synchronised, error bounds, offset, frequency, status flags",
+        enabled_by_default: true,
+        build: |ctx| Arc::new(time::TimeCollector::new(ctx)),
     },
 ];
 

@@ -6,7 +6,8 @@ use std::path::Path;
 use crate::support::{Exporter, promtool_check};
 
 /// Series whose values depend on the machine running the test rather than on the fixture:
-/// `statvfs` of the fixture directories, timings and build metadata. Their labels still count.
+/// `statvfs` of the fixture directories, timings, the host's clock and build metadata. Their
+/// labels still count.
 const VOLATILE: &[&str] = &[
     "rpi_filesystem_size_bytes",
     "rpi_filesystem_free_bytes",
@@ -14,6 +15,14 @@ const VOLATILE: &[&str] = &[
     "rpi_filesystem_files",
     "rpi_filesystem_files_free",
     "rpi_exporter_collector_duration_seconds",
+    // The host's clock discipline (adjtimex) and RTC minus host clock.
+    "rpi_time_synchronized",
+    "rpi_time_estimated_error_seconds",
+    "rpi_time_max_error_seconds",
+    "rpi_time_offset_seconds",
+    "rpi_time_frequency_adjustment_ratio",
+    "rpi_time_status",
+    "rpi_rtc_offset_seconds",
 ];
 
 pub(crate) fn normalise(exposition: &str) -> String {

@@ -3,5 +3,6 @@
 mod bad_input;
 mod firmware;
 mod golden;
+mod rtc;
 mod serving;
 mod support;
