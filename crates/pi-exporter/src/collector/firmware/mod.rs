@@ -184,6 +184,15 @@ fn exists(property: Property, value: u64) -> bool {
     }
 }
 
+/// Sends `batch` in one ioctl and returns the reply buffer, its code checked. A firmware error
+/// code comes back as `EINVAL` from the kernel, or as `InvalidData` from the check.
+fn exchange(device: &dyn Mailbox, batch: &PropertyBatch) -> io::Result<Vec<u32>> {
+    let mut buf = batch.request();
+    device.property(&mut buf)?;
+    mailbox::check_buffer(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    Ok(buf)
+}
+
 /// Sends one GENCMD command and returns the answer.
 fn run_gencmd(devices: &Devices, command: &str) -> Result<String, String> {
     let mut buf = gencmd::request(command).map_err(|e| e.to_string())?;
@@ -213,16 +222,18 @@ impl Probed {
                 continue;
             }
             let batch = PropertyBatch::new(vec![property]);
-            let mut buf = batch.request();
-            let answer = match devices.property.property(&mut buf) {
-                Ok(()) => mailbox::check_buffer(&buf)
-                    .map_err(|e| e.to_string())
-                    .and_then(|()| match batch.decode(&buf).next() {
-                        Some((_, result)) => result.map_err(|e| e.to_string()),
-                        None => Err("no reply".into()),
-                    }),
-                // EINVAL: the firmware answered the buffer with an error code.
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Err(e.to_string()),
+            let answer = match exchange(devices.property.as_ref(), &batch) {
+                Ok(buf) => match batch.decode(&buf).next() {
+                    Some((_, result)) => result.map_err(|e| e.to_string()),
+                    None => Err("no reply".into()),
+                },
+                // The firmware rejected this tag; other tags may still work.
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EINVAL)
+                        || e.kind() == io::ErrorKind::InvalidData =>
+                {
+                    Err(e.to_string())
+                }
                 Err(e) => {
                     tracing::warn!(
                         "{}: {e}; the firmware mailbox is unusable, reading sysfs instead",
@@ -447,12 +458,8 @@ impl FirmwareCollector {
 fn read_mailbox(p: &Probed, r: &mut Readings, failures: &mut Failures) -> Result<(), CollectError> {
     let name = &p.devices.name;
     if !p.batch.properties().is_empty() {
-        let mut buf = p.batch.request();
-        p.devices
-            .property
-            .property(&mut buf)
+        let buf = exchange(p.devices.property.as_ref(), &p.batch)
             .map_err(|e| CollectError::Other(format!("{name}: {e}")))?;
-        mailbox::check_buffer(&buf).map_err(|e| CollectError::Other(format!("{name}: {e}")))?;
         for (property, result) in p.batch.decode(&buf) {
             match result {
                 Ok(value) => r.apply(property, value),
