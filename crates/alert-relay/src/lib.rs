@@ -137,12 +137,14 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     systemd::notify(&[NotifyState::Stopping]);
     for task in [watchdog, Some(pruner)].into_iter().flatten() {
         task.abort();
+        let _ = task.await;
     }
     match Arc::try_unwrap(serving) {
         Ok(s) => s.shutdown().await,
         Err(_) => tracing::warn!("server still shared at shutdown"),
     }
     engine.shutdown(Duration::from_secs(5)).await;
+    queue_slot.clear();
     drop(app);
     drop(engine);
     drop(store);

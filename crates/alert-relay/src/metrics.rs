@@ -252,6 +252,12 @@ impl QueueSlot {
     pub fn set(&self, stats: Arc<dyn QueueStats>) {
         *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(stats);
     }
+
+    /// Drops the engine reference (it holds the store, which the DB thread's metrics hold:
+    /// a cycle that would keep the DB thread alive at shutdown).
+    pub fn clear(&self) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
 }
 
 /// Feeds the commit histograms from the DB thread.

@@ -344,7 +344,7 @@ async fn send(a: &Attempt<'_>, msg: &Message, formatted: bool) -> Outcome {
             signing_secret,
         } => {
             let req = webhook::request(url.expose(), api, headers, signing_secret.as_ref(), msg, a);
-            classify_with(a, req, |r| classify_status(r)).await
+            classify_with(a, req, classify_status).await
         }
         ChannelKind::Slack(mode) => slack::send(a, mode, api, msg, formatted).await,
         ChannelKind::Discord { webhook_url } => {

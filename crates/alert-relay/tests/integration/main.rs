@@ -1,1 +1,9 @@
+//! Integration tests: the real `alert-relay` binary on loopback, fed webhooks directly and by
+//! the real Alertmanager, delivering to loopback fake providers.
 
+mod alertmanager;
+mod crash;
+mod hostile;
+mod intake;
+mod providers;
+mod support;

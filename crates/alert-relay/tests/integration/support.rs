@@ -1,0 +1,426 @@
+//! The relay binary as a child process, a loopback fake provider, and webhook payloads.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+
+pub(crate) fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_alert-relay")
+}
+
+pub(crate) fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
+/// The relay running as a child process; killed on drop.
+pub(crate) struct Relay {
+    pub(crate) child: Child,
+    pub(crate) addr: SocketAddr,
+    pub(crate) log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Relay {
+    /// Writes `config` (with `listen: 127.0.0.1:0` added) into `dir` and starts the relay on it.
+    pub(crate) fn start(dir: &Path, config: &str) -> Relay {
+        let path = dir.join("relay.yml");
+        std::fs::write(&path, format!("listen: 127.0.0.1:0\n{config}")).expect("write config");
+        Self::start_file(&path)
+    }
+
+    pub(crate) fn start_file(path: &Path) -> Relay {
+        let mut child = Command::new(binary())
+            .args(["run", "--config"])
+            .arg(path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start alert-relay");
+        let (tx, rx) = mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let outputs = [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ];
+        for stream in outputs.into_iter().flatten() {
+            let (tx, log) = (tx.clone(), Arc::clone(&log));
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if std::env::var_os("RELAY_TEST_LOG").is_some() {
+                        eprintln!("relay: {line}");
+                    }
+                    log.lock().expect("log").push(line.clone());
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(addr) = line
+                        .split("address=")
+                        .nth(1)
+                        .and_then(|s| s.split_whitespace().next())
+                    {
+                        let addr = addr.parse().expect("address");
+                        return Relay { child, addr, log };
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "alert-relay did not start; log:\n{}",
+                        log.lock().expect("log").join("\n")
+                    );
+                }
+            }
+        }
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub(crate) fn log_contains(&self, needle: &str) -> bool {
+        self.log
+            .lock()
+            .expect("log")
+            .iter()
+            .any(|l| l.contains(needle))
+    }
+
+    pub(crate) fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub(crate) fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "relay did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub(crate) async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, String) {
+        let r = client()
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("post");
+        let status = r.status().as_u16();
+        (status, r.text().await.unwrap_or_default())
+    }
+
+    pub(crate) async fn metrics(&self) -> String {
+        client()
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("body")
+    }
+
+    /// The value of one sample line of `/metrics` (0 when absent).
+    pub(crate) async fn metric(&self, series: &str) -> f64 {
+        let text = self.metrics().await;
+        text.lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+/// One request the fake provider received.
+#[derive(Debug, Clone)]
+pub(crate) struct Received {
+    pub(crate) method: String,
+    pub(crate) path: String,
+    pub(crate) query: String,
+    pub(crate) headers: http::HeaderMap,
+    pub(crate) body: Bytes,
+}
+
+impl Received {
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub(crate) fn form(&self) -> Vec<(String, String)> {
+        let decode = |s: &str| -> String {
+            let b = s.replace('+', " ").into_bytes();
+            let mut out = Vec::with_capacity(b.len());
+            let mut i = 0;
+            while i < b.len() {
+                if b[i] == b'%' && i + 2 < b.len() {
+                    let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("");
+                    if let Ok(v) = u8::from_str_radix(hex, 16) {
+                        out.push(v);
+                        i += 3;
+                        continue;
+                    }
+                }
+                out.push(b[i]);
+                i += 1;
+            }
+            String::from_utf8_lossy(&out).into_owned()
+        };
+        String::from_utf8_lossy(&self.body)
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                (decode(k), decode(v))
+            })
+            .collect()
+    }
+
+    pub(crate) fn form_value(&self, key: &str) -> String {
+        self.form()
+            .into_iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn header(&self, name: &str) -> String {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+/// A scripted answer.
+#[derive(Debug, Clone)]
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: String,
+    pub(crate) delay: Duration,
+}
+
+impl Reply {
+    pub(crate) fn new(status: u16, body: &str) -> Reply {
+        Reply {
+            status,
+            headers: Vec::new(),
+            body: body.to_owned(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    pub(crate) fn header(mut self, k: &str, v: &str) -> Reply {
+        self.headers.push((k.to_owned(), v.to_owned()));
+        self
+    }
+
+    pub(crate) fn delay(mut self, d: Duration) -> Reply {
+        self.delay = d;
+        self
+    }
+}
+
+#[derive(Default)]
+struct FakeState {
+    script: VecDeque<Reply>,
+    default: Option<Reply>,
+    received: Vec<(Instant, Received)>,
+}
+
+/// A loopback HTTP server standing in for a provider: records every request, answers from a
+/// script, then with the default reply.
+#[derive(Clone)]
+pub(crate) struct Fake {
+    pub(crate) addr: SocketAddr,
+    state: Arc<Mutex<FakeState>>,
+}
+
+impl Fake {
+    pub(crate) async fn start(default: Reply) -> Fake {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let state = Arc::new(Mutex::new(FakeState {
+            default: Some(default),
+            ..FakeState::default()
+        }));
+        let s = Arc::clone(&state);
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let s = Arc::clone(&s);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |req: http::Request<hyper::body::Incoming>| {
+                            let s = Arc::clone(&s);
+                            async move {
+                                let (parts, body) = req.into_parts();
+                                let body = body
+                                    .collect()
+                                    .await
+                                    .map(|c| c.to_bytes())
+                                    .unwrap_or_default();
+                                let reply = {
+                                    let mut st = s.lock().expect("state");
+                                    st.received.push((
+                                        Instant::now(),
+                                        Received {
+                                            method: parts.method.to_string(),
+                                            path: parts.uri.path().to_owned(),
+                                            query: parts.uri.query().unwrap_or_default().to_owned(),
+                                            headers: parts.headers,
+                                            body,
+                                        },
+                                    ));
+                                    st.script
+                                        .pop_front()
+                                        .or_else(|| st.default.clone())
+                                        .unwrap_or_else(|| Reply::new(200, ""))
+                                };
+                                if !reply.delay.is_zero() {
+                                    tokio::time::sleep(reply.delay).await;
+                                }
+                                let mut resp =
+                                    http::Response::new(Full::new(Bytes::from(reply.body)));
+                                *resp.status_mut() =
+                                    http::StatusCode::from_u16(reply.status).expect("status");
+                                for (k, v) in reply.headers {
+                                    resp.headers_mut().insert(
+                                        http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                                        v.parse().expect("value"),
+                                    );
+                                }
+                                Ok::<_, std::convert::Infallible>(resp)
+                            }
+                        },
+                    );
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Fake { addr, state }
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub(crate) fn script(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.state.lock().expect("state").script.extend(replies);
+    }
+
+    pub(crate) fn received(&self) -> Vec<Received> {
+        self.state
+            .lock()
+            .expect("state")
+            .received
+            .iter()
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+
+    pub(crate) fn received_at(&self) -> Vec<Instant> {
+        self.state
+            .lock()
+            .expect("state")
+            .received
+            .iter()
+            .map(|(t, _)| *t)
+            .collect()
+    }
+
+    /// Waits until at least `n` requests arrived, or panics after `timeout`.
+    pub(crate) async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let got = self.received();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "fake provider got {} of {n} requests in {timeout:?}: {got:#?}",
+                got.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// An Alertmanager v4 webhook body with one alert per `(fingerprint, status)`.
+pub(crate) fn webhook(alerts: &[(&str, &str)], extra_labels: &str) -> String {
+    let alerts: Vec<String> = alerts
+        .iter()
+        .map(|(fp, status)| {
+            let ends = if *status == "resolved" { "2026-03-01T12:45:00Z" } else { "0001-01-01T00:00:00Z" };
+            format!(
+                r#"{{"status":"{status}","labels":{{"alertname":"PiHot","instance":"{fp}:9831","severity":"critical","site":"wh-2"{extra_labels}}},
+                "annotations":{{"summary":"CPU at 85°C on {fp}"}},"startsAt":"2026-03-01T12:30:00Z","endsAt":"{ends}",
+                "generatorURL":"http://prometheus:9090/graph","fingerprint":"{fp}"}}"#
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"version":"4","groupKey":"{{}}:{{alertname=\"PiHot\"}}","truncatedAlerts":0,"status":"firing","receiver":"relay",
+        "groupLabels":{{"alertname":"PiHot"}},"commonLabels":{{}},"commonAnnotations":{{}},"externalURL":"http://alertmanager:9093",
+        "alerts":[{}]}}"#,
+        alerts.join(",")
+    )
+}
+
+pub(crate) fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
+/// Fast retries for tests.
+pub(crate) const FAST_DELIVERY: &str =
+    "delivery: { initial_backoff: 50ms, max_backoff: 200ms, timeout: 2s }\n";
