@@ -281,8 +281,9 @@ mod tests {
 
     #[test]
     fn a_pi_that_booted_offline_is_unsynchronised() {
-        // A Pi that booted offline keeps the kernel's initial values (kernel/time/ntp.c):
-        // STA_UNSYNC only, 16 s maximum and estimated error, microsecond offsets.
+        // Captured on a machine without an NTP daemon (the CI container): the kernel's initial
+        // values (kernel/time/ntp.c), which a Pi that booted offline keeps too: STA_UNSYNC only,
+        // 16 s maximum and estimated error, microsecond offsets.
         let timex = Timex {
             offset: 0,
             freq: 0,
