@@ -2,6 +2,7 @@
 //! against node_exporter on the same fixture tree).
 
 mod bench;
+mod relay_bench;
 mod scrape;
 
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ commands:
   ci                      fmt check, clippy -D warnings, the whole test suite (what CI runs)
   bench [--scrapes N]     pi-exporter vs Debian's prometheus-node-exporter on the same fixture
         [--fixture NAME]  tree: scrape latency (median, p99), peak RSS, binary size
+  relay-bench             alert-relay: durable webhooks/s, p50/p99, peak RSS, raw fsync rate
 ";
 
 fn main() -> Result<()> {
@@ -23,6 +25,7 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("bench") => bench::run(&args[1..]),
+        Some("relay-bench") => relay_bench::run(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             print!("{USAGE}");
             Ok(())

@@ -195,3 +195,35 @@ fn rejects_unknown_keys_and_escalation_for_now() {
     ));
     assert!(e.contains("matchers"), "{e}");
 }
+
+#[test]
+fn the_deployed_example_is_valid() {
+    let mut s = MapSecrets::default();
+    for (file, value) in [
+        ("token", "t"),
+        ("slack", "https://hooks.slack.com/services/T/B/X"),
+        ("slack-bot", "xoxb-1"),
+        ("discord", "https://discord.com/api/webhooks/1/tok"),
+        ("telegram", "123:abc"),
+        (
+            "teams-workflow-url",
+            "https://x.logic.azure.com/workflows/1?sig=s",
+        ),
+        ("matrix", "syt_x"),
+        ("ntfy", "tk_x"),
+        ("pushover-app", "app"),
+        ("pushover-user", "user"),
+        ("twilio", "tok"),
+        ("archive-hmac", "k"),
+    ] {
+        s.files
+            .insert(Path::new("/etc/alert-relay").join(file), value.into());
+    }
+    let example = include_str!("../../../../deploy/alert-relay.example.yml");
+    let c = match parse(example, Path::new("/etc/alert-relay"), &s) {
+        Ok(c) => c,
+        Err(e) => panic!("deploy/alert-relay.example.yml: {e}"),
+    };
+    assert_eq!(c.listen.port(), DEFAULT_PORT);
+    assert_eq!(c.channels.len(), 10);
+}
