@@ -6,7 +6,7 @@
 //! wedged USB disk) is reported with `rpi_filesystem_device_error 1` and skipped on later scrapes
 //! until that call finally returns.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -124,29 +124,36 @@ impl StatFs for SysStatFs {
     }
 }
 
-type StatReply = mpsc::SyncSender<io::Result<FsStats>>;
+/// One `statvfs` result, tagged with the index of its mount in the batch.
+type StatReply = mpsc::Sender<(usize, io::Result<FsStats>)>;
 
-/// A thread that runs `statvfs` calls one at a time, replaced when one of them hangs.
+/// A thread that runs a scrape's `statvfs` calls one after another (one hand-off per scrape, not
+/// per mount), replaced when one of them hangs.
 #[derive(Debug)]
 struct StatWorker {
-    jobs: mpsc::Sender<(PathBuf, StatReply)>,
+    jobs: mpsc::Sender<(Vec<(usize, PathBuf)>, StatReply)>,
 }
 
 impl StatWorker {
     fn spawn(statfs: Arc<dyn StatFs>, stuck: Arc<Mutex<HashSet<PathBuf>>>) -> io::Result<Self> {
-        let (jobs, rx) = mpsc::channel::<(PathBuf, StatReply)>();
+        let (jobs, rx) = mpsc::channel::<(Vec<(usize, PathBuf)>, StatReply)>();
         std::thread::Builder::new()
             .name("statvfs".into())
             .stack_size(64 * 1024)
             .spawn(move || {
-                for (path, reply) in rx {
-                    let result = statfs.statvfs(&path);
-                    // If the collector gave up on this call, the mount is usable again now.
-                    stuck
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .remove(&path);
-                    let _ = reply.send(result);
+                for (batch, reply) in rx {
+                    for (index, path) in batch {
+                        let result = statfs.statvfs(&path);
+                        // If the collector gave up on this call, the mount is usable again now.
+                        stuck
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .remove(&path);
+                        if reply.send((index, result)).is_err() {
+                            // The collector moved on without us (we were stuck): drop the rest.
+                            break;
+                        }
+                    }
                 }
             })?;
         Ok(Self { jobs })
@@ -193,51 +200,87 @@ impl FilesystemCollector {
         }
     }
 
-    fn stat(&self, path: &Path) -> StatOutcome {
-        if self
-            .stuck
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains(path)
+    /// `statvfs` on every path, each waited for at most the mount timeout.
+    fn stat_all(&self, paths: &[PathBuf]) -> Vec<StatOutcome> {
+        let mut outcomes: Vec<Option<StatOutcome>> = paths.iter().map(|_| None).collect();
+        let mut pending: VecDeque<usize> = VecDeque::with_capacity(paths.len());
         {
-            return StatOutcome::Failed("an earlier statvfs is still hanging".into());
+            let stuck = self.stuck.lock().unwrap_or_else(PoisonError::into_inner);
+            for (index, path) in paths.iter().enumerate() {
+                if stuck.contains(path) {
+                    outcomes[index] = Some(StatOutcome::Failed(
+                        "an earlier statvfs is still hanging".into(),
+                    ));
+                } else {
+                    pending.push_back(index);
+                }
+            }
         }
         let mut worker = self.worker.lock().unwrap_or_else(PoisonError::into_inner);
-        if worker.is_none() {
-            match StatWorker::spawn(Arc::clone(&self.statfs), Arc::clone(&self.stuck)) {
-                Ok(w) => *worker = Some(w),
-                Err(e) => return StatOutcome::Failed(format!("cannot start statvfs thread: {e}")),
-            }
-        }
-        let (reply, answer) = mpsc::sync_channel(1);
-        let sent = worker
-            .as_ref()
-            .is_some_and(|w| w.jobs.send((path.to_owned(), reply)).is_ok());
-        if !sent {
-            *worker = None;
-            return StatOutcome::Failed("statvfs thread is gone".into());
-        }
-        match answer.recv_timeout(self.options.mount_timeout) {
-            Ok(Ok(stats)) => StatOutcome::Stats(stats),
-            Ok(Err(e)) => StatOutcome::Failed(e.to_string()),
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                // Leave the hung thread behind (it clears the mark when its call returns) and
-                // give the remaining mounts a fresh one.
-                self.stuck
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(path.to_owned());
+        while let Some(&first) = pending.front() {
+            let jobs = match worker.as_ref() {
+                Some(w) => w.jobs.clone(),
+                None => {
+                    match StatWorker::spawn(Arc::clone(&self.statfs), Arc::clone(&self.stuck)) {
+                        Ok(w) => worker.insert(w).jobs.clone(),
+                        Err(e) => {
+                            let reason = format!("cannot start statvfs thread: {e}");
+                            for index in pending.drain(..) {
+                                outcomes[index] = Some(StatOutcome::Failed(reason.clone()));
+                            }
+                            break;
+                        }
+                    }
+                }
+            };
+            let (reply, answers) = mpsc::channel();
+            let batch = pending.iter().map(|&i| (i, paths[i].clone())).collect();
+            if jobs.send((batch, reply)).is_err() {
+                // The thread died; the next round starts a new one.
                 *worker = None;
-                StatOutcome::Failed(format!(
-                    "statvfs did not return within {:?}",
-                    self.options.mount_timeout
-                ))
+                outcomes[first] = Some(StatOutcome::Failed("statvfs thread exited".into()));
+                pending.pop_front();
+                continue;
             }
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                *worker = None;
-                StatOutcome::Failed("statvfs thread exited".into())
+            // Results arrive in batch order, so a timeout blames the mount at the front.
+            while let Some(&expected) = pending.front() {
+                match answers.recv_timeout(self.options.mount_timeout) {
+                    Ok((index, result)) => {
+                        outcomes[index] = Some(match result {
+                            Ok(stats) => StatOutcome::Stats(stats),
+                            Err(e) => StatOutcome::Failed(e.to_string()),
+                        });
+                        pending.retain(|&i| i != index);
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        // Leave the hung thread behind (it clears the mark when its call
+                        // returns); the remaining mounts get a fresh one in the next round.
+                        self.stuck
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .insert(paths[expected].clone());
+                        outcomes[expected] = Some(StatOutcome::Failed(format!(
+                            "statvfs did not return within {:?}",
+                            self.options.mount_timeout
+                        )));
+                        pending.pop_front();
+                        *worker = None;
+                        break;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        *worker = None;
+                        outcomes[expected] =
+                            Some(StatOutcome::Failed("statvfs thread exited".into()));
+                        pending.pop_front();
+                        break;
+                    }
+                }
             }
         }
+        outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| StatOutcome::Failed("not measured".into())))
+            .collect()
     }
 }
 
@@ -258,8 +301,14 @@ impl Collector for FilesystemCollector {
         }
         selected.reverse();
 
+        let targets: Vec<PathBuf> = selected
+            .iter()
+            .map(|m| self.paths.rooted(&m.mountpoint))
+            .collect();
+        let outcomes = self.stat_all(&targets);
+
         let mut failures = Failures::default();
-        for mount in &selected {
+        for (mount, outcome) in selected.iter().zip(outcomes) {
             let labels = || {
                 vec![
                     ("device", mount.device.clone()),
@@ -272,7 +321,6 @@ impl Collector for FilesystemCollector {
                 "Whether the filesystem is mounted read-only (1), as a Pi remounts its root after corruption",
             )
             .sample_owned(labels(), f64::from(u8::from(mount.readonly)));
-            let outcome = self.stat(&self.paths.rooted(&mount.mountpoint));
             let error = matches!(outcome, StatOutcome::Failed(_));
             out.gauge(
                 "rpi_filesystem_device_error",
@@ -281,7 +329,6 @@ impl Collector for FilesystemCollector {
             .sample_owned(labels(), f64::from(u8::from(error)));
             match outcome {
                 StatOutcome::Stats(st) => {
-                    #[allow(clippy::cast_precision_loss)]
                     let values = [
                         (
                             "rpi_filesystem_size_bytes",

@@ -5,6 +5,7 @@
 //! count against `--web.max-requests`. The web configuration is looked up per connection (TLS)
 //! and per request (auth, headers), so a changed file applies without restart.
 
+mod gzip;
 mod health;
 mod negotiate;
 
@@ -57,6 +58,7 @@ pub struct App {
     read_header_timeout: Duration,
     /// Size of the last rendered scrape, to allocate the next one in one go.
     last_body_len: AtomicUsize,
+    gzip: gzip::Gzip,
 }
 
 impl App {
@@ -74,6 +76,7 @@ impl App {
             scrape_permits: (max_requests > 0).then(|| Arc::new(Semaphore::new(max_requests))),
             read_header_timeout,
             last_body_len: AtomicUsize::new(16 * 1024),
+            gzip: gzip::Gzip::new(),
         }
     }
 
@@ -183,7 +186,7 @@ impl App {
             TEXT_CONTENT_TYPE
         };
         let mut response = if negotiate::accepts_gzip(headers) {
-            match gzip(body.as_bytes()) {
+            match self.gzip.compress(body.as_bytes()) {
                 Ok(compressed) => {
                     let mut r = Response::new(Body::from(compressed));
                     r.headers_mut()
@@ -240,17 +243,6 @@ fn with_type(mut r: Response<Body>, content_type: &'static str) -> Response<Body
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
-}
-
-fn gzip(data: &[u8]) -> io::Result<Vec<u8>> {
-    use std::io::Write as _;
-    // Fast level: the body is small and the Pi's CPU is the scarce resource.
-    let mut encoder = flate2::write::GzEncoder::new(
-        Vec::with_capacity(data.len() / 4),
-        flate2::Compression::fast(),
-    );
-    encoder.write_all(data)?;
-    encoder.finish()
 }
 
 fn html_escape(s: &str) -> String {

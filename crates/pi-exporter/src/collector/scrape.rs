@@ -1,0 +1,487 @@
+//! Running the collectors for one scrape.
+//!
+//! A scrape queues its collectors and hands them to one worker on the blocking pool, which runs
+//! them one after another: one thread hand-off per scrape instead of one per collector, which
+//! is what keeps a scrape cheap on a busy Pi. If the worker stalls in a collector (a hung mount,
+//! a wedged bus), a further worker takes over the rest of the queue, so a stuck source costs
+//! only its own collector. Every collector is bounded by the scrape's deadline; one still stuck
+//! from an earlier scrape is not started again until its call returns, so hung sources never
+//! pile up threads. Runs of one collector never overlap (two Prometheus servers scraping at
+//! once take turns).
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use super::Collector;
+use crate::metrics::MetricSet;
+
+/// How long a worker may stay in one collector before another worker takes over the queue.
+const STALL: Duration = Duration::from_millis(25);
+
+struct Slot {
+    name: &'static str,
+    collector: Arc<dyn Collector>,
+    /// Held for the whole run, so runs of this collector never overlap.
+    run_lock: Mutex<()>,
+    state: Mutex<RunState>,
+    /// Whether the previous run succeeded, so failures are logged once per change.
+    last_ok: AtomicBool,
+}
+
+/// Whether a collector is running, and whether a scrape gave up waiting for that run.
+#[derive(Default)]
+struct RunState {
+    since: Option<Instant>,
+    /// A scrape's deadline passed while this run was still going: it is stuck in its source.
+    /// Set and cleared under the same lock as `since`, so a run that ends just as the scrape
+    /// gives up is never marked stuck.
+    abandoned: bool,
+}
+
+/// What one collector produced in one scrape.
+struct Outcome {
+    ok: bool,
+    duration: Duration,
+    metrics: Option<MetricSet>,
+}
+
+/// The shared state of one scrape, between the async side and its workers.
+struct Run {
+    slots: Arc<[Slot]>,
+    queue: Mutex<VecDeque<usize>>,
+    outcomes: Mutex<Vec<Option<Outcome>>>,
+    /// Collectors taken from the queue and finished.
+    finished: AtomicUsize,
+    /// Collectors still to finish; the worker that brings it to zero wakes the scrape.
+    remaining: AtomicUsize,
+    done: Notify,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Run {
+    /// Takes collectors off the queue until it is empty.
+    fn work(&self) {
+        loop {
+            let Some(index) = lock(&self.queue).pop_front() else {
+                return;
+            };
+            let outcome = self.slots[index].run();
+            // Empty once the scrape has returned without this (late) result.
+            if let Some(entry) = lock(&self.outcomes).get_mut(index) {
+                *entry = Some(outcome);
+            }
+            self.finished.fetch_add(1, Ordering::AcqRel);
+            if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                self.done.notify_one();
+            }
+        }
+    }
+}
+
+impl Slot {
+    fn run(&self) -> Outcome {
+        let _turn = lock(&self.run_lock);
+        let started = Instant::now();
+        lock(&self.state).since = Some(started);
+        let mut metrics = MetricSet::new();
+        let result = catch_unwind(AssertUnwindSafe(|| self.collector.collect(&mut metrics)));
+        *lock(&self.state) = RunState::default();
+        let ok = match result {
+            Ok(Ok(())) => {
+                self.note(true, "");
+                true
+            }
+            Ok(Err(e)) => {
+                self.note(false, &e.to_string());
+                false
+            }
+            Err(_) => {
+                // A bug, not bad input: contained here and reported as a failure.
+                self.note(false, "collector panicked");
+                metrics = MetricSet::new();
+                false
+            }
+        };
+        Outcome {
+            ok,
+            duration: started.elapsed(),
+            metrics: Some(metrics),
+        }
+    }
+
+    fn is_stuck(&self) -> bool {
+        lock(&self.state).abandoned
+    }
+
+    /// Called when a scrape ends without this collector's result; returns how long it has run.
+    fn give_up(&self) -> Duration {
+        let mut state = lock(&self.state);
+        match state.since {
+            Some(since) => {
+                state.abandoned = true;
+                since.elapsed()
+            }
+            None => Duration::ZERO,
+        }
+    }
+
+    fn note(&self, ok: bool, reason: &str) {
+        let was_ok = self.last_ok.swap(ok, Ordering::AcqRel);
+        match (was_ok, ok) {
+            (true, false) => tracing::warn!(collector = self.name, "collector failed: {reason}"),
+            (false, false) => {
+                tracing::debug!(collector = self.name, "collector still failing: {reason}")
+            }
+            (false, true) => tracing::info!(collector = self.name, "collector recovered"),
+            (true, true) => {}
+        }
+    }
+}
+
+/// Runs the enabled collectors for each scrape.
+pub struct Scraper {
+    slots: Arc<[Slot]>,
+    timeout: Duration,
+}
+
+impl fmt::Debug for Scraper {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<_> = self.slots.iter().map(|s| s.name).collect();
+        f.debug_struct("Scraper")
+            .field("collectors", &names)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl Scraper {
+    /// `timeout` bounds every collector of a scrape.
+    pub fn new(collectors: Vec<(&'static str, Arc<dyn Collector>)>, timeout: Duration) -> Self {
+        let slots = collectors
+            .into_iter()
+            .map(|(name, collector)| Slot {
+                name,
+                collector,
+                run_lock: Mutex::new(()),
+                state: Mutex::new(RunState::default()),
+                last_ok: AtomicBool::new(true),
+            })
+            .collect();
+        Self { slots, timeout }
+    }
+
+    /// Names of the collectors this scraper runs.
+    pub fn collector_names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.slots.iter().map(|s| s.name)
+    }
+
+    /// Runs every collector and returns their metrics followed by the exporter's own.
+    /// `deadline` (for example from Prometheus' scrape-timeout header) shortens the timeout.
+    pub async fn scrape(&self, deadline: Option<Duration>) -> MetricSet {
+        let timeout = deadline.map_or(self.timeout, |d| d.min(self.timeout));
+        let until = tokio::time::Instant::now() + timeout;
+
+        let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(self.slots.len());
+        let mut queue = VecDeque::with_capacity(self.slots.len());
+        for (index, slot) in self.slots.iter().enumerate() {
+            if slot.is_stuck() {
+                slot.note(
+                    false,
+                    "previous run is still stuck in its source; not started",
+                );
+                outcomes.push(Some(Outcome {
+                    ok: false,
+                    duration: Duration::ZERO,
+                    metrics: None,
+                }));
+            } else {
+                outcomes.push(None);
+                queue.push_back(index);
+            }
+        }
+        let run = Arc::new(Run {
+            slots: Arc::clone(&self.slots),
+            remaining: AtomicUsize::new(queue.len()),
+            queue: Mutex::new(queue),
+            outcomes: Mutex::new(outcomes),
+            finished: AtomicUsize::new(0),
+            done: Notify::new(),
+        });
+
+        if run.remaining.load(Ordering::Acquire) > 0 {
+            spawn_worker(&run);
+            let mut workers = 1;
+            let mut seen_finished = 0;
+            loop {
+                tokio::select! {
+                    () = run.done.notified() => break,
+                    () = tokio::time::sleep_until(until) => break,
+                    () = tokio::time::sleep(STALL) => {
+                        let finished = run.finished.load(Ordering::Acquire);
+                        // No progress and work left: the worker is stuck or starved; add one,
+                        // at most one per collector.
+                        if finished == seen_finished && !lock(&run.queue).is_empty() && workers < self.slots.len() {
+                            spawn_worker(&run);
+                            workers += 1;
+                        }
+                        seen_finished = finished;
+                    }
+                }
+            }
+            // Collectors not started by the deadline are not started late.
+            lock(&run.queue).clear();
+        }
+
+        let outcomes = std::mem::take(&mut *lock(&run.outcomes));
+        let mut report = Vec::with_capacity(outcomes.len());
+        for (slot, outcome) in self.slots.iter().zip(outcomes) {
+            let outcome = outcome.unwrap_or_else(|| {
+                slot.note(false, &format!("did not finish within {timeout:?}"));
+                Outcome {
+                    ok: false,
+                    duration: slot.give_up(),
+                    metrics: None,
+                }
+            });
+            report.push((slot.name, outcome));
+        }
+        assemble(report)
+    }
+}
+
+fn spawn_worker(run: &Arc<Run>) {
+    let run = Arc::clone(run);
+    // The handle is not awaited: the scrape waits on `done` or its deadline, never on a thread.
+    drop(tokio::task::spawn_blocking(move || run.work()));
+}
+
+fn assemble(outcomes: Vec<(&'static str, Outcome)>) -> MetricSet {
+    let mut out = MetricSet::new();
+    let mut status = MetricSet::new();
+    for (name, outcome) in outcomes {
+        status
+            .gauge(
+                "rpi_exporter_collector_success",
+                "Whether the collector read its source completely in this scrape (1) or not (0)",
+            )
+            .sample([("collector", name)], if outcome.ok { 1.0 } else { 0.0 });
+        status
+            .gauge(
+                "rpi_exporter_collector_duration_seconds",
+                "How long the collector took in this scrape",
+            )
+            .sample([("collector", name)], outcome.duration.as_secs_f64());
+        if let Some(metrics) = outcome.metrics {
+            out.append(metrics);
+        }
+    }
+    out.append(status);
+    out.gauge(
+        "rpi_exporter_build_info",
+        "A metric with a constant value 1 labelled with the exporter's version, revision and compiler",
+    )
+    .sample(
+        [
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("revision", env!("PI_EXPORTER_REVISION")),
+            ("rustc", env!("PI_EXPORTER_RUSTC")),
+        ],
+        1.0,
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collector::CollectError;
+    use std::sync::mpsc;
+
+    struct Fixed(f64);
+    impl Collector for Fixed {
+        fn collect(&self, out: &mut MetricSet) -> Result<(), CollectError> {
+            out.gauge("rpi_test_value", "test").sample([], self.0);
+            Ok(())
+        }
+    }
+
+    struct Partial;
+    impl Collector for Partial {
+        fn collect(&self, out: &mut MetricSet) -> Result<(), CollectError> {
+            out.gauge("rpi_partial_value", "test").sample([], 7.0);
+            Err(CollectError::Other("second source broken".into()))
+        }
+    }
+
+    /// Blocks until released, like a statvfs on a dead NFS server.
+    struct Hung(Mutex<mpsc::Receiver<()>>);
+    impl Collector for Hung {
+        fn collect(&self, out: &mut MetricSet) -> Result<(), CollectError> {
+            let _ = lock(&self.0).recv();
+            out.gauge("rpi_hung_value", "test").sample([], 1.0);
+            Ok(())
+        }
+    }
+
+    struct Panics;
+    impl Collector for Panics {
+        fn collect(&self, _: &mut MetricSet) -> Result<(), CollectError> {
+            panic!("bug in a collector");
+        }
+    }
+
+    /// Sleeps, to make two concurrent scrapes overlap.
+    struct Slow;
+    impl Collector for Slow {
+        fn collect(&self, out: &mut MetricSet) -> Result<(), CollectError> {
+            std::thread::sleep(Duration::from_millis(40));
+            out.gauge("rpi_slow_value", "test").sample([], 1.0);
+            Ok(())
+        }
+    }
+
+    fn value(set: &MetricSet, name: &str, collector: &str) -> Option<f64> {
+        set.get(name)?
+            .samples
+            .iter()
+            .find(|s| {
+                s.labels
+                    .iter()
+                    .any(|(k, v)| *k == "collector" && v == collector)
+            })
+            .map(|s| s.value)
+    }
+
+    fn single(set: &MetricSet, name: &str) -> Option<f64> {
+        set.get(name)
+            .and_then(|f| f.samples.first())
+            .map(|s| s.value)
+    }
+
+    #[tokio::test]
+    async fn hung_collector_costs_only_itself_and_is_not_restarted_while_stuck() {
+        let (release, rx) = mpsc::channel();
+        // The hung collector comes first, so the collector after it needs the takeover worker.
+        let scraper = Scraper::new(
+            vec![
+                ("hung", Arc::new(Hung(Mutex::new(rx)))),
+                ("fixed", Arc::new(Fixed(3.0))),
+            ],
+            Duration::from_millis(300),
+        );
+        let first = scraper.scrape(None).await;
+        assert_eq!(single(&first, "rpi_test_value"), Some(3.0));
+        assert_eq!(
+            value(&first, "rpi_exporter_collector_success", "fixed"),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&first, "rpi_exporter_collector_success", "hung"),
+            Some(0.0)
+        );
+        assert!(first.get("rpi_hung_value").is_none());
+
+        // Still stuck: the second scrape fails it at once instead of waiting or starting it.
+        let started = Instant::now();
+        let second = scraper.scrape(None).await;
+        assert!(
+            started.elapsed() < Duration::from_millis(250),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            value(&second, "rpi_exporter_collector_success", "hung"),
+            Some(0.0)
+        );
+        assert_eq!(
+            value(&second, "rpi_exporter_collector_duration_seconds", "hung"),
+            Some(0.0)
+        );
+        assert_eq!(
+            value(&second, "rpi_exporter_collector_success", "fixed"),
+            Some(1.0)
+        );
+
+        // Unstick it; the next scrape runs it again and succeeds (one more message unblocks it).
+        release.send(()).expect("send");
+        release.send(()).expect("send");
+        let mut recovered = false;
+        for _ in 0..50 {
+            let scrape = scraper.scrape(None).await;
+            if value(&scrape, "rpi_exporter_collector_success", "hung") == Some(1.0) {
+                recovered = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(recovered, "hung collector never recovered");
+    }
+
+    #[tokio::test]
+    async fn partial_results_are_kept_and_panics_are_contained() {
+        let scraper = Scraper::new(
+            vec![
+                ("partial", Arc::new(Partial)),
+                ("panics", Arc::new(Panics)),
+                ("fixed", Arc::new(Fixed(1.0))),
+            ],
+            Duration::from_secs(5),
+        );
+        let set = scraper.scrape(None).await;
+        assert_eq!(single(&set, "rpi_partial_value"), Some(7.0));
+        assert_eq!(
+            value(&set, "rpi_exporter_collector_success", "partial"),
+            Some(0.0)
+        );
+        assert_eq!(
+            value(&set, "rpi_exporter_collector_success", "panics"),
+            Some(0.0)
+        );
+        assert_eq!(
+            value(&set, "rpi_exporter_collector_success", "fixed"),
+            Some(1.0)
+        );
+        assert!(set.get("rpi_exporter_build_info").is_some());
+    }
+
+    #[tokio::test]
+    async fn concurrent_scrapes_take_turns_and_both_succeed() {
+        let scraper = Arc::new(Scraper::new(
+            vec![("slow", Arc::new(Slow))],
+            Duration::from_secs(5),
+        ));
+        let (a, b) = tokio::join!(scraper.scrape(None), scraper.scrape(None));
+        for set in [a, b] {
+            assert_eq!(
+                value(&set, "rpi_exporter_collector_success", "slow"),
+                Some(1.0)
+            );
+            assert_eq!(single(&set, "rpi_slow_value"), Some(1.0));
+        }
+    }
+
+    #[tokio::test]
+    async fn the_scrape_deadline_shortens_the_timeout() {
+        let (_release, rx) = mpsc::channel::<()>();
+        let scraper = Scraper::new(
+            vec![("hung", Arc::new(Hung(Mutex::new(rx))))],
+            Duration::from_secs(60),
+        );
+        let started = Instant::now();
+        let set = scraper.scrape(Some(Duration::from_millis(100))).await;
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert_eq!(
+            value(&set, "rpi_exporter_collector_success", "hung"),
+            Some(0.0)
+        );
+    }
+}
