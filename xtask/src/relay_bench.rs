@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 
-const USAGE: &str = "usage: cargo xtask relay-bench [--webhooks N] [--connections C]";
+const USAGE: &str = "usage: cargo xtask relay-bench [--webhooks N] [--connections C] [--binary PATH (skip the release build)]";
 
 struct Relay(Child);
 
@@ -29,6 +29,7 @@ impl Drop for Relay {
 pub(crate) fn run(args: &[String]) -> Result<()> {
     let mut webhooks = 20_000usize;
     let mut connections = 16usize;
+    let mut binary = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let value =
@@ -36,6 +37,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         match a.as_str() {
             "--webhooks" => webhooks = value()?,
             "--connections" => connections = value()?,
+            "--binary" => binary = Some(PathBuf::from(it.clone().next().context(USAGE)?)),
             _ => bail!("unknown argument {a:?}\n{USAGE}"),
         }
         it.next();
@@ -43,8 +45,13 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     if webhooks < connections || connections == 0 {
         bail!("--webhooks must be at least --connections\n{USAGE}");
     }
-    crate::cargo(&["build", "--release", "--locked", "-p", "alert-relay"])?;
-    let binary = crate::root().join("target/release/alert-relay");
+    let binary = match binary {
+        Some(b) => b,
+        None => {
+            crate::cargo(&["build", "--release", "--locked", "-p", "alert-relay"])?;
+            crate::root().join("target/release/alert-relay")
+        }
+    };
     let dir = std::env::temp_dir().join(format!("alert-relay-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let result = bench(&binary, &dir, webhooks, connections);

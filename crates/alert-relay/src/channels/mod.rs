@@ -7,6 +7,7 @@
 //! reference of the firing message.
 
 pub mod discord;
+pub mod email;
 pub mod matrix;
 pub mod ntfy;
 pub mod pushover;
@@ -412,6 +413,7 @@ async fn send(a: &Attempt<'_>, msg: &Message, formatted: bool) -> Outcome {
             );
             classify_with(a, req, matrix::classify).await
         }
+        ChannelKind::Email(settings) => email::send(a, settings, msg).await,
         ChannelKind::Pushover {
             token,
             user_key,

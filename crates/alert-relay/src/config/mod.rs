@@ -201,6 +201,28 @@ pub enum ChannelKind {
         user_key: Secret,
         priority: i8,
     },
+    Email(EmailSettings),
+}
+
+#[derive(Debug, Clone)]
+pub struct EmailSettings {
+    pub host: String,
+    pub port: u16,
+    pub tls: EmailTls,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub from: lettre::message::Mailbox,
+    pub to: Vec<lettre::message::Mailbox>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmailTls {
+    /// Plain connection upgraded with STARTTLS, which must succeed.
+    Starttls,
+    /// TLS from the first byte (SMTPS, port 465).
+    Implicit,
+    /// No TLS: only for a relay on the same host or in tests.
+    None,
 }
 
 #[derive(Debug)]
@@ -228,6 +250,7 @@ impl ChannelKind {
             ChannelKind::Teams { .. } => "teams",
             ChannelKind::Matrix { .. } => "matrix",
             ChannelKind::Pushover { .. } => "pushover",
+            ChannelKind::Email(_) => "email",
         }
     }
 }
@@ -363,6 +386,23 @@ const CHANNEL_KEYS: &[(&str, &[&str], Rate)] = &[
         ],
         Rate {
             per_second: 2.0,
+            burst: 5,
+        },
+    ),
+    (
+        "email",
+        &[
+            "smarthost",
+            "tls",
+            "username",
+            "password",
+            "password_file",
+            "password_env",
+            "from",
+            "to",
+        ],
+        Rate {
+            per_second: 1.0,
             burst: 5,
         },
     ),
@@ -925,15 +965,10 @@ fn channel(name: &str, rc: RawChannel, ctx: &Ctx<'_>) -> Result<ChannelConfig, C
     let Some((_, allowed, default_rate)) = CHANNEL_KEYS.iter().find(|(t, _, _)| *t == rc.kind)
     else {
         let known: Vec<&str> = CHANNEL_KEYS.iter().map(|(t, _, _)| *t).collect();
-        let hint = if rc.kind == "email" {
-            " (email is not implemented yet)"
-        } else {
-            ""
-        };
         return Err(invalid(
             format!("{prefix}type"),
             format!(
-                "unknown channel type {:?}{hint}; known: {}",
+                "unknown channel type {:?}; known: {}",
                 rc.kind,
                 known.join(", ")
             ),
@@ -946,6 +981,12 @@ fn channel(name: &str, rc: RawChannel, ctx: &Ctx<'_>) -> Result<ChannelConfig, C
                 format!("not a key of a {} channel", rc.kind),
             ));
         }
+    }
+    if rc.kind == "email" && rc.api_url.is_some() {
+        return Err(invalid(
+            format!("{prefix}api_url"),
+            "email channels name their SMTP server in smarthost",
+        ));
     }
     let api_url = match &rc.api_url {
         Some(u) => {
@@ -1241,6 +1282,71 @@ fn channel(name: &str, rc: RawChannel, ctx: &Ctx<'_>) -> Result<ChannelConfig, C
                 },
             },
         },
+        "email" => {
+            let smarthost = required("smarthost", &rc.smarthost)?;
+            let (host, port) = smarthost
+                .rsplit_once(':')
+                .and_then(|(h, p)| {
+                    Some((
+                        h.trim_start_matches('[').trim_end_matches(']').to_owned(),
+                        p.parse::<u16>().ok()?,
+                    ))
+                })
+                .filter(|(h, _)| !h.is_empty())
+                .ok_or_else(|| {
+                    invalid(
+                        format!("{prefix}smarthost"),
+                        "must be host:port, e.g. smtp.example.org:587",
+                    )
+                })?;
+            let tls = match rc.tls.as_deref() {
+                None | Some("starttls") => EmailTls::Starttls,
+                Some("tls") => EmailTls::Implicit,
+                Some("none") => EmailTls::None,
+                Some(_) => {
+                    return Err(invalid(
+                        format!("{prefix}tls"),
+                        "use starttls (default), tls or none",
+                    ));
+                }
+            };
+            let password = ctx.secret(
+                &prefix,
+                "password",
+                rc.password.as_ref(),
+                rc.password_file.as_ref(),
+                rc.password_env.as_ref(),
+            )?;
+            if password.is_some() != rc.username.is_some() {
+                return Err(invalid(
+                    format!("{prefix}username"),
+                    "set username and password_file together",
+                ));
+            }
+            let mailbox = |key: String, v: &str| {
+                v.parse::<lettre::message::Mailbox>()
+                    .map_err(|e| invalid(key, format!("{v:?} is not a mail address: {e}")))
+            };
+            let from = mailbox(format!("{prefix}from"), &required("from", &rc.from)?)?;
+            let to = rc.to.clone().unwrap_or_default();
+            if to.is_empty() {
+                return Err(invalid(format!("{prefix}to"), "needs at least one address"));
+            }
+            let to = to
+                .iter()
+                .enumerate()
+                .map(|(i, t)| mailbox(format!("{prefix}to[{i}]"), t))
+                .collect::<Result<Vec<_>, _>>()?;
+            ChannelKind::Email(EmailSettings {
+                host,
+                port,
+                tls,
+                username: rc.username.clone(),
+                password,
+                from,
+                to,
+            })
+        }
         // CHANNEL_KEYS lists exactly the types above.
         other => {
             return Err(invalid(

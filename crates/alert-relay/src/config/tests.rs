@@ -125,8 +125,12 @@ fn errors_name_the_key() {
             "channels.c.type: unknown channel type \"pager\"",
         ),
         (
-            "channels: { c: { type: email } }",
-            "email is not implemented yet",
+            "channels: { c: { type: email, smarthost: 'smtp:587', from: 'a@b', to: ['nope'] } }",
+            "channels.c.to[0]: \"nope\" is not a mail address",
+        ),
+        (
+            "channels: { c: { type: email, smarthost: smtp, from: 'a@b', to: ['c@d'] } }",
+            "channels.c.smarthost: must be host:port",
         ),
         (
             "channels: { c: { type: telegram, bot_token_env: NOPE, chat_id: 1 } }",
@@ -215,6 +219,7 @@ fn the_deployed_example_is_valid() {
         ("pushover-user", "user"),
         ("twilio", "tok"),
         ("archive-hmac", "k"),
+        ("smtp", "pw"),
     ] {
         s.files
             .insert(Path::new("/etc/alert-relay").join(file), value.into());
@@ -225,5 +230,5 @@ fn the_deployed_example_is_valid() {
         Err(e) => panic!("deploy/alert-relay.example.yml: {e}"),
     };
     assert_eq!(c.listen.port(), DEFAULT_PORT);
-    assert_eq!(c.channels.len(), 10);
+    assert_eq!(c.channels.len(), 11);
 }

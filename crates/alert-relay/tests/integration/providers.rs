@@ -387,3 +387,135 @@ async fn each_sms_number_is_its_own_destination() {
     assert_eq!(relay.metric("alert_relay_notifications_delivered_total{channel=\"c\",destination=\"c/+447700900123\"}").await, 1.0);
     assert_eq!(relay.metric("alert_relay_notifications_delivered_total{channel=\"c\",destination=\"c/+447700900124\"}").await, 1.0);
 }
+
+/// A minimal SMTP server on loopback (no TLS): records each mail's envelope and data.
+async fn fake_smtp(
+    reject_first_rcpt_with: Option<&'static str>,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<(Vec<String>, String)>>>,
+) {
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let mails = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let store = std::sync::Arc::clone(&mails);
+    tokio::spawn(async move {
+        let mut reject = reject_first_rcpt_with;
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (r, mut w) = stream.into_split();
+            let mut lines = BufReader::new(r).lines();
+            let _ = w.write_all(b"220 fake ESMTP\r\n").await;
+            let mut rcpt = Vec::new();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let upper = line.to_ascii_uppercase();
+                let reply: String = if upper.starts_with("EHLO") || upper.starts_with("HELO") {
+                    "250-fake\r\n250 8BITMIME\r\n".into()
+                } else if upper.starts_with("MAIL FROM") {
+                    "250 ok\r\n".into()
+                } else if upper.starts_with("RCPT TO") {
+                    match reject.take() {
+                        Some(r) => format!("{r}\r\n"),
+                        None => {
+                            rcpt.push(line[8..].trim().to_owned());
+                            "250 ok\r\n".into()
+                        }
+                    }
+                } else if upper.starts_with("DATA") {
+                    let _ = w.write_all(b"354 go ahead\r\n").await;
+                    let mut data = String::new();
+                    while let Ok(Some(l)) = lines.next_line().await {
+                        if l == "." {
+                            break;
+                        }
+                        data.push_str(&l);
+                        data.push('\n');
+                    }
+                    store
+                        .lock()
+                        .expect("mails")
+                        .push((std::mem::take(&mut rcpt), data));
+                    "250 queued\r\n".into()
+                } else if upper.starts_with("QUIT") {
+                    let _ = w.write_all(b"221 bye\r\n").await;
+                    break;
+                } else if upper.starts_with("RSET") || upper.starts_with("NOOP") {
+                    "250 ok\r\n".into()
+                } else {
+                    "502 not implemented\r\n".into()
+                };
+                if w.write_all(reply.as_bytes()).await.is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    (addr, mails)
+}
+
+#[tokio::test]
+async fn email_over_smtp_threads_the_resolved_mail_and_retries_4xx() {
+    let (addr, mails) = fake_smtp(Some("451 4.3.0 try again later")).await;
+    let fake = Fake::start(Reply::new(200, "")).await;
+    let dir = tempdir();
+    let relay = Relay::start(
+        dir.path(),
+        &single(
+            &fake,
+            &format!(
+                "{{ type: email, smarthost: '{addr}', tls: none, from: 'Relay <relay@example.org>', to: ['ops@example.org', 'lead@example.org'] }}"
+            ),
+        ),
+    );
+    assert_eq!(
+        relay
+            .post("/webhook", webhook(&[("00000000000000e9", "firing")], ""))
+            .await
+            .0,
+        200
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while mails.lock().expect("mails").is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no mail");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        relay
+            .post("/webhook", webhook(&[("00000000000000e9", "resolved")], ""))
+            .await
+            .0,
+        200
+    );
+    while mails.lock().expect("mails").len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "no resolved mail");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mails = mails.lock().expect("mails").clone();
+    assert_eq!(mails[0].0, ["<ops@example.org>", "<lead@example.org>"]);
+    let (firing, resolved) = (&mails[0].1, &mails[1].1);
+    assert!(
+        firing.contains("Subject: [FIRING] PiHot on 00000000000000e9:9831"),
+        "{firing}"
+    );
+    let id = firing
+        .lines()
+        .find_map(|l| l.strip_prefix("Message-ID: "))
+        .expect("message id")
+        .to_owned();
+    assert!(
+        resolved.contains(&format!("In-Reply-To: {id}")),
+        "{resolved}"
+    );
+    assert!(
+        resolved.contains("Resolved after firing for 15m"),
+        "{resolved}"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let m = relay.metrics().await;
+    assert!(m.contains(r#"alert_relay_notifications_failed_total{channel="c",destination="c",reason="server_error"} 1"#), "{m}");
+}

@@ -1,0 +1,171 @@
+//! `type: email`: SMTP with STARTTLS (default), implicit TLS or none, via lettre over rustls
+//! with the process's ring provider. One mail per notification to every `to` address
+//! (text and HTML alternatives); the resolved mail replies to the firing one (`In-Reply-To`
+//! and `References` name the firing mail's `Message-ID`, which the relay generates from the
+//! delivery id). SMTP 5xx is permanent, 4xx and connection failures are retried.
+
+use lettre::message::{MultiPart, header};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::{AsyncSmtpTransport, AsyncTransport as _, Tokio1Executor};
+
+use super::{Attempt, Outcome};
+use crate::config::{EmailSettings, EmailTls};
+use crate::render::Message;
+use crate::render::text::{escape_html, truncate_chars};
+
+/// The mail, with a `Message-ID` derived from the delivery id.
+pub fn build(
+    s: &EmailSettings,
+    msg: &Message,
+    delivery_id: i64,
+    firing_ref: Option<&str>,
+) -> Result<(lettre::Message, String), String> {
+    let domain = s.from.email.domain().to_owned();
+    let message_id = format!("<alert-relay-{delivery_id}@{domain}>");
+    let mut b = lettre::Message::builder()
+        .from(s.from.clone())
+        .subject(truncate_chars(&msg.title, 250))
+        .message_id(Some(message_id.clone()))
+        .header(header::UserAgent::from(
+            concat!("alert-relay/", env!("CARGO_PKG_VERSION")).to_owned(),
+        ));
+    for to in &s.to {
+        b = b.to(to.clone());
+    }
+    if let Some(r) = firing_ref {
+        b = b.in_reply_to(r.to_owned()).references(r.to_owned());
+    }
+    let text = msg.plain_text();
+    let mut html = format!(
+        "<h3>{}</h3><p>{}</p>",
+        escape_html(&msg.title),
+        escape_html(&msg.plain_body()).replace('\n', "<br>")
+    );
+    if !msg.links.is_empty() {
+        let links: Vec<String> = msg
+            .links
+            .iter()
+            .map(|l| {
+                format!(
+                    "<a href=\"{}\">{}</a>",
+                    escape_html(&l.url),
+                    escape_html(&l.name)
+                )
+            })
+            .collect();
+        html.push_str(&format!("<p>{}</p>", links.join(" · ")));
+    }
+    let mail = b
+        .multipart(MultiPart::alternative_plain_html(text, html))
+        .map_err(|e| e.to_string())?;
+    Ok((mail, message_id))
+}
+
+fn transport(
+    s: &EmailSettings,
+    a: &Attempt<'_>,
+) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
+    let tls = |host: &str| TlsParameters::new(host.to_owned()).map_err(|e| format!("TLS: {e}"));
+    let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&s.host).port(s.port);
+    b = match s.tls {
+        EmailTls::Starttls => b.tls(Tls::Required(tls(&s.host)?)),
+        EmailTls::Implicit => b.tls(Tls::Wrapper(tls(&s.host)?)),
+        EmailTls::None => b.tls(Tls::None),
+    };
+    if let (Some(user), Some(password)) = (&s.username, &s.password) {
+        b = b.credentials(Credentials::new(user.clone(), password.expose().to_owned()));
+    }
+    Ok(b.timeout(Some(a.timeout)).build())
+}
+
+pub async fn send(a: &Attempt<'_>, s: &EmailSettings, msg: &Message) -> Outcome {
+    let (mail, message_id) = match build(s, msg, a.delivery_id, a.firing_ref) {
+        Ok(m) => m,
+        Err(e) => {
+            return Outcome::Permanent {
+                reason: "rejected",
+                detail: format!("cannot build the mail: {e}"),
+            };
+        }
+    };
+    let transport = match transport(s, a) {
+        Ok(t) => t,
+        Err(e) => {
+            return Outcome::Permanent {
+                reason: "rejected",
+                detail: e,
+            };
+        }
+    };
+    match transport.send(mail).await {
+        Ok(_) => Outcome::Delivered {
+            reference: Some(message_id),
+            pause: None,
+        },
+        Err(e) => classify(&e),
+    }
+}
+
+fn classify(e: &lettre::transport::smtp::Error) -> Outcome {
+    let detail = e.to_string();
+    let code = e.status().map(|c| c.to_string()).unwrap_or_default();
+    if e.is_permanent() {
+        let reason = if code.starts_with("535") || code.starts_with("530") {
+            "auth"
+        } else {
+            "rejected"
+        };
+        Outcome::Permanent { reason, detail }
+    } else if e.is_transient() {
+        Outcome::Retry {
+            reason: "server_error",
+            after: None,
+            detail,
+        }
+    } else if e.is_timeout() {
+        Outcome::Retry {
+            reason: "timeout",
+            after: None,
+            detail,
+        }
+    } else {
+        Outcome::Retry {
+            reason: "network",
+            after: None,
+            detail,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channels::testing::message;
+
+    #[test]
+    fn mail_threads_the_resolved_message() {
+        let s = EmailSettings {
+            host: "smtp.example.org".into(),
+            port: 587,
+            tls: EmailTls::Starttls,
+            username: None,
+            password: None,
+            from: "Relay <relay@example.org>".parse().expect("from"),
+            to: vec!["ops@example.org".parse().expect("to")],
+        };
+        let (mail, id) =
+            build(&s, &message(false), 9, Some("<alert-relay-3@example.org>")).expect("mail");
+        assert_eq!(id, "<alert-relay-9@example.org>");
+        let text = String::from_utf8(mail.formatted()).expect("utf8");
+        assert!(
+            text.contains("In-Reply-To: <alert-relay-3@example.org>"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Subject: [RESOLVED] PiHot on pi-18:9831"),
+            "{text}"
+        );
+        assert!(text.contains("multipart/alternative"));
+    }
+}
