@@ -3,7 +3,10 @@
 
 mod alertmanager;
 mod crash;
+mod delivery;
 mod hostile;
 mod intake;
 mod providers;
 mod support;
+mod systemd;
+mod tls;
