@@ -174,7 +174,7 @@ fn start_sink() -> Result<SocketAddr> {
                     Err(_) => return,
                 });
                 let mut stream = stream;
-                while read_request(&mut reader).is_ok() {
+                while read_message(&mut reader).is_ok() {
                     if stream
                         .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
                         .is_err()
@@ -188,7 +188,13 @@ fn start_sink() -> Result<SocketAddr> {
     Ok(addr)
 }
 
-fn read_request(reader: &mut BufReader<TcpStream>) -> Result<()> {
+/// Reads one HTTP/1.1 message (request or response) with a `Content-Length` body; returns its
+/// first line.
+fn read_message(reader: &mut BufReader<TcpStream>) -> Result<String> {
+    let mut first = String::new();
+    if reader.read_line(&mut first)? == 0 {
+        bail!("closed");
+    }
     let mut length = 0usize;
     let mut line = String::new();
     loop {
@@ -208,37 +214,7 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Result<()> {
     }
     let mut body = vec![0; length];
     reader.read_exact(&mut body)?;
-    Ok(())
-}
-
-/// Reads one response; returns its status.
-fn read_response(reader: &mut BufReader<TcpStream>) -> Result<u16> {
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let status: u16 = line
-        .split_whitespace()
-        .nth(1)
-        .context("no status line")?
-        .parse()?;
-    let mut length = 0usize;
-    loop {
-        line.clear();
-        if reader.read_line(&mut line)? == 0 {
-            bail!("closed");
-        }
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = l.split_once(':')
-            && k.eq_ignore_ascii_case("content-length")
-        {
-            length = v.trim().parse()?;
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body)?;
-    Ok(status)
+    Ok(first)
 }
 
 fn load(addr: SocketAddr, connection: usize, count: usize) -> Result<Vec<Duration>> {
@@ -258,7 +234,11 @@ fn load(addr: SocketAddr, connection: usize, count: usize) -> Result<Vec<Duratio
             "POST /webhook HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\nUser-Agent: Alertmanager/0.34.0\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         )?;
-        let status = read_response(&mut reader)?;
+        let status: u16 = read_message(&mut reader)?
+            .split_whitespace()
+            .nth(1)
+            .context("no status line")?
+            .parse()?;
         latencies.push(start.elapsed());
         if status != 200 {
             bail!("webhook answered {status}");

@@ -87,6 +87,13 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         .apply(config.destinations(), config.delivery.clone())
         .await?;
     queue_slot.set(Arc::clone(&engine) as Arc<dyn metrics::QueueStats>);
+    let configured = config.destinations();
+    for (dest, n) in store.read(|b| b.pending_destinations()).await? {
+        if !configured.contains_key(&dest) {
+            // Kept, not dropped: putting the destination back into the file delivers them.
+            tracing::warn!(destination = %dest, pending = n, "deliveries wait for a destination that is no longer configured");
+        }
+    }
     let retention = config.storage.retention;
     let live = Arc::new(Live::new(config_path.to_owned(), config));
     let app = Arc::new(App {

@@ -168,6 +168,14 @@ impl App {
                 return json_error(StatusCode::BAD_REQUEST, e.reason(), &e.to_string());
             }
         };
+        if notification.truncated_alerts > 0 {
+            // Alertmanager's max_alerts cut the list: the alerts left out never reach us.
+            tracing::warn!(
+                group_key = %notification.group_key,
+                truncated = notification.truncated_alerts,
+                "Alertmanager truncated this notification (max_alerts); those alerts are not relayed"
+            );
+        }
         let mut routed = Vec::with_capacity(notification.events.len());
         for event in notification.events {
             let destinations =

@@ -104,7 +104,6 @@ pub struct DeliveryJob {
 
 #[derive(Debug, Clone)]
 pub struct FiringRef {
-    pub delivery_id: i64,
     pub state: DeliveryState,
     /// The provider's id of the firing message (Slack ts, Discord message id, …), to edit or
     /// thread the resolved message.
@@ -164,6 +163,8 @@ pub trait Backend: Send + 'static {
     /// Pending deliveries of one destination, oldest first.
     fn pending(&mut self, destination: &str) -> Result<Vec<PendingRef>, StoreError>;
     fn load(&mut self, id: i64) -> Result<Option<DeliveryJob>, StoreError>;
+    /// Destinations with pending deliveries and how many each has.
+    fn pending_destinations(&mut self) -> Result<Vec<(String, i64)>, StoreError>;
     /// Cheap query proving the database answers (health checks).
     fn ping(&mut self) -> Result<(), StoreError>;
 }

@@ -200,7 +200,6 @@ impl Backend for Sqlite {
             .ok_or_else(|| StoreError::Corrupt(format!("delivery {id}: state {state:?}")))?;
         let firing = match (fid, fstate) {
             (Some(delivery_id), Some(s)) => Some(FiringRef {
-                delivery_id,
                 state: DeliveryState::parse(&s).ok_or_else(|| {
                     StoreError::Corrupt(format!("delivery {delivery_id}: state {s:?}"))
                 })?,
@@ -218,6 +217,14 @@ impl Backend for Sqlite {
             event,
             firing,
         }))
+    }
+
+    fn pending_destinations(&mut self) -> Result<Vec<(String, i64)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT destination, COUNT(*) FROM deliveries WHERE state = 'pending' GROUP BY destination",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn ping(&mut self) -> Result<(), StoreError> {
@@ -417,6 +424,9 @@ mod tests {
         assert_eq!(o.deliveries.len(), 1);
         assert_eq!(o.deliveries[0].0, "c");
         assert_eq!(db.pending("a").expect("pending").len(), 3);
+        let mut per = db.pending_destinations().expect("pending destinations");
+        per.sort();
+        assert_eq!(per, [("a".to_owned(), 3), ("b".to_owned(), 2), ("c".to_owned(), 1)]);
     }
 
     #[test]
