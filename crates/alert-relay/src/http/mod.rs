@@ -412,3 +412,88 @@ async fn serve_connection<I>(
         tracing::debug!("connection closed with error: {e}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::MapSecrets;
+    use crate::metrics::CommitMetrics;
+    use crate::store::{Backend, DeliveryJob, PendingRef, StoreError, Write, Written};
+
+    /// A store whose every commit fails, as a full or broken disk would.
+    struct BrokenDisk;
+
+    impl Backend for BrokenDisk {
+        fn write_batch(&mut self, writes: Vec<Write>) -> Vec<Result<Written, StoreError>> {
+            writes
+                .iter()
+                .map(|_| Err(StoreError::Commit("disk I/O error".into())))
+                .collect()
+        }
+        fn pending(&mut self, _: &str) -> Result<Vec<PendingRef>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn load(&mut self, _: i64) -> Result<Option<DeliveryJob>, StoreError> {
+            Ok(None)
+        }
+        fn pending_destinations(&mut self) -> Result<Vec<(String, i64)>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn ping(&mut self) -> Result<(), StoreError> {
+            Err(StoreError::Commit("disk I/O error".into()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_is_a_5xx_so_alertmanager_retries() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let config = crate::config::parse(
+            "listen: 127.0.0.1:0\nstorage: { sqlite: x }\nchannels: { c: { type: webhook, url: 'http://127.0.0.1:9/' } }\n\
+             policies: { p: { steps: [ { notify: [c] } ] } }\nroutes: [ { policy: p } ]\n",
+            Path::new("/"),
+            &MapSecrets::default(),
+        )
+        .expect("config");
+        let (metrics, _) = Metrics::new();
+        let (store, _thread) =
+            Store::start(BrokenDisk, CommitMetrics(Arc::clone(&metrics))).expect("store");
+        let http = reqwest::Client::new();
+        let engine = Engine::new(
+            store.clone(),
+            Arc::clone(&metrics),
+            http.clone(),
+            config.delivery.clone(),
+        );
+        let app = Arc::new(App {
+            live: Arc::new(Live::new("relay.yml".into(), config)),
+            store,
+            metrics: Arc::clone(&metrics),
+            engine,
+        });
+        let serving = serve(app).await.expect("serve");
+        let body = r#"{"version":"4","status":"firing","alerts":[{"status":"firing","labels":{"alertname":"A"},"startsAt":"2026-01-01T00:00:00Z"}]}"#;
+        let r = http
+            .post(format!("http://{}/webhook", serving.address))
+            .body(body)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status(), 500);
+        let j: serde_json::Value = r.json().await.expect("json");
+        assert_eq!(j["error"], "storage");
+        let r = http
+            .get(format!("http://{}/healthz", serving.address))
+            .send()
+            .await
+            .expect("healthz");
+        assert_eq!(r.status(), 503);
+        assert!(
+            metrics
+                .encode()
+                .contains("alert_relay_storage_errors_total 1")
+        );
+        serving.shutdown().await;
+    }
+}

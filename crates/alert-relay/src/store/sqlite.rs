@@ -426,7 +426,14 @@ mod tests {
         assert_eq!(db.pending("a").expect("pending").len(), 3);
         let mut per = db.pending_destinations().expect("pending destinations");
         per.sort();
-        assert_eq!(per, [("a".to_owned(), 3), ("b".to_owned(), 2), ("c".to_owned(), 1)]);
+        assert_eq!(
+            per,
+            [
+                ("a".to_owned(), 3),
+                ("b".to_owned(), 2),
+                ("c".to_owned(), 1)
+            ]
+        );
     }
 
     #[test]
