@@ -52,11 +52,17 @@ impl Running {
     fn cpu_time(&self) -> Result<Duration> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
         // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).context("malformed /proc/pid/stat")?;
+        let rest = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r)
+            .context("malformed /proc/pid/stat")?;
         let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 = fields.get(11).context("no utime")?.parse::<u64>()? + fields.get(12).context("no stime")?.parse::<u64>()?;
+        let ticks: u64 = fields.get(11).context("no utime")?.parse::<u64>()?
+            + fields.get(12).context("no stime")?.parse::<u64>()?;
         // SAFETY: sysconf has no preconditions.
-        let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100).max(1);
+        let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+            .unwrap_or(100)
+            .max(1);
         Ok(Duration::from_micros(ticks * 1_000_000 / hz))
     }
 
@@ -140,7 +146,8 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     }
     let node = find_node_exporter()?;
     crate::cargo(&["build", "--release", "--locked", "-p", "pi-exporter"])?;
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     let pi = target.join("release/pi-exporter");
     let path = |sub: &str| tree.join(sub).display().to_string();
 
@@ -180,7 +187,10 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             client.scrape()?;
         }
     }
-    let cpu_before: Vec<Duration> = servers.iter().map(Running::cpu_time).collect::<Result<_>>()?;
+    let cpu_before: Vec<Duration> = servers
+        .iter()
+        .map(Running::cpu_time)
+        .collect::<Result<_>>()?;
     let mut results: Vec<Latencies> = servers
         .iter()
         .map(|_| Latencies {
@@ -196,7 +206,10 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             result.samples.push(started.elapsed());
         }
     }
-    let cpu_after: Vec<Duration> = servers.iter().map(Running::cpu_time).collect::<Result<_>>()?;
+    let cpu_after: Vec<Duration> = servers
+        .iter()
+        .map(Running::cpu_time)
+        .collect::<Result<_>>()?;
     let rss: Vec<(u64, u64)> = servers.iter().map(Running::rss).collect::<Result<_>>()?;
     let pi_size = std::fs::metadata(&pi)?.len();
     let node_size = std::fs::metadata(&node)?.len();
@@ -221,7 +234,10 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     #[allow(clippy::cast_precision_loss)]
     let per_scrape = |i: usize| ms(cpu_after[i].saturating_sub(cpu_before[i])) / scrapes as f64;
     let (a, b) = (per_scrape(0), per_scrape(1));
-    println!("| CPU per scrape (ms, user+sys) | {a:.3} | {b:.3} | {:.2} | |", ratio(a, b));
+    println!(
+        "| CPU per scrape (ms, user+sys) | {a:.3} | {b:.3} | {:.2} | |",
+        ratio(a, b)
+    );
     let (a, b) = (mib(rss[0].0), mib(rss[1].0));
     println!(
         "| peak RSS (MiB) | {a:.2} | {b:.2} | {:.2} | < 8 MiB and ≤ 0.5 |",

@@ -166,6 +166,18 @@ pub struct FilesystemCollector {
     statfs: Arc<dyn StatFs>,
     worker: Mutex<Option<StatWorker>>,
     stuck: Arc<Mutex<HashSet<PathBuf>>>,
+    /// The mounts selected from the last mount table read, keyed by its text: the table rarely
+    /// changes, and parsing and filtering it (two regexes per mount) is most of this collector's
+    /// own work.
+    selection: Mutex<Option<Selection>>,
+}
+
+/// The mounts to report, derived from one version of the mount table.
+#[derive(Debug, Clone)]
+struct Selection {
+    table: String,
+    mounts: Vec<Mount>,
+    malformed: usize,
 }
 
 impl std::fmt::Debug for FilesystemCollector {
@@ -197,6 +209,7 @@ impl FilesystemCollector {
             statfs,
             worker: Mutex::new(None),
             stuck: Arc::new(Mutex::new(HashSet::new())),
+            selection: Mutex::new(None),
         }
     }
 
@@ -284,12 +297,17 @@ impl FilesystemCollector {
     }
 }
 
-impl Collector for FilesystemCollector {
-    fn collect(&self, out: &mut MetricSet) -> Result<(), CollectError> {
-        let path = self.paths.proc("self/mounts");
-        let text = std::fs::read_to_string(&path).map_err(|e| CollectError::io(&path, e))?;
-        let (mounts, malformed) = parse_mounts(&text);
-
+impl FilesystemCollector {
+    /// The mounts to report from this mount table, and how many of its lines were malformed.
+    fn select(&self, table: String) -> (Vec<Mount>, usize) {
+        let mut cache = self
+            .selection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(selection) = cache.as_ref().filter(|s| s.table == table) {
+            return (selection.mounts.clone(), selection.malformed);
+        }
+        let (mounts, malformed) = parse_mounts(&table);
         // A mount point mounted over shows up twice; the last entry is the visible one.
         let mut seen = HashSet::new();
         let mut selected: Vec<Mount> = Vec::new();
@@ -300,6 +318,20 @@ impl Collector for FilesystemCollector {
             }
         }
         selected.reverse();
+        *cache = Some(Selection {
+            table,
+            mounts: selected.clone(),
+            malformed,
+        });
+        (selected, malformed)
+    }
+}
+
+impl Collector for FilesystemCollector {
+    fn collect(&self, out: &mut MetricSet) -> Result<(), CollectError> {
+        let path = self.paths.proc("self/mounts");
+        let text = std::fs::read_to_string(&path).map_err(|e| CollectError::io(&path, e))?;
+        let (selected, malformed) = self.select(text);
 
         let targets: Vec<PathBuf> = selected
             .iter()
@@ -533,6 +565,33 @@ garbage-line
             std::thread::sleep(Duration::from_millis(10));
         }
         assert!(recovered);
+    }
+
+    #[test]
+    fn a_changed_mount_table_is_picked_up() {
+        let (release, rx) = mpsc::channel();
+        drop(release);
+        let (dir, c) = collector(
+            "/dev/root /host ext4 rw 0 0\n",
+            Arc::new(FakeStatFs {
+                release: Mutex::new(rx),
+            }),
+        );
+        let mut before = MetricSet::new();
+        c.collect(&mut before).expect("collect");
+        assert_eq!(value(&before, "rpi_filesystem_readonly", "/"), Some(0.0));
+        assert_eq!(value(&before, "rpi_filesystem_readonly", "/data"), None);
+
+        // The root remounted read-only and a disk appeared: both must show on the next scrape.
+        std::fs::write(
+            dir.path().join("proc/self/mounts"),
+            "/dev/root /host ext4 ro 0 0\n/dev/sdb1 /host/data ext4 rw 0 0\n",
+        )
+        .expect("rewrite");
+        let mut after = MetricSet::new();
+        c.collect(&mut after).expect("collect");
+        assert_eq!(value(&after, "rpi_filesystem_readonly", "/"), Some(1.0));
+        assert_eq!(value(&after, "rpi_filesystem_readonly", "/data"), Some(0.0));
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Small helpers for reading /proc and /sys files and for reporting what went wrong.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::path::Path;
+use std::sync::{Mutex, PoisonError};
 
 use super::CollectError;
 
@@ -113,6 +115,29 @@ pub(crate) fn list_dir(dir: &Path) -> Result<Vec<String>, CollectError> {
     Ok(names)
 }
 
+/// Remembers a yes/no verdict per name (a regex match on a device name, say): the same few
+/// names come back every scrape, and regex-lite matches without a DFA.
+#[derive(Debug, Default)]
+pub(crate) struct VerdictMemo(Mutex<HashMap<String, bool>>);
+
+impl VerdictMemo {
+    /// Bound on remembered names, against a source that invents new names forever.
+    const CAPACITY: usize = 1024;
+
+    pub(crate) fn get_or(&self, name: &str, decide: impl FnOnce() -> bool) -> bool {
+        let mut verdicts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(&verdict) = verdicts.get(name) {
+            return verdict;
+        }
+        if verdicts.len() >= Self::CAPACITY {
+            verdicts.clear();
+        }
+        let verdict = decide();
+        verdicts.insert(name.to_owned(), verdict);
+        verdict
+    }
+}
+
 /// Undoes the kernel's escaping of paths in `/proc/self/mounts` and `/proc/swaps`, which write
 /// space, tab, newline and backslash as `\ooo` octal.
 pub(crate) fn unescape_octal(field: &str) -> String {
@@ -146,6 +171,22 @@ pub(crate) fn unescape_octal(field: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn verdict_memo_decides_each_name_once() {
+        let memo = VerdictMemo::default();
+        let mut calls = 0;
+        assert!(memo.get_or("loop0", || {
+            calls += 1;
+            true
+        }));
+        assert!(memo.get_or("loop0", || {
+            calls += 1;
+            false
+        }));
+        assert!(!memo.get_or("mmcblk0", || false));
+        assert_eq!(calls, 1);
+    }
 
     #[test]
     fn read_parsed_reports_a_short_excerpt_of_what_it_found() {

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use regex_lite::Regex;
 
-use super::parse::{Failures, if_present, list_dir, read_parsed};
+use super::parse::{Failures, VerdictMemo, if_present, list_dir, read_parsed};
 use super::{BuildContext, CollectError, Collector, read_trimmed, read_u64};
 use crate::metrics::MetricSet;
 use crate::paths::Paths;
@@ -226,6 +226,8 @@ fn read_label(path: &Path) -> Result<String, CollectError> {
 pub struct StorageCollector {
     paths: Paths,
     options: Options,
+    /// `device_exclude`'s verdict per device name.
+    excluded: VerdictMemo,
 }
 
 impl StorageCollector {
@@ -233,6 +235,7 @@ impl StorageCollector {
         Self {
             paths: ctx.paths.clone(),
             options: ctx.options.storage.clone(),
+            excluded: VerdictMemo::default(),
         }
     }
 
@@ -358,7 +361,11 @@ impl StorageCollector {
             return;
         };
         let (disks, malformed) = parse_diskstats(&text);
-        for disk in disks.iter().filter(|d| !self.options.excludes(&d.device)) {
+        for disk in disks.iter().filter(|d| {
+            !self
+                .excluded
+                .get_or(&d.device, || self.options.excludes(&d.device))
+        }) {
             let series = [
                 (
                     "rpi_disk_reads_completed_total",
