@@ -78,46 +78,8 @@ impl ListenAddress {
     }
 }
 
-/// Parses a Prometheus-style duration: `500ms`, `10s`, `1m`, `1h30m`, `2d`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let err = || format!("{text:?} is not a duration like 500ms, 10s, 1m or 1h30m");
-    if text == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = text;
-    if rest.is_empty() {
-        return Err(err());
-    }
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
-        if digits == 0 {
-            return Err(err());
-        }
-        let value: u64 = rest[..digits].parse().map_err(|_| err())?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = match &rest[..unit_len] {
-            "ms" => Duration::from_millis(1),
-            "s" => Duration::from_secs(1),
-            "m" => Duration::from_secs(60),
-            "h" => Duration::from_secs(3600),
-            "d" => Duration::from_secs(86_400),
-            "w" => Duration::from_secs(7 * 86_400),
-            "y" => Duration::from_secs(365 * 86_400),
-            _ => return Err(err()),
-        };
-        let step = u32::try_from(value)
-            .ok()
-            .and_then(|v| unit.checked_mul(v))
-            .ok_or_else(err)?;
-        total = total.checked_add(step).ok_or_else(err)?;
-        rest = &rest[unit_len..];
-    }
-    Ok(total)
-}
+/// Flags take durations in the syntax of the web configuration.
+pub use crate::duration::parse as parse_duration;
 
 fn regex(text: &str) -> Result<Regex, String> {
     Regex::new(text).map_err(|e| e.to_string())

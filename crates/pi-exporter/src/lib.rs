@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod collector;
+pub mod duration;
 pub mod http;
 pub mod i2c;
 pub mod metrics;

@@ -1,23 +1,9 @@
 //! `--web.config.file`: the exporter-toolkit web configuration (TLS, mTLS, basic auth, response
 //! headers, rate limit) that Prometheus users already have for node_exporter.
 //!
-//! INTERFACE CONTRACT (used by `crate::http`; keep these signatures):
-//!
-//! ```ignore
-//! impl WebConfig {
-//!     pub fn disabled() -> Self;                                   // no file: plain HTTP, no auth
-//!     pub fn load(path: &Path) -> Result<Self, WebConfigError>;    // start-up: an invalid file is fatal
-//!     pub fn current(&self) -> Arc<ActiveWebConfig>;               // cheap; reloads when a file changed
-//!     pub fn last_reload_successful(&self) -> bool;
-//! }
-//! impl ActiveWebConfig {
-//!     pub fn tls_acceptor(&self) -> Option<&tokio_rustls::TlsAcceptor>;
-//!     pub fn check_client_cert(&self, conn: &rustls::ServerConnection) -> Result<(), String>;
-//!     pub async fn authorize(&self, headers: &http::HeaderMap) -> Result<(), Rejection>;
-//!     pub fn response_headers(&self) -> &[(http::HeaderName, http::HeaderValue)];
-//! }
-//! pub enum Rejection { RateLimited, Unauthorized }
-//! ```
+//! `crate::http` asks [`WebConfig::current`] for the configuration in force once per connection
+//! (TLS acceptor, client-certificate SAN check) and once per request (rate limit and basic auth
+//! through [`ActiveWebConfig::authorize`], extra response headers).
 //!
 //! How a file becomes an [`ActiveWebConfig`]: `file` parses the YAML and validates it into a
 //! `Spec` without touching the file system; `ActiveWebConfig::build` then reads the PEM files
