@@ -10,6 +10,7 @@ pub mod rtc;
 pub mod storage;
 pub mod system;
 pub mod time;
+pub mod ups;
 
 mod parse;
 mod scrape;
