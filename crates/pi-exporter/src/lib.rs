@@ -49,6 +49,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(collectors = ?config.collectors, paths = ?config.paths, "starting pi-exporter {}", env!("CARGO_PKG_VERSION"));
     let collectors = collector::build_enabled(&context, &config.collectors);
     let scraper = Scraper::new(collectors, config.collector_timeout);
+    scraper.log_inventory().await;
     let app = Arc::new(App::new(
         scraper,
         config.telemetry_path.clone(),

@@ -187,6 +187,42 @@ impl Scraper {
     /// Runs every collector and returns their metrics followed by the exporter's own.
     /// `deadline` (for example from Prometheus' scrape-timeout header) shortens the timeout.
     pub async fn scrape(&self, deadline: Option<Duration>) -> MetricSet {
+        assemble(self.run(deadline).await)
+    }
+
+    /// Runs every collector once and logs what each found, so the start-up log says which
+    /// sources this machine has (and which it lacks) without repeating it on every scrape.
+    pub async fn log_inventory(&self) {
+        for (name, outcome) in self.run(None).await {
+            let families: Vec<String> = outcome
+                .metrics
+                .iter()
+                .flat_map(MetricSet::families)
+                .filter(|f| !f.samples.is_empty())
+                .map(|f| format!("{}({})", f.name, f.samples.len()))
+                .collect();
+            if outcome.ok {
+                tracing::info!(
+                    collector = name,
+                    "found {}",
+                    if families.is_empty() {
+                        "nothing to report".to_owned()
+                    } else {
+                        families.join(" ")
+                    }
+                );
+            } else {
+                tracing::warn!(
+                    collector = name,
+                    "incomplete at start-up; found {}",
+                    families.join(" ")
+                );
+            }
+        }
+    }
+
+    /// Runs every collector under the deadline; the outcomes are in collector order.
+    async fn run(&self, deadline: Option<Duration>) -> Vec<(&'static str, Outcome)> {
         let timeout = deadline.map_or(self.timeout, |d| d.min(self.timeout));
         let until = tokio::time::Instant::now() + timeout;
 
@@ -254,7 +290,7 @@ impl Scraper {
             });
             report.push((slot.name, outcome));
         }
-        assemble(report)
+        report
     }
 }
 
