@@ -2,6 +2,7 @@
 //! against node_exporter on the same fixture tree).
 
 mod bench;
+mod e2e;
 mod relay_bench;
 mod scrape;
 
@@ -18,6 +19,8 @@ commands:
   bench [--scrapes N]     pi-exporter vs Debian's prometheus-node-exporter on the same fixture
         [--fixture NAME]  tree: scrape latency (median, p99), peak RSS, binary size
   relay-bench             alert-relay: durable webhooks/s, p50/p99, peak RSS, raw fsync rate
+  promtool                check prometheus/ and grafana/: promtool/amtool checks, rule unit
+                          tests, metric names, runbook anchors (part of ci)
 ";
 
 fn main() -> Result<()> {
@@ -26,6 +29,7 @@ fn main() -> Result<()> {
         Some("ci") => ci(),
         Some("bench") => bench::run(&args[1..]),
         Some("relay-bench") => relay_bench::run(&args[1..]),
+        Some("promtool") => e2e::check_assets(),
         Some("help" | "--help" | "-h") | None => {
             print!("{USAGE}");
             Ok(())
@@ -67,5 +71,6 @@ fn ci() -> Result<()> {
         "warnings",
     ])?;
     cargo(&["test", "--workspace", "--locked"])?;
+    e2e::check_assets()?;
     Ok(())
 }

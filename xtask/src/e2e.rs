@@ -1,0 +1,155 @@
+//! Fleet assets: `cargo xtask promtool` (static checks of `prometheus/`, `grafana/`, part of
+//! `cargo xtask ci`) and `cargo xtask e2e` (the full chain on loopback).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::root;
+
+/// Metric names from issue 5 (the UPS collector), accepted before `docs/metrics.md` lists them.
+const UPS_METRICS: &[&str] = &[
+    "rpi_ups_info",
+    "rpi_ups_on_battery",
+    "rpi_ups_battery_voltage_volts",
+    "rpi_ups_battery_current_amperes",
+    "rpi_ups_battery_charge_ratio",
+    "rpi_ups_charging",
+    "rpi_ups_runtime_seconds",
+    "rpi_ups_input_voltage_volts",
+    "rpi_ups_status",
+    "rpi_ups_load_ratio",
+    "rpi_ups_shutdown_pending",
+];
+
+fn tool(name: &str, package: &str) -> Result<PathBuf> {
+    for dir in std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain([PathBuf::from("/usr/bin")])
+    {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!(
+        "{name} not found: install the Debian package `{package}` \
+         (apt-get install {package}; .ci/run does this)"
+    )
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("$ {cmd:?}");
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+fn yml_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "yml" || e == "json"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Every `rpi_*` / `alert_relay_*` identifier in `text`.
+pub(crate) fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let bytes = text.as_bytes();
+    // ':' belongs to recording-rule names (`site:rpi_x:max`), which are not metrics.
+    let ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b':';
+    let mut i = 0;
+    while i < bytes.len() {
+        if (i == 0 || !ident(bytes[i - 1]))
+            && (bytes[i..].starts_with(b"rpi_") || bytes[i..].starts_with(b"alert_relay_"))
+        {
+            let end = (i..bytes.len())
+                .find(|&j| !ident(bytes[j]))
+                .unwrap_or(bytes.len());
+            if !text[i..end].contains(':') {
+                names.insert(text[i..end].to_string());
+            }
+            i = end;
+        } else {
+            i += 1;
+        }
+    }
+    names
+}
+
+/// The metric names the exporter and the relay document, plus issue 5's UPS names.
+fn known_metrics() -> Result<BTreeSet<String>> {
+    let mut known: BTreeSet<String> = UPS_METRICS.iter().map(|s| (*s).to_string()).collect();
+    for doc in ["docs/metrics.md", "docs/alert-relay.md"] {
+        let text = std::fs::read_to_string(root().join(doc)).with_context(|| doc.to_string())?;
+        known.extend(metric_names(&text));
+    }
+    // Histograms expose _bucket/_sum/_count.
+    let hist: Vec<String> = known
+        .iter()
+        .filter(|n| n.ends_with("_seconds") || n.ends_with("_writes"))
+        .cloned()
+        .collect();
+    for h in hist {
+        for s in ["_bucket", "_sum", "_count"] {
+            known.insert(format!("{h}{s}"));
+        }
+    }
+    Ok(known)
+}
+
+/// Fails when `text` (from `what`) uses a metric name nobody emits.
+fn check_metric_names(what: &str, text: &str, known: &BTreeSet<String>) -> Result<()> {
+    let unknown: Vec<String> = metric_names(text)
+        .into_iter()
+        .filter(|n| !known.contains(n) && !n.ends_with('_'))
+        .collect();
+    if !unknown.is_empty() {
+        bail!(
+            "{what} uses metric names no exporter emits (docs/metrics.md, docs/alert-relay.md): {unknown:?}"
+        );
+    }
+    Ok(())
+}
+
+/// `cargo xtask promtool`: promtool/amtool checks and unit tests of the shipped rules and
+/// configs, metric names of rules and dashboards, runbook anchors.
+pub(crate) fn check_assets() -> Result<()> {
+    let promtool = tool("promtool", "prometheus")?;
+    let prom = root().join("prometheus");
+    let rules = yml_files(&prom.join("rules"))?;
+    let tests = yml_files(&prom.join("tests"))?;
+    if rules.is_empty() || tests.is_empty() {
+        bail!("no rules or rule tests under {}", prom.display());
+    }
+    run(Command::new(&promtool)
+        .arg("check")
+        .arg("rules")
+        .args(&rules))?;
+    run(Command::new(&promtool)
+        .arg("test")
+        .arg("rules")
+        .args(&tests))?;
+    let known = known_metrics()?;
+    for f in &rules {
+        let text = std::fs::read_to_string(f)?;
+        check_metric_names(&f.display().to_string(), &text, &known)?;
+    }
+    Ok(())
+}
