@@ -18,6 +18,8 @@ pub(crate) struct Exporter {
     child: Child,
     pub(crate) addr: SocketAddr,
     log: mpsc::Receiver<String>,
+    /// Lines logged before the listening address (the start-up inventory, say), not yet read.
+    startup_log: std::cell::RefCell<Vec<String>>,
 }
 
 impl Drop for Exporter {
@@ -62,15 +64,15 @@ impl Exporter {
         let mut exporter = Exporter {
             child,
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            startup_log: std::cell::RefCell::default(),
             log,
         };
-        let mut seen = Vec::new();
         loop {
             let line = match exporter.log.recv_timeout(Duration::from_secs(20)) {
                 Ok(line) => line,
                 Err(_) => panic!(
                     "pi-exporter did not report its address; log so far:\n{}",
-                    seen.join("\n")
+                    exporter.startup_log.borrow().join("\n")
                 ),
             };
             let address = line
@@ -83,7 +85,7 @@ impl Exporter {
                 exporter.addr = address;
                 return exporter;
             }
-            seen.push(line);
+            exporter.startup_log.borrow_mut().push(line);
         }
     }
 
@@ -106,8 +108,11 @@ impl Exporter {
     }
 
     /// Log lines printed so far.
+    /// Log lines not read yet, start-up lines included.
     pub(crate) fn log_lines(&self) -> Vec<String> {
-        self.log.try_iter().collect()
+        let mut lines = std::mem::take(&mut *self.startup_log.borrow_mut());
+        lines.extend(self.log.try_iter());
+        lines
     }
 
     pub(crate) fn get(&self, path: &str, headers: &[(&str, &str)]) -> Response {
