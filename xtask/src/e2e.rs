@@ -146,6 +146,14 @@ pub(crate) fn check_assets() -> Result<()> {
         .arg("test")
         .arg("rules")
         .args(&tests))?;
+    run(Command::new(&promtool)
+        .arg("check")
+        .arg("config")
+        .arg(prom.join("prometheus.yml")))?;
+    let amtool = tool("amtool", "prometheus-alertmanager")?;
+    run(Command::new(&amtool)
+        .arg("check-config")
+        .arg(prom.join("alertmanager.yml")))?;
     let known = known_metrics()?;
     for f in &rules {
         let text = std::fs::read_to_string(f)?;
