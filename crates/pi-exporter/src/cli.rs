@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use regex_lite::Regex;
 
-use crate::collector::{self, CollectorOptions, filesystem, rtc, storage};
+use crate::collector::{self, CollectorOptions, filesystem, rtc, storage, ups};
 use crate::paths::Paths;
 
 /// Default port: unallocated in the Prometheus default-port list when chosen (see README).
@@ -269,6 +269,120 @@ fn command() -> Command {
             .help("How often to measure RTC minus system clock in the background (0: never)"),
     )
     .arg(
+        Arg::new("ups.board")
+            .long("ups.board")
+            .value_name("NAME")
+            .value_parser(ups::parse_board)
+            .help("UPS board profile read by the ups collector: waveshare-ups-hat, waveshare-ups-hat-c, waveshare-ups-hat-e, geekworm-x728, geekworm-x120x, ups-lite, pisugar3, nut"),
+    )
+    .arg(
+        Arg::new("ups.i2c-bus")
+            .long("ups.i2c-bus")
+            .value_name("N")
+            .default_value("1")
+            .value_parser(clap::value_parser!(u32))
+            .help("I2C bus of the UPS HAT's chip"),
+    )
+    .arg(
+        Arg::new("ups.interval")
+            .long("ups.interval")
+            .value_name("DURATION")
+            .default_value("5s")
+            .value_parser(ups::parse_interval)
+            .help("How often the UPS is read in the background (scrapes serve the last reading)"),
+    )
+    .arg(
+        Arg::new("ups.nut.host")
+            .long("ups.nut.host")
+            .value_name("HOST")
+            .default_value("127.0.0.1")
+            .help("upsd host (--ups.board=nut)"),
+    )
+    .arg(
+        Arg::new("ups.nut.port")
+            .long("ups.nut.port")
+            .value_name("PORT")
+            .default_value("3493")
+            .value_parser(clap::value_parser!(u16))
+            .help("upsd port"),
+    )
+    .arg(
+        Arg::new("ups.nut.ups")
+            .long("ups.nut.ups")
+            .value_name("NAME")
+            .default_value("ups")
+            .help("UPS name on the upsd server"),
+    )
+    .arg(
+        Arg::new("ups.nut.username")
+            .long("ups.nut.username")
+            .value_name("USER")
+            .help("upsd user (USERNAME), if the server wants one"),
+    )
+    .arg(
+        Arg::new("ups.nut.password-file")
+            .long("ups.nut.password-file")
+            .value_name("FILE")
+            .value_parser(|path: &str| {
+                std::fs::read_to_string(path)
+                    .map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
+                    .map_err(|e| format!("{path}: {e}"))
+            })
+            .help("File holding the upsd password (PASSWORD); never given on the command line"),
+    )
+    .arg(
+        Arg::new("ups.nut.timeout")
+            .long("ups.nut.timeout")
+            .value_name("DURATION")
+            .default_value("2s")
+            .value_parser(parse_duration)
+            .help("Timeout of each upsd connect, read and write"),
+    )
+    .arg(
+        Arg::new("ups.shutdown.enable")
+            .long("ups.shutdown.enable")
+            .action(ArgAction::SetTrue)
+            .help("Run the shutdown command when on battery and the charge or runtime stays below its threshold for the hold time (off by default)"),
+    )
+    .arg(
+        Arg::new("ups.shutdown.charge-below")
+            .long("ups.shutdown.charge-below")
+            .value_name("RATIO")
+            .default_value("0.10")
+            .value_parser(ups::parse_ratio)
+            .help("Charge ratio (0-1) below which the guard shuts down"),
+    )
+    .arg(
+        Arg::new("ups.shutdown.runtime-below")
+            .long("ups.shutdown.runtime-below")
+            .value_name("DURATION")
+            .default_value("0s")
+            .value_parser(parse_duration)
+            .help("Runtime estimate below which the guard shuts down (0: charge only)"),
+    )
+    .arg(
+        Arg::new("ups.shutdown.hold")
+            .long("ups.shutdown.hold")
+            .value_name("DURATION")
+            .default_value("30s")
+            .value_parser(parse_duration)
+            .help("How long the condition must hold, with plausible readings throughout, before the command runs"),
+    )
+    .arg(
+        Arg::new("ups.shutdown.command")
+            .long("ups.shutdown.command")
+            .value_name("COMMAND")
+            .default_value("systemctl poweroff")
+            .value_parser(ups::guard::parse_command)
+            .help("Program and arguments (split at spaces, no shell) run once when the guard fires"),
+    )
+    .arg(
+        Arg::new("ups.shutdown.dry-run")
+            .long("ups.shutdown.dry-run")
+            .action(ArgAction::SetTrue)
+            .help("Log the shutdown instead of running the command"),
+    )
+    .arg(
         Arg::new("simulate.board")
             .long("simulate.board")
             .value_name("FILE")
@@ -388,6 +502,7 @@ fn from_matches(m: &ArgMatches) -> Config {
                     .copied()
                     .unwrap_or(rtc_defaults.offset_interval),
             },
+            ups: ups_options(m),
         },
         simulate_board: m.get_one::<PathBuf>("simulate.board").cloned(),
         log_level: match string("log.level").as_str() {
@@ -395,6 +510,46 @@ fn from_matches(m: &ArgMatches) -> Config {
             "warn" => tracing::Level::WARN,
             "error" => tracing::Level::ERROR,
             _ => tracing::Level::INFO,
+        },
+    }
+}
+
+/// `--ups.*` into the ups collector's options.
+fn ups_options(m: &clap::ArgMatches) -> ups::Options {
+    let defaults = ups::Options::default();
+    let duration = |id: &str| m.get_one::<Duration>(id).copied();
+    let text = |id: &str| m.get_one::<String>(id).cloned();
+    ups::Options {
+        board: text("ups.board"),
+        i2c_bus: m
+            .get_one::<u32>("ups.i2c-bus")
+            .copied()
+            .unwrap_or(defaults.i2c_bus),
+        interval: duration("ups.interval").unwrap_or(defaults.interval),
+        nut: ups::nut::NutOptions {
+            host: text("ups.nut.host").unwrap_or(defaults.nut.host),
+            port: m
+                .get_one::<u16>("ups.nut.port")
+                .copied()
+                .unwrap_or(defaults.nut.port),
+            ups: text("ups.nut.ups").unwrap_or(defaults.nut.ups),
+            username: text("ups.nut.username"),
+            password: text("ups.nut.password-file"),
+            timeout: duration("ups.nut.timeout").unwrap_or(defaults.nut.timeout),
+        },
+        shutdown: ups::guard::ShutdownOptions {
+            enable: m.get_flag("ups.shutdown.enable"),
+            charge_below: m
+                .get_one::<f64>("ups.shutdown.charge-below")
+                .copied()
+                .unwrap_or(defaults.shutdown.charge_below),
+            runtime_below: duration("ups.shutdown.runtime-below").filter(|d| !d.is_zero()),
+            hold: duration("ups.shutdown.hold").unwrap_or(defaults.shutdown.hold),
+            command: m
+                .get_one::<Vec<String>>("ups.shutdown.command")
+                .cloned()
+                .unwrap_or(defaults.shutdown.command),
+            dry_run: m.get_flag("ups.shutdown.dry-run"),
         },
     }
 }
@@ -490,6 +645,44 @@ mod tests {
             ["--collector.rtc.i2c-address", "0x80"],
             ["--collector.rtc.i2c-address", "0x"],
             ["--collector.rtc.offset-interval", "1s"],
+        ] {
+            assert!(parse(&bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn ups_flags_default_to_no_board_5s_and_guard_off() {
+        let c = parse(&[]).expect("parse");
+        assert_eq!(c.collector_options.ups, ups::Options::default());
+        assert!(!c.collectors.contains(&"ups"));
+        let c = parse(&[
+            "--collector.ups",
+            "--ups.board=nut",
+            "--ups.nut.port=3494",
+            "--ups.interval=10s",
+            "--ups.shutdown.enable",
+            "--ups.shutdown.charge-below=0.2",
+            "--ups.shutdown.runtime-below=5m",
+            "--ups.shutdown.hold=1m",
+            "--ups.shutdown.command=/usr/sbin/shutdown -h now",
+            "--ups.shutdown.dry-run",
+        ])
+        .expect("parse");
+        let ups = &c.collector_options.ups;
+        assert!(c.collectors.contains(&"ups"));
+        assert_eq!(ups.board.as_deref(), Some("nut"));
+        assert_eq!(ups.nut.port, 3494);
+        assert_eq!(ups.interval, Duration::from_secs(10));
+        assert!(ups.shutdown.enable && ups.shutdown.dry_run);
+        assert_eq!(ups.shutdown.charge_below, 0.2);
+        assert_eq!(ups.shutdown.runtime_below, Some(Duration::from_secs(300)));
+        assert_eq!(ups.shutdown.hold, Duration::from_secs(60));
+        assert_eq!(ups.shutdown.command, ["/usr/sbin/shutdown", "-h", "now"]);
+        for bad in [
+            ["--ups.board", "apc"],
+            ["--ups.shutdown.charge-below", "1.5"],
+            ["--ups.interval", "100ms"],
+            ["--ups.shutdown.command", " "],
         ] {
             assert!(parse(&bad).is_err(), "{bad:?}");
         }

@@ -22,6 +22,9 @@ pub struct BoardFile {
     /// DS3231 register maps on a simulated I2C bus.
     #[serde(default)]
     pub rtc: Option<crate::collector::rtc::RtcBoard>,
+    /// UPS chips on a simulated I2C bus and the power-loss GPIO lines.
+    #[serde(default)]
+    pub ups: Option<crate::collector::ups::UpsBoard>,
 }
 
 #[derive(Debug, thiserror::Error)]

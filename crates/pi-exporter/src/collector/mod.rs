@@ -67,6 +67,7 @@ pub struct CollectorOptions {
     pub filesystem: filesystem::Options,
     pub storage: storage::Options,
     pub rtc: rtc::Options,
+    pub ups: ups::Options,
 }
 
 /// What a collector's constructor gets.
@@ -132,6 +133,12 @@ pub const ALL: &[CollectorSpec] = &[
         help: "System clock synchronisation from the kernel (adjtimex, read-only): synchronised, error bounds, offset, frequency, status flags",
         enabled_by_default: true,
         build: |ctx| Arc::new(time::TimeCollector::new(ctx)),
+    },
+    CollectorSpec {
+        name: "ups",
+        help: "UPS HAT (I2C gauge read-only, power-loss GPIO) or NUT UPS: on battery, voltage, current, charge, runtime; opt-in shutdown guard (--ups.*)",
+        enabled_by_default: false,
+        build: |ctx| Arc::new(ups::UpsCollector::new(ctx)),
     },
 ];
 

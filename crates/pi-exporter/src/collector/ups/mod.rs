@@ -1,4 +1,637 @@
-//! `ups`: UPS HATs read over I2C (read-only), their power-loss GPIO line, or a UPS served by
+//! `ups`: a UPS HAT read over I2C (read-only), its power-loss GPIO line, or any UPS served by
 //! Network UPS Tools; and an opt-in shutdown guard.
+//!
+//! - [`profiles`]: `--ups.board NAME`, one entry per HAT (chip, address, cells, shunt, current
+//!   sign, power-loss line and polarity).
+//! - [`chips`]: the register maths and read-only reads of each chip family.
+//! - [`power_supply`]: the kernel's view when a driver owns the gauge.
+//! - [`gpio`]: the power-loss line through the GPIO character device, input only.
+//! - [`nut`]: a small upsd client (`LIST VAR`).
+//! - [`estimate`]: the runtime estimate from the recent discharge rate.
+//! - [`guard`]: the shutdown guard.
+//! - [`simulated`]: the board file's `ups:` section.
+//!
+//! Readings come from the `ups-reader` thread, every `--ups.interval` (5 s), so scrapes never
+//! touch a bus or a socket, and the runtime estimate has a history. The first reading is taken
+//! at start-up, before the first scrape.
 
 pub mod chips;
+pub mod estimate;
+pub mod gpio;
+pub mod guard;
+pub mod nut;
+pub mod power_supply;
+pub mod profiles;
+pub mod simulated;
+
+use std::path::PathBuf;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use self::chips::{ChipReading, ReadError};
+use self::estimate::History;
+use self::gpio::{DevLines, LineSource, LineState};
+use self::guard::{Decision, Guard, Observation, ShutdownOptions};
+use self::nut::{NutOptions, STATUS_FLAGS};
+use self::profiles::{Chip, Profile};
+use super::{BuildContext, CollectError, Collector};
+use crate::i2c::simulated::SimulatedBus;
+use crate::i2c::{Access, Bus, BusError, Fault};
+use crate::metrics::MetricSet;
+
+pub use self::simulated::UpsBoard;
+
+/// `--ups.*`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    /// `--ups.board`; `None` takes the simulated board's `ups.board`, else nothing is read.
+    pub board: Option<String>,
+    pub i2c_bus: u32,
+    pub nut: NutOptions,
+    pub interval: Duration,
+    pub shutdown: ShutdownOptions,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            board: None,
+            i2c_bus: 1,
+            nut: NutOptions::default(),
+            interval: Duration::from_secs(5),
+            shutdown: ShutdownOptions::default(),
+        }
+    }
+}
+
+/// Parses `--ups.board`.
+pub fn parse_board(text: &str) -> Result<String, String> {
+    if profiles::names().contains(&text) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "unknown UPS board {text:?}; known: {}",
+            profiles::names().join(", ")
+        ))
+    }
+}
+
+/// Parses `--ups.interval`: at least 1 s.
+pub fn parse_interval(text: &str) -> Result<Duration, String> {
+    let interval = crate::cli::parse_duration(text)?;
+    if interval >= Duration::from_secs(1) {
+        Ok(interval)
+    } else {
+        Err(format!("{text:?}: the UPS interval is at least 1s"))
+    }
+}
+
+/// Parses `--ups.shutdown.charge-below`: a ratio in 0-1.
+pub fn parse_ratio(text: &str) -> Result<f64, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|r| (0.0..=1.0).contains(r))
+        .ok_or_else(|| format!("{text:?} is not a ratio between 0 and 1"))
+}
+
+/// One interpreted reading.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Reading {
+    chip: ChipReading,
+    input_voltage_volts: Option<f64>,
+    load_ratio: Option<f64>,
+    status: Option<Vec<String>>,
+}
+
+/// A round's reading, the power-loss line, and the NUT driver name.
+type RoundResult = (
+    Result<Reading, String>,
+    Option<(&'static str, LineState)>,
+    Option<String>,
+);
+
+/// What the reader thread leaves for scrapes.
+#[derive(Debug, Clone)]
+struct Snapshot {
+    at: Instant,
+    reading: Result<Reading, String>,
+    line: Option<(&'static str, LineState)>,
+    runtime_seconds: Option<f64>,
+}
+
+#[derive(Debug)]
+enum Source {
+    Chip {
+        profile: &'static Profile,
+        bus_number: u32,
+        simulated: Option<SimulatedBus>,
+        devfs: PathBuf,
+        /// The gauge's power_supply directory when a kernel driver owns it; `Err` names a
+        /// driver that owns the chip without one.
+        kernel: Option<Result<PathBuf, String>>,
+        lines: Box<dyn LineSource>,
+    },
+    Nut(NutOptions),
+}
+
+#[derive(Debug)]
+struct State {
+    snapshot: Option<Snapshot>,
+    history: History,
+    guard: Guard,
+    last_problem: Option<String>,
+    /// `driver.name` of the NUT UPS, the `chip` label.
+    nut_driver: Option<String>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    board: String,
+    source: Source,
+    interval: Duration,
+    state: Mutex<State>,
+}
+
+/// The collector.
+#[derive(Debug)]
+pub struct UpsCollector {
+    shared: Option<Arc<Shared>>,
+    _worker: Option<Worker>,
+}
+
+#[derive(Debug)]
+struct Worker {
+    _stop: mpsc::Sender<()>,
+}
+
+impl UpsCollector {
+    pub fn new(ctx: &BuildContext) -> Self {
+        let options = ctx.options.ups.clone();
+        let section = ctx.board.as_ref().and_then(|b| b.ups.as_ref());
+        let board = options
+            .board
+            .clone()
+            .or_else(|| section.and_then(|s| s.board.clone()));
+        let Some(board) = board else {
+            tracing::warn!(
+                "ups collector enabled without --ups.board (or a board file's ups.board): nothing to read"
+            );
+            return Self {
+                shared: None,
+                _worker: None,
+            };
+        };
+        let source = if board == "nut" {
+            Source::Nut(options.nut.clone())
+        } else if let Some(profile) = profiles::find(&board) {
+            let simulated = section.map(UpsBoard::bus);
+            let lines: Box<dyn LineSource> = match section {
+                Some(s) => Box::new(s.lines()),
+                None => Box::new(DevLines {
+                    devfs: ctx.paths.devfs.clone(),
+                }),
+            };
+            let bus_number = options.i2c_bus;
+            let kernel = profile.chip.kernel_driver().and_then(|_| {
+                let driver = power_supply::bound_driver(&ctx.paths.sysfs, bus_number, profile.address)?;
+                Some(
+                    power_supply::find(&ctx.paths.sysfs, bus_number, profile.address).ok_or(
+                        format!(
+                            "I2C device {bus_number}-{:04x} is owned by the kernel driver {driver:?}, which exposes no power_supply device; not touching the chip",
+                            profile.address
+                        ),
+                    ),
+                )
+            });
+            match &kernel {
+                Some(Ok(dir)) => tracing::info!(
+                    "UPS {board}: the gauge is owned by a kernel driver, reading {}",
+                    dir.display()
+                ),
+                Some(Err(e)) => tracing::warn!("UPS {board}: {e}"),
+                None => tracing::info!(
+                    "UPS {board}: {} at i2c-{bus_number} {:#04x}, read-only{}",
+                    profile.chip.label(),
+                    profile.address,
+                    if profile.unverified.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (unverified on hardware: {})", profile.unverified)
+                    }
+                ),
+            }
+            Source::Chip {
+                profile,
+                bus_number,
+                simulated,
+                devfs: ctx.paths.devfs.clone(),
+                kernel,
+                lines,
+            }
+        } else {
+            // `parse_board` rejects these on the command line; a board file may still name one.
+            tracing::warn!("unknown UPS board {board:?}: nothing to read");
+            return Self {
+                shared: None,
+                _worker: None,
+            };
+        };
+        if options.shutdown.enable {
+            tracing::warn!(
+                "UPS shutdown guard enabled: on battery with charge below {:.0} %{} for {} s runs {:?}{}",
+                options.shutdown.charge_below * 100.0,
+                options
+                    .shutdown
+                    .runtime_below
+                    .map(|r| format!(" or runtime below {} s", r.as_secs()))
+                    .unwrap_or_default(),
+                options.shutdown.hold.as_secs(),
+                options.shutdown.command.join(" "),
+                if options.shutdown.dry_run {
+                    " (dry run: logged, not run)"
+                } else {
+                    ""
+                }
+            );
+        }
+        let shared = Arc::new(Shared {
+            board,
+            source,
+            interval: options.interval,
+            state: Mutex::new(State {
+                snapshot: None,
+                history: History::default(),
+                guard: Guard::new(options.shutdown.clone()),
+                last_problem: None,
+                nut_driver: None,
+            }),
+        });
+        shared.round();
+        let worker = spawn(options.interval, {
+            let shared = Arc::clone(&shared);
+            move || shared.round()
+        });
+        Self {
+            shared: Some(shared),
+            _worker: worker,
+        }
+    }
+}
+
+/// Runs `round` every `interval` on the `ups-reader` thread, until the collector is dropped.
+/// A std thread for the same reasons as the RTC offset thread: blocking I/O, and a hung bus
+/// must not hold a thread the scrapes need.
+fn spawn(interval: Duration, mut round: impl FnMut() + Send + 'static) -> Option<Worker> {
+    let (stop, stopped) = mpsc::channel::<()>();
+    let spawned = std::thread::Builder::new()
+        .name("ups-reader".into())
+        .spawn(move || {
+            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
+                round();
+            }
+        });
+    match spawned {
+        Ok(_) => Some(Worker { _stop: stop }),
+        Err(e) => {
+            tracing::error!("cannot start the ups-reader thread: {e}; UPS readings stay stale");
+            None
+        }
+    }
+}
+
+fn read_error(e: ReadError) -> String {
+    e.to_string()
+}
+
+impl Shared {
+    fn source_label(&self) -> &'static str {
+        match &self.source {
+            Source::Nut(_) => "nut",
+            Source::Chip {
+                kernel: Some(_), ..
+            } => "power_supply",
+            Source::Chip { .. } => "i2c",
+        }
+    }
+
+    fn chip_label(&self, state: &State) -> String {
+        match &self.source {
+            Source::Nut(_) => state
+                .nut_driver
+                .clone()
+                .unwrap_or_else(|| "unknown".to_owned()),
+            Source::Chip { profile, .. } => profile.chip.label().to_owned(),
+        }
+    }
+
+    /// Reads the source once.
+    fn read(&self) -> RoundResult {
+        match &self.source {
+            Source::Nut(options) => {
+                let result = nut::list_vars(options).and_then(|vars| {
+                    let driver = vars.get("driver.name").cloned();
+                    nut::interpret(&vars).map(|r| (r, driver))
+                });
+                match result {
+                    Ok((r, driver)) => (
+                        Ok(Reading {
+                            chip: r.chip,
+                            input_voltage_volts: r.input_voltage_volts,
+                            load_ratio: r.load_ratio,
+                            status: r.status,
+                        }),
+                        None,
+                        driver,
+                    ),
+                    Err(e) => (Err(e.to_string()), None, None),
+                }
+            }
+            Source::Chip {
+                profile,
+                bus_number,
+                simulated,
+                devfs,
+                kernel,
+                lines,
+            } => {
+                let chip = match kernel {
+                    Some(Ok(dir)) => {
+                        power_supply::read(dir, profile.cells).map_err(|e| e.to_string())
+                    }
+                    Some(Err(e)) => Err(e.clone()),
+                    None => {
+                        let bus = match simulated {
+                            Some(bus) if bus.number() == *bus_number => {
+                                Ok(Bus::simulated(bus, Access::Unbound))
+                            }
+                            Some(_) => Err(BusError::new(
+                                Fault::NoBus,
+                                &format!("i2c-{bus_number}"),
+                                Some("not in the simulated board"),
+                            )),
+                            None => Bus::open(devfs, *bus_number, Access::Unbound),
+                        };
+                        bus.map_err(|e| e.to_string())
+                            .and_then(|mut bus| read_chip(&mut bus, profile).map_err(read_error))
+                    }
+                };
+                let line = profile.power_line.map(|l| (l.name, lines.read(l.name)));
+                let chip = chip.map(|mut chip| {
+                    if let (Some(power_line), Some((_, LineState::Level(high)))) =
+                        (profile.power_line, &line)
+                    {
+                        chip.on_battery = Some(power_line.polarity.on_battery(*high));
+                    }
+                    Reading {
+                        chip,
+                        ..Reading::default()
+                    }
+                });
+                (chip, line, None)
+            }
+        }
+    }
+
+    /// One round of the reader thread: read, update the history and the guard, act.
+    fn round(&self) {
+        let (reading, line, nut_driver) = self.read();
+        let now = Instant::now();
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if nut_driver.is_some() {
+            state.nut_driver = nut_driver;
+        }
+        let discharging = match &reading {
+            Ok(r) => r.chip.on_battery == Some(true) && r.chip.charging != Some(true),
+            Err(_) => false,
+        };
+        match (&reading, discharging) {
+            (Ok(r), true) => match r.chip.charge_ratio {
+                Some(charge) => state.history.push(now, charge),
+                None => state.history.clear(),
+            },
+            _ => state.history.clear(),
+        }
+        let runtime_seconds = match &reading {
+            Ok(r) if discharging => r
+                .chip
+                .runtime_seconds
+                .or_else(|| state.history.runtime_seconds()),
+            _ => None,
+        };
+        let observation = Observation {
+            plausible: reading.is_ok(),
+            on_battery: reading.as_ref().ok().and_then(|r| r.chip.on_battery),
+            charge_ratio: reading.as_ref().ok().and_then(|r| r.chip.charge_ratio),
+            runtime_seconds,
+        };
+        let decision = state.guard.observe(now, &observation);
+        let command = state.guard.options().command.clone();
+        let dry_run = state.guard.options().dry_run;
+
+        let problem = match (&reading, &line) {
+            (Err(e), _) => Some(e.clone()),
+            (Ok(_), Some((name, LineState::Busy { consumer }))) => Some(format!(
+                "power-loss line {name} is held by {:?}; on-battery state unknown",
+                if consumer.is_empty() {
+                    "another process"
+                } else {
+                    consumer
+                }
+            )),
+            (Ok(_), Some((name, LineState::Missing))) => Some(format!(
+                "no GPIO chip has a line named {name}; on-battery state unknown"
+            )),
+            (Ok(_), Some((name, LineState::Error(e)))) => {
+                Some(format!("power-loss line {name}: {e}"))
+            }
+            _ => None,
+        };
+        if problem != state.last_problem {
+            match &problem {
+                Some(p) => tracing::warn!("UPS {}: {p}", self.board),
+                None => tracing::info!("UPS {}: readings fine", self.board),
+            }
+            state.last_problem = problem;
+        }
+        state.snapshot = Some(Snapshot {
+            at: now,
+            reading,
+            line,
+            runtime_seconds,
+        });
+        drop(state);
+
+        match decision {
+            Decision::Holding(held) if held.is_zero() => tracing::error!(
+                "UPS {}: SHUTDOWN PENDING: on battery and below the threshold; shutting down after the hold unless power returns",
+                self.board
+            ),
+            Decision::Cancelled(why) => {
+                tracing::warn!("UPS {}: pending shutdown cancelled: {why}", self.board);
+            }
+            Decision::Fire(reason) => {
+                let shown = command.join(" ");
+                if dry_run {
+                    tracing::error!(
+                        "UPS {}: SHUTDOWN ({reason}): dry run, not running {shown:?}",
+                        self.board
+                    );
+                } else {
+                    tracing::error!("UPS {}: SHUTDOWN ({reason}): running {shown:?}", self.board);
+                    match guard::run_command(&command) {
+                        Ok(()) => tracing::error!("UPS {}: {shown:?} succeeded", self.board),
+                        Err(e) => tracing::error!(
+                            "UPS {}: shutdown command failed: {e}; it is not retried",
+                            self.board
+                        ),
+                    }
+                }
+            }
+            Decision::Idle | Decision::Holding(_) | Decision::Fired => {}
+        }
+    }
+
+    fn collect(&self, out: &mut MetricSet) -> Result<(), CollectError> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let chip = self.chip_label(&state);
+        out.gauge(
+            "rpi_ups_info",
+            "The UPS read: board profile, chip, and source (i2c, power_supply when a kernel driver owns the gauge, nut)",
+        )
+        .sample(
+            [
+                ("board", self.board.as_str()),
+                ("chip", chip.as_str()),
+                ("source", self.source_label()),
+            ],
+            1.0,
+        );
+        out.gauge(
+            "rpi_ups_shutdown_pending",
+            "1 while the shutdown guard's conditions hold (hold running) or after it asked for the shutdown",
+        )
+        .sample([], f64::from(u8::from(state.guard.pending())));
+        let Some(snapshot) = &state.snapshot else {
+            return Err(CollectError::Other("no UPS reading yet".to_owned()));
+        };
+        let age = snapshot.at.elapsed();
+        let max_age = self.interval * 3 + Duration::from_secs(10);
+        let mut error = None;
+        if let Some((name, line)) = &snapshot.line {
+            if let LineState::Busy { consumer } = line {
+                out.gauge(
+                    "rpi_ups_power_line_busy",
+                    "1 when the power-loss GPIO line is held by another process (its consumer), so on-battery comes from the gauge alone or is absent",
+                )
+                .sample([("line", name), ("consumer", consumer.as_str())], 1.0);
+            }
+            if let LineState::Error(e) = line {
+                error = Some(format!("power-loss line {name}: {e}"));
+            }
+        }
+        if age > max_age {
+            return Err(CollectError::Other(format!(
+                "no UPS reading for {} s (the reader is stuck on its source)",
+                age.as_secs()
+            )));
+        }
+        let reading = match &snapshot.reading {
+            Ok(reading) => reading,
+            Err(e) => return Err(CollectError::Other(format!("UPS {}: {e}", self.board))),
+        };
+        let c = &reading.chip;
+        let flag = |b: bool| f64::from(u8::from(b));
+        if let Some(v) = c.on_battery {
+            out.gauge(
+                "rpi_ups_on_battery",
+                "1 when the UPS runs on battery (external power lost)",
+            )
+            .sample([], flag(v));
+        }
+        if let Some(v) = c.voltage_volts {
+            out.gauge("rpi_ups_battery_voltage_volts", "Battery voltage")
+                .sample([], v);
+        }
+        if let Some(v) = c.current_amperes {
+            out.gauge(
+                "rpi_ups_battery_current_amperes",
+                "Battery current, positive while charging, negative while discharging",
+            )
+            .sample([], v);
+        }
+        if let Some(v) = c.charge_ratio {
+            out.gauge(
+                "rpi_ups_battery_charge_ratio",
+                "Battery state of charge (0-1)",
+            )
+            .sample([], v);
+        }
+        if let Some(v) = c.charging {
+            out.gauge("rpi_ups_charging", "1 while the battery is charging")
+                .sample([], flag(v));
+        }
+        if let Some(v) = snapshot.runtime_seconds {
+            out.gauge(
+                "rpi_ups_runtime_seconds",
+                "Estimated time left on battery (from the device, else the recent discharge rate); absent while not discharging",
+            )
+            .sample([], v);
+        }
+        if let Some(v) = reading.input_voltage_volts {
+            out.gauge("rpi_ups_input_voltage_volts", "UPS input (mains) voltage")
+                .sample([], v);
+        }
+        if let Some(status) = &reading.status {
+            let mut family = out.gauge(
+                "rpi_ups_status",
+                "NUT ups.status flags: OL on line, OB on battery, LB low battery, RB replace battery, CHRG charging, DISCHRG discharging",
+            );
+            for f in STATUS_FLAGS {
+                family.sample([("flag", f)], flag(status.iter().any(|s| s == f)));
+            }
+        }
+        if let Some(v) = reading.load_ratio {
+            out.gauge("rpi_ups_load_ratio", "UPS load (0-1 of its rating)")
+                .sample([], v);
+        }
+        match error {
+            Some(e) => Err(CollectError::Other(e)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Reads the profile's chip.
+fn read_chip(bus: &mut Bus, profile: &Profile) -> Result<ChipReading, ReadError> {
+    let (address, cells) = (profile.address, profile.cells);
+    match profile.chip {
+        Chip::Ina219 {
+            shunt_ohms,
+            current_sign,
+        } => chips::read_ina219(
+            bus,
+            address,
+            &chips::Ina219Settings {
+                cells,
+                shunt_ohms,
+                current_sign,
+            },
+        ),
+        Chip::Max17040 | Chip::Max17043 => chips::read_max1704x(bus, address, cells),
+        Chip::Cw2015 => chips::read_cw2015(bus, address, cells),
+        Chip::WaveshareE => chips::read_waveshare_e(bus, address, cells),
+        Chip::PiSugar3 => chips::read_pisugar3(bus, address, cells),
+    }
+}
+
+impl Collector for UpsCollector {
+    fn collect(&self, out: &mut MetricSet) -> Result<(), CollectError> {
+        match &self.shared {
+            Some(shared) => shared.collect(out),
+            None => Err(CollectError::Other(
+                "no UPS board configured (--ups.board)".to_owned(),
+            )),
+        }
+    }
+}
