@@ -159,5 +159,96 @@ pub(crate) fn check_assets() -> Result<()> {
         let text = std::fs::read_to_string(f)?;
         check_metric_names(&f.display().to_string(), &text, &known)?;
     }
+    check_dashboards(&promtool, &known)?;
     Ok(())
+}
+
+/// The `"expr"` strings of a Grafana dashboard (JSON string escapes decoded).
+pub(crate) fn dashboard_exprs(json: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut rest = json;
+    while let Some(at) = rest.find("\"expr\":") {
+        rest = rest[at + 7..].trim_start();
+        let Some(body) = rest.strip_prefix('"') else {
+            bail!("\"expr\" is not a string");
+        };
+        let mut s = String::new();
+        let mut chars = body.char_indices();
+        let end = loop {
+            let Some((i, c)) = chars.next() else {
+                bail!("unterminated \"expr\" string");
+            };
+            match c {
+                '"' => break i,
+                '\\' => match chars.next().map(|(_, c)| c) {
+                    Some('n') => s.push('\n'),
+                    Some('t') => s.push('\t'),
+                    Some('u') => {
+                        let hex: String = (0..4)
+                            .filter_map(|_| chars.next().map(|(_, c)| c))
+                            .collect();
+                        let code = u32::from_str_radix(&hex, 16).context("bad \\u escape")?;
+                        s.push(char::from_u32(code).unwrap_or('\u{fffd}'));
+                    }
+                    Some(c) => s.push(c),
+                    None => bail!("unterminated escape"),
+                },
+                c => s.push(c),
+            }
+        };
+        out.push(s);
+        rest = &body[end + 1..];
+    }
+    Ok(out)
+}
+
+/// A dashboard query with Grafana's variables replaced so Prometheus can run it.
+pub(crate) fn expand_grafana_vars(expr: &str) -> String {
+    expr.replace("$site", ".*")
+        .replace("$instance", ".*")
+        .replace("$__rate_interval", "5m")
+        .replace("$__interval", "1m")
+}
+
+/// Every dashboard's queries: metric names checked, syntax checked by `promtool check rules`
+/// on a generated rule file with one recording rule per query.
+fn check_dashboards(promtool: &Path, known: &BTreeSet<String>) -> Result<()> {
+    let dir = root().join("grafana").join("dashboards");
+    let mut rules = String::from("groups:\n  - name: dashboards\n    rules:\n");
+    let mut n = 0;
+    for f in yml_files(&dir)? {
+        let text = std::fs::read_to_string(&f)?;
+        let exprs = dashboard_exprs(&text).with_context(|| f.display().to_string())?;
+        if exprs.is_empty() {
+            bail!("{} has no queries", f.display());
+        }
+        for e in exprs {
+            check_metric_names(&f.display().to_string(), &e, known)?;
+            n += 1;
+            rules.push_str(&format!(
+                "      - record: dashboard_query_{n}\n        expr: {}\n",
+                yaml_quote(&expand_grafana_vars(&e))
+            ));
+        }
+    }
+    let tmp = std::env::temp_dir().join(format!("pifleet-dashboards-{}.yml", std::process::id()));
+    std::fs::write(&tmp, rules)?;
+    let r = run(Command::new(promtool).arg("check").arg("rules").arg(&tmp));
+    let _ = std::fs::remove_file(&tmp);
+    r.context("a dashboard query does not parse")
+}
+
+/// A YAML double-quoted scalar.
+pub(crate) fn yaml_quote(s: &str) -> String {
+    let mut q = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => q.push_str("\\\""),
+            '\\' => q.push_str("\\\\"),
+            '\n' => q.push_str("\\n"),
+            c => q.push(c),
+        }
+    }
+    q.push('"');
+    q
 }

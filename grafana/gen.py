@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""Generates grafana/dashboards/*.json (run after editing; the JSON is committed).
+Every panel query must use metrics the exporter emits: `cargo xtask promtool` checks the names,
+`cargo xtask e2e` runs every query against a live Prometheus."""
+import json, os
+
+DS = {"type": "prometheus", "uid": "${datasource}"}
+SEL = 'site=~"$site", instance=~"$instance"'
+
+def target(expr, legend="", ref="A", instant=False, fmt="time_series"):
+    t = {"datasource": DS, "expr": expr, "legendFormat": legend, "refId": ref, "format": fmt}
+    if instant:
+        t["instant"] = True
+        t["range"] = False
+    return t
+
+def variables(multi_instance=True):
+    return {"list": [
+        {"name": "datasource", "type": "datasource", "query": "prometheus", "label": "Prometheus",
+         "current": {}, "hide": 0},
+        {"name": "site", "type": "query", "datasource": DS, "label": "Site",
+         "query": {"query": "label_values(rpi_exporter_build_info, site)", "refId": "site"},
+         "definition": "label_values(rpi_exporter_build_info, site)",
+         "includeAll": True, "multi": True, "allValue": ".*", "refresh": 2, "sort": 1,
+         "current": {"text": "All", "value": "$__all"}},
+        {"name": "instance", "type": "query", "datasource": DS, "label": "Pi",
+         "query": {"query": 'label_values(rpi_exporter_build_info{site=~"$site"}, instance)', "refId": "instance"},
+         "definition": 'label_values(rpi_exporter_build_info{site=~"$site"}, instance)',
+         "includeAll": multi_instance, "multi": multi_instance, "allValue": ".*", "refresh": 2, "sort": 1,
+         "current": {"text": "All", "value": "$__all"} if multi_instance else {}},
+    ]}
+
+def dashboard(uid, title, panels, multi_instance=True, links=None):
+    for i, p in enumerate(panels, 1):
+        p["id"] = i
+    return {
+        "uid": uid, "title": title, "tags": ["pifleet", "raspberry-pi"], "timezone": "browser",
+        "schemaVersion": 39, "version": 1, "editable": True, "refresh": "1m",
+        "time": {"from": "now-6h", "to": "now"}, "templating": variables(multi_instance),
+        "annotations": {"list": []}, "links": links or [], "panels": panels,
+    }
+
+def ts(title, targets, unit, x, y, w=12, h=8, **extra):
+    p = {"type": "timeseries", "title": title, "datasource": DS, "targets": targets,
+         "gridPos": {"x": x, "y": y, "w": w, "h": h},
+         "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+         "options": {"legend": {"displayMode": "list", "placement": "bottom"}, "tooltip": {"mode": "multi"}}}
+    p.update(extra)
+    return p
+
+def stat(title, expr, unit, x, y, w=4, h=4, thresholds=None, mappings=None):
+    return {"type": "stat", "title": title, "datasource": DS,
+            "targets": [target(expr, instant=True)],
+            "gridPos": {"x": x, "y": y, "w": w, "h": h},
+            "fieldConfig": {"defaults": {"unit": unit, "mappings": mappings or [],
+                                         "thresholds": {"mode": "absolute", "steps": thresholds or [{"color": "green", "value": None}]}},
+                            "overrides": []},
+            "options": {"reduceOptions": {"calcs": ["lastNotNull"]}, "colorMode": "background", "graphMode": "none"}}
+
+RED_IF_1 = [{"color": "green", "value": None}, {"color": "red", "value": 1}]
+OK_BAD = [{"type": "value", "options": {"0": {"text": "OK", "color": "green"}, "1": {"text": "YES", "color": "red"}}}]
+
+# ---------------------------------------------------------------- fleet overview
+columns = [
+    ("A", f'rpi_soc_temperature_celsius{{{SEL}}}', "SoC °C"),
+    ("B", f'max by (instance, site) (rpi_throttled{{{SEL}}})', "Throttled now"),
+    ("C", f'rpi_throttled_since_boot{{condition="under_voltage", {SEL}}}', "Under-voltage since boot"),
+    ("D", f'rpi_filesystem_avail_bytes{{mountpoint="/", {SEL}}} / rpi_filesystem_size_bytes{{mountpoint="/", {SEL}}}', "Root free"),
+    ("E", f'max by (instance, site) (rpi_filesystem_readonly{{fstype!~"tmpfs|vfat|squashfs", {SEL}}})', "Read-only"),
+    ("F", f'min by (instance, site) (rpi_rtc_time_valid{{{SEL}}})', "RTC valid"),
+    ("G", f'max by (instance, site) (abs(rpi_rtc_offset_seconds{{{SEL}}}))', "RTC offset s"),
+    ("H", f'rpi_time_synchronized{{{SEL}}}', "Clock synced"),
+    ("I", f'rpi_ups_on_battery{{{SEL}}}', "On battery"),
+    ("J", f'rpi_ups_battery_charge_ratio{{{SEL}}}', "UPS charge"),
+    ("K", f'time() - timestamp(rpi_exporter_build_info{{{SEL}}})', "Last scrape age s"),
+]
+table = {
+    "type": "table", "title": "Fleet: one row per Pi", "datasource": DS,
+    "gridPos": {"x": 0, "y": 4, "w": 24, "h": 14},
+    "targets": [target(e, ref=r, instant=True, fmt="table") for r, e, _ in columns],
+    "transformations": [
+        {"id": "merge", "options": {}},
+        {"id": "organize", "options": {
+            "excludeByName": {"Time": True, "job": True, "condition": True, "mountpoint": True,
+                              "device": True, "fstype": True, "role": False, "__name__": True},
+            "renameByName": {f"Value #{r}": name for r, _, name in columns}}},
+    ],
+    "fieldConfig": {"defaults": {"custom": {"align": "auto"}}, "overrides": [
+        {"matcher": {"id": "byName", "options": "SoC °C"}, "properties": [
+            {"id": "unit", "value": "celsius"}, {"id": "custom.cellOptions", "value": {"type": "color-background"}},
+            {"id": "thresholds", "value": {"mode": "absolute", "steps": [{"color": "green", "value": None}, {"color": "orange", "value": 70}, {"color": "red", "value": 80}]}}]},
+        {"matcher": {"id": "byName", "options": "Root free"}, "properties": [
+            {"id": "unit", "value": "percentunit"}, {"id": "custom.cellOptions", "value": {"type": "color-background"}},
+            {"id": "thresholds", "value": {"mode": "absolute", "steps": [{"color": "red", "value": None}, {"color": "orange", "value": 0.05}, {"color": "green", "value": 0.15}]}}]},
+        {"matcher": {"id": "byName", "options": "UPS charge"}, "properties": [{"id": "unit", "value": "percentunit"}]},
+        {"matcher": {"id": "byName", "options": "Last scrape age s"}, "properties": [{"id": "unit", "value": "s"}]},
+        {"matcher": {"id": "byName", "options": "instance"}, "properties": [
+            {"id": "links", "value": [{"title": "Device detail", "url": "/d/pifleet-device?var-instance=${__value.raw}&${__url_time_range}"}]}]},
+    ] + [
+        {"matcher": {"id": "byName", "options": n}, "properties": [
+            {"id": "mappings", "value": OK_BAD}, {"id": "custom.cellOptions", "value": {"type": "color-background"}}]}
+        for n in ["Throttled now", "Under-voltage since boot", "Read-only", "On battery"]
+    ] + [
+        {"matcher": {"id": "byName", "options": n}, "properties": [
+            {"id": "mappings", "value": [{"type": "value", "options": {"1": {"text": "OK", "color": "green"}, "0": {"text": "NO", "color": "red"}}}]},
+            {"id": "custom.cellOptions", "value": {"type": "color-background"}}]}
+        for n in ["RTC valid", "Clock synced"]
+    ]},
+    "options": {"showHeader": True, "sortBy": [{"displayName": "SoC °C", "desc": True}]},
+}
+fleet = dashboard("pifleet-fleet", "pifleet: fleet overview", [
+    stat("Pis up", f'sum(up{{job="pi-exporter", {SEL}}})', "none", 0, 0),
+    stat("Pis down", f'count(up{{job="pi-exporter", {SEL}}} == 0) or vector(0)', "none", 4, 0, thresholds=RED_IF_1),
+    stat("Under-volted now", f'count(rpi_throttled{{condition="under_voltage", {SEL}}} == 1) or vector(0)', "none", 8, 0, thresholds=RED_IF_1),
+    stat("Read-only filesystems", f'count(rpi_filesystem_readonly{{fstype!~"tmpfs|vfat|squashfs", {SEL}}} == 1) or vector(0)', "none", 12, 0, thresholds=RED_IF_1),
+    stat("On battery", f'count(rpi_ups_on_battery{{{SEL}}} == 1) or vector(0)', "none", 16, 0, thresholds=RED_IF_1),
+    stat("Hottest SoC", f'max(rpi_soc_temperature_celsius{{{SEL}}})', "celsius", 20, 0,
+         thresholds=[{"color": "green", "value": None}, {"color": "orange", "value": 70}, {"color": "red", "value": 80}]),
+    table,
+    ts("SoC temperature", [target(f'rpi_soc_temperature_celsius{{{SEL}}}', "{{instance}}")], "celsius", 0, 18),
+    ts("Root filesystem available", [target(f'rpi_filesystem_avail_bytes{{mountpoint="/", {SEL}}} / rpi_filesystem_size_bytes{{mountpoint="/", {SEL}}}', "{{instance}}")], "percentunit", 12, 18),
+    ts("Scrape success", [target(f'up{{job="pi-exporter", {SEL}}}', "{{instance}}")], "none", 0, 26),
+    ts("Failing collectors", [target(f'rpi_exporter_collector_success{{{SEL}}} == 0', "{{instance}} {{collector}}")], "none", 12, 26),
+])
+
+# ---------------------------------------------------------------- device detail
+D = 'instance=~"$instance"'
+device = dashboard("pifleet-device", "pifleet: device detail", [
+    stat("SoC temperature", f'rpi_soc_temperature_celsius{{{D}}}', "celsius", 0, 0,
+         thresholds=[{"color": "green", "value": None}, {"color": "orange", "value": 70}, {"color": "red", "value": 80}]),
+    stat("Uptime", f'rpi_uptime_seconds{{{D}}}', "s", 4, 0),
+    stat("Under-volted since boot", f'rpi_throttled_since_boot{{condition="under_voltage", {D}}}', "none", 8, 0, thresholds=RED_IF_1, mappings=OK_BAD),
+    stat("Root read-only", f'rpi_filesystem_readonly{{mountpoint="/", {D}}}', "none", 12, 0, thresholds=RED_IF_1, mappings=OK_BAD),
+    stat("Clock synchronised", f'rpi_time_synchronized{{{D}}}', "none", 16, 0,
+         thresholds=[{"color": "red", "value": None}, {"color": "green", "value": 1}]),
+    stat("UPS charge", f'rpi_ups_battery_charge_ratio{{{D}}}', "percentunit", 20, 0,
+         thresholds=[{"color": "red", "value": None}, {"color": "orange", "value": 0.2}, {"color": "green", "value": 0.5}]),
+    ts("Temperature", [target(f'rpi_soc_temperature_celsius{{{D}}}', "SoC"),
+                       target(f'rpi_soc_temperature_limit_celsius{{{D}}}', "limit", "B"),
+                       target(f'rpi_rtc_temperature_celsius{{{D}}}', "RTC {{device}}", "C")], "celsius", 0, 4),
+    ts("Throttling", [target(f'rpi_throttled{{{D}}}', "{{condition}}")], "none", 12, 4),
+    ts("ARM clock: measured vs set", [target(f'rpi_clock_measured_hertz{{clock="arm", {D}}}', "measured"),
+                                     target(f'rpi_clock_hertz{{clock="arm", {D}}}', "set", "B")], "hertz", 0, 12),
+    ts("Voltages", [target(f'rpi_voltage_volts{{{D}}}', "{{rail}}"),
+                    target(f'rpi_input_voltage_volts{{{D}}}', "5 V input (Pi 5)", "B")], "volt", 12, 12),
+    ts("PMIC power (Pi 5, SoC side)", [target(f'rpi_power_watts{{{D}}}', "SoC-side power"),
+                                       target(f'rpi_pmic_rail_amperes{{rail="vdd_core", {D}}}', "vdd_core A", "B")], "watt", 0, 20),
+    ts("Disk writes per day", [target(f'rate(rpi_disk_written_bytes_total{{{D}}}[1h]) * 86400', "{{device}}")], "bytes", 12, 20),
+    ts("Filesystem available", [target(f'rpi_filesystem_avail_bytes{{{D}}} / rpi_filesystem_size_bytes{{{D}}}', "{{mountpoint}}")], "percentunit", 0, 28),
+    ts("Memory and swap", [target(f'rpi_memory_available_bytes{{{D}}}', "memory available"),
+                           target(f'rpi_swap_used_bytes{{{D}}}', "swap used", "B")], "bytes", 12, 28),
+    ts("UPS charge and runtime", [target(f'rpi_ups_battery_charge_ratio{{{D}}}', "charge"),
+                                  target(f'rpi_ups_runtime_seconds{{{D}}}', "runtime", "B")], "percentunit", 0, 36,
+       fieldConfig={"defaults": {"unit": "percentunit"}, "overrides": [
+           {"matcher": {"id": "byName", "options": "runtime"}, "properties": [{"id": "unit", "value": "s"}, {"id": "custom.axisPlacement", "value": "right"}]}]}),
+    ts("UPS battery", [target(f'rpi_ups_battery_voltage_volts{{{D}}}', "voltage"),
+                       target(f'rpi_ups_on_battery{{{D}}}', "on battery", "B")], "volt", 12, 36),
+    ts("RTC offset from system clock", [target(f'rpi_rtc_offset_seconds{{{D}}}', "{{device}}"),
+                                        target(f'rpi_time_max_error_seconds{{{D}}}', "system max error", "B")], "s", 0, 44),
+    ts("Load", [target(f'rpi_load1{{{D}}}', "load1"), target(f'rpi_load5{{{D}}}', "load5", "B")], "none", 12, 44),
+], multi_instance=False, links=[{"title": "Fleet overview", "type": "link", "url": "/d/pifleet-fleet"}])
+
+here = os.path.dirname(os.path.abspath(__file__))
+for name, d in [("fleet-overview", fleet), ("device-detail", device)]:
+    with open(os.path.join(here, "dashboards", name + ".json"), "w") as f:
+        json.dump(d, f, indent=2, ensure_ascii=False)
+        f.write("\n")
