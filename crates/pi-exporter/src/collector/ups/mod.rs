@@ -635,3 +635,241 @@ impl Collector for UpsCollector {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::collector::CollectorOptions;
+    use crate::paths::Paths;
+    use crate::simulate::BoardFile;
+
+    const X728_ON_BATTERY: &str = "board: geekworm-x728\nchips:\n  - address: 0x36\n    behaviour: read-only\n    registers: {0x02: 0xb9, 0x03: 0x00, 0x04: 0x05, 0x05: 0x80}\ngpio:\n  GPIO6: high\n";
+
+    fn context(sysfs: &Path, section: Option<&str>, options: Options) -> BuildContext {
+        let board = section.map(|yaml| {
+            Arc::new(BoardFile {
+                ups: Some(serde_saphyr::from_str(yaml).expect("valid ups section")),
+                ..BoardFile::default()
+            })
+        });
+        BuildContext {
+            paths: Paths {
+                sysfs: sysfs.to_owned(),
+                devfs: sysfs.join("no-dev"),
+                ..Paths::default()
+            },
+            options: CollectorOptions {
+                ups: options,
+                ..CollectorOptions::default()
+            },
+            board,
+        }
+    }
+
+    fn value(set: &MetricSet, name: &str) -> Option<f64> {
+        set.get(name)
+            .and_then(|f| f.samples.first())
+            .map(|s| s.value)
+    }
+
+    fn simulated_writes(collector: &UpsCollector) -> usize {
+        match &collector.shared.as_ref().expect("configured").source {
+            Source::Chip {
+                simulated: Some(bus),
+                ..
+            } => bus.writes().len(),
+            _ => panic!("not a simulated chip"),
+        }
+    }
+
+    #[test]
+    fn a_simulated_x728_on_battery_is_read_without_a_single_write() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let collector = UpsCollector::new(&context(
+            dir.path(),
+            Some(X728_ON_BATTERY),
+            Options::default(),
+        ));
+        let mut out = MetricSet::new();
+        collector.collect(&mut out).expect("collect");
+        let info = &out.get("rpi_ups_info").expect("info").samples[0];
+        assert_eq!(
+            info.labels,
+            [
+                ("board", "geekworm-x728".to_owned()),
+                ("chip", "max17043".to_owned()),
+                ("source", "i2c".to_owned())
+            ]
+        );
+        assert_eq!(value(&out, "rpi_ups_on_battery"), Some(1.0));
+        assert_eq!(value(&out, "rpi_ups_battery_voltage_volts"), Some(3.7));
+        assert_eq!(value(&out, "rpi_ups_battery_charge_ratio"), Some(0.055));
+        assert_eq!(value(&out, "rpi_ups_shutdown_pending"), Some(0.0));
+        assert!(
+            out.get("rpi_ups_runtime_seconds").is_none(),
+            "no history yet"
+        );
+        assert!(
+            out.get("rpi_ups_charging").is_none(),
+            "the gauge cannot tell"
+        );
+        assert_eq!(simulated_writes(&collector), 0);
+    }
+
+    #[test]
+    fn the_guard_fires_from_the_reader_in_dry_run() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = Options {
+            shutdown: ShutdownOptions {
+                enable: true,
+                hold: Duration::ZERO,
+                dry_run: true,
+                // Would fail loudly if it ran: dry run only logs.
+                command: vec!["/nonexistent/poweroff".to_owned()],
+                ..ShutdownOptions::default()
+            },
+            ..Options::default()
+        };
+        let collector = UpsCollector::new(&context(dir.path(), Some(X728_ON_BATTERY), options));
+        let mut out = MetricSet::new();
+        collector.collect(&mut out).expect("collect");
+        assert_eq!(value(&out, "rpi_ups_shutdown_pending"), Some(1.0));
+        let shared = collector.shared.as_ref().expect("configured");
+        shared.round();
+        let state = shared.state.lock().expect("lock");
+        assert!(state.guard.pending());
+    }
+
+    #[test]
+    fn bad_input_is_reported_not_exported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (section, expect) in [
+            // All 0xFF.
+            (
+                "board: ups-lite\nchips:\n  - address: 0x62\n    registers: {0x02: 0xff, 0x03: 0xff, 0x04: 0xff, 0x05: 0xff}\ngpio: {GPIO4: low}\n",
+                "all 0xFF",
+            ),
+            // 0 V.
+            (
+                "board: geekworm-x120x\nchips:\n  - address: 0x36\n    registers: {0x04: 0x32}\ngpio: {GPIO6: low}\n",
+                "voltage",
+            ),
+            // Charge above 100 %.
+            (
+                "board: geekworm-x120x\nchips:\n  - address: 0x36\n    registers: {0x02: 0xb9, 0x04: 0x80}\ngpio: {GPIO6: low}\n",
+                "state of charge",
+            ),
+            // A NACKing chip.
+            (
+                "board: waveshare-ups-hat\nchips:\n  - address: 0x42\n    behaviour: nack\n",
+                "no acknowledgement",
+            ),
+            // No chip at all.
+            ("board: pisugar3\n", "no acknowledgement"),
+        ] {
+            let collector =
+                UpsCollector::new(&context(dir.path(), Some(section), Options::default()));
+            let mut out = MetricSet::new();
+            let err = collector.collect(&mut out).expect_err(section);
+            assert!(err.to_string().contains(expect), "{section}: {err}");
+            assert!(out.get("rpi_ups_info").is_some());
+            for name in [
+                "rpi_ups_on_battery",
+                "rpi_ups_battery_voltage_volts",
+                "rpi_ups_battery_charge_ratio",
+            ] {
+                assert!(out.get(name).is_none(), "{section}: {name}");
+            }
+            assert_eq!(value(&out, "rpi_ups_shutdown_pending"), Some(0.0));
+        }
+    }
+
+    #[test]
+    fn a_busy_or_missing_power_line_is_reported_and_not_fatal() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let busy = X728_ON_BATTERY.replace("GPIO6: high", "GPIO6: {busy: x728-pwr}");
+        let collector = UpsCollector::new(&context(dir.path(), Some(&busy), Options::default()));
+        let mut out = MetricSet::new();
+        collector.collect(&mut out).expect("not fatal");
+        let line = &out.get("rpi_ups_power_line_busy").expect("busy").samples[0];
+        assert_eq!(
+            line.labels,
+            [
+                ("line", "GPIO6".to_owned()),
+                ("consumer", "x728-pwr".to_owned())
+            ]
+        );
+        assert!(out.get("rpi_ups_on_battery").is_none(), "unknown");
+        assert_eq!(value(&out, "rpi_ups_battery_voltage_volts"), Some(3.7));
+
+        let missing = X728_ON_BATTERY.replace("gpio:\n  GPIO6: high\n", "");
+        let collector = UpsCollector::new(&context(dir.path(), Some(&missing), Options::default()));
+        let mut out = MetricSet::new();
+        collector.collect(&mut out).expect("not fatal");
+        assert!(out.get("rpi_ups_on_battery").is_none());
+    }
+
+    #[test]
+    fn a_kernel_owned_gauge_is_read_from_sysfs() {
+        let sysfs =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ups-x120x-kernel/sys");
+        let collector = UpsCollector::new(&context(
+            &sysfs,
+            Some("board: geekworm-x120x\ngpio: {GPIO6: high}\n"),
+            Options::default(),
+        ));
+        let mut out = MetricSet::new();
+        collector.collect(&mut out).expect("collect");
+        let info = &out.get("rpi_ups_info").expect("info").samples[0];
+        assert_eq!(info.labels[2], ("source", "power_supply".to_owned()));
+        assert_eq!(value(&out, "rpi_ups_battery_voltage_volts"), Some(4.1));
+        assert_eq!(value(&out, "rpi_ups_battery_charge_ratio"), Some(0.93));
+        assert_eq!(value(&out, "rpi_ups_on_battery"), Some(0.0));
+        assert_eq!(value(&out, "rpi_ups_charging"), Some(1.0));
+    }
+
+    #[test]
+    fn a_nut_ups_through_the_collector() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fake = nut::fake::spawn(nut::fake::Script::Reply(nut::fake::list(
+            "ups",
+            &[
+                ("battery.charge", "80"),
+                ("battery.runtime", "1200"),
+                ("driver.name", "usbhid-ups"),
+                ("input.voltage", "230.5"),
+                ("ups.load", "15"),
+                ("ups.status", "OL CHRG"),
+            ],
+        )));
+        let options = Options {
+            board: Some("nut".to_owned()),
+            nut: NutOptions {
+                port: fake.address.port(),
+                ..NutOptions::default()
+            },
+            ..Options::default()
+        };
+        let collector = UpsCollector::new(&context(dir.path(), None, options));
+        let mut out = MetricSet::new();
+        collector.collect(&mut out).expect("collect");
+        let info = &out.get("rpi_ups_info").expect("info").samples[0];
+        assert_eq!(info.labels[1], ("chip", "usbhid-ups".to_owned()));
+        assert_eq!(value(&out, "rpi_ups_on_battery"), Some(0.0));
+        assert_eq!(value(&out, "rpi_ups_charging"), Some(1.0));
+        assert_eq!(value(&out, "rpi_ups_load_ratio"), Some(0.15));
+        assert_eq!(value(&out, "rpi_ups_input_voltage_volts"), Some(230.5));
+        assert!(out.get("rpi_ups_runtime_seconds").is_none(), "charging");
+        let status = out.get("rpi_ups_status").expect("status");
+        let on: Vec<&str> = status
+            .samples
+            .iter()
+            .filter(|s| s.value == 1.0)
+            .map(|s| s.labels[0].1.as_str())
+            .collect();
+        assert_eq!(on, ["OL", "CHRG"]);
+        assert_eq!(status.samples.len(), 6);
+    }
+}
