@@ -160,6 +160,7 @@ pub(crate) fn check_assets() -> Result<()> {
         check_metric_names(&f.display().to_string(), &text, &known)?;
     }
     check_dashboards(&promtool, &known)?;
+    verify_units()?;
     Ok(())
 }
 
@@ -251,4 +252,75 @@ pub(crate) fn yaml_quote(s: &str) -> String {
     }
     q.push('"');
     q
+}
+
+/// `cargo xtask dist [--target TRIPLE]`: release build of both binaries and their Debian
+/// packages (cargo-deb, `--no-build`) under `target/[TRIPLE/]debian/`.
+pub(crate) fn dist(args: &[String]) -> Result<()> {
+    let mut target = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--target" => target = Some(it.next().context("--target needs a triple")?.clone()),
+            other => bail!("usage: cargo xtask dist [--target TRIPLE] (unknown {other:?})"),
+        }
+    }
+    let cargo_bin = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let has_deb = Command::new(&cargo_bin)
+        .args(["deb", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_deb {
+        bail!(
+            "cargo-deb is not installed: run `cargo install cargo-deb` (then `cargo xtask dist` again)"
+        );
+    }
+    let mut build = vec![
+        "build",
+        "--release",
+        "--locked",
+        "-p",
+        "pi-exporter",
+        "-p",
+        "alert-relay",
+    ];
+    if let Some(t) = &target {
+        build.extend(["--target", t.as_str()]);
+    }
+    crate::cargo(&build)?;
+    for pkg in ["pi-exporter", "alert-relay"] {
+        let mut deb = vec!["deb", "--no-build", "--no-strip", "-p", pkg];
+        if let Some(t) = &target {
+            deb.extend(["--target", t.as_str()]);
+        }
+        crate::cargo(&deb)?;
+    }
+    Ok(())
+}
+
+/// `systemd-analyze verify` on the shipped units, when systemd-analyze exists (the binaries
+/// are not installed here, so "not executable" findings are expected and ignored).
+fn verify_units() -> Result<()> {
+    let Ok(sa) = tool("systemd-analyze", "systemd") else {
+        eprintln!("systemd-analyze not found: units not verified");
+        return Ok(());
+    };
+    let dir = root().join("deploy").join("systemd");
+    let mut units: Vec<PathBuf> = std::fs::read_dir(&dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "service" || e == "path"))
+        .collect();
+    units.sort();
+    eprintln!("$ systemd-analyze verify {}", dir.display());
+    let out = Command::new(sa).arg("verify").args(&units).output()?;
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    let problems: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.contains("is not executable"))
+        .collect();
+    if !problems.is_empty() {
+        bail!("systemd-analyze verify:\n{}", problems.join("\n"));
+    }
+    Ok(())
 }

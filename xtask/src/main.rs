@@ -21,6 +21,7 @@ commands:
   relay-bench             alert-relay: durable webhooks/s, p50/p99, peak RSS, raw fsync rate
   promtool                check prometheus/ and grafana/: promtool/amtool checks, rule unit
                           tests, metric names, runbook anchors (part of ci)
+  dist [--target TRIPLE]  release build and .deb packages of both binaries (needs cargo-deb)
 ";
 
 fn main() -> Result<()> {
@@ -30,6 +31,7 @@ fn main() -> Result<()> {
         Some("bench") => bench::run(&args[1..]),
         Some("relay-bench") => relay_bench::run(&args[1..]),
         Some("promtool") => e2e::check_assets(),
+        Some("dist") => e2e::dist(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             print!("{USAGE}");
             Ok(())
