@@ -6,3 +6,4 @@ mod golden;
 mod rtc;
 mod serving;
 mod support;
+mod ups;
