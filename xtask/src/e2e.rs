@@ -254,15 +254,20 @@ pub(crate) fn yaml_quote(s: &str) -> String {
     q
 }
 
-/// `cargo xtask dist [--target TRIPLE]`: release build of both binaries and their Debian
-/// packages (cargo-deb, `--no-build`) under `target/[TRIPLE/]debian/`.
+/// `cargo xtask dist [--target TRIPLE [--glibc 2.31]]`: release build of both binaries and
+/// their Debian packages (cargo-deb, `--no-build`) under `target/[TRIPLE/]debian/`. With
+/// `--glibc`, the build is `cargo zigbuild --target TRIPLE.GLIBC` (the glibc floor).
 pub(crate) fn dist(args: &[String]) -> Result<()> {
     let mut target = None;
+    let mut glibc = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--target" => target = Some(it.next().context("--target needs a triple")?.clone()),
-            other => bail!("usage: cargo xtask dist [--target TRIPLE] (unknown {other:?})"),
+            "--glibc" => glibc = Some(it.next().context("--glibc needs a version")?.clone()),
+            other => bail!(
+                "usage: cargo xtask dist [--target TRIPLE [--glibc 2.31]] (unknown {other:?})"
+            ),
         }
     }
     let cargo_bin = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -275,8 +280,18 @@ pub(crate) fn dist(args: &[String]) -> Result<()> {
             "cargo-deb is not installed: run `cargo install cargo-deb` (then `cargo xtask dist` again)"
         );
     }
+    let zig_target = match (&target, &glibc) {
+        (Some(t), Some(g)) => Some(format!("{t}.{g}")),
+        (None, Some(_)) => bail!("--glibc needs --target"),
+        _ => None,
+    };
+    let build_cmd = if zig_target.is_some() {
+        "zigbuild"
+    } else {
+        "build"
+    };
     let mut build = vec![
-        "build",
+        build_cmd,
         "--release",
         "--locked",
         "-p",
@@ -284,7 +299,7 @@ pub(crate) fn dist(args: &[String]) -> Result<()> {
         "-p",
         "alert-relay",
     ];
-    if let Some(t) = &target {
+    if let Some(t) = zig_target.as_ref().or(target.as_ref()) {
         build.extend(["--target", t.as_str()]);
     }
     crate::cargo(&build)?;
