@@ -159,6 +159,7 @@ pub(crate) fn check_assets() -> Result<()> {
         let text = std::fs::read_to_string(f)?;
         check_metric_names(&f.display().to_string(), &text, &known)?;
     }
+    check_runbooks(&rules)?;
     check_dashboards(&promtool, &known)?;
     verify_units()?;
     Ok(())
@@ -336,6 +337,52 @@ fn verify_units() -> Result<()> {
         .collect();
     if !problems.is_empty() {
         bail!("systemd-analyze verify:\n{}", problems.join("\n"));
+    }
+    Ok(())
+}
+
+/// Every alert has a `runbook_url` whose anchor is a heading of docs/runbooks.md.
+fn check_runbooks(rules: &[PathBuf]) -> Result<()> {
+    let doc = std::fs::read_to_string(root().join("docs/runbooks.md"))?;
+    let anchors: BTreeSet<String> = doc
+        .lines()
+        .filter_map(|l| l.strip_prefix("## "))
+        .map(|h| h.trim().to_lowercase())
+        .collect();
+    for f in rules {
+        let text = std::fs::read_to_string(f)?;
+        let mut alert: Option<&str> = None;
+        let mut alerts_seen = 0;
+        for line in text.lines() {
+            let t = line.trim();
+            if let Some(name) = t.strip_prefix("- alert: ") {
+                if let Some(prev) = alert {
+                    bail!("{}: alert {prev} has no runbook_url", f.display());
+                }
+                alert = Some(name.trim());
+                alerts_seen += 1;
+            } else if let Some(url) = t.strip_prefix("runbook_url: ") {
+                let name = alert
+                    .with_context(|| format!("{}: runbook_url outside an alert", f.display()))?;
+                let anchor = url
+                    .trim_matches('"')
+                    .rsplit_once("docs/runbooks.md#")
+                    .map(|(_, a)| a);
+                match anchor {
+                    Some(a) if a == name.to_lowercase() && anchors.contains(a) => {}
+                    _ => bail!(
+                        "{}: alert {name}: runbook_url {url} must point to docs/runbooks.md#{} (a `## {name}` heading)",
+                        f.display(),
+                        name.to_lowercase()
+                    ),
+                }
+                alert = None;
+            }
+        }
+        if let Some(prev) = alert {
+            bail!("{}: alert {prev} has no runbook_url", f.display());
+        }
+        eprintln!("{}: {alerts_seen} alerts with runbooks", f.display());
     }
     Ok(())
 }
