@@ -4,9 +4,11 @@
 //! `docs/alert-relay.md` for its contract.
 #![forbid(unsafe_code)]
 
+pub mod ack;
 pub mod channels;
 pub mod config;
 pub mod delivery;
+pub mod escalation;
 pub mod http;
 pub mod matcher;
 pub mod metrics;
@@ -95,12 +97,19 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         }
     }
     let retention = config.storage.retention;
+    let key = store.read(|b| b.ack_key()).await?;
+    engine.set_signer(ack::Signer::new(key.clone(), config.public_url.clone()));
     let live = Arc::new(Live::new(config_path.to_owned(), config));
+    let escalator =
+        escalation::Escalator::new(store.clone(), Arc::clone(&engine), Arc::clone(&live));
+    let escalating = tokio::spawn(Arc::clone(&escalator).run());
     let app = Arc::new(App {
         live: Arc::clone(&live),
         store: store.clone(),
         metrics: Arc::clone(&metrics),
         engine: Arc::clone(&engine),
+        escalator: Arc::clone(&escalator),
+        signer: ack::Signer::new(key, None),
     });
     let serving = Arc::new(http::serve(Arc::clone(&app)).await?);
     tracing::info!(address = %serving.address, "alert-relay {} listening", env!("CARGO_PKG_VERSION"));
@@ -139,9 +148,15 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         })
     };
 
-    wait_for_signals(&live, &engine, &metrics).await;
+    wait_for_signals(&live, &engine, &metrics, &escalator).await;
     tracing::info!("shutting down");
     systemd::notify(&[NotifyState::Stopping]);
+    escalating.abort();
+    let _ = escalating.await;
+    if let Err(e) = escalator.checkpoint().await {
+        tracing::warn!("cannot store escalation clocks: {e}");
+    }
+    drop(escalator);
     for task in [watchdog, Some(pruner)].into_iter().flatten() {
         task.abort();
         let _ = task.await;
@@ -160,7 +175,12 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signals(live: &Live, engine: &Engine, metrics: &Metrics) {
+async fn wait_for_signals(
+    live: &Live,
+    engine: &Engine,
+    metrics: &Metrics,
+    escalator: &escalation::Escalator,
+) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -173,7 +193,10 @@ async fn wait_for_signals(live: &Live, engine: &Engine, metrics: &Metrics) {
         tokio::select! {
             _ = term.recv() => return,
             _ = tokio::signal::ctrl_c() => return,
-            _ = hup.recv() => reload(live, engine, metrics).await,
+            _ = hup.recv() => {
+                reload(live, engine, metrics).await;
+                escalator.wake();
+            }
         }
     }
 }
@@ -250,6 +273,9 @@ pub async fn send_test(
             next_attempt_at_ms: 0,
             event: event.clone(),
             firing: None,
+            incident: None,
+            step: 0,
+            notice: None,
         };
         let msg = channels::message_for(&dest, &job);
         let attempt = channels::Attempt {

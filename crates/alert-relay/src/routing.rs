@@ -4,6 +4,7 @@
 
 use crate::config::{Config, Route};
 use crate::payload::Labels;
+use crate::store::RouteRef;
 
 /// Why a pinned route (`POST /webhook/{name}`) cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -17,19 +18,61 @@ pub fn destinations(
     labels: &Labels,
     pinned: Option<&str>,
 ) -> Result<Vec<String>, UnknownRoute> {
-    let routes: Vec<&Route> = match pinned {
+    let mut out: Vec<String> = Vec::new();
+    for (_, r) in matched(config, labels, pinned)? {
+        // The first step is sent at once; the escalator schedules the later ones.
+        for d in step_destinations(config, &r.policy, 0) {
+            if !out.contains(&d) {
+                out.push(d);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The routes an alert matched, as (key, policy): each opens one incident per group.
+pub fn routes(
+    config: &Config,
+    labels: &Labels,
+    pinned: Option<&str>,
+) -> Result<Vec<RouteRef>, UnknownRoute> {
+    Ok(matched(config, labels, pinned)?
+        .into_iter()
+        .map(|(key, r)| RouteRef {
+            route: key,
+            policy: r.policy.clone(),
+        })
+        .collect())
+}
+
+/// A route's stable key: its name, or `#N` (1-based position) when it has none.
+pub fn route_key(index: usize, route: &Route) -> String {
+    route
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("#{}", index + 1))
+}
+
+fn matched<'c>(
+    config: &'c Config,
+    labels: &Labels,
+    pinned: Option<&str>,
+) -> Result<Vec<(String, &'c Route)>, UnknownRoute> {
+    Ok(match pinned {
         Some(name) => vec![
             config
                 .routes
                 .iter()
-                .find(|r| r.name.as_deref() == Some(name))
+                .enumerate()
+                .find(|(_, r)| r.name.as_deref() == Some(name))
+                .map(|(i, r)| (route_key(i, r), r))
                 .ok_or_else(|| UnknownRoute(name.to_owned()))?,
         ],
         None => {
             let mut chosen = Vec::new();
-            for r in &config.routes {
+            for (i, r) in config.routes.iter().enumerate() {
                 if r.matchers.iter().all(|m| m.matches(labels)) {
-                    chosen.push(r);
+                    chosen.push((route_key(i, r), r));
                     if !r.continue_matching {
                         break;
                     }
@@ -37,27 +80,25 @@ pub fn destinations(
             }
             chosen
         }
-    };
+    })
+}
+
+/// Destination ids of one step of a policy, in order without repeats.
+pub fn step_destinations(config: &Config, policy: &str, step: usize) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    for r in routes {
-        let Some(policy) = config.policies.get(&r.policy) else {
-            continue;
-        };
-        // Escalation (issue #7) will schedule the later steps; today a policy has one.
-        let Some(step) = policy.steps.first() else {
-            continue;
-        };
-        for channel in &step.notify {
-            if let Some(c) = config.channels.get(channel) {
-                for d in c.destinations() {
-                    if !out.contains(&d.id) {
-                        out.push(d.id);
-                    }
+    let Some(step) = config.policies.get(policy).and_then(|p| p.steps.get(step)) else {
+        return out;
+    };
+    for channel in &step.notify {
+        if let Some(c) = config.channels.get(channel) {
+            for d in c.destinations() {
+                if !out.contains(&d.id) {
+                    out.push(d.id);
                 }
             }
         }
     }
-    Ok(out)
+    out
 }
 
 #[cfg(test)]

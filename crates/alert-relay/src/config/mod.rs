@@ -413,11 +413,50 @@ const COMMON_CHANNEL_KEYS: &[&str] = &["api_url", "template", "rate_limit", "tim
 pub struct Policy {
     pub name: String,
     pub steps: Vec<Step>,
+    /// Re-runs the last step while the incident escalates.
+    pub repeat: Option<Repeat>,
+    pub until: Until,
+    /// An acknowledged incident still open this long after the ack escalates again.
+    pub ack_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repeat {
+    pub every: Duration,
+    pub times: u32,
+}
+
+/// What stops escalation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    Acknowledged,
+    Resolved,
 }
 
 #[derive(Debug, Clone)]
 pub struct Step {
+    /// Time since the incident opened (zero for the first step).
+    pub after: Duration,
     pub notify: Vec<String>,
+}
+
+impl Policy {
+    /// Every send of this policy in order: (elapsed time it is due at, step index). The first
+    /// entry is step 0 at zero; repeats of the last step follow it.
+    pub fn schedule(&self) -> Vec<(Duration, usize)> {
+        let mut out: Vec<(Duration, usize)> = self
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.after, i))
+            .collect();
+        if let (Some(r), Some(&(last_at, last))) = (self.repeat, out.last()) {
+            for k in 1..=r.times {
+                out.push((last_at + r.every * k, last));
+            }
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -729,38 +768,70 @@ impl Config {
         let mut policies = BTreeMap::new();
         for (name, rp) in raw.policies {
             let prefix = format!("policies.{name}");
-            if rp.repeat.is_some() {
-                return Err(invalid(
-                    format!("{prefix}.repeat"),
-                    "escalation is not supported yet (issue #7)",
-                ));
-            }
-            if rp.until.is_some() {
-                return Err(invalid(
-                    format!("{prefix}.until"),
-                    "escalation is not supported yet (issue #7)",
-                ));
-            }
+            let repeat = match rp.repeat {
+                Some(r) => {
+                    let every = parse_duration(&r.every)
+                        .map_err(|e| invalid(format!("{prefix}.repeat.every"), e))?;
+                    if every.is_zero() {
+                        return Err(invalid(format!("{prefix}.repeat.every"), "must be above 0"));
+                    }
+                    Some(Repeat {
+                        every,
+                        times: r.times,
+                    })
+                }
+                None => None,
+            };
+            let until = match rp.until.as_deref() {
+                None | Some("acknowledged") => Until::Acknowledged,
+                Some("resolved") => Until::Resolved,
+                Some(other) => {
+                    return Err(invalid(
+                        format!("{prefix}.until"),
+                        format!("{other:?}: use acknowledged or resolved"),
+                    ));
+                }
+            };
+            let ack_timeout = match &rp.ack_timeout {
+                Some(t) => Some(
+                    parse_duration(t).map_err(|e| invalid(format!("{prefix}.ack_timeout"), e))?,
+                ),
+                None => None,
+            };
             if rp.steps.is_empty() {
                 return Err(invalid(
                     format!("{prefix}.steps"),
                     "needs at least one step",
                 ));
             }
-            let mut steps = Vec::new();
+            let mut steps: Vec<Step> = Vec::new();
             for (i, s) in rp.steps.into_iter().enumerate() {
                 let key = format!("{prefix}.steps[{i}]");
-                if let Some(after) = &s.after {
-                    parse_duration(after).map_err(|e| invalid(format!("{key}.after"), e))?;
+                let after = match &s.after {
+                    Some(after) => {
+                        parse_duration(after).map_err(|e| invalid(format!("{key}.after"), e))?
+                    }
+                    None => Duration::ZERO,
+                };
+                if i == 0 && !after.is_zero() {
                     return Err(invalid(
                         format!("{key}.after"),
-                        "escalation steps (after:) are not supported yet (issue #7); use one step",
+                        "the first step is sent when the incident opens; it takes no after:",
                     ));
                 }
-                if i > 0 {
+                if i > 0 && s.after.is_none() {
                     return Err(invalid(
-                        key,
-                        "only one step is supported until escalation (issue #7)",
+                        format!("{key}.after"),
+                        "every step but the first needs after: (time since the incident opened)",
+                    ));
+                }
+                if let Some(prev) = steps.last()
+                    && i > 0
+                    && after <= prev.after
+                {
+                    return Err(invalid(
+                        format!("{key}.after"),
+                        "must be later than the previous step's after:",
                     ));
                 }
                 if s.notify.is_empty() {
@@ -774,9 +845,21 @@ impl Config {
                         ));
                     }
                 }
-                steps.push(Step { notify: s.notify });
+                steps.push(Step {
+                    after,
+                    notify: s.notify,
+                });
             }
-            policies.insert(name.clone(), Policy { name, steps });
+            policies.insert(
+                name.clone(),
+                Policy {
+                    name,
+                    steps,
+                    repeat,
+                    until,
+                    ack_timeout,
+                },
+            );
         }
         let mut routes = Vec::new();
         let mut names = BTreeSet::new();
@@ -846,12 +929,39 @@ impl Config {
             for (i, s) in p.steps.iter().enumerate() {
                 let _ = writeln!(
                     out,
-                    "  {} step {}: notify {}",
+                    "  {} step {}{}: notify {}",
                     p.name,
                     i + 1,
+                    if i == 0 {
+                        String::new()
+                    } else {
+                        format!(" after {}", crate::time::humanize(s.after))
+                    },
                     s.notify.join(", ")
                 );
             }
+            if let Some(r) = p.repeat {
+                let _ = writeln!(
+                    out,
+                    "  {} repeat the last step every {}, {} times",
+                    p.name,
+                    crate::time::humanize(r.every),
+                    r.times
+                );
+            }
+            let _ = writeln!(
+                out,
+                "  {} until {}{}",
+                p.name,
+                match p.until {
+                    Until::Acknowledged => "acknowledged",
+                    Until::Resolved => "resolved",
+                },
+                p.ack_timeout.map_or(String::new(), |t| format!(
+                    ", ack timeout {}",
+                    crate::time::humanize(t)
+                ))
+            );
         }
         let _ = writeln!(out, "routes (first match wins unless continue: true):");
         for (i, r) in self.routes.iter().enumerate() {

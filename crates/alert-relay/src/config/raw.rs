@@ -82,16 +82,23 @@ pub(super) struct RawDelivery {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPolicy {
     pub steps: Vec<RawStep>,
-    /// Escalation (issue #7): parsed so the error can say it is not supported yet.
-    pub repeat: Option<de::IgnoredAny>,
+    pub repeat: Option<RawRepeat>,
     pub until: Option<String>,
+    pub ack_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRepeat {
+    pub every: String,
+    pub times: u32,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawStep {
     pub notify: Vec<String>,
-    /// Escalation delay (issue #7): parsed so the error can say it is not supported yet.
+    /// Escalation delay since the incident opened.
     pub after: Option<String>,
 }
 

@@ -167,18 +167,40 @@ fn errors_name_the_key() {
 }
 
 #[test]
-fn rejects_unknown_keys_and_escalation_for_now() {
+fn rejects_unknown_keys_and_bad_escalation() {
     let e = parse_err("storage: { sqlite: x }\nlisten_address: 1\n");
     assert!(e.contains("listen_address"), "{e}");
     let ok_channels =
         "storage: { sqlite: x }\nchannels: { c: { type: webhook, url: 'http://x' } }\n";
     let e = parse_err(&format!(
-        "{ok_channels}policies: {{ p: {{ steps: [{{notify: [c]}}, {{after: 10m, notify: [c]}}] }} }}\nroutes: [{{policy: p}}]\n"
+        "{ok_channels}policies: {{ p: {{ steps: [{{notify: [c]}}, {{after: 10m, notify: [c]}}, {{after: 5m, notify: [c]}}] }} }}\nroutes: [{{policy: p}}]\n"
     ));
     assert!(
-        e.contains("policies.p.steps[1].after: escalation steps"),
+        e.contains("policies.p.steps[2].after: must be later"),
         "{e}"
     );
+    let e = parse_err(&format!(
+        "{ok_channels}policies: {{ p: {{ steps: [{{notify: [c]}}, {{notify: [c]}}] }} }}\nroutes: [{{policy: p}}]\n"
+    ));
+    assert!(e.contains("policies.p.steps[1].after: every step"), "{e}");
+    let e = parse_err(&format!(
+        "{ok_channels}policies: {{ p: {{ steps: [{{notify: [c]}}], until: never }} }}\nroutes: [{{policy: p}}]\n"
+    ));
+    assert!(e.contains("policies.p.until"), "{e}");
+    let c = crate::config::parse(
+        &format!(
+            "{ok_channels}policies: {{ p: {{ steps: [{{notify: [c]}}, {{after: 10m, notify: [c]}}], repeat: {{every: 1h, times: 2}}, until: resolved }} }}\nroutes: [{{policy: p}}]\n"
+        ),
+        std::path::Path::new("/"),
+        &crate::config::MapSecrets::default(),
+    )
+    .expect("valid escalation");
+    let m = |n: u64| std::time::Duration::from_secs(60 * n);
+    assert_eq!(
+        c.policies["p"].schedule(),
+        [(m(0), 0), (m(10), 1), (m(70), 1), (m(130), 1)]
+    );
+    assert_eq!(c.policies["p"].until, crate::config::Until::Resolved);
     let e = parse_err(&format!(
         "{ok_channels}policies: {{ p: {{ steps: [{{notify: [d]}}] }} }}\nroutes: [{{policy: p}}]\n"
     ));

@@ -47,6 +47,7 @@ struct QueueStatsCell {
 
 #[derive(Debug)]
 struct Shared {
+    signer: Mutex<Option<Arc<crate::ack::Signer>>>,
     store: Store,
     metrics: Arc<Metrics>,
     http: reqwest::Client,
@@ -75,6 +76,7 @@ impl Engine {
         let (stop, stopped) = watch::channel(false);
         Arc::new(Engine {
             shared: Arc::new(Shared {
+                signer: Mutex::new(None),
                 store,
                 metrics,
                 http,
@@ -145,6 +147,15 @@ impl Engine {
                 );
         }
         Ok(())
+    }
+
+    /// Signs the acknowledgement links put into incident messages.
+    pub fn set_signer(&self, signer: crate::ack::Signer) {
+        *self
+            .shared
+            .signer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(signer));
     }
 
     /// Hands a committed delivery to its destination's worker. A delivery for a destination
@@ -350,7 +361,13 @@ async fn worker(
             let _ = b.take(seconds(clock));
         }
         let config = shared.delivery.borrow().clone();
-        let msg = channels::message_for(&destination, &job);
+        let mut msg = channels::message_for(&destination, &job);
+        let signer = shared
+            .signer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        crate::ack::decorate(&mut msg, &job, signer.as_deref(), now_millis() / 1000);
         let attempt = Attempt {
             http: &shared.http,
             timeout: destination.channel.timeout.unwrap_or(config.timeout),

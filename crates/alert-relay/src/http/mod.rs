@@ -30,10 +30,13 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::Live;
+use crate::ack::Signer;
 use crate::delivery::Engine;
+use crate::escalation::{Escalated, Escalator};
 use crate::metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics, StatusLabel};
 use crate::payload::{self, Status};
 use crate::routing;
+use crate::store::{Action, Transitioned};
 use crate::store::{RoutedEvent, Store};
 
 const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -49,7 +52,14 @@ pub struct App {
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub engine: Arc<Engine>,
+    pub escalator: Arc<Escalator>,
+    /// Verifies acknowledgement links (the links themselves are made by the engine).
+    pub signer: Signer,
 }
+
+/// The peer of a request, put into its extensions by the accept loop.
+#[derive(Debug, Clone, Copy)]
+struct Peer(SocketAddr);
 
 impl App {
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
@@ -65,6 +75,16 @@ impl App {
                 r.headers_mut()
                     .insert(header::ALLOW, HeaderValue::from_static("POST"));
                 r
+            }
+            (_, p) if p.starts_with("/api/v1/incidents") => self.api(req).await,
+            (&Method::GET | &Method::HEAD, p) if p.starts_with("/ack/") => {
+                let token = p["/ack/".len()..].to_owned();
+                self.ack_page(&token).await
+            }
+            (&Method::POST, p) if p.starts_with("/ack/") => {
+                let token = p["/ack/".len()..].to_owned();
+                let peer = peer_of(&req);
+                self.ack_link(&token, &peer).await
             }
             (&Method::GET | &Method::HEAD, "/metrics") => {
                 let mut r = Response::new(Body::from(self.metrics.encode()));
@@ -177,18 +197,23 @@ impl App {
             );
         }
         let mut routed = Vec::with_capacity(notification.events.len());
+        let group_resolved = notification.status == Status::Resolved;
         for event in notification.events {
-            let destinations =
-                match routing::destinations(&config, &event.labels, pinned.as_deref()) {
-                    Ok(d) => d,
-                    Err(e) => {
-                        self.metrics.reject("unknown_route");
-                        return json_error(StatusCode::NOT_FOUND, "unknown_route", &e.to_string());
-                    }
-                };
+            let (destinations, routes) = match (
+                routing::destinations(&config, &event.labels, pinned.as_deref()),
+                routing::routes(&config, &event.labels, pinned.as_deref()),
+            ) {
+                (Ok(d), Ok(r)) => (d, r),
+                (Err(e), _) | (_, Err(e)) => {
+                    self.metrics.reject("unknown_route");
+                    return json_error(StatusCode::NOT_FOUND, "unknown_route", &e.to_string());
+                }
+            };
             routed.push(RoutedEvent {
                 event,
                 destinations,
+                routes,
+                group_resolved,
             });
         }
         let (firing, resolved) =
@@ -229,6 +254,9 @@ impl App {
                 for (dest, id, created) in &outcome.deliveries {
                     self.engine.enqueue(dest, *id, *created);
                 }
+                if !outcome.opened.is_empty() || outcome.resolved > 0 {
+                    self.escalator.wake();
+                }
                 let body = serde_json::json!({
                     "status": "ok",
                     "accepted": outcome.accepted,
@@ -255,6 +283,291 @@ impl App {
             }
         }
     }
+}
+
+fn peer_of(req: &Request<Incoming>) -> String {
+    req.extensions()
+        .get::<Peer>()
+        .map_or_else(|| "unknown".to_owned(), |p| p.0.ip().to_string())
+}
+
+fn html(status: StatusCode, body: String) -> Response<Body> {
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    // The page must not be framed (clickjacking the confirm button) nor cached.
+    r.headers_mut()
+        .insert("x-frame-options", HeaderValue::from_static("DENY"));
+    r.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut().insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    r
+}
+
+fn now_s() -> i64 {
+    crate::time::now_millis() / 1000
+}
+
+impl App {
+    /// GET on an ack link: a confirm page whose button POSTs to the same URL. Nothing changes.
+    async fn ack_page(&self, token: &str) -> Response<Body> {
+        let id = match self.signer.verify(token, now_s()) {
+            Ok(id) => id,
+            Err(e) => {
+                self.metrics.reject("ack_token");
+                return html(
+                    StatusCode::FORBIDDEN,
+                    page("Cannot acknowledge", &escape(&e.to_string()), ""),
+                );
+            }
+        };
+        let incident = self.store.read(move |b| b.incident(id)).await;
+        let deliveries = self.store.read(move |b| b.incident_deliveries(id)).await;
+        match incident {
+            Ok(Some(i)) => {
+                let mut body = format!(
+                    "<p><b>{}</b>: {}</p><p>State: {}{}</p><p>Route {}, policy {}, group {}</p>",
+                    escape(&i.alertname),
+                    escape(&i.summary),
+                    i.state.as_str(),
+                    i.acked_by.as_ref().map_or(String::new(), |b| format!(
+                        " (acknowledged by {})",
+                        escape(b)
+                    )),
+                    escape(&i.route),
+                    escape(&i.policy),
+                    escape(&i.group_key),
+                );
+                if let Ok(d) = deliveries {
+                    body.push_str("<p>Sent to:</p><ul>");
+                    for (dest, step, state, notice) in d {
+                        let what =
+                            notice.map_or_else(|| format!("step {}", step + 1), |n| escape(&n));
+                        body.push_str(&format!(
+                            "<li>{} — {} ({})</li>",
+                            escape(&dest),
+                            what,
+                            state.as_str()
+                        ));
+                    }
+                    body.push_str("</ul>");
+                }
+                let form = if i.state == crate::store::IncidentState::Open {
+                    "<form method=\"post\"><button type=\"submit\">Acknowledge</button></form>"
+                } else {
+                    ""
+                };
+                html(
+                    StatusCode::OK,
+                    page(&format!("Incident #{id}"), &body, form),
+                )
+            }
+            Ok(None) => html(
+                StatusCode::NOT_FOUND,
+                page("Not found", "No such incident.", ""),
+            ),
+            Err(e) => html(
+                StatusCode::SERVICE_UNAVAILABLE,
+                page("Storage error", &escape(&e.to_string()), ""),
+            ),
+        }
+    }
+
+    /// POST on an ack link: acknowledges.
+    async fn ack_link(&self, token: &str, peer: &str) -> Response<Body> {
+        let id = match self.signer.verify(token, now_s()) {
+            Ok(id) => id,
+            Err(e) => {
+                self.metrics.reject("ack_token");
+                return html(
+                    StatusCode::FORBIDDEN,
+                    page("Cannot acknowledge", &escape(&e.to_string()), ""),
+                );
+            }
+        };
+        match self
+            .escalator
+            .transition(id, Action::Ack, format!("ack link from {peer}"))
+            .await
+        {
+            Ok(Transitioned::Done { .. }) => html(
+                StatusCode::OK,
+                page(
+                    &format!("Incident #{id}"),
+                    "Acknowledged. Pending escalation steps are cancelled.",
+                    "",
+                ),
+            ),
+            Ok(Transitioned::Unchanged(s)) => html(
+                StatusCode::OK,
+                page(
+                    &format!("Incident #{id}"),
+                    &format!("Nothing to do: the incident is already {}.", s.as_str()),
+                    "",
+                ),
+            ),
+            Ok(Transitioned::NotFound) => html(
+                StatusCode::NOT_FOUND,
+                page("Not found", "No such incident.", ""),
+            ),
+            Err(e) => html(
+                StatusCode::SERVICE_UNAVAILABLE,
+                page("Storage error", &escape(&e.to_string()), ""),
+            ),
+        }
+    }
+
+    /// `GET /api/v1/incidents[/{id}]`, `POST /api/v1/incidents/{id}/{ack|unack|escalate|resolve}`,
+    /// with the relay's auth. The optional JSON body `{"by": "alice"}` names who acted.
+    async fn api(&self, req: Request<Incoming>) -> Response<Body> {
+        let config = self.live.config();
+        if !auth::authorized(&config.auth, req.headers()) {
+            self.metrics.reject("unauthorized");
+            return json_error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing or wrong credentials",
+            );
+        }
+        let peer = peer_of(&req);
+        let method = req.method().clone();
+        let path = req.uri().path().trim_end_matches('/').to_owned();
+        let rest: Vec<&str> = path["/api/v1/incidents".len()..]
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .collect();
+        let id = match rest.first().map(|s| s.parse::<i64>()) {
+            None => None,
+            Some(Ok(id)) => Some(id),
+            Some(Err(_)) => {
+                return json_error(StatusCode::NOT_FOUND, "not_found", "no such incident");
+            }
+        };
+        match (&method, id, rest.get(1).copied()) {
+            (&Method::GET, None, None) => match self.store.read(|b| b.incidents(200)).await {
+                Ok(list) => json(StatusCode::OK, &serde_json::json!({ "incidents": list })),
+                Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, "storage", &e.to_string()),
+            },
+            (&Method::GET, Some(id), None) => {
+                let i = self.store.read(move |b| b.incident(id)).await;
+                let d = self.store.read(move |b| b.incident_deliveries(id)).await;
+                match (i, d) {
+                    (Ok(Some(i)), Ok(d)) => {
+                        let d: Vec<serde_json::Value> = d
+                            .into_iter()
+                            .map(|(dest, step, state, notice)| serde_json::json!({"destination": dest, "step": step, "state": state.as_str(), "notice": notice}))
+                            .collect();
+                        json(
+                            StatusCode::OK,
+                            &serde_json::json!({ "incident": i, "deliveries": d }),
+                        )
+                    }
+                    (Ok(None), _) => {
+                        json_error(StatusCode::NOT_FOUND, "not_found", "no such incident")
+                    }
+                    (Err(e), _) | (_, Err(e)) => {
+                        json_error(StatusCode::INTERNAL_SERVER_ERROR, "storage", &e.to_string())
+                    }
+                }
+            }
+            (&Method::POST, Some(id), Some(verb)) => {
+                let body = Limited::new(req.into_body(), 4096)
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let who = serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| {
+                        v.get("by")
+                            .and_then(|b| b.as_str())
+                            .map(|s| s.chars().take(64).collect::<String>())
+                    })
+                    .unwrap_or_else(|| "API".to_owned());
+                let by = format!("{who} via API from {peer}");
+                let action = match verb {
+                    "ack" => Action::Ack,
+                    "unack" => Action::Unack,
+                    "resolve" => Action::Resolve,
+                    "escalate" => {
+                        return match self.escalator.escalate(id).await {
+                            Ok(Escalated::Sent { step, deliveries }) => json(
+                                StatusCode::OK,
+                                &serde_json::json!({"status": "ok", "step": step + 1, "deliveries": deliveries}),
+                            ),
+                            Ok(Escalated::NoFurtherStep) => json_error(
+                                StatusCode::CONFLICT,
+                                "no_further_step",
+                                "the policy has no further step",
+                            ),
+                            Ok(Escalated::Resolved) => json_error(
+                                StatusCode::CONFLICT,
+                                "resolved",
+                                "the incident is resolved",
+                            ),
+                            Ok(Escalated::NotFound) => {
+                                json_error(StatusCode::NOT_FOUND, "not_found", "no such incident")
+                            }
+                            Err(e) => json_error(
+                                StatusCode::INTERNAL_SERVER_ERROR,
+                                "storage",
+                                &e.to_string(),
+                            ),
+                        };
+                    }
+                    _ => {
+                        return json_error(
+                            StatusCode::NOT_FOUND,
+                            "not_found",
+                            "use ack, unack, escalate or resolve",
+                        );
+                    }
+                };
+                match self.escalator.transition(id, action, by).await {
+                    Ok(Transitioned::Done { from, deliveries }) => json(
+                        StatusCode::OK,
+                        &serde_json::json!({"status": "ok", "from": from.as_str(), "notices": deliveries.len()}),
+                    ),
+                    Ok(Transitioned::Unchanged(s)) => json(
+                        StatusCode::OK,
+                        &serde_json::json!({"status": "unchanged", "state": s.as_str()}),
+                    ),
+                    Ok(Transitioned::NotFound) => {
+                        json_error(StatusCode::NOT_FOUND, "not_found", "no such incident")
+                    }
+                    Err(e) => {
+                        json_error(StatusCode::INTERNAL_SERVER_ERROR, "storage", &e.to_string())
+                    }
+                }
+            }
+            _ => json_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method",
+                "see docs/alert-relay.md for the incident API",
+            ),
+        }
+    }
+}
+
+fn page(title: &str, body: &str, form: &str) -> String {
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><meta name=\"robots\" content=\"noindex\"><title>{t}</title></head><body><h1>{t}</h1>{body}{form}</body></html>",
+        t = escape(title)
+    )
+}
+
+fn escape(s: &str) -> String {
+    crate::render::text::escape_html(s)
 }
 
 fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
@@ -378,12 +691,14 @@ async fn accept_loop(
             let _permit = permit;
             match tls {
                 None => {
-                    serve_connection(TokioIo::new(stream), app, &graceful, header_timeout).await
+                    serve_connection(TokioIo::new(stream), app, &graceful, header_timeout, peer)
+                        .await
                 }
                 Some(acceptor) => {
                     match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(s)) => {
-                            serve_connection(TokioIo::new(s), app, &graceful, header_timeout).await
+                            serve_connection(TokioIo::new(s), app, &graceful, header_timeout, peer)
+                                .await
                         }
                         Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -399,10 +714,14 @@ async fn serve_connection<I>(
     app: Arc<App>,
     graceful: &GracefulShutdown,
     header_timeout: Duration,
+    peer: SocketAddr,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = hyper::service::service_fn(move |req| Arc::clone(&app).handle(req));
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(Peer(peer));
+        Arc::clone(&app).handle(req)
+    });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
@@ -466,11 +785,15 @@ mod tests {
             http.clone(),
             config.delivery.clone(),
         );
+        let live = Arc::new(Live::new("relay.yml".into(), config));
+        let escalator = Escalator::new(store.clone(), Arc::clone(&engine), Arc::clone(&live));
         let app = Arc::new(App {
-            live: Arc::new(Live::new("relay.yml".into(), config)),
+            live,
             store,
             metrics: Arc::clone(&metrics),
             engine,
+            escalator,
+            signer: Signer::new(vec![1; 32], None),
         });
         let serving = serve(app).await.expect("serve");
         let body = r#"{"version":"4","status":"firing","alerts":[{"status":"firing","labels":{"alertname":"A"},"startsAt":"2026-01-01T00:00:00Z"}]}"#;

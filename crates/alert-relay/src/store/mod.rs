@@ -47,6 +47,102 @@ pub struct RoutedEvent {
     /// firing event this relay never saw; a resolved event otherwise goes exactly where its
     /// firing event went.
     pub destinations: Vec<String>,
+    /// The routes (name, policy) this event matched: each opens or joins one incident.
+    pub routes: Vec<RouteRef>,
+    /// Alertmanager says the whole group is resolved: its incidents close.
+    pub group_resolved: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteRef {
+    pub route: String,
+    pub policy: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IncidentState {
+    /// Escalating.
+    Open,
+    Acked,
+    Resolved,
+}
+
+impl IncidentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IncidentState::Open => "open",
+            IncidentState::Acked => "acked",
+            IncidentState::Resolved => "resolved",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "open" => IncidentState::Open,
+            "acked" => IncidentState::Acked,
+            "resolved" => IncidentState::Resolved,
+            _ => return None,
+        })
+    }
+}
+
+/// One incident as stored. Times ending in `_ms` without `at` are monotonic durations
+/// (checkpointed); `*_at_ms` are wall-clock stamps for humans only.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Incident {
+    pub id: i64,
+    pub group_key: String,
+    pub route: String,
+    pub policy: String,
+    pub state: IncidentState,
+    /// Escalation time: runs while the incident escalates.
+    pub elapsed_ms: i64,
+    /// Time since the acknowledgement (for `ack_timeout`): runs while acknowledged.
+    pub acked_ms: i64,
+    /// Index into the policy's schedule of the next send.
+    pub next_step: i64,
+    pub opened_at_ms: i64,
+    pub acked_at_ms: Option<i64>,
+    pub acked_by: Option<String>,
+    pub resolved_at_ms: Option<i64>,
+    pub resolved_by: Option<String>,
+    pub alertname: String,
+    pub summary: String,
+}
+
+/// (destination, step, state, notice) of one delivery of an incident.
+pub type IncidentDelivery = (String, i64, DeliveryState, Option<String>);
+
+/// A change of an incident's state by a human or by Alertmanager.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Ack,
+    Unack,
+    Resolve,
+}
+
+impl Action {
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Action::Ack => "acknowledged",
+            Action::Unack => "un-acknowledged",
+            Action::Resolve => "resolved",
+        }
+    }
+}
+
+/// What a transition did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transitioned {
+    /// State changed; notices to the destinations already notified.
+    Done {
+        from: IncidentState,
+        deliveries: Vec<(String, i64, i64)>,
+    },
+    /// Already in the target state (a duplicate ack): nothing sent.
+    Unchanged(IncidentState),
+    NotFound,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -55,6 +151,10 @@ pub struct IngestOutcome {
     pub duplicates: usize,
     /// (destination, delivery id) of every delivery created, in id order.
     pub deliveries: Vec<(String, i64, i64)>,
+    /// Incidents opened by this write.
+    pub opened: Vec<i64>,
+    /// Incidents closed by a resolved group.
+    pub resolved: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +200,11 @@ pub struct DeliveryJob {
     pub event: AlertEvent,
     /// For a resolved event: the delivery of its firing event to the same destination.
     pub firing: Option<FiringRef>,
+    pub incident: Option<i64>,
+    /// Policy step that sent this (0 for the first).
+    pub step: i64,
+    /// A notice about the incident (acknowledged, …) instead of the alert itself.
+    pub notice: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -139,6 +244,28 @@ pub enum Write {
     Prune {
         before_ms: i64,
     },
+    /// Stores escalation clocks: (incident, elapsed_ms, acked_ms).
+    Checkpoint(Vec<(i64, i64, i64)>),
+    /// Sends schedule entry `expected_step` (policy step `step`) of an incident to
+    /// `destinations`, only if it is still the next one and the incident is open (or
+    /// acknowledged, with `allow_acked`): a step is never sent twice. `reopen` makes an
+    /// acknowledged incident open again (escalate now).
+    FireStep {
+        id: i64,
+        expected_step: i64,
+        step: i64,
+        elapsed_ms: i64,
+        destinations: Vec<String>,
+        allow_acked: bool,
+        reopen: bool,
+    },
+    Transition {
+        id: i64,
+        action: Action,
+        /// Who and from where, for the notice and the record.
+        by: String,
+        elapsed_ms: i64,
+    },
 }
 
 #[derive(Debug)]
@@ -146,6 +273,10 @@ pub enum Written {
     Ingested(IngestOutcome),
     Recorded,
     Pruned(usize),
+    Checkpointed,
+    /// Deliveries created; empty when the step was no longer due (already sent, acked, …).
+    Fired(Vec<(String, i64, i64)>),
+    Transitioned(Transitioned),
 }
 
 /// A pending delivery as the queues hold it.
@@ -167,6 +298,25 @@ pub trait Backend: Send + 'static {
     fn pending_destinations(&mut self) -> Result<Vec<(String, i64)>, StoreError>;
     /// Cheap query proving the database answers (health checks).
     fn ping(&mut self) -> Result<(), StoreError>;
+    /// Incidents not resolved, oldest first.
+    fn open_incidents(&mut self) -> Result<Vec<Incident>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// The newest `limit` incidents (any state), newest first.
+    fn incidents(&mut self, _limit: i64) -> Result<Vec<Incident>, StoreError> {
+        Ok(Vec::new())
+    }
+    fn incident(&mut self, _id: i64) -> Result<Option<Incident>, StoreError> {
+        Ok(None)
+    }
+    /// (destination, step, state, notice) of every delivery of an incident, in id order.
+    fn incident_deliveries(&mut self, _id: i64) -> Result<Vec<IncidentDelivery>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// The secret that signs acknowledgement links (created with the database).
+    fn ack_key(&mut self) -> Result<Vec<u8>, StoreError> {
+        Err(StoreError::Corrupt("this backend has no ack key".into()))
+    }
 }
 
 type Reply = oneshot::Sender<Result<Written, StoreError>>;

@@ -6,8 +6,9 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::{
-    Attempt, Backend, DeliveryJob, DeliveryState, FiringRef, IngestOutcome, PendingRef,
-    RoutedEvent, StoreError, Write, Written,
+    Action, Attempt, Backend, DeliveryJob, DeliveryState, FiringRef, Incident, IncidentDelivery,
+    IncidentState, IngestOutcome, PendingRef, RoutedEvent, StoreError, Transitioned, Write,
+    Written,
 };
 use crate::payload::{AlertEvent, Status};
 use crate::time::now_millis;
@@ -45,7 +46,86 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX deliveries_pending ON deliveries (destination, id) WHERE state = 'pending';
      CREATE INDEX deliveries_event ON deliveries (event_id);",
+    // 2: incidents (escalation and acknowledgement), the ack-link key.
+    "CREATE TABLE incidents (
+        id          INTEGER PRIMARY KEY,
+        group_key   TEXT    NOT NULL,
+        route       TEXT    NOT NULL,
+        policy      TEXT    NOT NULL,
+        event_id    INTEGER NOT NULL,   -- the first firing event: what later steps send
+        state       TEXT    NOT NULL CHECK (state IN ('open', 'acked', 'resolved')),
+        elapsed_ms  INTEGER NOT NULL DEFAULT 0,  -- monotonic escalation time, checkpointed
+        acked_ms    INTEGER NOT NULL DEFAULT 0,  -- monotonic time since the ack, checkpointed
+        next_step   INTEGER NOT NULL DEFAULT 1,  -- index into the policy schedule
+        opened_at   INTEGER NOT NULL,   -- unix ms, for humans only
+        acked_at    INTEGER,
+        acked_by    TEXT,
+        resolved_at INTEGER,
+        resolved_by TEXT,
+        updated_at  INTEGER NOT NULL
+     );
+     CREATE UNIQUE INDEX incidents_open ON incidents (group_key, route) WHERE state != 'resolved';
+     CREATE INDEX incidents_state ON incidents (state);
+     ALTER TABLE deliveries ADD COLUMN incident_id INTEGER;
+     ALTER TABLE deliveries ADD COLUMN notice TEXT;
+     CREATE INDEX deliveries_incident ON deliveries (incident_id) WHERE incident_id IS NOT NULL;
+     CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+     INSERT INTO meta (key, value) VALUES ('ack_key', randomblob(32));",
 ];
+
+const INCIDENT_COLUMNS: &str =
+    "i.id, i.group_key, i.route, i.policy, i.state, i.elapsed_ms, i.acked_ms,
+    i.next_step, i.opened_at, i.acked_at, i.acked_by, i.resolved_at, i.resolved_by, e.alert";
+
+fn incident_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Incident, String)> {
+    let state: String = r.get(4)?;
+    Ok((
+        Incident {
+            id: r.get(0)?,
+            group_key: r.get(1)?,
+            route: r.get(2)?,
+            policy: r.get(3)?,
+            state: IncidentState::parse(&state).unwrap_or(IncidentState::Open),
+            elapsed_ms: r.get(5)?,
+            acked_ms: r.get(6)?,
+            next_step: r.get(7)?,
+            opened_at_ms: r.get(8)?,
+            acked_at_ms: r.get(9)?,
+            acked_by: r.get(10)?,
+            resolved_at_ms: r.get(11)?,
+            resolved_by: r.get(12)?,
+            alertname: String::new(),
+            summary: String::new(),
+        },
+        r.get(13)?,
+    ))
+}
+
+fn finish_incident((mut i, alert): (Incident, String)) -> Incident {
+    if let Ok(e) = serde_json::from_str::<AlertEvent>(&alert) {
+        let m = crate::render::Message::new(&e);
+        i.alertname = m.alertname;
+        i.summary = m.summary;
+    }
+    i
+}
+
+fn query_incidents(
+    conn: &Connection,
+    tail: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<Incident>, StoreError> {
+    let sql = format!(
+        "SELECT {INCIDENT_COLUMNS} FROM incidents i JOIN alert_events e ON e.id = i.event_id {tail}"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params, incident_row)?;
+    Ok(rows
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .map(finish_incident)
+        .collect())
+}
 
 #[derive(Debug)]
 pub struct Sqlite {
@@ -168,7 +248,7 @@ impl Backend for Sqlite {
     fn load(&mut self, id: i64) -> Result<Option<DeliveryJob>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT d.id, d.destination, d.state, d.attempts, d.created_at, d.next_attempt_at, e.alert,
-                    f.id, f.state, f.provider_ref
+                    f.id, f.state, f.provider_ref, d.incident_id, d.step, d.notice
              FROM deliveries d
              JOIN alert_events e ON e.id = d.event_id
              LEFT JOIN deliveries f ON f.id = d.firing_delivery
@@ -187,10 +267,27 @@ impl Backend for Sqlite {
                     r.get::<_, Option<i64>>(7)?,
                     r.get::<_, Option<String>>(8)?,
                     r.get::<_, Option<String>>(9)?,
+                    (
+                        r.get::<_, Option<i64>>(10)?,
+                        r.get::<_, i64>(11)?,
+                        r.get::<_, Option<String>>(12)?,
+                    ),
                 ))
             })
             .optional()?;
-        let Some((id, destination, state, attempts, created, next, alert, fid, fstate, fref)) = row
+        let Some((
+            id,
+            destination,
+            state,
+            attempts,
+            created,
+            next,
+            alert,
+            fid,
+            fstate,
+            fref,
+            (incident, step, notice),
+        )) = row
         else {
             return Ok(None);
         };
@@ -216,6 +313,9 @@ impl Backend for Sqlite {
             next_attempt_at_ms: next,
             event,
             firing,
+            incident,
+            step,
+            notice,
         }))
     }
 
@@ -230,6 +330,42 @@ impl Backend for Sqlite {
     fn ping(&mut self) -> Result<(), StoreError> {
         self.conn.query_row("SELECT 1", [], |_| Ok(()))?;
         Ok(())
+    }
+
+    fn open_incidents(&mut self) -> Result<Vec<Incident>, StoreError> {
+        query_incidents(&self.conn, "WHERE i.state != 'resolved' ORDER BY i.id", [])
+    }
+
+    fn incidents(&mut self, limit: i64) -> Result<Vec<Incident>, StoreError> {
+        query_incidents(&self.conn, "ORDER BY i.id DESC LIMIT ?1", [limit])
+    }
+
+    fn incident(&mut self, id: i64) -> Result<Option<Incident>, StoreError> {
+        Ok(query_incidents(&self.conn, "WHERE i.id = ?1", [id])?.pop())
+    }
+
+    fn incident_deliveries(&mut self, id: i64) -> Result<Vec<IncidentDelivery>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT destination, step, state, notice FROM deliveries WHERE incident_id = ?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map([id], |r| {
+            let state: String = r.get(2)?;
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                DeliveryState::parse(&state).unwrap_or(DeliveryState::Pending),
+                r.get(3)?,
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn ack_key(&mut self) -> Result<Vec<u8>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'ack_key'", [], |r| {
+                r.get(0)
+            })?)
     }
 }
 
@@ -287,7 +423,147 @@ fn apply(tx: &Connection, w: Write, now: i64) -> Result<Written, StoreError> {
             )?;
             Ok(Written::Pruned(deliveries + events))
         }
+        Write::Checkpoint(clocks) => {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE incidents SET elapsed_ms = ?2, acked_ms = ?3 WHERE id = ?1 AND state != 'resolved'",
+            )?;
+            for (id, elapsed, acked) in clocks {
+                stmt.execute(params![id, elapsed, acked])?;
+            }
+            Ok(Written::Checkpointed)
+        }
+        Write::FireStep {
+            id,
+            expected_step,
+            step,
+            elapsed_ms,
+            destinations,
+            allow_acked,
+            reopen,
+        } => {
+            let states = if allow_acked || reopen {
+                "('open', 'acked')"
+            } else {
+                "('open')"
+            };
+            let set_state = if reopen {
+                ", state = 'open', acked_ms = 0"
+            } else {
+                ""
+            };
+            let n = tx.execute(
+                &format!(
+                    "UPDATE incidents SET next_step = ?2 + 1, elapsed_ms = ?3, updated_at = ?4{set_state}
+                     WHERE id = ?1 AND next_step = ?2 AND state IN {states}"
+                ),
+                params![id, expected_step, elapsed_ms, now],
+            )?;
+            if n == 0 {
+                return Ok(Written::Fired(Vec::new()));
+            }
+            let event_id: i64 =
+                tx.query_row("SELECT event_id FROM incidents WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })?;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO deliveries (event_id, destination, state, created_at, next_attempt_at, updated_at, incident_id, step)
+                 VALUES (?1, ?2, 'pending', ?3, ?3, ?3, ?4, ?5)",
+            )?;
+            let mut out = Vec::new();
+            for d in destinations {
+                insert.execute(params![event_id, d, now, id, step])?;
+                out.push((d, tx.last_insert_rowid(), now));
+            }
+            Ok(Written::Fired(out))
+        }
+        Write::Transition {
+            id,
+            action,
+            by,
+            elapsed_ms,
+        } => transition(tx, id, &action, &by, elapsed_ms, now).map(Written::Transitioned),
     }
+}
+
+fn transition(
+    tx: &Connection,
+    id: i64,
+    action: &Action,
+    by: &str,
+    elapsed_ms: i64,
+    now: i64,
+) -> Result<Transitioned, StoreError> {
+    let state: Option<String> = tx
+        .query_row("SELECT state FROM incidents WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let Some(from) = state.as_deref().and_then(IncidentState::parse) else {
+        return Ok(Transitioned::NotFound);
+    };
+    let to = match (action, from) {
+        (_, IncidentState::Resolved) => return Ok(Transitioned::Unchanged(from)),
+        (Action::Ack, IncidentState::Acked) | (Action::Unack, IncidentState::Open) => {
+            return Ok(Transitioned::Unchanged(from));
+        }
+        (Action::Ack, _) => IncidentState::Acked,
+        (Action::Unack, _) => IncidentState::Open,
+        (Action::Resolve, _) => IncidentState::Resolved,
+    };
+    match to {
+        IncidentState::Acked => tx.execute(
+            "UPDATE incidents SET state = 'acked', acked_at = ?2, acked_by = ?3, acked_ms = 0,
+                elapsed_ms = ?4, updated_at = ?2 WHERE id = ?1",
+            params![id, now, by, elapsed_ms],
+        )?,
+        IncidentState::Open => tx.execute(
+            "UPDATE incidents SET state = 'open', acked_ms = 0, elapsed_ms = ?3, updated_at = ?2 WHERE id = ?1",
+            params![id, now, elapsed_ms],
+        )?,
+        IncidentState::Resolved => tx.execute(
+            "UPDATE incidents SET state = 'resolved', resolved_at = ?2, resolved_by = ?3,
+                elapsed_ms = ?4, updated_at = ?2 WHERE id = ?1",
+            params![id, now, by, elapsed_ms],
+        )?,
+    };
+    let notice = format!(
+        "Incident #{id} {} by {by} at {}",
+        action.verb(),
+        crate::time::format_rfc3339(now.saturating_mul(1_000_000))
+    );
+    let deliveries = notify_notified(tx, id, &notice, now)?;
+    Ok(Transitioned::Done { from, deliveries })
+}
+
+/// Sends `notice` once to every destination the incident has already sent to.
+fn notify_notified(
+    tx: &Connection,
+    id: i64,
+    notice: &str,
+    now: i64,
+) -> Result<Vec<(String, i64, i64)>, StoreError> {
+    let (event_id, targets): (i64, Vec<String>) = {
+        let event_id: i64 =
+            tx.query_row("SELECT event_id FROM incidents WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })?;
+        let mut stmt = tx.prepare_cached(
+            "SELECT destination FROM deliveries WHERE incident_id = ?1 AND notice IS NULL
+             AND state IN ('pending', 'delivered') GROUP BY destination ORDER BY MIN(id)",
+        )?;
+        let rows = stmt.query_map([id], |r| r.get(0))?;
+        (event_id, rows.collect::<Result<_, _>>()?)
+    };
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO deliveries (event_id, destination, state, created_at, next_attempt_at, updated_at, incident_id, step, notice)
+         VALUES (?1, ?2, 'pending', ?3, ?3, ?3, ?4, -1, ?5)",
+    )?;
+    let mut out = Vec::new();
+    for d in targets {
+        insert.execute(params![event_id, d, now, id, notice])?;
+        out.push((d, tx.last_insert_rowid(), now));
+    }
+    Ok(out)
 }
 
 fn ingest(
@@ -308,8 +584,21 @@ fn ingest(
     let mut firing_event = tx.prepare_cached(
         "SELECT id FROM alert_events WHERE fingerprint = ?1 AND status = 'firing' AND starts_at = ?2",
     )?;
-    let mut firing_deliveries = tx
-        .prepare_cached("SELECT id, destination FROM deliveries WHERE event_id = ?1 ORDER BY id")?;
+    // One resolved message per destination, whichever steps sent there; notices get none.
+    let mut firing_deliveries = tx.prepare_cached(
+        "SELECT MIN(id), destination FROM deliveries WHERE event_id = ?1 AND notice IS NULL
+         GROUP BY destination ORDER BY MIN(id)",
+    )?;
+    let mut find_incident = tx.prepare_cached(
+        "SELECT id FROM incidents WHERE group_key = ?1 AND route = ?2 AND state != 'resolved'",
+    )?;
+    let mut open_incident = tx.prepare_cached(
+        "INSERT INTO incidents (group_key, route, policy, event_id, state, opened_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?5)",
+    )?;
+    let mut set_incident =
+        tx.prepare_cached("UPDATE deliveries SET incident_id = ?2 WHERE id = ?1")?;
+    let mut resolve_groups: Vec<String> = Vec::new();
     for routed in events {
         let e = &routed.event;
         let json = serde_json::to_string(e).map_err(|err| StoreError::Corrupt(err.to_string()))?;
@@ -323,12 +612,39 @@ fn ingest(
             e.receiver,
             json
         ])?;
+        if routed.group_resolved && !resolve_groups.contains(&e.group_key) {
+            resolve_groups.push(e.group_key.clone());
+        }
         if inserted == 0 {
             out.duplicates += 1;
             continue;
         }
         out.accepted += 1;
         let event_id = tx.last_insert_rowid();
+        let mut incident: Option<i64> = None;
+        if e.status == Status::Firing && !routed.group_resolved {
+            for r in &routed.routes {
+                let existing: Option<i64> = find_incident
+                    .query_row(params![e.group_key, r.route], |row| row.get(0))
+                    .optional()?;
+                let id = match existing {
+                    Some(id) => id,
+                    None => {
+                        open_incident.execute(params![
+                            e.group_key,
+                            r.route,
+                            r.policy,
+                            event_id,
+                            now
+                        ])?;
+                        let id = tx.last_insert_rowid();
+                        out.opened.push(id);
+                        id
+                    }
+                };
+                incident.get_or_insert(id);
+            }
+        }
         let targets: Vec<(String, Option<i64>)> = match e.status {
             Status::Firing => routed.destinations.into_iter().map(|d| (d, None)).collect(),
             Status::Resolved => {
@@ -348,8 +664,20 @@ fn ingest(
         };
         for (dest, firing_delivery) in targets {
             insert_delivery.execute(params![event_id, dest, now, firing_delivery])?;
-            out.deliveries.push((dest, tx.last_insert_rowid(), now));
+            let id = tx.last_insert_rowid();
+            if let Some(i) = incident {
+                set_incident.execute(params![id, i])?;
+            }
+            out.deliveries.push((dest, id, now));
         }
+    }
+    for group in resolve_groups {
+        let n = tx.execute(
+            "UPDATE incidents SET state = 'resolved', resolved_at = ?2, resolved_by = 'Alertmanager',
+                updated_at = ?2 WHERE group_key = ?1 AND state != 'resolved'",
+            params![group, now],
+        )?;
+        out.resolved += n;
     }
     Ok(out)
 }
@@ -378,6 +706,8 @@ mod tests {
         RoutedEvent {
             event: e,
             destinations: dests.iter().map(|d| (*d).to_owned()).collect(),
+            routes: Vec::new(),
+            group_resolved: false,
         }
     }
 
@@ -391,7 +721,7 @@ mod tests {
     #[test]
     fn dedup_and_resolved_follow_firing() {
         let mut db = Sqlite::in_memory().expect("db");
-        assert_eq!(db.schema_version().expect("version"), 1);
+        assert_eq!(db.schema_version().expect("version"), 2);
         let o = ingest_one(
             &mut db,
             vec![
@@ -480,6 +810,29 @@ mod tests {
         }]);
         assert!(matches!(r[0], Ok(Written::Pruned(_))));
         assert_eq!(db.pending("a").expect("pending").len(), 1);
+    }
+
+    #[test]
+    fn upgrades_a_version_1_database_keeping_its_outbox() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("relay.db");
+        let conn = Connection::open(&path).expect("open");
+        conn.execute_batch(MIGRATIONS[0]).expect("v1");
+        conn.pragma_update(None, "user_version", 1).expect("version");
+        conn.execute_batch(
+            r#"INSERT INTO alert_events VALUES (1, 'f', 'firing', 1, NULL, 1, 'g', 'r',
+                '{"status":"firing","fingerprint":"f","labels":{},"annotations":{},"starts_at":1,"ends_at":null,"generator_url":"","external_url":"","receiver":"r","group_key":"g"}');
+               INSERT INTO deliveries (id, event_id, destination, state, created_at, next_attempt_at, updated_at)
+                VALUES (1, 1, 'a', 'pending', 1, 1, 1);"#,
+        )
+        .expect("v1 rows");
+        drop(conn);
+        let mut db = Sqlite::open(&path).expect("upgrade");
+        assert_eq!(db.schema_version().expect("version"), 2);
+        let job = db.load(1).expect("load").expect("kept");
+        assert_eq!((job.incident, job.step, job.notice), (None, 0, None));
+        assert_eq!(db.ack_key().expect("key").len(), 32);
+        assert!(db.open_incidents().expect("incidents").is_empty());
     }
 
     #[test]

@@ -58,7 +58,7 @@ routes: [ {{ policy: all }} ]
         sl.json()["blocks"][0]["text"]["text"]
             .as_str()
             .expect("mrkdwn")
-            .contains("*[FIRING] PiHot on 0123456789abcdef:9831*")
+            .contains("*[FIRING] PiHot on 0123456789abcdef:9831 (incident #1)*")
     );
 
     let bot = by_prefix(&got, "/slackapi")[0];
@@ -73,7 +73,7 @@ routes: [ {{ policy: all }} ]
     );
     assert_eq!(
         disc.json()["embeds"][0]["title"],
-        "[FIRING] PiHot on 0123456789abcdef:9831"
+        "[FIRING] PiHot on 0123456789abcdef:9831 (incident #1)"
     );
 
     let tg = by_prefix(&got, "/telegram")[0];
@@ -499,7 +499,7 @@ async fn email_over_smtp_threads_the_resolved_mail_and_retries_4xx() {
     assert_eq!(mails[0].0, ["<ops@example.org>", "<lead@example.org>"]);
     let (firing, resolved) = (&mails[0].1, &mails[1].1);
     assert!(
-        firing.contains("Subject: [FIRING] PiHot on 00000000000000e9:9831"),
+        firing.contains("Subject: [FIRING] PiHot on 00000000000000e9:9831 (incident #"),
         "{firing}"
     );
     let id = firing

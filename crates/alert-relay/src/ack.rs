@@ -1,0 +1,153 @@
+//! Acknowledgement links: `public_url/ack/{token}` where the token is
+//! `{incident}.{expires}.{mac}`, `mac` = HMAC-SHA256 over `ack:{incident}:{expires}` with a
+//! 32-byte key that SQLite's `randomblob` (OS randomness) created with the database, truncated
+//! to 128 bits and base64url-encoded. `expires` is a wall-clock unix time in seconds: expiry is
+//! the one place the relay trusts the wall clock, and a wrong clock only makes a link expire
+//! early or late, never acknowledges anything by itself. A GET shows a confirm page; only a POST
+//! acknowledges (link previews and prefetchers issue GETs; nothing changes on a GET).
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac as _};
+use sha2::Sha256;
+
+use crate::render::{Link, Message};
+use crate::store::DeliveryJob;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// How long an acknowledgement link stays valid.
+pub const TOKEN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+const MAC_BYTES: usize = 16;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("malformed acknowledgement link")]
+    Malformed,
+    #[error("this acknowledgement link is not valid (wrong signature)")]
+    Forged,
+    #[error("this acknowledgement link has expired")]
+    Expired,
+}
+
+#[derive(Clone)]
+pub struct Signer {
+    key: Vec<u8>,
+    public_url: Option<String>,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer")
+            .field("public_url", &self.public_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Signer {
+    pub fn new(key: Vec<u8>, public_url: Option<String>) -> Self {
+        Self { key, public_url }
+    }
+
+    fn mac(&self, id: i64, expires: i64) -> Vec<u8> {
+        // HMAC takes keys of any length.
+        let mut m = HmacSha256::new_from_slice(&self.key).expect("HMAC accepts any key length");
+        m.update(format!("ack:{id}:{expires}").as_bytes());
+        m.finalize().into_bytes()[..MAC_BYTES].to_vec()
+    }
+
+    pub fn token(&self, id: i64, now_s: i64) -> String {
+        let expires = now_s + i64::try_from(TOKEN_TTL.as_secs()).unwrap_or(0);
+        format!(
+            "{id}.{expires}.{}",
+            URL_SAFE_NO_PAD.encode(self.mac(id, expires))
+        )
+    }
+
+    /// The incident a token acknowledges, if it is genuine and not expired.
+    pub fn verify(&self, token: &str, now_s: i64) -> Result<i64, TokenError> {
+        let mut parts = token.splitn(3, '.');
+        let (Some(id), Some(expires), Some(mac)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(TokenError::Malformed);
+        };
+        let id: i64 = id.parse().map_err(|_| TokenError::Malformed)?;
+        let expires: i64 = expires.parse().map_err(|_| TokenError::Malformed)?;
+        let mac = URL_SAFE_NO_PAD
+            .decode(mac)
+            .map_err(|_| TokenError::Malformed)?;
+        if mac.len() != MAC_BYTES {
+            return Err(TokenError::Forged);
+        }
+        let mut m = HmacSha256::new_from_slice(&self.key).expect("HMAC accepts any key length");
+        m.update(format!("ack:{id}:{expires}").as_bytes());
+        // Constant-time comparison of the truncated tag.
+        m.verify_truncated_left(&mac)
+            .map_err(|_| TokenError::Forged)?;
+        if now_s > expires {
+            return Err(TokenError::Expired);
+        }
+        Ok(id)
+    }
+
+    pub fn link(&self, id: i64, now_s: i64) -> Option<String> {
+        self.public_url
+            .as_ref()
+            .map(|base| format!("{base}/ack/{}", self.token(id, now_s)))
+    }
+}
+
+/// Adds the incident id and the acknowledgement link to a message, or turns it into the
+/// incident notice the delivery carries.
+pub fn decorate(msg: &mut Message, job: &DeliveryJob, signer: Option<&Signer>, now_s: i64) {
+    let Some(id) = job.incident else {
+        return;
+    };
+    if let Some(notice) = &job.notice {
+        msg.title = format!("[INCIDENT #{id}] {}", msg.alertname);
+        msg.summary.clone_from(notice);
+        msg.description = None;
+        msg.body = Some(notice.clone());
+        return;
+    }
+    msg.title = format!("{} (incident #{id})", msg.title);
+    if job.event.status == crate::payload::Status::Firing
+        && let Some(url) = signer.and_then(|s| s.link(id, now_s))
+    {
+        msg.links.push(Link {
+            name: format!("Acknowledge #{id}"),
+            url,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_verify_and_reject_forgery_and_expiry() {
+        let s = Signer::new(vec![7; 32], Some("https://relay.example".into()));
+        let t = s.token(42, 1_000);
+        assert_eq!(s.verify(&t, 1_000), Ok(42));
+        // Another incident id with the same tag.
+        let forged = t.replacen("42.", "43.", 1);
+        assert_eq!(s.verify(&forged, 1_000), Err(TokenError::Forged));
+        // A later expiry with the same tag.
+        let expires = 1_000 + TOKEN_TTL.as_secs() as i64;
+        let longer = t.replacen(&format!(".{expires}."), &format!(".{}.", expires + 1), 1);
+        assert_eq!(s.verify(&longer, 1_000), Err(TokenError::Forged));
+        // Another key.
+        let other = Signer::new(vec![8; 32], None);
+        assert_eq!(other.verify(&t, 1_000), Err(TokenError::Forged));
+        assert_eq!(s.verify(&t, expires + 1), Err(TokenError::Expired));
+        assert_eq!(s.verify("nope", 0), Err(TokenError::Malformed));
+        assert_eq!(s.verify("1.2.", 0), Err(TokenError::Forged));
+        assert!(
+            s.link(42, 1_000)
+                .is_some_and(|l| l.starts_with("https://relay.example/ack/42."))
+        );
+    }
+}

@@ -1,0 +1,794 @@
+//! The escalator: sends the later steps of every open incident when they are due, and owns
+//! every change of an incident's state made by a human (ack, un-ack, escalate, resolve).
+//!
+//! Time: a step is due when the incident's *escalation time* reaches its `after:`. That time
+//! is measured with `tokio::time::Instant` (monotonic) from the moment this process loaded the
+//! incident, on top of the time stored in the database, and checkpointed every
+//! [`CHECKPOINT_EVERY`]. A wall-clock step (NTP correcting an offline Pi by a year) changes
+//! nothing; a restart resumes from the last checkpoint (the time the relay was down does not
+//! count, and at most one checkpoint interval is counted again). The clock runs while the
+//! incident escalates and stops while it is acknowledged (under `until: acknowledged`), so an
+//! un-ack resumes the schedule where it stopped.
+//!
+//! Exactly once: sending a step is one transaction that advances `next_step` only if it still
+//! has the expected value and the incident still escalates ([`Write::FireStep`]), and creates
+//! the step's deliveries. Steps are taken one at a time in schedule order, so none is skipped.
+//! State changes and firing hold one lock, so an ack either lands before a step (which is then
+//! never sent) or after it; the escalator is woken at once, well within a second.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Mutex, Notify};
+use tokio::time::Instant;
+
+use crate::Live;
+use crate::config::Until;
+use crate::delivery::Engine;
+use crate::routing;
+use crate::store::{
+    Action, Incident, IncidentState, Store, StoreError, Transitioned, Write, Written,
+};
+
+/// How often escalation clocks are written to the store.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
+/// Pause after the store failed.
+const RETRY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    elapsed: Duration,
+    acked: Duration,
+    since: Instant,
+    state: IncidentState,
+    /// Whether the escalation time runs in `Acked` (`until: resolved`).
+    runs_when_acked: bool,
+}
+
+impl Clock {
+    fn load(i: &Incident, runs_when_acked: bool) -> Self {
+        Clock {
+            elapsed: ms(i.elapsed_ms),
+            acked: ms(i.acked_ms),
+            since: Instant::now(),
+            state: i.state,
+            runs_when_acked,
+        }
+    }
+
+    fn running(&self) -> bool {
+        self.state == IncidentState::Open
+            || (self.state == IncidentState::Acked && self.runs_when_acked)
+    }
+
+    fn elapsed(&self) -> Duration {
+        if self.running() {
+            self.elapsed + self.since.elapsed()
+        } else {
+            self.elapsed
+        }
+    }
+
+    fn acked(&self) -> Duration {
+        if self.state == IncidentState::Acked {
+            self.acked + self.since.elapsed()
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// Freezes the current readings and continues in `state`.
+    fn rebase(&mut self, state: IncidentState, elapsed: Duration) {
+        self.elapsed = elapsed;
+        self.acked = if state == IncidentState::Acked && self.state == IncidentState::Acked {
+            self.acked()
+        } else {
+            Duration::ZERO
+        };
+        self.state = state;
+        self.since = Instant::now();
+    }
+}
+
+fn ms(v: i64) -> Duration {
+    Duration::from_millis(u64::try_from(v).unwrap_or(0))
+}
+
+fn as_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// What `escalate` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Escalated {
+    /// Schedule entry sent, with the number of deliveries.
+    Sent {
+        step: usize,
+        deliveries: usize,
+    },
+    /// The schedule is exhausted.
+    NoFurtherStep,
+    Resolved,
+    NotFound,
+}
+
+#[derive(Debug)]
+pub struct Escalator {
+    store: Store,
+    engine: Arc<Engine>,
+    live: Arc<Live>,
+    clocks: Mutex<HashMap<i64, Clock>>,
+    wake: Notify,
+}
+
+impl Escalator {
+    pub fn new(store: Store, engine: Arc<Engine>, live: Arc<Live>) -> Arc<Self> {
+        Arc::new(Escalator {
+            store,
+            engine,
+            live,
+            clocks: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+        })
+    }
+
+    /// New or resolved incidents, a reload: look again now.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    fn runs_when_acked(&self, policy: &str) -> bool {
+        self.live
+            .config()
+            .policies
+            .get(policy)
+            .is_some_and(|p| p.until == Until::Resolved)
+    }
+
+    /// Runs until the task is aborted.
+    pub async fn run(self: Arc<Self>) {
+        let mut last_checkpoint = Instant::now();
+        loop {
+            let wait = match self.pass().await {
+                Ok(wait) => wait,
+                Err(e) => {
+                    tracing::error!("escalation: {e}");
+                    RETRY
+                }
+            };
+            if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+                if let Err(e) = self.checkpoint().await {
+                    tracing::warn!("cannot store escalation clocks: {e}");
+                }
+                last_checkpoint = Instant::now();
+            }
+            let wait = wait.min(CHECKPOINT_EVERY.saturating_sub(last_checkpoint.elapsed()));
+            if wait.is_zero() {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.wake.notified() => {}
+            }
+        }
+    }
+
+    /// Runs passes until nothing is due now; returns how long until something is (the loop's
+    /// body without its sleep, for tests that drive time themselves).
+    pub async fn tick(&self) -> Result<Duration, StoreError> {
+        loop {
+            let wait = self.pass().await?;
+            if !wait.is_zero() {
+                return Ok(wait);
+            }
+        }
+    }
+
+    /// Writes every clock to the store.
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        let clocks: Vec<(i64, i64, i64)> = self
+            .clocks
+            .lock()
+            .await
+            .iter()
+            .map(|(id, c)| (*id, as_ms(c.elapsed()), as_ms(c.acked())))
+            .collect();
+        if clocks.is_empty() {
+            return Ok(());
+        }
+        self.store
+            .write(Write::Checkpoint(clocks))
+            .await
+            .map(|_| ())
+    }
+
+    /// One look at every open incident: sends what is due (one schedule entry per incident
+    /// per pass) and returns how long until the next thing is due.
+    async fn pass(&self) -> Result<Duration, StoreError> {
+        let incidents = self.store.read(|b| b.open_incidents()).await?;
+        let config = self.live.config();
+        let mut clocks = self.clocks.lock().await;
+        clocks.retain(|id, _| incidents.iter().any(|i| i.id == *id));
+        let mut wait = Duration::MAX;
+        for inc in incidents {
+            let Some(policy) = config.policies.get(&inc.policy) else {
+                tracing::warn!(incident = inc.id, policy = %inc.policy, "the incident's policy is no longer configured; it does not escalate");
+                continue;
+            };
+            let runs_when_acked = policy.until == Until::Resolved;
+            let clock = clocks
+                .entry(inc.id)
+                .or_insert_with(|| Clock::load(&inc, runs_when_acked));
+            clock.runs_when_acked = runs_when_acked;
+            if clock.state != inc.state {
+                let e = clock.elapsed();
+                clock.rebase(inc.state, e);
+            }
+            if inc.state == IncidentState::Acked
+                && let Some(timeout) = policy.ack_timeout
+            {
+                let acked = clock.acked();
+                if acked >= timeout {
+                    let elapsed = clock.elapsed();
+                    let r = self
+                        .store
+                        .write(Write::Transition {
+                            id: inc.id,
+                            action: Action::Unack,
+                            by: format!("ack timeout ({})", crate::time::humanize(timeout)),
+                            elapsed_ms: as_ms(elapsed),
+                        })
+                        .await?;
+                    if let Written::Transitioned(Transitioned::Done { deliveries, .. }) = r {
+                        self.enqueue(&deliveries);
+                    }
+                    clock.rebase(IncidentState::Open, elapsed);
+                    wait = Duration::ZERO;
+                    continue;
+                }
+                wait = wait.min(timeout - acked);
+            }
+            if !clock.running() {
+                continue;
+            }
+            let schedule = policy.schedule();
+            let Some(&(due, step)) = usize::try_from(inc.next_step)
+                .ok()
+                .and_then(|n| schedule.get(n))
+            else {
+                continue;
+            };
+            let elapsed = clock.elapsed();
+            if due > elapsed {
+                wait = wait.min(due - elapsed);
+                continue;
+            }
+            let destinations = routing::step_destinations(&config, &policy.name, step);
+            let r = self
+                .store
+                .write(Write::FireStep {
+                    id: inc.id,
+                    expected_step: inc.next_step,
+                    step: i64::try_from(step).unwrap_or(i64::MAX),
+                    elapsed_ms: as_ms(elapsed),
+                    destinations,
+                    allow_acked: runs_when_acked,
+                    reopen: false,
+                })
+                .await?;
+            if let Written::Fired(deliveries) = r {
+                if !deliveries.is_empty() {
+                    tracing::info!(incident = inc.id, step = step + 1, "escalating");
+                }
+                self.enqueue(&deliveries);
+            }
+            // The next entry may be due too: look again at once.
+            wait = Duration::ZERO;
+        }
+        Ok(wait)
+    }
+
+    fn enqueue(&self, deliveries: &[(String, i64, i64)]) {
+        for (dest, id, created) in deliveries {
+            self.engine.enqueue(dest, *id, *created);
+        }
+    }
+
+    /// Acknowledges, un-acknowledges or resolves an incident, announcing it on the
+    /// destinations it has already notified.
+    pub async fn transition(
+        &self,
+        id: i64,
+        action: Action,
+        by: String,
+    ) -> Result<Transitioned, StoreError> {
+        let mut clocks = self.clocks.lock().await;
+        let elapsed = match clocks.get(&id) {
+            Some(c) => c.elapsed(),
+            None => match self.store.read(move |b| b.incident(id)).await? {
+                Some(i) => ms(i.elapsed_ms),
+                None => return Ok(Transitioned::NotFound),
+            },
+        };
+        let to = match action {
+            Action::Ack => IncidentState::Acked,
+            Action::Unack => IncidentState::Open,
+            Action::Resolve => IncidentState::Resolved,
+        };
+        let r = self
+            .store
+            .write(Write::Transition {
+                id,
+                action,
+                by,
+                elapsed_ms: as_ms(elapsed),
+            })
+            .await?;
+        let Written::Transitioned(t) = r else {
+            return Err(StoreError::Corrupt(
+                "unexpected reply to a transition".into(),
+            ));
+        };
+        if let Transitioned::Done { deliveries, .. } = &t {
+            self.enqueue(deliveries);
+            if to == IncidentState::Resolved {
+                clocks.remove(&id);
+            } else if let Some(c) = clocks.get_mut(&id) {
+                c.rebase(to, elapsed);
+            }
+        }
+        drop(clocks);
+        self.wake();
+        Ok(t)
+    }
+
+    /// Sends the next step of the schedule now (re-opening an acknowledged incident). Later
+    /// steps keep their spacing: the escalation time jumps to the sent step's `after:`.
+    pub async fn escalate(&self, id: i64) -> Result<Escalated, StoreError> {
+        let mut clocks = self.clocks.lock().await;
+        let Some(inc) = self.store.read(move |b| b.incident(id)).await? else {
+            return Ok(Escalated::NotFound);
+        };
+        if inc.state == IncidentState::Resolved {
+            return Ok(Escalated::Resolved);
+        }
+        let config = self.live.config();
+        let Some(policy) = config.policies.get(&inc.policy) else {
+            return Ok(Escalated::NoFurtherStep);
+        };
+        let schedule = policy.schedule();
+        let Some(&(due, step)) = usize::try_from(inc.next_step)
+            .ok()
+            .and_then(|n| schedule.get(n))
+        else {
+            return Ok(Escalated::NoFurtherStep);
+        };
+        let runs_when_acked = self.runs_when_acked(&inc.policy);
+        let elapsed = clocks
+            .get(&id)
+            .map_or(ms(inc.elapsed_ms), Clock::elapsed)
+            .max(due);
+        let r = self
+            .store
+            .write(Write::FireStep {
+                id,
+                expected_step: inc.next_step,
+                step: i64::try_from(step).unwrap_or(i64::MAX),
+                elapsed_ms: as_ms(elapsed),
+                destinations: routing::step_destinations(&config, &policy.name, step),
+                allow_acked: true,
+                reopen: true,
+            })
+            .await?;
+        let Written::Fired(deliveries) = r else {
+            return Err(StoreError::Corrupt("unexpected reply to a step".into()));
+        };
+        self.enqueue(&deliveries);
+        let clock = clocks
+            .entry(id)
+            .or_insert_with(|| Clock::load(&inc, runs_when_acked));
+        clock.rebase(IncidentState::Open, elapsed);
+        drop(clocks);
+        self.wake();
+        Ok(Escalated::Sent {
+            step,
+            deliveries: deliveries.len(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::{MapSecrets, parse};
+    use crate::metrics::{CommitMetrics, Metrics};
+    use crate::payload::{AlertEvent, Labels, Status};
+    use crate::store::sqlite::Sqlite;
+    use crate::store::{DeliveryState, RouteRef, RoutedEvent};
+
+    const M: Duration = Duration::from_secs(60);
+
+    struct Rig {
+        esc: Arc<Escalator>,
+        store: Store,
+        _dir: tempfile::TempDir,
+        path: std::path::PathBuf,
+        live: Arc<Live>,
+    }
+
+    fn config(policy_extra: &str) -> crate::config::Config {
+        parse(
+            &format!(
+                "storage: {{ sqlite: x }}\nchannels:\n  a: {{ type: webhook, url: 'http://127.0.0.1:9/a' }}\n  b: {{ type: webhook, url: 'http://127.0.0.1:9/b' }}\n  c: {{ type: webhook, url: 'http://127.0.0.1:9/c' }}\n\
+                 policies:\n  p:\n    steps: [ {{ notify: [a] }}, {{ after: 10m, notify: [b] }}, {{ after: 30m, notify: [c, b] }} ]\n{policy_extra}\
+                 routes: [ {{ policy: p }} ]\n"
+            ),
+            Path::new("/"),
+            &MapSecrets::default(),
+        )
+        .expect("config")
+    }
+
+    fn start(path: &Path, live: Arc<Live>) -> (Arc<Escalator>, Store) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let (metrics, _) = Metrics::new();
+        let (store, _thread) = Store::start(
+            Sqlite::open(path).expect("db"),
+            CommitMetrics(Arc::clone(&metrics)),
+        )
+        .expect("store");
+        let engine = Engine::new(
+            store.clone(),
+            metrics,
+            reqwest::Client::new(),
+            live.config().delivery.clone(),
+        );
+        (Escalator::new(store.clone(), engine, live), store)
+    }
+
+    fn rig(policy_extra: &str) -> Rig {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("relay.db");
+        let live = Arc::new(Live::new("relay.yml".into(), config(policy_extra)));
+        let (esc, store) = start(&path, Arc::clone(&live));
+        Rig {
+            esc,
+            store,
+            _dir: dir,
+            path,
+            live,
+        }
+    }
+
+    fn event(status: Status) -> AlertEvent {
+        AlertEvent {
+            status,
+            fingerprint: "f1".into(),
+            labels: Labels::from([("alertname".into(), "UpsOnBattery".into())]),
+            annotations: Labels::new(),
+            starts_at: 10,
+            ends_at: None,
+            generator_url: String::new(),
+            external_url: String::new(),
+            receiver: "relay".into(),
+            group_key: "{}:{alertname=\"UpsOnBattery\"}".into(),
+        }
+    }
+
+    impl Rig {
+        async fn fire(&self) -> i64 {
+            self.fire_at(10).await
+        }
+
+        async fn fire_at(&self, starts_at: i64) -> i64 {
+            let o = self
+                .store
+                .ingest(vec![RoutedEvent {
+                    event: AlertEvent {
+                        starts_at,
+                        ..event(Status::Firing)
+                    },
+                    destinations: vec!["a".into()],
+                    routes: vec![RouteRef {
+                        route: "#1".into(),
+                        policy: "p".into(),
+                    }],
+                    group_resolved: false,
+                }])
+                .await
+                .expect("ingest");
+            assert_eq!(o.opened.len(), 1);
+            o.opened[0]
+        }
+
+        async fn resolve_from_alertmanager(&self) {
+            let o = self
+                .store
+                .ingest(vec![RoutedEvent {
+                    event: event(Status::Resolved),
+                    destinations: vec!["a".into()],
+                    routes: Vec::new(),
+                    group_resolved: true,
+                }])
+                .await
+                .expect("ingest");
+            assert_eq!(o.resolved, 1);
+        }
+
+        /// Moves paused time forward by `d`, running every pass the escalator loop would.
+        async fn advance(&self, d: Duration) {
+            let mut left = d;
+            loop {
+                let wait = self.esc.tick().await.expect("tick");
+                if left.is_zero() {
+                    return;
+                }
+                let step = wait.min(left);
+                tokio::time::advance(step).await;
+                left -= step;
+                self.esc.checkpoint().await.expect("checkpoint");
+            }
+        }
+
+        /// (destination, step) of every step delivery, and the notices' destinations.
+        async fn sent(&self, id: i64) -> (Vec<(String, i64)>, Vec<String>) {
+            let d = self
+                .store
+                .read(move |b| b.incident_deliveries(id))
+                .await
+                .expect("read");
+            let steps = d
+                .iter()
+                .filter(|x| x.3.is_none())
+                .map(|x| (x.0.clone(), x.1))
+                .collect();
+            let notices = d
+                .iter()
+                .filter(|x| x.3.is_some())
+                .map(|x| x.0.clone())
+                .collect();
+            assert!(d.iter().all(|x| x.2 == DeliveryState::Pending));
+            (steps, notices)
+        }
+
+        async fn state(&self, id: i64) -> Incident {
+            self.store
+                .read(move |b| b.incident(id))
+                .await
+                .expect("read")
+                .expect("exists")
+        }
+    }
+
+    fn steps(list: &[(&str, i64)]) -> Vec<(String, i64)> {
+        list.iter().map(|(d, s)| ((*d).to_owned(), *s)).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn steps_fire_on_time_once_each_and_stop_at_the_end() {
+        let r = rig("");
+        let id = r.fire().await;
+        r.advance(10 * M - Duration::from_secs(1)).await;
+        assert_eq!(r.sent(id).await.0, steps(&[("a", 0)]));
+        r.advance(Duration::from_secs(1)).await;
+        assert_eq!(r.sent(id).await.0, steps(&[("a", 0), ("b", 1)]));
+        r.advance(20 * M).await;
+        let all = steps(&[("a", 0), ("b", 1), ("c", 2), ("b", 2)]);
+        assert_eq!(r.sent(id).await.0, all);
+        r.advance(600 * M).await;
+        assert_eq!(r.sent(id).await.0, all);
+        assert_eq!(r.state(id).await.next_step, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ack_before_a_step_cancels_it_and_is_announced_once() {
+        let r = rig("");
+        let id = r.fire().await;
+        r.advance(9 * M).await;
+        let t = r
+            .esc
+            .transition(id, Action::Ack, "alice via API from 10.0.0.7".into())
+            .await
+            .expect("ack");
+        assert!(
+            matches!(t, Transitioned::Done { from: IncidentState::Open, ref deliveries } if deliveries.len() == 1)
+        );
+        // A duplicate ack changes nothing and announces nothing.
+        let t = r
+            .esc
+            .transition(id, Action::Ack, "bob".into())
+            .await
+            .expect("ack");
+        assert_eq!(t, Transitioned::Unchanged(IncidentState::Acked));
+        r.advance(300 * M).await;
+        let (sent, notices) = r.sent(id).await;
+        assert_eq!(sent, steps(&[("a", 0)]));
+        assert_eq!(notices, ["a"]);
+        let i = r.state(id).await;
+        assert_eq!(i.state, IncidentState::Acked);
+        assert_eq!(i.acked_by.as_deref(), Some("alice via API from 10.0.0.7"));
+        // The clock stopped at the ack: an un-ack resumes with 1 minute to go.
+        assert_eq!(i.elapsed_ms, as_ms(9 * M));
+        r.esc
+            .transition(id, Action::Unack, "alice".into())
+            .await
+            .expect("unack");
+        r.advance(M - Duration::from_secs(1)).await;
+        assert_eq!(r.sent(id).await.0, steps(&[("a", 0)]));
+        r.advance(Duration::from_secs(1)).await;
+        assert_eq!(r.sent(id).await.0, steps(&[("a", 0), ("b", 1)]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ack_after_a_step_cancels_the_rest_and_tells_everyone_notified() {
+        let r = rig("");
+        let id = r.fire().await;
+        r.advance(11 * M).await;
+        r.esc
+            .transition(id, Action::Ack, "sms".into())
+            .await
+            .expect("ack");
+        r.advance(300 * M).await;
+        let (sent, notices) = r.sent(id).await;
+        assert_eq!(sent, steps(&[("a", 0), ("b", 1)]));
+        assert_eq!(notices, ["a", "b"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn alertmanager_resolve_closes_an_acked_or_open_incident() {
+        let r = rig("");
+        let id = r.fire().await;
+        r.advance(12 * M).await;
+        r.resolve_from_alertmanager().await;
+        r.esc.wake();
+        r.advance(300 * M).await;
+        assert_eq!(r.sent(id).await.0, steps(&[("a", 0), ("b", 1)]));
+        let i = r.state(id).await;
+        assert_eq!(i.state, IncidentState::Resolved);
+        assert_eq!(i.resolved_by.as_deref(), Some("Alertmanager"));
+        // A new firing of the same group is a new incident.
+        let id2 = r.fire_at(20).await;
+        assert_ne!(id, id2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn repeat_reruns_the_last_step_while_unacknowledged() {
+        let r = rig("    repeat: { every: 1h, times: 2 }\n");
+        let id = r.fire().await;
+        r.advance(30 * M + 60 * M).await;
+        assert_eq!(
+            r.sent(id).await.0,
+            steps(&[("a", 0), ("b", 1), ("c", 2), ("b", 2), ("c", 2), ("b", 2)])
+        );
+        r.advance(1000 * M).await;
+        assert_eq!(r.sent(id).await.0.len(), 8);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn until_resolved_keeps_escalating_after_an_ack() {
+        let r = rig("    until: resolved\n");
+        let id = r.fire().await;
+        r.esc
+            .transition(id, Action::Ack, "alice".into())
+            .await
+            .expect("ack");
+        r.advance(31 * M).await;
+        assert_eq!(r.sent(id).await.0.len(), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ack_timeout_rearms_escalation() {
+        let r = rig("    ack_timeout: 15m\n");
+        let id = r.fire().await;
+        r.advance(5 * M).await;
+        r.esc
+            .transition(id, Action::Ack, "alice".into())
+            .await
+            .expect("ack");
+        r.advance(15 * M - Duration::from_secs(1)).await;
+        assert_eq!(r.state(id).await.state, IncidentState::Acked);
+        r.advance(Duration::from_secs(1)).await;
+        let i = r.state(id).await;
+        assert_eq!(i.state, IncidentState::Open);
+        // Escalation time resumes at 5 minutes: step 2 is 5 minutes away.
+        r.advance(5 * M - Duration::from_secs(1)).await;
+        assert_eq!(r.sent(id).await.0.len(), 1);
+        r.advance(Duration::from_secs(1)).await;
+        assert_eq!(r.sent(id).await.0.len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn escalate_now_and_manual_resolve() {
+        let r = rig("");
+        let id = r.fire().await;
+        r.advance(M).await;
+        assert_eq!(
+            r.esc.escalate(id).await.expect("escalate"),
+            Escalated::Sent {
+                step: 1,
+                deliveries: 1
+            }
+        );
+        // Later steps keep their spacing from the sent one (at 10m): step 3 at 30m.
+        r.advance(20 * M - Duration::from_secs(1)).await;
+        assert_eq!(r.sent(id).await.0.len(), 2);
+        r.advance(Duration::from_secs(1)).await;
+        assert_eq!(r.sent(id).await.0.len(), 4);
+        assert_eq!(
+            r.esc.escalate(id).await.expect("escalate"),
+            Escalated::NoFurtherStep
+        );
+        let t = r
+            .esc
+            .transition(id, Action::Resolve, "alice".into())
+            .await
+            .expect("resolve");
+        assert!(matches!(t, Transitioned::Done { .. }));
+        assert_eq!(
+            r.esc.escalate(id).await.expect("escalate"),
+            Escalated::Resolved
+        );
+        assert_eq!(
+            r.esc
+                .transition(999, Action::Ack, "x".into())
+                .await
+                .expect("ack"),
+            Transitioned::NotFound
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restart_resumes_with_the_elapsed_time() {
+        let r = rig("");
+        let id = r.fire().await;
+        r.advance(7 * M).await;
+        // Stop: the last checkpoint is at most CHECKPOINT_EVERY old (here: exact).
+        let Rig {
+            esc,
+            store,
+            _dir,
+            path,
+            live,
+        } = r;
+        drop(esc);
+        drop(store);
+        // The relay is down for a day: that time does not count.
+        tokio::time::advance(24 * 60 * M).await;
+        let (esc, store) = start(&path, Arc::clone(&live));
+        let r = Rig {
+            esc,
+            store,
+            _dir,
+            path,
+            live,
+        };
+        assert_eq!(r.state(id).await.elapsed_ms, as_ms(7 * M));
+        r.advance(3 * M - Duration::from_secs(1)).await;
+        assert_eq!(r.sent(id).await.0.len(), 1);
+        r.advance(Duration::from_secs(1)).await;
+        assert_eq!(r.sent(id).await.0, steps(&[("a", 0), ("b", 1)]));
+    }
+
+    #[tokio::test]
+    async fn a_step_is_written_once_even_if_fired_twice() {
+        let r = rig("");
+        let id = r.fire().await;
+        let fire = || Write::FireStep {
+            id,
+            expected_step: 1,
+            step: 1,
+            elapsed_ms: 0,
+            destinations: vec!["b".into()],
+            allow_acked: false,
+            reopen: false,
+        };
+        let first = r.store.write(fire()).await.expect("fire");
+        let second = r.store.write(fire()).await.expect("fire");
+        assert!(matches!(first, Written::Fired(ref d) if d.len() == 1));
+        assert!(matches!(second, Written::Fired(ref d) if d.is_empty()));
+    }
+}
