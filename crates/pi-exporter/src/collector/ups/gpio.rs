@@ -96,7 +96,8 @@ mod linux {
             return match request.and_then(|r| r.value(info.offset)) {
                 Ok(Value::Active) => LineState::Level(true),
                 Ok(Value::Inactive) => LineState::Level(false),
-                Err(e) if e.to_string().contains("busy") => LineState::Busy {
+                // EBUSY ("Device or resource busy"): taken between line_info and the request.
+                Err(e) if e.to_string().to_lowercase().contains("busy") => LineState::Busy {
                     consumer: String::new(),
                 },
                 Err(e) => LineState::Error(format!("{}: {name}: {e}", path.display())),

@@ -395,8 +395,13 @@ impl Shared {
 
     /// One round of the reader thread: read, update the history and the guard, act.
     fn round(&self) {
-        let (reading, line, nut_driver) = self.read();
-        let now = Instant::now();
+        let reading = self.read();
+        self.update(Instant::now(), reading);
+    }
+
+    /// The bookkeeping of a round, with the time of the reading passed in (tests use a fake
+    /// clock).
+    fn update(&self, now: Instant, (reading, line, nut_driver): RoundResult) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if nut_driver.is_some() {
             state.nut_driver = nut_driver;
@@ -871,5 +876,54 @@ mod tests {
             .collect();
         assert_eq!(on, ["OL", "CHRG"]);
         assert_eq!(status.samples.len(), 6);
+    }
+
+    #[test]
+    fn the_runtime_estimate_follows_the_discharge_and_restarts_after_a_failed_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let collector = UpsCollector::new(&context(
+            dir.path(),
+            Some(X728_ON_BATTERY),
+            Options::default(),
+        ));
+        let shared = collector.shared.as_ref().expect("configured");
+        let Source::Chip {
+            simulated: Some(bus),
+            lines,
+            ..
+        } = &shared.source
+        else {
+            panic!("simulated chip");
+        };
+        // Forget the start-up reading (5.5 %), taken at another time.
+        shared.state.lock().expect("lock").history.clear();
+        let t0 = Instant::now();
+        // 50 % falling 1 % a minute: 45 % left after 5 minutes is 45 minutes.
+        for minute in 0..=5u8 {
+            let mut registers = crate::i2c::simulated::Memory::default();
+            for (r, v) in [(0x02, 0xb9), (0x04, 50 - minute)] {
+                registers.set(r, v);
+            }
+            bus.add_device(0x36, crate::i2c::simulated::Behaviour::ReadOnly, registers);
+            let reading = shared.read();
+            shared.update(t0 + Duration::from_secs(60 * u64::from(minute)), reading);
+        }
+        let mut out = MetricSet::new();
+        collector.collect(&mut out).expect("collect");
+        let runtime = value(&out, "rpi_ups_runtime_seconds").expect("estimate");
+        assert!((runtime - 45.0 * 60.0).abs() < 1e-6, "{runtime}");
+        assert_eq!(lines.read("GPIO6"), LineState::Level(true));
+
+        // A failed read restarts the history: no estimate until it has built up again.
+        bus.add_device(
+            0x36,
+            crate::i2c::simulated::Behaviour::Nack,
+            crate::i2c::simulated::Memory::default(),
+        );
+        let reading = shared.read();
+        shared.update(t0 + Duration::from_secs(360), reading);
+        assert_eq!(simulated_writes(&collector), 0);
+        let state = shared.state.lock().expect("lock");
+        assert_eq!(state.history.runtime_seconds(), None);
     }
 }
