@@ -290,3 +290,82 @@ pub async fn send_test(
     }
     Ok(out)
 }
+
+/// `incidents` and `ack`: the CLI talks to the running relay's API (the relay owns the
+/// escalation clocks, so only it can cancel pending steps at once), with the address and
+/// credentials of its configuration file. `verb` is `None` to list, or `ack`, `unack`,
+/// `escalate`, `resolve` for incident `id`.
+pub async fn incident_cli(
+    path: &Path,
+    verb: Option<(&str, i64)>,
+    by: Option<&str>,
+) -> anyhow::Result<serde_json::Value> {
+    let config = config::load(path)?;
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let mut host = config.listen;
+    if host.ip().is_unspecified() {
+        host.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let base = format!("{scheme}://{host}/api/v1/incidents");
+    let http = http_client()?;
+    let req = match verb {
+        None => http.get(base),
+        Some((verb, id)) => http
+            .post(format!("{base}/{id}/{verb}"))
+            .json(&serde_json::json!({ "by": by.map_or_else(whoami, str::to_owned) })),
+    };
+    let req = match &config.auth {
+        config::Auth::None => req,
+        config::Auth::Bearer(t) => req.bearer_auth(t.expose()),
+        config::Auth::Basic { username, password } => {
+            req.basic_auth(username, Some(password.expose()))
+        }
+    };
+    let resp = req
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the relay at {host}"))?;
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.context("the relay's answer")?;
+    if !status.is_success() {
+        anyhow::bail!(
+            "{status}: {}",
+            body.get("message").and_then(|m| m.as_str()).unwrap_or("")
+        );
+    }
+    Ok(body)
+}
+
+fn whoami() -> String {
+    std::env::var("USER").unwrap_or_else(|_| "cli".into())
+}
+
+/// One line per incident for `alert-relay incidents`.
+pub fn format_incidents(v: &serde_json::Value) -> String {
+    let mut out = String::new();
+    for i in v["incidents"].as_array().into_iter().flatten() {
+        let s = |k: &str| i[k].as_str().unwrap_or("").to_owned();
+        out.push_str(&format!(
+            "#{:<6} {:<9} {:<24} step {:<3} {} {}\n",
+            i["id"],
+            s("state"),
+            s("alertname"),
+            i["next_step"].as_i64().unwrap_or(0),
+            s("summary"),
+            match (i["acked_by"].as_str(), i["resolved_by"].as_str()) {
+                (_, Some(r)) => format!("(resolved by {r})"),
+                (Some(a), None) => format!("(acked by {a})"),
+                _ => String::new(),
+            }
+        ));
+    }
+    if out.is_empty() {
+        out.push_str("no incidents\n");
+    }
+    out
+}

@@ -29,6 +29,21 @@ fn cli() -> Command {
                 .arg(Arg::new("file").required(true).value_name("FILE")),
         )
         .subcommand(
+            Command::new("incidents")
+                .about("List the newest incidents (asks the running relay)")
+                .arg(config()),
+        )
+        .subcommand(
+            Command::new("ack")
+                .about("Acknowledge an incident (or --unack, --escalate, --resolve) via the running relay")
+                .arg(config())
+                .arg(Arg::new("id").required(true).value_name("ID").value_parser(clap::value_parser!(i64)))
+                .arg(Arg::new("by").long("by").value_name("NAME").help("who acknowledges (default: $USER)"))
+                .arg(Arg::new("unack").long("unack").action(clap::ArgAction::SetTrue).conflicts_with_all(["escalate", "resolve"]))
+                .arg(Arg::new("escalate").long("escalate").action(clap::ArgAction::SetTrue).conflicts_with("resolve"))
+                .arg(Arg::new("resolve").long("resolve").action(clap::ArgAction::SetTrue)),
+        )
+        .subcommand(
             Command::new("send-test")
                 .about("Send a test message to every destination of one channel")
                 .arg(config())
@@ -81,6 +96,29 @@ fn main() -> ExitCode {
                 Ok(rt) if cmd == "run" => rt
                     .block_on(alert_relay::run(&path(m, "config")))
                     .map(|()| true),
+                Ok(rt) if cmd == "incidents" => rt
+                    .block_on(alert_relay::incident_cli(&path(m, "config"), None, None))
+                    .map(|v| {
+                        print!("{}", alert_relay::format_incidents(&v));
+                        true
+                    }),
+                Ok(rt) if cmd == "ack" => {
+                    let id = m.get_one::<i64>("id").copied().unwrap_or_default();
+                    let verb = ["unack", "escalate", "resolve"]
+                        .into_iter()
+                        .find(|v| m.get_flag(v))
+                        .unwrap_or("ack");
+                    let by = m.get_one::<String>("by").map(String::as_str);
+                    rt.block_on(alert_relay::incident_cli(
+                        &path(m, "config"),
+                        Some((verb, id)),
+                        by,
+                    ))
+                    .map(|v| {
+                        println!("incident #{id}: {v}");
+                        true
+                    })
+                }
                 Ok(rt) => {
                     let channel = m.get_one::<String>("channel").cloned().unwrap_or_default();
                     rt.block_on(alert_relay::send_test(&path(m, "config"), &channel))

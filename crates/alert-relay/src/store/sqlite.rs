@@ -818,7 +818,8 @@ mod tests {
         let path = dir.path().join("relay.db");
         let conn = Connection::open(&path).expect("open");
         conn.execute_batch(MIGRATIONS[0]).expect("v1");
-        conn.pragma_update(None, "user_version", 1).expect("version");
+        conn.pragma_update(None, "user_version", 1)
+            .expect("version");
         conn.execute_batch(
             r#"INSERT INTO alert_events VALUES (1, 'f', 'firing', 1, NULL, 1, 'g', 'r',
                 '{"status":"firing","fingerprint":"f","labels":{},"annotations":{},"starts_at":1,"ends_at":null,"generator_url":"","external_url":"","receiver":"r","group_key":"g"}');

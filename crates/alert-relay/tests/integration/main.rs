@@ -4,6 +4,7 @@
 mod alertmanager;
 mod crash;
 mod delivery;
+mod escalation;
 mod hostile;
 mod intake;
 mod providers;

@@ -1,0 +1,203 @@
+//! Escalation through the binary: steps on real (short) time, the incident API, the CLI and
+//! signed acknowledgement links.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::{FAST_DELIVERY, Fake, Relay, Reply, binary, client, tempdir, webhook};
+
+fn config(fake: &Fake) -> String {
+    format!(
+        "public_url: http://relay.invalid\nauth: {{ bearer_token: s3cret }}\nstorage: {{ sqlite: relay.db }}\n{FAST_DELIVERY}\
+         channels:\n  a: {{ type: webhook, url: '{u}/a' }}\n  b: {{ type: webhook, url: '{u}/b' }}\n  c: {{ type: webhook, url: '{u}/c' }}\n\
+         policies:\n  p:\n    steps: [ {{ notify: [a] }}, {{ after: 1s, notify: [b] }}, {{ after: 4s, notify: [c] }} ]\n\
+         routes: [ {{ policy: p }} ]\n",
+        u = fake.url()
+    )
+}
+
+fn paths(fake: &Fake) -> Vec<String> {
+    fake.received().iter().map(|r| r.path.clone()).collect()
+}
+
+#[tokio::test]
+async fn steps_ack_link_cli_and_resolve_through_the_binary() {
+    let fake = Fake::start(Reply::new(200, "")).await;
+    let dir = tempdir();
+    let relay = Relay::start(dir.path(), &config(&fake));
+    let http = client();
+    let firing = webhook(&[("00000000000007a1", "firing")], "");
+    let r = http
+        .post(relay.url("/webhook"))
+        .bearer_auth("s3cret")
+        .body(firing.clone())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200);
+    // Step 1 at once, step 2 after a second.
+    let got = fake.wait_for(2, Duration::from_secs(5)).await;
+    assert_eq!(paths(&fake), ["/a", "/b"]);
+    let msg = got[1].json();
+    assert!(
+        msg["title"]
+            .as_str()
+            .expect("title")
+            .ends_with("(incident #1)"),
+        "{msg}"
+    );
+    let link = msg["links"]
+        .as_array()
+        .expect("links")
+        .iter()
+        .find(|l| l["name"] == "Acknowledge #1")
+        .and_then(|l| l["url"].as_str())
+        .expect("ack link")
+        .to_owned();
+    let path = link
+        .strip_prefix("http://relay.invalid")
+        .expect("public_url");
+    // The API needs the relay's auth.
+    let r = http
+        .get(relay.url("/api/v1/incidents/1"))
+        .send()
+        .await
+        .expect("api");
+    assert_eq!(r.status(), 401);
+    // GET shows a confirm page and changes nothing.
+    let page = http.get(relay.url(path)).send().await.expect("get");
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+    let page = page.text().await.expect("page");
+    assert!(page.contains("<form method=\"post\">"), "{page}");
+    assert!(page.contains("PiHot"), "{page}");
+    let state = |v: serde_json::Value| v["incident"]["state"].as_str().unwrap_or("").to_owned();
+    let get = || async {
+        http.get(relay.url("/api/v1/incidents/1"))
+            .bearer_auth("s3cret")
+            .send()
+            .await
+            .expect("api")
+            .json::<serde_json::Value>()
+            .await
+            .expect("json")
+    };
+    assert_eq!(state(get().await), "open");
+    // A forged token is refused.
+    let forged = path.replacen("/ack/1.", "/ack/2.", 1);
+    let r = http.post(relay.url(&forged)).send().await.expect("post");
+    assert_eq!(r.status(), 403);
+    // POST acknowledges; both notified destinations hear about it.
+    let r = http.post(relay.url(path)).send().await.expect("post");
+    assert_eq!(r.status(), 200);
+    assert_eq!(state(get().await), "acked");
+    let got = fake.wait_for(4, Duration::from_secs(5)).await;
+    for notice in &got[2..] {
+        let text = notice.json()["text"].as_str().unwrap_or("").to_owned();
+        assert!(
+            text.contains("Incident #1 acknowledged by ack link from 127.0.0.1"),
+            "{text}"
+        );
+    }
+    // The CLI sees it.
+    let cfg = dir.path().join("relay.yml");
+    let cli = std::fs::read_to_string(&cfg)
+        .expect("config")
+        .replace("127.0.0.1:0", &relay.url("").replace("http://", ""));
+    let cli_cfg = dir.path().join("cli.yml");
+    std::fs::write(&cli_cfg, cli).expect("cli config");
+    let out = Command::new(binary())
+        .args(["incidents", "--config"])
+        .arg(&cli_cfg)
+        .output()
+        .expect("cli");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{listing}");
+    assert!(
+        listing.contains("#1") && listing.contains("acked"),
+        "{listing}"
+    );
+    // Step 3 (at 4s) never comes.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        !paths(&fake).contains(&"/c".to_owned()),
+        "{:?}",
+        paths(&fake)
+    );
+    // Alertmanager's resolve closes the acked incident: resolved messages to a and b.
+    let resolved = webhook(&[("00000000000007a1", "resolved")], "").replace(
+        r#""status":"firing","receiver""#,
+        r#""status":"resolved","receiver""#,
+    );
+    let r = http
+        .post(relay.url("/webhook"))
+        .bearer_auth("s3cret")
+        .body(resolved)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200);
+    let got = fake.wait_for(6, Duration::from_secs(5)).await;
+    let mut tail: Vec<String> = got[4..].iter().map(|r| r.path.clone()).collect();
+    tail.sort();
+    assert_eq!(tail, ["/a", "/b"]);
+    assert!(got[4..].iter().all(|r| r.json()["status"] == "resolved"));
+    let v = get().await;
+    assert_eq!(state(v.clone()), "resolved");
+    assert_eq!(v["incident"]["resolved_by"], "Alertmanager");
+}
+
+#[tokio::test]
+async fn api_ack_before_step_two_and_cli_ack() {
+    let fake = Fake::start(Reply::new(200, "")).await;
+    let dir = tempdir();
+    let relay = Relay::start(
+        dir.path(),
+        &config(&fake).replace("after: 1s, notify: [b]", "after: 2s, notify: [b]"),
+    );
+    let http = client();
+    let r = http
+        .post(relay.url("/webhook"))
+        .bearer_auth("s3cret")
+        .body(webhook(&[("00000000000007b1", "firing")], ""))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200);
+    fake.wait_for(1, Duration::from_secs(5)).await;
+    let cfg = dir.path().join("relay.yml");
+    let cli = std::fs::read_to_string(&cfg)
+        .expect("config")
+        .replace("127.0.0.1:0", &relay.url("").replace("http://", ""));
+    let cli_cfg = dir.path().join("cli.yml");
+    std::fs::write(&cli_cfg, cli).expect("cli config");
+    let out = Command::new(binary())
+        .args(["ack", "1", "--by", "alice", "--config"])
+        .arg(&cli_cfg)
+        .output()
+        .expect("cli");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A second ack through the API is a no-op.
+    let r: serde_json::Value = http
+        .post(relay.url("/api/v1/incidents/1/ack"))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .expect("ack")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(r["status"], "unchanged");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let got = fake.received();
+    assert_eq!(paths(&fake), ["/a", "/a"], "step 2 must not come");
+    let text = got[1].json()["text"].as_str().unwrap_or("").to_owned();
+    assert!(
+        text.contains("acknowledged by alice via API from 127.0.0.1"),
+        "{text}"
+    );
+}
