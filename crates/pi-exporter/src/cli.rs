@@ -276,6 +276,14 @@ fn command() -> Command {
             .help("UPS board profile read by the ups collector: waveshare-ups-hat, waveshare-ups-hat-c, waveshare-ups-hat-e, geekworm-x728, geekworm-x120x, ups-lite, pisugar3, nut"),
     )
     .arg(
+        Arg::new("ups.config")
+            .long("ups.config")
+            .value_name("FILE")
+            .conflicts_with("ups.board")
+            .value_parser(ups::parse_config_file)
+            .help("YAML file listing several UPSes (ups: [{name, board, i2c_bus, nut: {host, port, ups, username, password_file}}]); their series carry an ups label"),
+    )
+    .arg(
         Arg::new("ups.i2c-bus")
             .long("ups.i2c-bus")
             .value_name("N")
@@ -551,6 +559,10 @@ fn ups_options(m: &clap::ArgMatches) -> ups::Options {
                 .unwrap_or(defaults.shutdown.command),
             dry_run: m.get_flag("ups.shutdown.dry-run"),
         },
+        units: m
+            .get_one::<Vec<ups::UnitConfig>>("ups.config")
+            .cloned()
+            .unwrap_or_default(),
     }
 }
 
@@ -648,6 +660,16 @@ mod tests {
         ] {
             assert!(parse(&bad).is_err(), "{bad:?}");
         }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("ups.yaml");
+        std::fs::write(&config, "ups:\n  - {name: rack, board: nut}\n").expect("write");
+        let flag = format!("--ups.config={}", config.display());
+        let c = parse(&[flag.as_str()]).expect("parse");
+        assert_eq!(c.collector_options.ups.units[0].name, "rack");
+        assert!(
+            parse(&[flag.as_str(), "--ups.board=nut"]).is_err(),
+            "one or the other"
+        );
     }
 
     #[test]
@@ -683,6 +705,7 @@ mod tests {
             ["--ups.shutdown.charge-below", "1.5"],
             ["--ups.interval", "100ms"],
             ["--ups.shutdown.command", " "],
+            ["--ups.config", "/nonexistent/ups.yaml"],
         ] {
             assert!(parse(&bad).is_err(), "{bad:?}");
         }

@@ -143,6 +143,19 @@ impl Guard {
     }
 }
 
+/// Set when a shutdown command was started by this process, whichever UPS's guard asked.
+static COMMAND_STARTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Runs the shutdown command unless this process already ran one (several UPSes each have a
+/// guard; the command still runs at most once). `None` when it had already run.
+pub fn run_once(command: &[String]) -> Option<Result<(), String>> {
+    if COMMAND_STARTED.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        None
+    } else {
+        Some(run_command(command))
+    }
+}
+
 /// Runs the shutdown command: no shell, so nothing read from a chip or a NUT server can reach
 /// a command line.
 pub fn run_command(command: &[String]) -> Result<(), String> {

@@ -51,6 +51,8 @@ pub struct Options {
     pub nut: NutOptions,
     pub interval: Duration,
     pub shutdown: ShutdownOptions,
+    /// `--ups.config`: several UPSes, each named; empty for the single `--ups.board` one.
+    pub units: Vec<UnitConfig>,
 }
 
 impl Default for Options {
@@ -61,8 +63,88 @@ impl Default for Options {
             nut: NutOptions::default(),
             interval: Duration::from_secs(5),
             shutdown: ShutdownOptions::default(),
+            units: Vec::new(),
         }
     }
+}
+
+/// One UPS of a `--ups.config` file.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnitConfig {
+    /// The `ups` label of its series; unique in the file.
+    pub name: String,
+    pub board: String,
+    #[serde(default = "default_i2c_bus")]
+    pub i2c_bus: u32,
+    #[serde(default)]
+    pub nut: Option<NutConfig>,
+}
+
+/// The `nut:` of a `--ups.config` entry; unset keys take the `--ups.nut.*` values.
+#[derive(Debug, Clone, PartialEq, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NutConfig {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub ups: Option<String>,
+    pub username: Option<String>,
+    /// Read when the file is loaded; the password itself is never in the config file.
+    pub password_file: Option<PathBuf>,
+    #[serde(skip)]
+    pub password: Option<String>,
+}
+
+fn default_i2c_bus() -> u32 {
+    1
+}
+
+impl UnitConfig {
+    fn nut_options(&self, defaults: &NutOptions) -> NutOptions {
+        let nut = self.nut.clone().unwrap_or_default();
+        NutOptions {
+            host: nut.host.unwrap_or_else(|| defaults.host.clone()),
+            port: nut.port.unwrap_or(defaults.port),
+            ups: nut.ups.unwrap_or_else(|| defaults.ups.clone()),
+            username: nut.username.or_else(|| defaults.username.clone()),
+            password: nut.password.or_else(|| defaults.password.clone()),
+            timeout: defaults.timeout,
+        }
+    }
+}
+
+/// `--ups.config FILE`: `ups: [{name, board, i2c_bus, nut: {host, port, ups, username,
+/// password_file}}]`, checked at start-up (known boards, unique names, readable password files).
+pub fn parse_config_file(path: &str) -> Result<Vec<UnitConfig>, String> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct File {
+        ups: Vec<UnitConfig>,
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    let file: File = serde_saphyr::from_str(&text).map_err(|e| format!("{path}: {e}"))?;
+    let mut units = file.ups;
+    if units.is_empty() {
+        return Err(format!("{path}: no UPS listed"));
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for unit in &mut units {
+        parse_board(&unit.board).map_err(|e| format!("{path}: {}: {e}", unit.name))?;
+        if unit.name.is_empty() || !names.insert(unit.name.clone()) {
+            return Err(format!(
+                "{path}: UPS names must be unique and not empty: {:?}",
+                unit.name
+            ));
+        }
+        if let Some(nut) = &mut unit.nut
+            && let Some(file) = &nut.password_file
+        {
+            let password = std::fs::read_to_string(file)
+                .map_err(|e| format!("{path}: {}: {}: {e}", unit.name, file.display()))?;
+            nut.password = Some(password.trim_end_matches(['\n', '\r']).to_owned());
+        }
+    }
+    Ok(units)
 }
 
 /// Parses `--ups.board`.
@@ -147,6 +229,9 @@ struct State {
 
 #[derive(Debug)]
 struct Shared {
+    /// The name given in `--ups.config`; `None` for the single `--ups.board` UPS, whose series
+    /// then carry no `ups` label.
+    name: Option<String>,
     board: String,
     source: Source,
     interval: Duration,
@@ -156,8 +241,8 @@ struct Shared {
 /// The collector.
 #[derive(Debug)]
 pub struct UpsCollector {
-    shared: Option<Arc<Shared>>,
-    _worker: Option<Worker>,
+    units: Vec<Arc<Shared>>,
+    _workers: Vec<Worker>,
 }
 
 #[derive(Debug)]
@@ -169,31 +254,107 @@ impl UpsCollector {
     pub fn new(ctx: &BuildContext) -> Self {
         let options = ctx.options.ups.clone();
         let section = ctx.board.as_ref().and_then(|b| b.ups.as_ref());
-        let board = options
-            .board
-            .clone()
-            .or_else(|| section.and_then(|s| s.board.clone()));
-        let Some(board) = board else {
-            tracing::warn!(
-                "ups collector enabled without --ups.board (or a board file's ups.board): nothing to read"
-            );
-            return Self {
-                shared: None,
-                _worker: None,
-            };
+        let units: Vec<(Option<String>, String, u32, NutOptions)> = if options.units.is_empty() {
+            options
+                .board
+                .clone()
+                .or_else(|| section.and_then(|s| s.board.clone()))
+                .map(|board| (None, board, options.i2c_bus, options.nut.clone()))
+                .into_iter()
+                .collect()
+        } else {
+            options
+                .units
+                .iter()
+                .map(|u| {
+                    (
+                        Some(u.name.clone()),
+                        u.board.clone(),
+                        u.i2c_bus,
+                        u.nut_options(&options.nut),
+                    )
+                })
+                .collect()
         };
-        let source = if board == "nut" {
-            Source::Nut(options.nut.clone())
-        } else if let Some(profile) = profiles::find(&board) {
-            let simulated = section.map(UpsBoard::bus);
-            let lines: Box<dyn LineSource> = match section {
-                Some(s) => Box::new(s.lines()),
-                None => Box::new(DevLines {
-                    devfs: ctx.paths.devfs.clone(),
-                }),
+        if units.is_empty() {
+            tracing::warn!(
+                "ups collector enabled without --ups.board, --ups.config or a board file's ups.board: nothing to read"
+            );
+        } else {
+            if options.shutdown.enable {
+                tracing::warn!(
+                    "UPS shutdown guard enabled: on battery with charge below {:.0} %{} for {} s runs {:?}{}",
+                    options.shutdown.charge_below * 100.0,
+                    options
+                        .shutdown
+                        .runtime_below
+                        .map(|r| format!(" or runtime below {} s", r.as_secs()))
+                        .unwrap_or_default(),
+                    options.shutdown.hold.as_secs(),
+                    options.shutdown.command.join(" "),
+                    if options.shutdown.dry_run {
+                        " (dry run: logged, not run)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+        let mut built = Vec::new();
+        let mut workers = Vec::new();
+        for (name, board, i2c_bus, nut) in units {
+            let who = name.clone().unwrap_or_else(|| board.clone());
+            let Some(source) = build_source(ctx, section, &who, &board, i2c_bus, nut) else {
+                continue;
             };
-            let bus_number = options.i2c_bus;
-            let kernel = profile.chip.kernel_driver().and_then(|_| {
+            let shared = Arc::new(Shared {
+                name,
+                board,
+                source,
+                interval: options.interval,
+                state: Mutex::new(State {
+                    snapshot: None,
+                    history: History::default(),
+                    guard: Guard::new(options.shutdown.clone()),
+                    last_problem: None,
+                    nut_driver: None,
+                }),
+            });
+            shared.round();
+            workers.extend(spawn(options.interval, {
+                let shared = Arc::clone(&shared);
+                move || shared.round()
+            }));
+            built.push(shared);
+        }
+        Self {
+            units: built,
+            _workers: workers,
+        }
+    }
+}
+
+/// The source of one UPS; `None` (logged) for an unknown board.
+fn build_source(
+    ctx: &BuildContext,
+    section: Option<&UpsBoard>,
+    who: &str,
+    board: &str,
+    i2c_bus: u32,
+    nut: NutOptions,
+) -> Option<Source> {
+    let source = if board == "nut" {
+        Source::Nut(nut)
+    } else if let Some(profile) = profiles::find(board) {
+        let simulated = section.map(UpsBoard::bus);
+        let lines: Box<dyn LineSource> = match section {
+            Some(s) => Box::new(s.lines()),
+            None => Box::new(DevLines {
+                devfs: ctx.paths.devfs.clone(),
+            }),
+        };
+        let bus_number = i2c_bus;
+        let kernel = profile.chip.kernel_driver().and_then(|_| {
                 let driver = power_supply::bound_driver(&ctx.paths.sysfs, bus_number, profile.address)?;
                 Some(
                     power_supply::find(&ctx.paths.sysfs, bus_number, profile.address).ok_or(
@@ -204,79 +365,37 @@ impl UpsCollector {
                     ),
                 )
             });
-            match &kernel {
-                Some(Ok(dir)) => tracing::info!(
-                    "UPS {board}: the gauge is owned by a kernel driver, reading {}",
-                    dir.display()
-                ),
-                Some(Err(e)) => tracing::warn!("UPS {board}: {e}"),
-                None => tracing::info!(
-                    "UPS {board}: {} at i2c-{bus_number} {:#04x}, read-only{}",
-                    profile.chip.label(),
-                    profile.address,
-                    if profile.unverified.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (unverified on hardware: {})", profile.unverified)
-                    }
-                ),
-            }
-            Source::Chip {
-                profile,
-                bus_number,
-                simulated,
-                devfs: ctx.paths.devfs.clone(),
-                kernel,
-                lines,
-            }
-        } else {
-            // `parse_board` rejects these on the command line; a board file may still name one.
-            tracing::warn!("unknown UPS board {board:?}: nothing to read");
-            return Self {
-                shared: None,
-                _worker: None,
-            };
-        };
-        if options.shutdown.enable {
-            tracing::warn!(
-                "UPS shutdown guard enabled: on battery with charge below {:.0} %{} for {} s runs {:?}{}",
-                options.shutdown.charge_below * 100.0,
-                options
-                    .shutdown
-                    .runtime_below
-                    .map(|r| format!(" or runtime below {} s", r.as_secs()))
-                    .unwrap_or_default(),
-                options.shutdown.hold.as_secs(),
-                options.shutdown.command.join(" "),
-                if options.shutdown.dry_run {
-                    " (dry run: logged, not run)"
+        match &kernel {
+            Some(Ok(dir)) => tracing::info!(
+                "UPS {who}: the gauge is owned by a kernel driver, reading {}",
+                dir.display()
+            ),
+            Some(Err(e)) => tracing::warn!("UPS {who}: {e}"),
+            None => tracing::info!(
+                "UPS {who}: {} at i2c-{bus_number} {:#04x}, read-only{}",
+                profile.chip.label(),
+                profile.address,
+                if profile.unverified.is_empty() {
+                    String::new()
                 } else {
-                    ""
+                    format!(" (unverified on hardware: {})", profile.unverified)
                 }
-            );
+            ),
         }
-        let shared = Arc::new(Shared {
-            board,
-            source,
-            interval: options.interval,
-            state: Mutex::new(State {
-                snapshot: None,
-                history: History::default(),
-                guard: Guard::new(options.shutdown.clone()),
-                last_problem: None,
-                nut_driver: None,
-            }),
-        });
-        shared.round();
-        let worker = spawn(options.interval, {
-            let shared = Arc::clone(&shared);
-            move || shared.round()
-        });
-        Self {
-            shared: Some(shared),
-            _worker: worker,
+        Source::Chip {
+            profile,
+            bus_number,
+            simulated,
+            devfs: ctx.paths.devfs.clone(),
+            kernel,
+            lines,
         }
-    }
+    } else {
+        // `parse_board` rejects these on the command line; a board file may still name one.
+        tracing::warn!("UPS {who}: unknown board {board:?}: nothing to read");
+        return None;
+    };
+    Some(source)
 }
 
 /// Runs `round` every `interval` on the `ups-reader` thread, until the collector is dropped.
@@ -305,6 +424,20 @@ fn read_error(e: ReadError) -> String {
 }
 
 impl Shared {
+    /// How logs name this UPS: its `--ups.config` name, else the board.
+    fn who(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.board)
+    }
+
+    /// `labels`, after `ups="<name>"` when the UPS comes from `--ups.config`.
+    fn labels(&self, labels: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+        self.name
+            .iter()
+            .map(|n| ("ups", n.clone()))
+            .chain(labels.iter().map(|&(k, v)| (k, v.to_owned())))
+            .collect()
+    }
+
     fn source_label(&self) -> &'static str {
         match &self.source {
             Source::Nut(_) => "nut",
@@ -454,8 +587,8 @@ impl Shared {
         };
         if problem != state.last_problem {
             match &problem {
-                Some(p) => tracing::warn!("UPS {}: {p}", self.board),
-                None => tracing::info!("UPS {}: readings fine", self.board),
+                Some(p) => tracing::warn!("UPS {}: {p}", self.who()),
+                None => tracing::info!("UPS {}: readings fine", self.who()),
             }
             state.last_problem = problem;
         }
@@ -470,25 +603,29 @@ impl Shared {
         match decision {
             Decision::Holding(held) if held.is_zero() => tracing::error!(
                 "UPS {}: SHUTDOWN PENDING: on battery and below the threshold; shutting down after the hold unless power returns",
-                self.board
+                self.who()
             ),
             Decision::Cancelled(why) => {
-                tracing::warn!("UPS {}: pending shutdown cancelled: {why}", self.board);
+                tracing::warn!("UPS {}: pending shutdown cancelled: {why}", self.who());
             }
             Decision::Fire(reason) => {
                 let shown = command.join(" ");
                 if dry_run {
                     tracing::error!(
                         "UPS {}: SHUTDOWN ({reason}): dry run, not running {shown:?}",
-                        self.board
+                        self.who()
                     );
                 } else {
-                    tracing::error!("UPS {}: SHUTDOWN ({reason}): running {shown:?}", self.board);
-                    match guard::run_command(&command) {
-                        Ok(()) => tracing::error!("UPS {}: {shown:?} succeeded", self.board),
-                        Err(e) => tracing::error!(
+                    tracing::error!("UPS {}: SHUTDOWN ({reason}): running {shown:?}", self.who());
+                    match guard::run_once(&command) {
+                        Some(Ok(())) => tracing::error!("UPS {}: {shown:?} succeeded", self.who()),
+                        Some(Err(e)) => tracing::error!(
                             "UPS {}: shutdown command failed: {e}; it is not retried",
-                            self.board
+                            self.who()
+                        ),
+                        None => tracing::error!(
+                            "UPS {}: the shutdown command already ran in this process; not again",
+                            self.who()
                         ),
                     }
                 }
@@ -504,19 +641,19 @@ impl Shared {
             "rpi_ups_info",
             "The UPS read: board profile, chip, and source (i2c, power_supply when a kernel driver owns the gauge, nut)",
         )
-        .sample(
-            [
+        .sample_owned(
+            self.labels(&[
                 ("board", self.board.as_str()),
                 ("chip", chip.as_str()),
                 ("source", self.source_label()),
-            ],
+            ]),
             1.0,
         );
         out.gauge(
             "rpi_ups_shutdown_pending",
             "1 while the shutdown guard's conditions hold (hold running) or after it asked for the shutdown",
         )
-        .sample([], f64::from(u8::from(state.guard.pending())));
+        .sample_owned(self.labels(&[]), f64::from(u8::from(state.guard.pending())));
         let Some(snapshot) = &state.snapshot else {
             return Err(CollectError::Other("no UPS reading yet".to_owned()));
         };
@@ -529,7 +666,7 @@ impl Shared {
                     "rpi_ups_power_line_busy",
                     "1 when the power-loss GPIO line is held by another process (its consumer), so on-battery comes from the gauge alone or is absent",
                 )
-                .sample([("line", name), ("consumer", consumer.as_str())], 1.0);
+                .sample_owned(self.labels(&[("line", name), ("consumer", consumer.as_str())]), 1.0);
             }
             if let LineState::Error(e) = line {
                 error = Some(format!("power-loss line {name}: {e}"));
@@ -543,7 +680,7 @@ impl Shared {
         }
         let reading = match &snapshot.reading {
             Ok(reading) => reading,
-            Err(e) => return Err(CollectError::Other(format!("UPS {}: {e}", self.board))),
+            Err(e) => return Err(CollectError::Other(format!("UPS {}: {e}", self.who()))),
         };
         let c = &reading.chip;
         let flag = |b: bool| f64::from(u8::from(b));
@@ -552,40 +689,40 @@ impl Shared {
                 "rpi_ups_on_battery",
                 "1 when the UPS runs on battery (external power lost)",
             )
-            .sample([], flag(v));
+            .sample_owned(self.labels(&[]), flag(v));
         }
         if let Some(v) = c.voltage_volts {
             out.gauge("rpi_ups_battery_voltage_volts", "Battery voltage")
-                .sample([], v);
+                .sample_owned(self.labels(&[]), v);
         }
         if let Some(v) = c.current_amperes {
             out.gauge(
                 "rpi_ups_battery_current_amperes",
                 "Battery current, positive while charging, negative while discharging",
             )
-            .sample([], v);
+            .sample_owned(self.labels(&[]), v);
         }
         if let Some(v) = c.charge_ratio {
             out.gauge(
                 "rpi_ups_battery_charge_ratio",
                 "Battery state of charge (0-1)",
             )
-            .sample([], v);
+            .sample_owned(self.labels(&[]), v);
         }
         if let Some(v) = c.charging {
             out.gauge("rpi_ups_charging", "1 while the battery is charging")
-                .sample([], flag(v));
+                .sample_owned(self.labels(&[]), flag(v));
         }
         if let Some(v) = snapshot.runtime_seconds {
             out.gauge(
                 "rpi_ups_runtime_seconds",
                 "Estimated time left on battery (from the device, else the recent discharge rate); absent while not discharging",
             )
-            .sample([], v);
+            .sample_owned(self.labels(&[]), v);
         }
         if let Some(v) = reading.input_voltage_volts {
             out.gauge("rpi_ups_input_voltage_volts", "UPS input (mains) voltage")
-                .sample([], v);
+                .sample_owned(self.labels(&[]), v);
         }
         if let Some(status) = &reading.status {
             let mut family = out.gauge(
@@ -593,12 +730,15 @@ impl Shared {
                 "NUT ups.status flags: OL on line, OB on battery, LB low battery, RB replace battery, CHRG charging, DISCHRG discharging",
             );
             for f in STATUS_FLAGS {
-                family.sample([("flag", f)], flag(status.iter().any(|s| s == f)));
+                family.sample_owned(
+                    self.labels(&[("flag", f)]),
+                    flag(status.iter().any(|s| s == f)),
+                );
             }
         }
         if let Some(v) = reading.load_ratio {
             out.gauge("rpi_ups_load_ratio", "UPS load (0-1 of its rating)")
-                .sample([], v);
+                .sample_owned(self.labels(&[]), v);
         }
         match error {
             Some(e) => Err(CollectError::Other(e)),
@@ -632,11 +772,21 @@ fn read_chip(bus: &mut Bus, profile: &Profile) -> Result<ChipReading, ReadError>
 
 impl Collector for UpsCollector {
     fn collect(&self, out: &mut MetricSet) -> Result<(), CollectError> {
-        match &self.shared {
-            Some(shared) => shared.collect(out),
-            None => Err(CollectError::Other(
-                "no UPS board configured (--ups.board)".to_owned(),
-            )),
+        if self.units.is_empty() {
+            return Err(CollectError::Other(
+                "no UPS configured (--ups.board or --ups.config)".to_owned(),
+            ));
+        }
+        let errors: Vec<String> = self
+            .units
+            .iter()
+            .filter_map(|unit| unit.collect(out).err())
+            .map(|e| e.to_string())
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(CollectError::Other(errors.join("; ")))
         }
     }
 }
@@ -680,7 +830,7 @@ mod tests {
     }
 
     fn simulated_writes(collector: &UpsCollector) -> usize {
-        match &collector.shared.as_ref().expect("configured").source {
+        match &collector.units.first().expect("configured").source {
             Source::Chip {
                 simulated: Some(bus),
                 ..
@@ -741,7 +891,7 @@ mod tests {
         let mut out = MetricSet::new();
         collector.collect(&mut out).expect("collect");
         assert_eq!(value(&out, "rpi_ups_shutdown_pending"), Some(1.0));
-        let shared = collector.shared.as_ref().expect("configured");
+        let shared = collector.units.first().expect("configured");
         shared.round();
         let state = shared.state.lock().expect("lock");
         assert!(state.guard.pending());
@@ -886,7 +1036,7 @@ mod tests {
             Some(X728_ON_BATTERY),
             Options::default(),
         ));
-        let shared = collector.shared.as_ref().expect("configured");
+        let shared = collector.units.first().expect("configured");
         let Source::Chip {
             simulated: Some(bus),
             lines,
@@ -925,5 +1075,68 @@ mod tests {
         assert_eq!(simulated_writes(&collector), 0);
         let state = shared.state.lock().expect("lock");
         assert_eq!(state.history.runtime_seconds(), None);
+    }
+
+    #[test]
+    fn a_config_file_with_several_upses_labels_each() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fake = nut::fake::spawn(nut::fake::Script::Reply(nut::fake::list(
+            "rack",
+            &[("battery.charge", "100"), ("ups.status", "OL")],
+        )));
+        std::fs::write(dir.path().join("pw"), "secret\n").expect("write");
+        let config = dir.path().join("ups.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "ups:\n  - name: hat\n    board: geekworm-x728\n  - name: rack\n    board: nut\n    nut: {{port: {}, ups: rack, username: monitor, password_file: {}}}\n",
+                fake.address.port(),
+                dir.path().join("pw").display()
+            ),
+        )
+        .expect("write");
+        let units = parse_config_file(&config.display().to_string()).expect("valid");
+        assert_eq!(units.len(), 2);
+        assert_eq!(
+            units[1].nut.as_ref().and_then(|n| n.password.as_deref()),
+            Some("secret")
+        );
+        let options = Options {
+            units,
+            ..Options::default()
+        };
+        let collector = UpsCollector::new(&context(dir.path(), Some(X728_ON_BATTERY), options));
+        let mut out = MetricSet::new();
+        collector.collect(&mut out).expect("collect");
+        let on_battery: Vec<(String, f64)> = out
+            .get("rpi_ups_on_battery")
+            .expect("on battery")
+            .samples
+            .iter()
+            .map(|s| (s.labels[0].1.clone(), s.value))
+            .collect();
+        assert_eq!(
+            on_battery,
+            [("hat".to_owned(), 1.0), ("rack".to_owned(), 0.0)]
+        );
+        let info = out.get("rpi_ups_info").expect("info");
+        assert_eq!(info.samples[1].labels[0], ("ups", "rack".to_owned()));
+        assert_eq!(info.samples[1].labels[1], ("board", "nut".to_owned()));
+        let commands = fake.commands.lock().expect("log").clone();
+        assert_eq!(commands[1], "PASSWORD \"secret\"");
+
+        for bad in [
+            "ups: []\n",
+            "ups:\n  - {name: a, board: apc}\n",
+            "ups:\n  - {name: a, board: nut}\n  - {name: a, board: pisugar3}\n",
+            "ups:\n  - {name: a, board: nut, nut: {password_file: /nonexistent}}\n",
+            "ups:\n  - {name: a, board: nut, bus: 2}\n",
+        ] {
+            std::fs::write(&config, bad).expect("write");
+            assert!(
+                parse_config_file(&config.display().to_string()).is_err(),
+                "{bad}"
+            );
+        }
     }
 }
