@@ -282,3 +282,44 @@ fn a_nut_server_sending_garbage_or_dropping_the_connection_costs_only_the_readin
         assert!(!logs.iter().any(|l| l.contains("SHUTDOWN")), "{logs:#?}");
     }
 }
+
+#[test]
+fn several_upses_from_a_config_file_match_golden_output() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = fake_upsd(
+        list(&[
+            ("battery.charge", "100"),
+            ("driver.name", "usbhid-ups"),
+            ("input.voltage", "231.0"),
+            ("ups.load", "12"),
+            ("ups.status", "OL"),
+        ]),
+        false,
+    );
+    let config = dir.path().join("ups.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "ups:\n  - name: hat\n    board: geekworm-x728\n  - name: rack\n    board: nut\n    nut: {{port: {port}, ups: ups}}\n"
+        ),
+    )
+    .expect("write");
+    let config = format!("--ups.config={}", config.display());
+    let board = format!(
+        "--simulate.board={}",
+        board_file("ups-on-battery").display()
+    );
+    let exporter = start(&dir.path().join("sys"), &[config.as_str(), board.as_str()]);
+    let body = scrape(&exporter);
+    assert_eq!(
+        sample_value(&body, "rpi_ups_on_battery{ups=\"hat\"}"),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample_value(&body, "rpi_ups_on_battery{ups=\"rack\"}"),
+        Some(0.0),
+        "{body}"
+    );
+    compare("ups-config.txt", &normalise(&body));
+}
