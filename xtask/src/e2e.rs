@@ -386,3 +386,763 @@ fn check_runbooks(rules: &[PathBuf]) -> Result<()> {
     }
     Ok(())
 }
+
+// ------------------------------------------------------------------------------------------
+// `cargo xtask e2e`: the full chain on loopback.
+//
+// pi-exporter (simulated boards on fixture trees) -> Prometheus (the shipped rules with every
+// `for:` shortened) -> Alertmanager (short group timers) -> alert-relay -> a fake Slack and a
+// fake Twilio on loopback. One "subject" Pi goes healthy -> under-volted -> healthy -> on
+// battery -> healthy -> read-only root -> healthy; each failure must reach the fake chat as
+// the right FIRING alert, and its end as RESOLVED. Three more exporters (Pi 5, stopped DS3231,
+// UPS on battery) stay up so every dashboard query and rule expression can be evaluated
+// against live data at the end.
+
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Metrics that exist only after an event the simulated boards do not produce (a failed
+/// delivery, an eMMC that reports wear, the sysfs-only fallback, a synchronised RTC offset,
+/// minutes of UPS discharge history). Queries that use them may return no data.
+const EVENT_ONLY: &[&str] = &[
+    "alert_relay_notifications_failed_total",
+    "alert_relay_notifications_dead_lettered_total",
+    "alert_relay_queue_oldest_age_seconds",
+    "alert_relay_queue_depth",
+    "rpi_mmc_life_time_used_ratio",
+    "rpi_mmc_pre_eol_info",
+    "rpi_under_voltage_alarm",
+    "rpi_ext4_last_error_time_seconds",
+    "rpi_ups_runtime_seconds",
+    "rpi_rtc_offset_seconds",
+    "rpi_rtc_oscillator_stopped",
+];
+
+struct Proc {
+    name: String,
+    child: Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // SIGTERM first so the services shut down cleanly, then SIGKILL.
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: kill(2) on a child we spawned and have not reaped.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("e2e: {} did not stop on SIGTERM; killing it", self.name);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(name: &str, dir: &Path, cmd: &mut Command) -> Result<Proc> {
+    let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("cannot start {name}: {cmd:?}"))?;
+    Ok(Proc {
+        name: name.to_string(),
+        child,
+    })
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn pct_encode(s: &str) -> String {
+    let mut o = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            o.push(b as char);
+        } else {
+            o.push_str(&format!("%{b:02X}"));
+        }
+    }
+    o
+}
+
+/// HTTP/1.0 GET: (status, body).
+fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("no HTTP status")?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> Result<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if ok() {
+            return Ok(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    bail!("timed out after {timeout:?} waiting for {what}")
+}
+
+/// A fake chat (Slack) and SMS (Twilio) provider: records (path, body) of every request.
+#[derive(Clone, Default)]
+struct FakeProvider(Arc<Mutex<Vec<(String, String)>>>);
+
+impl FakeProvider {
+    fn start(&self) -> Result<u16> {
+        let l = TcpListener::bind("127.0.0.1:0")?;
+        let port = l.local_addr()?.port();
+        let seen = self.0.clone();
+        std::thread::spawn(move || {
+            for conn in l.incoming().flatten() {
+                let seen = seen.clone();
+                std::thread::spawn(move || {
+                    let _ = Self::serve(conn, &seen);
+                });
+            }
+        });
+        Ok(port)
+    }
+
+    fn serve(mut conn: TcpStream, seen: &Mutex<Vec<(String, String)>>) -> Result<()> {
+        conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+        loop {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if conn.read(&mut byte)? == 0 {
+                    return Ok(());
+                }
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head).into_owned();
+            let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            let mut body = vec![0u8; len];
+            conn.read_exact(&mut body)?;
+            let body = String::from_utf8_lossy(&body).into_owned();
+            let (status, reply) = if path.contains("twilio") {
+                (
+                    "201 Created",
+                    r#"{"sid":"SM00000000000000000000000000000000","status":"queued"}"#,
+                )
+            } else {
+                ("200 OK", "ok")
+            };
+            if let Ok(mut v) = seen.lock() {
+                v.push((path, form_decode(&body)));
+            }
+            write!(
+                conn,
+                "HTTP/1.1 {status}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\r\n{reply}",
+                if reply.starts_with('{') {
+                    "application/json"
+                } else {
+                    "text/plain"
+                },
+                reply.len()
+            )?;
+        }
+    }
+
+    /// Requests to `path_part` whose body mentions every needle as a whole word
+    /// (`PiUnderVoltage` does not match `PiUnderVoltageSinceBoot`).
+    fn count(&self, path_part: &str, needles: &[&str]) -> usize {
+        self.0.lock().map_or(0, |v| {
+            v.iter()
+                .filter(|(p, b)| p.contains(path_part) && needles.iter().all(|n| has_word(b, n)))
+                .count()
+        })
+    }
+
+    fn dump(&self, to: &Path) {
+        if let Ok(v) = self.0.lock() {
+            let text: String = v
+                .iter()
+                .map(|(p, b)| format!("POST {p}\n{b}\n\n"))
+                .collect();
+            let _ = std::fs::write(to, text);
+        }
+    }
+}
+
+fn has_word(hay: &str, word: &str) -> bool {
+    hay.match_indices(word).any(|(i, _)| {
+        !hay[i + word.len()..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+    })
+}
+
+/// `application/x-www-form-urlencoded` decoding (Twilio bodies), harmless on JSON.
+fn form_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                match std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
+                    Some(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    let status = Command::new("cp").arg("-a").arg(from).arg(to).status()?;
+    if !status.success() {
+        bail!("cp -a {} {} failed", from.display(), to.display());
+    }
+    Ok(())
+}
+
+/// The `expr:` values of a rule file (inline or `|` block).
+fn rule_exprs(text: &str) -> Vec<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let t = lines[i].trim_start();
+        if let Some(v) = t.strip_prefix("expr:") {
+            let v = v.trim();
+            if v == "|" || v == "|-" {
+                let indent = lines[i].len() - t.len();
+                let mut block = Vec::new();
+                i += 1;
+                while i < lines.len() {
+                    let l = lines[i];
+                    let li = l.len() - l.trim_start().len();
+                    if !l.trim().is_empty() && li <= indent {
+                        break;
+                    }
+                    block.push(l.trim());
+                    i += 1;
+                }
+                out.push(block.join(" "));
+                continue;
+            }
+            out.push(v.to_string());
+        }
+        i += 1;
+    }
+    out
+}
+
+struct Chain {
+    dir: PathBuf,
+    bin: PathBuf,
+    fixture: PathBuf,
+    subject_port: u16,
+    subject: Option<Proc>,
+}
+
+impl Chain {
+    fn start_subject(&mut self, board: &str, extra: &[&str]) -> Result<()> {
+        self.subject = None; // stops the previous one
+        let boards = root().join("crates/pi-exporter/boards");
+        let mut cmd = Command::new(self.bin.join("pi-exporter"));
+        cmd.arg(format!(
+            "--web.listen-address=127.0.0.1:{}",
+            self.subject_port
+        ))
+        .arg("--simulate.board")
+        .arg(boards.join(board))
+        .arg("--path.procfs")
+        .arg(self.fixture.join("proc"))
+        .arg("--path.sysfs")
+        .arg(self.fixture.join("sys"))
+        .arg("--path.rootfs")
+        .arg(self.fixture.join("rootfs"))
+        .arg("--collector.rtc.i2c-bus=none")
+        .args(extra);
+        let p = spawn(&format!("subject-{board}"), &self.dir, &mut cmd)?;
+        self.subject = Some(p);
+        let port = self.subject_port;
+        wait_for("the subject exporter", Duration::from_secs(20), || {
+            http_get(port, "/healthz").is_ok_and(|(s, _)| s == 200)
+        })?;
+        Ok(())
+    }
+}
+
+fn prom_query(port: u16, q: &str) -> Result<String> {
+    let (status, body) = http_get(port, &format!("/api/v1/query?query={}", pct_encode(q)))?;
+    if status != 200 || !body.contains("\"status\":\"success\"") {
+        bail!("query {q:?} failed ({status}): {body}");
+    }
+    Ok(body)
+}
+
+fn has_data(body: &str) -> bool {
+    !body.contains("\"result\":[]")
+}
+
+pub(crate) fn e2e(args: &[String]) -> Result<()> {
+    if let Some(a) = args.first() {
+        bail!("usage: cargo xtask e2e (unknown {a:?})");
+    }
+    let started = Instant::now();
+    let prometheus = tool("prometheus", "prometheus")?;
+    let alertmanager = tool("prometheus-alertmanager", "prometheus-alertmanager")
+        .or_else(|_| tool("alertmanager", "prometheus-alertmanager"))?;
+    crate::cargo(&[
+        "build",
+        "--locked",
+        "-p",
+        "pi-exporter",
+        "-p",
+        "alert-relay",
+    ])?;
+    let target_dir =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
+    let bin = target_dir.join("debug");
+
+    let tmp = std::env::temp_dir().join(format!("pifleet-e2e-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    let fake = FakeProvider::default();
+    let result = run_chain(&tmp, &bin, &prometheus, &alertmanager, &fake);
+    fake.dump(&tmp.join("provider.log"));
+    match &result {
+        Ok(()) if std::env::var_os("E2E_KEEP").is_some() => {
+            eprintln!(
+                "e2e: passed in {:.0?}; E2E_KEEP: logs in {}",
+                started.elapsed(),
+                tmp.display()
+            );
+        }
+        Ok(()) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            eprintln!("e2e: passed in {:.0?}", started.elapsed());
+        }
+        Err(_) => eprintln!(
+            "e2e: FAILED after {:.0?}; logs kept in {}",
+            started.elapsed(),
+            tmp.display()
+        ),
+    }
+    result
+}
+
+#[allow(clippy::too_many_lines)]
+fn run_chain(
+    tmp: &Path,
+    bin: &Path,
+    prometheus: &Path,
+    alertmanager: &Path,
+    fake: &FakeProvider,
+) -> Result<()> {
+    let fixtures = root().join("crates/pi-exporter/tests/fixtures");
+    let boards = root().join("crates/pi-exporter/boards");
+    let mut procs: Vec<Proc> = Vec::new();
+
+    // The fake providers.
+    let fake_port = fake.start()?;
+
+    // The subject's fixture tree: a Pi 4 on an SD card, root writable to start with.
+    let fixture = tmp.join("subject");
+    copy_tree(&fixtures.join("pi4-sd"), &fixture)?;
+    let mounts = fixture.join("proc/self/mounts");
+    let original = std::fs::read_to_string(&mounts)?;
+    let rw = original.replace("/dev/mmcblk0p2 / ext4 ro,", "/dev/mmcblk0p2 / ext4 rw,");
+    let ro = original.replace("/dev/mmcblk0p2 / ext4 rw,", "/dev/mmcblk0p2 / ext4 ro,");
+    if rw == ro {
+        bail!("{}: no root mount line to flip", mounts.display());
+    }
+    std::fs::write(&mounts, &rw)?;
+
+    // Background exporters for query coverage.
+    let mut background = Vec::new();
+    for (name, board, tree, extra) in [
+        ("pi5", "pi5.yaml", "pi5-nvme", vec![]),
+        (
+            "rtc",
+            "rtc-ds3231-stopped.yaml",
+            "pi5-nvme",
+            vec!["--collector.rtc.i2c-bus=1"],
+        ),
+        (
+            "ups",
+            "ups-on-battery.yaml",
+            "pi5-nvme",
+            vec!["--collector.ups"],
+        ),
+    ] {
+        let port = free_port()?;
+        let t = fixtures.join(tree);
+        let mut cmd = Command::new(bin.join("pi-exporter"));
+        cmd.arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--simulate.board")
+            .arg(boards.join(board))
+            .arg("--path.procfs")
+            .arg(t.join("proc"))
+            .arg("--path.sysfs")
+            .arg(t.join("sys"))
+            .arg("--path.rootfs")
+            .arg(t.join("rootfs"))
+            .args(&extra);
+        if !extra.iter().any(|a| a.starts_with("--collector.rtc")) {
+            cmd.arg("--collector.rtc.i2c-bus=none");
+        }
+        procs.push(spawn(&format!("exporter-{name}"), tmp, &mut cmd)?);
+        background.push((name, port));
+    }
+
+    // alert-relay with the fake chat (Slack) and SMS (Twilio).
+    let relay_port = free_port()?;
+    let token = "e2e-token-0123456789";
+    let relay_cfg = tmp.join("relay.yml");
+    std::fs::write(
+        &relay_cfg,
+        format!(
+            r#"listen: 127.0.0.1:{relay_port}
+auth: {{ bearer_token: {token} }}
+storage: {{ sqlite: {db} }}
+delivery: {{ initial_backoff: 50ms, max_backoff: 500ms, timeout: 5s }}
+channels:
+  chat: {{ type: slack, webhook_url: "https://hooks.slack.com/services/T/B/X", api_url: "http://127.0.0.1:{fake_port}/slack" }}
+  sms: {{ type: twilio, account_sid: AC00000000000000000000000000000000, auth_token: tok, from: "+15005550006", to: ["+447700900123"], api_url: "http://127.0.0.1:{fake_port}/twilio" }}
+policies:
+  chat: {{ steps: [ {{ notify: [chat] }} ] }}
+  page: {{ steps: [ {{ notify: [chat, sms] }} ] }}
+routes:
+  - match: {{ severity: critical }}
+    policy: page
+  - policy: chat
+"#,
+            db = tmp.join("relay.db").display()
+        ),
+    )?;
+    procs.push(spawn(
+        "alert-relay",
+        tmp,
+        Command::new(bin.join("alert-relay"))
+            .arg("run")
+            .arg("--config")
+            .arg(&relay_cfg),
+    )?);
+
+    // Alertmanager: the shipped grouping, short timers, the relay with its token.
+    let am_port = free_port()?;
+    std::fs::write(tmp.join("relay.token"), token)?;
+    std::fs::write(
+        tmp.join("alertmanager.yml"),
+        format!(
+            r#"route:
+  receiver: relay
+  group_by: [site, alertname]
+  group_wait: 1s
+  group_interval: 1s
+  repeat_interval: 1h
+  routes:
+    - matchers: ['alertname="Watchdog"']
+      receiver: blackhole
+receivers:
+  - name: relay
+    webhook_configs:
+      - url: http://127.0.0.1:{relay_port}/webhook
+        send_resolved: true
+        http_config:
+          authorization: {{ credentials_file: {tok} }}
+  - name: blackhole
+"#,
+            tok = tmp.join("relay.token").display()
+        ),
+    )?;
+    procs.push(spawn(
+        "alertmanager",
+        tmp,
+        Command::new(alertmanager)
+            .arg(format!(
+                "--config.file={}",
+                tmp.join("alertmanager.yml").display()
+            ))
+            .arg(format!("--storage.path={}", tmp.join("am").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
+            .arg("--cluster.listen-address="),
+    )?);
+
+    // Prometheus: the shipped rules with every `for:` at 1s, 1s scrapes and evaluations.
+    let rules_dir = tmp.join("rules");
+    std::fs::create_dir_all(&rules_dir)?;
+    let mut all_rule_exprs = Vec::new();
+    for f in yml_files(&root().join("prometheus/rules"))? {
+        let text = std::fs::read_to_string(&f)?;
+        all_rule_exprs.extend(rule_exprs(&text));
+        let fast: String = text
+            .lines()
+            .map(|l| {
+                let t = l.trim_start();
+                if t.starts_with("for: ") {
+                    format!("{}for: 1s\n", &l[..l.len() - t.len()])
+                } else if t.starts_with("interval: ") {
+                    format!("{}interval: 1s\n", &l[..l.len() - t.len()])
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        std::fs::write(
+            rules_dir.join(f.file_name().context("rule file name")?),
+            fast,
+        )?;
+    }
+    let subject_port = free_port()?;
+    let mut targets = format!(
+        "- targets: [\"127.0.0.1:{subject_port}\"]\n  labels: {{ site: e2e-subject, role: subject }}\n"
+    );
+    for (name, port) in &background {
+        targets.push_str(&format!(
+            "- targets: [\"127.0.0.1:{port}\"]\n  labels: {{ site: e2e-{name}, role: background }}\n"
+        ));
+    }
+    std::fs::write(tmp.join("targets.yml"), targets)?;
+    let prom_port = free_port()?;
+    std::fs::write(
+        tmp.join("prometheus.yml"),
+        format!(
+            r#"global: {{ scrape_interval: 1s, scrape_timeout: 900ms, evaluation_interval: 1s }}
+rule_files: ["{rules}/*.yml"]
+alerting:
+  alertmanagers: [ {{ static_configs: [ {{ targets: ["127.0.0.1:{am_port}"] }} ] }} ]
+scrape_configs:
+  - job_name: pi-exporter
+    file_sd_configs: [ {{ files: ["{targets}"], refresh_interval: 1s }} ]
+  - job_name: alert-relay
+    static_configs: [ {{ targets: ["127.0.0.1:{relay_port}"] }} ]
+"#,
+            rules = rules_dir.display(),
+            targets = tmp.join("targets.yml").display()
+        ),
+    )?;
+    procs.push(spawn(
+        "prometheus",
+        tmp,
+        Command::new(prometheus)
+            .arg(format!(
+                "--config.file={}",
+                tmp.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                tmp.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .arg("--rules.alert.resend-delay=1s"),
+    )?);
+
+    let mut chain = Chain {
+        dir: tmp.to_path_buf(),
+        bin: bin.to_path_buf(),
+        fixture,
+        subject_port,
+        subject: None,
+    };
+    chain.start_subject("pi4-healthy.yaml", &[])?;
+
+    for (what, port) in [
+        ("prometheus", prom_port),
+        ("alertmanager", am_port),
+        ("alert-relay", relay_port),
+    ] {
+        wait_for(what, Duration::from_secs(30), || {
+            http_get(port, "/-/ready").is_ok_and(|(s, _)| s == 200)
+                || (what == "alert-relay"
+                    && http_get(port, "/healthz").is_ok_and(|(s, _)| s == 200))
+        })?;
+    }
+    wait_for("every exporter scraped", Duration::from_secs(30), || {
+        prom_query(prom_port, "count(up{job=\"pi-exporter\"} == 1) == 4")
+            .is_ok_and(|b| has_data(&b))
+    })?;
+    eprintln!("e2e: chain up");
+
+    let subject = format!("127.0.0.1:{subject_port}");
+    let phase = |chain: &mut Chain,
+                 name: &str,
+                 alert: &str,
+                 sms: bool,
+                 induce: &mut dyn FnMut(&mut Chain) -> Result<()>,
+                 heal: &mut dyn FnMut(&mut Chain) -> Result<()>|
+     -> Result<()> {
+        let needles_fire = [alert, "FIRING", subject.as_str()];
+        let before = fake.count("/slack", &[alert]);
+        induce(chain)?;
+        let t = wait_for(
+            &format!("{alert} FIRING at the fake chat ({name})"),
+            Duration::from_secs(45),
+            || {
+                fake.count("/slack", &needles_fire) > 0
+                    || fake.count("/slack", &[alert, "firing"]) > before
+            },
+        )?;
+        eprintln!("e2e: {name}: {alert} reached the chat after {t:.1?}");
+        if sms {
+            wait_for(
+                &format!("{alert} at the fake SMS provider"),
+                Duration::from_secs(20),
+                || fake.count("/twilio", &[alert]) > 0,
+            )?;
+            eprintln!("e2e: {name}: {alert} reached the SMS provider");
+        }
+        heal(chain)?;
+        let t = wait_for(
+            &format!("{alert} RESOLVED at the fake chat ({name})"),
+            Duration::from_secs(45),
+            || fake.count("/slack", &[alert, "RESOLVED"]) > 0,
+        )?;
+        eprintln!("e2e: {name}: {alert} resolved after {t:.1?}");
+        Ok(())
+    };
+
+    // Healthy: nothing of what we induce later may have fired.
+    std::thread::sleep(Duration::from_secs(3));
+    for a in ["PiUnderVoltage", "PiUpsOnBattery", "PiFilesystemReadOnly"] {
+        if fake.count("/slack", &[a, &subject]) > 0 {
+            bail!("{a} reached the chat while the subject Pi was healthy");
+        }
+    }
+
+    phase(
+        &mut chain,
+        "under-voltage",
+        "PiUnderVoltage",
+        true,
+        &mut |c| c.start_subject("pi4-throttled.yaml", &[]),
+        &mut |c| c.start_subject("pi4-healthy.yaml", &[]),
+    )?;
+    phase(
+        &mut chain,
+        "on battery",
+        "PiUpsOnBattery",
+        false,
+        &mut |c| c.start_subject("ups-on-battery.yaml", &["--collector.ups"]),
+        &mut |c| c.start_subject("pi4-healthy.yaml", &[]),
+    )?;
+    phase(
+        &mut chain,
+        "read-only root",
+        "PiFilesystemReadOnly",
+        true,
+        &mut |_| Ok(std::fs::write(&mounts, &ro)?),
+        &mut |_| Ok(std::fs::write(&mounts, &rw)?),
+    )?;
+
+    // Every rule expression and dashboard query against the live Prometheus.
+    let mut problems = Vec::new();
+    let mut queries: Vec<(String, String)> = all_rule_exprs
+        .into_iter()
+        .map(|e| ("rule".to_string(), e))
+        .collect();
+    for f in yml_files(&root().join("grafana/dashboards"))? {
+        for e in dashboard_exprs(&std::fs::read_to_string(&f)?)? {
+            queries.push((
+                format!(
+                    "{}",
+                    f.file_name()
+                        .map(|n| n.to_string_lossy())
+                        .unwrap_or_default()
+                ),
+                expand_grafana_vars(&e),
+            ));
+        }
+    }
+    // Data: recording rules and dashboard queries must return series; alert conditions are
+    // empty while nothing fires, so for them every metric they read must have series.
+    for (origin, q) in &queries {
+        let body = match prom_query(prom_port, q) {
+            Ok(b) => b,
+            Err(e) => {
+                problems.push(format!("{origin}: {e}"));
+                continue;
+            }
+        };
+        let names = metric_names(q);
+        let event_only = names.iter().any(|n| EVENT_ONLY.contains(&n.as_str()));
+        let is_alert_condition = origin == "rule"
+            && !q.starts_with("count by")
+            && !q.starts_with("max by (site)")
+            && !q.starts_with("avg by")
+            && !q.starts_with("sum by (instance, site, device)");
+        if is_alert_condition || event_only {
+            for n in &names {
+                if EVENT_ONLY.contains(&n.as_str()) {
+                    continue;
+                }
+                let b = prom_query(prom_port, &format!("count({n})"))?;
+                if !has_data(&b) {
+                    problems.push(format!(
+                        "{origin}: {q:?}: metric {n} has no series from any simulated board"
+                    ));
+                }
+            }
+        } else if !has_data(&body)
+            && !q.contains("== 0")
+            && !q.contains("== 1)")
+            && !q.contains("rpi_filesystem_readonly{mountpoint=\"__none__\"}")
+        {
+            problems.push(format!("{origin}: {q:?} returned no data"));
+        }
+    }
+    if !problems.is_empty() {
+        bail!(
+            "{} queries failed against the live Prometheus:\n  {}",
+            problems.len(),
+            problems.join("\n  ")
+        );
+    }
+    eprintln!(
+        "e2e: {} rule expressions and dashboard queries evaluated against live data",
+        queries.len()
+    );
+    // Stop the subject, then the rest from the last started (Prometheus) to the first, so
+    // nothing sends to a service already gone.
+    drop(chain);
+    while let Some(p) = procs.pop() {
+        drop(p);
+    }
+    Ok(())
+}

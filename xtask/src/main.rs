@@ -21,6 +21,8 @@ commands:
   relay-bench             alert-relay: durable webhooks/s, p50/p99, peak RSS, raw fsync rate
   promtool                check prometheus/ and grafana/: promtool/amtool checks, rule unit
                           tests, metric names, runbook anchors (part of ci)
+  e2e                     the full chain on loopback: simulated Pis, Prometheus, Alertmanager,
+                          alert-relay, fake chat/SMS providers (needs prometheus, alertmanager)
   dist [--target TRIPLE]  release build and .deb packages of both binaries (needs cargo-deb)
 ";
 
@@ -32,6 +34,7 @@ fn main() -> Result<()> {
         Some("relay-bench") => relay_bench::run(&args[1..]),
         Some("promtool") => e2e::check_assets(),
         Some("dist") => e2e::dist(&args[1..]),
+        Some("e2e") => e2e::e2e(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             print!("{USAGE}");
             Ok(())
