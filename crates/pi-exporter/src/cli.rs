@@ -437,6 +437,9 @@ fn from_matches(m: &ArgMatches) -> Config {
             } else {
                 m.get_flag(&format!("collector.{}", spec.name))
                     || (spec.enabled_by_default && !defaults_off)
+                    // Choosing a UPS is asking for the ups collector.
+                    || (spec.name == "ups"
+                        && (m.contains_id("ups.board") || m.contains_id("ups.config")))
             }
         })
         .map(|spec| spec.name)
@@ -696,6 +699,19 @@ mod tests {
         assert_eq!(ups.nut.port, 3494);
         assert_eq!(ups.interval, Duration::from_secs(10));
         assert!(ups.shutdown.enable && ups.shutdown.dry_run);
+        assert!(
+            parse(&["--ups.board=pisugar3"])
+                .expect("parse")
+                .collectors
+                .contains(&"ups"),
+            "a board enables the collector"
+        );
+        assert!(
+            !parse(&["--ups.board=pisugar3", "--no-collector.ups"])
+                .expect("parse")
+                .collectors
+                .contains(&"ups")
+        );
         assert_eq!(ups.shutdown.charge_below, 0.2);
         assert_eq!(ups.shutdown.runtime_below, Some(Duration::from_secs(300)));
         assert_eq!(ups.shutdown.hold, Duration::from_secs(60));
