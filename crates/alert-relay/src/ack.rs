@@ -106,7 +106,7 @@ pub fn decorate(msg: &mut Message, job: &DeliveryJob, signer: Option<&Signer>, n
         return;
     };
     if let Some(notice) = &job.notice {
-        msg.title = format!("[INCIDENT #{id}] {}", msg.alertname);
+        msg.title = format!("Incident #{id} {}", msg.alertname);
         msg.summary.clone_from(notice);
         msg.description = None;
         msg.body = Some(notice.clone());

@@ -10,6 +10,7 @@ pub mod config;
 pub mod delivery;
 pub mod escalation;
 pub mod http;
+pub mod inbound;
 pub mod matcher;
 pub mod metrics;
 pub mod payload;

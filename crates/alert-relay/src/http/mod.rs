@@ -86,6 +86,10 @@ impl App {
                 let peer = peer_of(&req);
                 self.ack_link(&token, &peer).await
             }
+            (&Method::POST, p) if p.starts_with("/inbound/twilio/") => {
+                let channel = p["/inbound/twilio/".len()..].to_owned();
+                self.twilio_inbound(req, &channel).await
+            }
             (&Method::GET | &Method::HEAD, "/metrics") => {
                 let mut r = Response::new(Body::from(self.metrics.encode()));
                 r.headers_mut().insert(
@@ -555,6 +559,97 @@ impl App {
                 "method",
                 "see docs/alert-relay.md for the incident API",
             ),
+        }
+    }
+}
+
+impl App {
+    /// An SMS reply through Twilio's inbound webhook (see `inbound`).
+    async fn twilio_inbound(&self, req: Request<Incoming>, channel: &str) -> Response<Body> {
+        let config = self.live.config();
+        let Some(ch) = config.channels.get(channel) else {
+            return plain(StatusCode::NOT_FOUND, "no such channel\n");
+        };
+        let crate::config::ChannelKind::Twilio { auth_token, to, .. } = &ch.kind else {
+            return plain(StatusCode::NOT_FOUND, "not a twilio channel\n");
+        };
+        let Some(base) = &config.public_url else {
+            return plain(
+                StatusCode::NOT_FOUND,
+                "inbound SMS needs public_url (the URL Twilio signs)\n",
+            );
+        };
+        let url = format!(
+            "{base}{}",
+            req.uri()
+                .path_and_query()
+                .map_or(req.uri().path(), |p| p.as_str())
+        );
+        let signature = req
+            .headers()
+            .get("x-twilio-signature")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let body = match tokio::time::timeout(
+            config.limits.body_timeout,
+            Limited::new(req.into_body(), 64 * 1024).collect(),
+        )
+        .await
+        {
+            Ok(Ok(b)) => b.to_bytes(),
+            _ => return plain(StatusCode::BAD_REQUEST, "cannot read the body\n"),
+        };
+        let params = crate::inbound::parse_form(&body);
+        if !crate::inbound::twilio_verify(auth_token.expose(), &url, &params, &signature) {
+            self.metrics.reject("twilio_signature");
+            tracing::warn!(
+                channel,
+                "inbound SMS with a wrong X-Twilio-Signature rejected"
+            );
+            return plain(StatusCode::FORBIDDEN, "bad signature\n");
+        }
+        let get = |k: &str| {
+            params
+                .iter()
+                .find(|(n, _)| n == k)
+                .map_or("", |(_, v)| v.as_str())
+        };
+        let from = get("From");
+        let twiml = |reply: Option<&str>| {
+            let mut r = Response::new(Body::from(crate::inbound::twiml(reply)));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/xml; charset=utf-8"),
+            );
+            r
+        };
+        if !to.iter().any(|n| n == from) {
+            // No replies to unknown senders (cost, and no oracle for incident ids).
+            tracing::warn!(
+                channel,
+                "inbound SMS from a number this channel does not page; ignored"
+            );
+            return twiml(None);
+        }
+        let Some(id) = crate::inbound::parse_ack(get("Body")) else {
+            return twiml(Some("Reply ACK <incident number> to acknowledge."));
+        };
+        match self
+            .escalator
+            .transition(id, Action::Ack, format!("SMS from {from}"))
+            .await
+        {
+            Ok(Transitioned::Done { .. }) => twiml(Some(&format!("Incident #{id} acknowledged."))),
+            Ok(Transitioned::Unchanged(s)) => {
+                twiml(Some(&format!("Incident #{id} is already {}.", s.as_str())))
+            }
+            Ok(Transitioned::NotFound) => twiml(Some(&format!("No incident #{id}."))),
+            Err(e) => {
+                tracing::error!("cannot store an SMS acknowledgement: {e}");
+                // Twilio retries nothing; a 5xx at least shows in its debugger.
+                plain(StatusCode::INTERNAL_SERVER_ERROR, "storage error\n")
+            }
         }
     }
 }
