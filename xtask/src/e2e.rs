@@ -639,13 +639,20 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The `expr:` values of a rule file (inline or `|` block).
-fn rule_exprs(text: &str) -> Vec<String> {
+/// The `expr:` values of a rule file (inline or `|` block), each with whether it belongs to a
+/// recording rule (`record:`) rather than an alert.
+fn rule_exprs(text: &str) -> Vec<(bool, String)> {
     let lines: Vec<&str> = text.lines().collect();
     let mut out = Vec::new();
+    let mut record = false;
     let mut i = 0;
     while i < lines.len() {
         let t = lines[i].trim_start();
+        if t.starts_with("- record:") {
+            record = true;
+        } else if t.starts_with("- alert:") {
+            record = false;
+        }
         if let Some(v) = t.strip_prefix("expr:") {
             let v = v.trim();
             if v == "|" || v == "|-" {
@@ -661,10 +668,10 @@ fn rule_exprs(text: &str) -> Vec<String> {
                     block.push(l.trim());
                     i += 1;
                 }
-                out.push(block.join(" "));
+                out.push((record, block.join(" ")));
                 continue;
             }
-            out.push(v.to_string());
+            out.push((record, v.to_string()));
         }
         i += 1;
     }
@@ -798,6 +805,8 @@ fn run_chain(
     let mut background = Vec::new();
     for (name, board, tree, extra) in [
         ("pi5", "pi5.yaml", "pi5-nvme", vec![]),
+        // Under-volted with a read-only SD root: the fleet counts of failures have data.
+        ("throttled", "pi4-throttled.yaml", "pi4-sd", vec![]),
         (
             "rtc",
             "rtc-ds3231-stopped.yaml",
@@ -995,7 +1004,7 @@ scrape_configs:
         })?;
     }
     wait_for("every exporter scraped", Duration::from_secs(30), || {
-        prom_query(prom_port, "count(up{job=\"pi-exporter\"} == 1) == 4")
+        prom_query(prom_port, "count(up{job=\"pi-exporter\"} == 1) == 5")
             .is_ok_and(|b| has_data(&b))
     })?;
     eprintln!("e2e: chain up");
@@ -1075,7 +1084,12 @@ scrape_configs:
     let mut problems = Vec::new();
     let mut queries: Vec<(String, String)> = all_rule_exprs
         .into_iter()
-        .map(|e| ("rule".to_string(), e))
+        .map(|(record, e)| {
+            (
+                (if record { "recording rule" } else { "alert" }).to_string(),
+                e,
+            )
+        })
         .collect();
     for f in yml_files(&root().join("grafana/dashboards"))? {
         for e in dashboard_exprs(&std::fs::read_to_string(&f)?)? {
@@ -1092,6 +1106,7 @@ scrape_configs:
     }
     // Data: recording rules and dashboard queries must return series; alert conditions are
     // empty while nothing fires, so for them every metric they read must have series.
+    let mut excused = Vec::new();
     for (origin, q) in &queries {
         let body = match prom_query(prom_port, q) {
             Ok(b) => b,
@@ -1102,11 +1117,10 @@ scrape_configs:
         };
         let names = metric_names(q);
         let event_only = names.iter().any(|n| EVENT_ONLY.contains(&n.as_str()));
-        let is_alert_condition = origin == "rule"
-            && !q.starts_with("count by")
-            && !q.starts_with("max by (site)")
-            && !q.starts_with("avg by")
-            && !q.starts_with("sum by (instance, site, device)");
+        let is_alert_condition = origin == "alert";
+        if event_only && !has_data(&body) {
+            excused.push(format!("{origin}: {q}"));
+        }
         if is_alert_condition || event_only {
             for n in &names {
                 if EVENT_ONLY.contains(&n.as_str()) {
@@ -1121,7 +1135,6 @@ scrape_configs:
             }
         } else if !has_data(&body)
             && !q.contains("== 0")
-            && !q.contains("== 1)")
             && !q.contains("rpi_filesystem_readonly{mountpoint=\"__none__\"}")
         {
             problems.push(format!("{origin}: {q:?} returned no data"));
@@ -1135,8 +1148,11 @@ scrape_configs:
         );
     }
     eprintln!(
-        "e2e: {} rule expressions and dashboard queries evaluated against live data",
-        queries.len()
+        "e2e: {} rule expressions and dashboard queries evaluated against live data; {} return \
+         no data because they read only metrics of events the boards do not simulate:\n  {}",
+        queries.len(),
+        excused.len(),
+        excused.join("\n  ")
     );
     // Stop the subject, then the rest from the last started (Prometheus) to the first, so
     // nothing sends to a service already gone.
