@@ -201,3 +201,39 @@ async fn api_ack_before_step_two_and_cli_ack() {
         "{text}"
     );
 }
+
+/// SIGKILL mid-escalation: after a restart the next step comes with the time already elapsed
+/// (not from zero), and exactly once.
+#[tokio::test]
+async fn sigkill_mid_escalation_resumes_with_the_elapsed_time() {
+    let fake = Fake::start(Reply::new(200, "")).await;
+    let dir = tempdir();
+    let cfg = config(&fake)
+        .replace("after: 1s, notify: [b]", "after: 8s, notify: [b]")
+        .replace("after: 4s, notify: [c]", "after: 60s, notify: [c]");
+    let relay = Relay::start(dir.path(), &cfg);
+    let r = client()
+        .post(relay.url("/webhook"))
+        .bearer_auth("s3cret")
+        .body(webhook(&[("00000000000007c1", "firing")], ""))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200);
+    fake.wait_for(1, Duration::from_secs(5)).await;
+    // Past the first 5 s checkpoint, then a hard kill.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    relay.kill9();
+    let restarted = std::time::Instant::now();
+    let relay = Relay::start_file(&dir.path().join("relay.yml"));
+    let got = fake.wait_for(2, Duration::from_secs(7)).await;
+    let took = restarted.elapsed();
+    assert_eq!(got[1].path, "/b");
+    assert!(
+        took < Duration::from_secs(6),
+        "step 2 came {took:?} after the restart: the elapsed time was not resumed"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(paths(&fake), ["/a", "/b"], "each step exactly once");
+    drop(relay);
+}
