@@ -509,7 +509,12 @@ mod tests {
             let o = self
                 .store
                 .ingest(vec![RoutedEvent {
-                    event: event(Status::Resolved),
+                    // Another startsAt than the firing event: still reaches every destination
+                    // the incident reached.
+                    event: AlertEvent {
+                        starts_at: 11,
+                        ..event(Status::Resolved)
+                    },
                     destinations: vec!["a".into()],
                     routes: Vec::new(),
                     group_resolved: true,
@@ -650,6 +655,15 @@ mod tests {
         let i = r.state(id).await;
         assert_eq!(i.state, IncidentState::Resolved);
         assert_eq!(i.resolved_by.as_deref(), Some("Alertmanager"));
+        // The resolved alert went to both destinations the incident reached.
+        let resolved = r
+            .store
+            .read(|b| b.pending_destinations())
+            .await
+            .expect("read");
+        let mut resolved: Vec<(String, i64)> = resolved;
+        resolved.sort();
+        assert_eq!(resolved, [("a".to_owned(), 2), ("b".to_owned(), 2)]);
         // A new firing of the same group is a new incident.
         let id2 = r.fire_at(20).await;
         assert_ne!(id, id2);

@@ -598,6 +598,11 @@ fn ingest(
     )?;
     let mut set_incident =
         tx.prepare_cached("UPDATE deliveries SET incident_id = ?2 WHERE id = ?1")?;
+    let mut incident_destinations = tx.prepare_cached(
+        "SELECT d.destination FROM deliveries d JOIN incidents i ON i.id = d.incident_id
+         WHERE i.group_key = ?1 AND i.state != 'resolved' AND d.notice IS NULL
+         GROUP BY d.destination ORDER BY MIN(d.id)",
+    )?;
     let mut resolve_groups: Vec<String> = Vec::new();
     for routed in events {
         let e = &routed.event;
@@ -658,7 +663,18 @@ fn ingest(
                             Ok((r.get::<_, String>(1)?, Some(r.get::<_, i64>(0)?)))
                         })?
                         .collect::<Result<_, _>>()?,
-                    None => routed.destinations.into_iter().map(|d| (d, None)).collect(),
+                    // Never seen firing (or with another startsAt): where the group's open
+                    // incident has sent, else routed.
+                    None => {
+                        let notified: Vec<String> = incident_destinations
+                            .query_map([&e.group_key], |r| r.get(0))?
+                            .collect::<Result<_, _>>()?;
+                        if notified.is_empty() {
+                            routed.destinations.into_iter().map(|d| (d, None)).collect()
+                        } else {
+                            notified.into_iter().map(|d| (d, None)).collect()
+                        }
+                    }
                 }
             }
         };
