@@ -31,11 +31,21 @@ pub fn request(
     } else {
         vec!["white_check_mark".to_owned()]
     };
+    // The acknowledgement link first, as an `http` action: the button POSTs to the signed
+    // link, which acknowledges without opening a page.
+    let is_ack = |l: &&crate::render::Link| l.name.starts_with("Acknowledge #");
     let actions: Vec<_> = msg
         .links
         .iter()
+        .filter(is_ack)
+        .map(|l| {
+            json!({ "action": "http", "label": truncate_chars(&l.name, 40), "url": l.url,
+                    "method": "POST", "clear": true })
+        })
+        .chain(msg.links.iter().filter(|l| !is_ack(l)).map(
+            |l| json!({ "action": "view", "label": truncate_chars(&l.name, 40), "url": l.url }),
+        ))
         .take(3)
-        .map(|l| json!({ "action": "view", "label": truncate_chars(&l.name, 40), "url": l.url }))
         .collect();
     let mut body = json!({
         "topic": topic,
@@ -97,6 +107,20 @@ mod tests {
         );
         assert_eq!(b["actions"].as_array().map(Vec::len), Some(3));
         assert_eq!(r.auth, RequestAuth::Bearer("tk_1".into()));
+        // An incident's ack link becomes the first button, an HTTP POST to the signed link.
+        let mut msg = message(true);
+        msg.links.push(crate::render::Link {
+            name: "Acknowledge #7".into(),
+            url: "https://relay.example/ack/7.1.x".into(),
+        });
+        let r = request("t", &NtfyAuth::None, None, None, &msg);
+        let b = r.json_body().expect("json");
+        assert_eq!(
+            b["actions"][0],
+            json!({ "action": "http", "label": "Acknowledge #7", "url": "https://relay.example/ack/7.1.x",
+                    "method": "POST", "clear": true })
+        );
+        assert_eq!(b["actions"].as_array().map(Vec::len), Some(3));
         assert!(matches!(
             classify(&response(429, &[], r#"{"code":42901}"#)),
             Outcome::Retry {
