@@ -97,6 +97,50 @@ fn slow_clients_are_cut_off() {
 }
 
 #[test]
+fn systemd_hears_ready_then_watchdog_pings() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket_path = dir.path().join("notify");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).expect("bind notify socket");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let root = crate::support::fixture("pi4-sd");
+    let procfs = format!("--path.procfs={}", root.join("proc").display());
+    let sysfs = format!("--path.sysfs={}", root.join("sys").display());
+    let rootfs = format!("--path.rootfs={}", root.join("rootfs").display());
+    let devfs = format!("--path.devfs={}", root.join("dev").display());
+    let notify_socket = socket_path.display().to_string();
+    // A 1 s watchdog: the exporter must ping about every 0.5 s while its self-check passes.
+    let _exporter = Exporter::start_with_env(
+        &[&procfs, &sysfs, &rootfs, &devfs],
+        &[
+            ("NOTIFY_SOCKET", &notify_socket),
+            ("WATCHDOG_USEC", "1000000"),
+        ],
+    );
+    let mut messages = Vec::new();
+    let mut buf = [0u8; 512];
+    let started = Instant::now();
+    while messages
+        .iter()
+        .filter(|m: &&String| m.contains("WATCHDOG=1"))
+        .count()
+        < 2
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "notifications so far: {messages:?}"
+        );
+        let n = socket.recv(&mut buf).expect("a notification within 10 s");
+        messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(
+        messages[0].contains("READY=1"),
+        "READY=1 must come first: {messages:?}"
+    );
+}
+
+#[test]
 fn sigterm_shuts_down_cleanly() {
     let mut exporter = Exporter::on_fixture("pi4-sd", &[]);
     assert_eq!(exporter.get("/healthz", &[]).status, 200);

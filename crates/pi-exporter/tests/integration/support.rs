@@ -32,9 +32,15 @@ impl Drop for Exporter {
 impl Exporter {
     /// Starts the binary on 127.0.0.1 with an OS-chosen port, reading the port from its log.
     pub(crate) fn start(args: &[&str]) -> Exporter {
+        Self::start_with_env(args, &[])
+    }
+
+    /// As [`Exporter::start`], with extra environment variables (e.g. systemd's).
+    pub(crate) fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Exporter {
         let mut child = Command::new(env!("CARGO_BIN_EXE_pi-exporter"))
             .arg("--web.listen-address=127.0.0.1:0")
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
