@@ -15,7 +15,8 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  ci                      fmt check, clippy -D warnings, the whole test suite (what CI runs)
+  ci                      fmt check, clippy -D warnings, the whole test suite, the promtool
+                          checks and the full-chain e2e (what CI runs)
   bench [--scrapes N]     pi-exporter vs Debian's prometheus-node-exporter on the same fixture
         [--fixture NAME]  tree: scrape latency (median, p99), peak RSS, binary size
   relay-bench             alert-relay: durable webhooks/s, p50/p99, peak RSS, raw fsync rate
@@ -77,5 +78,5 @@ fn ci() -> Result<()> {
     ])?;
     cargo(&["test", "--workspace", "--locked"])?;
     e2e::check_assets()?;
-    Ok(())
+    e2e::e2e(&[])
 }
