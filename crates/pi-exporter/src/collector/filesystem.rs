@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use regex_lite::Regex;
 
-use super::parse::{Failures, unescape_octal};
+use super::parse::{Failures, parse_lines, unescape_octal};
 use super::{BuildContext, CollectError, Collector};
 use crate::metrics::MetricSet;
 use crate::paths::Paths;
@@ -74,21 +74,21 @@ pub struct Mount {
 
 /// Parses the mounts table; lines that are not four or more fields are reported, not fatal.
 pub fn parse_mounts(text: &str) -> (Vec<Mount>, usize) {
-    let mut mounts = Vec::new();
-    let mut malformed = 0;
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+    parse_lines(text.lines(), |line| {
         let mut fields = line.split_ascii_whitespace();
-        match (fields.next(), fields.next(), fields.next(), fields.next()) {
-            (Some(device), Some(mountpoint), Some(fstype), Some(options)) => mounts.push(Mount {
-                device: unescape_octal(device),
-                mountpoint: unescape_octal(mountpoint),
-                fstype: fstype.to_owned(),
-                readonly: options.split(',').any(|o| o == "ro"),
-            }),
-            _ => malformed += 1,
-        }
-    }
-    (mounts, malformed)
+        let (device, mountpoint, fstype, options) = (
+            fields.next()?,
+            fields.next()?,
+            fields.next()?,
+            fields.next()?,
+        );
+        Some(Mount {
+            device: unescape_octal(device),
+            mountpoint: unescape_octal(mountpoint),
+            fstype: fstype.to_owned(),
+            readonly: options.split(',').any(|o| o == "ro"),
+        })
+    })
 }
 
 /// What `statvfs` says about a filesystem, in bytes and inodes.

@@ -115,6 +115,23 @@ pub(crate) fn list_dir(dir: &Path) -> Result<Vec<String>, CollectError> {
     Ok(names)
 }
 
+/// Parses a file of one record per line (`/proc/diskstats`, `/proc/swaps`, the mount table):
+/// the records `parse` accepts, and how many non-blank lines it rejected.
+pub(crate) fn parse_lines<'a, T>(
+    lines: impl Iterator<Item = &'a str>,
+    mut parse: impl FnMut(&'a str) -> Option<T>,
+) -> (Vec<T>, usize) {
+    let mut records = Vec::new();
+    let mut malformed = 0;
+    for line in lines.filter(|l| !l.trim().is_empty()) {
+        match parse(line) {
+            Some(record) => records.push(record),
+            None => malformed += 1,
+        }
+    }
+    (records, malformed)
+}
+
 /// Remembers a yes/no verdict per name (a regex match on a device name, say): the same few
 /// names come back every scrape, and regex-lite matches without a DFA.
 #[derive(Debug, Default)]

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use regex_lite::Regex;
 
-use super::parse::{Failures, VerdictMemo, if_present, list_dir, read_parsed};
+use super::parse::{Failures, VerdictMemo, if_present, list_dir, parse_lines, read_parsed};
 use super::{BuildContext, CollectError, Collector, read_trimmed, read_u64};
 use crate::metrics::MetricSet;
 use crate::paths::Paths;
@@ -69,15 +69,7 @@ pub struct DiskStats {
 /// Parses `/proc/diskstats`. Returns the devices and how many non-empty lines were not valid
 /// (truncated, non-numeric, or a field count no kernel writes).
 pub fn parse_diskstats(text: &str) -> (Vec<DiskStats>, usize) {
-    let mut disks = Vec::new();
-    let mut malformed = 0;
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        match parse_diskstats_line(line) {
-            Some(disk) => disks.push(disk),
-            None => malformed += 1,
-        }
-    }
-    (disks, malformed)
+    parse_lines(text.lines(), parse_diskstats_line)
 }
 
 fn parse_diskstats_line(line: &str) -> Option<DiskStats> {

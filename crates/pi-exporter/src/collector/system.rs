@@ -3,7 +3,7 @@
 //! Every source file is read on its own: a missing or garbled one costs only its metrics, and
 //! the collector reports the failure once all the others are in.
 
-use super::parse::{Failures, read_parsed, unescape_octal};
+use super::parse::{Failures, parse_lines, read_parsed, unescape_octal};
 use super::{BuildContext, CollectError, Collector, read_trimmed};
 use crate::metrics::MetricSet;
 use crate::paths::Paths;
@@ -105,20 +105,11 @@ pub struct SwapArea {
 /// Parses `/proc/swaps`: a header line, then `Filename Type Size Used Priority` with sizes in
 /// KiB. Returns the areas and how many lines were not valid.
 pub fn parse_swaps(text: &str) -> (Vec<SwapArea>, usize) {
-    let mut areas = Vec::new();
-    let mut malformed = 0;
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let fields = line.split_ascii_whitespace();
-        // The header; a swap area's path is absolute, so it can never be this word.
-        if fields.clone().next() == Some("Filename") {
-            continue;
-        }
-        match parse_swap_area(fields) {
-            Some(area) => areas.push(area),
-            None => malformed += 1,
-        }
-    }
-    (areas, malformed)
+    // The header; a swap area's path is absolute, so it can never be this word.
+    let areas = text
+        .lines()
+        .filter(|l| l.split_ascii_whitespace().next() != Some("Filename"));
+    parse_lines(areas, |line| parse_swap_area(line.split_ascii_whitespace()))
 }
 
 fn parse_swap_area<'a>(mut fields: impl Iterator<Item = &'a str>) -> Option<SwapArea> {
