@@ -1,7 +1,7 @@
 //! Where the exporter reads the system from (`--path.*` flags), so every collector can run on a
 //! fixture tree in tests and on a host's tree from inside a container.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Paths {
@@ -55,10 +55,6 @@ impl Paths {
             Some(rest) if rest.starts_with('/') => rest,
             _ => mountpoint,
         }
-    }
-
-    pub fn is_default_root(&self) -> bool {
-        self.rootfs == Path::new("/")
     }
 }
 
