@@ -152,3 +152,11 @@ pub fn build_enabled(
         .map(|spec| (spec.name, (spec.build)(ctx)))
         .collect()
 }
+
+/// A fixture tree of `tests/fixtures/`, for the collectors' unit tests.
+#[cfg(test)]
+pub(crate) fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}

@@ -417,10 +417,9 @@ impl Collector for StorageCollector {
 #[cfg(test)]
 mod tests {
     use std::fs;
-    use std::path::PathBuf;
 
     use super::*;
-    use crate::collector::CollectorOptions;
+    use crate::collector::{CollectorOptions, fixture};
 
     /// A kernel 6.x line (17 counters), a 4.18 line (15) and a pre-4.18 line (11).
     const DISKSTATS: &str = "\
@@ -782,12 +781,6 @@ mod tests {
             .expect_err("no /sys/block and no diskstats");
         assert!(err.to_string().contains("diskstats"), "{err}");
         assert!(set.families().is_empty());
-    }
-
-    fn fixture(name: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(name)
     }
 
     #[test]

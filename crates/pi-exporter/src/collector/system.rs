@@ -271,10 +271,10 @@ impl Collector for SystemCollector {
 #[cfg(test)]
 mod tests {
     use std::fs;
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
 
     use super::*;
-    use crate::collector::CollectorOptions;
+    use crate::collector::{CollectorOptions, fixture};
 
     const MEMINFO: &str = "\
 MemTotal:        3881912 kB
@@ -420,12 +420,6 @@ Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority
             Some(3)
         );
         assert!(set.get("rpi_load1").is_none());
-    }
-
-    fn fixture(name: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(name)
     }
 
     #[test]
