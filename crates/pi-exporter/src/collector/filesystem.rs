@@ -5,10 +5,16 @@
 //! `--collector.filesystem.mount-timeout`: a mount whose call does not return (dead NFS server,
 //! wedged USB disk) is reported with `rpi_filesystem_device_error 1` and skipped on later scrapes
 //! until that call finally returns.
+//!
+//! The exception: a mount of a type that answers `statvfs` from counters in memory
+//! ([`IN_MEMORY_STATFS`]), once one call of it has returned through the worker, is asked
+//! directly. When every mount is such a one, the collector does not block at all
+//! ([`Collector::may_block`]) and runs on the serving thread.
 
 use std::collections::{HashSet, VecDeque};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -24,6 +30,14 @@ use crate::paths::Paths;
 pub const DEFAULT_MOUNT_POINTS_EXCLUDE: &str =
     "^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)";
 pub const DEFAULT_FS_TYPES_EXCLUDE: &str = "^(autofs|binfmt_misc|bpf|cgroup2?|configfs|debugfs|devpts|devtmpfs|fusectl|hugetlbfs|iso9660|mqueue|nsfs|overlay|proc|procfs|pstore|rpc_pipefs|securityfs|selinuxfs|squashfs|erofs|sysfs|tracefs)$";
+
+/// Filesystem types whose `statvfs` reads counters the kernel keeps in memory for the mount, so
+/// it cannot wait on a disk or a server, once a first call has returned (vfat and exfat count
+/// their free clusters on disk at the first call after mounting). Network and FUSE filesystems
+/// ask their server on every call; every type not listed is treated like them.
+pub const IN_MEMORY_STATFS: &[&str] = &[
+    "btrfs", "exfat", "ext2", "ext3", "ext4", "f2fs", "msdos", "ramfs", "tmpfs", "vfat", "xfs",
+];
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -170,6 +184,11 @@ pub struct FilesystemCollector {
     /// changes, and parsing and filtering it (two regexes per mount) is most of this collector's
     /// own work.
     selection: Mutex<Option<Selection>>,
+    /// Mounts (device, target) of an [`IN_MEMORY_STATFS`] type whose `statvfs` has returned
+    /// through the worker: asked directly from now on.
+    answered: Mutex<HashSet<(String, PathBuf)>>,
+    /// Every mount of the last scrape was in `answered`: the next scrape cannot block.
+    all_answered: AtomicBool,
 }
 
 /// The mounts to report, derived from one version of the mount table.
@@ -210,17 +229,23 @@ impl FilesystemCollector {
             worker: Mutex::new(None),
             stuck: Arc::new(Mutex::new(HashSet::new())),
             selection: Mutex::new(None),
+            answered: Mutex::new(HashSet::new()),
+            all_answered: AtomicBool::new(false),
         }
     }
 
-    /// `statvfs` on every path, each waited for at most the mount timeout.
-    fn stat_all(&self, paths: &[PathBuf]) -> Vec<StatOutcome> {
+    /// `statvfs` on every path: those marked `direct` here, the others on the worker, each
+    /// waited for at most the mount timeout.
+    fn stat_all(&self, paths: &[PathBuf], direct: &[bool]) -> Vec<StatOutcome> {
         let mut outcomes: Vec<Option<StatOutcome>> = paths.iter().map(|_| None).collect();
         let mut pending: VecDeque<usize> = VecDeque::with_capacity(paths.len());
+        let mut here = Vec::new();
         {
             let stuck = self.stuck.lock().unwrap_or_else(PoisonError::into_inner);
             for (index, path) in paths.iter().enumerate() {
-                if stuck.contains(path) {
+                if direct[index] {
+                    here.push(index);
+                } else if stuck.contains(path) {
                     outcomes[index] = Some(StatOutcome::Failed(
                         "an earlier statvfs is still hanging".into(),
                     ));
@@ -254,6 +279,10 @@ impl FilesystemCollector {
                 outcomes[first] = Some(StatOutcome::Failed("statvfs thread exited".into()));
                 pending.pop_front();
                 continue;
+            }
+            // While the worker runs, the direct ones are asked here.
+            for index in here.drain(..) {
+                outcomes[index] = Some(self.stat_here(&paths[index]));
             }
             // Results arrive in batch order, so a timeout blames the mount at the front.
             while let Some(&expected) = pending.front() {
@@ -290,10 +319,36 @@ impl FilesystemCollector {
                 }
             }
         }
+        for index in here {
+            outcomes[index] = Some(self.stat_here(&paths[index]));
+        }
         outcomes
             .into_iter()
             .map(|o| o.unwrap_or_else(|| StatOutcome::Failed("not measured".into())))
             .collect()
+    }
+
+    fn stat_here(&self, path: &Path) -> StatOutcome {
+        match self.statfs.statvfs(path) {
+            Ok(stats) => StatOutcome::Stats(stats),
+            Err(e) => StatOutcome::Failed(e.to_string()),
+        }
+    }
+
+    /// Which mounts are asked directly; remembers the in-memory ones that just answered.
+    fn note_answers(&self, keys: Vec<(String, PathBuf)>, fast: &[bool], outcomes: &[StatOutcome]) {
+        let mut answered = self.answered.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut current = HashSet::with_capacity(keys.len());
+        for ((key, &fast), outcome) in keys.into_iter().zip(fast).zip(outcomes) {
+            if fast && matches!(outcome, StatOutcome::Stats(_)) {
+                answered.insert(key.clone());
+            }
+            current.insert(key);
+        }
+        // Forget unmounted ones, so a new filesystem at the same place starts over.
+        answered.retain(|key| current.contains(key));
+        self.all_answered
+            .store(answered.len() == current.len(), Ordering::Release);
     }
 }
 
@@ -337,7 +392,21 @@ impl Collector for FilesystemCollector {
             .iter()
             .map(|m| self.paths.rooted(&m.mountpoint))
             .collect();
-        let outcomes = self.stat_all(&targets);
+        let keys: Vec<(String, PathBuf)> = selected
+            .iter()
+            .zip(&targets)
+            .map(|(m, t)| (m.device.clone(), t.clone()))
+            .collect();
+        let fast: Vec<bool> = selected
+            .iter()
+            .map(|m| IN_MEMORY_STATFS.contains(&m.fstype.as_str()))
+            .collect();
+        let direct: Vec<bool> = {
+            let answered = self.answered.lock().unwrap_or_else(PoisonError::into_inner);
+            keys.iter().map(|k| answered.contains(k)).collect()
+        };
+        let outcomes = self.stat_all(&targets, &direct);
+        self.note_answers(keys, &fast, &outcomes);
 
         let mut failures = Failures::default();
         for (mount, outcome) in selected.iter().zip(outcomes) {
@@ -395,6 +464,13 @@ impl Collector for FilesystemCollector {
         }
         failures.skipped_lines(&path, malformed);
         failures.finish()
+    }
+
+    /// Blocks until every mount is of an in-memory type and has answered once; a mount that
+    /// appears between two scrapes is first asked through the worker (under the mount timeout)
+    /// by a scrape that runs here, not on the pool.
+    fn may_block(&self) -> bool {
+        !self.all_answered.load(Ordering::Acquire)
     }
 }
 
@@ -565,6 +641,62 @@ garbage-line
             std::thread::sleep(Duration::from_millis(10));
         }
         assert!(recovered);
+    }
+
+    /// Records which thread asked for each path.
+    #[derive(Default)]
+    struct ThreadRecorder(Mutex<Vec<(PathBuf, Option<String>)>>);
+
+    impl StatFs for ThreadRecorder {
+        fn statvfs(&self, path: &Path) -> io::Result<FsStats> {
+            let thread = std::thread::current().name().map(str::to_owned);
+            self.0.lock().expect("lock").push((path.to_owned(), thread));
+            Ok(FsStats {
+                size_bytes: 1,
+                free_bytes: 1,
+                avail_bytes: 1,
+                files: 1,
+                files_free: 1,
+            })
+        }
+    }
+
+    #[test]
+    fn in_memory_filesystems_are_asked_directly_once_they_have_answered() {
+        let recorder = Arc::new(ThreadRecorder::default());
+        let (dir, c) = collector(
+            "/dev/root /host ext4 rw 0 0\ntmpfs /host/run tmpfs rw 0 0\n",
+            Arc::clone(&recorder) as Arc<dyn StatFs>,
+        );
+        let worker = Some("statvfs".to_owned());
+        let threads = |recorder: &ThreadRecorder| -> Vec<Option<String>> {
+            let mut calls = recorder.0.lock().expect("lock");
+            calls.drain(..).map(|(_, thread)| thread).collect()
+        };
+
+        assert!(c.may_block(), "nothing has answered yet");
+        c.collect(&mut MetricSet::new()).expect("collect");
+        assert_eq!(threads(&recorder), [worker.clone(), worker.clone()]);
+        assert!(!c.may_block());
+
+        c.collect(&mut MetricSet::new()).expect("collect");
+        let here = std::thread::current().name().map(str::to_owned);
+        assert_eq!(threads(&recorder), [here.clone(), here.clone()]);
+
+        // A network mount appears: only it goes through the worker, and scrapes block again.
+        std::fs::write(
+            dir.path().join("proc/self/mounts"),
+            "/dev/root /host ext4 rw 0 0\ntmpfs /host/run tmpfs rw 0 0\nnas:/x /host/nas nfs4 rw 0 0\n",
+        )
+        .expect("rewrite");
+        c.collect(&mut MetricSet::new()).expect("collect");
+        let calls = recorder.0.lock().expect("lock").clone();
+        let nas = calls
+            .iter()
+            .find(|(path, _)| path.ends_with("nas"))
+            .expect("nas asked");
+        assert_eq!(nas.1, worker);
+        assert!(c.may_block());
     }
 
     #[test]

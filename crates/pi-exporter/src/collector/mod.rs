@@ -32,6 +32,14 @@ pub trait Collector: Send + Sync + 'static {
     /// Reads the source and writes samples into `out`. On error, samples already written are
     /// still exported (the collector reports what it could) and the collector counts as failed.
     fn collect(&self, out: &mut MetricSet) -> Result<(), CollectError>;
+
+    /// Whether the next `collect` may wait on something outside the kernel's memory: a device
+    /// (firmware mailbox, I2C, an RTC read through its driver) or a network filesystem. Those
+    /// run on the blocking pool under the scrape's deadline; the rest (procfs, counters the
+    /// kernel keeps) run on the serving thread, which saves a thread wake-up per scrape.
+    fn may_block(&self) -> bool {
+        true
+    }
 }
 
 /// Why a collector could not read (all of) its source.

@@ -412,6 +412,12 @@ impl Collector for StorageCollector {
         self.collect_diskstats(out, &mut failures);
         failures.finish()
     }
+
+    /// Never waits on a device: diskstats and counters the kernel keeps (ext4 error counts,
+    /// the eMMC health registers it read when the card was initialised).
+    fn may_block(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

@@ -266,6 +266,11 @@ impl Collector for SystemCollector {
 
         failures.finish()
     }
+
+    /// Never waits on a device: procfs only.
+    fn may_block(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

@@ -226,6 +226,11 @@ impl Collector for TimeCollector {
         write_metrics(&timex, out);
         Ok(())
     }
+
+    /// Never waits on a device: `adjtimex` reads the kernel clock state.
+    fn may_block(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

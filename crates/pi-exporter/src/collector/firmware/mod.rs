@@ -624,6 +624,17 @@ impl Collector for FirmwareCollector {
         out.append(snapshot.metrics.clone());
         snapshot.result.clone().map_err(CollectError::Other)
     }
+
+    /// Every source goes through the firmware (the mailbox, or the kernel drivers that ask it),
+    /// except while the cached snapshot is fresh.
+    fn may_block(&self) -> bool {
+        match self.cache.try_lock() {
+            Ok(cache) => cache
+                .as_ref()
+                .is_none_or(|fresh| fresh.taken.elapsed() >= self.cache_ttl),
+            Err(_) => true,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -133,6 +133,8 @@ struct Shared {
     userspace: Option<Userspace>,
     offsets: Offsets,
     notes: Notes,
+    /// The last scrape found a chip to read (every read of one goes over I2C).
+    found_chip: AtomicBool,
 }
 
 /// The DS3231 read from userspace (path 2).
@@ -205,6 +207,7 @@ impl RtcCollector {
             userspace: None,
             offsets: Offsets::default(),
             notes: Notes::default(),
+            found_chip: AtomicBool::new(true),
         };
         shared.userspace = shared.userspace_target();
         let shared = Arc::new(shared);
@@ -306,7 +309,12 @@ impl Shared {
 
     fn collect(&self, out: &mut MetricSet) -> Result<(), CollectError> {
         let mut failures = Failures::default();
-        for rtc in sysfs::discover(self.files.as_ref(), &self.sysfs, &mut failures) {
+        let found = sysfs::discover(self.files.as_ref(), &self.sysfs, &mut failures);
+        self.found_chip.store(
+            !found.is_empty() || self.userspace.is_some(),
+            Ordering::Release,
+        );
+        for rtc in found {
             self.collect_sysfs(&rtc, out, &mut failures);
         }
         if let Some(target) = &self.userspace {
@@ -586,6 +594,13 @@ fn status_samples(out: &mut MetricSet, device: &str, status: &ds3231::Status) {
 impl Collector for RtcCollector {
     fn collect(&self, out: &mut MetricSet) -> Result<(), CollectError> {
         self.shared.collect(out)
+    }
+
+    /// Reading a chip (through its kernel driver or from userspace) is an I2C transfer; a
+    /// machine without one only lists a sysfs directory. An RTC that appears later is read
+    /// once from the serving thread before this turns true.
+    fn may_block(&self) -> bool {
+        self.shared.found_chip.load(Ordering::Acquire)
     }
 }
 

@@ -789,6 +789,11 @@ impl Collector for UpsCollector {
             Err(CollectError::Other(errors.join("; ")))
         }
     }
+
+    /// Scrapes read what the `ups-reader` thread last stored; it alone touches buses and sockets.
+    fn may_block(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]
