@@ -105,7 +105,9 @@ pub fn decorate(msg: &mut Message, job: &DeliveryJob, signer: Option<&Signer>, n
     let Some(id) = job.incident else {
         return;
     };
+    msg.incident = Some(id);
     if let Some(notice) = &job.notice {
+        msg.notice = true;
         msg.title = format!("Incident #{id} {}", msg.alertname);
         msg.summary.clone_from(notice);
         msg.description = None;
