@@ -125,6 +125,16 @@ pub fn decorate(msg: &mut Message, job: &DeliveryJob, signer: Option<&Signer>, n
     }
 }
 
+/// What the acknowledgement pollers (`ack_telegram`, `pushover_receipts`) share.
+#[derive(Debug)]
+pub struct Pollers {
+    pub live: std::sync::Arc<crate::Live>,
+    pub store: crate::store::Store,
+    pub escalator: std::sync::Arc<crate::escalation::Escalator>,
+    pub http: reqwest::Client,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -66,9 +66,11 @@ pub fn classify(resp: &Response) -> Outcome {
                 .and_then(|v| v["receipt"].as_str())
                 .filter(|r| valid_receipt(r))
                 .map(|r| format!("{RECEIPT_PREFIX}{r}"));
-            Outcome::delivered(
-                receipt.or_else(|| v.as_ref().and_then(|v| v["request"].as_str()).map(str::to_owned)),
-            )
+            Outcome::delivered(receipt.or_else(|| {
+                v.as_ref()
+                    .and_then(|v| v["request"].as_str())
+                    .map(str::to_owned)
+            }))
         }
         Outcome::Permanent { detail, .. }
             if resp.status == 400
@@ -212,9 +214,11 @@ mod tests {
             Outcome::delivered(Some("r1".into()))
         );
         assert_eq!(
-            receipt_status(&serde_json::json!({"status":1,"acknowledged":1,"acknowledged_at":1360019238,
+            receipt_status(
+                &serde_json::json!({"status":1,"acknowledged":1,"acknowledged_at":1360019238,
                 "acknowledged_by":"uQiRzpo4DXghDmr9QzzfQu27cmVRsG","acknowledged_by_device":"iphone",
-                "expired":0,"expires_at":1360019290})),
+                "expired":0,"expires_at":1360019290})
+            ),
             Some(ReceiptStatus::Acknowledged {
                 by: "uQiRzpo4DXghDmr9QzzfQu27cmVRsG".into(),
                 device: "iphone".into()
@@ -228,7 +232,10 @@ mod tests {
             receipt_status(&serde_json::json!({"status":1,"acknowledged":0,"expired":0})),
             Some(ReceiptStatus::Waiting)
         );
-        assert_eq!(receipt_status(&serde_json::json!({"status":0,"errors":["receipt not found"]})), None);
+        assert_eq!(
+            receipt_status(&serde_json::json!({"status":0,"errors":["receipt not found"]})),
+            None
+        );
         assert_eq!(receipt_status(&serde_json::json!("nonsense")), None);
         assert_eq!(
             receipt_url(Some("http://127.0.0.1:1"), "abc", "tok"),

@@ -27,7 +27,8 @@ pub struct Chat<'a> {
 
 /// The incident a message's Acknowledge button acknowledges, if it gets one.
 fn ack_button(msg: &Message, ack: bool) -> Option<i64> {
-    msg.incident.filter(|_| ack && msg.is_firing() && !msg.notice)
+    msg.incident
+        .filter(|_| ack && msg.is_firing() && !msg.notice)
 }
 
 pub fn text(msg: &Message, formatted: bool) -> String {
@@ -216,7 +217,13 @@ mod tests {
         assert!(off["text"].as_str().expect("text").contains("/ack/12"));
         msg.notice = true;
         let notice = request(&chat, &msg, None, true);
-        assert!(notice.json_body().expect("json").get("reply_markup").is_none());
+        assert!(
+            notice
+                .json_body()
+                .expect("json")
+                .get("reply_markup")
+                .is_none()
+        );
         let mut resolved = message(false);
         resolved.incident = Some(12);
         let r = request(&chat, &resolved, None, true);

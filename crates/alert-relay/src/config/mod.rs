@@ -1525,7 +1525,11 @@ fn pushover_emergency(prefix: &str, rc: &RawChannel) -> Result<Option<Emergency>
     }
     let key = |k: &str| format!("{prefix}{k}");
     let retry = duration(&key("retry"), rc.retry.as_ref(), Duration::from_secs(60))?;
-    let expire = duration(&key("expire"), rc.expire.as_ref(), Duration::from_secs(3600))?;
+    let expire = duration(
+        &key("expire"),
+        rc.expire.as_ref(),
+        Duration::from_secs(3600),
+    )?;
     let poll = duration(
         &key("receipt_poll_interval"),
         rc.receipt_poll_interval.as_ref(),

@@ -300,9 +300,15 @@ pub enum Write {
         elapsed_ms: i64,
     },
     /// An integer in `meta` (the Telegram `getUpdates` offsets).
-    SetMeta { key: String, value: i64 },
+    SetMeta {
+        key: String,
+        value: i64,
+    },
     /// A Pushover receipt needs no more polling.
-    FinishReceipt { receipt: String, end: ReceiptEnd },
+    FinishReceipt {
+        receipt: String,
+        end: ReceiptEnd,
+    },
 }
 
 #[derive(Debug)]

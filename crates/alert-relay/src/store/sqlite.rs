@@ -818,7 +818,11 @@ mod tests {
         let w = db.watched_receipts().expect("watched");
         assert_eq!(w.len(), 1, "{w:?}");
         assert_eq!(
-            (w[0].receipt.as_str(), w[0].incident, w[0].destination.as_str()),
+            (
+                w[0].receipt.as_str(),
+                w[0].incident,
+                w[0].destination.as_str()
+            ),
             ("R1", o.opened[0], "po")
         );
         assert_eq!(w[0].incident_state, IncidentState::Open);
