@@ -313,10 +313,9 @@ pub async fn run(p: Arc<Pollers>) {
         });
         for bot in wanted {
             let key = (bot.api_url.clone(), bot.token.clone());
-            if !running.contains_key(&key) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(key) {
                 let chats = bot.chats.clone();
-                let task = Poller(tokio::spawn(poll_bot(Arc::clone(&p), bot)));
-                running.insert(key, (chats, task));
+                slot.insert((chats, Poller(tokio::spawn(poll_bot(Arc::clone(&p), bot)))));
             }
         }
         tokio::time::sleep(RECONCILE_EVERY).await;

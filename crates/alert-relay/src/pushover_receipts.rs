@@ -30,6 +30,8 @@ pub const TICK: Duration = Duration::from_secs(2);
 /// Poll interval for a receipt whose channel no longer says (priority changed on reload).
 const DEFAULT_POLL: Duration = Duration::from_secs(30);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Wait before trying a failed cancel again.
+const CANCEL_RETRY: Duration = Duration::from_secs(30);
 const SOURCE: &str = "pushover";
 
 /// The first characters of a user key: tells group members apart without publishing the key.
@@ -56,12 +58,24 @@ pub enum Next {
     Wait,
 }
 
-/// Pure decision: cancel when the incident is no longer open, poll when `poll` has passed since
-/// the last poll (or since the receipt was first seen).
-pub fn next(state: IncidentState, since_last: Duration, poll: Duration) -> Next {
+/// When a receipt was last polled (or first seen, or a cancel failed).
+#[derive(Debug, Clone, Copy)]
+pub struct Seen {
+    pub at: Instant,
+    pub cancel_failed: bool,
+}
+
+/// Pure decision: cancel when the incident is no longer open (a failed cancel again after
+/// [`CANCEL_RETRY`]), poll when `poll` has passed since the last poll (or since the receipt
+/// was first seen).
+pub fn next(state: IncidentState, since: Duration, cancel_failed: bool, poll: Duration) -> Next {
     if state != IncidentState::Open {
-        Next::Cancel
-    } else if since_last >= poll {
+        if cancel_failed && since < CANCEL_RETRY {
+            Next::Wait
+        } else {
+            Next::Cancel
+        }
+    } else if since >= poll {
         Next::Poll
     } else {
         Next::Wait
@@ -89,7 +103,7 @@ fn channel_of<'c>(
 
 /// Runs until aborted.
 pub async fn run(p: Arc<Pollers>) {
-    let mut last: HashMap<String, Instant> = HashMap::new();
+    let mut last: HashMap<String, Seen> = HashMap::new();
     loop {
         let any = p
             .live
@@ -104,8 +118,8 @@ pub async fn run(p: Arc<Pollers>) {
     }
 }
 
-/// One look at every unfinished receipt. `last` holds when each was last polled (first seen).
-pub async fn pass(p: &Pollers, last: &mut HashMap<String, Instant>) -> Result<(), StoreError> {
+/// One look at every unfinished receipt.
+pub async fn pass(p: &Pollers, last: &mut HashMap<String, Seen>) -> Result<(), StoreError> {
     let watched = p.store.read(|b| b.watched_receipts()).await?;
     last.retain(|r, _| watched.iter().any(|w| &w.receipt == r));
     let config = p.live.config();
@@ -118,8 +132,16 @@ pub async fn pass(p: &Pollers, last: &mut HashMap<String, Instant>) -> Result<()
             // Kept: the channel may come back with a reload.
             continue;
         };
-        let seen = *last.entry(w.receipt.clone()).or_insert_with(Instant::now);
-        match next(w.incident_state, seen.elapsed(), poll) {
+        let seen = *last.entry(w.receipt.clone()).or_insert_with(|| Seen {
+            at: Instant::now(),
+            cancel_failed: false,
+        });
+        match next(
+            w.incident_state,
+            seen.at.elapsed(),
+            seen.cancel_failed,
+            poll,
+        ) {
             Next::Wait => {}
             Next::Cancel => {
                 let resp = execute(
@@ -141,6 +163,13 @@ pub async fn pass(p: &Pollers, last: &mut HashMap<String, Instant>) -> Result<()
                         );
                     }
                     other => {
+                        last.insert(
+                            w.receipt.clone(),
+                            Seen {
+                                at: Instant::now(),
+                                cancel_failed: true,
+                            },
+                        );
                         p.metrics.ack_poll(SOURCE, failure(&other), true);
                         tracing::warn!(
                             incident = w.incident,
@@ -151,7 +180,13 @@ pub async fn pass(p: &Pollers, last: &mut HashMap<String, Instant>) -> Result<()
                 }
             }
             Next::Poll => {
-                last.insert(w.receipt.clone(), Instant::now());
+                last.insert(
+                    w.receipt.clone(),
+                    Seen {
+                        at: Instant::now(),
+                        cancel_failed: false,
+                    },
+                );
                 let resp = execute(
                     &p.http,
                     REQUEST_TIMEOUT,
@@ -244,9 +279,14 @@ mod tests {
         );
         assert_eq!(acked_by("abc", ""), "abc via Pushover (device unknown)");
         let s = Duration::from_secs;
-        assert_eq!(next(IncidentState::Acked, s(0), s(30)), Next::Cancel);
-        assert_eq!(next(IncidentState::Resolved, s(99), s(30)), Next::Cancel);
-        assert_eq!(next(IncidentState::Open, s(29), s(30)), Next::Wait);
-        assert_eq!(next(IncidentState::Open, s(30), s(30)), Next::Poll);
+        assert_eq!(next(IncidentState::Acked, s(0), false, s(30)), Next::Cancel);
+        assert_eq!(
+            next(IncidentState::Resolved, s(99), false, s(30)),
+            Next::Cancel
+        );
+        assert_eq!(next(IncidentState::Acked, s(10), true, s(30)), Next::Wait);
+        assert_eq!(next(IncidentState::Acked, s(30), true, s(30)), Next::Cancel);
+        assert_eq!(next(IncidentState::Open, s(29), false, s(30)), Next::Wait);
+        assert_eq!(next(IncidentState::Open, s(30), false, s(30)), Next::Poll);
     }
 }
