@@ -163,7 +163,12 @@ fn who(from: &Value) -> Option<String> {
         .flatten()
         .collect::<Vec<_>>()
         .join(" ");
-    Some(format!("{} (Telegram id {id})", name.trim()))
+    let name = name.trim();
+    Some(if name.is_empty() {
+        format!("Telegram user {id}")
+    } else {
+        format!("{name} (Telegram id {id})")
+    })
 }
 
 fn parse_callback(cq: &Value) -> Parsed {
@@ -600,6 +605,10 @@ mod tests {
             (r.who.as_str(), r.incident, r.callback_id),
             ("Bob B (Telegram id 6)", Some(3), None)
         );
+        let nameless = json!({"update_id": 16, "message": {"message_id": 83, "from": {"id": 8},
+            "chat": {"id": 42}, "text": "/ack 4"}});
+        let (_, p) = parse_update(&nameless, None);
+        assert!(matches!(p, Parsed::Ack(r) if r.who == "Telegram user 8"));
         let chatter = json!({"update_id": 12, "message": {"message_id": 81, "date": 1,
             "from": {"id": 6}, "chat": {"id": 42}, "text": "hello"}});
         assert_eq!(parse_update(&chatter, None), (Some(12), Parsed::Ignored));
