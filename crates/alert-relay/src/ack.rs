@@ -105,7 +105,9 @@ pub fn decorate(msg: &mut Message, job: &DeliveryJob, signer: Option<&Signer>, n
     let Some(id) = job.incident else {
         return;
     };
+    msg.incident = Some(id);
     if let Some(notice) = &job.notice {
+        msg.notice = true;
         msg.title = format!("Incident #{id} {}", msg.alertname);
         msg.summary.clone_from(notice);
         msg.description = None;
@@ -121,6 +123,16 @@ pub fn decorate(msg: &mut Message, job: &DeliveryJob, signer: Option<&Signer>, n
             url,
         });
     }
+}
+
+/// What the acknowledgement pollers (`ack_telegram`, `pushover_receipts`) share.
+#[derive(Debug)]
+pub struct Pollers {
+    pub live: std::sync::Arc<crate::Live>,
+    pub store: crate::store::Store,
+    pub escalator: std::sync::Arc<crate::escalation::Escalator>,
+    pub http: reqwest::Client,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod ack;
+pub mod ack_telegram;
 pub mod channels;
 pub mod config;
 pub mod delivery;
@@ -14,6 +15,7 @@ pub mod inbound;
 pub mod matcher;
 pub mod metrics;
 pub mod payload;
+pub mod pushover_receipts;
 pub mod render;
 pub mod routing;
 pub mod secret;
@@ -104,6 +106,17 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let escalator =
         escalation::Escalator::new(store.clone(), Arc::clone(&engine), Arc::clone(&live));
     let escalating = tokio::spawn(Arc::clone(&escalator).run());
+    let pollers = Arc::new(ack::Pollers {
+        live: Arc::clone(&live),
+        store: store.clone(),
+        escalator: Arc::clone(&escalator),
+        http: http_client()?,
+        metrics: Arc::clone(&metrics),
+    });
+    let ack_polling = [
+        tokio::spawn(ack_telegram::run(Arc::clone(&pollers))),
+        tokio::spawn(pushover_receipts::run(Arc::clone(&pollers))),
+    ];
     let app = Arc::new(App {
         live: Arc::clone(&live),
         store: store.clone(),
@@ -152,6 +165,11 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     wait_for_signals(&live, &engine, &metrics, &escalator).await;
     tracing::info!("shutting down");
     systemd::notify(&[NotifyState::Stopping]);
+    for task in ack_polling {
+        task.abort();
+        let _ = task.await;
+    }
+    drop(pollers);
     escalating.abort();
     let _ = escalating.await;
     if let Err(e) = escalator.checkpoint().await {

@@ -40,6 +40,14 @@ pub struct FailureLabels {
     pub reason: String,
 }
 
+/// Acknowledgements polled from providers (Telegram updates, Pushover receipts).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PollLabels {
+    pub source: String,
+    /// The outcome (`result`) or the failure (`reason`).
+    pub result: String,
+}
+
 /// What the queues report at scrape time.
 pub trait QueueStats: Send + Sync + std::fmt::Debug {
     /// (destination, channel type, depth, age of the oldest queued delivery).
@@ -61,6 +69,8 @@ pub struct Metrics {
     pub commit_batch: Histogram,
     pub storage_errors: Counter,
     pub config_reload_success: Gauge,
+    pub ack_polled: Family<PollLabels, Counter>,
+    pub ack_poll_errors: Family<PollLabels, Counter>,
     registry: Mutex<Registry>,
 }
 
@@ -130,6 +140,8 @@ impl Metrics {
             ]),
             storage_errors: Counter::default(),
             config_reload_success: Gauge::default(),
+            ack_polled: Family::default(),
+            ack_poll_errors: Family::default(),
             registry: Mutex::new(Registry::default()),
         };
         m.config_reload_success.set(1);
@@ -199,6 +211,16 @@ impl Metrics {
             "Whether the last configuration reload succeeded",
             m.config_reload_success.clone(),
         );
+        registry.register(
+            "alert_relay_ack_polled",
+            "Telegram updates and Pushover receipts by source and result",
+            m.ack_polled.clone(),
+        );
+        registry.register(
+            "alert_relay_ack_poll_errors",
+            "Failed Telegram getUpdates and Pushover receipt requests by source and reason",
+            m.ack_poll_errors.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -223,6 +245,21 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+
+    /// Counts one polled item (`result`) or one failed poll (`error`) of an ack source.
+    pub fn ack_poll(&self, source: &str, result: &str, error: bool) {
+        let family = if error {
+            &self.ack_poll_errors
+        } else {
+            &self.ack_polled
+        };
+        family
+            .get_or_create(&PollLabels {
+                source: source.into(),
+                result: result.into(),
+            })
+            .inc();
     }
 
     pub fn reject(&self, reason: &str) {

@@ -355,16 +355,16 @@ async fn send(a: &Attempt<'_>, msg: &Message, formatted: bool) -> Outcome {
             bot_token,
             chat_id,
             message_thread_id,
+            ack,
         } => {
-            let req = telegram::request(
-                bot_token.expose(),
+            let chat = telegram::Chat {
+                token: bot_token.expose(),
                 chat_id,
-                *message_thread_id,
-                api,
-                msg,
-                a.firing_ref,
-                formatted,
-            );
+                thread: *message_thread_id,
+                api_url: api,
+                ack: *ack,
+            };
+            let req = telegram::request(&chat, msg, a.firing_ref, formatted);
             classify_with(a, req, telegram::classify).await
         }
         ChannelKind::Ntfy {
@@ -418,11 +418,13 @@ async fn send(a: &Attempt<'_>, msg: &Message, formatted: bool) -> Outcome {
             token,
             user_key,
             priority,
+            emergency,
         } => {
             let req = pushover::request(
                 token.expose(),
                 user_key.expose(),
                 *priority,
+                emergency.as_ref(),
                 api,
                 msg,
                 formatted,

@@ -1,17 +1,22 @@
 //! `type: pushover`: `POST /1/messages.json` (form), message at most 1024 characters, title
-//! 250, the first link as `url`. Emergency priority (2) needs receipts and acknowledgement,
-//! which arrive with escalation (issue #7).
+//! 250, the first link as `url`. Emergency priority (2) sends `retry` and `expire`; the answer's
+//! `receipt` becomes the delivery's provider reference as `receipt:{receipt}`, which
+//! `pushover_receipts` polls for the acknowledgement.
 
 use super::{Outcome, Request, Response, classify_status};
+use crate::config::Emergency;
 use crate::render::Message;
 use crate::render::text::{escape_html, truncate_chars};
 
-const DEFAULT_API: &str = "https://api.pushover.net";
+pub const DEFAULT_API: &str = "https://api.pushover.net";
+/// How a receipt is marked in `deliveries.provider_ref`.
+pub const RECEIPT_PREFIX: &str = "receipt:";
 
 pub fn request(
     token: &str,
     user: &str,
     priority: i8,
+    emergency: Option<&Emergency>,
     api_url: Option<&str>,
     msg: &Message,
     formatted: bool,
@@ -22,7 +27,8 @@ pub fn request(
     } else {
         truncate_chars(&msg.plain_body(), 1024)
     };
-    let priority = if msg.is_firing() {
+    // Resolved messages and incident notices are never louder than normal.
+    let priority = if msg.is_firing() && !msg.notice {
         priority
     } else {
         priority.min(0)
@@ -37,6 +43,10 @@ pub fn request(
     if formatted {
         fields.push(("html".into(), "1".into()));
     }
+    if let Some(e) = emergency.filter(|_| priority == 2) {
+        fields.push(("retry".into(), e.retry.as_secs().to_string()));
+        fields.push(("expire".into(), e.expire.as_secs().to_string()));
+    }
     if let Some(l) = msg.links.first() {
         fields.push(("url".into(), truncate_chars(&l.url, 512)));
         fields.push(("url_title".into(), truncate_chars(&l.name, 100)));
@@ -50,11 +60,18 @@ pub fn request(
 pub fn classify(resp: &Response) -> Outcome {
     let v = resp.json();
     match classify_status(resp) {
-        Outcome::Delivered { .. } => Outcome::delivered(
-            v.as_ref()
-                .and_then(|v| v["request"].as_str())
-                .map(str::to_owned),
-        ),
+        Outcome::Delivered { .. } => {
+            let receipt = v
+                .as_ref()
+                .and_then(|v| v["receipt"].as_str())
+                .filter(|r| valid_receipt(r))
+                .map(|r| format!("{RECEIPT_PREFIX}{r}"));
+            Outcome::delivered(receipt.or_else(|| {
+                v.as_ref()
+                    .and_then(|v| v["request"].as_str())
+                    .map(str::to_owned)
+            }))
+        }
         Outcome::Permanent { detail, .. }
             if resp.status == 400
                 && v.as_ref()
@@ -69,6 +86,57 @@ pub fn classify(resp: &Response) -> Outcome {
     }
 }
 
+/// Receipts are 30 characters of `[A-Za-z0-9]`; anything else never goes into a URL path.
+pub fn valid_receipt(r: &str) -> bool {
+    !r.is_empty() && r.len() <= 64 && r.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// `GET /1/receipts/{receipt}.json?token=`: its state.
+pub fn receipt_url(api_url: Option<&str>, receipt: &str, token: &str) -> String {
+    format!(
+        "{}/1/receipts/{receipt}.json?token={token}",
+        api_url.unwrap_or(DEFAULT_API)
+    )
+}
+
+/// `POST /1/receipts/{receipt}/cancel.json` with the app token: the phones stop alarming.
+pub fn cancel_request(api_url: Option<&str>, receipt: &str, token: &str) -> Request {
+    Request::form(
+        format!(
+            "{}/1/receipts/{receipt}/cancel.json",
+            api_url.unwrap_or(DEFAULT_API)
+        ),
+        vec![("token".to_owned(), token.to_owned())],
+    )
+}
+
+/// What a receipt poll said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReceiptStatus {
+    Waiting,
+    Acknowledged { by: String, device: String },
+    Expired,
+}
+
+/// Decodes a receipt answer (`status: 1` and integer flags).
+pub fn receipt_status(v: &serde_json::Value) -> Option<ReceiptStatus> {
+    let flag = |k: &str| v[k].as_i64().or_else(|| v[k].as_bool().map(i64::from));
+    if flag("status") != Some(1) {
+        return None;
+    }
+    if flag("acknowledged") == Some(1) {
+        let s = |k: &str| v[k].as_str().unwrap_or("").trim().to_owned();
+        return Some(ReceiptStatus::Acknowledged {
+            by: s("acknowledged_by"),
+            device: s("acknowledged_by_device"),
+        });
+    }
+    if flag("expired") == Some(1) {
+        return Some(ReceiptStatus::Expired);
+    }
+    Some(ReceiptStatus::Waiting)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,7 +145,7 @@ mod tests {
 
     #[test]
     fn form_fields() {
-        let r = request("app", "user", 1, None, &message(false), true);
+        let r = request("app", "user", 1, None, None, &message(false), true);
         assert_eq!(r.url, "https://api.pushover.net/1/messages.json");
         let RequestBody::Form(f) = &r.body else {
             panic!("form")
@@ -102,5 +170,78 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn emergency_priority_and_receipts() {
+        let e = Emergency {
+            retry: std::time::Duration::from_secs(60),
+            expire: std::time::Duration::from_secs(3600),
+            poll: std::time::Duration::from_secs(30),
+        };
+        let mut msg = message(true);
+        let form = |msg: &Message| {
+            let RequestBody::Form(f) = request("app", "u", 2, Some(&e), None, msg, false).body
+            else {
+                panic!("form")
+            };
+            f
+        };
+        let f = form(&msg);
+        assert!(f.contains(&("priority".into(), "2".into())));
+        assert!(f.contains(&("retry".into(), "60".into())));
+        assert!(f.contains(&("expire".into(), "3600".into())));
+        // A notice about the incident does not alarm.
+        msg.notice = true;
+        let f = form(&msg);
+        assert!(f.contains(&("priority".into(), "0".into())));
+        assert!(!f.iter().any(|(k, _)| k == "retry"));
+        assert_eq!(
+            classify(&response(
+                200,
+                &[],
+                r#"{"status":1,"request":"r1","receipt":"rLJVa6mEGJ3rZ4wiq4PVAZTjVtf8kN"}"#
+            )),
+            Outcome::delivered(Some("receipt:rLJVa6mEGJ3rZ4wiq4PVAZTjVtf8kN".into()))
+        );
+        // A receipt that could smuggle a path is not kept.
+        assert_eq!(
+            classify(&response(
+                200,
+                &[],
+                r#"{"status":1,"request":"r1","receipt":"../x"}"#
+            )),
+            Outcome::delivered(Some("r1".into()))
+        );
+        assert_eq!(
+            receipt_status(
+                &serde_json::json!({"status":1,"acknowledged":1,"acknowledged_at":1360019238,
+                "acknowledged_by":"uQiRzpo4DXghDmr9QzzfQu27cmVRsG","acknowledged_by_device":"iphone",
+                "expired":0,"expires_at":1360019290})
+            ),
+            Some(ReceiptStatus::Acknowledged {
+                by: "uQiRzpo4DXghDmr9QzzfQu27cmVRsG".into(),
+                device: "iphone".into()
+            })
+        );
+        assert_eq!(
+            receipt_status(&serde_json::json!({"status":1,"acknowledged":0,"expired":1})),
+            Some(ReceiptStatus::Expired)
+        );
+        assert_eq!(
+            receipt_status(&serde_json::json!({"status":1,"acknowledged":0,"expired":0})),
+            Some(ReceiptStatus::Waiting)
+        );
+        assert_eq!(
+            receipt_status(&serde_json::json!({"status":0,"errors":["receipt not found"]})),
+            None
+        );
+        assert_eq!(receipt_status(&serde_json::json!("nonsense")), None);
+        assert_eq!(
+            receipt_url(Some("http://127.0.0.1:1"), "abc", "tok"),
+            "http://127.0.0.1:1/1/receipts/abc.json?token=tok"
+        );
+        let c = cancel_request(None, "abc", "tok");
+        assert_eq!(c.url, "https://api.pushover.net/1/receipts/abc/cancel.json");
     }
 }

@@ -1,6 +1,8 @@
 //! `type: telegram`: `sendMessage` with `parse_mode=HTML` (escaped, 4096 characters), the
 //! resolved message as a reply to the firing one. A formatting 400 ("can't parse entities",
 //! "message is too long") is retried once as plain text. `parameters.retry_after` is honoured.
+//! With `ack: true` an incident's firing messages carry an inline "Acknowledge #N" button
+//! (`callback_data` `ack:N`) instead of the ack link; `ack_telegram` receives the presses.
 
 use http::Method;
 use serde_json::{Value, json};
@@ -9,8 +11,25 @@ use super::{Outcome, Request, Response, classify_status, seconds};
 use crate::render::Message;
 use crate::render::text::{escape_html, escape_html_within, truncate_chars};
 
-const DEFAULT_API: &str = "https://api.telegram.org";
+pub const DEFAULT_API: &str = "https://api.telegram.org";
 const TEXT_MAX: usize = 4096;
+
+/// Where a message goes.
+#[derive(Debug, Clone, Copy)]
+pub struct Chat<'a> {
+    pub token: &'a str,
+    pub chat_id: &'a str,
+    pub thread: Option<i64>,
+    pub api_url: Option<&'a str>,
+    /// Acknowledgement by button (`ack: true`).
+    pub ack: bool,
+}
+
+/// The incident a message's Acknowledge button acknowledges, if it gets one.
+fn ack_button(msg: &Message, ack: bool) -> Option<i64> {
+    msg.incident
+        .filter(|_| ack && msg.is_firing() && !msg.notice)
+}
 
 pub fn text(msg: &Message, formatted: bool) -> String {
     if !formatted {
@@ -34,23 +53,34 @@ pub fn text(msg: &Message, formatted: bool) -> String {
 }
 
 pub fn request(
-    token: &str,
-    chat_id: &str,
-    thread: Option<i64>,
-    api_url: Option<&str>,
+    chat: &Chat<'_>,
     msg: &Message,
     firing_ref: Option<&str>,
     formatted: bool,
 ) -> Request {
+    let button = ack_button(msg, chat.ack);
+    let text = if button.is_some() {
+        // The button acknowledges in place; the link would open a browser for the same.
+        let mut m = msg.clone();
+        m.links.retain(|l| !l.name.starts_with("Acknowledge #"));
+        text(&m, formatted)
+    } else {
+        text(msg, formatted)
+    };
     let mut body = json!({
-        "chat_id": chat_id,
-        "text": text(msg, formatted),
+        "chat_id": chat.chat_id,
+        "text": text,
         "link_preview_options": { "is_disabled": true },
     });
     if formatted {
         body["parse_mode"] = json!("HTML");
     }
-    if let Some(t) = thread {
+    if let Some(id) = button {
+        body["reply_markup"] = json!({ "inline_keyboard": [[
+            { "text": format!("Acknowledge #{id}"), "callback_data": format!("ack:{id}") }
+        ]] });
+    }
+    if let Some(t) = chat.thread {
         body["message_thread_id"] = json!(t);
     }
     if let Some(id) = firing_ref.and_then(|r| r.parse::<i64>().ok()) {
@@ -58,7 +88,11 @@ pub fn request(
     }
     Request::json(
         Method::POST,
-        format!("{}/bot{token}/sendMessage", api_url.unwrap_or(DEFAULT_API)),
+        format!(
+            "{}/bot{}/sendMessage",
+            chat.api_url.unwrap_or(DEFAULT_API),
+            chat.token
+        ),
         body,
     )
 }
@@ -121,15 +155,14 @@ mod tests {
         assert!(t.chars().count() <= TEXT_MAX, "{}", t.chars().count());
         assert!(t.contains("&lt;script&gt;&amp;"), "{t}");
         assert!(!t.contains("<script>"));
-        let r = request(
-            "123:abc",
-            "-100",
-            Some(7),
-            Some("http://127.0.0.1:1"),
-            &msg,
-            Some("55"),
-            true,
-        );
+        let chat = Chat {
+            token: "123:abc",
+            chat_id: "-100",
+            thread: Some(7),
+            api_url: Some("http://127.0.0.1:1"),
+            ack: false,
+        };
+        let r = request(&chat, &msg, Some("55"), true);
         assert_eq!(r.url, "http://127.0.0.1:1/bot123:abc/sendMessage");
         let b = r.json_body().expect("json");
         assert_eq!(
@@ -137,8 +170,64 @@ mod tests {
             (Some("HTML"), Some(7))
         );
         assert_eq!(b["reply_parameters"]["message_id"], 55);
-        let plain = request("t", "1", None, None, &msg, None, false);
+        let plain = request(
+            &Chat {
+                token: "t",
+                chat_id: "1",
+                thread: None,
+                api_url: None,
+                ack: false,
+            },
+            &msg,
+            None,
+            false,
+        );
         assert!(plain.json_body().expect("json").get("parse_mode").is_none());
+    }
+
+    #[test]
+    fn incident_messages_get_an_ack_button_when_enabled() {
+        let mut msg = message(true);
+        msg.incident = Some(12);
+        msg.links.push(crate::render::Link {
+            name: "Acknowledge #12".into(),
+            url: "https://relay.example/ack/12.1.x".into(),
+        });
+        let chat = Chat {
+            token: "t",
+            chat_id: "1",
+            thread: None,
+            api_url: None,
+            ack: true,
+        };
+        let b = request(&chat, &msg, None, true)
+            .json_body()
+            .expect("json")
+            .clone();
+        assert_eq!(
+            b["reply_markup"],
+            json!({ "inline_keyboard": [[ { "text": "Acknowledge #12", "callback_data": "ack:12" } ]] })
+        );
+        let text = b["text"].as_str().expect("text");
+        assert!(!text.contains("/ack/12"), "{text}");
+        // Without `ack`, for notices and for resolved messages: no button, the link stays.
+        let off = request(&Chat { ack: false, ..chat }, &msg, None, true);
+        let off = off.json_body().expect("json");
+        assert!(off.get("reply_markup").is_none());
+        assert!(off["text"].as_str().expect("text").contains("/ack/12"));
+        msg.notice = true;
+        let notice = request(&chat, &msg, None, true);
+        assert!(
+            notice
+                .json_body()
+                .expect("json")
+                .get("reply_markup")
+                .is_none()
+        );
+        let mut resolved = message(false);
+        resolved.incident = Some(12);
+        let r = request(&chat, &resolved, None, true);
+        assert!(r.json_body().expect("json").get("reply_markup").is_none());
     }
 
     #[test]

@@ -176,6 +176,9 @@ pub enum ChannelKind {
         bot_token: Secret,
         chat_id: String,
         message_thread_id: Option<i64>,
+        /// `ack: true`: messages carry an Acknowledge button and the relay long-polls
+        /// `getUpdates` for it and for `/ack N` (see `ack_telegram`).
+        ack: bool,
     },
     Ntfy {
         topic: String,
@@ -200,8 +203,19 @@ pub enum ChannelKind {
         token: Secret,
         user_key: Secret,
         priority: i8,
+        /// Priority 2 only: retries until acknowledged, receipts polled (`pushover_receipts`).
+        emergency: Option<Emergency>,
     },
     Email(EmailSettings),
+}
+
+/// Pushover emergency priority (2): the phone alarms every `retry` until someone acknowledges
+/// or `expire` passes; the relay polls the receipt every `poll`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Emergency {
+    pub retry: Duration,
+    pub expire: Duration,
+    pub poll: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -308,6 +322,7 @@ const CHANNEL_KEYS: &[(&str, &[&str], Rate)] = &[
             "bot_token_env",
             "chat_id",
             "message_thread_id",
+            "ack",
         ],
         // At most 20 messages per minute in a group.
         Rate {
@@ -383,6 +398,9 @@ const CHANNEL_KEYS: &[(&str, &[&str], Rate)] = &[
             "user_key_file",
             "user_key_env",
             "priority",
+            "retry",
+            "expire",
+            "receipt_poll_interval",
         ],
         Rate {
             per_second: 2.0,
@@ -1232,6 +1250,7 @@ fn channel(name: &str, rc: RawChannel, ctx: &Ctx<'_>) -> Result<ChannelConfig, C
             )?,
             chat_id: required("chat_id", &rc.chat_id.as_ref().map(|s| s.0.clone()))?,
             message_thread_id: rc.message_thread_id,
+            ack: rc.ack.unwrap_or(false),
         },
         "ntfy" => {
             let topic = required("topic", &rc.topic)?;
@@ -1378,19 +1397,8 @@ fn channel(name: &str, rc: RawChannel, ctx: &Ctx<'_>) -> Result<ChannelConfig, C
                 rc.user_key_file.as_ref(),
                 rc.user_key_env.as_ref(),
             )?,
-            priority: match &rc.priority {
-                None => 0,
-                Some(p) => match p.0.parse::<i8>() {
-                    // 2 (emergency) needs receipts and acknowledgement: issue #7.
-                    Ok(v) if (-2..=1).contains(&v) => v,
-                    _ => {
-                        return Err(invalid(
-                            format!("{prefix}priority"),
-                            "use -2..1 (2, emergency, arrives with acknowledgement)",
-                        ));
-                    }
-                },
-            },
+            priority: pushover_priority(&prefix, &rc)?,
+            emergency: pushover_emergency(&prefix, &rc)?,
         },
         "email" => {
             let smarthost = required("smarthost", &rc.smarthost)?;
@@ -1484,6 +1492,69 @@ fn ntfy_priority(p: &str) -> Option<u8> {
         "5" | "urgent" | "max" => Some(5),
         _ => None,
     }
+}
+
+fn pushover_priority(prefix: &str, rc: &RawChannel) -> Result<i8, ConfigError> {
+    match &rc.priority {
+        None => Ok(0),
+        Some(p) => match p.0.parse::<i8>() {
+            Ok(v) if (-2..=2).contains(&v) => Ok(v),
+            _ => Err(invalid(format!("{prefix}priority"), "use -2..2")),
+        },
+    }
+}
+
+/// Pushover's limits for priority 2: `retry` at least 30 s, `expire` at most 10800 s; receipts
+/// may be polled at most once per 5 s.
+fn pushover_emergency(prefix: &str, rc: &RawChannel) -> Result<Option<Emergency>, ConfigError> {
+    let emergency = matches!(&rc.priority, Some(p) if p.0 == "2");
+    if !emergency {
+        for (key, set) in [
+            ("retry", rc.retry.is_some()),
+            ("expire", rc.expire.is_some()),
+            ("receipt_poll_interval", rc.receipt_poll_interval.is_some()),
+        ] {
+            if set {
+                return Err(invalid(
+                    format!("{prefix}{key}"),
+                    "only for priority 2 (emergency)",
+                ));
+            }
+        }
+        return Ok(None);
+    }
+    let key = |k: &str| format!("{prefix}{k}");
+    let retry = duration(&key("retry"), rc.retry.as_ref(), Duration::from_secs(60))?;
+    let expire = duration(
+        &key("expire"),
+        rc.expire.as_ref(),
+        Duration::from_secs(3600),
+    )?;
+    let poll = duration(
+        &key("receipt_poll_interval"),
+        rc.receipt_poll_interval.as_ref(),
+        Duration::from_secs(30),
+    )?;
+    if retry < Duration::from_secs(30) {
+        return Err(invalid(key("retry"), "Pushover needs at least 30s"));
+    }
+    if expire > Duration::from_secs(10_800) || expire < retry {
+        return Err(invalid(
+            key("expire"),
+            "Pushover allows at most 3h, and it must not be shorter than retry",
+        ));
+    }
+    if poll < Duration::from_secs(5) {
+        return Err(invalid(
+            key("receipt_poll_interval"),
+            "Pushover allows one receipt poll per 5s at most",
+        ));
+    }
+    Ok(Some(Emergency {
+        retry,
+        expire,
+        poll,
+    }))
 }
 
 fn is_e164(n: &str) -> bool {

@@ -246,6 +246,7 @@ raw_channel! {
     // telegram
     chat_id: Scalar,
     message_thread_id: i64,
+    ack: bool,
     // ntfy, pushover
     topic: String,
     priority: Scalar,
@@ -255,6 +256,10 @@ raw_channel! {
     user_key: String,
     user_key_file: PathBuf,
     user_key_env: String,
+    // pushover, priority 2
+    retry: String,
+    expire: String,
+    receipt_poll_interval: String,
     // ntfy (basic auth), email
     username: String,
     password: String,

@@ -254,3 +254,64 @@ fn the_deployed_example_is_valid() {
     assert_eq!(c.listen.port(), DEFAULT_PORT);
     assert_eq!(c.channels.len(), 11);
 }
+
+#[test]
+fn telegram_ack_and_pushover_emergency() {
+    let base = "storage: { sqlite: relay.db }\npolicies: { p: { steps: [{notify: [c]}] } }\nroutes: [{policy: p}]\n";
+    let c = parse_ok(&format!(
+        "{base}channels: {{ c: {{ type: telegram, bot_token_env: TG_TOKEN, chat_id: -100123, ack: true }} }}\n"
+    ));
+    assert!(matches!(
+        &c.channels["c"].kind,
+        ChannelKind::Telegram { ack: true, .. }
+    ));
+    let po = "type: pushover, token: a, user_key: u";
+    let c = parse_ok(&format!(
+        "{base}channels: {{ c: {{ {po}, priority: 2, retry: 45s, expire: 2h }} }}\n"
+    ));
+    let s = std::time::Duration::from_secs;
+    assert!(matches!(
+        &c.channels["c"].kind,
+        ChannelKind::Pushover { priority: 2, emergency: Some(e), .. }
+            if *e == Emergency { retry: s(45), expire: s(7200), poll: s(30) }
+    ));
+    let c = parse_ok(&format!(
+        "{base}channels: {{ c: {{ {po}, priority: 1 }} }}\n"
+    ));
+    assert!(matches!(
+        &c.channels["c"].kind,
+        ChannelKind::Pushover {
+            emergency: None,
+            ..
+        }
+    ));
+    for (extra, expected) in [
+        ("priority: 3", "channels.c.priority: use -2..2"),
+        (
+            "priority: 2, retry: 10s",
+            "channels.c.retry: Pushover needs at least 30s",
+        ),
+        (
+            "priority: 2, expire: 4h",
+            "channels.c.expire: Pushover allows at most 3h",
+        ),
+        (
+            "priority: 2, receipt_poll_interval: 1s",
+            "channels.c.receipt_poll_interval: Pushover allows one receipt poll per 5s",
+        ),
+        (
+            "priority: 1, retry: 60s",
+            "channels.c.retry: only for priority 2",
+        ),
+        (
+            "ack: true",
+            "channels.c.ack: not a key of a pushover channel",
+        ),
+    ] {
+        let e = parse_err(&format!("{base}channels: {{ c: {{ {po}, {extra} }} }}\n"));
+        assert!(
+            e.contains(expected),
+            "{extra}\n  got: {e}\n  expected: {expected}"
+        );
+    }
+}

@@ -36,6 +36,13 @@ pub struct Message {
     pub fingerprint: String,
     /// Set by a user template: replaces the default body layout.
     pub body: Option<String>,
+    /// The incident this message belongs to (set by `ack::decorate`), for channels with their
+    /// own acknowledgement (a Telegram button, Pushover emergency receipts).
+    #[serde(skip)]
+    pub incident: Option<i64>,
+    /// An incident notice (acknowledged, …) rather than the alert: never an alarm.
+    #[serde(skip)]
+    pub notice: bool,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -97,6 +104,8 @@ impl Message {
             instance,
             alertname,
             body: None,
+            incident: None,
+            notice: false,
         }
     }
 

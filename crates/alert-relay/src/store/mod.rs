@@ -111,6 +111,39 @@ pub struct Incident {
     pub summary: String,
 }
 
+/// A Pushover emergency receipt not yet finished (acknowledged, cancelled, expired), as found
+/// in the deliveries (`provider_ref` `receipt:…`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchedReceipt {
+    pub receipt: String,
+    pub incident: i64,
+    pub destination: String,
+    /// When the delivery was recorded (unix ms).
+    pub delivered_at_ms: i64,
+    pub incident_state: IncidentState,
+}
+
+/// How a receipt finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiptEnd {
+    Acked,
+    Cancelled,
+    Expired,
+    /// Pushover no longer knows it (older than a week, or never valid).
+    Gone,
+}
+
+impl ReceiptEnd {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReceiptEnd::Acked => "acked",
+            ReceiptEnd::Cancelled => "cancelled",
+            ReceiptEnd::Expired => "expired",
+            ReceiptEnd::Gone => "gone",
+        }
+    }
+}
+
 /// (destination, step, state, notice) of one delivery of an incident.
 pub type IncidentDelivery = (String, i64, DeliveryState, Option<String>);
 
@@ -266,6 +299,16 @@ pub enum Write {
         by: String,
         elapsed_ms: i64,
     },
+    /// An integer in `meta` (the Telegram `getUpdates` offsets).
+    SetMeta {
+        key: String,
+        value: i64,
+    },
+    /// A Pushover receipt needs no more polling.
+    FinishReceipt {
+        receipt: String,
+        end: ReceiptEnd,
+    },
 }
 
 #[derive(Debug)]
@@ -316,6 +359,14 @@ pub trait Backend: Send + 'static {
     /// The secret that signs acknowledgement links (created with the database).
     fn ack_key(&mut self) -> Result<Vec<u8>, StoreError> {
         Err(StoreError::Corrupt("this backend has no ack key".into()))
+    }
+    /// An integer stored with [`Write::SetMeta`].
+    fn meta_int(&mut self, _key: &str) -> Result<Option<i64>, StoreError> {
+        Ok(None)
+    }
+    /// Pushover receipts still to poll or cancel, oldest first.
+    fn watched_receipts(&mut self) -> Result<Vec<WatchedReceipt>, StoreError> {
+        Ok(Vec::new())
     }
 }
 

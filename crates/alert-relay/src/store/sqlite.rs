@@ -7,8 +7,8 @@ use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::{
     Action, Attempt, Backend, DeliveryJob, DeliveryState, FiringRef, Incident, IncidentDelivery,
-    IncidentState, IngestOutcome, PendingRef, RoutedEvent, StoreError, Transitioned, Write,
-    Written,
+    IncidentState, IngestOutcome, PendingRef, RoutedEvent, StoreError, Transitioned,
+    WatchedReceipt, Write, Written,
 };
 use crate::payload::{AlertEvent, Status};
 use crate::time::now_millis;
@@ -71,6 +71,14 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX deliveries_incident ON deliveries (incident_id) WHERE incident_id IS NOT NULL;
      CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
      INSERT INTO meta (key, value) VALUES ('ack_key', randomblob(32));",
+    // 3: Pushover emergency receipts that need no more polling (the ones to poll are the
+    // deliveries whose provider_ref is `receipt:…`).
+    "CREATE TABLE pushover_receipts (
+        receipt    TEXT    PRIMARY KEY,
+        state      TEXT    NOT NULL CHECK (state IN ('acked', 'cancelled', 'expired', 'gone')),
+        updated_at INTEGER NOT NULL
+     );
+     CREATE INDEX deliveries_receipts ON deliveries (id) WHERE substr(provider_ref, 1, 8) = 'receipt:';",
 ];
 
 const INCIDENT_COLUMNS: &str =
@@ -367,6 +375,36 @@ impl Backend for Sqlite {
                 r.get(0)
             })?)
     }
+
+    fn meta_int(&mut self, key: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()?)
+    }
+
+    fn watched_receipts(&mut self) -> Result<Vec<WatchedReceipt>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT substr(d.provider_ref, 9), d.incident_id, d.destination, d.updated_at, i.state
+             FROM deliveries d JOIN incidents i ON i.id = d.incident_id
+             WHERE substr(d.provider_ref, 1, 8) = 'receipt:' AND d.state = 'delivered'
+             AND NOT EXISTS (SELECT 1 FROM pushover_receipts r WHERE r.receipt = substr(d.provider_ref, 9))
+             ORDER BY d.id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let state: String = r.get(4)?;
+            Ok(WatchedReceipt {
+                receipt: r.get(0)?,
+                incident: r.get(1)?,
+                destination: r.get(2)?,
+                delivered_at_ms: r.get(3)?,
+                incident_state: IncidentState::parse(&state).unwrap_or(IncidentState::Open),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
 }
 
 fn apply(tx: &Connection, w: Write, now: i64) -> Result<Written, StoreError> {
@@ -482,6 +520,22 @@ fn apply(tx: &Connection, w: Write, now: i64) -> Result<Written, StoreError> {
             by,
             elapsed_ms,
         } => transition(tx, id, &action, &by, elapsed_ms, now).map(Written::Transitioned),
+        Write::SetMeta { key, value } => {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )?;
+            Ok(Written::Recorded)
+        }
+        Write::FinishReceipt { receipt, end } => {
+            tx.execute(
+                "INSERT INTO pushover_receipts (receipt, state, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (receipt) DO NOTHING",
+                params![receipt, end.as_str(), now],
+            )?;
+            Ok(Written::Recorded)
+        }
     }
 }
 
@@ -735,9 +789,57 @@ mod tests {
     }
 
     #[test]
+    fn meta_offsets_and_pushover_receipts() {
+        let mut db = Sqlite::in_memory().expect("db");
+        assert_eq!(db.meta_int("telegram_offset:1").expect("meta"), None);
+        for v in [5, 9] {
+            let w = Write::SetMeta {
+                key: "telegram_offset:1".into(),
+                value: v,
+            };
+            assert!(matches!(db.write_batch(vec![w]).pop(), Some(Ok(_))));
+        }
+        assert_eq!(db.meta_int("telegram_offset:1").expect("meta"), Some(9));
+        let mut firing = routed(event("f", Status::Firing, 1), &["po", "po2"]);
+        firing.routes = vec![super::super::RouteRef {
+            route: "#1".into(),
+            policy: "p".into(),
+        }];
+        let o = ingest_one(&mut db, vec![firing]);
+        let (a, b) = (o.deliveries[0].1, o.deliveries[1].1);
+        let record = |id, r: &str| Write::Record {
+            id,
+            attempts: 1,
+            attempt: Attempt::Delivered {
+                provider_ref: Some(r.into()),
+            },
+        };
+        db.write_batch(vec![record(a, "receipt:R1"), record(b, "req-2")]);
+        let w = db.watched_receipts().expect("watched");
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert_eq!(
+            (
+                w[0].receipt.as_str(),
+                w[0].incident,
+                w[0].destination.as_str()
+            ),
+            ("R1", o.opened[0], "po")
+        );
+        assert_eq!(w[0].incident_state, IncidentState::Open);
+        db.write_batch(vec![Write::FinishReceipt {
+            receipt: "R1".into(),
+            end: super::super::ReceiptEnd::Cancelled,
+        }]);
+        assert!(db.watched_receipts().expect("watched").is_empty());
+    }
+
+    #[test]
     fn dedup_and_resolved_follow_firing() {
         let mut db = Sqlite::in_memory().expect("db");
-        assert_eq!(db.schema_version().expect("version"), 2);
+        assert_eq!(
+            db.schema_version().expect("version"),
+            i64::try_from(MIGRATIONS.len()).expect("len")
+        );
         let o = ingest_one(
             &mut db,
             vec![
@@ -845,7 +947,10 @@ mod tests {
         .expect("v1 rows");
         drop(conn);
         let mut db = Sqlite::open(&path).expect("upgrade");
-        assert_eq!(db.schema_version().expect("version"), 2);
+        assert_eq!(
+            db.schema_version().expect("version"),
+            i64::try_from(MIGRATIONS.len()).expect("len")
+        );
         let job = db.load(1).expect("load").expect("kept");
         assert_eq!((job.incident, job.step, job.notice), (None, 0, None));
         assert_eq!(db.ack_key().expect("key").len(), 32);

@@ -1,6 +1,7 @@
 //! Integration tests: the real `alert-relay` binary on loopback, fed webhooks directly and by
 //! the real Alertmanager, delivering to loopback fake providers.
 
+mod acks;
 mod alertmanager;
 mod crash;
 mod delivery;

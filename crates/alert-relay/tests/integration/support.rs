@@ -268,7 +268,26 @@ impl Reply {
 struct FakeState {
     script: VecDeque<Reply>,
     default: Option<Reply>,
+    /// Per path suffix: scripted replies, then a default (for fakes serving several methods).
+    paths: Vec<(String, VecDeque<Reply>, Option<Reply>)>,
     received: Vec<(Instant, Received)>,
+}
+
+impl FakeState {
+    fn reply(&mut self, path: &str) -> Reply {
+        if let Some((_, script, default)) = self
+            .paths
+            .iter_mut()
+            .find(|(p, _, _)| path.ends_with(p.as_str()))
+            && let Some(r) = script.pop_front().or_else(|| default.clone())
+        {
+            return r;
+        }
+        self.script
+            .pop_front()
+            .or_else(|| self.default.clone())
+            .unwrap_or_else(|| Reply::new(200, ""))
+    }
 }
 
 /// A loopback HTTP server standing in for a provider: records every request, answers from a
@@ -309,20 +328,19 @@ impl Fake {
                                     .unwrap_or_default();
                                 let reply = {
                                     let mut st = s.lock().expect("state");
+                                    let path = parts.uri.path().to_owned();
+                                    let reply = st.reply(&path);
                                     st.received.push((
                                         Instant::now(),
                                         Received {
                                             method: parts.method.to_string(),
-                                            path: parts.uri.path().to_owned(),
+                                            path,
                                             query: parts.uri.query().unwrap_or_default().to_owned(),
                                             headers: parts.headers,
                                             body,
                                         },
                                     ));
-                                    st.script
-                                        .pop_front()
-                                        .or_else(|| st.default.clone())
-                                        .unwrap_or_else(|| Reply::new(200, ""))
+                                    reply
                                 };
                                 if !reply.delay.is_zero() {
                                     tokio::time::sleep(reply.delay).await;
@@ -356,6 +374,54 @@ impl Fake {
 
     pub(crate) fn script(&self, replies: impl IntoIterator<Item = Reply>) {
         self.state.lock().expect("state").script.extend(replies);
+    }
+
+    /// Answers requests whose path ends with `suffix` with `default` (after any scripted ones).
+    pub(crate) fn on(&self, suffix: &str, default: Reply) {
+        let mut st = self.state.lock().expect("state");
+        match st.paths.iter_mut().find(|(p, _, _)| p == suffix) {
+            Some(entry) => entry.2 = Some(default),
+            None => st
+                .paths
+                .push((suffix.to_owned(), VecDeque::new(), Some(default))),
+        }
+    }
+
+    /// Queues replies for requests whose path ends with `suffix`.
+    pub(crate) fn script_on(&self, suffix: &str, replies: impl IntoIterator<Item = Reply>) {
+        let mut st = self.state.lock().expect("state");
+        match st.paths.iter_mut().find(|(p, _, _)| p == suffix) {
+            Some(entry) => entry.1.extend(replies),
+            None => st
+                .paths
+                .push((suffix.to_owned(), replies.into_iter().collect(), None)),
+        }
+    }
+
+    /// The requests whose path ends with `suffix`.
+    pub(crate) fn received_on(&self, suffix: &str) -> Vec<Received> {
+        self.received()
+            .into_iter()
+            .filter(|r| r.path.ends_with(suffix))
+            .collect()
+    }
+
+    /// Waits until at least `n` requests on `suffix` arrived, or panics after `timeout`.
+    pub(crate) async fn wait_on(&self, suffix: &str, n: usize, timeout: Duration) -> Vec<Received> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let got = self.received_on(suffix);
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "fake provider got {} of {n} requests on {suffix} in {timeout:?}: {:#?}",
+                got.len(),
+                self.received()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub(crate) fn received(&self) -> Vec<Received> {

@@ -1,0 +1,374 @@
+//! Acknowledgement from providers through the binary: the Telegram button and `/ack` over
+//! `getUpdates` long polling, Pushover emergency receipts, and the ntfy `http` action performed
+//! the way the ntfy app performs it.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{FAST_DELIVERY, Fake, Relay, Reply, client, tempdir, webhook};
+
+const AUTH: &str = "auth: { bearer_token: s3cret }\nstorage: { sqlite: relay.db }\n";
+
+async fn incident(relay: &Relay, id: i64) -> Value {
+    let v: Value = client()
+        .get(relay.url(&format!("/api/v1/incidents/{id}")))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .expect("api")
+        .json()
+        .await
+        .expect("json");
+    v["incident"].clone()
+}
+
+/// Waits until incident `id` is in `state`.
+async fn wait_state(relay: &Relay, id: i64, state: &str, timeout: Duration) -> Value {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let i = incident(relay, id).await;
+        if i["state"] == state {
+            return i;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "incident {id} is not {state}: {i}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn fire(relay: &Relay, body: String) {
+    let r = client()
+        .post(relay.url("/webhook"))
+        .bearer_auth("s3cret")
+        .body(body)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200);
+}
+
+fn ok(result: Value) -> Reply {
+    Reply::new(200, &json!({ "ok": true, "result": result }).to_string())
+}
+
+async fn fake_telegram() -> Fake {
+    let tg = Fake::start(Reply::new(404, r#"{"ok":false,"error_code":404}"#)).await;
+    tg.on("/sendMessage", ok(json!({ "message_id": 77 })));
+    tg.on(
+        "/getMe",
+        ok(json!({ "id": 123, "is_bot": true, "first_name": "Relay", "username": "relaybot" })),
+    );
+    // An idle long poll: Telegram holds the request, then answers with nothing.
+    tg.on(
+        "/getUpdates",
+        ok(json!([])).delay(Duration::from_millis(200)),
+    );
+    tg.on("/answerCallbackQuery", ok(json!(true)));
+    tg
+}
+
+fn telegram_config(tg: &Fake, later: &Fake) -> String {
+    format!(
+        "{AUTH}{FAST_DELIVERY}channels:\n  tg: {{ type: telegram, bot_token: '123:abc', chat_id: '-100123', ack: true, api_url: '{}' }}\n\
+         \x20 later: {{ type: webhook, url: '{}/later' }}\n\
+         policies:\n  p:\n    steps: [ {{ notify: [tg] }}, {{ after: 3s, notify: [later] }} ]\nroutes: [ {{ policy: p }} ]\n",
+        tg.url(),
+        later.url()
+    )
+}
+
+#[tokio::test]
+async fn telegram_button_acks_only_from_the_configured_chat_and_the_offset_survives_a_restart() {
+    let tg = fake_telegram().await;
+    let later = Fake::start(Reply::new(200, "")).await;
+    let dir = tempdir();
+    let relay = Relay::start(dir.path(), &telegram_config(&tg, &later));
+    fire(&relay, webhook(&[("00000000000009a1", "firing")], "")).await;
+    let sent = tg.wait_on("/sendMessage", 1, Duration::from_secs(5)).await;
+    let msg = sent[0].json();
+    assert_eq!(msg["chat_id"], "-100123");
+    assert_eq!(
+        msg["reply_markup"]["inline_keyboard"][0][0],
+        json!({ "text": "Acknowledge #1", "callback_data": "ack:1" })
+    );
+    // Polling started with the filter and a long-poll timeout, without an offset.
+    let first = tg.wait_on("/getUpdates", 1, Duration::from_secs(5)).await;
+    let body = first[0].json();
+    assert_eq!(
+        body["allowed_updates"],
+        json!(["message", "callback_query"])
+    );
+    assert_eq!(body["timeout"], 30);
+    assert!(body.get("offset").is_none(), "{body}");
+    // A stranger's /ack, a malformed update, then the button pressed in the channel's chat.
+    let polls_before = tg.received_on("/getUpdates").len();
+    tg.script_on(
+        "/getUpdates",
+        [ok(json!([
+            { "update_id": 40, "message": { "message_id": 5, "date": 1,
+              "from": { "id": 9, "is_bot": false, "first_name": "Mallory", "username": "mallory" },
+              "chat": { "id": 999, "type": "private" }, "text": "/ack 1" } },
+            { "update_id": 41, "callback_query": { "id": 7 } },
+            { "update_id": 42, "callback_query": { "id": "cq1", "chat_instance": "x", "data": "ack:1",
+              "from": { "id": 5, "is_bot": false, "first_name": "Alice", "username": "alice" },
+              "message": { "message_id": 77, "date": 1, "chat": { "id": -100123, "type": "supergroup" } } } }
+        ]))],
+    );
+    let answered = tg
+        .wait_on("/answerCallbackQuery", 1, Duration::from_secs(5))
+        .await;
+    let a = answered[0].json();
+    assert_eq!(a["callback_query_id"], "cq1");
+    assert_eq!(a["text"], "Incident #1 acknowledged by @alice.");
+    let i = wait_state(&relay, 1, "acked", Duration::from_secs(2)).await;
+    assert_eq!(i["acked_by"], "@alice via Telegram");
+    // The reply in the chat, threaded to the pressed message; nothing to the stranger.
+    tg.wait_on("/sendMessage", 2, Duration::from_secs(5)).await;
+    let replies: Vec<Value> = tg
+        .received_on("/sendMessage")
+        .iter()
+        .map(|r| r.json())
+        .filter(|m| m.get("reply_markup").is_none())
+        .collect();
+    assert!(replies.iter().all(|m| m["chat_id"] != 999), "{replies:#?}");
+    assert!(
+        replies.iter().any(|m| m["chat_id"] == -100123
+            && m["reply_parameters"]["message_id"] == 77
+            && m["text"] == "Incident #1 acknowledged by @alice."),
+        "{replies:#?}"
+    );
+    // The next poll confirms the batch.
+    let polls = tg
+        .wait_on("/getUpdates", polls_before + 2, Duration::from_secs(5))
+        .await;
+    assert_eq!(polls[polls_before + 1].json()["offset"], 43);
+    assert_eq!(
+        relay
+            .metric(r#"alert_relay_ack_polled_total{source="telegram",result="malformed"}"#)
+            .await,
+        1.0
+    );
+    assert_eq!(
+        relay
+            .metric(r#"alert_relay_ack_polled_total{source="telegram",result="refused"}"#)
+            .await,
+        1.0
+    );
+    // Step 2 (at 3 s) never comes.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(later.received().is_empty(), "{:?}", later.received());
+    // After a restart polling resumes at the stored offset: nothing is replayed.
+    assert!(relay.terminate().success());
+    let seen = tg.received_on("/getUpdates").len();
+    let relay = Relay::start_file(&dir.path().join("relay.yml"));
+    let polls = tg
+        .wait_on("/getUpdates", seen + 1, Duration::from_secs(5))
+        .await;
+    assert_eq!(polls[seen].json()["offset"], 43);
+    drop(relay);
+}
+
+#[tokio::test]
+async fn telegram_ack_command_and_a_409_conflict_backs_off() {
+    let tg = fake_telegram().await;
+    let later = Fake::start(Reply::new(200, "")).await;
+    let dir = tempdir();
+    let relay = Relay::start(dir.path(), &telegram_config(&tg, &later));
+    fire(&relay, webhook(&[("00000000000009b1", "firing")], "")).await;
+    tg.wait_on("/sendMessage", 1, Duration::from_secs(5)).await;
+    tg.wait_on("/getUpdates", 1, Duration::from_secs(5)).await;
+    let conflict = Reply::new(
+        409,
+        r#"{"ok":false,"error_code":409,"description":"Conflict: terminated by other getUpdates request; make sure that only one bot instance is running"}"#,
+    );
+    tg.script_on(
+        "/getUpdates",
+        [
+            ok(json!([
+                { "update_id": 7, "message": { "message_id": 90, "date": 1,
+                  "from": { "id": 6, "is_bot": false, "first_name": "Bob" },
+                  "chat": { "id": -100123, "type": "supergroup" }, "text": "/ack@relaybot 1" } }
+            ])),
+            conflict,
+        ],
+    );
+    let i = wait_state(&relay, 1, "acked", Duration::from_secs(5)).await;
+    assert_eq!(i["acked_by"], "Bob (Telegram id 6) via Telegram");
+    // The 409 is logged clearly and not retried at once.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !relay.log_contains("409 Conflict") {
+        assert!(std::time::Instant::now() < deadline, "no 409 log line");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let polls = tg.received_on("/getUpdates").len();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(tg.received_on("/getUpdates").len(), polls, "backed off");
+    assert_eq!(
+        relay
+            .metric(r#"alert_relay_ack_poll_errors_total{source="telegram",result="conflict"}"#)
+            .await,
+        1.0
+    );
+}
+
+const RECEIPT_A: &str = "rA1rA1rA1rA1rA1rA1rA1rA1rA1rA1";
+const RECEIPT_B: &str = "rB2rB2rB2rB2rB2rB2rB2rB2rB2rB2";
+
+#[tokio::test]
+async fn pushover_receipts_ack_cancel_and_survive_a_restart() {
+    let po = Fake::start(Reply::new(404, r#"{"status":0,"errors":["not found"]}"#)).await;
+    po.on(
+        "/1/messages.json",
+        Reply::new(200, r#"{"status":1,"request":"n"}"#),
+    );
+    po.script_on(
+        "/1/messages.json",
+        [RECEIPT_A, RECEIPT_B].map(|r| {
+            Reply::new(
+                200,
+                &json!({ "status": 1, "request": "q", "receipt": r }).to_string(),
+            )
+        }),
+    );
+    let waiting = json!({ "status": 1, "acknowledged": 0, "acknowledged_at": 0, "expired": 0,
+                          "expires_at": 2_000_000_000, "request": "w" });
+    po.on(
+        &format!("/1/receipts/{RECEIPT_A}.json"),
+        Reply::new(200, &waiting.to_string()),
+    );
+    po.on(
+        &format!("/1/receipts/{RECEIPT_B}.json"),
+        Reply::new(200, &waiting.to_string()),
+    );
+    po.on("/cancel.json", Reply::new(200, r#"{"status":1}"#));
+    let dir = tempdir();
+    let cfg = format!(
+        "{AUTH}{FAST_DELIVERY}channels:\n  po: {{ type: pushover, token: apptoken, user_key: ukey, priority: 2, retry: 30s, expire: 1h, receipt_poll_interval: 5s, api_url: '{}' }}\n\
+         policies:\n  p:\n    steps: [ {{ notify: [po] }} ]\nroutes: [ {{ policy: p }} ]\n",
+        po.url()
+    );
+    let relay = Relay::start(dir.path(), &cfg);
+    fire(&relay, webhook(&[("00000000000009c1", "firing")], "")).await;
+    let sent = po
+        .wait_on("/1/messages.json", 1, Duration::from_secs(5))
+        .await;
+    assert_eq!(sent[0].form_value("priority"), "2");
+    assert_eq!(sent[0].form_value("retry"), "30");
+    assert_eq!(sent[0].form_value("expire"), "3600");
+    // Another group: a second incident with its own receipt.
+    let other = webhook(&[("00000000000009c2", "firing")], "").replace(
+        r#""groupKey":"{}:{alertname=\"PiHot\"}""#,
+        r#""groupKey":"{}:{alertname=\"Other\"}""#,
+    );
+    fire(&relay, other).await;
+    po.wait_on("/1/messages.json", 2, Duration::from_secs(5))
+        .await;
+    // Acknowledged through the API: its receipt is cancelled so the phones stop.
+    let r = client()
+        .post(relay.url("/api/v1/incidents/2/ack"))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .expect("ack");
+    assert_eq!(r.status(), 200);
+    let cancels = po.wait_on("/cancel.json", 1, Duration::from_secs(5)).await;
+    assert_eq!(
+        cancels[0].path,
+        format!("/1/receipts/{RECEIPT_B}/cancel.json")
+    );
+    assert_eq!(cancels[0].form_value("token"), "apptoken");
+    // The ack notice to the Pushover channel does not alarm.
+    let sent = po
+        .wait_on("/1/messages.json", 3, Duration::from_secs(5))
+        .await;
+    assert_eq!(sent[2].form_value("priority"), "0");
+    assert!(sent[2].form_value("message").contains("acknowledged"));
+    // A restart before anyone acknowledges in the app: the receipt is polled after it.
+    relay.kill9();
+    let relay = Relay::start_file(&dir.path().join("relay.yml"));
+    po.script_on(
+        &format!("/1/receipts/{RECEIPT_A}.json"),
+        [Reply::new(
+            200,
+            &json!({ "status": 1, "acknowledged": 1, "acknowledged_at": 1_700_000_000,
+                     "acknowledged_by": "uQiRzpo4DXghDmr9QzzfQu27cmVRsG",
+                     "acknowledged_by_device": "pixel", "expired": 0, "expires_at": 2_000_000_000,
+                     "request": "x" })
+            .to_string(),
+        )],
+    );
+    let i = wait_state(&relay, 1, "acked", Duration::from_secs(10)).await;
+    assert_eq!(i["acked_by"], "uQiRzp… via Pushover (device pixel)");
+    let polls = po.received_on(&format!("/1/receipts/{RECEIPT_A}.json"));
+    assert_eq!(polls[0].method, "GET");
+    assert_eq!(polls[0].query, "token=apptoken");
+    // Finished receipts are neither polled nor cancelled again.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        po.received_on(&format!("/1/receipts/{RECEIPT_A}.json"))
+            .len(),
+        polls.len()
+    );
+    assert!(
+        po.received_on(&format!("/1/receipts/{RECEIPT_B}.json"))
+            .is_empty()
+    );
+    assert_eq!(po.received_on("/cancel.json").len(), 1);
+    assert_eq!(
+        relay
+            .metric(r#"alert_relay_ack_polled_total{source="pushover",result="acked"}"#)
+            .await,
+        1.0
+    );
+}
+
+/// The ntfy app performs an `http` action with the action's method, URL, headers and body.
+#[tokio::test]
+async fn ntfy_http_action_acks_end_to_end() {
+    let ntfy = Fake::start(Reply::new(200, r#"{"id":"m1"}"#)).await;
+    let later = Fake::start(Reply::new(200, "")).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let dir = tempdir();
+    let path = dir.path().join("relay.yml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen: 127.0.0.1:{port}\npublic_url: http://127.0.0.1:{port}\n{AUTH}{FAST_DELIVERY}\
+             channels:\n  nt: {{ type: ntfy, topic: pi-alerts, api_url: '{}' }}\n  later: {{ type: webhook, url: '{}/later' }}\n\
+             policies:\n  p:\n    steps: [ {{ notify: [nt] }}, {{ after: 3s, notify: [later] }} ]\nroutes: [ {{ policy: p }} ]\n",
+            ntfy.url(),
+            later.url()
+        ),
+    )
+    .expect("config");
+    let relay = Relay::start_file(&path);
+    fire(&relay, webhook(&[("00000000000009d1", "firing")], "")).await;
+    let got = ntfy.wait_for(1, Duration::from_secs(5)).await;
+    let action = got[0].json()["actions"][0].clone();
+    assert_eq!(action["action"], "http");
+    assert_eq!(action["label"], "Acknowledge #1");
+    // What the app sends: method (default POST), URL, headers and body of the action.
+    let method = action["method"].as_str().unwrap_or("POST");
+    let mut req = client().request(
+        method.parse().expect("method"),
+        action["url"].as_str().expect("url"),
+    );
+    if let Some(headers) = action["headers"].as_object() {
+        for (k, v) in headers {
+            req = req.header(k, v.as_str().unwrap_or_default());
+        }
+    }
+    let req = req.body(action["body"].as_str().unwrap_or_default().to_owned());
+    let r = req.send().await.expect("action");
+    assert_eq!(r.status(), 200);
+    let i = wait_state(&relay, 1, "acked", Duration::from_secs(2)).await;
+    assert_eq!(i["acked_by"], "ack link from 127.0.0.1");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(later.received().is_empty(), "step 2 must not come");
+}
