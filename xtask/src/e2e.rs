@@ -9,22 +9,7 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::root;
 
-/// Metric names from issue 5 (the UPS collector), accepted before `docs/metrics.md` lists them.
-const UPS_METRICS: &[&str] = &[
-    "rpi_ups_info",
-    "rpi_ups_on_battery",
-    "rpi_ups_battery_voltage_volts",
-    "rpi_ups_battery_current_amperes",
-    "rpi_ups_battery_charge_ratio",
-    "rpi_ups_charging",
-    "rpi_ups_runtime_seconds",
-    "rpi_ups_input_voltage_volts",
-    "rpi_ups_status",
-    "rpi_ups_load_ratio",
-    "rpi_ups_shutdown_pending",
-];
-
-fn tool(name: &str, package: &str) -> Result<PathBuf> {
+pub(crate) fn tool(name: &str, package: &str) -> Result<PathBuf> {
     for dir in std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .unwrap_or_default()
@@ -95,7 +80,7 @@ pub(crate) fn metric_names(text: &str) -> BTreeSet<String> {
 
 /// The metric names the exporter and the relay document, plus issue 5's UPS names.
 fn known_metrics() -> Result<BTreeSet<String>> {
-    let mut known: BTreeSet<String> = UPS_METRICS.iter().map(|s| (*s).to_string()).collect();
+    let mut known = BTreeSet::new();
     for doc in ["docs/metrics.md", "docs/alert-relay.md"] {
         let text = std::fs::read_to_string(root().join(doc)).with_context(|| doc.to_string())?;
         known.extend(metric_names(&text));
@@ -253,65 +238,6 @@ pub(crate) fn yaml_quote(s: &str) -> String {
     }
     q.push('"');
     q
-}
-
-/// `cargo xtask dist [--target TRIPLE [--glibc 2.31]]`: release build of both binaries and
-/// their Debian packages (cargo-deb, `--no-build`) under `target/[TRIPLE/]debian/`. With
-/// `--glibc`, the build is `cargo zigbuild --target TRIPLE.GLIBC` (the glibc floor).
-pub(crate) fn dist(args: &[String]) -> Result<()> {
-    let mut target = None;
-    let mut glibc = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--target" => target = Some(it.next().context("--target needs a triple")?.clone()),
-            "--glibc" => glibc = Some(it.next().context("--glibc needs a version")?.clone()),
-            other => bail!(
-                "usage: cargo xtask dist [--target TRIPLE [--glibc 2.31]] (unknown {other:?})"
-            ),
-        }
-    }
-    let cargo_bin = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let has_deb = Command::new(&cargo_bin)
-        .args(["deb", "--version"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_deb {
-        bail!(
-            "cargo-deb is not installed: run `cargo install cargo-deb` (then `cargo xtask dist` again)"
-        );
-    }
-    let zig_target = match (&target, &glibc) {
-        (Some(t), Some(g)) => Some(format!("{t}.{g}")),
-        (None, Some(_)) => bail!("--glibc needs --target"),
-        _ => None,
-    };
-    let build_cmd = if zig_target.is_some() {
-        "zigbuild"
-    } else {
-        "build"
-    };
-    let mut build = vec![
-        build_cmd,
-        "--release",
-        "--locked",
-        "-p",
-        "pi-exporter",
-        "-p",
-        "alert-relay",
-    ];
-    if let Some(t) = zig_target.as_ref().or(target.as_ref()) {
-        build.extend(["--target", t.as_str()]);
-    }
-    crate::cargo(&build)?;
-    for pkg in ["pi-exporter", "alert-relay"] {
-        let mut deb = vec!["deb", "--no-build", "--no-strip", "-p", pkg];
-        if let Some(t) = &target {
-            deb.extend(["--target", t.as_str()]);
-        }
-        crate::cargo(&deb)?;
-    }
-    Ok(())
 }
 
 /// `systemd-analyze verify` on the shipped units (the binaries are not installed here, so "not

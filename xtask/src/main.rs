@@ -2,6 +2,7 @@
 //! against node_exporter on the same fixture tree).
 
 mod bench;
+mod dist;
 mod e2e;
 mod relay_bench;
 mod scrape;
@@ -16,7 +17,7 @@ usage: cargo xtask <command>
 
 commands:
   ci                      fmt check, clippy -D warnings, the whole test suite, the promtool
-                          checks and the full-chain e2e (what CI runs)
+                          checks, the full-chain e2e and the packages (what CI runs)
   bench [--scrapes N]     pi-exporter vs Debian's prometheus-node-exporter on the same fixture
         [--fixture NAME]  tree: scrape latency (median, p99), peak RSS, binary size
   relay-bench             alert-relay: durable webhooks/s, p50/p99, peak RSS, raw fsync rate
@@ -24,7 +25,8 @@ commands:
                           tests, metric names, runbook anchors (part of ci)
   e2e                     the full chain on loopback: simulated Pis, Prometheus, Alertmanager,
                           alert-relay, fake chat/SMS providers (needs prometheus, alertmanager)
-  dist [--target TRIPLE]  release build and .deb packages of both binaries (needs cargo-deb)
+  dist [--target TRIPLE]  release build and .deb packages of both binaries, checked (needs
+                          cargo-deb; part of ci)
 ";
 
 fn main() -> Result<()> {
@@ -34,7 +36,7 @@ fn main() -> Result<()> {
         Some("bench") => bench::run(&args[1..]),
         Some("relay-bench") => relay_bench::run(&args[1..]),
         Some("promtool") => e2e::check_assets(),
-        Some("dist") => e2e::dist(&args[1..]),
+        Some("dist") => dist::dist(&args[1..]),
         Some("e2e") => e2e::e2e(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             print!("{USAGE}");
@@ -78,5 +80,6 @@ fn ci() -> Result<()> {
     ])?;
     cargo(&["test", "--workspace", "--locked"])?;
     e2e::check_assets()?;
-    e2e::e2e(&[])
+    e2e::e2e(&[])?;
+    dist::dist(&[])
 }
