@@ -91,6 +91,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 /// status (1 if any check FAILs). Listen addresses, web configuration and UPS not given as flags
 /// are taken from the installed pi-exporter.service's command line.
 pub fn run_doctor(config: &Config, command: DoctorCommand) -> anyhow::Result<(String, u8)> {
+    let findings = doctor_findings(config, command)?;
+    Ok((
+        doctor::render::render(&findings, command.format),
+        doctor::exit_status(&findings),
+    ))
+}
+
+/// The checklist's findings for `pi-exporter doctor`.
+pub fn doctor_findings(
+    config: &Config,
+    command: DoctorCommand,
+) -> anyhow::Result<Vec<doctor::Finding>> {
     let board = match &config.simulate_board {
         Some(path) => Some(Arc::new(simulate::load(path)?)),
         None => None,
@@ -144,11 +156,7 @@ pub fn run_doctor(config: &Config, command: DoctorCommand) -> anyhow::Result<(St
     };
     let sources =
         doctor::facts::Sources::build(&inputs.context, collector::doctor::DEFAULT_INTERVAL);
-    let findings = doctor::run(&inputs, &sources);
-    Ok((
-        doctor::render::render(&findings, command.format),
-        doctor::exit_status(&findings),
-    ))
+    Ok(doctor::run(&inputs, &sources))
 }
 
 /// The flags in the installed pi-exporter.service's `ExecStart=`, parsed as the service would.
