@@ -64,7 +64,7 @@ pub(crate) fn wildcard(pattern: &str, name: &str) -> bool {
         }
     }
     // Hidden files are not matched by a leading wildcard, as in glob(3).
-    !(name.starts_with('.') && !pattern.starts_with('.')) && go(pattern.as_bytes(), name.as_bytes())
+    (pattern.starts_with('.') || !name.starts_with('.')) && go(pattern.as_bytes(), name.as_bytes())
 }
 
 /// The files a glob pattern (wildcards in the last component only) names, sorted; host paths,
