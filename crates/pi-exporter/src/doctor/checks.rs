@@ -385,19 +385,19 @@ fn write_safety(facts: &Facts) -> Outcome {
         Ok(m) => m,
         Err(e) => return skip(e.clone()),
     };
-    let journaled = match &facts.journaled {
-        Ok(j) => j,
-        Err(e) => return skip(e.clone()),
-    };
     let mut worst = Verdict::Pass;
     let mut problems = Vec::new();
     let mut checked = Vec::new();
     for mount in writable_block(mounts) {
         let device = mount.device.trim_start_matches("/dev/");
+        let ext = matches!(mount.fstype.as_str(), "ext4" | "ext3");
+        let journaled = match (&facts.journaled, ext) {
+            (Ok(journals), true) => journals.iter().any(|j| j == device),
+            (Err(e), true) => return skip(e.clone()),
+            (_, false) => false,
+        };
         let problem = match mount.fstype.as_str() {
-            "ext4" | "ext3" if !journaled.iter().any(|j| j == device) => {
-                Some((Verdict::Fail, "ext4 without a journal"))
-            }
+            "ext4" | "ext3" if !journaled => Some((Verdict::Fail, "ext4 without a journal")),
             "ext4" | "ext3" if has_option(mount, "data=writeback") => {
                 Some((Verdict::Fail, "data=writeback"))
             }

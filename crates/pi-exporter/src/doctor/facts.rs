@@ -232,7 +232,18 @@ pub(crate) fn gather(inputs: &Inputs, sources: &Sources) -> Facts {
         })
         .collect();
 
-    let journaled = config::list_names(&paths.proc("fs/jbd2")).map(|names| {
+    // The directory exists whenever the kernel has jbd2, journals or not; a procfs without it
+    // (a container's, a partial tree) cannot tell.
+    let jbd2 = paths.proc("fs/jbd2");
+    let journaled = if config::exists(&jbd2) {
+        config::list_names(&jbd2)
+    } else {
+        Err(format!(
+            "no {}: cannot tell which ext4 filesystems have a journal",
+            jbd2.display()
+        ))
+    }
+    .map(|names| {
         names
             .into_iter()
             // `mmcblk0p2-8`: the device and the journal's inode.
