@@ -6,6 +6,7 @@
 //! scrape); a scrape only renders the last result.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,8 +18,8 @@ use crate::metrics::MetricSet;
 
 /// Default of `--collector.doctor.interval`.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(600);
-/// How long a scrape waits for the first run before answering without the checks, so the
-/// start-up inventory and the first scrape see them.
+/// How long the first scrape (the start-up inventory) waits for the first run, so the checks
+/// are there from the start; later scrapes never wait, even if that run hangs.
 const FIRST_RUN_WAIT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone, PartialEq)]
@@ -58,6 +59,8 @@ struct LastRun {
 struct Shared {
     last: Mutex<Option<LastRun>>,
     ready: Condvar,
+    /// Set by the first scrape, the only one that waits.
+    waited: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -155,10 +158,15 @@ impl Collector for DoctorCollector {
             .last
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        let wait = if self.shared.waited.swap(true, Ordering::AcqRel) {
+            Duration::ZERO
+        } else {
+            FIRST_RUN_WAIT
+        };
         let (last, _) = self
             .shared
             .ready
-            .wait_timeout_while(last, FIRST_RUN_WAIT, |last| last.is_none())
+            .wait_timeout_while(last, wait, |last| last.is_none())
             .unwrap_or_else(PoisonError::into_inner);
         match last.as_ref() {
             Some(run) => {
