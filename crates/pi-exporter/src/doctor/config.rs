@@ -162,28 +162,36 @@ pub(crate) struct Unit {
     pub(crate) settings: Settings,
 }
 
-/// Drop-in files of `name` (`<name>.d/*.conf`, and `service.d/*.conf` for every service) across
-/// `dirs`, highest priority first: a file name in a higher directory hides the same name below,
-/// and the result is in lexical order of file name, the order systemd applies them.
-fn dropins(paths: &Paths, dirs: &[&str], name: &str) -> Result<Vec<String>, Reason> {
+/// The `*.conf` files of `dirs` (host paths, highest priority first): a file name in a higher
+/// directory hides the same name below, and the result is in lexical order of file name, the
+/// order systemd (and chrony's `confdir`) applies them.
+fn conf_files<S: AsRef<str>>(paths: &Paths, dirs: &[S]) -> Result<Vec<String>, Reason> {
     let mut chosen: BTreeMap<String, String> = BTreeMap::new();
-    let mut subdirs = vec![format!("{name}.d")];
-    if let Some((_, kind)) = name.rsplit_once('.') {
-        subdirs.insert(0, format!("{kind}.d"));
-    }
     for dir in dirs {
-        for subdir in &subdirs {
-            let host_dir = format!("{dir}/{subdir}");
-            for file in list_names(&paths.rooted(&host_dir))? {
-                if file.ends_with(".conf") {
-                    chosen
-                        .entry(file.clone())
-                        .or_insert_with(|| format!("{host_dir}/{file}"));
-                }
+        let dir = dir.as_ref();
+        for file in list_names(&paths.rooted(dir))? {
+            if file.ends_with(".conf") {
+                chosen
+                    .entry(file.clone())
+                    .or_insert_with(|| format!("{dir}/{file}"));
             }
         }
     }
     Ok(chosen.into_values().collect())
+}
+
+/// Drop-in files of the unit `name`: `<name>.d/*.conf`, and `service.d/*.conf` for every
+/// service, in every unit directory.
+fn dropins(paths: &Paths, name: &str) -> Result<Vec<String>, Reason> {
+    let mut subdirs = vec![format!("{name}.d")];
+    if let Some((_, kind)) = name.rsplit_once('.') {
+        subdirs.insert(0, format!("{kind}.d"));
+    }
+    let dirs: Vec<String> = UNIT_DIRS
+        .iter()
+        .flat_map(|dir| subdirs.iter().map(move |sub| format!("{dir}/{sub}")))
+        .collect();
+    conf_files(paths, &dirs)
 }
 
 /// Loads a unit the way systemd layers it. `Ok(None)` when it is not installed; masked units
@@ -208,7 +216,7 @@ pub(crate) fn load_unit(paths: &Paths, name: &str) -> Result<Option<Unit>, Reaso
     };
     let mut settings = Settings::default();
     settings.apply(&text);
-    let dropins = dropins(paths, UNIT_DIRS, name)?;
+    let dropins = dropins(paths, name)?;
     for dropin in &dropins {
         if let Some(text) = read_optional(&paths.rooted(dropin))? {
             settings.apply(&text);
@@ -233,20 +241,10 @@ pub(crate) fn load_daemon_config(paths: &Paths, name: &str) -> Result<Settings, 
         "/run/systemd",
         "/usr/local/lib/systemd",
         "/usr/lib/systemd",
-    ];
-    let mut chosen: BTreeMap<String, String> = BTreeMap::new();
-    for dir in dirs {
-        let host_dir = format!("{dir}/{name}.d");
-        for file in list_names(&paths.rooted(&host_dir))? {
-            if file.ends_with(".conf") {
-                chosen
-                    .entry(file.clone())
-                    .or_insert_with(|| format!("{host_dir}/{file}"));
-            }
-        }
-    }
-    for path in chosen.values() {
-        if let Some(text) = read_optional(&paths.rooted(path))? {
+    ]
+    .map(|dir| format!("{dir}/{name}.d"));
+    for path in conf_files(paths, &dirs)? {
+        if let Some(text) = read_optional(&paths.rooted(&path))? {
             settings.apply(&text);
         }
     }
@@ -433,7 +431,8 @@ fn sshd_apply(
 // chrony
 
 /// The directives of chrony's configuration (`/etc/chrony/chrony.conf` or `/etc/chrony.conf`
-/// with `include` and `confdir` files), as (file, directive line). `Ok(None)`: no chrony.
+/// with `include` and `confdir` files), as (file, directive line), in no particular order: the
+/// checks only ask whether a directive is there. `Ok(None)`: no chrony.
 pub(crate) fn load_chrony(paths: &Paths) -> Result<Option<Vec<(String, String)>>, Reason> {
     let mut main = None;
     for candidate in ["/etc/chrony/chrony.conf", "/etc/chrony.conf"] {
@@ -470,17 +469,8 @@ pub(crate) fn load_chrony(paths: &Paths) -> Result<Option<Vec<(String, String)>>
                 }
                 // Files of the directories, sorted by name across directories.
                 Some("confdir") => {
-                    let mut chosen: BTreeMap<String, String> = BTreeMap::new();
-                    for dir in words {
-                        for name in list_names(&paths.rooted(dir))? {
-                            if name.ends_with(".conf") {
-                                chosen
-                                    .entry(name.clone())
-                                    .or_insert_with(|| format!("{dir}/{name}"));
-                            }
-                        }
-                    }
-                    for included in chosen.into_values() {
+                    let dirs: Vec<&str> = words.collect();
+                    for included in conf_files(paths, &dirs)? {
                         if let Some(text) = read_optional(&paths.rooted(&included))? {
                             pending.push((included, text));
                         }
