@@ -72,6 +72,7 @@ columns = [
     ("H", f'rpi_time_synchronized{{{SEL}}}', "Clock synced"),
     ("I", f'rpi_ups_on_battery{{{SEL}}}', "On battery"),
     ("J", f'rpi_ups_battery_charge_ratio{{{SEL}}}', "UPS charge"),
+    ("L", f'sum by (instance, site) (1 - rpi_doctor_check{{{SEL}}})', "Checklist not passing"),
     ("K", f'time() - timestamp(rpi_exporter_build_info{{{SEL}}})', "Last scrape age s"),
 ]
 table = {
@@ -94,6 +95,10 @@ table = {
             {"id": "thresholds", "value": {"mode": "absolute", "steps": [{"color": "red", "value": None}, {"color": "orange", "value": 0.05}, {"color": "green", "value": 0.15}]}}]},
         {"matcher": {"id": "byName", "options": "UPS charge"}, "properties": [{"id": "unit", "value": "percentunit"}]},
         {"matcher": {"id": "byName", "options": "Last scrape age s"}, "properties": [{"id": "unit", "value": "s"}]},
+        # Checks of `pi-exporter doctor` on WARN or FAIL (docs/doctor.md); SKIPs are not counted.
+        {"matcher": {"id": "byName", "options": "Checklist not passing"}, "properties": [
+            {"id": "custom.cellOptions", "value": {"type": "color-background"}},
+            {"id": "thresholds", "value": {"mode": "absolute", "steps": [{"color": "green", "value": None}, {"color": "orange", "value": 1}]}}]},
         {"matcher": {"id": "byName", "options": "instance"}, "properties": [
             {"id": "links", "value": [{"title": "Device detail", "url": "/d/pifleet-device?var-instance=${__value.raw}&${__url_time_range}"}]}]},
     ] + [
@@ -158,6 +163,8 @@ device = dashboard("pifleet-device", "pifleet: device detail", [
     ts("RTC offset from system clock", [target(f'rpi_rtc_offset_seconds{{{D}}}', "{{device}}"),
                                         target(f'rpi_time_max_error_seconds{{{D}}}', "system max error", "B")], "s", 0, 44),
     ts("Load", [target(f'rpi_load1{{{D}}}', "load1"), target(f'rpi_load5{{{D}}}', "load5", "B")], "none", 12, 44),
+    ts("Field checklist: checks not passing (pi-exporter doctor)",
+       [target(f'rpi_doctor_check{{{D}}} == 0', "{{category}} {{check}}")], "none", 0, 52, w=24),
 ], multi_instance=False, links=[{"title": "Fleet overview", "type": "link", "url": "/d/pifleet-fleet"}])
 
 here = os.path.dirname(os.path.abspath(__file__))

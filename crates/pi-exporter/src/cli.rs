@@ -9,7 +9,8 @@ use std::time::Duration;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use regex_lite::Regex;
 
-use crate::collector::{self, CollectorOptions, filesystem, rtc, storage, ups};
+use crate::collector::{self, CollectorOptions, doctor, filesystem, rtc, storage, ups};
+use crate::doctor::render::Format;
 use crate::paths::Paths;
 
 /// Default port: unallocated in the Prometheus default-port list when chosen (see README).
@@ -31,6 +32,18 @@ pub struct Config {
     /// `--simulate.board`: replace hardware devices with the simulators described in this file.
     pub simulate_board: Option<PathBuf>,
     pub log_level: tracing::Level,
+    /// `pi-exporter doctor`: run the checklist once instead of serving.
+    pub doctor: Option<DoctorCommand>,
+}
+
+/// The `doctor` subcommand, and which of the settings it reads were given as flags (the others
+/// are taken from the installed pi-exporter.service's command line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DoctorCommand {
+    pub format: Format,
+    pub listen_given: bool,
+    pub web_config_given: bool,
+    pub ups_given: bool,
 }
 
 /// A `--web.listen-address` value. `:9831` (no host) means every interface, as in Go.
@@ -391,6 +404,14 @@ fn command() -> Command {
             .help("Log the shutdown instead of running the command"),
     )
     .arg(
+        Arg::new("collector.doctor.interval")
+            .long("collector.doctor.interval")
+            .value_name("DURATION")
+            .default_value("10m")
+            .value_parser(doctor::parse_interval)
+            .help("How often the doctor collector runs the field checklist in the background (scrapes serve the last result)"),
+    )
+    .arg(
         Arg::new("simulate.board")
             .long("simulate.board")
             .value_name("FILE")
@@ -404,6 +425,21 @@ fn command() -> Command {
             .default_value("info")
             .value_parser(["debug", "info", "warn", "error"])
             .help("Only log messages with the given severity or above"),
+    )
+    // Every flag works after `doctor` too: the paths, the simulation, the listen address and
+    // web configuration and the UPS it checks.
+    .mut_args(|arg| arg.global(true))
+    .subcommand(
+        Command::new("doctor")
+            .about("Run the field checklist once (storage, power, time, recovery, access) and print a verdict per check; exit status 1 if any check FAILs (docs/doctor.md)")
+            .arg(
+                Arg::new("format")
+                    .long("format")
+                    .value_name("FORMAT")
+                    .default_value("table")
+                    .value_parser(["table", "json"])
+                    .help("table for people, json for provisioning scripts"),
+            ),
     )
 }
 
@@ -456,7 +492,7 @@ fn from_matches(m: &ArgMatches) -> Config {
     let defaults = filesystem::Options::default();
     let rtc_defaults = rtc::Options::default();
     Config {
-        listen,
+        listen: listen.clone(),
         telemetry_path: string("web.telemetry-path"),
         web_config_file: m.get_one::<PathBuf>("web.config.file").cloned(),
         max_requests: m
@@ -514,8 +550,29 @@ fn from_matches(m: &ArgMatches) -> Config {
                     .unwrap_or(rtc_defaults.offset_interval),
             },
             ups: ups_options(m),
+            doctor: doctor::Options {
+                interval: m
+                    .get_one::<Duration>("collector.doctor.interval")
+                    .copied()
+                    .unwrap_or(doctor::DEFAULT_INTERVAL),
+                listen: listen.clone(),
+                web_config_file: m.get_one::<PathBuf>("web.config.file").cloned(),
+            },
         },
         simulate_board: m.get_one::<PathBuf>("simulate.board").cloned(),
+        doctor: m.subcommand_matches("doctor").map(|d| {
+            let given =
+                |id: &str| m.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+            DoctorCommand {
+                format: match d.get_one::<String>("format").map(String::as_str) {
+                    Some("json") => Format::Json,
+                    _ => Format::Table,
+                },
+                listen_given: given("web.listen-address"),
+                web_config_given: given("web.config.file"),
+                ups_given: given("ups.board") || given("ups.config"),
+            }
+        }),
         log_level: match string("log.level").as_str() {
             "debug" => tracing::Level::DEBUG,
             "warn" => tracing::Level::WARN,
@@ -585,9 +642,18 @@ mod tests {
         assert_eq!(c.paths, Paths::default());
         assert_eq!(
             c.collectors,
-            ["filesystem", "storage", "firmware", "system", "rtc", "time"]
+            [
+                "filesystem",
+                "storage",
+                "firmware",
+                "system",
+                "rtc",
+                "time",
+                "doctor"
+            ]
         );
         assert_eq!(c.max_requests, 40);
+        assert!(c.doctor.is_none());
         assert!(c.collector_options.storage.device_exclude.is_some());
     }
 
@@ -596,7 +662,7 @@ mod tests {
         let c = parse(&["--no-collector.storage"]).expect("parse");
         assert_eq!(
             c.collectors,
-            ["filesystem", "firmware", "system", "rtc", "time"]
+            ["filesystem", "firmware", "system", "rtc", "time", "doctor"]
         );
         let c = parse(&["--collector.disable-defaults", "--collector.system"]).expect("parse");
         assert_eq!(c.collectors, ["system"]);

@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod collector;
+pub mod doctor;
 pub mod duration;
 pub mod http;
 pub mod i2c;
@@ -17,7 +18,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
-use crate::cli::Config;
+use crate::cli::{Config, DoctorCommand, ListenAddress};
 use crate::collector::{BuildContext, Scraper};
 use crate::http::App;
 use crate::web_config::WebConfig;
@@ -84,4 +85,92 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Err(_) => tracing::warn!("server still shared at shutdown; not waiting for connections"),
     }
     Ok(())
+}
+
+/// `pi-exporter doctor`: runs the checklist once; returns the rendered report and the exit
+/// status (1 if any check FAILs). Listen addresses, web configuration and UPS not given as flags
+/// are taken from the installed pi-exporter.service's command line.
+pub fn run_doctor(config: &Config, command: DoctorCommand) -> anyhow::Result<(String, u8)> {
+    let findings = doctor_findings(config, command)?;
+    Ok((
+        doctor::render::render(&findings, command.format),
+        doctor::exit_status(&findings),
+    ))
+}
+
+/// The checklist's findings for `pi-exporter doctor`.
+pub fn doctor_findings(
+    config: &Config,
+    command: DoctorCommand,
+) -> anyhow::Result<Vec<doctor::Finding>> {
+    let board = match &config.simulate_board {
+        Some(path) => Some(Arc::new(simulate::load(path)?)),
+        None => None,
+    };
+    let paths = &config.paths;
+    let mut options = config.collector_options.clone();
+    let mut listen: Result<(Vec<ListenAddress>, String), String> =
+        Ok((config.listen.clone(), "flags".to_owned()));
+    let mut web_config = config.web_config_file.clone();
+    if !(command.listen_given && command.web_config_given && command.ups_given) {
+        match unit_config(paths) {
+            Ok(Some(unit)) => {
+                let origin = "pi-exporter.service ExecStart".to_owned();
+                if !command.listen_given {
+                    listen = Ok((unit.listen.clone(), origin));
+                }
+                if !command.web_config_given {
+                    web_config = unit
+                        .web_config_file
+                        .as_deref()
+                        .and_then(|p| p.to_str())
+                        .map(|p| paths.rooted(p));
+                }
+                if !command.ups_given {
+                    options.ups = unit.collector_options.ups.clone();
+                }
+            }
+            Ok(None) if !command.listen_given => {
+                listen = Ok((
+                    config.listen.clone(),
+                    "default, no pi-exporter.service".to_owned(),
+                ));
+            }
+            Ok(None) => {}
+            Err(reason) if !command.listen_given => listen = Err(reason),
+            Err(_) => {}
+        }
+    }
+    let context = BuildContext {
+        paths: paths.clone(),
+        options,
+        board,
+    };
+    let inputs = doctor::Inputs {
+        exposure: listen.map(|(listen, origin)| doctor::Exposure {
+            listen,
+            web_config,
+            origin,
+        }),
+        context,
+    };
+    let sources =
+        doctor::facts::Sources::build(&inputs.context, collector::doctor::DEFAULT_INTERVAL);
+    Ok(doctor::run(&inputs, &sources))
+}
+
+/// The flags in the installed pi-exporter.service's `ExecStart=`, parsed as the service would.
+fn unit_config(paths: &paths::Paths) -> Result<Option<Config>, String> {
+    let Some(unit) = doctor::config::load_unit(paths, "pi-exporter.service")? else {
+        return Ok(None);
+    };
+    let words = doctor::config::unit_command(paths, &unit)?;
+    cli::try_parse(words).map(Some).map_err(|e| {
+        let message = e.to_string();
+        format!(
+            "cannot parse the ExecStart of {}: {}",
+            unit.file,
+            message.lines().next().unwrap_or_default()
+        )
+    })
 }

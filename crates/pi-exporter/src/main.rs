@@ -3,6 +3,24 @@ use std::time::Duration;
 
 fn main() -> ExitCode {
     let config = pi_exporter::cli::parse();
+    if let Some(command) = config.doctor {
+        // The report goes to stdout; logs (warnings only) to stderr, so JSON stays parseable.
+        tracing_subscriber::fmt()
+            .with_max_level(config.log_level.min(tracing::Level::WARN))
+            .with_target(false)
+            .with_writer(std::io::stderr)
+            .init();
+        return match pi_exporter::run_doctor(&config, command) {
+            Ok((report, status)) => {
+                print!("{report}");
+                ExitCode::from(status)
+            }
+            Err(e) => {
+                eprintln!("pi-exporter doctor: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     tracing_subscriber::fmt()
         .with_max_level(config.log_level)
         .with_target(false)

@@ -25,6 +25,13 @@ pub struct BoardFile {
     /// UPS chips on a simulated I2C bus and the power-loss GPIO lines.
     #[serde(default)]
     pub ups: Option<crate::collector::ups::UpsBoard>,
+    /// The kernel clock's NTP state (what `adjtimex` returns) for the time collector.
+    #[serde(default)]
+    pub time: Option<crate::collector::time::Timex>,
+    /// `statvfs` answers by mount point for the filesystem collector; other mounts are real.
+    #[serde(default)]
+    pub filesystems:
+        Option<std::collections::BTreeMap<String, crate::collector::filesystem::FsStats>>,
 }
 
 #[derive(Debug, thiserror::Error)]

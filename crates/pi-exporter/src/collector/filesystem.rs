@@ -84,6 +84,8 @@ pub struct Mount {
     pub mountpoint: String,
     pub fstype: String,
     pub readonly: bool,
+    /// The mount options as the kernel lists them (`rw,noatime,data=journal`).
+    pub options: String,
 }
 
 /// Parses the mounts table; lines that are not four or more fields are reported, not fatal.
@@ -101,12 +103,15 @@ pub fn parse_mounts(text: &str) -> (Vec<Mount>, usize) {
             mountpoint: unescape_octal(mountpoint),
             fstype: fstype.to_owned(),
             readonly: options.split(',').any(|o| o == "ro"),
+            options: options.to_owned(),
         })
     })
 }
 
-/// What `statvfs` says about a filesystem, in bytes and inodes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What `statvfs` says about a filesystem, in bytes and inodes (also a board file's
+/// `filesystems:` entry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FsStats {
     pub size_bytes: u64,
     pub free_bytes: u64,
@@ -135,6 +140,26 @@ impl StatFs for SysStatFs {
             files: st.f_files,
             files_free: st.f_ffree,
         })
+    }
+}
+
+/// A board file's `filesystems:` answers by mount point; `statvfs` for the others.
+#[derive(Debug)]
+struct SimulatedStatFs {
+    paths: Paths,
+    mounts: std::collections::BTreeMap<String, FsStats>,
+}
+
+impl StatFs for SimulatedStatFs {
+    fn statvfs(&self, path: &Path) -> io::Result<FsStats> {
+        let mountpoint = path
+            .to_str()
+            .map(|p| self.paths.strip_rootfs(p).to_owned())
+            .unwrap_or_default();
+        match self.mounts.get(&mountpoint) {
+            Some(stats) => Ok(*stats),
+            None => SysStatFs.statvfs(path),
+        }
     }
 }
 
@@ -214,7 +239,16 @@ enum StatOutcome {
 
 impl FilesystemCollector {
     pub fn new(ctx: &BuildContext) -> Self {
-        Self::with_statfs(ctx, Arc::new(SysStatFs))
+        match ctx.board.as_ref().and_then(|b| b.filesystems.clone()) {
+            Some(mounts) => Self::with_statfs(
+                ctx,
+                Arc::new(SimulatedStatFs {
+                    paths: ctx.paths.clone(),
+                    mounts,
+                }),
+            ),
+            None => Self::with_statfs(ctx, Arc::new(SysStatFs)),
+        }
     }
 
     pub fn with_statfs(ctx: &BuildContext, statfs: Arc<dyn StatFs>) -> Self {

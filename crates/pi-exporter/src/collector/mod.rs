@@ -4,6 +4,7 @@
 //! collector that errs or overruns costs only its own samples and sets its
 //! `rpi_exporter_collector_success` to 0; the scrape always answers.
 
+pub mod doctor;
 pub mod filesystem;
 pub mod firmware;
 pub mod rtc;
@@ -76,6 +77,7 @@ pub struct CollectorOptions {
     pub storage: storage::Options,
     pub rtc: rtc::Options,
     pub ups: ups::Options,
+    pub doctor: doctor::Options,
 }
 
 /// What a collector's constructor gets.
@@ -147,6 +149,12 @@ pub const ALL: &[CollectorSpec] = &[
         help: "UPS HAT (I2C gauge read-only, power-loss GPIO) or NUT UPS: on battery, voltage, current, charge, runtime; opt-in shutdown guard (--ups.*)",
         enabled_by_default: false,
         build: |ctx| Arc::new(ups::UpsCollector::new(ctx)),
+    },
+    CollectorSpec {
+        name: "doctor",
+        help: "The field checklist of `pi-exporter doctor` (storage, power, time, recovery, access), run in the background every --collector.doctor.interval",
+        enabled_by_default: true,
+        build: |ctx| Arc::new(doctor::DoctorCollector::new(ctx)),
     },
 ];
 

@@ -38,8 +38,10 @@ const STA_NANO: i64 = 0x2000;
 /// synchronised, as the kernel (`ntp_synced`) and node_exporter's timex collector see it.
 const MAX_ERROR_SYNCHRONISED_MICROS: i64 = 16_000_000;
 
-/// The fields of the kernel's timex this collector uses, as the kernel returned them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// The fields of the kernel's timex this collector uses, as the kernel returned them (or as a
+/// board file's `time:` section simulates them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Timex {
     /// Time offset: nanoseconds when STA_NANO is set, else microseconds.
     pub offset: i64,
@@ -212,17 +214,25 @@ pub fn read_timex() -> std::io::Result<Timex> {
 }
 
 #[derive(Debug)]
-pub struct TimeCollector;
+pub struct TimeCollector {
+    /// The board file's `time:` section, replacing the kernel's answer.
+    simulated: Option<Timex>,
+}
 
 impl TimeCollector {
-    pub fn new(_ctx: &BuildContext) -> Self {
-        Self
+    pub fn new(ctx: &BuildContext) -> Self {
+        Self {
+            simulated: ctx.board.as_ref().and_then(|b| b.time),
+        }
     }
 }
 
 impl Collector for TimeCollector {
     fn collect(&self, out: &mut MetricSet) -> Result<(), CollectError> {
-        let timex = read_timex().map_err(|e| CollectError::Other(format!("adjtimex: {e}")))?;
+        let timex = match self.simulated {
+            Some(timex) => timex,
+            None => read_timex().map_err(|e| CollectError::Other(format!("adjtimex: {e}")))?,
+        };
         write_metrics(&timex, out);
         Ok(())
     }

@@ -175,6 +175,33 @@ struct LoadAttempt {
     watched: WatchedFiles,
 }
 
+/// What a web configuration file protects the endpoint with, for `pi-exporter doctor`: the
+/// file is read and validated as at start-up, without reading the certificate files it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Protection {
+    pub tls: bool,
+    pub basic_auth: bool,
+    /// `client_auth_type: RequireAndVerifyClientCert`.
+    pub client_certificates: bool,
+}
+
+pub fn protection(path: &Path) -> Result<Protection, WebConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| WebConfigError::Io {
+        what: "web config file".to_owned(),
+        path: path.to_owned(),
+        source,
+    })?;
+    let spec = file::parse(&text, path)?.into_spec(path.parent().unwrap_or(Path::new("")))?;
+    Ok(Protection {
+        tls: spec.tls.is_some(),
+        basic_auth: !spec.users.is_empty(),
+        client_certificates: spec
+            .tls
+            .as_ref()
+            .is_some_and(tls::TlsSettings::requires_client_certificate),
+    })
+}
+
 fn load_attempt(path: &Path, bcrypt_lock: &Arc<tokio::sync::Mutex<()>>) -> LoadAttempt {
     // Each file is stamped before it is read: an edit racing the read then shows up as a
     // changed stamp on the next request, never as a stale config that looks current.

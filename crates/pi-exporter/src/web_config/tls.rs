@@ -451,6 +451,10 @@ fn kx_groups(names: &[String]) -> Result<Vec<&'static dyn SupportedKxGroup>, Web
 }
 
 impl TlsSettings {
+    pub(super) fn requires_client_certificate(&self) -> bool {
+        matches!(self.client_auth, ClientAuth::Required(_))
+    }
+
     /// The files these settings read.
     pub(super) fn files(&self) -> impl Iterator<Item = &Path> {
         let ca = match &self.client_auth {

@@ -23,7 +23,14 @@ const VOLATILE: &[&str] = &[
     "rpi_time_frequency_adjustment_ratio",
     "rpi_time_status",
     "rpi_rtc_offset_seconds",
+    // When the doctor ran, and its counts, which include the two host-dependent checks below.
+    "rpi_doctor_last_run_timestamp_seconds",
+    "rpi_doctor_checks",
 ];
+
+/// Doctor checks whose verdict depends on the host: its clock discipline and `statvfs` of the
+/// fixture directories.
+const VOLATILE_CHECKS: &[&str] = &["check=\"clock_sync\"", "check=\"free_space\""];
 
 pub(crate) fn normalise(exposition: &str) -> String {
     let mut out = String::with_capacity(exposition.len());
@@ -32,7 +39,10 @@ pub(crate) fn normalise(exposition: &str) -> String {
         let name = &line[..name_end];
         if line.starts_with("rpi_exporter_build_info") {
             out.push_str("rpi_exporter_build_info{<volatile>} 1");
-        } else if !line.starts_with('#') && VOLATILE.contains(&name) {
+        } else if !line.starts_with('#')
+            && (VOLATILE.contains(&name)
+                || (name == "rpi_doctor_check" && VOLATILE_CHECKS.iter().any(|c| line.contains(c))))
+        {
             let head = line.rsplit_once(' ').map_or(line, |(head, _)| head);
             out.push_str(head);
             out.push_str(" <volatile>");

@@ -1,6 +1,7 @@
 //! Integration tests: the real `pi-exporter` binary on fixture trees, scraped over loopback.
 
 mod bad_input;
+mod doctor;
 mod firmware;
 mod golden;
 mod rtc;

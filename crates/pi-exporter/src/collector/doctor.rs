@@ -1,0 +1,229 @@
+//! `doctor`: the field checklist of `pi-exporter doctor` as metrics, so a Pi that drifts from
+//! it after deployment shows on the fleet dashboard and in an alert.
+//!
+//! The checks run on the `doctor` thread at start-up and then every `--collector.doctor.interval`
+//! (they read a few dozen files and run the hardware collectors once, too much for every
+//! scrape); a scrape only renders the last result.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::{BuildContext, CollectError, Collector};
+use crate::cli::ListenAddress;
+use crate::doctor::{self, Exposure, Finding, Inputs, Verdict, facts::Sources};
+use crate::metrics::MetricSet;
+
+/// Default of `--collector.doctor.interval`.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(600);
+/// How long the first scrape (the start-up inventory) waits for the first run, so the checks
+/// are there from the start; later scrapes never wait, even if that run hangs.
+const FIRST_RUN_WAIT: Duration = Duration::from_secs(3);
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    pub interval: Duration,
+    /// The server's own listen addresses and web configuration, for the exposure check.
+    pub listen: Vec<ListenAddress>,
+    pub web_config_file: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            interval: DEFAULT_INTERVAL,
+            listen: Vec::new(),
+            web_config_file: None,
+        }
+    }
+}
+
+/// `--collector.doctor.interval`: at least a minute, the checks are not cheap.
+pub fn parse_interval(text: &str) -> Result<Duration, String> {
+    let interval = crate::duration::parse(text)?;
+    if interval < Duration::from_secs(60) {
+        return Err("must be at least 1m".into());
+    }
+    Ok(interval)
+}
+
+#[derive(Debug)]
+struct LastRun {
+    at_unix_seconds: f64,
+    findings: Vec<Finding>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    last: Mutex<Option<LastRun>>,
+    ready: Condvar,
+    /// Set by the first scrape, the only one that waits.
+    waited: AtomicBool,
+}
+
+#[derive(Debug)]
+pub struct DoctorCollector {
+    shared: Arc<Shared>,
+    /// Dropping the sender stops the thread.
+    _stop: Option<mpsc::Sender<()>>,
+}
+
+impl DoctorCollector {
+    pub fn new(ctx: &BuildContext) -> Self {
+        let options = ctx.options.doctor.clone();
+        let inputs = Inputs {
+            context: ctx.clone(),
+            exposure: Ok(Exposure {
+                listen: options.listen.clone(),
+                web_config: options.web_config_file.clone(),
+                origin: "this server".to_owned(),
+            }),
+        };
+        let shared = Arc::new(Shared::default());
+        let (stop, stopped) = mpsc::channel::<()>();
+        let spawned = std::thread::Builder::new().name("doctor".into()).spawn({
+            let shared = Arc::clone(&shared);
+            move || {
+                // Built here, not in `new`: probing the sources must not delay start-up.
+                let sources = Sources::build(&inputs.context, options.interval);
+                loop {
+                    let findings = doctor::run(&inputs, &sources);
+                    let at_unix_seconds = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0.0, |d| d.as_secs_f64());
+                    *shared.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(LastRun {
+                        at_unix_seconds,
+                        findings,
+                    });
+                    shared.ready.notify_all();
+                    if !matches!(
+                        stopped.recv_timeout(options.interval),
+                        Err(RecvTimeoutError::Timeout)
+                    ) {
+                        return;
+                    }
+                }
+            }
+        });
+        let stop = match spawned {
+            Ok(_) => Some(stop),
+            Err(e) => {
+                tracing::error!("cannot start the doctor thread: {e}; no doctor checks");
+                None
+            }
+        };
+        Self {
+            shared,
+            _stop: stop,
+        }
+    }
+}
+
+/// Writes the metrics of one run.
+fn write_metrics(run: &LastRun, out: &mut MetricSet) {
+    let mut check = out.gauge(
+        "rpi_doctor_check",
+        "Field checklist (pi-exporter doctor): 1 when the check passes, 0 on WARN or FAIL; absent when it could not be checked (SKIP)",
+    );
+    for f in run.findings.iter().filter(|f| f.verdict != Verdict::Skip) {
+        check.sample(
+            [("check", f.check), ("category", f.category.label())],
+            f64::from(u8::from(f.verdict == Verdict::Pass)),
+        );
+    }
+    let mut counts = out.gauge(
+        "rpi_doctor_checks",
+        "Number of checklist checks with each verdict in the last doctor run",
+    );
+    for verdict in [Verdict::Pass, Verdict::Warn, Verdict::Fail, Verdict::Skip] {
+        let n = run.findings.iter().filter(|f| f.verdict == verdict).count();
+        counts.sample(
+            [("verdict", &verdict.label().to_ascii_lowercase())],
+            n as f64,
+        );
+    }
+    out.gauge(
+        "rpi_doctor_last_run_timestamp_seconds",
+        "When the checklist last ran, in seconds since the Unix epoch",
+    )
+    .sample([], run.at_unix_seconds);
+}
+
+impl Collector for DoctorCollector {
+    fn collect(&self, out: &mut MetricSet) -> Result<(), CollectError> {
+        let last = self
+            .shared
+            .last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let wait = if self.shared.waited.swap(true, Ordering::AcqRel) {
+            Duration::ZERO
+        } else {
+            FIRST_RUN_WAIT
+        };
+        let (last, _) = self
+            .shared
+            .ready
+            .wait_timeout_while(last, wait, |last| last.is_none())
+            .unwrap_or_else(PoisonError::into_inner);
+        match last.as_ref() {
+            Some(run) => {
+                write_metrics(run, out);
+                Ok(())
+            }
+            None => Err(CollectError::Other(
+                "the first doctor run has not finished".into(),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::doctor::Category;
+
+    #[test]
+    fn skipped_checks_are_absent_and_counted() {
+        let finding = |check, verdict| Finding {
+            check,
+            category: Category::Storage,
+            verdict,
+            reason: String::new(),
+            found: String::new(),
+            fix: String::new(),
+        };
+        let run = LastRun {
+            at_unix_seconds: 1_700_000_000.0,
+            findings: vec![
+                finding("noatime", Verdict::Pass),
+                finding("logrotate", Verdict::Warn),
+                finding("free_space", Verdict::Fail),
+                finding("flash_wear", Verdict::Skip),
+            ],
+        };
+        let mut out = MetricSet::new();
+        write_metrics(&run, &mut out);
+        let checks = &out.get("rpi_doctor_check").expect("checks").samples;
+        let values: Vec<(&str, f64)> = checks
+            .iter()
+            .map(|s| (s.labels[0].1.as_str(), s.value))
+            .collect();
+        assert_eq!(
+            values,
+            [("noatime", 1.0), ("logrotate", 0.0), ("free_space", 0.0)]
+        );
+        let counts = &out.get("rpi_doctor_checks").expect("counts").samples;
+        assert!(counts.iter().all(|s| s.value == 1.0));
+        assert_eq!(counts[3].labels[0].1, "skip");
+    }
+
+    #[test]
+    fn interval_is_at_least_a_minute() {
+        assert_eq!(parse_interval("10m"), Ok(DEFAULT_INTERVAL));
+        assert!(parse_interval("30s").is_err());
+        assert!(parse_interval("soon").is_err());
+    }
+}

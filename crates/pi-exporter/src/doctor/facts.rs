@@ -1,0 +1,417 @@
+//! Everything the checks look at, read once per run. Kernel-derived facts come from the
+//! exporter's own collectors (their samples), configuration from files under the rootfs prefix.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::config::{self, Reason, Settings, Unit};
+use super::{Exposure, Inputs};
+use crate::collector::filesystem::{self, Mount};
+use crate::collector::system::{self, SwapArea};
+use crate::collector::{BuildContext, Collector, firmware, rtc, storage, time, ups};
+use crate::metrics::{MetricSet, Sample};
+
+/// A fact, or why it could not be read.
+pub(crate) type Fact<T> = Result<T, Reason>;
+
+/// The collectors whose samples the checks read, built once and run once per doctor run: the
+/// RTC without its offset thread, the UPS (only when one is configured) without a shutdown
+/// guard and read at the doctor's pace.
+pub struct Sources {
+    collectors: Vec<(&'static str, Box<dyn Collector>)>,
+    ups_configured: bool,
+}
+
+impl std::fmt::Debug for Sources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<_> = self.collectors.iter().map(|(n, _)| *n).collect();
+        f.debug_struct("Sources")
+            .field("collectors", &names)
+            .finish()
+    }
+}
+
+impl Sources {
+    /// `ups_interval`: how often the private UPS reader reads (the doctor's interval).
+    pub fn build(ctx: &BuildContext, ups_interval: Duration) -> Self {
+        let mut ctx = ctx.clone();
+        ctx.options.rtc.offset_interval = Duration::ZERO;
+        ctx.options.ups.shutdown.enable = false;
+        ctx.options.ups.interval = ups_interval;
+        let ups_configured = ctx.options.ups.board.is_some()
+            || !ctx.options.ups.units.is_empty()
+            || ctx
+                .board
+                .as_ref()
+                .and_then(|b| b.ups.as_ref())
+                .is_some_and(|u| u.board.is_some());
+        let mut collectors: Vec<(&'static str, Box<dyn Collector>)> = vec![
+            (
+                "filesystem",
+                Box::new(filesystem::FilesystemCollector::new(&ctx)),
+            ),
+            ("storage", Box::new(storage::StorageCollector::new(&ctx))),
+            ("firmware", Box::new(firmware::FirmwareCollector::new(&ctx))),
+            ("rtc", Box::new(rtc::RtcCollector::new(&ctx))),
+            ("time", Box::new(time::TimeCollector::new(&ctx))),
+        ];
+        if ups_configured {
+            collectors.push(("ups", Box::new(ups::UpsCollector::new(&ctx))));
+        }
+        Self {
+            collectors,
+            ups_configured,
+        }
+    }
+
+    /// Runs every source once. A failing collector still gives what it read; the checks that
+    /// need what it lacked SKIP.
+    fn collect(&self) -> MetricSet {
+        let mut all = MetricSet::new();
+        for (name, collector) in &self.collectors {
+            let mut set = MetricSet::new();
+            if let Err(e) = collector.collect(&mut set) {
+                tracing::debug!(collector = name, "doctor: source incomplete: {e}");
+            }
+            all.append(set);
+        }
+        all
+    }
+}
+
+/// The samples of one family.
+pub(crate) fn samples<'a>(set: &'a MetricSet, name: &str) -> &'a [Sample] {
+    set.get(name).map_or(&[], |f| f.samples.as_slice())
+}
+
+pub(crate) fn label<'a>(sample: &'a Sample, key: &str) -> Option<&'a str> {
+    sample
+        .labels
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+/// The value of the sample of `name` whose `key` label is `value`.
+fn value_where(set: &MetricSet, name: &str, key: &str, value: &str) -> Option<f64> {
+    samples(set, name)
+        .iter()
+        .find(|s| label(s, key) == Some(value))
+        .map(|s| s.value)
+}
+
+/// An SD card or eMMC, from the storage collector.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Card {
+    pub(crate) device: String,
+    /// `SD` or `MMC`.
+    pub(crate) kind: String,
+    /// The larger of the type A and B life time estimates (share of rated life used).
+    pub(crate) life_used: Option<f64>,
+    /// EXT_CSD pre-EOL: 1 normal, 2 warning, 3 urgent.
+    pub(crate) pre_eol: Option<f64>,
+}
+
+/// A mounted filesystem's size, from the filesystem collector.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Space {
+    pub(crate) mountpoint: String,
+    pub(crate) size: f64,
+    pub(crate) avail: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Rtc {
+    pub(crate) device: String,
+    pub(crate) valid: bool,
+    pub(crate) hctosys: Option<bool>,
+}
+
+/// A firmware throttling condition: now, and since boot when the source keeps history.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Condition {
+    pub(crate) name: String,
+    pub(crate) now: bool,
+    pub(crate) since_boot: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum UpsState {
+    NotConfigured,
+    /// Configured; `None` when it gave no on-battery reading.
+    OnBattery(Option<bool>),
+}
+
+/// What the firewall check looks at; see `docs/doctor.md`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Firewall {
+    /// nftables.service enabled and /etc/nftables.conf has a chain on the input hook.
+    pub(crate) nftables: bool,
+    /// ufw with `ENABLED=yes` in /etc/ufw/ufw.conf.
+    pub(crate) ufw: bool,
+    /// firewalld.service enabled.
+    pub(crate) firewalld: bool,
+    /// netfilter-persistent.service enabled and /etc/iptables/rules.v4 has INPUT rules.
+    pub(crate) iptables_persistent: bool,
+    /// What exists without being a loaded ruleset (for the message).
+    pub(crate) notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Logrotate {
+    pub(crate) config: bool,
+    /// logrotate.timer enabled or /etc/cron.daily/logrotate present.
+    pub(crate) scheduled: bool,
+}
+
+/// The web configuration's protection.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Served {
+    pub(crate) exposure: Exposure,
+    pub(crate) protection: Option<crate::web_config::Protection>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Facts {
+    pub(crate) mounts: Fact<Vec<Mount>>,
+    pub(crate) cards: Vec<Card>,
+    /// Block devices with an ext4 journal (`<procfs>/fs/jbd2/<device>-8`).
+    pub(crate) journaled: Fact<Vec<String>>,
+    pub(crate) swaps: Fact<Vec<SwapArea>>,
+    pub(crate) space: Vec<Space>,
+    pub(crate) journald: Fact<Settings>,
+    pub(crate) logrotate: Fact<Logrotate>,
+    pub(crate) throttled: Vec<Condition>,
+    pub(crate) temperature: Option<f64>,
+    pub(crate) temperature_limit: Option<f64>,
+    pub(crate) ups: UpsState,
+    pub(crate) rtcs: Vec<Rtc>,
+    pub(crate) synchronized: Option<bool>,
+    pub(crate) chrony: Fact<Option<Vec<(String, String)>>>,
+    pub(crate) timesyncd_enabled: Fact<bool>,
+    pub(crate) watchdog_devices: Fact<Vec<String>>,
+    pub(crate) system_conf: Fact<Settings>,
+    pub(crate) units: Vec<(&'static str, Fact<Option<Unit>>)>,
+    pub(crate) interfaces: Fact<Vec<String>>,
+    pub(crate) sshd: Fact<Option<BTreeMap<String, String>>>,
+    pub(crate) firewall: Fact<Firewall>,
+    pub(crate) served: Fact<Served>,
+}
+
+/// The units the recovery checks read.
+pub(crate) const UNITS: [&str; 2] = ["pi-exporter.service", "alert-relay.service"];
+
+pub(crate) fn gather(inputs: &Inputs, sources: &Sources) -> Facts {
+    let paths = &inputs.context.paths;
+    let set = sources.collect();
+
+    let mounts = config::read_optional(&paths.proc("self/mounts")).and_then(|text| {
+        let text = text.ok_or_else(|| "no mount table (proc/self/mounts)".to_owned())?;
+        let (mut mounts, _) = filesystem::parse_mounts(&text);
+        for mount in &mut mounts {
+            mount.mountpoint = paths.strip_rootfs(&mount.mountpoint).to_owned();
+        }
+        Ok(mounts)
+    });
+
+    let cards = samples(&set, "rpi_mmc_info")
+        .iter()
+        .filter_map(|s| {
+            let device = label(s, "device")?.to_owned();
+            let life_used = samples(&set, "rpi_mmc_life_time_used_ratio")
+                .iter()
+                .filter(|l| label(l, "device") == Some(device.as_str()))
+                .map(|l| l.value)
+                .reduce(f64::max);
+            Some(Card {
+                kind: label(s, "type")?.to_owned(),
+                life_used,
+                pre_eol: value_where(&set, "rpi_mmc_pre_eol_info", "device", &device),
+                device,
+            })
+        })
+        .collect();
+
+    // The directory exists whenever the kernel has jbd2, journals or not; a procfs without it
+    // (a container's, a partial tree) cannot tell.
+    let jbd2 = paths.proc("fs/jbd2");
+    let journaled = if config::exists(&jbd2) {
+        config::list_names(&jbd2)
+    } else {
+        Err(format!(
+            "no {}: cannot tell which ext4 filesystems have a journal",
+            jbd2.display()
+        ))
+    }
+    .map(|names| {
+        names
+            .into_iter()
+            // `mmcblk0p2-8`: the device and the journal's inode.
+            .filter_map(|n| n.rsplit_once('-').map(|(dev, _)| dev.to_owned()))
+            .collect()
+    });
+
+    let swaps = config::read_optional(&paths.proc("swaps")).and_then(|text| {
+        let text = text.ok_or_else(|| "no proc/swaps".to_owned())?;
+        let (areas, malformed) = system::parse_swaps(&text);
+        if malformed > 0 {
+            return Err(format!("{malformed} malformed line(s) in proc/swaps"));
+        }
+        Ok(areas)
+    });
+
+    let space = samples(&set, "rpi_filesystem_size_bytes")
+        .iter()
+        .filter_map(|s| {
+            let mountpoint = label(s, "mountpoint")?;
+            Some(Space {
+                mountpoint: mountpoint.to_owned(),
+                size: s.value,
+                avail: value_where(&set, "rpi_filesystem_avail_bytes", "mountpoint", mountpoint)?,
+            })
+        })
+        .collect();
+
+    let logrotate = (|| {
+        Ok(Logrotate {
+            config: config::read_optional(&paths.rooted("/etc/logrotate.conf"))?.is_some(),
+            scheduled: config::unit_enabled(paths, "logrotate.timer")?
+                || config::exists(&paths.rooted("/etc/cron.daily/logrotate")),
+        })
+    })();
+
+    let throttled = samples(&set, "rpi_throttled")
+        .iter()
+        .filter_map(|s| {
+            let name = label(s, "condition")?;
+            Some(Condition {
+                name: name.to_owned(),
+                now: s.value != 0.0,
+                since_boot: value_where(&set, "rpi_throttled_since_boot", "condition", name)
+                    .map(|v| v != 0.0),
+            })
+        })
+        .collect();
+
+    let ups = if sources.ups_configured {
+        // Several UPSes: on battery if any is.
+        let readings = samples(&set, "rpi_ups_on_battery");
+        UpsState::OnBattery((!readings.is_empty()).then(|| readings.iter().any(|s| s.value != 0.0)))
+    } else {
+        UpsState::NotConfigured
+    };
+
+    let rtcs = samples(&set, "rpi_rtc_time_valid")
+        .iter()
+        .filter_map(|s| {
+            let device = label(s, "device")?;
+            Some(Rtc {
+                device: device.to_owned(),
+                valid: s.value != 0.0,
+                hctosys: value_where(&set, "rpi_rtc_hctosys", "device", device).map(|v| v != 0.0),
+            })
+        })
+        .collect();
+
+    let watchdog_devices = config::list_names(&paths.devfs).map(|names| {
+        names
+            .into_iter()
+            .filter(|n| n.starts_with("watchdog"))
+            .collect()
+    });
+
+    let interfaces = config::list_names(&paths.sys("class/net"));
+
+    Facts {
+        mounts,
+        cards,
+        journaled,
+        swaps,
+        space,
+        journald: config::load_daemon_config(paths, "journald.conf"),
+        logrotate,
+        throttled,
+        temperature: samples(&set, "rpi_soc_temperature_celsius")
+            .first()
+            .map(|s| s.value),
+        temperature_limit: samples(&set, "rpi_soc_temperature_limit_celsius")
+            .first()
+            .map(|s| s.value),
+        ups,
+        rtcs,
+        synchronized: samples(&set, "rpi_time_synchronized")
+            .first()
+            .map(|s| s.value != 0.0),
+        chrony: config::load_chrony(paths),
+        timesyncd_enabled: config::unit_enabled(paths, "systemd-timesyncd.service"),
+        watchdog_devices,
+        system_conf: config::load_daemon_config(paths, "system.conf"),
+        units: UNITS
+            .iter()
+            .map(|name| (*name, config::load_unit(paths, name)))
+            .collect(),
+        interfaces,
+        sshd: config::load_sshd(paths),
+        firewall: firewall(paths),
+        served: inputs.exposure.clone().and_then(|exposure| {
+            let protection = match &exposure.web_config {
+                Some(path) => Some(
+                    crate::web_config::protection(path)
+                        .map_err(|e| format!("web configuration unusable: {e}"))?,
+                ),
+                None => None,
+            };
+            Ok(Served {
+                exposure,
+                protection,
+            })
+        }),
+    }
+}
+
+fn firewall(paths: &crate::paths::Paths) -> Fact<Firewall> {
+    let mut found = Firewall::default();
+    let nft_conf = config::read_optional(&paths.rooted("/etc/nftables.conf"))?;
+    let nft_enabled = config::unit_enabled(paths, "nftables.service")?;
+    let nft_input = nft_conf
+        .as_deref()
+        .is_some_and(|text| text.contains("hook input"));
+    found.nftables = nft_enabled && nft_input;
+    if nft_conf.is_some() && !found.nftables {
+        found.notes.push(
+            if nft_enabled {
+                "nftables.service enabled but /etc/nftables.conf has no input hook chain"
+            } else {
+                "/etc/nftables.conf present but nftables.service not enabled"
+            }
+            .to_owned(),
+        );
+    }
+    if let Some(text) = config::read_optional(&paths.rooted("/etc/ufw/ufw.conf"))? {
+        found.ufw = config::parse_environment_file(&text)
+            .get("ENABLED")
+            .is_some_and(|v| v.eq_ignore_ascii_case("yes"));
+        if !found.ufw {
+            found.notes.push("ufw installed but not enabled".to_owned());
+        }
+    }
+    found.firewalld = config::unit_enabled(paths, "firewalld.service")?;
+    if config::unit_enabled(paths, "netfilter-persistent.service")? {
+        let rules = config::read_optional(&paths.rooted("/etc/iptables/rules.v4"))?;
+        found.iptables_persistent = rules.as_deref().is_some_and(|r| {
+            r.lines()
+                .any(|l| l.starts_with("-A INPUT") || l.starts_with(":INPUT DROP"))
+        });
+    }
+    // The legacy iptables tables the kernel has loaded (Docker's NAT table counts too, so this
+    // alone proves no filtering).
+    if let Ok(Some(tables)) = config::read_optional(&paths.proc("net/ip_tables_names"))
+        && !tables.trim().is_empty()
+    {
+        found.notes.push(format!(
+            "iptables tables loaded: {}",
+            tables.split_whitespace().collect::<Vec<_>>().join(",")
+        ));
+    }
+    Ok(found)
+}

@@ -1,0 +1,315 @@
+//! `pi-exporter doctor`: the field checklist for a Pi nobody can easily reach, as a command
+//! (`doctor`, a table or JSON, exit status 1 on any FAIL) and as the `doctor` collector's
+//! `rpi_doctor_check` series. `docs/doctor.md` describes every check.
+//!
+//! [`facts::gather`] reads everything once: configuration files under `--path.rootfs`, kernel
+//! state under procfs, sysfs and devfs, and the samples of the exporter's own collectors
+//! (firmware, storage, filesystem, system, RTC, time, UPS) run once, so the doctor decodes
+//! nothing they already decode. [`checks`] turns those facts into verdicts with pure functions.
+//! A fact that could not be read makes its checks SKIP with the reason, never a guess.
+
+pub(crate) mod checks;
+pub(crate) mod config;
+pub(crate) mod facts;
+pub mod render;
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::cli::ListenAddress;
+use crate::collector::BuildContext;
+
+/// The outcome of a check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Verdict {
+    Pass,
+    /// Works, but is a risk the checklist advises against.
+    Warn,
+    /// Will cause the failure the check is about; `doctor` exits with status 1.
+    Fail,
+    /// Not checked: the source is unavailable or a file is unreadable or malformed.
+    Skip,
+}
+
+impl Verdict {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Pass => "PASS",
+            Self::Warn => "WARN",
+            Self::Fail => "FAIL",
+            Self::Skip => "SKIP",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Category {
+    Storage,
+    Power,
+    Time,
+    Recovery,
+    Access,
+}
+
+impl Category {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Storage => "storage",
+            Self::Power => "power",
+            Self::Time => "time",
+            Self::Recovery => "recovery",
+            Self::Access => "access",
+        }
+    }
+}
+
+/// One check's result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Finding {
+    pub check: &'static str,
+    pub category: Category,
+    pub verdict: Verdict,
+    /// Why the verdict is not PASS (empty for PASS).
+    pub reason: String,
+    /// What was found, in a few words.
+    pub found: String,
+    /// The fix in one line (empty for PASS and SKIP).
+    pub fix: String,
+}
+
+/// Where the exporter serves, for the exposure check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exposure {
+    pub listen: Vec<ListenAddress>,
+    /// The web configuration file, as a path this process can read.
+    pub web_config: Option<PathBuf>,
+    /// Where these came from, for the message ("this server", "pi-exporter.service", ...).
+    pub origin: String,
+}
+
+/// What the checks run against.
+#[derive(Debug, Clone)]
+pub struct Inputs {
+    pub context: BuildContext,
+    /// `Err`: why the exposure is not known (SKIP).
+    pub exposure: Result<Exposure, String>,
+}
+
+/// Runs every check once.
+pub fn run(inputs: &Inputs, sources: &facts::Sources) -> Vec<Finding> {
+    let facts = facts::gather(inputs, sources);
+    checks::all(&facts)
+}
+
+/// The verdict a whole report gives: 1 when anything FAILs.
+pub fn exit_status(findings: &[Finding]) -> u8 {
+    u8::from(findings.iter().any(|f| f.verdict == Verdict::Fail))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::collector::fixture;
+
+    /// `pi-exporter doctor` on a tree laid out like the fixtures, plus extra flags.
+    fn doctor(tree: &Path, extra: &[&str]) -> Vec<Finding> {
+        let mut args = vec!["pi-exporter".to_owned(), "doctor".to_owned()];
+        for (flag, dir) in [
+            ("procfs", "proc"),
+            ("sysfs", "sys"),
+            ("rootfs", "rootfs"),
+            ("devfs", "dev"),
+        ] {
+            args.push(format!("--path.{flag}={}", tree.join(dir).display()));
+        }
+        args.push(format!(
+            "--simulate.board={}",
+            tree.join("board.yaml").display()
+        ));
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let config = crate::cli::try_parse(args).expect("flags parse");
+        let command = config.doctor.expect("the doctor subcommand");
+        crate::doctor_findings(&config, command).expect("doctor runs")
+    }
+
+    fn verdicts(findings: &[Finding]) -> Vec<(&'static str, Verdict)> {
+        findings.iter().map(|f| (f.check, f.verdict)).collect()
+    }
+
+    fn verdict_of(findings: &[Finding], check: &str) -> Finding {
+        findings
+            .iter()
+            .find(|f| f.check == check)
+            .cloned()
+            .unwrap_or_else(|| panic!("no check {check}"))
+    }
+
+    /// A writable copy of a fixture tree (symlinks kept as they are).
+    fn copy_of(name: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let status = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(fixture(name).join("."))
+            .arg(dir.path())
+            .status()
+            .expect("cp");
+        assert!(status.success());
+        dir
+    }
+
+    #[test]
+    fn a_prepared_pi_passes_every_check() {
+        let findings = doctor(&fixture("doctor-prepared"), &[]);
+        assert_eq!(findings.len(), checks::CHECKS.len());
+        for f in &findings {
+            assert_eq!(f.verdict, Verdict::Pass, "{f:?}");
+            assert!(f.fix.is_empty() && f.reason.is_empty(), "{f:?}");
+        }
+        assert_eq!(exit_status(&findings), 0);
+        let exposure = verdict_of(&findings, "exporter_exposure");
+        assert!(
+            exposure
+                .found
+                .contains("TLS with auth; pi-exporter.service"),
+            "{exposure:?}"
+        );
+    }
+
+    #[test]
+    fn a_neglected_pi_fails_each_check_for_its_own_reason() {
+        use Verdict::{Fail, Skip, Warn};
+        let findings = doctor(&fixture("doctor-neglected"), &[]);
+        assert_eq!(
+            verdicts(&findings),
+            [
+                ("boot_media", Warn),
+                // An SD card reports no wear; a worn eMMC has its own test.
+                ("flash_wear", Skip),
+                ("root_readonly", Warn),
+                ("write_safety", Fail),
+                ("noatime", Warn),
+                ("swap_on_flash", Warn),
+                ("free_space", Fail),
+                ("log_volume", Warn),
+                ("logrotate", Warn),
+                ("throttling", Fail),
+                ("temperature", Fail),
+                ("ups", Warn),
+                ("rtc", Fail),
+                ("hctosys", Warn),
+                ("clock_sync", Fail),
+                ("time_step", Fail),
+                ("hardware_watchdog", Fail),
+                ("unit_pi_exporter", Fail),
+                ("unit_alert_relay", Fail),
+                ("remote_access", Warn),
+                ("ssh_password", Fail),
+                ("firewall", Warn),
+                ("exporter_exposure", Warn),
+            ]
+        );
+        assert_eq!(exit_status(&findings), 1);
+        let found = |check| verdict_of(&findings, check).found;
+        assert!(found("write_safety").contains("/data data=writeback"));
+        assert!(found("swap_on_flash").contains("/var/swap"));
+        assert_eq!(found("free_space"), "/ 1 % free");
+        assert_eq!(found("throttling"), "now: under_voltage, throttled");
+        // The drop-in's empty WatchdogSec= reset the unit file's 30s.
+        assert!(found("unit_pi_exporter").starts_with("no WatchdogSec, Restart=on-failure"));
+        assert!(found("firewall").contains("nftables.service not enabled"));
+        for f in findings.iter().filter(|f| f.verdict != Skip) {
+            assert!(!f.fix.is_empty() && !f.reason.is_empty(), "{f:?}");
+        }
+    }
+
+    #[test]
+    fn flags_override_the_units_listen_address_and_ups() {
+        let findings = doctor(
+            &fixture("doctor-neglected"),
+            &[
+                "--web.listen-address=127.0.0.1:9831",
+                "--ups.board=nut",
+                "--ups.nut.port=1",
+            ],
+        );
+        let exposure = verdict_of(&findings, "exporter_exposure");
+        assert_eq!(exposure.verdict, Verdict::Pass);
+        assert!(exposure.found.contains("flags"), "{exposure:?}");
+        // Configured, but nothing answers on port 1.
+        let ups = verdict_of(&findings, "ups");
+        assert_eq!(ups.verdict, Verdict::Warn);
+        assert_eq!(ups.found, "UPS configured, state unknown");
+    }
+
+    #[test]
+    fn a_worn_emmc_fails() {
+        let tree = copy_of("doctor-prepared");
+        let card = tree.path().join("sys/block/mmcblk0/device");
+        std::fs::write(card.join("life_time"), "0x0a 0x0b\n").expect("write");
+        std::fs::write(card.join("pre_eol_info"), "0x02\n").expect("write");
+        let wear = verdict_of(&doctor(tree.path(), &[]), "flash_wear");
+        assert_eq!(wear.verdict, Verdict::Fail, "{wear:?}");
+        assert_eq!(wear.found, "mmcblk0: life used ≤110 %, pre-EOL warning");
+    }
+
+    #[test]
+    fn unreadable_or_malformed_files_skip_with_a_reason() {
+        let tree = copy_of("doctor-prepared");
+        let root = tree.path().join("rootfs");
+        let etc = root.join("etc");
+        // A directory where a file should be: read(2) fails with EISDIR, as for any I/O error.
+        let dropin = etc.join("ssh/sshd_config.d/10-pifleet.conf");
+        std::fs::remove_file(&dropin).expect("rm");
+        std::fs::create_dir(&dropin).expect("mkdir");
+        let watchdog = etc.join("systemd/system.conf.d/50-pifleet-watchdog.conf");
+        std::fs::remove_file(&watchdog).expect("rm");
+        std::fs::create_dir(&watchdog).expect("mkdir");
+        std::fs::write(etc.join("chrony/conf.d/pifleet.conf"), b"makestep \xff 3\n")
+            .expect("write");
+        std::fs::write(etc.join("pi-exporter/web.yml"), "tls_server_config: [\n").expect("write");
+        std::fs::write(
+            root.join("usr/lib/systemd/system/alert-relay.service"),
+            b"[Service]\nRestart=\xfe\n",
+        )
+        .expect("write");
+        std::fs::write(
+            tree.path().join("proc/swaps"),
+            "Filename Type\n/dev/zram0 partition lots\n",
+        )
+        .expect("write");
+        // A procfs without jbd2 (a container's): ext4 journals unknown.
+        std::fs::remove_dir_all(tree.path().join("proc/fs/jbd2")).expect("rm");
+        let findings = doctor(tree.path(), &[]);
+        for (check, why) in [
+            ("write_safety", "cannot tell which ext4"),
+            ("ssh_password", "cannot read"),
+            ("hardware_watchdog", "cannot read"),
+            ("time_step", "not UTF-8"),
+            ("exporter_exposure", "web configuration unusable"),
+            ("unit_alert_relay", "not UTF-8"),
+            ("swap_on_flash", "malformed"),
+        ] {
+            let f = verdict_of(&findings, check);
+            assert_eq!(f.verdict, Verdict::Skip, "{f:?}");
+            assert!(f.reason.contains(why), "{f:?}");
+        }
+
+        // A unit whose flags the exporter would refuse: the exposure is not known.
+        std::fs::write(
+            etc.join("default/pi-exporter"),
+            "PI_EXPORTER_ARGS=\"--web.listen-address=nowhere\"\n",
+        )
+        .expect("write");
+        let exposure = verdict_of(&doctor(tree.path(), &[]), "exporter_exposure");
+        assert_eq!(exposure.verdict, Verdict::Skip);
+        assert!(
+            exposure.reason.contains("cannot parse the ExecStart"),
+            "{exposure:?}"
+        );
+    }
+}
