@@ -51,6 +51,11 @@ impl Signer {
         Self { key, public_url }
     }
 
+    /// The same key with another `public_url` (a reload changed it).
+    pub fn with_public_url(&self, public_url: Option<String>) -> Self {
+        Self::new(self.key.clone(), public_url)
+    }
+
     fn mac(&self, id: i64, expires: i64) -> Vec<u8> {
         // HMAC takes keys of any length.
         let mut m = HmacSha256::new_from_slice(&self.key).expect("HMAC accepts any key length");
