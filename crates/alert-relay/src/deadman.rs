@@ -309,3 +309,244 @@ impl Deadman {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+    use crate::config::{MapSecrets, parse};
+    use crate::metrics::CommitMetrics;
+    use crate::store::DeliveryJob;
+    use crate::store::sqlite::Sqlite;
+
+    const M: Duration = Duration::from_secs(60);
+
+    fn config() -> crate::config::Config {
+        parse(
+            "storage: { sqlite: x }\nchannels:\n  a: { type: webhook, url: 'http://127.0.0.1:9/a' }\n  b: { type: webhook, url: 'http://127.0.0.1:9/b' }\n\
+             policies: { p: { steps: [ { notify: [a] } ] } }\nroutes: [ { policy: p } ]\n\
+             deadman: { timeout: 5m, notify: [a, b] }\n",
+            Path::new("/"),
+            &MapSecrets::default(),
+        )
+        .expect("config")
+    }
+
+    struct Rig {
+        dm: Arc<Deadman>,
+        store: Store,
+        metrics: Arc<Metrics>,
+        path: PathBuf,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn start(path: &Path) -> (Arc<Deadman>, Store, Arc<Metrics>) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let (metrics, _) = Metrics::new();
+        let (store, _thread) = Store::start(
+            Sqlite::open(path).expect("db"),
+            CommitMetrics(Arc::clone(&metrics)),
+        )
+        .expect("store");
+        let live = Arc::new(Live::new("relay.yml".into(), config()));
+        let engine = Engine::new(
+            store.clone(),
+            Arc::clone(&metrics),
+            reqwest::Client::new(),
+            live.config().delivery.clone(),
+        );
+        let dm = Deadman::start(store.clone(), engine, live, Arc::clone(&metrics))
+            .await
+            .expect("start");
+        (dm, store, metrics)
+    }
+
+    async fn rig() -> Rig {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("relay.db");
+        let (dm, store, metrics) = start(&path).await;
+        Rig {
+            dm,
+            store,
+            metrics,
+            path,
+            _dir: dir,
+        }
+    }
+
+    fn watchdog(status: Status) -> AlertEvent {
+        AlertEvent {
+            status,
+            fingerprint: "0123456789abcdef".into(),
+            labels: Labels::from([("alertname".into(), "Watchdog".into())]),
+            annotations: Labels::new(),
+            starts_at: 1,
+            ends_at: None,
+            generator_url: String::new(),
+            external_url: "http://am.example:9093".into(),
+            receiver: "relay".into(),
+            group_key: "{}:{alertname=\"Watchdog\"}".into(),
+        }
+    }
+
+    impl Rig {
+        /// Moves paused time forward by `d`, running every tick the loop would.
+        async fn advance(&self, d: Duration) {
+            let mut left = d;
+            loop {
+                let wait = self.dm.tick().await.expect("tick");
+                if left.is_zero() {
+                    return;
+                }
+                let step = wait.min(left);
+                tokio::time::advance(step).await;
+                left -= step;
+            }
+        }
+
+        /// Every delivery to destination `a`, oldest first.
+        async fn sent(&self) -> Vec<DeliveryJob> {
+            let mut out = Vec::new();
+            for p in self.store.pending("a".into()).await.expect("pending") {
+                out.push(self.store.load(p.id).await.expect("load").expect("exists"));
+            }
+            assert_eq!(
+                self.store.pending("b".into()).await.expect("pending").len(),
+                out.len(),
+                "both notify channels hear the same"
+            );
+            out
+        }
+
+        fn metric(&self, name: &str) -> String {
+            let text = self.metrics.encode();
+            text.lines()
+                .find(|l| l.starts_with(&format!("{name} ")))
+                .map(|l| l[name.len() + 1..].to_owned())
+                .unwrap_or_default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn trips_once_after_the_timeout_from_start_up_and_recovers() {
+        let r = rig().await;
+        r.advance(5 * M - Duration::from_secs(1)).await;
+        assert!(r.sent().await.is_empty());
+        assert_eq!(r.metric("alert_relay_deadman_tripped"), "0");
+        r.advance(Duration::from_secs(1)).await;
+        let sent = r.sent().await;
+        assert_eq!(sent.len(), 1);
+        let e = &sent[0].event;
+        assert_eq!(e.status, Status::Firing);
+        assert_eq!(e.labels["alertname"], ALERTNAME);
+        assert!(e.annotations["summary"].contains("for 5m"));
+        assert!(e.annotations["description"].starts_with("No heartbeat since alert-relay started"));
+        assert!(sent[0].incident.is_none(), "no incident, no escalation");
+        assert_eq!(r.metric("alert_relay_deadman_tripped"), "1");
+        // Still silent for a day: no second message.
+        r.advance(24 * 60 * M).await;
+        assert_eq!(r.sent().await.len(), 1);
+        // Heartbeats return: one recovery, threaded to the firing message.
+        r.dm.heartbeat(&watchdog(Status::Firing));
+        r.advance(Duration::ZERO).await;
+        let sent = r.sent().await;
+        assert_eq!(sent.len(), 2);
+        assert_eq!(sent[1].event.status, Status::Resolved);
+        assert_eq!(sent[1].event.starts_at, sent[0].event.starts_at);
+        assert!(sent[1].firing.is_some(), "follows the firing delivery");
+        assert_eq!(r.metric("alert_relay_deadman_tripped"), "0");
+        assert_ne!(
+            r.metric("alert_relay_deadman_last_heartbeat_timestamp_seconds"),
+            "0.0"
+        );
+        // More heartbeats: nothing more to say.
+        r.advance(3 * M).await;
+        r.dm.heartbeat(&watchdog(Status::Firing));
+        r.advance(3 * M).await;
+        assert_eq!(r.sent().await.len(), 2);
+        // Silent again: a new trip, naming the last heartbeat.
+        r.advance(2 * M).await;
+        let sent = r.sent().await;
+        assert_eq!(sent.len(), 3);
+        assert!(
+            sent[2].event.annotations["description"]
+                .starts_with("Last heartbeat: Watchdog from http://am.example:9093 at ")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heartbeats_keep_it_quiet_and_a_resolved_watchdog_is_not_one() {
+        let r = rig().await;
+        for _ in 0..10 {
+            r.advance(4 * M).await;
+            r.dm.heartbeat(&watchdog(Status::Firing));
+        }
+        assert!(r.sent().await.is_empty());
+        r.advance(4 * M).await;
+        r.dm.heartbeat(&watchdog(Status::Resolved));
+        r.advance(M).await;
+        assert_eq!(r.sent().await.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restart_neither_trips_twice_nor_forgets_the_recovery() {
+        let r = rig().await;
+        r.advance(6 * M).await;
+        assert_eq!(r.sent().await.len(), 1);
+        let Rig {
+            dm,
+            store,
+            metrics,
+            path,
+            _dir,
+        } = r;
+        drop((dm, store, metrics));
+        let (dm, store, metrics) = start(&path).await;
+        let r = Rig {
+            dm,
+            store,
+            metrics,
+            path,
+            _dir,
+        };
+        assert_eq!(r.metric("alert_relay_deadman_tripped"), "1");
+        r.advance(60 * M).await;
+        assert_eq!(r.sent().await.len(), 1);
+        r.dm.heartbeat(&watchdog(Status::Firing));
+        r.advance(Duration::ZERO).await;
+        let sent = r.sent().await;
+        assert_eq!(sent.len(), 2);
+        assert_eq!(sent[1].event.status, Status::Resolved);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restart_into_a_silent_pipeline_still_notices() {
+        let r = rig().await;
+        r.dm.heartbeat(&watchdog(Status::Firing));
+        r.advance(M).await;
+        let Rig {
+            dm,
+            store,
+            metrics,
+            path,
+            _dir,
+        } = r;
+        drop((dm, store, metrics));
+        let (dm, store, metrics) = start(&path).await;
+        let r = Rig {
+            dm,
+            store,
+            metrics,
+            path,
+            _dir,
+        };
+        // The timer starts at start-up: 5 minutes after it, not after the last heartbeat.
+        r.advance(5 * M - Duration::from_secs(1)).await;
+        assert!(r.sent().await.is_empty());
+        r.advance(Duration::from_secs(1)).await;
+        let sent = r.sent().await;
+        assert_eq!(sent.len(), 1);
+        assert!(sent[0].event.annotations["description"].starts_with("Last heartbeat: Watchdog"));
+    }
+}
