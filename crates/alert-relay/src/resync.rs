@@ -228,3 +228,242 @@ fn client_with_ca(path: &std::path::Path) -> Result<reqwest::Client, ResyncError
     }
     b.build().map_err(|e| ca(e.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+    use crate::config::{MapSecrets, parse};
+    use crate::delivery::Engine;
+    use crate::metrics::CommitMetrics;
+    use crate::payload::{AlertEvent, Labels, Status};
+    use crate::store::sqlite::Sqlite;
+    use crate::store::{IncidentState, RouteRef, RoutedEvent};
+
+    #[test]
+    fn suppressed_alerts_count_as_gone_and_garbage_is_an_error() {
+        let body = br#"[
+            {"fingerprint":"a1","status":{"state":"active","silencedBy":[],"inhibitedBy":[]},"labels":{}},
+            {"fingerprint":"b2","status":{"state":"suppressed","silencedBy":["s"],"inhibitedBy":[]}},
+            {"fingerprint":"c3","status":{"state":"unprocessed"},"extra":1}
+        ]"#;
+        let got = active_fingerprints(body).expect("valid");
+        let mut got: Vec<&str> = got.iter().map(String::as_str).collect();
+        got.sort_unstable();
+        assert_eq!(got, ["a1", "c3"]);
+        assert!(active_fingerprints(b"[]").expect("empty").is_empty());
+        for bad in [&b"{\"alerts\":[]}"[..], b"[{\"fingerprint\":1}]", b"[{", b"<html>"] {
+            assert!(matches!(
+                active_fingerprints(bad),
+                Err(ResyncError::Malformed(_))
+            ));
+        }
+    }
+
+    /// A loopback Alertmanager API answering every request with `status`, `body` after
+    /// `delay`; it records each request's head.
+    async fn fake_am(status: u16, body: &'static str, delay: Duration) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let log = Arc::clone(&log);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 8192];
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    log.lock().expect("log").push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                    tokio::time::sleep(delay).await;
+                    let resp = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = s.write_all(resp.as_bytes()).await;
+                });
+            }
+        });
+        (url, seen)
+    }
+
+    struct Rig {
+        resync: Arc<Resync>,
+        store: Store,
+        _dir: tempfile::TempDir,
+    }
+
+    fn rig() -> Rig {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = parse(
+            "storage: { sqlite: x }\nchannels: { a: { type: webhook, url: 'http://127.0.0.1:9/a' } }\n\
+             policies: { p: { steps: [ { notify: [a] } ] } }\nroutes: [ { policy: p } ]\n",
+            Path::new("/"),
+            &MapSecrets::default(),
+        )
+        .expect("config");
+        let (metrics, _) = Metrics::new();
+        let (store, _thread) = Store::start(
+            Sqlite::open(&dir.path().join("relay.db")).expect("db"),
+            CommitMetrics(Arc::clone(&metrics)),
+        )
+        .expect("store");
+        let live = Arc::new(Live::new("relay.yml".into(), config));
+        let engine = Engine::new(
+            store.clone(),
+            Arc::clone(&metrics),
+            reqwest::Client::new(),
+            live.config().delivery.clone(),
+        );
+        let escalator = Escalator::new(store.clone(), engine, Arc::clone(&live));
+        let resync = Resync::new(
+            store.clone(),
+            escalator,
+            live,
+            metrics,
+            reqwest::Client::new(),
+        );
+        Rig {
+            resync,
+            store,
+            _dir: dir,
+        }
+    }
+
+    fn api(url: &str) -> AlertmanagerApi {
+        AlertmanagerApi {
+            url: url.to_owned(),
+            interval: Duration::from_secs(60),
+            timeout: Duration::from_millis(500),
+            auth: Auth::Bearer(crate::secret::Secret::new("am-token".to_owned())),
+            ca_file: None,
+        }
+    }
+
+    impl Rig {
+        /// A firing alert `fp` in group `group`: opens (or joins) that group's incident.
+        async fn fire(&self, group: &str, fp: &str, starts_at: i64) -> Option<i64> {
+            let o = self
+                .store
+                .ingest(vec![RoutedEvent {
+                    event: AlertEvent {
+                        status: Status::Firing,
+                        fingerprint: fp.into(),
+                        labels: Labels::from([("alertname".into(), group.to_owned())]),
+                        annotations: Labels::new(),
+                        starts_at,
+                        ends_at: None,
+                        generator_url: String::new(),
+                        external_url: String::new(),
+                        receiver: "relay".into(),
+                        group_key: group.into(),
+                    },
+                    destinations: vec!["a".into()],
+                    routes: vec![RouteRef {
+                        route: "#1".into(),
+                        policy: "p".into(),
+                    }],
+                    group_resolved: false,
+                }])
+                .await
+                .expect("ingest");
+            o.opened.first().copied()
+        }
+
+        async fn state(&self, id: i64) -> (IncidentState, Option<String>) {
+            let i = self
+                .store
+                .read(move |b| b.incident(id))
+                .await
+                .expect("read")
+                .expect("exists");
+            (i.state, i.resolved_by)
+        }
+    }
+
+    #[tokio::test]
+    async fn resolves_what_alertmanager_no_longer_has_and_announces_it() {
+        let r = rig();
+        let kept = r.fire("g1", "f1", 1).await.expect("opened");
+        let silenced = r.fire("g2", "f2", 1).await.expect("opened");
+        let lost = r.fire("g3", "f3", 1).await.expect("opened");
+        // g1 has two alerts; Alertmanager still has one of them.
+        assert_eq!(r.fire("g1", "f1b", 1).await, None);
+        let (url, seen) = fake_am(
+            200,
+            r#"[{"fingerprint":"f1b","status":{"state":"active"}},
+                {"fingerprint":"f2","status":{"state":"suppressed","silencedBy":["x"]}},
+                {"fingerprint":"zz","status":{"state":"active"}}]"#,
+            Duration::ZERO,
+        )
+        .await;
+        let s = r.resync.poll(&api(&url)).await.expect("poll");
+        assert_eq!(s.resolved, [silenced, lost]);
+        assert!(s.raced.is_empty());
+        assert_eq!(r.state(kept).await.0, IncidentState::Open);
+        let (state, by) = r.state(lost).await;
+        assert_eq!(state, IncidentState::Resolved);
+        assert_eq!(by.as_deref(), Some(RESOLVED_BY));
+        // The resolve is announced where the incident was sent.
+        let d = r
+            .store
+            .read(move |b| b.incident_deliveries(lost))
+            .await
+            .expect("read");
+        let notice = d.iter().find_map(|x| x.3.clone()).expect("a notice");
+        assert!(notice.contains("resolved by re-sync (Alertmanager no longer has this alert)"));
+        let head = seen.lock().expect("log")[0].clone();
+        assert!(head.starts_with("GET /api/v2/alerts HTTP/1.1"));
+        assert!(head.to_ascii_lowercase().contains("authorization: bearer am-token"));
+        // A second poll changes nothing more.
+        let s = r.resync.poll(&api(&url)).await.expect("poll");
+        assert!(s.resolved.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_failed_poll_resolves_nothing() {
+        let r = rig();
+        let id = r.fire("g1", "f1", 1).await.expect("opened");
+        for (status, body, delay) in [
+            (500, "[]", Duration::ZERO),
+            (200, "[{\"fingerprint\":", Duration::ZERO),
+            (200, "{\"error\":\"x\"}", Duration::ZERO),
+            (200, "[]", Duration::from_secs(3)),
+        ] {
+            let (url, _) = fake_am(status, body, delay).await;
+            let e = r.resync.poll(&api(&url)).await;
+            assert!(e.is_err(), "{status} {body} {delay:?}: {e:?}");
+            assert_eq!(r.state(id).await.0, IncidentState::Open);
+        }
+        // Nothing listening at all.
+        let e = r.resync.poll(&api("http://127.0.0.1:9")).await;
+        assert!(matches!(e, Err(ResyncError::Http(_))));
+        assert_eq!(r.state(id).await.0, IncidentState::Open);
+    }
+
+    #[tokio::test]
+    async fn an_alert_that_arrives_during_the_poll_keeps_its_incident() {
+        let r = rig();
+        let old = r.fire("g1", "f1", 1).await.expect("opened");
+        let quiet = r.fire("g3", "f3", 1).await.expect("opened");
+        let (url, _) = fake_am(200, "[]", Duration::from_millis(300)).await;
+        let poll = {
+            let resync = Arc::clone(&r.resync);
+            let api = api(&url);
+            tokio::spawn(async move { resync.poll(&api).await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Alertmanager's answer was built before this alert: it is not in it.
+        let new = r.fire("g2", "f2", 1).await.expect("opened");
+        // And a second alert joins the old incident's group during the poll.
+        assert_eq!(r.fire("g1", "f1c", 2).await, None);
+        let s = poll.await.expect("join").expect("poll");
+        assert_eq!(s.resolved, [quiet], "{s:?}");
+        assert_eq!(s.raced, [old, new]);
+        assert_eq!(r.state(old).await.0, IncidentState::Open);
+        assert_eq!(r.state(new).await.0, IncidentState::Open);
+    }
+}
