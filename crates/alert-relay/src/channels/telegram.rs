@@ -6,7 +6,7 @@ use http::Method;
 use serde_json::{Value, json};
 
 use super::{Outcome, Request, Response, classify_status, seconds};
-use crate::render::Message;
+use crate::render::{Message, Tone};
 use crate::render::text::{escape_html, escape_html_within, truncate_chars};
 
 const DEFAULT_API: &str = "https://api.telegram.org";
@@ -16,7 +16,11 @@ pub fn text(msg: &Message, formatted: bool) -> String {
     if !formatted {
         return truncate_chars(&msg.plain_text(), TEXT_MAX);
     }
-    let icon = if msg.is_firing() { "🔴" } else { "✅" };
+    let icon = match msg.tone() {
+        Tone::Firing => "🔴",
+        Tone::Resolved => "✅",
+        Tone::Notice => "ℹ️",
+    };
     let mut links = String::new();
     for l in &msg.links {
         links.push_str(&format!(
