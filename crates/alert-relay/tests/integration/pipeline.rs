@@ -1,5 +1,5 @@
 //! Staying honest: the dead-man's switch and re-sync, through the real binary and the real
-//! Alertmanager.
+//! Alertmanager; and a reload that changes `public_url`.
 
 use std::time::Duration;
 
@@ -153,5 +153,55 @@ async fn real_alertmanager_heartbeats_resync_and_silence() {
             .iter()
             .all(|r| !r.json().to_string().contains("\"Watchdog\"")),
         "the Watchdog itself is never delivered"
+    );
+}
+
+/// SIGHUP picks up a new `public_url`: links made after the reload use it.
+#[tokio::test]
+async fn sighup_changes_public_url_for_new_links() {
+    let fake = Fake::start(Reply::new(200, "")).await;
+    let dir = tempdir();
+    let config = |public: &str| {
+        format!(
+            "listen: 127.0.0.1:0\npublic_url: {public}\nstorage: {{ sqlite: relay.db }}\n\
+             channels: {{ hook: {{ type: webhook, url: '{}/h' }} }}\n\
+             policies: {{ p: {{ steps: [ {{ notify: [hook] }} ] }} }}\nroutes: [ {{ policy: p }} ]\n",
+            fake.url()
+        )
+    };
+    let path = dir.path().join("relay.yml");
+    std::fs::write(&path, config("http://old.invalid")).expect("config");
+    let relay = Relay::start_file(&path);
+    let link = |r: &crate::support::Received| {
+        r.json()["links"]
+            .as_array()
+            .and_then(|l| l.iter().find(|l| l["name"] == "Acknowledge #1"))
+            .and_then(|l| l["url"].as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    relay
+        .post("/webhook", webhook(&[("00000000000000b1", "firing")], ""))
+        .await;
+    let got = fake.wait_for(1, Duration::from_secs(5)).await;
+    assert!(link(&got[0]).starts_with("http://old.invalid/ack/1."), "{}", link(&got[0]));
+    std::fs::write(&path, config("https://new.example/relay/")).expect("config");
+    let _ = std::process::Command::new("kill")
+        .args(["-HUP", &relay.child.id().to_string()])
+        .status();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !relay.log_contains("configuration reloaded") {
+        assert!(tokio::time::Instant::now() < deadline, "no reload");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Another alert of the same group: a new message of incident #1, with the new link.
+    relay
+        .post("/webhook", webhook(&[("00000000000000b2", "firing")], ""))
+        .await;
+    let got = fake.wait_for(2, Duration::from_secs(5)).await;
+    assert!(
+        link(&got[1]).starts_with("https://new.example/relay/ack/1."),
+        "{}",
+        link(&got[1])
     );
 }
