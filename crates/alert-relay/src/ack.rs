@@ -163,7 +163,10 @@ mod tests {
             firing: None,
             incident: Some(12),
             step: -1,
-            notice: Some("Incident #12 acknowledged by alice via API from 10.0.0.7 at 2026-01-01T00:00:00Z".into()),
+            notice: Some(
+                "Incident #12 acknowledged by alice via API from 10.0.0.7 at 2026-01-01T00:00:00Z"
+                    .into(),
+            ),
         };
         let mut msg = Message::new(&job.event);
         assert_eq!(msg.badge(), "FIRING CRITICAL");
@@ -171,24 +174,59 @@ mod tests {
         assert_eq!(msg.badge(), "ACKNOWLEDGED");
         assert_eq!(msg.tone(), crate::render::Tone::Notice);
         assert!(!msg.is_firing());
-        assert_eq!(msg.title, "[ACKNOWLEDGED] PiHot on pi-17:9831 (incident #12)");
-        assert!(msg.plain_body().starts_with("Incident #12 acknowledged by alice"));
-        assert_eq!(notice_badge(3, "Incident #3 un-acknowledged by ack timeout (4h) at x"), "UN-ACKNOWLEDGED");
-        assert_eq!(notice_badge(3, "Incident #3 resolved by re-sync (Alertmanager no longer has this alert) at x"), "RESOLVED");
+        assert_eq!(
+            msg.title,
+            "[ACKNOWLEDGED] PiHot on pi-17:9831 (incident #12)"
+        );
+        assert!(
+            msg.plain_body()
+                .starts_with("Incident #12 acknowledged by alice")
+        );
+        assert_eq!(
+            notice_badge(3, "Incident #3 un-acknowledged by ack timeout (4h) at x"),
+            "UN-ACKNOWLEDGED"
+        );
+        assert_eq!(
+            notice_badge(
+                3,
+                "Incident #3 resolved by re-sync (Alertmanager no longer has this alert) at x"
+            ),
+            "RESOLVED"
+        );
         assert_eq!(notice_badge(3, "40 devices at site=wh-2"), "NOTICE");
         // Every channel's rendering leads with the notice, not the alert's state.
         let sms = crate::channels::twilio::text(&msg);
-        assert!(sms.starts_with("ACKNOWLEDGED - PiHot on pi-17:9831 (incident #12) - Incident #12 acknowledged"), "{sms}");
+        assert!(
+            sms.starts_with(
+                "ACKNOWLEDGED - PiHot on pi-17:9831 (incident #12) - Incident #12 acknowledged"
+            ),
+            "{sms}"
+        );
         assert!(!sms.contains("FIRING"), "{sms}");
         let slack = crate::channels::slack::payload(&msg, true);
-        assert!(slack["text"].as_str().is_some_and(|t| t.starts_with("ACKNOWLEDGED [ACKNOWLEDGED]")));
+        assert!(
+            slack["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("ACKNOWLEDGED [ACKNOWLEDGED]"))
+        );
         assert!(slack.to_string().contains(":information_source:"));
         assert!(crate::channels::telegram::text(&msg, true).starts_with("ℹ️"));
-        assert_eq!(crate::channels::discord::payload(&msg, true)["embeds"][0]["color"], 0x0034_98DB);
-        assert!(crate::channels::teams::card(&msg, true).to_string().contains("\"Accent\""));
-        let ntfy = crate::channels::ntfy::request("t", &crate::config::NtfyAuth::None, None, None, &msg);
+        assert_eq!(
+            crate::channels::discord::payload(&msg, true)["embeds"][0]["color"],
+            0x0034_98DB
+        );
+        assert!(
+            crate::channels::teams::card(&msg, true)
+                .to_string()
+                .contains("\"Accent\"")
+        );
+        let ntfy =
+            crate::channels::ntfy::request("t", &crate::config::NtfyAuth::None, None, None, &msg);
         let body = ntfy.json_body().expect("json");
-        assert_eq!((body["priority"].as_u64(), body["tags"][0].as_str()), (Some(2), Some("information_source")));
+        assert_eq!(
+            (body["priority"].as_u64(), body["tags"][0].as_str()),
+            (Some(2), Some("information_source"))
+        );
     }
 
     #[test]

@@ -81,7 +81,9 @@ impl Deadman {
             .and_then(|v| match serde_json::from_slice::<Stored>(&v) {
                 Ok(s) => Some(s),
                 Err(e) => {
-                    tracing::warn!("stored dead-man's switch state unreadable, starting afresh: {e}");
+                    tracing::warn!(
+                        "stored dead-man's switch state unreadable, starting afresh: {e}"
+                    );
                     None
                 }
             })
@@ -124,7 +126,10 @@ impl Deadman {
             return;
         }
         let now = now_millis();
-        let name = e.labels.get("alertname").map_or("heartbeat", String::as_str);
+        let name = e
+            .labels
+            .get("alertname")
+            .map_or("heartbeat", String::as_str);
         let from = if e.external_url.is_empty() {
             format!("receiver {}", e.receiver)
         } else {
@@ -256,8 +261,7 @@ impl Deadman {
                 format_rfc3339(self.lock().started_ms.saturating_mul(1_000_000))
             ),
         };
-        let ends_at =
-            (status == Status::Resolved).then(|| now_millis().saturating_mul(1_000_000));
+        let ends_at = (status == Status::Resolved).then(|| now_millis().saturating_mul(1_000_000));
         let labels: Labels = [
             ("alertname", ALERTNAME),
             ("severity", "critical"),
@@ -291,8 +295,7 @@ impl Deadman {
 
     /// Stores the state and the events in one savepoint and queues their deliveries.
     async fn commit(&self, next: &Stored, events: Vec<RoutedEvent>) -> Result<(), StoreError> {
-        let value =
-            serde_json::to_vec(next).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let value = serde_json::to_vec(next).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let w = self
             .store
             .write(Write::SetMeta {

@@ -192,9 +192,7 @@ impl Resync {
         let req = match &api.auth {
             Auth::None => req,
             Auth::Bearer(t) => req.bearer_auth(t.expose()),
-            Auth::Basic { username, password } => {
-                req.basic_auth(username, Some(password.expose()))
-            }
+            Auth::Basic { username, password } => req.basic_auth(username, Some(password.expose())),
         };
         let err = |e: reqwest::Error| ResyncError::Http(e.without_url().to_string());
         let mut resp = req.send().await.map_err(err)?;
@@ -255,7 +253,12 @@ mod tests {
         got.sort_unstable();
         assert_eq!(got, ["a1", "c3"]);
         assert!(active_fingerprints(b"[]").expect("empty").is_empty());
-        for bad in [&b"{\"alerts\":[]}"[..], b"[{\"fingerprint\":1}]", b"[{", b"<html>"] {
+        for bad in [
+            &b"{\"alerts\":[]}"[..],
+            b"[{\"fingerprint\":1}]",
+            b"[{",
+            b"<html>",
+        ] {
             assert!(matches!(
                 active_fingerprints(bad),
                 Err(ResyncError::Malformed(_))
@@ -265,8 +268,14 @@ mod tests {
 
     /// A loopback Alertmanager API answering every request with `status`, `body` after
     /// `delay`; it records each request's head.
-    async fn fake_am(status: u16, body: &'static str, delay: Duration) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    async fn fake_am(
+        status: u16,
+        body: &'static str,
+        delay: Duration,
+    ) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let log = Arc::clone(&seen);
@@ -276,7 +285,9 @@ mod tests {
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 8192];
                     let n = s.read(&mut buf).await.unwrap_or(0);
-                    log.lock().expect("log").push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                    log.lock()
+                        .expect("log")
+                        .push(String::from_utf8_lossy(&buf[..n]).into_owned());
                     tokio::time::sleep(delay).await;
                     let resp = format!(
                         "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -417,7 +428,10 @@ mod tests {
         assert!(notice.contains("resolved by re-sync (Alertmanager no longer has this alert)"));
         let head = seen.lock().expect("log")[0].clone();
         assert!(head.starts_with("GET /api/v2/alerts HTTP/1.1"));
-        assert!(head.to_ascii_lowercase().contains("authorization: bearer am-token"));
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("authorization: bearer am-token")
+        );
         // A second poll changes nothing more.
         let s = r.resync.poll(&api(&url)).await.expect("poll");
         assert!(s.resolved.is_empty());

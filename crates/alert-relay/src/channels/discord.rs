@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use super::{
     Attempt, Outcome, Request, Response, classify_status, execute, rebase, seconds, with_query,
 };
-use crate::render::{Message, Tone};
 use crate::render::text::truncate_chars;
+use crate::render::{Message, Tone};
 
 const RED: u32 = 0x00E0_3E3E;
 const GREEN: u32 = 0x002E_B67D;

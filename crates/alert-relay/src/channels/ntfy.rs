@@ -6,8 +6,8 @@ use serde_json::json;
 
 use super::{Outcome, Request, RequestAuth, Response, classify_status};
 use crate::config::NtfyAuth;
-use crate::render::{Message, Tone};
 use crate::render::text::{truncate_bytes, truncate_chars};
+use crate::render::{Message, Tone};
 
 const DEFAULT_API: &str = "https://ntfy.sh";
 

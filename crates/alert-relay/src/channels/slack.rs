@@ -12,8 +12,8 @@ use super::{
     Attempt, Outcome, Request, RequestAuth, Response, classify_status, execute, rebase, retry_after,
 };
 use crate::config::SlackMode;
-use crate::render::{Message, Tone};
 use crate::render::text::{escape_slack, truncate_chars};
+use crate::render::{Message, Tone};
 
 const DEFAULT_API: &str = "https://slack.com/api";
 const SECTION_MAX: usize = 3000;

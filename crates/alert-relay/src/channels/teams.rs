@@ -6,8 +6,8 @@ use http::Method;
 use serde_json::{Value, json};
 
 use super::{Outcome, Request, Response, classify_status, rebase};
-use crate::render::{Message, Tone};
 use crate::render::text::truncate_chars;
+use crate::render::{Message, Tone};
 
 pub fn card(msg: &Message, formatted: bool) -> Value {
     let body = if formatted {

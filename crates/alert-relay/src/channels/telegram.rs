@@ -6,8 +6,8 @@ use http::Method;
 use serde_json::{Value, json};
 
 use super::{Outcome, Request, Response, classify_status, seconds};
-use crate::render::{Message, Tone};
 use crate::render::text::{escape_html, escape_html_within, truncate_chars};
+use crate::render::{Message, Tone};
 
 const DEFAULT_API: &str = "https://api.telegram.org";
 const TEXT_MAX: usize = 4096;

@@ -268,7 +268,11 @@ fn deadman_and_alertmanager_sections() {
     assert!(!d.matches(&Default::default()));
     assert_eq!(
         d.destinations(&c.channels),
-        ["oncall-sms/+447700900123", "oncall-sms/+447700900124", "ops-slack"]
+        [
+            "oncall-sms/+447700900123",
+            "oncall-sms/+447700900124",
+            "ops-slack"
+        ]
     );
     let am = c.alertmanager.as_ref().expect("alertmanager");
     assert_eq!(am.url, "http://am:9093");
@@ -276,7 +280,9 @@ fn deadman_and_alertmanager_sections() {
         (am.interval, am.timeout),
         (Duration::from_secs(300), Duration::from_secs(10))
     );
-    assert!(matches!(&am.auth, Auth::Basic { username, password } if username == "relay" && password.expose() == "s3cret"));
+    assert!(
+        matches!(&am.auth, Auth::Basic { username, password } if username == "relay" && password.expose() == "s3cret")
+    );
     let d = parse_ok(&format!(
         "{ISSUE_EXAMPLE}deadman: {{ timeout: 90s, notify: [ops-slack], match: ['alertname=~\"Watchdog|DeadMansSnitch\"'] }}\n"
     ))
@@ -286,13 +292,28 @@ fn deadman_and_alertmanager_sections() {
     for (extra, key) in [
         ("deadman: { notify: [] }", "deadman.notify"),
         ("deadman: { notify: [nope] }", "deadman.notify[0]"),
-        ("deadman: { notify: [ops-slack], timeout: 0s }", "deadman.timeout"),
-        ("deadman: { notify: [ops-slack], match: ['alertname=~\"(\"'] }", "deadman.match[0]"),
+        (
+            "deadman: { notify: [ops-slack], timeout: 0s }",
+            "deadman.timeout",
+        ),
+        (
+            "deadman: { notify: [ops-slack], match: ['alertname=~\"(\"'] }",
+            "deadman.match[0]",
+        ),
         ("deadman: { notify: [ops-slack], after: 1m }", "after"),
         ("alertmanager: { url: 'am:9093' }", "alertmanager.url"),
-        ("alertmanager: { url: 'http://am', interval: 0s }", "alertmanager.interval"),
-        ("alertmanager: { url: 'http://am', auth: {} }", "alertmanager.auth"),
-        ("alertmanager: { url: 'http://am', tls: { ca_file: /nope.crt } }", "alertmanager.tls.ca_file"),
+        (
+            "alertmanager: { url: 'http://am', interval: 0s }",
+            "alertmanager.interval",
+        ),
+        (
+            "alertmanager: { url: 'http://am', auth: {} }",
+            "alertmanager.auth",
+        ),
+        (
+            "alertmanager: { url: 'http://am', tls: { ca_file: /nope.crt } }",
+            "alertmanager.tls.ca_file",
+        ),
     ] {
         let e = parse_err(&format!("{ISSUE_EXAMPLE}{extra}\n"));
         assert!(e.contains(key), "{extra}: {e}");

@@ -233,13 +233,15 @@ impl App {
                 group_resolved,
             });
         }
-        let (firing, resolved) = routed.iter().map(|r| &r.event).chain(&heartbeats).fold(
-            (0u64, 0u64),
-            |(f, r), e| match e.status {
-                Status::Firing => (f + 1, r),
-                Status::Resolved => (f, r + 1),
-            },
-        );
+        let (firing, resolved) =
+            routed
+                .iter()
+                .map(|r| &r.event)
+                .chain(&heartbeats)
+                .fold((0u64, 0u64), |(f, r), e| match e.status {
+                    Status::Firing => (f + 1, r),
+                    Status::Resolved => (f, r + 1),
+                });
         let unrouted: Vec<String> = routed
             .iter()
             .filter(|r| r.destinations.is_empty() && r.event.status == Status::Firing)

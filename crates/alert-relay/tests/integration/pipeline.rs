@@ -40,7 +40,10 @@ async fn deadman_trips_and_recovers_through_the_binary() {
     assert_eq!(got[0].path, "/ops");
     let down = got[0].json();
     assert_eq!(down["status"], "firing");
-    assert_eq!(down["alert"]["labels"]["alertname"], "MonitoringPipelineDown");
+    assert_eq!(
+        down["alert"]["labels"]["alertname"],
+        "MonitoringPipelineDown"
+    );
     assert!(
         down["text"]
             .as_str()
@@ -100,13 +103,26 @@ async fn real_alertmanager_heartbeats_resync_and_silence() {
     assert!(r.status().is_success());
     let got = fake.wait_for(1, Duration::from_secs(20)).await;
     assert_eq!(got[0].path, "/h");
-    assert_eq!(got[0].json()["alert"]["labels"]["alertname"], "PiUndervoltage");
+    assert_eq!(
+        got[0].json()["alert"]["labels"]["alertname"],
+        "PiUndervoltage"
+    );
     // Re-sync keeps the incident while Alertmanager has the alert; heartbeats keep the switch
     // quiet beyond its timeout.
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(fake.received().len(), 1, "{:#?}", fake.received());
-    assert!(relay.metric("alert_relay_deadman_last_heartbeat_timestamp_seconds").await > 1.7e9);
-    assert!(relay.metric("alert_relay_resync_last_success_timestamp_seconds").await > 1.7e9);
+    assert!(
+        relay
+            .metric("alert_relay_deadman_last_heartbeat_timestamp_seconds")
+            .await
+            > 1.7e9
+    );
+    assert!(
+        relay
+            .metric("alert_relay_resync_last_success_timestamp_seconds")
+            .await
+            > 1.7e9
+    );
     let incidents = c
         .get(relay.url("/api/v1/incidents"))
         .send()
@@ -184,7 +200,11 @@ async fn sighup_changes_public_url_for_new_links() {
         .post("/webhook", webhook(&[("00000000000000b1", "firing")], ""))
         .await;
     let got = fake.wait_for(1, Duration::from_secs(5)).await;
-    assert!(link(&got[0]).starts_with("http://old.invalid/ack/1."), "{}", link(&got[0]));
+    assert!(
+        link(&got[0]).starts_with("http://old.invalid/ack/1."),
+        "{}",
+        link(&got[0])
+    );
     std::fs::write(&path, config("https://new.example/relay/")).expect("config");
     let _ = std::process::Command::new("kill")
         .args(["-HUP", &relay.child.id().to_string()])
