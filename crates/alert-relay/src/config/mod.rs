@@ -969,6 +969,7 @@ impl Config {
                 "warning: no route matches every alert; unmatched alerts are stored but sent nowhere"
             );
         }
+        pipeline::describe(self, &mut out);
         out
     }
 }

@@ -88,6 +88,42 @@ pub struct AlertmanagerApi {
     pub ca_file: Option<PathBuf>,
 }
 
+/// `check-config`'s lines for the two sections.
+pub(super) fn describe(config: &super::Config, out: &mut String) {
+    use std::fmt::Write as _;
+    match &config.deadman {
+        Some(d) => {
+            let m: Vec<String> = d.matchers.iter().map(ToString::to_string).collect();
+            let _ = writeln!(
+                out,
+                "deadman: heartbeats {{{}}}, after {} of silence notify {}",
+                m.join(", "),
+                crate::time::humanize(d.timeout),
+                d.notify.join(", ")
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "deadman: off (Watchdog alerts are routed like any alert)"
+            );
+        }
+    }
+    match &config.alertmanager {
+        Some(a) => {
+            let _ = writeln!(
+                out,
+                "alertmanager: re-sync with {}/api/v2/alerts every {}",
+                a.url,
+                crate::time::humanize(a.interval)
+            );
+        }
+        None => {
+            let _ = writeln!(out, "alertmanager: no re-sync");
+        }
+    }
+}
+
 pub(super) fn deadman(
     raw: RawDeadman,
     channels: &BTreeMap<String, Arc<ChannelConfig>>,

@@ -283,6 +283,14 @@ fn deadman_and_alertmanager_sections() {
     assert!(
         matches!(&am.auth, Auth::Basic { username, password } if username == "relay" && password.expose() == "s3cret")
     );
+    let described = c.describe();
+    assert!(
+        described.contains(
+            "deadman: heartbeats {alertname=\"Watchdog\"}, after 5m of silence notify oncall-sms, ops-slack"
+        ),
+        "{described}"
+    );
+    assert!(described.contains("alertmanager: re-sync with http://am:9093/api/v2/alerts every 5m"));
     let d = parse_ok(&format!(
         "{ISSUE_EXAMPLE}deadman: {{ timeout: 90s, notify: [ops-slack], match: ['alertname=~\"Watchdog|DeadMansSnitch\"'] }}\n"
     ))
