@@ -523,6 +523,8 @@ fn apply(tx: &Connection, w: Write, now: i64) -> Result<Written, StoreError> {
             after_event,
             after_ms,
         } => {
+            // Either test alone suffices normally; together they also cover a reused id (the
+            // newest row pruned) and a wall-clock step, erring towards leaving it open.
             let newer: Option<String> = tx
                 .query_row(
                     "SELECT i.state FROM incidents i WHERE i.id = ?1 AND EXISTS (
