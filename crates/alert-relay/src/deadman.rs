@@ -54,7 +54,6 @@ struct State {
     /// A heartbeat arrived that the switch has not acted on yet.
     fresh: bool,
     enabled: bool,
-    started_ms: i64,
 }
 
 #[derive(Debug)]
@@ -65,6 +64,8 @@ pub struct Deadman {
     metrics: Arc<Metrics>,
     state: Mutex<State>,
     wake: Notify,
+    /// Wall-clock start-up time (unix ms), for "no heartbeat since …".
+    started_ms: i64,
 }
 
 impl Deadman {
@@ -99,9 +100,9 @@ impl Deadman {
                 since: Instant::now(),
                 fresh: false,
                 enabled,
-                started_ms: now_millis(),
             }),
             wake: Notify::new(),
+            started_ms: now_millis(),
         };
         d.publish(&d.lock().stored);
         Ok(Arc::new(d))
@@ -258,7 +259,7 @@ impl Deadman {
             ),
             _ => format!(
                 "No heartbeat since alert-relay started at {}",
-                format_rfc3339(self.lock().started_ms.saturating_mul(1_000_000))
+                format_rfc3339(self.started_ms.saturating_mul(1_000_000))
             ),
         };
         let ends_at = (status == Status::Resolved).then(|| now_millis().saturating_mul(1_000_000));
