@@ -443,6 +443,71 @@ mod tests {
         assert!(s.resolved.is_empty());
     }
 
+    /// An `https://` Alertmanager with a private CA: trusted through `tls.ca_file` only.
+    #[tokio::test]
+    async fn tls_with_a_private_ca() {
+        use rustls_pki_types::PrivateKeyDer;
+        let r = rig();
+        let id = r.fire("g1", "f1", 1).await.expect("opened");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = rcgen::CertifiedIssuer::self_signed(
+            ca_params,
+            rcgen::KeyPair::generate().expect("ca key"),
+        )
+        .expect("ca");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+            .expect("params")
+            .signed_by(&key, &ca)
+            .expect("sign");
+        let ca_file = r._dir.path().join("am-ca.pem");
+        std::fs::write(&ca_file, ca.pem()).expect("ca file");
+        let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            PrivateKeyDer::try_from(key.serialize_der()).expect("key der"),
+        )
+        .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut s) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut buf = vec![0u8; 8192];
+                    let _ = s.read(&mut buf).await;
+                    let _ = s
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n[]",
+                        )
+                        .await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+        let mut am = api(&format!("https://localhost:{port}"));
+        assert!(
+            matches!(r.resync.poll(&am).await, Err(ResyncError::Http(_))),
+            "the OS trust store does not know the private CA"
+        );
+        assert_eq!(r.state(id).await.0, IncidentState::Open);
+        am.ca_file = Some(ca_file);
+        let s = r.resync.poll(&am).await.expect("poll over TLS");
+        assert_eq!(s.resolved, [id]);
+    }
+
     #[tokio::test]
     async fn a_failed_poll_resolves_nothing() {
         let r = rig();
