@@ -309,7 +309,7 @@ mod tests {
     struct Rig {
         resync: Arc<Resync>,
         store: Store,
-        _dir: tempfile::TempDir,
+        dir: tempfile::TempDir,
     }
 
     fn rig() -> Rig {
@@ -346,7 +346,7 @@ mod tests {
         Rig {
             resync,
             store,
-            _dir: dir,
+            dir,
         }
     }
 
@@ -461,7 +461,7 @@ mod tests {
             .expect("params")
             .signed_by(&key, &ca)
             .expect("sign");
-        let ca_file = r._dir.path().join("am-ca.pem");
+        let ca_file = r.dir.path().join("am-ca.pem");
         std::fs::write(&ca_file, ca.pem()).expect("ca file");
         let server = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
