@@ -51,6 +51,11 @@ impl Signer {
         Self { key, public_url }
     }
 
+    /// The same key with another `public_url` (a reload changed it).
+    pub fn with_public_url(&self, public_url: Option<String>) -> Self {
+        Self::new(self.key.clone(), public_url)
+    }
+
     fn mac(&self, id: i64, expires: i64) -> Vec<u8> {
         // HMAC takes keys of any length.
         let mut m = HmacSha256::new_from_slice(&self.key).expect("HMAC accepts any key length");
@@ -107,8 +112,12 @@ pub fn decorate(msg: &mut Message, job: &DeliveryJob, signer: Option<&Signer>, n
     };
     msg.incident = Some(id);
     if let Some(notice) = &job.notice {
-        msg.notice = true;
-        msg.title = format!("Incident #{id} {}", msg.alertname);
+        let badge = notice_badge(id, notice);
+        msg.title = match &msg.instance {
+            Some(i) => format!("[{badge}] {} on {i} (incident #{id})", msg.alertname),
+            None => format!("[{badge}] {} (incident #{id})", msg.alertname),
+        };
+        msg.notice = Some(badge);
         msg.summary.clone_from(notice);
         msg.description = None;
         msg.body = Some(notice.clone());
@@ -135,9 +144,101 @@ pub struct Pollers {
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
+/// A notice's badge: its verb in capitals (`ACKNOWLEDGED`, `UN-ACKNOWLEDGED`, `RESOLVED`),
+/// read from the wording every transition notice has ("Incident #12 acknowledged by …", see
+/// `store::sqlite::transition`); `NOTICE` for any other wording.
+fn notice_badge(id: i64, notice: &str) -> String {
+    notice
+        .strip_prefix(&format!("Incident #{id} "))
+        .and_then(|rest| rest.split_once(" by "))
+        .map(|(verb, _)| verb)
+        .filter(|v| !v.is_empty() && v.len() <= 24 && !v.contains(' '))
+        .map_or_else(|| "NOTICE".to_owned(), str::to_uppercase)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn notices_get_their_own_badge_and_title() {
+        let n = crate::payload::parse(crate::payload::tests_example().as_bytes()).expect("valid");
+        let job = DeliveryJob {
+            id: 1,
+            destination: "a".into(),
+            state: crate::store::DeliveryState::Pending,
+            attempts: 0,
+            created_at_ms: 0,
+            next_attempt_at_ms: 0,
+            event: n.events[0].clone(),
+            firing: None,
+            incident: Some(12),
+            step: -1,
+            notice: Some(
+                "Incident #12 acknowledged by alice via API from 10.0.0.7 at 2026-01-01T00:00:00Z"
+                    .into(),
+            ),
+        };
+        let mut msg = Message::new(&job.event);
+        assert_eq!(msg.badge(), "FIRING CRITICAL");
+        decorate(&mut msg, &job, None, 0);
+        assert_eq!(msg.badge(), "ACKNOWLEDGED");
+        assert_eq!(msg.tone(), crate::render::Tone::Notice);
+        assert!(!msg.is_firing());
+        assert_eq!(
+            msg.title,
+            "[ACKNOWLEDGED] PiHot on pi-17:9831 (incident #12)"
+        );
+        assert!(
+            msg.plain_body()
+                .starts_with("Incident #12 acknowledged by alice")
+        );
+        assert_eq!(
+            notice_badge(3, "Incident #3 un-acknowledged by ack timeout (4h) at x"),
+            "UN-ACKNOWLEDGED"
+        );
+        assert_eq!(
+            notice_badge(
+                3,
+                "Incident #3 resolved by re-sync (Alertmanager no longer has this alert) at x"
+            ),
+            "RESOLVED"
+        );
+        assert_eq!(notice_badge(3, "40 devices at site=wh-2"), "NOTICE");
+        // Every channel's rendering leads with the notice, not the alert's state.
+        let sms = crate::channels::twilio::text(&msg);
+        assert!(
+            sms.starts_with(
+                "ACKNOWLEDGED - PiHot on pi-17:9831 (incident #12) - Incident #12 acknowledged"
+            ),
+            "{sms}"
+        );
+        assert!(!sms.contains("FIRING"), "{sms}");
+        let slack = crate::channels::slack::payload(&msg, true);
+        assert!(
+            slack["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("ACKNOWLEDGED [ACKNOWLEDGED]"))
+        );
+        assert!(slack.to_string().contains(":information_source:"));
+        assert!(crate::channels::telegram::text(&msg, true).starts_with("ℹ️"));
+        assert_eq!(
+            crate::channels::discord::payload(&msg, true)["embeds"][0]["color"],
+            0x0034_98DB
+        );
+        assert!(
+            crate::channels::teams::card(&msg, true)
+                .to_string()
+                .contains("\"Accent\"")
+        );
+        let ntfy =
+            crate::channels::ntfy::request("t", &crate::config::NtfyAuth::None, None, None, &msg);
+        let body = ntfy.json_body().expect("json");
+        assert_eq!(
+            (body["priority"].as_u64(), body["tags"][0].as_str()),
+            (Some(2), Some("information_source"))
+        );
+    }
 
     #[test]
     fn tokens_verify_and_reject_forgery_and_expiry() {

@@ -385,7 +385,7 @@ async fn poll_bot(p: Arc<Pollers>, bot: Bot) {
                 if next != offset
                     && let Some(value) = next
                 {
-                    let w = Write::SetMeta {
+                    let w = Write::SetMetaInt {
                         key: key.clone(),
                         value,
                     };

@@ -304,6 +304,49 @@ impl Escalator {
         action: Action,
         by: String,
     ) -> Result<Transitioned, StoreError> {
+        let to = match action {
+            Action::Ack => IncidentState::Acked,
+            Action::Unack => IncidentState::Open,
+            Action::Resolve => IncidentState::Resolved,
+        };
+        self.change(id, to, move |elapsed_ms| Write::Transition {
+            id,
+            action,
+            by,
+            elapsed_ms,
+        })
+        .await
+    }
+
+    /// Re-sync: resolves an incident Alertmanager no longer has, unless its group received
+    /// an alert after the poll started (see [`Write::ResolveStale`]).
+    pub async fn resolve_stale(
+        &self,
+        id: i64,
+        by: String,
+        after_event: i64,
+        after_ms: i64,
+    ) -> Result<Transitioned, StoreError> {
+        self.change(id, IncidentState::Resolved, move |elapsed_ms| {
+            Write::ResolveStale {
+                id,
+                by,
+                elapsed_ms,
+                after_event,
+                after_ms,
+            }
+        })
+        .await
+    }
+
+    /// Applies `write` (given the escalation time) under the clocks' lock, queues its
+    /// notices and moves the incident's clock to `to`.
+    async fn change(
+        &self,
+        id: i64,
+        to: IncidentState,
+        write: impl FnOnce(i64) -> Write,
+    ) -> Result<Transitioned, StoreError> {
         let mut clocks = self.clocks.lock().await;
         let elapsed = match clocks.get(&id) {
             Some(c) => c.elapsed(),
@@ -312,20 +355,7 @@ impl Escalator {
                 None => return Ok(Transitioned::NotFound),
             },
         };
-        let to = match action {
-            Action::Ack => IncidentState::Acked,
-            Action::Unack => IncidentState::Open,
-            Action::Resolve => IncidentState::Resolved,
-        };
-        let r = self
-            .store
-            .write(Write::Transition {
-                id,
-                action,
-                by,
-                elapsed_ms: as_ms(elapsed),
-            })
-            .await?;
+        let r = self.store.write(write(as_ms(elapsed))).await?;
         let Written::Transitioned(t) = r else {
             return Err(StoreError::Corrupt(
                 "unexpected reply to a transition".into(),

@@ -8,6 +8,7 @@ pub mod ack;
 pub mod ack_telegram;
 pub mod channels;
 pub mod config;
+pub mod deadman;
 pub mod delivery;
 pub mod escalation;
 pub mod http;
@@ -17,6 +18,7 @@ pub mod metrics;
 pub mod payload;
 pub mod pushover_receipts;
 pub mod render;
+pub mod resync;
 pub mod routing;
 pub mod secret;
 pub mod store;
@@ -117,12 +119,29 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         tokio::spawn(ack_telegram::run(Arc::clone(&pollers))),
         tokio::spawn(pushover_receipts::run(Arc::clone(&pollers))),
     ];
+    let deadman = deadman::Deadman::start(
+        store.clone(),
+        Arc::clone(&engine),
+        Arc::clone(&live),
+        Arc::clone(&metrics),
+    )
+    .await?;
+    let watching = tokio::spawn(Arc::clone(&deadman).run());
+    let resync = resync::Resync::new(
+        store.clone(),
+        Arc::clone(&escalator),
+        Arc::clone(&live),
+        Arc::clone(&metrics),
+        http_client()?,
+    );
+    let resyncing = tokio::spawn(Arc::clone(&resync).run());
     let app = Arc::new(App {
         live: Arc::clone(&live),
         store: store.clone(),
         metrics: Arc::clone(&metrics),
         engine: Arc::clone(&engine),
         escalator: Arc::clone(&escalator),
+        deadman: Arc::clone(&deadman),
         signer: ack::Signer::new(key, None),
     });
     let serving = Arc::new(http::serve(Arc::clone(&app)).await?);
@@ -162,7 +181,12 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         })
     };
 
-    wait_for_signals(&live, &engine, &metrics, &escalator).await;
+    let after_reload = || {
+        escalator.wake();
+        deadman.wake();
+        resync.wake();
+    };
+    wait_for_signals(&live, &engine, &metrics, &after_reload).await;
     tracing::info!("shutting down");
     systemd::notify(&[NotifyState::Stopping]);
     for task in ack_polling {
@@ -170,6 +194,12 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         let _ = task.await;
     }
     drop(pollers);
+    for task in [watching, resyncing] {
+        task.abort();
+        let _ = task.await;
+    }
+    drop(resync);
+    drop(deadman);
     escalating.abort();
     let _ = escalating.await;
     if let Err(e) = escalator.checkpoint().await {
@@ -198,7 +228,7 @@ async fn wait_for_signals(
     live: &Live,
     engine: &Engine,
     metrics: &Metrics,
-    escalator: &escalation::Escalator,
+    after_reload: &dyn Fn(),
 ) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut hup)) = (
@@ -214,14 +244,15 @@ async fn wait_for_signals(
             _ = tokio::signal::ctrl_c() => return,
             _ = hup.recv() => {
                 reload(live, engine, metrics).await;
-                escalator.wake();
+                after_reload();
             }
         }
     }
 }
 
-/// SIGHUP: a valid new file replaces channels, policies, routes, auth, limits and delivery
-/// settings; `listen`, `tls` and `storage` need a restart. Nothing stored is touched.
+/// SIGHUP: a valid new file replaces channels, policies, routes, auth, limits, delivery
+/// settings, `public_url` (for new links), `deadman` and `alertmanager`; `listen`, `tls` and
+/// `storage` need a restart. Nothing stored is touched.
 async fn reload(live: &Live, engine: &Engine, metrics: &Metrics) {
     systemd::notify(&[NotifyState::Reloading]);
     match config::load(&live.path) {
@@ -235,6 +266,7 @@ async fn reload(live: &Live, engine: &Engine, metrics: &Metrics) {
             }
             match engine.apply(new.destinations(), new.delivery.clone()).await {
                 Ok(()) => {
+                    engine.set_public_url(new.public_url.clone());
                     live.replace(new);
                     metrics.config_reload_success.set(1);
                     tracing::info!("configuration reloaded");

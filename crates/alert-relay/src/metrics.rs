@@ -1,6 +1,7 @@
 //! The relay's own metrics (`GET /metrics`), with prometheus-client. Queue depth and age are
 //! read from the delivery queues at scrape time, so they can never drift from the queues.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -71,6 +72,10 @@ pub struct Metrics {
     pub config_reload_success: Gauge,
     pub ack_polled: Family<PollLabels, Counter>,
     pub ack_poll_errors: Family<PollLabels, Counter>,
+    pub deadman_last_heartbeat: Gauge<f64, AtomicU64>,
+    pub deadman_tripped: Gauge,
+    pub resync_errors: Counter,
+    pub resync_last_success: Gauge<f64, AtomicU64>,
     registry: Mutex<Registry>,
 }
 
@@ -142,6 +147,10 @@ impl Metrics {
             config_reload_success: Gauge::default(),
             ack_polled: Family::default(),
             ack_poll_errors: Family::default(),
+            deadman_last_heartbeat: Gauge::default(),
+            deadman_tripped: Gauge::default(),
+            resync_errors: Counter::default(),
+            resync_last_success: Gauge::default(),
             registry: Mutex::new(Registry::default()),
         };
         m.config_reload_success.set(1);
@@ -220,6 +229,28 @@ impl Metrics {
             "alert_relay_ack_poll_errors",
             "Failed Telegram getUpdates and Pushover receipt requests by source and reason",
             m.ack_poll_errors.clone(),
+        );
+        registry.register_with_unit(
+            "alert_relay_deadman_last_heartbeat_timestamp",
+            "Wall-clock time of the last dead-man's switch heartbeat (Watchdog), 0 before the first",
+            prometheus_client::registry::Unit::Seconds,
+            m.deadman_last_heartbeat.clone(),
+        );
+        registry.register(
+            "alert_relay_deadman_tripped",
+            "1 while the dead-man's switch has tripped (no heartbeat for deadman.timeout)",
+            m.deadman_tripped.clone(),
+        );
+        registry.register(
+            "alert_relay_resync_errors",
+            "Re-sync polls of Alertmanager's API that failed (nothing was changed)",
+            m.resync_errors.clone(),
+        );
+        registry.register_with_unit(
+            "alert_relay_resync_last_success_timestamp",
+            "Wall-clock time of the last successful re-sync with Alertmanager, 0 before the first",
+            prometheus_client::registry::Unit::Seconds,
+            m.resync_last_success.clone(),
         );
         let build = Family::<BuildLabels, Gauge>::default();
         build

@@ -12,11 +12,12 @@ use serde_json::{Value, json};
 use super::{
     Attempt, Outcome, Request, Response, classify_status, execute, rebase, seconds, with_query,
 };
-use crate::render::Message;
 use crate::render::text::truncate_chars;
+use crate::render::{Message, Tone};
 
 const RED: u32 = 0x00E0_3E3E;
 const GREEN: u32 = 0x002E_B67D;
+const BLUE: u32 = 0x0034_98DB;
 
 pub fn payload(msg: &Message, formatted: bool) -> Value {
     if !formatted {
@@ -66,7 +67,7 @@ pub fn payload(msg: &Message, formatted: bool) -> Value {
         "embeds": [{
             "title": title,
             "description": description,
-            "color": if msg.is_firing() { RED } else { GREEN },
+            "color": match msg.tone() { Tone::Firing => RED, Tone::Resolved => GREEN, Tone::Notice => BLUE },
             "fields": fields,
         }],
         "allowed_mentions": { "parse": [] },

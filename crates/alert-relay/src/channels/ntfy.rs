@@ -6,8 +6,8 @@ use serde_json::json;
 
 use super::{Outcome, Request, RequestAuth, Response, classify_status};
 use crate::config::NtfyAuth;
-use crate::render::Message;
 use crate::render::text::{truncate_bytes, truncate_chars};
+use crate::render::{Message, Tone};
 
 const DEFAULT_API: &str = "https://ntfy.sh";
 
@@ -24,12 +24,14 @@ pub fn request(
         (true, Some("warning")) => 4,
         (true, _) => 3,
     });
-    let tags: Vec<String> = if msg.is_firing() {
-        let mut t = vec!["rotating_light".to_owned()];
-        t.extend(msg.severity.clone());
-        t
-    } else {
-        vec!["white_check_mark".to_owned()]
+    let tags: Vec<String> = match msg.tone() {
+        Tone::Firing => {
+            let mut t = vec!["rotating_light".to_owned()];
+            t.extend(msg.severity.clone());
+            t
+        }
+        Tone::Resolved => vec!["white_check_mark".to_owned()],
+        Tone::Notice => vec!["information_source".to_owned()],
     };
     // The acknowledgement link first, as an `http` action: the button POSTs to the signed
     // link, which acknowledges without opening a page.

@@ -28,7 +28,7 @@ pub fn request(
         truncate_chars(&msg.plain_body(), 1024)
     };
     // Resolved messages and incident notices are never louder than normal.
-    let priority = if msg.is_firing() && !msg.notice {
+    let priority = if msg.is_firing() && msg.notice.is_none() {
         priority
     } else {
         priority.min(0)
@@ -192,7 +192,7 @@ mod tests {
         assert!(f.contains(&("retry".into(), "60".into())));
         assert!(f.contains(&("expire".into(), "3600".into())));
         // A notice about the incident does not alarm.
-        msg.notice = true;
+        msg.notice = Some("ACKNOWLEDGED".into());
         let f = form(&msg);
         assert!(f.contains(&("priority".into(), "0".into())));
         assert!(!f.iter().any(|(k, _)| k == "retry"));

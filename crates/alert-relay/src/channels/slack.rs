@@ -12,8 +12,8 @@ use super::{
     Attempt, Outcome, Request, RequestAuth, Response, classify_status, execute, rebase, retry_after,
 };
 use crate::config::SlackMode;
-use crate::render::Message;
 use crate::render::text::{escape_slack, truncate_chars};
+use crate::render::{Message, Tone};
 
 const DEFAULT_API: &str = "https://slack.com/api";
 const SECTION_MAX: usize = 3000;
@@ -41,10 +41,10 @@ const RETRYABLE_ERRORS: &[&str] = &[
 
 /// `text` (notification fallback) and Block Kit blocks.
 pub fn payload(msg: &Message, formatted: bool) -> Value {
-    let emoji = if msg.is_firing() {
-        ":red_circle:"
-    } else {
-        ":large_green_circle:"
+    let emoji = match msg.tone() {
+        Tone::Firing => ":red_circle:",
+        Tone::Resolved => ":large_green_circle:",
+        Tone::Notice => ":information_source:",
     };
     let text = truncate_chars(&format!("{} {}", msg.badge(), msg.title), TEXT_MAX);
     if !formatted {

@@ -6,8 +6,8 @@ use http::Method;
 use serde_json::{Value, json};
 
 use super::{Outcome, Request, Response, classify_status, rebase};
-use crate::render::Message;
 use crate::render::text::truncate_chars;
+use crate::render::{Message, Tone};
 
 pub fn card(msg: &Message, formatted: bool) -> Value {
     let body = if formatted {
@@ -23,7 +23,7 @@ pub fn card(msg: &Message, formatted: bool) -> Value {
         }
         json!([
             { "type": "TextBlock", "text": truncate_chars(&msg.title, 500), "weight": "Bolder", "size": "Medium",
-              "color": if msg.is_firing() { "Attention" } else { "Good" }, "wrap": true },
+              "color": match msg.tone() { Tone::Firing => "Attention", Tone::Resolved => "Good", Tone::Notice => "Accent" }, "wrap": true },
             { "type": "TextBlock", "text": truncate_chars(&msg.plain_body(), 8000), "wrap": true },
             { "type": "FactSet", "facts": facts },
         ])

@@ -8,8 +8,8 @@ use http::Method;
 use serde_json::{Value, json};
 
 use super::{Outcome, Request, Response, classify_status, seconds};
-use crate::render::Message;
 use crate::render::text::{escape_html, escape_html_within, truncate_chars};
+use crate::render::{Message, Tone};
 
 pub const DEFAULT_API: &str = "https://api.telegram.org";
 const TEXT_MAX: usize = 4096;
@@ -28,14 +28,18 @@ pub struct Chat<'a> {
 /// The incident a message's Acknowledge button acknowledges, if it gets one.
 fn ack_button(msg: &Message, ack: bool) -> Option<i64> {
     msg.incident
-        .filter(|_| ack && msg.is_firing() && !msg.notice)
+        .filter(|_| ack && msg.is_firing() && msg.notice.is_none())
 }
 
 pub fn text(msg: &Message, formatted: bool) -> String {
     if !formatted {
         return truncate_chars(&msg.plain_text(), TEXT_MAX);
     }
-    let icon = if msg.is_firing() { "🔴" } else { "✅" };
+    let icon = match msg.tone() {
+        Tone::Firing => "🔴",
+        Tone::Resolved => "✅",
+        Tone::Notice => "ℹ️",
+    };
     let mut links = String::new();
     for l in &msg.links {
         links.push_str(&format!(
@@ -215,7 +219,7 @@ mod tests {
         let off = off.json_body().expect("json");
         assert!(off.get("reply_markup").is_none());
         assert!(off["text"].as_str().expect("text").contains("/ack/12"));
-        msg.notice = true;
+        msg.notice = Some("ACKNOWLEDGED".into());
         let notice = request(&chat, &msg, None, true);
         assert!(
             notice

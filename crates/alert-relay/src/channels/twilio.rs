@@ -13,12 +13,13 @@ const SMS_MAX: usize = 306;
 
 pub fn text(msg: &Message) -> String {
     let mut parts = vec![msg.badge()];
-    parts.push(
-        msg.title
-            .trim_start_matches("[FIRING] ")
-            .trim_start_matches("[RESOLVED] ")
-            .to_owned(),
-    );
+    // The badge leads already: drop the title's `[FIRING] `, `[ACKNOWLEDGED] `, ….
+    let title = msg
+        .title
+        .strip_prefix('[')
+        .and_then(|t| t.split_once("] "))
+        .map_or(msg.title.as_str(), |(_, rest)| rest);
+    parts.push(title.to_owned());
     if let Some(b) = &msg.body {
         parts.push(b.clone());
     } else {

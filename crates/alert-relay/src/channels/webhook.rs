@@ -21,6 +21,7 @@ pub fn body(msg: &Message, a: &Attempt<'_>) -> serde_json::Value {
         "delivery_id": a.delivery_id,
         "destination": a.destination.id,
         "status": msg.status,
+        "kind": if msg.notice.is_some() { "notice" } else { "alert" },
         "title": msg.title,
         "text": msg.plain_text(),
         "alert": {

@@ -5,6 +5,7 @@
 //! [`Config::from_raw`] turns it into checked values, reading secret files and environment
 //! variables through a [`SecretSource`] so tests pass plain maps. Every error names the key.
 
+mod pipeline;
 mod raw;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,6 +21,7 @@ use crate::render::template::UserTemplate;
 use crate::secret::Secret;
 use crate::time::parse_duration;
 
+pub use self::pipeline::{AlertmanagerApi, Deadman};
 use self::raw::{RawChannel, RawConfig, RawMatchers, RawRoute};
 
 /// Default listen port. 9097 (the example) is JIRAlert's and 9098-9099 are taken in
@@ -98,6 +100,8 @@ pub struct Config {
     pub channels: BTreeMap<String, Arc<ChannelConfig>>,
     pub policies: BTreeMap<String, Policy>,
     pub routes: Vec<Route>,
+    pub deadman: Option<Deadman>,
+    pub alertmanager: Option<AlertmanagerApi>,
 }
 
 #[derive(Debug, Clone)]
@@ -653,46 +657,7 @@ impl Config {
         }
         let auth = match raw.auth {
             None => Auth::None,
-            Some(a) => {
-                let bearer = ctx.secret(
-                    "auth.",
-                    "bearer_token",
-                    a.bearer_token.as_ref(),
-                    a.bearer_token_file.as_ref(),
-                    a.bearer_token_env.as_ref(),
-                )?;
-                match (bearer, a.basic) {
-                    (Some(_), Some(_)) => {
-                        return Err(invalid(
-                            "auth",
-                            "set either a bearer token or basic, not both",
-                        ));
-                    }
-                    (Some(token), None) => Auth::Bearer(token),
-                    (None, Some(b)) => {
-                        if b.username.is_empty() || b.username.contains(':') {
-                            return Err(invalid(
-                                "auth.basic.username",
-                                "must be non-empty and without ':'",
-                            ));
-                        }
-                        let password = ctx.required_secret(
-                            "auth.basic.",
-                            "password",
-                            b.password.as_ref(),
-                            b.password_file.as_ref(),
-                            b.password_env.as_ref(),
-                        )?;
-                        Auth::Basic {
-                            username: b.username,
-                            password,
-                        }
-                    }
-                    (None, None) => {
-                        return Err(invalid("auth", "set bearer_token_file (or _env) or basic"));
-                    }
-                }
-            }
+            Some(a) => auth("auth", a, ctx)?,
         };
         let tls = raw.tls.map(|t| TlsFiles {
             cert_file: ctx.path(&t.cert_file),
@@ -895,6 +860,14 @@ impl Config {
             storage,
             limits,
             delivery,
+            deadman: raw
+                .deadman
+                .map(|d| pipeline::deadman(d, &channels))
+                .transpose()?,
+            alertmanager: raw
+                .alertmanager
+                .map(|a| pipeline::alertmanager(a, ctx))
+                .transpose()?,
             channels,
             policies,
             routes,
@@ -1014,6 +987,7 @@ impl Config {
                 "warning: no route matches every alert; unmatched alerts are stored but sent nowhere"
             );
         }
+        pipeline::describe(self, &mut out);
         out
     }
 }
@@ -1021,6 +995,44 @@ impl Config {
 impl fmt::Display for Rate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/s burst {}", self.per_second, self.burst)
+    }
+}
+
+/// `auth:`-style credentials (a bearer token or basic), at `prefix`.
+fn auth(prefix: &str, a: raw::RawAuth, ctx: &Ctx<'_>) -> Result<Auth, ConfigError> {
+    let bearer = ctx.secret(
+        &format!("{prefix}."),
+        "bearer_token",
+        a.bearer_token.as_ref(),
+        a.bearer_token_file.as_ref(),
+        a.bearer_token_env.as_ref(),
+    )?;
+    match (bearer, a.basic) {
+        (Some(_), Some(_)) => Err(invalid(
+            prefix,
+            "set either a bearer token or basic, not both",
+        )),
+        (Some(token), None) => Ok(Auth::Bearer(token)),
+        (None, Some(b)) => {
+            if b.username.is_empty() || b.username.contains(':') {
+                return Err(invalid(
+                    format!("{prefix}.basic.username"),
+                    "must be non-empty and without ':'",
+                ));
+            }
+            let password = ctx.required_secret(
+                &format!("{prefix}.basic."),
+                "password",
+                b.password.as_ref(),
+                b.password_file.as_ref(),
+                b.password_env.as_ref(),
+            )?;
+            Ok(Auth::Basic {
+                username: b.username,
+                password,
+            })
+        }
+        (None, None) => Err(invalid(prefix, "set bearer_token_file (or _env) or basic")),
     }
 }
 
@@ -1055,27 +1067,32 @@ fn route(
             ));
         }
     }
-    let matchers = match rr.matchers {
-        RawMatchers::None => Vec::new(),
-        RawMatchers::Equal(map) => map
-            .into_iter()
-            .map(|(k, v)| {
-                Matcher::new(k.clone(), crate::matcher::Op::Equal, v)
-                    .map_err(|e| invalid(format!("{key}.match.{k}"), e))
-            })
-            .collect::<Result<_, _>>()?,
-        RawMatchers::List(list) => list
-            .iter()
-            .enumerate()
-            .map(|(j, s)| Matcher::parse(s).map_err(|e| invalid(format!("{key}.match[{j}]"), e)))
-            .collect::<Result<_, _>>()?,
-    };
+    let matchers = matchers(&key, rr.matchers)?;
     Ok(Route {
         name: rr.name,
         matchers,
         policy: rr.policy,
         continue_matching: rr.continue_matching,
     })
+}
+
+/// `match:` at `key`: a map of equalities or a list of Alertmanager matchers.
+fn matchers(key: &str, raw: RawMatchers) -> Result<Vec<Matcher>, ConfigError> {
+    match raw {
+        RawMatchers::None => Ok(Vec::new()),
+        RawMatchers::Equal(map) => map
+            .into_iter()
+            .map(|(k, v)| {
+                Matcher::new(k.clone(), crate::matcher::Op::Equal, v)
+                    .map_err(|e| invalid(format!("{key}.match.{k}"), e))
+            })
+            .collect(),
+        RawMatchers::List(list) => list
+            .iter()
+            .enumerate()
+            .map(|(j, s)| Matcher::parse(s).map_err(|e| invalid(format!("{key}.match[{j}]"), e)))
+            .collect(),
+    }
 }
 
 fn channel(name: &str, rc: RawChannel, ctx: &Ctx<'_>) -> Result<ChannelConfig, ConfigError> {

@@ -24,6 +24,8 @@ pub(super) struct RawConfig {
     pub policies: BTreeMap<String, RawPolicy>,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    pub deadman: Option<super::pipeline::RawDeadman>,
+    pub alertmanager: Option<super::pipeline::RawAlertmanager>,
 }
 
 #[derive(Debug, Deserialize)]

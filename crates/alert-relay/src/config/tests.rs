@@ -315,3 +315,76 @@ fn telegram_ack_and_pushover_emergency() {
         );
     }
 }
+
+#[test]
+fn deadman_and_alertmanager_sections() {
+    let c = parse_ok(&format!(
+        "{ISSUE_EXAMPLE}deadman: {{ notify: [oncall-sms, ops-slack] }}\n\
+         alertmanager: {{ url: 'http://am:9093/', auth: {{ basic: {{ username: relay, password_file: token }} }} }}\n"
+    ));
+    let d = c.deadman.as_ref().expect("deadman");
+    assert_eq!(d.timeout, Duration::from_secs(300));
+    let watchdog: crate::payload::Labels = [("alertname".to_owned(), "Watchdog".to_owned())].into();
+    assert!(d.matches(&watchdog));
+    assert!(!d.matches(&Default::default()));
+    assert_eq!(
+        d.destinations(&c.channels),
+        [
+            "oncall-sms/+447700900123",
+            "oncall-sms/+447700900124",
+            "ops-slack"
+        ]
+    );
+    let am = c.alertmanager.as_ref().expect("alertmanager");
+    assert_eq!(am.url, "http://am:9093");
+    assert_eq!(
+        (am.interval, am.timeout),
+        (Duration::from_secs(300), Duration::from_secs(10))
+    );
+    assert!(
+        matches!(&am.auth, Auth::Basic { username, password } if username == "relay" && password.expose() == "s3cret")
+    );
+    let described = c.describe();
+    assert!(
+        described.contains(
+            "deadman: heartbeats {alertname=\"Watchdog\"}, after 5m of silence notify oncall-sms, ops-slack"
+        ),
+        "{described}"
+    );
+    assert!(described.contains("alertmanager: re-sync with http://am:9093/api/v2/alerts every 5m"));
+    let d = parse_ok(&format!(
+        "{ISSUE_EXAMPLE}deadman: {{ timeout: 90s, notify: [ops-slack], match: ['alertname=~\"Watchdog|DeadMansSnitch\"'] }}\n"
+    ))
+    .deadman
+    .expect("deadman");
+    assert_eq!(d.timeout, Duration::from_secs(90));
+    for (extra, key) in [
+        ("deadman: { notify: [] }", "deadman.notify"),
+        ("deadman: { notify: [nope] }", "deadman.notify[0]"),
+        (
+            "deadman: { notify: [ops-slack], timeout: 0s }",
+            "deadman.timeout",
+        ),
+        (
+            "deadman: { notify: [ops-slack], match: ['alertname=~\"(\"'] }",
+            "deadman.match[0]",
+        ),
+        ("deadman: { notify: [ops-slack], after: 1m }", "after"),
+        ("alertmanager: { url: 'am:9093' }", "alertmanager.url"),
+        (
+            "alertmanager: { url: 'http://am', interval: 0s }",
+            "alertmanager.interval",
+        ),
+        (
+            "alertmanager: { url: 'http://am', auth: {} }",
+            "alertmanager.auth",
+        ),
+        (
+            "alertmanager: { url: 'http://am', tls: { ca_file: /nope.crt } }",
+            "alertmanager.tls.ca_file",
+        ),
+    ] {
+        let e = parse_err(&format!("{ISSUE_EXAMPLE}{extra}\n"));
+        assert!(e.contains(key), "{extra}: {e}");
+    }
+}

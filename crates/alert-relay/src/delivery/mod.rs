@@ -158,6 +158,18 @@ impl Engine {
             .unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(signer));
     }
 
+    /// A reload changed `public_url`: links made from now on use it (the signing key stays).
+    pub fn set_public_url(&self, public_url: Option<String>) {
+        let mut signer = self
+            .shared
+            .signer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(s) = signer.as_ref() {
+            *signer = Some(Arc::new(s.with_public_url(public_url)));
+        }
+    }
+
     /// Hands a committed delivery to its destination's worker. A delivery for a destination
     /// without a worker stays in the store until one exists (next start or reload).
     pub fn enqueue(&self, destination: &str, id: i64, created_at_ms: i64) {

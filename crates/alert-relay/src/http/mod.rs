@@ -53,6 +53,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub engine: Arc<Engine>,
     pub escalator: Arc<Escalator>,
+    /// Takes the heartbeats (`deadman.match`) out of webhooks.
+    pub deadman: Arc<crate::deadman::Deadman>,
     /// Verifies acknowledgement links (the links themselves are made by the engine).
     pub signer: Signer,
 }
@@ -202,7 +204,18 @@ impl App {
         }
         let mut routed = Vec::with_capacity(notification.events.len());
         let group_resolved = notification.status == Status::Resolved;
-        for event in notification.events {
+        let (heartbeats, events): (Vec<_>, Vec<_>) =
+            notification.events.into_iter().partition(|e| {
+                config
+                    .deadman
+                    .as_ref()
+                    .is_some_and(|d| d.matches(&e.labels))
+            });
+        // Heartbeats are consumed: never stored as alerts, routed or delivered.
+        for h in &heartbeats {
+            self.deadman.heartbeat(h);
+        }
+        for event in events {
             let (destinations, routes) = match (
                 routing::destinations(&config, &event.labels, pinned.as_deref()),
                 routing::routes(&config, &event.labels, pinned.as_deref()),
@@ -223,7 +236,9 @@ impl App {
         let (firing, resolved) =
             routed
                 .iter()
-                .fold((0u64, 0u64), |(f, r), e| match e.event.status {
+                .map(|r| &r.event)
+                .chain(&heartbeats)
+                .fold((0u64, 0u64), |(f, r), e| match e.status {
                     Status::Firing => (f + 1, r),
                     Status::Resolved => (f, r + 1),
                 });
@@ -266,6 +281,7 @@ impl App {
                     "accepted": outcome.accepted,
                     "duplicates": outcome.duplicates,
                     "deliveries": outcome.deliveries.len(),
+                    "heartbeats": heartbeats.len(),
                 });
                 json(StatusCode::OK, &body)
             }
@@ -882,12 +898,21 @@ mod tests {
         );
         let live = Arc::new(Live::new("relay.yml".into(), config));
         let escalator = Escalator::new(store.clone(), Arc::clone(&engine), Arc::clone(&live));
+        let deadman = crate::deadman::Deadman::start(
+            store.clone(),
+            Arc::clone(&engine),
+            Arc::clone(&live),
+            Arc::clone(&metrics),
+        )
+        .await
+        .expect("deadman");
         let app = Arc::new(App {
             live,
             store,
             metrics: Arc::clone(&metrics),
             engine,
             escalator,
+            deadman,
             signer: Signer::new(vec![1; 32], None),
         });
         let serving = serve(app).await.expect("serve");

@@ -40,9 +40,17 @@ pub struct Message {
     /// own acknowledgement (a Telegram button, Pushover emergency receipts).
     #[serde(skip)]
     pub incident: Option<i64>,
-    /// An incident notice (acknowledged, …) rather than the alert: never an alarm.
-    #[serde(skip)]
-    pub notice: bool,
+    /// Set for a notice about an incident (acknowledged, resolved by hand, …) instead of the
+    /// alert itself: its badge, e.g. `ACKNOWLEDGED`. Channels give notices a neutral look.
+    pub notice: Option<String>,
+}
+
+/// How a message should look: alarming, all-clear, or informational.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tone {
+    Firing,
+    Resolved,
+    Notice,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -105,16 +113,29 @@ impl Message {
             alertname,
             body: None,
             incident: None,
-            notice: false,
+            notice: None,
         }
     }
 
+    /// A firing alert (not a notice about one).
     pub fn is_firing(&self) -> bool {
-        self.status == Status::Firing
+        self.tone() == Tone::Firing
     }
 
-    /// `critical`, or `resolved` once resolved: the word that leads short layouts.
+    pub fn tone(&self) -> Tone {
+        match (self.status, &self.notice) {
+            (_, Some(_)) => Tone::Notice,
+            (Status::Firing, None) => Tone::Firing,
+            (Status::Resolved, None) => Tone::Resolved,
+        }
+    }
+
+    /// `FIRING CRITICAL`, `RESOLVED`, or a notice's badge (`ACKNOWLEDGED`): the word that
+    /// leads short layouts.
     pub fn badge(&self) -> String {
+        if let Some(n) = &self.notice {
+            return n.clone();
+        }
         match (self.status, &self.severity) {
             (Status::Resolved, _) => "RESOLVED".into(),
             (Status::Firing, Some(s)) => format!("FIRING {}", s.to_uppercase()),

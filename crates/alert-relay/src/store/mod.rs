@@ -300,7 +300,7 @@ pub enum Write {
         elapsed_ms: i64,
     },
     /// An integer in `meta` (the Telegram `getUpdates` offsets).
-    SetMeta {
+    SetMetaInt {
         key: String,
         value: i64,
     },
@@ -308,6 +308,25 @@ pub enum Write {
     FinishReceipt {
         receipt: String,
         end: ReceiptEnd,
+    },
+    /// Stores `value` under `key` in `meta`, in the same savepoint as ingesting `events`
+    /// (the dead-man's switch: its message and its state commit together). Answers
+    /// `Written::Ingested`.
+    SetMeta {
+        key: String,
+        value: Vec<u8>,
+        events: Vec<RoutedEvent>,
+    },
+    /// Re-sync: resolves an open or acknowledged incident like a manual resolve, unless its
+    /// group received an alert after the poll started (an event id above `after_event` or
+    /// received at or after `after_ms`). Answers `Written::Transitioned` (`Unchanged` when
+    /// the guard kept it).
+    ResolveStale {
+        id: i64,
+        by: String,
+        elapsed_ms: i64,
+        after_event: i64,
+        after_ms: i64,
     },
 }
 
@@ -354,6 +373,19 @@ pub trait Backend: Send + 'static {
     }
     /// (destination, step, state, notice) of every delivery of an incident, in id order.
     fn incident_deliveries(&mut self, _id: i64) -> Result<Vec<IncidentDelivery>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// A value stored with `Write::SetMeta`.
+    fn meta(&mut self, _key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(None)
+    }
+    /// The newest alert event id (0 when none): re-sync's watermark.
+    fn last_event_id(&mut self) -> Result<i64, StoreError> {
+        Ok(0)
+    }
+    /// Distinct fingerprints of the firing alerts of an incident (its group's firing events
+    /// since it opened).
+    fn incident_fingerprints(&mut self, _id: i64) -> Result<Vec<String>, StoreError> {
         Ok(Vec::new())
     }
     /// The secret that signs acknowledgement links (created with the database).

@@ -368,6 +368,31 @@ impl Backend for Sqlite {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    fn meta(&mut self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn last_event_id(&mut self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM alert_events", [], |r| {
+                r.get(0)
+            })?)
+    }
+
+    fn incident_fingerprints(&mut self, id: i64) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT DISTINCT e.fingerprint FROM incidents i JOIN alert_events e
+               ON e.group_key = i.group_key AND e.id >= i.event_id AND e.status = 'firing'
+             WHERE i.id = ?1",
+        )?;
+        let rows = stmt.query_map([id], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     fn ack_key(&mut self) -> Result<Vec<u8>, StoreError> {
         Ok(self
             .conn
@@ -520,13 +545,22 @@ fn apply(tx: &Connection, w: Write, now: i64) -> Result<Written, StoreError> {
             by,
             elapsed_ms,
         } => transition(tx, id, &action, &by, elapsed_ms, now).map(Written::Transitioned),
-        Write::SetMeta { key, value } => {
+        Write::SetMetaInt { key, value } => {
             tx.execute(
                 "INSERT INTO meta (key, value) VALUES (?1, ?2)
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 params![key, value],
             )?;
             Ok(Written::Recorded)
+        }
+        Write::SetMeta { key, value, events } => {
+            let o = ingest(tx, events, now)?;
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )?;
+            Ok(Written::Ingested(o))
         }
         Write::FinishReceipt { receipt, end } => {
             tx.execute(
@@ -535,6 +569,30 @@ fn apply(tx: &Connection, w: Write, now: i64) -> Result<Written, StoreError> {
                 params![receipt, end.as_str(), now],
             )?;
             Ok(Written::Recorded)
+        }
+        Write::ResolveStale {
+            id,
+            by,
+            elapsed_ms,
+            after_event,
+            after_ms,
+        } => {
+            // Either test alone suffices normally; together they also cover a reused id (the
+            // newest row pruned) and a wall-clock step, erring towards leaving it open.
+            let newer: Option<String> = tx
+                .query_row(
+                    "SELECT i.state FROM incidents i WHERE i.id = ?1 AND EXISTS (
+                        SELECT 1 FROM alert_events e WHERE e.group_key = i.group_key
+                        AND (e.id > ?2 OR e.received_at >= ?3))",
+                    params![id, after_event, after_ms],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(state) = newer {
+                let state = IncidentState::parse(&state).unwrap_or(IncidentState::Open);
+                return Ok(Written::Transitioned(Transitioned::Unchanged(state)));
+            }
+            transition(tx, id, &Action::Resolve, &by, elapsed_ms, now).map(Written::Transitioned)
         }
     }
 }
@@ -793,7 +851,7 @@ mod tests {
         let mut db = Sqlite::in_memory().expect("db");
         assert_eq!(db.meta_int("telegram_offset:1").expect("meta"), None);
         for v in [5, 9] {
-            let w = Write::SetMeta {
+            let w = Write::SetMetaInt {
                 key: "telegram_offset:1".into(),
                 value: v,
             };

@@ -10,7 +10,7 @@ use crate::support::{Fake, Relay, Reply, client, tempdir};
 
 const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
 
-struct Alertmanager(Child);
+pub(crate) struct Alertmanager(Child);
 
 impl Drop for Alertmanager {
     fn drop(&mut self) {
@@ -128,13 +128,22 @@ async fn real_alertmanager_fires_and_resolves_through_the_relay() {
 /// Starts Alertmanager posting to `webhook` and returns it with its alerts API URL, once it
 /// answers.
 async fn alertmanager(dir: &Path, webhook: &str) -> (Alertmanager, String) {
+    alertmanager_with(dir, webhook, "1h").await
+}
+
+/// [`alertmanager`] re-sending firing groups every `repeat_interval`.
+pub(crate) async fn alertmanager_with(
+    dir: &Path,
+    webhook: &str,
+    repeat_interval: &str,
+) -> (Alertmanager, String) {
     assert!(Path::new(ALERTMANAGER).exists(), "{ALERTMANAGER} not found");
     let am_port = free_port();
     let am_config = dir.join("alertmanager.yml");
     std::fs::write(
         &am_config,
         format!(
-            "route:\n  receiver: relay\n  group_by: [alertname]\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\n\
+            "route:\n  receiver: relay\n  group_by: [alertname]\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: {repeat_interval}\n\
              receivers:\n  - name: relay\n    webhook_configs:\n      - url: {webhook}\n        send_resolved: true\n",
         ),
     )

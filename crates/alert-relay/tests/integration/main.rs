@@ -8,6 +8,7 @@ mod delivery;
 mod escalation;
 mod hostile;
 mod intake;
+mod pipeline;
 mod providers;
 mod support;
 mod systemd;

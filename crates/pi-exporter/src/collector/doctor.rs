@@ -178,6 +178,11 @@ impl Collector for DoctorCollector {
             )),
         }
     }
+
+    /// Only the first scrape waits (for the first run); the others read the cached verdicts.
+    fn may_block(&self) -> bool {
+        !self.shared.waited.load(Ordering::Acquire)
+    }
 }
 
 #[cfg(test)]
