@@ -265,7 +265,9 @@ impl Escalator {
                 wait = wait.min(due - elapsed);
                 continue;
             }
-            let destinations = routing::step_destinations(&config, &policy.name, step);
+            // Rotations resolve by the wall clock at send time; the due time never does.
+            let targets =
+                routing::step_destinations(&config, &policy.name, step, self.live.clock.now());
             let r = self
                 .store
                 .write(Write::FireStep {
@@ -273,7 +275,8 @@ impl Escalator {
                     expected_step: inc.next_step,
                     step: i64::try_from(step).unwrap_or(i64::MAX),
                     elapsed_ms: as_ms(elapsed),
-                    destinations,
+                    destinations: targets.destinations,
+                    on_call: targets.on_call,
                     allow_acked: runs_when_acked,
                     reopen: false,
                 })
@@ -370,6 +373,8 @@ impl Escalator {
             .get(&id)
             .map_or(ms(inc.elapsed_ms), Clock::elapsed)
             .max(due);
+        let targets =
+            routing::step_destinations(&config, &policy.name, step, self.live.clock.now());
         let r = self
             .store
             .write(Write::FireStep {
@@ -377,7 +382,8 @@ impl Escalator {
                 expected_step: inc.next_step,
                 step: i64::try_from(step).unwrap_or(i64::MAX),
                 elapsed_ms: as_ms(elapsed),
-                destinations: routing::step_destinations(&config, &policy.name, step),
+                destinations: targets.destinations,
+                on_call: targets.on_call,
                 allow_acked: true,
                 reopen: true,
             })
@@ -498,6 +504,7 @@ mod tests {
                         policy: "p".into(),
                     }],
                     group_resolved: false,
+                    on_call: Default::default(),
                 }])
                 .await
                 .expect("ingest");
@@ -518,6 +525,7 @@ mod tests {
                     destinations: vec!["a".into()],
                     routes: Vec::new(),
                     group_resolved: true,
+                    on_call: Default::default(),
                 }])
                 .await
                 .expect("ingest");
@@ -797,6 +805,7 @@ mod tests {
             step: 1,
             elapsed_ms: 0,
             destinations: vec!["b".into()],
+            on_call: Default::default(),
             allow_acked: false,
             reopen: false,
         };

@@ -15,6 +15,7 @@ pub mod matcher;
 pub mod metrics;
 pub mod payload;
 pub mod render;
+pub mod rotation;
 pub mod routing;
 pub mod secret;
 pub mod store;
@@ -43,6 +44,8 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 pub struct Live {
     path: PathBuf,
     config: RwLock<Arc<Config>>,
+    /// The wall clock for ack-link expiry and rotation look-ups.
+    pub clock: time::WallClock,
 }
 
 impl Live {
@@ -50,6 +53,7 @@ impl Live {
         Self {
             path,
             config: RwLock::new(Arc::new(config)),
+            clock: time::WallClock::default(),
         }
     }
 

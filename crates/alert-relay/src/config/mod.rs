@@ -6,6 +6,9 @@
 //! variables through a [`SecretSource`] so tests pass plain maps. Every error names the key.
 
 mod raw;
+mod rotation;
+
+pub use self::rotation::TARGET_PREFIX as ROTATION_PREFIX;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::{self, Write as _};
@@ -17,6 +20,7 @@ use std::time::Duration;
 
 use crate::matcher::Matcher;
 use crate::render::template::UserTemplate;
+use crate::rotation::Rotation;
 use crate::secret::Secret;
 use crate::time::parse_duration;
 
@@ -98,6 +102,8 @@ pub struct Config {
     pub channels: BTreeMap<String, Arc<ChannelConfig>>,
     pub policies: BTreeMap<String, Policy>,
     pub routes: Vec<Route>,
+    /// On-call rotations, step targets as `rotation:NAME`.
+    pub rotations: BTreeMap<String, Rotation>,
 }
 
 #[derive(Debug, Clone)]
@@ -765,6 +771,7 @@ impl Config {
             let channel = channel(&name, rc, ctx)?;
             channels.insert(name, Arc::new(channel));
         }
+        let rotations = rotation::rotations(raw.rotations, &channels)?;
         let mut policies = BTreeMap::new();
         for (name, rp) in raw.policies {
             let prefix = format!("policies.{name}");
@@ -838,7 +845,14 @@ impl Config {
                     return Err(invalid(format!("{key}.notify"), "names no channel"));
                 }
                 for (j, c) in s.notify.iter().enumerate() {
-                    if !channels.contains_key(c) {
+                    if let Some(r) = c.strip_prefix(ROTATION_PREFIX) {
+                        if !rotations.contains_key(r) {
+                            return Err(invalid(
+                                format!("{key}.notify[{j}]"),
+                                format!("no rotation named {r:?}"),
+                            ));
+                        }
+                    } else if !channels.contains_key(c) {
                         return Err(invalid(
                             format!("{key}.notify[{j}]"),
                             format!("no channel named {c:?}"),
@@ -880,6 +894,7 @@ impl Config {
             channels,
             policies,
             routes,
+            rotations,
         })
     }
 
@@ -963,6 +978,7 @@ impl Config {
                 ))
             );
         }
+        self.describe_rotations(&mut out, jiff::Timestamp::now());
         let _ = writeln!(out, "routes (first match wins unless continue: true):");
         for (i, r) in self.routes.iter().enumerate() {
             let matchers = if r.matchers.is_empty() {
@@ -997,6 +1013,35 @@ impl Config {
             );
         }
         out
+    }
+}
+
+impl Config {
+    /// Who is on call at `now` in every rotation, and the next hand-overs.
+    pub fn describe_rotations(&self, out: &mut String, now: jiff::Timestamp) {
+        if self.rotations.is_empty() {
+            return;
+        }
+        let _ = writeln!(out, "rotations:");
+        for r in self.rotations.values() {
+            let p = r.on_call(now);
+            let _ = writeln!(
+                out,
+                "  {} ({}): on call now {} -> {}",
+                r.name,
+                r.time_zone_name,
+                p.name,
+                p.notify.join(", ")
+            );
+            for h in r.upcoming(now, 3) {
+                let _ = writeln!(
+                    out,
+                    "    from {}: {}",
+                    r.local(h.at),
+                    h.person.name
+                );
+            }
+        }
     }
 }
 

@@ -24,6 +24,8 @@ pub(super) struct RawConfig {
     pub policies: BTreeMap<String, RawPolicy>,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub rotations: BTreeMap<String, super::rotation::RawRotation>,
 }
 
 #[derive(Debug, Deserialize)]

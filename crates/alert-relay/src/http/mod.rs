@@ -77,6 +77,7 @@ impl App {
                 r
             }
             (_, p) if p.starts_with("/api/v1/incidents") => self.api(req).await,
+            (&Method::GET, "/api/v1/rotations") => self.rotations(&req),
             (&Method::GET | &Method::HEAD, p) if p.starts_with("/ack/") => {
                 let token = p["/ack/".len()..].to_owned();
                 self.ack_page(&token).await
@@ -202,9 +203,10 @@ impl App {
         }
         let mut routed = Vec::with_capacity(notification.events.len());
         let group_resolved = notification.status == Status::Resolved;
+        let now = self.live.clock.now();
         for event in notification.events {
-            let (destinations, routes) = match (
-                routing::destinations(&config, &event.labels, pinned.as_deref()),
+            let (targets, routes) = match (
+                routing::destinations(&config, &event.labels, pinned.as_deref(), now),
                 routing::routes(&config, &event.labels, pinned.as_deref()),
             ) {
                 (Ok(d), Ok(r)) => (d, r),
@@ -215,9 +217,10 @@ impl App {
             };
             routed.push(RoutedEvent {
                 event,
-                destinations,
+                destinations: targets.destinations,
                 routes,
                 group_resolved,
+                on_call: targets.on_call,
             });
         }
         let (firing, resolved) =
@@ -318,14 +321,14 @@ fn html(status: StatusCode, body: String) -> Response<Body> {
     r
 }
 
-fn now_s() -> i64 {
-    crate::time::now_millis() / 1000
-}
-
 impl App {
+    fn now_s(&self) -> i64 {
+        self.live.clock.now_millis() / 1000
+    }
+
     /// GET on an ack link: a confirm page whose button POSTs to the same URL. Nothing changes.
     async fn ack_page(&self, token: &str) -> Response<Body> {
-        let id = match self.signer.verify(token, now_s()) {
+        let id = match self.signer.verify(token, self.now_s()) {
             Ok(id) => id,
             Err(e) => {
                 self.metrics.reject("ack_token");
@@ -389,7 +392,7 @@ impl App {
 
     /// POST on an ack link: acknowledges.
     async fn ack_link(&self, token: &str, peer: &str) -> Response<Body> {
-        let id = match self.signer.verify(token, now_s()) {
+        let id = match self.signer.verify(token, self.now_s()) {
             Ok(id) => id,
             Err(e) => {
                 self.metrics.reject("ack_token");
@@ -465,15 +468,24 @@ impl App {
             (&Method::GET, Some(id), None) => {
                 let i = self.store.read(move |b| b.incident(id)).await;
                 let d = self.store.read(move |b| b.incident_deliveries(id)).await;
+                let on_call = self
+                    .store
+                    .read(move |b| b.incident_on_call(id))
+                    .await
+                    .unwrap_or_default();
                 match (i, d) {
                     (Ok(Some(i)), Ok(d)) => {
+                        let on_call: Vec<serde_json::Value> = on_call
+                            .into_iter()
+                            .map(|(dest, step, who)| serde_json::json!({"destination": dest, "step": step, "person": who}))
+                            .collect();
                         let d: Vec<serde_json::Value> = d
                             .into_iter()
                             .map(|(dest, step, state, notice)| serde_json::json!({"destination": dest, "step": step, "state": state.as_str(), "notice": notice}))
                             .collect();
                         json(
                             StatusCode::OK,
-                            &serde_json::json!({ "incident": i, "deliveries": d }),
+                            &serde_json::json!({ "incident": i, "deliveries": d, "on_call": on_call }),
                         )
                     }
                     (Ok(None), _) => {
@@ -564,6 +576,25 @@ impl App {
 }
 
 impl App {
+    /// `GET /api/v1/rotations`, with the relay's auth: who is on call now in every rotation
+    /// (by the relay's wall clock) and the next hand-overs.
+    fn rotations(&self, req: &Request<Incoming>) -> Response<Body> {
+        let config = self.live.config();
+        if !auth::authorized(&config.auth, req.headers()) {
+            self.metrics.reject("unauthorized");
+            return json_error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing or wrong credentials",
+            );
+        }
+        let now = self.live.clock.now();
+        json(
+            StatusCode::OK,
+            &crate::rotation::to_json(config.rotations.values(), now),
+        )
+    }
+
     /// An SMS reply through Twilio's inbound webhook (see `inbound`).
     async fn twilio_inbound(&self, req: Request<Incoming>, channel: &str) -> Response<Body> {
         let config = self.live.config();
