@@ -237,3 +237,121 @@ async fn sigkill_mid_escalation_resumes_with_the_elapsed_time() {
     assert_eq!(paths(&fake), ["/a", "/b"], "each step exactly once");
     drop(relay);
 }
+
+#[tokio::test]
+async fn rotation_steps_page_whoever_is_on_call_and_the_api_names_them() {
+    use jiff::{SignedDuration, Timestamp, tz::TimeZone};
+    let fake = Fake::start(Reply::new(200, "")).await;
+    let dir = tempdir();
+    // carol covers alice from yesterday to tomorrow (UTC, the relay's real wall clock).
+    let local = |d: SignedDuration| {
+        (Timestamp::now() + d)
+            .to_zoned(TimeZone::UTC)
+            .strftime("%Y-%m-%dT%H:%M")
+            .to_string()
+    };
+    let (from, to) = (
+        local(SignedDuration::from_hours(-24)),
+        local(SignedDuration::from_hours(24)),
+    );
+    let yaml = format!(
+        "auth: {{ bearer_token: s3cret }}\nstorage: {{ sqlite: relay.db }}\n{FAST_DELIVERY}\
+         channels:\n  a: {{ type: webhook, url: '{u}/a' }}\n  alice: {{ type: webhook, url: '{u}/alice' }}\n  carol: {{ type: webhook, url: '{u}/carol' }}\n\
+         rotations:\n  primary:\n    time_zone: UTC\n    handover: '09:00'\n    shift: 1d\n    start: 2026-01-05\n    people: [ {{ name: alice, notify: [alice] }} ]\n\
+         \x20   overrides: [ {{ from: '{from}', to: '{to}', name: carol, notify: [carol] }} ]\n\
+         policies:\n  p:\n    steps: [ {{ notify: ['rotation:primary', a] }}, {{ after: 1s, notify: ['rotation:primary'] }} ]\n\
+         routes: [ {{ policy: p }} ]\n",
+        u = fake.url()
+    );
+    let out = Command::new(binary())
+        .arg("check-config")
+        .arg({
+            let p = dir.path().join("check.yml");
+            std::fs::write(&p, &yaml).expect("write");
+            p
+        })
+        .output()
+        .expect("check-config");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("  primary (UTC): on call now carol -> carol\n")
+            && stdout.contains(&format!("    from {} UTC: alice\n", to.replace('T', " "))),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let relay = Relay::start(dir.path(), &yaml);
+    let http = client();
+    let r = http
+        .post(relay.url("/webhook"))
+        .bearer_auth("s3cret")
+        .body(webhook(&[("00000000000007a2", "firing")], ""))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200);
+    fake.wait_for(3, Duration::from_secs(5)).await;
+    let mut got = paths(&fake);
+    got[..2].sort();
+    assert_eq!(got, ["/a", "/carol", "/carol"]);
+
+    let r = http
+        .get(relay.url("/api/v1/rotations"))
+        .send()
+        .await
+        .expect("api");
+    assert_eq!(r.status(), 401);
+    let v: serde_json::Value = http
+        .get(relay.url("/api/v1/rotations"))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .expect("api")
+        .json()
+        .await
+        .expect("json");
+    let primary = &v["rotations"][0];
+    assert_eq!(primary["name"], "primary");
+    assert_eq!(primary["on_call"]["name"], "carol", "{v}");
+    assert_eq!(primary["next"][0]["person"]["name"], "alice", "{v}");
+    assert_eq!(primary["next"][0]["local"], format!("{} UTC", to.replace('T', " ")));
+
+    let v: serde_json::Value = http
+        .get(relay.url("/api/v1/incidents/1"))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .expect("api")
+        .json()
+        .await
+        .expect("json");
+    let paged: Vec<(i64, String)> = v["on_call"]
+        .as_array()
+        .expect("on_call")
+        .iter()
+        .map(|p| {
+            assert_eq!(p["destination"], "carol");
+            (
+                p["step"].as_i64().unwrap_or(-1),
+                p["person"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    let carol = "carol (rotation primary)".to_owned();
+    assert_eq!(paged, [(0, carol.clone()), (1, carol)]);
+    let r = http
+        .post(relay.url("/api/v1/incidents/1/ack"))
+        .bearer_auth("s3cret")
+        .json(&serde_json::json!({"by": "carol"}))
+        .send()
+        .await
+        .expect("ack");
+    assert_eq!(r.status(), 200);
+    let got = fake.wait_for(5, Duration::from_secs(5)).await;
+    for notice in &got[3..] {
+        let text = notice.json()["text"].as_str().unwrap_or("").to_owned();
+        assert!(
+            text.contains("acknowledged by carol via API") && text.contains("; on call: carol (rotation primary)"),
+            "{text}"
+        );
+    }
+}
