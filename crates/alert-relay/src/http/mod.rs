@@ -340,6 +340,7 @@ impl App {
         };
         let incident = self.store.read(move |b| b.incident(id)).await;
         let deliveries = self.store.read(move |b| b.incident_deliveries(id)).await;
+        let on_call = self.store.read(move |b| b.incident_on_call(id)).await;
         match incident {
             Ok(Some(i)) => {
                 let mut body = format!(
@@ -365,6 +366,20 @@ impl App {
                             escape(&dest),
                             what,
                             state.as_str()
+                        ));
+                    }
+                    body.push_str("</ul>");
+                }
+                if let Ok(paged) = on_call
+                    && !paged.is_empty()
+                {
+                    body.push_str("<p>On call:</p><ul>");
+                    for (dest, step, who) in paged {
+                        body.push_str(&format!(
+                            "<li>{} — {} (step {})</li>",
+                            escape(&who),
+                            escape(&dest),
+                            step + 1
                         ));
                     }
                     body.push_str("</ul>");

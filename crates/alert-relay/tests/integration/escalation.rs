@@ -255,7 +255,7 @@ async fn rotation_steps_page_whoever_is_on_call_and_the_api_names_them() {
         local(SignedDuration::from_hours(24)),
     );
     let yaml = format!(
-        "auth: {{ bearer_token: s3cret }}\nstorage: {{ sqlite: relay.db }}\n{FAST_DELIVERY}\
+        "public_url: http://relay.invalid\nauth: {{ bearer_token: s3cret }}\nstorage: {{ sqlite: relay.db }}\n{FAST_DELIVERY}\
          channels:\n  a: {{ type: webhook, url: '{u}/a' }}\n  alice: {{ type: webhook, url: '{u}/alice' }}\n  carol: {{ type: webhook, url: '{u}/carol' }}\n\
          rotations:\n  primary:\n    time_zone: UTC\n    handover: '09:00'\n    shift: 1d\n    start: 2026-01-05\n    people: [ {{ name: alice, notify: [alice] }} ]\n\
          \x20   overrides: [ {{ from: '{from}', to: '{to}', name: carol, notify: [carol] }} ]\n\
@@ -289,7 +289,7 @@ async fn rotation_steps_page_whoever_is_on_call_and_the_api_names_them() {
         .await
         .expect("post");
     assert_eq!(r.status(), 200);
-    fake.wait_for(3, Duration::from_secs(5)).await;
+    let received = fake.wait_for(3, Duration::from_secs(5)).await;
     let mut got = paths(&fake);
     got[..2].sort();
     assert_eq!(got, ["/a", "/carol", "/carol"]);
@@ -338,6 +338,26 @@ async fn rotation_steps_page_whoever_is_on_call_and_the_api_names_them() {
         .collect();
     let carol = "carol (rotation primary)".to_owned();
     assert_eq!(paged, [(0, carol.clone()), (1, carol)]);
+    // The ack page names who was paged.
+    let link = received[2].json()["links"]
+        .as_array()
+        .expect("links")
+        .iter()
+        .find_map(|l| l["url"].as_str()?.strip_prefix("http://relay.invalid"))
+        .expect("ack link")
+        .to_owned();
+    let page = http
+        .get(relay.url(&link))
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("page");
+    assert!(
+        page.contains("<li>carol (rotation primary) — carol (step 2)</li>"),
+        "{page}"
+    );
     let r = http
         .post(relay.url("/api/v1/incidents/1/ack"))
         .bearer_auth("s3cret")
