@@ -444,7 +444,9 @@ mod tests {
         let (metrics, _) = Metrics::new();
         let (store, _thread) = Store::start(
             // The store stamps rows with the same wall clock the tests make jump.
-            Sqlite::open(path).expect("db").with_clock(live.clock.clone()),
+            Sqlite::open(path)
+                .expect("db")
+                .with_clock(live.clock.clone()),
             CommitMetrics(Arc::clone(&metrics)),
         )
         .expect("store");

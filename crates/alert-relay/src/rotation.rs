@@ -155,7 +155,10 @@ impl Rotation {
 
 /// What `GET /api/v1/rotations` answers: per rotation, who is on call at `now` and the next
 /// hand-overs, as UTC instants and as local times.
-pub fn to_json<'r>(rotations: impl Iterator<Item = &'r Rotation>, now: Timestamp) -> serde_json::Value {
+pub fn to_json<'r>(
+    rotations: impl Iterator<Item = &'r Rotation>,
+    now: Timestamp,
+) -> serde_json::Value {
     let list: Vec<serde_json::Value> = rotations
         .map(|r| {
             let person = |p: &Person| serde_json::json!({"name": p.name, "notify": p.notify});
@@ -243,7 +246,10 @@ mod tests {
         assert_eq!(who(&r, utc("2026-04-06T07:00:00Z")), "bob");
         // Years later, still on the local hand-over.
         assert_eq!(r.local(r.handover(300)), "2031-10-06 09:00 CEST");
-        assert_eq!(who(&r, r.handover(300) - SignedDuration::from_secs(1)), "bob");
+        assert_eq!(
+            who(&r, r.handover(300) - SignedDuration::from_secs(1)),
+            "bob"
+        );
         assert_eq!(who(&r, r.handover(300)), "alice");
     }
 
@@ -274,7 +280,10 @@ mod tests {
         assert_eq!(after.duration_since(before), SignedDuration::from_hours(25));
         assert_eq!(after, utc("2026-10-25T08:00:00Z"));
         assert_ne!(who(&r, before), who(&r, after));
-        assert_eq!(who(&r, after - SignedDuration::from_secs(1)), who(&r, before));
+        assert_eq!(
+            who(&r, after - SignedDuration::from_secs(1)),
+            who(&r, before)
+        );
     }
 
     #[test]

@@ -26,7 +26,9 @@ pub struct Targets {
 impl Targets {
     fn add(&mut self, id: String, on_call: Option<&String>) {
         if let Some(who) = on_call {
-            self.on_call.entry(id.clone()).or_insert_with(|| who.clone());
+            self.on_call
+                .entry(id.clone())
+                .or_insert_with(|| who.clone());
         }
         if !self.destinations.contains(&id) {
             self.destinations.push(id);
@@ -179,18 +181,12 @@ routes:
             destinations(&c, labels, pinned, Timestamp::UNIX_EPOCH).map(|t| t.destinations)
         };
         assert_eq!(dests(&l(&[]), None).expect("ok"), ["a"]);
-        assert_eq!(
-            dests(&l(&[("site", "lab")]), None).expect("ok"),
-            ["b", "a"]
-        );
+        assert_eq!(dests(&l(&[("site", "lab")]), None).expect("ok"), ["b", "a"]);
         assert_eq!(
             dests(&l(&[("severity", "critical"), ("site", "lab")]), None).expect("ok"),
             ["sms/+447700900123", "sms/+447700900124", "b", "a"]
         );
-        assert_eq!(
-            dests(&l(&[]), Some("lab")).expect("ok"),
-            ["b", "a"]
-        );
+        assert_eq!(dests(&l(&[]), Some("lab")).expect("ok"), ["b", "a"]);
         assert_eq!(
             dests(&l(&[]), Some("nope")),
             Err(UnknownRoute("nope".into()))

@@ -1034,12 +1034,7 @@ impl Config {
                 p.notify.join(", ")
             );
             for h in r.upcoming(now, 3) {
-                let _ = writeln!(
-                    out,
-                    "    from {}: {}",
-                    r.local(h.at),
-                    h.person.name
-                );
+                let _ = writeln!(out, "    from {}: {}", r.local(h.at), h.person.name);
             }
         }
     }

@@ -329,13 +329,25 @@ fn rotation_errors_name_the_key() {
         let e = parse_err(&rotation_yaml(&body));
         assert!(e.starts_with(want), "{e}");
     }
-    let e = parse_err(&rotation_yaml(&format!("    shift: 1d\n{people}")).replace("Europe/Berlin", "Mars/Olympus"));
+    let e = parse_err(
+        &rotation_yaml(&format!("    shift: 1d\n{people}"))
+            .replace("Europe/Berlin", "Mars/Olympus"),
+    );
     assert!(
         e.starts_with("rotations.primary.time_zone: unknown time zone \"Mars/Olympus\""),
         "{e}"
     );
     let e = parse_err(&rotation_yaml(&format!("    shift: 1d\n{people}")).replace("09:00", "9h"));
-    assert!(e.starts_with("rotations.primary.handover: \"9h\" is not a local time"), "{e}");
-    let e = parse_err(&rotation_yaml(&format!("    shift: 1d\n{people}")).replace("rotation:primary", "rotation:second"));
-    assert!(e.starts_with("policies.p.steps[0].notify[0]: no rotation named \"second\""), "{e}");
+    assert!(
+        e.starts_with("rotations.primary.handover: \"9h\" is not a local time"),
+        "{e}"
+    );
+    let e = parse_err(
+        &rotation_yaml(&format!("    shift: 1d\n{people}"))
+            .replace("rotation:primary", "rotation:second"),
+    );
+    assert!(
+        e.starts_with("policies.p.steps[0].notify[0]: no rotation named \"second\""),
+        "{e}"
+    );
 }

@@ -531,9 +531,15 @@ mod wall_clock_tests {
         let hour = Duration::from_secs(3600);
         let year_ms = 365 * 86_400_000;
         // Stored 30 s ahead: wait 30 s.
-        assert_eq!(stored_wait(1_030_000, 1_000_000, hour), Duration::from_secs(30));
+        assert_eq!(
+            stored_wait(1_030_000, 1_000_000, hour),
+            Duration::from_secs(30)
+        );
         // Due or overdue (a clock stepped forward): at once.
-        assert_eq!(stored_wait(1_000_000, 1_000_000 + year_ms, hour), Duration::ZERO);
+        assert_eq!(
+            stored_wait(1_000_000, 1_000_000 + year_ms, hour),
+            Duration::ZERO
+        );
         // The clock went back a year after the time was stored: not a year, the cap.
         assert_eq!(stored_wait(1_030_000 + year_ms, 1_000_000, hour), hour);
     }

@@ -716,7 +716,10 @@ fn ingest(
             }
         };
         for (dest, firing_delivery) in targets {
-            let who = routed.on_call.get(&dest).filter(|_| e.status == Status::Firing);
+            let who = routed
+                .on_call
+                .get(&dest)
+                .filter(|_| e.status == Status::Firing);
             insert_delivery.execute(params![event_id, dest, now, firing_delivery, who])?;
             let id = tx.last_insert_rowid();
             if let Some(i) = incident {

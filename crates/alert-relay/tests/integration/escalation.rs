@@ -313,7 +313,10 @@ async fn rotation_steps_page_whoever_is_on_call_and_the_api_names_them() {
     assert_eq!(primary["name"], "primary");
     assert_eq!(primary["on_call"]["name"], "carol", "{v}");
     assert_eq!(primary["next"][0]["person"]["name"], "alice", "{v}");
-    assert_eq!(primary["next"][0]["local"], format!("{} UTC", to.replace('T', " ")));
+    assert_eq!(
+        primary["next"][0]["local"],
+        format!("{} UTC", to.replace('T', " "))
+    );
 
     let v: serde_json::Value = http
         .get(relay.url("/api/v1/incidents/1"))
@@ -370,7 +373,8 @@ async fn rotation_steps_page_whoever_is_on_call_and_the_api_names_them() {
     for notice in &got[3..] {
         let text = notice.json()["text"].as_str().unwrap_or("").to_owned();
         assert!(
-            text.contains("acknowledged by carol via API") && text.contains("; on call: carol (rotation primary)"),
+            text.contains("acknowledged by carol via API")
+                && text.contains("; on call: carol (rotation primary)"),
             "{text}"
         );
     }
