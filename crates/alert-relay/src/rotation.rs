@@ -77,7 +77,8 @@ impl Rotation {
         // Nominal estimate; DST and zone changes move real hand-overs by hours, which the two
         // loops correct (each runs at most a step or two).
         let mut n = since / shift;
-        while self.handover(n + 1) <= at {
+        // Past the end of the calendar (year 9999) hand-overs saturate at Timestamp::MAX.
+        while self.handover(n + 1) <= at && self.handover(n + 1) < Timestamp::MAX {
             n += 1;
         }
         while n >= 0 && self.handover(n) > at {
@@ -358,6 +359,10 @@ mod tests {
                 ("2027-01-04 09:00 CET".to_owned(), "alice"),
             ]
         );
+        // The ends of time answer without looping.
+        assert_eq!(who(&r, Timestamp::MAX), "alice");
+        assert_eq!(who(&r, Timestamp::MIN), "alice");
+        assert!(r.upcoming(Timestamp::MAX, 3).is_empty());
         // A one-person rotation has no hand-overs.
         let single = rotation("UTC", "2026-01-05", "09:00", 24, 1);
         assert!(single.upcoming(utc("2026-01-01T00:00:00Z"), 3).is_empty());
