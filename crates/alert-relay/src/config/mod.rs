@@ -978,7 +978,7 @@ impl Config {
                 ))
             );
         }
-        self.describe_rotations(&mut out, jiff::Timestamp::now());
+        self.describe_rotations(&mut out, crate::time::WallClock::default().now());
         let _ = writeln!(out, "routes (first match wins unless continue: true):");
         for (i, r) in self.routes.iter().enumerate() {
             let matchers = if r.matchers.is_empty() {
@@ -1013,30 +1013,6 @@ impl Config {
             );
         }
         out
-    }
-}
-
-impl Config {
-    /// Who is on call at `now` in every rotation, and the next hand-overs.
-    pub fn describe_rotations(&self, out: &mut String, now: jiff::Timestamp) {
-        if self.rotations.is_empty() {
-            return;
-        }
-        let _ = writeln!(out, "rotations:");
-        for r in self.rotations.values() {
-            let p = r.on_call(now);
-            let _ = writeln!(
-                out,
-                "  {} ({}): on call now {} -> {}",
-                r.name,
-                r.time_zone_name,
-                p.name,
-                p.notify.join(", ")
-            );
-            for h in r.upcoming(now, 3) {
-                let _ = writeln!(out, "    from {}: {}", r.local(h.at), h.person.name);
-            }
-        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! `rotations:`: the YAML form and its validation into [`Rotation`]s.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp, civil};
 use serde::Deserialize;
 
-use super::{ChannelConfig, ConfigError, invalid};
+use super::{ChannelConfig, Config, ConfigError, invalid};
 use crate::rotation::{Override, Person, Rotation};
 use crate::time::parse_duration;
 
@@ -207,4 +208,28 @@ pub(super) fn rotations(
         );
     }
     Ok(out)
+}
+
+impl Config {
+    /// Who is on call at `now` in every rotation, and the next hand-overs.
+    pub fn describe_rotations(&self, out: &mut String, now: Timestamp) {
+        if self.rotations.is_empty() {
+            return;
+        }
+        let _ = writeln!(out, "rotations:");
+        for r in self.rotations.values() {
+            let p = r.on_call(now);
+            let _ = writeln!(
+                out,
+                "  {} ({}): on call now {} -> {}",
+                r.name,
+                r.time_zone_name,
+                p.name,
+                p.notify.join(", ")
+            );
+            for h in r.upcoming(now, 3) {
+                let _ = writeln!(out, "    from {}: {}", r.local(h.at), h.person.name);
+            }
+        }
+    }
 }
