@@ -828,8 +828,9 @@ mod tests {
         live.clock.jump(target - live.clock.now_millis());
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn wall_clock_jumps_move_no_step_and_rotations_follow_the_new_wall_time() {
+    /// Steps a (at once), the rotation (10m), a and the rotation (30m); the rotation is daily at
+    /// 09:00 Berlin time from 2025-01-01, alice on even days, bob on odd ones.
+    fn rotation_rig() -> Rig {
         let c = parse(
             "storage: { sqlite: x }\nchannels:\n  a: { type: webhook, url: 'http://127.0.0.1:9/a' }\n  alice: { type: webhook, url: 'http://127.0.0.1:9/alice' }\n  bob: { type: webhook, url: 'http://127.0.0.1:9/bob' }\n\
              rotations:\n  primary:\n    time_zone: Europe/Berlin\n    handover: '09:00'\n    shift: 1d\n    start: 2025-01-01\n    people: [ { name: alice, notify: [alice] }, { name: bob, notify: [bob] } ]\n\
@@ -839,7 +840,33 @@ mod tests {
             &MapSecrets::default(),
         )
         .expect("config");
-        let r = rig_with(c);
+        rig_with(c)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rotation_step_hands_over_at_local_time_on_the_dst_day() {
+        let r = rotation_rig();
+        // 2026-03-29, spring forward in Berlin: day 452 (alice) starts at 09:00 CEST = 07:00 UTC
+        // (with last winter's offset it would be 08:00 UTC).
+        set_wall_clock(&r.live, "2026-03-29T06:40:00Z");
+        let id = r.fire().await;
+        r.advance(10 * M - Duration::from_secs(1)).await;
+        // Paused tokio time does not move the wall clock: move it along by hand.
+        set_wall_clock(&r.live, "2026-03-29T06:59:59Z");
+        r.advance(Duration::from_secs(1)).await;
+        assert_eq!(r.sent(id).await.0, steps(&[("a", 0), ("bob", 1)]));
+        r.advance(20 * M - Duration::from_secs(1)).await;
+        set_wall_clock(&r.live, "2026-03-29T07:00:00Z");
+        r.advance(Duration::from_secs(1)).await;
+        assert_eq!(
+            r.sent(id).await.0,
+            steps(&[("a", 0), ("bob", 1), ("a", 2), ("alice", 2)])
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wall_clock_jumps_move_no_step_and_rotations_follow_the_new_wall_time() {
+        let r = rotation_rig();
         let signer = crate::ack::Signer::new(vec![7; 32], None);
         let now_s = || r.live.clock.now_millis() / 1000;
         // A Pi that booted with a clock a year behind opens an incident.
