@@ -681,11 +681,18 @@ impl App {
         let Some(id) = crate::inbound::parse_ack(get("Body")) else {
             return twiml(Some("Reply ACK <incident number> to acknowledge."));
         };
-        match self
-            .escalator
-            .transition(id, Action::Ack, format!("SMS from {from}"))
+        // Name the person when a rotation paged this number for the incident.
+        let paged = self
+            .store
+            .read(move |b| b.incident_on_call(id))
             .await
-        {
+            .unwrap_or_default();
+        let destination = format!("{channel}/{from}");
+        let by = match paged.iter().rev().find(|(d, _, _)| *d == destination) {
+            Some((_, _, who)) => format!("{who} via SMS from {from}"),
+            None => format!("SMS from {from}"),
+        };
+        match self.escalator.transition(id, Action::Ack, by).await {
             Ok(Transitioned::Done { .. }) => twiml(Some(&format!("Incident #{id} acknowledged."))),
             Ok(Transitioned::Unchanged(s)) => {
                 twiml(Some(&format!("Incident #{id} is already {}.", s.as_str())))
