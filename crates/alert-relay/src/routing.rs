@@ -50,7 +50,7 @@ pub fn destinations(
         let step = step_destinations(config, &r.policy, 0, at);
         for d in step.destinations {
             let who = step.on_call.get(&d);
-            out.add(d.clone(), who);
+            out.add(d, who);
         }
     }
     Ok(out)
