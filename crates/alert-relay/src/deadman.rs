@@ -291,6 +291,7 @@ impl Deadman {
             destinations: destinations.to_vec(),
             routes: Vec::new(),
             group_resolved: false,
+            on_call: std::collections::BTreeMap::new(),
         }
     }
 

@@ -265,7 +265,9 @@ impl Escalator {
                 wait = wait.min(due - elapsed);
                 continue;
             }
-            let destinations = routing::step_destinations(&config, &policy.name, step);
+            // Rotations resolve by the wall clock at send time; the due time never does.
+            let targets =
+                routing::step_destinations(&config, &policy.name, step, self.live.clock.now());
             let r = self
                 .store
                 .write(Write::FireStep {
@@ -273,7 +275,8 @@ impl Escalator {
                     expected_step: inc.next_step,
                     step: i64::try_from(step).unwrap_or(i64::MAX),
                     elapsed_ms: as_ms(elapsed),
-                    destinations,
+                    destinations: targets.destinations,
+                    on_call: targets.on_call,
                     allow_acked: runs_when_acked,
                     reopen: false,
                 })
@@ -400,6 +403,8 @@ impl Escalator {
             .get(&id)
             .map_or(ms(inc.elapsed_ms), Clock::elapsed)
             .max(due);
+        let targets =
+            routing::step_destinations(&config, &policy.name, step, self.live.clock.now());
         let r = self
             .store
             .write(Write::FireStep {
@@ -407,7 +412,8 @@ impl Escalator {
                 expected_step: inc.next_step,
                 step: i64::try_from(step).unwrap_or(i64::MAX),
                 elapsed_ms: as_ms(elapsed),
-                destinations: routing::step_destinations(&config, &policy.name, step),
+                destinations: targets.destinations,
+                on_call: targets.on_call,
                 allow_acked: true,
                 reopen: true,
             })
@@ -467,7 +473,10 @@ mod tests {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let (metrics, _) = Metrics::new();
         let (store, _thread) = Store::start(
-            Sqlite::open(path).expect("db"),
+            // The store stamps rows with the same wall clock the tests make jump.
+            Sqlite::open(path)
+                .expect("db")
+                .with_clock(live.clock.clone()),
             CommitMetrics(Arc::clone(&metrics)),
         )
         .expect("store");
@@ -481,9 +490,13 @@ mod tests {
     }
 
     fn rig(policy_extra: &str) -> Rig {
+        rig_with(config(policy_extra))
+    }
+
+    fn rig_with(config: crate::config::Config) -> Rig {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("relay.db");
-        let live = Arc::new(Live::new("relay.yml".into(), config(policy_extra)));
+        let live = Arc::new(Live::new("relay.yml".into(), config));
         let (esc, store) = start(&path, Arc::clone(&live));
         Rig {
             esc,
@@ -528,6 +541,7 @@ mod tests {
                         policy: "p".into(),
                     }],
                     group_resolved: false,
+                    on_call: Default::default(),
                 }])
                 .await
                 .expect("ingest");
@@ -548,6 +562,7 @@ mod tests {
                     destinations: vec!["a".into()],
                     routes: Vec::new(),
                     group_resolved: true,
+                    on_call: Default::default(),
                 }])
                 .await
                 .expect("ingest");
@@ -827,6 +842,7 @@ mod tests {
             step: 1,
             elapsed_ms: 0,
             destinations: vec!["b".into()],
+            on_call: Default::default(),
             allow_acked: false,
             reopen: false,
         };
@@ -834,5 +850,123 @@ mod tests {
         let second = r.store.write(fire()).await.expect("fire");
         assert!(matches!(first, Written::Fired(ref d) if d.len() == 1));
         assert!(matches!(second, Written::Fired(ref d) if d.is_empty()));
+    }
+
+    /// Sets the relay's wall clock to `at` (RFC 3339), as NTP stepping the clock would.
+    fn set_wall_clock(live: &Live, at: &str) {
+        let target = crate::time::parse_rfc3339(at).expect("time") / 1_000_000;
+        live.clock.jump(target - live.clock.now_millis());
+    }
+
+    /// Steps a (at once), the rotation (10m), a and the rotation (30m); the rotation is daily at
+    /// 09:00 Berlin time from 2025-01-01, alice on even days, bob on odd ones.
+    fn rotation_rig() -> Rig {
+        let c = parse(
+            "storage: { sqlite: x }\nchannels:\n  a: { type: webhook, url: 'http://127.0.0.1:9/a' }\n  alice: { type: webhook, url: 'http://127.0.0.1:9/alice' }\n  bob: { type: webhook, url: 'http://127.0.0.1:9/bob' }\n\
+             rotations:\n  primary:\n    time_zone: Europe/Berlin\n    handover: '09:00'\n    shift: 1d\n    start: 2025-01-01\n    people: [ { name: alice, notify: [alice] }, { name: bob, notify: [bob] } ]\n\
+             policies:\n  p:\n    steps: [ { notify: [a] }, { after: 10m, notify: ['rotation:primary'] }, { after: 30m, notify: [a, 'rotation:primary'] } ]\n\
+             routes: [ { policy: p } ]\n",
+            Path::new("/"),
+            &MapSecrets::default(),
+        )
+        .expect("config");
+        rig_with(c)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rotation_step_hands_over_at_local_time_on_the_dst_day() {
+        let r = rotation_rig();
+        // 2026-03-29, spring forward in Berlin: day 452 (alice) starts at 09:00 CEST = 07:00 UTC
+        // (with last winter's offset it would be 08:00 UTC).
+        set_wall_clock(&r.live, "2026-03-29T06:40:00Z");
+        let id = r.fire().await;
+        r.advance(10 * M - Duration::from_secs(1)).await;
+        // Paused tokio time does not move the wall clock: move it along by hand.
+        set_wall_clock(&r.live, "2026-03-29T06:59:59Z");
+        r.advance(Duration::from_secs(1)).await;
+        assert_eq!(r.sent(id).await.0, steps(&[("a", 0), ("bob", 1)]));
+        r.advance(20 * M - Duration::from_secs(1)).await;
+        set_wall_clock(&r.live, "2026-03-29T07:00:00Z");
+        r.advance(Duration::from_secs(1)).await;
+        assert_eq!(
+            r.sent(id).await.0,
+            steps(&[("a", 0), ("bob", 1), ("a", 2), ("alice", 2)])
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wall_clock_jumps_move_no_step_and_rotations_follow_the_new_wall_time() {
+        let r = rotation_rig();
+        let signer = crate::ack::Signer::new(vec![7; 32], None);
+        let now_s = || r.live.clock.now_millis() / 1000;
+        // A Pi that booted with a clock a year behind opens an incident.
+        set_wall_clock(&r.live, "2025-03-28T12:00:00Z");
+        let id = r.fire().await;
+        let stale_token = signer.token(id, now_s());
+        r.advance(5 * M).await;
+
+        // NTP steps the clock forward a year: nothing pending fires early.
+        set_wall_clock(&r.live, "2026-03-28T12:05:00Z");
+        r.advance(5 * M - Duration::from_secs(1)).await;
+        assert_eq!(r.sent(id).await.0, steps(&[("a", 0)]));
+        // Ack links expire by the wall clock: the stale link is now a year old.
+        assert_eq!(
+            signer.verify(&stale_token, now_s()),
+            Err(crate::ack::TokenError::Expired)
+        );
+        let fresh_token = signer.token(id, now_s());
+        r.advance(Duration::from_secs(1)).await;
+        // Step 2 is on time, and the rotation is looked up at the new wall time: 2026-03-28 is
+        // day 451 since the start (bob), 2025-03-28 day 86 (alice).
+        assert_eq!(r.sent(id).await.0, steps(&[("a", 0), ("bob", 1)]));
+        // Rows are stamped with the new wall time (which paused tokio time does not move).
+        let bob = r.store.pending("bob".into()).await.expect("pending");
+        let stamped = crate::time::parse_rfc3339("2026-03-28T12:05:00Z").expect("time") / 1_000_000;
+        assert!((bob[0].created_at_ms - stamped).abs() < 60_000);
+        r.advance(5 * M).await;
+
+        // A wrong correction steps it back a year: nothing pending is delayed.
+        set_wall_clock(&r.live, "2025-03-28T12:15:00Z");
+        r.advance(15 * M - Duration::from_secs(1)).await;
+        assert_eq!(r.sent(id).await.0.len(), 2);
+        r.advance(Duration::from_secs(1)).await;
+        assert_eq!(
+            r.sent(id).await.0,
+            steps(&[("a", 0), ("bob", 1), ("a", 2), ("alice", 2)])
+        );
+        assert_eq!(r.state(id).await.elapsed_ms, as_ms(30 * M));
+        // Both links verify again: the stale one is within its 7 days, the one made in the
+        // future now lasts a year longer than 7 days (documented: early or late, never forged).
+        assert_eq!(signer.verify(&stale_token, now_s()), Ok(id));
+        assert_eq!(signer.verify(&fresh_token, now_s()), Ok(id));
+
+        // Who was paged is recorded and named in the ack notice.
+        let paged = r
+            .store
+            .read(move |b| b.incident_on_call(id))
+            .await
+            .expect("read");
+        assert_eq!(
+            paged,
+            [
+                ("bob".to_owned(), 1, "bob (rotation primary)".to_owned()),
+                ("alice".to_owned(), 2, "alice (rotation primary)".to_owned()),
+            ]
+        );
+        r.esc
+            .transition(id, Action::Ack, "alice via API".into())
+            .await
+            .expect("ack");
+        let d = r
+            .store
+            .read(move |b| b.incident_deliveries(id))
+            .await
+            .expect("read");
+        let notice = d.iter().find_map(|x| x.3.clone()).expect("a notice");
+        assert!(
+            notice.starts_with("Incident #1 acknowledged by alice via API at 2025-03-28T12:1")
+                && notice.ends_with("Z; on call: bob (rotation primary), alice (rotation primary)"),
+            "{notice}"
+        );
     }
 }

@@ -19,6 +19,7 @@ pub mod payload;
 pub mod pushover_receipts;
 pub mod render;
 pub mod resync;
+pub mod rotation;
 pub mod routing;
 pub mod secret;
 pub mod store;
@@ -47,6 +48,8 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 pub struct Live {
     path: PathBuf,
     config: RwLock<Arc<Config>>,
+    /// The wall clock for ack-link expiry and rotation look-ups.
+    pub clock: time::WallClock,
 }
 
 impl Live {
@@ -54,6 +57,7 @@ impl Live {
         Self {
             path,
             config: RwLock::new(Arc::new(config)),
+            clock: time::WallClock::default(),
         }
     }
 

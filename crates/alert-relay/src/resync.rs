@@ -380,6 +380,7 @@ mod tests {
                         policy: "p".into(),
                     }],
                     group_resolved: false,
+                    on_call: std::collections::BTreeMap::new(),
                 }])
                 .await
                 .expect("ingest");

@@ -1,8 +1,12 @@
 //! Which destinations an alert goes to: the first route whose matchers all match its labels
 //! (more when a route says `continue: true`), that route's policy, the policy's first step.
-//! Pure.
+//! Pure: rotations are resolved at the instant the caller passes.
 
-use crate::config::{Config, Route};
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+
+use crate::config::{Config, ROTATION_PREFIX, Route};
 use crate::payload::Labels;
 use crate::store::RouteRef;
 
@@ -11,20 +15,42 @@ use crate::store::RouteRef;
 #[error("no route named {0:?}")]
 pub struct UnknownRoute(pub String);
 
-/// Destination ids for an alert with `labels`, in route order without repeats. With `pinned`,
-/// the route of that name is used whatever its matchers say.
+/// Destination ids in order without repeats, and who is on call for those a rotation chose
+/// (`alice (rotation primary)`, recorded with the delivery).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Targets {
+    pub destinations: Vec<String>,
+    pub on_call: BTreeMap<String, String>,
+}
+
+impl Targets {
+    fn add(&mut self, id: String, on_call: Option<&String>) {
+        if let Some(who) = on_call {
+            self.on_call
+                .entry(id.clone())
+                .or_insert_with(|| who.clone());
+        }
+        if !self.destinations.contains(&id) {
+            self.destinations.push(id);
+        }
+    }
+}
+
+/// Destinations for an alert with `labels` at `at`, in route order without repeats. With
+/// `pinned`, the route of that name is used whatever its matchers say.
 pub fn destinations(
     config: &Config,
     labels: &Labels,
     pinned: Option<&str>,
-) -> Result<Vec<String>, UnknownRoute> {
-    let mut out: Vec<String> = Vec::new();
+    at: Timestamp,
+) -> Result<Targets, UnknownRoute> {
+    let mut out = Targets::default();
     for (_, r) in matched(config, labels, pinned)? {
         // The first step is sent at once; the escalator schedules the later ones.
-        for d in step_destinations(config, &r.policy, 0) {
-            if !out.contains(&d) {
-                out.push(d);
-            }
+        let step = step_destinations(config, &r.policy, 0, at);
+        for d in step.destinations {
+            let who = step.on_call.get(&d);
+            out.add(d, who);
         }
     }
     Ok(out)
@@ -83,17 +109,28 @@ fn matched<'c>(
     })
 }
 
-/// Destination ids of one step of a policy, in order without repeats.
-pub fn step_destinations(config: &Config, policy: &str, step: usize) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
+/// Destinations of one step of a policy at `at`: a `rotation:NAME` target becomes the channels
+/// of whoever is on call then.
+pub fn step_destinations(config: &Config, policy: &str, step: usize, at: Timestamp) -> Targets {
+    let mut out = Targets::default();
     let Some(step) = config.policies.get(policy).and_then(|p| p.steps.get(step)) else {
         return out;
     };
-    for channel in &step.notify {
-        if let Some(c) = config.channels.get(channel) {
-            for d in c.destinations() {
-                if !out.contains(&d.id) {
-                    out.push(d.id);
+    for target in &step.notify {
+        let (channels, who) = match target.strip_prefix(ROTATION_PREFIX) {
+            Some(name) => match config.rotations.get(name) {
+                Some(r) => {
+                    let person = r.on_call(at);
+                    (person.notify.as_slice(), Some(r.label(person)))
+                }
+                None => continue,
+            },
+            None => (std::slice::from_ref(target), None),
+        };
+        for channel in channels {
+            if let Some(c) = config.channels.get(channel) {
+                for d in c.destinations() {
+                    out.add(d.id, who.as_ref());
                 }
             }
         }
@@ -140,22 +177,66 @@ routes:
                 .map(|(k, v)| ((*k).into(), (*v).into()))
                 .collect()
         };
-        assert_eq!(destinations(&c, &l(&[]), None).expect("ok"), ["a"]);
+        let dests = |labels: &Labels, pinned| {
+            destinations(&c, labels, pinned, Timestamp::UNIX_EPOCH).map(|t| t.destinations)
+        };
+        assert_eq!(dests(&l(&[]), None).expect("ok"), ["a"]);
+        assert_eq!(dests(&l(&[("site", "lab")]), None).expect("ok"), ["b", "a"]);
         assert_eq!(
-            destinations(&c, &l(&[("site", "lab")]), None).expect("ok"),
-            ["b", "a"]
-        );
-        assert_eq!(
-            destinations(&c, &l(&[("severity", "critical"), ("site", "lab")]), None).expect("ok"),
+            dests(&l(&[("severity", "critical"), ("site", "lab")]), None).expect("ok"),
             ["sms/+447700900123", "sms/+447700900124", "b", "a"]
         );
+        assert_eq!(dests(&l(&[]), Some("lab")).expect("ok"), ["b", "a"]);
         assert_eq!(
-            destinations(&c, &l(&[]), Some("lab")).expect("ok"),
-            ["b", "a"]
-        );
-        assert_eq!(
-            destinations(&c, &l(&[]), Some("nope")),
+            dests(&l(&[]), Some("nope")),
             Err(UnknownRoute("nope".into()))
         );
+    }
+
+    #[test]
+    fn rotation_targets_resolve_to_whoever_is_on_call_then() {
+        let c = parse(
+            r#"
+storage: { sqlite: x }
+channels:
+  ops: { type: webhook, url: "http://ops" }
+  alice-sms: { type: twilio, account_sid: AC1, auth_token: t, from: "+15005550006", to: ["+447700900123"] }
+  bob-hook: { type: webhook, url: "http://bob" }
+rotations:
+  primary:
+    time_zone: Europe/Berlin
+    handover: "09:00"
+    shift: 1d
+    start: 2026-01-05
+    people:
+      - { name: alice, notify: [alice-sms, ops] }
+      - { name: bob, notify: [bob-hook] }
+policies:
+  page: { steps: [ { notify: [rotation:primary, ops] }, { after: 10m, notify: [ops] } ] }
+routes: [ { policy: page } ]
+"#,
+            Path::new("/"),
+            &MapSecrets::default(),
+        )
+        .expect("valid");
+        let at = |s: &str| s.parse::<Timestamp>().expect("timestamp");
+        let t = step_destinations(&c, "page", 0, at("2026-01-05T08:00:00Z"));
+        assert_eq!(t.destinations, ["alice-sms/+447700900123", "ops"]);
+        let alice = "alice (rotation primary)".to_owned();
+        assert_eq!(
+            t.on_call,
+            BTreeMap::from([
+                ("alice-sms/+447700900123".to_owned(), alice.clone()),
+                ("ops".to_owned(), alice),
+            ])
+        );
+        let t = destinations(&c, &Labels::new(), None, at("2026-01-06T08:00:00Z")).expect("ok");
+        assert_eq!(t.destinations, ["bob-hook", "ops"]);
+        assert_eq!(
+            t.on_call,
+            BTreeMap::from([("bob-hook".to_owned(), "bob (rotation primary)".to_owned())])
+        );
+        let t = step_destinations(&c, "page", 1, at("2026-01-06T08:00:00Z"));
+        assert!(t.on_call.is_empty());
     }
 }

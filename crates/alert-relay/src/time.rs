@@ -13,6 +13,36 @@ pub fn now_millis() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// The wall clock the relay reads for stamps on rows, ack-link expiry and rotation look-ups
+/// (escalation never reads it: see `escalation`). In production it is the system clock; unit
+/// tests share one instance between components and make it jump.
+#[derive(Debug, Clone, Default)]
+pub struct WallClock {
+    #[cfg(test)]
+    jump_ms: std::sync::Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl WallClock {
+    pub fn now_millis(&self) -> i64 {
+        #[cfg(test)]
+        return now_millis()
+            .saturating_add(self.jump_ms.load(std::sync::atomic::Ordering::Relaxed));
+        #[cfg(not(test))]
+        now_millis()
+    }
+
+    pub fn now(&self) -> jiff::Timestamp {
+        jiff::Timestamp::from_millisecond(self.now_millis()).unwrap_or(jiff::Timestamp::MAX)
+    }
+
+    /// Steps this clock (and every clone of it) by `ms`, as NTP correcting a Pi would.
+    #[cfg(test)]
+    pub(crate) fn jump(&self, ms: i64) {
+        self.jump_ms
+            .fetch_add(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Parses `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`; lower-case `t`/`z` and a space separator are
 /// accepted as RFC 3339 allows.
 pub fn parse_rfc3339(s: &str) -> Option<UnixNanos> {

@@ -28,7 +28,7 @@ use crate::render::Message;
 use crate::store::DeliveryJob;
 
 /// Longest provider hint honoured; anything longer is treated as this.
-const MAX_RETRY_HINT: Duration = Duration::from_secs(3600);
+pub(crate) const MAX_RETRY_HINT: Duration = Duration::from_secs(3600);
 
 /// What one delivery attempt achieved.
 #[derive(Debug, Clone, PartialEq)]

@@ -7,6 +7,9 @@
 
 mod pipeline;
 mod raw;
+mod rotation;
+
+pub use self::rotation::TARGET_PREFIX as ROTATION_PREFIX;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::{self, Write as _};
@@ -18,6 +21,7 @@ use std::time::Duration;
 
 use crate::matcher::Matcher;
 use crate::render::template::UserTemplate;
+use crate::rotation::Rotation;
 use crate::secret::Secret;
 use crate::time::parse_duration;
 
@@ -102,6 +106,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     pub deadman: Option<Deadman>,
     pub alertmanager: Option<AlertmanagerApi>,
+    /// On-call rotations, step targets as `rotation:NAME`.
+    pub rotations: BTreeMap<String, Rotation>,
 }
 
 #[derive(Debug, Clone)]
@@ -748,6 +754,7 @@ impl Config {
             let channel = channel(&name, rc, ctx)?;
             channels.insert(name, Arc::new(channel));
         }
+        let rotations = rotation::rotations(raw.rotations, &channels)?;
         let mut policies = BTreeMap::new();
         for (name, rp) in raw.policies {
             let prefix = format!("policies.{name}");
@@ -821,7 +828,14 @@ impl Config {
                     return Err(invalid(format!("{key}.notify"), "names no channel"));
                 }
                 for (j, c) in s.notify.iter().enumerate() {
-                    if !channels.contains_key(c) {
+                    if let Some(r) = c.strip_prefix(ROTATION_PREFIX) {
+                        if !rotations.contains_key(r) {
+                            return Err(invalid(
+                                format!("{key}.notify[{j}]"),
+                                format!("no rotation named {r:?}"),
+                            ));
+                        }
+                    } else if !channels.contains_key(c) {
                         return Err(invalid(
                             format!("{key}.notify[{j}]"),
                             format!("no channel named {c:?}"),
@@ -871,6 +885,7 @@ impl Config {
             channels,
             policies,
             routes,
+            rotations,
         })
     }
 
@@ -954,6 +969,7 @@ impl Config {
                 ))
             );
         }
+        self.describe_rotations(&mut out, crate::time::WallClock::default().now());
         let _ = writeln!(out, "routes (first match wins unless continue: true):");
         for (i, r) in self.routes.iter().enumerate() {
             let matchers = if r.matchers.is_empty() {

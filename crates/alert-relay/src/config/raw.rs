@@ -26,6 +26,8 @@ pub(super) struct RawConfig {
     pub routes: Vec<RawRoute>,
     pub deadman: Option<super::pipeline::RawDeadman>,
     pub alertmanager: Option<super::pipeline::RawAlertmanager>,
+    #[serde(default)]
+    pub rotations: BTreeMap<String, super::rotation::RawRotation>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -252,7 +252,104 @@ fn the_deployed_example_is_valid() {
         Err(e) => panic!("deploy/alert-relay.example.yml: {e}"),
     };
     assert_eq!(c.listen.port(), DEFAULT_PORT);
-    assert_eq!(c.channels.len(), 11);
+    assert_eq!(c.channels.len(), 13);
+    let primary = &c.rotations["primary"];
+    assert_eq!((primary.people.len(), primary.overrides.len()), (2, 2));
+    assert_eq!(c.policies["critical"].steps[1].notify, ["rotation:primary"]);
+}
+
+const ROTATION_BASE: &str = r#"
+storage: { sqlite: x }
+channels:
+  a: { type: webhook, url: "http://a" }
+  b: { type: webhook, url: "http://b" }
+policies:
+  p: { steps: [ { notify: [rotation:primary] } ] }
+routes: [ { policy: p } ]
+"#;
+
+fn rotation_yaml(body: &str) -> String {
+    format!(
+        "{ROTATION_BASE}rotations:\n  primary:\n    time_zone: Europe/Berlin\n    handover: \"09:00\"\n    start: 2026-01-05\n{body}"
+    )
+}
+
+#[test]
+fn rotations_load_and_describe_who_is_on_call() {
+    let c = parse_ok(&rotation_yaml(
+        "    shift: 1w\n    people:\n      - { name: alice, notify: [a] }\n      - { name: bob, notify: [b] }\n    overrides:\n      - { from: \"2026-12-24T09:00\", to: \"2026-12-27T09:00\", name: carol, notify: [a, b] }\n      - { from: \"2026-02-01T00:00\", to: \"2026-02-02T00:00\", name: bob }\n",
+    ));
+    let r = &c.rotations["primary"];
+    assert_eq!(r.shift, jiff::SignedDuration::from_hours(168));
+    // Sorted by start.
+    assert_eq!(r.overrides[0].person.notify, ["b"]);
+    assert_eq!(r.overrides[1].person.name, "carol");
+    let mut out = String::new();
+    let now: jiff::Timestamp = "2026-01-13T12:00:00Z".parse().expect("ts");
+    c.describe_rotations(&mut out, now);
+    assert_eq!(
+        out,
+        "rotations:\n  primary (Europe/Berlin): on call now bob -> b\n    from 2026-01-19 09:00 CET: alice\n    from 2026-01-26 09:00 CET: bob\n    from 2026-02-02 09:00 CET: alice\n"
+    );
+}
+
+#[test]
+fn rotation_errors_name_the_key() {
+    let people = "    people:\n      - { name: alice, notify: [a] }\n";
+    for (body, want) in [
+        (format!("    shift: 0s\n{people}"), "rotations.primary.shift: must be at least 1h"),
+        (format!("    shift: 30m\n{people}"), "rotations.primary.shift: must be at least 1h"),
+        (format!("    shift: 1x\n{people}"), "rotations.primary.shift: "),
+        ("    shift: 1d\n    people: []\n".to_owned(), "rotations.primary.people: needs at least one person"),
+        (
+            "    shift: 1d\n    people:\n      - { name: alice, notify: [nope] }\n".to_owned(),
+            "rotations.primary.people[0].notify[0]: no channel named \"nope\"",
+        ),
+        (
+            "    shift: 1d\n    people:\n      - { name: alice, notify: [a] }\n      - { name: alice, notify: [b] }\n".to_owned(),
+            "rotations.primary.people[1].name: \"alice\" is in the rotation twice",
+        ),
+        (
+            format!("    shift: 1d\n{people}    overrides:\n      - {{ from: \"2026-12-24T09:00\", to: \"2026-12-27T09:00\", name: carol }}\n"),
+            "rotations.primary.overrides[0].name: \"carol\" is not a person of this rotation",
+        ),
+        (
+            format!("    shift: 1d\n{people}    overrides:\n      - {{ from: \"2026-12-24T09:00\", to: \"2026-12-27T09:00\", name: alice }}\n      - {{ from: \"2026-12-26T09:00\", to: \"2026-12-28T09:00\", name: alice }}\n"),
+            "rotations.primary.overrides[1]: overlaps overrides[0]",
+        ),
+        (
+            format!("    shift: 1d\n{people}    overrides:\n      - {{ from: \"2026-12-24T09:00\", to: \"2026-12-24T09:00\", name: alice }}\n"),
+            "rotations.primary.overrides[0].to: must be later than from",
+        ),
+        (
+            format!("    shift: 1d\n{people}    overrides:\n      - {{ from: \"Christmas\", to: \"2026-12-24T09:00\", name: alice }}\n"),
+            "rotations.primary.overrides[0].from: \"Christmas\" is not a local date-time",
+        ),
+    ] {
+        let e = parse_err(&rotation_yaml(&body));
+        assert!(e.starts_with(want), "{e}");
+    }
+    let e = parse_err(
+        &rotation_yaml(&format!("    shift: 1d\n{people}"))
+            .replace("Europe/Berlin", "Mars/Olympus"),
+    );
+    assert!(
+        e.starts_with("rotations.primary.time_zone: unknown time zone \"Mars/Olympus\""),
+        "{e}"
+    );
+    let e = parse_err(&rotation_yaml(&format!("    shift: 1d\n{people}")).replace("09:00", "9h"));
+    assert!(
+        e.starts_with("rotations.primary.handover: \"9h\" is not a local time"),
+        "{e}"
+    );
+    let e = parse_err(
+        &rotation_yaml(&format!("    shift: 1d\n{people}"))
+            .replace("rotation:primary", "rotation:second"),
+    );
+    assert!(
+        e.starts_with("policies.p.steps[0].notify[0]: no rotation named \"second\""),
+        "{e}"
+    );
 }
 
 #[test]

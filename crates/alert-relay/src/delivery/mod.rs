@@ -269,9 +269,11 @@ async fn wait_until(
     }
 }
 
-fn instant_at_ms(ms: i64) -> Instant {
-    let delta = ms - now_millis();
-    Instant::now() + Duration::from_millis(u64::try_from(delta).unwrap_or(0))
+/// How long until a stored (wall-clock) attempt time, at most `longest`: the longest wait the
+/// relay ever stores. A wall clock stepped back (NTP correcting a Pi by a year) after the time
+/// was stored would otherwise hold the delivery for the size of the step.
+fn stored_wait(at_ms: i64, now_ms: i64, longest: Duration) -> Duration {
+    Duration::from_millis(u64::try_from(at_ms.saturating_sub(now_ms)).unwrap_or(0)).min(longest)
 }
 
 async fn worker(
@@ -342,7 +344,14 @@ async fn worker(
             }
             continue;
         }
-        let wait = paused_until.max(instant_at_ms(job.next_attempt_at_ms));
+        let longest = shared
+            .delivery
+            .borrow()
+            .max_backoff
+            .max(crate::channels::MAX_RETRY_HINT)
+            .mul_f64(1.1);
+        let wait = paused_until
+            .max(Instant::now() + stored_wait(job.next_attempt_at_ms, now_millis(), longest));
         if wait > Instant::now() && !wait_until(wait, &mut rx, &mut queue, &stats, &mut stop).await
         {
             return;
@@ -522,5 +531,28 @@ async fn record(
             tokio::time::sleep(STORE_RETRY).await;
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod wall_clock_tests {
+    use super::*;
+
+    #[test]
+    fn a_wall_clock_stepped_back_delays_a_stored_attempt_by_at_most_the_longest_wait() {
+        let hour = Duration::from_secs(3600);
+        let year_ms = 365 * 86_400_000;
+        // Stored 30 s ahead: wait 30 s.
+        assert_eq!(
+            stored_wait(1_030_000, 1_000_000, hour),
+            Duration::from_secs(30)
+        );
+        // Due or overdue (a clock stepped forward): at once.
+        assert_eq!(
+            stored_wait(1_000_000, 1_000_000 + year_ms, hour),
+            Duration::ZERO
+        );
+        // The clock went back a year after the time was stored: not a year, the cap.
+        assert_eq!(stored_wait(1_030_000 + year_ms, 1_000_000, hour), hour);
     }
 }

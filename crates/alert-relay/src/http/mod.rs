@@ -79,6 +79,7 @@ impl App {
                 r
             }
             (_, p) if p.starts_with("/api/v1/incidents") => self.api(req).await,
+            (&Method::GET, "/api/v1/rotations") => self.rotations(&req),
             (&Method::GET | &Method::HEAD, p) if p.starts_with("/ack/") => {
                 let token = p["/ack/".len()..].to_owned();
                 self.ack_page(&token).await
@@ -215,9 +216,10 @@ impl App {
         for h in &heartbeats {
             self.deadman.heartbeat(h);
         }
+        let now = self.live.clock.now();
         for event in events {
-            let (destinations, routes) = match (
-                routing::destinations(&config, &event.labels, pinned.as_deref()),
+            let (targets, routes) = match (
+                routing::destinations(&config, &event.labels, pinned.as_deref(), now),
                 routing::routes(&config, &event.labels, pinned.as_deref()),
             ) {
                 (Ok(d), Ok(r)) => (d, r),
@@ -228,9 +230,10 @@ impl App {
             };
             routed.push(RoutedEvent {
                 event,
-                destinations,
+                destinations: targets.destinations,
                 routes,
                 group_resolved,
+                on_call: targets.on_call,
             });
         }
         let (firing, resolved) =
@@ -334,14 +337,14 @@ fn html(status: StatusCode, body: String) -> Response<Body> {
     r
 }
 
-fn now_s() -> i64 {
-    crate::time::now_millis() / 1000
-}
-
 impl App {
+    fn now_s(&self) -> i64 {
+        self.live.clock.now_millis() / 1000
+    }
+
     /// GET on an ack link: a confirm page whose button POSTs to the same URL. Nothing changes.
     async fn ack_page(&self, token: &str) -> Response<Body> {
-        let id = match self.signer.verify(token, now_s()) {
+        let id = match self.signer.verify(token, self.now_s()) {
             Ok(id) => id,
             Err(e) => {
                 self.metrics.reject("ack_token");
@@ -353,6 +356,7 @@ impl App {
         };
         let incident = self.store.read(move |b| b.incident(id)).await;
         let deliveries = self.store.read(move |b| b.incident_deliveries(id)).await;
+        let on_call = self.store.read(move |b| b.incident_on_call(id)).await;
         match incident {
             Ok(Some(i)) => {
                 let mut body = format!(
@@ -382,6 +386,20 @@ impl App {
                     }
                     body.push_str("</ul>");
                 }
+                if let Ok(paged) = on_call
+                    && !paged.is_empty()
+                {
+                    body.push_str("<p>On call:</p><ul>");
+                    for (dest, step, who) in paged {
+                        body.push_str(&format!(
+                            "<li>{} — {} (step {})</li>",
+                            escape(&who),
+                            escape(&dest),
+                            step + 1
+                        ));
+                    }
+                    body.push_str("</ul>");
+                }
                 let form = if i.state == crate::store::IncidentState::Open {
                     "<form method=\"post\"><button type=\"submit\">Acknowledge</button></form>"
                 } else {
@@ -405,7 +423,7 @@ impl App {
 
     /// POST on an ack link: acknowledges.
     async fn ack_link(&self, token: &str, peer: &str) -> Response<Body> {
-        let id = match self.signer.verify(token, now_s()) {
+        let id = match self.signer.verify(token, self.now_s()) {
             Ok(id) => id,
             Err(e) => {
                 self.metrics.reject("ack_token");
@@ -481,15 +499,24 @@ impl App {
             (&Method::GET, Some(id), None) => {
                 let i = self.store.read(move |b| b.incident(id)).await;
                 let d = self.store.read(move |b| b.incident_deliveries(id)).await;
+                let on_call = self
+                    .store
+                    .read(move |b| b.incident_on_call(id))
+                    .await
+                    .unwrap_or_default();
                 match (i, d) {
                     (Ok(Some(i)), Ok(d)) => {
+                        let on_call: Vec<serde_json::Value> = on_call
+                            .into_iter()
+                            .map(|(dest, step, who)| serde_json::json!({"destination": dest, "step": step, "person": who}))
+                            .collect();
                         let d: Vec<serde_json::Value> = d
                             .into_iter()
                             .map(|(dest, step, state, notice)| serde_json::json!({"destination": dest, "step": step, "state": state.as_str(), "notice": notice}))
                             .collect();
                         json(
                             StatusCode::OK,
-                            &serde_json::json!({ "incident": i, "deliveries": d }),
+                            &serde_json::json!({ "incident": i, "deliveries": d, "on_call": on_call }),
                         )
                     }
                     (Ok(None), _) => {
@@ -580,6 +607,25 @@ impl App {
 }
 
 impl App {
+    /// `GET /api/v1/rotations`, with the relay's auth: who is on call now in every rotation
+    /// (by the relay's wall clock) and the next hand-overs.
+    fn rotations(&self, req: &Request<Incoming>) -> Response<Body> {
+        let config = self.live.config();
+        if !auth::authorized(&config.auth, req.headers()) {
+            self.metrics.reject("unauthorized");
+            return json_error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing or wrong credentials",
+            );
+        }
+        let now = self.live.clock.now();
+        json(
+            StatusCode::OK,
+            &crate::rotation::to_json(config.rotations.values(), now),
+        )
+    }
+
     /// An SMS reply through Twilio's inbound webhook (see `inbound`).
     async fn twilio_inbound(&self, req: Request<Incoming>, channel: &str) -> Response<Body> {
         let config = self.live.config();
@@ -651,11 +697,18 @@ impl App {
         let Some(id) = crate::inbound::parse_ack(get("Body")) else {
             return twiml(Some("Reply ACK <incident number> to acknowledge."));
         };
-        match self
-            .escalator
-            .transition(id, Action::Ack, format!("SMS from {from}"))
+        // Name the person when a rotation paged this number for the incident.
+        let paged = self
+            .store
+            .read(move |b| b.incident_on_call(id))
             .await
-        {
+            .unwrap_or_default();
+        let destination = format!("{channel}/{from}");
+        let by = match paged.iter().rev().find(|(d, _, _)| *d == destination) {
+            Some((_, _, who)) => format!("{who} via SMS from {from}"),
+            None => format!("SMS from {from}"),
+        };
+        match self.escalator.transition(id, Action::Ack, by).await {
             Ok(Transitioned::Done { .. }) => twiml(Some(&format!("Incident #{id} acknowledged."))),
             Ok(Transitioned::Unchanged(s)) => {
                 twiml(Some(&format!("Incident #{id} is already {}.", s.as_str())))

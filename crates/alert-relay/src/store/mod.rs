@@ -10,6 +10,7 @@
 
 pub mod sqlite;
 
+use std::collections::BTreeMap;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -51,6 +52,9 @@ pub struct RoutedEvent {
     pub routes: Vec<RouteRef>,
     /// Alertmanager says the whole group is resolved: its incidents close.
     pub group_resolved: bool,
+    /// Destination -> who is on call there (`alice (rotation primary)`), for those a rotation
+    /// chose.
+    pub on_call: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -289,6 +293,8 @@ pub enum Write {
         step: i64,
         elapsed_ms: i64,
         destinations: Vec<String>,
+        /// Destination -> who is on call there, for those a rotation chose.
+        on_call: BTreeMap<String, String>,
         allow_acked: bool,
         reopen: bool,
     },
@@ -386,6 +392,10 @@ pub trait Backend: Send + 'static {
     /// Distinct fingerprints of the firing alerts of an incident (its group's firing events
     /// since it opened).
     fn incident_fingerprints(&mut self, _id: i64) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// (destination, step, who) of every delivery of an incident that a rotation chose.
+    fn incident_on_call(&mut self, _id: i64) -> Result<Vec<(String, i64, String)>, StoreError> {
         Ok(Vec::new())
     }
     /// The secret that signs acknowledgement links (created with the database).

@@ -11,7 +11,7 @@ use super::{
     WatchedReceipt, Write, Written,
 };
 use crate::payload::{AlertEvent, Status};
-use crate::time::now_millis;
+use crate::time::WallClock;
 
 /// Schema versions, applied in order; `user_version` counts how many have run. Never edit a
 /// released entry: append a new one.
@@ -79,6 +79,8 @@ const MIGRATIONS: &[&str] = &[
         updated_at INTEGER NOT NULL
      );
      CREATE INDEX deliveries_receipts ON deliveries (id) WHERE substr(provider_ref, 1, 8) = 'receipt:';",
+    // 4: who a rotation paged through a delivery ('alice (rotation primary)').
+    "ALTER TABLE deliveries ADD COLUMN on_call TEXT;",
 ];
 
 const INCIDENT_COLUMNS: &str =
@@ -138,6 +140,7 @@ fn query_incidents(
 #[derive(Debug)]
 pub struct Sqlite {
     conn: Connection,
+    clock: WallClock,
 }
 
 impl Sqlite {
@@ -167,12 +170,22 @@ impl Sqlite {
         // FULL: the WAL is fsynced at every commit, so a committed webhook survives power loss.
         conn.pragma_update(None, "synchronous", "FULL")?;
         migrate(&mut conn)?;
-        Ok(Self { conn })
+        Ok(Self {
+            conn,
+            clock: WallClock::default(),
+        })
     }
 
     /// An in-memory database for unit tests.
     pub fn in_memory() -> Result<Self, StoreError> {
         Self::init(Connection::open_in_memory()?)
+    }
+
+    /// Stamps rows with `clock` (tests share a clock that jumps).
+    #[cfg(test)]
+    pub(crate) fn with_clock(mut self, clock: WallClock) -> Self {
+        self.clock = clock;
+        self
     }
 
     pub fn schema_version(&self) -> Result<i64, StoreError> {
@@ -216,7 +229,7 @@ impl Backend for Sqlite {
                     .collect();
             }
         };
-        let now = now_millis();
+        let now = self.clock.now_millis();
         let mut results = Vec::with_capacity(n);
         for w in writes {
             // A savepoint per write: one bad write is undone alone.
@@ -393,6 +406,15 @@ impl Backend for Sqlite {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    fn incident_on_call(&mut self, id: i64) -> Result<Vec<(String, i64, String)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT destination, step, on_call FROM deliveries
+             WHERE incident_id = ?1 AND on_call IS NOT NULL ORDER BY id",
+        )?;
+        let rows = stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     fn ack_key(&mut self) -> Result<Vec<u8>, StoreError> {
         Ok(self
             .conn
@@ -501,6 +523,7 @@ fn apply(tx: &Connection, w: Write, now: i64) -> Result<Written, StoreError> {
             step,
             elapsed_ms,
             destinations,
+            on_call,
             allow_acked,
             reopen,
         } => {
@@ -529,12 +552,12 @@ fn apply(tx: &Connection, w: Write, now: i64) -> Result<Written, StoreError> {
                     r.get(0)
                 })?;
             let mut insert = tx.prepare_cached(
-                "INSERT INTO deliveries (event_id, destination, state, created_at, next_attempt_at, updated_at, incident_id, step)
-                 VALUES (?1, ?2, 'pending', ?3, ?3, ?3, ?4, ?5)",
+                "INSERT INTO deliveries (event_id, destination, state, created_at, next_attempt_at, updated_at, incident_id, step, on_call)
+                 VALUES (?1, ?2, 'pending', ?3, ?3, ?3, ?4, ?5, ?6)",
             )?;
             let mut out = Vec::new();
             for d in destinations {
-                insert.execute(params![event_id, d, now, id, step])?;
+                insert.execute(params![event_id, d, now, id, step, on_call.get(&d)])?;
                 out.push((d, tx.last_insert_rowid(), now));
             }
             Ok(Written::Fired(out))
@@ -638,13 +661,27 @@ fn transition(
             params![id, now, by, elapsed_ms],
         )?,
     };
-    let notice = format!(
+    let mut notice = format!(
         "Incident #{id} {} by {by} at {}",
         action.verb(),
         crate::time::format_rfc3339(now.saturating_mul(1_000_000))
     );
+    let paged = paged(tx, id)?;
+    if !paged.is_empty() {
+        notice.push_str(&format!("; on call: {}", paged.join(", ")));
+    }
     let deliveries = notify_notified(tx, id, &notice, now)?;
     Ok(Transitioned::Done { from, deliveries })
+}
+
+/// Everyone a rotation paged for the incident, in the order they were paged.
+fn paged(tx: &Connection, id: i64) -> Result<Vec<String>, StoreError> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT on_call FROM deliveries WHERE incident_id = ?1 AND on_call IS NOT NULL
+         GROUP BY on_call ORDER BY MIN(id)",
+    )?;
+    let rows = stmt.query_map([id], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Sends `notice` once to every destination the incident has already sent to.
@@ -690,8 +727,8 @@ fn ingest(
          ON CONFLICT (fingerprint, status, starts_at) DO NOTHING",
     )?;
     let mut insert_delivery = tx.prepare_cached(
-        "INSERT INTO deliveries (event_id, destination, state, created_at, next_attempt_at, updated_at, firing_delivery)
-         VALUES (?1, ?2, 'pending', ?3, ?3, ?3, ?4)",
+        "INSERT INTO deliveries (event_id, destination, state, created_at, next_attempt_at, updated_at, firing_delivery, on_call)
+         VALUES (?1, ?2, 'pending', ?3, ?3, ?3, ?4, ?5)",
     )?;
     let mut firing_event = tx.prepare_cached(
         "SELECT id FROM alert_events WHERE fingerprint = ?1 AND status = 'firing' AND starts_at = ?2",
@@ -791,7 +828,11 @@ fn ingest(
             }
         };
         for (dest, firing_delivery) in targets {
-            insert_delivery.execute(params![event_id, dest, now, firing_delivery])?;
+            let who = routed
+                .on_call
+                .get(&dest)
+                .filter(|_| e.status == Status::Firing);
+            insert_delivery.execute(params![event_id, dest, now, firing_delivery, who])?;
             let id = tx.last_insert_rowid();
             if let Some(i) = incident {
                 set_incident.execute(params![id, i])?;
@@ -836,6 +877,7 @@ mod tests {
             destinations: dests.iter().map(|d| (*d).to_owned()).collect(),
             routes: Vec::new(),
             group_resolved: false,
+            on_call: Default::default(),
         }
     }
 

@@ -237,3 +237,178 @@ async fn sigkill_mid_escalation_resumes_with_the_elapsed_time() {
     assert_eq!(paths(&fake), ["/a", "/b"], "each step exactly once");
     drop(relay);
 }
+
+#[tokio::test]
+async fn rotation_steps_page_whoever_is_on_call_and_the_api_names_them() {
+    use jiff::{SignedDuration, Timestamp, tz::TimeZone};
+    let fake = Fake::start(Reply::new(200, "")).await;
+    let dir = tempdir();
+    // carol covers alice from yesterday to tomorrow (UTC, the relay's real wall clock).
+    let local = |d: SignedDuration| {
+        (Timestamp::now() + d)
+            .to_zoned(TimeZone::UTC)
+            .strftime("%Y-%m-%dT%H:%M")
+            .to_string()
+    };
+    let (from, to) = (
+        local(SignedDuration::from_hours(-24)),
+        local(SignedDuration::from_hours(24)),
+    );
+    let yaml = format!(
+        "public_url: http://relay.invalid\nauth: {{ bearer_token: s3cret }}\nstorage: {{ sqlite: relay.db }}\n{FAST_DELIVERY}\
+         channels:\n  a: {{ type: webhook, url: '{u}/a' }}\n  alice: {{ type: webhook, url: '{u}/alice' }}\n  carol: {{ type: webhook, url: '{u}/carol' }}\n\
+         \x20 carol-sms: {{ type: twilio, account_sid: AC1, auth_token: tw-token, from: '+15005550006', to: ['+447700900125'], api_url: '{u}' }}\n\
+         rotations:\n  primary:\n    time_zone: UTC\n    handover: '09:00'\n    shift: 1d\n    start: 2026-01-05\n    people: [ {{ name: alice, notify: [alice] }} ]\n\
+         \x20   overrides: [ {{ from: '{from}', to: '{to}', name: carol, notify: [carol, carol-sms] }} ]\n\
+         policies:\n  p:\n    steps: [ {{ notify: ['rotation:primary', a] }}, {{ after: 1s, notify: ['rotation:primary'] }} ]\n\
+         routes: [ {{ policy: p }} ]\n",
+        u = fake.url()
+    );
+    let out = Command::new(binary())
+        .arg("check-config")
+        .arg({
+            let p = dir.path().join("check.yml");
+            std::fs::write(&p, &yaml).expect("write");
+            p
+        })
+        .output()
+        .expect("check-config");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("  primary (UTC): on call now carol -> carol, carol-sms\n")
+            && stdout.contains(&format!("    from {} UTC: alice\n", to.replace('T', " "))),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let relay = Relay::start(dir.path(), &yaml);
+    let http = client();
+    let r = http
+        .post(relay.url("/webhook"))
+        .bearer_auth("s3cret")
+        .body(webhook(&[("00000000000007a2", "firing")], ""))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200);
+    let received = fake.wait_for(5, Duration::from_secs(5)).await;
+    let sms = "/2010-04-01/Accounts/AC1/Messages.json";
+    let mut got = paths(&fake);
+    got[..3].sort();
+    got[3..].sort();
+    assert_eq!(got, [sms, "/a", "/carol", sms, "/carol"]);
+
+    let r = http
+        .get(relay.url("/api/v1/rotations"))
+        .send()
+        .await
+        .expect("api");
+    assert_eq!(r.status(), 401);
+    let v: serde_json::Value = http
+        .get(relay.url("/api/v1/rotations"))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .expect("api")
+        .json()
+        .await
+        .expect("json");
+    let primary = &v["rotations"][0];
+    assert_eq!(primary["name"], "primary");
+    assert_eq!(primary["on_call"]["name"], "carol", "{v}");
+    assert_eq!(primary["next"][0]["person"]["name"], "alice", "{v}");
+    assert_eq!(
+        primary["next"][0]["local"],
+        format!("{} UTC", to.replace('T', " "))
+    );
+
+    let v: serde_json::Value = http
+        .get(relay.url("/api/v1/incidents/1"))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .expect("api")
+        .json()
+        .await
+        .expect("json");
+    let paged: Vec<(String, i64)> = v["on_call"]
+        .as_array()
+        .expect("on_call")
+        .iter()
+        .map(|p| {
+            assert_eq!(p["person"], "carol (rotation primary)");
+            (
+                p["destination"].as_str().unwrap_or("").to_owned(),
+                p["step"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect();
+    let carol_sms = "carol-sms/+447700900125".to_owned();
+    assert_eq!(
+        paged,
+        [
+            ("carol".to_owned(), 0),
+            (carol_sms.clone(), 0),
+            ("carol".to_owned(), 1),
+            (carol_sms, 1)
+        ]
+    );
+    // The ack page names who was paged.
+    let link = received
+        .iter()
+        .find(|r| r.path == "/carol")
+        .expect("carol's message")
+        .json()["links"]
+        .as_array()
+        .expect("links")
+        .iter()
+        .find_map(|l| l["url"].as_str()?.strip_prefix("http://relay.invalid"))
+        .expect("ack link")
+        .to_owned();
+    let page = http
+        .get(relay.url(&link))
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("page");
+    assert!(
+        page.contains("<li>carol (rotation primary) — carol (step 2)</li>")
+            && page
+                .contains("<li>carol (rotation primary) — carol-sms/+447700900125 (step 1)</li>"),
+        "{page}"
+    );
+    // carol acknowledges by SMS reply: the notice names her as the rotation's person.
+    let path = "/inbound/twilio/carol-sms";
+    let params: Vec<(String, String)> = [("From", "+447700900125"), ("Body", "ACK 1")]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let sig = alert_relay::inbound::twilio_signature(
+        "tw-token",
+        &format!("http://relay.invalid{path}"),
+        &params,
+    );
+    let r = http
+        .post(relay.url(path))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-twilio-signature", sig)
+        .body("From=%2B447700900125&Body=ACK+1")
+        .send()
+        .await
+        .expect("sms reply");
+    assert_eq!(r.status(), 200);
+    let got = fake.wait_for(8, Duration::from_secs(5)).await;
+    for notice in &got[5..] {
+        let text = if notice.path == sms {
+            notice.form_value("Body")
+        } else {
+            notice.json()["text"].as_str().unwrap_or("").to_owned()
+        };
+        assert!(
+            text.contains("acknowledged by carol (rotation primary) via SMS from +447700900125")
+                && text.contains("; on call: carol (rotation primary)"),
+            "{text}"
+        );
+    }
+}
