@@ -51,29 +51,53 @@ impl Signer {
         Self { key, public_url }
     }
 
-    fn mac(&self, id: i64, expires: i64) -> Vec<u8> {
+    /// `subject` is the incident id, or `s` and the storm id.
+    fn mac(&self, subject: &str, expires: i64) -> Vec<u8> {
         // HMAC takes keys of any length.
         let mut m = HmacSha256::new_from_slice(&self.key).expect("HMAC accepts any key length");
-        m.update(format!("ack:{id}:{expires}").as_bytes());
+        m.update(format!("ack:{subject}:{expires}").as_bytes());
         m.finalize().into_bytes()[..MAC_BYTES].to_vec()
     }
 
     pub fn token(&self, id: i64, now_s: i64) -> String {
+        self.token_for(&id.to_string(), now_s)
+    }
+
+    fn token_for(&self, subject: &str, now_s: i64) -> String {
         let expires = now_s + i64::try_from(TOKEN_TTL.as_secs()).unwrap_or(0);
         format!(
-            "{id}.{expires}.{}",
-            URL_SAFE_NO_PAD.encode(self.mac(id, expires))
+            "{subject}.{expires}.{}",
+            URL_SAFE_NO_PAD.encode(self.mac(subject, expires))
         )
     }
 
     /// The incident a token acknowledges, if it is genuine and not expired.
     pub fn verify(&self, token: &str, now_s: i64) -> Result<i64, TokenError> {
+        self.verify_subject(token, now_s, "")
+    }
+
+    /// The storm a storm token (`s{storm}.{expires}.{mac}`) acknowledges.
+    pub fn verify_storm(&self, token: &str, now_s: i64) -> Result<i64, TokenError> {
+        self.verify_subject(token, now_s, "s")
+    }
+
+    /// Storm links: `public_url/ack/s{storm}.{expires}.{mac}`.
+    pub fn storm_link(&self, storm: i64, now_s: i64) -> Option<String> {
+        self.public_url
+            .as_ref()
+            .map(|base| format!("{base}/ack/{}", self.token_for(&format!("s{storm}"), now_s)))
+    }
+
+    fn verify_subject(&self, token: &str, now_s: i64, prefix: &str) -> Result<i64, TokenError> {
         let mut parts = token.splitn(3, '.');
-        let (Some(id), Some(expires), Some(mac)) = (parts.next(), parts.next(), parts.next())
+        let (Some(subject), Some(expires), Some(mac)) = (parts.next(), parts.next(), parts.next())
         else {
             return Err(TokenError::Malformed);
         };
-        let id: i64 = id.parse().map_err(|_| TokenError::Malformed)?;
+        let id: i64 = subject
+            .strip_prefix(prefix)
+            .and_then(|s| s.parse().ok())
+            .ok_or(TokenError::Malformed)?;
         let expires: i64 = expires.parse().map_err(|_| TokenError::Malformed)?;
         let mac = URL_SAFE_NO_PAD
             .decode(mac)
@@ -82,7 +106,7 @@ impl Signer {
             return Err(TokenError::Forged);
         }
         let mut m = HmacSha256::new_from_slice(&self.key).expect("HMAC accepts any key length");
-        m.update(format!("ack:{id}:{expires}").as_bytes());
+        m.update(format!("ack:{subject}:{expires}").as_bytes());
         // Constant-time comparison of the truncated tag.
         m.verify_truncated_left(&mac)
             .map_err(|_| TokenError::Forged)?;
@@ -102,6 +126,18 @@ impl Signer {
 /// Adds the incident id and the acknowledgement link to a message, or turns it into the
 /// incident notice the delivery carries.
 pub fn decorate(msg: &mut Message, job: &DeliveryJob, signer: Option<&Signer>, now_s: i64) {
+    if let Some(storm) = job.storm {
+        // A storm summary (not a notice, step -1) acknowledges the whole storm.
+        if job.step >= 0
+            && let Some(url) = signer.and_then(|s| s.storm_link(storm, now_s))
+        {
+            msg.links.push(Link {
+                name: format!("Acknowledge storm #{storm}"),
+                url,
+            });
+        }
+        return;
+    }
     let Some(id) = job.incident else {
         return;
     };

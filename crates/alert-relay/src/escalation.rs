@@ -27,6 +27,7 @@ use crate::Live;
 use crate::config::Until;
 use crate::delivery::Engine;
 use crate::routing;
+use crate::storm::{StormWrite, StormWritten};
 use crate::store::{
     Action, Incident, IncidentState, Store, StoreError, Transitioned, Write, Written,
 };
@@ -239,6 +240,7 @@ impl Escalator {
                             action: Action::Unack,
                             by: format!("ack timeout ({})", crate::time::humanize(timeout)),
                             elapsed_ms: as_ms(elapsed),
+                            announce: true,
                         })
                         .await?;
                     if let Written::Transitioned(Transitioned::Done { deliveries, .. }) = r {
@@ -266,19 +268,30 @@ impl Escalator {
                 continue;
             }
             let destinations = routing::step_destinations(&config, &policy.name, step);
-            let r = self
-                .store
-                .write(Write::FireStep {
+            let step_no = i64::try_from(step).unwrap_or(i64::MAX);
+            // A storm's incidents share one summary per step (`crate::storm`).
+            let write = match inc.storm {
+                Some(storm) => Write::Storm(StormWrite::FireStep {
+                    id: inc.id,
+                    storm,
+                    expected_step: inc.next_step,
+                    step: step_no,
+                    elapsed_ms: as_ms(elapsed),
+                    destinations,
+                    allow_acked: runs_when_acked,
+                }),
+                None => Write::FireStep {
                     id: inc.id,
                     expected_step: inc.next_step,
-                    step: i64::try_from(step).unwrap_or(i64::MAX),
+                    step: step_no,
                     elapsed_ms: as_ms(elapsed),
                     destinations,
                     allow_acked: runs_when_acked,
                     reopen: false,
-                })
-                .await?;
-            if let Written::Fired(deliveries) = r {
+                },
+            };
+            let r = self.store.write(write).await?;
+            if let Written::Fired(deliveries) | Written::Storm(StormWritten::Fired(deliveries)) = r {
                 if !deliveries.is_empty() {
                     tracing::info!(incident = inc.id, step = step + 1, "escalating");
                 }
@@ -304,6 +317,27 @@ impl Escalator {
         action: Action,
         by: String,
     ) -> Result<Transitioned, StoreError> {
+        self.transition_with(id, action, by, true).await
+    }
+
+    /// [`Escalator::transition`] without the notices: a storm announces the change once for
+    /// all its incidents.
+    pub async fn transition_quietly(
+        &self,
+        id: i64,
+        action: Action,
+        by: String,
+    ) -> Result<Transitioned, StoreError> {
+        self.transition_with(id, action, by, false).await
+    }
+
+    async fn transition_with(
+        &self,
+        id: i64,
+        action: Action,
+        by: String,
+        announce: bool,
+    ) -> Result<Transitioned, StoreError> {
         let mut clocks = self.clocks.lock().await;
         let elapsed = match clocks.get(&id) {
             Some(c) => c.elapsed(),
@@ -324,6 +358,7 @@ impl Escalator {
                 action,
                 by,
                 elapsed_ms: as_ms(elapsed),
+                announce,
             })
             .await?;
         let Written::Transitioned(t) = r else {

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod ack;
+pub mod budget;
 pub mod channels;
 pub mod config;
 pub mod delivery;
@@ -14,10 +15,12 @@ pub mod inbound;
 pub mod matcher;
 pub mod metrics;
 pub mod payload;
+pub mod relay_clock;
 pub mod render;
 pub mod routing;
 pub mod secret;
 pub mod store;
+pub mod storm;
 pub mod systemd;
 pub mod time;
 
@@ -104,12 +107,26 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let escalator =
         escalation::Escalator::new(store.clone(), Arc::clone(&engine), Arc::clone(&live));
     let escalating = tokio::spawn(Arc::clone(&escalator).run());
+    let clock = Arc::new(relay_clock::RelayClock::new(
+        store.read(|b| b.relay_clock()).await?,
+    ));
+    engine.set_budgets(Arc::clone(&live), Arc::clone(&clock));
+    let storms = storm::Storms::new(
+        store.clone(),
+        Arc::clone(&engine),
+        Arc::clone(&escalator),
+        Arc::clone(&live),
+        clock,
+        Arc::clone(&metrics),
+    );
+    let storming = tokio::spawn(Arc::clone(&storms).run());
     let app = Arc::new(App {
         live: Arc::clone(&live),
         store: store.clone(),
         metrics: Arc::clone(&metrics),
         engine: Arc::clone(&engine),
         escalator: Arc::clone(&escalator),
+        storms,
         signer: ack::Signer::new(key, None),
     });
     let serving = Arc::new(http::serve(Arc::clone(&app)).await?);
@@ -154,6 +171,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     systemd::notify(&[NotifyState::Stopping]);
     escalating.abort();
     let _ = escalating.await;
+    storming.abort();
+    let _ = storming.await;
     if let Err(e) = escalator.checkpoint().await {
         tracing::warn!("cannot store escalation clocks: {e}");
     }
@@ -277,6 +296,8 @@ pub async fn send_test(
             incident: None,
             step: 0,
             notice: None,
+            storm: None,
+            alerts: Vec::new(),
         };
         let msg = channels::message_for(&dest, &job);
         let attempt = channels::Attempt {

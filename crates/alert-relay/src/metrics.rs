@@ -34,6 +34,11 @@ pub struct ChannelLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabel {
+    pub policy: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FailureLabels {
     pub channel: String,
     pub destination: String,
@@ -61,6 +66,11 @@ pub struct Metrics {
     pub commit_batch: Histogram,
     pub storage_errors: Counter,
     pub config_reload_success: Gauge,
+    /// Storm control and budgets (issue 7).
+    pub storms: Family<PolicyLabel, Counter>,
+    pub storm_collapsed: Family<PolicyLabel, Counter>,
+    pub budget_exhausted: Family<ChannelLabels, Counter>,
+    pub budget_held_back: Family<ChannelLabels, Counter>,
     registry: Mutex<Registry>,
 }
 
@@ -130,6 +140,10 @@ impl Metrics {
             ]),
             storage_errors: Counter::default(),
             config_reload_success: Gauge::default(),
+            storms: Family::default(),
+            storm_collapsed: Family::default(),
+            budget_exhausted: Family::default(),
+            budget_held_back: Family::default(),
             registry: Mutex::new(Registry::default()),
         };
         m.config_reload_success.set(1);
@@ -198,6 +212,26 @@ impl Metrics {
             "alert_relay_config_last_reload_successful",
             "Whether the last configuration reload succeeded",
             m.config_reload_success.clone(),
+        );
+        registry.register(
+            "alert_relay_storms",
+            "Storms detected by policy",
+            m.storms.clone(),
+        );
+        registry.register(
+            "alert_relay_storm_collapsed",
+            "First-step messages replaced by a storm summary, by policy",
+            m.storm_collapsed.clone(),
+        );
+        registry.register(
+            "alert_relay_budget_exhausted",
+            "Budget windows in which a destination's budget ran out",
+            m.budget_exhausted.clone(),
+        );
+        registry.register(
+            "alert_relay_budget_held_back",
+            "Messages held back because a destination's budget ran out",
+            m.budget_held_back.clone(),
         );
         let build = Family::<BuildLabels, Gauge>::default();
         build

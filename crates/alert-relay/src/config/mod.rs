@@ -152,6 +152,8 @@ pub struct ChannelConfig {
     pub template: Option<UserTemplate>,
     pub rate: Rate,
     pub timeout: Option<Duration>,
+    /// At most so many messages per window to each destination (`crate::budget`).
+    pub budget: Option<crate::budget::Budget>,
 }
 
 /// Token bucket: `per_second` refill, `burst` capacity.
@@ -407,7 +409,7 @@ const CHANNEL_KEYS: &[(&str, &[&str], Rate)] = &[
         },
     ),
 ];
-const COMMON_CHANNEL_KEYS: &[&str] = &["api_url", "template", "rate_limit", "timeout"];
+const COMMON_CHANNEL_KEYS: &[&str] = &["api_url", "template", "rate_limit", "timeout", "budget"];
 
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -418,6 +420,8 @@ pub struct Policy {
     pub until: Until,
     /// An acknowledged incident still open this long after the ack escalates again.
     pub ack_timeout: Option<Duration>,
+    /// Storm control (`crate::storm`).
+    pub storm: Option<crate::storm::StormRule>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -765,6 +769,25 @@ impl Config {
             let channel = channel(&name, rc, ctx)?;
             channels.insert(name, Arc::new(channel));
         }
+        for c in channels.values() {
+            let Some(b) = &c.budget else { continue };
+            let key = format!("channels.{}.budget.overflow", c.name);
+            if b.overflow.is_empty() {
+                return Err(invalid(key, "names no channel: held-back messages must be reported somewhere"));
+            }
+            for (j, o) in b.overflow.iter().enumerate() {
+                match channels.get(o) {
+                    None => return Err(invalid(format!("{key}[{j}]"), format!("no channel named {o:?}"))),
+                    Some(oc) if oc.budget.is_some() => {
+                        return Err(invalid(
+                            format!("{key}[{j}]"),
+                            format!("{o:?} has a budget itself; overflow channels must not"),
+                        ));
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
         let mut policies = BTreeMap::new();
         for (name, rp) in raw.policies {
             let prefix = format!("policies.{name}");
@@ -796,6 +819,27 @@ impl Config {
                 Some(t) => Some(
                     parse_duration(t).map_err(|e| invalid(format!("{prefix}.ack_timeout"), e))?,
                 ),
+                None => None,
+            };
+            let storm = match &rp.storm {
+                Some(st) => {
+                    let window = parse_duration(&st.window)
+                        .map_err(|e| invalid(format!("{prefix}.storm.window"), e))?;
+                    if window.is_zero() {
+                        return Err(invalid(format!("{prefix}.storm.window"), "must be above 0"));
+                    }
+                    if st.threshold == 0 {
+                        return Err(invalid(
+                            format!("{prefix}.storm.threshold"),
+                            "must be at least 1 (a storm is more than threshold incidents)",
+                        ));
+                    }
+                    Some(crate::storm::StormRule {
+                        window,
+                        threshold: st.threshold,
+                        group_by: st.group_by.clone(),
+                    })
+                }
                 None => None,
             };
             if rp.steps.is_empty() {
@@ -858,6 +902,7 @@ impl Config {
                     repeat,
                     until,
                     ack_timeout,
+                    storm,
                 },
             );
         }
@@ -1120,6 +1165,23 @@ fn channel(name: &str, rc: RawChannel, ctx: &Ctx<'_>) -> Result<ChannelConfig, C
     };
     let timeout = match &rc.timeout {
         Some(t) => Some(parse_duration(t).map_err(|e| invalid(format!("{prefix}timeout"), e))?),
+        None => None,
+    };
+    let budget = match &rc.budget {
+        Some(b) => {
+            let per = parse_duration(&b.per).map_err(|e| invalid(format!("{prefix}budget.per"), e))?;
+            if per.is_zero() || b.max == 0 {
+                return Err(invalid(
+                    format!("{prefix}budget"),
+                    "max must be at least 1 and per above 0",
+                ));
+            }
+            Some(crate::budget::Budget {
+                max: b.max,
+                per,
+                overflow: b.overflow.clone(),
+            })
+        }
         None => None,
     };
     let template = match &rc.template {
@@ -1472,6 +1534,7 @@ fn channel(name: &str, rc: RawChannel, ctx: &Ctx<'_>) -> Result<ChannelConfig, C
         template,
         rate,
         timeout,
+        budget,
     })
 }
 

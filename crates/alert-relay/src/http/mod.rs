@@ -53,6 +53,7 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub engine: Arc<Engine>,
     pub escalator: Arc<Escalator>,
+    pub storms: Arc<crate::storm::Storms>,
     /// Verifies acknowledgement links (the links themselves are made by the engine).
     pub signer: Signer,
 }
@@ -77,6 +78,7 @@ impl App {
                 r
             }
             (_, p) if p.starts_with("/api/v1/incidents") => self.api(req).await,
+            (_, p) if p.starts_with("/api/v1/storms/") => self.storm_api(req).await,
             (&Method::GET | &Method::HEAD, p) if p.starts_with("/ack/") => {
                 let token = p["/ack/".len()..].to_owned();
                 self.ack_page(&token).await
@@ -255,8 +257,19 @@ impl App {
                     m.alerts_unrouted.inc_by(unrouted.len() as u64);
                     tracing::warn!(fingerprints = ?unrouted, "alerts matched no route; stored but sent nowhere");
                 }
+                // Storm control replaces some first-step deliveries by summaries; if it fails,
+                // every delivery goes out as it would without it.
+                let collapsed = match self.storms.opened(&outcome.opened).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!("storm control failed; sending every message: {e}");
+                        Vec::new()
+                    }
+                };
                 for (dest, id, created) in &outcome.deliveries {
-                    self.engine.enqueue(dest, *id, *created);
+                    if !collapsed.contains(id) {
+                        self.engine.enqueue(dest, *id, *created);
+                    }
                 }
                 if !outcome.opened.is_empty() || outcome.resolved > 0 {
                     self.escalator.wake();
@@ -325,6 +338,10 @@ fn now_s() -> i64 {
 impl App {
     /// GET on an ack link: a confirm page whose button POSTs to the same URL. Nothing changes.
     async fn ack_page(&self, token: &str) -> Response<Body> {
+        if token.starts_with('s') {
+            let (status, title, body, form) = self.storms.page(&self.signer, token, None).await;
+            return html(status_code(status), page(&title, &body, &form));
+        }
         let id = match self.signer.verify(token, now_s()) {
             Ok(id) => id,
             Err(e) => {
@@ -389,6 +406,11 @@ impl App {
 
     /// POST on an ack link: acknowledges.
     async fn ack_link(&self, token: &str, peer: &str) -> Response<Body> {
+        if token.starts_with('s') {
+            let (status, title, body, form) =
+                self.storms.page(&self.signer, token, Some(peer)).await;
+            return html(status_code(status), page(&title, &body, &form));
+        }
         let id = match self.signer.verify(token, now_s()) {
             Ok(id) => id,
             Err(e) => {
@@ -560,6 +582,42 @@ impl App {
                 "see docs/alert-relay.md for the incident API",
             ),
         }
+    }
+}
+
+fn status_code(code: u16) -> StatusCode {
+    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+impl App {
+    /// `GET /api/v1/storms/{id}` (the storm and every incident of it) and
+    /// `POST /api/v1/storms/{id}/ack` (acknowledges them all), with the relay's auth.
+    async fn storm_api(&self, req: Request<Incoming>) -> Response<Body> {
+        if !auth::authorized(&self.live.config().auth, req.headers()) {
+            self.metrics.reject("unauthorized");
+            return json_error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing or wrong credentials",
+            );
+        }
+        let peer = peer_of(&req);
+        let path = req.uri().path().trim_end_matches('/').to_owned();
+        let rest: Vec<&str> = path["/api/v1/storms/".len()..].split('/').collect();
+        let Some(Ok(id)) = rest.first().map(|s| s.parse::<i64>()) else {
+            return json_error(StatusCode::NOT_FOUND, "not_found", "no such storm");
+        };
+        let (status, value) = match (req.method(), rest.get(1).copied()) {
+            (&Method::GET, None) => self.storms.api_view(id).await,
+            (&Method::POST, Some("ack")) => {
+                self.storms.api_ack(id, format!("API from {peer}")).await
+            }
+            _ => (
+                405,
+                serde_json::json!({"status": "error", "error": "method", "message": "GET /api/v1/storms/{id} or POST …/ack"}),
+            ),
+        };
+        json(status_code(status), &value)
     }
 }
 
@@ -883,10 +941,18 @@ mod tests {
         let live = Arc::new(Live::new("relay.yml".into(), config));
         let escalator = Escalator::new(store.clone(), Arc::clone(&engine), Arc::clone(&live));
         let app = Arc::new(App {
-            live,
-            store,
+            live: Arc::clone(&live),
+            store: store.clone(),
             metrics: Arc::clone(&metrics),
-            engine,
+            engine: Arc::clone(&engine),
+            storms: crate::storm::Storms::new(
+                store.clone(),
+                Arc::clone(&engine),
+                Arc::clone(&escalator),
+                Arc::clone(&live),
+                Arc::new(crate::relay_clock::RelayClock::new(0)),
+                Arc::clone(&metrics),
+            ),
             escalator,
             signer: Signer::new(vec![1; 32], None),
         });

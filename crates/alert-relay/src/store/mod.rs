@@ -9,6 +9,7 @@
 //! 2xx only once its alerts are on disk.
 
 pub mod sqlite;
+mod storm_sql;
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -109,6 +110,8 @@ pub struct Incident {
     pub resolved_by: Option<String>,
     pub alertname: String,
     pub summary: String,
+    /// The storm this incident belongs to (storm control), if any.
+    pub storm: Option<i64>,
 }
 
 /// (destination, step, state, notice) of one delivery of an incident.
@@ -205,6 +208,10 @@ pub struct DeliveryJob {
     pub step: i64,
     /// A notice about the incident (acknowledged, …) instead of the alert itself.
     pub notice: Option<String>,
+    /// A storm summary (its text is in `notice`: title, newline, body).
+    pub storm: Option<i64>,
+    /// Later steps: the incident's alerts firing when the delivery is loaded.
+    pub alerts: Vec<AlertEvent>,
 }
 
 #[derive(Debug, Clone)]
@@ -265,7 +272,11 @@ pub enum Write {
         /// Who and from where, for the notice and the record.
         by: String,
         elapsed_ms: i64,
+        /// False when a storm announces the change once for all its incidents.
+        announce: bool,
     },
+    /// Storm control and budgets (`crate::storm`, `crate::budget`).
+    Storm(crate::storm::StormWrite),
 }
 
 #[derive(Debug)]
@@ -277,6 +288,7 @@ pub enum Written {
     /// Deliveries created; empty when the step was no longer due (already sent, acked, …).
     Fired(Vec<(String, i64, i64)>),
     Transitioned(Transitioned),
+    Storm(crate::storm::StormWritten),
 }
 
 /// A pending delivery as the queues hold it.
@@ -312,6 +324,14 @@ pub trait Backend: Send + 'static {
     /// (destination, step, state, notice) of every delivery of an incident, in id order.
     fn incident_deliveries(&mut self, _id: i64) -> Result<Vec<IncidentDelivery>, StoreError> {
         Ok(Vec::new())
+    }
+    /// A storm and its member incidents (storm control).
+    fn storm(&mut self, _id: i64) -> Result<Option<crate::storm::StormView>, StoreError> {
+        Ok(None)
+    }
+    /// The stored relay clock (ms): the last checkpoint or the newest stamp, the larger.
+    fn relay_clock(&mut self) -> Result<i64, StoreError> {
+        Ok(0)
     }
     /// The secret that signs acknowledgement links (created with the database).
     fn ack_key(&mut self) -> Result<Vec<u8>, StoreError> {

@@ -71,11 +71,14 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX deliveries_incident ON deliveries (incident_id) WHERE incident_id IS NOT NULL;
      CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
      INSERT INTO meta (key, value) VALUES ('ack_key', randomblob(32));",
+    // 3: storm control and per-destination budgets (see `store/storm_sql.rs`).
+    super::storm_sql::MIGRATION,
 ];
 
 const INCIDENT_COLUMNS: &str =
     "i.id, i.group_key, i.route, i.policy, i.state, i.elapsed_ms, i.acked_ms,
-    i.next_step, i.opened_at, i.acked_at, i.acked_by, i.resolved_at, i.resolved_by, e.alert";
+    i.next_step, i.opened_at, i.acked_at, i.acked_by, i.resolved_at, i.resolved_by, e.alert,
+    (SELECT m.storm_id FROM storm_members m WHERE m.incident_id = i.id)";
 
 fn incident_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Incident, String)> {
     let state: String = r.get(4)?;
@@ -96,6 +99,7 @@ fn incident_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Incident, String)> {
             resolved_by: r.get(12)?,
             alertname: String::new(),
             summary: String::new(),
+            storm: r.get(14)?,
         },
         r.get(13)?,
     ))
@@ -110,7 +114,7 @@ fn finish_incident((mut i, alert): (Incident, String)) -> Incident {
     i
 }
 
-fn query_incidents(
+pub(super) fn query_incidents(
     conn: &Connection,
     tail: &str,
     params: impl rusqlite::Params,
@@ -248,7 +252,7 @@ impl Backend for Sqlite {
     fn load(&mut self, id: i64) -> Result<Option<DeliveryJob>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT d.id, d.destination, d.state, d.attempts, d.created_at, d.next_attempt_at, e.alert,
-                    f.id, f.state, f.provider_ref, d.incident_id, d.step, d.notice
+                    f.id, f.state, f.provider_ref, d.incident_id, d.step, d.notice, d.storm_id
              FROM deliveries d
              JOIN alert_events e ON e.id = d.event_id
              LEFT JOIN deliveries f ON f.id = d.firing_delivery
@@ -271,6 +275,7 @@ impl Backend for Sqlite {
                         r.get::<_, Option<i64>>(10)?,
                         r.get::<_, i64>(11)?,
                         r.get::<_, Option<String>>(12)?,
+                        r.get::<_, Option<i64>>(13)?,
                     ),
                 ))
             })
@@ -286,7 +291,7 @@ impl Backend for Sqlite {
             fid,
             fstate,
             fref,
-            (incident, step, notice),
+            (incident, step, notice, storm),
         )) = row
         else {
             return Ok(None);
@@ -304,6 +309,10 @@ impl Backend for Sqlite {
             }),
             _ => None,
         };
+        let alerts = match incident {
+            Some(i) if step > 0 && notice.is_none() => super::storm_sql::firing_alerts(&self.conn, i)?,
+            _ => Vec::new(),
+        };
         Ok(Some(DeliveryJob {
             id,
             destination,
@@ -316,6 +325,8 @@ impl Backend for Sqlite {
             incident,
             step,
             notice,
+            storm,
+            alerts,
         }))
     }
 
@@ -358,6 +369,14 @@ impl Backend for Sqlite {
             ))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn storm(&mut self, id: i64) -> Result<Option<crate::storm::StormView>, StoreError> {
+        super::storm_sql::storm_view(&self.conn, id)
+    }
+
+    fn relay_clock(&mut self) -> Result<i64, StoreError> {
+        super::storm_sql::relay_clock(&self.conn)
     }
 
     fn ack_key(&mut self) -> Result<Vec<u8>, StoreError> {
@@ -481,7 +500,10 @@ fn apply(tx: &Connection, w: Write, now: i64) -> Result<Written, StoreError> {
             action,
             by,
             elapsed_ms,
-        } => transition(tx, id, &action, &by, elapsed_ms, now).map(Written::Transitioned),
+            announce,
+        } => transition(tx, id, &action, &by, elapsed_ms, announce, now)
+            .map(Written::Transitioned),
+        Write::Storm(w) => super::storm_sql::apply(tx, w, now).map(Written::Storm),
     }
 }
 
@@ -491,6 +513,7 @@ fn transition(
     action: &Action,
     by: &str,
     elapsed_ms: i64,
+    announce: bool,
     now: i64,
 ) -> Result<Transitioned, StoreError> {
     let state: Option<String> = tx
@@ -531,7 +554,11 @@ fn transition(
         action.verb(),
         crate::time::format_rfc3339(now.saturating_mul(1_000_000))
     );
-    let deliveries = notify_notified(tx, id, &notice, now)?;
+    let deliveries = if announce {
+        notify_notified(tx, id, &notice, now)?
+    } else {
+        Vec::new()
+    };
     Ok(Transitioned::Done { from, deliveries })
 }
 
@@ -737,7 +764,7 @@ mod tests {
     #[test]
     fn dedup_and_resolved_follow_firing() {
         let mut db = Sqlite::in_memory().expect("db");
-        assert_eq!(db.schema_version().expect("version"), 2);
+        assert_eq!(db.schema_version().expect("version"), 3);
         let o = ingest_one(
             &mut db,
             vec![
@@ -845,7 +872,7 @@ mod tests {
         .expect("v1 rows");
         drop(conn);
         let mut db = Sqlite::open(&path).expect("upgrade");
-        assert_eq!(db.schema_version().expect("version"), 2);
+        assert_eq!(db.schema_version().expect("version"), 3);
         let job = db.load(1).expect("load").expect("kept");
         assert_eq!((job.incident, job.step, job.notice), (None, 0, None));
         assert_eq!(db.ack_key().expect("key").len(), 32);
