@@ -9,5 +9,6 @@ mod hostile;
 mod intake;
 mod providers;
 mod support;
+mod storm;
 mod systemd;
 mod tls;
