@@ -968,6 +968,15 @@ impl Config {
             for d in c.destinations().iter().filter(|d| d.recipient.is_some()) {
                 let _ = writeln!(out, "    destination {}", d.id);
             }
+            if let Some(b) = &c.budget {
+                let _ = writeln!(
+                    out,
+                    "    budget {} per {} per destination, overflow to {}",
+                    b.max,
+                    crate::time::humanize(b.per),
+                    b.overflow.join(", ")
+                );
+            }
         }
         let _ = writeln!(out, "policies:");
         for p in self.policies.values() {
@@ -1007,6 +1016,16 @@ impl Config {
                     crate::time::humanize(t)
                 ))
             );
+            if let Some(st) = &p.storm {
+                let _ = writeln!(
+                    out,
+                    "  {} storm: more than {} incidents within {} by [{}] collapse into summaries",
+                    p.name,
+                    st.threshold,
+                    crate::time::humanize(st.window),
+                    st.group_by.join(", ")
+                );
+            }
         }
         let _ = writeln!(out, "routes (first match wins unless continue: true):");
         for (i, r) in self.routes.iter().enumerate() {

@@ -512,3 +512,54 @@ fn summary_text_lists_a_few_and_counts_the_rest() {
     let t = summary_text(3, Part::Resolved, &[], 40, &[]);
     assert!(t.starts_with("[STORM RESOLVED] all 40 incidents (storm #3)\n"), "{t}");
 }
+
+#[test]
+fn storm_and_budget_keys_are_validated_by_name() {
+    let load = |channels: &str, storm: &str| {
+        parse(
+            &format!(
+                "storage: {{ sqlite: x }}\nchannels:\n  a: {{ type: webhook, url: 'http://a' }}\n{channels}\
+                 policies:\n  p:\n    steps: [ {{ notify: [a] }} ]\n{storm}routes: [ {{ policy: p }} ]\n"
+            ),
+            Path::new("/"),
+            &MapSecrets::default(),
+        )
+        .map(|c| c.describe())
+        .map_err(|e| e.to_string())
+    };
+    let ok = load(
+        "  s: { type: webhook, url: 'http://s', budget: { max: 2, per: 1h, overflow: [a] } }\n",
+        "    storm: { window: 2m, threshold: 5, group_by: [site] }\n",
+    )
+    .expect("valid");
+    assert!(ok.contains("budget 2 per 1h per destination, overflow to a"), "{ok}");
+    assert!(ok.contains("p storm: more than 5 incidents within 2m by [site]"), "{ok}");
+    for (channels, storm, key) in [
+        ("", "    storm: { window: 0s, threshold: 5 }\n", "policies.p.storm.window"),
+        ("", "    storm: { window: 2m, threshold: 0 }\n", "policies.p.storm.threshold"),
+        ("", "    storm: { window: 2m }\n", "threshold"),
+        (
+            "  s: { type: webhook, url: 'http://s', budget: { max: 2, per: 1h, overflow: [] } }\n",
+            "",
+            "channels.s.budget.overflow",
+        ),
+        (
+            "  s: { type: webhook, url: 'http://s', budget: { max: 2, per: 1h, overflow: [nope] } }\n",
+            "",
+            "channels.s.budget.overflow[0]",
+        ),
+        (
+            "  s: { type: webhook, url: 'http://s', budget: { max: 2, per: 1h, overflow: [s] } }\n",
+            "",
+            "channels.s.budget.overflow[0]",
+        ),
+        (
+            "  s: { type: webhook, url: 'http://s', budget: { max: 0, per: 1h, overflow: [a] } }\n",
+            "",
+            "channels.s.budget",
+        ),
+    ] {
+        let e = load(channels, storm).expect_err(key);
+        assert!(e.contains(key), "{key}: {e}");
+    }
+}
