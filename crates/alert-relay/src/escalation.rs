@@ -27,10 +27,10 @@ use crate::Live;
 use crate::config::Until;
 use crate::delivery::Engine;
 use crate::routing;
-use crate::storm::{StormWrite, StormWritten};
 use crate::store::{
     Action, Incident, IncidentState, Store, StoreError, Transitioned, Write, Written,
 };
+use crate::storm::{StormWrite, StormWritten};
 
 /// How often escalation clocks are written to the store.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
@@ -291,7 +291,8 @@ impl Escalator {
                 },
             };
             let r = self.store.write(write).await?;
-            if let Written::Fired(deliveries) | Written::Storm(StormWritten::Fired(deliveries)) = r {
+            if let Written::Fired(deliveries) | Written::Storm(StormWritten::Fired(deliveries)) = r
+            {
                 if !deliveries.is_empty() {
                     tracing::info!(incident = inc.id, step = step + 1, "escalating");
                 }

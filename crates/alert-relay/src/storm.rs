@@ -32,7 +32,9 @@ use crate::metrics::{Metrics, PolicyLabel};
 use crate::payload::{AlertEvent, Labels};
 use crate::relay_clock::RelayClock;
 use crate::routing;
-use crate::store::{Action, Incident, IncidentState, Store, StoreError, Transitioned, Write, Written};
+use crate::store::{
+    Action, Incident, IncidentState, Store, StoreError, Transitioned, Write, Written,
+};
 
 /// How many incidents a summary names; the rest are counted.
 pub const LIST_MAX: usize = 5;
@@ -119,7 +121,9 @@ pub enum StormWritten {
     Fired(Vec<(String, i64, i64)>),
     Deliveries(Vec<(String, i64, i64)>),
     /// Within budget: send it. `deliveries`: a tally of the window that just ended.
-    Admitted { deliveries: Vec<(String, i64, i64)> },
+    Admitted {
+        deliveries: Vec<(String, i64, i64)>,
+    },
     /// Over budget: the delivery is skipped; `exhausted` on the first of the window.
     Held {
         deliveries: Vec<(String, i64, i64)>,
@@ -249,7 +253,12 @@ pub fn shape(msg: &mut crate::render::Message, job: &crate::store::DeliveryJob) 
         let mut list = String::new();
         for e in job.alerts.iter().take(LIST_MAX * 2) {
             let m = crate::render::Message::new(e);
-            let _ = writeln!(list, "- {}: {}", m.instance.unwrap_or(m.alertname), m.summary);
+            let _ = writeln!(
+                list,
+                "- {}: {}",
+                m.instance.unwrap_or(m.alertname),
+                m.summary
+            );
         }
         if n > LIST_MAX * 2 {
             let _ = writeln!(list, "and {} more", n - LIST_MAX * 2);
@@ -262,7 +271,10 @@ pub fn shape(msg: &mut crate::render::Message, job: &crate::store::DeliveryJob) 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StormAcked {
     /// Incidents acknowledged, notices sent.
-    Done { incidents: Vec<i64>, notices: usize },
+    Done {
+        incidents: Vec<i64>,
+        notices: usize,
+    },
     /// Nothing left to acknowledge.
     Unchanged,
     NotFound,
@@ -344,7 +356,9 @@ impl Storms {
             detected,
         }) = w
         else {
-            return Err(StoreError::Corrupt("unexpected reply to a storm write".into()));
+            return Err(StoreError::Corrupt(
+                "unexpected reply to a storm write".into(),
+            ));
         };
         for (id, policy) in &detected {
             tracing::warn!(storm = id, policy = %policy, "storm detected: collapsing its messages");
@@ -463,7 +477,12 @@ impl Storms {
             Ok(id) => id,
             Err(e) => {
                 self.metrics.reject("ack_token");
-                return (403, "Cannot acknowledge".into(), esc(&e.to_string()), String::new());
+                return (
+                    403,
+                    "Cannot acknowledge".into(),
+                    esc(&e.to_string()),
+                    String::new(),
+                );
             }
         };
         let title = format!("Storm #{id}");
@@ -484,8 +503,18 @@ impl Storms {
                     "Nothing to do: no incident of this storm is open.".into(),
                     String::new(),
                 ),
-                Ok(StormAcked::NotFound) => (404, "Not found".into(), "No such storm.".into(), String::new()),
-                Err(e) => (503, "Storage error".into(), esc(&e.to_string()), String::new()),
+                Ok(StormAcked::NotFound) => (
+                    404,
+                    "Not found".into(),
+                    "No such storm.".into(),
+                    String::new(),
+                ),
+                Err(e) => (
+                    503,
+                    "Storage error".into(),
+                    esc(&e.to_string()),
+                    String::new(),
+                ),
             };
         }
         match self.view(id).await {
@@ -522,8 +551,18 @@ impl Storms {
                 };
                 (200, title, body, form)
             }
-            Ok(None) => (404, "Not found".into(), "No such storm.".into(), String::new()),
-            Err(e) => (503, "Storage error".into(), esc(&e.to_string()), String::new()),
+            Ok(None) => (
+                404,
+                "Not found".into(),
+                "No such storm.".into(),
+                String::new(),
+            ),
+            Err(e) => (
+                503,
+                "Storage error".into(),
+                esc(&e.to_string()),
+                String::new(),
+            ),
         }
     }
 
@@ -531,8 +570,14 @@ impl Storms {
     pub async fn api_view(&self, id: i64) -> (u16, serde_json::Value) {
         match self.view(id).await {
             Ok(Some(v)) => (200, serde_json::json!({ "storm": v })),
-            Ok(None) => (404, serde_json::json!({"status": "error", "error": "not_found"})),
-            Err(e) => (500, serde_json::json!({"status": "error", "error": "storage", "message": e.to_string()})),
+            Ok(None) => (
+                404,
+                serde_json::json!({"status": "error", "error": "not_found"}),
+            ),
+            Err(e) => (
+                500,
+                serde_json::json!({"status": "error", "error": "storage", "message": e.to_string()}),
+            ),
         }
     }
 
@@ -544,8 +589,14 @@ impl Storms {
                 serde_json::json!({"status": "ok", "incidents": incidents, "notices": notices}),
             ),
             Ok(StormAcked::Unchanged) => (200, serde_json::json!({"status": "unchanged"})),
-            Ok(StormAcked::NotFound) => (404, serde_json::json!({"status": "error", "error": "not_found"})),
-            Err(e) => (500, serde_json::json!({"status": "error", "error": "storage", "message": e.to_string()})),
+            Ok(StormAcked::NotFound) => (
+                404,
+                serde_json::json!({"status": "error", "error": "not_found"}),
+            ),
+            Err(e) => (
+                500,
+                serde_json::json!({"status": "error", "error": "storage", "message": e.to_string()}),
+            ),
         }
     }
 }

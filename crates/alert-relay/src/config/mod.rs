@@ -773,11 +773,19 @@ impl Config {
             let Some(b) = &c.budget else { continue };
             let key = format!("channels.{}.budget.overflow", c.name);
             if b.overflow.is_empty() {
-                return Err(invalid(key, "names no channel: held-back messages must be reported somewhere"));
+                return Err(invalid(
+                    key,
+                    "names no channel: held-back messages must be reported somewhere",
+                ));
             }
             for (j, o) in b.overflow.iter().enumerate() {
                 match channels.get(o) {
-                    None => return Err(invalid(format!("{key}[{j}]"), format!("no channel named {o:?}"))),
+                    None => {
+                        return Err(invalid(
+                            format!("{key}[{j}]"),
+                            format!("no channel named {o:?}"),
+                        ));
+                    }
                     Some(oc) if oc.budget.is_some() => {
                         return Err(invalid(
                             format!("{key}[{j}]"),
@@ -1188,7 +1196,8 @@ fn channel(name: &str, rc: RawChannel, ctx: &Ctx<'_>) -> Result<ChannelConfig, C
     };
     let budget = match &rc.budget {
         Some(b) => {
-            let per = parse_duration(&b.per).map_err(|e| invalid(format!("{prefix}budget.per"), e))?;
+            let per =
+                parse_duration(&b.per).map_err(|e| invalid(format!("{prefix}budget.per"), e))?;
             if per.is_zero() || b.max == 0 {
                 return Err(invalid(
                     format!("{prefix}budget"),

@@ -310,7 +310,9 @@ impl Backend for Sqlite {
             _ => None,
         };
         let alerts = match incident {
-            Some(i) if step > 0 && notice.is_none() => super::storm_sql::firing_alerts(&self.conn, i)?,
+            Some(i) if step > 0 && notice.is_none() => {
+                super::storm_sql::firing_alerts(&self.conn, i)?
+            }
             _ => Vec::new(),
         };
         Ok(Some(DeliveryJob {
@@ -501,8 +503,7 @@ fn apply(tx: &Connection, w: Write, now: i64) -> Result<Written, StoreError> {
             by,
             elapsed_ms,
             announce,
-        } => transition(tx, id, &action, &by, elapsed_ms, announce, now)
-            .map(Written::Transitioned),
+        } => transition(tx, id, &action, &by, elapsed_ms, announce, now).map(Written::Transitioned),
         Write::Storm(w) => super::storm_sql::apply(tx, w, now).map(Written::Storm),
     }
 }

@@ -48,7 +48,10 @@ pub(super) const MIGRATION: &str = "
 type Deliveries = Vec<(String, i64, i64)>;
 
 /// The alerts of an incident's group that fire now (received since it opened, not resolved).
-pub(super) fn firing_alerts(conn: &Connection, incident: i64) -> Result<Vec<AlertEvent>, StoreError> {
+pub(super) fn firing_alerts(
+    conn: &Connection,
+    incident: i64,
+) -> Result<Vec<AlertEvent>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT e.alert FROM alert_events e JOIN incidents i ON i.id = ?1
          WHERE e.group_key = i.group_key AND e.status = 'firing' AND e.received_at >= i.opened_at
@@ -61,7 +64,8 @@ pub(super) fn firing_alerts(conn: &Connection, incident: i64) -> Result<Vec<Aler
     for json in rows {
         let json = json?;
         out.push(
-            serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(format!("incident {incident}: {e}")))?,
+            serde_json::from_str(&json)
+                .map_err(|e| StoreError::Corrupt(format!("incident {incident}: {e}")))?,
         );
     }
     Ok(out)
@@ -380,7 +384,11 @@ fn summarize(
              ORDER BY i.id"
         ))?;
         let rows = stmt.query_map(params![storm, entry], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
         })?;
         let mut out = Vec::new();
         for row in rows {
@@ -432,8 +440,8 @@ fn tick(
     )?;
     let mut out = Vec::new();
     let open: Vec<(i64, String, i64)> = {
-        let mut stmt =
-            tx.prepare_cached("SELECT id, policy, last_update FROM storms WHERE closed_at IS NULL")?;
+        let mut stmt = tx
+            .prepare_cached("SELECT id, policy, last_update FROM storms WHERE closed_at IS NULL")?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         rows.collect::<Result<_, _>>()?
     };
@@ -492,7 +500,9 @@ fn tick(
                 &[],
             );
             let event = lead_event(tx, storm)?;
-            out.extend(insert_storm_deliveries(tx, storm, event, &targets, -1, &text, now)?);
+            out.extend(insert_storm_deliveries(
+                tx, storm, event, &targets, -1, &text, now,
+            )?);
         }
     }
     // Budget windows that ended with messages held back since the last summary.
@@ -504,7 +514,10 @@ fn tick(
             if r.held > r.reported {
                 out.extend(tally(tx, b, &r, now)?);
             }
-            tx.execute("DELETE FROM budgets WHERE destination = ?1", [&b.destination])?;
+            tx.execute(
+                "DELETE FROM budgets WHERE destination = ?1",
+                [&b.destination],
+            )?;
         }
     }
     Ok(out)
@@ -627,7 +640,10 @@ fn admit(
         )?;
         if r.reported == 0 {
             exhausted = true;
-            let left = r.window_start.saturating_add(b.per_ms).saturating_sub(clock);
+            let left = r
+                .window_start
+                .saturating_add(b.per_ms)
+                .saturating_sub(clock);
             let text = crate::budget::exhausted_text(b, &r.held_for, left);
             deliveries.extend(overflow_deliveries(tx, b, event_id, &text, now)?);
             r.reported = r.held;

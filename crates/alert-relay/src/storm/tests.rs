@@ -213,10 +213,15 @@ async fn above_the_threshold_one_summary_then_joiners_batched_per_window() {
     assert_eq!((dest.as_str(), state.as_str(), *step), ("a", "pending", 0));
     let text = text.as_deref().expect("text");
     assert!(
-        text.starts_with("[STORM] 6 incidents at site=wh-2 alertname=UpsOnBattery: UPS on battery (storm #1)\n"),
+        text.starts_with(
+            "[STORM] 6 incidents at site=wh-2 alertname=UpsOnBattery: UPS on battery (storm #1)\n"
+        ),
         "{text}"
     );
-    assert!(text.contains("#1 pi-01: UPS on battery") && text.contains("and 1 more"), "{text}");
+    assert!(
+        text.contains("#1 pi-01: UPS on battery") && text.contains("and 1 more"),
+        "{text}"
+    );
     for id in &ids {
         assert_eq!(r.incident(*id).await.storm, *storm);
     }
@@ -237,7 +242,9 @@ async fn above_the_threshold_one_summary_then_joiners_batched_per_window() {
     assert_eq!(s.len(), 2, "{s:?}");
     let text = s[1].4.as_deref().expect("text");
     assert!(
-        text.starts_with("[STORM] 34 more incidents at site=wh-2 alertname=UpsOnBattery, 40 in all (storm #1)"),
+        text.starts_with(
+            "[STORM] 34 more incidents at site=wh-2 alertname=UpsOnBattery, 40 in all (storm #1)"
+        ),
         "{text}"
     );
     assert!(text.contains("and 29 more"), "{text}");
@@ -254,7 +261,10 @@ async fn above_the_threshold_one_summary_then_joiners_batched_per_window() {
     assert_eq!(step2.len(), 1, "{s:?}");
     assert_eq!(step2[0].0, "b");
     assert!(
-        step2[0].4.as_deref().is_some_and(|t| t.starts_with("[STORM step 2] 40 incidents")),
+        step2[0]
+            .4
+            .as_deref()
+            .is_some_and(|t| t.starts_with("[STORM step 2] 40 incidents")),
         "{step2:?}"
     );
     assert_eq!(r.rows("destination = 'b'").len(), 1);
@@ -285,7 +295,12 @@ async fn acknowledging_a_storm_acks_every_incident_and_announces_once_per_destin
     // One notice to a (reached by the individual messages and the summary), none per incident.
     let notices = r.rows("notice IS NOT NULL AND step = -1");
     assert_eq!(notices.len(), 1, "{notices:?}");
-    assert!(notices[0].4.as_deref().is_some_and(|t| t.contains("8 incidents (#1, #2")));
+    assert!(
+        notices[0]
+            .4
+            .as_deref()
+            .is_some_and(|t| t.contains("8 incidents (#1, #2"))
+    );
     // No step 2 after the ack.
     r.advance(30 * M).await;
     assert!(r.rows("destination = 'b'").is_empty());
@@ -346,7 +361,12 @@ async fn resolving_every_incident_closes_the_storm_with_one_message() {
     r.advance(TICK).await;
     let resolved = r.rows("notice LIKE '[STORM RESOLVED]%'");
     assert_eq!(resolved.len(), 1, "{resolved:?}");
-    assert!(resolved[0].4.as_deref().is_some_and(|t| t.contains("all 6 incidents")));
+    assert!(
+        resolved[0]
+            .4
+            .as_deref()
+            .is_some_and(|t| t.contains("all 6 incidents"))
+    );
     r.advance(TICK).await;
     assert_eq!(r.rows("notice LIKE '[STORM RESOLVED]%'").len(), 1);
 }
@@ -362,16 +382,16 @@ async fn budget_hit_sends_one_overflow_summary_then_a_tally_when_the_window_ends
     let mut overflow = Vec::new();
     for n in 1..=5 {
         r.fire_event(
-                AlertEvent {
-                    group_key: format!("g{n}"),
-                    ..event(n, &format!("s{n}"))
-                },
-                &["sms"],
-            )
-            .await;
-        let delivery = r.store.read(move |b| {
-            Ok(b.pending("sms")?.last().map(|p| p.id).unwrap_or(0))
-        });
+            AlertEvent {
+                group_key: format!("g{n}"),
+                ..event(n, &format!("s{n}"))
+            },
+            &["sms"],
+        )
+        .await;
+        let delivery = r
+            .store
+            .read(move |b| Ok(b.pending("sms")?.last().map(|p| p.id).unwrap_or(0)));
         let delivery = delivery.await.expect("pending");
         let w = r
             .store
@@ -405,7 +425,9 @@ async fn budget_hit_sends_one_overflow_summary_then_a_tally_when_the_window_ends
     assert_eq!(overflow[0].0, "ops");
     let ops = r.rows("destination = 'ops'");
     assert!(
-        ops[0].4.as_deref().is_some_and(|t| t.starts_with("[BUDGET] sms reached its budget (2 per 1h)") && t.contains("for #3")),
+        ops[0].4.as_deref().is_some_and(|t| t
+            .starts_with("[BUDGET] sms reached its budget (2 per 1h)")
+            && t.contains("for #3")),
         "{ops:?}"
     );
     assert_eq!(r.rows("destination = 'sms' AND state = 'skipped'").len(), 3);
@@ -414,7 +436,10 @@ async fn budget_hit_sends_one_overflow_summary_then_a_tally_when_the_window_ends
     let ops = r.rows("destination = 'ops'");
     assert_eq!(ops.len(), 2, "{ops:?}");
     assert!(
-        ops[1].4.as_deref().is_some_and(|t| t.contains("3 messages held back") && t.contains("#3, #4, #5")),
+        ops[1]
+            .4
+            .as_deref()
+            .is_some_and(|t| t.contains("3 messages held back") && t.contains("#3, #4, #5")),
         "{ops:?}"
     );
     r.advance(60 * M).await;
@@ -483,7 +508,10 @@ async fn later_steps_carry_the_incidents_current_alerts() {
     shape(&mut msg, &job);
     assert_eq!(msg.title, "[FIRING:3] UpsOnBattery");
     let d = msg.description.expect("list");
-    assert!(d.starts_with("3 alerts firing:\n- pi-01: UPS on battery\n- pi-x2"), "{d}");
+    assert!(
+        d.starts_with("3 alerts firing:\n- pi-01: UPS on battery\n- pi-x2"),
+        "{d}"
+    );
 }
 
 #[test]
@@ -510,7 +538,10 @@ fn summary_text_lists_a_few_and_counts_the_rest() {
     assert_eq!(lines.next(), Some("#2 pi-02: UPS on battery (acked)"));
     assert!(t.contains("\nand 35 more\n"), "{t}");
     let t = summary_text(3, Part::Resolved, &[], 40, &[]);
-    assert!(t.starts_with("[STORM RESOLVED] all 40 incidents (storm #3)\n"), "{t}");
+    assert!(
+        t.starts_with("[STORM RESOLVED] all 40 incidents (storm #3)\n"),
+        "{t}"
+    );
 }
 
 #[test]
@@ -532,11 +563,25 @@ fn storm_and_budget_keys_are_validated_by_name() {
         "    storm: { window: 2m, threshold: 5, group_by: [site] }\n",
     )
     .expect("valid");
-    assert!(ok.contains("budget 2 per 1h per destination, overflow to a"), "{ok}");
-    assert!(ok.contains("p storm: more than 5 incidents within 2m by [site]"), "{ok}");
+    assert!(
+        ok.contains("budget 2 per 1h per destination, overflow to a"),
+        "{ok}"
+    );
+    assert!(
+        ok.contains("p storm: more than 5 incidents within 2m by [site]"),
+        "{ok}"
+    );
     for (channels, storm, key) in [
-        ("", "    storm: { window: 0s, threshold: 5 }\n", "policies.p.storm.window"),
-        ("", "    storm: { window: 2m, threshold: 0 }\n", "policies.p.storm.threshold"),
+        (
+            "",
+            "    storm: { window: 0s, threshold: 5 }\n",
+            "policies.p.storm.window",
+        ),
+        (
+            "",
+            "    storm: { window: 2m, threshold: 0 }\n",
+            "policies.p.storm.threshold",
+        ),
         ("", "    storm: { window: 2m }\n", "threshold"),
         (
             "  s: { type: webhook, url: 'http://s', budget: { max: 2, per: 1h, overflow: [] } }\n",

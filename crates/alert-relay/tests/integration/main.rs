@@ -8,7 +8,7 @@ mod escalation;
 mod hostile;
 mod intake;
 mod providers;
-mod support;
 mod storm;
+mod support;
 mod systemd;
 mod tls;

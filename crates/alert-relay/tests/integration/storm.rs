@@ -37,10 +37,8 @@ async fn forty_pis_on_battery_make_one_storm_and_the_sms_budget_holds() {
     for n in 1..=40 {
         // One Alertmanager group per Pi (group_by: [alertname, instance]).
         let fp = format!("{n:016x}");
-        let body = webhook(&[(&fp, "firing")], "").replace(
-            r#""groupKey":"{}:"#,
-            &format!(r#""groupKey":"{{}}/{n}:"#),
-        );
+        let body = webhook(&[(&fp, "firing")], "")
+            .replace(r#""groupKey":"{}:"#, &format!(r#""groupKey":"{{}}/{n}:"#));
         let r = http
             .post(relay.url("/webhook"))
             .bearer_auth("s3cret")
@@ -63,7 +61,10 @@ async fn forty_pis_on_battery_make_one_storm_and_the_sms_budget_holds() {
     }
     let a = at(&fake, "/a");
     let titles: Vec<String> = a.iter().map(title).collect();
-    assert!(titles[..5].iter().all(|t| t.starts_with("[FIRING] PiHot")), "{titles:#?}");
+    assert!(
+        titles[..5].iter().all(|t| t.starts_with("[FIRING] PiHot")),
+        "{titles:#?}"
+    );
     assert_eq!(
         titles[5],
         "[STORM] 6 incidents at site=wh-2 alertname=PiHot: CPU at 85°C on 0000000000000001 (storm #1)"
@@ -72,7 +73,11 @@ async fn forty_pis_on_battery_make_one_storm_and_the_sms_budget_holds() {
         titles[6],
         "[STORM] 34 more incidents at site=wh-2 alertname=PiHot, 40 in all (storm #1)"
     );
-    assert!(a[6]["text"].as_str().unwrap_or("").contains("and 29 more"), "{}", a[6]);
+    assert!(
+        a[6]["text"].as_str().unwrap_or("").contains("and 29 more"),
+        "{}",
+        a[6]
+    );
     // sms: three messages, then its budget holds the rest; ops hears it once.
     let ops = fake.wait_for(7 + 3 + 1, Duration::from_secs(5)).await;
     let sms = at(&fake, "/sms");
@@ -92,7 +97,9 @@ async fn forty_pis_on_battery_make_one_storm_and_the_sms_budget_holds() {
         .and_then(|l| l["url"].as_str())
         .expect("storm ack link")
         .to_owned();
-    let path = link.strip_prefix("http://relay.invalid").expect("public_url");
+    let path = link
+        .strip_prefix("http://relay.invalid")
+        .expect("public_url");
     let page = http.get(relay.url(path)).send().await.expect("page");
     assert_eq!(page.status(), 200);
     let page = page.text().await.expect("page");
@@ -132,10 +139,18 @@ async fn forty_pis_on_battery_make_one_storm_and_the_sms_budget_holds() {
         .expect("json");
     let list = list["incidents"].as_array().expect("incidents").clone();
     assert_eq!(list.len(), 40);
-    assert!(list.iter().all(|i| i["storm"] == 1 && i["state"] == "acked"));
-    assert_eq!(relay.metric("alert_relay_storms_total{policy=\"p\"}").await, 1.0);
+    assert!(
+        list.iter()
+            .all(|i| i["storm"] == 1 && i["state"] == "acked")
+    );
     assert_eq!(
-        relay.metric("alert_relay_storm_collapsed_total{policy=\"p\"}").await,
+        relay.metric("alert_relay_storms_total{policy=\"p\"}").await,
+        1.0
+    );
+    assert_eq!(
+        relay
+            .metric("alert_relay_storm_collapsed_total{policy=\"p\"}")
+            .await,
         70.0
     );
     assert_eq!(
