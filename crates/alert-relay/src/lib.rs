@@ -126,7 +126,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         metrics: Arc::clone(&metrics),
         engine: Arc::clone(&engine),
         escalator: Arc::clone(&escalator),
-        storms,
+        storms: Arc::clone(&storms),
         signer: ack::Signer::new(key, None),
     });
     let serving = Arc::new(http::serve(Arc::clone(&app)).await?);
@@ -173,6 +173,10 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let _ = escalating.await;
     storming.abort();
     let _ = storming.await;
+    if let Err(e) = storms.checkpoint().await {
+        tracing::warn!("cannot store the relay clock: {e}");
+    }
+    drop(storms);
     if let Err(e) = escalator.checkpoint().await {
         tracing::warn!("cannot store escalation clocks: {e}");
     }

@@ -1,5 +1,5 @@
 //! The relay clock: milliseconds of relay run time, monotonic (`tokio::time::Instant`) and
-//! stored (`meta.relay_clock_ms`, every [`crate::storm::TICK`]), so it survives a restart and
+//! stored (`meta.relay_clock_ms`, once a minute and at shutdown), so it survives a restart and
 //! ignores wall-clock jumps. Storm windows and budget windows are measured on it. Time the
 //! relay is down does not count; at start it resumes from the larger of its checkpoint and
 //! the newest stamp stored with it, so it never runs backwards across a crash.

@@ -98,6 +98,8 @@ pub enum StormWrite {
         rules: Vec<RuleAt>,
         budgets: Vec<BudgetAt>,
     },
+    /// Stores the relay clock (at shutdown).
+    Clock(i64),
     /// One notice per destination the storm or its incidents reached.
     Announce { storm: i64, text: String },
     /// Counts a first attempt of `delivery` against its destination's budget.
@@ -397,6 +399,14 @@ impl Storms {
             self.enqueue(&d);
         }
         Ok(())
+    }
+
+    /// Stores the relay clock now (at shutdown; the periodic pass stores it once a minute).
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        self.store
+            .write(Write::Storm(StormWrite::Clock(self.clock.now_ms())))
+            .await
+            .map(|_| ())
     }
 
     /// Runs [`Storms::tick`] every [`TICK`] until aborted.

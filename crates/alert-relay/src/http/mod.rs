@@ -507,19 +507,7 @@ impl App {
                 }
             }
             (&Method::POST, Some(id), Some(verb)) => {
-                let body = Limited::new(req.into_body(), 4096)
-                    .collect()
-                    .await
-                    .map(|b| b.to_bytes())
-                    .unwrap_or_default();
-                let who = serde_json::from_slice::<serde_json::Value>(&body)
-                    .ok()
-                    .and_then(|v| {
-                        v.get("by")
-                            .and_then(|b| b.as_str())
-                            .map(|s| s.chars().take(64).collect::<String>())
-                    })
-                    .unwrap_or_else(|| "API".to_owned());
+                let who = who_acts(req.into_body()).await;
                 let by = format!("{who} via API from {peer}");
                 let action = match verb {
                     "ack" => Action::Ack,
@@ -585,6 +573,23 @@ impl App {
     }
 }
 
+/// The optional JSON body `{"by": "alice"}` of an API action (64 characters at most).
+async fn who_acts(body: Incoming) -> String {
+    let body = Limited::new(body, 4096)
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| {
+            v.get("by")
+                .and_then(|b| b.as_str())
+                .map(|s| s.chars().take(64).collect::<String>())
+        })
+        .unwrap_or_else(|| "API".to_owned())
+}
+
 fn status_code(code: u16) -> StatusCode {
     StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
@@ -607,10 +612,14 @@ impl App {
         let Some(Ok(id)) = rest.first().map(|s| s.parse::<i64>()) else {
             return json_error(StatusCode::NOT_FOUND, "not_found", "no such storm");
         };
-        let (status, value) = match (req.method(), rest.get(1).copied()) {
+        let method = req.method().clone();
+        let (status, value) = match (&method, rest.get(1).copied()) {
             (&Method::GET, None) => self.storms.api_view(id).await,
             (&Method::POST, Some("ack")) => {
-                self.storms.api_ack(id, format!("API from {peer}")).await
+                let who = who_acts(req.into_body()).await;
+                self.storms
+                    .api_ack(id, format!("{who} via API from {peer}"))
+                    .await
             }
             _ => (
                 405,

@@ -322,6 +322,8 @@ async fn a_storm_survives_a_restart() {
         tokio::time::advance(S).await;
     }
     r.advance(30 * S).await;
+    // A clean stop stores the clock (a crash resumes from the newest stored stamp).
+    r.storms.checkpoint().await.expect("checkpoint");
     let clock_before = r.clock.now_ms();
     let Rig {
         storms,
