@@ -253,18 +253,19 @@ pub fn shape(msg: &mut crate::render::Message, job: &crate::store::DeliveryJob) 
         let n = job.alerts.len();
         msg.title = format!("[FIRING:{n}] {}", msg.alertname);
         let mut list = String::new();
+        let mut names = Vec::new();
         for e in job.alerts.iter().take(LIST_MAX * 2) {
             let m = crate::render::Message::new(e);
-            let _ = writeln!(
-                list,
-                "- {}: {}",
-                m.instance.unwrap_or(m.alertname),
-                m.summary
-            );
+            let name = m.instance.unwrap_or(m.alertname);
+            let _ = writeln!(list, "- {name}: {}", m.summary);
+            names.push(name);
         }
         if n > LIST_MAX * 2 {
             let _ = writeln!(list, "and {} more", n - LIST_MAX * 2);
+            names.push(format!("and {} more", n - LIST_MAX * 2));
         }
+        // The summary carries the short list too: short layouts (SMS) show only it.
+        msg.summary = format!("{} ({n} firing: {})", msg.summary, names.join(", "));
         msg.description = Some(format!("{n} alerts firing:\n{}", list.trim_end()));
     }
 }

@@ -509,6 +509,10 @@ async fn later_steps_carry_the_incidents_current_alerts() {
     let mut msg = crate::render::Message::new(&job.event);
     shape(&mut msg, &job);
     assert_eq!(msg.title, "[FIRING:3] UpsOnBattery");
+    assert_eq!(
+        msg.summary,
+        "UPS on battery (3 firing: pi-01, pi-x2, pi-x3)"
+    );
     let d = msg.description.expect("list");
     assert!(
         d.starts_with("3 alerts firing:\n- pi-01: UPS on battery\n- pi-x2"),
