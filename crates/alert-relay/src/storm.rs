@@ -225,7 +225,7 @@ pub fn summary_text(
     }
     let _ = write!(
         body,
-        "One message for the storm instead of one per incident; every incident is in the ack page and the API."
+        "All {total} incidents: the storm's ack page or GET /api/v1/storms/{storm}."
     );
     format!("{title}\n{body}")
 }
