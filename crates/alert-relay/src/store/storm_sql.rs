@@ -344,6 +344,16 @@ fn supersede(
     Ok(out)
 }
 
+/// How many incidents a storm has, and its `group_by` values.
+fn size_and_key(tx: &Connection, storm: i64) -> Result<(usize, Vec<(String, String)>), StoreError> {
+    let (total, key): (i64, String) = tx.query_row(
+        "SELECT (SELECT COUNT(*) FROM storm_members WHERE storm_id = ?1), key FROM storms WHERE id = ?1",
+        [storm],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok((usize::try_from(total).unwrap_or(0), parse_key(&key)))
+}
+
 fn lead_event(tx: &Connection, storm: i64) -> Result<i64, StoreError> {
     Ok(tx.query_row(
         "SELECT i.event_id FROM storm_members m JOIN incidents i ON i.id = m.incident_id
@@ -423,18 +433,8 @@ fn summarize(
             params![entry, l.incident, storm],
         )?;
     }
-    let (total, key): (i64, String) = tx.query_row(
-        "SELECT (SELECT COUNT(*) FROM storm_members WHERE storm_id = ?1), key FROM storms WHERE id = ?1",
-        [storm],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
-    let text = crate::storm::summary_text(
-        storm,
-        part,
-        &parse_key(&key),
-        usize::try_from(total).unwrap_or(0),
-        &listed,
-    );
+    let (total, key) = size_and_key(tx, storm)?;
+    let text = crate::storm::summary_text(storm, part, &key, total, &listed);
     let event = lead_event(tx, storm)?;
     insert_storm_deliveries(tx, storm, event, destinations, step, &text, now)
 }
@@ -501,18 +501,8 @@ fn tick(
                 let rows = stmt.query_map([storm], |r| r.get(0))?;
                 rows.collect::<Result<_, _>>()?
             };
-            let (total, key): (i64, String) = tx.query_row(
-                "SELECT (SELECT COUNT(*) FROM storm_members WHERE storm_id = ?1), key FROM storms WHERE id = ?1",
-                [storm],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
-            let text = crate::storm::summary_text(
-                storm,
-                Part::Resolved,
-                &parse_key(&key),
-                usize::try_from(total).unwrap_or(0),
-                &[],
-            );
+            let (total, key) = size_and_key(tx, storm)?;
+            let text = crate::storm::summary_text(storm, Part::Resolved, &key, total, &[]);
             let event = lead_event(tx, storm)?;
             out.extend(insert_storm_deliveries(
                 tx, storm, event, &targets, -1, &text, now,
