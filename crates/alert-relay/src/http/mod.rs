@@ -369,6 +369,11 @@ impl App {
                     escape(&i.policy),
                     escape(&i.group_key),
                 );
+                if let Some(storm) = i.storm {
+                    body.push_str(&format!(
+                        "<p>Part of storm #{storm} (its summary's link acknowledges all of it).</p>"
+                    ));
+                }
                 if let Ok(d) = deliveries {
                     body.push_str("<p>Sent to:</p><ul>");
                     for (dest, step, state, notice) in d {

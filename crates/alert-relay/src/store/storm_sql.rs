@@ -51,6 +51,8 @@ type Deliveries = Vec<(String, i64, i64)>;
 
 /// How often the relay clock is stored (its stamps in `storms` and `budgets` are newer).
 const CLOCK_CHECKPOINT_MS: i64 = 60_000;
+/// How many held-back incidents a budget summary names.
+const HELD_NAMED: usize = 20;
 
 /// The alerts of an incident's group that fire now (received since it opened, not resolved).
 pub(super) fn firing_alerts(
@@ -623,8 +625,11 @@ fn admit(
             (None, None) => format!("delivery {delivery}"),
         };
         let mut list: Vec<&str> = r.held_for.split(", ").filter(|s| !s.is_empty()).collect();
-        if !list.contains(&what.as_str()) {
+        // Named up to a point; the count says how many in all.
+        if !list.contains(&what.as_str()) && list.len() < HELD_NAMED {
             list.push(&what);
+        } else if list.len() == HELD_NAMED {
+            list.push("…");
         }
         r.held_for = list.join(", ");
         r.held += 1;
