@@ -200,13 +200,13 @@ pub fn summary_text(
     });
     let n = listed.len();
     let title = match part {
-        Part::Detected => format!("[STORM] {n} incidents{at}{headline} (storm #{storm})"),
-        Part::Joined => format!("[STORM] {n} more incidents{at}, {total} in all (storm #{storm})"),
+        Part::Detected => format!("Storm #{storm}: {n} incidents{at}{headline}"),
+        Part::Joined => format!("Storm #{storm}: {n} more incidents{at}, {total} in all"),
         Part::Step(s) => format!(
-            "[STORM step {}] {n} incidents{at} still unacknowledged (storm #{storm})",
+            "Storm #{storm} step {}: {n} incidents{at} still unacknowledged",
             s + 1
         ),
-        Part::Resolved => format!("[STORM RESOLVED] all {total} incidents{at} (storm #{storm})"),
+        Part::Resolved => format!("Storm #{storm} resolved: all {total} incidents{at}"),
     };
     let mut body = String::new();
     if part != Part::Resolved {
@@ -228,6 +228,18 @@ pub fn summary_text(
         "All {total} incidents: the storm's ack page or GET /api/v1/storms/{storm}."
     );
     format!("{title}\n{body}")
+}
+
+/// An SMS reply acknowledging a storm: `ACK S3`, `ack #s3`, `S3 ACK` → 3.
+pub fn parse_sms_ack(text: &str) -> Option<i64> {
+    let words: Vec<String> = text
+        .split_whitespace()
+        .map(|w| w.trim_start_matches('#').to_ascii_lowercase())
+        .collect();
+    match words.as_slice() {
+        [a, id] | [id, a] if a == "ack" => id.strip_prefix('s')?.parse().ok(),
+        _ => None,
+    }
 }
 
 /// Lays out what is not one alert: a storm summary or notice, a budget summary (text in
@@ -451,7 +463,7 @@ impl Storms {
         }
         let list: Vec<String> = acked.iter().map(|i| format!("#{i}")).collect();
         let text = format!(
-            "[STORM] Storm #{id} acknowledged\n{} incidents ({}) acknowledged by {by} at {}",
+            "Storm #{id} acknowledged\n{} incidents ({}) acknowledged by {by} at {}",
             acked.len(),
             list.join(", "),
             crate::time::format_rfc3339(crate::time::now_millis().saturating_mul(1_000_000))

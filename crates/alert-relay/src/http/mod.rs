@@ -704,6 +704,24 @@ impl App {
             );
             return twiml(None);
         }
+        if let Some(storm) = crate::storm::parse_sms_ack(get("Body")) {
+            return match self.storms.ack(storm, format!("SMS from {from}")).await {
+                Ok(crate::storm::StormAcked::Done { incidents, .. }) => twiml(Some(&format!(
+                    "Storm #{storm} acknowledged ({} incidents).",
+                    incidents.len()
+                ))),
+                Ok(crate::storm::StormAcked::Unchanged) => {
+                    twiml(Some(&format!("Storm #{storm} has no open incident.")))
+                }
+                Ok(crate::storm::StormAcked::NotFound) => {
+                    twiml(Some(&format!("No storm #{storm}.")))
+                }
+                Err(e) => {
+                    tracing::error!("cannot store an SMS acknowledgement: {e}");
+                    plain(StatusCode::INTERNAL_SERVER_ERROR, "storage error\n")
+                }
+            };
+        }
         let Some(id) = crate::inbound::parse_ack(get("Body")) else {
             return twiml(Some("Reply ACK <incident number> to acknowledge."));
         };

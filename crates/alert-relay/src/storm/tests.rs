@@ -214,7 +214,7 @@ async fn above_the_threshold_one_summary_then_joiners_batched_per_window() {
     let text = text.as_deref().expect("text");
     assert!(
         text.starts_with(
-            "[STORM] 6 incidents at site=wh-2 alertname=UpsOnBattery: UPS on battery (storm #1)\n"
+            "Storm #1: 6 incidents at site=wh-2 alertname=UpsOnBattery: UPS on battery\n"
         ),
         "{text}"
     );
@@ -243,7 +243,7 @@ async fn above_the_threshold_one_summary_then_joiners_batched_per_window() {
     let text = s[1].4.as_deref().expect("text");
     assert!(
         text.starts_with(
-            "[STORM] 34 more incidents at site=wh-2 alertname=UpsOnBattery, 40 in all (storm #1)"
+            "Storm #1: 34 more incidents at site=wh-2 alertname=UpsOnBattery, 40 in all"
         ),
         "{text}"
     );
@@ -264,7 +264,7 @@ async fn above_the_threshold_one_summary_then_joiners_batched_per_window() {
         step2[0]
             .4
             .as_deref()
-            .is_some_and(|t| t.starts_with("[STORM step 2] 40 incidents")),
+            .is_some_and(|t| t.starts_with("Storm #1 step 2: 40 incidents")),
         "{step2:?}"
     );
     assert_eq!(r.rows("destination = 'b'").len(), 1);
@@ -361,7 +361,7 @@ async fn resolving_every_incident_closes_the_storm_with_one_message() {
             .expect("resolve");
     }
     r.advance(TICK).await;
-    let resolved = r.rows("notice LIKE '[STORM RESOLVED]%'");
+    let resolved = r.rows("notice LIKE 'Storm #1 resolved:%'");
     assert_eq!(resolved.len(), 1, "{resolved:?}");
     assert!(
         resolved[0]
@@ -370,7 +370,7 @@ async fn resolving_every_incident_closes_the_storm_with_one_message() {
             .is_some_and(|t| t.contains("all 6 incidents"))
     );
     r.advance(TICK).await;
-    assert_eq!(r.rows("notice LIKE '[STORM RESOLVED]%'").len(), 1);
+    assert_eq!(r.rows("notice LIKE 'Storm #1 resolved:%'").len(), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -428,7 +428,7 @@ async fn budget_hit_sends_one_overflow_summary_then_a_tally_when_the_window_ends
     let ops = r.rows("destination = 'ops'");
     assert!(
         ops[0].4.as_deref().is_some_and(|t| t
-            .starts_with("[BUDGET] sms reached its budget (2 per 1h)")
+            .starts_with("Budget: sms reached its budget (2 per 1h)")
             && t.contains("for #3")),
         "{ops:?}"
     );
@@ -521,6 +521,17 @@ async fn later_steps_carry_the_incidents_current_alerts() {
 }
 
 #[test]
+fn sms_storm_acks() {
+    assert_eq!(parse_sms_ack("ACK S3"), Some(3));
+    assert_eq!(parse_sms_ack(" ack #s12 "), Some(12));
+    assert_eq!(parse_sms_ack("S7 Ack"), Some(7));
+    // An incident ack is not a storm ack.
+    assert_eq!(parse_sms_ack("ACK 3"), None);
+    assert_eq!(parse_sms_ack("ACK S"), None);
+    assert_eq!(crate::inbound::parse_ack("ACK S3"), None);
+}
+
+#[test]
 fn summary_text_lists_a_few_and_counts_the_rest() {
     let listed: Vec<Listed> = (1..=40)
         .map(|n| Listed {
@@ -538,14 +549,14 @@ fn summary_text_lists_a_few_and_counts_the_rest() {
     let mut lines = t.lines();
     assert_eq!(
         lines.next(),
-        Some("[STORM] 40 incidents at site=warehouse-2: UPS on battery (storm #3)")
+        Some("Storm #3: 40 incidents at site=warehouse-2: UPS on battery")
     );
     assert_eq!(lines.next(), Some("#1 pi-01: UPS on battery"));
     assert_eq!(lines.next(), Some("#2 pi-02: UPS on battery (acked)"));
     assert!(t.contains("\nand 35 more\n"), "{t}");
     let t = summary_text(3, Part::Resolved, &[], 40, &[]);
     assert!(
-        t.starts_with("[STORM RESOLVED] all 40 incidents (storm #3)\n"),
+        t.starts_with("Storm #3 resolved: all 40 incidents\n"),
         "{t}"
     );
 }

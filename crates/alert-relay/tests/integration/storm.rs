@@ -67,11 +67,11 @@ async fn forty_pis_on_battery_make_one_storm_and_the_sms_budget_holds() {
     );
     assert_eq!(
         titles[5],
-        "[STORM] 6 incidents at site=wh-2 alertname=PiHot: CPU at 85°C on 0000000000000001 (storm #1)"
+        "Storm #1: 6 incidents at site=wh-2 alertname=PiHot: CPU at 85°C on 0000000000000001"
     );
     assert_eq!(
         titles[6],
-        "[STORM] 34 more incidents at site=wh-2 alertname=PiHot, 40 in all (storm #1)"
+        "Storm #1: 34 more incidents at site=wh-2 alertname=PiHot, 40 in all"
     );
     assert!(
         a[6]["text"].as_str().unwrap_or("").contains("and 29 more"),
@@ -87,7 +87,7 @@ async fn forty_pis_on_battery_make_one_storm_and_the_sms_budget_holds() {
         .filter(|r| r.path == "/ops")
         .map(|r| title(&r.json()))
         .collect();
-    assert_eq!(ops, ["[BUDGET] sms reached its budget (3 per 1h)"]);
+    assert_eq!(ops, ["Budget: sms reached its budget (3 per 1h)"]);
     // The storm link shows every incident; the API acknowledges them all, once per destination.
     let link = a[5]["links"]
         .as_array()
@@ -126,7 +126,7 @@ async fn forty_pis_on_battery_make_one_storm_and_the_sms_budget_holds() {
         .skip(7)
         .map(|r| title(&r.json()))
         .collect();
-    assert_eq!(notices, ["[STORM] Storm #1 acknowledged"], "{got:#?}");
+    assert_eq!(notices, ["Storm #1 acknowledged"], "{got:#?}");
     // Every incident is still its own incident in the API.
     let list: serde_json::Value = http
         .get(relay.url("/api/v1/incidents"))
@@ -165,5 +165,76 @@ async fn forty_pis_on_battery_make_one_storm_and_the_sms_budget_holds() {
             .metric("alert_relay_budget_held_back_total{channel=\"sms\",destination=\"sms\"}")
             .await,
         5.0
+    );
+}
+
+/// A storm summary by SMS (Twilio) and its acknowledgement by a signed SMS reply `ACK S1`.
+#[tokio::test]
+async fn a_storm_is_acknowledged_by_sms_reply() {
+    let fake = Fake::start(Reply::new(201, r#"{"sid":"SM1"}"#)).await;
+    let dir = tempdir();
+    let public = "https://relay.example.org";
+    let relay = Relay::start(
+        dir.path(),
+        &format!(
+            "public_url: {public}\nstorage: {{ sqlite: relay.db }}\n{FAST_DELIVERY}\
+             channels:\n  sms: {{ type: twilio, account_sid: AC1, auth_token: tw-token, from: '+15005550006', to: ['+447700900123'], api_url: '{u}' }}\n\
+             policies:\n  p:\n    steps: [ {{ notify: [sms] }} ]\n    storm: {{ window: 1m, threshold: 1 }}\n\
+             routes: [ {{ policy: p }} ]\n",
+            u = fake.url()
+        ),
+    );
+    for n in 1..=3 {
+        let fp = format!("{n:016x}");
+        let body = webhook(&[(&fp, "firing")], "")
+            .replace(r#""groupKey":"{}:"#, &format!(r#""groupKey":"{{}}/{n}:"#));
+        assert_eq!(relay.post("/webhook", body).await.0, 200);
+    }
+    // One SMS alone, then the storm of the first two; the third joins it (announced a window
+    // later, after this test).
+    let got = fake.wait_for(2, Duration::from_secs(10)).await;
+    let storm = got[1].form_value("Body");
+    assert!(
+        storm.contains("Storm #1: 2 incidents") && !storm.contains('?'),
+        "{storm}"
+    );
+    let path = "/inbound/twilio/sms";
+    let params: Vec<(String, String)> = [
+        ("From", "+447700900123"),
+        ("To", "+15005550006"),
+        ("Body", "ACK S1"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    let form = params
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.replace('+', "%2B").replace(' ', "+")))
+        .collect::<Vec<_>>()
+        .join("&");
+    let sig =
+        alert_relay::inbound::twilio_signature("tw-token", &format!("{public}{path}"), &params);
+    let r = client()
+        .post(relay.url(path))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-twilio-signature", sig)
+        .body(form)
+        .send()
+        .await
+        .expect("reply");
+    assert_eq!(r.status(), 200);
+    let twiml = r.text().await.expect("twiml");
+    assert!(
+        twiml.contains("Storm #1 acknowledged (3 incidents)."),
+        "{twiml}"
+    );
+    // One notice to the number, not one per incident.
+    let got = fake.wait_for(3, Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(fake.received().len(), 3);
+    let notice = got[2].form_value("Body");
+    assert!(
+        notice.contains("Storm #1 acknowledged") && notice.contains("by SMS from +447700900123"),
+        "{notice}"
     );
 }
