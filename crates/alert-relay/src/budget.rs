@@ -10,9 +10,11 @@
 //! ends. A message counts when it is first attempted (a retry does not count again; a crash
 //! between counting and sending counts it twice, which only makes the budget stricter).
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::Config;
+use crate::config::{ChannelConfig, Config};
 use crate::storm::BudgetAt;
 use crate::time::humanize;
 
@@ -23,6 +25,54 @@ pub struct Budget {
     pub per: Duration,
     /// Channels that hear about held-back messages (validated: exist, have no budget).
     pub overflow: Vec<String>,
+}
+
+impl Budget {
+    /// Validates `channels.NAME.budget`; an error names the key after `budget`.
+    pub fn new(max: u32, per: &str, overflow: &[String]) -> Result<Self, (String, String)> {
+        let per = crate::time::parse_duration(per).map_err(|e| (".per".to_owned(), e))?;
+        if per.is_zero() || max == 0 {
+            return Err((
+                String::new(),
+                "max must be at least 1 and per above 0".into(),
+            ));
+        }
+        Ok(Budget {
+            max,
+            per,
+            overflow: overflow.to_vec(),
+        })
+    }
+}
+
+/// Every budget's `overflow` names channels that exist and have no budget themselves, so a
+/// held-back message is always reported and reports never chain.
+pub fn check_overflow(
+    channels: &BTreeMap<String, Arc<ChannelConfig>>,
+) -> Result<(), (String, String)> {
+    for c in channels.values() {
+        let Some(b) = &c.budget else { continue };
+        let key = format!("channels.{}.budget.overflow", c.name);
+        if b.overflow.is_empty() {
+            return Err((
+                key,
+                "names no channel: held-back messages must be reported somewhere".into(),
+            ));
+        }
+        for (j, o) in b.overflow.iter().enumerate() {
+            match channels.get(o) {
+                None => return Err((format!("{key}[{j}]"), format!("no channel named {o:?}"))),
+                Some(oc) if oc.budget.is_some() => {
+                    return Err((
+                        format!("{key}[{j}]"),
+                        format!("{o:?} has a budget itself; overflow channels must not"),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The budget of one destination, if its channel has one.

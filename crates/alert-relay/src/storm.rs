@@ -38,8 +38,8 @@ use crate::store::{
 
 /// How many incidents a summary names; the rest are counted.
 pub const LIST_MAX: usize = 5;
-/// How often the storm task looks for joiners to announce, closed storms and budget windows,
-/// and stores the relay clock.
+/// How often the storm task looks for joiners to announce, closed storms and ended budget
+/// windows (and, once a minute, stores the relay clock).
 pub const TICK: Duration = Duration::from_secs(5);
 
 /// `policies.NAME.storm`.
@@ -49,6 +49,31 @@ pub struct StormRule {
     pub threshold: u32,
     /// Labels whose values must be equal; empty: every incident of the policy.
     pub group_by: Vec<String>,
+}
+
+impl StormRule {
+    /// Validates `policies.NAME.storm`; an error names the key under `storm.`.
+    pub fn new(
+        window: &str,
+        threshold: u32,
+        group_by: &[String],
+    ) -> Result<Self, (String, String)> {
+        let window = crate::time::parse_duration(window).map_err(|e| ("window".to_owned(), e))?;
+        if window.is_zero() {
+            return Err(("window".into(), "must be above 0".into()));
+        }
+        if threshold == 0 {
+            return Err((
+                "threshold".into(),
+                "must be at least 1 (a storm is more than threshold incidents)".into(),
+            ));
+        }
+        Ok(StormRule {
+            window,
+            threshold,
+            group_by: group_by.to_vec(),
+        })
+    }
 }
 
 /// A storm rule with what the store needs to apply it.

@@ -769,33 +769,7 @@ impl Config {
             let channel = channel(&name, rc, ctx)?;
             channels.insert(name, Arc::new(channel));
         }
-        for c in channels.values() {
-            let Some(b) = &c.budget else { continue };
-            let key = format!("channels.{}.budget.overflow", c.name);
-            if b.overflow.is_empty() {
-                return Err(invalid(
-                    key,
-                    "names no channel: held-back messages must be reported somewhere",
-                ));
-            }
-            for (j, o) in b.overflow.iter().enumerate() {
-                match channels.get(o) {
-                    None => {
-                        return Err(invalid(
-                            format!("{key}[{j}]"),
-                            format!("no channel named {o:?}"),
-                        ));
-                    }
-                    Some(oc) if oc.budget.is_some() => {
-                        return Err(invalid(
-                            format!("{key}[{j}]"),
-                            format!("{o:?} has a budget itself; overflow channels must not"),
-                        ));
-                    }
-                    Some(_) => {}
-                }
-            }
-        }
+        crate::budget::check_overflow(&channels).map_err(|(k, m)| invalid(k, m))?;
         let mut policies = BTreeMap::new();
         for (name, rp) in raw.policies {
             let prefix = format!("policies.{name}");
@@ -830,24 +804,10 @@ impl Config {
                 None => None,
             };
             let storm = match &rp.storm {
-                Some(st) => {
-                    let window = parse_duration(&st.window)
-                        .map_err(|e| invalid(format!("{prefix}.storm.window"), e))?;
-                    if window.is_zero() {
-                        return Err(invalid(format!("{prefix}.storm.window"), "must be above 0"));
-                    }
-                    if st.threshold == 0 {
-                        return Err(invalid(
-                            format!("{prefix}.storm.threshold"),
-                            "must be at least 1 (a storm is more than threshold incidents)",
-                        ));
-                    }
-                    Some(crate::storm::StormRule {
-                        window,
-                        threshold: st.threshold,
-                        group_by: st.group_by.clone(),
-                    })
-                }
+                Some(st) => Some(
+                    crate::storm::StormRule::new(&st.window, st.threshold, &st.group_by)
+                        .map_err(|(k, m)| invalid(format!("{prefix}.storm.{k}"), m))?,
+                ),
                 None => None,
             };
             if rp.steps.is_empty() {
@@ -1195,21 +1155,10 @@ fn channel(name: &str, rc: RawChannel, ctx: &Ctx<'_>) -> Result<ChannelConfig, C
         None => None,
     };
     let budget = match &rc.budget {
-        Some(b) => {
-            let per =
-                parse_duration(&b.per).map_err(|e| invalid(format!("{prefix}budget.per"), e))?;
-            if per.is_zero() || b.max == 0 {
-                return Err(invalid(
-                    format!("{prefix}budget"),
-                    "max must be at least 1 and per above 0",
-                ));
-            }
-            Some(crate::budget::Budget {
-                max: b.max,
-                per,
-                overflow: b.overflow.clone(),
-            })
-        }
+        Some(b) => Some(
+            crate::budget::Budget::new(b.max, &b.per, &b.overflow)
+                .map_err(|(k, m)| invalid(format!("{prefix}budget{k}"), m))?,
+        ),
         None => None,
     };
     let template = match &rc.template {
