@@ -224,14 +224,22 @@ pub fn summary_text(
         format!(": {}", crate::render::Message::new(&l.event).summary)
     });
     let n = listed.len();
+    let incidents = |k: usize| {
+        if k == 1 {
+            "1 incident".to_owned()
+        } else {
+            format!("{k} incidents")
+        }
+    };
     let title = match part {
-        Part::Detected => format!("Storm #{storm}: {n} incidents{at}{headline}"),
-        Part::Joined => format!("Storm #{storm}: {n} more incidents{at}, {total} in all"),
+        Part::Detected => format!("Storm #{storm}: {}{at}{headline}", incidents(n)),
+        Part::Joined => format!("Storm #{storm}: {n} more{at}, {} in all", incidents(total)),
         Part::Step(s) => format!(
-            "Storm #{storm} step {}: {n} incidents{at} still unacknowledged",
-            s + 1
+            "Storm #{storm} step {}: {}{at} still unacknowledged",
+            s + 1,
+            incidents(n)
         ),
-        Part::Resolved => format!("Storm #{storm} resolved: all {total} incidents{at}"),
+        Part::Resolved => format!("Storm #{storm} resolved: all {}{at}", incidents(total)),
     };
     let mut body = String::new();
     if part != Part::Resolved {

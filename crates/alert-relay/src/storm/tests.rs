@@ -243,7 +243,7 @@ async fn above_the_threshold_one_summary_then_joiners_batched_per_window() {
     let text = s[1].4.as_deref().expect("text");
     assert!(
         text.starts_with(
-            "Storm #1: 34 more incidents at site=wh-2 alertname=UpsOnBattery, 40 in all"
+            "Storm #1: 34 more at site=wh-2 alertname=UpsOnBattery, 40 incidents in all"
         ),
         "{text}"
     );
@@ -270,6 +270,47 @@ async fn above_the_threshold_one_summary_then_joiners_batched_per_window() {
     assert_eq!(r.rows("destination = 'b'").len(), 1);
     for id in [1, 20, 40] {
         assert_eq!(r.incident(id).await.next_step, 2);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_incident_that_joined_after_a_step_summary_gets_its_own() {
+    let r = rig().await;
+    for n in 1..=6 {
+        r.fire(n, "wh-2").await;
+    }
+    // The storm keeps growing, one Pi every 90 s (inside the 2m window).
+    let mut n = 7;
+    while n <= 14 {
+        r.advance(90 * S).await;
+        r.fire(n, "wh-2").await;
+        n += 1;
+    }
+    // 12 minutes: the first step-2 summary went out at 10 minutes, covering the 12 members
+    // of then; the 13th and 14th joined later.
+    let b = r.rows("destination = 'b'");
+    assert_eq!(b.len(), 1, "{b:?}");
+    assert!(
+        b[0].4
+            .as_deref()
+            .is_some_and(|t| t.starts_with("Storm #1 step 2: 12 incidents")),
+        "{b:?}"
+    );
+    // At 10 minutes after the 13th joined, its step 2 is one more summary covering both late
+    // joiners; the 14th's own step 2 then sends nothing.
+    r.advance(10 * M).await;
+    let b = r.rows("destination = 'b'");
+    assert_eq!(b.len(), 2, "{b:?}");
+    assert!(
+        b[1].4
+            .as_deref()
+            .is_some_and(|t| t.starts_with("Storm #1 step 2: 2 incidents")),
+        "{b:?}"
+    );
+    r.advance(10 * M).await;
+    assert_eq!(r.rows("destination = 'b'").len(), 2);
+    for id in 1..=14 {
+        assert_eq!(r.incident(id).await.next_step, 2, "#{id}");
     }
 }
 

@@ -71,7 +71,7 @@ async fn forty_pis_on_battery_make_one_storm_and_the_sms_budget_holds() {
     );
     assert_eq!(
         titles[6],
-        "Storm #1: 34 more incidents at site=wh-2 alertname=PiHot, 40 in all"
+        "Storm #1: 34 more at site=wh-2 alertname=PiHot, 40 incidents in all"
     );
     assert!(
         a[6]["text"].as_str().unwrap_or("").contains("and 29 more"),
