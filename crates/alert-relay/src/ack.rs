@@ -186,4 +186,24 @@ mod tests {
                 .is_some_and(|l| l.starts_with("https://relay.example/ack/42."))
         );
     }
+
+    #[test]
+    fn storm_tokens_are_not_incident_tokens() {
+        let s = Signer::new(vec![7; 32], Some("https://relay.example".into()));
+        let link = s.storm_link(3, 1_000).expect("link");
+        let token = link
+            .strip_prefix("https://relay.example/ack/")
+            .expect("path");
+        assert!(token.starts_with("s3."));
+        assert_eq!(s.verify_storm(token, 1_000), Ok(3));
+        assert_eq!(s.verify(token, 1_000), Err(TokenError::Malformed));
+        // The incident token of the same number does not acknowledge the storm, nor a
+        // prefixed copy of it (the MAC covers the prefix).
+        let incident = s.token(3, 1_000);
+        assert_eq!(s.verify_storm(&incident, 1_000), Err(TokenError::Malformed));
+        assert_eq!(
+            s.verify_storm(&format!("s{incident}"), 1_000),
+            Err(TokenError::Forged)
+        );
+    }
 }
