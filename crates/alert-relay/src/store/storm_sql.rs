@@ -55,6 +55,7 @@ const CLOCK_CHECKPOINT_MS: i64 = 60_000;
 const HELD_NAMED: usize = 20;
 
 /// The alerts of an incident's group that fire now (received since it opened, not resolved).
+/// Typically a handful; `alert_events_group_key` keeps it an index lookup.
 pub(super) fn firing_alerts(
     conn: &Connection,
     incident: i64,
@@ -69,11 +70,10 @@ pub(super) fn firing_alerts(
     let rows = stmt.query_map([incident], |r| r.get::<_, String>(0))?;
     let mut out = Vec::new();
     for json in rows {
-        let json = json?;
-        out.push(
-            serde_json::from_str(&json)
-                .map_err(|e| StoreError::Corrupt(format!("incident {incident}: {e}")))?,
-        );
+        // Content only: an unreadable row is left out rather than blocking the delivery.
+        if let Ok(e) = serde_json::from_str(&json?) {
+            out.push(e);
+        }
     }
     Ok(out)
 }
