@@ -56,29 +56,53 @@ impl Signer {
         Self::new(self.key.clone(), public_url)
     }
 
-    fn mac(&self, id: i64, expires: i64) -> Vec<u8> {
+    /// `subject` is the incident id, or `s` and the storm id.
+    fn mac(&self, subject: &str, expires: i64) -> Vec<u8> {
         // HMAC takes keys of any length.
         let mut m = HmacSha256::new_from_slice(&self.key).expect("HMAC accepts any key length");
-        m.update(format!("ack:{id}:{expires}").as_bytes());
+        m.update(format!("ack:{subject}:{expires}").as_bytes());
         m.finalize().into_bytes()[..MAC_BYTES].to_vec()
     }
 
     pub fn token(&self, id: i64, now_s: i64) -> String {
+        self.token_for(&id.to_string(), now_s)
+    }
+
+    fn token_for(&self, subject: &str, now_s: i64) -> String {
         let expires = now_s + i64::try_from(TOKEN_TTL.as_secs()).unwrap_or(0);
         format!(
-            "{id}.{expires}.{}",
-            URL_SAFE_NO_PAD.encode(self.mac(id, expires))
+            "{subject}.{expires}.{}",
+            URL_SAFE_NO_PAD.encode(self.mac(subject, expires))
         )
     }
 
     /// The incident a token acknowledges, if it is genuine and not expired.
     pub fn verify(&self, token: &str, now_s: i64) -> Result<i64, TokenError> {
+        self.verify_subject(token, now_s, "")
+    }
+
+    /// The storm a storm token (`s{storm}.{expires}.{mac}`) acknowledges.
+    pub fn verify_storm(&self, token: &str, now_s: i64) -> Result<i64, TokenError> {
+        self.verify_subject(token, now_s, "s")
+    }
+
+    /// Storm links: `public_url/ack/s{storm}.{expires}.{mac}`.
+    pub fn storm_link(&self, storm: i64, now_s: i64) -> Option<String> {
+        self.public_url
+            .as_ref()
+            .map(|base| format!("{base}/ack/{}", self.token_for(&format!("s{storm}"), now_s)))
+    }
+
+    fn verify_subject(&self, token: &str, now_s: i64, prefix: &str) -> Result<i64, TokenError> {
         let mut parts = token.splitn(3, '.');
-        let (Some(id), Some(expires), Some(mac)) = (parts.next(), parts.next(), parts.next())
+        let (Some(subject), Some(expires), Some(mac)) = (parts.next(), parts.next(), parts.next())
         else {
             return Err(TokenError::Malformed);
         };
-        let id: i64 = id.parse().map_err(|_| TokenError::Malformed)?;
+        let id: i64 = subject
+            .strip_prefix(prefix)
+            .and_then(|s| s.parse().ok())
+            .ok_or(TokenError::Malformed)?;
         let expires: i64 = expires.parse().map_err(|_| TokenError::Malformed)?;
         let mac = URL_SAFE_NO_PAD
             .decode(mac)
@@ -87,7 +111,7 @@ impl Signer {
             return Err(TokenError::Forged);
         }
         let mut m = HmacSha256::new_from_slice(&self.key).expect("HMAC accepts any key length");
-        m.update(format!("ack:{id}:{expires}").as_bytes());
+        m.update(format!("ack:{subject}:{expires}").as_bytes());
         // Constant-time comparison of the truncated tag.
         m.verify_truncated_left(&mac)
             .map_err(|_| TokenError::Forged)?;
@@ -107,12 +131,29 @@ impl Signer {
 /// Adds the incident id and the acknowledgement link to a message, or turns it into the
 /// incident notice the delivery carries.
 pub fn decorate(msg: &mut Message, job: &DeliveryJob, signer: Option<&Signer>, now_s: i64) {
+    if let Some(storm) = job.storm {
+        if job.step < 0 {
+            // A storm's notice (acknowledged, resolved): informational, never an alarm
+            // (no Pushover emergency, no ack button).
+            let text = job.notice.as_deref().unwrap_or_default();
+            msg.notice = Some(badge(&format!("Storm #{storm} "), text, &[':', '\n']));
+            return;
+        }
+        // A storm summary acknowledges the whole storm.
+        if let Some(url) = signer.and_then(|s| s.storm_link(storm, now_s)) {
+            msg.links.push(Link {
+                name: format!("Acknowledge storm #{storm}"),
+                url,
+            });
+        }
+        return;
+    }
     let Some(id) = job.incident else {
         return;
     };
     msg.incident = Some(id);
     if let Some(notice) = &job.notice {
-        let badge = notice_badge(id, notice);
+        let badge = badge(&format!("Incident #{id} "), notice, &[]);
         msg.title = match &msg.instance {
             Some(i) => format!("[{badge}] {} on {i} (incident #{id})", msg.alertname),
             None => format!("[{badge}] {} (incident #{id})", msg.alertname),
@@ -145,13 +186,16 @@ pub struct Pollers {
 }
 
 /// A notice's badge: its verb in capitals (`ACKNOWLEDGED`, `UN-ACKNOWLEDGED`, `RESOLVED`),
-/// read from the wording every transition notice has ("Incident #12 acknowledged by …", see
-/// `store::sqlite::transition`); `NOTICE` for any other wording.
-fn notice_badge(id: i64, notice: &str) -> String {
+/// read from the wording every notice has after `subject` ("Incident #12 acknowledged by …",
+/// see `store::sqlite::transition`; "Storm #3 resolved: …"), ending at " by " or at one of
+/// `ends`; `NOTICE` for any other wording.
+fn badge(subject: &str, notice: &str, ends: &[char]) -> String {
     notice
-        .strip_prefix(&format!("Incident #{id} "))
-        .and_then(|rest| rest.split_once(" by "))
-        .map(|(verb, _)| verb)
+        .strip_prefix(subject)
+        .map(|rest| {
+            let verb = rest.split_once(" by ").map_or(rest, |(verb, _)| verb);
+            verb.split(ends).next().unwrap_or(verb)
+        })
         .filter(|v| !v.is_empty() && v.len() <= 24 && !v.contains(' '))
         .map_or_else(|| "NOTICE".to_owned(), str::to_uppercase)
 }
@@ -178,6 +222,8 @@ mod tests {
                 "Incident #12 acknowledged by alice via API from 10.0.0.7 at 2026-01-01T00:00:00Z"
                     .into(),
             ),
+            storm: None,
+            alerts: Vec::new(),
         };
         let mut msg = Message::new(&job.event);
         assert_eq!(msg.badge(), "FIRING CRITICAL");
@@ -194,17 +240,42 @@ mod tests {
                 .starts_with("Incident #12 acknowledged by alice")
         );
         assert_eq!(
-            notice_badge(3, "Incident #3 un-acknowledged by ack timeout (4h) at x"),
+            badge(
+                "Incident #3 ",
+                "Incident #3 un-acknowledged by ack timeout (4h) at x",
+                &[]
+            ),
             "UN-ACKNOWLEDGED"
         );
         assert_eq!(
-            notice_badge(
-                3,
-                "Incident #3 resolved by re-sync (Alertmanager no longer has this alert) at x"
+            badge(
+                "Incident #3 ",
+                "Incident #3 resolved by re-sync (Alertmanager no longer has this alert) at x",
+                &[]
             ),
             "RESOLVED"
         );
-        assert_eq!(notice_badge(3, "40 devices at site=wh-2"), "NOTICE");
+        assert_eq!(
+            badge("Incident #3 ", "40 devices at site=wh-2", &[]),
+            "NOTICE"
+        );
+        let storm_end = ['\n', ':'];
+        assert_eq!(
+            badge(
+                "Storm #3 ",
+                "Storm #3 resolved: all 40 incidents",
+                &storm_end
+            ),
+            "RESOLVED"
+        );
+        assert_eq!(
+            badge(
+                "Storm #3 ",
+                "Storm #3 acknowledged\n40 incidents",
+                &storm_end
+            ),
+            "ACKNOWLEDGED"
+        );
         // Every channel's rendering leads with the notice, not the alert's state.
         let sms = crate::channels::twilio::text(&msg);
         assert!(
@@ -261,6 +332,26 @@ mod tests {
         assert!(
             s.link(42, 1_000)
                 .is_some_and(|l| l.starts_with("https://relay.example/ack/42."))
+        );
+    }
+
+    #[test]
+    fn storm_tokens_are_not_incident_tokens() {
+        let s = Signer::new(vec![7; 32], Some("https://relay.example".into()));
+        let link = s.storm_link(3, 1_000).expect("link");
+        let token = link
+            .strip_prefix("https://relay.example/ack/")
+            .expect("path");
+        assert!(token.starts_with("s3."));
+        assert_eq!(s.verify_storm(token, 1_000), Ok(3));
+        assert_eq!(s.verify(token, 1_000), Err(TokenError::Malformed));
+        // The incident token of the same number does not acknowledge the storm, nor a
+        // prefixed copy of it (the MAC covers the prefix).
+        let incident = s.token(3, 1_000);
+        assert_eq!(s.verify_storm(&incident, 1_000), Err(TokenError::Malformed));
+        assert_eq!(
+            s.verify_storm(&format!("s{incident}"), 1_000),
+            Err(TokenError::Forged)
         );
     }
 }

@@ -30,6 +30,7 @@ use crate::routing;
 use crate::store::{
     Action, Incident, IncidentState, Store, StoreError, Transitioned, Write, Written,
 };
+use crate::storm::{StormWrite, StormWritten};
 
 /// How often escalation clocks are written to the store.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
@@ -239,6 +240,7 @@ impl Escalator {
                             action: Action::Unack,
                             by: format!("ack timeout ({})", crate::time::humanize(timeout)),
                             elapsed_ms: as_ms(elapsed),
+                            announce: true,
                         })
                         .await?;
                     if let Written::Transitioned(Transitioned::Done { deliveries, .. }) = r {
@@ -268,20 +270,32 @@ impl Escalator {
             // Rotations resolve by the wall clock at send time; the due time never does.
             let targets =
                 routing::step_destinations(&config, &policy.name, step, self.live.clock.now());
-            let r = self
-                .store
-                .write(Write::FireStep {
+            let step_no = i64::try_from(step).unwrap_or(i64::MAX);
+            // A storm's incidents share one summary per step (`crate::storm`).
+            let write = match inc.storm {
+                Some(storm) => Write::Storm(StormWrite::FireStep {
+                    id: inc.id,
+                    storm,
+                    expected_step: inc.next_step,
+                    step: step_no,
+                    elapsed_ms: as_ms(elapsed),
+                    destinations: targets.destinations,
+                    allow_acked: runs_when_acked,
+                }),
+                None => Write::FireStep {
                     id: inc.id,
                     expected_step: inc.next_step,
-                    step: i64::try_from(step).unwrap_or(i64::MAX),
+                    step: step_no,
                     elapsed_ms: as_ms(elapsed),
                     destinations: targets.destinations,
                     on_call: targets.on_call,
                     allow_acked: runs_when_acked,
                     reopen: false,
-                })
-                .await?;
-            if let Written::Fired(deliveries) = r {
+                },
+            };
+            let r = self.store.write(write).await?;
+            if let Written::Fired(deliveries) | Written::Storm(StormWritten::Fired(deliveries)) = r
+            {
                 if !deliveries.is_empty() {
                     tracing::info!(incident = inc.id, step = step + 1, "escalating");
                 }
@@ -307,6 +321,27 @@ impl Escalator {
         action: Action,
         by: String,
     ) -> Result<Transitioned, StoreError> {
+        self.transition_with(id, action, by, true).await
+    }
+
+    /// [`Escalator::transition`] without the notices: a storm announces the change once for
+    /// all its incidents.
+    pub async fn transition_quietly(
+        &self,
+        id: i64,
+        action: Action,
+        by: String,
+    ) -> Result<Transitioned, StoreError> {
+        self.transition_with(id, action, by, false).await
+    }
+
+    async fn transition_with(
+        &self,
+        id: i64,
+        action: Action,
+        by: String,
+        announce: bool,
+    ) -> Result<Transitioned, StoreError> {
         let to = match action {
             Action::Ack => IncidentState::Acked,
             Action::Unack => IncidentState::Open,
@@ -317,6 +352,7 @@ impl Escalator {
             action,
             by,
             elapsed_ms,
+            announce,
         })
         .await
     }

@@ -6,6 +6,7 @@
 
 pub mod ack;
 pub mod ack_telegram;
+pub mod budget;
 pub mod channels;
 pub mod config;
 pub mod deadman;
@@ -17,12 +18,14 @@ pub mod matcher;
 pub mod metrics;
 pub mod payload;
 pub mod pushover_receipts;
+pub mod relay_clock;
 pub mod render;
 pub mod resync;
 pub mod rotation;
 pub mod routing;
 pub mod secret;
 pub mod store;
+pub mod storm;
 pub mod systemd;
 pub mod time;
 
@@ -139,6 +142,19 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         http_client()?,
     );
     let resyncing = tokio::spawn(Arc::clone(&resync).run());
+    let clock = Arc::new(relay_clock::RelayClock::new(
+        store.read(|b| b.relay_clock()).await?,
+    ));
+    engine.set_budgets(Arc::clone(&live), Arc::clone(&clock));
+    let storms = storm::Storms::new(
+        store.clone(),
+        Arc::clone(&engine),
+        Arc::clone(&escalator),
+        Arc::clone(&live),
+        clock,
+        Arc::clone(&metrics),
+    );
+    let storming = tokio::spawn(Arc::clone(&storms).run());
     let app = Arc::new(App {
         live: Arc::clone(&live),
         store: store.clone(),
@@ -146,6 +162,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         engine: Arc::clone(&engine),
         escalator: Arc::clone(&escalator),
         deadman: Arc::clone(&deadman),
+        storms: Arc::clone(&storms),
         signer: ack::Signer::new(key, None),
     });
     let serving = Arc::new(http::serve(Arc::clone(&app)).await?);
@@ -206,6 +223,12 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     drop(deadman);
     escalating.abort();
     let _ = escalating.await;
+    storming.abort();
+    let _ = storming.await;
+    if let Err(e) = storms.checkpoint().await {
+        tracing::warn!("cannot store the relay clock: {e}");
+    }
+    drop(storms);
     if let Err(e) = escalator.checkpoint().await {
         tracing::warn!("cannot store escalation clocks: {e}");
     }
@@ -331,6 +354,8 @@ pub async fn send_test(
             incident: None,
             step: 0,
             notice: None,
+            storm: None,
+            alerts: Vec::new(),
         };
         let msg = channels::message_for(&dest, &job);
         let attempt = channels::Attempt {

@@ -35,6 +35,11 @@ pub struct ChannelLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabel {
+    pub policy: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FailureLabels {
     pub channel: String,
     pub destination: String,
@@ -76,6 +81,11 @@ pub struct Metrics {
     pub deadman_tripped: Gauge,
     pub resync_errors: Counter,
     pub resync_last_success: Gauge<f64, AtomicU64>,
+    /// Storm control and budgets (issue 7).
+    pub storms: Family<PolicyLabel, Counter>,
+    pub storm_collapsed: Family<PolicyLabel, Counter>,
+    pub budget_exhausted: Family<ChannelLabels, Counter>,
+    pub budget_held_back: Family<ChannelLabels, Counter>,
     registry: Mutex<Registry>,
 }
 
@@ -151,6 +161,10 @@ impl Metrics {
             deadman_tripped: Gauge::default(),
             resync_errors: Counter::default(),
             resync_last_success: Gauge::default(),
+            storms: Family::default(),
+            storm_collapsed: Family::default(),
+            budget_exhausted: Family::default(),
+            budget_held_back: Family::default(),
             registry: Mutex::new(Registry::default()),
         };
         m.config_reload_success.set(1);
@@ -251,6 +265,26 @@ impl Metrics {
             "Wall-clock time of the last successful re-sync with Alertmanager, 0 before the first",
             prometheus_client::registry::Unit::Seconds,
             m.resync_last_success.clone(),
+        );
+        registry.register(
+            "alert_relay_storms",
+            "Storms detected by policy",
+            m.storms.clone(),
+        );
+        registry.register(
+            "alert_relay_storm_collapsed",
+            "First-step messages replaced by a storm summary, by policy",
+            m.storm_collapsed.clone(),
+        );
+        registry.register(
+            "alert_relay_budget_exhausted",
+            "Budget windows in which a destination's budget ran out",
+            m.budget_exhausted.clone(),
+        );
+        registry.register(
+            "alert_relay_budget_held_back",
+            "Messages held back because a destination's budget ran out",
+            m.budget_held_back.clone(),
         );
         let build = Family::<BuildLabels, Gauge>::default();
         build

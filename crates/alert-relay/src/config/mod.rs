@@ -162,6 +162,8 @@ pub struct ChannelConfig {
     pub template: Option<UserTemplate>,
     pub rate: Rate,
     pub timeout: Option<Duration>,
+    /// At most so many messages per window to each destination (`crate::budget`).
+    pub budget: Option<crate::budget::Budget>,
 }
 
 /// Token bucket: `per_second` refill, `burst` capacity.
@@ -435,7 +437,7 @@ const CHANNEL_KEYS: &[(&str, &[&str], Rate)] = &[
         },
     ),
 ];
-const COMMON_CHANNEL_KEYS: &[&str] = &["api_url", "template", "rate_limit", "timeout"];
+const COMMON_CHANNEL_KEYS: &[&str] = &["api_url", "template", "rate_limit", "timeout", "budget"];
 
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -446,6 +448,8 @@ pub struct Policy {
     pub until: Until,
     /// An acknowledged incident still open this long after the ack escalates again.
     pub ack_timeout: Option<Duration>,
+    /// Storm control (`crate::storm`).
+    pub storm: Option<crate::storm::StormRule>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -755,6 +759,7 @@ impl Config {
             channels.insert(name, Arc::new(channel));
         }
         let rotations = rotation::rotations(raw.rotations, &channels)?;
+        crate::budget::check_overflow(&channels).map_err(|(k, m)| invalid(k, m))?;
         let mut policies = BTreeMap::new();
         for (name, rp) in raw.policies {
             let prefix = format!("policies.{name}");
@@ -785,6 +790,13 @@ impl Config {
             let ack_timeout = match &rp.ack_timeout {
                 Some(t) => Some(
                     parse_duration(t).map_err(|e| invalid(format!("{prefix}.ack_timeout"), e))?,
+                ),
+                None => None,
+            };
+            let storm = match &rp.storm {
+                Some(st) => Some(
+                    crate::storm::StormRule::new(&st.window, st.threshold, &st.group_by)
+                        .map_err(|(k, m)| invalid(format!("{prefix}.storm.{k}"), m))?,
                 ),
                 None => None,
             };
@@ -855,6 +867,7 @@ impl Config {
                     repeat,
                     until,
                     ack_timeout,
+                    storm,
                 },
             );
         }
@@ -929,6 +942,15 @@ impl Config {
             for d in c.destinations().iter().filter(|d| d.recipient.is_some()) {
                 let _ = writeln!(out, "    destination {}", d.id);
             }
+            if let Some(b) = &c.budget {
+                let _ = writeln!(
+                    out,
+                    "    budget {} per {} per destination, overflow to {}",
+                    b.max,
+                    crate::time::humanize(b.per),
+                    b.overflow.join(", ")
+                );
+            }
         }
         let _ = writeln!(out, "policies:");
         for p in self.policies.values() {
@@ -968,6 +990,16 @@ impl Config {
                     crate::time::humanize(t)
                 ))
             );
+            if let Some(st) = &p.storm {
+                let _ = writeln!(
+                    out,
+                    "  {} storm: more than {} incidents within {} by [{}] collapse into summaries",
+                    p.name,
+                    st.threshold,
+                    crate::time::humanize(st.window),
+                    st.group_by.join(", ")
+                );
+            }
         }
         self.describe_rotations(&mut out, crate::time::WallClock::default().now());
         let _ = writeln!(out, "routes (first match wins unless continue: true):");
@@ -1171,6 +1203,13 @@ fn channel(name: &str, rc: RawChannel, ctx: &Ctx<'_>) -> Result<ChannelConfig, C
     };
     let timeout = match &rc.timeout {
         Some(t) => Some(parse_duration(t).map_err(|e| invalid(format!("{prefix}timeout"), e))?),
+        None => None,
+    };
+    let budget = match &rc.budget {
+        Some(b) => Some(
+            crate::budget::Budget::new(b.max, &b.per, &b.overflow)
+                .map_err(|(k, m)| invalid(format!("{prefix}budget{k}"), m))?,
+        ),
         None => None,
     };
     let template = match &rc.template {
@@ -1513,6 +1552,7 @@ fn channel(name: &str, rc: RawChannel, ctx: &Ctx<'_>) -> Result<ChannelConfig, C
         template,
         rate,
         timeout,
+        budget,
     })
 }
 

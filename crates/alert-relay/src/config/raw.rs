@@ -89,6 +89,24 @@ pub(super) struct RawPolicy {
     pub repeat: Option<RawRepeat>,
     pub until: Option<String>,
     pub ack_timeout: Option<String>,
+    pub storm: Option<RawStorm>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStorm {
+    pub window: String,
+    pub threshold: u32,
+    #[serde(default)]
+    pub group_by: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBudget {
+    pub max: u32,
+    pub per: String,
+    pub overflow: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -230,6 +248,7 @@ raw_channel! {
     template: RawTemplate,
     rate_limit: RawRate,
     timeout: String,
+    budget: RawBudget,
     // webhook, teams
     url: String,
     url_file: PathBuf,

@@ -53,6 +53,10 @@ struct Shared {
     http: reqwest::Client,
     delivery: watch::Receiver<DeliveryConfig>,
     stop: watch::Receiver<bool>,
+    /// For budgets: the configuration in force and the relay clock; unset in tests without
+    /// budgets. The engine queues overflow summaries.
+    budgets: Mutex<Option<(Arc<crate::Live>, Arc<crate::relay_clock::RelayClock>)>>,
+    engine: std::sync::Weak<Engine>,
 }
 
 /// The running engine. Destinations are added on start and on reload; one removed from the
@@ -74,7 +78,7 @@ impl Engine {
     ) -> Arc<Self> {
         let (delivery_tx, delivery_rx) = watch::channel(delivery);
         let (stop, stopped) = watch::channel(false);
-        Arc::new(Engine {
+        Arc::new_cyclic(|engine| Engine {
             shared: Arc::new(Shared {
                 signer: Mutex::new(None),
                 store,
@@ -82,6 +86,8 @@ impl Engine {
                 http,
                 delivery: delivery_rx,
                 stop: stopped,
+                budgets: Mutex::new(None),
+                engine: engine.clone(),
             }),
             queues: Mutex::new(BTreeMap::new()),
             delivery: delivery_tx,
@@ -168,6 +174,15 @@ impl Engine {
         if let Some(s) = signer.as_ref() {
             *signer = Some(Arc::new(s.with_public_url(public_url)));
         }
+    }
+
+    /// Enables per-destination budgets (`crate::budget`), measured on `clock`.
+    pub fn set_budgets(&self, live: Arc<crate::Live>, clock: Arc<crate::relay_clock::RelayClock>) {
+        *self
+            .shared
+            .budgets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((live, clock));
     }
 
     /// Hands a committed delivery to its destination's worker. A delivery for a destination
@@ -356,6 +371,29 @@ async fn worker(
         {
             return;
         }
+        if job.attempts == 0 && destination.channel.budget.is_some() {
+            match admit(&shared, &destination, job.id).await {
+                Some(true) => {}
+                Some(false) => {
+                    queue.pop_front();
+                    continue;
+                }
+                None => {
+                    if !wait_until(
+                        Instant::now() + STORE_RETRY,
+                        &mut rx,
+                        &mut queue,
+                        &stats,
+                        &mut stop,
+                    )
+                    .await
+                    {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        }
         let rate = destination.channel.rate;
         let b = match &mut bucket {
             Some(b) if b.same_rate(rate.per_second, rate.burst) => b,
@@ -383,6 +421,7 @@ async fn worker(
         }
         let config = shared.delivery.borrow().clone();
         let mut msg = channels::message_for(&destination, &job);
+        crate::storm::shape(&mut msg, &job);
         let signer = shared
             .signer
             .lock()
@@ -511,6 +550,63 @@ fn dead_letter(shared: &Shared, destination: &Destination, id: i64, reason: &str
         })
         .inc();
     tracing::error!(destination = %destination.id, id, reason, "notification dead-lettered: {detail}");
+}
+
+/// Counts a first attempt against the destination's budget. `Some(true)`: send it;
+/// `Some(false)`: held back (skipped, reported to the overflow channels); `None`: the store
+/// failed, try again.
+async fn admit(shared: &Shared, destination: &Destination, id: i64) -> Option<bool> {
+    let ctx = shared
+        .budgets
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    let Some((live, clock)) = ctx else {
+        return Some(true);
+    };
+    let Some(budget) = crate::budget::of(&live.config(), destination) else {
+        return Some(true);
+    };
+    let w = shared
+        .store
+        .write(store::Write::Storm(crate::storm::StormWrite::BudgetAdmit {
+            delivery: id,
+            budget,
+            clock: clock.now_ms(),
+        }))
+        .await;
+    let (deliveries, admitted, exhausted) = match w {
+        Ok(store::Written::Storm(crate::storm::StormWritten::Admitted { deliveries })) => {
+            (deliveries, true, false)
+        }
+        Ok(store::Written::Storm(crate::storm::StormWritten::Held {
+            deliveries,
+            exhausted,
+        })) => (deliveries, false, exhausted),
+        Ok(_) => return Some(true),
+        Err(e) => {
+            shared.metrics.storage_errors.inc();
+            tracing::error!(destination = %destination.id, id, "cannot count a delivery against its budget: {e}");
+            return None;
+        }
+    };
+    if !admitted {
+        let labels = ChannelLabels {
+            channel: destination.channel.name.clone(),
+            destination: destination.id.clone(),
+        };
+        shared.metrics.budget_held_back.get_or_create(&labels).inc();
+        if exhausted {
+            shared.metrics.budget_exhausted.get_or_create(&labels).inc();
+            tracing::warn!(destination = %destination.id, "budget exhausted: holding back messages, reported to the overflow channels");
+        }
+    }
+    if let Some(engine) = shared.engine.upgrade() {
+        for (dest, d, created) in &deliveries {
+            engine.enqueue(dest, *d, *created);
+        }
+    }
+    Some(admitted)
 }
 
 /// Stores an attempt's result; false (after a pause) when the store failed, so the caller

@@ -55,6 +55,7 @@ pub struct App {
     pub escalator: Arc<Escalator>,
     /// Takes the heartbeats (`deadman.match`) out of webhooks.
     pub deadman: Arc<crate::deadman::Deadman>,
+    pub storms: Arc<crate::storm::Storms>,
     /// Verifies acknowledgement links (the links themselves are made by the engine).
     pub signer: Signer,
 }
@@ -80,6 +81,7 @@ impl App {
             }
             (_, p) if p.starts_with("/api/v1/incidents") => self.api(req).await,
             (&Method::GET, "/api/v1/rotations") => self.rotations(&req),
+            (_, p) if p.starts_with("/api/v1/storms/") => self.storm_api(req).await,
             (&Method::GET | &Method::HEAD, p) if p.starts_with("/ack/") => {
                 let token = p["/ack/".len()..].to_owned();
                 self.ack_page(&token).await
@@ -273,8 +275,19 @@ impl App {
                     m.alerts_unrouted.inc_by(unrouted.len() as u64);
                     tracing::warn!(fingerprints = ?unrouted, "alerts matched no route; stored but sent nowhere");
                 }
+                // Storm control replaces some first-step deliveries by summaries; if it fails,
+                // every delivery goes out as it would without it.
+                let collapsed = match self.storms.opened(&outcome.opened).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!("storm control failed; sending every message: {e}");
+                        Vec::new()
+                    }
+                };
                 for (dest, id, created) in &outcome.deliveries {
-                    self.engine.enqueue(dest, *id, *created);
+                    if !collapsed.contains(id) {
+                        self.engine.enqueue(dest, *id, *created);
+                    }
                 }
                 if !outcome.opened.is_empty() || outcome.resolved > 0 {
                     self.escalator.wake();
@@ -344,6 +357,10 @@ impl App {
 
     /// GET on an ack link: a confirm page whose button POSTs to the same URL. Nothing changes.
     async fn ack_page(&self, token: &str) -> Response<Body> {
+        if token.starts_with('s') {
+            let (status, title, body, form) = self.storms.page(&self.signer, token, None).await;
+            return html(status_code(status), page(&title, &body, &form));
+        }
         let id = match self.signer.verify(token, self.now_s()) {
             Ok(id) => id,
             Err(e) => {
@@ -372,6 +389,11 @@ impl App {
                     escape(&i.policy),
                     escape(&i.group_key),
                 );
+                if let Some(storm) = i.storm {
+                    body.push_str(&format!(
+                        "<p>Part of storm #{storm} (its summary's link acknowledges all of it).</p>"
+                    ));
+                }
                 if let Ok(d) = deliveries {
                     body.push_str("<p>Sent to:</p><ul>");
                     for (dest, step, state, notice) in d {
@@ -423,6 +445,11 @@ impl App {
 
     /// POST on an ack link: acknowledges.
     async fn ack_link(&self, token: &str, peer: &str) -> Response<Body> {
+        if token.starts_with('s') {
+            let (status, title, body, form) =
+                self.storms.page(&self.signer, token, Some(peer)).await;
+            return html(status_code(status), page(&title, &body, &form));
+        }
         let id = match self.signer.verify(token, self.now_s()) {
             Ok(id) => id,
             Err(e) => {
@@ -528,19 +555,7 @@ impl App {
                 }
             }
             (&Method::POST, Some(id), Some(verb)) => {
-                let body = Limited::new(req.into_body(), 4096)
-                    .collect()
-                    .await
-                    .map(|b| b.to_bytes())
-                    .unwrap_or_default();
-                let who = serde_json::from_slice::<serde_json::Value>(&body)
-                    .ok()
-                    .and_then(|v| {
-                        v.get("by")
-                            .and_then(|b| b.as_str())
-                            .map(|s| s.chars().take(64).collect::<String>())
-                    })
-                    .unwrap_or_else(|| "API".to_owned());
+                let who = who_acts(req.into_body()).await;
                 let by = format!("{who} via API from {peer}");
                 let action = match verb {
                     "ack" => Action::Ack,
@@ -603,6 +618,63 @@ impl App {
                 "see docs/alert-relay.md for the incident API",
             ),
         }
+    }
+}
+
+/// The optional JSON body `{"by": "alice"}` of an API action (64 characters at most).
+async fn who_acts(body: Incoming) -> String {
+    let body = Limited::new(body, 4096)
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| {
+            v.get("by")
+                .and_then(|b| b.as_str())
+                .map(|s| s.chars().take(64).collect::<String>())
+        })
+        .unwrap_or_else(|| "API".to_owned())
+}
+
+fn status_code(code: u16) -> StatusCode {
+    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+impl App {
+    /// `GET /api/v1/storms/{id}` (the storm and every incident of it) and
+    /// `POST /api/v1/storms/{id}/ack` (acknowledges them all), with the relay's auth.
+    async fn storm_api(&self, req: Request<Incoming>) -> Response<Body> {
+        if !auth::authorized(&self.live.config().auth, req.headers()) {
+            self.metrics.reject("unauthorized");
+            return json_error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing or wrong credentials",
+            );
+        }
+        let peer = peer_of(&req);
+        let path = req.uri().path().trim_end_matches('/').to_owned();
+        let rest: Vec<&str> = path["/api/v1/storms/".len()..].split('/').collect();
+        let Some(Ok(id)) = rest.first().map(|s| s.parse::<i64>()) else {
+            return json_error(StatusCode::NOT_FOUND, "not_found", "no such storm");
+        };
+        let method = req.method().clone();
+        let (status, value) = match (&method, rest.get(1).copied()) {
+            (&Method::GET, None) => self.storms.api_view(id).await,
+            (&Method::POST, Some("ack")) => {
+                let who = who_acts(req.into_body()).await;
+                self.storms
+                    .api_ack(id, format!("{who} via API from {peer}"))
+                    .await
+            }
+            _ => (
+                405,
+                serde_json::json!({"status": "error", "error": "method", "message": "GET /api/v1/storms/{id} or POST …/ack"}),
+            ),
+        };
+        json(status_code(status), &value)
     }
 }
 
@@ -693,6 +765,24 @@ impl App {
                 "inbound SMS from a number this channel does not page; ignored"
             );
             return twiml(None);
+        }
+        if let Some(storm) = crate::storm::parse_sms_ack(get("Body")) {
+            return match self.storms.ack(storm, format!("SMS from {from}")).await {
+                Ok(crate::storm::StormAcked::Done { incidents, .. }) => twiml(Some(&format!(
+                    "Storm #{storm} acknowledged ({} incidents).",
+                    incidents.len()
+                ))),
+                Ok(crate::storm::StormAcked::Unchanged) => {
+                    twiml(Some(&format!("Storm #{storm} has no open incident.")))
+                }
+                Ok(crate::storm::StormAcked::NotFound) => {
+                    twiml(Some(&format!("No storm #{storm}.")))
+                }
+                Err(e) => {
+                    tracing::error!("cannot store an SMS acknowledgement: {e}");
+                    plain(StatusCode::INTERNAL_SERVER_ERROR, "storage error\n")
+                }
+            };
         }
         let Some(id) = crate::inbound::parse_ack(get("Body")) else {
             return twiml(Some("Reply ACK <incident number> to acknowledge."));
@@ -960,10 +1050,18 @@ mod tests {
         .await
         .expect("deadman");
         let app = Arc::new(App {
-            live,
-            store,
+            live: Arc::clone(&live),
+            store: store.clone(),
             metrics: Arc::clone(&metrics),
-            engine,
+            engine: Arc::clone(&engine),
+            storms: crate::storm::Storms::new(
+                store.clone(),
+                Arc::clone(&engine),
+                Arc::clone(&escalator),
+                Arc::clone(&live),
+                Arc::new(crate::relay_clock::RelayClock::new(0)),
+                Arc::clone(&metrics),
+            ),
             escalator,
             deadman,
             signer: Signer::new(vec![1; 32], None),

@@ -9,6 +9,7 @@
 //! 2xx only once its alerts are on disk.
 
 pub mod sqlite;
+mod storm_sql;
 
 use std::collections::BTreeMap;
 use std::sync::mpsc;
@@ -113,6 +114,8 @@ pub struct Incident {
     pub resolved_by: Option<String>,
     pub alertname: String,
     pub summary: String,
+    /// The storm this incident belongs to (storm control), if any.
+    pub storm: Option<i64>,
 }
 
 /// A Pushover emergency receipt not yet finished (acknowledged, cancelled, expired), as found
@@ -242,6 +245,10 @@ pub struct DeliveryJob {
     pub step: i64,
     /// A notice about the incident (acknowledged, …) instead of the alert itself.
     pub notice: Option<String>,
+    /// A storm summary (its text is in `notice`: title, newline, body).
+    pub storm: Option<i64>,
+    /// Later steps: the incident's alerts firing when the delivery is loaded.
+    pub alerts: Vec<AlertEvent>,
 }
 
 #[derive(Debug, Clone)]
@@ -304,6 +311,8 @@ pub enum Write {
         /// Who and from where, for the notice and the record.
         by: String,
         elapsed_ms: i64,
+        /// False when a storm announces the change once for all its incidents.
+        announce: bool,
     },
     /// An integer in `meta` (the Telegram `getUpdates` offsets).
     SetMetaInt {
@@ -334,6 +343,8 @@ pub enum Write {
         after_event: i64,
         after_ms: i64,
     },
+    /// Storm control and budgets (`crate::storm`, `crate::budget`).
+    Storm(crate::storm::StormWrite),
 }
 
 #[derive(Debug)]
@@ -345,6 +356,7 @@ pub enum Written {
     /// Deliveries created; empty when the step was no longer due (already sent, acked, …).
     Fired(Vec<(String, i64, i64)>),
     Transitioned(Transitioned),
+    Storm(crate::storm::StormWritten),
 }
 
 /// A pending delivery as the queues hold it.
@@ -397,6 +409,14 @@ pub trait Backend: Send + 'static {
     /// (destination, step, who) of every delivery of an incident that a rotation chose.
     fn incident_on_call(&mut self, _id: i64) -> Result<Vec<(String, i64, String)>, StoreError> {
         Ok(Vec::new())
+    }
+    /// A storm and its member incidents (storm control).
+    fn storm(&mut self, _id: i64) -> Result<Option<crate::storm::StormView>, StoreError> {
+        Ok(None)
+    }
+    /// The stored relay clock (ms): the last checkpoint or the newest stamp, the larger.
+    fn relay_clock(&mut self) -> Result<i64, StoreError> {
+        Ok(0)
     }
     /// The secret that signs acknowledgement links (created with the database).
     fn ack_key(&mut self) -> Result<Vec<u8>, StoreError> {

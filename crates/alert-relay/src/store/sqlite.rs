@@ -81,11 +81,14 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX deliveries_receipts ON deliveries (id) WHERE substr(provider_ref, 1, 8) = 'receipt:';",
     // 4: who a rotation paged through a delivery ('alice (rotation primary)').
     "ALTER TABLE deliveries ADD COLUMN on_call TEXT;",
+    // 5: storm control and per-destination budgets (see `store/storm_sql.rs`).
+    super::storm_sql::MIGRATION,
 ];
 
 const INCIDENT_COLUMNS: &str =
     "i.id, i.group_key, i.route, i.policy, i.state, i.elapsed_ms, i.acked_ms,
-    i.next_step, i.opened_at, i.acked_at, i.acked_by, i.resolved_at, i.resolved_by, e.alert";
+    i.next_step, i.opened_at, i.acked_at, i.acked_by, i.resolved_at, i.resolved_by, e.alert,
+    (SELECT m.storm_id FROM storm_members m WHERE m.incident_id = i.id)";
 
 fn incident_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Incident, String)> {
     let state: String = r.get(4)?;
@@ -106,6 +109,7 @@ fn incident_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Incident, String)> {
             resolved_by: r.get(12)?,
             alertname: String::new(),
             summary: String::new(),
+            storm: r.get(14)?,
         },
         r.get(13)?,
     ))
@@ -120,7 +124,7 @@ fn finish_incident((mut i, alert): (Incident, String)) -> Incident {
     i
 }
 
-fn query_incidents(
+pub(super) fn query_incidents(
     conn: &Connection,
     tail: &str,
     params: impl rusqlite::Params,
@@ -269,7 +273,7 @@ impl Backend for Sqlite {
     fn load(&mut self, id: i64) -> Result<Option<DeliveryJob>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT d.id, d.destination, d.state, d.attempts, d.created_at, d.next_attempt_at, e.alert,
-                    f.id, f.state, f.provider_ref, d.incident_id, d.step, d.notice
+                    f.id, f.state, f.provider_ref, d.incident_id, d.step, d.notice, d.storm_id
              FROM deliveries d
              JOIN alert_events e ON e.id = d.event_id
              LEFT JOIN deliveries f ON f.id = d.firing_delivery
@@ -292,6 +296,7 @@ impl Backend for Sqlite {
                         r.get::<_, Option<i64>>(10)?,
                         r.get::<_, i64>(11)?,
                         r.get::<_, Option<String>>(12)?,
+                        r.get::<_, Option<i64>>(13)?,
                     ),
                 ))
             })
@@ -307,7 +312,7 @@ impl Backend for Sqlite {
             fid,
             fstate,
             fref,
-            (incident, step, notice),
+            (incident, step, notice, storm),
         )) = row
         else {
             return Ok(None);
@@ -325,6 +330,12 @@ impl Backend for Sqlite {
             }),
             _ => None,
         };
+        let alerts = match incident {
+            Some(i) if step > 0 && notice.is_none() => {
+                super::storm_sql::firing_alerts(&self.conn, i)?
+            }
+            _ => Vec::new(),
+        };
         Ok(Some(DeliveryJob {
             id,
             destination,
@@ -337,6 +348,8 @@ impl Backend for Sqlite {
             incident,
             step,
             notice,
+            storm,
+            alerts,
         }))
     }
 
@@ -413,6 +426,14 @@ impl Backend for Sqlite {
         )?;
         let rows = stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn storm(&mut self, id: i64) -> Result<Option<crate::storm::StormView>, StoreError> {
+        super::storm_sql::storm_view(&self.conn, id)
+    }
+
+    fn relay_clock(&mut self) -> Result<i64, StoreError> {
+        super::storm_sql::relay_clock(&self.conn)
     }
 
     fn ack_key(&mut self) -> Result<Vec<u8>, StoreError> {
@@ -567,7 +588,9 @@ fn apply(tx: &Connection, w: Write, now: i64) -> Result<Written, StoreError> {
             action,
             by,
             elapsed_ms,
-        } => transition(tx, id, &action, &by, elapsed_ms, now).map(Written::Transitioned),
+            announce,
+        } => transition(tx, id, &action, &by, elapsed_ms, announce, now).map(Written::Transitioned),
+        Write::Storm(w) => super::storm_sql::apply(tx, w, now).map(Written::Storm),
         Write::SetMetaInt { key, value } => {
             tx.execute(
                 "INSERT INTO meta (key, value) VALUES (?1, ?2)
@@ -615,7 +638,8 @@ fn apply(tx: &Connection, w: Write, now: i64) -> Result<Written, StoreError> {
                 let state = IncidentState::parse(&state).unwrap_or(IncidentState::Open);
                 return Ok(Written::Transitioned(Transitioned::Unchanged(state)));
             }
-            transition(tx, id, &Action::Resolve, &by, elapsed_ms, now).map(Written::Transitioned)
+            transition(tx, id, &Action::Resolve, &by, elapsed_ms, true, now)
+                .map(Written::Transitioned)
         }
     }
 }
@@ -626,6 +650,7 @@ fn transition(
     action: &Action,
     by: &str,
     elapsed_ms: i64,
+    announce: bool,
     now: i64,
 ) -> Result<Transitioned, StoreError> {
     let state: Option<String> = tx
@@ -670,7 +695,11 @@ fn transition(
     if !paged.is_empty() {
         notice.push_str(&format!("; on call: {}", paged.join(", ")));
     }
-    let deliveries = notify_notified(tx, id, &notice, now)?;
+    let deliveries = if announce {
+        notify_notified(tx, id, &notice, now)?
+    } else {
+        Vec::new()
+    };
     Ok(Transitioned::Done { from, deliveries })
 }
 

@@ -10,6 +10,7 @@ mod hostile;
 mod intake;
 mod pipeline;
 mod providers;
+mod storm;
 mod support;
 mod systemd;
 mod tls;

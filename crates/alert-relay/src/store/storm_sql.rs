@@ -1,0 +1,686 @@
+//! SQL of storm control and per-destination budgets (see `crate::storm`, `crate::budget`).
+//! Every function runs inside the DB thread's transaction, so each write is atomic.
+
+use rusqlite::{Connection, OptionalExtension as _, params};
+
+use super::{IncidentState, StoreError};
+use crate::payload::AlertEvent;
+use crate::storm::{BudgetAt, Listed, Part, RuleAt, StormView, StormWrite, StormWritten};
+
+pub(super) const MIGRATION: &str = "
+    CREATE TABLE storms (
+        id          INTEGER PRIMARY KEY,
+        policy      TEXT    NOT NULL,
+        key         TEXT    NOT NULL,   -- JSON [[label, value], ...] of group_by
+        opened_at   INTEGER NOT NULL,   -- unix ms, for humans only
+        last_join   INTEGER NOT NULL,   -- relay clock ms of the newest member
+        last_update INTEGER NOT NULL,   -- relay clock ms of the newest first-step summary
+        closed_at   INTEGER             -- unix ms: every member resolved
+    );
+    CREATE INDEX storms_key ON storms (policy, key) WHERE closed_at IS NULL;
+    CREATE TABLE storm_members (       -- every incident of a policy with storm control
+        incident_id INTEGER PRIMARY KEY,
+        policy      TEXT    NOT NULL,
+        key         TEXT    NOT NULL,
+        opened      INTEGER NOT NULL,   -- relay clock ms
+        storm_id    INTEGER
+    );
+    CREATE INDEX storm_members_key ON storm_members (policy, key, opened);
+    CREATE INDEX storm_members_storm ON storm_members (storm_id) WHERE storm_id IS NOT NULL;
+    CREATE TABLE storm_covered (       -- which summary of schedule entry N covered an incident
+        entry       INTEGER NOT NULL,
+        incident_id INTEGER NOT NULL,
+        storm_id    INTEGER NOT NULL,
+        PRIMARY KEY (entry, incident_id)
+    );
+    ALTER TABLE deliveries ADD COLUMN storm_id INTEGER;
+    CREATE TABLE budgets (
+        destination  TEXT    PRIMARY KEY,
+        window_start INTEGER NOT NULL,  -- relay clock ms
+        sent         INTEGER NOT NULL,
+        held         INTEGER NOT NULL,
+        reported     INTEGER NOT NULL,  -- held messages already in a summary
+        held_for     TEXT    NOT NULL,  -- incidents (or alerts) held back, for the summaries
+        event_id     INTEGER            -- an event to hang the summary on
+    );
+    INSERT INTO meta (key, value) VALUES ('relay_clock_ms', 0);
+    -- later steps list the group's firing alerts (firing_alerts)
+    CREATE INDEX alert_events_group_key ON alert_events (group_key);";
+
+type Deliveries = Vec<(String, i64, i64)>;
+
+/// How often the relay clock is stored (its stamps in `storms` and `budgets` are newer).
+const CLOCK_CHECKPOINT_MS: i64 = 60_000;
+/// How many held-back incidents a budget summary names.
+const HELD_NAMED: usize = 20;
+
+/// The alerts of an incident's group that fire now (received since it opened, not resolved).
+/// Typically a handful; `alert_events_group_key` keeps it an index lookup.
+pub(super) fn firing_alerts(
+    conn: &Connection,
+    incident: i64,
+) -> Result<Vec<AlertEvent>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT e.alert FROM alert_events e JOIN incidents i ON i.id = ?1
+         WHERE e.group_key = i.group_key AND e.status = 'firing' AND e.received_at >= i.opened_at
+         AND NOT EXISTS (SELECT 1 FROM alert_events r WHERE r.fingerprint = e.fingerprint
+                         AND r.starts_at = e.starts_at AND r.status = 'resolved')
+         ORDER BY e.id",
+    )?;
+    let rows = stmt.query_map([incident], |r| r.get::<_, String>(0))?;
+    let mut out = Vec::new();
+    for json in rows {
+        // Content only: an unreadable row is left out rather than blocking the delivery.
+        if let Ok(e) = serde_json::from_str(&json?) {
+            out.push(e);
+        }
+    }
+    Ok(out)
+}
+
+pub(super) fn relay_clock(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn.query_row(
+        "SELECT MAX(
+            COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'relay_clock_ms'), 0),
+            COALESCE((SELECT MAX(opened) FROM storm_members), 0),
+            COALESCE((SELECT MAX(MAX(last_join), MAX(last_update)) FROM storms), 0),
+            COALESCE((SELECT MAX(window_start) FROM budgets), 0))",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+pub(super) fn storm_view(conn: &Connection, id: i64) -> Result<Option<StormView>, StoreError> {
+    let row: Option<(String, String, i64, Option<i64>)> = conn
+        .query_row(
+            "SELECT policy, key, opened_at, closed_at FROM storms WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    let Some((policy, key, opened_at_ms, closed_at_ms)) = row else {
+        return Ok(None);
+    };
+    let incidents = super::sqlite::query_incidents(
+        conn,
+        "WHERE i.id IN (SELECT incident_id FROM storm_members WHERE storm_id = ?1) ORDER BY i.id",
+        [id],
+    )?;
+    Ok(Some(StormView {
+        id,
+        policy,
+        key: parse_key(&key),
+        opened_at_ms,
+        closed_at_ms,
+        incidents,
+    }))
+}
+
+fn parse_key(key: &str) -> Vec<(String, String)> {
+    serde_json::from_str(key).unwrap_or_default()
+}
+
+pub(super) fn apply(tx: &Connection, w: StormWrite, now: i64) -> Result<StormWritten, StoreError> {
+    match w {
+        StormWrite::Opened {
+            opened,
+            rules,
+            clock,
+        } => opened_incidents(tx, &opened, &rules, clock, now),
+        StormWrite::FireStep {
+            id,
+            storm,
+            expected_step,
+            step,
+            elapsed_ms,
+            destinations,
+            allow_acked,
+        } => {
+            let states = if allow_acked {
+                "('open', 'acked')"
+            } else {
+                "('open')"
+            };
+            let n = tx.execute(
+                &format!(
+                    "UPDATE incidents SET next_step = ?2 + 1, elapsed_ms = ?3, updated_at = ?4
+                     WHERE id = ?1 AND next_step = ?2 AND state IN {states}"
+                ),
+                params![id, expected_step, elapsed_ms, now],
+            )?;
+            let covered: Option<i64> = tx
+                .query_row(
+                    "SELECT storm_id FROM storm_covered WHERE entry = ?1 AND incident_id = ?2",
+                    params![expected_step, id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if n == 0 || covered.is_some() {
+                return Ok(StormWritten::Fired(Vec::new()));
+            }
+            summarize(
+                tx,
+                storm,
+                expected_step,
+                step,
+                Part::Step(step),
+                &destinations,
+                states,
+                now,
+            )
+            .map(StormWritten::Fired)
+        }
+        StormWrite::Tick {
+            clock,
+            rules,
+            budgets,
+        } => tick(tx, clock, &rules, &budgets, now).map(StormWritten::Deliveries),
+        StormWrite::Clock(clock) => {
+            tx.execute(
+                "UPDATE meta SET value = MAX(CAST(value AS INTEGER), ?1) WHERE key = 'relay_clock_ms'",
+                [clock],
+            )?;
+            Ok(StormWritten::Deliveries(Vec::new()))
+        }
+        StormWrite::Announce { storm, text } => {
+            let targets: Vec<String> = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT destination FROM deliveries
+                     WHERE (storm_id = ?1 OR (notice IS NULL AND incident_id IN
+                            (SELECT incident_id FROM storm_members WHERE storm_id = ?1)))
+                     AND state IN ('pending', 'delivered')
+                     GROUP BY destination ORDER BY MIN(id)",
+                )?;
+                let rows = stmt.query_map([storm], |r| r.get(0))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            let event = lead_event(tx, storm)?;
+            insert_storm_deliveries(tx, storm, event, &targets, -1, &text, now)
+                .map(StormWritten::Deliveries)
+        }
+        StormWrite::BudgetAdmit {
+            delivery,
+            budget,
+            clock,
+        } => admit(tx, delivery, &budget, clock, now),
+    }
+}
+
+fn opened_incidents(
+    tx: &Connection,
+    opened: &[i64],
+    rules: &[RuleAt],
+    clock: i64,
+    now: i64,
+) -> Result<StormWritten, StoreError> {
+    let mut superseded = Vec::new();
+    let mut deliveries = Vec::new();
+    let mut detected = Vec::new();
+    let mut ids = opened.to_vec();
+    ids.sort_unstable();
+    for id in ids {
+        let row: Option<(String, i64, String)> = tx
+            .query_row(
+                "SELECT i.policy, i.event_id, e.alert FROM incidents i
+                 JOIN alert_events e ON e.id = i.event_id WHERE i.id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let Some((policy, event_id, alert)) = row else {
+            continue;
+        };
+        let Some(rule) = rules.iter().find(|r| r.policy == policy) else {
+            continue;
+        };
+        let event: AlertEvent = serde_json::from_str(&alert)
+            .map_err(|e| StoreError::Corrupt(format!("incident {id}: {e}")))?;
+        let key = serde_json::to_string(&crate::storm::key_of(&event.labels, &rule.group_by))
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        tx.execute(
+            "INSERT OR IGNORE INTO storm_members (incident_id, policy, key, opened) VALUES (?1, ?2, ?3, ?4)",
+            params![id, policy, key, clock],
+        )?;
+        let since = clock.saturating_sub(rule.window_ms);
+        let active: Option<i64> = tx
+            .query_row(
+                "SELECT id FROM storms WHERE policy = ?1 AND key = ?2 AND closed_at IS NULL
+                 AND last_join >= ?3 ORDER BY id DESC LIMIT 1",
+                params![policy, key, since],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let storm = match active {
+            Some(s) => {
+                tx.execute(
+                    "UPDATE storms SET last_join = MAX(last_join, ?2) WHERE id = ?1",
+                    params![s, clock],
+                )?;
+                tx.execute(
+                    "UPDATE storm_members SET storm_id = ?2 WHERE incident_id = ?1",
+                    params![id, s],
+                )?;
+                s
+            }
+            None => {
+                let window: Vec<i64> = {
+                    let mut stmt = tx.prepare_cached(
+                        "SELECT incident_id FROM storm_members WHERE policy = ?1 AND key = ?2
+                         AND storm_id IS NULL AND opened >= ?3 ORDER BY incident_id",
+                    )?;
+                    let rows = stmt.query_map(params![policy, key, since], |r| r.get(0))?;
+                    rows.collect::<Result<_, _>>()?
+                };
+                if window.len() <= rule.threshold {
+                    continue;
+                }
+                tx.execute(
+                    "INSERT INTO storms (policy, key, opened_at, last_join, last_update)
+                     VALUES (?1, ?2, ?3, ?4, ?4)",
+                    params![policy, key, now, clock],
+                )?;
+                let s = tx.last_insert_rowid();
+                for m in &window {
+                    tx.execute(
+                        "UPDATE storm_members SET storm_id = ?2 WHERE incident_id = ?1",
+                        params![m, s],
+                    )?;
+                }
+                detected.push((s, policy.clone()));
+                s
+            }
+        };
+        // This incident's first-step messages are replaced by the storm's summary.
+        superseded.extend(
+            supersede(tx, event_id, id, &rule.destinations, storm, now)?
+                .into_iter()
+                .map(|d| (d, policy.clone())),
+        );
+        if active.is_none() {
+            deliveries.extend(summarize(
+                tx,
+                storm,
+                0,
+                0,
+                Part::Detected,
+                &rule.destinations,
+                "('open', 'acked', 'resolved')",
+                now,
+            )?);
+        }
+    }
+    Ok(StormWritten::Opened {
+        superseded,
+        deliveries,
+        detected,
+    })
+}
+
+/// Marks the first-step deliveries of an incident's opening event to `destinations` skipped.
+fn supersede(
+    tx: &Connection,
+    event_id: i64,
+    incident: i64,
+    destinations: &[String],
+    storm: i64,
+    now: i64,
+) -> Result<Vec<i64>, StoreError> {
+    let ids: Vec<(i64, String)> = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT id, destination FROM deliveries WHERE event_id = ?1 AND incident_id = ?2
+             AND state = 'pending' AND notice IS NULL AND step = 0 AND storm_id IS NULL",
+        )?;
+        let rows = stmt.query_map(params![event_id, incident], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let mut out = Vec::new();
+    for (id, dest) in ids {
+        if destinations.contains(&dest) {
+            tx.execute(
+                "UPDATE deliveries SET state = 'skipped', last_error = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, format!("collapsed into the summary of storm #{storm}"), now],
+            )?;
+            out.push(id);
+        }
+    }
+    Ok(out)
+}
+
+/// How many incidents a storm has, and its `group_by` values.
+fn size_and_key(tx: &Connection, storm: i64) -> Result<(usize, Vec<(String, String)>), StoreError> {
+    let (total, key): (i64, String) = tx.query_row(
+        "SELECT (SELECT COUNT(*) FROM storm_members WHERE storm_id = ?1), key FROM storms WHERE id = ?1",
+        [storm],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok((usize::try_from(total).unwrap_or(0), parse_key(&key)))
+}
+
+fn lead_event(tx: &Connection, storm: i64) -> Result<i64, StoreError> {
+    Ok(tx.query_row(
+        "SELECT i.event_id FROM storm_members m JOIN incidents i ON i.id = m.incident_id
+         WHERE m.storm_id = ?1 ORDER BY m.incident_id LIMIT 1",
+        [storm],
+        |r| r.get(0),
+    )?)
+}
+
+fn insert_storm_deliveries(
+    tx: &Connection,
+    storm: i64,
+    event_id: i64,
+    destinations: &[String],
+    step: i64,
+    text: &str,
+    now: i64,
+) -> Result<Deliveries, StoreError> {
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO deliveries (event_id, destination, state, created_at, next_attempt_at, updated_at, step, notice, storm_id)
+         VALUES (?1, ?2, 'pending', ?3, ?3, ?3, ?4, ?5, ?6)",
+    )?;
+    let mut out = Vec::new();
+    for d in destinations {
+        insert.execute(params![event_id, d, now, step, text, storm])?;
+        out.push((d.clone(), tx.last_insert_rowid(), now));
+    }
+    Ok(out)
+}
+
+/// One summary per destination of the members in `states` not yet covered at schedule
+/// `entry`; records them as covered.
+#[allow(clippy::too_many_arguments)]
+fn summarize(
+    tx: &Connection,
+    storm: i64,
+    entry: i64,
+    step: i64,
+    part: Part,
+    destinations: &[String],
+    states: &str,
+    now: i64,
+) -> Result<Deliveries, StoreError> {
+    let listed: Vec<Listed> = {
+        let mut stmt = tx.prepare_cached(&format!(
+            "SELECT i.id, i.state, e.alert FROM storm_members m
+             JOIN incidents i ON i.id = m.incident_id JOIN alert_events e ON e.id = i.event_id
+             WHERE m.storm_id = ?1 AND i.state IN {states}
+             AND NOT EXISTS (SELECT 1 FROM storm_covered c WHERE c.entry = ?2 AND c.incident_id = i.id)
+             ORDER BY i.id"
+        ))?;
+        let rows = stmt.query_map(params![storm, entry], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (incident, state, alert) = row?;
+            out.push(Listed {
+                incident,
+                state: IncidentState::parse(&state).unwrap_or(IncidentState::Open),
+                event: serde_json::from_str(&alert)
+                    .map_err(|e| StoreError::Corrupt(format!("incident {incident}: {e}")))?,
+            });
+        }
+        out
+    };
+    if listed.is_empty() {
+        return Ok(Vec::new());
+    }
+    for l in &listed {
+        tx.execute(
+            "INSERT OR IGNORE INTO storm_covered (entry, incident_id, storm_id) VALUES (?1, ?2, ?3)",
+            params![entry, l.incident, storm],
+        )?;
+    }
+    let (total, key) = size_and_key(tx, storm)?;
+    let text = crate::storm::summary_text(storm, part, &key, total, &listed);
+    let event = lead_event(tx, storm)?;
+    insert_storm_deliveries(tx, storm, event, destinations, step, &text, now)
+}
+
+fn tick(
+    tx: &Connection,
+    clock: i64,
+    rules: &[RuleAt],
+    budgets: &[BudgetAt],
+    now: i64,
+) -> Result<Deliveries, StoreError> {
+    // Once a minute: a pass that changes nothing then writes nothing (no fsync every 5 s on
+    // an SD card).
+    tx.execute(
+        "UPDATE meta SET value = ?1 WHERE key = 'relay_clock_ms' AND CAST(value AS INTEGER) <= ?1 - ?2",
+        params![clock, CLOCK_CHECKPOINT_MS],
+    )?;
+    let mut out = Vec::new();
+    let open: Vec<(i64, String, i64)> = {
+        let mut stmt = tx
+            .prepare_cached("SELECT id, policy, last_update FROM storms WHERE closed_at IS NULL")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    for (storm, policy, last_update) in open {
+        // Joiners: one update per window.
+        if let Some(rule) = rules.iter().find(|r| r.policy == policy)
+            && clock.saturating_sub(last_update) >= rule.window_ms
+        {
+            let d = summarize(
+                tx,
+                storm,
+                0,
+                0,
+                Part::Joined,
+                &rule.destinations,
+                "('open', 'acked', 'resolved')",
+                now,
+            )?;
+            if !d.is_empty() {
+                tx.execute(
+                    "UPDATE storms SET last_update = ?2 WHERE id = ?1",
+                    params![storm, clock],
+                )?;
+                out.extend(d);
+            }
+        }
+        let unresolved: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM storm_members m JOIN incidents i ON i.id = m.incident_id
+             WHERE m.storm_id = ?1 AND i.state != 'resolved'",
+            [storm],
+            |r| r.get(0),
+        )?;
+        if unresolved == 0 {
+            tx.execute(
+                "UPDATE storms SET closed_at = ?2 WHERE id = ?1",
+                params![storm, now],
+            )?;
+            let targets: Vec<String> = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT destination FROM deliveries WHERE storm_id = ?1
+                     AND state IN ('pending', 'delivered') GROUP BY destination ORDER BY MIN(id)",
+                )?;
+                let rows = stmt.query_map([storm], |r| r.get(0))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            let (total, key) = size_and_key(tx, storm)?;
+            let text = crate::storm::summary_text(storm, Part::Resolved, &key, total, &[]);
+            let event = lead_event(tx, storm)?;
+            out.extend(insert_storm_deliveries(
+                tx, storm, event, &targets, -1, &text, now,
+            )?);
+        }
+    }
+    // Budget windows that ended with messages held back since the last summary.
+    for b in budgets {
+        let row = budget_row(tx, &b.destination)?;
+        if let Some(r) = row
+            && clock >= r.window_start.saturating_add(b.per_ms)
+        {
+            if r.held > r.reported {
+                out.extend(tally(tx, b, &r, now)?);
+            }
+            tx.execute(
+                "DELETE FROM budgets WHERE destination = ?1",
+                [&b.destination],
+            )?;
+        }
+    }
+    Ok(out)
+}
+
+struct BudgetRow {
+    window_start: i64,
+    sent: i64,
+    held: i64,
+    reported: i64,
+    held_for: String,
+    event_id: Option<i64>,
+}
+
+fn budget_row(tx: &Connection, destination: &str) -> Result<Option<BudgetRow>, StoreError> {
+    Ok(tx
+        .query_row(
+            "SELECT window_start, sent, held, reported, held_for, event_id FROM budgets WHERE destination = ?1",
+            [destination],
+            |r| {
+                Ok(BudgetRow {
+                    window_start: r.get(0)?,
+                    sent: r.get(1)?,
+                    held: r.get(2)?,
+                    reported: r.get(3)?,
+                    held_for: r.get(4)?,
+                    event_id: r.get(5)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+/// The summary of a window that ended with messages held back after its first summary.
+fn tally(tx: &Connection, b: &BudgetAt, r: &BudgetRow, now: i64) -> Result<Deliveries, StoreError> {
+    let Some(event) = r.event_id else {
+        return Ok(Vec::new());
+    };
+    let text = crate::budget::tally_text(b, r.held, &r.held_for);
+    overflow_deliveries(tx, b, event, &text, now)
+}
+
+fn overflow_deliveries(
+    tx: &Connection,
+    b: &BudgetAt,
+    event_id: i64,
+    text: &str,
+    now: i64,
+) -> Result<Deliveries, StoreError> {
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO deliveries (event_id, destination, state, created_at, next_attempt_at, updated_at, step, notice)
+         VALUES (?1, ?2, 'pending', ?3, ?3, ?3, -1, ?4)",
+    )?;
+    let mut out = Vec::new();
+    for d in &b.overflow {
+        insert.execute(params![event_id, d, now, text])?;
+        out.push((d.clone(), tx.last_insert_rowid(), now));
+    }
+    Ok(out)
+}
+
+fn admit(
+    tx: &Connection,
+    delivery: i64,
+    b: &BudgetAt,
+    clock: i64,
+    now: i64,
+) -> Result<StormWritten, StoreError> {
+    let mut deliveries = Vec::new();
+    let mut r = match budget_row(tx, &b.destination)? {
+        Some(r) if clock < r.window_start.saturating_add(b.per_ms) => r,
+        ended => {
+            if let Some(r) = ended
+                && r.held > r.reported
+            {
+                deliveries.extend(tally(tx, b, &r, now)?);
+            }
+            BudgetRow {
+                window_start: clock,
+                sent: 0,
+                held: 0,
+                reported: 0,
+                held_for: String::new(),
+                event_id: None,
+            }
+        }
+    };
+    let held = r.sent >= i64::from(b.max);
+    let mut exhausted = false;
+    if held {
+        let (event_id, incident, storm): (i64, Option<i64>, Option<i64>) = tx.query_row(
+            "SELECT event_id, incident_id, storm_id FROM deliveries WHERE id = ?1",
+            [delivery],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )?;
+        let what = match (incident, storm) {
+            (Some(i), _) => format!("#{i}"),
+            (None, Some(s)) => format!("storm #{s}"),
+            (None, None) => format!("delivery {delivery}"),
+        };
+        let mut list: Vec<&str> = r.held_for.split(", ").filter(|s| !s.is_empty()).collect();
+        // Named up to a point; the count says how many in all.
+        if !list.contains(&what.as_str()) && list.len() < HELD_NAMED {
+            list.push(&what);
+        } else if list.len() == HELD_NAMED {
+            list.push("…");
+        }
+        r.held_for = list.join(", ");
+        r.held += 1;
+        r.event_id = Some(event_id);
+        tx.execute(
+            "UPDATE deliveries SET state = 'skipped', last_error = ?2, updated_at = ?3 WHERE id = ?1",
+            params![
+                delivery,
+                format!(
+                    "held back: budget of {} for {} exhausted; reported to {}",
+                    b.label,
+                    b.destination,
+                    b.overflow.join(", ")
+                ),
+                now
+            ],
+        )?;
+        if r.reported == 0 {
+            exhausted = true;
+            let left = r
+                .window_start
+                .saturating_add(b.per_ms)
+                .saturating_sub(clock);
+            let text = crate::budget::exhausted_text(b, &r.held_for, left);
+            deliveries.extend(overflow_deliveries(tx, b, event_id, &text, now)?);
+            r.reported = r.held;
+        }
+    } else {
+        r.sent += 1;
+    }
+    tx.execute(
+        "INSERT INTO budgets (destination, window_start, sent, held, reported, held_for, event_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (destination) DO UPDATE SET window_start = ?2, sent = ?3, held = ?4,
+            reported = ?5, held_for = ?6, event_id = ?7",
+        params![
+            b.destination,
+            r.window_start,
+            r.sent,
+            r.held,
+            r.reported,
+            r.held_for,
+            r.event_id
+        ],
+    )?;
+    Ok(if held {
+        StormWritten::Held {
+            deliveries,
+            exhausted,
+        }
+    } else {
+        StormWritten::Admitted { deliveries }
+    })
+}

@@ -1,0 +1,663 @@
+//! Storm control: when more than `threshold` incidents of one policy open within `window` with
+//! the same `group_by` label values (a site loses power and 40 Pis go on battery), their
+//! messages collapse into one summary per destination.
+//!
+//! - The first `threshold` incidents are sent as usual (nobody can know yet that a storm is
+//!   coming). The one that crosses the threshold creates the storm: every incident of the
+//!   window joins it, its own first-step messages are replaced by one summary per destination
+//!   listing all of them.
+//! - Later incidents with the same values join the storm while the previous one joined less
+//!   than `window` ago. Their first-step messages are collapsed too; one update summary lists
+//!   them, at most once per `window` per storm (so a joiner is announced at most `window` late).
+//! - Later steps collapse the same way: the first member whose step N is due sends one summary
+//!   of step N covering every member still escalating; a member already covered by a step-N
+//!   summary sends nothing; one that joined after it sends a new one.
+//! - Every collapse is recorded (`storm_covered`, and the replaced deliveries are `skipped`
+//!   with the reason), every incident stays an incident of its own in the API, and a storm
+//!   closes with one resolved summary once all its incidents are resolved.
+//!
+//! Windows are measured on the [`RelayClock`](crate::relay_clock::RelayClock): monotonic, stored,
+//! so a wall-clock jump neither starts nor ends a storm, and a restart resumes it.
+//!
+//! The SQL lives in `store/storm_sql.rs`; this module holds the types, the texts and the task.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::Live;
+use crate::delivery::Engine;
+use crate::escalation::Escalator;
+use crate::metrics::{Metrics, PolicyLabel};
+use crate::payload::{AlertEvent, Labels};
+use crate::relay_clock::RelayClock;
+use crate::routing;
+use crate::store::{
+    Action, Incident, IncidentState, Store, StoreError, Transitioned, Write, Written,
+};
+
+/// How many incidents a summary names; the rest are counted.
+pub const LIST_MAX: usize = 5;
+/// How often the storm task looks for joiners to announce, closed storms and ended budget
+/// windows (and, once a minute, stores the relay clock).
+pub const TICK: Duration = Duration::from_secs(5);
+
+/// `policies.NAME.storm`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StormRule {
+    pub window: Duration,
+    pub threshold: u32,
+    /// Labels whose values must be equal; empty: every incident of the policy.
+    pub group_by: Vec<String>,
+}
+
+impl StormRule {
+    /// Validates `policies.NAME.storm`; an error names the key under `storm.`.
+    pub fn new(
+        window: &str,
+        threshold: u32,
+        group_by: &[String],
+    ) -> Result<Self, (String, String)> {
+        let window = crate::time::parse_duration(window).map_err(|e| ("window".to_owned(), e))?;
+        if window.is_zero() {
+            return Err(("window".into(), "must be above 0".into()));
+        }
+        if threshold == 0 {
+            return Err((
+                "threshold".into(),
+                "must be at least 1 (a storm is more than threshold incidents)".into(),
+            ));
+        }
+        Ok(StormRule {
+            window,
+            threshold,
+            group_by: group_by.to_vec(),
+        })
+    }
+}
+
+/// A storm rule with what the store needs to apply it.
+#[derive(Debug, Clone)]
+pub struct RuleAt {
+    pub policy: String,
+    pub window_ms: i64,
+    pub threshold: usize,
+    pub group_by: Vec<String>,
+    /// The policy's first-step destinations: what collapses into the summary.
+    pub destinations: Vec<String>,
+}
+
+/// A budget with what the store needs to apply it.
+#[derive(Debug, Clone)]
+pub struct BudgetAt {
+    pub destination: String,
+    pub max: u32,
+    pub per_ms: i64,
+    /// Overflow destinations (every destination of the `overflow` channels).
+    pub overflow: Vec<String>,
+    /// "10 per 1h", for the texts.
+    pub label: String,
+}
+
+#[derive(Debug)]
+pub enum StormWrite {
+    /// Incidents opened by an ingest: detect storms, collapse first steps.
+    Opened {
+        opened: Vec<i64>,
+        rules: Vec<RuleAt>,
+        clock: i64,
+    },
+    /// A later step of a storm member (same conditions as [`Write::FireStep`]).
+    FireStep {
+        id: i64,
+        storm: i64,
+        expected_step: i64,
+        step: i64,
+        elapsed_ms: i64,
+        destinations: Vec<String>,
+        allow_acked: bool,
+    },
+    /// The periodic pass: joiner updates, closed storms, ended budget windows, the clock.
+    Tick {
+        clock: i64,
+        rules: Vec<RuleAt>,
+        budgets: Vec<BudgetAt>,
+    },
+    /// Stores the relay clock (at shutdown).
+    Clock(i64),
+    /// One notice per destination the storm or its incidents reached.
+    Announce { storm: i64, text: String },
+    /// Counts a first attempt of `delivery` against its destination's budget.
+    BudgetAdmit {
+        delivery: i64,
+        budget: BudgetAt,
+        clock: i64,
+    },
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum StormWritten {
+    Opened {
+        /// First-step deliveries replaced by a summary (now `skipped`), with their policy.
+        superseded: Vec<(i64, String)>,
+        /// Summaries to send.
+        deliveries: Vec<(String, i64, i64)>,
+        /// Storms detected by this write.
+        detected: Vec<(i64, String)>,
+    },
+    Fired(Vec<(String, i64, i64)>),
+    Deliveries(Vec<(String, i64, i64)>),
+    /// Within budget: send it. `deliveries`: a tally of the window that just ended.
+    Admitted {
+        deliveries: Vec<(String, i64, i64)>,
+    },
+    /// Over budget: the delivery is skipped; `exhausted` on the first of the window.
+    Held {
+        deliveries: Vec<(String, i64, i64)>,
+        exhausted: bool,
+    },
+}
+
+/// A storm as the API and the ack page show it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StormView {
+    pub id: i64,
+    pub policy: String,
+    pub key: Vec<(String, String)>,
+    pub opened_at_ms: i64,
+    pub closed_at_ms: Option<i64>,
+    pub incidents: Vec<Incident>,
+}
+
+/// The `group_by` values of an alert (a missing label is the empty string).
+pub fn key_of(labels: &Labels, group_by: &[String]) -> Vec<(String, String)> {
+    group_by
+        .iter()
+        .map(|k| (k.clone(), labels.get(k).cloned().unwrap_or_default()))
+        .collect()
+}
+
+/// `site=warehouse-2 alertname=UpsOnBattery`.
+pub fn key_line(key: &[(String, String)]) -> String {
+    key.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// One incident as a summary lists it.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub incident: i64,
+    pub state: IncidentState,
+    pub event: AlertEvent,
+}
+
+/// What a summary is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// The storm was just detected.
+    Detected,
+    /// Incidents joined since the last summary.
+    Joined,
+    /// Policy step `n` (0-based) of the listed incidents is due.
+    Step(i64),
+    /// Every incident of the storm is resolved.
+    Resolved,
+}
+
+/// Title and body of a summary (title, newline, body: the form stored in `deliveries.notice`).
+/// `listed` are the incidents this summary is about, `total` how many the storm has.
+pub fn summary_text(
+    storm: i64,
+    part: Part,
+    key: &[(String, String)],
+    total: usize,
+    listed: &[Listed],
+) -> String {
+    let at = if key.is_empty() {
+        String::new()
+    } else {
+        format!(" at {}", key_line(key))
+    };
+    let headline = listed.first().map_or_else(String::new, |l| {
+        format!(": {}", crate::render::Message::new(&l.event).summary)
+    });
+    let n = listed.len();
+    let incidents = |k: usize| {
+        if k == 1 {
+            "1 incident".to_owned()
+        } else {
+            format!("{k} incidents")
+        }
+    };
+    let title = match part {
+        Part::Detected => format!("Storm #{storm}: {}{at}{headline}", incidents(n)),
+        Part::Joined => format!("Storm #{storm}: {n} more{at}, {} in all", incidents(total)),
+        Part::Step(s) => format!(
+            "Storm #{storm} step {}: {}{at} still unacknowledged",
+            s + 1,
+            incidents(n)
+        ),
+        Part::Resolved => format!("Storm #{storm} resolved: all {}{at}", incidents(total)),
+    };
+    let mut body = String::new();
+    if part != Part::Resolved {
+        for l in listed.iter().take(LIST_MAX) {
+            let m = crate::render::Message::new(&l.event);
+            let what = m.instance.unwrap_or(m.alertname);
+            let state = match l.state {
+                IncidentState::Open => String::new(),
+                s => format!(" ({})", s.as_str()),
+            };
+            let _ = writeln!(body, "#{} {what}: {}{state}", l.incident, m.summary);
+        }
+        if n > LIST_MAX {
+            let _ = writeln!(body, "and {} more", n - LIST_MAX);
+        }
+    }
+    let _ = write!(
+        body,
+        "All {total} incidents: the storm's ack page or GET /api/v1/storms/{storm}."
+    );
+    format!("{title}\n{body}")
+}
+
+/// An SMS reply acknowledging a storm: `ACK S3`, `ack #s3`, `S3 ACK` → 3.
+pub fn parse_sms_ack(text: &str) -> Option<i64> {
+    let words: Vec<String> = text
+        .split_whitespace()
+        .map(|w| w.trim_start_matches('#').to_ascii_lowercase())
+        .collect();
+    match words.as_slice() {
+        [a, id] | [id, a] if a == "ack" => id.strip_prefix('s')?.parse().ok(),
+        _ => None,
+    }
+}
+
+/// Lays out what is not one alert: a storm summary or notice, a budget summary (text in
+/// `notice`: title, newline, body), or a later step of an incident with several alerts firing
+/// (count and list; the channel truncates to its limits).
+pub fn shape(msg: &mut crate::render::Message, job: &crate::store::DeliveryJob) {
+    if let Some(text) = job
+        .notice
+        .as_ref()
+        .filter(|_| job.storm.is_some() || job.incident.is_none())
+    {
+        let (title, body) = text.split_once('\n').unwrap_or((text.as_str(), ""));
+        msg.title = title.to_owned();
+        msg.summary = body.lines().next().unwrap_or(title).to_owned();
+        msg.description = None;
+        msg.body = Some(body.to_owned());
+        msg.links.clear();
+        msg.context.clear();
+        msg.instance = None;
+        return;
+    }
+    if job.alerts.len() > 1 && job.notice.is_none() {
+        let n = job.alerts.len();
+        msg.title = format!("[FIRING:{n}] {}", msg.alertname);
+        let mut list = String::new();
+        let mut names = Vec::new();
+        for e in job.alerts.iter().take(LIST_MAX * 2) {
+            let m = crate::render::Message::new(e);
+            let name = m.instance.unwrap_or(m.alertname);
+            let _ = writeln!(list, "- {name}: {}", m.summary);
+            names.push(name);
+        }
+        if n > LIST_MAX * 2 {
+            let _ = writeln!(list, "and {} more", n - LIST_MAX * 2);
+            names.push(format!("and {} more", n - LIST_MAX * 2));
+        }
+        // The summary carries the short list too: short layouts (SMS) show only it.
+        msg.summary = format!("{} ({n} firing: {})", msg.summary, names.join(", "));
+        msg.description = Some(format!("{n} alerts firing:\n{}", list.trim_end()));
+    }
+}
+
+/// What acknowledging a storm did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StormAcked {
+    /// Incidents acknowledged, notices sent.
+    Done {
+        incidents: Vec<i64>,
+        notices: usize,
+    },
+    /// Nothing left to acknowledge.
+    Unchanged,
+    NotFound,
+}
+
+/// The storm task and the storm actions; shared by the HTTP handlers.
+#[derive(Debug)]
+pub struct Storms {
+    store: Store,
+    engine: Arc<Engine>,
+    escalator: Arc<Escalator>,
+    live: Arc<Live>,
+    clock: Arc<RelayClock>,
+    metrics: Arc<Metrics>,
+}
+
+impl Storms {
+    pub fn new(
+        store: Store,
+        engine: Arc<Engine>,
+        escalator: Arc<Escalator>,
+        live: Arc<Live>,
+        clock: Arc<RelayClock>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        Arc::new(Storms {
+            store,
+            engine,
+            escalator,
+            live,
+            clock,
+            metrics,
+        })
+    }
+
+    fn rules(&self) -> Vec<RuleAt> {
+        let config = self.live.config();
+        // A first step that pages a rotation pages whoever is on call now.
+        let now = self.live.clock.now();
+        config
+            .policies
+            .values()
+            .filter_map(|p| {
+                let r = p.storm.as_ref()?;
+                Some(RuleAt {
+                    policy: p.name.clone(),
+                    window_ms: i64::try_from(r.window.as_millis()).unwrap_or(i64::MAX),
+                    threshold: usize::try_from(r.threshold).unwrap_or(usize::MAX),
+                    group_by: r.group_by.clone(),
+                    destinations: routing::step_destinations(&config, &p.name, 0, now).destinations,
+                })
+            })
+            .collect()
+    }
+
+    fn enqueue(&self, deliveries: &[(String, i64, i64)]) {
+        for (dest, id, created) in deliveries {
+            self.engine.enqueue(dest, *id, *created);
+        }
+    }
+
+    /// After an ingest that opened incidents, before its deliveries are queued: detects
+    /// storms and collapses first steps. Returns the deliveries that must not be queued
+    /// (replaced by summaries, which it queues).
+    pub async fn opened(&self, opened: &[i64]) -> Result<Vec<i64>, StoreError> {
+        let rules = self.rules();
+        if rules.is_empty() || opened.is_empty() {
+            return Ok(Vec::new());
+        }
+        let w = self
+            .store
+            .write(Write::Storm(StormWrite::Opened {
+                opened: opened.to_vec(),
+                rules,
+                clock: self.clock.now_ms(),
+            }))
+            .await?;
+        let Written::Storm(StormWritten::Opened {
+            superseded,
+            deliveries,
+            detected,
+        }) = w
+        else {
+            return Err(StoreError::Corrupt(
+                "unexpected reply to a storm write".into(),
+            ));
+        };
+        for (id, policy) in &detected {
+            tracing::warn!(storm = id, policy = %policy, "storm detected: collapsing its messages");
+            self.metrics
+                .storms
+                .get_or_create(&PolicyLabel {
+                    policy: policy.clone(),
+                })
+                .inc();
+        }
+        for (_, policy) in &superseded {
+            self.metrics
+                .storm_collapsed
+                .get_or_create(&PolicyLabel {
+                    policy: policy.clone(),
+                })
+                .inc();
+        }
+        self.enqueue(&deliveries);
+        Ok(superseded.into_iter().map(|(id, _)| id).collect())
+    }
+
+    /// One periodic pass (see [`StormWrite::Tick`]).
+    pub async fn tick(&self) -> Result<(), StoreError> {
+        let config = self.live.config();
+        let budgets = crate::budget::all(&config);
+        let w = self
+            .store
+            .write(Write::Storm(StormWrite::Tick {
+                clock: self.clock.now_ms(),
+                rules: self.rules(),
+                budgets,
+            }))
+            .await?;
+        if let Written::Storm(StormWritten::Deliveries(d)) = w {
+            self.enqueue(&d);
+        }
+        Ok(())
+    }
+
+    /// Stores the relay clock now (at shutdown; the periodic pass stores it once a minute).
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        self.store
+            .write(Write::Storm(StormWrite::Clock(self.clock.now_ms())))
+            .await
+            .map(|_| ())
+    }
+
+    /// Runs [`Storms::tick`] every [`TICK`] until aborted.
+    pub async fn run(self: Arc<Self>) {
+        let mut every = tokio::time::interval(TICK);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            if let Err(e) = self.tick().await {
+                tracing::warn!("storm control: {e}");
+            }
+        }
+    }
+
+    pub async fn view(&self, id: i64) -> Result<Option<StormView>, StoreError> {
+        self.store.read(move |b| b.storm(id)).await
+    }
+
+    /// Acknowledges every open incident of a storm through the escalator, announced once
+    /// per destination the storm or its incidents reached.
+    pub async fn ack(&self, id: i64, by: String) -> Result<StormAcked, StoreError> {
+        let Some(view) = self.view(id).await? else {
+            return Ok(StormAcked::NotFound);
+        };
+        let mut acked = Vec::new();
+        for i in view
+            .incidents
+            .iter()
+            .filter(|i| i.state == IncidentState::Open)
+        {
+            let t = self
+                .escalator
+                .transition_quietly(i.id, Action::Ack, by.clone())
+                .await?;
+            if matches!(t, Transitioned::Done { .. }) {
+                acked.push(i.id);
+            }
+        }
+        if acked.is_empty() {
+            return Ok(StormAcked::Unchanged);
+        }
+        let list: Vec<String> = acked.iter().map(|i| format!("#{i}")).collect();
+        let text = format!(
+            "Storm #{id} acknowledged\n{} incidents ({}) acknowledged by {by} at {}",
+            acked.len(),
+            list.join(", "),
+            crate::time::format_rfc3339(crate::time::now_millis().saturating_mul(1_000_000))
+        );
+        let w = self
+            .store
+            .write(Write::Storm(StormWrite::Announce { storm: id, text }))
+            .await?;
+        let notices = match w {
+            Written::Storm(StormWritten::Deliveries(d)) => {
+                self.enqueue(&d);
+                d.len()
+            }
+            _ => 0,
+        };
+        Ok(StormAcked::Done {
+            incidents: acked,
+            notices,
+        })
+    }
+}
+
+impl Storms {
+    /// The ack page of a storm link: GET (`by` None) shows the storm and every incident of it
+    /// with a confirm button; POST acknowledges them all. (status, title, body, form), HTML.
+    pub async fn page(
+        &self,
+        signer: &crate::ack::Signer,
+        token: &str,
+        by: Option<&str>,
+    ) -> (u16, String, String, String) {
+        let esc = crate::render::text::escape_html;
+        let id = match signer.verify_storm(token, crate::time::now_millis() / 1000) {
+            Ok(id) => id,
+            Err(e) => {
+                self.metrics.reject("ack_token");
+                return (
+                    403,
+                    "Cannot acknowledge".into(),
+                    esc(&e.to_string()),
+                    String::new(),
+                );
+            }
+        };
+        let title = format!("Storm #{id}");
+        if let Some(peer) = by {
+            return match self.ack(id, format!("ack link from {peer}")).await {
+                Ok(StormAcked::Done { incidents, .. }) => (
+                    200,
+                    title,
+                    format!(
+                        "Acknowledged {} incidents. Pending escalation steps are cancelled.",
+                        incidents.len()
+                    ),
+                    String::new(),
+                ),
+                Ok(StormAcked::Unchanged) => (
+                    200,
+                    title,
+                    "Nothing to do: no incident of this storm is open.".into(),
+                    String::new(),
+                ),
+                Ok(StormAcked::NotFound) => (
+                    404,
+                    "Not found".into(),
+                    "No such storm.".into(),
+                    String::new(),
+                ),
+                Err(e) => (
+                    503,
+                    "Storage error".into(),
+                    esc(&e.to_string()),
+                    String::new(),
+                ),
+            };
+        }
+        match self.view(id).await {
+            Ok(Some(v)) => {
+                let mut body = format!(
+                    "<p>{} incidents of policy {}{}</p><ul>",
+                    v.incidents.len(),
+                    esc(&v.policy),
+                    if v.key.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" at {}", esc(&key_line(&v.key)))
+                    }
+                );
+                for i in &v.incidents {
+                    let _ = write!(
+                        body,
+                        "<li>#{} {}: {} — {}{}</li>",
+                        i.id,
+                        esc(&i.alertname),
+                        esc(&i.summary),
+                        i.state.as_str(),
+                        i.acked_by
+                            .as_ref()
+                            .map_or(String::new(), |b| format!(" by {}", esc(b)))
+                    );
+                }
+                body.push_str("</ul>");
+                let form = if v.incidents.iter().any(|i| i.state == IncidentState::Open) {
+                    "<form method=\"post\"><button type=\"submit\">Acknowledge all</button></form>"
+                        .to_owned()
+                } else {
+                    String::new()
+                };
+                (200, title, body, form)
+            }
+            Ok(None) => (
+                404,
+                "Not found".into(),
+                "No such storm.".into(),
+                String::new(),
+            ),
+            Err(e) => (
+                503,
+                "Storage error".into(),
+                esc(&e.to_string()),
+                String::new(),
+            ),
+        }
+    }
+
+    /// `GET /api/v1/storms/{id}`: (status, JSON).
+    pub async fn api_view(&self, id: i64) -> (u16, serde_json::Value) {
+        match self.view(id).await {
+            Ok(Some(v)) => (200, serde_json::json!({ "storm": v })),
+            Ok(None) => (
+                404,
+                serde_json::json!({"status": "error", "error": "not_found"}),
+            ),
+            Err(e) => (
+                500,
+                serde_json::json!({"status": "error", "error": "storage", "message": e.to_string()}),
+            ),
+        }
+    }
+
+    /// `POST /api/v1/storms/{id}/ack`: (status, JSON).
+    pub async fn api_ack(&self, id: i64, by: String) -> (u16, serde_json::Value) {
+        match self.ack(id, by).await {
+            Ok(StormAcked::Done { incidents, notices }) => (
+                200,
+                serde_json::json!({"status": "ok", "incidents": incidents, "notices": notices}),
+            ),
+            Ok(StormAcked::Unchanged) => (200, serde_json::json!({"status": "unchanged"})),
+            Ok(StormAcked::NotFound) => (
+                404,
+                serde_json::json!({"status": "error", "error": "not_found"}),
+            ),
+            Err(e) => (
+                500,
+                serde_json::json!({"status": "error", "error": "storage", "message": e.to_string()}),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
