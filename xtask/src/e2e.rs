@@ -418,6 +418,21 @@ fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
     Ok((status, body))
 }
 
+/// The relay's dead-man's switch timeout in the chain: above Alertmanager's 2 s Watchdog
+/// repeat and the start-up of Prometheus and Alertmanager after the relay.
+const DEADMAN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// One unlabelled sample of the relay's `/metrics`.
+fn relay_metric(port: u16, name: &str) -> Option<f64> {
+    let (status, body) = http_get(port, "/metrics").ok()?;
+    if status != 200 {
+        return None;
+    }
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> Result<Duration> {
     let start = Instant::now();
     while start.elapsed() < timeout {
@@ -763,8 +778,10 @@ fn run_chain(
         background.push((name, port));
     }
 
-    // alert-relay with the fake chat (Slack) and SMS (Twilio).
+    // alert-relay with the fake chat (Slack) and SMS (Twilio), its dead-man's switch fed by
+    // Alertmanager's Watchdog, and re-sync against that Alertmanager.
     let relay_port = free_port()?;
+    let am_port = free_port()?;
     let token = "e2e-token-0123456789";
     let relay_cfg = tmp.join("relay.yml");
     std::fs::write(
@@ -784,7 +801,10 @@ routes:
   - match: {{ severity: critical }}
     policy: page
   - policy: chat
+deadman: {{ timeout: {deadman_timeout}s, notify: [chat] }}
+alertmanager: {{ url: "http://127.0.0.1:{am_port}", interval: 5s }}
 "#,
+            deadman_timeout = DEADMAN_TIMEOUT.as_secs(),
             db = tmp.join("relay.db").display()
         ),
     )?;
@@ -797,8 +817,8 @@ routes:
             .arg(&relay_cfg),
     )?);
 
-    // Alertmanager: the shipped grouping, short timers, the relay with its token.
-    let am_port = free_port()?;
+    // Alertmanager: the shipped grouping, short timers, the relay with its token; the Watchdog
+    // every 2 s as the relay's heartbeat.
     std::fs::write(tmp.join("relay.token"), token)?;
     std::fs::write(
         tmp.join("alertmanager.yml"),
@@ -811,7 +831,10 @@ routes:
   repeat_interval: 1h
   routes:
     - matchers: ['alertname="Watchdog"']
-      receiver: blackhole
+      receiver: relay
+      group_by: [alertname]
+      group_wait: 0s
+      repeat_interval: 2s
 receivers:
   - name: relay
     webhook_configs:
@@ -819,11 +842,11 @@ receivers:
         send_resolved: true
         http_config:
           authorization: {{ credentials_file: {tok} }}
-  - name: blackhole
 "#,
             tok = tmp.join("relay.token").display()
         ),
     )?;
+    let alertmanager_proc = procs.len();
     procs.push(spawn(
         "alertmanager",
         tmp,
@@ -970,6 +993,19 @@ scrape_configs:
         Ok(())
     };
 
+    // The Watchdog reaches the relay as a heartbeat (never as a message).
+    wait_for(
+        "a dead-man's switch heartbeat",
+        Duration::from_secs(30),
+        || {
+            relay_metric(
+                relay_port,
+                "alert_relay_deadman_last_heartbeat_timestamp_seconds",
+            )
+            .is_some_and(|v| v > 0.0)
+        },
+    )?;
+
     // Healthy: nothing of what we induce later may have fired.
     std::thread::sleep(Duration::from_secs(3));
     for a in ["PiUnderVoltage", "PiUpsOnBattery", "PiFilesystemReadOnly"] {
@@ -1077,6 +1113,20 @@ scrape_configs:
         excused.len(),
         excused.join("\n  ")
     );
+    // The heartbeats kept the switch quiet all along; without Alertmanager it trips.
+    for a in ["Watchdog", "MonitoringPipelineDown"] {
+        if fake.count("/slack", &[a]) > 0 {
+            bail!("{a} reached the chat while Alertmanager was running");
+        }
+    }
+    drop(procs.remove(alertmanager_proc));
+    let t = wait_for(
+        "MonitoringPipelineDown at the fake chat after Alertmanager stopped",
+        DEADMAN_TIMEOUT + Duration::from_secs(20),
+        || fake.count("/slack", &["MonitoringPipelineDown"]) > 0,
+    )?;
+    eprintln!("e2e: Alertmanager stopped: the dead-man's switch reached the chat after {t:.1?}");
+
     // Stop the subject, then the rest from the last started (Prometheus) to the first, so
     // nothing sends to a service already gone.
     drop(chain);
