@@ -129,11 +129,19 @@ fn mib(bytes: u64) -> f64 {
 pub(crate) fn run(args: &[String]) -> Result<()> {
     let mut scrapes = 2000_usize;
     let mut fixture = String::from("pi4-sd");
+    // Between scrapes, so neither exporter's scrape absorbs the other's leftover work (Go's
+    // GC, a worker parking) on a 2-core machine; Prometheus scrapes a Pi every 15 s.
+    let mut pause = Duration::from_millis(5);
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
         match arg.as_str() {
             "--scrapes" => scrapes = iter.next().context("--scrapes needs a number")?.parse()?,
             "--fixture" => fixture = iter.next().context("--fixture needs a name")?.clone(),
+            "--pause-ms" => {
+                pause = Duration::from_millis(
+                    iter.next().context("--pause-ms needs a number")?.parse()?,
+                );
+            }
             other => bail!("unknown bench option {other:?}"),
         }
     }
@@ -201,6 +209,9 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     // Alternate so both see the same machine state.
     for _ in 0..scrapes {
         for (client, result) in clients.iter_mut().zip(&mut results) {
+            if !pause.is_zero() {
+                std::thread::sleep(pause);
+            }
             let started = Instant::now();
             result.bytes = client.scrape()?;
             result.samples.push(started.elapsed());
@@ -215,7 +226,8 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let node_size = std::fs::metadata(&node)?.len();
 
     println!(
-        "\n{scrapes} scrapes each, alternating, keep-alive, gzip, Prometheus Accept header; fixture {fixture}\n"
+        "\n{scrapes} scrapes each, alternating with {} ms pauses, keep-alive, gzip, Prometheus Accept header; fixture {fixture}\n",
+        pause.as_millis()
     );
     println!("| | pi-exporter | node_exporter | ratio | target |");
     println!("|---|---:|---:|---:|---|");

@@ -19,7 +19,8 @@ commands:
   ci                      fmt check, clippy -D warnings, the whole test suite, the promtool
                           checks, the full-chain e2e and the packages (what CI runs)
   bench [--scrapes N]     pi-exporter vs Debian's prometheus-node-exporter on the same fixture
-        [--fixture NAME]  tree: scrape latency (median, p99), peak RSS, binary size
+        [--fixture NAME]  tree: scrape latency (median, p99), peak RSS, binary size; scrapes
+        [--pause-ms MS]   alternate with MS (5) ms pauses, 0 for back to back
   relay-bench             alert-relay: durable webhooks/s, p50/p99, peak RSS, raw fsync rate
   promtool                check prometheus/ and grafana/: promtool/amtool checks, rule unit
                           tests, metric names, runbook anchors (part of ci)
