@@ -7,9 +7,14 @@
 //! until that call finally returns.
 //!
 //! The exception: a mount of a type that answers `statvfs` from counters in memory
-//! ([`IN_MEMORY_STATFS`]), once one call of it has returned through the worker, is asked
-//! directly. When every mount is such a one, the collector does not block at all
-//! ([`Collector::may_block`]) and runs on the serving thread.
+//! ([`IN_MEMORY_STATFS`]), not at an automount point (an `autofs` entry for the same target),
+//! once one call of it has returned through the worker, is asked directly. When every mount of
+//! the last scrape was such a one, the collector does not block ([`Collector::may_block`]) and
+//! runs on the serving thread; such a run asks only those mounts directly and never waits for
+//! the worker: a mount that appeared since is reported without sizes or `device_error`, fails
+//! the collector for that scrape ("not measured") and sends the next scrape to the pool.
+//! Mounts are recognised by (device, mount point): a different filesystem mounted under the same
+//! device name at the same place between two scrapes is asked directly at once.
 
 use std::collections::{HashSet, VecDeque};
 use std::io;
@@ -184,10 +189,10 @@ impl StatWorker {
                     for (index, path) in batch {
                         let result = statfs.statvfs(&path);
                         // If the collector gave up on this call, the mount is usable again now.
-                        stuck
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .remove(&path);
+                        // Unmarked and answered under one lock, so a collector that times out
+                        // at this moment either sees the answer or has its mark removed.
+                        let mut stuck = stuck.lock().unwrap_or_else(PoisonError::into_inner);
+                        stuck.remove(&path);
                         if reply.send((index, result)).is_err() {
                             // The collector moved on without us (we were stuck): drop the rest.
                             break;
@@ -221,6 +226,8 @@ pub struct FilesystemCollector {
 struct Selection {
     table: String,
     mounts: Vec<Mount>,
+    /// Per mount: its mount point is also an `autofs` trigger.
+    automounted: Vec<bool>,
     malformed: usize,
 }
 
@@ -235,6 +242,9 @@ impl std::fmt::Debug for FilesystemCollector {
 enum StatOutcome {
     Stats(FsStats),
     Failed(String),
+    /// New since the last scrape, seen by a run on the serving thread, which does not wait for
+    /// the worker: measured by the next scrape, on the blocking pool.
+    NotMeasured,
 }
 
 impl FilesystemCollector {
@@ -269,8 +279,9 @@ impl FilesystemCollector {
     }
 
     /// `statvfs` on every path: those marked `direct` here, the others on the worker, each
-    /// waited for at most the mount timeout.
-    fn stat_all(&self, paths: &[PathBuf], direct: &[bool]) -> Vec<StatOutcome> {
+    /// waited for at most the mount timeout. Without `wait` (a run on the serving thread), only
+    /// the direct ones are asked and the others are not measured.
+    fn stat_all(&self, paths: &[PathBuf], direct: &[bool], wait: bool) -> Vec<StatOutcome> {
         let mut outcomes: Vec<Option<StatOutcome>> = paths.iter().map(|_| None).collect();
         let mut pending: VecDeque<usize> = VecDeque::with_capacity(paths.len());
         let mut here = Vec::new();
@@ -283,6 +294,8 @@ impl FilesystemCollector {
                     outcomes[index] = Some(StatOutcome::Failed(
                         "an earlier statvfs is still hanging".into(),
                     ));
+                } else if !wait {
+                    outcomes[index] = Some(StatOutcome::NotMeasured);
                 } else {
                     pending.push_back(index);
                 }
@@ -331,10 +344,14 @@ impl FilesystemCollector {
                     Err(mpsc::RecvTimeoutError::Timeout) => {
                         // Leave the hung thread behind (it clears the mark when its call
                         // returns); the remaining mounts get a fresh one in the next round.
-                        self.stuck
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .insert(paths[expected].clone());
+                        let mut stuck = self.stuck.lock().unwrap_or_else(PoisonError::into_inner);
+                        stuck.insert(paths[expected].clone());
+                        // The call returned between the timeout and the mark: nothing will
+                        // clear the mark later.
+                        if answers.try_recv().is_ok() {
+                            stuck.remove(&paths[expected]);
+                        }
+                        drop(stuck);
                         outcomes[expected] = Some(StatOutcome::Failed(format!(
                             "statvfs did not return within {:?}",
                             self.options.mount_timeout
@@ -387,16 +404,26 @@ impl FilesystemCollector {
 }
 
 impl FilesystemCollector {
-    /// The mounts to report from this mount table, and how many of its lines were malformed.
-    fn select(&self, table: String) -> (Vec<Mount>, usize) {
+    /// The mounts to report from this mount table, whether each is at an automount point, and
+    /// how many of the table's lines were malformed.
+    fn select(&self, table: String) -> (Vec<Mount>, Vec<bool>, usize) {
         let mut cache = self
             .selection
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if let Some(selection) = cache.as_ref().filter(|s| s.table == table) {
-            return (selection.mounts.clone(), selection.malformed);
+            return (
+                selection.mounts.clone(),
+                selection.automounted.clone(),
+                selection.malformed,
+            );
         }
         let (mounts, malformed) = parse_mounts(&table);
+        let autofs: HashSet<String> = mounts
+            .iter()
+            .filter(|m| m.fstype == "autofs")
+            .map(|m| self.paths.strip_rootfs(&m.mountpoint).to_owned())
+            .collect();
         // A mount point mounted over shows up twice; the last entry is the visible one.
         let mut seen = HashSet::new();
         let mut selected: Vec<Mount> = Vec::new();
@@ -407,20 +434,28 @@ impl FilesystemCollector {
             }
         }
         selected.reverse();
+        let automounted: Vec<bool> = selected
+            .iter()
+            .map(|m| autofs.contains(&m.mountpoint))
+            .collect();
         *cache = Some(Selection {
             table,
             mounts: selected.clone(),
+            automounted: automounted.clone(),
             malformed,
         });
-        (selected, malformed)
+        (selected, automounted, malformed)
     }
 }
 
 impl Collector for FilesystemCollector {
     fn collect(&self, out: &mut MetricSet) -> Result<(), CollectError> {
+        // What `may_block` answered for this run (the scraper checks it under the run lock, and
+        // only `collect` changes it): a run on the serving thread never waits for the worker.
+        let wait = !self.all_answered.load(Ordering::Acquire);
         let path = self.paths.proc("self/mounts");
         let text = std::fs::read_to_string(&path).map_err(|e| CollectError::io(&path, e))?;
-        let (selected, malformed) = self.select(text);
+        let (selected, automounted, malformed) = self.select(text);
 
         let targets: Vec<PathBuf> = selected
             .iter()
@@ -431,15 +466,18 @@ impl Collector for FilesystemCollector {
             .zip(&targets)
             .map(|(m, t)| (m.device.clone(), t.clone()))
             .collect();
+        // An automount point may have expired since the table was read: asking it mounts the
+        // filesystem again, so it is never asked directly.
         let fast: Vec<bool> = selected
             .iter()
-            .map(|m| IN_MEMORY_STATFS.contains(&m.fstype.as_str()))
+            .zip(&automounted)
+            .map(|(m, &auto)| !auto && IN_MEMORY_STATFS.contains(&m.fstype.as_str()))
             .collect();
         let direct: Vec<bool> = {
             let answered = self.answered.lock().unwrap_or_else(PoisonError::into_inner);
             keys.iter().map(|k| answered.contains(k)).collect()
         };
-        let outcomes = self.stat_all(&targets, &direct);
+        let outcomes = self.stat_all(&targets, &direct, wait);
         self.note_answers(keys, &fast, &outcomes);
 
         let mut failures = Failures::default();
@@ -456,12 +494,14 @@ impl Collector for FilesystemCollector {
                 "Whether the filesystem is mounted read-only (1), as a Pi remounts its root after corruption",
             )
             .sample_owned(labels(), f64::from(u8::from(mount.readonly)));
-            let error = matches!(outcome, StatOutcome::Failed(_));
-            out.gauge(
-                "rpi_filesystem_device_error",
-                "Whether statvfs on the mount failed or did not return (1)",
-            )
-            .sample_owned(labels(), f64::from(u8::from(error)));
+            if !matches!(outcome, StatOutcome::NotMeasured) {
+                let error = matches!(outcome, StatOutcome::Failed(_));
+                out.gauge(
+                    "rpi_filesystem_device_error",
+                    "Whether statvfs on the mount failed or did not return (1)",
+                )
+                .sample_owned(labels(), f64::from(u8::from(error)));
+            }
             match outcome {
                 StatOutcome::Stats(st) => {
                     let values = [
@@ -494,15 +534,22 @@ impl Collector for FilesystemCollector {
                         mount.mountpoint
                     )));
                 }
+                StatOutcome::NotMeasured => {
+                    failures.push(CollectError::Other(format!(
+                        "{}: new mount, not measured this scrape",
+                        mount.mountpoint
+                    )));
+                }
             }
         }
         failures.skipped_lines(&path, malformed);
         failures.finish()
     }
 
-    /// Blocks until every mount is of an in-memory type and has answered once; a mount that
-    /// appears between two scrapes is first asked through the worker (under the mount timeout)
-    /// by a scrape that runs here, not on the pool.
+    /// Blocks until every mount is of an in-memory type, not at an automount point, and has
+    /// answered once. A mount that appears between two scrapes is not measured by a scrape that
+    /// runs on the serving thread; that scrape turns this true, so the next one measures it on
+    /// the pool.
     fn may_block(&self) -> bool {
         !self.all_answered.load(Ordering::Acquire)
     }
@@ -717,12 +764,17 @@ garbage-line
         let here = std::thread::current().name().map(str::to_owned);
         assert_eq!(threads(&recorder), [here.clone(), here.clone()]);
 
-        // A network mount appears: only it goes through the worker, and scrapes block again.
+        // A network mount appears: a run here leaves it out and sends the next scrape to the
+        // pool, where only it goes through the worker, and scrapes keep blocking.
         std::fs::write(
             dir.path().join("proc/self/mounts"),
             "/dev/root /host ext4 rw 0 0\ntmpfs /host/run tmpfs rw 0 0\nnas:/x /host/nas nfs4 rw 0 0\n",
         )
         .expect("rewrite");
+        c.collect(&mut MetricSet::new())
+            .expect_err("nas not measured");
+        assert!(c.may_block());
+        assert_eq!(threads(&recorder), [here.clone(), here.clone()]);
         c.collect(&mut MetricSet::new()).expect("collect");
         let calls = recorder.0.lock().expect("lock").clone();
         let nas = calls
@@ -731,6 +783,64 @@ garbage-line
             .expect("nas asked");
         assert_eq!(nas.1, worker);
         assert!(c.may_block());
+    }
+
+    #[test]
+    fn a_run_on_the_serving_thread_never_waits_for_a_new_mount() {
+        let (release, rx) = mpsc::channel::<()>();
+        let (dir, mut c) = collector(
+            "/dev/root /host ext4 rw 0 0\n",
+            Arc::new(FakeStatFs {
+                release: Mutex::new(rx),
+            }),
+        );
+        c.options.mount_timeout = Duration::from_secs(5);
+        c.collect(&mut MetricSet::new()).expect("collect");
+        assert!(!c.may_block());
+
+        // A dead NFS mount appears after the scraper decided to run us here.
+        std::fs::write(
+            dir.path().join("proc/self/mounts"),
+            "/dev/root /host ext4 rw 0 0\nnas:/x /host/hang nfs4 rw 0 0\n",
+        )
+        .expect("rewrite");
+        let started = std::time::Instant::now();
+        let mut set = MetricSet::new();
+        let err = c
+            .collect(&mut set)
+            .expect_err("the new mount is not measured");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "waited {:?} on the serving thread",
+            started.elapsed()
+        );
+        assert!(
+            err.to_string().contains("/hang: new mount, not measured"),
+            "{err}"
+        );
+        assert_eq!(value(&set, "rpi_filesystem_size_bytes", "/"), Some(1000.0));
+        assert_eq!(value(&set, "rpi_filesystem_readonly", "/hang"), Some(0.0));
+        assert_eq!(value(&set, "rpi_filesystem_device_error", "/hang"), None);
+        assert_eq!(value(&set, "rpi_filesystem_size_bytes", "/hang"), None);
+        assert!(c.may_block(), "the next scrape measures it on the pool");
+        drop(release);
+    }
+
+    #[test]
+    fn an_automount_point_is_never_asked_directly() {
+        let recorder = Arc::new(ThreadRecorder::default());
+        let (_dir, c) = collector(
+            "/dev/root /host ext4 rw 0 0\nsystemd-1 /host/media autofs rw 0 0\n/dev/sda1 /host/media ext4 rw 0 0\n",
+            Arc::clone(&recorder) as Arc<dyn StatFs>,
+        );
+        for _ in 0..2 {
+            c.collect(&mut MetricSet::new()).expect("collect");
+            assert!(c.may_block());
+        }
+        let calls = recorder.0.lock().expect("lock").clone();
+        let media: Vec<_> = calls.iter().filter(|(p, _)| p.ends_with("media")).collect();
+        assert_eq!(media.len(), 2);
+        assert!(media.iter().all(|(_, t)| t.as_deref() == Some("statvfs")));
     }
 
     #[test]
@@ -754,8 +864,9 @@ garbage-line
             "/dev/root /host ext4 ro 0 0\n/dev/sdb1 /host/data ext4 rw 0 0\n",
         )
         .expect("rewrite");
+        // A run on the serving thread (the root had answered) lists the new disk unmeasured.
         let mut after = MetricSet::new();
-        c.collect(&mut after).expect("collect");
+        let _ = c.collect(&mut after);
         assert_eq!(value(&after, "rpi_filesystem_readonly", "/"), Some(1.0));
         assert_eq!(value(&after, "rpi_filesystem_readonly", "/data"), Some(0.0));
     }
