@@ -367,7 +367,8 @@ pub struct FirmwareCollector {
     /// `None`: no usable mailbox, sysfs only.
     mailbox: Option<Probed>,
     cache_ttl: Duration,
-    /// Held while reading, which also serialises every mailbox call of the process.
+    /// Held while reading, which also serialises the mailbox calls of this instance (the
+    /// doctor's private instance makes its own).
     cache: Mutex<Option<Snapshot>>,
 }
 
