@@ -84,6 +84,7 @@ impl DoctorCollector {
                 web_config: options.web_config_file.clone(),
                 origin: "this server".to_owned(),
             }),
+            ups_unknown: None,
         };
         let shared = Arc::new(Shared::default());
         let (stop, stopped) = mpsc::channel::<()>();

@@ -715,7 +715,8 @@ fn temperature(facts: &Facts) -> Outcome {
 }
 
 fn ups(facts: &Facts) -> Outcome {
-    match facts.ups {
+    match &facts.ups {
+        UpsState::Unknown(reason) => skip(reason.clone()),
         UpsState::NotConfigured => not(
             Verdict::Warn,
             "a power cut stops the Pi mid-write",

@@ -136,6 +136,8 @@ pub(crate) struct Condition {
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum UpsState {
+    /// Why the configuration is not known.
+    Unknown(String),
     NotConfigured,
     /// Configured; `None` when it gave no on-battery reading.
     OnBattery(Option<bool>),
@@ -307,7 +309,9 @@ pub(crate) fn gather(inputs: &Inputs, sources: &Sources) -> Facts {
         })
         .collect();
 
-    let ups = if sources.ups_configured {
+    let ups = if let Some(reason) = &inputs.ups_unknown {
+        UpsState::Unknown(reason.clone())
+    } else if sources.ups_configured {
         // Several UPSes: on battery if any is.
         let readings = samples(&set, "rpi_ups_on_battery");
         UpsState::OnBattery((!readings.is_empty()).then(|| readings.iter().any(|s| s.value != 0.0)))

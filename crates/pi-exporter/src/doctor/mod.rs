@@ -96,6 +96,8 @@ pub struct Inputs {
     pub context: BuildContext,
     /// `Err`: why the exposure is not known (SKIP).
     pub exposure: Result<Exposure, String>,
+    /// Why the UPS configuration is not known (the unit's `ExecStart` does not parse): SKIP.
+    pub ups_unknown: Option<String>,
 }
 
 /// Runs every check once.
@@ -433,11 +435,32 @@ mod tests {
             "PI_EXPORTER_ARGS=\"--web.listen-address=nowhere\"\n",
         )
         .expect("write");
-        let exposure = verdict_of(&doctor(tree.path(), &[]), "exporter_exposure");
-        assert_eq!(exposure.verdict, Verdict::Skip);
-        assert!(
-            exposure.reason.contains("cannot parse the ExecStart"),
-            "{exposure:?}"
+        let findings = doctor(tree.path(), &[]);
+        for check in ["exporter_exposure", "ups"] {
+            let f = verdict_of(&findings, check);
+            assert_eq!(f.verdict, Verdict::Skip, "{f:?}");
+            assert!(f.reason.contains("cannot parse the ExecStart"), "{f:?}");
+        }
+    }
+
+    #[test]
+    fn the_units_ups_config_is_read_through_the_rootfs() {
+        let tree = copy_of("doctor-prepared");
+        put(
+            tree.path(),
+            "rootfs/etc/pi-exporter/ups.yaml",
+            "ups:\n  - {name: rack, board: nut}\n",
         );
+        put(
+            tree.path(),
+            "rootfs/etc/default/pi-exporter",
+            "PI_EXPORTER_ARGS=\"--web.listen-address=127.0.0.1:9831 --ups.config=/etc/pi-exporter/ups.yaml\"\n",
+        );
+        let findings = doctor(tree.path(), &[]);
+        let exposure = verdict_of(&findings, "exporter_exposure");
+        assert_eq!(exposure.verdict, Verdict::Pass, "{exposure:?}");
+        let ups = verdict_of(&findings, "ups");
+        assert_ne!(ups.verdict, Verdict::Skip, "{ups:?}");
+        assert_ne!(ups.verdict, Verdict::Pass, "no upsd answers: {ups:?}");
     }
 }
