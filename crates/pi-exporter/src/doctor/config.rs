@@ -87,10 +87,17 @@ fn glob(paths: &Paths, pattern: &str) -> Result<Vec<String>, Reason> {
 // ---------------------------------------------------------------------------------------------
 // systemd: unit files, drop-ins, system.conf and journald.conf
 
-/// Where systemd looks for unit files, highest priority first (`man systemd.unit`).
+/// Where systemd looks for unit files and drop-ins, highest priority first (`man
+/// systemd.unit`, system mode; generator directories left out: they are only filled at boot,
+/// and /lib for systems without a merged /usr).
 pub(crate) const UNIT_DIRS: &[&str] = &[
+    "/etc/systemd/system.control",
+    "/run/systemd/system.control",
+    "/run/systemd/transient",
     "/etc/systemd/system",
+    "/etc/systemd/system.attached",
     "/run/systemd/system",
+    "/run/systemd/system.attached",
     "/usr/local/lib/systemd/system",
     "/usr/lib/systemd/system",
     "/lib/systemd/system",
@@ -187,12 +194,19 @@ fn conf_files<S: AsRef<str>>(paths: &Paths, dirs: &[S]) -> Result<Vec<String>, R
     Ok(chosen.into_values().collect())
 }
 
-/// Drop-in files of the unit `name`: `<name>.d/*.conf`, and `service.d/*.conf` for every
-/// service, in every unit directory.
+/// Drop-in files of the unit `name`, searched as systemd does: in each unit directory by
+/// priority, `<name>.d`, then the dash prefixes (`alert-.service.d` for `alert-relay.service`,
+/// longest first), then `service.d` for every service; of files with the same name the first
+/// found wins.
 fn dropins(paths: &Paths, name: &str) -> Result<Vec<String>, Reason> {
     let mut subdirs = vec![format!("{name}.d")];
-    if let Some((_, kind)) = name.rsplit_once('.') {
-        subdirs.insert(0, format!("{kind}.d"));
+    if let Some((stem, kind)) = name.rsplit_once('.') {
+        subdirs.extend(
+            stem.match_indices('-')
+                .rev()
+                .map(|(i, _)| format!("{}-.{kind}.d", &stem[..i])),
+        );
+        subdirs.push(format!("{kind}.d"));
     }
     let dirs: Vec<String> = UNIT_DIRS
         .iter()
@@ -591,6 +605,52 @@ mod tests {
         assert_eq!(unit.settings.get("Service.WatchdogSec"), None, "reset");
         assert_eq!(unit.settings.get("Unit.StartLimitBurst"), Some("3"));
         assert_eq!(load_unit(&paths, "absent.service"), Ok(None));
+    }
+
+    #[test]
+    fn dropins_are_found_where_systemd_looks_and_the_first_of_a_name_wins() {
+        let (_dir, paths) = tree(&[
+            (
+                "/usr/lib/systemd/system/alert-relay.service",
+                "[Service]\nRestart=no\n",
+            ),
+            // Same file name: the unit's own directory comes before service.d, and
+            // system.control before /etc.
+            (
+                "/etc/systemd/system/service.d/10-x.conf",
+                "[Service]\nRestart=on-failure\n",
+            ),
+            (
+                "/etc/systemd/system/alert-relay.service.d/10-x.conf",
+                "[Service]\nRestart=always\n",
+            ),
+            (
+                "/etc/systemd/system/alert-.service.d/20-prefix.conf",
+                "[Service]\nWatchdogSec=30s\n",
+            ),
+            (
+                "/etc/systemd/system.control/alert-relay.service.d/30-limit.conf",
+                "[Unit]\nStartLimitBurst=5\n",
+            ),
+            (
+                "/etc/systemd/system/alert-relay.service.d/30-limit.conf",
+                "[Unit]\nStartLimitBurst=9\n",
+            ),
+        ]);
+        let unit = load_unit(&paths, "alert-relay.service")
+            .expect("readable")
+            .expect("installed");
+        assert_eq!(unit.settings.get("Service.Restart"), Some("always"));
+        assert_eq!(unit.settings.get("Service.WatchdogSec"), Some("30s"));
+        assert_eq!(unit.settings.get("Unit.StartLimitBurst"), Some("5"));
+        assert_eq!(
+            unit.dropins,
+            [
+                "/etc/systemd/system/alert-relay.service.d/10-x.conf",
+                "/etc/systemd/system/alert-.service.d/20-prefix.conf",
+                "/etc/systemd/system.control/alert-relay.service.d/30-limit.conf",
+            ]
+        );
     }
 
     #[test]
