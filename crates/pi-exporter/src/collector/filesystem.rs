@@ -44,6 +44,10 @@ pub const IN_MEMORY_STATFS: &[&str] = &[
     "btrfs", "exfat", "ext2", "ext3", "ext4", "f2fs", "msdos", "ramfs", "tmpfs", "vfat", "xfs",
 ];
 
+/// Below this share of available space a filesystem is low (`/health` flags it, the doctor's
+/// `free_space` fails).
+pub const LOW_SPACE_RATIO: f64 = 0.15;
+
 #[derive(Debug, Clone)]
 pub struct Options {
     pub mount_points_exclude: Regex,

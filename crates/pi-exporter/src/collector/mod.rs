@@ -13,7 +13,7 @@ pub mod system;
 pub mod time;
 pub mod ups;
 
-mod parse;
+pub(crate) mod parse;
 mod scrape;
 
 use std::fmt;

@@ -5,10 +5,8 @@ use super::config::{Settings, Unit};
 use super::facts::{Facts, Space, UpsState};
 use super::{Category, Finding, Verdict};
 use crate::cli::ListenAddress;
-use crate::collector::filesystem::Mount;
+use crate::collector::filesystem::{LOW_SPACE_RATIO, Mount};
 
-/// Free space below this share of a writable filesystem fails.
-pub(crate) const MIN_FREE_RATIO: f64 = 0.15;
 /// The firmware throttles at 85 °C on every Pi 4 and 5; used when it does not report a limit.
 pub(crate) const DEFAULT_TEMPERATURE_LIMIT_CELSIUS: f64 = 85.0;
 /// Headroom to the limit below which the temperature warns, and below which it fails.
@@ -576,7 +574,7 @@ fn free_space(facts: &Facts) -> Outcome {
     }
     let low: Vec<String> = watched
         .iter()
-        .filter(|s| s.avail / s.size < MIN_FREE_RATIO)
+        .filter(|s| s.avail / s.size < LOW_SPACE_RATIO)
         .map(|s| format!("{} {:.0} % free", s.mountpoint, s.avail / s.size * 100.0))
         .collect();
     if low.is_empty() && !unmeasured.is_empty() {

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::Path;
 
+use crate::collector::CollectError;
 use crate::paths::Paths;
 
 /// Why a configuration could not be read: the check becomes SKIP with this text.
@@ -35,20 +36,12 @@ pub(crate) fn exists(path: &Path) -> bool {
 
 /// The sorted entry names of a directory; an absent directory is empty.
 pub(crate) fn list_names(dir: &Path) -> Result<Vec<String>, Reason> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_reason(dir, &e)),
-    };
-    let mut names = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| io_reason(dir, &e))?;
-        if let Ok(name) = entry.file_name().into_string() {
-            names.push(name);
+    match crate::collector::parse::list_dir(dir) {
+        Err(CollectError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            Ok(Vec::new())
         }
+        result => result.map_err(|e| format!("cannot read {e}")),
     }
-    names.sort_unstable();
-    Ok(names)
 }
 
 /// Shell-style wildcard match of one path component (`*` and `?`), as glob(3) does for the

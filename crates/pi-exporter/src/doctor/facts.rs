@@ -83,19 +83,11 @@ pub(crate) fn samples<'a>(set: &'a MetricSet, name: &str) -> &'a [Sample] {
     set.get(name).map_or(&[], |f| f.samples.as_slice())
 }
 
-pub(crate) fn label<'a>(sample: &'a Sample, key: &str) -> Option<&'a str> {
-    sample
-        .labels
-        .iter()
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| v.as_str())
-}
-
 /// The value of the sample of `name` whose `key` label is `value`.
 fn value_where(set: &MetricSet, name: &str, key: &str, value: &str) -> Option<f64> {
     samples(set, name)
         .iter()
-        .find(|s| label(s, key) == Some(value))
+        .find(|s| s.label(key) == Some(value))
         .map(|s| s.value)
 }
 
@@ -224,14 +216,14 @@ pub(crate) fn gather(inputs: &Inputs, sources: &Sources) -> Facts {
     let cards = samples(&set, "rpi_mmc_info")
         .iter()
         .filter_map(|s| {
-            let device = label(s, "device")?.to_owned();
+            let device = s.label("device")?.to_owned();
             let life_used = samples(&set, "rpi_mmc_life_time_used_ratio")
                 .iter()
-                .filter(|l| label(l, "device") == Some(device.as_str()))
+                .filter(|l| l.label("device") == Some(device.as_str()))
                 .map(|l| l.value)
                 .reduce(f64::max);
             Some(Card {
-                kind: label(s, "type")?.to_owned(),
+                kind: s.label("type")?.to_owned(),
                 life_used,
                 pre_eol: value_where(&set, "rpi_mmc_pre_eol_info", "device", &device),
                 device,
@@ -270,7 +262,7 @@ pub(crate) fn gather(inputs: &Inputs, sources: &Sources) -> Facts {
     let space = samples(&set, "rpi_filesystem_size_bytes")
         .iter()
         .filter_map(|s| {
-            let mountpoint = label(s, "mountpoint")?;
+            let mountpoint = s.label("mountpoint")?;
             Some(Space {
                 mountpoint: mountpoint.to_owned(),
                 size: s.value,
@@ -281,7 +273,7 @@ pub(crate) fn gather(inputs: &Inputs, sources: &Sources) -> Facts {
 
     let unmeasured = samples(&set, "rpi_filesystem_readonly")
         .iter()
-        .filter_map(|s| label(s, "mountpoint"))
+        .filter_map(|s| s.label("mountpoint"))
         .filter(|mp| value_where(&set, "rpi_filesystem_size_bytes", "mountpoint", mp).is_none())
         .map(str::to_owned)
         .collect();
@@ -299,7 +291,7 @@ pub(crate) fn gather(inputs: &Inputs, sources: &Sources) -> Facts {
     let throttled = samples(&set, "rpi_throttled")
         .iter()
         .filter_map(|s| {
-            let name = label(s, "condition")?;
+            let name = s.label("condition")?;
             Some(Condition {
                 name: name.to_owned(),
                 now: s.value != 0.0,
@@ -322,7 +314,7 @@ pub(crate) fn gather(inputs: &Inputs, sources: &Sources) -> Facts {
     let rtcs = samples(&set, "rpi_rtc_time_valid")
         .iter()
         .filter_map(|s| {
-            let device = label(s, "device")?;
+            let device = s.label("device")?;
             Some(Rtc {
                 device: device.to_owned(),
                 valid: s.value != 0.0,
