@@ -207,8 +207,12 @@ pub(crate) fn gather(inputs: &Inputs, sources: &Sources) -> Facts {
     let mounts = config::read_optional(&paths.proc("self/mounts")).and_then(|text| {
         let text = text.ok_or_else(|| "no mount table (proc/self/mounts)".to_owned())?;
         let (mut mounts, _) = filesystem::parse_mounts(&text);
+        let kernel_names = kernel_names(paths);
         for mount in &mut mounts {
             mount.mountpoint = paths.strip_rootfs(&mount.mountpoint).to_owned();
+            if let Some(name) = kernel_names.get(&mount.device) {
+                mount.device = format!("/dev/{name}");
+            }
         }
         Ok(mounts)
     });
@@ -380,6 +384,34 @@ pub(crate) fn gather(inputs: &Inputs, sources: &Sources) -> Facts {
             })
         }),
     }
+}
+
+/// The kernel names of mount sources that are aliases (`/dev/root`, `/dev/mapper/*`), through
+/// their device numbers in `<procfs>/self/mountinfo` and the links of `<sysfs>/dev/block`; an
+/// alias that cannot be resolved stays as it is (the checks then SKIP).
+fn kernel_names(paths: &crate::paths::Paths) -> std::collections::HashMap<String, String> {
+    let mut names = std::collections::HashMap::new();
+    let Ok(Some(text)) = config::read_optional(&paths.proc("self/mountinfo")) else {
+        return names;
+    };
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let Some(dash) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
+        let (Some(numbers), Some(source)) = (fields.get(2), fields.get(dash + 2)) else {
+            continue;
+        };
+        if !(*source == "/dev/root" || source.starts_with("/dev/mapper/")) {
+            continue;
+        }
+        if let Ok(target) = std::fs::read_link(paths.sys(&format!("dev/block/{numbers}")))
+            && let Some(name) = target.file_name().and_then(|n| n.to_str())
+        {
+            names.insert((*source).to_owned(), name.to_owned());
+        }
+    }
+    names
 }
 
 fn firewall(paths: &crate::paths::Paths) -> Fact<Firewall> {

@@ -374,6 +374,24 @@ mod tests {
             let f = verdict_of(&findings, check);
             assert_eq!(f.verdict, Verdict::Skip, "{f:?}");
         }
+        // Resolved by its device number, as the kernel names it.
+        put(
+            root,
+            "proc/self/mountinfo",
+            "22 1 179:2 / / rw,noatime shared:1 - ext4 /dev/root rw\n",
+        );
+        std::fs::create_dir_all(root.join("sys/dev/block")).expect("mkdir");
+        std::os::unix::fs::symlink(
+            "../../devices/platform/emmc2bus/fe340000.mmc/mmc_host/mmc0/mmc0:0001/block/mmcblk0/mmcblk0p2",
+            root.join("sys/dev/block/179:2"),
+        )
+        .expect("link");
+        put(root, "proc/fs/jbd2/mmcblk0p2-8/info", "");
+        let findings = doctor(root, &[]);
+        let swap = verdict_of(&findings, "swap_on_flash");
+        assert_eq!(swap.verdict, Verdict::Warn, "{swap:?}");
+        let safety = verdict_of(&findings, "write_safety");
+        assert_eq!(safety.verdict, Verdict::Pass, "{safety:?}");
     }
 
     #[test]
