@@ -1,6 +1,6 @@
 //! `filesystem`: size, free space, inodes and read-only state of every real mount.
 //!
-//! Mounts come from `<procfs>/self/mounts`; sizes from `statvfs` on the mount point seen through
+//! Mounts come from `<procfs>/self/mountinfo` (or `self/mounts`, see below); sizes from `statvfs` on the mount point seen through
 //! `--path.rootfs`. `statvfs` runs on a worker thread and is waited for at most
 //! `--collector.filesystem.mount-timeout`: a mount whose call does not return (dead NFS server,
 //! wedged USB disk) is reported with `rpi_filesystem_device_error 1` and skipped on later scrapes
@@ -13,8 +13,9 @@
 //! runs on the serving thread; such a run asks only those mounts directly and never waits for
 //! the worker: a mount that appeared since is reported without sizes or `device_error`, fails
 //! the collector for that scrape ("not measured") and sends the next scrape to the pool.
-//! Mounts are recognised by (device, mount point): a different filesystem mounted under the same
-//! device name at the same place between two scrapes is asked directly at once.
+//! Mounts are recognised by their mount ID (`<procfs>/self/mountinfo`; a procfs without it, such
+//! as a fixture tree, is read through `self/mounts` and mounts are recognised by device and mount
+//! point), so a different filesystem mounted at the same place is a new mount.
 
 use std::collections::{HashSet, VecDeque};
 use std::io;
@@ -114,6 +115,42 @@ pub fn parse_mounts(text: &str) -> (Vec<Mount>, usize) {
             readonly: options.split(',').any(|o| o == "ro"),
             options: options.to_owned(),
         })
+    })
+}
+
+/// Parses `/proc/self/mountinfo` into each mount's ID and the [`Mount`] `/proc/self/mounts`
+/// would list (read-only when the mount or its superblock is); malformed lines are counted.
+pub fn parse_mountinfo(text: &str) -> (Vec<(String, Mount)>, usize) {
+    parse_lines(text.lines(), |line| {
+        let fields: Vec<&str> = line.split_ascii_whitespace().collect();
+        let dash = fields.iter().skip(6).position(|f| *f == "-")? + 6;
+        let (id, mountpoint, mount_options) = (fields[0], fields.get(4)?, fields.get(5)?);
+        let (fstype, device, super_options) = (
+            fields.get(dash + 1)?,
+            fields.get(dash + 2)?,
+            fields.get(dash + 3)?,
+        );
+        let readonly = [mount_options, super_options]
+            .iter()
+            .any(|o| o.split(',').any(|o| o == "ro"));
+        let rest = mount_options
+            .split(',')
+            .chain(super_options.split(','))
+            .filter(|o| !matches!(*o, "ro" | "rw" | ""));
+        let options = std::iter::once(if readonly { "ro" } else { "rw" })
+            .chain(rest)
+            .collect::<Vec<_>>()
+            .join(",");
+        Some((
+            id.to_owned(),
+            Mount {
+                device: unescape_octal(device),
+                mountpoint: unescape_octal(mountpoint),
+                fstype: (*fstype).to_owned(),
+                readonly,
+                options,
+            },
+        ))
     })
 }
 
@@ -217,8 +254,8 @@ pub struct FilesystemCollector {
     /// The mounts selected from the last mount table read, keyed by its text: the table rarely
     /// changes, and parsing and filtering it (two regexes per mount) is most of this collector's
     /// own work.
-    selection: Mutex<Option<Selection>>,
-    /// Mounts (device, target) of an [`IN_MEMORY_STATFS`] type whose `statvfs` has returned
+    selection: Mutex<Option<Arc<Selection>>>,
+    /// Mounts (mount ID or device, target) of an [`IN_MEMORY_STATFS`] type whose `statvfs` has returned
     /// through the worker: asked directly from now on.
     answered: Mutex<HashSet<(String, PathBuf)>>,
     /// Every mount of the last scrape was in `answered`: the next scrape cannot block.
@@ -230,6 +267,9 @@ pub struct FilesystemCollector {
 struct Selection {
     table: String,
     mounts: Vec<Mount>,
+    /// Per mount: what identifies it in `answered`: its mount ID from `mountinfo` (a new mount
+    /// at the same place under the same device name gets a new one), else its device.
+    ids: Vec<String>,
     /// Per mount: its mount point is also an `autofs` trigger.
     automounted: Vec<bool>,
     malformed: usize,
@@ -408,47 +448,53 @@ impl FilesystemCollector {
 }
 
 impl FilesystemCollector {
-    /// The mounts to report from this mount table, whether each is at an automount point, and
-    /// how many of the table's lines were malformed.
-    fn select(&self, table: String) -> (Vec<Mount>, Vec<bool>, usize) {
+    /// The mounts to report from this mount table (`mountinfo` when `info`, else `mounts`).
+    fn select(&self, table: String, info: bool) -> Arc<Selection> {
         let mut cache = self
             .selection
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if let Some(selection) = cache.as_ref().filter(|s| s.table == table) {
-            return (
-                selection.mounts.clone(),
-                selection.automounted.clone(),
-                selection.malformed,
-            );
+            return Arc::clone(selection);
         }
-        let (mounts, malformed) = parse_mounts(&table);
+        let (mounts, malformed) = if info {
+            parse_mountinfo(&table)
+        } else {
+            let (mounts, malformed) = parse_mounts(&table);
+            let keyed = mounts.into_iter().map(|m| (m.device.clone(), m)).collect();
+            (keyed, malformed)
+        };
         let autofs: HashSet<String> = mounts
             .iter()
-            .filter(|m| m.fstype == "autofs")
-            .map(|m| self.paths.strip_rootfs(&m.mountpoint).to_owned())
+            .filter(|(_, m)| m.fstype == "autofs")
+            .map(|(_, m)| self.paths.strip_rootfs(&m.mountpoint).to_owned())
             .collect();
         // A mount point mounted over shows up twice; the last entry is the visible one.
         let mut seen = HashSet::new();
-        let mut selected: Vec<Mount> = Vec::new();
-        for mut mount in mounts.into_iter().rev() {
+        let mut selected = Vec::new();
+        let mut ids = Vec::new();
+        for (id, mut mount) in mounts.into_iter().rev() {
             mount.mountpoint = self.paths.strip_rootfs(&mount.mountpoint).to_owned();
             if self.options.wants(&mount) && seen.insert(mount.mountpoint.clone()) {
                 selected.push(mount);
+                ids.push(id);
             }
         }
         selected.reverse();
-        let automounted: Vec<bool> = selected
+        ids.reverse();
+        let automounted = selected
             .iter()
             .map(|m| autofs.contains(&m.mountpoint))
             .collect();
-        *cache = Some(Selection {
+        let selection = Arc::new(Selection {
             table,
-            mounts: selected.clone(),
-            automounted: automounted.clone(),
+            mounts: selected,
+            ids,
+            automounted,
             malformed,
         });
-        (selected, automounted, malformed)
+        *cache = Some(Arc::clone(&selection));
+        selection
     }
 }
 
@@ -457,24 +503,40 @@ impl Collector for FilesystemCollector {
         // What `may_block` answered for this run (the scraper checks it under the run lock, and
         // only `collect` changes it): a run on the serving thread never waits for the worker.
         let wait = !self.all_answered.load(Ordering::Acquire);
-        let path = self.paths.proc("self/mounts");
-        let text = std::fs::read_to_string(&path).map_err(|e| CollectError::io(&path, e))?;
-        let (selected, automounted, malformed) = self.select(text);
+        // mountinfo for the mount IDs; a procfs without it (a fixture tree) has mounts.
+        let info_path = self.paths.proc("self/mountinfo");
+        let (path, text, info) = match std::fs::read_to_string(&info_path) {
+            Ok(text) => (info_path, text, true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let path = self.paths.proc("self/mounts");
+                let text =
+                    std::fs::read_to_string(&path).map_err(|e| CollectError::io(&path, e))?;
+                (path, text, false)
+            }
+            Err(e) => return Err(CollectError::io(&info_path, e)),
+        };
+        let selection = self.select(text, info);
+        let (selected, automounted, malformed) = (
+            &selection.mounts,
+            &selection.automounted,
+            selection.malformed,
+        );
 
         let targets: Vec<PathBuf> = selected
             .iter()
             .map(|m| self.paths.rooted(&m.mountpoint))
             .collect();
-        let keys: Vec<(String, PathBuf)> = selected
+        let keys: Vec<(String, PathBuf)> = selection
+            .ids
             .iter()
             .zip(&targets)
-            .map(|(m, t)| (m.device.clone(), t.clone()))
+            .map(|(id, t)| (id.clone(), t.clone()))
             .collect();
         // An automount point may have expired since the table was read: asking it mounts the
         // filesystem again, so it is never asked directly.
         let fast: Vec<bool> = selected
             .iter()
-            .zip(&automounted)
+            .zip(automounted)
             .map(|(m, &auto)| !auto && IN_MEMORY_STATFS.contains(&m.fstype.as_str()))
             .collect();
         let direct: Vec<bool> = {
@@ -845,6 +907,48 @@ garbage-line
         let media: Vec<_> = calls.iter().filter(|(p, _)| p.ends_with("media")).collect();
         assert_eq!(media.len(), 2);
         assert!(media.iter().all(|(_, t)| t.as_deref() == Some("statvfs")));
+    }
+
+    #[test]
+    fn mountinfo_gives_what_mounts_would_and_the_mount_id() {
+        let (mounts, malformed) = parse_mountinfo(
+            "22 1 179:2 / / rw,noatime shared:1 - ext4 /dev/root ro,commit=60\n\
+             30 22 8:1 / /mnt/usb\\040disk rw,relatime - vfat /dev/sda1 rw,fmask=0022\n\
+             garbage - x\n",
+        );
+        assert_eq!(malformed, 1);
+        assert_eq!(mounts[0].0, "22");
+        assert!(mounts[0].1.readonly, "superblock read-only");
+        assert_eq!(mounts[0].1.options, "ro,noatime,commit=60");
+        assert_eq!(mounts[0].1.device, "/dev/root");
+        assert_eq!(mounts[1].1.mountpoint, "/mnt/usb disk");
+        assert_eq!(mounts[1].1.fstype, "vfat");
+        assert!(!mounts[1].1.readonly);
+    }
+
+    #[test]
+    fn a_new_mount_at_the_same_place_under_the_same_device_is_not_asked_directly() {
+        let recorder = Arc::new(ThreadRecorder::default());
+        let (dir, c) = collector("", Arc::clone(&recorder) as Arc<dyn StatFs>);
+        let info = dir.path().join("proc/self/mountinfo");
+        std::fs::write(&info, "30 1 8:1 / /host/media rw - vfat /dev/sda1 rw\n").expect("write");
+        c.collect(&mut MetricSet::new())
+            .expect("through the worker");
+        c.collect(&mut MetricSet::new()).expect("directly");
+        assert!(!c.may_block());
+        recorder.0.lock().expect("lock").clear();
+
+        // Another stick, same device name and place: a new mount ID.
+        std::fs::write(&info, "31 1 8:1 / /host/media rw - vfat /dev/sda1 rw\n").expect("write");
+        c.collect(&mut MetricSet::new())
+            .expect_err("not measured on the serving thread");
+        assert!(recorder.0.lock().expect("lock").is_empty());
+        assert!(c.may_block());
+        c.collect(&mut MetricSet::new())
+            .expect("through the worker");
+        let calls = recorder.0.lock().expect("lock").clone();
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].1.as_deref(), Some("statvfs"));
     }
 
     #[test]
