@@ -8,10 +8,10 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::periodic::{self, First, Periodic};
 use super::{BuildContext, CollectError, Collector};
 use crate::cli::ListenAddress;
 use crate::doctor::{self, Exposure, Finding, Inputs, Verdict, facts::Sources};
@@ -70,8 +70,8 @@ struct Shared {
 pub struct DoctorCollector {
     shared: Arc<Shared>,
     interval: Duration,
-    /// Dropping the sender stops the thread.
-    _stop: Option<mpsc::Sender<()>>,
+    /// Dropping this stops the thread.
+    _thread: Option<Periodic>,
 }
 
 impl DoctorCollector {
@@ -87,34 +87,27 @@ impl DoctorCollector {
             ups_unknown: None,
         };
         let shared = Arc::new(Shared::default());
-        let (stop, stopped) = mpsc::channel::<()>();
-        let spawned = std::thread::Builder::new().name("doctor".into()).spawn({
+        let mut sources = None;
+        let spawned = periodic::spawn("doctor", options.interval, First::Now, {
             let shared = Arc::clone(&shared);
             move || {
                 // Built here, not in `new`: probing the sources must not delay start-up.
-                let sources = Sources::build(&inputs.context, options.interval);
-                loop {
-                    let findings = doctor::run(&inputs, &sources);
-                    let at_unix_seconds = SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .map_or(0.0, |d| d.as_secs_f64());
-                    *shared.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(LastRun {
-                        at_unix_seconds,
-                        at: Instant::now(),
-                        findings,
-                    });
-                    shared.ready.notify_all();
-                    if !matches!(
-                        stopped.recv_timeout(options.interval),
-                        Err(RecvTimeoutError::Timeout)
-                    ) {
-                        return;
-                    }
-                }
+                let sources = sources
+                    .get_or_insert_with(|| Sources::build(&inputs.context, options.interval));
+                let findings = doctor::run(&inputs, sources);
+                let at_unix_seconds = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64());
+                *shared.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(LastRun {
+                    at_unix_seconds,
+                    at: Instant::now(),
+                    findings,
+                });
+                shared.ready.notify_all();
             }
         });
-        let stop = match spawned {
-            Ok(_) => Some(stop),
+        let thread = match spawned {
+            Ok(thread) => Some(thread),
             Err(e) => {
                 tracing::error!("cannot start the doctor thread: {e}; no doctor checks");
                 None
@@ -123,7 +116,7 @@ impl DoctorCollector {
         Self {
             shared,
             interval: options.interval,
-            _stop: stop,
+            _thread: thread,
         }
     }
 }

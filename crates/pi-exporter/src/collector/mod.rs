@@ -14,6 +14,7 @@ pub mod time;
 pub mod ups;
 
 pub(crate) mod parse;
+mod periodic;
 mod scrape;
 
 use std::fmt;

@@ -110,7 +110,7 @@ pub fn parse_offset_interval(text: &str) -> Result<Duration, String> {
 /// The collector.
 pub struct RtcCollector {
     shared: Arc<Shared>,
-    _offset_worker: Option<offset::Worker>,
+    _offset_worker: Option<super::periodic::Periodic>,
 }
 
 impl std::fmt::Debug for RtcCollector {
