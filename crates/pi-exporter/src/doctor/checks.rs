@@ -579,7 +579,7 @@ fn free_space(facts: &Facts) -> Outcome {
         .collect();
     if low.is_empty() && !unmeasured.is_empty() {
         return skip(format!(
-            "no size for {} (statvfs failed)",
+            "no size for {} (statvfs failed, hung or not run yet)",
             unmeasured.join(", ")
         ));
     }
@@ -865,13 +865,30 @@ fn timespan_micros(text: &str) -> Option<u128> {
             return None;
         }
         let number: u128 = rest[..digits].parse().ok()?;
-        rest = rest[digits..].trim_start();
+        rest = &rest[digits..];
+        // `1.5s`: the fraction, to at most nanoseconds.
+        let mut fraction = (0u128, 1u128);
+        if let Some(after) = rest.strip_prefix('.') {
+            let len = after
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(after.len());
+            let kept = &after[..len.min(9)];
+            if !kept.is_empty() {
+                fraction = (
+                    kept.parse().ok()?,
+                    10u128.pow(u32::try_from(kept.len()).ok()?),
+                );
+            }
+            rest = &after[len..];
+        }
+        rest = rest.trim_start();
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit() || c.is_whitespace())
             .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         let factor = UNITS.iter().find(|(names, _)| names.contains(&unit))?.1;
         total = total.checked_add(number.checked_mul(factor)?)?;
+        total = total.checked_add(fraction.0.checked_mul(factor)? / fraction.1)?;
         rest = rest[unit_len..].trim_start();
     }
     Some(total)
@@ -1147,6 +1164,8 @@ mod tests {
         assert!(timespan_set(Some("1min 30s"), true));
         assert!(timespan_set(Some("500ms"), true));
         assert!(timespan_set(Some("30"), true));
+        assert!(timespan_set(Some("0.5s"), true));
+        assert!(!timespan_set(Some("0.0s"), true));
         assert!(timespan_set(Some("infinity"), false));
         for unset in [
             "0",
