@@ -111,7 +111,12 @@ pub fn doctor_findings(
     let mut options = config.collector_options.clone();
     let mut listen: Result<(Vec<ListenAddress>, String), String> =
         Ok((config.listen.clone(), "flags".to_owned()));
-    let mut web_config = config.web_config_file.clone();
+    // Paths in the flags name files of the checked system, as the unit's do.
+    let mut web_config = config.web_config_file.as_deref().map(|p| match p.to_str() {
+        Some(host) if p.is_absolute() => paths.rooted(host),
+        _ => p.to_owned(),
+    });
+    let mut ups_unknown = None;
     if !(command.listen_given && command.web_config_given && command.ups_given) {
         match unit_config(paths) {
             Ok(Some(unit)) => {
@@ -137,8 +142,14 @@ pub fn doctor_findings(
                 ));
             }
             Ok(None) => {}
-            Err(reason) if !command.listen_given => listen = Err(reason),
-            Err(_) => {}
+            Err(reason) => {
+                if !command.ups_given {
+                    ups_unknown = Some(reason.clone());
+                }
+                if !command.listen_given {
+                    listen = Err(reason);
+                }
+            }
         }
     }
     let context = BuildContext {
@@ -153,6 +164,7 @@ pub fn doctor_findings(
             origin,
         }),
         context,
+        ups_unknown,
     };
     let sources =
         doctor::facts::Sources::build(&inputs.context, collector::doctor::DEFAULT_INTERVAL);
@@ -164,7 +176,19 @@ fn unit_config(paths: &paths::Paths) -> Result<Option<Config>, String> {
     let Some(unit) = doctor::config::load_unit(paths, "pi-exporter.service")? else {
         return Ok(None);
     };
-    let words = doctor::config::unit_command(paths, &unit)?;
+    let mut words = doctor::config::unit_command(paths, &unit)?;
+    // `--ups.config` is read while the flags are parsed: read it through the rootfs prefix.
+    let mut next_is_ups_config = false;
+    for word in &mut words {
+        if next_is_ups_config && word.starts_with('/') {
+            *word = paths.rooted(word).to_string_lossy().into_owned();
+        } else if let Some(file) = word.strip_prefix("--ups.config=")
+            && file.starts_with('/')
+        {
+            *word = format!("--ups.config={}", paths.rooted(file).display());
+        }
+        next_is_ups_config = word == "--ups.config";
+    }
     cli::try_parse(words).map(Some).map_err(|e| {
         let message = e.to_string();
         format!(

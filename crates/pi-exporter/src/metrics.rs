@@ -33,6 +33,16 @@ pub struct Sample {
     pub value: f64,
 }
 
+impl Sample {
+    /// The value of the label `key`.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 /// A metric family: name, help, type and its samples.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Family {

@@ -3,14 +3,15 @@
 //!
 //! The checks run on the `doctor` thread at start-up and then every `--collector.doctor.interval`
 //! (they read a few dozen files and run the hardware collectors once, too much for every
-//! scrape); a scrape only renders the last result.
+//! scrape); a scrape only renders the last result. A result older than two intervals (the
+//! thread is stuck in a source) is still rendered, but fails the collector.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::periodic::{self, First, Periodic};
 use super::{BuildContext, CollectError, Collector};
 use crate::cli::ListenAddress;
 use crate::doctor::{self, Exposure, Finding, Inputs, Verdict, facts::Sources};
@@ -52,6 +53,8 @@ pub fn parse_interval(text: &str) -> Result<Duration, String> {
 #[derive(Debug)]
 struct LastRun {
     at_unix_seconds: f64,
+    /// When it finished, on the monotonic clock, for its age.
+    at: Instant,
     findings: Vec<Finding>,
 }
 
@@ -66,8 +69,9 @@ struct Shared {
 #[derive(Debug)]
 pub struct DoctorCollector {
     shared: Arc<Shared>,
-    /// Dropping the sender stops the thread.
-    _stop: Option<mpsc::Sender<()>>,
+    interval: Duration,
+    /// Dropping this stops the thread.
+    _thread: Option<Periodic>,
 }
 
 impl DoctorCollector {
@@ -80,35 +84,30 @@ impl DoctorCollector {
                 web_config: options.web_config_file.clone(),
                 origin: "this server".to_owned(),
             }),
+            ups_unknown: None,
         };
         let shared = Arc::new(Shared::default());
-        let (stop, stopped) = mpsc::channel::<()>();
-        let spawned = std::thread::Builder::new().name("doctor".into()).spawn({
+        let mut sources = None;
+        let spawned = periodic::spawn("doctor", options.interval, First::Now, {
             let shared = Arc::clone(&shared);
             move || {
                 // Built here, not in `new`: probing the sources must not delay start-up.
-                let sources = Sources::build(&inputs.context, options.interval);
-                loop {
-                    let findings = doctor::run(&inputs, &sources);
-                    let at_unix_seconds = SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .map_or(0.0, |d| d.as_secs_f64());
-                    *shared.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(LastRun {
-                        at_unix_seconds,
-                        findings,
-                    });
-                    shared.ready.notify_all();
-                    if !matches!(
-                        stopped.recv_timeout(options.interval),
-                        Err(RecvTimeoutError::Timeout)
-                    ) {
-                        return;
-                    }
-                }
+                let sources = sources
+                    .get_or_insert_with(|| Sources::build(&inputs.context, options.interval));
+                let findings = doctor::run(&inputs, sources);
+                let at_unix_seconds = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64());
+                *shared.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(LastRun {
+                    at_unix_seconds,
+                    at: Instant::now(),
+                    findings,
+                });
+                shared.ready.notify_all();
             }
         });
-        let stop = match spawned {
-            Ok(_) => Some(stop),
+        let thread = match spawned {
+            Ok(thread) => Some(thread),
             Err(e) => {
                 tracing::error!("cannot start the doctor thread: {e}; no doctor checks");
                 None
@@ -116,9 +115,29 @@ impl DoctorCollector {
         };
         Self {
             shared,
-            _stop: stop,
+            interval: options.interval,
+            _thread: thread,
         }
     }
+}
+
+/// The last run's metrics; older than two intervals (the doctor thread is stuck in a source),
+/// they are still shown but the collector fails, so `rpi_exporter_collector_success` says so.
+fn render(
+    run: &LastRun,
+    age: Duration,
+    interval: Duration,
+    out: &mut MetricSet,
+) -> Result<(), CollectError> {
+    write_metrics(run, out);
+    if age > interval * 2 {
+        return Err(CollectError::Other(format!(
+            "the last doctor run finished {}s ago (interval {}s): the doctor thread is stuck",
+            age.as_secs(),
+            interval.as_secs()
+        )));
+    }
+    Ok(())
 }
 
 /// Writes the metrics of one run.
@@ -169,10 +188,7 @@ impl Collector for DoctorCollector {
             .wait_timeout_while(last, wait, |last| last.is_none())
             .unwrap_or_else(PoisonError::into_inner);
         match last.as_ref() {
-            Some(run) => {
-                write_metrics(run, out);
-                Ok(())
-            }
+            Some(run) => render(run, run.at.elapsed(), self.interval, out),
             None => Err(CollectError::Other(
                 "the first doctor run has not finished".into(),
             )),
@@ -202,6 +218,7 @@ mod tests {
         };
         let run = LastRun {
             at_unix_seconds: 1_700_000_000.0,
+            at: Instant::now(),
             findings: vec![
                 finding("noatime", Verdict::Pass),
                 finding("logrotate", Verdict::Warn),
@@ -223,6 +240,22 @@ mod tests {
         let counts = &out.get("rpi_doctor_checks").expect("counts").samples;
         assert!(counts.iter().all(|s| s.value == 1.0));
         assert_eq!(counts[3].labels[0].1, "skip");
+    }
+
+    #[test]
+    fn verdicts_older_than_two_intervals_fail_the_collector_but_stay() {
+        let run = LastRun {
+            at_unix_seconds: 1_700_000_000.0,
+            at: Instant::now(),
+            findings: Vec::new(),
+        };
+        let interval = Duration::from_secs(600);
+        let mut out = MetricSet::new();
+        render(&run, Duration::from_secs(1100), interval, &mut out).expect("fresh enough");
+        let mut out = MetricSet::new();
+        let err = render(&run, Duration::from_secs(1300), interval, &mut out).expect_err("stale");
+        assert!(err.to_string().contains("1300s ago"), "{err}");
+        assert!(out.get("rpi_doctor_last_run_timestamp_seconds").is_some());
     }
 
     #[test]

@@ -1,15 +1,21 @@
 //! `filesystem`: size, free space, inodes and read-only state of every real mount.
 //!
-//! Mounts come from `<procfs>/self/mounts`; sizes from `statvfs` on the mount point seen through
+//! Mounts come from `<procfs>/self/mountinfo` (or `self/mounts`, see below); sizes from `statvfs` on the mount point seen through
 //! `--path.rootfs`. `statvfs` runs on a worker thread and is waited for at most
 //! `--collector.filesystem.mount-timeout`: a mount whose call does not return (dead NFS server,
 //! wedged USB disk) is reported with `rpi_filesystem_device_error 1` and skipped on later scrapes
 //! until that call finally returns.
 //!
 //! The exception: a mount of a type that answers `statvfs` from counters in memory
-//! ([`IN_MEMORY_STATFS`]), once one call of it has returned through the worker, is asked
-//! directly. When every mount is such a one, the collector does not block at all
-//! ([`Collector::may_block`]) and runs on the serving thread.
+//! ([`IN_MEMORY_STATFS`]), not at an automount point (an `autofs` entry for the same target),
+//! once one call of it has returned through the worker, is asked directly. When every mount of
+//! the last scrape was such a one, the collector does not block ([`Collector::may_block`]) and
+//! runs on the serving thread; such a run asks only those mounts directly and never waits for
+//! the worker: a mount that appeared since is reported without sizes or `device_error`, fails
+//! the collector for that scrape ("not measured") and sends the next scrape to the pool.
+//! Mounts are recognised by their mount ID (`<procfs>/self/mountinfo`; a procfs without it, such
+//! as a fixture tree, is read through `self/mounts` and mounts are recognised by device and mount
+//! point), so a different filesystem mounted at the same place is a new mount.
 
 use std::collections::{HashSet, VecDeque};
 use std::io;
@@ -38,6 +44,10 @@ pub const DEFAULT_FS_TYPES_EXCLUDE: &str = "^(autofs|binfmt_misc|bpf|cgroup2?|co
 pub const IN_MEMORY_STATFS: &[&str] = &[
     "btrfs", "exfat", "ext2", "ext3", "ext4", "f2fs", "msdos", "ramfs", "tmpfs", "vfat", "xfs",
 ];
+
+/// Below this share of available space a filesystem is low (`/health` flags it, the doctor's
+/// `free_space` fails).
+pub const LOW_SPACE_RATIO: f64 = 0.15;
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -105,6 +115,42 @@ pub fn parse_mounts(text: &str) -> (Vec<Mount>, usize) {
             readonly: options.split(',').any(|o| o == "ro"),
             options: options.to_owned(),
         })
+    })
+}
+
+/// Parses `/proc/self/mountinfo` into each mount's ID and the [`Mount`] `/proc/self/mounts`
+/// would list (read-only when the mount or its superblock is); malformed lines are counted.
+pub fn parse_mountinfo(text: &str) -> (Vec<(String, Mount)>, usize) {
+    parse_lines(text.lines(), |line| {
+        let fields: Vec<&str> = line.split_ascii_whitespace().collect();
+        let dash = fields.iter().skip(6).position(|f| *f == "-")? + 6;
+        let (id, mountpoint, mount_options) = (fields[0], fields.get(4)?, fields.get(5)?);
+        let (fstype, device, super_options) = (
+            fields.get(dash + 1)?,
+            fields.get(dash + 2)?,
+            fields.get(dash + 3)?,
+        );
+        let readonly = [mount_options, super_options]
+            .iter()
+            .any(|o| o.split(',').any(|o| o == "ro"));
+        let rest = mount_options
+            .split(',')
+            .chain(super_options.split(','))
+            .filter(|o| !matches!(*o, "ro" | "rw" | ""));
+        let options = std::iter::once(if readonly { "ro" } else { "rw" })
+            .chain(rest)
+            .collect::<Vec<_>>()
+            .join(",");
+        Some((
+            id.to_owned(),
+            Mount {
+                device: unescape_octal(device),
+                mountpoint: unescape_octal(mountpoint),
+                fstype: (*fstype).to_owned(),
+                readonly,
+                options,
+            },
+        ))
     })
 }
 
@@ -184,10 +230,10 @@ impl StatWorker {
                     for (index, path) in batch {
                         let result = statfs.statvfs(&path);
                         // If the collector gave up on this call, the mount is usable again now.
-                        stuck
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .remove(&path);
+                        // Unmarked and answered under one lock, so a collector that times out
+                        // at this moment either sees the answer or has its mark removed.
+                        let mut stuck = stuck.lock().unwrap_or_else(PoisonError::into_inner);
+                        stuck.remove(&path);
                         if reply.send((index, result)).is_err() {
                             // The collector moved on without us (we were stuck): drop the rest.
                             break;
@@ -208,8 +254,8 @@ pub struct FilesystemCollector {
     /// The mounts selected from the last mount table read, keyed by its text: the table rarely
     /// changes, and parsing and filtering it (two regexes per mount) is most of this collector's
     /// own work.
-    selection: Mutex<Option<Selection>>,
-    /// Mounts (device, target) of an [`IN_MEMORY_STATFS`] type whose `statvfs` has returned
+    selection: Mutex<Option<Arc<Selection>>>,
+    /// Mounts (mount ID or device, target) of an [`IN_MEMORY_STATFS`] type whose `statvfs` has returned
     /// through the worker: asked directly from now on.
     answered: Mutex<HashSet<(String, PathBuf)>>,
     /// Every mount of the last scrape was in `answered`: the next scrape cannot block.
@@ -221,6 +267,11 @@ pub struct FilesystemCollector {
 struct Selection {
     table: String,
     mounts: Vec<Mount>,
+    /// Per mount: what identifies it in `answered`: its mount ID from `mountinfo` (a new mount
+    /// at the same place under the same device name gets a new one), else its device.
+    ids: Vec<String>,
+    /// Per mount: its mount point is also an `autofs` trigger.
+    automounted: Vec<bool>,
     malformed: usize,
 }
 
@@ -235,6 +286,9 @@ impl std::fmt::Debug for FilesystemCollector {
 enum StatOutcome {
     Stats(FsStats),
     Failed(String),
+    /// New since the last scrape, seen by a run on the serving thread, which does not wait for
+    /// the worker: measured by the next scrape, on the blocking pool.
+    NotMeasured,
 }
 
 impl FilesystemCollector {
@@ -269,8 +323,9 @@ impl FilesystemCollector {
     }
 
     /// `statvfs` on every path: those marked `direct` here, the others on the worker, each
-    /// waited for at most the mount timeout.
-    fn stat_all(&self, paths: &[PathBuf], direct: &[bool]) -> Vec<StatOutcome> {
+    /// waited for at most the mount timeout. Without `wait` (a run on the serving thread), only
+    /// the direct ones are asked and the others are not measured.
+    fn stat_all(&self, paths: &[PathBuf], direct: &[bool], wait: bool) -> Vec<StatOutcome> {
         let mut outcomes: Vec<Option<StatOutcome>> = paths.iter().map(|_| None).collect();
         let mut pending: VecDeque<usize> = VecDeque::with_capacity(paths.len());
         let mut here = Vec::new();
@@ -283,6 +338,8 @@ impl FilesystemCollector {
                     outcomes[index] = Some(StatOutcome::Failed(
                         "an earlier statvfs is still hanging".into(),
                     ));
+                } else if !wait {
+                    outcomes[index] = Some(StatOutcome::NotMeasured);
                 } else {
                     pending.push_back(index);
                 }
@@ -331,10 +388,14 @@ impl FilesystemCollector {
                     Err(mpsc::RecvTimeoutError::Timeout) => {
                         // Leave the hung thread behind (it clears the mark when its call
                         // returns); the remaining mounts get a fresh one in the next round.
-                        self.stuck
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .insert(paths[expected].clone());
+                        let mut stuck = self.stuck.lock().unwrap_or_else(PoisonError::into_inner);
+                        stuck.insert(paths[expected].clone());
+                        // The call returned between the timeout and the mark: nothing will
+                        // clear the mark later.
+                        if answers.try_recv().is_ok() {
+                            stuck.remove(&paths[expected]);
+                        }
+                        drop(stuck);
                         outcomes[expected] = Some(StatOutcome::Failed(format!(
                             "statvfs did not return within {:?}",
                             self.options.mount_timeout
@@ -387,59 +448,102 @@ impl FilesystemCollector {
 }
 
 impl FilesystemCollector {
-    /// The mounts to report from this mount table, and how many of its lines were malformed.
-    fn select(&self, table: String) -> (Vec<Mount>, usize) {
+    /// The mounts to report from this mount table (`mountinfo` when `info`, else `mounts`).
+    fn select(&self, table: String, info: bool) -> Arc<Selection> {
         let mut cache = self
             .selection
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if let Some(selection) = cache.as_ref().filter(|s| s.table == table) {
-            return (selection.mounts.clone(), selection.malformed);
+            return Arc::clone(selection);
         }
-        let (mounts, malformed) = parse_mounts(&table);
+        let (mounts, malformed) = if info {
+            parse_mountinfo(&table)
+        } else {
+            let (mounts, malformed) = parse_mounts(&table);
+            let keyed = mounts.into_iter().map(|m| (m.device.clone(), m)).collect();
+            (keyed, malformed)
+        };
+        let autofs: HashSet<String> = mounts
+            .iter()
+            .filter(|(_, m)| m.fstype == "autofs")
+            .map(|(_, m)| self.paths.strip_rootfs(&m.mountpoint).to_owned())
+            .collect();
         // A mount point mounted over shows up twice; the last entry is the visible one.
         let mut seen = HashSet::new();
-        let mut selected: Vec<Mount> = Vec::new();
-        for mut mount in mounts.into_iter().rev() {
+        let mut selected = Vec::new();
+        let mut ids = Vec::new();
+        for (id, mut mount) in mounts.into_iter().rev() {
             mount.mountpoint = self.paths.strip_rootfs(&mount.mountpoint).to_owned();
             if self.options.wants(&mount) && seen.insert(mount.mountpoint.clone()) {
                 selected.push(mount);
+                ids.push(id);
             }
         }
         selected.reverse();
-        *cache = Some(Selection {
+        ids.reverse();
+        let automounted = selected
+            .iter()
+            .map(|m| autofs.contains(&m.mountpoint))
+            .collect();
+        let selection = Arc::new(Selection {
             table,
-            mounts: selected.clone(),
+            mounts: selected,
+            ids,
+            automounted,
             malformed,
         });
-        (selected, malformed)
+        *cache = Some(Arc::clone(&selection));
+        selection
     }
 }
 
 impl Collector for FilesystemCollector {
     fn collect(&self, out: &mut MetricSet) -> Result<(), CollectError> {
-        let path = self.paths.proc("self/mounts");
-        let text = std::fs::read_to_string(&path).map_err(|e| CollectError::io(&path, e))?;
-        let (selected, malformed) = self.select(text);
+        // What `may_block` answered for this run (the scraper checks it under the run lock, and
+        // only `collect` changes it): a run on the serving thread never waits for the worker.
+        let wait = !self.all_answered.load(Ordering::Acquire);
+        // mountinfo for the mount IDs; a procfs without it (a fixture tree) has mounts.
+        let info_path = self.paths.proc("self/mountinfo");
+        let (path, text, info) = match std::fs::read_to_string(&info_path) {
+            Ok(text) => (info_path, text, true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let path = self.paths.proc("self/mounts");
+                let text =
+                    std::fs::read_to_string(&path).map_err(|e| CollectError::io(&path, e))?;
+                (path, text, false)
+            }
+            Err(e) => return Err(CollectError::io(&info_path, e)),
+        };
+        let selection = self.select(text, info);
+        let (selected, automounted, malformed) = (
+            &selection.mounts,
+            &selection.automounted,
+            selection.malformed,
+        );
 
         let targets: Vec<PathBuf> = selected
             .iter()
             .map(|m| self.paths.rooted(&m.mountpoint))
             .collect();
-        let keys: Vec<(String, PathBuf)> = selected
+        let keys: Vec<(String, PathBuf)> = selection
+            .ids
             .iter()
             .zip(&targets)
-            .map(|(m, t)| (m.device.clone(), t.clone()))
+            .map(|(id, t)| (id.clone(), t.clone()))
             .collect();
+        // An automount point may have expired since the table was read: asking it mounts the
+        // filesystem again, so it is never asked directly.
         let fast: Vec<bool> = selected
             .iter()
-            .map(|m| IN_MEMORY_STATFS.contains(&m.fstype.as_str()))
+            .zip(automounted)
+            .map(|(m, &auto)| !auto && IN_MEMORY_STATFS.contains(&m.fstype.as_str()))
             .collect();
         let direct: Vec<bool> = {
             let answered = self.answered.lock().unwrap_or_else(PoisonError::into_inner);
             keys.iter().map(|k| answered.contains(k)).collect()
         };
-        let outcomes = self.stat_all(&targets, &direct);
+        let outcomes = self.stat_all(&targets, &direct, wait);
         self.note_answers(keys, &fast, &outcomes);
 
         let mut failures = Failures::default();
@@ -456,12 +560,14 @@ impl Collector for FilesystemCollector {
                 "Whether the filesystem is mounted read-only (1), as a Pi remounts its root after corruption",
             )
             .sample_owned(labels(), f64::from(u8::from(mount.readonly)));
-            let error = matches!(outcome, StatOutcome::Failed(_));
-            out.gauge(
-                "rpi_filesystem_device_error",
-                "Whether statvfs on the mount failed or did not return (1)",
-            )
-            .sample_owned(labels(), f64::from(u8::from(error)));
+            if !matches!(outcome, StatOutcome::NotMeasured) {
+                let error = matches!(outcome, StatOutcome::Failed(_));
+                out.gauge(
+                    "rpi_filesystem_device_error",
+                    "Whether statvfs on the mount failed or did not return (1)",
+                )
+                .sample_owned(labels(), f64::from(u8::from(error)));
+            }
             match outcome {
                 StatOutcome::Stats(st) => {
                     let values = [
@@ -494,15 +600,22 @@ impl Collector for FilesystemCollector {
                         mount.mountpoint
                     )));
                 }
+                StatOutcome::NotMeasured => {
+                    failures.push(CollectError::Other(format!(
+                        "{}: new mount, not measured this scrape",
+                        mount.mountpoint
+                    )));
+                }
             }
         }
         failures.skipped_lines(&path, malformed);
         failures.finish()
     }
 
-    /// Blocks until every mount is of an in-memory type and has answered once; a mount that
-    /// appears between two scrapes is first asked through the worker (under the mount timeout)
-    /// by a scrape that runs here, not on the pool.
+    /// Blocks until every mount is of an in-memory type, not at an automount point, and has
+    /// answered once. A mount that appears between two scrapes is not measured by a scrape that
+    /// runs on the serving thread; that scrape turns this true, so the next one measures it on
+    /// the pool.
     fn may_block(&self) -> bool {
         !self.all_answered.load(Ordering::Acquire)
     }
@@ -717,12 +830,17 @@ garbage-line
         let here = std::thread::current().name().map(str::to_owned);
         assert_eq!(threads(&recorder), [here.clone(), here.clone()]);
 
-        // A network mount appears: only it goes through the worker, and scrapes block again.
+        // A network mount appears: a run here leaves it out and sends the next scrape to the
+        // pool, where only it goes through the worker, and scrapes keep blocking.
         std::fs::write(
             dir.path().join("proc/self/mounts"),
             "/dev/root /host ext4 rw 0 0\ntmpfs /host/run tmpfs rw 0 0\nnas:/x /host/nas nfs4 rw 0 0\n",
         )
         .expect("rewrite");
+        c.collect(&mut MetricSet::new())
+            .expect_err("nas not measured");
+        assert!(c.may_block());
+        assert_eq!(threads(&recorder), [here.clone(), here.clone()]);
         c.collect(&mut MetricSet::new()).expect("collect");
         let calls = recorder.0.lock().expect("lock").clone();
         let nas = calls
@@ -731,6 +849,106 @@ garbage-line
             .expect("nas asked");
         assert_eq!(nas.1, worker);
         assert!(c.may_block());
+    }
+
+    #[test]
+    fn a_run_on_the_serving_thread_never_waits_for_a_new_mount() {
+        let (release, rx) = mpsc::channel::<()>();
+        let (dir, mut c) = collector(
+            "/dev/root /host ext4 rw 0 0\n",
+            Arc::new(FakeStatFs {
+                release: Mutex::new(rx),
+            }),
+        );
+        c.options.mount_timeout = Duration::from_secs(5);
+        c.collect(&mut MetricSet::new()).expect("collect");
+        assert!(!c.may_block());
+
+        // A dead NFS mount appears after the scraper decided to run us here.
+        std::fs::write(
+            dir.path().join("proc/self/mounts"),
+            "/dev/root /host ext4 rw 0 0\nnas:/x /host/hang nfs4 rw 0 0\n",
+        )
+        .expect("rewrite");
+        let started = std::time::Instant::now();
+        let mut set = MetricSet::new();
+        let err = c
+            .collect(&mut set)
+            .expect_err("the new mount is not measured");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "waited {:?} on the serving thread",
+            started.elapsed()
+        );
+        assert!(
+            err.to_string().contains("/hang: new mount, not measured"),
+            "{err}"
+        );
+        assert_eq!(value(&set, "rpi_filesystem_size_bytes", "/"), Some(1000.0));
+        assert_eq!(value(&set, "rpi_filesystem_readonly", "/hang"), Some(0.0));
+        assert_eq!(value(&set, "rpi_filesystem_device_error", "/hang"), None);
+        assert_eq!(value(&set, "rpi_filesystem_size_bytes", "/hang"), None);
+        assert!(c.may_block(), "the next scrape measures it on the pool");
+        drop(release);
+    }
+
+    #[test]
+    fn an_automount_point_is_never_asked_directly() {
+        let recorder = Arc::new(ThreadRecorder::default());
+        let (_dir, c) = collector(
+            "/dev/root /host ext4 rw 0 0\nsystemd-1 /host/media autofs rw 0 0\n/dev/sda1 /host/media ext4 rw 0 0\n",
+            Arc::clone(&recorder) as Arc<dyn StatFs>,
+        );
+        for _ in 0..2 {
+            c.collect(&mut MetricSet::new()).expect("collect");
+            assert!(c.may_block());
+        }
+        let calls = recorder.0.lock().expect("lock").clone();
+        let media: Vec<_> = calls.iter().filter(|(p, _)| p.ends_with("media")).collect();
+        assert_eq!(media.len(), 2);
+        assert!(media.iter().all(|(_, t)| t.as_deref() == Some("statvfs")));
+    }
+
+    #[test]
+    fn mountinfo_gives_what_mounts_would_and_the_mount_id() {
+        let (mounts, malformed) = parse_mountinfo(
+            "22 1 179:2 / / rw,noatime shared:1 - ext4 /dev/root ro,commit=60\n\
+             30 22 8:1 / /mnt/usb\\040disk rw,relatime - vfat /dev/sda1 rw,fmask=0022\n\
+             garbage - x\n",
+        );
+        assert_eq!(malformed, 1);
+        assert_eq!(mounts[0].0, "22");
+        assert!(mounts[0].1.readonly, "superblock read-only");
+        assert_eq!(mounts[0].1.options, "ro,noatime,commit=60");
+        assert_eq!(mounts[0].1.device, "/dev/root");
+        assert_eq!(mounts[1].1.mountpoint, "/mnt/usb disk");
+        assert_eq!(mounts[1].1.fstype, "vfat");
+        assert!(!mounts[1].1.readonly);
+    }
+
+    #[test]
+    fn a_new_mount_at_the_same_place_under_the_same_device_is_not_asked_directly() {
+        let recorder = Arc::new(ThreadRecorder::default());
+        let (dir, c) = collector("", Arc::clone(&recorder) as Arc<dyn StatFs>);
+        let info = dir.path().join("proc/self/mountinfo");
+        std::fs::write(&info, "30 1 8:1 / /host/media rw - vfat /dev/sda1 rw\n").expect("write");
+        c.collect(&mut MetricSet::new())
+            .expect("through the worker");
+        c.collect(&mut MetricSet::new()).expect("directly");
+        assert!(!c.may_block());
+        recorder.0.lock().expect("lock").clear();
+
+        // Another stick, same device name and place: a new mount ID.
+        std::fs::write(&info, "31 1 8:1 / /host/media rw - vfat /dev/sda1 rw\n").expect("write");
+        c.collect(&mut MetricSet::new())
+            .expect_err("not measured on the serving thread");
+        assert!(recorder.0.lock().expect("lock").is_empty());
+        assert!(c.may_block());
+        c.collect(&mut MetricSet::new())
+            .expect("through the worker");
+        let calls = recorder.0.lock().expect("lock").clone();
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].1.as_deref(), Some("statvfs"));
     }
 
     #[test]
@@ -754,8 +972,9 @@ garbage-line
             "/dev/root /host ext4 ro 0 0\n/dev/sdb1 /host/data ext4 rw 0 0\n",
         )
         .expect("rewrite");
+        // A run on the serving thread (the root had answered) lists the new disk unmeasured.
         let mut after = MetricSet::new();
-        c.collect(&mut after).expect("collect");
+        let _ = c.collect(&mut after);
         assert_eq!(value(&after, "rpi_filesystem_readonly", "/"), Some(1.0));
         assert_eq!(value(&after, "rpi_filesystem_readonly", "/data"), Some(0.0));
     }

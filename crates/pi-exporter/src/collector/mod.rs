@@ -13,7 +13,8 @@ pub mod system;
 pub mod time;
 pub mod ups;
 
-mod parse;
+pub(crate) mod parse;
+mod periodic;
 mod scrape;
 
 use std::fmt;

@@ -8,16 +8,22 @@
 //! is bounded by the scrape's deadline; one still stuck from an earlier scrape is not started
 //! again until its call returns, so hung sources never pile up threads.
 //!
-//! Collectors that only read what the kernel holds in memory run on the serving thread while
-//! the worker runs the others: waking a parked thread costs more than their whole work (on a
-//! VM, milliseconds at the 99th percentile), and they cannot hang. Runs of one collector never
-//! overlap (two Prometheus servers scraping at once take turns).
+//! Collectors whose next run only reads what the kernel holds in memory (`may_block() ==
+//! false`) run on the serving thread while the worker runs the others: waking a parked thread
+//! costs more than their whole work (on a VM, milliseconds at the 99th percentile). Such a run
+//! takes the collector's run lock without waiting and asks `may_block` again under it; if the
+//! lock is taken (a pool run of the same collector, from a concurrent scrape) or the answer
+//! changed, the collector joins the queue instead. Under the lock only the collector's own runs
+//! change what `may_block` answers, so the run starts in the state that answer described; each
+//! collector makes such a run skip what appeared since (see `filesystem`, `rtc`) rather than
+//! wait on it. Runs of one collector never overlap (two Prometheus servers scraping at once
+//! take turns).
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, TryLockError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -94,6 +100,26 @@ impl Run {
 impl Slot {
     fn run(&self) -> Outcome {
         let _turn = lock(&self.run_lock);
+        self.run_locked()
+    }
+
+    /// Runs the collector here only if that cannot wait: its run lock is free (a pool run of it
+    /// may still be in its source) and, checked again under that lock, it still may not block.
+    /// `None`: queue it instead.
+    fn run_inline(&self) -> Option<Outcome> {
+        let _turn = match self.run_lock.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        if self.collector.may_block() {
+            return None;
+        }
+        Some(self.run_locked())
+    }
+
+    /// The run itself; the caller holds `run_lock`.
+    fn run_locked(&self) -> Outcome {
         let started = Instant::now();
         lock(&self.state).since = Some(started);
         let mut metrics = MetricSet::new();
@@ -262,21 +288,33 @@ impl Scraper {
             done: Notify::new(),
         });
 
-        let queued = run.remaining.load(Ordering::Acquire) > 0;
-        if queued {
+        let mut workers = 0;
+        if run.remaining.load(Ordering::Acquire) > 0 {
             spawn_worker(&run);
+            workers += 1;
         }
-        // Meanwhile, the collectors that cannot hang run here.
+        // Meanwhile, the collectors that cannot hang run here; those that could by now (busy
+        // in a pool run, or their state changed) join the queue.
+        let mut deferred = Vec::new();
         for index in inline {
-            let outcome = self.slots[index].run();
-            lock(&run.outcomes)[index] = Some(outcome);
+            match self.slots[index].run_inline() {
+                Some(outcome) => lock(&run.outcomes)[index] = Some(outcome),
+                None => deferred.push(index),
+            }
         }
-        if queued {
-            let mut workers = 1;
+        if !deferred.is_empty() {
+            run.remaining.fetch_add(deferred.len(), Ordering::AcqRel);
+            lock(&run.queue).extend(deferred);
+            // The first worker may have emptied the queue and left already.
+            spawn_worker(&run);
+            workers += 1;
+        }
+        if workers > 0 {
             let mut seen_finished = 0;
             loop {
                 tokio::select! {
-                    () = run.done.notified() => break,
+                    // A wake-up from before the deferred ones were queued is not the end.
+                    () = run.done.notified() => if run.remaining.load(Ordering::Acquire) == 0 { break },
                     () = tokio::time::sleep_until(until) => break,
                     () = tokio::time::sleep(STALL) => {
                         let finished = run.finished.load(Ordering::Acquire);
@@ -558,6 +596,63 @@ mod tests {
             );
             assert_eq!(single(&set, "rpi_slow_value"), Some(1.0));
         }
+    }
+
+    /// Blocks at its first check and run (a slow device), not afterwards; records where it ran.
+    #[derive(Default)]
+    struct Settles {
+        checks: AtomicUsize,
+        started: AtomicBool,
+        ran_on: Mutex<Vec<std::thread::ThreadId>>,
+    }
+    impl Collector for Settles {
+        fn collect(&self, out: &mut MetricSet) -> Result<(), CollectError> {
+            let first = {
+                let mut ran_on = lock(&self.ran_on);
+                ran_on.push(std::thread::current().id());
+                ran_on.len() == 1
+            };
+            if first {
+                self.started.store(true, Ordering::Release);
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            out.gauge("rpi_settles_value", "test").sample([], 1.0);
+            Ok(())
+        }
+
+        fn may_block(&self) -> bool {
+            self.checks.fetch_add(1, Ordering::AcqRel) == 0
+        }
+    }
+
+    #[tokio::test]
+    async fn an_inline_run_never_waits_for_a_pool_run_of_the_same_collector() {
+        let settles = Arc::new(Settles::default());
+        let scraper = Scraper::new(
+            vec![("settles", Arc::clone(&settles) as Arc<dyn Collector>)],
+            Duration::from_secs(5),
+        );
+        let first = scraper.scrape(None);
+        let second = async {
+            // Once the pool run is in the collector, a scrape that sees may_block() == false.
+            while !settles.started.load(Ordering::Acquire) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            scraper.scrape(None).await
+        };
+        let (a, b) = tokio::join!(first, second);
+        for set in [a, b] {
+            assert_eq!(
+                value(&set, "rpi_exporter_collector_success", "settles"),
+                Some(1.0)
+            );
+        }
+        let ran_on = lock(&settles.ran_on).clone();
+        assert_eq!(ran_on.len(), 2);
+        assert!(
+            !ran_on.contains(&std::thread::current().id()),
+            "the serving thread waited for the run lock and ran the collector itself"
+        );
     }
 
     #[tokio::test]

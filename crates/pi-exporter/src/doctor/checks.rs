@@ -5,10 +5,8 @@ use super::config::{Settings, Unit};
 use super::facts::{Facts, Space, UpsState};
 use super::{Category, Finding, Verdict};
 use crate::cli::ListenAddress;
-use crate::collector::filesystem::Mount;
+use crate::collector::filesystem::{LOW_SPACE_RATIO, Mount};
 
-/// Free space below this share of a writable filesystem fails.
-pub(crate) const MIN_FREE_RATIO: f64 = 0.15;
 /// The firmware throttles at 85 °C on every Pi 4 and 5; used when it does not report a limit.
 pub(crate) const DEFAULT_TEMPERATURE_LIMIT_CELSIUS: f64 = 85.0;
 /// Headroom to the limit below which the temperature warns, and below which it fails.
@@ -243,6 +241,13 @@ fn disk_of(device: &str) -> Option<&str> {
     Some(name)
 }
 
+/// Whether the kernel name of a device is known from its path: `/dev/root` (the kernel's alias
+/// for `root=`, Raspberry Pi OS Bullseye and earlier) and `/dev/mapper/*` names are not the
+/// names under `proc/fs/jbd2` or `sys/block`.
+fn named_by_kernel(device: &str) -> bool {
+    !(device == "/dev/root" || device.starts_with("/dev/mapper/"))
+}
+
 /// The device holding the root filesystem; with Raspberry Pi OS' overlay root, the read-only
 /// lower layer's.
 fn root_device(mounts: &[Mount]) -> Option<&Mount> {
@@ -391,6 +396,12 @@ fn write_safety(facts: &Facts) -> Outcome {
     for mount in writable_block(mounts) {
         let device = mount.device.trim_start_matches("/dev/");
         let ext = matches!(mount.fstype.as_str(), "ext4" | "ext3");
+        if ext && !named_by_kernel(&mount.device) {
+            return skip(format!(
+                "cannot tell which journal is {}'s ({})",
+                mount.mountpoint, mount.device
+            ));
+        }
         let journaled = match (&facts.journaled, ext) {
             (Ok(journals), true) => journals.iter().any(|j| j == device),
             (Err(e), true) => return skip(e.clone()),
@@ -487,21 +498,39 @@ fn swap_on_flash(facts: &Facts) -> Outcome {
     }
     let mut on_flash = Vec::new();
     let mut elsewhere = Vec::new();
+    let mut unknown = Vec::new();
     for area in swaps {
-        let disk = if area.kind == "file" {
+        let device = if area.kind == "file" {
             let Ok(mounts) = &facts.mounts else {
                 return skip("swap file with an unreadable mount table");
             };
-            mount_of(mounts, &area.device).and_then(|m| disk_of(&m.device))
+            mount_of(mounts, &area.device).map(|m| m.device.as_str())
         } else {
-            disk_of(&area.device)
+            Some(area.device.as_str())
         };
-        match disk {
+        match device.filter(|d| named_by_kernel(d)).and_then(disk_of) {
             Some(d) if d.starts_with("mmcblk") => on_flash.push(area.device.clone()),
-            _ => elsewhere.push(area.device.clone()),
+            Some(d)
+                if ["nvme", "sd", "vd", "zram"]
+                    .iter()
+                    .any(|p| d.starts_with(p)) =>
+            {
+                elsewhere.push(area.device.clone());
+            }
+            _ => unknown.push(format!(
+                "{} (on {})",
+                area.device,
+                device.unwrap_or("no mount")
+            )),
         }
     }
     if on_flash.is_empty() {
+        if !unknown.is_empty() {
+            return skip(format!(
+                "cannot tell which disk holds swap {}",
+                unknown.join(", ")
+            ));
+        }
         return pass(format!("swap on {}", elsewhere.join(", ")));
     }
     not(
@@ -528,14 +557,32 @@ fn free_space(facts: &Facts) -> Outcome {
                 })
         })
         .collect();
-    if watched.is_empty() {
+    let unmeasured: Vec<&str> = facts
+        .unmeasured
+        .iter()
+        .filter(|mp| {
+            mounts.iter().any(|m| {
+                &m.mountpoint == *mp
+                    && (m.mountpoint == "/" || !m.readonly)
+                    && m.device.starts_with("/dev/")
+            })
+        })
+        .map(String::as_str)
+        .collect();
+    if watched.is_empty() && unmeasured.is_empty() {
         return skip("no filesystem sizes (filesystem collector found no writable disk)");
     }
     let low: Vec<String> = watched
         .iter()
-        .filter(|s| s.avail / s.size < MIN_FREE_RATIO)
+        .filter(|s| s.avail / s.size < LOW_SPACE_RATIO)
         .map(|s| format!("{} {:.0} % free", s.mountpoint, s.avail / s.size * 100.0))
         .collect();
+    if low.is_empty() && !unmeasured.is_empty() {
+        return skip(format!(
+            "no size for {} (statvfs failed, hung or not run yet)",
+            unmeasured.join(", ")
+        ));
+    }
     if low.is_empty() {
         let least = watched
             .iter()
@@ -666,7 +713,8 @@ fn temperature(facts: &Facts) -> Outcome {
 }
 
 fn ups(facts: &Facts) -> Outcome {
-    match facts.ups {
+    match &facts.ups {
+        UpsState::Unknown(reason) => skip(reason.clone()),
         UpsState::NotConfigured => not(
             Verdict::Warn,
             "a power cut stops the Pi mid-write",
@@ -749,9 +797,9 @@ fn clock_sync(facts: &Facts) -> Outcome {
 }
 
 fn time_step(facts: &Facts) -> Outcome {
-    let chrony = match &facts.chrony {
-        Ok(c) => c,
-        Err(e) => return skip(e.clone()),
+    let chrony = match (&facts.chrony, &facts.chrony_enabled) {
+        (Ok(c), Ok(enabled)) => c.as_ref().filter(|_| *enabled),
+        (Err(e), _) | (_, Err(e)) => return skip(e.clone()),
     };
     if let Some(directives) = chrony {
         return match directives
@@ -772,7 +820,7 @@ fn time_step(facts: &Facts) -> Outcome {
         Ok(false) => not(
             Verdict::Fail,
             "nothing corrects the clock after an offline boot",
-            "no chrony, timesyncd not enabled",
+            "chrony not enabled, timesyncd not enabled",
         ),
     }
 }
@@ -780,9 +828,70 @@ fn time_step(facts: &Facts) -> Outcome {
 // ---------------------------------------------------------------------------------------------
 // Recovery
 
-/// Whether a systemd time span is set to something other than off.
-fn timespan_set(value: Option<&str>) -> bool {
-    value.is_some_and(|v| !matches!(v.trim(), "0" | "off" | "0s" | ""))
+/// Whether a systemd time span is set to a duration other than zero: `0`, `0ms`, `off` and a
+/// value systemd cannot parse (it ignores the assignment) are unset; so is `infinity` where it
+/// means "never" (`infinity_unset`, as for `WatchdogSec=`).
+fn timespan_set(value: Option<&str>, infinity_unset: bool) -> bool {
+    match value.map(str::trim) {
+        None | Some("" | "off") => false,
+        Some("infinity") => !infinity_unset,
+        Some(v) => timespan_micros(v).is_some_and(|us| us > 0),
+    }
+}
+
+/// A systemd time span (`1min 30s`, `500ms`, `2h`; a bare number is seconds) in microseconds.
+fn timespan_micros(text: &str) -> Option<u128> {
+    const UNITS: &[(&[&str], u128)] = &[
+        (&["us", "usec", "µs"], 1),
+        (&["ms", "msec"], 1_000),
+        (&["", "s", "sec", "second", "seconds"], 1_000_000),
+        (&["m", "min", "minute", "minutes"], 60_000_000),
+        (&["h", "hr", "hour", "hours"], 3_600_000_000),
+        (&["d", "day", "days"], 86_400_000_000),
+        (&["w", "week", "weeks"], 604_800_000_000),
+        (&["M", "month", "months"], 2_629_800_000_000),
+        (&["y", "year", "years"], 31_557_600_000_000),
+    ];
+    let mut rest = text.trim();
+    let mut total: u128 = 0;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return None;
+        }
+        let number: u128 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        // `1.5s`: the fraction, to at most nanoseconds.
+        let mut fraction = (0u128, 1u128);
+        if let Some(after) = rest.strip_prefix('.') {
+            let len = after
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(after.len());
+            let kept = &after[..len.min(9)];
+            if !kept.is_empty() {
+                fraction = (
+                    kept.parse().ok()?,
+                    10u128.pow(u32::try_from(kept.len()).ok()?),
+                );
+            }
+            rest = &after[len..];
+        }
+        rest = rest.trim_start();
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c.is_whitespace())
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        let factor = UNITS.iter().find(|(names, _)| names.contains(&unit))?.1;
+        total = total.checked_add(number.checked_mul(factor)?)?;
+        total = total.checked_add(fraction.0.checked_mul(factor)? / fraction.1)?;
+        rest = rest[unit_len..].trim_start();
+    }
+    Some(total)
 }
 
 fn hardware_watchdog(facts: &Facts) -> Outcome {
@@ -795,7 +904,9 @@ fn hardware_watchdog(facts: &Facts) -> Outcome {
         Err(e) => return skip(e.clone()),
     };
     let runtime = conf.get("Manager.RuntimeWatchdogSec");
-    match (devices.is_empty(), timespan_set(runtime)) {
+    let runtime_set =
+        runtime.is_some_and(|v| v.trim() == "default") || timespan_set(runtime, false);
+    match (devices.is_empty(), runtime_set) {
         (true, _) => not(
             Verdict::Fail,
             "a hung kernel stays hung until someone power-cycles it",
@@ -841,13 +952,19 @@ fn unit_check(facts: &Facts, name: &str, required: bool) -> Outcome {
         }
         other => fail.push(format!("Restart={}", other.unwrap_or("no"))),
     }
-    if !timespan_set(s.get("Service.WatchdogSec")) {
+    if !timespan_set(s.get("Service.WatchdogSec"), true) {
         fail.push("no WatchdogSec".to_owned());
     }
+    // The legacy names, and [Service] placement, that systemd still accepts.
     let interval = s
         .get("Unit.StartLimitIntervalSec")
-        .or_else(|| s.get("Service.StartLimitInterval"));
-    if interval.is_none() || s.get("Unit.StartLimitBurst").is_none() {
+        .or_else(|| s.get("Unit.StartLimitInterval"))
+        .or_else(|| s.get("Service.StartLimitInterval"))
+        .or_else(|| s.get("Service.StartLimitIntervalSec"));
+    let burst = s
+        .get("Unit.StartLimitBurst")
+        .or_else(|| s.get("Service.StartLimitBurst"));
+    if interval.is_none() || burst.is_none() {
         warn.push("default start limits".to_owned());
     }
     let layered = if unit.dropins.is_empty() {
@@ -873,7 +990,7 @@ fn unit_check(facts: &Facts, name: &str, required: bool) -> Outcome {
     pass(format!(
         "Restart=always WatchdogSec={} StartLimitBurst={}: {layered}",
         s.get("Service.WatchdogSec").unwrap_or_default(),
-        s.get("Unit.StartLimitBurst").unwrap_or_default()
+        burst.unwrap_or_default()
     ))
 }
 
@@ -909,17 +1026,16 @@ fn remote_access(facts: &Facts) -> Outcome {
 }
 
 fn ssh_password(facts: &Facts) -> Outcome {
-    let settings = match &facts.sshd {
+    let sshd = match &facts.sshd {
         Err(e) => return skip(e.clone()),
         Ok(None) => return skip("OpenSSH server not installed (no /etc/ssh/sshd_config)"),
         Ok(Some(s)) => s,
     };
-    let get = |k: &str| settings.get(k).map(String::as_str);
+    let get = |k: &str| sshd.settings.get(k).map(String::as_str);
     let password = get("passwordauthentication").unwrap_or("yes");
-    // Keyboard-interactive through PAM asks for the same password.
-    let kbd = get("kbdinteractiveauthentication")
-        .or(get("challengeresponseauthentication"))
-        .unwrap_or("yes");
+    // Keyboard-interactive through PAM asks for the same password (ChallengeResponse-
+    // Authentication is read as its old name).
+    let kbd = get("kbdinteractiveauthentication").unwrap_or("yes");
     let pam = get("usepam").unwrap_or("no");
     if password != "no" {
         return not(
@@ -933,6 +1049,13 @@ fn ssh_password(facts: &Facts) -> Outcome {
             Verdict::Fail,
             "keyboard-interactive with PAM still accepts passwords",
             format!("KbdInteractiveAuthentication {kbd}, UsePAM yes"),
+        );
+    }
+    if !sshd.match_enabled.is_empty() {
+        return not(
+            Verdict::Warn,
+            "a Match block lets password logins in for some clients",
+            format!("enabled for Match: {}", sshd.match_enabled.join("; ")),
         );
     }
     pass("PasswordAuthentication no")
@@ -996,6 +1119,9 @@ fn exporter_exposure(facts: &Facts) -> Outcome {
         .map(describe)
         .collect::<Vec<_>>()
         .join(" ");
+    if exposure.listen.is_empty() {
+        return skip(format!("no listen address ({})", exposure.origin));
+    }
     if exposure.listen.iter().all(is_local) {
         return pass(format!("{listen} (loopback only; {})", exposure.origin));
     }
@@ -1034,9 +1160,26 @@ mod tests {
 
     #[test]
     fn timespans_off_are_unset() {
-        assert!(timespan_set(Some("15s")));
-        assert!(!timespan_set(Some("0")));
-        assert!(!timespan_set(Some("off")));
-        assert!(!timespan_set(None));
+        assert!(timespan_set(Some("15s"), true));
+        assert!(timespan_set(Some("1min 30s"), true));
+        assert!(timespan_set(Some("500ms"), true));
+        assert!(timespan_set(Some("30"), true));
+        assert!(timespan_set(Some("0.5s"), true));
+        assert!(!timespan_set(Some("0.0s"), true));
+        assert!(timespan_set(Some("infinity"), false));
+        for unset in [
+            "0",
+            "off",
+            "0ms",
+            "0min",
+            "0 s",
+            "0h0m",
+            "infinity",
+            "bogus",
+            "5 parsecs",
+        ] {
+            assert!(!timespan_set(Some(unset), true), "{unset}");
+        }
+        assert!(!timespan_set(None, true));
     }
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::Path;
 
+use crate::collector::CollectError;
 use crate::paths::Paths;
 
 /// Why a configuration could not be read: the check becomes SKIP with this text.
@@ -35,20 +36,12 @@ pub(crate) fn exists(path: &Path) -> bool {
 
 /// The sorted entry names of a directory; an absent directory is empty.
 pub(crate) fn list_names(dir: &Path) -> Result<Vec<String>, Reason> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_reason(dir, &e)),
-    };
-    let mut names = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| io_reason(dir, &e))?;
-        if let Ok(name) = entry.file_name().into_string() {
-            names.push(name);
+    match crate::collector::parse::list_dir(dir) {
+        Err(CollectError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            Ok(Vec::new())
         }
+        result => result.map_err(|e| format!("cannot read {e}")),
     }
-    names.sort_unstable();
-    Ok(names)
 }
 
 /// Shell-style wildcard match of one path component (`*` and `?`), as glob(3) does for the
@@ -87,10 +80,17 @@ fn glob(paths: &Paths, pattern: &str) -> Result<Vec<String>, Reason> {
 // ---------------------------------------------------------------------------------------------
 // systemd: unit files, drop-ins, system.conf and journald.conf
 
-/// Where systemd looks for unit files, highest priority first (`man systemd.unit`).
+/// Where systemd looks for unit files and drop-ins, highest priority first (`man
+/// systemd.unit`, system mode; generator directories left out: they are only filled at boot,
+/// and /lib for systems without a merged /usr).
 pub(crate) const UNIT_DIRS: &[&str] = &[
+    "/etc/systemd/system.control",
+    "/run/systemd/system.control",
+    "/run/systemd/transient",
     "/etc/systemd/system",
+    "/etc/systemd/system.attached",
     "/run/systemd/system",
+    "/run/systemd/system.attached",
     "/usr/local/lib/systemd/system",
     "/usr/lib/systemd/system",
     "/lib/systemd/system",
@@ -109,14 +109,21 @@ impl Settings {
         let mut lines = text.lines();
         while let Some(line) = lines.next() {
             let mut line = line.trim().to_owned();
-            // A trailing backslash continues the line (comment lines inside are skipped).
-            while line.ends_with('\\') {
+            // A trailing backslash continues the line; comment lines inside are skipped and the
+            // continuation goes on past them.
+            if line.ends_with('\\') {
                 line.pop();
                 line.push(' ');
-                match lines.next().map(str::trim) {
-                    Some(next) if next.starts_with(['#', ';']) => {}
-                    Some(next) => line.push_str(next),
-                    None => break,
+                while let Some(next) = lines.next().map(str::trim) {
+                    if next.starts_with(['#', ';']) {
+                        continue;
+                    }
+                    line.push_str(next);
+                    if !line.ends_with('\\') {
+                        break;
+                    }
+                    line.pop();
+                    line.push(' ');
                 }
             }
             let line = line.trim();
@@ -180,12 +187,19 @@ fn conf_files<S: AsRef<str>>(paths: &Paths, dirs: &[S]) -> Result<Vec<String>, R
     Ok(chosen.into_values().collect())
 }
 
-/// Drop-in files of the unit `name`: `<name>.d/*.conf`, and `service.d/*.conf` for every
-/// service, in every unit directory.
+/// Drop-in files of the unit `name`, searched as systemd does: in each unit directory by
+/// priority, `<name>.d`, then the dash prefixes (`alert-.service.d` for `alert-relay.service`,
+/// longest first), then `service.d` for every service; of files with the same name the first
+/// found wins.
 fn dropins(paths: &Paths, name: &str) -> Result<Vec<String>, Reason> {
     let mut subdirs = vec![format!("{name}.d")];
-    if let Some((_, kind)) = name.rsplit_once('.') {
-        subdirs.insert(0, format!("{kind}.d"));
+    if let Some((stem, kind)) = name.rsplit_once('.') {
+        subdirs.extend(
+            stem.match_indices('-')
+                .rev()
+                .map(|(i, _)| format!("{}-.{kind}.d", &stem[..i])),
+        );
+        subdirs.push(format!("{kind}.d"));
     }
     let dirs: Vec<String> = UNIT_DIRS
         .iter()
@@ -194,18 +208,26 @@ fn dropins(paths: &Paths, name: &str) -> Result<Vec<String>, Reason> {
     conf_files(paths, &dirs)
 }
 
+/// The unit file that masks `name` (a link to /dev/null in a unit directory), if one does.
+fn masked_by(paths: &Paths, name: &str) -> Option<String> {
+    UNIT_DIRS
+        .iter()
+        .map(|dir| format!("{dir}/{name}"))
+        .find(|host| {
+            std::fs::read_link(paths.rooted(host)).is_ok_and(|t| t == Path::new("/dev/null"))
+        })
+}
+
 /// Loads a unit the way systemd layers it. `Ok(None)` when it is not installed; masked units
 /// (a link to /dev/null) are an error naming that.
 pub(crate) fn load_unit(paths: &Paths, name: &str) -> Result<Option<Unit>, Reason> {
+    if let Some(host) = masked_by(paths, name) {
+        return Err(format!("{name} is masked ({host} → /dev/null)"));
+    }
     let mut found = None;
     for dir in UNIT_DIRS {
         let host = format!("{dir}/{name}");
         let path = paths.rooted(&host);
-        if let Ok(target) = std::fs::read_link(&path)
-            && target == Path::new("/dev/null")
-        {
-            return Err(format!("{name} is masked ({host} → /dev/null)"));
-        }
         if let Some(text) = read_optional(&path)? {
             found = Some((host, text));
             break;
@@ -252,17 +274,23 @@ pub(crate) fn load_daemon_config(paths: &Paths, name: &str) -> Result<Settings, 
 }
 
 /// Whether a unit is enabled: a link to it in some `*.wants/` or `*.requires/` directory under
-/// /etc/systemd/system, which is what `systemctl enable` creates.
+/// /etc/systemd/system, which is what `systemctl enable` creates, and the unit installed and
+/// not masked (a link left behind by a removed package starts nothing).
 pub(crate) fn unit_enabled(paths: &Paths, name: &str) -> Result<bool, Reason> {
     let dir = paths.rooted("/etc/systemd/system");
+    let mut linked = false;
     for entry in list_names(&dir)? {
         if (entry.ends_with(".wants") || entry.ends_with(".requires"))
             && exists(&dir.join(&entry).join(name))
         {
-            return Ok(true);
+            linked = true;
+            break;
         }
     }
-    Ok(false)
+    if !linked || masked_by(paths, name).is_some() {
+        return Ok(false);
+    }
+    Ok(load_unit(paths, name)?.is_some())
 }
 
 /// Parses a systemd environment file (`KEY=VALUE`, `#`/`;` comments, single or double quotes).
@@ -358,26 +386,40 @@ pub(crate) fn unit_command(paths: &Paths, unit: &Unit) -> Result<Vec<String>, Re
 // ---------------------------------------------------------------------------------------------
 // OpenSSH server
 
-/// The global settings of sshd_config, lower-cased keyword → the first value given, as sshd
-/// takes it. `Include` is followed (relative patterns under /etc/ssh); `Match` blocks are
-/// conditional and not read.
-pub(crate) fn load_sshd(paths: &Paths) -> Result<Option<BTreeMap<String, String>>, Reason> {
+/// What sshd_config says about logins.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Sshd {
+    /// The global settings, lower-cased keyword → the first value given, as sshd takes it.
+    pub(crate) settings: BTreeMap<String, String>,
+    /// Password or keyboard-interactive logins turned on (anything but `no`) inside a `Match`
+    /// block: `PasswordAuthentication yes (Match Address 10.0.0.0/8)`.
+    pub(crate) match_enabled: Vec<String>,
+}
+
+/// Keywords of sshd that let a password in.
+const SSHD_PASSWORD_KEYWORDS: [&str; 2] =
+    ["passwordauthentication", "kbdinteractiveauthentication"];
+
+/// sshd_config as sshd reads it. `Include` is followed (relative patterns under /etc/ssh) with
+/// the `Match` state saved and restored around each included file, as sshd does; `Match`
+/// blocks are conditional: only the password keywords in them are noted.
+pub(crate) fn load_sshd(paths: &Paths) -> Result<Option<Sshd>, Reason> {
     let main = "/etc/ssh/sshd_config";
     let Some(text) = read_optional(&paths.rooted(main))? else {
         return Ok(None);
     };
-    let mut settings = BTreeMap::new();
-    let mut in_match = false;
-    sshd_apply(paths, main, &text, &mut settings, &mut in_match, 0)?;
-    Ok(Some(settings))
+    let mut sshd = Sshd::default();
+    let mut in_match = None;
+    sshd_apply(paths, main, &text, &mut sshd, &mut in_match, 0)?;
+    Ok(Some(sshd))
 }
 
 fn sshd_apply(
     paths: &Paths,
     file: &str,
     text: &str,
-    settings: &mut BTreeMap<String, String>,
-    in_match: &mut bool,
+    sshd: &mut Sshd,
+    in_match: &mut Option<String>,
     depth: usize,
 ) -> Result<(), Reason> {
     // sshd's own limit on nested includes.
@@ -397,13 +439,26 @@ fn sshd_apply(
                 )
             })
             .unwrap_or((line, ""));
-        let keyword = keyword.to_ascii_lowercase();
+        let mut keyword = keyword.to_ascii_lowercase();
+        // The old name of the same setting (the first of either wins).
+        if keyword == "challengeresponseauthentication" {
+            keyword = "kbdinteractiveauthentication".to_owned();
+        }
         if keyword == "match" {
-            *in_match = true;
+            *in_match = Some(line.to_owned());
             continue;
         }
-        if *in_match {
-            continue;
+        if let Some(block) = in_match.as_deref() {
+            let value = value.trim();
+            if SSHD_PASSWORD_KEYWORDS.contains(&keyword.as_str())
+                && !value.eq_ignore_ascii_case("no")
+            {
+                sshd.match_enabled
+                    .push(format!("{keyword} {value} ({block})"));
+            }
+            if keyword != "include" {
+                continue;
+            }
         }
         if keyword == "include" {
             for pattern in value.split_whitespace() {
@@ -414,13 +469,16 @@ fn sshd_apply(
                 };
                 for included in glob(paths, &pattern)? {
                     if let Some(text) = read_optional(&paths.rooted(&included))? {
-                        sshd_apply(paths, &included, &text, settings, in_match, depth + 1)?;
+                        // A `Match` in the included file ends with it.
+                        let saved = in_match.clone();
+                        sshd_apply(paths, &included, &text, sshd, in_match, depth + 1)?;
+                        *in_match = saved;
                     }
                 }
             }
             continue;
         }
-        settings
+        sshd.settings
             .entry(keyword)
             .or_insert_with(|| value.trim().to_ascii_lowercase());
     }
@@ -543,6 +601,52 @@ mod tests {
     }
 
     #[test]
+    fn dropins_are_found_where_systemd_looks_and_the_first_of_a_name_wins() {
+        let (_dir, paths) = tree(&[
+            (
+                "/usr/lib/systemd/system/alert-relay.service",
+                "[Service]\nRestart=no\n",
+            ),
+            // Same file name: the unit's own directory comes before service.d, and
+            // system.control before /etc.
+            (
+                "/etc/systemd/system/service.d/10-x.conf",
+                "[Service]\nRestart=on-failure\n",
+            ),
+            (
+                "/etc/systemd/system/alert-relay.service.d/10-x.conf",
+                "[Service]\nRestart=always\n",
+            ),
+            (
+                "/etc/systemd/system/alert-.service.d/20-prefix.conf",
+                "[Service]\nWatchdogSec=30s\n",
+            ),
+            (
+                "/etc/systemd/system.control/alert-relay.service.d/30-limit.conf",
+                "[Unit]\nStartLimitBurst=5\n",
+            ),
+            (
+                "/etc/systemd/system/alert-relay.service.d/30-limit.conf",
+                "[Unit]\nStartLimitBurst=9\n",
+            ),
+        ]);
+        let unit = load_unit(&paths, "alert-relay.service")
+            .expect("readable")
+            .expect("installed");
+        assert_eq!(unit.settings.get("Service.Restart"), Some("always"));
+        assert_eq!(unit.settings.get("Service.WatchdogSec"), Some("30s"));
+        assert_eq!(unit.settings.get("Unit.StartLimitBurst"), Some("5"));
+        assert_eq!(
+            unit.dropins,
+            [
+                "/etc/systemd/system/alert-relay.service.d/10-x.conf",
+                "/etc/systemd/system/alert-.service.d/20-prefix.conf",
+                "/etc/systemd/system.control/alert-relay.service.d/30-limit.conf",
+            ]
+        );
+    }
+
+    #[test]
     fn a_masked_unit_is_reported() {
         let dir = tempfile::tempdir().expect("tempdir");
         let etc = dir.path().join("etc/systemd/system");
@@ -592,7 +696,10 @@ mod tests {
                 "KbdInteractiveAuthentication yes\n",
             ),
         ]);
-        let settings = load_sshd(&paths).expect("readable").expect("installed");
+        let settings = load_sshd(&paths)
+            .expect("readable")
+            .expect("installed")
+            .settings;
         assert_eq!(
             settings.get("passwordauthentication").map(String::as_str),
             Some("no")

@@ -1,10 +1,9 @@
 //! Everything the checks look at, read once per run. Kernel-derived facts come from the
 //! exporter's own collectors (their samples), configuration from files under the rootfs prefix.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::config::{self, Reason, Settings, Unit};
+use super::config::{self, Reason, Settings, Sshd, Unit};
 use super::{Exposure, Inputs};
 use crate::collector::filesystem::{self, Mount};
 use crate::collector::system::{self, SwapArea};
@@ -84,19 +83,11 @@ pub(crate) fn samples<'a>(set: &'a MetricSet, name: &str) -> &'a [Sample] {
     set.get(name).map_or(&[], |f| f.samples.as_slice())
 }
 
-pub(crate) fn label<'a>(sample: &'a Sample, key: &str) -> Option<&'a str> {
-    sample
-        .labels
-        .iter()
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| v.as_str())
-}
-
 /// The value of the sample of `name` whose `key` label is `value`.
 fn value_where(set: &MetricSet, name: &str, key: &str, value: &str) -> Option<f64> {
     samples(set, name)
         .iter()
-        .find(|s| label(s, key) == Some(value))
+        .find(|s| s.label(key) == Some(value))
         .map(|s| s.value)
 }
 
@@ -137,6 +128,8 @@ pub(crate) struct Condition {
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum UpsState {
+    /// Why the configuration is not known.
+    Unknown(String),
     NotConfigured,
     /// Configured; `None` when it gave no on-battery reading.
     OnBattery(Option<bool>),
@@ -179,6 +172,9 @@ pub(crate) struct Facts {
     pub(crate) journaled: Fact<Vec<String>>,
     pub(crate) swaps: Fact<Vec<SwapArea>>,
     pub(crate) space: Vec<Space>,
+    /// Mount points the filesystem collector listed without a size (statvfs failed, hung or
+    /// not measured in that run).
+    pub(crate) unmeasured: Vec<String>,
     pub(crate) journald: Fact<Settings>,
     pub(crate) logrotate: Fact<Logrotate>,
     pub(crate) throttled: Vec<Condition>,
@@ -188,12 +184,15 @@ pub(crate) struct Facts {
     pub(crate) rtcs: Vec<Rtc>,
     pub(crate) synchronized: Option<bool>,
     pub(crate) chrony: Fact<Option<Vec<(String, String)>>>,
+    /// chrony.service or chronyd.service installed and enabled (its configuration can outlive
+    /// the package).
+    pub(crate) chrony_enabled: Fact<bool>,
     pub(crate) timesyncd_enabled: Fact<bool>,
     pub(crate) watchdog_devices: Fact<Vec<String>>,
     pub(crate) system_conf: Fact<Settings>,
     pub(crate) units: Vec<(&'static str, Fact<Option<Unit>>)>,
     pub(crate) interfaces: Fact<Vec<String>>,
-    pub(crate) sshd: Fact<Option<BTreeMap<String, String>>>,
+    pub(crate) sshd: Fact<Option<Sshd>>,
     pub(crate) firewall: Fact<Firewall>,
     pub(crate) served: Fact<Served>,
 }
@@ -208,8 +207,12 @@ pub(crate) fn gather(inputs: &Inputs, sources: &Sources) -> Facts {
     let mounts = config::read_optional(&paths.proc("self/mounts")).and_then(|text| {
         let text = text.ok_or_else(|| "no mount table (proc/self/mounts)".to_owned())?;
         let (mut mounts, _) = filesystem::parse_mounts(&text);
+        let kernel_names = kernel_names(paths);
         for mount in &mut mounts {
             mount.mountpoint = paths.strip_rootfs(&mount.mountpoint).to_owned();
+            if let Some(name) = kernel_names.get(&mount.device) {
+                mount.device = format!("/dev/{name}");
+            }
         }
         Ok(mounts)
     });
@@ -217,14 +220,14 @@ pub(crate) fn gather(inputs: &Inputs, sources: &Sources) -> Facts {
     let cards = samples(&set, "rpi_mmc_info")
         .iter()
         .filter_map(|s| {
-            let device = label(s, "device")?.to_owned();
+            let device = s.label("device")?.to_owned();
             let life_used = samples(&set, "rpi_mmc_life_time_used_ratio")
                 .iter()
-                .filter(|l| label(l, "device") == Some(device.as_str()))
+                .filter(|l| l.label("device") == Some(device.as_str()))
                 .map(|l| l.value)
                 .reduce(f64::max);
             Some(Card {
-                kind: label(s, "type")?.to_owned(),
+                kind: s.label("type")?.to_owned(),
                 life_used,
                 pre_eol: value_where(&set, "rpi_mmc_pre_eol_info", "device", &device),
                 device,
@@ -263,7 +266,7 @@ pub(crate) fn gather(inputs: &Inputs, sources: &Sources) -> Facts {
     let space = samples(&set, "rpi_filesystem_size_bytes")
         .iter()
         .filter_map(|s| {
-            let mountpoint = label(s, "mountpoint")?;
+            let mountpoint = s.label("mountpoint")?;
             Some(Space {
                 mountpoint: mountpoint.to_owned(),
                 size: s.value,
@@ -272,18 +275,27 @@ pub(crate) fn gather(inputs: &Inputs, sources: &Sources) -> Facts {
         })
         .collect();
 
+    let unmeasured = samples(&set, "rpi_filesystem_readonly")
+        .iter()
+        .filter_map(|s| s.label("mountpoint"))
+        .filter(|mp| value_where(&set, "rpi_filesystem_size_bytes", "mountpoint", mp).is_none())
+        .map(str::to_owned)
+        .collect();
+
     let logrotate = (|| {
+        // Debian's cron script does nothing where systemd runs (the timer's job then).
+        let cron = config::read_optional(&paths.rooted("/etc/cron.daily/logrotate"))?
+            .is_some_and(|script| !script.contains("/run/systemd/system"));
         Ok(Logrotate {
             config: config::read_optional(&paths.rooted("/etc/logrotate.conf"))?.is_some(),
-            scheduled: config::unit_enabled(paths, "logrotate.timer")?
-                || config::exists(&paths.rooted("/etc/cron.daily/logrotate")),
+            scheduled: config::unit_enabled(paths, "logrotate.timer")? || cron,
         })
     })();
 
     let throttled = samples(&set, "rpi_throttled")
         .iter()
         .filter_map(|s| {
-            let name = label(s, "condition")?;
+            let name = s.label("condition")?;
             Some(Condition {
                 name: name.to_owned(),
                 now: s.value != 0.0,
@@ -293,7 +305,9 @@ pub(crate) fn gather(inputs: &Inputs, sources: &Sources) -> Facts {
         })
         .collect();
 
-    let ups = if sources.ups_configured {
+    let ups = if let Some(reason) = &inputs.ups_unknown {
+        UpsState::Unknown(reason.clone())
+    } else if sources.ups_configured {
         // Several UPSes: on battery if any is.
         let readings = samples(&set, "rpi_ups_on_battery");
         UpsState::OnBattery((!readings.is_empty()).then(|| readings.iter().any(|s| s.value != 0.0)))
@@ -304,7 +318,7 @@ pub(crate) fn gather(inputs: &Inputs, sources: &Sources) -> Facts {
     let rtcs = samples(&set, "rpi_rtc_time_valid")
         .iter()
         .filter_map(|s| {
-            let device = label(s, "device")?;
+            let device = s.label("device")?;
             Some(Rtc {
                 device: device.to_owned(),
                 valid: s.value != 0.0,
@@ -328,6 +342,7 @@ pub(crate) fn gather(inputs: &Inputs, sources: &Sources) -> Facts {
         journaled,
         swaps,
         space,
+        unmeasured,
         journald: config::load_daemon_config(paths, "journald.conf"),
         logrotate,
         throttled,
@@ -343,6 +358,8 @@ pub(crate) fn gather(inputs: &Inputs, sources: &Sources) -> Facts {
             .first()
             .map(|s| s.value != 0.0),
         chrony: config::load_chrony(paths),
+        chrony_enabled: config::unit_enabled(paths, "chrony.service")
+            .and_then(|enabled| Ok(enabled || config::unit_enabled(paths, "chronyd.service")?)),
         timesyncd_enabled: config::unit_enabled(paths, "systemd-timesyncd.service"),
         watchdog_devices,
         system_conf: config::load_daemon_config(paths, "system.conf"),
@@ -369,18 +386,44 @@ pub(crate) fn gather(inputs: &Inputs, sources: &Sources) -> Facts {
     }
 }
 
+/// The kernel names of mount sources that are aliases (`/dev/root`, `/dev/mapper/*`), through
+/// their device numbers in `<procfs>/self/mountinfo` and the links of `<sysfs>/dev/block`; an
+/// alias that cannot be resolved stays as it is (the checks then SKIP).
+fn kernel_names(paths: &crate::paths::Paths) -> std::collections::HashMap<String, String> {
+    let mut names = std::collections::HashMap::new();
+    let Ok(Some(text)) = config::read_optional(&paths.proc("self/mountinfo")) else {
+        return names;
+    };
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let Some(dash) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
+        let (Some(numbers), Some(source)) = (fields.get(2), fields.get(dash + 2)) else {
+            continue;
+        };
+        if !(*source == "/dev/root" || source.starts_with("/dev/mapper/")) {
+            continue;
+        }
+        if let Ok(target) = std::fs::read_link(paths.sys(&format!("dev/block/{numbers}")))
+            && let Some(name) = target.file_name().and_then(|n| n.to_str())
+        {
+            names.insert((*source).to_owned(), name.to_owned());
+        }
+    }
+    names
+}
+
 fn firewall(paths: &crate::paths::Paths) -> Fact<Firewall> {
     let mut found = Firewall::default();
     let nft_conf = config::read_optional(&paths.rooted("/etc/nftables.conf"))?;
     let nft_enabled = config::unit_enabled(paths, "nftables.service")?;
-    let nft_input = nft_conf
-        .as_deref()
-        .is_some_and(|text| text.contains("hook input"));
+    let nft_input = nft_conf.as_deref().is_some_and(nft_filters_input);
     found.nftables = nft_enabled && nft_input;
     if nft_conf.is_some() && !found.nftables {
         found.notes.push(
             if nft_enabled {
-                "nftables.service enabled but /etc/nftables.conf has no input hook chain"
+                "nftables.service enabled but /etc/nftables.conf has no input hook chain that drops or rejects"
             } else {
                 "/etc/nftables.conf present but nftables.service not enabled"
             }
@@ -414,4 +457,87 @@ fn firewall(paths: &crate::paths::Paths) -> Fact<Firewall> {
         ));
     }
     Ok(found)
+}
+
+/// Whether an nftables ruleset has a chain on the input hook that filters: `policy drop` or a
+/// `drop`/`reject` rule. Debian's default file has an input chain that accepts everything.
+pub(crate) fn nft_filters_input(text: &str) -> bool {
+    let text: String = text
+        .lines()
+        .map(|line| line.split_once('#').map_or(line, |(code, _)| code))
+        .collect::<Vec<_>>()
+        .join("\n");
+    // Each `chain NAME { ... }` body, by brace depth.
+    let mut filters = false;
+    let mut rest = text.as_str();
+    while let Some(at) = find_word(rest, "chain") {
+        let after = &rest[at + "chain".len()..];
+        let Some(open) = after.find('{') else {
+            break;
+        };
+        let mut depth = 0usize;
+        let mut end = after.len();
+        for (i, c) in after[open..].char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = open + i;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let body: Vec<&str> = after[open + 1..end]
+            .split(|c: char| c.is_whitespace() || matches!(c, ';' | '{' | '}'))
+            .filter(|t| !t.is_empty())
+            .collect();
+        let input = body.windows(2).any(|w| w == ["hook", "input"]);
+        let drops = body.windows(2).any(|w| w == ["policy", "drop"])
+            || body.iter().enumerate().any(|(i, t)| {
+                matches!(*t, "drop" | "reject") && (i == 0 || body[i - 1] != "policy")
+            });
+        filters |= input && drops;
+        rest = &after[end.min(after.len())..];
+    }
+    filters
+}
+
+/// The byte offset of `word` standing alone (not inside another word) in `text`.
+fn find_word(text: &str, word: &str) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = text[from..].find(word).map(|i| i + from) {
+        let before = text[..i].chars().next_back();
+        let after = text[i + word.len()..].chars().next();
+        let boundary = |c: Option<char>| c.is_none_or(|c| !c.is_alphanumeric() && c != '_');
+        if boundary(before) && boundary(after) {
+            return Some(i);
+        }
+        from = i + word.len();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nft_filters_input;
+
+    #[test]
+    fn an_input_chain_must_drop_or_reject() {
+        // Debian's default /etc/nftables.conf.
+        let debian = "#!/usr/sbin/nft -f\n\nflush ruleset\n\ntable inet filter {\n\tchain input {\n\t\ttype filter hook input priority filter;\n\t}\n\tchain forward {\n\t\ttype filter hook forward priority filter;\n\t}\n\tchain output {\n\t\ttype filter hook output priority filter;\n\t}\n}\n";
+        assert!(!nft_filters_input(debian));
+        let commented = "table inet filter {\n chain input {\n  type filter hook input priority 0; # policy drop;\n }\n}\n";
+        assert!(!nft_filters_input(commented));
+        let accept = "table inet filter { chain input { type filter hook input priority 0; policy accept; } }";
+        assert!(!nft_filters_input(accept));
+        let forward_drop = "table inet filter { chain input { type filter hook input priority 0; } chain forward { type filter hook forward priority 0; policy drop; } }";
+        assert!(!nft_filters_input(forward_drop));
+        let policy = "table inet filter { chain input { type filter hook input priority 0; policy drop; iif lo accept } }";
+        assert!(nft_filters_input(policy));
+        let rule = "table inet filter {\n chain input {\n  type filter hook input priority 0;\n  iif lo accept\n  tcp dport 22 accept\n  reject with icmpx type port-unreachable\n }\n}\n";
+        assert!(nft_filters_input(rule));
+    }
 }

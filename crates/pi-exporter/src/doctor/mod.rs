@@ -96,6 +96,8 @@ pub struct Inputs {
     pub context: BuildContext,
     /// `Err`: why the exposure is not known (SKIP).
     pub exposure: Result<Exposure, String>,
+    /// Why the UPS configuration is not known (the unit's `ExecStart` does not parse): SKIP.
+    pub ups_unknown: Option<String>,
 }
 
 /// Runs every check once.
@@ -221,7 +223,15 @@ mod tests {
         assert_eq!(found("throttling"), "now: under_voltage, throttled");
         // The drop-in's empty WatchdogSec= reset the unit file's 30s.
         assert!(found("unit_pi_exporter").starts_with("no WatchdogSec, Restart=on-failure"));
-        assert!(found("firewall").contains("nftables.service not enabled"));
+        // Debian's default ruleset, loaded at boot: an input chain that accepts everything.
+        assert!(
+            found("firewall").contains("no input hook chain that drops or rejects"),
+            "{}",
+            found("firewall")
+        );
+        // Debian's cron script exits where systemd runs.
+        assert_eq!(found("logrotate"), "no logrotate.timer or cron.daily entry");
+        assert_eq!(found("time_step"), "chrony without makestep");
         for f in findings.iter().filter(|f| f.verdict != Skip) {
             assert!(!f.fix.is_empty() && !f.reason.is_empty(), "{f:?}");
         }
@@ -255,6 +265,144 @@ mod tests {
         let wear = verdict_of(&doctor(tree.path(), &[]), "flash_wear");
         assert_eq!(wear.verdict, Verdict::Fail, "{wear:?}");
         assert_eq!(wear.found, "mmcblk0: life used ≤110 %, pre-EOL warning");
+    }
+
+    /// Writes `text` to `path` under the tree, creating directories.
+    fn put(tree: &Path, path: &str, text: &str) {
+        let path = tree.join(path);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write");
+    }
+
+    /// Configurations that once passed though the Pi is not protected (review findings A).
+    #[test]
+    fn no_false_pass_on_a_prepared_pi_that_drifted() {
+        let tree = copy_of("doctor-prepared");
+        let root = tree.path();
+        let verdict = |check: &str| verdict_of(&doctor(root, &[]), check);
+
+        // A Match block turns passwords back on for some clients.
+        put(
+            root,
+            "rootfs/etc/ssh/sshd_config.d/20-lan.conf",
+            "Match Address 10.0.0.0/8\nPasswordAuthentication yes\n",
+        );
+        let ssh = verdict("ssh_password");
+        assert_eq!(ssh.verdict, Verdict::Warn, "{ssh:?}");
+        assert!(ssh.found.contains("Match Address 10.0.0.0/8"), "{ssh:?}");
+        // The Match ends with its included file: the main file's later lines are global.
+        std::fs::remove_file(root.join("rootfs/etc/ssh/sshd_config.d/20-lan.conf")).expect("rm");
+        put(
+            root,
+            "rootfs/etc/ssh/sshd_config.d/05-match.conf",
+            "Match User backup\nX11Forwarding no\n",
+        );
+        let main = root.join("rootfs/etc/ssh/sshd_config");
+        let text = std::fs::read_to_string(&main).expect("read");
+        std::fs::write(&main, format!("{text}\nPasswordAuthentication yes\n")).expect("write");
+        let ssh = verdict("ssh_password");
+        assert_eq!(
+            ssh.verdict,
+            Verdict::Pass,
+            "the drop-in's `no` came first: {ssh:?}"
+        );
+        std::fs::write(
+            &main,
+            format!("ChallengeResponseAuthentication yes\n{text}"),
+        )
+        .expect("write");
+        let ssh = verdict("ssh_password");
+        assert_eq!(
+            ssh.verdict,
+            Verdict::Fail,
+            "old name of KbdInteractive: {ssh:?}"
+        );
+        std::fs::write(&main, text).expect("write");
+
+        // A masked nftables.service loads nothing; a dangling timer link schedules nothing.
+        std::os::unix::fs::symlink(
+            "/dev/null",
+            root.join("rootfs/etc/systemd/system/nftables.service"),
+        )
+        .expect("mask");
+        assert_eq!(verdict("firewall").verdict, Verdict::Warn);
+        std::fs::remove_file(root.join("rootfs/usr/lib/systemd/system/logrotate.timer"))
+            .expect("rm");
+        assert_eq!(verdict("logrotate").verdict, Verdict::Warn);
+
+        // chrony's conffile left behind by `apt remove chrony`.
+        std::fs::remove_file(root.join("rootfs/usr/lib/systemd/system/chrony.service"))
+            .expect("rm");
+        assert_eq!(verdict("time_step").verdict, Verdict::Fail);
+
+        // WatchdogSec=infinity or 0ms is no watchdog.
+        for value in ["infinity", "0ms", "0min"] {
+            put(
+                root,
+                "rootfs/etc/systemd/system/pi-exporter.service.d/zz.conf",
+                &format!("[Service]\nWatchdogSec={value}\n"),
+            );
+            let unit = verdict("unit_pi_exporter");
+            assert_eq!(unit.verdict, Verdict::Fail, "{value}: {unit:?}");
+        }
+
+        // A writable disk whose statvfs fails has no size: not a PASS on the others' alone.
+        let mounts = root.join("proc/self/mounts");
+        let table = std::fs::read_to_string(&mounts).expect("read");
+        std::fs::write(
+            &mounts,
+            format!("{table}/dev/sda1 /gone ext4 rw,noatime 0 0\n"),
+        )
+        .expect("write");
+        let space = verdict("free_space");
+        assert_eq!(space.verdict, Verdict::Skip, "{space:?}");
+        assert!(space.reason.contains("/gone"), "{space:?}");
+
+        // Raspberry Pi OS Bullseye mounts the root as /dev/root: unidentified, not a PASS.
+        put(
+            root,
+            "proc/self/mounts",
+            "/dev/root / ext4 rw,noatime 0 0\ntmpfs /run tmpfs rw,nosuid 0 0\n",
+        );
+        put(
+            root,
+            "proc/swaps",
+            "Filename Type Size Used Priority\n/var/swap file 102396 0 -2\n",
+        );
+        let findings = doctor(root, &[]);
+        for check in ["swap_on_flash", "write_safety"] {
+            let f = verdict_of(&findings, check);
+            assert_eq!(f.verdict, Verdict::Skip, "{f:?}");
+        }
+        // Resolved by its device number, as the kernel names it.
+        put(
+            root,
+            "proc/self/mountinfo",
+            "22 1 179:2 / / rw,noatime shared:1 - ext4 /dev/root rw\n",
+        );
+        std::fs::create_dir_all(root.join("sys/dev/block")).expect("mkdir");
+        std::os::unix::fs::symlink(
+            "../../devices/platform/emmc2bus/fe340000.mmc/mmc_host/mmc0/mmc0:0001/block/mmcblk0/mmcblk0p2",
+            root.join("sys/dev/block/179:2"),
+        )
+        .expect("link");
+        put(root, "proc/fs/jbd2/mmcblk0p2-8/info", "");
+        let findings = doctor(root, &[]);
+        let swap = verdict_of(&findings, "swap_on_flash");
+        assert_eq!(swap.verdict, Verdict::Warn, "{swap:?}");
+        let safety = verdict_of(&findings, "write_safety");
+        assert_eq!(safety.verdict, Verdict::Pass, "{safety:?}");
+    }
+
+    #[test]
+    fn a_continuation_goes_on_past_a_comment_line() {
+        let mut settings = config::Settings::default();
+        settings.apply("[Service]\nExecStart=/usr/bin/pi-exporter \\\n# a comment\n  --web.listen-address=:9831\nRestart=always\n");
+        assert_eq!(
+            settings.get("Service.ExecStart"),
+            Some("/usr/bin/pi-exporter  --web.listen-address=:9831")
+        );
+        assert_eq!(settings.get("Service.Restart"), Some("always"));
     }
 
     #[test]
@@ -305,11 +453,32 @@ mod tests {
             "PI_EXPORTER_ARGS=\"--web.listen-address=nowhere\"\n",
         )
         .expect("write");
-        let exposure = verdict_of(&doctor(tree.path(), &[]), "exporter_exposure");
-        assert_eq!(exposure.verdict, Verdict::Skip);
-        assert!(
-            exposure.reason.contains("cannot parse the ExecStart"),
-            "{exposure:?}"
+        let findings = doctor(tree.path(), &[]);
+        for check in ["exporter_exposure", "ups"] {
+            let f = verdict_of(&findings, check);
+            assert_eq!(f.verdict, Verdict::Skip, "{f:?}");
+            assert!(f.reason.contains("cannot parse the ExecStart"), "{f:?}");
+        }
+    }
+
+    #[test]
+    fn the_units_ups_config_is_read_through_the_rootfs() {
+        let tree = copy_of("doctor-prepared");
+        put(
+            tree.path(),
+            "rootfs/etc/pi-exporter/ups.yaml",
+            "ups:\n  - {name: rack, board: nut}\n",
         );
+        put(
+            tree.path(),
+            "rootfs/etc/default/pi-exporter",
+            "PI_EXPORTER_ARGS=\"--web.listen-address=127.0.0.1:9831 --ups.config=/etc/pi-exporter/ups.yaml\"\n",
+        );
+        let findings = doctor(tree.path(), &[]);
+        let exposure = verdict_of(&findings, "exporter_exposure");
+        assert_eq!(exposure.verdict, Verdict::Pass, "{exposure:?}");
+        let ups = verdict_of(&findings, "ups");
+        assert_ne!(ups.verdict, Verdict::Skip, "{ups:?}");
+        assert_ne!(ups.verdict, Verdict::Pass, "no upsd answers: {ups:?}");
     }
 }

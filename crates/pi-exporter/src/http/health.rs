@@ -5,10 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::metrics::{MetricSet, Sample};
-
-/// Below this share of available space a filesystem is flagged.
-pub(crate) const LOW_SPACE_RATIO: f64 = 0.15;
+use crate::collector::filesystem::LOW_SPACE_RATIO;
+use crate::metrics::MetricSet;
 
 #[derive(Debug, Serialize, PartialEq)]
 pub struct HealthReport {
@@ -43,21 +41,13 @@ pub struct FilesystemHealth {
     pub low_space: bool,
 }
 
-fn label<'a>(sample: &'a Sample, key: &str) -> Option<&'a str> {
-    sample
-        .labels
-        .iter()
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| v.as_str())
-}
-
 fn by_label(set: &MetricSet, family: &str, key: &str) -> Option<BTreeMap<String, bool>> {
     let family = set.get(family)?;
     Some(
         family
             .samples
             .iter()
-            .filter_map(|s| Some((label(s, key)?.to_owned(), s.value != 0.0)))
+            .filter_map(|s| Some((s.label(key)?.to_owned(), s.value != 0.0)))
             .collect(),
     )
 }
@@ -84,21 +74,21 @@ pub fn health_report(set: &MetricSet) -> HealthReport {
             set.get(family)?
                 .samples
                 .iter()
-                .find(|s| label(s, "mountpoint") == Some(mountpoint))
+                .find(|s| s.label("mountpoint") == Some(mountpoint))
                 .map(|s| s.value)
         };
         readonly
             .samples
             .iter()
             .filter_map(|s| {
-                let mountpoint = label(s, "mountpoint")?;
+                let mountpoint = s.label("mountpoint")?;
                 let size = value_for("rpi_filesystem_size_bytes", mountpoint)?;
                 let avail = value_for("rpi_filesystem_avail_bytes", mountpoint)?;
                 let avail_ratio = if size > 0.0 { avail / size } else { 1.0 };
                 Some(FilesystemHealth {
                     mountpoint: mountpoint.to_owned(),
-                    device: label(s, "device").unwrap_or_default().to_owned(),
-                    fstype: label(s, "fstype").unwrap_or_default().to_owned(),
+                    device: s.label("device").unwrap_or_default().to_owned(),
+                    fstype: s.label("fstype").unwrap_or_default().to_owned(),
                     size_bytes: size,
                     avail_bytes: avail,
                     avail_ratio,

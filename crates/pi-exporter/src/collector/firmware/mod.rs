@@ -51,6 +51,11 @@ const MILLIDEGREES_PER_DEGREE: f64 = 1000.0;
 /// How long one reading of the firmware serves scrapes.
 pub const CACHE_TTL: Duration = Duration::from_secs(1);
 
+/// How long before the cache expires scrapes stop serving it from the serving thread: more than
+/// the time between the scraper's `may_block` check and the run (microseconds, unless the process
+/// is descheduled for this long).
+const INLINE_MARGIN: Duration = Duration::from_millis(250);
+
 /// The conditions of the throttled word: bit of the live state (the sticky "has occurred" bit is
 /// 16 higher) and the `condition` label (firmware-mailbox.md §6).
 pub const THROTTLED_CONDITIONS: [(u32, &str); 4] = [
@@ -362,7 +367,8 @@ pub struct FirmwareCollector {
     /// `None`: no usable mailbox, sysfs only.
     mailbox: Option<Probed>,
     cache_ttl: Duration,
-    /// Held while reading, which also serialises every mailbox call of the process.
+    /// Held while reading, which also serialises the mailbox calls of this instance (the
+    /// doctor's private instance makes its own).
     cache: Mutex<Option<Snapshot>>,
 }
 
@@ -626,12 +632,14 @@ impl Collector for FirmwareCollector {
     }
 
     /// Every source goes through the firmware (the mailbox, or the kernel drivers that ask it),
-    /// except while the cached snapshot is fresh.
+    /// except while the cached snapshot is fresh with [`INLINE_MARGIN`] to spare, so it is still
+    /// fresh when the run this answer sent to the serving thread starts.
     fn may_block(&self) -> bool {
+        let inline_window = self.cache_ttl.saturating_sub(INLINE_MARGIN);
         match self.cache.try_lock() {
             Ok(cache) => cache
                 .as_ref()
-                .is_none_or(|fresh| fresh.taken.elapsed() >= self.cache_ttl),
+                .is_none_or(|fresh| fresh.taken.elapsed() >= inline_window),
             Err(_) => true,
         }
     }

@@ -233,6 +233,30 @@ fn concurrent_scrapes_share_one_reading() {
 }
 
 #[test]
+fn a_snapshot_that_may_block_called_fresh_is_still_fresh_at_the_run() {
+    let firmware = simulated(shipped_board("pi4-healthy"));
+    let c = collector("pi4-sd", &firmware, Duration::from_millis(400));
+    scrape(&c).1.expect("ok");
+    let after_read = firmware.ioctls();
+    // The last moment the scraper would send a run to the serving thread.
+    let mut last_inline = Instant::now();
+    while !c.may_block() {
+        last_inline = Instant::now();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // That run starts a little later (a descheduled serving thread): it must not read.
+    std::thread::sleep(
+        (last_inline + Duration::from_millis(100)).saturating_duration_since(Instant::now()),
+    );
+    scrape(&c).1.expect("ok");
+    assert_eq!(
+        firmware.ioctls(),
+        after_read,
+        "read the mailbox on the serving thread"
+    );
+}
+
+#[test]
 fn pi5_board_gets_what_its_firmware_answers_and_the_rest_elsewhere() {
     let firmware = simulated(shipped_board("pi5"));
     let c = collector("pi5-nvme", &firmware, Duration::ZERO);

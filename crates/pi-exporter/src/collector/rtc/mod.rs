@@ -110,7 +110,7 @@ pub fn parse_offset_interval(text: &str) -> Result<Duration, String> {
 /// The collector.
 pub struct RtcCollector {
     shared: Arc<Shared>,
-    _offset_worker: Option<offset::Worker>,
+    _offset_worker: Option<super::periodic::Periodic>,
 }
 
 impl std::fmt::Debug for RtcCollector {
@@ -309,11 +309,22 @@ impl Shared {
 
     fn collect(&self, out: &mut MetricSet) -> Result<(), CollectError> {
         let mut failures = Failures::default();
+        // What `may_block` answered for this run: without a chip, this run is on the serving
+        // thread, and a chip that appeared since waits for the next scrape (on the pool).
+        let had_chip = self.found_chip.load(Ordering::Acquire);
         let found = sysfs::discover(self.files.as_ref(), &self.sysfs, &mut failures);
         self.found_chip.store(
             !found.is_empty() || self.userspace.is_some(),
             Ordering::Release,
         );
+        if !had_chip && !found.is_empty() {
+            let devices: Vec<&str> = found.iter().map(|rtc| rtc.device.as_str()).collect();
+            failures.push(CollectError::Other(format!(
+                "new RTC {}: read from the next scrape",
+                devices.join(", ")
+            )));
+            return failures.finish();
+        }
         for rtc in found {
             self.collect_sysfs(&rtc, out, &mut failures);
         }
@@ -597,8 +608,8 @@ impl Collector for RtcCollector {
     }
 
     /// Reading a chip (through its kernel driver or from userspace) is an I2C transfer; a
-    /// machine without one only lists a sysfs directory. An RTC that appears later is read
-    /// once from the serving thread before this turns true.
+    /// machine without one only lists a sysfs directory. A run on the serving thread that finds
+    /// a new RTC does not read it; it turns this true, so the next scrape reads it on the pool.
     fn may_block(&self) -> bool {
         self.shared.found_chip.load(Ordering::Acquire)
     }
@@ -734,6 +745,56 @@ mod tests {
         fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
             RealFiles.list_dir(path)
         }
+    }
+
+    /// The fixture's RTCs, hidden until `visible`; counts reads of their time.
+    #[derive(Debug, Default)]
+    struct Appears {
+        visible: AtomicBool,
+        time_reads: std::sync::atomic::AtomicUsize,
+    }
+
+    impl SysfsRead for Appears {
+        fn read_to_string(&self, path: &Path) -> io::Result<String> {
+            if path.ends_with("since_epoch") || path.ends_with("time") {
+                self.time_reads.fetch_add(1, Ordering::AcqRel);
+            }
+            RealFiles.read_to_string(path)
+        }
+
+        fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+            if path.ends_with("class/rtc") && !self.visible.load(Ordering::Acquire) {
+                return Ok(Vec::new());
+            }
+            RealFiles.list_dir(path)
+        }
+    }
+
+    #[test]
+    fn an_rtc_that_appears_is_not_read_by_a_run_on_the_serving_thread() {
+        let files = Arc::new(Appears::default());
+        let collector = RtcCollector::with_files(
+            &context(&fixture_sysfs(), None, options()),
+            Arc::clone(&files) as Arc<dyn SysfsRead>,
+        );
+        collector.collect(&mut MetricSet::new()).expect("no RTC");
+        assert!(!collector.may_block(), "nothing to read: runs inline");
+
+        files.visible.store(true, Ordering::Release);
+        let err = collector
+            .collect(&mut MetricSet::new())
+            .expect_err("a new RTC is not read inline");
+        assert!(err.to_string().contains("new RTC rtc0, rtc1"), "{err}");
+        assert_eq!(files.time_reads.load(Ordering::Acquire), 0);
+        assert!(
+            collector.may_block(),
+            "the next scrape reads it on the pool"
+        );
+
+        let mut set = MetricSet::new();
+        collector.collect(&mut set).expect("read");
+        assert!(files.time_reads.load(Ordering::Acquire) > 0);
+        assert_eq!(value(&set, "rpi_rtc_time_valid", "rtc1"), Some(1.0));
     }
 
     #[test]

@@ -7,9 +7,10 @@
 //! scrapes read the cached value: a scrape never waits for it.
 
 use std::collections::HashMap;
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::collector::periodic::{self, First, Periodic};
 
 /// Time between two reads while waiting for the tick: the precision of the measurement.
 pub(super) const POLL: Duration = Duration::from_millis(10);
@@ -140,37 +141,10 @@ impl Offsets {
     }
 }
 
-/// The background thread; dropping this stops it (after the round in progress).
-#[derive(Debug)]
-pub(super) struct Worker {
-    _stop: mpsc::Sender<()>,
-}
-
-/// Runs `round` now and then every `interval` on a thread of its own.
-///
-/// A plain thread rather than a tokio task: the work is blocking I/O with millisecond timing,
-/// the exporter's runtime has a single thread that must keep serving HTTP, and a task would
-/// need `spawn_blocking` anyway, where a hung bus would hold one of the pool threads the
-/// scrapes need. The thread sleeps between rounds and needs no runtime, so it also works in
-/// tests.
-pub(super) fn spawn(
-    interval: Duration,
-    mut round: impl FnMut() + Send + 'static,
-) -> Option<Worker> {
-    let (stop, stopped) = mpsc::channel::<()>();
-    let spawned = std::thread::Builder::new()
-        .name("rtc-offset".into())
-        .spawn(move || {
-            loop {
-                round();
-                match stopped.recv_timeout(interval) {
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
-                }
-            }
-        });
-    match spawned {
-        Ok(_) => Some(Worker { _stop: stop }),
+/// Runs `round` now and then every `interval` on the `rtc-offset` thread.
+pub(super) fn spawn(interval: Duration, round: impl FnMut() + Send + 'static) -> Option<Periodic> {
+    match periodic::spawn("rtc-offset", interval, First::Now, round) {
+        Ok(worker) => Some(worker),
         Err(e) => {
             tracing::warn!("cannot start the RTC offset thread, no rpi_rtc_offset_seconds: {e}");
             None
@@ -279,22 +253,5 @@ mod tests {
         assert_eq!(offsets.get("rtc0", Duration::from_secs(60)), None);
         offsets.clear("rtc1");
         assert_eq!(offsets.get("rtc1", Duration::from_secs(60)), None);
-    }
-
-    #[test]
-    fn the_worker_runs_at_once_and_stops_when_dropped() {
-        let (tx, rx) = mpsc::channel();
-        let worker = spawn(Duration::from_secs(3600), move || {
-            let _ = tx.send(());
-        });
-        assert!(worker.is_some());
-        rx.recv_timeout(Duration::from_secs(5))
-            .expect("first round runs at once");
-        drop(worker);
-        // The thread ends and drops its sender.
-        assert_eq!(
-            rx.recv_timeout(Duration::from_secs(5)),
-            Err(RecvTimeoutError::Disconnected)
-        );
     }
 }

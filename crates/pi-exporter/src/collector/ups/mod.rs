@@ -25,7 +25,6 @@ pub mod profiles;
 pub mod simulated;
 
 use std::path::PathBuf;
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -35,6 +34,7 @@ use self::gpio::{DevLines, LineSource, LineState};
 use self::guard::{Decision, Guard, Observation, ShutdownOptions};
 use self::nut::{NutOptions, STATUS_FLAGS};
 use self::profiles::{Chip, Profile};
+use super::periodic::{self, First, Periodic};
 use super::{BuildContext, CollectError, Collector};
 use crate::i2c::simulated::SimulatedBus;
 use crate::i2c::{Access, Bus, BusError, Fault};
@@ -242,12 +242,7 @@ struct Shared {
 #[derive(Debug)]
 pub struct UpsCollector {
     units: Vec<Arc<Shared>>,
-    _workers: Vec<Worker>,
-}
-
-#[derive(Debug)]
-struct Worker {
-    _stop: mpsc::Sender<()>,
+    _workers: Vec<Periodic>,
 }
 
 impl UpsCollector {
@@ -398,20 +393,11 @@ fn build_source(
     Some(source)
 }
 
-/// Runs `round` every `interval` on the `ups-reader` thread, until the collector is dropped.
-/// A std thread for the same reasons as the RTC offset thread: blocking I/O, and a hung bus
-/// must not hold a thread the scrapes need.
-fn spawn(interval: Duration, mut round: impl FnMut() + Send + 'static) -> Option<Worker> {
-    let (stop, stopped) = mpsc::channel::<()>();
-    let spawned = std::thread::Builder::new()
-        .name("ups-reader".into())
-        .spawn(move || {
-            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
-                round();
-            }
-        });
-    match spawned {
-        Ok(_) => Some(Worker { _stop: stop }),
+/// Runs `round` every `interval` on the `ups-reader` thread, until the collector is dropped
+/// (the first reading is taken by the caller).
+fn spawn(interval: Duration, round: impl FnMut() + Send + 'static) -> Option<Periodic> {
+    match periodic::spawn("ups-reader", interval, First::AfterInterval, round) {
+        Ok(worker) => Some(worker),
         Err(e) => {
             tracing::error!("cannot start the ups-reader thread: {e}; UPS readings stay stale");
             None
