@@ -55,6 +55,7 @@ const CLOCK_CHECKPOINT_MS: i64 = 60_000;
 const HELD_NAMED: usize = 20;
 
 /// The alerts of an incident's group that fire now (received since it opened, not resolved).
+/// "Since" is by event id, not `received_at`: the wall clock may step back.
 /// Typically a handful; `alert_events_group_key` keeps it an index lookup.
 pub(super) fn firing_alerts(
     conn: &Connection,
@@ -62,7 +63,7 @@ pub(super) fn firing_alerts(
 ) -> Result<Vec<AlertEvent>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT e.alert FROM alert_events e JOIN incidents i ON i.id = ?1
-         WHERE e.group_key = i.group_key AND e.status = 'firing' AND e.received_at >= i.opened_at
+         WHERE e.group_key = i.group_key AND e.status = 'firing' AND e.id >= i.event_id
          AND NOT EXISTS (SELECT 1 FROM alert_events r WHERE r.fingerprint = e.fingerprint
                          AND r.starts_at = e.starts_at AND r.status = 'resolved')
          ORDER BY e.id",
