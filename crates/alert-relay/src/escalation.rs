@@ -280,6 +280,7 @@ impl Escalator {
                     step: step_no,
                     elapsed_ms: as_ms(elapsed),
                     destinations: targets.destinations,
+                    on_call: targets.on_call,
                     allow_acked: runs_when_acked,
                 }),
                 None => Write::FireStep {

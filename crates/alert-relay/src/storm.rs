@@ -21,6 +21,7 @@
 //!
 //! The SQL lives in `store/storm_sql.rs`; this module holds the types, the texts and the task.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,8 +84,10 @@ pub struct RuleAt {
     pub window_ms: i64,
     pub threshold: usize,
     pub group_by: Vec<String>,
-    /// The policy's first-step destinations: what collapses into the summary.
+    /// The policy's first-step destinations: where the summaries go.
     pub destinations: Vec<String>,
+    /// Who of a rotation each of them pages (`deliveries.on_call`).
+    pub on_call: BTreeMap<String, String>,
 }
 
 /// A budget with what the store needs to apply it.
@@ -115,6 +118,7 @@ pub enum StormWrite {
         step: i64,
         elapsed_ms: i64,
         destinations: Vec<String>,
+        on_call: BTreeMap<String, String>,
         allow_acked: bool,
     },
     /// The periodic pass: joiner updates, closed storms, ended budget windows, the clock.
@@ -367,12 +371,14 @@ impl Storms {
             .values()
             .filter_map(|p| {
                 let r = p.storm.as_ref()?;
+                let first = routing::step_destinations(&config, &p.name, 0, now);
                 Some(RuleAt {
                     policy: p.name.clone(),
                     window_ms: i64::try_from(r.window.as_millis()).unwrap_or(i64::MAX),
                     threshold: usize::try_from(r.threshold).unwrap_or(usize::MAX),
                     group_by: r.group_by.clone(),
-                    destinations: routing::step_destinations(&config, &p.name, 0, now).destinations,
+                    destinations: first.destinations,
+                    on_call: first.on_call,
                 })
             })
             .collect()

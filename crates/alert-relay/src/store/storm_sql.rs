@@ -1,6 +1,8 @@
 //! SQL of storm control and per-destination budgets (see `crate::storm`, `crate::budget`).
 //! Every function runs inside the DB thread's transaction, so each write is atomic.
 
+use std::collections::BTreeMap;
+
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::{IncidentState, StoreError};
@@ -135,6 +137,7 @@ pub(super) fn apply(tx: &Connection, w: StormWrite, now: i64) -> Result<StormWri
             step,
             elapsed_ms,
             destinations,
+            on_call,
             allow_acked,
         } => {
             let states = if allow_acked {
@@ -166,6 +169,7 @@ pub(super) fn apply(tx: &Connection, w: StormWrite, now: i64) -> Result<StormWri
                 step,
                 Part::Step(step),
                 &destinations,
+                &on_call,
                 states,
                 now,
             )
@@ -196,7 +200,7 @@ pub(super) fn apply(tx: &Connection, w: StormWrite, now: i64) -> Result<StormWri
                 rows.collect::<Result<_, _>>()?
             };
             let event = lead_event(tx, storm)?;
-            insert_storm_deliveries(tx, storm, event, &targets, -1, &text, now)
+            insert_storm_deliveries(tx, storm, event, &targets, &BTreeMap::new(), -1, &text, now)
                 .map(StormWritten::Deliveries)
         }
         StormWrite::BudgetAdmit {
@@ -292,23 +296,33 @@ fn opened_incidents(
             }
         };
         // This incident's first-step messages are replaced by the storm's summary.
-        superseded.extend(
-            supersede(tx, event_id, id, &rule.destinations, storm, now)?
-                .into_iter()
-                .map(|d| (d, policy.clone())),
-        );
+        let collapsed = supersede(tx, event_id, id, storm, now)?;
         if active.is_none() {
+            // The summary also reaches whoever intake paged, should a rotation have handed
+            // over since (the rule resolved it again just now).
+            let mut destinations = rule.destinations.clone();
+            let mut on_call = rule.on_call.clone();
+            for (_, dest, who) in &collapsed {
+                if !destinations.contains(dest) {
+                    destinations.push(dest.clone());
+                    if let Some(who) = who {
+                        on_call.insert(dest.clone(), who.clone());
+                    }
+                }
+            }
             deliveries.extend(summarize(
                 tx,
                 storm,
                 0,
                 0,
                 Part::Detected,
-                &rule.destinations,
+                &destinations,
+                &on_call,
                 "('open', 'acked', 'resolved')",
                 now,
             )?);
         }
+        superseded.extend(collapsed.into_iter().map(|(d, _, _)| (d, policy.clone())));
     }
     Ok(StormWritten::Opened {
         superseded,
@@ -317,34 +331,33 @@ fn opened_incidents(
     })
 }
 
-/// Marks the first-step deliveries of an incident's opening event to `destinations` skipped.
+/// Marks the first-step deliveries of an incident's opening event skipped: all of them, as
+/// intake resolved them (a rotation may have handed over since). Returns (delivery,
+/// destination, on call) of each.
 fn supersede(
     tx: &Connection,
     event_id: i64,
     incident: i64,
-    destinations: &[String],
     storm: i64,
     now: i64,
-) -> Result<Vec<i64>, StoreError> {
-    let ids: Vec<(i64, String)> = {
+) -> Result<Vec<(i64, String, Option<String>)>, StoreError> {
+    let rows: Vec<(i64, String, Option<String>)> = {
         let mut stmt = tx.prepare_cached(
-            "SELECT id, destination FROM deliveries WHERE event_id = ?1 AND incident_id = ?2
+            "SELECT id, destination, on_call FROM deliveries WHERE event_id = ?1 AND incident_id = ?2
              AND state = 'pending' AND notice IS NULL AND step = 0 AND storm_id IS NULL",
         )?;
-        let rows = stmt.query_map(params![event_id, incident], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let rows = stmt.query_map(params![event_id, incident], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
         rows.collect::<Result<_, _>>()?
     };
-    let mut out = Vec::new();
-    for (id, dest) in ids {
-        if destinations.contains(&dest) {
-            tx.execute(
-                "UPDATE deliveries SET state = 'skipped', last_error = ?2, updated_at = ?3 WHERE id = ?1",
-                params![id, format!("collapsed into the summary of storm #{storm}"), now],
-            )?;
-            out.push(id);
-        }
+    for (id, _, _) in &rows {
+        tx.execute(
+            "UPDATE deliveries SET state = 'skipped', last_error = ?2, updated_at = ?3 WHERE id = ?1",
+            params![id, format!("collapsed into the summary of storm #{storm}"), now],
+        )?;
     }
-    Ok(out)
+    Ok(rows)
 }
 
 /// How many incidents a storm has, and its `group_by` values.
@@ -366,22 +379,24 @@ fn lead_event(tx: &Connection, storm: i64) -> Result<i64, StoreError> {
     )?)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn insert_storm_deliveries(
     tx: &Connection,
     storm: i64,
     event_id: i64,
     destinations: &[String],
+    on_call: &BTreeMap<String, String>,
     step: i64,
     text: &str,
     now: i64,
 ) -> Result<Deliveries, StoreError> {
     let mut insert = tx.prepare_cached(
-        "INSERT INTO deliveries (event_id, destination, state, created_at, next_attempt_at, updated_at, step, notice, storm_id)
-         VALUES (?1, ?2, 'pending', ?3, ?3, ?3, ?4, ?5, ?6)",
+        "INSERT INTO deliveries (event_id, destination, state, created_at, next_attempt_at, updated_at, step, notice, storm_id, on_call)
+         VALUES (?1, ?2, 'pending', ?3, ?3, ?3, ?4, ?5, ?6, ?7)",
     )?;
     let mut out = Vec::new();
     for d in destinations {
-        insert.execute(params![event_id, d, now, step, text, storm])?;
+        insert.execute(params![event_id, d, now, step, text, storm, on_call.get(d)])?;
         out.push((d.clone(), tx.last_insert_rowid(), now));
     }
     Ok(out)
@@ -397,6 +412,7 @@ fn summarize(
     step: i64,
     part: Part,
     destinations: &[String],
+    on_call: &BTreeMap<String, String>,
     states: &str,
     now: i64,
 ) -> Result<Deliveries, StoreError> {
@@ -439,7 +455,7 @@ fn summarize(
     let (total, key) = size_and_key(tx, storm)?;
     let text = crate::storm::summary_text(storm, part, &key, total, &listed);
     let event = lead_event(tx, storm)?;
-    insert_storm_deliveries(tx, storm, event, destinations, step, &text, now)
+    insert_storm_deliveries(tx, storm, event, destinations, on_call, step, &text, now)
 }
 
 fn tick(
@@ -474,6 +490,7 @@ fn tick(
                 0,
                 Part::Joined,
                 &rule.destinations,
+                &rule.on_call,
                 "('open', 'acked', 'resolved')",
                 now,
             )?;
@@ -508,7 +525,14 @@ fn tick(
             let text = crate::storm::summary_text(storm, Part::Resolved, &key, total, &[]);
             let event = lead_event(tx, storm)?;
             out.extend(insert_storm_deliveries(
-                tx, storm, event, &targets, -1, &text, now,
+                tx,
+                storm,
+                event,
+                &targets,
+                &BTreeMap::new(),
+                -1,
+                &text,
+                now,
             )?);
         }
     }

@@ -17,7 +17,10 @@ fn config() -> crate::config::Config {
         "storage: { sqlite: x }\nchannels:\n  a: { type: webhook, url: 'http://127.0.0.1:9/a' }\n  b: { type: webhook, url: 'http://127.0.0.1:9/b' }\n\
          \x20 ops: { type: webhook, url: 'http://127.0.0.1:9/ops' }\n\
          \x20 sms: { type: webhook, url: 'http://127.0.0.1:9/sms', budget: { max: 2, per: 1h, overflow: [ops] } }\n\
-         policies:\n  p:\n    steps: [ { notify: [a] }, { after: 10m, notify: [b] } ]\n\
+         rotations:\n\
+         \x20 day: { time_zone: UTC, handover: '09:00', start: 2026-01-05, shift: 1w, people: [ { name: alice, notify: [a] } ] }\n\
+         \x20 night: { time_zone: UTC, handover: '09:00', start: 2026-01-05, shift: 1w, people: [ { name: bob, notify: [b] } ] }\n\
+         policies:\n  p:\n    steps: [ { notify: ['rotation:day'] }, { after: 10m, notify: ['rotation:night'] } ]\n\
          \x20   storm: { window: 2m, threshold: 5, group_by: [site, alertname] }\n\
          routes: [ { policy: p } ]\n",
         Path::new("/"),
@@ -675,4 +678,48 @@ fn storm_and_budget_keys_are_validated_by_name() {
         let e = load(channels, storm).expect_err(key);
         assert!(e.contains(key), "{key}: {e}");
     }
+}
+
+/// Summaries record who of a rotation they paged, like the messages they replace; and every
+/// first-step message intake queued collapses, also to a destination the rotation no longer
+/// pages (a hand-over between intake and the storm), which then gets the summary.
+#[tokio::test(start_paused = true)]
+async fn summaries_keep_the_rotations_on_call_and_reach_whoever_intake_paged() {
+    let r = rig().await;
+    for n in 1..=5 {
+        r.fire(n, "wh-2").await;
+        tokio::time::advance(S).await;
+    }
+    // Intake paged `ops` too for the sixth (the rotation's person then).
+    let (sixth, queued) = r.fire_event(event(6, "wh-2"), &["a", "ops"]).await;
+    assert_eq!(queued, 0);
+    let on_call = |sql_where: &str| -> Vec<(String, Option<String>)> {
+        let c = rusqlite::Connection::open(&r.path).expect("open");
+        let mut stmt = c
+            .prepare(&format!(
+                "SELECT destination, on_call FROM deliveries WHERE {sql_where} ORDER BY id"
+            ))
+            .expect("prepare");
+        stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    };
+    assert_eq!(
+        on_call("storm_id IS NOT NULL"),
+        [
+            ("a".to_owned(), Some("alice (rotation day)".to_owned())),
+            ("ops".to_owned(), None),
+        ]
+    );
+    assert_eq!(
+        on_call(&format!("incident_id = {sixth} AND state = 'skipped'")).len(),
+        2
+    );
+    // The later step's summary pages the other rotation.
+    r.advance(10 * M).await;
+    assert_eq!(
+        on_call("storm_id IS NOT NULL AND step = 1"),
+        [("b".to_owned(), Some("bob (rotation night)".to_owned()))]
+    );
 }
