@@ -29,7 +29,7 @@ use crate::time::{format_rfc3339, humanize, now_millis};
 const META_KEY: &str = "deadman";
 /// The relay's own alert: its fingerprint (dedup key with `startsAt`) and group.
 const FINGERPRINT: &str = "alertrelaydeadman";
-const GROUP_KEY: &str = "alert-relay:deadman";
+pub(crate) const GROUP_KEY: &str = "alert-relay:deadman";
 pub const ALERTNAME: &str = "MonitoringPipelineDown";
 /// Pause after the store failed.
 const RETRY: Duration = Duration::from_secs(1);

@@ -371,7 +371,11 @@ async fn worker(
         {
             return;
         }
-        if job.attempts == 0 && destination.channel.budget.is_some() {
+        // The dead-man's message is never held back: it says that no other alert arrives.
+        if job.attempts == 0
+            && destination.channel.budget.is_some()
+            && job.event.group_key != crate::deadman::GROUP_KEY
+        {
             match admit(&shared, &destination, job.id).await {
                 Some(true) => {}
                 Some(false) => {

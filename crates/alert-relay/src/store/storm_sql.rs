@@ -162,6 +162,15 @@ pub(super) fn apply(tx: &Connection, w: StormWrite, now: i64) -> Result<StormWri
             if n == 0 || covered.is_some() {
                 return Ok(StormWritten::Fired(Vec::new()));
             }
+            // Members already past this step on their own schedule (older than the storm,
+            // or escalated by hand) count as covered: the summary does not page them again.
+            tx.execute(
+                "INSERT OR IGNORE INTO storm_covered (entry, incident_id, storm_id)
+                 SELECT ?1, m.incident_id, ?2 FROM storm_members m
+                 JOIN incidents i ON i.id = m.incident_id
+                 WHERE m.storm_id = ?2 AND i.next_step > ?1 AND i.id != ?3",
+                params![expected_step, storm, id],
+            )?;
             summarize(
                 tx,
                 storm,

@@ -723,3 +723,20 @@ async fn summaries_keep_the_rotations_on_call_and_reach_whoever_intake_paged() {
         [("b".to_owned(), Some("bob (rotation night)".to_owned()))]
     );
 }
+
+/// A member escalated by hand has had its step: the storm's step summary leaves it out.
+#[tokio::test(start_paused = true)]
+async fn a_step_summary_leaves_out_members_already_past_the_step() {
+    let r = rig().await;
+    for n in 1..=6 {
+        r.fire(n, "wh-2").await;
+    }
+    r.esc.escalate(1).await.expect("escalate");
+    assert_eq!(r.incident(1).await.next_step, 2);
+    r.advance(10 * M).await;
+    let b = r.rows("destination = 'b' AND storm_id IS NOT NULL");
+    assert_eq!(b.len(), 1, "{b:?}");
+    let text = b[0].4.as_deref().unwrap_or_default();
+    assert!(text.starts_with("Storm #1 step 2: 5 incidents"), "{text}");
+    assert!(!text.contains("#1 pi-01"), "{text}");
+}
