@@ -151,8 +151,10 @@ pub async fn pass(p: &Pollers, last: &mut HashMap<String, Seen>) -> Result<(), S
                 )
                 .await;
                 match resp {
-                    // 4xx: Pushover no longer knows it (expired, or acknowledged meanwhile).
-                    Ok(r) if r.status < 500 && r.status != 429 => {
+                    // 400/404: Pushover no longer knows it (expired, or acknowledged
+                    // meanwhile). 401/403 (a revoked or wrong token) leave the phone alarming:
+                    // tried again, like a network error.
+                    Ok(r) if matches!(r.status, 200 | 400 | 404) => {
                         if r.status != 200 {
                             tracing::debug!(receipt = %w.receipt, status = r.status, "cancel refused");
                         }

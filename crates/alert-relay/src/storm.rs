@@ -507,7 +507,7 @@ impl Storms {
             "Storm #{id} acknowledged\n{} incidents ({}) acknowledged by {by} at {}",
             acked.len(),
             list.join(", "),
-            crate::time::format_rfc3339(crate::time::now_millis().saturating_mul(1_000_000))
+            crate::time::format_rfc3339(self.live.clock.now_millis().saturating_mul(1_000_000))
         );
         let w = self
             .store
@@ -537,7 +537,7 @@ impl Storms {
         by: Option<&str>,
     ) -> (u16, String, String, String) {
         let esc = crate::render::text::escape_html;
-        let id = match signer.verify_storm(token, crate::time::now_millis() / 1000) {
+        let id = match signer.verify_storm(token, self.live.clock.now_millis() / 1000) {
             Ok(id) => id,
             Err(e) => {
                 self.metrics.reject("ack_token");
