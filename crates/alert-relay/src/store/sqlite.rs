@@ -83,7 +83,15 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE deliveries ADD COLUMN on_call TEXT;",
     // 5: storm control and per-destination budgets (see `store/storm_sql.rs`).
     super::storm_sql::MIGRATION,
+    // 6: a storm's deliveries (announcements, closing) are found by storm.
+    "CREATE INDEX deliveries_storm ON deliveries (storm_id) WHERE storm_id IS NOT NULL;",
 ];
+
+/// An event pruning keeps whatever its age: the opening event of an incident not yet resolved
+/// or of a member of an open storm (later steps and summaries are sent on it).
+const EVENT_IN_USE: &str = "EXISTS (SELECT 1 FROM incidents i WHERE i.event_id = {e}
+    AND (i.state != 'resolved' OR EXISTS (SELECT 1 FROM storm_members m JOIN storms s ON s.id = m.storm_id
+                                          WHERE m.incident_id = i.id AND s.closed_at IS NULL)))";
 
 const INCIDENT_COLUMNS: &str =
     "i.id, i.group_key, i.route, i.policy, i.state, i.elapsed_ms, i.acked_ms,
@@ -517,17 +525,27 @@ fn apply(tx: &Connection, w: Write, now: i64) -> Result<Written, StoreError> {
         }
         Write::Prune { before_ms } => {
             let deliveries = tx.execute(
-                "DELETE FROM deliveries WHERE event_id IN (
+                &format!(
+                    "DELETE FROM deliveries WHERE event_id IN (
                     SELECT e.id FROM alert_events e WHERE e.received_at < ?1
-                    AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.event_id = e.id AND p.state = 'pending'))",
+                    AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.event_id = e.id AND p.state = 'pending')
+                    AND NOT {})",
+                    EVENT_IN_USE.replace("{e}", "e.id")
+                ),
                 [before_ms],
             )?;
             let events = tx.execute(
-                "DELETE FROM alert_events WHERE received_at < ?1
-                 AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = alert_events.id)",
+                &format!(
+                    "DELETE FROM alert_events WHERE received_at < ?1
+                 AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = alert_events.id)
+                 AND NOT {}",
+                    EVENT_IN_USE.replace("{e}", "alert_events.id")
+                ),
                 [before_ms],
             )?;
-            Ok(Written::Pruned(deliveries + events))
+            Ok(Written::Pruned(
+                deliveries + events + super::storm_sql::prune(tx, before_ms)?,
+            ))
         }
         Write::Checkpoint(clocks) => {
             let mut stmt = tx.prepare_cached(

@@ -81,6 +81,27 @@ pub(super) fn firing_alerts(
     Ok(out)
 }
 
+/// Storms closed before `before_ms` (wall clock, like `closed_at`) with their member and
+/// coverage rows, and the rows of incidents resolved before it that never joined a storm.
+pub(super) fn prune(tx: &Connection, before_ms: i64) -> Result<usize, StoreError> {
+    let closed = "SELECT id FROM storms WHERE closed_at < ?1";
+    let mut n = tx.execute(
+        &format!("DELETE FROM storm_covered WHERE storm_id IN ({closed})"),
+        [before_ms],
+    )?;
+    n += tx.execute(
+        &format!("DELETE FROM storm_members WHERE storm_id IN ({closed})"),
+        [before_ms],
+    )?;
+    n += tx.execute(
+        "DELETE FROM storm_members WHERE storm_id IS NULL AND incident_id IN
+         (SELECT id FROM incidents WHERE state = 'resolved' AND resolved_at < ?1)",
+        [before_ms],
+    )?;
+    n += tx.execute("DELETE FROM storms WHERE closed_at < ?1", [before_ms])?;
+    Ok(n)
+}
+
 pub(super) fn relay_clock(conn: &Connection) -> Result<i64, StoreError> {
     Ok(conn.query_row(
         "SELECT MAX(

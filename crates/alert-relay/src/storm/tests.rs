@@ -740,3 +740,49 @@ async fn a_step_summary_leaves_out_members_already_past_the_step() {
     assert!(text.starts_with("Storm #1 step 2: 5 incidents"), "{text}");
     assert!(!text.contains("#1 pi-01"), "{text}");
 }
+
+/// Pruning keeps what an open storm or an unresolved incident still sends on, and removes a
+/// closed storm with its rows once it is older than the retention.
+#[tokio::test(start_paused = true)]
+async fn pruning_keeps_open_storms_whole_and_removes_closed_ones() {
+    let r = rig().await;
+    for n in 1..=6 {
+        r.fire(n, "wh-2").await;
+    }
+    let count = |table: &str| -> i64 {
+        rusqlite::Connection::open(&r.path)
+            .expect("open")
+            .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| row.get(0))
+            .expect("count")
+    };
+    let prune = || async {
+        r.store
+            .write(Write::Prune { before_ms: i64::MAX })
+            .await
+            .expect("prune");
+    };
+    // Delivered or not, the storm is open: its events and summary stay.
+    rusqlite::Connection::open(&r.path)
+        .expect("open")
+        .execute("UPDATE deliveries SET state = 'delivered'", [])
+        .expect("delivered");
+    prune().await;
+    assert_eq!(count("alert_events"), 6);
+    assert_eq!(r.summaries().len(), 1);
+    assert_eq!(r.incident(1).await.storm, Some(1));
+    for id in 1..=6 {
+        r.esc
+            .transition(id, Action::Resolve, "alice".into())
+            .await
+            .expect("resolve");
+    }
+    r.advance(TICK).await;
+    rusqlite::Connection::open(&r.path)
+        .expect("open")
+        .execute("UPDATE deliveries SET state = 'delivered'", [])
+        .expect("delivered");
+    prune().await;
+    for table in ["storms", "storm_members", "storm_covered", "alert_events", "deliveries"] {
+        assert_eq!(count(table), 0, "{table}");
+    }
+}
