@@ -237,7 +237,10 @@ mod tests {
         };
         // A budget summary hangs on a held message's event, firing or resolved, with no
         // incident: a notice, whatever that event's status.
-        for status in [crate::payload::Status::Firing, crate::payload::Status::Resolved] {
+        for status in [
+            crate::payload::Status::Firing,
+            crate::payload::Status::Resolved,
+        ] {
             let mut summary = DeliveryJob {
                 incident: None,
                 notice: Some("Budget: sms reached its budget (3 per 1h)\nHeld back: #4".into()),

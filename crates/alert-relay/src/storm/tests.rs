@@ -752,12 +752,16 @@ async fn pruning_keeps_open_storms_whole_and_removes_closed_ones() {
     let count = |table: &str| -> i64 {
         rusqlite::Connection::open(&r.path)
             .expect("open")
-            .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| row.get(0))
+            .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| {
+                row.get(0)
+            })
             .expect("count")
     };
     let prune = || async {
         r.store
-            .write(Write::Prune { before_ms: i64::MAX })
+            .write(Write::Prune {
+                before_ms: i64::MAX,
+            })
             .await
             .expect("prune");
     };
@@ -782,7 +786,13 @@ async fn pruning_keeps_open_storms_whole_and_removes_closed_ones() {
         .execute("UPDATE deliveries SET state = 'delivered'", [])
         .expect("delivered");
     prune().await;
-    for table in ["storms", "storm_members", "storm_covered", "alert_events", "deliveries"] {
+    for table in [
+        "storms",
+        "storm_members",
+        "storm_covered",
+        "alert_events",
+        "deliveries",
+    ] {
         assert_eq!(count(table), 0, "{table}");
     }
 }

@@ -298,7 +298,11 @@ async fn the_backlog_of_the_last_run_is_held_to_the_budget() {
     );
     fake.wait_on("/ops", 1, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let sms: Vec<String> = fake.received_on("/sms").iter().map(|r| title(&r.json())).collect();
+    let sms: Vec<String> = fake
+        .received_on("/sms")
+        .iter()
+        .map(|r| title(&r.json()))
+        .collect();
     assert_eq!(sms.len(), 3, "{sms:?}");
     let ops: Vec<String> = fake
         .received_on("/ops")
