@@ -307,9 +307,7 @@ impl Deadman {
             })
             .await?;
         if let Written::Ingested(o) = w {
-            for (dest, id, created) in &o.deliveries {
-                self.engine.enqueue(dest, *id, *created);
-            }
+            self.engine.enqueue_all(&o.deliveries);
         }
         Ok(())
     }

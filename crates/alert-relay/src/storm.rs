@@ -269,14 +269,10 @@ pub fn summary_text(
 
 /// An SMS reply acknowledging a storm: `ACK S3`, `ack #s3`, `S3 ACK` → 3.
 pub fn parse_sms_ack(text: &str) -> Option<i64> {
-    let words: Vec<String> = text
-        .split_whitespace()
-        .map(|w| w.trim_start_matches('#').to_ascii_lowercase())
-        .collect();
-    match words.as_slice() {
-        [a, id] | [id, a] if a == "ack" => id.strip_prefix('s')?.parse().ok(),
-        _ => None,
-    }
+    crate::inbound::ack_target(text)?
+        .strip_prefix('s')?
+        .parse()
+        .ok()
 }
 
 /// Lays out what is not one alert: a storm summary or notice, a budget summary (text in
@@ -384,12 +380,6 @@ impl Storms {
             .collect()
     }
 
-    fn enqueue(&self, deliveries: &[(String, i64, i64)]) {
-        for (dest, id, created) in deliveries {
-            self.engine.enqueue(dest, *id, *created);
-        }
-    }
-
     /// After an ingest that opened incidents, before its deliveries are queued: detects
     /// storms and collapses first steps. Returns the deliveries that must not be queued
     /// (replaced by summaries, which it queues).
@@ -433,7 +423,7 @@ impl Storms {
                 })
                 .inc();
         }
-        self.enqueue(&deliveries);
+        self.engine.enqueue_all(&deliveries);
         Ok(superseded.into_iter().map(|(id, _)| id).collect())
     }
 
@@ -450,7 +440,7 @@ impl Storms {
             }))
             .await?;
         if let Written::Storm(StormWritten::Deliveries(d)) = w {
-            self.enqueue(&d);
+            self.engine.enqueue_all(&d);
         }
         Ok(())
     }
@@ -515,7 +505,7 @@ impl Storms {
             .await?;
         let notices = match w {
             Written::Storm(StormWritten::Deliveries(d)) => {
-                self.enqueue(&d);
+                self.engine.enqueue_all(&d);
                 d.len()
             }
             _ => 0,

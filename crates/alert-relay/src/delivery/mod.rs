@@ -201,6 +201,13 @@ impl Engine {
         }
     }
 
+    /// [`Engine::enqueue`] for each (destination, id, created at) a write returned.
+    pub fn enqueue_all(&self, deliveries: &[(String, i64, i64)]) {
+        for (dest, id, created) in deliveries {
+            self.enqueue(dest, *id, *created);
+        }
+    }
+
     /// Whether every worker is alive (the watchdog's check).
     pub fn healthy(&self) -> bool {
         self.queues
