@@ -140,6 +140,7 @@ pub fn decorate(msg: &mut Message, job: &DeliveryJob, signer: Option<&Signer>, n
             return;
         }
         // A storm summary acknowledges the whole storm.
+        msg.storm = Some(storm);
         if let Some(url) = signer.and_then(|s| s.storm_link(storm, now_s)) {
             msg.links.push(Link {
                 name: format!("Acknowledge storm #{storm}"),
@@ -191,6 +192,8 @@ pub struct Pollers {
     pub live: std::sync::Arc<crate::Live>,
     pub store: crate::store::Store,
     pub escalator: std::sync::Arc<crate::escalation::Escalator>,
+    /// A storm summary's receipt acknowledges the storm.
+    pub storms: std::sync::Arc<crate::storm::Storms>,
     pub http: reqwest::Client,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }

@@ -120,10 +120,19 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let escalator =
         escalation::Escalator::new(store.clone(), Arc::clone(&engine), Arc::clone(&live));
     let escalating = tokio::spawn(Arc::clone(&escalator).run());
+    let storms = storm::Storms::new(
+        store.clone(),
+        Arc::clone(&engine),
+        Arc::clone(&escalator),
+        Arc::clone(&live),
+        clock,
+        Arc::clone(&metrics),
+    );
     let pollers = Arc::new(ack::Pollers {
         live: Arc::clone(&live),
         store: store.clone(),
         escalator: Arc::clone(&escalator),
+        storms: Arc::clone(&storms),
         http: http_client()?,
         metrics: Arc::clone(&metrics),
     });
@@ -147,14 +156,6 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         http_client()?,
     );
     let resyncing = tokio::spawn(Arc::clone(&resync).run());
-    let storms = storm::Storms::new(
-        store.clone(),
-        Arc::clone(&engine),
-        Arc::clone(&escalator),
-        Arc::clone(&live),
-        clock,
-        Arc::clone(&metrics),
-    );
     let storming = tokio::spawn(Arc::clone(&storms).run());
     let app = Arc::new(App {
         live: Arc::clone(&live),

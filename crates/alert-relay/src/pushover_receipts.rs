@@ -202,11 +202,18 @@ pub async fn pass(p: &Pollers, last: &mut HashMap<String, Seen>) -> Result<(), S
                 match status {
                     Some(ReceiptStatus::Waiting) => {}
                     Some(ReceiptStatus::Acknowledged { by, device }) => {
-                        let t = p
-                            .escalator
-                            .transition(w.incident, Action::Ack, acked_by(&by, &device))
-                            .await?;
-                        tracing::info!(incident = w.incident, ?t, "acknowledged in Pushover");
+                        let by = acked_by(&by, &device);
+                        match (w.incident, w.storm) {
+                            (Some(id), _) => {
+                                let t = p.escalator.transition(id, Action::Ack, by).await?;
+                                tracing::info!(incident = id, ?t, "acknowledged in Pushover");
+                            }
+                            (None, Some(storm)) => {
+                                let t = p.storms.ack(storm, by).await?;
+                                tracing::info!(storm, ?t, "storm acknowledged in Pushover");
+                            }
+                            (None, None) => {}
+                        }
                         finish(p, &w, ReceiptEnd::Acked).await?;
                     }
                     Some(ReceiptStatus::Expired) => finish(p, &w, ReceiptEnd::Expired).await?,

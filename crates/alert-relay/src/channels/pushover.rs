@@ -28,12 +28,12 @@ pub fn request(
         truncate_chars(&msg.plain_body(), 1024)
     };
     // Resolved messages and notices are never louder than normal. An emergency's receipt is
-    // tracked (cancelled, read as an ack) through its incident: a message without one (a
-    // storm summary, the dead-man's message) is at most high priority, or the phone would
-    // alarm until `expire` with nothing able to stop it.
+    // tracked (cancelled, read as an ack) through its incident or storm: a message of neither
+    // (the dead-man's message) is at most high priority, or the phone would alarm until
+    // `expire` with nothing able to stop it.
     let priority = if !msg.is_firing() || msg.notice.is_some() {
         priority.min(0)
-    } else if msg.incident.is_none() {
+    } else if msg.incident.is_none() && msg.storm.is_none() {
         priority.min(1)
     } else {
         priority
@@ -192,7 +192,7 @@ mod tests {
             };
             f
         };
-        // Without an incident (storm summary, dead-man's message) no receipt could be
+        // Without an incident or a storm (the dead-man's message) no receipt could be
         // cancelled: high priority, not an emergency.
         let f = form(&msg);
         assert!(f.contains(&("priority".into(), "1".into())), "{f:?}");

@@ -123,10 +123,13 @@ pub struct Incident {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WatchedReceipt {
     pub receipt: String,
-    pub incident: i64,
+    /// The incident of the message, or else the storm of the summary.
+    pub incident: Option<i64>,
+    pub storm: Option<i64>,
     pub destination: String,
     /// When the delivery was recorded (unix ms).
     pub delivered_at_ms: i64,
+    /// A storm's: open while any of its incidents is open, else acknowledged.
     pub incident_state: IncidentState,
 }
 

@@ -463,9 +463,14 @@ impl Backend for Sqlite {
 
     fn watched_receipts(&mut self) -> Result<Vec<WatchedReceipt>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT substr(d.provider_ref, 9), d.incident_id, d.destination, d.updated_at, i.state
-             FROM deliveries d JOIN incidents i ON i.id = d.incident_id
+            "SELECT substr(d.provider_ref, 9), d.incident_id, d.destination, d.updated_at,
+                COALESCE(i.state, CASE WHEN EXISTS (
+                    SELECT 1 FROM storm_members m JOIN incidents x ON x.id = m.incident_id
+                    WHERE m.storm_id = d.storm_id AND x.state = 'open') THEN 'open' ELSE 'acked' END),
+                d.storm_id
+             FROM deliveries d LEFT JOIN incidents i ON i.id = d.incident_id
              WHERE substr(d.provider_ref, 1, 8) = 'receipt:' AND d.state = 'delivered'
+             AND (d.incident_id IS NOT NULL OR d.storm_id IS NOT NULL)
              AND NOT EXISTS (SELECT 1 FROM pushover_receipts r WHERE r.receipt = substr(d.provider_ref, 9))
              ORDER BY d.id",
         )?;
@@ -474,6 +479,7 @@ impl Backend for Sqlite {
             Ok(WatchedReceipt {
                 receipt: r.get(0)?,
                 incident: r.get(1)?,
+                storm: r.get(5)?,
                 destination: r.get(2)?,
                 delivered_at_ms: r.get(3)?,
                 incident_state: IncidentState::parse(&state).unwrap_or(IncidentState::Open),
@@ -970,7 +976,7 @@ mod tests {
                 w[0].incident,
                 w[0].destination.as_str()
             ),
-            ("R1", o.opened[0], "po")
+            ("R1", Some(o.opened[0]), "po")
         );
         assert_eq!(w[0].incident_state, IncidentState::Open);
         db.write_batch(vec![Write::FinishReceipt {

@@ -796,3 +796,39 @@ async fn pruning_keeps_open_storms_whole_and_removes_closed_ones() {
         assert_eq!(count(table), 0, "{table}");
     }
 }
+
+/// A storm summary's Pushover receipt is watched: open while an incident of the storm is
+/// open, acknowledged (so cancelled) once the storm is.
+#[tokio::test(start_paused = true)]
+async fn a_storm_summary_receipt_is_watched_until_the_storm_is_acked() {
+    let r = rig().await;
+    for n in 1..=6 {
+        r.fire(n, "wh-2").await;
+    }
+    rusqlite::Connection::open(&r.path)
+        .expect("open")
+        .execute(
+            "UPDATE deliveries SET state = 'delivered', provider_ref = 'receipt:S1'
+             WHERE storm_id IS NOT NULL",
+            [],
+        )
+        .expect("delivered");
+    let watched = || async {
+        r.store
+            .read(|b| b.watched_receipts())
+            .await
+            .expect("watched")
+            .into_iter()
+            .map(|w| (w.receipt, w.incident, w.storm, w.incident_state))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        watched().await,
+        [("S1".to_owned(), None, Some(1), IncidentState::Open)]
+    );
+    r.storms.ack(1, "alice".into()).await.expect("ack");
+    assert_eq!(
+        watched().await,
+        [("S1".to_owned(), None, Some(1), IncidentState::Acked)]
+    );
+}
