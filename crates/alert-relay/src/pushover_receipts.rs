@@ -218,8 +218,9 @@ pub async fn pass(p: &Pollers, last: &mut HashMap<String, Seen>) -> Result<(), S
                     }
                     Some(ReceiptStatus::Expired) => finish(p, &w, ReceiptEnd::Expired).await?,
                     None => match &resp {
-                        // Unknown receipt (older than a week, or never valid): stop.
-                        Ok(r) if (400..500).contains(&r.status) && r.status != 429 => {
+                        // Unknown receipt (older than a week, or never valid): stop. A 401/403
+                        // (the token) says nothing about the receipt: polled again.
+                        Ok(r) if matches!(r.status, 400 | 404) => {
                             tracing::warn!(receipt = %w.receipt, status = r.status, "Pushover does not know this receipt; no longer polled");
                             finish(p, &w, ReceiptEnd::Gone).await?;
                         }
