@@ -33,9 +33,7 @@ use crate::metrics::{Metrics, PolicyLabel};
 use crate::payload::{AlertEvent, Labels};
 use crate::relay_clock::RelayClock;
 use crate::routing;
-use crate::store::{
-    Action, Incident, IncidentState, Store, StoreError, Transitioned, Write, Written,
-};
+use crate::store::{Incident, IncidentState, Store, StoreError, Transitioned, Write, Written};
 
 /// How many incidents a summary names; the rest are counted.
 pub const LIST_MAX: usize = 5;
@@ -475,20 +473,20 @@ impl Storms {
         let Some(view) = self.view(id).await? else {
             return Ok(StormAcked::NotFound);
         };
-        let mut acked = Vec::new();
-        for i in view
+        let open: Vec<i64> = view
             .incidents
             .iter()
             .filter(|i| i.state == IncidentState::Open)
-        {
-            let t = self
-                .escalator
-                .transition_quietly(i.id, Action::Ack, by.clone())
-                .await?;
-            if matches!(t, Transitioned::Done { .. }) {
-                acked.push(i.id);
-            }
-        }
+            .map(|i| i.id)
+            .collect();
+        let acked: Vec<i64> = self
+            .escalator
+            .ack_all(&open, by.clone())
+            .await?
+            .into_iter()
+            .filter(|(_, t)| matches!(t, Transitioned::Done { .. }))
+            .map(|(id, _)| id)
+            .collect();
         if acked.is_empty() {
             return Ok(StormAcked::Unchanged);
         }

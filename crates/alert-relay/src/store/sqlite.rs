@@ -612,8 +612,15 @@ fn apply(tx: &Connection, w: Write, now: i64) -> Result<Written, StoreError> {
             action,
             by,
             elapsed_ms,
-            announce,
-        } => transition(tx, id, &action, &by, elapsed_ms, announce, now).map(Written::Transitioned),
+        } => transition(tx, id, &action, &by, elapsed_ms, true, now).map(Written::Transitioned),
+        Write::AckAll { incidents, by } => {
+            let mut out = Vec::with_capacity(incidents.len());
+            for (id, elapsed_ms) in incidents {
+                let t = transition(tx, id, &Action::Ack, &by, elapsed_ms, false, now)?;
+                out.push((id, t));
+            }
+            Ok(Written::TransitionedAll(out))
+        }
         Write::Storm(w) => super::storm_sql::apply(tx, w, now).map(Written::Storm),
         Write::SetMetaInt { key, value } => {
             tx.execute(

@@ -7,7 +7,7 @@ use crate::config::{MapSecrets, parse};
 use crate::metrics::CommitMetrics;
 use crate::payload::{Labels, Status};
 use crate::store::sqlite::Sqlite;
-use crate::store::{RouteRef, RoutedEvent};
+use crate::store::{Action, RouteRef, RoutedEvent};
 
 const S: Duration = Duration::from_secs(1);
 const M: Duration = Duration::from_secs(60);
