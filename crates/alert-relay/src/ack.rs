@@ -140,6 +140,7 @@ pub fn decorate(msg: &mut Message, job: &DeliveryJob, signer: Option<&Signer>, n
             return;
         }
         // A storm summary acknowledges the whole storm.
+        msg.storm = Some(storm);
         if let Some(url) = signer.and_then(|s| s.storm_link(storm, now_s)) {
             msg.links.push(Link {
                 name: format!("Acknowledge storm #{storm}"),
@@ -149,6 +150,16 @@ pub fn decorate(msg: &mut Message, job: &DeliveryJob, signer: Option<&Signer>, n
         return;
     }
     let Some(id) = job.incident else {
+        // A budget summary (or another incident-less notice) hangs on a held message's event,
+        // firing or resolved: it reads as a notice either way, never as that alert.
+        if let Some(text) = &job.notice {
+            let badge = if text.starts_with("Budget: ") {
+                "BUDGET"
+            } else {
+                "NOTICE"
+            };
+            msg.notice = Some(badge.to_owned());
+        }
         return;
     };
     msg.incident = Some(id);
@@ -181,6 +192,8 @@ pub struct Pollers {
     pub live: std::sync::Arc<crate::Live>,
     pub store: crate::store::Store,
     pub escalator: std::sync::Arc<crate::escalation::Escalator>,
+    /// A storm summary's receipt acknowledges the storm.
+    pub storms: std::sync::Arc<crate::storm::Storms>,
     pub http: reqwest::Client,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
@@ -225,6 +238,25 @@ mod tests {
             storm: None,
             alerts: Vec::new(),
         };
+        // A budget summary hangs on a held message's event, firing or resolved, with no
+        // incident: a notice, whatever that event's status.
+        for status in [
+            crate::payload::Status::Firing,
+            crate::payload::Status::Resolved,
+        ] {
+            let mut summary = DeliveryJob {
+                incident: None,
+                notice: Some("Budget: sms reached its budget (3 per 1h)\nHeld back: #4".into()),
+                ..job.clone()
+            };
+            summary.event.status = status;
+            let mut msg = Message::new(&summary.event);
+            crate::storm::shape(&mut msg, &summary);
+            decorate(&mut msg, &summary, None, 0);
+            assert_eq!(msg.badge(), "BUDGET");
+            assert_eq!(msg.tone(), crate::render::Tone::Notice);
+            assert!(!msg.is_firing());
+        }
         let mut msg = Message::new(&job.event);
         assert_eq!(msg.badge(), "FIRING CRITICAL");
         decorate(&mut msg, &job, None, 0);

@@ -378,7 +378,9 @@ async fn poll_bot(p: Arc<Pollers>, bot: Bot) {
                 for u in &updates {
                     let (id, parsed) = parse_update(u, username.as_deref());
                     if let Some(id) = id {
-                        next = Some(next.map_or(id + 1, |n: i64| n.max(id + 1)));
+                        // `update_id` comes from outside: no overflow on a hostile value.
+                        let after = id.saturating_add(1);
+                        next = Some(next.map_or(after, |n: i64| n.max(after)));
                     }
                     handle(&p, &bot, parsed).await;
                 }

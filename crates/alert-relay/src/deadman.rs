@@ -29,7 +29,7 @@ use crate::time::{format_rfc3339, humanize, now_millis};
 const META_KEY: &str = "deadman";
 /// The relay's own alert: its fingerprint (dedup key with `startsAt`) and group.
 const FINGERPRINT: &str = "alertrelaydeadman";
-const GROUP_KEY: &str = "alert-relay:deadman";
+pub(crate) const GROUP_KEY: &str = "alert-relay:deadman";
 pub const ALERTNAME: &str = "MonitoringPipelineDown";
 /// Pause after the store failed.
 const RETRY: Duration = Duration::from_secs(1);
@@ -307,9 +307,7 @@ impl Deadman {
             })
             .await?;
         if let Written::Ingested(o) = w {
-            for (dest, id, created) in &o.deliveries {
-                self.engine.enqueue(dest, *id, *created);
-            }
+            self.engine.enqueue_all(&o.deliveries);
         }
         Ok(())
     }

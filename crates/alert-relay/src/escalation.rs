@@ -240,7 +240,6 @@ impl Escalator {
                             action: Action::Unack,
                             by: format!("ack timeout ({})", crate::time::humanize(timeout)),
                             elapsed_ms: as_ms(elapsed),
-                            announce: true,
                         })
                         .await?;
                     if let Written::Transitioned(Transitioned::Done { deliveries, .. }) = r {
@@ -280,6 +279,7 @@ impl Escalator {
                     step: step_no,
                     elapsed_ms: as_ms(elapsed),
                     destinations: targets.destinations,
+                    on_call: targets.on_call,
                     allow_acked: runs_when_acked,
                 }),
                 None => Write::FireStep {
@@ -321,27 +321,6 @@ impl Escalator {
         action: Action,
         by: String,
     ) -> Result<Transitioned, StoreError> {
-        self.transition_with(id, action, by, true).await
-    }
-
-    /// [`Escalator::transition`] without the notices: a storm announces the change once for
-    /// all its incidents.
-    pub async fn transition_quietly(
-        &self,
-        id: i64,
-        action: Action,
-        by: String,
-    ) -> Result<Transitioned, StoreError> {
-        self.transition_with(id, action, by, false).await
-    }
-
-    async fn transition_with(
-        &self,
-        id: i64,
-        action: Action,
-        by: String,
-        announce: bool,
-    ) -> Result<Transitioned, StoreError> {
         let to = match action {
             Action::Ack => IncidentState::Acked,
             Action::Unack => IncidentState::Open,
@@ -352,7 +331,6 @@ impl Escalator {
             action,
             by,
             elapsed_ms,
-            announce,
         })
         .await
     }
@@ -411,6 +389,45 @@ impl Escalator {
         drop(clocks);
         self.wake();
         Ok(t)
+    }
+
+    /// Acknowledges a storm's incidents in one write under the clocks' lock: all of them or,
+    /// should the write fail, none. Quiet: the storm announces it once.
+    pub async fn ack_all(
+        &self,
+        ids: &[i64],
+        by: String,
+    ) -> Result<Vec<(i64, Transitioned)>, StoreError> {
+        let mut clocks = self.clocks.lock().await;
+        let mut at = std::collections::BTreeMap::new();
+        for &id in ids {
+            let elapsed = match clocks.get(&id) {
+                Some(c) => c.elapsed(),
+                None => match self.store.read(move |b| b.incident(id)).await? {
+                    Some(i) => ms(i.elapsed_ms),
+                    None => continue,
+                },
+            };
+            at.insert(id, elapsed);
+        }
+        let incidents = at.iter().map(|(id, e)| (*id, as_ms(*e))).collect();
+        let r = self.store.write(Write::AckAll { incidents, by }).await?;
+        let Written::TransitionedAll(all) = r else {
+            return Err(StoreError::Corrupt(
+                "unexpected reply to a storm ack".into(),
+            ));
+        };
+        for (id, t) in &all {
+            if let Transitioned::Done { deliveries, .. } = t {
+                self.enqueue(deliveries);
+                if let (Some(c), Some(e)) = (clocks.get_mut(id), at.get(id)) {
+                    c.rebase(IncidentState::Acked, *e);
+                }
+            }
+        }
+        drop(clocks);
+        self.wake();
+        Ok(all)
     }
 
     /// Sends the next step of the schedule now (re-opening an acknowledged incident). Later

@@ -79,12 +79,18 @@ pub fn twilio_verify(
 
 /// `ACK 1234`, `ack #1234`, `1234 ack` → 1234.
 pub fn parse_ack(text: &str) -> Option<i64> {
-    let words: Vec<String> = text
+    ack_target(text)?.parse().ok()
+}
+
+/// The word beside `ack` in a two-word reply (`ACK 12`, `#12 ack`), lower case, without `#`.
+pub(crate) fn ack_target(text: &str) -> Option<String> {
+    let mut words: Vec<String> = text
         .split_whitespace()
         .map(|w| w.trim_start_matches('#').to_ascii_lowercase())
         .collect();
     match words.as_slice() {
-        [a, id] | [id, a] if a == "ack" => id.parse().ok(),
+        [a, _] if a == "ack" => words.pop(),
+        [_, a] if a == "ack" => Some(words.swap_remove(0)),
         _ => None,
     }
 }

@@ -97,28 +97,42 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         http_client()?,
         config.delivery.clone(),
     );
-    engine
-        .apply(config.destinations(), config.delivery.clone())
-        .await?;
-    queue_slot.set(Arc::clone(&engine) as Arc<dyn metrics::QueueStats>);
+    let retention = config.storage.retention;
+    let key = store.read(|b| b.ack_key()).await?;
+    engine.set_signer(ack::Signer::new(key.clone(), config.public_url.clone()));
     let configured = config.destinations();
+    let delivery = config.delivery.clone();
+    let live = Arc::new(Live::new(config_path.to_owned(), config));
+    // Budgets (and ack links) are in place before the workers start: the backlog of the last
+    // run is counted like any other delivery.
+    let clock = Arc::new(relay_clock::RelayClock::new(
+        store.read(|b| b.relay_clock()).await?,
+    ));
+    engine.set_budgets(Arc::clone(&live), Arc::clone(&clock));
+    engine.apply(configured.clone(), delivery).await?;
+    queue_slot.set(Arc::clone(&engine) as Arc<dyn metrics::QueueStats>);
     for (dest, n) in store.read(|b| b.pending_destinations()).await? {
         if !configured.contains_key(&dest) {
             // Kept, not dropped: putting the destination back into the file delivers them.
             tracing::warn!(destination = %dest, pending = n, "deliveries wait for a destination that is no longer configured");
         }
     }
-    let retention = config.storage.retention;
-    let key = store.read(|b| b.ack_key()).await?;
-    engine.set_signer(ack::Signer::new(key.clone(), config.public_url.clone()));
-    let live = Arc::new(Live::new(config_path.to_owned(), config));
     let escalator =
         escalation::Escalator::new(store.clone(), Arc::clone(&engine), Arc::clone(&live));
     let escalating = tokio::spawn(Arc::clone(&escalator).run());
+    let storms = storm::Storms::new(
+        store.clone(),
+        Arc::clone(&engine),
+        Arc::clone(&escalator),
+        Arc::clone(&live),
+        clock,
+        Arc::clone(&metrics),
+    );
     let pollers = Arc::new(ack::Pollers {
         live: Arc::clone(&live),
         store: store.clone(),
         escalator: Arc::clone(&escalator),
+        storms: Arc::clone(&storms),
         http: http_client()?,
         metrics: Arc::clone(&metrics),
     });
@@ -142,18 +156,6 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         http_client()?,
     );
     let resyncing = tokio::spawn(Arc::clone(&resync).run());
-    let clock = Arc::new(relay_clock::RelayClock::new(
-        store.read(|b| b.relay_clock()).await?,
-    ));
-    engine.set_budgets(Arc::clone(&live), Arc::clone(&clock));
-    let storms = storm::Storms::new(
-        store.clone(),
-        Arc::clone(&engine),
-        Arc::clone(&escalator),
-        Arc::clone(&live),
-        clock,
-        Arc::clone(&metrics),
-    );
     let storming = tokio::spawn(Arc::clone(&storms).run());
     let app = Arc::new(App {
         live: Arc::clone(&live),

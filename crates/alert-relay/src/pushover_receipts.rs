@@ -151,8 +151,10 @@ pub async fn pass(p: &Pollers, last: &mut HashMap<String, Seen>) -> Result<(), S
                 )
                 .await;
                 match resp {
-                    // 4xx: Pushover no longer knows it (expired, or acknowledged meanwhile).
-                    Ok(r) if r.status < 500 && r.status != 429 => {
+                    // 400/404: Pushover no longer knows it (expired, or acknowledged
+                    // meanwhile). 401/403 (a revoked or wrong token) leave the phone alarming:
+                    // tried again, like a network error.
+                    Ok(r) if matches!(r.status, 200 | 400 | 404) => {
                         if r.status != 200 {
                             tracing::debug!(receipt = %w.receipt, status = r.status, "cancel refused");
                         }
@@ -200,17 +202,25 @@ pub async fn pass(p: &Pollers, last: &mut HashMap<String, Seen>) -> Result<(), S
                 match status {
                     Some(ReceiptStatus::Waiting) => {}
                     Some(ReceiptStatus::Acknowledged { by, device }) => {
-                        let t = p
-                            .escalator
-                            .transition(w.incident, Action::Ack, acked_by(&by, &device))
-                            .await?;
-                        tracing::info!(incident = w.incident, ?t, "acknowledged in Pushover");
+                        let by = acked_by(&by, &device);
+                        match (w.incident, w.storm) {
+                            (Some(id), _) => {
+                                let t = p.escalator.transition(id, Action::Ack, by).await?;
+                                tracing::info!(incident = id, ?t, "acknowledged in Pushover");
+                            }
+                            (None, Some(storm)) => {
+                                let t = p.storms.ack(storm, by).await?;
+                                tracing::info!(storm, ?t, "storm acknowledged in Pushover");
+                            }
+                            (None, None) => {}
+                        }
                         finish(p, &w, ReceiptEnd::Acked).await?;
                     }
                     Some(ReceiptStatus::Expired) => finish(p, &w, ReceiptEnd::Expired).await?,
                     None => match &resp {
-                        // Unknown receipt (older than a week, or never valid): stop.
-                        Ok(r) if (400..500).contains(&r.status) && r.status != 429 => {
+                        // Unknown receipt (older than a week, or never valid): stop. A 401/403
+                        // (the token) says nothing about the receipt: polled again.
+                        Ok(r) if matches!(r.status, 400 | 404) => {
                             tracing::warn!(receipt = %w.receipt, status = r.status, "Pushover does not know this receipt; no longer polled");
                             finish(p, &w, ReceiptEnd::Gone).await?;
                         }

@@ -94,7 +94,12 @@ pub struct Resync {
     metrics: Arc<Metrics>,
     http: reqwest::Client,
     wake: Notify,
+    /// The client for `tls.ca_file`, rebuilt only when the file changes.
+    ca_client: std::sync::Mutex<Option<(CaStamp, reqwest::Client)>>,
 }
+
+/// Which CA file a client was built from, and its modification time and size then.
+type CaStamp = (std::path::PathBuf, Option<std::time::SystemTime>, u64);
 
 impl Resync {
     pub fn new(
@@ -111,6 +116,7 @@ impl Resync {
             metrics,
             http,
             wake: Notify::new(),
+            ca_client: std::sync::Mutex::new(None),
         })
     }
 
@@ -188,7 +194,7 @@ impl Resync {
     async fn fetch(&self, api: &AlertmanagerApi) -> Result<Vec<u8>, ResyncError> {
         let http = match &api.ca_file {
             None => self.http.clone(),
-            Some(path) => client_with_ca(path)?,
+            Some(path) => self.ca_client(path).await?,
         };
         let req = http
             .get(format!("{}/api/v2/alerts", api.url))
@@ -215,8 +221,44 @@ impl Resync {
     }
 }
 
-/// A client that also trusts `alertmanager.tls.ca_file` (read at each poll, so a renewed CA
-/// needs no restart).
+impl Resync {
+    /// The client for `ca_file`: looked at on each poll (a renewed CA needs no restart), read
+    /// and built again only when its modification time or size changed, off the runtime's
+    /// thread.
+    async fn ca_client(&self, path: &std::path::Path) -> Result<reqwest::Client, ResyncError> {
+        let ca = |message: String| ResyncError::Ca {
+            path: path.display().to_string(),
+            message,
+        };
+        let owned = path.to_owned();
+        let meta = tokio::task::spawn_blocking(move || std::fs::metadata(owned))
+            .await
+            .map_err(|e| ca(e.to_string()))?
+            .map_err(|e| ca(e.to_string()))?;
+        let stamp: CaStamp = (path.to_owned(), meta.modified().ok(), meta.len());
+        let cached = self
+            .ca_client
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .filter(|(s, _)| *s == stamp)
+            .map(|(_, c)| c.clone());
+        if let Some(c) = cached {
+            return Ok(c);
+        }
+        let owned = path.to_owned();
+        let client = tokio::task::spawn_blocking(move || client_with_ca(&owned))
+            .await
+            .map_err(|e| ca(e.to_string()))??;
+        *self
+            .ca_client
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((stamp, client.clone()));
+        Ok(client)
+    }
+}
+
+/// A client that also trusts `alertmanager.tls.ca_file`.
 fn client_with_ca(path: &std::path::Path) -> Result<reqwest::Client, ResyncError> {
     let ca = |message: String| ResyncError::Ca {
         path: path.display().to_string(),

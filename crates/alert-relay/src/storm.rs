@@ -21,6 +21,7 @@
 //!
 //! The SQL lives in `store/storm_sql.rs`; this module holds the types, the texts and the task.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,9 +33,7 @@ use crate::metrics::{Metrics, PolicyLabel};
 use crate::payload::{AlertEvent, Labels};
 use crate::relay_clock::RelayClock;
 use crate::routing;
-use crate::store::{
-    Action, Incident, IncidentState, Store, StoreError, Transitioned, Write, Written,
-};
+use crate::store::{Incident, IncidentState, Store, StoreError, Transitioned, Write, Written};
 
 /// How many incidents a summary names; the rest are counted.
 pub const LIST_MAX: usize = 5;
@@ -83,8 +82,10 @@ pub struct RuleAt {
     pub window_ms: i64,
     pub threshold: usize,
     pub group_by: Vec<String>,
-    /// The policy's first-step destinations: what collapses into the summary.
+    /// The policy's first-step destinations: where the summaries go.
     pub destinations: Vec<String>,
+    /// Who of a rotation each of them pages (`deliveries.on_call`).
+    pub on_call: BTreeMap<String, String>,
 }
 
 /// A budget with what the store needs to apply it.
@@ -115,6 +116,7 @@ pub enum StormWrite {
         step: i64,
         elapsed_ms: i64,
         destinations: Vec<String>,
+        on_call: BTreeMap<String, String>,
         allow_acked: bool,
     },
     /// The periodic pass: joiner updates, closed storms, ended budget windows, the clock.
@@ -265,14 +267,10 @@ pub fn summary_text(
 
 /// An SMS reply acknowledging a storm: `ACK S3`, `ack #s3`, `S3 ACK` → 3.
 pub fn parse_sms_ack(text: &str) -> Option<i64> {
-    let words: Vec<String> = text
-        .split_whitespace()
-        .map(|w| w.trim_start_matches('#').to_ascii_lowercase())
-        .collect();
-    match words.as_slice() {
-        [a, id] | [id, a] if a == "ack" => id.strip_prefix('s')?.parse().ok(),
-        _ => None,
-    }
+    crate::inbound::ack_target(text)?
+        .strip_prefix('s')?
+        .parse()
+        .ok()
 }
 
 /// Lays out what is not one alert: a storm summary or notice, a budget summary (text in
@@ -367,21 +365,17 @@ impl Storms {
             .values()
             .filter_map(|p| {
                 let r = p.storm.as_ref()?;
+                let first = routing::step_destinations(&config, &p.name, 0, now);
                 Some(RuleAt {
                     policy: p.name.clone(),
                     window_ms: i64::try_from(r.window.as_millis()).unwrap_or(i64::MAX),
                     threshold: usize::try_from(r.threshold).unwrap_or(usize::MAX),
                     group_by: r.group_by.clone(),
-                    destinations: routing::step_destinations(&config, &p.name, 0, now).destinations,
+                    destinations: first.destinations,
+                    on_call: first.on_call,
                 })
             })
             .collect()
-    }
-
-    fn enqueue(&self, deliveries: &[(String, i64, i64)]) {
-        for (dest, id, created) in deliveries {
-            self.engine.enqueue(dest, *id, *created);
-        }
     }
 
     /// After an ingest that opened incidents, before its deliveries are queued: detects
@@ -427,7 +421,7 @@ impl Storms {
                 })
                 .inc();
         }
-        self.enqueue(&deliveries);
+        self.engine.enqueue_all(&deliveries);
         Ok(superseded.into_iter().map(|(id, _)| id).collect())
     }
 
@@ -444,7 +438,7 @@ impl Storms {
             }))
             .await?;
         if let Written::Storm(StormWritten::Deliveries(d)) = w {
-            self.enqueue(&d);
+            self.engine.enqueue_all(&d);
         }
         Ok(())
     }
@@ -479,20 +473,20 @@ impl Storms {
         let Some(view) = self.view(id).await? else {
             return Ok(StormAcked::NotFound);
         };
-        let mut acked = Vec::new();
-        for i in view
+        let open: Vec<i64> = view
             .incidents
             .iter()
             .filter(|i| i.state == IncidentState::Open)
-        {
-            let t = self
-                .escalator
-                .transition_quietly(i.id, Action::Ack, by.clone())
-                .await?;
-            if matches!(t, Transitioned::Done { .. }) {
-                acked.push(i.id);
-            }
-        }
+            .map(|i| i.id)
+            .collect();
+        let acked: Vec<i64> = self
+            .escalator
+            .ack_all(&open, by.clone())
+            .await?
+            .into_iter()
+            .filter(|(_, t)| matches!(t, Transitioned::Done { .. }))
+            .map(|(id, _)| id)
+            .collect();
         if acked.is_empty() {
             return Ok(StormAcked::Unchanged);
         }
@@ -501,7 +495,7 @@ impl Storms {
             "Storm #{id} acknowledged\n{} incidents ({}) acknowledged by {by} at {}",
             acked.len(),
             list.join(", "),
-            crate::time::format_rfc3339(crate::time::now_millis().saturating_mul(1_000_000))
+            crate::time::format_rfc3339(self.live.clock.now_millis().saturating_mul(1_000_000))
         );
         let w = self
             .store
@@ -509,7 +503,7 @@ impl Storms {
             .await?;
         let notices = match w {
             Written::Storm(StormWritten::Deliveries(d)) => {
-                self.enqueue(&d);
+                self.engine.enqueue_all(&d);
                 d.len()
             }
             _ => 0,
@@ -531,7 +525,7 @@ impl Storms {
         by: Option<&str>,
     ) -> (u16, String, String, String) {
         let esc = crate::render::text::escape_html;
-        let id = match signer.verify_storm(token, crate::time::now_millis() / 1000) {
+        let id = match signer.verify_storm(token, self.live.clock.now_millis() / 1000) {
             Ok(id) => id,
             Err(e) => {
                 self.metrics.reject("ack_token");

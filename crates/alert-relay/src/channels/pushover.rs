@@ -27,11 +27,16 @@ pub fn request(
     } else {
         truncate_chars(&msg.plain_body(), 1024)
     };
-    // Resolved messages and incident notices are never louder than normal.
-    let priority = if msg.is_firing() && msg.notice.is_none() {
-        priority
-    } else {
+    // Resolved messages and notices are never louder than normal. An emergency's receipt is
+    // tracked (cancelled, read as an ack) through its incident or storm: a message of neither
+    // (the dead-man's message) is at most high priority, or the phone would alarm until
+    // `expire` with nothing able to stop it.
+    let priority = if !msg.is_firing() || msg.notice.is_some() {
         priority.min(0)
+    } else if msg.incident.is_none() && msg.storm.is_none() {
+        priority.min(1)
+    } else {
+        priority
     };
     let mut fields = vec![
         ("token".to_owned(), token.to_owned()),
@@ -180,6 +185,19 @@ mod tests {
             poll: std::time::Duration::from_secs(30),
         };
         let mut msg = message(true);
+        let form = |msg: &Message| {
+            let RequestBody::Form(f) = request("app", "u", 2, Some(&e), None, msg, false).body
+            else {
+                panic!("form")
+            };
+            f
+        };
+        // Without an incident or a storm (the dead-man's message) no receipt could be
+        // cancelled: high priority, not an emergency.
+        let f = form(&msg);
+        assert!(f.contains(&("priority".into(), "1".into())), "{f:?}");
+        assert!(!f.iter().any(|(k, _)| k == "retry"));
+        msg.incident = Some(7);
         let form = |msg: &Message| {
             let RequestBody::Form(f) = request("app", "u", 2, Some(&e), None, msg, false).body
             else {

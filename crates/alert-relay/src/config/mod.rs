@@ -1580,7 +1580,8 @@ fn pushover_priority(prefix: &str, rc: &RawChannel) -> Result<i8, ConfigError> {
 /// Pushover's limits for priority 2: `retry` at least 30 s, `expire` at most 10800 s; receipts
 /// may be polled at most once per 5 s.
 fn pushover_emergency(prefix: &str, rc: &RawChannel) -> Result<Option<Emergency>, ConfigError> {
-    let emergency = matches!(&rc.priority, Some(p) if p.0 == "2");
+    // By the parsed value, as `pushover_priority` reads it ("+2" and "02" are 2 too).
+    let emergency = pushover_priority(prefix, rc)? == 2;
     if !emergency {
         for (key, set) in [
             ("retry", rc.retry.is_some()),

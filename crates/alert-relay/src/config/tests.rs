@@ -372,6 +372,20 @@ fn telegram_ack_and_pushover_emergency() {
         ChannelKind::Pushover { priority: 2, emergency: Some(e), .. }
             if *e == Emergency { retry: s(45), expire: s(7200), poll: s(30) }
     ));
+    // "+2" and "02" are priority 2 too, and so emergencies with retry/expire.
+    for two in ["'+2'", "'02'"] {
+        let c = parse_ok(&format!(
+            "{base}channels: {{ c: {{ {po}, priority: {two} }} }}\n"
+        ));
+        assert!(
+            matches!(
+                &c.channels["c"].kind,
+                ChannelKind::Pushover { priority: 2, emergency: Some(e), .. }
+                    if *e == Emergency { retry: s(60), expire: s(3600), poll: s(30) }
+            ),
+            "{two}"
+        );
+    }
     let c = parse_ok(&format!(
         "{base}channels: {{ c: {{ {po}, priority: 1 }} }}\n"
     ));

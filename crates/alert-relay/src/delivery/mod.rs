@@ -201,6 +201,13 @@ impl Engine {
         }
     }
 
+    /// [`Engine::enqueue`] for each (destination, id, created at) a write returned.
+    pub fn enqueue_all(&self, deliveries: &[(String, i64, i64)]) {
+        for (dest, id, created) in deliveries {
+            self.enqueue(dest, *id, *created);
+        }
+    }
+
     /// Whether every worker is alive (the watchdog's check).
     pub fn healthy(&self) -> bool {
         self.queues
@@ -371,7 +378,11 @@ async fn worker(
         {
             return;
         }
-        if job.attempts == 0 && destination.channel.budget.is_some() {
+        // The dead-man's message is never held back: it says that no other alert arrives.
+        if job.attempts == 0
+            && destination.channel.budget.is_some()
+            && job.event.group_key != crate::deadman::GROUP_KEY
+        {
             match admit(&shared, &destination, job.id).await {
                 Some(true) => {}
                 Some(false) => {

@@ -655,8 +655,15 @@ impl App {
             );
         }
         let peer = peer_of(&req);
-        let path = req.uri().path().trim_end_matches('/').to_owned();
-        let rest: Vec<&str> = path["/api/v1/storms/".len()..].split('/').collect();
+        let path = req.uri().path().to_owned();
+        // `/api/v1/storms/` itself (or with more slashes) names no storm: a 404, never a slice
+        // past the end.
+        let rest: Vec<&str> = path
+            .strip_prefix("/api/v1/storms/")
+            .unwrap_or_default()
+            .trim_end_matches('/')
+            .split('/')
+            .collect();
         let Some(Ok(id)) = rest.first().map(|s| s.parse::<i64>()) else {
             return json_error(StatusCode::NOT_FOUND, "not_found", "no such storm");
         };

@@ -40,6 +40,10 @@ pub struct Message {
     /// own acknowledgement (a Telegram button, Pushover emergency receipts).
     #[serde(skip)]
     pub incident: Option<i64>,
+    /// The storm a summary covers (set by `ack::decorate`): its Pushover receipt is tracked
+    /// like an incident's.
+    #[serde(skip)]
+    pub storm: Option<i64>,
     /// Set for a notice about an incident (acknowledged, resolved by hand, …) instead of the
     /// alert itself: its badge, e.g. `ACKNOWLEDGED`. Channels give notices a neutral look.
     pub notice: Option<String>,
@@ -113,6 +117,7 @@ impl Message {
             alertname,
             body: None,
             incident: None,
+            storm: None,
             notice: None,
         }
     }

@@ -123,10 +123,13 @@ pub struct Incident {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WatchedReceipt {
     pub receipt: String,
-    pub incident: i64,
+    /// The incident of the message, or else the storm of the summary.
+    pub incident: Option<i64>,
+    pub storm: Option<i64>,
     pub destination: String,
     /// When the delivery was recorded (unix ms).
     pub delivered_at_ms: i64,
+    /// A storm's: open while any of its incidents is open, else acknowledged.
     pub incident_state: IncidentState,
 }
 
@@ -311,8 +314,12 @@ pub enum Write {
         /// Who and from where, for the notice and the record.
         by: String,
         elapsed_ms: i64,
-        /// False when a storm announces the change once for all its incidents.
-        announce: bool,
+    },
+    /// Acknowledges several incidents (a storm's) in one transaction, quietly (the storm
+    /// announces it once): (incident, escalation time in ms) each.
+    AckAll {
+        incidents: Vec<(i64, i64)>,
+        by: String,
     },
     /// An integer in `meta` (the Telegram `getUpdates` offsets).
     SetMetaInt {
@@ -356,6 +363,8 @@ pub enum Written {
     /// Deliveries created; empty when the step was no longer due (already sent, acked, …).
     Fired(Vec<(String, i64, i64)>),
     Transitioned(Transitioned),
+    /// (incident, what its ack did) for [`Write::AckAll`].
+    TransitionedAll(Vec<(i64, Transitioned)>),
     Storm(crate::storm::StormWritten),
 }
 

@@ -83,7 +83,15 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE deliveries ADD COLUMN on_call TEXT;",
     // 5: storm control and per-destination budgets (see `store/storm_sql.rs`).
     super::storm_sql::MIGRATION,
+    // 6: a storm's deliveries (announcements, closing) are found by storm.
+    "CREATE INDEX deliveries_storm ON deliveries (storm_id) WHERE storm_id IS NOT NULL;",
 ];
+
+/// An event pruning keeps whatever its age: the opening event of an incident not yet resolved
+/// or of a member of an open storm (later steps and summaries are sent on it).
+const EVENT_IN_USE: &str = "EXISTS (SELECT 1 FROM incidents i WHERE i.event_id = {e}
+    AND (i.state != 'resolved' OR EXISTS (SELECT 1 FROM storm_members m JOIN storms s ON s.id = m.storm_id
+                                          WHERE m.incident_id = i.id AND s.closed_at IS NULL)))";
 
 const INCIDENT_COLUMNS: &str =
     "i.id, i.group_key, i.route, i.policy, i.state, i.elapsed_ms, i.acked_ms,
@@ -455,9 +463,14 @@ impl Backend for Sqlite {
 
     fn watched_receipts(&mut self) -> Result<Vec<WatchedReceipt>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT substr(d.provider_ref, 9), d.incident_id, d.destination, d.updated_at, i.state
-             FROM deliveries d JOIN incidents i ON i.id = d.incident_id
+            "SELECT substr(d.provider_ref, 9), d.incident_id, d.destination, d.updated_at,
+                COALESCE(i.state, CASE WHEN EXISTS (
+                    SELECT 1 FROM storm_members m JOIN incidents x ON x.id = m.incident_id
+                    WHERE m.storm_id = d.storm_id AND x.state = 'open') THEN 'open' ELSE 'acked' END),
+                d.storm_id
+             FROM deliveries d LEFT JOIN incidents i ON i.id = d.incident_id
              WHERE substr(d.provider_ref, 1, 8) = 'receipt:' AND d.state = 'delivered'
+             AND (d.incident_id IS NOT NULL OR d.storm_id IS NOT NULL)
              AND NOT EXISTS (SELECT 1 FROM pushover_receipts r WHERE r.receipt = substr(d.provider_ref, 9))
              ORDER BY d.id",
         )?;
@@ -466,6 +479,7 @@ impl Backend for Sqlite {
             Ok(WatchedReceipt {
                 receipt: r.get(0)?,
                 incident: r.get(1)?,
+                storm: r.get(5)?,
                 destination: r.get(2)?,
                 delivered_at_ms: r.get(3)?,
                 incident_state: IncidentState::parse(&state).unwrap_or(IncidentState::Open),
@@ -517,17 +531,27 @@ fn apply(tx: &Connection, w: Write, now: i64) -> Result<Written, StoreError> {
         }
         Write::Prune { before_ms } => {
             let deliveries = tx.execute(
-                "DELETE FROM deliveries WHERE event_id IN (
+                &format!(
+                    "DELETE FROM deliveries WHERE event_id IN (
                     SELECT e.id FROM alert_events e WHERE e.received_at < ?1
-                    AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.event_id = e.id AND p.state = 'pending'))",
+                    AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.event_id = e.id AND p.state = 'pending')
+                    AND NOT {})",
+                    EVENT_IN_USE.replace("{e}", "e.id")
+                ),
                 [before_ms],
             )?;
             let events = tx.execute(
-                "DELETE FROM alert_events WHERE received_at < ?1
-                 AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = alert_events.id)",
+                &format!(
+                    "DELETE FROM alert_events WHERE received_at < ?1
+                 AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = alert_events.id)
+                 AND NOT {}",
+                    EVENT_IN_USE.replace("{e}", "alert_events.id")
+                ),
                 [before_ms],
             )?;
-            Ok(Written::Pruned(deliveries + events))
+            Ok(Written::Pruned(
+                deliveries + events + super::storm_sql::prune(tx, before_ms)?,
+            ))
         }
         Write::Checkpoint(clocks) => {
             let mut stmt = tx.prepare_cached(
@@ -588,8 +612,15 @@ fn apply(tx: &Connection, w: Write, now: i64) -> Result<Written, StoreError> {
             action,
             by,
             elapsed_ms,
-            announce,
-        } => transition(tx, id, &action, &by, elapsed_ms, announce, now).map(Written::Transitioned),
+        } => transition(tx, id, &action, &by, elapsed_ms, true, now).map(Written::Transitioned),
+        Write::AckAll { incidents, by } => {
+            let mut out = Vec::with_capacity(incidents.len());
+            for (id, elapsed_ms) in incidents {
+                let t = transition(tx, id, &Action::Ack, &by, elapsed_ms, false, now)?;
+                out.push((id, t));
+            }
+            Ok(Written::TransitionedAll(out))
+        }
         Write::Storm(w) => super::storm_sql::apply(tx, w, now).map(Written::Storm),
         Write::SetMetaInt { key, value } => {
             tx.execute(
@@ -952,7 +983,7 @@ mod tests {
                 w[0].incident,
                 w[0].destination.as_str()
             ),
-            ("R1", o.opened[0], "po")
+            ("R1", Some(o.opened[0]), "po")
         );
         assert_eq!(w[0].incident_state, IncidentState::Open);
         db.write_batch(vec![Write::FinishReceipt {

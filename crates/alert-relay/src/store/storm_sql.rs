@@ -1,6 +1,8 @@
 //! SQL of storm control and per-destination budgets (see `crate::storm`, `crate::budget`).
 //! Every function runs inside the DB thread's transaction, so each write is atomic.
 
+use std::collections::BTreeMap;
+
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::{IncidentState, StoreError};
@@ -55,6 +57,7 @@ const CLOCK_CHECKPOINT_MS: i64 = 60_000;
 const HELD_NAMED: usize = 20;
 
 /// The alerts of an incident's group that fire now (received since it opened, not resolved).
+/// "Since" is by event id, not `received_at`: the wall clock may step back.
 /// Typically a handful; `alert_events_group_key` keeps it an index lookup.
 pub(super) fn firing_alerts(
     conn: &Connection,
@@ -62,7 +65,7 @@ pub(super) fn firing_alerts(
 ) -> Result<Vec<AlertEvent>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT e.alert FROM alert_events e JOIN incidents i ON i.id = ?1
-         WHERE e.group_key = i.group_key AND e.status = 'firing' AND e.received_at >= i.opened_at
+         WHERE e.group_key = i.group_key AND e.status = 'firing' AND e.id >= i.event_id
          AND NOT EXISTS (SELECT 1 FROM alert_events r WHERE r.fingerprint = e.fingerprint
                          AND r.starts_at = e.starts_at AND r.status = 'resolved')
          ORDER BY e.id",
@@ -76,6 +79,27 @@ pub(super) fn firing_alerts(
         }
     }
     Ok(out)
+}
+
+/// Storms closed before `before_ms` (wall clock, like `closed_at`) with their member and
+/// coverage rows, and the rows of incidents resolved before it that never joined a storm.
+pub(super) fn prune(tx: &Connection, before_ms: i64) -> Result<usize, StoreError> {
+    let closed = "SELECT id FROM storms WHERE closed_at < ?1";
+    let mut n = tx.execute(
+        &format!("DELETE FROM storm_covered WHERE storm_id IN ({closed})"),
+        [before_ms],
+    )?;
+    n += tx.execute(
+        &format!("DELETE FROM storm_members WHERE storm_id IN ({closed})"),
+        [before_ms],
+    )?;
+    n += tx.execute(
+        "DELETE FROM storm_members WHERE storm_id IS NULL AND incident_id IN
+         (SELECT id FROM incidents WHERE state = 'resolved' AND resolved_at < ?1)",
+        [before_ms],
+    )?;
+    n += tx.execute("DELETE FROM storms WHERE closed_at < ?1", [before_ms])?;
+    Ok(n)
 }
 
 pub(super) fn relay_clock(conn: &Connection) -> Result<i64, StoreError> {
@@ -134,6 +158,7 @@ pub(super) fn apply(tx: &Connection, w: StormWrite, now: i64) -> Result<StormWri
             step,
             elapsed_ms,
             destinations,
+            on_call,
             allow_acked,
         } => {
             let states = if allow_acked {
@@ -158,6 +183,15 @@ pub(super) fn apply(tx: &Connection, w: StormWrite, now: i64) -> Result<StormWri
             if n == 0 || covered.is_some() {
                 return Ok(StormWritten::Fired(Vec::new()));
             }
+            // Members already past this step on their own schedule (older than the storm,
+            // or escalated by hand) count as covered: the summary does not page them again.
+            tx.execute(
+                "INSERT OR IGNORE INTO storm_covered (entry, incident_id, storm_id)
+                 SELECT ?1, m.incident_id, ?2 FROM storm_members m
+                 JOIN incidents i ON i.id = m.incident_id
+                 WHERE m.storm_id = ?2 AND i.next_step > ?1 AND i.id != ?3",
+                params![expected_step, storm, id],
+            )?;
             summarize(
                 tx,
                 storm,
@@ -165,6 +199,7 @@ pub(super) fn apply(tx: &Connection, w: StormWrite, now: i64) -> Result<StormWri
                 step,
                 Part::Step(step),
                 &destinations,
+                &on_call,
                 states,
                 now,
             )
@@ -195,7 +230,7 @@ pub(super) fn apply(tx: &Connection, w: StormWrite, now: i64) -> Result<StormWri
                 rows.collect::<Result<_, _>>()?
             };
             let event = lead_event(tx, storm)?;
-            insert_storm_deliveries(tx, storm, event, &targets, -1, &text, now)
+            insert_storm_deliveries(tx, storm, event, &targets, &BTreeMap::new(), -1, &text, now)
                 .map(StormWritten::Deliveries)
         }
         StormWrite::BudgetAdmit {
@@ -291,23 +326,33 @@ fn opened_incidents(
             }
         };
         // This incident's first-step messages are replaced by the storm's summary.
-        superseded.extend(
-            supersede(tx, event_id, id, &rule.destinations, storm, now)?
-                .into_iter()
-                .map(|d| (d, policy.clone())),
-        );
+        let collapsed = supersede(tx, event_id, id, storm, now)?;
         if active.is_none() {
+            // The summary also reaches whoever intake paged, should a rotation have handed
+            // over since (the rule resolved it again just now).
+            let mut destinations = rule.destinations.clone();
+            let mut on_call = rule.on_call.clone();
+            for (_, dest, who) in &collapsed {
+                if !destinations.contains(dest) {
+                    destinations.push(dest.clone());
+                    if let Some(who) = who {
+                        on_call.insert(dest.clone(), who.clone());
+                    }
+                }
+            }
             deliveries.extend(summarize(
                 tx,
                 storm,
                 0,
                 0,
                 Part::Detected,
-                &rule.destinations,
+                &destinations,
+                &on_call,
                 "('open', 'acked', 'resolved')",
                 now,
             )?);
         }
+        superseded.extend(collapsed.into_iter().map(|(d, _, _)| (d, policy.clone())));
     }
     Ok(StormWritten::Opened {
         superseded,
@@ -316,34 +361,33 @@ fn opened_incidents(
     })
 }
 
-/// Marks the first-step deliveries of an incident's opening event to `destinations` skipped.
+/// Marks the first-step deliveries of an incident's opening event skipped: all of them, as
+/// intake resolved them (a rotation may have handed over since). Returns (delivery,
+/// destination, on call) of each.
 fn supersede(
     tx: &Connection,
     event_id: i64,
     incident: i64,
-    destinations: &[String],
     storm: i64,
     now: i64,
-) -> Result<Vec<i64>, StoreError> {
-    let ids: Vec<(i64, String)> = {
+) -> Result<Vec<(i64, String, Option<String>)>, StoreError> {
+    let rows: Vec<(i64, String, Option<String>)> = {
         let mut stmt = tx.prepare_cached(
-            "SELECT id, destination FROM deliveries WHERE event_id = ?1 AND incident_id = ?2
+            "SELECT id, destination, on_call FROM deliveries WHERE event_id = ?1 AND incident_id = ?2
              AND state = 'pending' AND notice IS NULL AND step = 0 AND storm_id IS NULL",
         )?;
-        let rows = stmt.query_map(params![event_id, incident], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let rows = stmt.query_map(params![event_id, incident], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
         rows.collect::<Result<_, _>>()?
     };
-    let mut out = Vec::new();
-    for (id, dest) in ids {
-        if destinations.contains(&dest) {
-            tx.execute(
-                "UPDATE deliveries SET state = 'skipped', last_error = ?2, updated_at = ?3 WHERE id = ?1",
-                params![id, format!("collapsed into the summary of storm #{storm}"), now],
-            )?;
-            out.push(id);
-        }
+    for (id, _, _) in &rows {
+        tx.execute(
+            "UPDATE deliveries SET state = 'skipped', last_error = ?2, updated_at = ?3 WHERE id = ?1",
+            params![id, format!("collapsed into the summary of storm #{storm}"), now],
+        )?;
     }
-    Ok(out)
+    Ok(rows)
 }
 
 /// How many incidents a storm has, and its `group_by` values.
@@ -365,22 +409,24 @@ fn lead_event(tx: &Connection, storm: i64) -> Result<i64, StoreError> {
     )?)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn insert_storm_deliveries(
     tx: &Connection,
     storm: i64,
     event_id: i64,
     destinations: &[String],
+    on_call: &BTreeMap<String, String>,
     step: i64,
     text: &str,
     now: i64,
 ) -> Result<Deliveries, StoreError> {
     let mut insert = tx.prepare_cached(
-        "INSERT INTO deliveries (event_id, destination, state, created_at, next_attempt_at, updated_at, step, notice, storm_id)
-         VALUES (?1, ?2, 'pending', ?3, ?3, ?3, ?4, ?5, ?6)",
+        "INSERT INTO deliveries (event_id, destination, state, created_at, next_attempt_at, updated_at, step, notice, storm_id, on_call)
+         VALUES (?1, ?2, 'pending', ?3, ?3, ?3, ?4, ?5, ?6, ?7)",
     )?;
     let mut out = Vec::new();
     for d in destinations {
-        insert.execute(params![event_id, d, now, step, text, storm])?;
+        insert.execute(params![event_id, d, now, step, text, storm, on_call.get(d)])?;
         out.push((d.clone(), tx.last_insert_rowid(), now));
     }
     Ok(out)
@@ -396,6 +442,7 @@ fn summarize(
     step: i64,
     part: Part,
     destinations: &[String],
+    on_call: &BTreeMap<String, String>,
     states: &str,
     now: i64,
 ) -> Result<Deliveries, StoreError> {
@@ -438,7 +485,7 @@ fn summarize(
     let (total, key) = size_and_key(tx, storm)?;
     let text = crate::storm::summary_text(storm, part, &key, total, &listed);
     let event = lead_event(tx, storm)?;
-    insert_storm_deliveries(tx, storm, event, destinations, step, &text, now)
+    insert_storm_deliveries(tx, storm, event, destinations, on_call, step, &text, now)
 }
 
 fn tick(
@@ -473,6 +520,7 @@ fn tick(
                 0,
                 Part::Joined,
                 &rule.destinations,
+                &rule.on_call,
                 "('open', 'acked', 'resolved')",
                 now,
             )?;
@@ -507,7 +555,14 @@ fn tick(
             let text = crate::storm::summary_text(storm, Part::Resolved, &key, total, &[]);
             let event = lead_event(tx, storm)?;
             out.extend(insert_storm_deliveries(
-                tx, storm, event, &targets, -1, &text, now,
+                tx,
+                storm,
+                event,
+                &targets,
+                &BTreeMap::new(),
+                -1,
+                &text,
+                now,
             )?);
         }
     }

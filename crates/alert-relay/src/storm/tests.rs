@@ -7,7 +7,7 @@ use crate::config::{MapSecrets, parse};
 use crate::metrics::CommitMetrics;
 use crate::payload::{Labels, Status};
 use crate::store::sqlite::Sqlite;
-use crate::store::{RouteRef, RoutedEvent};
+use crate::store::{Action, RouteRef, RoutedEvent};
 
 const S: Duration = Duration::from_secs(1);
 const M: Duration = Duration::from_secs(60);
@@ -17,7 +17,10 @@ fn config() -> crate::config::Config {
         "storage: { sqlite: x }\nchannels:\n  a: { type: webhook, url: 'http://127.0.0.1:9/a' }\n  b: { type: webhook, url: 'http://127.0.0.1:9/b' }\n\
          \x20 ops: { type: webhook, url: 'http://127.0.0.1:9/ops' }\n\
          \x20 sms: { type: webhook, url: 'http://127.0.0.1:9/sms', budget: { max: 2, per: 1h, overflow: [ops] } }\n\
-         policies:\n  p:\n    steps: [ { notify: [a] }, { after: 10m, notify: [b] } ]\n\
+         rotations:\n\
+         \x20 day: { time_zone: UTC, handover: '09:00', start: 2026-01-05, shift: 1w, people: [ { name: alice, notify: [a] } ] }\n\
+         \x20 night: { time_zone: UTC, handover: '09:00', start: 2026-01-05, shift: 1w, people: [ { name: bob, notify: [b] } ] }\n\
+         policies:\n  p:\n    steps: [ { notify: ['rotation:day'] }, { after: 10m, notify: ['rotation:night'] } ]\n\
          \x20   storm: { window: 2m, threshold: 5, group_by: [site, alertname] }\n\
          routes: [ { policy: p } ]\n",
         Path::new("/"),
@@ -536,6 +539,14 @@ async fn later_steps_carry_the_incidents_current_alerts() {
             .await
             .expect("ingest");
     }
+    // The wall clock stepped back between the first alert and the others: they still count.
+    rusqlite::Connection::open(&r.path)
+        .expect("open")
+        .execute(
+            "UPDATE alert_events SET received_at = 0 WHERE fingerprint LIKE 'extra%'",
+            [],
+        )
+        .expect("step back");
     r.advance(10 * M).await;
     let step2 = r
         .store
@@ -667,4 +678,157 @@ fn storm_and_budget_keys_are_validated_by_name() {
         let e = load(channels, storm).expect_err(key);
         assert!(e.contains(key), "{key}: {e}");
     }
+}
+
+/// Summaries record who of a rotation they paged, like the messages they replace; and every
+/// first-step message intake queued collapses, also to a destination the rotation no longer
+/// pages (a hand-over between intake and the storm), which then gets the summary.
+#[tokio::test(start_paused = true)]
+async fn summaries_keep_the_rotations_on_call_and_reach_whoever_intake_paged() {
+    let r = rig().await;
+    for n in 1..=5 {
+        r.fire(n, "wh-2").await;
+        tokio::time::advance(S).await;
+    }
+    // Intake paged `ops` too for the sixth (the rotation's person then).
+    let (sixth, queued) = r.fire_event(event(6, "wh-2"), &["a", "ops"]).await;
+    assert_eq!(queued, 0);
+    let on_call = |sql_where: &str| -> Vec<(String, Option<String>)> {
+        let c = rusqlite::Connection::open(&r.path).expect("open");
+        let mut stmt = c
+            .prepare(&format!(
+                "SELECT destination, on_call FROM deliveries WHERE {sql_where} ORDER BY id"
+            ))
+            .expect("prepare");
+        stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    };
+    assert_eq!(
+        on_call("storm_id IS NOT NULL"),
+        [
+            ("a".to_owned(), Some("alice (rotation day)".to_owned())),
+            ("ops".to_owned(), None),
+        ]
+    );
+    assert_eq!(
+        on_call(&format!("incident_id = {sixth} AND state = 'skipped'")).len(),
+        2
+    );
+    // The later step's summary pages the other rotation.
+    r.advance(10 * M).await;
+    assert_eq!(
+        on_call("storm_id IS NOT NULL AND step = 1"),
+        [("b".to_owned(), Some("bob (rotation night)".to_owned()))]
+    );
+}
+
+/// A member escalated by hand has had its step: the storm's step summary leaves it out.
+#[tokio::test(start_paused = true)]
+async fn a_step_summary_leaves_out_members_already_past_the_step() {
+    let r = rig().await;
+    for n in 1..=6 {
+        r.fire(n, "wh-2").await;
+    }
+    r.esc.escalate(1).await.expect("escalate");
+    assert_eq!(r.incident(1).await.next_step, 2);
+    r.advance(10 * M).await;
+    let b = r.rows("destination = 'b' AND storm_id IS NOT NULL");
+    assert_eq!(b.len(), 1, "{b:?}");
+    let text = b[0].4.as_deref().unwrap_or_default();
+    assert!(text.starts_with("Storm #1 step 2: 5 incidents"), "{text}");
+    assert!(!text.contains("#1 pi-01"), "{text}");
+}
+
+/// Pruning keeps what an open storm or an unresolved incident still sends on, and removes a
+/// closed storm with its rows once it is older than the retention.
+#[tokio::test(start_paused = true)]
+async fn pruning_keeps_open_storms_whole_and_removes_closed_ones() {
+    let r = rig().await;
+    for n in 1..=6 {
+        r.fire(n, "wh-2").await;
+    }
+    let count = |table: &str| -> i64 {
+        rusqlite::Connection::open(&r.path)
+            .expect("open")
+            .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| {
+                row.get(0)
+            })
+            .expect("count")
+    };
+    let prune = || async {
+        r.store
+            .write(Write::Prune {
+                before_ms: i64::MAX,
+            })
+            .await
+            .expect("prune");
+    };
+    // Delivered or not, the storm is open: its events and summary stay.
+    rusqlite::Connection::open(&r.path)
+        .expect("open")
+        .execute("UPDATE deliveries SET state = 'delivered'", [])
+        .expect("delivered");
+    prune().await;
+    assert_eq!(count("alert_events"), 6);
+    assert_eq!(r.summaries().len(), 1);
+    assert_eq!(r.incident(1).await.storm, Some(1));
+    for id in 1..=6 {
+        r.esc
+            .transition(id, Action::Resolve, "alice".into())
+            .await
+            .expect("resolve");
+    }
+    r.advance(TICK).await;
+    rusqlite::Connection::open(&r.path)
+        .expect("open")
+        .execute("UPDATE deliveries SET state = 'delivered'", [])
+        .expect("delivered");
+    prune().await;
+    for table in [
+        "storms",
+        "storm_members",
+        "storm_covered",
+        "alert_events",
+        "deliveries",
+    ] {
+        assert_eq!(count(table), 0, "{table}");
+    }
+}
+
+/// A storm summary's Pushover receipt is watched: open while an incident of the storm is
+/// open, acknowledged (so cancelled) once the storm is.
+#[tokio::test(start_paused = true)]
+async fn a_storm_summary_receipt_is_watched_until_the_storm_is_acked() {
+    let r = rig().await;
+    for n in 1..=6 {
+        r.fire(n, "wh-2").await;
+    }
+    rusqlite::Connection::open(&r.path)
+        .expect("open")
+        .execute(
+            "UPDATE deliveries SET state = 'delivered', provider_ref = 'receipt:S1'
+             WHERE storm_id IS NOT NULL",
+            [],
+        )
+        .expect("delivered");
+    let watched = || async {
+        r.store
+            .read(|b| b.watched_receipts())
+            .await
+            .expect("watched")
+            .into_iter()
+            .map(|w| (w.receipt, w.incident, w.storm, w.incident_state))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        watched().await,
+        [("S1".to_owned(), None, Some(1), IncidentState::Open)]
+    );
+    r.storms.ack(1, "alice".into()).await.expect("ack");
+    assert_eq!(
+        watched().await,
+        [("S1".to_owned(), None, Some(1), IncidentState::Acked)]
+    );
 }

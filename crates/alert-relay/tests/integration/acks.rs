@@ -372,3 +372,77 @@ async fn ntfy_http_action_acks_end_to_end() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(later.received().is_empty(), "step 2 must not come");
 }
+
+/// A storm summary to a priority-2 Pushover channel is an emergency whose receipt is tracked:
+/// acknowledging it in the app acknowledges the storm, and the receipts of the storm's
+/// incidents are then cancelled.
+#[tokio::test]
+async fn a_storm_summary_receipt_acknowledges_the_storm() {
+    let po = Fake::start(Reply::new(404, r#"{"status":0,"errors":["not found"]}"#)).await;
+    po.on(
+        "/1/messages.json",
+        Reply::new(200, r#"{"status":1,"request":"n"}"#),
+    );
+    let receipts: Vec<String> = (1..=6).map(|n| format!("storm{n}receipt")).collect();
+    po.script_on(
+        "/1/messages.json",
+        receipts.iter().map(|r| {
+            Reply::new(
+                200,
+                &json!({ "status": 1, "request": "q", "receipt": r }).to_string(),
+            )
+        }),
+    );
+    let waiting = json!({ "status": 1, "acknowledged": 0, "acknowledged_at": 0, "expired": 0,
+                          "expires_at": 2_000_000_000, "request": "w" });
+    for r in &receipts {
+        po.on(
+            &format!("/1/receipts/{r}.json"),
+            Reply::new(200, &waiting.to_string()),
+        );
+    }
+    po.on("/cancel.json", Reply::new(200, r#"{"status":1}"#));
+    let dir = tempdir();
+    let cfg = format!(
+        "{AUTH}{FAST_DELIVERY}channels:\n  po: {{ type: pushover, token: apptoken, user_key: ukey, priority: 2, retry: 30s, expire: 1h, receipt_poll_interval: 5s, api_url: '{}' }}\n\
+         policies:\n  p:\n    steps: [ {{ notify: [po] }} ]\n    storm: {{ window: 30s, threshold: 5, group_by: [alertname] }}\n\
+         routes: [ {{ policy: p }} ]\n",
+        po.url()
+    );
+    let relay = Relay::start(dir.path(), &cfg);
+    for n in 1..=6 {
+        let body = webhook(&[(&format!("{n:016x}"), "firing")], "")
+            .replace(r#""groupKey":"{}:"#, &format!(r#""groupKey":"{{}}/{n}:"#));
+        fire(&relay, body).await;
+    }
+    let sent = po
+        .wait_on("/1/messages.json", 6, Duration::from_secs(10))
+        .await;
+    let summary = sent
+        .iter()
+        .position(|m| m.form_value("title").starts_with("Storm #1"))
+        .expect("storm summary");
+    assert_eq!(sent[summary].form_value("priority"), "2");
+    assert_eq!(sent[summary].form_value("retry"), "30");
+    po.script_on(
+        &format!("/1/receipts/{}.json", receipts[summary]),
+        [Reply::new(
+            200,
+            &json!({ "status": 1, "acknowledged": 1, "acknowledged_at": 1_700_000_000,
+                     "acknowledged_by": "uQiRzpo4DXghDmr9QzzfQu27cmVRsG",
+                     "acknowledged_by_device": "pixel", "expired": 0, "expires_at": 2_000_000_000,
+                     "request": "x" })
+            .to_string(),
+        )],
+    );
+    for id in 1..=6 {
+        let i = wait_state(&relay, id, "acked", Duration::from_secs(15)).await;
+        assert_eq!(i["acked_by"], "uQiRzp… via Pushover (device pixel)");
+    }
+    // The five incidents sent one by one before the storm: their receipts are cancelled.
+    let cancels = po.wait_on("/cancel.json", 5, Duration::from_secs(10)).await;
+    assert!(
+        cancels.iter().all(|c| !c.path.contains(&receipts[summary])),
+        "{cancels:#?}"
+    );
+}

@@ -108,6 +108,16 @@ async fn forty_pis_on_battery_make_one_storm_and_the_sms_budget_holds() {
     let forged = path.replacen("/ack/s1.", "/ack/s2.", 1);
     let r = http.post(relay.url(&forged)).send().await.expect("forged");
     assert_eq!(r.status(), 403);
+    // No storm id at all is a 404, not a crash of the handler.
+    for bare in ["/api/v1/storms/", "/api/v1/storms//"] {
+        let r = http
+            .get(relay.url(bare))
+            .bearer_auth("s3cret")
+            .send()
+            .await
+            .expect("bare storms path");
+        assert_eq!(r.status(), 404, "{bare}");
+    }
     let r = http
         .post(relay.url("/api/v1/storms/1/ack"))
         .bearer_auth("s3cret")
@@ -237,4 +247,68 @@ async fn a_storm_is_acknowledged_by_sms_reply() {
         notice.contains("Storm #1 acknowledged") && notice.contains("by SMS from +447700900123"),
         "{notice}"
     );
+}
+
+/// Deliveries left pending by the last run count against a budget configured now: the budget
+/// is in force before the first worker picks up the backlog.
+#[tokio::test]
+async fn the_backlog_of_the_last_run_is_held_to_the_budget() {
+    let fake = Fake::start(Reply::new(200, "")).await;
+    let dir = tempdir();
+    let http = client();
+    let cfg = |sms: &str, budget: &str| {
+        format!(
+            "auth: {{ bearer_token: s3cret }}\nstorage: {{ sqlite: relay.db }}\n{FAST_DELIVERY}\
+             channels:\n  ops: {{ type: webhook, url: '{u}/ops' }}\n\
+             \x20 sms: {{ type: webhook, url: '{sms}'{budget} }}\n\
+             policies: {{ p: {{ steps: [ {{ notify: [sms] }} ] }} }}\nroutes: [ {{ policy: p }} ]\n",
+            u = fake.url()
+        )
+    };
+    // First run: the SMS gateway is unreachable and rate limited: one alert is tried, three
+    // wait untried (a delivery is counted against a budget before its first attempt).
+    let relay = Relay::start(
+        dir.path(),
+        &cfg(
+            "http://127.0.0.1:9/sms",
+            ", rate_limit: { per_second: 0.001, burst: 1 }",
+        ),
+    );
+    for n in 1..=4 {
+        let body = webhook(&[(&format!("{n:016x}"), "firing")], "")
+            .replace(r#""groupKey":"{}:"#, &format!(r#""groupKey":"{{}}/{n}:"#));
+        let r = http
+            .post(relay.url("/webhook"))
+            .bearer_auth("s3cret")
+            .body(body)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status(), 200);
+    }
+    relay.kill9();
+    // Second run: the gateway is back and has a budget of two: the tried one and two more go
+    // out, the fourth is held.
+    let relay = Relay::start(
+        dir.path(),
+        &cfg(
+            &format!("{}/sms", fake.url()),
+            ", budget: { max: 2, per: 1h, overflow: [ops] }",
+        ),
+    );
+    fake.wait_on("/ops", 1, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sms: Vec<String> = fake
+        .received_on("/sms")
+        .iter()
+        .map(|r| title(&r.json()))
+        .collect();
+    assert_eq!(sms.len(), 3, "{sms:?}");
+    let ops: Vec<String> = fake
+        .received_on("/ops")
+        .iter()
+        .map(|r| title(&r.json()))
+        .collect();
+    assert_eq!(ops, ["Budget: sms reached its budget (2 per 1h)"]);
+    drop(relay);
 }
