@@ -266,15 +266,16 @@ fn describe(r: &Result<Response, crate::channels::Outcome>) -> String {
     }
 }
 
+/// Records that a receipt needs no more polling; counted once it is stored.
 async fn finish(p: &Pollers, w: &WatchedReceipt, end: ReceiptEnd) -> Result<(), StoreError> {
-    p.metrics.ack_poll(SOURCE, end.as_str(), false);
     p.store
         .write(Write::FinishReceipt {
             receipt: w.receipt.clone(),
             end,
         })
-        .await
-        .map(|_| ())
+        .await?;
+    p.metrics.ack_poll(SOURCE, end.as_str(), false);
+    Ok(())
 }
 
 #[cfg(test)]

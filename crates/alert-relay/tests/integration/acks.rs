@@ -286,7 +286,18 @@ async fn pushover_receipts_ack_cancel_and_survive_a_restart() {
         .await;
     assert_eq!(sent[2].form_value("priority"), "0");
     assert!(sent[2].form_value("message").contains("acknowledged"));
-    // A restart before anyone acknowledges in the app: the receipt is polled after it.
+    // Once the cancel is stored (a SIGKILL before that cancels again after the restart:
+    // at least once), a restart before anyone acknowledges in the app: the receipt is polled
+    // after it.
+    let cancelled = r#"alert_relay_ack_polled_total{source="pushover",result="cancelled"}"#;
+    let started = std::time::Instant::now();
+    while relay.metric(cancelled).await < 1.0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "cancel not stored"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     relay.kill9();
     let relay = Relay::start_file(&dir.path().join("relay.yml"));
     po.script_on(
