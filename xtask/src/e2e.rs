@@ -730,14 +730,42 @@ fn run_chain(
     // The subject's fixture tree: a Pi 4 on an SD card, root writable to start with.
     let fixture = tmp.join("subject");
     copy_tree(&fixtures.join("pi4-sd"), &fixture)?;
-    let mounts = fixture.join("proc/self/mounts");
-    let original = std::fs::read_to_string(&mounts)?;
-    let rw = original.replace("/dev/mmcblk0p2 / ext4 ro,", "/dev/mmcblk0p2 / ext4 rw,");
-    let ro = original.replace("/dev/mmcblk0p2 / ext4 rw,", "/dev/mmcblk0p2 / ext4 ro,");
-    if rw == ro {
-        bail!("{}: no root mount line to flip", mounts.display());
+    // The kernel shows a remount in both tables; the exporter reads mountinfo when it exists.
+    // In mountinfo both the mount's and the superblock's options say it.
+    let mut tables = Vec::new();
+    for (name, root_line) in [
+        ("mounts", "/dev/mmcblk0p2 / ext4 "),
+        ("mountinfo", " 179:2 / / "),
+    ] {
+        let path = fixture.join("proc/self").join(name);
+        let original = std::fs::read_to_string(&path)?;
+        let flip = |from: &str, to: &str| -> String {
+            original
+                .lines()
+                .map(|l| {
+                    if l.contains(root_line) {
+                        l.replace(from, to)
+                    } else {
+                        l.to_owned()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+                + "\n"
+        };
+        let (rw, ro) = (flip(" ro,", " rw,"), flip(" rw,", " ro,"));
+        if rw == ro {
+            bail!("{}: no root mount line to flip", path.display());
+        }
+        std::fs::write(&path, &rw)?;
+        tables.push((path, rw, ro));
     }
-    std::fs::write(&mounts, &rw)?;
+    let remount = move |read_only: bool| -> Result<()> {
+        for (path, rw, ro) in &tables {
+            std::fs::write(path, if read_only { ro } else { rw })?;
+        }
+        Ok(())
+    };
 
     // Background exporters for query coverage.
     let mut background = Vec::new();
@@ -1035,8 +1063,8 @@ scrape_configs:
         "read-only root",
         "PiFilesystemReadOnly",
         true,
-        &mut |_| Ok(std::fs::write(&mounts, &ro)?),
-        &mut |_| Ok(std::fs::write(&mounts, &rw)?),
+        &mut |_| remount(true),
+        &mut |_| remount(false),
     )?;
 
     // Every rule expression and dashboard query against the live Prometheus.

@@ -14,8 +14,8 @@
 //! the worker: a mount that appeared since is reported without sizes or `device_error`, fails
 //! the collector for that scrape ("not measured") and sends the next scrape to the pool.
 //! Mounts are recognised by their mount ID (`<procfs>/self/mountinfo`; a procfs without it, such
-//! as a fixture tree, is read through `self/mounts` and mounts are recognised by device and mount
-//! point), so a different filesystem mounted at the same place is a new mount.
+//! as some fixture trees, is read through `self/mounts` and mounts are recognised by device and
+//! mount point), so a different filesystem mounted at the same place is a new mount.
 
 use std::collections::{HashSet, VecDeque};
 use std::io;
@@ -503,7 +503,7 @@ impl Collector for FilesystemCollector {
         // What `may_block` answered for this run (the scraper checks it under the run lock, and
         // only `collect` changes it): a run on the serving thread never waits for the worker.
         let wait = !self.all_answered.load(Ordering::Acquire);
-        // mountinfo for the mount IDs; a procfs without it (a fixture tree) has mounts.
+        // mountinfo for the mount IDs; a procfs without it (some fixture trees) has mounts.
         let info_path = self.paths.proc("self/mountinfo");
         let (path, text, info) = match std::fs::read_to_string(&info_path) {
             Ok(text) => (info_path, text, true),
