@@ -79,7 +79,8 @@ fn ci() -> Result<()> {
         "-D",
         "warnings",
     ])?;
-    cargo(&["test", "--workspace", "--locked"])?;
+    // Every test binary runs even after one fails, so one CI run shows every failure.
+    cargo(&["test", "--workspace", "--locked", "--no-fail-fast"])?;
     e2e::check_assets()?;
     e2e::e2e(&[])?;
     dist::dist(&[])

@@ -341,7 +341,7 @@ pub enum Write {
     },
     /// Re-sync: resolves an open or acknowledged incident like a manual resolve, unless its
     /// group received an alert after the poll started (an event id above `after_event` or
-    /// received at or after `after_ms`). Answers `Written::Transitioned` (`Unchanged` when
+    /// received after `after_ms`). Answers `Written::Transitioned` (`Unchanged` when
     /// the guard kept it).
     ResolveStale {
         id: i64,

@@ -655,12 +655,14 @@ fn apply(tx: &Connection, w: Write, now: i64) -> Result<Written, StoreError> {
             after_ms,
         } => {
             // Either test alone suffices normally; together they also cover a reused id (the
-            // newest row pruned) and a wall-clock step, erring towards leaving it open.
+            // newest row pruned) and a wall-clock step, erring towards leaving it open. The time
+            // test is strict: an event of the watermark's own millisecond that came after it
+            // has a higher id, and one that came before it must not keep the incident open.
             let newer: Option<String> = tx
                 .query_row(
                     "SELECT i.state FROM incidents i WHERE i.id = ?1 AND EXISTS (
                         SELECT 1 FROM alert_events e WHERE e.group_key = i.group_key
-                        AND (e.id > ?2 OR e.received_at >= ?3))",
+                        AND (e.id > ?2 OR e.received_at > ?3))",
                     params![id, after_event, after_ms],
                     |r| r.get(0),
                 )
