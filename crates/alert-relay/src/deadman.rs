@@ -39,6 +39,10 @@ const RETRY: Duration = Duration::from_secs(1);
 struct Stored {
     /// `startsAt` (unix ns) of the firing `MonitoringPipelineDown` while tripped.
     tripped_at: Option<i64>,
+    /// `startsAt` of the last trip, kept after recovery: `startsAt` is half of the alert's
+    /// dedup key, so a new trip must be later (same millisecond, or a wall clock stepped back).
+    #[serde(default)]
+    last_trip_at: Option<i64>,
     /// Wall-clock time (unix ms) and a description of the last heartbeat.
     last_heartbeat_ms: Option<i64>,
     last_heartbeat: Option<String>,
@@ -223,9 +227,14 @@ impl Deadman {
         if silence < dm.timeout {
             return Ok(dm.timeout - silence);
         }
-        let starts_at = now_millis().saturating_mul(1_000_000);
+        let starts_at = now_millis().saturating_mul(1_000_000).max(
+            stored
+                .last_trip_at
+                .map_or(0, |t| t.saturating_add(1_000_000)),
+        );
         let mut next = stored.clone();
         next.tripped_at = Some(starts_at);
+        next.last_trip_at = Some(starts_at);
         tracing::error!(
             silence = %humanize(silence),
             last = next.last_heartbeat.as_deref().unwrap_or("none"),
@@ -239,6 +248,7 @@ impl Deadman {
         self.commit(&next, vec![event]).await?;
         let mut st = self.lock();
         st.stored.tripped_at = Some(starts_at);
+        st.stored.last_trip_at = Some(starts_at);
         self.publish(&st.stored);
         Ok(Duration::MAX)
     }
@@ -468,10 +478,12 @@ mod tests {
         r.dm.heartbeat(&watchdog(Status::Firing));
         r.advance(3 * M).await;
         assert_eq!(r.sent().await.len(), 2);
-        // Silent again: a new trip, naming the last heartbeat.
+        // Silent again: a new trip, naming the last heartbeat. Little real time has passed,
+        // so it may fall in the first trip's millisecond: it must still be a new alert.
         r.advance(2 * M).await;
         let sent = r.sent().await;
         assert_eq!(sent.len(), 3);
+        assert!(sent[2].event.starts_at > sent[0].event.starts_at);
         assert!(
             sent[2].event.annotations["description"]
                 .starts_with("Last heartbeat: Watchdog from http://am.example:9093 at ")

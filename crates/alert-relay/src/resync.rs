@@ -573,19 +573,35 @@ mod tests {
         let r = rig();
         let old = r.fire("g1", "f1", 1).await.expect("opened");
         let quiet = r.fire("g3", "f3", 1).await.expect("opened");
-        // The guard also leaves alone alerts received in the watermark's millisecond.
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        let (url, _) = fake_am(200, "[]", Duration::from_millis(300)).await;
+        // An Alertmanager that says when the request arrived (the watermark is taken before
+        // it) and answers only when told, so the alerts below surely arrive during the poll.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let (arrived, request_seen) = tokio::sync::oneshot::channel();
+        let (answer, may_answer) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            let mut buf = vec![0u8; 8192];
+            let _ = s.read(&mut buf).await;
+            let _ = arrived.send(());
+            let _ = may_answer.await;
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n[]")
+                .await;
+        });
         let poll = {
             let resync = Arc::clone(&r.resync);
             let api = api(&url);
             tokio::spawn(async move { resync.poll(&api).await })
         };
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        request_seen.await.expect("the poll reached Alertmanager");
         // Alertmanager's answer was built before this alert: it is not in it.
         let new = r.fire("g2", "f2", 1).await.expect("opened");
         // And a second alert joins the old incident's group during the poll.
         assert_eq!(r.fire("g1", "f1c", 2).await, None);
+        answer.send(()).expect("answer");
         let s = poll.await.expect("join").expect("poll");
         assert_eq!(s.resolved, [quiet], "{s:?}");
         assert_eq!(s.raced, [old, new]);

@@ -481,7 +481,7 @@ mod tests {
                 ("hung", Arc::new(Hung(Mutex::new(rx)))),
                 ("fixed", Arc::new(Fixed(3.0))),
             ],
-            Duration::from_millis(300),
+            Duration::from_secs(2),
         );
         let first = scraper.scrape(None).await;
         assert_eq!(single(&first, "rpi_test_value"), Some(3.0));
@@ -499,7 +499,7 @@ mod tests {
         let started = Instant::now();
         let second = scraper.scrape(None).await;
         assert!(
-            started.elapsed() < Duration::from_millis(250),
+            started.elapsed() < Duration::from_secs(1),
             "{:?}",
             started.elapsed()
         );
@@ -614,7 +614,8 @@ mod tests {
             };
             if first {
                 self.started.store(true, Ordering::Release);
-                std::thread::sleep(Duration::from_millis(200));
+                // Long enough that the second scrape surely comes while this run holds the lock.
+                std::thread::sleep(Duration::from_secs(1));
             }
             out.gauge("rpi_settles_value", "test").sample([], 1.0);
             Ok(())
