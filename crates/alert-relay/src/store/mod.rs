@@ -287,7 +287,8 @@ pub enum Write {
         attempts: u32,
         attempt: Attempt,
     },
-    /// Deletes finished alerts received before this time (ms).
+    /// Deletes finished alerts received before this time (ms), the incidents resolved before
+    /// it (but the newest), closed storms and finished receipts no delivery refers to.
     Prune {
         before_ms: i64,
     },

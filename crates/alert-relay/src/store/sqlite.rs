@@ -85,13 +85,13 @@ const MIGRATIONS: &[&str] = &[
     super::storm_sql::MIGRATION,
     // 6: a storm's deliveries (announcements, closing) are found by storm.
     "CREATE INDEX deliveries_storm ON deliveries (storm_id) WHERE storm_id IS NOT NULL;",
+    // 7: pruning asks, for each old event, whether an incident opened with it.
+    "CREATE INDEX incidents_event ON incidents (event_id);",
 ];
 
-/// An event pruning keeps whatever its age: the opening event of an incident not yet resolved
-/// or of a member of an open storm (later steps and summaries are sent on it).
-const EVENT_IN_USE: &str = "EXISTS (SELECT 1 FROM incidents i WHERE i.event_id = {e}
-    AND (i.state != 'resolved' OR EXISTS (SELECT 1 FROM storm_members m JOIN storms s ON s.id = m.storm_id
-                                          WHERE m.incident_id = i.id AND s.closed_at IS NULL)))";
+/// An event pruning keeps whatever its age: the opening event of an incident still stored
+/// (later steps, notices and summaries are sent on it; incidents are pruned on their own).
+const EVENT_IN_USE: &str = "EXISTS (SELECT 1 FROM incidents i WHERE i.event_id = {e})";
 
 const INCIDENT_COLUMNS: &str =
     "i.id, i.group_key, i.route, i.policy, i.state, i.elapsed_ms, i.acked_ms,
@@ -530,6 +530,18 @@ fn apply(tx: &Connection, w: Write, now: i64) -> Result<Written, StoreError> {
             Ok(Written::Recorded)
         }
         Write::Prune { before_ms } => {
+            // Closed storms first: an incident leaves with its storm's member rows.
+            let storms = super::storm_sql::prune(tx, before_ms)?;
+            // Incidents resolved before the cutoff, except the newest row: a deleted highest
+            // id would be handed out again, and an old `ACK n` or link would reach a new one.
+            let incidents = tx.execute(
+                "DELETE FROM incidents WHERE state = 'resolved' AND resolved_at < ?1
+                 AND id < (SELECT MAX(id) FROM incidents)
+                 AND NOT EXISTS (SELECT 1 FROM storm_members m WHERE m.incident_id = incidents.id)
+                 AND NOT EXISTS (SELECT 1 FROM deliveries d
+                                 WHERE d.incident_id = incidents.id AND d.state = 'pending')",
+                [before_ms],
+            )?;
             let deliveries = tx.execute(
                 &format!(
                     "DELETE FROM deliveries WHERE event_id IN (
@@ -549,8 +561,15 @@ fn apply(tx: &Connection, w: Write, now: i64) -> Result<Written, StoreError> {
                 ),
                 [before_ms],
             )?;
+            // A finished receipt is remembered while its delivery exists (else it is polled
+            // again).
+            let receipts = tx.execute(
+                "DELETE FROM pushover_receipts WHERE updated_at < ?1 AND NOT EXISTS (
+                    SELECT 1 FROM deliveries d WHERE d.provider_ref = 'receipt:' || pushover_receipts.receipt)",
+                [before_ms],
+            )?;
             Ok(Written::Pruned(
-                deliveries + events + super::storm_sql::prune(tx, before_ms)?,
+                storms + incidents + deliveries + events + receipts,
             ))
         }
         Write::Checkpoint(clocks) => {
@@ -1090,6 +1109,88 @@ mod tests {
         }]);
         assert!(matches!(r[0], Ok(Written::Pruned(_))));
         assert_eq!(db.pending("a").expect("pending").len(), 1);
+    }
+
+    #[test]
+    fn prunes_incidents_resolved_before_the_cutoff_but_never_the_newest_id() {
+        let mut db = Sqlite::in_memory().expect("db");
+        let open = |db: &mut Sqlite, group: &str, dests: &[&str]| {
+            let mut e = routed(event(group, Status::Firing, 1), dests);
+            e.event.group_key = group.into();
+            e.routes = vec![super::super::RouteRef {
+                route: "#1".into(),
+                policy: "p".into(),
+            }];
+            let o = ingest_one(db, vec![e]);
+            (o.opened[0], o.deliveries.first().map(|d| d.1))
+        };
+        let (old, sent) = open(&mut db, "g1", &["a"]);
+        let (still_sending, _) = open(&mut db, "g2", &["a"]);
+        let (unresolved, _) = open(&mut db, "g3", &[]);
+        let (newest, _) = open(&mut db, "g4", &[]);
+        let mut writes = vec![Write::Record {
+            id: sent.expect("a delivery"),
+            attempts: 1,
+            attempt: Attempt::Delivered {
+                provider_ref: Some("receipt:R1".into()),
+            },
+        }];
+        for id in [old, still_sending, newest] {
+            writes.push(Write::Transition {
+                id,
+                action: Action::Resolve,
+                by: "test".into(),
+                elapsed_ms: 0,
+            });
+        }
+        writes.push(Write::FinishReceipt {
+            receipt: "R1".into(),
+            end: super::super::ReceiptEnd::Acked,
+        });
+        assert!(db.write_batch(writes).iter().all(Result::is_ok));
+        // The resolve notices of the old incident are sent too.
+        let notices: Vec<Write> = db
+            .pending("a")
+            .expect("pending")
+            .into_iter()
+            .filter(|p| db.load(p.id).ok().flatten().and_then(|j| j.incident) == Some(old))
+            .map(|p| Write::Record {
+                id: p.id,
+                attempts: 1,
+                attempt: Attempt::Delivered { provider_ref: None },
+            })
+            .collect();
+        assert!(db.write_batch(notices).iter().all(Result::is_ok));
+
+        let prune = |db: &mut Sqlite, before_ms| {
+            let r = db.write_batch(vec![Write::Prune { before_ms }]);
+            assert!(matches!(r[0], Ok(Written::Pruned(_))), "{r:?}");
+        };
+        // Resolved after the cutoff: everything stays.
+        prune(&mut db, 0);
+        assert!(db.incident(old).expect("read").is_some());
+
+        prune(&mut db, i64::MAX);
+        assert!(
+            db.incident(old).expect("read").is_none(),
+            "resolved long ago"
+        );
+        assert!(db.incident_deliveries(old).expect("read").is_empty());
+        let receipts: i64 = db
+            .conn
+            .query_row("SELECT COUNT(*) FROM pushover_receipts", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(
+            receipts, 0,
+            "its delivery is gone, so is the finished receipt"
+        );
+        // A delivery still pending (its resolve notice, its first message) keeps it.
+        assert!(db.incident(still_sending).expect("read").is_some());
+        assert!(db.incident(unresolved).expect("read").is_some());
+        // The highest id stays, so the next incident does not get it again.
+        assert!(db.incident(newest).expect("read").is_some());
+        let (next, _) = open(&mut db, "g5", &[]);
+        assert!(next > newest);
     }
 
     #[test]

@@ -742,7 +742,7 @@ async fn a_step_summary_leaves_out_members_already_past_the_step() {
 }
 
 /// Pruning keeps what an open storm or an unresolved incident still sends on, and removes a
-/// closed storm with its rows once it is older than the retention.
+/// closed storm with its rows and incidents once it is older than the retention.
 #[tokio::test(start_paused = true)]
 async fn pruning_keeps_open_storms_whole_and_removes_closed_ones() {
     let r = rig().await;
@@ -790,11 +790,13 @@ async fn pruning_keeps_open_storms_whole_and_removes_closed_ones() {
         "storms",
         "storm_members",
         "storm_covered",
-        "alert_events",
-        "deliveries",
+        "deliveries WHERE event_id NOT IN (SELECT event_id FROM incidents)",
     ] {
         assert_eq!(count(table), 0, "{table}");
     }
+    // The newest incident stays (its id is not handed out again), and the alert it opened with.
+    assert_eq!(count("incidents"), 1);
+    assert_eq!(count("alert_events"), 1);
 }
 
 /// A storm summary's Pushover receipt is watched: open while an incident of the storm is
