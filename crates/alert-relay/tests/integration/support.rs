@@ -117,6 +117,19 @@ impl Relay {
             .any(|l| l.contains(needle))
     }
 
+    /// Waits until a log line contains `needle`, or panics after 10 s.
+    pub(crate) async fn wait_log(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.log_contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {needle:?} in 10 s; log:\n{}",
+                self.log.lock().expect("log").join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub(crate) fn kill9(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -159,6 +172,25 @@ impl Relay {
             .text()
             .await
             .expect("body")
+    }
+
+    /// Waits until the sample `series` of `/metrics` reads `value`, or panics after 10 s. The relay
+    /// counts a delivery only after the provider's answer (and queue depth after the commit), so a
+    /// fake that has recorded the request says nothing yet about the metric.
+    pub(crate) async fn wait_metric(&self, series: &str, value: f64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = self.metric(series).await;
+            if got == value {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{series} is {got}, not {value}, after 10 s; metrics:\n{}",
+                self.metrics().await
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// The value of one sample line of `/metrics` (0 when absent).
@@ -481,6 +513,28 @@ pub(crate) fn webhook(alerts: &[(&str, &str)], extra_labels: &str) -> String {
         "alerts":[{}]}}"#,
         alerts.join(",")
     )
+}
+
+/// Waits until `query` (one integer column) on the relay's SQLite file returns a non-zero value, or
+/// panics after `timeout`. Read-only next to the running relay: WAL lets a reader in while it writes.
+pub(crate) async fn wait_db(db: &Path, query: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let got = rusqlite::Connection::open_with_flags(
+            db,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .and_then(|c| c.query_row(query, [], |r| r.get::<_, i64>(0)));
+        if matches!(got, Ok(n) if n != 0) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{query} on {} gave {got:?} for {timeout:?}",
+            db.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 pub(crate) fn tempdir() -> tempfile::TempDir {
