@@ -48,6 +48,13 @@ impl Relay {
     }
 
     pub(crate) fn start_file(path: &Path) -> Relay {
+        Self::try_start_file(path).unwrap_or_else(|log| panic!("alert-relay did not start; log:\n{log}"))
+    }
+
+    /// Starts the relay on the config file `path`; `Err` (with its log) when it exits or does not
+    /// say its address within 20 s. For a test that must fix the port in advance and retries
+    /// with another one when something else took it meanwhile.
+    pub(crate) fn try_start_file(path: &Path) -> Result<Relay, String> {
         let mut child = Command::new(binary())
             .args(["run", "--config"])
             .arg(path)
@@ -90,16 +97,13 @@ impl Relay {
                         .and_then(|s| s.split_whitespace().next())
                     {
                         let addr = addr.parse().expect("address");
-                        return Relay { child, addr, log };
+                        return Ok(Relay { child, addr, log });
                     }
                 }
                 Err(_) => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    panic!(
-                        "alert-relay did not start; log:\n{}",
-                        log.lock().expect("log").join("\n")
-                    );
+                    return Err(log.lock().expect("log").join("\n"));
                 }
             }
         }
@@ -178,15 +182,26 @@ impl Relay {
     /// counts a delivery only after the provider's answer (and queue depth after the commit), so a
     /// fake that has recorded the request says nothing yet about the metric.
     pub(crate) async fn wait_metric(&self, series: &str, value: f64) {
+        self.wait_metric_by(series, |v| v == value, &format!("{value}"))
+            .await;
+    }
+
+    /// Waits until the sample `series` of `/metrics` reads at least `min`, or panics after 10 s.
+    pub(crate) async fn wait_metric_above(&self, series: &str, min: f64) {
+        self.wait_metric_by(series, |v| v >= min, &format!(">= {min}"))
+            .await;
+    }
+
+    async fn wait_metric_by(&self, series: &str, ok: impl Fn(f64) -> bool, want: &str) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let got = self.metric(series).await;
-            if got == value {
+            if ok(got) {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
-                "{series} is {got}, not {value}, after 10 s; metrics:\n{}",
+                "{series} is {got}, not {want}, after 10 s; metrics:\n{}",
                 self.metrics().await
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -535,6 +550,24 @@ pub(crate) async fn wait_db(db: &Path, query: &str, timeout: Duration) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Runs `start` with a port that was free a moment ago, for a child whose port must be written
+/// into a config before it starts (a `public_url`, another program's webhook URL). Something else
+/// may take the port in between: then `start` fails and it is tried again with another one.
+pub(crate) async fn on_a_free_port<T>(mut start: impl AsyncFnMut(u16) -> Result<T, String>) -> T {
+    let mut last = String::new();
+    for _ in 0..3 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        match start(port).await {
+            Ok(t) => return t,
+            Err(e) => last = e,
+        }
+    }
+    panic!("did not start on any of 3 free ports; the last log:\n{last}")
 }
 
 pub(crate) fn tempdir() -> tempfile::TempDir {
