@@ -6,9 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{
-    FAST_DELIVERY, Fake, Relay, Reply, client, on_a_free_port, tempdir, webhook,
-};
+use crate::support::{FAST_DELIVERY, Fake, Relay, Reply, client, on_a_free_port, tempdir, webhook};
 
 const AUTH: &str = "auth: { bearer_token: s3cret }\nstorage: { sqlite: relay.db }\n";
 

@@ -46,7 +46,10 @@ fn spawn_alertmanager(config: &Path, storage: &Path) -> (Alertmanager, String) {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let Ok(line) = rx.recv_timeout(left) else {
-            panic!("Alertmanager did not say its address; log:\n{}", log.join("\n"));
+            panic!(
+                "Alertmanager did not say its address; log:\n{}",
+                log.join("\n")
+            );
         };
         if line.contains("msg=\"Listening on\"")
             && let Some(addr) = line

@@ -113,7 +113,10 @@ async fn real_alertmanager_heartbeats_resync_and_silence() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(fake.received().len(), 1, "{:#?}", fake.received());
     relay
-        .wait_metric_above("alert_relay_deadman_last_heartbeat_timestamp_seconds", 1.7e9)
+        .wait_metric_above(
+            "alert_relay_deadman_last_heartbeat_timestamp_seconds",
+            1.7e9,
+        )
         .await;
     relay
         .wait_metric_above("alert_relay_resync_last_success_timestamp_seconds", 1.7e9)

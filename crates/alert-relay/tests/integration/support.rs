@@ -48,7 +48,8 @@ impl Relay {
     }
 
     pub(crate) fn start_file(path: &Path) -> Relay {
-        Self::try_start_file(path).unwrap_or_else(|log| panic!("alert-relay did not start; log:\n{log}"))
+        Self::try_start_file(path)
+            .unwrap_or_else(|log| panic!("alert-relay did not start; log:\n{log}"))
     }
 
     /// Starts the relay on the config file `path`; `Err` (with its log) when it exits or does not
@@ -86,6 +87,8 @@ impl Relay {
                 }
             });
         }
+        // Only the readers send: when the child exits, the channel closes at once.
+        drop(tx);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -535,11 +538,9 @@ pub(crate) fn webhook(alerts: &[(&str, &str)], extra_labels: &str) -> String {
 pub(crate) async fn wait_db(db: &Path, query: &str, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     loop {
-        let got = rusqlite::Connection::open_with_flags(
-            db,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .and_then(|c| c.query_row(query, [], |r| r.get::<_, i64>(0)));
+        let got =
+            rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .and_then(|c| c.query_row(query, [], |r| r.get::<_, i64>(0)));
         if matches!(got, Ok(n) if n != 0) {
             return;
         }
