@@ -156,7 +156,7 @@ async fn api_ack_before_step_two_and_cli_ack() {
     let dir = tempdir();
     let relay = Relay::start(
         dir.path(),
-        &config(&fake).replace("after: 1s, notify: [b]", "after: 5s, notify: [b]"),
+        &config(&fake).replace("after: 1s, notify: [b]", "after: 8s, notify: [b]"),
     );
     let http = client();
     let posted = Instant::now();
@@ -197,11 +197,11 @@ async fn api_ack_before_step_two_and_cli_ack() {
         .expect("json");
     assert_eq!(r["status"], "unchanged");
     assert!(
-        posted.elapsed() < Duration::from_secs(4),
+        posted.elapsed() < Duration::from_secs(8),
         "the acks took {:?}: too slow to come before step 2",
         posted.elapsed()
     );
-    tokio::time::sleep_until((posted + Duration::from_secs(6)).into()).await;
+    tokio::time::sleep_until((posted + Duration::from_secs(9)).into()).await;
     let got = fake.received();
     assert_eq!(paths(&fake), ["/a", "/a"], "step 2 must not come");
     let text = got[1].json()["text"].as_str().unwrap_or("").to_owned();
