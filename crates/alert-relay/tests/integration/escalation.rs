@@ -156,7 +156,9 @@ async fn api_ack_before_step_two_and_cli_ack() {
     let dir = tempdir();
     let relay = Relay::start(
         dir.path(),
-        &config(&fake).replace("after: 1s, notify: [b]", "after: 8s, notify: [b]"),
+        &config(&fake)
+            .replace("after: 1s, notify: [b]", "after: 8s, notify: [b]")
+            .replace("after: 6s, notify: [c]", "after: 60s, notify: [c]"),
     );
     let http = client();
     let posted = Instant::now();
