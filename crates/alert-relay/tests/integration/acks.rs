@@ -2,11 +2,11 @@
 //! `getUpdates` long polling, Pushover emergency receipts, and the ntfy `http` action performed
 //! the way the ntfy app performs it.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{FAST_DELIVERY, Fake, Relay, Reply, client, tempdir, webhook};
+use crate::support::{FAST_DELIVERY, Fake, Relay, Reply, client, on_a_free_port, tempdir, webhook};
 
 const AUTH: &str = "auth: { bearer_token: s3cret }\nstorage: { sqlite: relay.db }\n";
 
@@ -25,14 +25,14 @@ async fn incident(relay: &Relay, id: i64) -> Value {
 
 /// Waits until incident `id` is in `state`.
 async fn wait_state(relay: &Relay, id: i64, state: &str, timeout: Duration) -> Value {
-    let deadline = std::time::Instant::now() + timeout;
+    let deadline = Instant::now() + timeout;
     loop {
         let i = incident(relay, id).await;
         if i["state"] == state {
             return i;
         }
         assert!(
-            std::time::Instant::now() < deadline,
+            Instant::now() < deadline,
             "incident {id} is not {state}: {i}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -74,7 +74,7 @@ fn telegram_config(tg: &Fake, later: &Fake) -> String {
     format!(
         "{AUTH}{FAST_DELIVERY}channels:\n  tg: {{ type: telegram, bot_token: '123:abc', chat_id: '-100123', ack: true, api_url: '{}' }}\n\
          \x20 later: {{ type: webhook, url: '{}/later' }}\n\
-         policies:\n  p:\n    steps: [ {{ notify: [tg] }}, {{ after: 3s, notify: [later] }} ]\nroutes: [ {{ policy: p }} ]\n",
+         policies:\n  p:\n    steps: [ {{ notify: [tg] }}, {{ after: 8s, notify: [later] }} ]\nroutes: [ {{ policy: p }} ]\n",
         tg.url(),
         later.url()
     )
@@ -86,6 +86,7 @@ async fn telegram_button_acks_only_from_the_configured_chat_and_the_offset_survi
     let later = Fake::start(Reply::new(200, "")).await;
     let dir = tempdir();
     let relay = Relay::start(dir.path(), &telegram_config(&tg, &later));
+    let fired = Instant::now();
     fire(&relay, webhook(&[("00000000000009a1", "firing")], "")).await;
     let sent = tg.wait_on("/sendMessage", 1, Duration::from_secs(5)).await;
     let msg = sent[0].json();
@@ -123,7 +124,7 @@ async fn telegram_button_acks_only_from_the_configured_chat_and_the_offset_survi
     let a = answered[0].json();
     assert_eq!(a["callback_query_id"], "cq1");
     assert_eq!(a["text"], "Incident #1 acknowledged by @alice.");
-    let i = wait_state(&relay, 1, "acked", Duration::from_secs(2)).await;
+    let i = wait_state(&relay, 1, "acked", Duration::from_secs(5)).await;
     assert_eq!(i["acked_by"], "@alice via Telegram");
     // The reply in the chat, threaded to the pressed message; nothing to the stranger.
     tg.wait_on("/sendMessage", 2, Duration::from_secs(5)).await;
@@ -145,20 +146,20 @@ async fn telegram_button_acks_only_from_the_configured_chat_and_the_offset_survi
         .wait_on("/getUpdates", polls_before + 2, Duration::from_secs(5))
         .await;
     assert_eq!(polls[polls_before + 1].json()["offset"], 43);
-    assert_eq!(
-        relay
-            .metric(r#"alert_relay_ack_polled_total{source="telegram",result="malformed"}"#)
-            .await,
-        1.0
-    );
-    assert_eq!(
-        relay
-            .metric(r#"alert_relay_ack_polled_total{source="telegram",result="refused"}"#)
-            .await,
-        1.0
-    );
-    // Step 2 (at 3 s) never comes.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    relay
+        .wait_metric(
+            r#"alert_relay_ack_polled_total{source="telegram",result="malformed"}"#,
+            1.0,
+        )
+        .await;
+    relay
+        .wait_metric(
+            r#"alert_relay_ack_polled_total{source="telegram",result="refused"}"#,
+            1.0,
+        )
+        .await;
+    // Step 2 (8 s after the POST; the ack came well before) never comes.
+    tokio::time::sleep_until((fired + Duration::from_secs(9)).into()).await;
     assert!(later.received().is_empty(), "{:?}", later.received());
     // After a restart polling resumes at the stored offset: nothing is replayed.
     assert!(relay.terminate().success());
@@ -198,20 +199,16 @@ async fn telegram_ack_command_and_a_409_conflict_backs_off() {
     let i = wait_state(&relay, 1, "acked", Duration::from_secs(5)).await;
     assert_eq!(i["acked_by"], "Bob (Telegram id 6) via Telegram");
     // The 409 is logged clearly and not retried at once.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !relay.log_contains("409 Conflict") {
-        assert!(std::time::Instant::now() < deadline, "no 409 log line");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    relay.wait_log("409 Conflict").await;
     let polls = tg.received_on("/getUpdates").len();
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(tg.received_on("/getUpdates").len(), polls, "backed off");
-    assert_eq!(
-        relay
-            .metric(r#"alert_relay_ack_poll_errors_total{source="telegram",result="conflict"}"#)
-            .await,
-        1.0
-    );
+    relay
+        .wait_metric(
+            r#"alert_relay_ack_poll_errors_total{source="telegram",result="conflict"}"#,
+            1.0,
+        )
+        .await;
 }
 
 const RECEIPT_A: &str = "rA1rA1rA1rA1rA1rA1rA1rA1rA1rA1";
@@ -289,15 +286,12 @@ async fn pushover_receipts_ack_cancel_and_survive_a_restart() {
     // Once the cancel is stored (a SIGKILL before that cancels again after the restart:
     // at least once), a restart before anyone acknowledges in the app: the receipt is polled
     // after it.
-    let cancelled = r#"alert_relay_ack_polled_total{source="pushover",result="cancelled"}"#;
-    let started = std::time::Instant::now();
-    while relay.metric(cancelled).await < 1.0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "cancel not stored"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    relay
+        .wait_metric_above(
+            r#"alert_relay_ack_polled_total{source="pushover",result="cancelled"}"#,
+            1.0,
+        )
+        .await;
     relay.kill9();
     let relay = Relay::start_file(&dir.path().join("relay.yml"));
     po.script_on(
@@ -328,12 +322,12 @@ async fn pushover_receipts_ack_cancel_and_survive_a_restart() {
             .is_empty()
     );
     assert_eq!(po.received_on("/cancel.json").len(), 1);
-    assert_eq!(
-        relay
-            .metric(r#"alert_relay_ack_polled_total{source="pushover",result="acked"}"#)
-            .await,
-        1.0
-    );
+    relay
+        .wait_metric(
+            r#"alert_relay_ack_polled_total{source="pushover",result="acked"}"#,
+            1.0,
+        )
+        .await;
 }
 
 /// The ntfy app performs an `http` action with the action's method, URL, headers and body.
@@ -341,24 +335,25 @@ async fn pushover_receipts_ack_cancel_and_survive_a_restart() {
 async fn ntfy_http_action_acks_end_to_end() {
     let ntfy = Fake::start(Reply::new(200, r#"{"id":"m1"}"#)).await;
     let later = Fake::start(Reply::new(200, "")).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
     let dir = tempdir();
     let path = dir.path().join("relay.yml");
-    std::fs::write(
-        &path,
-        format!(
-            "listen: 127.0.0.1:{port}\npublic_url: http://127.0.0.1:{port}\n{AUTH}{FAST_DELIVERY}\
-             channels:\n  nt: {{ type: ntfy, topic: pi-alerts, api_url: '{}' }}\n  later: {{ type: webhook, url: '{}/later' }}\n\
-             policies:\n  p:\n    steps: [ {{ notify: [nt] }}, {{ after: 3s, notify: [later] }} ]\nroutes: [ {{ policy: p }} ]\n",
-            ntfy.url(),
-            later.url()
-        ),
-    )
-    .expect("config");
-    let relay = Relay::start_file(&path);
+    // The action's URL is the public_url: the relay's own port, fixed in advance.
+    let relay = on_a_free_port(async |port| {
+        std::fs::write(
+            &path,
+            format!(
+                "listen: 127.0.0.1:{port}\npublic_url: http://127.0.0.1:{port}\n{AUTH}{FAST_DELIVERY}\
+                 channels:\n  nt: {{ type: ntfy, topic: pi-alerts, api_url: '{}' }}\n  later: {{ type: webhook, url: '{}/later' }}\n\
+                 policies:\n  p:\n    steps: [ {{ notify: [nt] }}, {{ after: 8s, notify: [later] }} ]\nroutes: [ {{ policy: p }} ]\n",
+                ntfy.url(),
+                later.url()
+            ),
+        )
+        .expect("config");
+        Relay::try_start_file(&path)
+    })
+    .await;
+    let fired = Instant::now();
     fire(&relay, webhook(&[("00000000000009d1", "firing")], "")).await;
     let got = ntfy.wait_for(1, Duration::from_secs(5)).await;
     let action = got[0].json()["actions"][0].clone();
@@ -378,9 +373,10 @@ async fn ntfy_http_action_acks_end_to_end() {
     let req = req.body(action["body"].as_str().unwrap_or_default().to_owned());
     let r = req.send().await.expect("action");
     assert_eq!(r.status(), 200);
-    let i = wait_state(&relay, 1, "acked", Duration::from_secs(2)).await;
+    let i = wait_state(&relay, 1, "acked", Duration::from_secs(5)).await;
     assert_eq!(i["acked_by"], "ack link from 127.0.0.1");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Step 2 (8 s after the POST; the ack came well before) never comes.
+    tokio::time::sleep_until((fired + Duration::from_secs(9)).into()).await;
     assert!(later.received().is_empty(), "step 2 must not come");
 }
 

@@ -1,10 +1,11 @@
 //! The real Alertmanager (Debian's `prometheus-alertmanager`) posting to the relay: fire and
 //! resolve an alert through Alertmanager's API, see both arrive at a fake provider.
 
-use std::net::TcpListener;
+use std::io::{BufRead as _, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use crate::support::{Fake, Relay, Reply, client, tempdir};
 
@@ -19,11 +20,47 @@ impl Drop for Alertmanager {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+/// Starts Alertmanager on `config` listening on a port of its own choosing (`:0`), and returns
+/// it with its `http://host:port` once it says where it listens.
+fn spawn_alertmanager(config: &Path, storage: &Path) -> (Alertmanager, String) {
+    let mut child = Command::new(ALERTMANAGER)
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.path={}", storage.display()))
+        .arg("--web.listen-address=127.0.0.1:0")
+        .arg("--cluster.listen-address=")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start alertmanager");
+    let stderr = child.stderr.take().expect("stderr");
+    let am = Alertmanager(child);
+    let (tx, rx) = mpsc::channel();
+    // Reads on after the address, so Alertmanager never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut log = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = rx.recv_timeout(left) else {
+            panic!(
+                "Alertmanager did not say its address; log:\n{}",
+                log.join("\n")
+            );
+        };
+        if line.contains("msg=\"Listening on\"")
+            && let Some(addr) = line
+                .split("address=")
+                .nth(1)
+                .and_then(|s| s.split_whitespace().next())
+        {
+            return (am, format!("http://{addr}"));
+        }
+        log.push(line);
+    }
 }
 
 #[tokio::test]
@@ -44,7 +81,6 @@ async fn real_alertmanager_fires_and_resolves_through_the_relay() {
             fake.url()
         ),
     );
-    let am_port = free_port();
     let am_config = dir.path().join("alertmanager.yml");
     std::fs::write(
         &am_config,
@@ -57,21 +93,8 @@ async fn real_alertmanager_fires_and_resolves_through_the_relay() {
         ),
     )
     .expect("am config");
-    let am = Alertmanager(
-        Command::new(ALERTMANAGER)
-            .arg(format!("--config.file={}", am_config.display()))
-            .arg(format!(
-                "--storage.path={}",
-                dir.path().join("am").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
-            .arg("--cluster.listen-address=")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start alertmanager"),
-    );
-    let api = format!("http://127.0.0.1:{am_port}/api/v2/alerts");
+    let (am, base) = spawn_alertmanager(&am_config, &dir.path().join("am"));
+    let api = format!("{base}/api/v2/alerts");
     let c = client();
     let alert = |ends: &str| {
         serde_json::json!([{
@@ -88,7 +111,7 @@ async fn real_alertmanager_fires_and_resolves_through_the_relay() {
             _ => {
                 assert!(
                     tokio::time::Instant::now() < deadline,
-                    "Alertmanager did not start on port {am_port}"
+                    "Alertmanager at {base} does not take alerts"
                 );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -138,7 +161,6 @@ pub(crate) async fn alertmanager_with(
     repeat_interval: &str,
 ) -> (Alertmanager, String) {
     assert!(Path::new(ALERTMANAGER).exists(), "{ALERTMANAGER} not found");
-    let am_port = free_port();
     let am_config = dir.join("alertmanager.yml");
     std::fs::write(
         &am_config,
@@ -148,23 +170,13 @@ pub(crate) async fn alertmanager_with(
         ),
     )
     .expect("am config");
-    let am = Alertmanager(
-        Command::new(ALERTMANAGER)
-            .arg(format!("--config.file={}", am_config.display()))
-            .arg(format!("--storage.path={}", dir.join("am").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
-            .arg("--cluster.listen-address=")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start alertmanager"),
-    );
-    let api = format!("http://127.0.0.1:{am_port}/api/v2/alerts");
+    let (am, base) = spawn_alertmanager(&am_config, &dir.join("am"));
+    let api = format!("{base}/api/v2/alerts");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !matches!(client().get(&api).send().await, Ok(r) if r.status().is_success()) {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "Alertmanager did not start on port {am_port}"
+            "Alertmanager at {base} does not answer"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -185,7 +197,7 @@ async fn escalation_end_to_end_with_sms_ack() {
             "public_url: {public}\nstorage: {{ sqlite: relay.db }}\n\
              channels:\n  hook: {{ type: webhook, url: '{u}/h' }}\n  hook3: {{ type: webhook, url: '{u}/h3' }}\n\
              \x20 sms: {{ type: twilio, account_sid: AC1, auth_token: tw-token, from: '+15005550006', to: ['+447700900123'], api_url: '{u}' }}\n\
-             policies:\n  p:\n    steps: [ {{ notify: [hook] }}, {{ after: 2s, notify: [sms] }}, {{ after: 5s, notify: [hook3] }} ]\n\
+             policies:\n  p:\n    steps: [ {{ notify: [hook] }}, {{ after: 2s, notify: [sms] }}, {{ after: 8s, notify: [hook3] }} ]\n\
              routes: [ {{ policy: p }} ]\n",
             u = fake.url()
         ),
@@ -264,8 +276,9 @@ async fn escalation_end_to_end_with_sms_ack() {
         r.form_value("Body")
             .contains("acknowledged by SMS from +447700900123")
     }));
-    // Step 3 (5s) never comes.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Step 3 (8 s after the ingest, which came before step 1's message) never comes.
+    let step_one = fake.received_at()[0];
+    tokio::time::sleep_until((step_one + Duration::from_millis(8500)).into()).await;
     assert!(fake.received().iter().all(|r| r.path != "/h3"));
 
     // Resolve through Alertmanager: the resolved message reaches hook and the SMS number.

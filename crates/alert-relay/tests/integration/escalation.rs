@@ -2,15 +2,17 @@
 //! signed acknowledgement links.
 
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::support::{FAST_DELIVERY, Fake, Relay, Reply, binary, client, tempdir, webhook};
+use crate::support::{
+    FAST_DELIVERY, Fake, Relay, Reply, binary, client, tempdir, wait_db, webhook,
+};
 
 fn config(fake: &Fake) -> String {
     format!(
         "public_url: http://relay.invalid\nauth: {{ bearer_token: s3cret }}\nstorage: {{ sqlite: relay.db }}\n{FAST_DELIVERY}\
          channels:\n  a: {{ type: webhook, url: '{u}/a' }}\n  b: {{ type: webhook, url: '{u}/b' }}\n  c: {{ type: webhook, url: '{u}/c' }}\n\
-         policies:\n  p:\n    steps: [ {{ notify: [a] }}, {{ after: 1s, notify: [b] }}, {{ after: 4s, notify: [c] }} ]\n\
+         policies:\n  p:\n    steps: [ {{ notify: [a] }}, {{ after: 1s, notify: [b] }}, {{ after: 6s, notify: [c] }} ]\n\
          routes: [ {{ policy: p }} ]\n",
         u = fake.url()
     )
@@ -27,6 +29,7 @@ async fn steps_ack_link_cli_and_resolve_through_the_binary() {
     let relay = Relay::start(dir.path(), &config(&fake));
     let http = client();
     let firing = webhook(&[("00000000000007a1", "firing")], "");
+    let posted = Instant::now();
     let r = http
         .post(relay.url("/webhook"))
         .bearer_auth("s3cret")
@@ -117,8 +120,8 @@ async fn steps_ack_link_cli_and_resolve_through_the_binary() {
         listing.contains("#1") && listing.contains("acked"),
         "{listing}"
     );
-    // Step 3 (at 4s) never comes.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Step 3 (6 s after the POST; the ack came well before) never comes.
+    tokio::time::sleep_until((posted + Duration::from_secs(7)).into()).await;
     assert!(
         !paths(&fake).contains(&"/c".to_owned()),
         "{:?}",
@@ -153,9 +156,12 @@ async fn api_ack_before_step_two_and_cli_ack() {
     let dir = tempdir();
     let relay = Relay::start(
         dir.path(),
-        &config(&fake).replace("after: 1s, notify: [b]", "after: 2s, notify: [b]"),
+        &config(&fake)
+            .replace("after: 1s, notify: [b]", "after: 8s, notify: [b]")
+            .replace("after: 6s, notify: [c]", "after: 60s, notify: [c]"),
     );
     let http = client();
+    let posted = Instant::now();
     let r = http
         .post(relay.url("/webhook"))
         .bearer_auth("s3cret")
@@ -192,7 +198,12 @@ async fn api_ack_before_step_two_and_cli_ack() {
         .await
         .expect("json");
     assert_eq!(r["status"], "unchanged");
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        posted.elapsed() < Duration::from_secs(8),
+        "the acks took {:?}: too slow to come before step 2",
+        posted.elapsed()
+    );
+    tokio::time::sleep_until((posted + Duration::from_secs(9)).into()).await;
     let got = fake.received();
     assert_eq!(paths(&fake), ["/a", "/a"], "step 2 must not come");
     let text = got[1].json()["text"].as_str().unwrap_or("").to_owned();
@@ -209,8 +220,8 @@ async fn sigkill_mid_escalation_resumes_with_the_elapsed_time() {
     let fake = Fake::start(Reply::new(200, "")).await;
     let dir = tempdir();
     let cfg = config(&fake)
-        .replace("after: 1s, notify: [b]", "after: 8s, notify: [b]")
-        .replace("after: 4s, notify: [c]", "after: 60s, notify: [c]");
+        .replace("after: 1s, notify: [b]", "after: 16s, notify: [b]")
+        .replace("after: 6s, notify: [c]", "after: 60s, notify: [c]");
     let relay = Relay::start(dir.path(), &cfg);
     let r = client()
         .post(relay.url("/webhook"))
@@ -221,16 +232,24 @@ async fn sigkill_mid_escalation_resumes_with_the_elapsed_time() {
         .expect("post");
     assert_eq!(r.status(), 200);
     fake.wait_for(1, Duration::from_secs(5)).await;
-    // Past the first 5 s checkpoint, then a hard kill.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // A checkpoint (every 5 s) has stored at least 4 s of escalation time, then a hard kill:
+    // at most ~10 s into the 16 s, so step 2 is still ahead.
+    wait_db(
+        &dir.path().join("relay.db"),
+        "SELECT COUNT(*) FROM incidents WHERE elapsed_ms >= 4000",
+        Duration::from_secs(15),
+    )
+    .await;
     relay.kill9();
-    let restarted = std::time::Instant::now();
+    let restarted = Instant::now();
     let relay = Relay::start_file(&dir.path().join("relay.yml"));
-    let got = fake.wait_for(2, Duration::from_secs(7)).await;
+    let got = fake.wait_for(2, Duration::from_secs(16)).await;
     let took = restarted.elapsed();
     assert_eq!(got[1].path, "/b");
+    // Resumed: at most 12 s (16 s less the stored >= 4 s) after the restart. From zero: 16 s
+    // at the earliest, as the clock cannot start before the restart.
     assert!(
-        took < Duration::from_secs(6),
+        took < Duration::from_millis(15_500),
         "step 2 came {took:?} after the restart: the elapsed time was not resumed"
     );
     tokio::time::sleep(Duration::from_millis(1500)).await;

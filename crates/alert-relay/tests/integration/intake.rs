@@ -116,6 +116,18 @@ async fn status_codes_and_json_errors() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(fake.received().len(), 1);
 
+    relay
+        .wait_metric(
+            "alert_relay_notifications_delivered_total{channel=\"hook\",destination=\"hook\"}",
+            1.0,
+        )
+        .await;
+    relay
+        .wait_metric(
+            "alert_relay_queue_depth{channel=\"webhook\",destination=\"hook\"}",
+            0.0,
+        )
+        .await;
     let m = relay.metrics().await;
     for line in [
         "alert_relay_webhooks_rejected_total{reason=\"unauthorized\"} 2",
@@ -278,11 +290,7 @@ async fn sighup_reloads_routing_and_sigterm_stops_cleanly() {
         .arg("-HUP")
         .arg(relay.child.id().to_string())
         .status();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !relay.log_contains("configuration reloaded") {
-        assert!(tokio::time::Instant::now() < deadline, "no reload");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    relay.wait_log("configuration reloaded").await;
     assert_eq!(
         relay
             .post("/webhook", webhook(&[("0000000000000aa2", "firing")], ""))

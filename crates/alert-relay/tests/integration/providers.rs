@@ -184,12 +184,12 @@ routes: [ {{ policy: all }} ]
         .expect("text")
         .to_owned();
     assert!(text.contains("Resolved after firing for 15m"), "{text}");
-    assert_eq!(
-        relay
-            .metric("alert_relay_notifications_delivered_total{channel=\"mx\",destination=\"mx\"}")
-            .await,
-        2.0
-    );
+    relay
+        .wait_metric(
+            "alert_relay_notifications_delivered_total{channel=\"mx\",destination=\"mx\"}",
+            2.0,
+        )
+        .await;
 }
 
 fn single(fake: &Fake, channel: &str) -> String {
@@ -233,7 +233,12 @@ async fn rate_limits_with_retry_after_then_server_errors_then_delivery() {
         "Retry-After ignored: {:?}",
         at[1] - at[0]
     );
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    relay
+        .wait_metric(
+            r#"alert_relay_notifications_delivered_total{channel="c",destination="c"}"#,
+            1.0,
+        )
+        .await;
     let m = relay.metrics().await;
     assert!(m.contains(r#"alert_relay_notifications_failed_total{channel="c",destination="c",reason="rate_limited"} 1"#), "{m}");
     assert!(m.contains(r#"alert_relay_notifications_failed_total{channel="c",destination="c",reason="server_error"} 1"#), "{m}");
@@ -271,15 +276,12 @@ async fn formatting_rejected_falls_back_to_plain_text() {
             .expect("content")
             .starts_with("[FIRING] PiHot")
     );
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(
-        relay
-            .metric(
-                "alert_relay_notifications_plain_fallback_total{channel=\"c\",destination=\"c\"}"
-            )
-            .await,
-        1.0
-    );
+    relay
+        .wait_metric(
+            "alert_relay_notifications_plain_fallback_total{channel=\"c\",destination=\"c\"}",
+            1.0,
+        )
+        .await;
 }
 
 #[tokio::test]
@@ -318,9 +320,13 @@ async fn permanent_errors_dead_letter_and_skip_the_resolved_message() {
         1,
         "a permanent error is not retried, and the resolved message is skipped"
     );
-    let m = relay.metrics().await;
-    assert!(m.contains(r#"alert_relay_notifications_dead_lettered_total{channel="c",destination="c",reason="auth"} 1"#), "{m}");
-    assert!(relay.log_contains("notification dead-lettered"));
+    relay
+        .wait_metric(
+            r#"alert_relay_notifications_dead_lettered_total{channel="c",destination="c",reason="auth"}"#,
+            1.0,
+        )
+        .await;
+    relay.wait_log("notification dead-lettered").await;
     assert!(!relay.log_contains("x:y"), "the bot token reached the log");
 }
 
@@ -348,9 +354,12 @@ async fn timeouts_retry_matrix_with_the_same_transaction_id() {
         got[0].path, got[1].path,
         "a retry reuses the txnId, so the homeserver sees one event"
     );
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let m = relay.metrics().await;
-    assert!(m.contains(r#"alert_relay_notifications_failed_total{channel="c",destination="c",reason="timeout"} 1"#), "{m}");
+    relay
+        .wait_metric(
+            r#"alert_relay_notifications_failed_total{channel="c",destination="c",reason="timeout"}"#,
+            1.0,
+        )
+        .await;
 }
 
 #[tokio::test]
@@ -384,8 +393,8 @@ async fn each_sms_number_is_its_own_destination() {
             + to.iter().filter(|t| *t == "+447700900123").count(),
         3
     );
-    assert_eq!(relay.metric("alert_relay_notifications_delivered_total{channel=\"c\",destination=\"c/+447700900123\"}").await, 1.0);
-    assert_eq!(relay.metric("alert_relay_notifications_delivered_total{channel=\"c\",destination=\"c/+447700900124\"}").await, 1.0);
+    relay.wait_metric("alert_relay_notifications_delivered_total{channel=\"c\",destination=\"c/+447700900123\"}", 1.0).await;
+    relay.wait_metric("alert_relay_notifications_delivered_total{channel=\"c\",destination=\"c/+447700900124\"}", 1.0).await;
 }
 
 /// A minimal SMTP server on loopback (no TLS): records each mail's envelope and data.
@@ -515,7 +524,10 @@ async fn email_over_smtp_threads_the_resolved_mail_and_retries_4xx() {
         resolved.contains("Resolved after firing for 15m"),
         "{resolved}"
     );
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let m = relay.metrics().await;
-    assert!(m.contains(r#"alert_relay_notifications_failed_total{channel="c",destination="c",reason="server_error"} 1"#), "{m}");
+    relay
+        .wait_metric(
+            r#"alert_relay_notifications_failed_total{channel="c",destination="c",reason="server_error"}"#,
+            1.0,
+        )
+        .await;
 }

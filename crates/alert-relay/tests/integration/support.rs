@@ -48,6 +48,14 @@ impl Relay {
     }
 
     pub(crate) fn start_file(path: &Path) -> Relay {
+        Self::try_start_file(path)
+            .unwrap_or_else(|log| panic!("alert-relay did not start; log:\n{log}"))
+    }
+
+    /// Starts the relay on the config file `path`; `Err` (with its log) when it exits or does not
+    /// say its address within 20 s. For a test that must fix the port in advance and retries
+    /// with another one when something else took it meanwhile.
+    pub(crate) fn try_start_file(path: &Path) -> Result<Relay, String> {
         let mut child = Command::new(binary())
             .args(["run", "--config"])
             .arg(path)
@@ -79,6 +87,8 @@ impl Relay {
                 }
             });
         }
+        // Only the readers send: when the child exits, the channel closes at once.
+        drop(tx);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -90,16 +100,13 @@ impl Relay {
                         .and_then(|s| s.split_whitespace().next())
                     {
                         let addr = addr.parse().expect("address");
-                        return Relay { child, addr, log };
+                        return Ok(Relay { child, addr, log });
                     }
                 }
                 Err(_) => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    panic!(
-                        "alert-relay did not start; log:\n{}",
-                        log.lock().expect("log").join("\n")
-                    );
+                    return Err(log.lock().expect("log").join("\n"));
                 }
             }
         }
@@ -115,6 +122,19 @@ impl Relay {
             .expect("log")
             .iter()
             .any(|l| l.contains(needle))
+    }
+
+    /// Waits until a log line contains `needle`, or panics after 10 s.
+    pub(crate) async fn wait_log(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.log_contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {needle:?} in 10 s; log:\n{}",
+                self.log.lock().expect("log").join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub(crate) fn kill9(mut self) {
@@ -159,6 +179,36 @@ impl Relay {
             .text()
             .await
             .expect("body")
+    }
+
+    /// Waits until the sample `series` of `/metrics` reads `value`, or panics after 10 s. The relay
+    /// counts a delivery only after the provider's answer (and queue depth after the commit), so a
+    /// fake that has recorded the request says nothing yet about the metric.
+    pub(crate) async fn wait_metric(&self, series: &str, value: f64) {
+        self.wait_metric_by(series, |v| v == value, &format!("{value}"))
+            .await;
+    }
+
+    /// Waits until the sample `series` of `/metrics` reads at least `min`, or panics after 10 s.
+    pub(crate) async fn wait_metric_above(&self, series: &str, min: f64) {
+        self.wait_metric_by(series, |v| v >= min, &format!(">= {min}"))
+            .await;
+    }
+
+    async fn wait_metric_by(&self, series: &str, ok: impl Fn(f64) -> bool, want: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = self.metric(series).await;
+            if ok(got) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{series} is {got}, not {want}, after 10 s; metrics:\n{}",
+                self.metrics().await
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// The value of one sample line of `/metrics` (0 when absent).
@@ -481,6 +531,44 @@ pub(crate) fn webhook(alerts: &[(&str, &str)], extra_labels: &str) -> String {
         "alerts":[{}]}}"#,
         alerts.join(",")
     )
+}
+
+/// Waits until `query` (one integer column) on the relay's SQLite file returns a non-zero value, or
+/// panics after `timeout`. Read-only next to the running relay: WAL lets a reader in while it writes.
+pub(crate) async fn wait_db(db: &Path, query: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let got =
+            rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .and_then(|c| c.query_row(query, [], |r| r.get::<_, i64>(0)));
+        if matches!(got, Ok(n) if n != 0) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{query} on {} gave {got:?} for {timeout:?}",
+            db.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs `start` with a port that was free a moment ago, for a child whose port must be written
+/// into a config before it starts (a `public_url`, another program's webhook URL). Something else
+/// may take the port in between: then `start` fails and it is tried again with another one.
+pub(crate) async fn on_a_free_port<T>(mut start: impl AsyncFnMut(u16) -> Result<T, String>) -> T {
+    let mut last = String::new();
+    for _ in 0..3 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        match start(port).await {
+            Ok(t) => return t,
+            Err(e) => last = e,
+        }
+    }
+    panic!("did not start on any of 3 free ports; the last log:\n{last}")
 }
 
 pub(crate) fn tempdir() -> tempfile::TempDir {
