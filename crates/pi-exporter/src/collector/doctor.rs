@@ -91,6 +91,9 @@ impl DoctorCollector {
         let spawned = periodic::spawn("doctor", options.interval, First::Now, {
             let shared = Arc::clone(&shared);
             move || {
+                // The private sources probe and log like the exporter's own collectors: the
+                // span marks their lines as the doctor's, so they do not read as a second start.
+                let _span = tracing::info_span!("doctor").entered();
                 // Built here, not in `new`: probing the sources must not delay start-up.
                 let sources = sources
                     .get_or_insert_with(|| Sources::build(&inputs.context, options.interval));

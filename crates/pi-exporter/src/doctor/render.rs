@@ -18,49 +18,36 @@ pub fn render(findings: &[Finding], format: Format) -> String {
     }
 }
 
-fn verdict_text(f: &Finding) -> String {
-    if f.reason.is_empty() {
-        f.verdict.label().to_owned()
-    } else {
-        format!("{}: {}", f.verdict.label(), f.reason)
-    }
-}
-
-/// One row per check under a heading per category; columns check, verdict (with the reason),
-/// found, fix.
+/// One row per check under a heading per category: check, verdict and what was found, with the
+/// reason (`why:`) and the fix (`fix:`) on lines of their own below it, so a long fix does not
+/// stretch every row beyond the terminal. A SKIP shows its reason in place of the finding.
 fn table(findings: &[Finding]) -> String {
-    let width = |column: &dyn Fn(&Finding) -> usize, title: &str| {
-        findings
-            .iter()
-            .map(column)
-            .chain([title.chars().count()])
-            .max()
-            .unwrap_or(0)
-    };
-    let check_w = width(&|f| f.check.len(), "CHECK");
-    let verdict_w = width(&|f| verdict_text(f).chars().count(), "VERDICT");
-    let found_w = width(&|f| f.found.chars().count(), "FOUND");
+    let check_w = findings
+        .iter()
+        .map(|f| f.check.len())
+        .chain(["CHECK".len()])
+        .max()
+        .unwrap_or(0);
+    let indent = " ".repeat(check_w + 2 + "VERDICT".len() + 2);
     let mut out = String::new();
-    let row = |out: &mut String, check: &str, verdict: &str, found: &str, fix: &str| {
-        let pad =
-            |s: &str, w: usize| format!("{s}{}", " ".repeat(w.saturating_sub(s.chars().count())));
-        let line = format!(
-            "{}  {}  {}  {fix}",
-            pad(check, check_w),
-            pad(verdict, verdict_w),
-            pad(found, found_w)
-        );
-        out.push_str(line.trim_end());
-        out.push('\n');
-    };
-    row(&mut out, "CHECK", "VERDICT", "FOUND", "FIX");
+    let _ = writeln!(out, "{:check_w$}  VERDICT  FOUND", "CHECK");
     let mut category = None;
     for f in findings {
         if category != Some(f.category) {
             category = Some(f.category);
             let _ = writeln!(out, "[{}]", f.category.label());
         }
-        row(&mut out, f.check, &verdict_text(f), &f.found, &f.fix);
+        let found_shown = !f.found.is_empty() && f.found != "-";
+        let first = if found_shown { &f.found } else { &f.reason };
+        let line = format!("{:check_w$}  {:7}  {first}", f.check, f.verdict.label());
+        out.push_str(line.trim_end());
+        out.push('\n');
+        if found_shown && !f.reason.is_empty() {
+            let _ = writeln!(out, "{indent}why: {}", f.reason);
+        }
+        if !f.fix.is_empty() {
+            let _ = writeln!(out, "{indent}fix: {}", f.fix);
+        }
     }
     let count = |v: Verdict| findings.iter().filter(|f| f.verdict == v).count();
     let _ = writeln!(
@@ -88,4 +75,62 @@ fn json(findings: &[Finding]) -> String {
     let mut text = serde_json::to_string_pretty(&document).unwrap_or_default();
     text.push('\n');
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::doctor::Category;
+
+    fn finding(
+        check: &'static str,
+        verdict: Verdict,
+        reason: &str,
+        found: &str,
+        fix: &str,
+    ) -> Finding {
+        Finding {
+            check,
+            category: Category::Storage,
+            verdict,
+            reason: reason.into(),
+            found: found.into(),
+            fix: fix.into(),
+        }
+    }
+
+    #[test]
+    fn the_table_puts_reason_and_fix_under_the_finding() {
+        let table = render(
+            &[
+                finding("noatime", Verdict::Pass, "", "noatime: /data", ""),
+                finding(
+                    "boot_media",
+                    Verdict::Warn,
+                    "SD cards wear out",
+                    "/ on /dev/mmcblk0p2 (SD card)",
+                    "boot from a USB SSD",
+                ),
+                finding(
+                    "flash_wear",
+                    Verdict::Skip,
+                    "SD cards report no wear",
+                    "-",
+                    "",
+                ),
+            ],
+            Format::Table,
+        );
+        assert_eq!(
+            table,
+            "CHECK       VERDICT  FOUND\n\
+             [storage]\n\
+             noatime     PASS     noatime: /data\n\
+             boot_media  WARN     / on /dev/mmcblk0p2 (SD card)\n\
+             \x20                    why: SD cards wear out\n\
+             \x20                    fix: boot from a USB SSD\n\
+             flash_wear  SKIP     SD cards report no wear\n\
+             \n1 pass, 1 warn, 0 fail, 1 skip\n"
+        );
+    }
 }
