@@ -542,9 +542,12 @@ fn apply(tx: &Connection, w: Write, now: i64) -> Result<Written, StoreError> {
                                  WHERE d.incident_id = incidents.id AND d.state = 'pending')",
                 [before_ms],
             )?;
+            // As for incidents, the highest delivery and event ids stay: a delivery's id is
+            // its identity at providers (Matrix txnId, email Message-ID, idempotency key), and
+            // re-sync's watermark is the highest event id.
             let deliveries = tx.execute(
                 &format!(
-                    "DELETE FROM deliveries WHERE event_id IN (
+                    "DELETE FROM deliveries WHERE id < (SELECT MAX(id) FROM deliveries) AND event_id IN (
                     SELECT e.id FROM alert_events e WHERE e.received_at < ?1
                     AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.event_id = e.id AND p.state = 'pending')
                     AND NOT {})",
@@ -555,6 +558,7 @@ fn apply(tx: &Connection, w: Write, now: i64) -> Result<Written, StoreError> {
             let events = tx.execute(
                 &format!(
                     "DELETE FROM alert_events WHERE received_at < ?1
+                 AND id < (SELECT MAX(id) FROM alert_events)
                  AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = alert_events.id)
                  AND NOT {}",
                     EVENT_IN_USE.replace("{e}", "alert_events.id")
@@ -564,8 +568,9 @@ fn apply(tx: &Connection, w: Write, now: i64) -> Result<Written, StoreError> {
             // A finished receipt is remembered while its delivery exists (else it is polled
             // again).
             let receipts = tx.execute(
-                "DELETE FROM pushover_receipts WHERE updated_at < ?1 AND NOT EXISTS (
-                    SELECT 1 FROM deliveries d WHERE d.provider_ref = 'receipt:' || pushover_receipts.receipt)",
+                "DELETE FROM pushover_receipts WHERE updated_at < ?1 AND receipt NOT IN (
+                    SELECT substr(provider_ref, 9) FROM deliveries
+                    WHERE substr(provider_ref, 1, 8) = 'receipt:')",
                 [before_ms],
             )?;
             Ok(Written::Pruned(

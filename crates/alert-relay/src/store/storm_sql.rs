@@ -84,7 +84,8 @@ pub(super) fn firing_alerts(
 /// Storms closed before `before_ms` (wall clock, like `closed_at`) with their member and
 /// coverage rows, and the rows of incidents resolved before it that never joined a storm.
 pub(super) fn prune(tx: &Connection, before_ms: i64) -> Result<usize, StoreError> {
-    let closed = "SELECT id FROM storms WHERE closed_at < ?1";
+    // The newest storm stays, so its id (`ACK S7`) is not handed out again.
+    let closed = "SELECT id FROM storms WHERE closed_at < ?1 AND id < (SELECT MAX(id) FROM storms)";
     let mut n = tx.execute(
         &format!("DELETE FROM storm_covered WHERE storm_id IN ({closed})"),
         [before_ms],
@@ -98,7 +99,10 @@ pub(super) fn prune(tx: &Connection, before_ms: i64) -> Result<usize, StoreError
          (SELECT id FROM incidents WHERE state = 'resolved' AND resolved_at < ?1)",
         [before_ms],
     )?;
-    n += tx.execute("DELETE FROM storms WHERE closed_at < ?1", [before_ms])?;
+    n += tx.execute(
+        &format!("DELETE FROM storms WHERE id IN ({closed})"),
+        [before_ms],
+    )?;
     Ok(n)
 }
 

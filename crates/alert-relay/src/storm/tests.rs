@@ -781,22 +781,28 @@ async fn pruning_keeps_open_storms_whole_and_removes_closed_ones() {
             .expect("resolve");
     }
     r.advance(TICK).await;
+    // A second storm opens at another site: the closed one is no longer the newest.
+    for n in 7..=12 {
+        r.fire(n, "wh-3").await;
+    }
+    assert_eq!(r.incident(12).await.storm, Some(2));
     rusqlite::Connection::open(&r.path)
         .expect("open")
         .execute("UPDATE deliveries SET state = 'delivered'", [])
         .expect("delivered");
     prune().await;
     for table in [
-        "storms",
-        "storm_members",
-        "storm_covered",
-        "deliveries WHERE event_id NOT IN (SELECT event_id FROM incidents)",
+        "storms WHERE id = 1",
+        "storm_members WHERE storm_id = 1 OR incident_id <= 6",
+        "storm_covered WHERE storm_id = 1",
+        "incidents WHERE id <= 6",
     ] {
         assert_eq!(count(table), 0, "{table}");
     }
-    // The newest incident stays (its id is not handed out again), and the alert it opened with.
-    assert_eq!(count("incidents"), 1);
-    assert_eq!(count("alert_events"), 1);
+    // The open storm stays whole, with the alerts its incidents opened with.
+    assert_eq!(count("storm_members WHERE storm_id = 2"), 6);
+    assert_eq!(count("incidents"), 6);
+    assert_eq!(count("alert_events"), 6);
 }
 
 /// A storm summary's Pushover receipt is watched: open while an incident of the storm is

@@ -93,6 +93,11 @@ async fn steps_ack_link_cli_and_resolve_through_the_binary() {
     // POST acknowledges; both notified destinations hear about it.
     let r = http.post(relay.url(path)).send().await.expect("post");
     assert_eq!(r.status(), 200);
+    assert!(
+        posted.elapsed() < Duration::from_secs(6),
+        "the ack came {:?} after the alert: too late to come before step 3",
+        posted.elapsed()
+    );
     assert_eq!(state(get().await), "acked");
     let got = fake.wait_for(4, Duration::from_secs(5)).await;
     for notice in &got[2..] {

@@ -20,7 +20,8 @@ pub fn render(findings: &[Finding], format: Format) -> String {
 
 /// One row per check under a heading per category: check, verdict and what was found, with the
 /// reason (`why:`) and the fix (`fix:`) on lines of their own below it, so a long fix does not
-/// stretch every row beyond the terminal. A SKIP shows its reason in place of the finding.
+/// stretch every row beyond the terminal. Where nothing was found (a SKIP), the reason stands in
+/// its place.
 fn table(findings: &[Finding]) -> String {
     let check_w = findings
         .iter()

@@ -242,11 +242,16 @@ fn a_snapshot_that_may_block_called_fresh_is_still_fresh_at_the_run() {
         scrape(&c).1.expect("ok");
         let after_read = firmware.ioctls();
         // The last moment the scraper would send a run to the serving thread.
-        let mut last_inline = Instant::now();
+        let mut last_inline = None;
         while !c.may_block() {
-            last_inline = Instant::now();
+            last_inline = Some(Instant::now());
             std::thread::sleep(Duration::from_millis(5));
         }
+        let Some(last_inline) = last_inline else {
+            // That scrape found an old snapshot (a retry): let it expire, then start again.
+            std::thread::sleep(Duration::from_millis(400));
+            continue;
+        };
         // That run starts a little later (a descheduled serving thread): it must not read.
         std::thread::sleep(
             (last_inline + Duration::from_millis(50)).saturating_duration_since(Instant::now()),
