@@ -90,8 +90,10 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// An event pruning keeps whatever its age: the opening event of an incident still stored
-/// (later steps, notices and summaries are sent on it; incidents are pruned on their own).
-const EVENT_IN_USE: &str = "EXISTS (SELECT 1 FROM incidents i WHERE i.event_id = {e})";
+/// (later steps, notices and summaries are sent on it; incidents are pruned on their own), and
+/// the one a budget's next overflow summary is to be sent on.
+const EVENT_IN_USE: &str = "(EXISTS (SELECT 1 FROM incidents i WHERE i.event_id = {e})
+    OR EXISTS (SELECT 1 FROM budgets b WHERE b.event_id = {e}))";
 
 const INCIDENT_COLUMNS: &str =
     "i.id, i.group_key, i.route, i.policy, i.state, i.elapsed_ms, i.acked_ms,
