@@ -680,10 +680,10 @@ fn apply(tx: &Connection, w: Write, now: i64) -> Result<Written, StoreError> {
             after_event,
             after_ms,
         } => {
-            // Either test alone suffices normally; together they also cover a reused id (the
-            // newest row pruned) and a wall-clock step, erring towards leaving it open. The time
-            // test is strict: an event of the watermark's own millisecond that came after it
-            // has a higher id, and one that came before it must not keep the incident open.
+            // The id test decides (pruning keeps the newest event, so ids are never reused);
+            // the time test only errs towards leaving it open, as after a wall-clock step back.
+            // It is strict: an event of the watermark's own millisecond that came after it has
+            // a higher id, and one that came before it must not keep the incident open.
             let newer: Option<String> = tx
                 .query_row(
                     "SELECT i.state FROM incidents i WHERE i.id = ?1 AND EXISTS (
