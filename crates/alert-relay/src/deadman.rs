@@ -490,6 +490,40 @@ mod tests {
         );
     }
 
+    /// The last trip is stored an hour in the future (the wall clock has since stepped back):
+    /// the next trip must still be a new alert, not a duplicate of that one.
+    #[tokio::test(start_paused = true)]
+    async fn a_trip_after_a_clock_step_back_is_still_a_new_alert() {
+        use crate::store::{Backend as _, Write};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("relay.db");
+        let ahead = (now_millis() + 3_600_000) * 1_000_000;
+        let stored = Stored {
+            last_trip_at: Some(ahead),
+            ..Stored::default()
+        };
+        let written = Sqlite::open(&path)
+            .expect("db")
+            .write_batch(vec![Write::SetMeta {
+                key: META_KEY.into(),
+                value: serde_json::to_vec(&stored).expect("json"),
+                events: Vec::new(),
+            }]);
+        assert!(written.iter().all(Result::is_ok));
+        let (dm, store, metrics) = start(&path).await;
+        let r = Rig {
+            dm,
+            store,
+            metrics,
+            path,
+            _dir: dir,
+        };
+        r.advance(5 * M).await;
+        let sent = r.sent().await;
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].event.starts_at, ahead + 1_000_000);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn heartbeats_keep_it_quiet_and_a_resolved_watchdog_is_not_one() {
         let r = rig().await;
