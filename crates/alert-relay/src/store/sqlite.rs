@@ -90,10 +90,16 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// An event pruning keeps whatever its age: the opening event of an incident still stored
-/// (later steps, notices and summaries are sent on it; incidents are pruned on their own), and
-/// the one a budget's next overflow summary is to be sent on.
+/// (later steps, notices and summaries are sent on it; incidents are pruned on their own), the
+/// one a budget's next overflow summary is to be sent on, and an alert still firing in the group
+/// of an incident not yet resolved (a worn SD card can fire for months: pruned, Alertmanager's
+/// next repeat would be a new alert, and its resolved message would not follow its firing one).
 const EVENT_IN_USE: &str = "(EXISTS (SELECT 1 FROM incidents i WHERE i.event_id = {e})
-    OR EXISTS (SELECT 1 FROM budgets b WHERE b.event_id = {e}))";
+    OR EXISTS (SELECT 1 FROM budgets b WHERE b.event_id = {e})
+    OR EXISTS (SELECT 1 FROM alert_events f JOIN incidents i ON i.group_key = f.group_key
+               WHERE f.id = {e} AND f.status = 'firing' AND i.state != 'resolved'
+               AND NOT EXISTS (SELECT 1 FROM alert_events r WHERE r.fingerprint = f.fingerprint
+                               AND r.status = 'resolved' AND r.starts_at = f.starts_at)))";
 
 const INCIDENT_COLUMNS: &str =
     "i.id, i.group_key, i.route, i.policy, i.state, i.elapsed_ms, i.acked_ms,
@@ -1198,6 +1204,86 @@ mod tests {
         assert!(db.incident(newest).expect("read").is_some());
         let (next, _) = open(&mut db, "g5", &[]);
         assert!(next > newest);
+    }
+
+    #[test]
+    fn an_alert_still_firing_in_an_open_incident_is_kept_whatever_its_age() {
+        let mut db = Sqlite::in_memory().expect("db");
+        let with_route = |mut e: RoutedEvent| {
+            e.routes = vec![super::super::RouteRef {
+                route: "#1".into(),
+                policy: "p".into(),
+            }];
+            e
+        };
+        let opening = ingest_one(
+            &mut db,
+            vec![with_route(routed(event("f1", Status::Firing, 10), &["a"]))],
+        );
+        let second = ingest_one(
+            &mut db,
+            vec![with_route(routed(event("f2", Status::Firing, 20), &["a"]))],
+        );
+        // The group's third alert fired and resolved: nothing keeps it.
+        let third = ingest_one(
+            &mut db,
+            vec![
+                with_route(routed(event("f3", Status::Firing, 30), &["a"])),
+                with_route(routed(event("f3", Status::Resolved, 30), &["a"])),
+            ],
+        );
+        // Something newer, so that no row above is kept only as the newest of its table.
+        ingest_one(
+            &mut db,
+            vec![routed(event("other", Status::Firing, 1), &["b"])],
+        );
+        let delivered: Vec<Write> = [&opening, &second, &third]
+            .iter()
+            .flat_map(|o| o.deliveries.iter())
+            .map(|d| Write::Record {
+                id: d.1,
+                attempts: 1,
+                attempt: Attempt::Delivered {
+                    provider_ref: Some(format!("ts{}", d.1)),
+                },
+            })
+            .collect();
+        assert!(db.write_batch(delivered).iter().all(Result::is_ok));
+        let r = db.write_batch(vec![Write::Prune {
+            before_ms: i64::MAX,
+        }]);
+        assert!(matches!(r[0], Ok(Written::Pruned(_))), "{r:?}");
+        let events: Vec<String> = db
+            .conn
+            .prepare("SELECT fingerprint || ' ' || status FROM alert_events ORDER BY id")
+            .expect("prepare")
+            .query_map([], |r| r.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(events, ["f1 firing", "f2 firing", "other firing"]);
+        // Alertmanager's repeat of the second alert is still a duplicate, and its resolve
+        // follows the firing message.
+        let repeat = ingest_one(
+            &mut db,
+            vec![with_route(routed(event("f2", Status::Firing, 20), &["a"]))],
+        );
+        assert_eq!((repeat.accepted, repeat.duplicates), (0, 1));
+        let resolved = ingest_one(
+            &mut db,
+            vec![with_route(routed(
+                event("f2", Status::Resolved, 20),
+                &["a"],
+            ))],
+        );
+        let job = db
+            .load(resolved.deliveries[0].1)
+            .expect("load")
+            .expect("exists");
+        assert_eq!(
+            job.firing.and_then(|f| f.provider_ref),
+            Some(format!("ts{}", second.deliveries[0].1))
+        );
     }
 
     #[test]
