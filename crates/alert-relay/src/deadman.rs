@@ -325,7 +325,7 @@ impl Deadman {
 
 #[cfg(test)]
 mod tests {
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
 
     use super::*;
     use crate::config::{MapSecrets, parse};
@@ -350,7 +350,6 @@ mod tests {
         dm: Arc<Deadman>,
         store: Store,
         metrics: Arc<Metrics>,
-        path: PathBuf,
         _dir: tempfile::TempDir,
     }
 
@@ -376,14 +375,17 @@ mod tests {
     }
 
     async fn rig() -> Rig {
-        let dir = tempfile::tempdir().expect("tempdir");
+        rig_in(tempfile::tempdir().expect("tempdir")).await
+    }
+
+    /// A relay on `dir`'s database, as it is (a restart, or state seeded by the test).
+    async fn rig_in(dir: tempfile::TempDir) -> Rig {
         let path = dir.path().join("relay.db");
         let (dm, store, metrics) = start(&path).await;
         Rig {
             dm,
             store,
             metrics,
-            path,
             _dir: dir,
         }
     }
@@ -404,6 +406,18 @@ mod tests {
     }
 
     impl Rig {
+        /// Stops this relay and starts a new one on its database.
+        async fn restart(self) -> Rig {
+            let Rig {
+                dm,
+                store,
+                metrics,
+                _dir,
+            } = self;
+            drop((dm, store, metrics));
+            rig_in(_dir).await
+        }
+
         /// Moves paused time forward by `d`, running every tick the loop would.
         async fn advance(&self, d: Duration) {
             let mut left = d;
@@ -496,13 +510,12 @@ mod tests {
     async fn a_trip_after_a_clock_step_back_is_still_a_new_alert() {
         use crate::store::{Backend as _, Write};
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("relay.db");
         let ahead = (now_millis() + 3_600_000) * 1_000_000;
         let stored = Stored {
             last_trip_at: Some(ahead),
             ..Stored::default()
         };
-        let written = Sqlite::open(&path)
+        let written = Sqlite::open(&dir.path().join("relay.db"))
             .expect("db")
             .write_batch(vec![Write::SetMeta {
                 key: META_KEY.into(),
@@ -510,14 +523,7 @@ mod tests {
                 events: Vec::new(),
             }]);
         assert!(written.iter().all(Result::is_ok));
-        let (dm, store, metrics) = start(&path).await;
-        let r = Rig {
-            dm,
-            store,
-            metrics,
-            path,
-            _dir: dir,
-        };
+        let r = rig_in(dir).await;
         r.advance(5 * M).await;
         let sent = r.sent().await;
         assert_eq!(sent.len(), 1);
@@ -543,22 +549,7 @@ mod tests {
         let r = rig().await;
         r.advance(6 * M).await;
         assert_eq!(r.sent().await.len(), 1);
-        let Rig {
-            dm,
-            store,
-            metrics,
-            path,
-            _dir,
-        } = r;
-        drop((dm, store, metrics));
-        let (dm, store, metrics) = start(&path).await;
-        let r = Rig {
-            dm,
-            store,
-            metrics,
-            path,
-            _dir,
-        };
+        let r = r.restart().await;
         assert_eq!(r.metric("alert_relay_deadman_tripped"), "1");
         r.advance(60 * M).await;
         assert_eq!(r.sent().await.len(), 1);
@@ -574,22 +565,7 @@ mod tests {
         let r = rig().await;
         r.dm.heartbeat(&watchdog(Status::Firing));
         r.advance(M).await;
-        let Rig {
-            dm,
-            store,
-            metrics,
-            path,
-            _dir,
-        } = r;
-        drop((dm, store, metrics));
-        let (dm, store, metrics) = start(&path).await;
-        let r = Rig {
-            dm,
-            store,
-            metrics,
-            path,
-            _dir,
-        };
+        let r = r.restart().await;
         // The timer starts at start-up: 5 minutes after it, not after the last heartbeat.
         r.advance(5 * M - Duration::from_secs(1)).await;
         assert!(r.sent().await.is_empty());
