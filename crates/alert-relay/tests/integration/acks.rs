@@ -39,17 +39,6 @@ async fn wait_state(relay: &Relay, id: i64, state: &str, timeout: Duration) -> V
     }
 }
 
-async fn fire(relay: &Relay, body: String) {
-    let r = client()
-        .post(relay.url("/webhook"))
-        .bearer_auth("s3cret")
-        .body(body)
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(r.status(), 200);
-}
-
 fn ok(result: Value) -> Reply {
     Reply::new(200, &json!({ "ok": true, "result": result }).to_string())
 }
@@ -87,7 +76,9 @@ async fn telegram_button_acks_only_from_the_configured_chat_and_the_offset_survi
     let dir = tempdir();
     let relay = Relay::start(dir.path(), &telegram_config(&tg, &later));
     let fired = Instant::now();
-    fire(&relay, webhook(&[("00000000000009a1", "firing")], "")).await;
+    relay
+        .fire(webhook(&[("00000000000009a1", "firing")], ""))
+        .await;
     let sent = tg.wait_on("/sendMessage", 1, Duration::from_secs(5)).await;
     let msg = sent[0].json();
     assert_eq!(msg["chat_id"], "-100123");
@@ -178,7 +169,9 @@ async fn telegram_ack_command_and_a_409_conflict_backs_off() {
     let later = Fake::start(Reply::new(200, "")).await;
     let dir = tempdir();
     let relay = Relay::start(dir.path(), &telegram_config(&tg, &later));
-    fire(&relay, webhook(&[("00000000000009b1", "firing")], "")).await;
+    relay
+        .fire(webhook(&[("00000000000009b1", "firing")], ""))
+        .await;
     tg.wait_on("/sendMessage", 1, Duration::from_secs(5)).await;
     tg.wait_on("/getUpdates", 1, Duration::from_secs(5)).await;
     let conflict = Reply::new(
@@ -248,7 +241,9 @@ async fn pushover_receipts_ack_cancel_and_survive_a_restart() {
         po.url()
     );
     let relay = Relay::start(dir.path(), &cfg);
-    fire(&relay, webhook(&[("00000000000009c1", "firing")], "")).await;
+    relay
+        .fire(webhook(&[("00000000000009c1", "firing")], ""))
+        .await;
     let sent = po
         .wait_on("/1/messages.json", 1, Duration::from_secs(5))
         .await;
@@ -260,7 +255,7 @@ async fn pushover_receipts_ack_cancel_and_survive_a_restart() {
         r#""groupKey":"{}:{alertname=\"PiHot\"}""#,
         r#""groupKey":"{}:{alertname=\"Other\"}""#,
     );
-    fire(&relay, other).await;
+    relay.fire(other).await;
     po.wait_on("/1/messages.json", 2, Duration::from_secs(5))
         .await;
     // Acknowledged through the API: its receipt is cancelled so the phones stop.
@@ -354,7 +349,9 @@ async fn ntfy_http_action_acks_end_to_end() {
     })
     .await;
     let fired = Instant::now();
-    fire(&relay, webhook(&[("00000000000009d1", "firing")], "")).await;
+    relay
+        .fire(webhook(&[("00000000000009d1", "firing")], ""))
+        .await;
     let got = ntfy.wait_for(1, Duration::from_secs(5)).await;
     let action = got[0].json()["actions"][0].clone();
     assert_eq!(action["action"], "http");
@@ -420,7 +417,7 @@ async fn a_storm_summary_receipt_acknowledges_the_storm() {
     for n in 1..=6 {
         let body = webhook(&[(&format!("{n:016x}"), "firing")], "")
             .replace(r#""groupKey":"{}:"#, &format!(r#""groupKey":"{{}}/{n}:"#));
-        fire(&relay, body).await;
+        relay.fire(body).await;
     }
     let sent = po
         .wait_on("/1/messages.json", 6, Duration::from_secs(10))

@@ -30,14 +30,7 @@ async fn steps_ack_link_cli_and_resolve_through_the_binary() {
     let http = client();
     let firing = webhook(&[("00000000000007a1", "firing")], "");
     let posted = Instant::now();
-    let r = http
-        .post(relay.url("/webhook"))
-        .bearer_auth("s3cret")
-        .body(firing.clone())
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(r.status(), 200);
+    relay.fire(firing.clone()).await;
     // Step 1 at once, step 2 after a second.
     let got = fake.wait_for(2, Duration::from_secs(5)).await;
     assert_eq!(paths(&fake), ["/a", "/b"]);
@@ -137,14 +130,7 @@ async fn steps_ack_link_cli_and_resolve_through_the_binary() {
         r#""status":"firing","receiver""#,
         r#""status":"resolved","receiver""#,
     );
-    let r = http
-        .post(relay.url("/webhook"))
-        .bearer_auth("s3cret")
-        .body(resolved)
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(r.status(), 200);
+    relay.fire(resolved).await;
     let got = fake.wait_for(6, Duration::from_secs(5)).await;
     let mut tail: Vec<String> = got[4..].iter().map(|r| r.path.clone()).collect();
     tail.sort();
@@ -167,14 +153,9 @@ async fn api_ack_before_step_two_and_cli_ack() {
     );
     let http = client();
     let posted = Instant::now();
-    let r = http
-        .post(relay.url("/webhook"))
-        .bearer_auth("s3cret")
-        .body(webhook(&[("00000000000007b1", "firing")], ""))
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(r.status(), 200);
+    relay
+        .fire(webhook(&[("00000000000007b1", "firing")], ""))
+        .await;
     fake.wait_for(1, Duration::from_secs(5)).await;
     let cfg = dir.path().join("relay.yml");
     let cli = std::fs::read_to_string(&cfg)
@@ -228,14 +209,9 @@ async fn sigkill_mid_escalation_resumes_with_the_elapsed_time() {
         .replace("after: 1s, notify: [b]", "after: 16s, notify: [b]")
         .replace("after: 6s, notify: [c]", "after: 60s, notify: [c]");
     let relay = Relay::start(dir.path(), &cfg);
-    let r = client()
-        .post(relay.url("/webhook"))
-        .bearer_auth("s3cret")
-        .body(webhook(&[("00000000000007c1", "firing")], ""))
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(r.status(), 200);
+    relay
+        .fire(webhook(&[("00000000000007c1", "firing")], ""))
+        .await;
     fake.wait_for(1, Duration::from_secs(5)).await;
     // A checkpoint (every 5 s) has stored at least 4 s of escalation time, then a hard kill:
     // at most ~10 s into the 16 s, so step 2 is still ahead.
@@ -306,14 +282,9 @@ async fn rotation_steps_page_whoever_is_on_call_and_the_api_names_them() {
     );
     let relay = Relay::start(dir.path(), &yaml);
     let http = client();
-    let r = http
-        .post(relay.url("/webhook"))
-        .bearer_auth("s3cret")
-        .body(webhook(&[("00000000000007a2", "firing")], ""))
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(r.status(), 200);
+    relay
+        .fire(webhook(&[("00000000000007a2", "firing")], ""))
+        .await;
     let received = fake.wait_for(5, Duration::from_secs(5)).await;
     let sms = "/2010-04-01/Accounts/AC1/Messages.json";
     let mut got = paths(&fake);

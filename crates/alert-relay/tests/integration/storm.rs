@@ -28,6 +28,12 @@ fn title(v: &serde_json::Value) -> String {
     v["title"].as_str().unwrap_or("").to_owned()
 }
 
+/// Pi `n`'s firing alert, in its own Alertmanager group (group_by: [alertname, instance]).
+fn pi_alert(n: usize) -> String {
+    webhook(&[(&format!("{n:016x}"), "firing")], "")
+        .replace(r#""groupKey":"{}:"#, &format!(r#""groupKey":"{{}}/{n}:"#))
+}
+
 #[tokio::test]
 async fn forty_pis_on_battery_make_one_storm_and_the_sms_budget_holds() {
     let fake = Fake::start(Reply::new(200, "")).await;
@@ -37,18 +43,7 @@ async fn forty_pis_on_battery_make_one_storm_and_the_sms_budget_holds() {
     // The window is long enough for all 40 (fsynced) POSTs to land inside it on a slow runner,
     // so the joiners are announced in one update, not split across two storm ticks.
     for n in 1..=40 {
-        // One Alertmanager group per Pi (group_by: [alertname, instance]).
-        let fp = format!("{n:016x}");
-        let body = webhook(&[(&fp, "firing")], "")
-            .replace(r#""groupKey":"{}:"#, &format!(r#""groupKey":"{{}}/{n}:"#));
-        let r = http
-            .post(relay.url("/webhook"))
-            .bearer_auth("s3cret")
-            .body(body)
-            .send()
-            .await
-            .expect("post");
-        assert_eq!(r.status(), 200);
+        relay.fire(pi_alert(n)).await;
     }
     // a: five alerts one by one, the summary of the storm when the sixth came, then (a
     // window later) one update for the 34 that joined.
@@ -253,7 +248,6 @@ async fn a_storm_is_acknowledged_by_sms_reply() {
 async fn the_backlog_of_the_last_run_is_held_to_the_budget() {
     let fake = Fake::start(Reply::new(200, "")).await;
     let dir = tempdir();
-    let http = client();
     let cfg = |sms: &str, budget: &str| {
         format!(
             "auth: {{ bearer_token: s3cret }}\nstorage: {{ sqlite: relay.db }}\n{FAST_DELIVERY}\
@@ -273,16 +267,7 @@ async fn the_backlog_of_the_last_run_is_held_to_the_budget() {
         ),
     );
     for n in 1..=4 {
-        let body = webhook(&[(&format!("{n:016x}"), "firing")], "")
-            .replace(r#""groupKey":"{}:"#, &format!(r#""groupKey":"{{}}/{n}:"#));
-        let r = http
-            .post(relay.url("/webhook"))
-            .bearer_auth("s3cret")
-            .body(body)
-            .send()
-            .await
-            .expect("post");
-        assert_eq!(r.status(), 200);
+        relay.fire(pi_alert(n)).await;
     }
     relay.kill9();
     // Second run: the gateway is back and has a budget of two: the tried one and two more go

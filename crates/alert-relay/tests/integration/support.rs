@@ -170,6 +170,19 @@ impl Relay {
         (status, r.text().await.unwrap_or_default())
     }
 
+    /// Posts an Alertmanager webhook `body` with the bearer token the tests' configs set
+    /// (`auth: { bearer_token: s3cret }`) and asserts it was accepted.
+    pub(crate) async fn fire(&self, body: impl Into<reqwest::Body>) {
+        let r = client()
+            .post(self.url("/webhook"))
+            .bearer_auth("s3cret")
+            .body(body)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status(), 200);
+    }
+
     pub(crate) async fn metrics(&self) -> String {
         client()
             .get(self.url("/metrics"))
