@@ -74,19 +74,31 @@ impl Live {
 }
 
 /// The HTTP client for every provider: rustls with the process's crypto provider (ring,
-/// installed by `main`), the OS trust store.
+/// installed by `main`), the OS trust store, and no redirects (see [`client_builder`]).
 pub fn http_client() -> anyhow::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .user_agent(concat!("alert-relay/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(10))
+    client_builder()
         .pool_idle_timeout(Duration::from_secs(60))
         .build()
         .context("cannot build the HTTP client")
 }
 
+/// What every client of the relay shares. Redirects are never followed: a request carries a
+/// provider's credentials (headers, basic auth, a signature, a token in the body), and a 3xx
+/// from anything on the path would hand them to another host. A 3xx is a failed attempt
+/// (`channels::execute`).
+pub fn client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .user_agent(concat!("alert-relay/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+}
+
 /// Runs the relay until SIGTERM or Ctrl-C; SIGHUP reloads the configuration.
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let config = config::load(config_path)?;
+    if let Some(w) = config.exposure_warning() {
+        tracing::warn!("{w}");
+    }
     let (metrics, queue_slot) = Metrics::new();
     let db = Sqlite::open(&config.storage.sqlite)
         .with_context(|| format!("storage.sqlite {}", config.storage.sqlite.display()))?;
@@ -284,7 +296,10 @@ async fn wait_for_signals(
 /// `storage` need a restart. Nothing stored is touched.
 async fn reload(live: &Live, engine: &Engine, metrics: &Metrics) {
     systemd::notify(&[NotifyState::Reloading]);
-    match config::load(&live.path) {
+    match config::load(&live.path).and_then(|new| {
+        new.check_exposure_on(live.config().listen)?;
+        Ok(new)
+    }) {
         Ok(new) => {
             let old = live.config();
             if new.listen != old.listen

@@ -265,9 +265,7 @@ fn client_with_ca(path: &std::path::Path) -> Result<reqwest::Client, ResyncError
         message,
     };
     let pem = std::fs::read(path).map_err(|e| ca(e.to_string()))?;
-    let mut b = reqwest::Client::builder()
-        .user_agent(concat!("alert-relay/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(10));
+    let mut b = crate::client_builder();
     for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca(e.to_string()))? {
         b = b.add_root_certificate(cert);
     }

@@ -186,6 +186,7 @@ pub async fn execute(
     req: Request,
 ) -> Result<Response, Outcome> {
     let method = req.method.clone();
+    let origin = origin_of(&req.url);
     let mut builder = http.request(method, &req.url).timeout(timeout);
     for (k, v) in &req.headers {
         builder = builder.header(k, v);
@@ -213,6 +214,9 @@ pub async fn execute(
     let resp = builder.send().await.map_err(network)?;
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
+    if resp.status().is_redirection() {
+        return Err(redirected(status, &headers, origin.as_deref()));
+    }
     // Provider answers are small; cap what is kept of a hostile one.
     let body = resp.bytes().await.map_err(network)?;
     let body = if body.len() > 64 * 1024 {
@@ -225,6 +229,33 @@ pub async fn execute(
         headers,
         body,
     })
+}
+
+/// A 3xx answer: never followed (the client has no redirect policy, see
+/// `crate::client_builder`), since the next hop would get the request's credentials. No
+/// provider documents a redirect of its API, so it is permanent: a mistyped `api_url` or
+/// something on the path that must be looked at. The detail names the target's origin only;
+/// its path and query may hold secrets.
+fn redirected(status: u16, headers: &HeaderMap, from: Option<&str>) -> Outcome {
+    let target = headers
+        .get(http::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|loc| {
+            let base = reqwest::Url::parse(from?).ok()?;
+            origin_of(base.join(loc).ok()?.as_str())
+        })
+        .unwrap_or_else(|| "an unreadable location".to_owned());
+    let from = from.unwrap_or("the provider");
+    Outcome::Permanent {
+        reason: "redirect",
+        detail: format!("HTTP {status} from {from} redirects to {target}; not followed"),
+    }
+}
+
+/// `scheme://host[:port]` of a URL, without user, path and query (which may hold secrets).
+fn origin_of(url: &str) -> Option<String> {
+    let origin = reqwest::Url::parse(url).ok()?.origin();
+    origin.is_tuple().then(|| origin.ascii_serialization())
 }
 
 /// The common HTTP classification: 2xx delivered, 429/408/5xx retried (with the provider's
@@ -527,6 +558,33 @@ mod tests {
         assert_eq!(retry_after(&h), Some(MAX_RETRY_HINT));
         h.insert("retry-after", "-1".parse().expect("v"));
         assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn a_redirect_is_permanent_and_names_only_origins() {
+        let from = Some("https://api.twilio.com/2010-04-01/Accounts/AC1/Messages.json");
+        let resp = response(307, &[("location", "http://127.0.0.2:8/steal?token=x")], "");
+        let Outcome::Permanent { reason, detail } = redirected(307, &resp.headers, from) else {
+            panic!("a redirect is permanent");
+        };
+        assert_eq!(reason, "redirect");
+        assert_eq!(
+            detail,
+            "HTTP 307 from https://api.twilio.com redirects to http://127.0.0.2:8; not followed"
+        );
+        let relative = response(302, &[("location", "/elsewhere?sig=s")], "");
+        let Outcome::Permanent { detail, .. } = redirected(302, &relative.headers, from) else {
+            panic!("a redirect is permanent");
+        };
+        assert!(detail.ends_with("redirects to https://api.twilio.com; not followed"));
+        assert!(
+            !detail.contains("AC1") && !detail.contains("sig"),
+            "{detail}"
+        );
+        assert_eq!(
+            origin_of("https://u:p@h.example:8443/x?y=1").as_deref(),
+            Some("https://h.example:8443")
+        );
     }
 
     #[test]

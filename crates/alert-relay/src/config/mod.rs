@@ -22,7 +22,7 @@ use std::time::Duration;
 use crate::matcher::Matcher;
 use crate::render::template::UserTemplate;
 use crate::rotation::Rotation;
-use crate::secret::Secret;
+use crate::secret::{Secret, redact_url};
 use crate::time::parse_duration;
 
 pub use self::pipeline::{AlertmanagerApi, Deadman};
@@ -97,6 +97,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub public_url: Option<String>,
     pub auth: Auth,
+    /// `auth: none` written out (not merely left out): no authentication on purpose.
+    pub auth_none_declared: bool,
     pub tls: Option<TlsFiles>,
     pub storage: StorageConfig,
     pub limits: Limits,
@@ -552,11 +554,91 @@ pub fn load_with(path: &Path, secrets: &dyn SecretSource) -> Result<Config, Conf
 
 /// Parses and validates YAML text; relative `*_file` paths are resolved against `base`.
 pub fn parse(text: &str, base: &Path, secrets: &dyn SecretSource) -> Result<Config, ConfigError> {
-    let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| ConfigError::Yaml {
+    let raw = parse_raw(text).map_err(|message| ConfigError::Yaml {
         path: PathBuf::from("<config>"),
-        message: e.to_string(),
+        message,
     })?;
     Config::from_raw(raw, &Ctx { base, secrets })
+}
+
+/// The file as written, or an error that names the key path, the line and column and the
+/// problem, and never any text of the file: no source snippet, and no quoted value (a typo
+/// beside an inline token, or a token pasted where a key belongs, would print it). The error
+/// goes to the log and stderr, and to the running relay's log on a SIGHUP reload.
+fn parse_raw(text: &str) -> Result<RawConfig, String> {
+    let mut options = serde_saphyr::Options::default();
+    options.with_snippet = false;
+    let mut path = None;
+    serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            path = Some(e.path().to_string()).filter(|p| p != ".");
+            e.into_inner()
+        })
+    })
+    .map_err(|e| {
+        let message = e.without_snippet().to_string();
+        let path = match path {
+            // The path of an unknown key ends in the key as written.
+            Some(p) if message.starts_with("unknown field") => unknown_key_path(&p),
+            p => p,
+        };
+        let message = without_quoted(&message);
+        match path {
+            Some(p) => format!("{p}: {message}"),
+            None => message,
+        }
+    })
+}
+
+/// The path to show for an unknown key: the key itself when it looks like one
+/// (`deadman.after`), else its parent (a token pasted where a key belongs stays unprinted).
+fn unknown_key_path(path: &str) -> Option<String> {
+    let (parent, key) = match path.rsplit_once('.') {
+        Some((parent, key)) => (Some(parent), key),
+        None => (None, path),
+    };
+    if looks_like_a_key(key) {
+        Some(path.to_owned())
+    } else {
+        parent.map(str::to_owned)
+    }
+}
+
+/// Lower-case letters and `_`, at most 32: every key of the file is such a word, and no token
+/// or password a provider issues is.
+fn looks_like_a_key(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+}
+
+/// `message` with every `"…"` span emptied to `…`, and every `` `…` `` span too unless it
+/// looks like a key: parser messages quote the offending value or key.
+fn without_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(start) = rest.find(['"', '`']) {
+        let quote = if rest[start..].starts_with('`') {
+            '`'
+        } else {
+            '"'
+        };
+        out.push_str(&rest[..start]);
+        out.push(quote);
+        let after = &rest[start + 1..];
+        let Some(len) = after.find(quote) else {
+            out.push('…');
+            return out;
+        };
+        let inner = &after[..len];
+        out.push_str(if quote == '`' && looks_like_a_key(inner) {
+            inner
+        } else {
+            "…"
+        });
+        out.push(quote);
+        rest = &after[len + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 struct Ctx<'a> {
@@ -640,6 +722,59 @@ fn duration(key: &str, value: Option<&String>, default: Duration) -> Result<Dura
     })
 }
 
+/// A listener beyond this machine needs authentication: whoever reaches it can post alerts
+/// and acknowledge, escalate or resolve incidents through the API. Client certificates count;
+/// `auth: none` written out accepts the risk (and `check-config` warns).
+fn check_exposure(
+    listen: SocketAddr,
+    auth: &Auth,
+    none_declared: bool,
+    tls: Option<&TlsFiles>,
+) -> Result<(), ConfigError> {
+    let client_certs = tls.is_some_and(|t| t.client_ca_file.is_some());
+    if listen.ip().is_loopback() || client_certs || none_declared || !matches!(auth, Auth::None) {
+        return Ok(());
+    }
+    Err(invalid(
+        "auth",
+        format!(
+            "required: listen {listen} is reachable from other machines, and without \
+             authentication anyone there can post alerts and acknowledge or resolve incidents; \
+             set a bearer_token_file or basic credentials (as Alertmanager's http_config sends \
+             them), or `auth: none` to accept that risk"
+        ),
+    ))
+}
+
+impl Config {
+    /// The exposure check against the listener actually bound: a reload cannot move the
+    /// listener, so its new `auth:` is checked against the old address.
+    pub fn check_exposure_on(&self, listen: SocketAddr) -> Result<(), ConfigError> {
+        check_exposure(
+            listen,
+            &self.auth,
+            self.auth_none_declared,
+            self.tls.as_ref(),
+        )
+    }
+
+    /// Why this configuration is dangerous though valid: `auth: none` on a listener other
+    /// machines can reach. `check-config` prints it; `run` logs it.
+    pub fn exposure_warning(&self) -> Option<String> {
+        let client_certs = self
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.client_ca_file.is_some());
+        (self.auth_none_declared && !self.listen.ip().is_loopback() && !client_certs).then(|| {
+            format!(
+                "auth: none on {}, which other machines can reach: anyone there can post alerts \
+                 and acknowledge or resolve incidents",
+                self.listen
+            )
+        })
+    }
+}
+
 fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
     match reqwest::Url::parse(url) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
@@ -665,15 +800,17 @@ impl Config {
         if let Some(u) = &raw.public_url {
             check_url("public_url", u)?;
         }
-        let auth = match raw.auth {
-            None => Auth::None,
-            Some(a) => auth("auth", a, ctx)?,
-        };
         let tls = raw.tls.map(|t| TlsFiles {
             cert_file: ctx.path(&t.cert_file),
             key_file: ctx.path(&t.key_file),
             client_ca_file: t.client_ca_file.map(|p| ctx.path(&p)),
         });
+        let (auth, auth_none_declared) = match raw.auth {
+            None => (Auth::None, false),
+            Some(raw::RawListenerAuth::None) => (Auth::None, true),
+            Some(raw::RawListenerAuth::Credentials(a)) => (auth("auth", a, ctx)?, false),
+        };
+        check_exposure(listen, &auth, auth_none_declared, tls.as_ref())?;
         if raw.storage.sqlite.as_os_str().is_empty() {
             return Err(invalid("storage.sqlite", "must be a file path"));
         }
@@ -883,6 +1020,7 @@ impl Config {
             listen,
             public_url: raw.public_url.map(|u| u.trim_end_matches('/').to_owned()),
             auth,
+            auth_none_declared,
             tls,
             storage,
             limits,
@@ -915,6 +1053,7 @@ impl Config {
     pub fn describe(&self) -> String {
         let mut out = String::new();
         let auth = match &self.auth {
+            Auth::None if self.auth_none_declared => "auth: none".to_owned(),
             Auth::None => "no authentication".to_owned(),
             Auth::Bearer(_) => "bearer token".to_owned(),
             Auth::Basic { username, .. } => format!("basic auth as {username:?}"),
@@ -925,6 +1064,9 @@ impl Config {
             Some(_) => "TLS",
         };
         let _ = writeln!(out, "listen: {} ({tls}, {auth})", self.listen);
+        if let Some(w) = self.exposure_warning() {
+            let _ = writeln!(out, "warning: {w}");
+        }
         let _ = writeln!(out, "storage: {}", self.storage.sqlite.display());
         let _ = writeln!(out, "channels:");
         for c in self.channels.values() {
@@ -937,7 +1079,7 @@ impl Config {
                 c.rate.burst,
                 c.api_url
                     .as_ref()
-                    .map_or(String::new(), |u| format!(", api_url {u}"))
+                    .map_or(String::new(), |u| format!(", api_url {}", redact_url(u)))
             );
             for d in c.destinations().iter().filter(|d| d.recipient.is_some()) {
                 let _ = writeln!(out, "    destination {}", d.id);

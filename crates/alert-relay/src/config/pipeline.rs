@@ -114,7 +114,7 @@ pub(super) fn describe(config: &super::Config, out: &mut String) {
             let _ = writeln!(
                 out,
                 "alertmanager: re-sync with {}/api/v2/alerts every {}",
-                a.url,
+                crate::secret::redact_url(&a.url),
                 crate::time::humanize(a.interval)
             );
         }

@@ -13,7 +13,7 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 pub(super) struct RawConfig {
     pub listen: Option<String>,
     pub public_url: Option<String>,
-    pub auth: Option<RawAuth>,
+    pub auth: Option<RawListenerAuth>,
     pub tls: Option<RawTls>,
     pub storage: RawStorage,
     pub limits: Option<RawLimits>,
@@ -28,6 +28,36 @@ pub(super) struct RawConfig {
     pub alertmanager: Option<super::pipeline::RawAlertmanager>,
     #[serde(default)]
     pub rotations: BTreeMap<String, super::rotation::RawRotation>,
+}
+
+/// The listener's `auth:`: credentials, or the word `none` (no authentication, on purpose).
+#[derive(Debug)]
+pub(super) enum RawListenerAuth {
+    None,
+    Credentials(RawAuth),
+}
+
+impl<'de> Deserialize<'de> for RawListenerAuth {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawListenerAuth;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("the word none, or a map with bearer_token(_file|_env) or basic")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                match v {
+                    "none" => Ok(RawListenerAuth::None),
+                    _ => Err(E::invalid_value(de::Unexpected::Other("a word"), &self)),
+                }
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                RawAuth::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RawListenerAuth::Credentials)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Deserialize)]

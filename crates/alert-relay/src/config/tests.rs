@@ -499,3 +499,98 @@ fn deadman_and_alertmanager_sections() {
         assert!(e.contains(key), "{extra}: {e}");
     }
 }
+
+#[test]
+fn yaml_errors_name_the_key_and_never_print_the_file() {
+    let cases = [
+        (
+            "auth:\n  bearer_token: hunter2-secret\n  bearer_tokn: x\n",
+            "auth.bearer_tokn: unknown field `bearer_tokn`, expected one of bearer_token",
+        ),
+        (
+            "auth:\n  bearer_token: hunter2-secret\n   oops: [\n",
+            "mapping values are not allowed in this context at line 4",
+        ),
+        (
+            "channels:\n  a: { type: slack, webhook_url: \"https://hooks.slack.com/services/T/B/hunter2\", rate_limit: { per_second: hunter2 } }\n",
+            "channels.a.rate_limit.per_second: invalid floating point at line 3",
+        ),
+        ("auth: hunter2-secret\n", "auth: invalid value"),
+        (
+            "auth: { bearer_token: x, hunter_two: y }\n",
+            "auth.hunter_two: unknown field",
+        ),
+        (
+            "auth: { bearer_token: x, a1b2c3d4: y }\n",
+            "auth: unknown field `…`",
+        ),
+        (
+            "auth: { bearer_token: [hunter2-secret] }\n",
+            "auth.bearer_token: expected string scalar at line 2, column 23",
+        ),
+        // A token pasted where a key belongs.
+        ("auth:\n  hunter2-secret: x\n", "auth: unknown field `…`"),
+    ];
+    for (tail, want) in cases {
+        let text = format!("storage: {{ sqlite: x }}\n{tail}");
+        let e = parse(&text, Path::new("/"), &MapSecrets::default())
+            .expect_err("invalid")
+            .to_string();
+        assert!(!e.contains("hunter2"), "the file's text in {e:?}");
+        assert!(e.contains(want), "{e:?} does not say {want:?}");
+    }
+}
+
+#[test]
+fn a_listener_beyond_loopback_needs_auth_or_an_explicit_none() {
+    let tail = "storage: { sqlite: x }\nchannels: { c: { type: webhook, url: \"http://127.0.0.1:9/h\" } }\npolicies: { p: { steps: [ { notify: [c] } ] } }\nroutes: [ { policy: p } ]\n";
+    let load = |head: &str| {
+        parse(
+            &format!("{head}{tail}"),
+            Path::new("/"),
+            &MapSecrets::default(),
+        )
+    };
+    let e = load("listen: 0.0.0.0:9832\n").expect_err("open to the network");
+    assert!(
+        e.to_string()
+            .starts_with("auth: required: listen 0.0.0.0:9832"),
+        "{e}"
+    );
+    assert!(load("listen: \"[::]:9832\"\n").is_err());
+    let none = load("listen: 0.0.0.0:9832\nauth: none\n").expect("declared");
+    assert!(none.auth_none_declared);
+    let warning = none.exposure_warning().expect("warned");
+    assert!(none.describe().contains(&format!("warning: {warning}")));
+    assert!(load("listen: 0.0.0.0:9832\nauth: { bearer_token: t }\n").is_ok());
+    let local = load("listen: \"[::1]:9832\"\n").expect("loopback");
+    assert!(local.exposure_warning().is_none());
+    assert!(
+        local
+            .check_exposure_on("0.0.0.0:9832".parse().expect("addr"))
+            .is_err()
+    );
+    let certs = "listen: 0.0.0.0:9832\ntls: { cert_file: c, key_file: k, client_ca_file: ca }\n";
+    assert!(load(certs).is_ok(), "client certificates authenticate");
+    assert!(load("auth: nothing\n").is_err());
+}
+
+#[test]
+fn printed_urls_lose_their_credentials() {
+    let c = parse(
+        "storage: { sqlite: x }\nchannels: { c: { type: webhook, url: \"http://127.0.0.1:9/h\", api_url: \"https://relay:hunter2@proxy.example:8443/p?sig=hunter2\" } }\npolicies: { p: { steps: [ { notify: [c] } ] } }\nroutes: [ { policy: p } ]\nalertmanager: { url: \"http://am:hunter2@127.0.0.1:9093\" }\n",
+        Path::new("/"),
+        &MapSecrets::default(),
+    )
+    .expect("valid");
+    let out = c.describe();
+    assert!(!out.contains("hunter2"), "{out}");
+    assert!(
+        out.contains("api_url https://relay:<redacted>@proxy.example:8443/p?sig=<redacted>"),
+        "{out}"
+    );
+    assert!(
+        out.contains("re-sync with http://am:<redacted>@127.0.0.1:9093/api/v2/alerts"),
+        "{out}"
+    );
+}

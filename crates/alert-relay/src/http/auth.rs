@@ -22,6 +22,14 @@ pub(super) fn authorized(auth: &Auth, headers: &HeaderMap) -> bool {
     }
 }
 
+/// The `WWW-Authenticate` challenge for `auth`.
+pub(super) fn challenge(auth: &Auth) -> http::HeaderValue {
+    http::HeaderValue::from_static(match auth {
+        Auth::Basic { .. } => "Basic realm=\"alert-relay\"",
+        Auth::Bearer(_) | Auth::None => "Bearer",
+    })
+}
+
 fn check_basic(decoded: &[u8], username: &str, password: &Secret) -> bool {
     let Some(colon) = decoded.iter().position(|b| *b == b':') else {
         return false;

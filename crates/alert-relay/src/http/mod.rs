@@ -125,24 +125,23 @@ impl App {
         Ok(response)
     }
 
+    /// A 401 with the challenge of the configured scheme (RFC 9110 requires one), counted.
+    fn unauthorized(&self, auth: &crate::config::Auth) -> Response<Body> {
+        self.metrics.reject("unauthorized");
+        let mut r = json_error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong credentials",
+        );
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, auth::challenge(auth));
+        r
+    }
+
     async fn webhook(&self, req: Request<Incoming>, pinned: Option<String>) -> Response<Body> {
         let config = self.live.config();
         if !auth::authorized(&config.auth, req.headers()) {
-            self.metrics.reject("unauthorized");
-            let mut r = json_error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "missing or wrong credentials",
-            );
-            let challenge = match config.auth {
-                crate::config::Auth::Basic { .. } => "Basic realm=\"alert-relay\"",
-                _ => "Bearer",
-            };
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(challenge),
-            );
-            return r;
+            return self.unauthorized(&config.auth);
         }
         let limit = config.limits.max_body_bytes;
         let declared = req
@@ -497,12 +496,7 @@ impl App {
     async fn api(&self, req: Request<Incoming>) -> Response<Body> {
         let config = self.live.config();
         if !auth::authorized(&config.auth, req.headers()) {
-            self.metrics.reject("unauthorized");
-            return json_error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "missing or wrong credentials",
-            );
+            return self.unauthorized(&config.auth);
         }
         let peer = peer_of(&req);
         let method = req.method().clone();
@@ -646,13 +640,9 @@ impl App {
     /// `GET /api/v1/storms/{id}` (the storm and every incident of it) and
     /// `POST /api/v1/storms/{id}/ack` (acknowledges them all), with the relay's auth.
     async fn storm_api(&self, req: Request<Incoming>) -> Response<Body> {
-        if !auth::authorized(&self.live.config().auth, req.headers()) {
-            self.metrics.reject("unauthorized");
-            return json_error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "missing or wrong credentials",
-            );
+        let auth = &self.live.config().auth;
+        if !auth::authorized(auth, req.headers()) {
+            return self.unauthorized(auth);
         }
         let peer = peer_of(&req);
         let path = req.uri().path().to_owned();
@@ -691,12 +681,7 @@ impl App {
     fn rotations(&self, req: &Request<Incoming>) -> Response<Body> {
         let config = self.live.config();
         if !auth::authorized(&config.auth, req.headers()) {
-            self.metrics.reject("unauthorized");
-            return json_error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "missing or wrong credentials",
-            );
+            return self.unauthorized(&config.auth);
         }
         let now = self.live.clock.now();
         json(

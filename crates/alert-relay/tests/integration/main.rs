@@ -10,6 +10,7 @@ mod hostile;
 mod intake;
 mod pipeline;
 mod providers;
+mod redirects;
 mod storm;
 mod support;
 mod systemd;

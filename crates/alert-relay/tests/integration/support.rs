@@ -363,7 +363,13 @@ pub(crate) struct Fake {
 
 impl Fake {
     pub(crate) async fn start(default: Reply) -> Fake {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        Self::start_on([127, 0, 0, 1], default).await
+    }
+
+    /// A fake on another loopback address (Linux routes all of 127/8 to loopback): a second
+    /// host, for tests of what must never reach another host.
+    pub(crate) async fn start_on(ip: [u8; 4], default: Reply) -> Fake {
+        let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::from(ip), 0))
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");

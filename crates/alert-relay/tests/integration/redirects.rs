@@ -1,0 +1,96 @@
+//! Credentials never follow a redirect: every provider that carries a secret (a header, basic
+//! auth, a signature, a token in its URL or body) is answered 307 or 302 towards a second
+//! loopback host, which must receive nothing; the attempt is dead-lettered as `redirect`.
+
+use std::time::Duration;
+
+use crate::support::{FAST_DELIVERY, Fake, Relay, Reply, tempdir, webhook};
+
+/// Channel name and the path prefix its requests take on the fake.
+const CHANNELS: [(&str, &str); 10] = [
+    ("hook", "/hook"),
+    ("slhook", "/slackhook"),
+    ("slbot", "/slackapi"),
+    ("disc", "/discord"),
+    ("tg", "/telegram"),
+    ("nt", "/ntfy"),
+    ("sms", "/twilio"),
+    ("tm", "/teams"),
+    ("mx", "/matrix"),
+    ("po", "/pushover"),
+];
+
+#[tokio::test]
+async fn no_provider_request_follows_a_redirect_to_another_host() {
+    let thief = Fake::start_on([127, 0, 0, 2], Reply::new(200, r#"{"ok":true}"#)).await;
+    let steal = format!("http://{}/steal?keep=1", thief.addr);
+    let provider = Fake::start(Reply::new(307, "").header("location", &steal)).await;
+    // Half the providers answer 302 (which a following client turns into a GET), half 307
+    // (which a following client repeats with the body).
+    for (_, prefix) in CHANNELS.iter().skip(5) {
+        provider.on(prefix, Reply::new(302, "").header("location", &steal));
+    }
+    let f = provider.url();
+    let dir = tempdir();
+    let relay = Relay::start(
+        dir.path(),
+        &format!(
+            r#"storage: {{ sqlite: relay.db }}
+{FAST_DELIVERY}channels:
+  hook: {{ type: webhook, url: "{f}/hook/in", headers: {{ X-Api-Key: k1 }}, signing_secret: k }}
+  slhook: {{ type: slack, webhook_url: "https://hooks.slack.com/services/T/B/X", api_url: "{f}/slackhook" }}
+  slbot: {{ type: slack, bot_token: xoxb-1, channel: C1, api_url: "{f}/slackapi" }}
+  disc: {{ type: discord, webhook_url: "https://discord.com/api/webhooks/1/tok", api_url: "{f}/discord" }}
+  tg: {{ type: telegram, bot_token: "123:abc", chat_id: -100, api_url: "{f}/telegram" }}
+  nt: {{ type: ntfy, topic: pi-alerts, token: tk_1, api_url: "{f}/ntfy" }}
+  sms: {{ type: twilio, account_sid: AC1, auth_token: twtok, from: "+15005550006", to: ["+447700900123"], api_url: "{f}/twilio" }}
+  tm: {{ type: teams, url: "https://x.logic.azure.com/workflows/1?sig=s", api_url: "{f}/teams" }}
+  mx: {{ type: matrix, room_id: "!r:example.org", access_token: syt, api_url: "{f}/matrix" }}
+  po: {{ type: pushover, token: app1, user_key: user1, api_url: "{f}/pushover" }}
+policies:
+  all: {{ steps: [ {{ notify: [hook, slhook, slbot, disc, tg, nt, sms, tm, mx, po] }} ] }}
+routes: [ {{ policy: all }} ]
+"#
+        ),
+    );
+    relay
+        .fire(webhook(&[("0123456789abcdef", "firing")], ""))
+        .await;
+    for (name, _) in CHANNELS {
+        let destination = if name == "sms" {
+            "sms/+447700900123"
+        } else {
+            name
+        };
+        relay
+            .wait_metric(
+                &format!(
+                    r#"alert_relay_notifications_dead_lettered_total{{channel="{name}",destination="{destination}",reason="redirect"}}"#
+                ),
+                1.0,
+            )
+            .await;
+    }
+    // A follower would have reached the thief by now; give a late one a moment anyway.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        thief.received().is_empty(),
+        "the second host was reached: {:?}",
+        thief.received()
+    );
+    let got = provider.received();
+    for (name, prefix) in CHANNELS {
+        let n = got.iter().filter(|r| r.path.starts_with(prefix)).count();
+        assert_eq!(n, 1, "{name}: a redirect is permanent, tried once");
+    }
+    let log = relay.log.lock().expect("log").join("\n");
+    assert!(
+        log.contains(&format!("redirects to http://{}", thief.addr)),
+        "the log names the target's origin:\n{log}"
+    );
+    for secret in [
+        "/steal", "keep=1", "xoxb-1", "twtok", "tk_1", "sig=s", "123:abc",
+    ] {
+        assert!(!log.contains(secret), "{secret} in the log:\n{log}");
+    }
+}
