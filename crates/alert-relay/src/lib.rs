@@ -180,7 +180,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         signer: ack::Signer::new(key, None),
     });
     let serving = Arc::new(http::serve(Arc::clone(&app)).await?);
-    tracing::info!(address = %serving.address, "alert-relay {} listening", env!("CARGO_PKG_VERSION"));
+    for address in serving.addresses() {
+        tracing::info!(%address, "alert-relay {} listening", env!("CARGO_PKG_VERSION"));
+    }
     systemd::notify(&[NotifyState::Ready]);
 
     let watchdog = systemd::watchdog_interval().map(|period| {
@@ -252,7 +254,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         let _ = task.await;
     }
     match Arc::try_unwrap(serving) {
-        Ok(s) => s.shutdown().await,
+        Ok(s) => s.drain().await,
         Err(_) => tracing::warn!("server still shared at shutdown"),
     }
     engine.shutdown(Duration::from_secs(5)).await;

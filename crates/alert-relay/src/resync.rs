@@ -12,7 +12,6 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::sync::Notify;
@@ -277,6 +276,8 @@ mod tests {
     use std::path::Path;
 
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use std::time::Duration;
 
     use super::*;
     use crate::config::{MapSecrets, parse};

@@ -92,7 +92,7 @@ impl ListenAddress {
 }
 
 /// Flags take durations in the syntax of the web configuration.
-pub use crate::duration::parse as parse_duration;
+pub use serving::duration::parse as parse_duration;
 
 fn regex(text: &str) -> Result<Regex, String> {
     Regex::new(text).map_err(|e| e.to_string())

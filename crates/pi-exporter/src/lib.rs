@@ -5,7 +5,6 @@
 pub mod cli;
 pub mod collector;
 pub mod doctor;
-pub mod duration;
 pub mod http;
 pub mod i2c;
 pub mod metrics;
@@ -61,7 +60,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let listeners = http::bind(&config.listen).await?;
     let serving = Arc::new(http::serve(listeners, Arc::clone(&app)));
-    for address in &serving.addresses {
+    for address in serving.addresses() {
         tracing::info!(%address, "listening");
     }
     systemd::notify(&sd_notify::NotifyState::Ready);
@@ -73,7 +72,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ))
     });
 
-    http::shutdown_signal().await;
+    serving::signal::shutdown().await;
     tracing::info!("shutting down");
     systemd::notify(&sd_notify::NotifyState::Stopping);
     if let Some(watchdog) = watchdog {
@@ -81,7 +80,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let _ = watchdog.await;
     }
     match Arc::try_unwrap(serving) {
-        Ok(serving) => serving.shutdown().await,
+        Ok(serving) => serving.drain().await,
         Err(_) => tracing::warn!("server still shared at shutdown; not waiting for connections"),
     }
     Ok(())

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use sd_notify::NotifyState;
 
-use crate::http::{App, Serving};
+use serving::Serving;
+
+use crate::http::App;
 
 pub fn notify(state: &NotifyState<'_>) {
     if let Err(e) = sd_notify::notify(std::slice::from_ref(state)) {

@@ -1,32 +1,22 @@
 //! The relay's HTTP face: `POST /webhook[/{route}]`, `GET /metrics`, `GET /healthz`.
 //!
-//! hyper 1 has no server type, so the accept loop lives here (as in pi-exporter): a connection
-//! cap, a header-read deadline and a whole-body deadline against slow clients, a body size
-//! limit, optional TLS, graceful shutdown. A webhook is answered 2xx only after the store
+//! The accept loop, admission, head deadlines and drain are the `serving` crate's; this module
+//! adds a whole-body deadline and a body size limit, and routes. A webhook is answered 2xx only after the store
 //! committed it; 5xx only when the store failed; 4xx with a JSON error for everything the
 //! sender got wrong.
 
 mod auth;
 mod tls;
 
-use std::convert::Infallible;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt as _, Full, Limited};
+use http_body_util::{BodyExt as _, Limited};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
-use tokio::task::JoinHandle;
+use serving::{Body, Peer, Serving};
 use tokio_rustls::TlsAcceptor;
 
 use crate::Live;
@@ -43,8 +33,6 @@ const MAX_HEAD_BYTES: usize = 16 * 1024;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 const HEALTH_BUDGET: Duration = Duration::from_secs(2);
 
-type Body = Full<Bytes>;
-
 /// Shared state of the handlers.
 #[derive(Debug)]
 pub struct App {
@@ -60,14 +48,10 @@ pub struct App {
     pub signer: Signer,
 }
 
-/// The peer of a request, put into its extensions by the accept loop.
-#[derive(Debug, Clone, Copy)]
-struct Peer(SocketAddr);
-
 impl App {
-    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         let path = req.uri().path().to_owned();
-        let response = match (req.method(), path.as_str()) {
+        match (req.method(), path.as_str()) {
             (&Method::POST, "/webhook") => self.webhook(req, None).await,
             (&Method::POST, p) if p.starts_with("/webhook/") => {
                 let name = p["/webhook/".len()..].to_owned();
@@ -121,8 +105,7 @@ impl App {
                 ),
             ),
             _ => plain(StatusCode::NOT_FOUND, "Not Found\n"),
-        };
-        Ok(response)
+        }
     }
 
     /// A 401 with the challenge of the configured scheme (RFC 9110 requires one), counted.
@@ -843,139 +826,51 @@ fn plain(status: StatusCode, text: &str) -> Response<Body> {
     r
 }
 
-/// A running server.
-#[derive(Debug)]
-pub struct Serving {
-    pub address: SocketAddr,
-    accept_loop: JoinHandle<()>,
-    graceful: Arc<GracefulShutdown>,
-    stop: watch::Sender<bool>,
+impl serving::Handler for App {
+    fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> impl std::future::Future<Output = Response<Body>> + Send {
+        App::handle(self, req)
+    }
 }
 
-impl Serving {
-    pub fn accepting(&self) -> bool {
-        !self.accept_loop.is_finished()
+/// The listener's TLS, from `tls:` files read once at start.
+struct FixedTls(Option<TlsAcceptor>);
+
+impl serving::TlsSource for FixedTls {
+    fn acceptor(&self) -> Option<TlsAcceptor> {
+        self.0.clone()
     }
 
-    /// Stops accepting and waits (bounded) for in-flight requests, so a webhook whose commit
-    /// is under way still gets its answer.
-    pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let _ = self.accept_loop.await;
-        let graceful = Arc::try_unwrap(self.graceful).unwrap_or_else(|_| GracefulShutdown::new());
-        if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
-        }
+    fn verify(&self, _: &rustls::ServerConnection) -> Result<(), String> {
+        Ok(())
     }
 }
 
 /// Binds the listener and starts accepting.
 pub async fn serve(app: Arc<App>) -> io::Result<Serving> {
     let config = app.live.config();
-    let listener = TcpListener::bind(config.listen).await.map_err(|e| {
-        io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
-    })?;
+    let listeners = serving::bind(&[config.listen]).await?;
     let tls = match &config.tls {
         Some(files) => Some(tls::acceptor(files).map_err(io::Error::other)?),
         None => None,
     };
-    let address = listener.local_addr()?;
-    let graceful = Arc::new(GracefulShutdown::new());
-    let (stop, stopped) = watch::channel(false);
-    let connections = Arc::new(Semaphore::new(config.limits.max_connections));
-    let header_timeout = config.limits.read_header_timeout;
-    let accept_loop = tokio::spawn(accept_loop(
-        listener,
+    let max = config.limits.max_connections;
+    let limits = serving::Limits {
+        max_connections: max,
+        max_pending: (max / 2).max(1),
+        head_timeout: config.limits.read_header_timeout,
+        max_head_bytes: MAX_HEAD_BYTES,
+        grace: SHUTDOWN_GRACE,
+        ..serving::Limits::default()
+    };
+    Ok(serving::serve(
+        listeners,
         app,
-        tls,
-        Arc::clone(&graceful),
-        connections,
-        stopped,
-        header_timeout,
-    ));
-    Ok(Serving {
-        address,
-        accept_loop,
-        graceful,
-        stop,
-    })
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    app: Arc<App>,
-    tls: Option<TlsAcceptor>,
-    graceful: Arc<GracefulShutdown>,
-    connections: Arc<Semaphore>,
-    mut stopped: watch::Receiver<bool>,
-    header_timeout: Duration,
-) {
-    loop {
-        let permit = tokio::select! {
-            p = Arc::clone(&connections).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = stopped.changed() => return,
-        };
-        let (stream, peer) = tokio::select! {
-            a = listener.accept() => match a {
-                Ok(pair) => pair,
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = stopped.changed() => return,
-        };
-        let _ = stream.set_nodelay(true);
-        let app = Arc::clone(&app);
-        let graceful = Arc::clone(&graceful);
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            match tls {
-                None => {
-                    serve_connection(TokioIo::new(stream), app, &graceful, header_timeout, peer)
-                        .await
-                }
-                Some(acceptor) => {
-                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => {
-                            serve_connection(TokioIo::new(s), app, &graceful, header_timeout, peer)
-                                .await
-                        }
-                        Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                }
-            }
-        });
-    }
-}
-
-async fn serve_connection<I>(
-    io: TokioIo<I>,
-    app: Arc<App>,
-    graceful: &GracefulShutdown,
-    header_timeout: Duration,
-    peer: SocketAddr,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-        req.extensions_mut().insert(Peer(peer));
-        Arc::clone(&app).handle(req)
-    });
-    let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
-        .max_buf_size(MAX_HEAD_BYTES)
-        .serve_connection(io, service);
-    if let Err(e) = graceful.watch(conn).await {
-        tracing::debug!("connection closed with error: {e}");
-    }
+        Arc::new(FixedTls(tls)),
+        limits,
+    ))
 }
 
 #[cfg(test)]
@@ -1061,7 +956,7 @@ mod tests {
         let serving = serve(app).await.expect("serve");
         let body = r#"{"version":"4","status":"firing","alerts":[{"status":"firing","labels":{"alertname":"A"},"startsAt":"2026-01-01T00:00:00Z"}]}"#;
         let r = http
-            .post(format!("http://{}/webhook", serving.address))
+            .post(format!("http://{}/webhook", serving.addresses()[0]))
             .body(body)
             .send()
             .await
@@ -1070,7 +965,7 @@ mod tests {
         let j: serde_json::Value = r.json().await.expect("json");
         assert_eq!(j["error"], "storage");
         let r = http
-            .get(format!("http://{}/healthz", serving.address))
+            .get(format!("http://{}/healthz", serving.addresses()[0]))
             .send()
             .await
             .expect("healthz");
@@ -1080,6 +975,6 @@ mod tests {
                 .encode()
                 .contains("alert_relay_storage_errors_total 1")
         );
-        serving.shutdown().await;
+        serving.drain().await;
     }
 }

@@ -43,7 +43,7 @@ impl Default for Options {
 
 /// `--collector.doctor.interval`: at least a minute, the checks are not cheap.
 pub fn parse_interval(text: &str) -> Result<Duration, String> {
-    let interval = crate::duration::parse(text)?;
+    let interval = serving::duration::parse(text)?;
     if interval < Duration::from_secs(60) {
         return Err("must be at least 1m".into());
     }

@@ -1,33 +1,22 @@
-//! The exporter's HTTP face: listeners, TLS, limits, routing and the `/metrics` response.
-//!
-//! hyper 1 has no server type, so the accept loop lives here. Every connection gets a header-read
-//! deadline (slowloris), a TLS-handshake deadline, and counts against a connection cap; scrapes
-//! count against `--web.max-requests`. The web configuration is looked up per connection (TLS)
-//! and per request (auth, headers), so a changed file applies without restart.
+//! The exporter's HTTP face: its routes and the `/metrics` response. The accept loop, admission,
+//! deadlines and drain are the `serving` crate's; scrapes count against `--web.max-requests`.
+//! The web configuration is looked up per connection (TLS) and per request (auth, headers), so
+//! a changed file applies without restart.
 
 mod gzip;
 mod health;
 mod negotiate;
 
-use std::convert::Infallible;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tokio::task::JoinHandle;
 
 use crate::cli::ListenAddress;
 use crate::collector::Scraper;
@@ -36,8 +25,6 @@ use crate::web_config::{Rejection, WebConfig};
 
 pub use health::{HealthReport, health_report};
 
-/// Open connections at once; more wait in the kernel's backlog.
-const MAX_CONNECTIONS: usize = 256;
 /// Largest request head accepted (hyper's minimum buffer size).
 const MAX_HEAD_BYTES: usize = 8 * 1024;
 /// How long in-flight requests may finish after SIGTERM.
@@ -45,14 +32,14 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Subtracted from Prometheus' scrape timeout so the answer arrives before it gives up.
 const SCRAPE_TIMEOUT_MARGIN: Duration = Duration::from_millis(500);
 
-type Body = Full<Bytes>;
+use serving::{Body, Serving};
 
 /// Shared state of the HTTP handlers.
 #[derive(Debug)]
 pub struct App {
     scraper: Scraper,
     telemetry_path: String,
-    web: WebConfig,
+    web: Arc<WebConfig>,
     scrape_permits: Option<Arc<Semaphore>>,
     /// Deadline for a client's TLS handshake and for each request head (slowloris).
     read_header_timeout: Duration,
@@ -72,7 +59,7 @@ impl App {
         Self {
             scraper,
             telemetry_path,
-            web,
+            web: Arc::new(web),
             scrape_permits: (max_requests > 0).then(|| Arc::new(Semaphore::new(max_requests))),
             read_header_timeout,
             last_body_len: AtomicUsize::new(16 * 1024),
@@ -107,7 +94,7 @@ impl App {
         body
     }
 
-    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         let web = self.web.current();
         let mut response = match web.authorize(req.headers()).await {
             Err(Rejection::RateLimited) => {
@@ -124,7 +111,7 @@ impl App {
         for (name, value) in web.response_headers() {
             response.headers_mut().insert(name.clone(), value.clone());
         }
-        Ok(response)
+        response
     }
 
     async fn route(&self, req: &Request<Incoming>) -> Response<Body> {
@@ -259,17 +246,12 @@ pub async fn bind(addresses: &[ListenAddress]) -> io::Result<Vec<TcpListener>> {
         let mut last_error = None;
         let mut bound = None;
         for candidate in address.candidates() {
-            match TcpListener::bind(candidate).await {
-                Ok(listener) => {
-                    bound = Some(listener);
+            match serving::bind(&[candidate]).await {
+                Ok(mut l) => {
+                    bound = l.pop();
                     break;
                 }
-                Err(e) => {
-                    last_error = Some(io::Error::new(
-                        e.kind(),
-                        format!("cannot listen on {candidate}: {e}"),
-                    ))
-                }
+                Err(e) => last_error = Some(e),
             }
         }
         match bound {
@@ -284,161 +266,31 @@ pub async fn bind(addresses: &[ListenAddress]) -> io::Result<Vec<TcpListener>> {
     Ok(listeners)
 }
 
-/// A running server: its accept loops, for the watchdog to check.
-#[derive(Debug)]
-pub struct Serving {
-    pub addresses: Vec<SocketAddr>,
-    accept_loops: Vec<JoinHandle<()>>,
-    graceful: Arc<GracefulShutdown>,
-    stop: tokio::sync::watch::Sender<bool>,
-}
-
-impl Serving {
-    /// Whether every accept loop is still running.
-    pub fn accepting(&self) -> bool {
-        self.accept_loops.iter().all(|h| !h.is_finished())
-    }
-
-    /// Stops accepting and waits (bounded) for in-flight requests.
-    pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        for handle in self.accept_loops {
-            let _ = handle.await;
-        }
-        let graceful = Arc::try_unwrap(self.graceful).unwrap_or_else(|_| GracefulShutdown::new());
-        if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
-        }
+/// The admission limits of the exporter's listeners: small, since a Pi's memory is.
+pub fn limits(read_header_timeout: Duration) -> serving::Limits {
+    serving::Limits {
+        max_connections: 256,
+        max_pending: 64,
+        max_pending_per_peer: 16,
+        head_timeout: read_header_timeout,
+        max_head_bytes: MAX_HEAD_BYTES,
+        grace: SHUTDOWN_GRACE,
+        ..serving::Limits::default()
     }
 }
 
-/// Starts an accept loop per listener.
+/// Starts serving `app` on `listeners`.
 pub fn serve(listeners: Vec<TcpListener>, app: Arc<App>) -> Serving {
-    let graceful = Arc::new(GracefulShutdown::new());
-    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let addresses = listeners
-        .iter()
-        .filter_map(|l| l.local_addr().ok())
-        .collect();
-    let accept_loops = listeners
-        .into_iter()
-        .map(|listener| {
-            tokio::spawn(accept_loop(
-                listener,
-                Arc::clone(&app),
-                Arc::clone(&graceful),
-                Arc::clone(&connections),
-                stopped.clone(),
-            ))
-        })
-        .collect();
-    Serving {
-        addresses,
-        accept_loops,
-        graceful,
-        stop,
-    }
+    let limits = limits(app.read_header_timeout);
+    let tls = Arc::clone(&app.web);
+    serving::serve(listeners, app, tls, limits)
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    app: Arc<App>,
-    graceful: Arc<GracefulShutdown>,
-    connections: Arc<Semaphore>,
-    mut stopped: tokio::sync::watch::Receiver<bool>,
-) {
-    loop {
-        let permit = tokio::select! {
-            permit = Arc::clone(&connections).acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            _ = stopped.changed() => return,
-        };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = stopped.changed() => return,
-        };
-        let _ = stream.set_nodelay(true);
-        let app = Arc::clone(&app);
-        let graceful = Arc::clone(&graceful);
-        tokio::spawn(async move {
-            let _permit = permit;
-            let web = app.web.current();
-            match web.tls_acceptor() {
-                None => serve_connection(TokioIo::new(stream), app, &graceful).await,
-                Some(acceptor) => {
-                    let tls = match tokio::time::timeout(
-                        app.read_header_timeout,
-                        acceptor.accept(stream),
-                    )
-                    .await
-                    {
-                        Ok(Ok(tls)) => tls,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, "TLS handshake failed: {e}");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    };
-                    if let Err(reason) = web.check_client_cert(tls.get_ref().1) {
-                        tracing::info!(%peer, "client certificate rejected: {reason}");
-                        return;
-                    }
-                    serve_connection(TokioIo::new(tls), app, &graceful).await;
-                }
-            }
-        });
-    }
-}
-
-async fn serve_connection<I>(io: TokioIo<I>, app: Arc<App>, graceful: &GracefulShutdown)
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let header_timeout = app.read_header_timeout;
-    let service = hyper::service::service_fn(move |req| Arc::clone(&app).handle(req));
-    let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
-        .max_buf_size(MAX_HEAD_BYTES)
-        .serve_connection(io, service);
-    if let Err(e) = graceful.watch(conn).await {
-        tracing::debug!("connection closed with error: {e}");
-    }
-}
-
-/// Resolves when the process is asked to stop (SIGTERM or Ctrl-C).
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+impl serving::Handler for App {
+    fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> impl std::future::Future<Output = Response<Body>> + Send {
+        App::handle(self, req)
     }
 }

@@ -295,3 +295,14 @@ impl ActiveWebConfig {
         &self.headers
     }
 }
+
+/// The listener's TLS: looked up per connection, so a reloaded file applies to the next one.
+impl serving::TlsSource for WebConfig {
+    fn acceptor(&self) -> Option<tokio_rustls::TlsAcceptor> {
+        self.current().tls_acceptor().cloned()
+    }
+
+    fn verify(&self, conn: &rustls::ServerConnection) -> Result<(), String> {
+        self.current().check_client_cert(conn)
+    }
+}

@@ -4,6 +4,7 @@ mod bad_input;
 mod doctor;
 mod firmware;
 mod golden;
+mod hostile;
 mod rtc;
 mod serving;
 mod support;

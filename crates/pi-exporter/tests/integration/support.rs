@@ -249,6 +249,10 @@ pub(crate) fn sample_value(exposition: &str, prefix: &str) -> Option<f64> {
 }
 
 impl Exporter {
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub(crate) fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = i32::try_from(self.child.id()).expect("pid fits");

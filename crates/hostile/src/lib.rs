@@ -1,0 +1,128 @@
+//! A hostile network on loopback, for the integration tests of both binaries and for `cargo
+//! xtask bench --hostile`: many connections that never finish their request head (slowloris)
+//! or their TLS handshake, from one or many peer addresses (Linux routes all of 127/8 to
+//! loopback), held open while one legitimate request is timed. Blocking std sockets: the
+//! attack must not depend on the runtime of what it attacks.
+
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Socket, Type};
+
+/// What each held connection sends before it stalls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stall {
+    /// An HTTP request head without its final empty line.
+    HalfHead,
+    /// The first bytes of a TLS ClientHello record, never the rest.
+    TlsHello,
+    /// Nothing at all after connecting.
+    Silent,
+}
+
+impl Stall {
+    fn bytes(self) -> &'static [u8] {
+        match self {
+            Stall::HalfHead => b"GET / HTTP/1.1\r\nHost: x\r\n",
+            // Record header (handshake, TLS 1.0 record version, 512 bytes) and the start of a
+            // ClientHello: the server waits for the other 508 bytes.
+            Stall::TlsHello => b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc",
+            Stall::Silent => b"",
+        }
+    }
+}
+
+/// Connections held open until dropped.
+#[derive(Debug)]
+pub struct Held {
+    streams: Vec<TcpStream>,
+    /// Connections the kernel or the server refused while opening.
+    pub refused: usize,
+}
+
+impl Held {
+    /// How many of the held connections the server has not closed (a read would not see EOF).
+    pub fn still_open(&mut self) -> usize {
+        let mut open = 0;
+        for s in &mut self.streams {
+            let _ = s.set_nonblocking(true);
+            let mut b = [0u8; 1];
+            if matches!(s.read(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+                open += 1;
+            }
+        }
+        open
+    }
+}
+
+/// The loopback addresses 127.0.0.1 … 127.0.0.`n`.
+pub fn loopback_peers(n: u8) -> Vec<Ipv4Addr> {
+    (1..=n.max(1))
+        .map(|i| Ipv4Addr::new(127, 0, 0, i))
+        .collect()
+}
+
+/// Opens `count` connections to `target`, spread round-robin over `peers`, each sending
+/// `stall`'s bytes and then nothing.
+pub fn hold(target: SocketAddr, peers: &[Ipv4Addr], count: usize, stall: Stall) -> Held {
+    let mut held = Held {
+        streams: Vec::with_capacity(count),
+        refused: 0,
+    };
+    for i in 0..count {
+        let peer = peers[i % peers.len().max(1)];
+        match connect_from(peer, target).and_then(|mut s| {
+            s.write_all(stall.bytes())?;
+            Ok(s)
+        }) {
+            Ok(s) => held.streams.push(s),
+            Err(_) => held.refused += 1,
+        }
+    }
+    held
+}
+
+fn connect_from(peer: Ipv4Addr, target: SocketAddr) -> io::Result<TcpStream> {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    socket.bind(&SocketAddr::from((peer, 0)).into())?;
+    socket.connect_timeout(&target.into(), Duration::from_secs(2))?;
+    Ok(socket.into())
+}
+
+/// Sends `request` (a whole HTTP/1.1 request with `Connection: close`) from 127.0.0.1 and
+/// reads the answer to its end. Returns the time to the complete answer and the status code.
+pub fn timed_request(
+    target: SocketAddr,
+    request: &[u8],
+    timeout: Duration,
+) -> io::Result<(Duration, u16)> {
+    let started = Instant::now();
+    let mut s = TcpStream::connect_timeout(&target, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    s.write_all(request)?;
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer)?;
+    let elapsed = started.elapsed();
+    let status = answer
+        .get(9..12)
+        .and_then(|c| std::str::from_utf8(c).ok())
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no HTTP status line"))?;
+    Ok((elapsed, status))
+}
+
+/// `GET path` with `Connection: close` and extra header lines (each ending in `\r\n`).
+pub fn get(path: &str, extra_headers: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{extra_headers}\r\n")
+        .into_bytes()
+}
+
+/// The peak resident set (`VmHWM`) of process `pid`, in bytes.
+pub fn peak_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
