@@ -454,10 +454,10 @@ pub trait Backend: Send + 'static {
     fn watched_receipts(&mut self) -> Result<Vec<WatchedReceipt>, StoreError> {
         Ok(Vec::new())
     }
-    /// Whether `destination` was sent `target`: an attempted delivery to it of the incident, or
-    /// of a summary of the incident's storm (for a storm: of a summary of it, or of one of its
-    /// incidents). Only such a destination may acknowledge it by SMS. A backend that cannot
-    /// tell answers no.
+    /// Whether `destination` was paged for `target`: a delivery to it, not skipped, of the
+    /// incident or of a summary of the incident's storm (for a storm: of a summary of it or of
+    /// one of its incidents). Only such a destination may acknowledge it by SMS. A backend
+    /// that cannot tell answers no.
     fn sent_to(&mut self, _destination: &str, _target: AckTarget) -> Result<bool, StoreError> {
         Ok(false)
     }

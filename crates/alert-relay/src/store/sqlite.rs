@@ -99,9 +99,11 @@ const MIGRATIONS: &[&str] = &[
 /// request must not become good again soon after it was sent.
 const SIDS_KEPT_MS: i64 = 24 * 3600 * 1000;
 
-/// A delivery the relay has attempted: the provider may have passed it on even when the relay
-/// saw a failure (a timeout); a skipped one, or one waiting for its first attempt, never left.
-const ATTEMPTED: &str = "destination = ?1 AND state != 'skipped' AND attempts > 0";
+/// A delivery to destination ?1 that the relay sent, is sending or gave up on (a failed
+/// attempt may have reached the phone all the same), but not one it skipped (collapsed into a
+/// storm summary, held back by a budget): that never left. A pending one counts, so an ack
+/// that overtakes the record of its own delivery is not refused.
+const PAGED: &str = "destination = ?1 AND state != 'skipped'";
 
 /// `Backend::sent_to` for an incident (?2): a delivery of it, or of a summary of its storm.
 const SENT_INCIDENT: &str =
@@ -526,7 +528,7 @@ impl Backend for Sqlite {
             AckTarget::Incident(id) => (SENT_INCIDENT, id),
             AckTarget::Storm(id) => (SENT_STORM, id),
         };
-        let mut stmt = self.conn.prepare_cached(&sql.replace("{a}", ATTEMPTED))?;
+        let mut stmt = self.conn.prepare_cached(&sql.replace("{a}", PAGED))?;
         Ok(stmt.query_row(params![destination, id], |r| r.get(0))?)
     }
 }
@@ -1420,25 +1422,27 @@ mod tests {
         use AckTarget::{Incident, Storm};
         let mut db = Sqlite::in_memory().expect("db");
         let sent = |db: &mut Sqlite, to: &str, t| db.sent_to(to, t).expect("query");
-        let a = open_incident(&mut db, "g1", &["sms/+1", "sms/+2"]);
+        let a = open_incident(&mut db, "g1", &["sms/+1", "sms/+2", "sms/+6"]);
         let one = a.opened[0];
-        record(
-            &mut db,
-            a.deliveries[0].1,
-            Attempt::Delivered { provider_ref: None },
-        );
+        // Not attempted yet: its record may lag behind the SMS.
         assert!(sent(&mut db, "sms/+1", Incident(one)));
-        // Routed to +2, not attempted yet: +2 cannot have it.
-        assert!(!sent(&mut db, "sms/+2", Incident(one)));
-        assert!(!sent(&mut db, "other/+1", Incident(one)));
-        assert!(!sent(&mut db, "sms/+1", Incident(999_999)));
-        // A failed attempt may still have reached the phone (a timeout).
-        let retry = Attempt::Retry {
-            next_attempt_at_ms: 0,
+        let delivered = Attempt::Delivered { provider_ref: None };
+        record(&mut db, a.deliveries[0].1, delivered);
+        assert!(sent(&mut db, "sms/+1", Incident(one)));
+        // Given up on: a failed attempt may have reached the phone all the same.
+        let dead = Attempt::Dead {
             error: "timeout".into(),
         };
-        record(&mut db, a.deliveries[1].1, retry);
+        record(&mut db, a.deliveries[1].1, dead);
         assert!(sent(&mut db, "sms/+2", Incident(one)));
+        // Held back by a budget: never sent.
+        let held = Attempt::Skipped {
+            reason: "budget".into(),
+        };
+        record(&mut db, a.deliveries[2].1, held);
+        assert!(!sent(&mut db, "sms/+6", Incident(one)));
+        assert!(!sent(&mut db, "other/+1", Incident(one)));
+        assert!(!sent(&mut db, "sms/+1", Incident(999_999)));
 
         // Storm 1: incident 2 was sent on its own to +3 before it, incident 3's message to +5
         // was collapsed (skipped), the summary went to +4.
@@ -1472,7 +1476,7 @@ mod tests {
     fn sent_to_is_answered_from_indexes() {
         let db = Sqlite::in_memory().expect("db");
         for sql in [SENT_INCIDENT, SENT_STORM] {
-            let sql = format!("EXPLAIN QUERY PLAN {}", sql.replace("{a}", ATTEMPTED));
+            let sql = format!("EXPLAIN QUERY PLAN {}", sql.replace("{a}", PAGED));
             let plan: Vec<String> = db
                 .conn
                 .prepare(&sql)
