@@ -584,6 +584,37 @@ pub(crate) async fn on_a_free_port<T>(mut start: impl AsyncFnMut(u16) -> Result<
     panic!("did not start on any of 3 free ports; the last log:\n{last}")
 }
 
+/// Posts an SMS reply to the relay's `path` the way Twilio does: `params` form-encoded, signed
+/// with `token` over `public` (the relay's `public_url`) + `path`. (status, body)
+pub(crate) async fn twilio_reply(
+    relay: &Relay,
+    public: &str,
+    path: &str,
+    token: &str,
+    params: &[(&str, &str)],
+) -> (u16, String) {
+    let params: Vec<(String, String)> = params
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let form = params
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.replace('+', "%2B").replace(' ', "+")))
+        .collect::<Vec<_>>()
+        .join("&");
+    let sig = alert_relay::inbound::twilio_signature(token, &format!("{public}{path}"), &params);
+    let r = client()
+        .post(relay.url(path))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-twilio-signature", sig)
+        .body(form)
+        .send()
+        .await
+        .expect("sms reply");
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap_or_default())
+}
+
 pub(crate) fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
 }
