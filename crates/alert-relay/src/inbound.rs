@@ -110,7 +110,7 @@ pub fn authenticate(
     if sms.sid.is_empty() {
         return Err(Refused::NoMessageSid);
     }
-    let from_paged_number = to.iter().any(|n| *n == sms.from);
+    let from_paged_number = to.contains(&sms.from);
     Ok(Sms {
         from_paged_number,
         ..sms

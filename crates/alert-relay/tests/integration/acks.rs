@@ -517,14 +517,10 @@ async fn an_sms_ack_counts_only_from_a_number_sent_the_incident_and_only_once() 
         .fire(webhook(&[("0000000000000ae1", "firing")], ""))
         .await;
     wait_sent_to_alice(&relay, 1.0).await;
-    assert_eq!(
-        text(&relay, "bob-sms", BOB, "ACK 1", "SMb1").await,
-        (200, NOTHING.to_owned())
-    );
-    assert_eq!(
-        text(&relay, "bob-sms", BOB, "ACK 999999", "SMb2").await,
-        (200, NOTHING.to_owned())
-    );
+    for (body, sid) in [("ACK 1", "SMb1"), ("ACK 999999", "SMb2")] {
+        let answer = text(&relay, "bob-sms", BOB, body, sid).await;
+        assert_eq!(answer, (200, NOTHING.to_owned()), "{body}");
+    }
     assert_eq!(incident(&relay, 1).await["state"], "open");
 
     let (status, twiml) = text(&relay, "alice-sms", ALICE, "ACK 1", "SMa1").await;
@@ -590,18 +586,10 @@ async fn a_storm_sms_ack_counts_only_from_a_number_sent_the_storm() {
     }
     // Incident 1 on its own, then the summary of storm 1 (incidents 1 and 2).
     wait_sent_to_alice(&relay, 2.0).await;
-    assert_eq!(
-        text(&relay, "bob-sms", BOB, "ACK S1", "SMb1").await,
-        (200, NOTHING.to_owned())
-    );
-    assert_eq!(
-        text(&relay, "bob-sms", BOB, "ACK S9", "SMb2").await,
-        (200, NOTHING.to_owned())
-    );
-    assert_eq!(
-        text(&relay, "bob-sms", BOB, "ACK 2", "SMb3").await,
-        (200, NOTHING.to_owned())
-    );
+    for (body, sid) in [("ACK S1", "SMb1"), ("ACK S9", "SMb2"), ("ACK 2", "SMb3")] {
+        let answer = text(&relay, "bob-sms", BOB, body, sid).await;
+        assert_eq!(answer, (200, NOTHING.to_owned()), "{body}");
+    }
     for id in 1..=2 {
         assert_eq!(incident(&relay, id).await["state"], "open");
     }

@@ -162,12 +162,8 @@ impl Relay {
         let r = client()
             .post(self.url(path))
             .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .expect("post");
-        let status = r.status().as_u16();
-        (status, r.text().await.unwrap_or_default())
+            .body(body);
+        answer(r).await
     }
 
     /// Posts an Alertmanager webhook `body` with the bearer token the tests' configs set
@@ -607,10 +603,13 @@ pub(crate) async fn twilio_reply(
         .post(relay.url(path))
         .header("content-type", "application/x-www-form-urlencoded")
         .header("x-twilio-signature", sig)
-        .body(form)
-        .send()
-        .await
-        .expect("sms reply");
+        .body(form);
+    answer(r).await
+}
+
+/// Sends `request`; (status, body).
+async fn answer(request: reqwest::RequestBuilder) -> (u16, String) {
+    let r = request.send().await.expect("request");
     let status = r.status().as_u16();
     (status, r.text().await.unwrap_or_default())
 }
