@@ -6,8 +6,8 @@
 //! unauthenticated caller learns nothing, not even whether a channel exists. A genuine
 //! request is acted on once per `MessageSid` (a captured request replayed changes nothing).
 //! Only the channel's own `to:` numbers may acknowledge, and only what the relay sent them:
-//! `ACK 1234` (any case, `#` optional) acks incident 1234, `ACK S3` storm 3; anything else
-//! (unknown, or never sent to that number) gets one neutral answer, so no number learns ids.
+//! `ACK 1234` (any case, `#` optional) acks incident 1234, `ACK S3` storm 3. An id that does
+//! not exist and one never sent to that number get one neutral answer, so no number learns ids.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -101,19 +101,16 @@ pub fn authenticate(
             .find(|(n, _)| n == k)
             .map_or(String::new(), |(_, v)| v.clone())
     };
-    let sms = Sms {
-        from: get("From"),
-        body: get("Body"),
-        sid: get("MessageSid"),
-        from_paged_number: false,
-    };
-    if sms.sid.is_empty() {
+    let sid = get("MessageSid");
+    if sid.is_empty() {
         return Err(Refused::NoMessageSid);
     }
-    let from_paged_number = to.contains(&sms.from);
+    let from = get("From");
     Ok(Sms {
-        from_paged_number,
-        ..sms
+        from_paged_number: to.contains(&from),
+        from,
+        body: get("Body"),
+        sid,
     })
 }
 
