@@ -676,30 +676,18 @@ impl App {
     /// An SMS reply through Twilio's inbound webhook (see `inbound`).
     async fn twilio_inbound(&self, req: Request<Incoming>, channel: &str) -> Response<Body> {
         let config = self.live.config();
-        let Some(ch) = config.channels.get(channel) else {
-            return plain(StatusCode::NOT_FOUND, "no such channel\n");
-        };
-        let crate::config::ChannelKind::Twilio { auth_token, to, .. } = &ch.kind else {
-            return plain(StatusCode::NOT_FOUND, "not a twilio channel\n");
-        };
-        let Some(base) = &config.public_url else {
-            return plain(
-                StatusCode::NOT_FOUND,
-                "inbound SMS needs public_url (the URL Twilio signs)\n",
-            );
-        };
-        let url = format!(
-            "{base}{}",
-            req.uri()
-                .path_and_query()
-                .map_or(req.uri().path(), |p| p.as_str())
-        );
+        let path = req
+            .uri()
+            .path_and_query()
+            .map_or(req.uri().path(), |p| p.as_str())
+            .to_owned();
         let signature = req
             .headers()
             .get("x-twilio-signature")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_owned();
+        // Read before the channel is looked at: every name costs the same.
         let body = match tokio::time::timeout(
             config.limits.body_timeout,
             Limited::new(req.into_body(), 64 * 1024).collect(),
@@ -710,21 +698,14 @@ impl App {
             _ => return plain(StatusCode::BAD_REQUEST, "cannot read the body\n"),
         };
         let params = crate::inbound::parse_form(&body);
-        if !crate::inbound::twilio_verify(auth_token.expose(), &url, &params, &signature) {
-            self.metrics.reject("twilio_signature");
-            tracing::warn!(
-                channel,
-                "inbound SMS with a wrong X-Twilio-Signature rejected"
-            );
-            return plain(StatusCode::FORBIDDEN, "bad signature\n");
-        }
-        let get = |k: &str| {
-            params
-                .iter()
-                .find(|(n, _)| n == k)
-                .map_or("", |(_, v)| v.as_str())
+        let sms = match crate::inbound::authenticate(&config, channel, &path, &params, &signature) {
+            Ok(sms) => sms,
+            Err(why) => {
+                self.metrics.reject(why.reason());
+                tracing::warn!(channel, "inbound SMS request refused: {why}");
+                return plain(StatusCode::FORBIDDEN, crate::inbound::REFUSED);
+            }
         };
-        let from = get("From");
         let twiml = |reply: Option<&str>| {
             let mut r = Response::new(Body::from(crate::inbound::twiml(reply)));
             r.headers_mut().insert(
@@ -733,7 +714,20 @@ impl App {
             );
             r
         };
-        if !to.iter().any(|n| n == from) {
+        // Remembered before acting: a replay is never acted on, even one that races the first.
+        match self.store.first_time(sms.sid.clone()).await {
+            Ok(true) => {}
+            Ok(false) => {
+                self.metrics.reject("twilio_replay");
+                tracing::warn!(channel, "inbound SMS with a MessageSid seen before ignored");
+                return twiml(None);
+            }
+            Err(e) => {
+                tracing::error!("cannot store an inbound SMS id: {e}");
+                return plain(StatusCode::INTERNAL_SERVER_ERROR, "storage error\n");
+            }
+        }
+        if !sms.from_paged_number {
             // No replies to unknown senders (cost, and no oracle for incident ids).
             tracing::warn!(
                 channel,
@@ -741,44 +735,9 @@ impl App {
             );
             return twiml(None);
         }
-        if let Some(storm) = crate::storm::parse_sms_ack(get("Body")) {
-            return match self.storms.ack(storm, format!("SMS from {from}")).await {
-                Ok(crate::storm::StormAcked::Done { incidents, .. }) => twiml(Some(&format!(
-                    "Storm #{storm} acknowledged ({} incidents).",
-                    incidents.len()
-                ))),
-                Ok(crate::storm::StormAcked::Unchanged) => {
-                    twiml(Some(&format!("Storm #{storm} has no open incident.")))
-                }
-                Ok(crate::storm::StormAcked::NotFound) => {
-                    twiml(Some(&format!("No storm #{storm}.")))
-                }
-                Err(e) => {
-                    tracing::error!("cannot store an SMS acknowledgement: {e}");
-                    plain(StatusCode::INTERNAL_SERVER_ERROR, "storage error\n")
-                }
-            };
-        }
-        let Some(id) = crate::inbound::parse_ack(get("Body")) else {
-            return twiml(Some("Reply ACK <incident number> to acknowledge."));
-        };
-        // Name the person when a rotation paged this number for the incident.
-        let paged = self
-            .store
-            .read(move |b| b.incident_on_call(id))
-            .await
-            .unwrap_or_default();
-        let destination = format!("{channel}/{from}");
-        let by = match paged.iter().rev().find(|(d, _, _)| *d == destination) {
-            Some((_, _, who)) => format!("{who} via SMS from {from}"),
-            None => format!("SMS from {from}"),
-        };
-        match self.escalator.transition(id, Action::Ack, by).await {
-            Ok(Transitioned::Done { .. }) => twiml(Some(&format!("Incident #{id} acknowledged."))),
-            Ok(Transitioned::Unchanged(s)) => {
-                twiml(Some(&format!("Incident #{id} is already {}.", s.as_str())))
-            }
-            Ok(Transitioned::NotFound) => twiml(Some(&format!("No incident #{id}."))),
+        let (store, escalator, storms) = (&self.store, &self.escalator, &self.storms);
+        match crate::inbound::answer(store, escalator, storms, channel, &sms).await {
+            Ok(reply) => twiml(Some(&reply)),
             Err(e) => {
                 tracing::error!("cannot store an SMS acknowledgement: {e}");
                 // Twilio retries nothing; a 5xx at least shows in its debugger.

@@ -157,6 +157,13 @@ impl ReceiptEnd {
 /// (destination, step, state, notice) of one delivery of an incident.
 pub type IncidentDelivery = (String, i64, DeliveryState, Option<String>);
 
+/// What an SMS reply acknowledges: `ACK 12` or `ACK S3`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckTarget {
+    Incident(i64),
+    Storm(i64),
+}
+
 /// A change of an incident's state by a human or by Alertmanager.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -353,6 +360,12 @@ pub enum Write {
     },
     /// Storm control and budgets (`crate::storm`, `crate::budget`).
     Storm(crate::storm::StormWrite),
+    /// Remembers the `MessageSid` of a signed inbound SMS (kept for `storage.retention`, at
+    /// least a day): a replay of a captured request is recognised. Answers
+    /// `Written::FirstTime` (false: seen before).
+    InboundSid {
+        sid: String,
+    },
 }
 
 #[derive(Debug)]
@@ -367,6 +380,7 @@ pub enum Written {
     /// (incident, what its ack did) for [`Write::AckAll`].
     TransitionedAll(Vec<(i64, Transitioned)>),
     Storm(crate::storm::StormWritten),
+    FirstTime(bool),
 }
 
 /// A pending delivery as the queues hold it.
@@ -440,6 +454,13 @@ pub trait Backend: Send + 'static {
     fn watched_receipts(&mut self) -> Result<Vec<WatchedReceipt>, StoreError> {
         Ok(Vec::new())
     }
+    /// Whether `destination` was paged for `target`: a delivery to it, not skipped, of the
+    /// incident or of a summary of the incident's storm (for a storm: of a summary of it or of
+    /// one of its incidents). Only such a destination may acknowledge it by SMS. A backend
+    /// that cannot tell answers no.
+    fn sent_to(&mut self, _destination: &str, _target: AckTarget) -> Result<bool, StoreError> {
+        Ok(false)
+    }
 }
 
 type Reply = oneshot::Sender<Result<Written, StoreError>>;
@@ -501,6 +522,16 @@ impl Store {
         })
         .await
         .map(|_| ())
+    }
+
+    /// Records an inbound SMS's `MessageSid`; false when it was recorded before (a replay).
+    pub async fn first_time(&self, sid: String) -> Result<bool, StoreError> {
+        match self.write(Write::InboundSid { sid }).await? {
+            Written::FirstTime(new) => Ok(new),
+            _ => Err(StoreError::Corrupt(
+                "unexpected reply to an inbound sid".into(),
+            )),
+        }
     }
 
     /// Runs `f` on the DB thread.

@@ -6,9 +6,9 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::{
-    Action, Attempt, Backend, DeliveryJob, DeliveryState, FiringRef, Incident, IncidentDelivery,
-    IncidentState, IngestOutcome, PendingRef, RoutedEvent, StoreError, Transitioned,
-    WatchedReceipt, Write, Written,
+    AckTarget, Action, Attempt, Backend, DeliveryJob, DeliveryState, FiringRef, Incident,
+    IncidentDelivery, IncidentState, IngestOutcome, PendingRef, RoutedEvent, StoreError,
+    Transitioned, WatchedReceipt, Write, Written,
 };
 use crate::payload::{AlertEvent, Status};
 use crate::time::WallClock;
@@ -87,7 +87,34 @@ const MIGRATIONS: &[&str] = &[
     "CREATE INDEX deliveries_storm ON deliveries (storm_id) WHERE storm_id IS NOT NULL;",
     // 7: pruning asks, for each old event, whether an incident opened with it.
     "CREATE INDEX incidents_event ON incidents (event_id);",
+    // 8: the MessageSid of every signed inbound SMS, so that a replayed request is recognised.
+    "CREATE TABLE inbound_sids (
+        sid         TEXT    PRIMARY KEY,
+        received_at INTEGER NOT NULL    -- unix ms, for pruning
+     ) WITHOUT ROWID;
+     CREATE INDEX inbound_sids_received ON inbound_sids (received_at);",
 ];
+
+/// Inbound SMS ids are kept at least this long whatever `storage.retention` says: a captured
+/// request must not become good again soon after it was sent.
+const SIDS_KEPT_MS: i64 = 24 * 3600 * 1000;
+
+/// A delivery to destination ?1 that the relay sent, is sending or gave up on (a failed
+/// attempt may have reached the phone all the same), but not one it skipped (collapsed into a
+/// storm summary, held back by a budget): that never left. A pending one counts, so an ack
+/// that overtakes the record of its own delivery is not refused.
+const PAGED: &str = "destination = ?1 AND state != 'skipped'";
+
+/// `Backend::sent_to` for an incident (?2): a delivery of it, or of a summary of its storm.
+const SENT_INCIDENT: &str =
+    "SELECT EXISTS (SELECT 1 FROM deliveries WHERE incident_id = ?2 AND {a})
+    OR EXISTS (SELECT 1 FROM deliveries WHERE {a}
+               AND storm_id = (SELECT storm_id FROM storm_members WHERE incident_id = ?2))";
+
+/// `Backend::sent_to` for a storm (?2): a summary of it, or a delivery of one of its incidents.
+const SENT_STORM: &str = "SELECT EXISTS (SELECT 1 FROM deliveries WHERE storm_id = ?2 AND {a})
+    OR EXISTS (SELECT 1 FROM deliveries WHERE {a}
+               AND incident_id IN (SELECT incident_id FROM storm_members WHERE storm_id = ?2))";
 
 /// An event pruning keeps whatever its age: the opening event of an incident still stored
 /// (later steps, notices and summaries are sent on it; incidents are pruned on their own), the
@@ -495,6 +522,15 @@ impl Backend for Sqlite {
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+
+    fn sent_to(&mut self, destination: &str, target: AckTarget) -> Result<bool, StoreError> {
+        let (sql, id) = match target {
+            AckTarget::Incident(id) => (SENT_INCIDENT, id),
+            AckTarget::Storm(id) => (SENT_STORM, id),
+        };
+        let mut stmt = self.conn.prepare_cached(&sql.replace("{a}", PAGED))?;
+        Ok(stmt.query_row(params![destination, id], |r| r.get(0))?)
+    }
 }
 
 fn apply(tx: &Connection, w: Write, now: i64) -> Result<Written, StoreError> {
@@ -581,8 +617,9 @@ fn apply(tx: &Connection, w: Write, now: i64) -> Result<Written, StoreError> {
                     WHERE substr(provider_ref, 1, 8) = 'receipt:')",
                 [before_ms],
             )?;
+            let sids = prune_sids(tx, before_ms, now)?;
             Ok(Written::Pruned(
-                storms + incidents + deliveries + events + receipts,
+                storms + incidents + deliveries + events + receipts + sids,
             ))
         }
         Write::Checkpoint(clocks) => {
@@ -654,6 +691,7 @@ fn apply(tx: &Connection, w: Write, now: i64) -> Result<Written, StoreError> {
             Ok(Written::TransitionedAll(out))
         }
         Write::Storm(w) => super::storm_sql::apply(tx, w, now).map(Written::Storm),
+        Write::InboundSid { sid } => remember_sid(tx, &sid, now).map(Written::FirstTime),
         Write::SetMetaInt { key, value } => {
             tx.execute(
                 "INSERT INTO meta (key, value) VALUES (?1, ?2)
@@ -707,6 +745,23 @@ fn apply(tx: &Connection, w: Write, now: i64) -> Result<Written, StoreError> {
                 .map(Written::Transitioned)
         }
     }
+}
+
+/// Records an inbound SMS id; false when it is already there.
+fn remember_sid(tx: &Connection, sid: &str, now: i64) -> Result<bool, StoreError> {
+    let n = tx.execute(
+        "INSERT INTO inbound_sids (sid, received_at) VALUES (?1, ?2) ON CONFLICT (sid) DO NOTHING",
+        params![sid, now],
+    )?;
+    Ok(n == 1)
+}
+
+/// Inbound SMS ids older than the retention cutoff and than `SIDS_KEPT_MS`.
+fn prune_sids(tx: &Connection, before_ms: i64, now: i64) -> Result<usize, StoreError> {
+    Ok(tx.execute(
+        "DELETE FROM inbound_sids WHERE received_at < MIN(?1, ?2)",
+        params![before_ms, now.saturating_sub(SIDS_KEPT_MS)],
+    )?)
 }
 
 fn transition(
@@ -1311,6 +1366,162 @@ mod tests {
         assert_eq!((job.incident, job.step, job.notice), (None, 0, None));
         assert_eq!(db.ack_key().expect("key").len(), 32);
         assert!(db.open_incidents().expect("incidents").is_empty());
+    }
+
+    /// Opens an incident of its own group, routed to `dests`.
+    fn open_incident(db: &mut Sqlite, group: &str, dests: &[&str]) -> IngestOutcome {
+        let mut e = routed(event(group, Status::Firing, 1), dests);
+        e.event.group_key = group.into();
+        e.routes = vec![super::super::RouteRef {
+            route: "#1".into(),
+            policy: "p".into(),
+        }];
+        ingest_one(db, vec![e])
+    }
+
+    fn record(db: &mut Sqlite, id: i64, attempt: Attempt) {
+        let r = db.write_batch(vec![Write::Record {
+            id,
+            attempts: 1,
+            attempt,
+        }]);
+        assert!(r.iter().all(Result::is_ok), "{r:?}");
+    }
+
+    /// Storm 1 of `members` with its summary delivered to `to`, as `storm_sql` records them.
+    fn storm_with_summary(db: &Sqlite, members: &[i64], to: &str) {
+        db.conn
+            .execute(
+                "INSERT INTO storms (id, policy, key, opened_at, last_join, last_update)
+                 VALUES (1, 'p', '[]', 0, 0, 0)",
+                [],
+            )
+            .expect("storm");
+        for m in members {
+            db.conn
+                .execute(
+                    "INSERT INTO storm_members (incident_id, policy, key, opened, storm_id)
+                     VALUES (?1, 'p', '[]', 0, 1)",
+                    [m],
+                )
+                .expect("member");
+        }
+        db.conn
+            .execute(
+                "INSERT INTO deliveries (event_id, destination, state, attempts, created_at,
+                    next_attempt_at, updated_at, step, notice, storm_id)
+                 SELECT event_id, ?1, 'delivered', 1, 0, 0, 0, 0, 'Storm #1', 1
+                 FROM incidents WHERE id = ?2",
+                params![to, members[0]],
+            )
+            .expect("summary");
+    }
+
+    #[test]
+    fn an_sms_ack_is_bound_to_the_numbers_the_relay_sent_to() {
+        use AckTarget::{Incident, Storm};
+        let mut db = Sqlite::in_memory().expect("db");
+        let sent = |db: &mut Sqlite, to: &str, t| db.sent_to(to, t).expect("query");
+        let a = open_incident(&mut db, "g1", &["sms/+1", "sms/+2", "sms/+6"]);
+        let one = a.opened[0];
+        // Not attempted yet: its record may lag behind the SMS.
+        assert!(sent(&mut db, "sms/+1", Incident(one)));
+        let delivered = Attempt::Delivered { provider_ref: None };
+        record(&mut db, a.deliveries[0].1, delivered);
+        assert!(sent(&mut db, "sms/+1", Incident(one)));
+        // Given up on: a failed attempt may have reached the phone all the same.
+        let dead = Attempt::Dead {
+            error: "timeout".into(),
+        };
+        record(&mut db, a.deliveries[1].1, dead);
+        assert!(sent(&mut db, "sms/+2", Incident(one)));
+        // Held back by a budget: never sent.
+        let held = Attempt::Skipped {
+            reason: "budget".into(),
+        };
+        record(&mut db, a.deliveries[2].1, held);
+        assert!(!sent(&mut db, "sms/+6", Incident(one)));
+        assert!(!sent(&mut db, "other/+1", Incident(one)));
+        assert!(!sent(&mut db, "sms/+1", Incident(999_999)));
+
+        // Storm 1: incident 2 was sent on its own to +3 before it, incident 3's message to +5
+        // was collapsed (skipped), the summary went to +4.
+        let b = open_incident(&mut db, "g2", &["sms/+3"]);
+        let c = open_incident(&mut db, "g3", &["sms/+5"]);
+        let (two, three) = (b.opened[0], c.opened[0]);
+        record(
+            &mut db,
+            b.deliveries[0].1,
+            Attempt::Delivered { provider_ref: None },
+        );
+        let collapsed = Attempt::Skipped {
+            reason: "collapsed".into(),
+        };
+        record(&mut db, c.deliveries[0].1, collapsed);
+        storm_with_summary(&db, &[two, three], "sms/+4");
+        for t in [Storm(1), Incident(two), Incident(three)] {
+            assert!(sent(&mut db, "sms/+4", t), "{t:?}");
+        }
+        assert!(sent(&mut db, "sms/+3", Storm(1)));
+        assert!(sent(&mut db, "sms/+3", Incident(two)));
+        assert!(!sent(&mut db, "sms/+3", Incident(three)));
+        assert!(!sent(&mut db, "sms/+5", Incident(three)));
+        assert!(!sent(&mut db, "sms/+5", Storm(1)));
+        assert!(!sent(&mut db, "sms/+1", Storm(1)));
+        assert!(!sent(&mut db, "sms/+4", Storm(2)));
+        assert!(!sent(&mut db, "sms/+4", Incident(one)));
+    }
+
+    #[test]
+    fn sent_to_is_answered_from_indexes() {
+        let db = Sqlite::in_memory().expect("db");
+        for sql in [SENT_INCIDENT, SENT_STORM] {
+            let sql = format!("EXPLAIN QUERY PLAN {}", sql.replace("{a}", PAGED));
+            let plan: Vec<String> = db
+                .conn
+                .prepare(&sql)
+                .expect("prepare")
+                .query_map(params!["sms/+1", 1], |r| r.get(3))
+                .expect("plan")
+                .collect::<Result<_, _>>()
+                .expect("rows");
+            // Every table is searched by an index (`SCAN CONSTANT ROW` is the outer SELECT).
+            let scans = plan.iter().filter(|step| step.starts_with("SCAN"));
+            assert!(scans.eq(["SCAN CONSTANT ROW"].iter()), "{plan:?}");
+        }
+    }
+
+    #[test]
+    fn inbound_sids_are_kept_for_the_retention_and_at_least_a_day() {
+        let clock = WallClock::default();
+        let mut db = Sqlite::in_memory().expect("db").with_clock(clock.clone());
+        let first = |db: &mut Sqlite, sid: &str| match db
+            .write_batch(vec![Write::InboundSid { sid: sid.into() }])
+            .pop()
+        {
+            Some(Ok(Written::FirstTime(new))) => new,
+            other => panic!("{other:?}"),
+        };
+        let prune = |db: &mut Sqlite, retention_ms: i64| {
+            let before_ms = clock.now_millis() - retention_ms;
+            let r = db.write_batch(vec![Write::Prune { before_ms }]);
+            assert!(matches!(r[0], Ok(Written::Pruned(_))), "{r:?}");
+        };
+        assert!(first(&mut db, "SM1"));
+        assert!(!first(&mut db, "SM1"), "a replay");
+        assert!(first(&mut db, "SM2"));
+        // A retention shorter than a day keeps them a day.
+        clock.jump(3_600_000);
+        prune(&mut db, 60_000);
+        assert!(!first(&mut db, "SM1"));
+        clock.jump(24 * 3_600_000);
+        prune(&mut db, 30 * 24 * 3_600_000);
+        assert!(!first(&mut db, "SM1"), "kept for the retention");
+        prune(&mut db, 60_000);
+        assert!(
+            first(&mut db, "SM1"),
+            "pruned after a day and the retention"
+        );
     }
 
     #[test]

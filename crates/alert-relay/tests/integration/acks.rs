@@ -1,12 +1,15 @@
 //! Acknowledgement from providers through the binary: the Telegram button and `/ack` over
-//! `getUpdates` long polling, Pushover emergency receipts, and the ntfy `http` action performed
-//! the way the ntfy app performs it.
+//! `getUpdates` long polling, Pushover emergency receipts, the ntfy `http` action performed
+//! the way the ntfy app performs it, and SMS replies through Twilio's inbound webhook (bound to
+//! what each number was sent, once per MessageSid, refusals that tell nothing).
 
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{FAST_DELIVERY, Fake, Relay, Reply, client, on_a_free_port, tempdir, webhook};
+use crate::support::{
+    FAST_DELIVERY, Fake, Relay, Reply, client, on_a_free_port, tempdir, twilio_reply, webhook,
+};
 
 const AUTH: &str = "auth: { bearer_token: s3cret }\nstorage: { sqlite: relay.db }\n";
 
@@ -448,5 +451,151 @@ async fn a_storm_summary_receipt_acknowledges_the_storm() {
     assert!(
         cancels.iter().all(|c| !c.path.contains(&receipts[summary])),
         "{cancels:#?}"
+    );
+}
+
+const PUBLIC: &str = "https://relay.example.org";
+const ALICE: &str = "+447700900123";
+const BOB: &str = "+447700900124";
+/// What the relay answers an `ACK` for anything never sent to the number (`inbound::NOTHING_TO_ACK`).
+const NOTHING: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Message>Nothing to acknowledge from this number.</Message></Response>";
+
+/// Alice's SMS channel is paged at once, Bob's an hour later (so never in these tests); `hook`
+/// is no Twilio channel. `storm` adds storm control with a threshold of 1.
+fn sms_config(fake: &Fake, storm: &str) -> String {
+    format!(
+        "public_url: {PUBLIC}\n{AUTH}{FAST_DELIVERY}channels:\n\
+         \x20 alice-sms: {{ type: twilio, account_sid: AC1, auth_token: tw-token, from: '+15005550006', to: ['{ALICE}'], api_url: '{u}' }}\n\
+         \x20 bob-sms: {{ type: twilio, account_sid: AC1, auth_token: tw-token, from: '+15005550006', to: ['{BOB}'], api_url: '{u}' }}\n\
+         \x20 hook: {{ type: webhook, url: '{u}/hook' }}\n\
+         policies:\n  p:\n    steps: [ {{ notify: [alice-sms] }}, {{ after: 1h, notify: [bob-sms] }} ]\n{storm}\
+         routes: [ {{ policy: p }} ]\n",
+        u = fake.url()
+    )
+}
+
+/// `number` texts `body` to `channel`'s number, signed as Twilio signs; (status, body).
+async fn text(relay: &Relay, channel: &str, number: &str, body: &str, sid: &str) -> (u16, String) {
+    let path = format!("/inbound/twilio/{channel}");
+    let params = [
+        ("From", number),
+        ("To", "+15005550006"),
+        ("Body", body),
+        ("MessageSid", sid),
+    ];
+    twilio_reply(relay, PUBLIC, &path, "tw-token", &params).await
+}
+
+/// Waits until `n` messages reached Alice's number and their deliveries are being recorded
+/// (the counter is bumped just before the record is queued to the store).
+async fn wait_sent_to_alice(relay: &Relay, n: f64) {
+    let series = format!(
+        "alert_relay_notifications_delivered_total{{channel=\"alice-sms\",destination=\"alice-sms/{ALICE}\"}}"
+    );
+    relay.wait_metric(&series, n).await;
+}
+
+async fn unack(relay: &Relay, id: i64) {
+    let r = client()
+        .post(relay.url(&format!("/api/v1/incidents/{id}/unack")))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .expect("unack");
+    assert_eq!(r.status(), 200);
+}
+
+/// Bob is one of the relay's numbers but was never sent incident 1: his `ACK 1` changes nothing
+/// and is answered exactly like an `ACK` for an id that does not exist. Alice's counts once:
+/// the same signed request replayed after an un-ack acknowledges nothing.
+#[tokio::test]
+async fn an_sms_ack_counts_only_from_a_number_sent_the_incident_and_only_once() {
+    let fake = Fake::start(Reply::new(201, r#"{"sid":"SM1"}"#)).await;
+    let dir = tempdir();
+    let relay = Relay::start(dir.path(), &sms_config(&fake, ""));
+    relay
+        .fire(webhook(&[("0000000000000ae1", "firing")], ""))
+        .await;
+    wait_sent_to_alice(&relay, 1.0).await;
+    for (body, sid) in [("ACK 1", "SMb1"), ("ACK 999999", "SMb2")] {
+        let answer = text(&relay, "bob-sms", BOB, body, sid).await;
+        assert_eq!(answer, (200, NOTHING.to_owned()), "{body}");
+    }
+    assert_eq!(incident(&relay, 1).await["state"], "open");
+
+    let (status, twiml) = text(&relay, "alice-sms", ALICE, "ACK 1", "SMa1").await;
+    assert_eq!(status, 200);
+    assert!(twiml.contains("Incident #1 acknowledged."), "{twiml}");
+    assert_eq!(
+        incident(&relay, 1).await["acked_by"],
+        format!("SMS from {ALICE}")
+    );
+    unack(&relay, 1).await;
+    let replayed = text(&relay, "alice-sms", ALICE, "ACK 1", "SMa1").await;
+    let empty = r#"<?xml version="1.0" encoding="UTF-8"?><Response></Response>"#;
+    assert_eq!(replayed, (200, empty.to_owned()));
+    relay
+        .wait_metric(
+            r#"alert_relay_webhooks_rejected_total{reason="twilio_replay"}"#,
+            1.0,
+        )
+        .await;
+    assert_eq!(incident(&relay, 1).await["state"], "open");
+    // A new message from Alice (a new MessageSid) is acted on.
+    let (_, twiml) = text(&relay, "alice-sms", ALICE, "ACK 1", "SMa2").await;
+    assert!(twiml.contains("Incident #1 acknowledged."), "{twiml}");
+}
+
+/// An unknown channel, a channel that is not Twilio's, a wrong signature and a signed request
+/// without a MessageSid all get one answer; only the relay's log and metrics tell them apart.
+#[tokio::test]
+async fn refused_sms_webhooks_cannot_be_told_apart() {
+    let fake = Fake::start(Reply::new(201, r#"{"sid":"SM1"}"#)).await;
+    let dir = tempdir();
+    let relay = Relay::start(dir.path(), &sms_config(&fake, ""));
+    let params = [("From", ALICE), ("Body", "ACK 1"), ("MessageSid", "SM1")];
+    let post = async |channel: &str, token: &str, params: &[(&str, &str)]| {
+        let path = format!("/inbound/twilio/{channel}");
+        twilio_reply(&relay, PUBLIC, &path, token, params).await
+    };
+    let unknown = post("nope", "tw-token", &params).await;
+    assert_eq!(unknown.0, 403);
+    assert_eq!(post("hook", "tw-token", &params).await, unknown);
+    assert_eq!(post("alice-sms", "not-the-token", &params).await, unknown);
+    assert_eq!(post("alice-sms", "tw-token", &params[..2]).await, unknown);
+    relay.wait_log("no channel of that name").await;
+    relay.wait_log("not a twilio channel").await;
+    for (reason, n) in [("twilio_channel", 2.0), ("twilio_signature", 2.0)] {
+        let series = format!(r#"alert_relay_webhooks_rejected_total{{reason="{reason}"}}"#);
+        relay.wait_metric(&series, n).await;
+    }
+}
+
+/// `ACK S1` counts only from a number that was sent the storm's summary or one of its
+/// incidents; from any other it is answered like a storm that does not exist.
+#[tokio::test]
+async fn a_storm_sms_ack_counts_only_from_a_number_sent_the_storm() {
+    let fake = Fake::start(Reply::new(201, r#"{"sid":"SM1"}"#)).await;
+    let dir = tempdir();
+    let storm = "    storm: { window: 1m, threshold: 1 }\n";
+    let relay = Relay::start(dir.path(), &sms_config(&fake, storm));
+    for n in 1..=2 {
+        let body = webhook(&[(&format!("{n:016x}"), "firing")], "")
+            .replace(r#""groupKey":"{}:"#, &format!(r#""groupKey":"{{}}/{n}:"#));
+        relay.fire(body).await;
+    }
+    // Incident 1 on its own, then the summary of storm 1 (incidents 1 and 2).
+    wait_sent_to_alice(&relay, 2.0).await;
+    for (body, sid) in [("ACK S1", "SMb1"), ("ACK S9", "SMb2"), ("ACK 2", "SMb3")] {
+        let answer = text(&relay, "bob-sms", BOB, body, sid).await;
+        assert_eq!(answer, (200, NOTHING.to_owned()), "{body}");
+    }
+    for id in 1..=2 {
+        assert_eq!(incident(&relay, id).await["state"], "open");
+    }
+    let (_, twiml) = text(&relay, "alice-sms", ALICE, "ACK S1", "SMa1").await;
+    assert!(
+        twiml.contains("Storm #1 acknowledged (2 incidents)."),
+        "{twiml}"
     );
 }

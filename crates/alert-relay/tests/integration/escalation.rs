@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    FAST_DELIVERY, Fake, Relay, Reply, binary, client, tempdir, wait_db, webhook,
+    FAST_DELIVERY, Fake, Relay, Reply, binary, client, tempdir, twilio_reply, wait_db, webhook,
 };
 
 fn config(fake: &Fake) -> String {
@@ -374,25 +374,19 @@ async fn rotation_steps_page_whoever_is_on_call_and_the_api_names_them() {
         "{page}"
     );
     // carol acknowledges by SMS reply: the notice names her as the rotation's person.
-    let path = "/inbound/twilio/carol-sms";
-    let params: Vec<(String, String)> = [("From", "+447700900125"), ("Body", "ACK 1")]
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    let sig = alert_relay::inbound::twilio_signature(
+    let (status, _) = twilio_reply(
+        &relay,
+        "http://relay.invalid",
+        "/inbound/twilio/carol-sms",
         "tw-token",
-        &format!("http://relay.invalid{path}"),
-        &params,
-    );
-    let r = http
-        .post(relay.url(path))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("x-twilio-signature", sig)
-        .body("From=%2B447700900125&Body=ACK+1")
-        .send()
-        .await
-        .expect("sms reply");
-    assert_eq!(r.status(), 200);
+        &[
+            ("From", "+447700900125"),
+            ("Body", "ACK 1"),
+            ("MessageSid", "SM1"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
     let got = fake.wait_for(8, Duration::from_secs(5)).await;
     for notice in &got[5..] {
         let text = if notice.path == sms {

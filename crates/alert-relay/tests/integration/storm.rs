@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::support::{FAST_DELIVERY, Fake, Relay, Reply, client, tempdir, webhook};
+use crate::support::{FAST_DELIVERY, Fake, Relay, Reply, client, tempdir, twilio_reply, webhook};
 
 fn config(fake: &Fake) -> String {
     format!(
@@ -201,32 +201,20 @@ async fn a_storm_is_acknowledged_by_sms_reply() {
         storm.contains("Storm #1: 2 incidents") && !storm.contains('?'),
         "{storm}"
     );
-    let path = "/inbound/twilio/sms";
-    let params: Vec<(String, String)> = [
-        ("From", "+447700900123"),
-        ("To", "+15005550006"),
-        ("Body", "ACK S1"),
-    ]
-    .iter()
-    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-    .collect();
-    let form = params
-        .iter()
-        .map(|(k, v)| format!("{k}={}", v.replace('+', "%2B").replace(' ', "+")))
-        .collect::<Vec<_>>()
-        .join("&");
-    let sig =
-        alert_relay::inbound::twilio_signature("tw-token", &format!("{public}{path}"), &params);
-    let r = client()
-        .post(relay.url(path))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("x-twilio-signature", sig)
-        .body(form)
-        .send()
-        .await
-        .expect("reply");
-    assert_eq!(r.status(), 200);
-    let twiml = r.text().await.expect("twiml");
+    let (status, twiml) = twilio_reply(
+        &relay,
+        public,
+        "/inbound/twilio/sms",
+        "tw-token",
+        &[
+            ("From", "+447700900123"),
+            ("To", "+15005550006"),
+            ("Body", "ACK S1"),
+            ("MessageSid", "SM2"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
     assert!(
         twiml.contains("Storm #1 acknowledged (3 incidents)."),
         "{twiml}"

@@ -162,12 +162,8 @@ impl Relay {
         let r = client()
             .post(self.url(path))
             .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .expect("post");
-        let status = r.status().as_u16();
-        (status, r.text().await.unwrap_or_default())
+            .body(body);
+        answer(r).await
     }
 
     /// Posts an Alertmanager webhook `body` with the bearer token the tests' configs set
@@ -588,6 +584,40 @@ pub(crate) async fn on_a_free_port<T>(mut start: impl AsyncFnMut(u16) -> Result<
         }
     }
     panic!("did not start on any of 3 free ports; the last log:\n{last}")
+}
+
+/// Posts an SMS reply to the relay's `path` the way Twilio does: `params` form-encoded, signed
+/// with `token` over `public` (the relay's `public_url`) + `path`. (status, body)
+pub(crate) async fn twilio_reply(
+    relay: &Relay,
+    public: &str,
+    path: &str,
+    token: &str,
+    params: &[(&str, &str)],
+) -> (u16, String) {
+    let params: Vec<(String, String)> = params
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let form = params
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.replace('+', "%2B").replace(' ', "+")))
+        .collect::<Vec<_>>()
+        .join("&");
+    let sig = alert_relay::inbound::twilio_signature(token, &format!("{public}{path}"), &params);
+    let r = client()
+        .post(relay.url(path))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-twilio-signature", sig)
+        .body(form);
+    answer(r).await
+}
+
+/// Sends `request`; (status, body).
+async fn answer(request: reqwest::RequestBuilder) -> (u16, String) {
+    let r = request.send().await.expect("request");
+    let status = r.status().as_u16();
+    (status, r.text().await.unwrap_or_default())
 }
 
 pub(crate) fn tempdir() -> tempfile::TempDir {
