@@ -13,6 +13,7 @@ use super::{Attempt, Outcome};
 use crate::config::{EmailSettings, EmailTls};
 use crate::render::Message;
 use crate::render::escape;
+use crate::render::links::html_anchors;
 use crate::render::text::truncate_chars;
 
 /// The mail, with a `Message-ID` derived from the delivery id.
@@ -38,6 +39,16 @@ pub fn build(
     if let Some(r) = firing_ref {
         b = b.in_reply_to(r.to_owned()).references(r.to_owned());
     }
+    let (text, html) = bodies(msg);
+    let mail = b
+        .multipart(MultiPart::alternative_plain_html(text, html))
+        .map_err(|e| e.to_string())?;
+    Ok((mail, message_id))
+}
+
+/// The plain-text part (nothing in it renders) and the HTML part (escaped, the relay's own
+/// heading, line breaks and links).
+pub fn bodies(msg: &Message) -> (String, String) {
     let text = msg.plain_layout(escape::clean, |l| format!("{}: {}", l.name, l.url));
     let mut html = format!(
         "<h3>{}</h3><p>{}</p>",
@@ -45,23 +56,10 @@ pub fn build(
         escape::html(&msg.plain_body()).replace('\n', "<br>")
     );
     if !msg.links.is_empty() {
-        let links: Vec<String> = msg
-            .links
-            .iter()
-            .map(|l| {
-                format!(
-                    "<a href=\"{}\">{}</a>",
-                    escape::html(&l.url),
-                    escape::html(&l.name)
-                )
-            })
-            .collect();
-        html.push_str(&format!("<p>{}</p>", links.join(" · ")));
+        let links = html_anchors(&msg.links, " · ", escape::html);
+        html.push_str(&format!("<p>{links}</p>"));
     }
-    let mail = b
-        .multipart(MultiPart::alternative_plain_html(text, html))
-        .map_err(|e| e.to_string())?;
-    Ok((mail, message_id))
+    (text, html)
 }
 
 fn transport(

@@ -9,6 +9,7 @@ use serde_json::json;
 use super::{Outcome, Request, RequestAuth, Response, classify_status, seconds};
 use crate::render::Message;
 use crate::render::escape::{self, MATRIX_SIGILS};
+use crate::render::links::html_anchors;
 use crate::render::text::truncate_bytes;
 
 /// Room ids and aliases go into a path segment.
@@ -72,13 +73,9 @@ fn formatted_body(msg: &Message) -> String {
         esc(&truncate_bytes(&msg.title, 1000)),
         esc(&truncate_bytes(&msg.plain_body(), 16_000)).replace('\n', "<br>")
     );
-    let links: Vec<String> = msg
-        .links
-        .iter()
-        .map(|l| format!("<a href=\"{}\">{}</a>", escape::html(&l.url), esc(&l.name)))
-        .collect();
-    if !links.is_empty() {
-        html.push_str(&format!("<p>{}</p>", links.join(" · ")));
+    if !msg.links.is_empty() {
+        let links = html_anchors(&msg.links, " · ", esc);
+        html.push_str(&format!("<p>{links}</p>"));
     }
     html
 }

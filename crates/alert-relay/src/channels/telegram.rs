@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::{Outcome, Request, Response, classify_status, seconds};
 use crate::render::escape::{self, TELEGRAM_SIGILS};
+use crate::render::links::html_anchors;
 use crate::render::text::{escape_within, truncate_chars};
 use crate::render::{Message, Tone};
 
@@ -47,13 +48,9 @@ pub fn text(msg: &Message, formatted: bool) -> String {
         Tone::Resolved => "✅",
         Tone::Notice => "ℹ️",
     };
-    let mut links = String::new();
-    for l in &msg.links {
-        links.push_str(&format!(
-            "\n<a href=\"{}\">{}</a>",
-            escape::html(&l.url),
-            esc(&l.name)
-        ));
+    let mut links = html_anchors(&msg.links, "\n", esc);
+    if !links.is_empty() {
+        links.insert(0, '\n');
     }
     let head = format!("{icon} <b>{}</b>\n", escape_within(&msg.title, 512, esc));
     let budget = TEXT_MAX.saturating_sub(head.chars().count() + links.chars().count());

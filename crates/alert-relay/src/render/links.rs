@@ -3,7 +3,7 @@
 //! validated and normalised by [`safe_url`] so that a channel can place it in its markup
 //! without escaping it; a URL that cannot be made safe is dropped, never shown. Pure.
 
-use super::Link;
+use super::{Link, escape};
 use crate::payload::{AlertEvent, Status};
 
 /// Longest URL kept. A longer one is dropped rather than cut: a cut URL leads elsewhere.
@@ -124,6 +124,16 @@ fn breaks_out(b: u8) -> bool {
                 | b'}'
                 | b'^'
         )
+}
+
+/// `<a href="url">name</a>` for each link, joined by `sep`: the links of the HTML channels
+/// (Telegram, Matrix, email). `name` escapes a link's name for the channel.
+pub fn html_anchors(links: &[Link], sep: &str, name: impl Fn(&str) -> String) -> String {
+    let anchors: Vec<String> = links
+        .iter()
+        .map(|l| format!("<a href=\"{}\">{}</a>", escape::html(&l.url), name(&l.name)))
+        .collect();
+    anchors.join(sep)
 }
 
 fn percent_encode(s: &str) -> String {

@@ -2,6 +2,8 @@
 //! derived from an [`AlertEvent`] alone. Channels lay it out for their provider. Pure.
 
 pub mod escape;
+#[cfg(test)]
+mod forgery_tests;
 pub mod links;
 pub mod template;
 pub mod text;
