@@ -6,6 +6,7 @@ mod alertmanager;
 mod crash;
 mod delivery;
 mod escalation;
+mod forgery;
 mod hostile;
 mod intake;
 mod pipeline;
