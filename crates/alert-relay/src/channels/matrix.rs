@@ -9,21 +9,8 @@ use serde_json::json;
 use super::{Outcome, Request, RequestAuth, Response, classify_status, seconds};
 use crate::render::Message;
 use crate::render::escape::{self, MATRIX_SIGILS};
-use crate::render::links::html_anchors;
+use crate::render::links::{html_anchors, percent_encode};
 use crate::render::text::truncate_bytes;
-
-/// Room ids and aliases go into a path segment.
-fn encode_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
 
 pub fn request(
     room: &str,
@@ -56,8 +43,9 @@ pub fn request(
     Request::json(
         Method::PUT,
         format!(
+            // Room ids and aliases go into a path segment.
             "{homeserver}/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}",
-            encode_segment(room)
+            percent_encode(room)
         ),
         body,
     )

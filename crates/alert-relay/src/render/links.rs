@@ -136,7 +136,9 @@ pub fn html_anchors(links: &[Link], sep: &str, name: impl Fn(&str) -> String) ->
     anchors.join(sep)
 }
 
-fn percent_encode(s: &str) -> String {
+/// Percent-encodes everything but RFC 3986's unreserved characters: for a query value (the
+/// Alertmanager filter) or a path segment (a Matrix room id).
+pub fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len() * 2);
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
