@@ -25,17 +25,7 @@ const BLUE: u32 = 0x0034_98DB;
 /// `allowed_mentions` is empty so that nothing pings whatever the text says.
 pub fn payload(msg: &Message, formatted: bool) -> Value {
     if !formatted {
-        let head = format!(
-            "{}\n{}",
-            escape::discord(&msg.title),
-            escape::discord(&msg.plain_body())
-        );
-        let links: Vec<String> = msg
-            .links
-            .iter()
-            .map(|l| format!("{}: <{}>", escape::discord(&l.name), l.url))
-            .collect();
-        return json!({ "content": text_then_links(&head, &links, "\n", 2000), "allowed_mentions": { "parse": [] } });
+        return plain(msg);
     }
     let mut fields = Vec::new();
     let mut field = |name: &str, value: &str| {
@@ -80,6 +70,21 @@ pub fn payload(msg: &Message, formatted: bool) -> Value {
         }],
         "allowed_mentions": { "parse": [] },
     })
+}
+
+/// The plain fallback: `content` only, still markdown (Discord renders it), links as `<url>`.
+fn plain(msg: &Message) -> Value {
+    let head = format!(
+        "{}\n{}",
+        escape::discord(&msg.title),
+        escape::discord(&msg.plain_body())
+    );
+    let links: Vec<String> = msg
+        .links
+        .iter()
+        .map(|l| format!("{}: <{}>", escape::discord(&l.name), l.url))
+        .collect();
+    json!({ "content": text_then_links(&head, &links, "\n", 2000), "allowed_mentions": { "parse": [] } })
 }
 
 pub fn post_request(url: &str, api_url: Option<&str>, msg: &Message, formatted: bool) -> Request {

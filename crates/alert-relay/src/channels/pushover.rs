@@ -1,7 +1,7 @@
 //! `type: pushover`: `POST /1/messages.json` (form), message at most 1024 characters, title
-//! 250, the first link as `url`. Emergency priority (2) sends `retry` and `expire`; the answer's
-//! `receipt` becomes the delivery's provider reference as `receipt:{receipt}`, which
-//! `pushover_receipts` polls for the acknowledgement.
+//! 250, the first link of at most 512 characters as `url`. Emergency priority (2) sends `retry`
+//! and `expire`; the answer's `receipt` becomes the delivery's provider reference as
+//! `receipt:{receipt}`, which `pushover_receipts` polls for the acknowledgement.
 
 use super::{Outcome, Request, Response, classify_status};
 use crate::config::Emergency;
@@ -58,8 +58,10 @@ pub fn request(
         fields.push(("retry".into(), e.retry.as_secs().to_string()));
         fields.push(("expire".into(), e.expire.as_secs().to_string()));
     }
-    if let Some(l) = msg.links.first() {
-        fields.push(("url".into(), truncate_chars(&l.url, 512)));
+    // Pushover takes 512 characters of URL: a longer link is skipped, not cut (a cut URL leads
+    // elsewhere).
+    if let Some(l) = msg.links.iter().find(|l| l.url.chars().count() <= 512) {
+        fields.push(("url".into(), l.url.clone()));
         fields.push((
             "url_title".into(),
             truncate_chars(&escape::one_line(&l.name), 100),
