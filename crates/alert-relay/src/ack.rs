@@ -13,6 +13,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
 
+use crate::render::links::safe_url;
 use crate::render::{Link, Message};
 use crate::store::DeliveryJob;
 
@@ -129,7 +130,8 @@ impl Signer {
 }
 
 /// Adds the incident id and the acknowledgement link to a message, or turns it into the
-/// incident notice the delivery carries.
+/// incident notice the delivery carries. The link passes `safe_url` like an alert's: every
+/// link of a message is one a channel can place in its markup as it is.
 pub fn decorate(msg: &mut Message, job: &DeliveryJob, signer: Option<&Signer>, now_s: i64) {
     if let Some(storm) = job.storm {
         if job.step < 0 {
@@ -141,7 +143,9 @@ pub fn decorate(msg: &mut Message, job: &DeliveryJob, signer: Option<&Signer>, n
         }
         // A storm summary acknowledges the whole storm.
         msg.storm = Some(storm);
-        if let Some(url) = signer.and_then(|s| s.storm_link(storm, now_s)) {
+        if let Some(url) =
+            signer.and_then(|s| s.storm_link(storm, now_s).and_then(|u| safe_url(&u)))
+        {
             msg.links.push(Link {
                 name: format!("Acknowledge storm #{storm}"),
                 url,
@@ -177,7 +181,7 @@ pub fn decorate(msg: &mut Message, job: &DeliveryJob, signer: Option<&Signer>, n
     }
     msg.title = format!("{} (incident #{id})", msg.title);
     if job.event.status == crate::payload::Status::Firing
-        && let Some(url) = signer.and_then(|s| s.link(id, now_s))
+        && let Some(url) = signer.and_then(|s| s.link(id, now_s).and_then(|u| safe_url(&u)))
     {
         msg.links.push(Link {
             name: format!("Acknowledge #{id}"),

@@ -12,46 +12,44 @@ use serde_json::{Value, json};
 use super::{
     Attempt, Outcome, Request, Response, classify_status, execute, rebase, seconds, with_query,
 };
-use crate::render::text::truncate_chars;
+use crate::render::escape;
+use crate::render::text::{text_then_links, truncate_chars};
 use crate::render::{Message, Tone};
 
 const RED: u32 = 0x00E0_3E3E;
 const GREEN: u32 = 0x002E_B67D;
 const BLUE: u32 = 0x0034_98DB;
 
+/// The embed (or, `formatted == false`, the plain `content`): every text from the alert is
+/// escaped for Discord markdown, links are the relay's `[label](<url>)` (plain: `<url>`), and
+/// `allowed_mentions` is empty so that nothing pings whatever the text says.
 pub fn payload(msg: &Message, formatted: bool) -> Value {
     if !formatted {
-        return json!({ "content": truncate_chars(&msg.plain_text(), 2000), "allowed_mentions": { "parse": [] } });
+        return plain(msg);
     }
     let mut fields = Vec::new();
+    let mut field = |name: &str, value: &str| {
+        fields.push(json!({ "name": truncate_chars(&escape::discord(name), 256),
+            "value": truncate_chars(&escape::discord(value), 1024), "inline": true }));
+    };
     if let Some(s) = &msg.severity {
-        fields
-            .push(json!({ "name": "Severity", "value": truncate_chars(s, 1024), "inline": true }));
+        field("Severity", s);
     }
     if let Some(i) = &msg.instance {
-        fields
-            .push(json!({ "name": "Instance", "value": truncate_chars(i, 1024), "inline": true }));
+        field("Instance", i);
     }
     for (k, v) in msg.context.iter().take(10) {
-        fields.push(json!({ "name": truncate_chars(k, 256), "value": truncate_chars(v, 1024), "inline": true }));
+        field(k, v);
     }
     let links: Vec<String> = msg
         .links
         .iter()
-        .map(|l| format!("[{}]({})", l.name, l.url))
+        .map(|l| format!("[{}](<{}>)", escape::discord(&l.name), l.url))
         .collect();
-    let mut description = msg.plain_body();
-    if !links.is_empty() {
-        description = format!(
-            "{}\n{}",
-            truncate_chars(&description, 3000),
-            links.join(" · ")
-        );
-    }
+    let description = text_then_links(&escape::discord(&msg.plain_body()), &links, " · ", 4096);
     // 256 + 4096 + fields stay under the 6000 total: at most 12 fields of 256 + 1024 would
     // not, so field values are also bounded by what is left.
-    let title = truncate_chars(&msg.title, 256);
-    let description = truncate_chars(&description, 4096);
+    let title = truncate_chars(&escape::discord(&msg.title), 256);
     let mut budget = 6000usize.saturating_sub(title.chars().count() + description.chars().count());
     let fields: Vec<Value> = fields
         .into_iter()
@@ -72,6 +70,21 @@ pub fn payload(msg: &Message, formatted: bool) -> Value {
         }],
         "allowed_mentions": { "parse": [] },
     })
+}
+
+/// The plain fallback: `content` only, still markdown (Discord renders it), links as `<url>`.
+fn plain(msg: &Message) -> Value {
+    let head = format!(
+        "{}\n{}",
+        escape::discord(&msg.title),
+        escape::discord(&msg.plain_body())
+    );
+    let links: Vec<String> = msg
+        .links
+        .iter()
+        .map(|l| format!("{}: <{}>", escape::discord(&l.name), l.url))
+        .collect();
+    json!({ "content": text_then_links(&head, &links, "\n", 2000), "allowed_mentions": { "parse": [] } })
 }
 
 pub fn post_request(url: &str, api_url: Option<&str>, msg: &Message, formatted: bool) -> Request {

@@ -12,7 +12,9 @@ use lettre::{AsyncSmtpTransport, AsyncTransport as _, Tokio1Executor};
 use super::{Attempt, Outcome};
 use crate::config::{EmailSettings, EmailTls};
 use crate::render::Message;
-use crate::render::text::{escape_html, truncate_chars};
+use crate::render::escape;
+use crate::render::links::html_anchors;
+use crate::render::text::truncate_chars;
 
 /// The mail, with a `Message-ID` derived from the delivery id.
 pub fn build(
@@ -25,7 +27,8 @@ pub fn build(
     let message_id = format!("<alert-relay-{delivery_id}@{domain}>");
     let mut b = lettre::Message::builder()
         .from(s.from.clone())
-        .subject(truncate_chars(&msg.title, 250))
+        // One line: a line break in a header would start a header of the alert's choosing.
+        .subject(truncate_chars(&escape::one_line(&msg.title), 250))
         .message_id(Some(message_id.clone()))
         .header(header::UserAgent::from(
             concat!("alert-relay/", env!("CARGO_PKG_VERSION")).to_owned(),
@@ -36,30 +39,27 @@ pub fn build(
     if let Some(r) = firing_ref {
         b = b.in_reply_to(r.to_owned()).references(r.to_owned());
     }
-    let text = msg.plain_text();
-    let mut html = format!(
-        "<h3>{}</h3><p>{}</p>",
-        escape_html(&msg.title),
-        escape_html(&msg.plain_body()).replace('\n', "<br>")
-    );
-    if !msg.links.is_empty() {
-        let links: Vec<String> = msg
-            .links
-            .iter()
-            .map(|l| {
-                format!(
-                    "<a href=\"{}\">{}</a>",
-                    escape_html(&l.url),
-                    escape_html(&l.name)
-                )
-            })
-            .collect();
-        html.push_str(&format!("<p>{}</p>", links.join(" · ")));
-    }
+    let (text, html) = bodies(msg);
     let mail = b
         .multipart(MultiPart::alternative_plain_html(text, html))
         .map_err(|e| e.to_string())?;
     Ok((mail, message_id))
+}
+
+/// The plain-text part (nothing in it renders) and the HTML part (escaped, the relay's own
+/// heading, line breaks and links).
+pub fn bodies(msg: &Message) -> (String, String) {
+    let text = msg.plain_layout(escape::clean, |l| format!("{}: {}", l.name, l.url));
+    let mut html = format!(
+        "<h3>{}</h3><p>{}</p>",
+        escape::html(&msg.title),
+        escape::html(&msg.plain_body()).replace('\n', "<br>")
+    );
+    if !msg.links.is_empty() {
+        let links = html_anchors(&msg.links, " · ", escape::html);
+        html.push_str(&format!("<p>{links}</p>"));
+    }
+    (text, html)
 }
 
 fn transport(

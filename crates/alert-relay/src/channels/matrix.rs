@@ -8,20 +8,9 @@ use serde_json::json;
 
 use super::{Outcome, Request, RequestAuth, Response, classify_status, seconds};
 use crate::render::Message;
-use crate::render::text::{escape_html, truncate_bytes};
-
-/// Room ids and aliases go into a path segment.
-fn encode_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+use crate::render::escape::{self, MATRIX_SIGILS};
+use crate::render::links::{html_anchors, percent_encode};
+use crate::render::text::truncate_bytes;
 
 pub fn request(
     room: &str,
@@ -32,30 +21,15 @@ pub fn request(
     firing_ref: Option<&str>,
     formatted: bool,
 ) -> Request {
-    let plain = truncate_bytes(&msg.plain_text(), 24_000);
-    let mut body = json!({ "msgtype": "m.text", "body": plain });
+    let plain = |s: &str| escape::no_mentions(s, MATRIX_SIGILS);
+    let text = msg.plain_layout(plain, |l| format!("{}: {}", plain(&l.name), l.url));
+    // An empty `m.mentions`: the event mentions nobody, so no server or client applies the
+    // legacy rules that notify on a display name or `@room` found in the text.
+    let mut body =
+        json!({ "msgtype": "m.text", "body": truncate_bytes(&text, 24_000), "m.mentions": {} });
     if formatted {
-        let mut html = format!(
-            "<p><b>{}</b></p><p>{}</p>",
-            escape_html(&truncate_bytes(&msg.title, 1000)),
-            escape_html(&truncate_bytes(&msg.plain_body(), 16_000)).replace('\n', "<br>")
-        );
-        let links: Vec<String> = msg
-            .links
-            .iter()
-            .map(|l| {
-                format!(
-                    "<a href=\"{}\">{}</a>",
-                    escape_html(&l.url),
-                    escape_html(&l.name)
-                )
-            })
-            .collect();
-        if !links.is_empty() {
-            html.push_str(&format!("<p>{}</p>", links.join(" · ")));
-        }
         body["format"] = json!("org.matrix.custom.html");
-        body["formatted_body"] = json!(html);
+        body["formatted_body"] = json!(formatted_body(msg));
     }
     if let Some(event_id) = firing_ref {
         body["m.relates_to"] = json!({ "m.in_reply_to": { "event_id": event_id } });
@@ -69,12 +43,29 @@ pub fn request(
     Request::json(
         Method::PUT,
         format!(
+            // Room ids and aliases go into a path segment.
             "{homeserver}/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}",
-            encode_segment(room)
+            percent_encode(room)
         ),
         body,
     )
     .with_auth(RequestAuth::Bearer(token.to_owned()))
+}
+
+/// `formatted_body`: the alert's text escaped (and kept from becoming pills), the relay's own
+/// bold title, line breaks and links.
+fn formatted_body(msg: &Message) -> String {
+    let esc = |s: &str| escape::html_no_mentions(s, MATRIX_SIGILS);
+    let mut html = format!(
+        "<p><b>{}</b></p><p>{}</p>",
+        esc(&truncate_bytes(&msg.title, 1000)),
+        esc(&truncate_bytes(&msg.plain_body(), 16_000)).replace('\n', "<br>")
+    );
+    if !msg.links.is_empty() {
+        let links = html_anchors(&msg.links, " · ", esc);
+        html.push_str(&format!("<p>{links}</p>"));
+    }
+    html
 }
 
 pub fn classify(resp: &Response) -> Outcome {

@@ -6,6 +6,7 @@ use serde_json::json;
 
 use super::{Outcome, Request, RequestAuth, Response, classify_status};
 use crate::config::NtfyAuth;
+use crate::render::escape;
 use crate::render::text::{truncate_bytes, truncate_chars};
 use crate::render::{Message, Tone};
 
@@ -27,7 +28,7 @@ pub fn request(
     let tags: Vec<String> = match msg.tone() {
         Tone::Firing => {
             let mut t = vec!["rotating_light".to_owned()];
-            t.extend(msg.severity.clone());
+            t.extend(msg.severity.as_deref().map(escape::one_line));
             t
         }
         Tone::Resolved => vec!["white_check_mark".to_owned()],
@@ -41,18 +42,19 @@ pub fn request(
         .iter()
         .filter(is_ack)
         .map(|l| {
-            json!({ "action": "http", "label": truncate_chars(&l.name, 40), "url": l.url,
+            json!({ "action": "http", "label": truncate_chars(&escape::one_line(&l.name), 40), "url": l.url,
                     "method": "POST", "clear": true })
         })
         .chain(msg.links.iter().filter(|l| !is_ack(l)).map(
-            |l| json!({ "action": "view", "label": truncate_chars(&l.name, 40), "url": l.url }),
+            |l| json!({ "action": "view", "label": truncate_chars(&escape::one_line(&l.name), 40), "url": l.url }),
         ))
         .take(3)
         .collect();
     let mut body = json!({
         "topic": topic,
-        "title": truncate_chars(&msg.title, 250),
-        "message": truncate_bytes(&msg.plain_body(), 4096),
+        // Plain text: no `markdown` flag is sent, so ntfy renders nothing in it.
+        "title": truncate_chars(&escape::one_line(&msg.title), 250),
+        "message": truncate_bytes(&escape::clean(&msg.plain_body()), 4096),
         "priority": priority,
         "tags": tags,
         "actions": actions,

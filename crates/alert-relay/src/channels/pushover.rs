@@ -1,12 +1,13 @@
 //! `type: pushover`: `POST /1/messages.json` (form), message at most 1024 characters, title
-//! 250, the first link as `url`. Emergency priority (2) sends `retry` and `expire`; the answer's
-//! `receipt` becomes the delivery's provider reference as `receipt:{receipt}`, which
-//! `pushover_receipts` polls for the acknowledgement.
+//! 250, the first link of at most 512 characters as `url`. Emergency priority (2) sends `retry`
+//! and `expire`; the answer's `receipt` becomes the delivery's provider reference as
+//! `receipt:{receipt}`, which `pushover_receipts` polls for the acknowledgement.
 
 use super::{Outcome, Request, Response, classify_status};
 use crate::config::Emergency;
 use crate::render::Message;
-use crate::render::text::{escape_html, truncate_chars};
+use crate::render::escape;
+use crate::render::text::{escape_within, truncate_chars};
 
 pub const DEFAULT_API: &str = "https://api.pushover.net";
 /// How a receipt is marked in `deliveries.provider_ref`.
@@ -22,10 +23,11 @@ pub fn request(
     formatted: bool,
 ) -> Request {
     let message = if formatted {
-        // Pushover's HTML subset: escape the text, keep the line breaks.
-        escape_html(&truncate_chars(&msg.plain_body(), 900))
+        // `html=1`: Pushover's HTML subset (`<a href>`, `<b>`, …) is parsed, so the text is
+        // escaped; line breaks stay line breaks.
+        escape_within(&msg.plain_body(), 1024, escape::html)
     } else {
-        truncate_chars(&msg.plain_body(), 1024)
+        truncate_chars(&escape::clean(&msg.plain_body()), 1024)
     };
     // Resolved messages and notices are never louder than normal. An emergency's receipt is
     // tracked (cancelled, read as an ack) through its incident or storm: a message of neither
@@ -41,7 +43,11 @@ pub fn request(
     let mut fields = vec![
         ("token".to_owned(), token.to_owned()),
         ("user".to_owned(), user.to_owned()),
-        ("title".to_owned(), truncate_chars(&msg.title, 250)),
+        // The title is never HTML.
+        (
+            "title".to_owned(),
+            truncate_chars(&escape::one_line(&msg.title), 250),
+        ),
         ("message".to_owned(), message),
         ("priority".to_owned(), priority.to_string()),
     ];
@@ -52,9 +58,14 @@ pub fn request(
         fields.push(("retry".into(), e.retry.as_secs().to_string()));
         fields.push(("expire".into(), e.expire.as_secs().to_string()));
     }
-    if let Some(l) = msg.links.first() {
-        fields.push(("url".into(), truncate_chars(&l.url, 512)));
-        fields.push(("url_title".into(), truncate_chars(&l.name, 100)));
+    // Pushover takes 512 characters of URL: a longer link is skipped, not cut (a cut URL leads
+    // elsewhere).
+    if let Some(l) = msg.links.iter().find(|l| l.url.chars().count() <= 512) {
+        fields.push(("url".into(), l.url.clone()));
+        fields.push((
+            "url_title".into(),
+            truncate_chars(&escape::one_line(&l.name), 100),
+        ));
     }
     Request::form(
         format!("{}/1/messages.json", api_url.unwrap_or(DEFAULT_API)),

@@ -12,8 +12,9 @@ use super::{
     Attempt, Outcome, Request, RequestAuth, Response, classify_status, execute, rebase, retry_after,
 };
 use crate::config::SlackMode;
-use crate::render::text::{escape_slack, truncate_chars};
-use crate::render::{Message, Tone};
+use crate::render::escape;
+use crate::render::text::{escape_within, join_within, truncate_chars};
+use crate::render::{Link, Message, Tone};
 
 const DEFAULT_API: &str = "https://slack.com/api";
 const SECTION_MAX: usize = 3000;
@@ -39,49 +40,57 @@ const RETRYABLE_ERRORS: &[&str] = &[
     "rollup_error",
 ];
 
-/// `text` (notification fallback) and Block Kit blocks.
+/// `text` (notification fallback) and Block Kit blocks. Alert text is escaped in both: Slack
+/// parses `<!channel>` and `<url|label>` in a plain `text` as much as in mrkdwn blocks.
 pub fn payload(msg: &Message, formatted: bool) -> Value {
     let emoji = match msg.tone() {
         Tone::Firing => ":red_circle:",
         Tone::Resolved => ":large_green_circle:",
         Tone::Notice => ":information_source:",
     };
-    let text = truncate_chars(&format!("{} {}", msg.badge(), msg.title), TEXT_MAX);
     if !formatted {
-        return json!({ "text": truncate_chars(&msg.plain_text(), TEXT_MAX) });
+        let text = msg.plain_layout(escape::slack, |l| {
+            format!("{}: {}", escape::slack(&l.name), escape::slack(&l.url))
+        });
+        return json!({ "text": truncate_chars(&text, TEXT_MAX) });
     }
+    let text = escape_within(
+        &format!("{} {}", msg.badge(), msg.title),
+        TEXT_MAX,
+        escape::slack,
+    );
     let mut body = format!(
         "{emoji} *{}*\n{}",
-        escape_slack(&msg.title),
-        escape_slack(&msg.plain_body())
+        escape::slack(&msg.title),
+        escape::slack(&msg.plain_body())
     );
     if msg.body.is_none()
         && let Some(sev) = &msg.severity
     {
-        body.push_str(&format!("\n*Severity:* {}", escape_slack(sev)));
+        body.push_str(&format!("\n*Severity:* {}", escape::slack(sev)));
     }
     let mut blocks = vec![json!({
         "type": "section",
         "text": { "type": "mrkdwn", "text": truncate_chars(&body, SECTION_MAX) },
     })];
     if !msg.links.is_empty() {
-        let links: Vec<String> = msg
-            .links
-            .iter()
-            .map(|l| {
-                format!(
-                    "<{}|{}>",
-                    l.url.replace('|', "%7C").replace('>', "%3E"),
-                    escape_slack(&l.name)
-                )
-            })
-            .collect();
+        let links: Vec<String> = msg.links.iter().map(link).collect();
         blocks.push(json!({
             "type": "context",
-            "elements": [ { "type": "mrkdwn", "text": truncate_chars(&links.join("  ·  "), SECTION_MAX) } ],
+            "elements": [ { "type": "mrkdwn", "text": join_within(&links, "  ·  ", SECTION_MAX) } ],
         }));
     }
-    json!({ "text": escape_slack(&text), "blocks": blocks })
+    json!({ "text": text, "blocks": blocks })
+}
+
+/// `<url|label>`: the label escaped, the URL (validated by `render::links`, or the relay's
+/// ack link) without the `|` or `>` that would end it early.
+fn link(l: &Link) -> String {
+    format!(
+        "<{}|{}>",
+        l.url.replace('|', "%7C").replace('>', "%3E"),
+        escape::slack(&l.name)
+    )
 }
 
 pub fn webhook_request(

@@ -6,29 +6,38 @@ use http::Method;
 use serde_json::{Value, json};
 
 use super::{Outcome, Request, Response, classify_status, rebase};
+use crate::render::escape;
 use crate::render::text::truncate_chars;
 use crate::render::{Message, Tone};
 
+/// The card. `TextBlock` and `Fact` texts render a markdown subset, so alert text is escaped
+/// for it; links are `Action.OpenUrl` buttons (and plain lines in the fallback).
 pub fn card(msg: &Message, formatted: bool) -> Value {
     let body = if formatted {
         let mut facts = Vec::new();
+        let mut fact = |title: &str, value: &str| {
+            facts.push(json!({ "title": escape::teams(title), "value": escape::teams(value) }));
+        };
         if let Some(s) = &msg.severity {
-            facts.push(json!({ "title": "Severity", "value": s }));
+            fact("Severity", s);
         }
         if let Some(i) = &msg.instance {
-            facts.push(json!({ "title": "Instance", "value": i }));
+            fact("Instance", i);
         }
         for (k, v) in &msg.context {
-            facts.push(json!({ "title": k, "value": v }));
+            fact(k, v);
         }
         json!([
-            { "type": "TextBlock", "text": truncate_chars(&msg.title, 500), "weight": "Bolder", "size": "Medium",
+            { "type": "TextBlock", "text": truncate_chars(&escape::teams(&msg.title), 500), "weight": "Bolder", "size": "Medium",
               "color": match msg.tone() { Tone::Firing => "Attention", Tone::Resolved => "Good", Tone::Notice => "Accent" }, "wrap": true },
-            { "type": "TextBlock", "text": truncate_chars(&msg.plain_body(), 8000), "wrap": true },
+            { "type": "TextBlock", "text": truncate_chars(&escape::teams(&msg.plain_body()), 8000), "wrap": true },
             { "type": "FactSet", "facts": facts },
         ])
     } else {
-        json!([{ "type": "TextBlock", "text": truncate_chars(&msg.plain_text(), 8000), "wrap": true }])
+        let text = msg.plain_layout(escape::teams, |l| {
+            format!("{}: {}", escape::teams(&l.name), l.url)
+        });
+        json!([{ "type": "TextBlock", "text": truncate_chars(&text, 8000), "wrap": true }])
     };
     let actions: Vec<Value> = msg
         .links

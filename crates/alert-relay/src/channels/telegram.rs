@@ -8,7 +8,9 @@ use http::Method;
 use serde_json::{Value, json};
 
 use super::{Outcome, Request, Response, classify_status, seconds};
-use crate::render::text::{escape_html, escape_html_within, truncate_chars};
+use crate::render::escape::{self, TELEGRAM_SIGILS};
+use crate::render::links::html_anchors;
+use crate::render::text::{escape_within, truncate_chars};
 use crate::render::{Message, Tone};
 
 pub const DEFAULT_API: &str = "https://api.telegram.org";
@@ -31,28 +33,30 @@ fn ack_button(msg: &Message, ack: bool) -> Option<i64> {
         .filter(|_| ack && msg.is_firing() && msg.notice.is_none())
 }
 
+/// HTML for `parse_mode=HTML`, or plain text for the fallback (sent without `parse_mode`, so
+/// nothing in it is markup). Both keep `@` from making a mention: `@username` notifies that
+/// member of the chat.
 pub fn text(msg: &Message, formatted: bool) -> String {
     if !formatted {
-        return truncate_chars(&msg.plain_text(), TEXT_MAX);
+        let plain = |s: &str| escape::no_mentions(s, TELEGRAM_SIGILS);
+        let text = msg.plain_layout(plain, |l| format!("{}: {}", plain(&l.name), l.url));
+        return truncate_chars(&text, TEXT_MAX);
     }
+    let esc = |s: &str| escape::html_no_mentions(s, TELEGRAM_SIGILS);
     let icon = match msg.tone() {
         Tone::Firing => "🔴",
         Tone::Resolved => "✅",
         Tone::Notice => "ℹ️",
     };
-    let mut links = String::new();
-    for l in &msg.links {
-        links.push_str(&format!(
-            "\n<a href=\"{}\">{}</a>",
-            escape_html(&l.url),
-            escape_html(&l.name)
-        ));
+    let mut links = html_anchors(&msg.links, "\n", esc);
+    if !links.is_empty() {
+        links.insert(0, '\n');
     }
-    let head = format!("{icon} <b>{}</b>\n", escape_html_within(&msg.title, 512));
+    let head = format!("{icon} <b>{}</b>\n", escape_within(&msg.title, 512, esc));
     let budget = TEXT_MAX.saturating_sub(head.chars().count() + links.chars().count());
     format!(
         "{head}{}{links}",
-        escape_html_within(&msg.plain_body(), budget)
+        escape_within(&msg.plain_body(), budget, esc)
     )
 }
 

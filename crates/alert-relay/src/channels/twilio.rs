@@ -5,6 +5,7 @@
 
 use super::{Outcome, Request, RequestAuth, Response, classify_status};
 use crate::render::Message;
+use crate::render::escape;
 use crate::render::text::{to_gsm7, truncate_chars};
 
 const DEFAULT_API: &str = "https://api.twilio.com";
@@ -32,7 +33,8 @@ pub fn text(msg: &Message) -> String {
             parts.push(format!("fired {d}"));
         }
     }
-    let text = to_gsm7(&parts.join(" - "));
+    // Nothing renders in an SMS; `clean` drops what would fold to `?` without being text.
+    let text = to_gsm7(&escape::clean(&parts.join(" - ")));
     if text.chars().count() <= SMS_MAX {
         return text;
     }

@@ -1,6 +1,10 @@
 //! The provider-independent message: what a human needs to know about one alert event,
 //! derived from an [`AlertEvent`] alone. Channels lay it out for their provider. Pure.
 
+pub mod escape;
+#[cfg(test)]
+mod forgery_tests;
+pub mod links;
 pub mod template;
 pub mod text;
 
@@ -109,7 +113,7 @@ impl Message {
             starts_at: format_rfc3339(e.starts_at),
             ends_at: e.ends_at.map(format_rfc3339),
             firing_for,
-            links: links(e),
+            links: links::for_event(e),
             labels: e.labels.clone(),
             annotations: e.annotations.clone(),
             fingerprint: e.fingerprint.clone(),
@@ -182,78 +186,27 @@ impl Message {
         lines.join("\n")
     }
 
-    /// Title, body and links as plain text: the layout of channels without formatting and the
-    /// fallback of those with it.
+    /// Title, body and links as plain text, as it came: the generic webhook's `text`.
     pub fn plain_text(&self) -> String {
-        let mut out = format!("{}\n{}", self.title, self.plain_body());
+        self.plain_layout(str::to_owned, |l| format!("{}: {}", l.name, l.url))
+    }
+
+    /// The plain layout (title, body, one line per link) with title and body escaped by `esc`
+    /// and each link written by `link`: the layout of channels without formatting and the
+    /// fallback of those with it. The body is escaped whole: the relay's own words in it
+    /// ("Firing since …", `site=…`) are plain text too.
+    pub fn plain_layout(
+        &self,
+        esc: impl Fn(&str) -> String,
+        link: impl Fn(&Link) -> String,
+    ) -> String {
+        let mut out = format!("{}\n{}", esc(&self.title), esc(&self.plain_body()));
         for l in &self.links {
-            out.push_str(&format!("\n{}: {}", l.name, l.url));
+            out.push('\n');
+            out.push_str(&link(l));
         }
         out
     }
-}
-
-/// Links for a message: the rule's graph (generator), Alertmanager's view of the alert and a
-/// prefilled silence, then every `*_url` annotation (runbook_url, dashboard_url, …).
-fn links(e: &AlertEvent) -> Vec<Link> {
-    let mut out = Vec::new();
-    if is_http(&e.generator_url) {
-        out.push(Link {
-            name: "Source".into(),
-            url: e.generator_url.clone(),
-        });
-    }
-    if is_http(&e.external_url) {
-        let base = e.external_url.trim_end_matches('/');
-        let filter: Vec<String> = e
-            .labels
-            .iter()
-            .filter(|(k, _)| matches!(k.as_str(), "alertname" | "instance" | "job"))
-            .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
-            .collect();
-        let filter = percent_encode(&format!("{{{}}}", filter.join(",")));
-        out.push(Link {
-            name: "Alertmanager".into(),
-            url: format!("{base}/#/alerts?filter={filter}"),
-        });
-        if e.status == Status::Firing {
-            out.push(Link {
-                name: "Silence".into(),
-                url: format!("{base}/#/silences/new?filter={filter}"),
-            });
-        }
-    }
-    for (k, v) in &e.annotations {
-        if let Some(name) = k.strip_suffix("_url")
-            && is_http(v)
-        {
-            let mut name = name.replace('_', " ");
-            if let Some(first) = name.get(..1) {
-                name = first.to_uppercase() + &name[1..];
-            }
-            out.push(Link {
-                name,
-                url: v.clone(),
-            });
-        }
-    }
-    out
-}
-
-fn is_http(u: &str) -> bool {
-    u.starts_with("http://") || u.starts_with("https://")
-}
-
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 2);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// A firing event for `send-test` and examples.

@@ -1,5 +1,6 @@
 //! Text helpers every channel uses to stay inside its provider's limits: truncation on
-//! character boundaries, escaping for HTML and Slack mrkdwn, and GSM-7 folding for SMS. Pure.
+//! character boundaries (also of escaped text) and GSM-7 folding for SMS. Escaping is in
+//! [`super::escape`]. Pure.
 
 /// At most `max` characters; a cut text ends in `…`.
 pub fn truncate_chars(s: &str, max: usize) -> String {
@@ -30,34 +31,15 @@ pub fn truncate_bytes(s: &str, max: usize) -> String {
     format!("{}…", &s[..cut])
 }
 
-/// Escapes text for HTML bodies (Telegram `parse_mode=HTML`, Matrix `formatted_body`).
-pub fn escape_html(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+/// HTML escaping for the relay's own pages and TwiML; channels use [`super::escape`].
+pub use super::escape::html as escape_html;
 
-/// Escapes text for Slack mrkdwn: only `&`, `<` and `>` are control characters there.
-pub fn escape_slack(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
-/// Escapes HTML and truncates so that the *escaped* text is at most `max` characters, never
-/// cutting inside an entity.
-pub fn escape_html_within(s: &str, max: usize) -> String {
+/// Escapes with `esc` and truncates so that the *escaped* text is at most `max` characters,
+/// never cutting inside an entity or an escape.
+pub fn escape_within(s: &str, max: usize, esc: impl Fn(&str) -> String) -> String {
     let mut budget = max;
     loop {
-        let escaped = escape_html(&truncate_chars(s, budget));
+        let escaped = esc(&truncate_chars(s, budget));
         if escaped.chars().count() <= max || budget == 0 {
             return escaped;
         }
@@ -67,8 +49,44 @@ pub fn escape_html_within(s: &str, max: usize) -> String {
     }
 }
 
+/// As many whole `parts` joined by `sep` as fit in `max` characters: a list of links is never
+/// cut inside a link, where the rest of the markup would be left open.
+pub fn join_within(parts: &[String], sep: &str, max: usize) -> String {
+    let mut out = String::new();
+    let mut len = 0;
+    for p in parts {
+        let add = p.chars().count()
+            + if out.is_empty() {
+                0
+            } else {
+                sep.chars().count()
+            };
+        if len + add > max {
+            break;
+        }
+        if !out.is_empty() {
+            out.push_str(sep);
+        }
+        out.push_str(p);
+        len += add;
+    }
+    out
+}
+
+/// `text`, then as many whole `links` as fit on the line below it, all in `max` characters:
+/// the text is cut to make room, a link never is (half a link leaves its markup open).
+pub fn text_then_links(text: &str, links: &[String], sep: &str, max: usize) -> String {
+    let links = join_within(links, sep, max / 2);
+    if links.is_empty() {
+        return truncate_chars(text, max);
+    }
+    let room = max.saturating_sub(links.chars().count() + 1);
+    format!("{}\n{links}", truncate_chars(text, room))
+}
+
 /// Folds text into the GSM-7 basic set so an SMS stays 160 characters per segment instead of
-/// 70: common typography to ASCII, everything else to `?`.
+/// 70: common typography to ASCII, everything else to `?`. Control characters other than a
+/// newline become spaces: nothing renders in an SMS, but a phone still acts on them.
 pub fn to_gsm7(s: &str) -> String {
     const BASIC: &str = "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà";
     let mut out = String::with_capacity(s.len());
@@ -79,7 +97,8 @@ pub fn to_gsm7(s: &str) -> String {
             '–' | '—' | '−' => out.push('-'),
             '…' => out.push_str("..."),
             '°' => out.push_str(" deg "),
-            '\t' => out.push(' '),
+            '\n' => out.push('\n'),
+            c if c.is_control() => out.push(' '),
             c if BASIC.contains(c) => out.push(c),
             _ => out.push('?'),
         }
@@ -104,10 +123,20 @@ mod tests {
     #[test]
     fn escaping_within_a_limit_never_cuts_an_entity() {
         let s = "<<<<<<<<<<";
-        let e = escape_html_within(s, 12);
+        let e = escape_within(s, 12, escape_html);
         assert!(e.chars().count() <= 12, "{e}");
         assert!(!e.contains("&l…") && !e.ends_with('&'), "{e}");
-        assert_eq!(escape_slack("a<b>&c"), "a&lt;b&gt;&amp;c");
+    }
+
+    #[test]
+    fn joining_keeps_whole_parts() {
+        let parts = ["<a|1>".to_owned(), "<b|2>".to_owned(), "<c|3>".to_owned()];
+        assert_eq!(join_within(&parts, " · ", 100), "<a|1> · <b|2> · <c|3>");
+        assert_eq!(join_within(&parts, " · ", 13), "<a|1> · <b|2>");
+        assert_eq!(join_within(&parts, " · ", 4), "");
+        let t = text_then_links(&"x".repeat(50), &parts, " · ", 30);
+        assert_eq!(t, format!("{}…\n<a|1> · <b|2>", "x".repeat(15)));
+        assert_eq!(text_then_links("abc", &[], " · ", 2), "a…");
     }
 
     #[test]
@@ -117,6 +146,7 @@ mod tests {
             "CPU at 85 deg C - \"hot\"..."
         );
         assert_eq!(to_gsm7("🔥"), "?");
+        assert_eq!(to_gsm7("a\r\tb\u{1b}c\nd"), "a  b c\nd");
     }
 
     proptest::proptest! {
@@ -124,7 +154,7 @@ mod tests {
         fn limits_hold(s in "\\PC{0,300}", max in 1usize..200) {
             proptest::prop_assert!(truncate_chars(&s, max).chars().count() <= max);
             proptest::prop_assert!(truncate_bytes(&s, max + 3).len() <= max + 3);
-            proptest::prop_assert!(escape_html_within(&s, max).chars().count() <= max);
+            proptest::prop_assert!(escape_within(&s, max, escape_html).chars().count() <= max);
         }
     }
 }

@@ -7,6 +7,7 @@ mod crash;
 mod delivery;
 mod escalation;
 mod exposure;
+mod forgery;
 mod hostile;
 mod hostile_network;
 mod intake;

@@ -71,9 +71,10 @@ routes: [ {{ policy: all }} ]
         (disc.path.as_str(), disc.query.as_str()),
         ("/discord/api/webhooks/1/tok", "wait=true")
     );
+    // Markdown escaped: Discord shows "[FIRING] PiHot on … (incident #1)".
     assert_eq!(
         disc.json()["embeds"][0]["title"],
-        "[FIRING] PiHot on 0123456789abcdef:9831 (incident #1)"
+        r"\[FIRING\] PiHot on 0123456789abcdef:9831 \(incident \#1\)"
     );
 
     let tg = by_prefix(&got, "/telegram")[0];
@@ -274,7 +275,7 @@ async fn formatting_rejected_falls_back_to_plain_text() {
         got[1].json()["content"]
             .as_str()
             .expect("content")
-            .starts_with("[FIRING] PiHot")
+            .starts_with(r"\[FIRING\] PiHot")
     );
     relay
         .wait_metric(
