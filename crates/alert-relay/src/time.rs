@@ -173,44 +173,9 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-/// Parses a Prometheus-style duration: `500ms`, `10s`, `1m`, `1h30m`, `2d`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let err = || format!("{text:?} is not a duration like 500ms, 10s, 5m or 1h30m");
-    if text == "0" {
-        return Ok(Duration::ZERO);
-    }
-    if text.is_empty() {
-        return Err(err());
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
-        if digits == 0 {
-            return Err(err());
-        }
-        let value: u32 = rest[..digits].parse().map_err(|_| err())?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = match &rest[..unit_len] {
-            "ms" => Duration::from_millis(1),
-            "s" => Duration::from_secs(1),
-            "m" => Duration::from_secs(60),
-            "h" => Duration::from_secs(3600),
-            "d" => Duration::from_secs(86_400),
-            "w" => Duration::from_secs(7 * 86_400),
-            _ => return Err(err()),
-        };
-        rest = &rest[unit_len..];
-        total = unit
-            .checked_mul(value)
-            .and_then(|step| total.checked_add(step))
-            .ok_or_else(err)?;
-    }
-    Ok(total)
-}
+/// Durations in the configuration: the one syntax of both binaries (Go's `500ms`, `1m30s`,
+/// `1.5s` plus Prometheus' `d`, `w`, `y`).
+pub use serving::duration::parse as parse_duration;
 
 /// A compact human duration for messages: `45s`, `12m`, `3h 5m`, `2d 4h`.
 pub fn humanize(d: Duration) -> String {

@@ -186,7 +186,7 @@ pub async fn execute(
     req: Request,
 ) -> Result<Response, Outcome> {
     let method = req.method.clone();
-    let origin = origin_of(&req.url);
+    let url = req.url.clone();
     let mut builder = http.request(method, &req.url).timeout(timeout);
     for (k, v) in &req.headers {
         builder = builder.header(k, v);
@@ -215,7 +215,7 @@ pub async fn execute(
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     if resp.status().is_redirection() {
-        return Err(redirected(status, &headers, origin.as_deref()));
+        return Err(redirected(status, &headers, &url));
     }
     // Provider answers are small; cap what is kept of a hostile one.
     let body = resp.bytes().await.map_err(network)?;
@@ -236,16 +236,16 @@ pub async fn execute(
 /// provider documents a redirect of its API, so it is permanent: a mistyped `api_url` or
 /// something on the path that must be looked at. The detail names the target's origin only;
 /// its path and query may hold secrets.
-fn redirected(status: u16, headers: &HeaderMap, from: Option<&str>) -> Outcome {
+fn redirected(status: u16, headers: &HeaderMap, from: &str) -> Outcome {
     let target = headers
         .get(http::header::LOCATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|loc| {
-            let base = reqwest::Url::parse(from?).ok()?;
+            let base = reqwest::Url::parse(from).ok()?;
             origin_of(base.join(loc).ok()?.as_str())
         })
         .unwrap_or_else(|| "an unreadable location".to_owned());
-    let from = from.unwrap_or("the provider");
+    let from = origin_of(from).unwrap_or_else(|| "the provider".to_owned());
     Outcome::Permanent {
         reason: "redirect",
         detail: format!("HTTP {status} from {from} redirects to {target}; not followed"),
@@ -562,7 +562,7 @@ mod tests {
 
     #[test]
     fn a_redirect_is_permanent_and_names_only_origins() {
-        let from = Some("https://api.twilio.com/2010-04-01/Accounts/AC1/Messages.json");
+        let from = "https://api.twilio.com/2010-04-01/Accounts/AC1/Messages.json";
         let resp = response(307, &[("location", "http://127.0.0.2:8/steal?token=x")], "");
         let Outcome::Permanent { reason, detail } = redirected(307, &resp.headers, from) else {
             panic!("a redirect is permanent");
