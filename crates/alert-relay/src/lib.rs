@@ -26,7 +26,6 @@ pub mod routing;
 pub mod secret;
 pub mod store;
 pub mod storm;
-pub mod systemd;
 pub mod time;
 
 use std::path::{Path, PathBuf};
@@ -34,7 +33,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use sd_notify::NotifyState;
+use serving::systemd::{self, NotifyState};
 
 use crate::config::Config;
 use crate::delivery::Engine;

@@ -11,16 +11,16 @@ pub mod metrics;
 pub mod paths;
 pub mod simulate;
 pub mod systemd;
-pub mod web_config;
 
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use serving::systemd::NotifyState;
+use serving::web_config::WebConfig;
 
 use crate::cli::{Config, DoctorCommand, ListenAddress};
 use crate::collector::{BuildContext, Scraper};
 use crate::http::App;
-use crate::web_config::WebConfig;
 
 /// Runs the exporter until SIGTERM or Ctrl-C.
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -63,18 +63,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     for address in serving.addresses() {
         tracing::info!(%address, "listening");
     }
-    systemd::notify(&sd_notify::NotifyState::Ready);
-    let watchdog = systemd::watchdog_interval().map(|period| {
-        tokio::spawn(systemd::run_watchdog(
-            Arc::clone(&app),
-            Arc::clone(&serving),
-            period,
-        ))
+    serving::systemd::notify(&[NotifyState::Ready]);
+    let watchdog = serving::systemd::watchdog_interval().map(|period| {
+        let (app, serving) = (Arc::clone(&app), Arc::clone(&serving));
+        tokio::spawn(async move {
+            serving::systemd::run_watchdog(period, |budget| {
+                let (app, serving) = (Arc::clone(&app), Arc::clone(&serving));
+                async move { systemd::self_check(&app, &serving, budget).await }
+            })
+            .await;
+        })
     });
 
     serving::signal::shutdown().await;
     tracing::info!("shutting down");
-    systemd::notify(&sd_notify::NotifyState::Stopping);
+    serving::systemd::notify(&[NotifyState::Stopping]);
     if let Some(watchdog) = watchdog {
         watchdog.abort();
         let _ = watchdog.await;

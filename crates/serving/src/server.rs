@@ -299,7 +299,7 @@ where
     let first_head = tokio::time::sleep(ticket.head_timeout);
     let mut first_head = std::pin::pin!(first_head);
     let mut draining = shared.draining.clone();
-    let mut closing = false;
+    let (mut closing, mut head_deadline) = (false, true);
     loop {
         tokio::select! {
             done = conn.as_mut() => {
@@ -309,8 +309,13 @@ where
                 return;
             }
             () = ticket.shed() => return,
-            () = &mut first_head, if !served.load(Ordering::Relaxed) => {
-                return tracing::debug!(%peer, "no request head in time; closed");
+            // A select's guards are evaluated when it is entered, not when the flag changes:
+            // the head may have come meanwhile.
+            () = &mut first_head, if head_deadline => {
+                if !served.load(Ordering::Relaxed) {
+                    return tracing::debug!(%peer, "no request head in time; closed");
+                }
+                head_deadline = false;
             }
             _ = draining.wait_for(|d| *d), if !closing => {
                 if !served.load(Ordering::Relaxed) {

@@ -161,7 +161,7 @@ pub(crate) struct Logrotate {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Served {
     pub(crate) exposure: Exposure,
-    pub(crate) protection: Option<crate::web_config::Protection>,
+    pub(crate) protection: Option<serving::web_config::Protection>,
 }
 
 #[derive(Debug)]
@@ -373,7 +373,7 @@ pub(crate) fn gather(inputs: &Inputs, sources: &Sources) -> Facts {
         served: inputs.exposure.clone().and_then(|exposure| {
             let protection = match &exposure.web_config {
                 Some(path) => Some(
-                    crate::web_config::protection(path)
+                    serving::web_config::protection(path)
                         .map_err(|e| format!("web configuration unusable: {e}"))?,
                 ),
                 None => None,

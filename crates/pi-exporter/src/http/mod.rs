@@ -21,7 +21,7 @@ use tokio::sync::Semaphore;
 use crate::cli::ListenAddress;
 use crate::collector::Scraper;
 use crate::metrics::{MetricSet, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
-use crate::web_config::{Rejection, WebConfig};
+use serving::web_config::{Rejection, WebConfig};
 
 pub use health::{HealthReport, health_report};
 

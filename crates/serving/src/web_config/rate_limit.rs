@@ -17,7 +17,7 @@ pub(super) struct RateLimit {
 /// `Ok(None)`: no limit (no `interval`, or `interval: 0`, as in exporter-toolkit).
 pub(super) fn settings(section: RateLimitSection) -> Result<Option<RateLimit>, WebConfigError> {
     let interval = match non_empty(section.interval) {
-        Some(text) => serving::duration::parse(&text)
+        Some(text) => crate::duration::parse(&text)
             .map_err(|message| WebConfigError::invalid("rate_limit.interval", message))?,
         None => Duration::ZERO,
     };

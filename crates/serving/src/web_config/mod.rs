@@ -297,7 +297,7 @@ impl ActiveWebConfig {
 }
 
 /// The listener's TLS: looked up per connection, so a reloaded file applies to the next one.
-impl serving::TlsSource for WebConfig {
+impl crate::TlsSource for WebConfig {
     fn acceptor(&self) -> Option<tokio_rustls::TlsAcceptor> {
         self.current().tls_acceptor().cloned()
     }
