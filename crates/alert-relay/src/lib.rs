@@ -92,12 +92,41 @@ pub fn client_builder() -> reqwest::ClientBuilder {
         .redirect(reqwest::redirect::Policy::none())
 }
 
-/// Runs the relay until SIGTERM or Ctrl-C; SIGHUP reloads the configuration.
-pub async fn run(config_path: &Path) -> anyhow::Result<()> {
-    let config = config::load(config_path)?;
-    if let Some(w) = config.exposure_warning() {
+/// What `--web.config.file` adds to the listener's protection (nothing without one).
+pub fn listener_security(web_config: Option<&Path>) -> anyhow::Result<config::ListenerSecurity> {
+    let Some(path) = web_config else {
+        return Ok(config::ListenerSecurity::default());
+    };
+    let p = serving::web_config::protection(path)?;
+    Ok(config::ListenerSecurity {
+        tls: p.tls,
+        client_certificates: p.client_certificates,
+    })
+}
+
+/// Loads the configuration and checks it against the listener's web configuration: a
+/// listener other machines can reach needs authentication.
+fn load_checked(
+    path: &Path,
+    web_config: Option<&Path>,
+) -> anyhow::Result<(Config, config::ListenerSecurity)> {
+    let config = config::load(path)?;
+    let security = listener_security(web_config)?;
+    config.check_exposure(config.listen, security)?;
+    Ok((config, security))
+}
+
+/// Runs the relay until SIGTERM or Ctrl-C; SIGHUP reloads the configuration (the web
+/// configuration reloads itself when its files change).
+pub async fn run(config_path: &Path, web_config: Option<&Path>) -> anyhow::Result<()> {
+    let (config, security) = load_checked(config_path, web_config)?;
+    if let Some(w) = config.exposure_warning(security) {
         tracing::warn!("{w}");
     }
+    let web = match web_config {
+        Some(path) => serving::web_config::WebConfig::load(path)?,
+        None => serving::web_config::WebConfig::disabled(),
+    };
     let (metrics, queue_slot) = Metrics::new();
     let db = Sqlite::open(&config.storage.sqlite)
         .with_context(|| format!("storage.sqlite {}", config.storage.sqlite.display()))?;
@@ -178,7 +207,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         storms: Arc::clone(&storms),
         signer: ack::Signer::new(key, None),
     });
-    let serving = Arc::new(http::serve(Arc::clone(&app)).await?);
+    let serving = Arc::new(http::serve(Arc::clone(&app), Arc::new(web)).await?);
     for address in serving.addresses() {
         tracing::info!(%address, "alert-relay {} listening", env!("CARGO_PKG_VERSION"));
     }
@@ -222,7 +251,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         deadman.wake();
         resync.wake();
     };
-    wait_for_signals(&live, &engine, &metrics, &after_reload).await;
+    wait_for_signals(&live, web_config, &engine, &metrics, &after_reload).await;
     tracing::info!("shutting down");
     systemd::notify(&[NotifyState::Stopping]);
     for task in ack_polling {
@@ -268,6 +297,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
 
 async fn wait_for_signals(
     live: &Live,
+    web_config: Option<&Path>,
     engine: &Engine,
     metrics: &Metrics,
     after_reload: &dyn Fn(),
@@ -285,7 +315,7 @@ async fn wait_for_signals(
             _ = term.recv() => return,
             _ = tokio::signal::ctrl_c() => return,
             _ = hup.recv() => {
-                reload(live, engine, metrics).await;
+                reload(live, web_config, engine, metrics).await;
                 after_reload();
             }
         }
@@ -293,21 +323,22 @@ async fn wait_for_signals(
 }
 
 /// SIGHUP: a valid new file replaces channels, policies, routes, auth, limits, delivery
-/// settings, `public_url` (for new links), `deadman` and `alertmanager`; `listen`, `tls` and
+/// settings, `public_url` (for new links), `deadman` and `alertmanager`; `listen` and
 /// `storage` need a restart. Nothing stored is touched.
-async fn reload(live: &Live, engine: &Engine, metrics: &Metrics) {
+async fn reload(live: &Live, web_config: Option<&Path>, engine: &Engine, metrics: &Metrics) {
     systemd::notify(&[NotifyState::Reloading]);
-    match config::load(&live.path).and_then(|new| {
-        new.check_exposure_on(live.config().listen)?;
-        Ok(new)
-    }) {
+    let checked = config::load(&live.path)
+        .map_err(anyhow::Error::from)
+        .and_then(|new| {
+            // The listener stays where it is: the new auth is checked against it.
+            new.check_exposure(live.config().listen, listener_security(web_config)?)?;
+            Ok(new)
+        });
+    match checked {
         Ok(new) => {
             let old = live.config();
-            if new.listen != old.listen
-                || new.storage.sqlite != old.storage.sqlite
-                || new.tls.is_some() != old.tls.is_some()
-            {
-                tracing::warn!("listen, tls and storage changes take effect at the next restart");
+            if new.listen != old.listen || new.storage.sqlite != old.storage.sqlite {
+                tracing::warn!("listen and storage changes take effect at the next restart");
             }
             match engine.apply(new.destinations(), new.delivery.clone()).await {
                 Ok(()) => {
@@ -326,16 +357,17 @@ async fn reload(live: &Live, engine: &Engine, metrics: &Metrics) {
         }
         Err(e) => {
             metrics.config_reload_success.set(0);
-            tracing::error!("invalid configuration, keeping the previous one: {e}");
+            tracing::error!("invalid configuration, keeping the previous one: {e:#}");
         }
     }
     systemd::notify(&[NotifyState::Ready]);
 }
 
-/// `check-config`: validates the file and returns the resolved routing.
-pub fn check_config(path: &Path) -> anyhow::Result<String> {
-    let config = config::load(path)?;
-    Ok(config.describe())
+/// `check-config`: validates the file (with the web configuration the relay will run with)
+/// and returns the resolved routing.
+pub fn check_config(path: &Path, web_config: Option<&Path>) -> anyhow::Result<String> {
+    let (config, security) = load_checked(path, web_config)?;
+    Ok(config.describe(security))
 }
 
 /// `send-test`: renders a test alert and sends it to every destination of one channel,
@@ -395,11 +427,12 @@ pub async fn send_test(
 /// `escalate`, `resolve` for incident `id`.
 pub async fn incident_cli(
     path: &Path,
+    web_config: Option<&Path>,
     verb: Option<(&str, i64)>,
     by: Option<&str>,
 ) -> anyhow::Result<serde_json::Value> {
     let config = config::load(path)?;
-    let scheme = if config.tls.is_some() {
+    let scheme = if listener_security(web_config)?.tls {
         "https"
     } else {
         "http"

@@ -11,6 +11,16 @@ fn cli() -> Command {
             .required(true)
             .help("YAML configuration file")
     };
+    let web_config = || {
+        Arg::new("web.config.file")
+            .long("web.config.file")
+            .value_name("FILE")
+            .help(
+                "exporter-toolkit web configuration of the listener: TLS, client certificates, \
+                 basic-auth users (for /metrics, /healthz), headers, rate limit; reloaded when \
+                 its files change (docs/web-config.md)",
+            )
+    };
     Command::new("alert-relay")
         .version(env!("CARGO_PKG_VERSION"))
         .about("Durable Alertmanager webhook intake and delivery to chat, push and SMS")
@@ -22,21 +32,24 @@ fn cli() -> Command {
                 .default_value("info")
                 .value_parser(["debug", "info", "warn", "error"]),
         )
-        .subcommand(Command::new("run").about("Run the relay").arg(config()))
+        .subcommand(Command::new("run").about("Run the relay").arg(config()).arg(web_config()))
         .subcommand(
             Command::new("check-config")
                 .about("Validate a configuration and print the resolved routing")
-                .arg(Arg::new("file").required(true).value_name("FILE")),
+                .arg(Arg::new("file").required(true).value_name("FILE"))
+                .arg(web_config()),
         )
         .subcommand(
             Command::new("incidents")
                 .about("List the newest incidents (asks the running relay)")
-                .arg(config()),
+                .arg(config())
+                .arg(web_config()),
         )
         .subcommand(
             Command::new("ack")
                 .about("Acknowledge an incident (or --unack, --escalate, --resolve) via the running relay")
                 .arg(config())
+                .arg(web_config())
                 .arg(Arg::new("id").required(true).value_name("ID").value_parser(clap::value_parser!(i64)))
                 .arg(Arg::new("by").long("by").value_name("NAME").help("who acknowledges (default: $USER)"))
                 .arg(Arg::new("unack").long("unack").action(clap::ArgAction::SetTrue).conflicts_with_all(["escalate", "resolve"]))
@@ -81,11 +94,18 @@ fn main() -> ExitCode {
             .map(PathBuf::from)
             .unwrap_or_default()
     };
+    let web = |m: &clap::ArgMatches| {
+        m.try_get_one::<String>("web.config.file")
+            .ok()
+            .flatten()
+            .map(PathBuf::from)
+    };
     let result: anyhow::Result<bool> = match matches.subcommand() {
-        Some(("check-config", m)) => alert_relay::check_config(&path(m, "file")).map(|routing| {
-            print!("{routing}");
-            true
-        }),
+        Some(("check-config", m)) => alert_relay::check_config(&path(m, "file"), web(m).as_deref())
+            .map(|routing| {
+                print!("{routing}");
+                true
+            }),
         Some((cmd, m)) => {
             // One thread runs HTTP and delivery; SQLite has its own thread.
             match tokio::runtime::Builder::new_current_thread()
@@ -94,10 +114,15 @@ fn main() -> ExitCode {
             {
                 Err(e) => Err(anyhow::Error::new(e).context("cannot start the async runtime")),
                 Ok(rt) if cmd == "run" => rt
-                    .block_on(alert_relay::run(&path(m, "config")))
+                    .block_on(alert_relay::run(&path(m, "config"), web(m).as_deref()))
                     .map(|()| true),
                 Ok(rt) if cmd == "incidents" => rt
-                    .block_on(alert_relay::incident_cli(&path(m, "config"), None, None))
+                    .block_on(alert_relay::incident_cli(
+                        &path(m, "config"),
+                        web(m).as_deref(),
+                        None,
+                        None,
+                    ))
                     .map(|v| {
                         print!("{}", alert_relay::format_incidents(&v));
                         true
@@ -111,6 +136,7 @@ fn main() -> ExitCode {
                     let by = m.get_one::<String>("by").map(String::as_str);
                     rt.block_on(alert_relay::incident_cli(
                         &path(m, "config"),
+                        web(m).as_deref(),
                         Some((verb, id)),
                         by,
                     ))

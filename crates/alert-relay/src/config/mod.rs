@@ -99,7 +99,6 @@ pub struct Config {
     pub auth: Auth,
     /// `auth: none` written out (not merely left out): no authentication on purpose.
     pub auth_none_declared: bool,
-    pub tls: Option<TlsFiles>,
     pub storage: StorageConfig,
     pub limits: Limits,
     pub delivery: DeliveryConfig,
@@ -117,13 +116,6 @@ pub enum Auth {
     None,
     Bearer(Secret),
     Basic { username: String, password: Secret },
-}
-
-#[derive(Debug, Clone)]
-pub struct TlsFiles {
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
-    pub client_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -722,50 +714,47 @@ fn duration(key: &str, value: Option<&String>, default: Duration) -> Result<Dura
     })
 }
 
-/// A listener beyond this machine needs authentication: whoever reaches it can post alerts
-/// and acknowledge, escalate or resolve incidents through the API. Client certificates count;
-/// `auth: none` written out accepts the risk (and `check-config` warns).
-fn check_exposure(
-    listen: SocketAddr,
-    auth: &Auth,
-    none_declared: bool,
-    tls: Option<&TlsFiles>,
-) -> Result<(), ConfigError> {
-    let client_certs = tls.is_some_and(|t| t.client_ca_file.is_some());
-    if listen.ip().is_loopback() || client_certs || none_declared || !matches!(auth, Auth::None) {
-        return Ok(());
-    }
-    Err(invalid(
-        "auth",
-        format!(
-            "required: listen {listen} is reachable from other machines, and without \
-             authentication anyone there can post alerts and acknowledge or resolve incidents; \
-             set a bearer_token_file or basic credentials (as Alertmanager's http_config sends \
-             them), or `auth: none` to accept that risk"
-        ),
-    ))
+/// What the listener's web configuration (`--web.config.file`) adds to its protection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ListenerSecurity {
+    pub tls: bool,
+    /// Clients must present a certificate from the configured CA: that authenticates them.
+    pub client_certificates: bool,
 }
 
 impl Config {
-    /// The exposure check against the listener actually bound: a reload cannot move the
-    /// listener, so its new `auth:` is checked against the old address.
-    pub fn check_exposure_on(&self, listen: SocketAddr) -> Result<(), ConfigError> {
-        check_exposure(
-            listen,
-            &self.auth,
-            self.auth_none_declared,
-            self.tls.as_ref(),
-        )
+    /// A listener beyond this machine needs authentication: whoever reaches it can post alerts
+    /// and acknowledge, escalate or resolve incidents through the API. Client certificates
+    /// count; `auth: none` written out accepts the risk ([`Config::exposure_warning`]).
+    /// `listen` is the address actually bound (a reload cannot move the listener).
+    pub fn check_exposure(
+        &self,
+        listen: SocketAddr,
+        security: ListenerSecurity,
+    ) -> Result<(), ConfigError> {
+        if listen.ip().is_loopback()
+            || security.client_certificates
+            || self.auth_none_declared
+            || !matches!(self.auth, Auth::None)
+        {
+            return Ok(());
+        }
+        Err(invalid(
+            "auth",
+            format!(
+                "required: listen {listen} is reachable from other machines, and without \
+                 authentication anyone there can post alerts and acknowledge or resolve \
+                 incidents; set a bearer_token_file or basic credentials (as Alertmanager's \
+                 http_config sends them), or `auth: none` to accept that risk"
+            ),
+        ))
     }
 
     /// Why this configuration is dangerous though valid: `auth: none` on a listener other
     /// machines can reach. `check-config` prints it; `run` logs it.
-    pub fn exposure_warning(&self) -> Option<String> {
-        let client_certs = self
-            .tls
-            .as_ref()
-            .is_some_and(|t| t.client_ca_file.is_some());
-        (self.auth_none_declared && !self.listen.ip().is_loopback() && !client_certs).then(|| {
+    pub fn exposure_warning(&self, security: ListenerSecurity) -> Option<String> {
+        let exposed = !self.listen.ip().is_loopback() && !security.client_certificates;
+        (self.auth_none_declared && exposed).then(|| {
             format!(
                 "auth: none on {}, which other machines can reach: anyone there can post alerts \
                  and acknowledge or resolve incidents",
@@ -800,17 +789,20 @@ impl Config {
         if let Some(u) = &raw.public_url {
             check_url("public_url", u)?;
         }
-        let tls = raw.tls.map(|t| TlsFiles {
-            cert_file: ctx.path(&t.cert_file),
-            key_file: ctx.path(&t.key_file),
-            client_ca_file: t.client_ca_file.map(|p| ctx.path(&p)),
-        });
+        if raw.tls.is_some() {
+            return Err(invalid(
+                "tls",
+                "moved: the listener's TLS is set in the web configuration file \
+                 (--web.config.file, exporter-toolkit format): tls_server_config with cert_file, \
+                 key_file, and for client certificates client_auth_type: \
+                 RequireAndVerifyClientCert and client_ca_file (docs/web-config.md)",
+            ));
+        }
         let (auth, auth_none_declared) = match raw.auth {
             None => (Auth::None, false),
             Some(raw::RawListenerAuth::None) => (Auth::None, true),
             Some(raw::RawListenerAuth::Credentials(a)) => (auth("auth", a, ctx)?, false),
         };
-        check_exposure(listen, &auth, auth_none_declared, tls.as_ref())?;
         if raw.storage.sqlite.as_os_str().is_empty() {
             return Err(invalid("storage.sqlite", "must be a file path"));
         }
@@ -1021,7 +1013,6 @@ impl Config {
             public_url: raw.public_url.map(|u| u.trim_end_matches('/').to_owned()),
             auth,
             auth_none_declared,
-            tls,
             storage,
             limits,
             delivery,
@@ -1050,7 +1041,7 @@ impl Config {
     }
 
     /// The resolved routing, as `check-config` prints it.
-    pub fn describe(&self) -> String {
+    pub fn describe(&self, security: ListenerSecurity) -> String {
         let mut out = String::new();
         let auth = match &self.auth {
             Auth::None if self.auth_none_declared => "auth: none".to_owned(),
@@ -1058,13 +1049,16 @@ impl Config {
             Auth::Bearer(_) => "bearer token".to_owned(),
             Auth::Basic { username, .. } => format!("basic auth as {username:?}"),
         };
-        let tls = match &self.tls {
-            None => "plain HTTP",
-            Some(t) if t.client_ca_file.is_some() => "TLS with client certificates",
-            Some(_) => "TLS",
+        let tls = match security {
+            ListenerSecurity { tls: false, .. } => "plain HTTP",
+            ListenerSecurity {
+                client_certificates: true,
+                ..
+            } => "TLS with client certificates",
+            _ => "TLS",
         };
         let _ = writeln!(out, "listen: {} ({tls}, {auth})", self.listen);
-        if let Some(w) = self.exposure_warning() {
+        if let Some(w) = self.exposure_warning(security) {
             let _ = writeln!(out, "warning: {w}");
         }
         let _ = writeln!(out, "storage: {}", self.storage.sqlite.display());

@@ -14,7 +14,8 @@ pub(super) struct RawConfig {
     pub listen: Option<String>,
     pub public_url: Option<String>,
     pub auth: Option<RawListenerAuth>,
-    pub tls: Option<RawTls>,
+    /// Moved to the web configuration file: any value is an error naming its new place.
+    pub tls: Option<de::IgnoredAny>,
     pub storage: RawStorage,
     pub limits: Option<RawLimits>,
     pub delivery: Option<RawDelivery>,
@@ -76,14 +77,6 @@ pub(super) struct RawBasic {
     pub password: Option<String>,
     pub password_file: Option<PathBuf>,
     pub password_env: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawTls {
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
-    pub client_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -71,7 +71,7 @@ fn issue_example_loads() {
     assert!(
         matches!(&c.channels["ops-telegram"].kind, ChannelKind::Telegram { chat_id, .. } if chat_id == "-100123")
     );
-    let described = c.describe();
+    let described = c.describe(ListenerSecurity::default());
     assert!(
         described
             .contains("1. {severity=\"critical\"} -> policy critical -> ops-slack, oncall-sms"),
@@ -455,7 +455,7 @@ fn deadman_and_alertmanager_sections() {
     assert!(
         matches!(&am.auth, Auth::Basic { username, password } if username == "relay" && password.expose() == "s3cret")
     );
-    let described = c.describe();
+    let described = c.describe(ListenerSecurity::default());
     assert!(
         described.contains(
             "deadman: heartbeats {alertname=\"Watchdog\"}, after 5m of silence notify oncall-sms, ops-slack"
@@ -551,28 +551,48 @@ fn a_listener_beyond_loopback_needs_auth_or_an_explicit_none() {
             &MapSecrets::default(),
         )
     };
-    let e = load("listen: 0.0.0.0:9832\n").expect_err("open to the network");
+    let plain = ListenerSecurity::default();
+    let checked = |head: &str, security| {
+        let c = load(head).expect("valid");
+        c.check_exposure(c.listen, security).map(|()| c)
+    };
+    let e = checked("listen: 0.0.0.0:9832\n", plain).expect_err("open to the network");
     assert!(
         e.to_string()
             .starts_with("auth: required: listen 0.0.0.0:9832"),
         "{e}"
     );
-    assert!(load("listen: \"[::]:9832\"\n").is_err());
-    let none = load("listen: 0.0.0.0:9832\nauth: none\n").expect("declared");
+    assert!(checked("listen: \"[::]:9832\"\n", plain).is_err());
+    let none = checked("listen: 0.0.0.0:9832\nauth: none\n", plain).expect("declared");
     assert!(none.auth_none_declared);
-    let warning = none.exposure_warning().expect("warned");
-    assert!(none.describe().contains(&format!("warning: {warning}")));
-    assert!(load("listen: 0.0.0.0:9832\nauth: { bearer_token: t }\n").is_ok());
-    let local = load("listen: \"[::1]:9832\"\n").expect("loopback");
-    assert!(local.exposure_warning().is_none());
+    let warning = none.exposure_warning(plain).expect("warned");
     assert!(
-        local
-            .check_exposure_on("0.0.0.0:9832".parse().expect("addr"))
-            .is_err()
+        none.describe(plain)
+            .contains(&format!("warning: {warning}"))
     );
-    let certs = "listen: 0.0.0.0:9832\ntls: { cert_file: c, key_file: k, client_ca_file: ca }\n";
-    assert!(load(certs).is_ok(), "client certificates authenticate");
+    assert!(checked("listen: 0.0.0.0:9832\nauth: { bearer_token: t }\n", plain).is_ok());
+    let local = checked("listen: \"[::1]:9832\"\n", plain).expect("loopback");
+    assert!(local.exposure_warning(plain).is_none());
+    let bound = "0.0.0.0:9832".parse().expect("addr");
+    assert!(
+        local.check_exposure(bound, plain).is_err(),
+        "checked where it listens"
+    );
+    let certs = ListenerSecurity {
+        tls: true,
+        client_certificates: true,
+    };
+    assert!(
+        checked("listen: 0.0.0.0:9832\n", certs).is_ok(),
+        "client certificates authenticate"
+    );
+    assert!(
+        none.describe(certs)
+            .contains("TLS with client certificates")
+    );
     assert!(load("auth: nothing\n").is_err());
+    let moved = load("tls: { cert_file: c, key_file: k }\n").expect_err("moved");
+    assert!(moved.to_string().starts_with("tls: moved"), "{moved}");
 }
 
 #[test]
@@ -583,7 +603,7 @@ fn printed_urls_lose_their_credentials() {
         &MapSecrets::default(),
     )
     .expect("valid");
-    let out = c.describe();
+    let out = c.describe(ListenerSecurity::default());
     assert!(!out.contains("hunter2"), "{out}");
     assert!(
         out.contains("api_url https://relay:<redacted>@proxy.example:8443/p?sig=<redacted>"),

@@ -6,7 +6,6 @@
 //! sender got wrong.
 
 mod auth;
-mod tls;
 
 use std::io;
 use std::sync::Arc;
@@ -16,8 +15,8 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Limited};
 use hyper::body::Incoming;
+use serving::web_config::{Rejection, WebConfig};
 use serving::{Body, Peer, Serving};
-use tokio_rustls::TlsAcceptor;
 
 use crate::Live;
 use crate::ack::Signer;
@@ -785,36 +784,57 @@ fn plain(status: StatusCode, text: &str) -> Response<Body> {
     r
 }
 
-impl serving::Handler for App {
-    fn handle(
-        self: Arc<Self>,
-        req: Request<Incoming>,
-    ) -> impl std::future::Future<Output = Response<Body>> + Send {
-        App::handle(self, req)
+/// The relay's routes behind its web configuration (`--web.config.file`): TLS for every
+/// connection, its headers on every response, and its rate limit and basic-auth users on the
+/// routes that have no authentication of their own. The webhook and the API keep the relay's
+/// `auth:` (Alertmanager and the CLI send one `Authorization` header); ack links and Twilio's
+/// callbacks carry their own proof and must stay reachable from phones and providers.
+struct Listener {
+    app: Arc<App>,
+    web: Arc<WebConfig>,
+}
+
+/// Whether the web configuration's rate limit and basic-auth users guard `path`.
+fn guarded_by_web_config(path: &str) -> bool {
+    !(path == "/webhook"
+        || path.starts_with("/webhook/")
+        || path.starts_with("/api/")
+        || path.starts_with("/ack/")
+        || path.starts_with("/inbound/"))
+}
+
+impl serving::Handler for Listener {
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        let web = self.web.current();
+        let admitted = if guarded_by_web_config(req.uri().path()) {
+            web.authorize(req.headers()).await
+        } else {
+            Ok(())
+        };
+        let mut response = match admitted {
+            Ok(()) => Arc::clone(&self.app).handle(req).await,
+            Err(Rejection::RateLimited) => {
+                plain(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests\n")
+            }
+            Err(Rejection::Unauthorized) => {
+                let mut r = plain(StatusCode::UNAUTHORIZED, "Unauthorized\n");
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic"));
+                r
+            }
+        };
+        for (name, value) in web.response_headers() {
+            response.headers_mut().insert(name.clone(), value.clone());
+        }
+        response
     }
 }
 
-/// The listener's TLS, from `tls:` files read once at start.
-struct FixedTls(Option<TlsAcceptor>);
-
-impl serving::TlsSource for FixedTls {
-    fn acceptor(&self) -> Option<TlsAcceptor> {
-        self.0.clone()
-    }
-
-    fn verify(&self, _: &rustls::ServerConnection) -> Result<(), String> {
-        Ok(())
-    }
-}
-
-/// Binds the listener and starts accepting.
-pub async fn serve(app: Arc<App>) -> io::Result<Serving> {
+/// Binds the listener and starts accepting, with TLS from the web configuration (looked up
+/// per connection, so renewed certificates apply without a restart).
+pub async fn serve(app: Arc<App>, web: Arc<WebConfig>) -> io::Result<Serving> {
     let config = app.live.config();
     let listeners = serving::bind(&[config.listen]).await?;
-    let tls = match &config.tls {
-        Some(files) => Some(tls::acceptor(files).map_err(io::Error::other)?),
-        None => None,
-    };
     let max = config.limits.max_connections;
     let limits = serving::Limits {
         max_connections: max,
@@ -824,10 +844,11 @@ pub async fn serve(app: Arc<App>) -> io::Result<Serving> {
         grace: SHUTDOWN_GRACE,
         ..serving::Limits::default()
     };
+    let tls = Arc::clone(&web);
     Ok(serving::serve(
         listeners,
-        app,
-        Arc::new(FixedTls(tls)),
+        Arc::new(Listener { app, web }),
+        tls,
         limits,
     ))
 }
@@ -912,7 +933,9 @@ mod tests {
             deadman,
             signer: Signer::new(vec![1; 32], None),
         });
-        let serving = serve(app).await.expect("serve");
+        let serving = serve(app, Arc::new(WebConfig::disabled()))
+            .await
+            .expect("serve");
         let body = r#"{"version":"4","status":"firing","alerts":[{"status":"firing","labels":{"alertname":"A"},"startsAt":"2026-01-01T00:00:00Z"}]}"#;
         let r = http
             .post(format!("http://{}/webhook", serving.addresses()[0]))

@@ -626,7 +626,7 @@ fn storm_and_budget_keys_are_validated_by_name() {
             Path::new("/"),
             &MapSecrets::default(),
         )
-        .map(|c| c.describe())
+        .map(|c| c.describe(crate::config::ListenerSecurity::default()))
         .map_err(|e| e.to_string())
     };
     let ok = load(

@@ -47,6 +47,28 @@ fn a_network_listener_without_auth_is_refused_unless_declared() {
             text(&out)
         );
     }
+    let dir = tempdir();
+    let web = dir.path().join("web.yml");
+    std::fs::write(
+        &web,
+        "tls_server_config: { cert_file: s.pem, key_file: s.key, client_auth_type: RequireAndVerifyClientCert, client_ca_file: ca.pem }\n",
+    )
+    .expect("web config");
+    let path = dir.path().join("relay.yml");
+    std::fs::write(&path, &open).expect("config");
+    let certs = Command::new(binary())
+        .arg("check-config")
+        .arg(&path)
+        .arg("--web.config.file")
+        .arg(&web)
+        .output()
+        .expect("check-config");
+    assert!(
+        certs.status.success(),
+        "client certificates authenticate: {}",
+        text(&certs)
+    );
+    assert!(text(&certs).contains("(TLS with client certificates, no authentication)"));
     let declared = relay_cmd(
         &["check-config"],
         &format!("listen: 0.0.0.0:0\nauth: none\n{ROUTING}"),
@@ -149,4 +171,64 @@ async fn every_401_names_its_scheme() {
             );
         }
     }
+}
+
+#[test]
+fn the_listeners_tls_lives_in_the_web_configuration() {
+    let out = relay_cmd(
+        &["check-config"],
+        &format!("tls: {{ cert_file: c.pem, key_file: k.pem }}\n{ROUTING}"),
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("tls: moved: the listener's TLS is set in the web configuration file"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[tokio::test]
+async fn web_config_users_guard_what_has_no_auth_of_its_own() {
+    let dir = tempdir();
+    let hash = bcrypt::hash("pw", 4).expect("hash");
+    let web = format!(
+        "basic_auth_users:\n  prom: {hash}\nhttp_server_config:\n  headers:\n    X-Frame-Options: deny\n"
+    );
+    let relay = Relay::start_with_web_config(
+        dir.path(),
+        &format!("auth: {{ bearer_token: s3cret }}\n{ROUTING}"),
+        &web,
+    );
+    let get = |path: &str, user: Option<&str>| {
+        let mut r = client().get(relay.url(path));
+        if let Some(u) = user {
+            r = r.basic_auth(u, Some("pw"));
+        }
+        r.send()
+    };
+    for path in ["/metrics", "/healthz", "/"] {
+        let anonymous = get(path, None).await.expect("get");
+        assert_eq!(anonymous.status(), 401, "{path}");
+        assert_eq!(anonymous.headers()["www-authenticate"], "Basic");
+        assert_eq!(anonymous.headers()["x-frame-options"], "deny");
+        assert_eq!(
+            get(path, Some("prom")).await.expect("get").status(),
+            200,
+            "{path}"
+        );
+    }
+    // The webhook keeps the relay's bearer token; ack links and Twilio carry their own proof.
+    relay
+        .fire(crate::support::webhook(
+            &[("00000000000000e1", "firing")],
+            "",
+        ))
+        .await;
+    assert_eq!(get("/ack/1.2.x", None).await.expect("get").status(), 403);
+    let twilio = client()
+        .post(relay.url("/inbound/twilio/nope"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(twilio.status(), 403);
 }

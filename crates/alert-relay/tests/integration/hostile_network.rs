@@ -70,12 +70,10 @@ async fn stalled_tls_handshakes_do_not_keep_a_tls_webhook_out() {
         .expect("cert");
     std::fs::write(dir.path().join("server.pem"), cert.pem()).expect("cert");
     std::fs::write(dir.path().join("server.key"), key.serialize_pem()).expect("key");
-    let relay = Relay::start(
+    let relay = Relay::start_with_web_config(
         dir.path(),
-        &format!(
-            "tls: {{ cert_file: server.pem, key_file: server.key }}\n{}",
-            routing(&fake)
-        ),
+        &routing(&fake),
+        "tls_server_config: { cert_file: server.pem, key_file: server.key }\n",
     );
     let addr = relay.addr;
     let der = cert.der().clone();

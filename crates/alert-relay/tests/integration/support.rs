@@ -1,6 +1,7 @@
 //! The relay binary as a child process, a loopback fake provider, and webhook payloads.
 
 use std::collections::VecDeque;
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -52,13 +53,31 @@ impl Relay {
             .unwrap_or_else(|log| panic!("alert-relay did not start; log:\n{log}"))
     }
 
+    /// As [`Relay::start`], with the web configuration `web` (`--web.config.file`) beside it.
+    pub(crate) fn start_with_web_config(dir: &Path, config: &str, web: &str) -> Relay {
+        let path = dir.join("relay.yml");
+        std::fs::write(&path, format!("listen: 127.0.0.1:0\n{config}")).expect("write config");
+        let web_path = dir.join("web.yml");
+        std::fs::write(&web_path, web).expect("write web config");
+        Self::try_start_with(
+            &path,
+            &[OsStr::new("--web.config.file"), web_path.as_os_str()],
+        )
+        .unwrap_or_else(|log| panic!("alert-relay did not start; log:\n{log}"))
+    }
+
     /// Starts the relay on the config file `path`; `Err` (with its log) when it exits or does not
     /// say its address within 20 s. For a test that must fix the port in advance and retries
     /// with another one when something else took it meanwhile.
     pub(crate) fn try_start_file(path: &Path) -> Result<Relay, String> {
+        Self::try_start_with(path, &[])
+    }
+
+    fn try_start_with(path: &Path, extra: &[&OsStr]) -> Result<Relay, String> {
         let mut child = Command::new(binary())
             .args(["run", "--config"])
             .arg(path)
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

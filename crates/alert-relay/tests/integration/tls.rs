@@ -33,14 +33,16 @@ async fn mtls_admits_only_clients_with_a_certificate_from_the_ca() {
     ] {
         std::fs::write(dir.path().join(name), pem).expect("write pem");
     }
-    let relay = Relay::start(
+    let relay = Relay::start_with_web_config(
         dir.path(),
         &format!(
-            "tls: {{ cert_file: server.pem, key_file: server.key, client_ca_file: ca.pem }}\nstorage: {{ sqlite: relay.db }}\n\
+            "storage: {{ sqlite: relay.db }}\n\
              channels: {{ hook: {{ type: webhook, url: '{}/h' }} }}\npolicies: {{ p: {{ steps: [ {{ notify: [hook] }} ] }} }}\n\
              routes: [ {{ policy: p }} ]\n",
             fake.url()
         ),
+        "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n  \
+         client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.pem\n",
     );
     let addr = relay.addr;
     let ca_der = ca.der().clone();
