@@ -6,6 +6,8 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Socket, Type};
@@ -98,20 +100,97 @@ pub fn timed_request(
     timeout: Duration,
 ) -> io::Result<(Duration, u16)> {
     let started = Instant::now();
-    let mut s = TcpStream::connect_timeout(&target, timeout)?;
+    let mut s = connect(target, timeout)?;
+    let answer = exchange(&mut s, request)?;
+    Ok((started.elapsed(), status_of(&answer)?))
+}
+
+/// As [`timed_request`], over TLS to a server whose certificate is `cert` (DER, from
+/// [`SelfSigned`]), for the name `localhost`.
+pub fn timed_tls_request(
+    target: SocketAddr,
+    cert: &[u8],
+    request: &[u8],
+    timeout: Duration,
+) -> io::Result<(Duration, u16)> {
+    let invalid = |e: rustls::Error| io::Error::new(io::ErrorKind::InvalidData, e);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(cert.to_vec()))
+        .map_err(invalid)?;
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(invalid)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost")
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let started = Instant::now();
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).map_err(invalid)?;
+    let mut tls = rustls::StreamOwned::new(conn, connect(target, timeout)?);
+    let answer = exchange(&mut tls, request)?;
+    Ok((started.elapsed(), status_of(&answer)?))
+}
+
+fn connect(target: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    let s = TcpStream::connect_timeout(&target, timeout)?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
+    Ok(s)
+}
+
+fn exchange(s: &mut impl ReadWrite, request: &[u8]) -> io::Result<Vec<u8>> {
     s.write_all(request)?;
     let mut answer = Vec::new();
-    s.read_to_end(&mut answer)?;
-    let elapsed = started.elapsed();
-    let status = answer
+    // A TLS peer that closes without close_notify is an error after a complete answer.
+    match s.read_to_end(&mut answer) {
+        Ok(_) => Ok(answer),
+        Err(_) if !answer.is_empty() => Ok(answer),
+        Err(e) => Err(e),
+    }
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+fn status_of(answer: &[u8]) -> io::Result<u16> {
+    answer
         .get(9..12)
         .and_then(|c| std::str::from_utf8(c).ok())
         .and_then(|c| c.parse().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no HTTP status line"))?;
-    Ok((elapsed, status))
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no HTTP status line"))
 }
+
+/// A self-signed server certificate for `localhost` and 127.0.0.1, written as `server.pem`
+/// and `server.key` into a directory, for the servers under test.
+#[derive(Debug)]
+pub struct SelfSigned {
+    /// The certificate in DER, for [`timed_tls_request`].
+    pub der: Vec<u8>,
+}
+
+impl SelfSigned {
+    pub fn write_into(dir: &Path) -> io::Result<SelfSigned> {
+        let other = |e: rcgen::Error| io::Error::other(e.to_string());
+        let key = rcgen::KeyPair::generate().map_err(other)?;
+        let cert =
+            rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+                .map_err(other)?
+                .self_signed(&key)
+                .map_err(other)?;
+        std::fs::write(dir.join("server.pem"), cert.pem())?;
+        std::fs::write(dir.join("server.key"), key.serialize_pem())?;
+        Ok(SelfSigned {
+            der: cert.der().to_vec(),
+        })
+    }
+}
+
+/// The web configuration (exporter-toolkit) that serves `server.pem`/`server.key` of the same
+/// directory: the format pi-exporter, alert-relay and node_exporter read.
+pub const TLS_WEB_CONFIG: &str =
+    "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n";
 
 /// `GET path` with `Connection: close` and extra header lines (each ending in `\r\n`).
 pub fn get(path: &str, extra_headers: &str) -> Vec<u8> {

@@ -5,10 +5,11 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hostile::{Stall, hold, loopback_peers, timed_request};
+use hostile::{
+    SelfSigned, Stall, TLS_WEB_CONFIG, hold, loopback_peers, timed_request, timed_tls_request,
+};
 
 use crate::support::{Fake, Relay, Reply, tempdir, webhook};
 
@@ -63,52 +64,25 @@ async fn webhooks_are_answered_beside_half_open_connections() {
 async fn stalled_tls_handshakes_do_not_keep_a_tls_webhook_out() {
     let fake = Fake::start(Reply::new(200, "")).await;
     let dir = tempdir();
-    let key = rcgen::KeyPair::generate().expect("key");
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-        .expect("params")
-        .self_signed(&key)
-        .expect("cert");
-    std::fs::write(dir.path().join("server.pem"), cert.pem()).expect("cert");
-    std::fs::write(dir.path().join("server.key"), key.serialize_pem()).expect("key");
-    let relay = Relay::start_with_web_config(
-        dir.path(),
-        &routing(&fake),
-        "tls_server_config: { cert_file: server.pem, key_file: server.key }\n",
-    );
+    let cert = SelfSigned::write_into(dir.path()).expect("certificate");
+    let relay = Relay::start_with_web_config(dir.path(), &routing(&fake), TLS_WEB_CONFIG);
     let addr = relay.addr;
-    let der = cert.der().clone();
     let body = webhook(&[("00000000000000d2", "firing")], "");
-    let took = tokio::task::spawn_blocking(move || {
+    let (took, status) = tokio::task::spawn_blocking(move || {
         let _one = hold(addr, &loopback_peers(1), 1000, Stall::TlsHello);
         let thirty: Vec<_> = loopback_peers(31).into_iter().skip(1).collect();
         let _many = hold(addr, &thirty, 300, Stall::TlsHello);
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(der).expect("root");
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let started = Instant::now();
-        let tcp = TcpStream::connect(addr).expect("connect");
-        tcp.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-        let conn = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
-        let mut tls = rustls::StreamOwned::new(conn, tcp);
-        tls.write_all(&post_webhook(&body)).expect("request");
-        let mut answer = Vec::new();
-        let _ = tls.read_to_end(&mut answer);
-        assert!(
-            answer.starts_with(b"HTTP/1.1 200"),
-            "{}",
-            String::from_utf8_lossy(&answer)
-        );
-        started.elapsed()
+        timed_tls_request(
+            addr,
+            &cert.der,
+            &post_webhook(&body),
+            Duration::from_secs(10),
+        )
+        .expect("a TLS webhook")
     })
     .await
     .expect("attack");
+    assert_eq!(status, 200);
     assert!(
         took < BOUND,
         "a TLS webhook took {took:?} beside stalled handshakes"

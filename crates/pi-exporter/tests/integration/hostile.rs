@@ -6,10 +6,12 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hostile::{Stall, get, hold, loopback_peers, peak_rss, timed_request};
+use hostile::{
+    SelfSigned, Stall, TLS_WEB_CONFIG, get, hold, loopback_peers, peak_rss, timed_request,
+    timed_tls_request,
+};
 
 use crate::support::Exporter;
 
@@ -71,49 +73,22 @@ fn a_served_keep_alive_connection_is_never_shed_for_pending_ones() {
 #[test]
 fn stalled_tls_handshakes_do_not_block_a_tls_scrape() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let key = rcgen::KeyPair::generate().expect("key");
-    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
-        .expect("params")
-        .self_signed(&key)
-        .expect("cert");
-    std::fs::write(dir.path().join("server.pem"), cert.pem()).expect("cert");
-    std::fs::write(dir.path().join("server.key"), key.serialize_pem()).expect("key");
+    let cert = SelfSigned::write_into(dir.path()).expect("certificate");
     let config = dir.path().join("web.yml");
-    std::fs::write(
-        &config,
-        "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n",
-    )
-    .expect("web config");
+    std::fs::write(&config, TLS_WEB_CONFIG).expect("web config");
     let arg = format!("--web.config.file={}", config.display());
     let exporter = Exporter::on_fixture("pi4-sd", &[&arg]);
     let _one_peer = hold(exporter.addr, &loopback_peers(1), 1000, Stall::TlsHello);
     let peers: Vec<_> = loopback_peers(31).into_iter().skip(1).collect();
     let _many = hold(exporter.addr, &peers, 300, Stall::TlsHello);
-
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.der().clone()).expect("root");
-    let client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let started = Instant::now();
-    let tcp = TcpStream::connect(exporter.addr).expect("connect");
-    tcp.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
-    let conn = rustls::ClientConnection::new(Arc::new(client), name).expect("client");
-    let mut tls = rustls::StreamOwned::new(conn, tcp);
-    tls.write_all(&get("/metrics", "")).expect("request");
-    let mut answer = Vec::new();
-    let _ = tls.read_to_end(&mut answer);
-    let took = started.elapsed();
-    assert!(
-        answer.starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&answer[..answer.len().min(200)])
-    );
+    let (took, status) = timed_tls_request(
+        exporter.addr,
+        &cert.der,
+        &get("/metrics", ""),
+        Duration::from_secs(10),
+    )
+    .expect("a TLS scrape");
+    assert_eq!(status, 200);
     assert!(
         took < BOUND,
         "a TLS scrape took {took:?} beside stalled handshakes"
