@@ -11,10 +11,10 @@ use anyhow::{Context as _, Result, bail};
 use crate::scrape::Scraper;
 
 /// Kills the child when the bench ends, however it ends.
-struct Running {
-    name: &'static str,
-    child: Child,
-    addr: SocketAddr,
+pub(crate) struct Running {
+    pub(crate) name: &'static str,
+    pub(crate) child: Child,
+    pub(crate) addr: SocketAddr,
 }
 
 impl Drop for Running {
@@ -25,7 +25,18 @@ impl Drop for Running {
 }
 
 impl Running {
-    fn start(
+    pub(crate) fn start(
+        name: &'static str,
+        program: &Path,
+        args: &[String],
+        addr: SocketAddr,
+    ) -> Result<Self> {
+        Self::spawn(name, program, args, addr)?
+            .ready(|addr| Scraper::connect(addr, "/metrics").and_then(|mut s| s.scrape()))
+    }
+
+    /// Starts `program`; [`Running::ready`] waits for it to answer.
+    pub(crate) fn spawn(
         name: &'static str,
         program: &Path,
         args: &[String],
@@ -37,12 +48,18 @@ impl Running {
             .stderr(Stdio::null())
             .spawn()
             .with_context(|| format!("cannot start {}", program.display()))?;
-        let running = Self { name, child, addr };
+        Ok(Self { name, child, addr })
+    }
+
+    /// Waits (10 s at most) until `probe` succeeds against the server.
+    pub(crate) fn ready<T>(self, probe: impl Fn(SocketAddr) -> Result<T>) -> Result<Self> {
         let until = Instant::now() + Duration::from_secs(10);
         loop {
-            match Scraper::connect(addr, "/metrics").and_then(|mut s| s.scrape()) {
-                Ok(_) => return Ok(running),
-                Err(e) if Instant::now() > until => bail!("{name} did not answer on {addr}: {e}"),
+            match probe(self.addr) {
+                Ok(_) => return Ok(self),
+                Err(e) if Instant::now() > until => {
+                    bail!("{} did not answer on {}: {e}", self.name, self.addr)
+                }
                 Err(_) => std::thread::sleep(Duration::from_millis(50)),
             }
         }
@@ -67,7 +84,7 @@ impl Running {
     }
 
     /// Peak and current resident set size in bytes, from /proc.
-    fn rss(&self) -> Result<(u64, u64)> {
+    pub(crate) fn rss(&self) -> Result<(u64, u64)> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
         let field = |key: &str| -> Result<u64> {
             let line = status
@@ -81,11 +98,11 @@ impl Running {
     }
 }
 
-fn free_port() -> Result<SocketAddr> {
+pub(crate) fn free_port() -> Result<SocketAddr> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
-fn find_node_exporter() -> Result<PathBuf> {
+pub(crate) fn find_node_exporter() -> Result<PathBuf> {
     for candidate in [
         "/usr/bin/prometheus-node-exporter",
         "/usr/local/bin/node_exporter",
@@ -117,16 +134,19 @@ impl Latencies {
     }
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
 #[allow(clippy::cast_precision_loss)]
-fn mib(bytes: u64) -> f64 {
+pub(crate) fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
 pub(crate) fn run(args: &[String]) -> Result<()> {
+    if args.first().map(String::as_str) == Some("--hostile") {
+        return crate::hostile_bench::run(&args[1..]);
+    }
     let mut scrapes = 2000_usize;
     let mut fixture = String::from("pi4-sd");
     // Between scrapes, so neither exporter's scrape absorbs the other's leftover work (Go's

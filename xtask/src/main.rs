@@ -4,6 +4,7 @@
 mod bench;
 mod dist;
 mod e2e;
+mod hostile_bench;
 mod relay_bench;
 mod scrape;
 
@@ -21,6 +22,9 @@ commands:
   bench [--scrapes N]     pi-exporter vs Debian's prometheus-node-exporter on the same fixture
         [--fixture NAME]  tree: scrape latency (median, p99), peak RSS, binary size; scrapes
         [--pause-ms MS]   alternate with MS (5) ms pauses, 0 for back to back
+  bench --hostile         pi-exporter, alert-relay and node_exporter beside half-open and
+        [--requests N]    stalled-TLS connections (one peer, thirty peers): latency of N (20)
+                          legitimate requests each, ratios to node_exporter, peak RSS
   relay-bench             alert-relay: durable webhooks/s, p50/p99, peak RSS, raw fsync rate
   promtool                check prometheus/ and grafana/: promtool/amtool checks, rule unit
                           tests, metric names, runbook anchors (part of ci)
