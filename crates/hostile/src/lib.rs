@@ -192,6 +192,44 @@ impl SelfSigned {
 pub const TLS_WEB_CONFIG: &str =
     "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n";
 
+/// Input no server should choke on, each named: garbage, a TLS record on a plain port, a
+/// 200 kB header, a 100 kB request line, a NUL in the request line, a missing Host.
+pub fn malformed_requests() -> Vec<(&'static str, Vec<u8>)> {
+    let big_header = format!(
+        "GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(200 * 1024)
+    );
+    let long_line = format!(
+        "GET /{} HTTP/1.1\r\nHost: t\r\n\r\n",
+        "a".repeat(100 * 1024)
+    );
+    vec![
+        ("garbage", b"\x00\xff\x13garbage\r\n\r\n".to_vec()),
+        (
+            "a TLS ClientHello on a plain port",
+            Stall::TlsHello.bytes().repeat(64),
+        ),
+        ("a 200 kB header", big_header.into_bytes()),
+        ("a 100 kB request line", long_line.into_bytes()),
+        (
+            "a NUL in the request line",
+            b"GET /\0 HTTP/1.1\r\nHost: t\r\n\r\n".to_vec(),
+        ),
+        ("HTTP/0.9", b"GET /\r\n\r\n".to_vec()),
+    ]
+}
+
+/// Sends `bytes` and reads what comes back until the server closes or 5 s pass: the status
+/// of an answer, or `None` when the server closed without one. A reset counts as closed.
+pub fn send_raw(target: SocketAddr, bytes: &[u8]) -> io::Result<Option<u16>> {
+    let mut s = connect(target, Duration::from_secs(5))?;
+    // The server may close before reading everything it was sent.
+    let _ = s.write_all(bytes);
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    Ok(status_of(&answer).ok())
+}
+
 /// `GET path` with `Connection: close` and extra header lines (each ending in `\r\n`).
 pub fn get(path: &str, extra_headers: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{extra_headers}\r\n")

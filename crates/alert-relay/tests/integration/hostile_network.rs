@@ -8,7 +8,8 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use hostile::{
-    SelfSigned, Stall, TLS_WEB_CONFIG, hold, loopback_peers, timed_request, timed_tls_request,
+    SelfSigned, Stall, TLS_WEB_CONFIG, hold, loopback_peers, malformed_requests, send_raw,
+    timed_request, timed_tls_request,
 };
 
 use crate::support::{Fake, Relay, Reply, tempdir, webhook};
@@ -156,4 +157,25 @@ async fn sigterm_closes_idle_connections_and_finishes_a_webhook_in_flight() {
         "exit took {:?}",
         started.elapsed()
     );
+}
+
+#[tokio::test]
+async fn malformed_requests_get_a_4xx_or_a_closed_connection() {
+    let fake = Fake::start(Reply::new(200, "")).await;
+    let dir = tempdir();
+    let relay = Relay::start(dir.path(), &routing(&fake));
+    let addr = relay.addr;
+    let body = webhook(&[("00000000000000d4", "firing")], "");
+    tokio::task::spawn_blocking(move || {
+        for (what, bytes) in malformed_requests() {
+            if let Some(status) = send_raw(addr, &bytes).expect("connect") {
+                assert!((400..500).contains(&status), "{what}: {status}");
+            }
+            let (_, status) = timed_request(addr, &post_webhook(&body), Duration::from_secs(10))
+                .expect("the next webhook");
+            assert_eq!(status, 200, "after {what}");
+        }
+    })
+    .await
+    .expect("inputs");
 }

@@ -9,8 +9,8 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use hostile::{
-    SelfSigned, Stall, TLS_WEB_CONFIG, get, hold, loopback_peers, peak_rss, timed_request,
-    timed_tls_request,
+    SelfSigned, Stall, TLS_WEB_CONFIG, get, hold, loopback_peers, malformed_requests, peak_rss,
+    send_raw, timed_request, timed_tls_request,
 };
 
 use crate::support::Exporter;
@@ -146,4 +146,64 @@ fn sigterm_drains_an_idle_connection_and_finishes_a_slow_request() {
         0,
         "the idle connection is closed"
     );
+}
+
+#[test]
+fn malformed_requests_get_a_4xx_or_a_closed_connection() {
+    let exporter = Exporter::on_fixture("pi4-sd", &[]);
+    for (what, bytes) in malformed_requests() {
+        match send_raw(exporter.addr, &bytes).expect("connect") {
+            None => {}
+            Some(status) => assert!((400..500).contains(&status), "{what}: {status}"),
+        }
+        scrape_within_bound(&exporter);
+    }
+}
+
+#[test]
+fn a_thousand_concurrent_scrapes_all_end_and_the_next_is_answered() {
+    let exporter = Exporter::on_fixture("pi4-sd", &["--web.max-requests=4"]);
+    // Every request is sent before any answer is read.
+    let mut streams: Vec<TcpStream> = (0..1000)
+        .filter_map(|_| TcpStream::connect(exporter.addr).ok())
+        .collect();
+    for s in &mut streams {
+        let _ = s.write_all(&get("/metrics", ""));
+    }
+    let mut answered = 0;
+    for mut s in streams {
+        s.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        let status = String::from_utf8_lossy(&answer[..answer.len().min(12)]).into_owned();
+        assert!(
+            answer.is_empty() || status.ends_with("200") || status.ends_with("503"),
+            "{status:?}"
+        );
+        answered += usize::from(status.ends_with("200"));
+    }
+    assert!(answered > 0, "some scrapes are answered");
+    scrape_within_bound(&exporter);
+}
+
+#[test]
+fn out_of_descriptors_the_server_backs_off_and_recovers() {
+    let exporter = Exporter::on_fixture("pi4-sd", &[]);
+    // A limit the held connections exhaust (the exporter itself needs about 20).
+    let limited = std::process::Command::new("prlimit")
+        .args(["--nofile=48:48", "--pid", &exporter.pid().to_string()])
+        .status()
+        .expect("prlimit (util-linux) is needed for this test");
+    assert!(limited.success(), "prlimit failed: {limited:?}");
+    let held = hold(exporter.addr, &loopback_peers(1), 200, Stall::HalfHead);
+    let (took, status) =
+        timed_request(exporter.addr, &get("/metrics", ""), Duration::from_secs(10))
+            .expect("a scrape while descriptors run out");
+    assert_eq!(status, 200);
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    drop(held);
+    scrape_within_bound(&exporter);
+    let log = exporter.log_lines().join("\n");
+    assert!(log.contains("accept failed, backing off"), "{log}");
 }
