@@ -15,7 +15,7 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Limited};
 use hyper::body::Incoming;
-use serving::web_config::{Rejection, WebConfig};
+use serving::web_config::WebConfig;
 use serving::{Body, Peer, Serving};
 
 use crate::Live;
@@ -813,19 +813,9 @@ impl serving::Handler for Listener {
         };
         let mut response = match admitted {
             Ok(()) => Arc::clone(&self.app).handle(req).await,
-            Err(Rejection::RateLimited) => {
-                plain(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests\n")
-            }
-            Err(Rejection::Unauthorized) => {
-                let mut r = plain(StatusCode::UNAUTHORIZED, "Unauthorized\n");
-                r.headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic"));
-                r
-            }
+            Err(rejection) => rejection.response(),
         };
-        for (name, value) in web.response_headers() {
-            response.headers_mut().insert(name.clone(), value.clone());
-        }
+        web.apply_headers(&mut response);
         response
     }
 }

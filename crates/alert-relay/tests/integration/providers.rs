@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
-use crate::support::{FAST_DELIVERY, Fake, Received, Relay, Reply, tempdir, webhook};
+use crate::support::{
+    FAST_DELIVERY, Fake, Received, Relay, Reply, every_provider, tempdir, webhook,
+};
 
 const ALL_OK: &str = r#"{"ok":true,"channel":"C1","ts":"111.222","id":"42","result":{"message_id":7},"event_id":"$ev1","sid":"SM1","status":1,"request":"req1"}"#;
 
@@ -18,27 +20,7 @@ async fn every_provider_request_shape_and_resolved_follow_up() {
     let fake = Fake::start(Reply::new(200, ALL_OK)).await;
     let f = fake.url();
     let dir = tempdir();
-    let relay = Relay::start(
-        dir.path(),
-        &format!(
-            r#"storage: {{ sqlite: relay.db }}
-{FAST_DELIVERY}channels:
-  hook: {{ type: webhook, url: "{f}/hook/in", headers: {{ X-Team: pi }}, signing_secret: k }}
-  sl-hook: {{ type: slack, webhook_url: "https://hooks.slack.com/services/T/B/X", api_url: "{f}/slackhook" }}
-  sl-bot: {{ type: slack, bot_token: xoxb-1, channel: C1, api_url: "{f}/slackapi" }}
-  disc: {{ type: discord, webhook_url: "https://discord.com/api/webhooks/1/tok", api_url: "{f}/discord" }}
-  tg: {{ type: telegram, bot_token: "123:abc", chat_id: -100, api_url: "{f}/telegram" }}
-  nt: {{ type: ntfy, topic: pi-alerts, token: tk_1, api_url: "{f}/ntfy" }}
-  sms: {{ type: twilio, account_sid: AC1, auth_token: twtok, from: "+15005550006", to: ["+447700900123"], api_url: "{f}/twilio" }}
-  tm: {{ type: teams, url: "https://x.logic.azure.com/workflows/1?sig=s", api_url: "{f}/teams" }}
-  mx: {{ type: matrix, room_id: "!r:example.org", access_token: syt, api_url: "{f}/matrix" }}
-  po: {{ type: pushover, token: app1, user_key: user1, api_url: "{f}/pushover" }}
-policies:
-  all: {{ steps: [ {{ notify: [hook, sl-hook, sl-bot, disc, tg, nt, sms, tm, mx, po] }} ] }}
-routes: [ {{ policy: all }} ]
-"#
-        ),
-    );
+    let relay = Relay::start(dir.path(), &every_provider(&f));
     let (status, _) = relay
         .post("/webhook", webhook(&[("0123456789abcdef", "firing")], ""))
         .await;

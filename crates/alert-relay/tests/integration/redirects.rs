@@ -4,13 +4,13 @@
 
 use std::time::Duration;
 
-use crate::support::{FAST_DELIVERY, Fake, Relay, Reply, tempdir, webhook};
+use crate::support::{Fake, Relay, Reply, every_provider, tempdir, webhook};
 
 /// Channel name and the path prefix its requests take on the fake.
 const CHANNELS: [(&str, &str); 10] = [
     ("hook", "/hook"),
-    ("slhook", "/slackhook"),
-    ("slbot", "/slackapi"),
+    ("sl-hook", "/slackhook"),
+    ("sl-bot", "/slackapi"),
     ("disc", "/discord"),
     ("tg", "/telegram"),
     ("nt", "/ntfy"),
@@ -32,27 +32,7 @@ async fn no_provider_request_follows_a_redirect_to_another_host() {
     }
     let f = provider.url();
     let dir = tempdir();
-    let relay = Relay::start(
-        dir.path(),
-        &format!(
-            r#"storage: {{ sqlite: relay.db }}
-{FAST_DELIVERY}channels:
-  hook: {{ type: webhook, url: "{f}/hook/in", headers: {{ X-Api-Key: k1 }}, signing_secret: k }}
-  slhook: {{ type: slack, webhook_url: "https://hooks.slack.com/services/T/B/X", api_url: "{f}/slackhook" }}
-  slbot: {{ type: slack, bot_token: xoxb-1, channel: C1, api_url: "{f}/slackapi" }}
-  disc: {{ type: discord, webhook_url: "https://discord.com/api/webhooks/1/tok", api_url: "{f}/discord" }}
-  tg: {{ type: telegram, bot_token: "123:abc", chat_id: -100, api_url: "{f}/telegram" }}
-  nt: {{ type: ntfy, topic: pi-alerts, token: tk_1, api_url: "{f}/ntfy" }}
-  sms: {{ type: twilio, account_sid: AC1, auth_token: twtok, from: "+15005550006", to: ["+447700900123"], api_url: "{f}/twilio" }}
-  tm: {{ type: teams, url: "https://x.logic.azure.com/workflows/1?sig=s", api_url: "{f}/teams" }}
-  mx: {{ type: matrix, room_id: "!r:example.org", access_token: syt, api_url: "{f}/matrix" }}
-  po: {{ type: pushover, token: app1, user_key: user1, api_url: "{f}/pushover" }}
-policies:
-  all: {{ steps: [ {{ notify: [hook, slhook, slbot, disc, tg, nt, sms, tm, mx, po] }} ] }}
-routes: [ {{ policy: all }} ]
-"#
-        ),
-    );
+    let relay = Relay::start(dir.path(), &every_provider(&f));
     relay
         .fire(webhook(&[("0123456789abcdef", "firing")], ""))
         .await;

@@ -646,3 +646,26 @@ pub(crate) fn tempdir() -> tempfile::TempDir {
 /// Fast retries for tests.
 pub(crate) const FAST_DELIVERY: &str =
     "delivery: { initial_backoff: 50ms, max_backoff: 200ms, timeout: 2s }\n";
+
+/// A configuration with one channel of every HTTP provider (named as in `providers.rs`), all
+/// pointed at `f` (a fake's URL) through `api_url`, and one policy notifying them all.
+pub(crate) fn every_provider(f: &str) -> String {
+    format!(
+        r#"storage: {{ sqlite: relay.db }}
+{FAST_DELIVERY}channels:
+  hook: {{ type: webhook, url: "{f}/hook/in", headers: {{ X-Team: pi }}, signing_secret: k }}
+  sl-hook: {{ type: slack, webhook_url: "https://hooks.slack.com/services/T/B/X", api_url: "{f}/slackhook" }}
+  sl-bot: {{ type: slack, bot_token: xoxb-1, channel: C1, api_url: "{f}/slackapi" }}
+  disc: {{ type: discord, webhook_url: "https://discord.com/api/webhooks/1/tok", api_url: "{f}/discord" }}
+  tg: {{ type: telegram, bot_token: "123:abc", chat_id: -100, api_url: "{f}/telegram" }}
+  nt: {{ type: ntfy, topic: pi-alerts, token: tk_1, api_url: "{f}/ntfy" }}
+  sms: {{ type: twilio, account_sid: AC1, auth_token: twtok, from: "+15005550006", to: ["+447700900123"], api_url: "{f}/twilio" }}
+  tm: {{ type: teams, url: "https://x.logic.azure.com/workflows/1?sig=s", api_url: "{f}/teams" }}
+  mx: {{ type: matrix, room_id: "!r:example.org", access_token: syt, api_url: "{f}/matrix" }}
+  po: {{ type: pushover, token: app1, user_key: user1, api_url: "{f}/pushover" }}
+policies:
+  all: {{ steps: [ {{ notify: [hook, sl-hook, sl-bot, disc, tg, nt, sms, tm, mx, po] }} ] }}
+routes: [ {{ policy: all }} ]
+"#
+    )
+}

@@ -21,7 +21,7 @@ use tokio::sync::Semaphore;
 use crate::cli::ListenAddress;
 use crate::collector::Scraper;
 use crate::metrics::{MetricSet, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
-use serving::web_config::{Rejection, WebConfig};
+use serving::web_config::WebConfig;
 
 pub use health::{HealthReport, health_report};
 
@@ -97,20 +97,10 @@ impl App {
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         let web = self.web.current();
         let mut response = match web.authorize(req.headers()).await {
-            Err(Rejection::RateLimited) => {
-                plain(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests\n")
-            }
-            Err(Rejection::Unauthorized) => {
-                let mut r = plain(StatusCode::UNAUTHORIZED, "Unauthorized\n");
-                r.headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic"));
-                r
-            }
             Ok(()) => self.route(&req).await,
+            Err(rejection) => rejection.response(),
         };
-        for (name, value) in web.response_headers() {
-            response.headers_mut().insert(name.clone(), value.clone());
-        }
+        web.apply_headers(&mut response);
         response
     }
 

@@ -74,6 +74,30 @@ pub enum Rejection {
     Unauthorized,
 }
 
+impl Rejection {
+    /// The answer: 429, or 401 with the `Basic` challenge.
+    pub fn response(self) -> http::Response<crate::Body> {
+        let (status, text) = match self {
+            Rejection::RateLimited => (http::StatusCode::TOO_MANY_REQUESTS, "Too Many Requests\n"),
+            Rejection::Unauthorized => (http::StatusCode::UNAUTHORIZED, "Unauthorized\n"),
+        };
+        let mut r = http::Response::new(crate::Body::from(text));
+        *r.status_mut() = status;
+        let headers = r.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        if self == Rejection::Unauthorized {
+            headers.insert(
+                http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic"),
+            );
+        }
+        r
+    }
+}
+
 /// The web configuration of the running exporter: the config in force plus what is needed to
 /// notice that its files changed.
 #[derive(Debug)]
@@ -290,9 +314,11 @@ impl ActiveWebConfig {
         }
     }
 
-    /// `http_server_config.headers`, to set on every response.
-    pub fn response_headers(&self) -> &[(HeaderName, HeaderValue)] {
-        &self.headers
+    /// Sets `http_server_config.headers` on a response (every response gets them).
+    pub fn apply_headers<B>(&self, response: &mut http::Response<B>) {
+        for (name, value) in &self.headers {
+            response.headers_mut().insert(name.clone(), value.clone());
+        }
     }
 }
 
