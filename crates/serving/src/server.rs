@@ -114,16 +114,31 @@ impl Serving {
     }
 }
 
+/// The kernel's queue of connections not yet accepted. 4096 (Go's default on Linux, the
+/// kernel's `somaxconn` cap) rather than tokio's 1024: under a connection flood a full queue
+/// drops the SYN of a legitimate client, which then waits a second to try again.
+const LISTEN_BACKLOG: u32 = 4096;
+
 /// Binds each address in turn; the error names the address that failed.
 pub async fn bind(addresses: &[SocketAddr]) -> io::Result<Vec<TcpListener>> {
     let mut listeners = Vec::with_capacity(addresses.len());
     for address in addresses {
-        let listener = TcpListener::bind(address)
-            .await
+        let listener = listen(*address)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {address}: {e}")))?;
         listeners.push(listener);
     }
     Ok(listeners)
+}
+
+fn listen(address: SocketAddr) -> io::Result<TcpListener> {
+    let socket = match address {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // As std and tokio do on Unix: a restarted service can bind while old connections linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Starts an accept loop per listener.
