@@ -6,8 +6,8 @@ use std::path::Path;
 use crate::support::{Exporter, promtool_check};
 
 /// Series whose values depend on the machine running the test rather than on the fixture:
-/// `statvfs` of the fixture directories, timings, the host's clock and build metadata. Their
-/// labels still count.
+/// `statvfs` of the fixture directories, timings, the host's clock, build metadata and the
+/// exporter process itself. Their names, types and labels still count.
 const VOLATILE: &[&str] = &[
     "rpi_filesystem_size_bytes",
     "rpi_filesystem_free_bytes",
@@ -26,6 +26,13 @@ const VOLATILE: &[&str] = &[
     // When the doctor ran, and its counts, which include the two host-dependent checks below.
     "rpi_doctor_last_run_timestamp_seconds",
     "rpi_doctor_checks",
+    // The exporter's own process (serving::process), read from its /proc/self.
+    "process_cpu_seconds_total",
+    "process_open_fds",
+    "process_max_fds",
+    "process_virtual_memory_bytes",
+    "process_resident_memory_bytes",
+    "process_start_time_seconds",
 ];
 
 /// Doctor checks whose verdict depends on the host: its clock discipline and `statvfs` of the
