@@ -42,9 +42,7 @@ impl Drop for Relay {
 impl Relay {
     /// Writes `config` (with `listen: 127.0.0.1:0` added) into `dir` and starts the relay on it.
     pub(crate) fn start(dir: &Path, config: &str) -> Relay {
-        let path = dir.join("relay.yml");
-        std::fs::write(&path, format!("listen: 127.0.0.1:0\n{config}")).expect("write config");
-        Self::start_file(&path)
+        Self::start_with(dir, config, &[], false)
     }
 
     pub(crate) fn start_file(path: &Path) -> Relay {
@@ -56,13 +54,42 @@ impl Relay {
     /// say its address within 20 s. For a test that must fix the port in advance and retries
     /// with another one when something else took it meanwhile.
     pub(crate) fn try_start_file(path: &Path) -> Result<Relay, String> {
-        let mut child = Command::new(binary())
+        Self::try_start_file_with(path, &[], None)
+    }
+
+    /// As [`Relay::start`], with extra arguments (`--log.format=json`) and, if `journal`, stderr
+    /// a pipe that `JOURNAL_STREAM` names, as systemd starts a service logging to the journal.
+    pub(crate) fn start_with(dir: &Path, config: &str, args: &[&str], journal: bool) -> Relay {
+        let path = dir.join("relay.yml");
+        std::fs::write(&path, format!("listen: 127.0.0.1:0\n{config}")).expect("write config");
+        let journal = journal.then(|| std::io::pipe().expect("pipe"));
+        Self::try_start_file_with(&path, args, journal)
+            .unwrap_or_else(|log| panic!("alert-relay did not start; log:\n{log}"))
+    }
+
+    fn try_start_file_with(
+        path: &Path,
+        args: &[&str],
+        journal: Option<(std::io::PipeReader, std::io::PipeWriter)>,
+    ) -> Result<Relay, String> {
+        let mut command = Command::new(binary());
+        command
             .args(["run", "--config"])
             .arg(path)
+            .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start alert-relay");
+            .stderr(Stdio::piped());
+        let journal = journal.map(|(reader, writer)| {
+            let writer = std::fs::File::from(std::os::fd::OwnedFd::from(writer));
+            let metadata = writer.metadata().expect("fstat the pipe");
+            command
+                .env("JOURNAL_STREAM", journal_stream(&metadata))
+                .stderr(writer);
+            reader
+        });
+        let mut child = command.spawn().expect("start alert-relay");
+        // Our copy of a pipe's write end would keep its reader from ever seeing the end.
+        drop(command);
         let (tx, rx) = mpsc::channel();
         let log = Arc::new(Mutex::new(Vec::new()));
         let outputs = [
@@ -74,6 +101,7 @@ impl Relay {
                 .stderr
                 .take()
                 .map(|s| Box::new(s) as Box<dyn Read + Send>),
+            journal.map(|s| Box::new(s) as Box<dyn Read + Send>),
         ];
         for stream in outputs.into_iter().flatten() {
             let (tx, log) = (tx.clone(), Arc::clone(&log));
@@ -94,12 +122,7 @@ impl Relay {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
-                    if let Some(addr) = line
-                        .split("address=")
-                        .nth(1)
-                        .and_then(|s| s.split_whitespace().next())
-                    {
-                        let addr = addr.parse().expect("address");
+                    if let Some(addr) = listening_address(&line) {
                         return Ok(Relay { child, addr, log });
                     }
                 }
@@ -229,6 +252,20 @@ impl Relay {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0)
     }
+}
+
+/// `JOURNAL_STREAM` for a file: its device and inode, as systemd sets it (systemd.exec(5)).
+pub(crate) fn journal_stream(metadata: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt as _;
+    format!("{}:{}", metadata.dev(), metadata.ino())
+}
+
+/// The address of a `listening` log line, in logfmt (`address=127.0.0.1:9831`) or JSON
+/// (`"address":"127.0.0.1:9831"`).
+pub(crate) fn listening_address(line: &str) -> Option<SocketAddr> {
+    let logfmt = || line.split(" address=").nth(1)?.split_whitespace().next();
+    let json = || line.split("\"address\":\"").nth(1)?.split('"').next();
+    logfmt().or_else(json)?.parse().ok()
 }
 
 /// One request the fake provider received.
