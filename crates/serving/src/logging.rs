@@ -10,7 +10,6 @@
 
 use std::ffi::OsStr;
 use std::fmt::{self, Write as _};
-use std::os::unix::fs::MetadataExt as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::builder::{PossibleValuesParser, TypedValueParser as _};
@@ -22,6 +21,8 @@ use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
+
+pub mod read;
 
 /// `--log.format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -119,28 +120,17 @@ where
 
 /// Whether stderr is the stream systemd connected to the journal. `JOURNAL_STREAM` alone is not
 /// enough (systemd.exec(5)): a process started from a service inherits the variable with other
-/// output, so its `device:inode` must be stderr's.
+/// output, so it must name stderr's device and inode.
 fn stderr_is_journal() -> bool {
     let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
         return false;
     };
     // std has no fstat on a borrowed descriptor: stat a duplicate, once at start-up.
     let stderr = std::io::stderr();
-    let Ok(metadata) = std::os::fd::AsFd::as_fd(&stderr)
+    std::os::fd::AsFd::as_fd(&stderr)
         .try_clone_to_owned()
-        .and_then(|fd| std::fs::File::from(fd).metadata())
-    else {
-        return false;
-    };
-    is_journal_stream(&value, metadata.dev(), metadata.ino())
-}
-
-/// Whether `JOURNAL_STREAM` (`device:inode`, in decimal) names this device and inode.
-fn is_journal_stream(value: &OsStr, dev: u64, ino: u64) -> bool {
-    let Some((d, i)) = value.to_str().and_then(|v| v.split_once(':')) else {
-        return false;
-    };
-    d.parse() == Ok(dev) && i.parse() == Ok(ino)
+        .and_then(|fd| read::journal_stream(&std::fs::File::from(fd)))
+        .is_ok_and(|names| value == OsStr::new(&names))
 }
 
 /// The syslog priority journald reads from a line's `<N>` prefix (sd-daemon(3)).

@@ -18,10 +18,17 @@ pub enum Kind {
     Gauge,
 }
 
+/// A process metric's exposition name (a counter's ends in `_total`), help text and type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Descriptor {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub kind: Kind,
+}
+
 /// One process metric with its value.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Metric {
-    /// The exposition name (a counter's ends in `_total`).
     pub name: &'static str,
     pub help: &'static str,
     pub kind: Kind,
@@ -105,49 +112,50 @@ impl Process {
         DESCRIPTORS
             .into_iter()
             .zip(values)
-            .filter_map(|((name, help, kind), value)| {
+            .filter_map(|(d, value)| {
                 value.map(|value| Metric {
-                    name,
-                    help,
-                    kind,
+                    name: d.name,
+                    help: d.help,
+                    kind: d.kind,
                     value,
                 })
             })
     }
 }
 
-/// Names and help texts exactly as client_golang's `NewProcessCollector` has them.
-const DESCRIPTORS: [(&str, &str, Kind); 6] = [
-    (
-        "process_cpu_seconds_total",
-        "Total user and system CPU time spent in seconds.",
-        Kind::Counter,
-    ),
-    (
-        "process_open_fds",
-        "Number of open file descriptors.",
-        Kind::Gauge,
-    ),
-    (
-        "process_max_fds",
-        "Maximum number of open file descriptors.",
-        Kind::Gauge,
-    ),
-    (
-        "process_virtual_memory_bytes",
-        "Virtual memory size in bytes.",
-        Kind::Gauge,
-    ),
-    (
-        "process_resident_memory_bytes",
-        "Resident memory size in bytes.",
-        Kind::Gauge,
-    ),
-    (
-        "process_start_time_seconds",
-        "Start time of the process since unix epoch in seconds.",
-        Kind::Gauge,
-    ),
+/// The metrics, in client_golang's order, named and described exactly as its
+/// `NewProcessCollector` does.
+pub const DESCRIPTORS: [Descriptor; 6] = [
+    Descriptor {
+        name: "process_cpu_seconds_total",
+        help: "Total user and system CPU time spent in seconds.",
+        kind: Kind::Counter,
+    },
+    Descriptor {
+        name: "process_open_fds",
+        help: "Number of open file descriptors.",
+        kind: Kind::Gauge,
+    },
+    Descriptor {
+        name: "process_max_fds",
+        help: "Maximum number of open file descriptors.",
+        kind: Kind::Gauge,
+    },
+    Descriptor {
+        name: "process_virtual_memory_bytes",
+        help: "Virtual memory size in bytes.",
+        kind: Kind::Gauge,
+    },
+    Descriptor {
+        name: "process_resident_memory_bytes",
+        help: "Resident memory size in bytes.",
+        kind: Kind::Gauge,
+    },
+    Descriptor {
+        name: "process_start_time_seconds",
+        help: "Start time of the process since unix epoch in seconds.",
+        kind: Kind::Gauge,
+    },
 ];
 
 /// What the kernel says about the machine rather than the process.

@@ -3,6 +3,8 @@
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use serving::logging::read::{field, priority};
+
 use crate::support::{Relay, tempdir};
 
 const ROUTING: &str = "storage: { sqlite: relay.db }\n\
@@ -10,7 +12,10 @@ const ROUTING: &str = "storage: { sqlite: relay.db }\n\
     policies: { p: { steps: [ { notify: [hook] } ] } }\nroutes: [ { policy: p } ]\n";
 
 /// Rewrites the relay's configuration file and sends SIGHUP.
-fn reload(relay: &Relay, dir: &std::path::Path, config: &str) {
+async fn reload(relay: &Relay, dir: &std::path::Path, config: &str) {
+    // The relay installs its SIGHUP handler after logging its address, before its one thread
+    // first serves a request: once a request is answered, SIGHUP no longer ends the process.
+    relay.metrics().await;
     std::fs::write(dir.join("relay.yml"), config).expect("write config");
     let status = Command::new("kill")
         .args(["-HUP", &relay.child.id().to_string()])
@@ -32,11 +37,12 @@ async fn under_the_journal_each_line_has_its_priority_and_no_timestamp() {
         &relay,
         dir.path(),
         &format!("listen: 127.0.0.1:1\n{ROUTING}"),
-    );
+    )
+    .await;
     relay
         .wait_log("<6>level=info msg=\"configuration reloaded\"")
         .await;
-    reload(&relay, dir.path(), "listen: [\n");
+    reload(&relay, dir.path(), "listen: [\n").await;
     relay
         .wait_log("<3>level=error msg=\"invalid configuration, keeping the previous one: ")
         .await;
@@ -55,16 +61,9 @@ async fn under_the_journal_each_line_has_its_priority_and_no_timestamp() {
         "{lines:#?}"
     );
     for line in &lines {
-        assert!(
-            ["<3>", "<4>", "<6>", "<7>"]
-                .iter()
-                .any(|p| line.starts_with(p)),
-            "{line}"
-        );
-        assert!(
-            !line.contains(" ts="),
-            "the journal stamps lines itself: {line}"
-        );
+        // The journal stamps lines itself.
+        let journal = matches!(priority(line), Some(3 | 4 | 6 | 7)) && field(line, "ts").is_none();
+        assert!(journal, "{line}");
     }
 }
 
@@ -72,7 +71,7 @@ async fn under_the_journal_each_line_has_its_priority_and_no_timestamp() {
 async fn json_lines_parse_as_json_objects() {
     let dir = tempdir();
     let relay = Relay::start_with(dir.path(), ROUTING, &["--log.format=json"], false);
-    reload(&relay, dir.path(), "listen: [\n");
+    reload(&relay, dir.path(), "listen: [\n").await;
     relay.wait_log("\"level\":\"error\"").await;
     let lines = log(&relay);
     let mut listening = 0;
@@ -99,22 +98,21 @@ async fn metrics_include_the_process_metrics() {
         text.contains("# TYPE process_cpu_seconds counter\n"),
         "{text}"
     );
-    assert!(relay.metric("process_cpu_seconds_total").await >= 0.0);
-    let rss = relay.metric("process_resident_memory_bytes").await;
-    assert!(rss > 0.0, "{text}");
-    assert!(relay.metric("process_virtual_memory_bytes").await >= rss);
-    let open = relay.metric("process_open_fds").await;
-    assert!(open >= 3.0, "{text}");
-    assert!(relay.metric("process_max_fds").await >= open);
+    let minimum = [
+        ("process_cpu_seconds_total", 0.0),
+        ("process_resident_memory_bytes", 1.0),
+        ("process_virtual_memory_bytes", 1.0),
+        ("process_open_fds", 3.0),
+        ("process_max_fds", 3.0),
+    ];
+    for (name, min) in minimum {
+        assert!(relay.metric(name).await >= min, "{name}: {text}");
+    }
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs_f64();
-    let started = relay.metric("process_start_time_seconds").await;
-    assert!(
-        started <= now + 1.0 && started > now - 3600.0,
-        "{started} vs {now}"
-    );
+        .expect("after 1970");
+    let age = now.as_secs_f64() - relay.metric("process_start_time_seconds").await;
+    assert!((-1.0..3600.0).contains(&age), "started {age} s ago");
     assert!(
         text.contains(&format!(
             "alert_relay_build_info{{version=\"{}\",revision=\"",
@@ -125,18 +123,13 @@ async fn metrics_include_the_process_metrics() {
 }
 
 #[test]
-fn a_bad_log_flag_is_a_clear_error() {
-    for (flag, names) in [
-        ("--log.level=verbose", "debug, info, warn, error"),
-        ("--log.format=text", "logfmt, json"),
-    ] {
-        let out = Command::new(crate::support::binary())
-            .args([flag, "check-config", "/nonexistent.yml"])
-            .output()
-            .expect("run alert-relay");
-        assert_eq!(out.status.code(), Some(2), "{flag}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains("invalid value"), "{stderr}");
-        assert!(stderr.contains(names), "{stderr}");
-    }
+fn a_bad_log_level_is_a_clear_error() {
+    let out = Command::new(crate::support::binary())
+        .args(["--log.level=verbose", "check-config", "/nonexistent.yml"])
+        .output()
+        .expect("run alert-relay");
+    // clap's usage error: exit status 2, the value, the flag and the accepted values.
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("invalid value 'verbose' for '--log.level <LEVEL>'\n  [possible values: debug, info, warn, error]"), "{stderr}");
 }

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
+use serving::logging::read::journal_stream;
 
 pub(crate) fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_alert-relay")
@@ -81,9 +82,11 @@ impl Relay {
             .stderr(Stdio::piped());
         let journal = journal.map(|(reader, writer)| {
             let writer = std::fs::File::from(std::os::fd::OwnedFd::from(writer));
-            let metadata = writer.metadata().expect("fstat the pipe");
             command
-                .env("JOURNAL_STREAM", journal_stream(&metadata))
+                .env(
+                    "JOURNAL_STREAM",
+                    journal_stream(&writer).expect("fstat the pipe"),
+                )
                 .stderr(writer);
             reader
         });
@@ -254,18 +257,9 @@ impl Relay {
     }
 }
 
-/// `JOURNAL_STREAM` for a file: its device and inode, as systemd sets it (systemd.exec(5)).
-pub(crate) fn journal_stream(metadata: &std::fs::Metadata) -> String {
-    use std::os::unix::fs::MetadataExt as _;
-    format!("{}:{}", metadata.dev(), metadata.ino())
-}
-
-/// The address of a `listening` log line, in logfmt (`address=127.0.0.1:9831`) or JSON
-/// (`"address":"127.0.0.1:9831"`).
+/// The address of the `listening` log line, in either log format.
 pub(crate) fn listening_address(line: &str) -> Option<SocketAddr> {
-    let logfmt = || line.split(" address=").nth(1)?.split_whitespace().next();
-    let json = || line.split("\"address\":\"").nth(1)?.split('"').next();
-    logfmt().or_else(json)?.parse().ok()
+    serving::logging::read::field(line, "address")?.parse().ok()
 }
 
 /// One request the fake provider received.

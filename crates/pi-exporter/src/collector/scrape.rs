@@ -499,17 +499,8 @@ mod tests {
             .iter()
             .position(|n| *n == "rpi_exporter_build_info")
             .expect("build info");
-        assert_eq!(
-            names[build + 1..],
-            [
-                "process_cpu_seconds_total",
-                "process_open_fds",
-                "process_max_fds",
-                "process_virtual_memory_bytes",
-                "process_resident_memory_bytes",
-                "process_start_time_seconds",
-            ]
-        );
+        let process = serving::process::DESCRIPTORS.map(|d| d.name);
+        assert_eq!(names[build + 1..], process);
         let cpu = set.get("process_cpu_seconds_total").expect("cpu");
         assert_eq!(cpu.kind, crate::metrics::MetricKind::Counter);
         assert!(single(&set, "process_resident_memory_bytes") > Some(0.0));

@@ -26,14 +26,13 @@ const VOLATILE: &[&str] = &[
     // When the doctor ran, and its counts, which include the two host-dependent checks below.
     "rpi_doctor_last_run_timestamp_seconds",
     "rpi_doctor_checks",
-    // The exporter's own process (serving::process), read from its /proc/self.
-    "process_cpu_seconds_total",
-    "process_open_fds",
-    "process_max_fds",
-    "process_virtual_memory_bytes",
-    "process_resident_memory_bytes",
-    "process_start_time_seconds",
 ];
+
+/// Whether the series `name` has a volatile value: the process metrics (the exporter's own, read
+/// from its /proc/self) and [`VOLATILE`].
+fn volatile(name: &str) -> bool {
+    VOLATILE.contains(&name) || serving::process::DESCRIPTORS.iter().any(|d| d.name == name)
+}
 
 /// Doctor checks whose verdict depends on the host: its clock discipline and `statvfs` of the
 /// fixture directories.
@@ -47,7 +46,7 @@ pub(crate) fn normalise(exposition: &str) -> String {
         if line.starts_with("rpi_exporter_build_info") {
             out.push_str("rpi_exporter_build_info{<volatile>} 1");
         } else if !line.starts_with('#')
-            && (VOLATILE.contains(&name)
+            && (volatile(name)
                 || (name == "rpi_doctor_check" && VOLATILE_CHECKS.iter().any(|c| line.contains(c))))
         {
             let head = line.rsplit_once(' ').map_or(line, |(head, _)| head);

@@ -7,6 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use serving::logging::read::journal_stream;
+
 pub(crate) fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -47,10 +49,12 @@ impl Exporter {
     pub(crate) fn start_under_journal(args: &[&str]) -> Exporter {
         let (reader, writer) = std::io::pipe().expect("pipe");
         let writer = std::fs::File::from(std::os::fd::OwnedFd::from(writer));
-        let metadata = writer.metadata().expect("fstat the pipe");
         let mut command = Self::command(args);
         command
-            .env("JOURNAL_STREAM", journal_stream(&metadata))
+            .env(
+                "JOURNAL_STREAM",
+                journal_stream(&writer).expect("fstat the pipe"),
+            )
             .stderr(writer);
         Self::spawn(command, Some(reader))
     }
@@ -232,18 +236,9 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
     }
 }
 
-/// `JOURNAL_STREAM` for a file: its device and inode, as systemd sets it (systemd.exec(5)).
-pub(crate) fn journal_stream(metadata: &std::fs::Metadata) -> String {
-    use std::os::unix::fs::MetadataExt as _;
-    format!("{}:{}", metadata.dev(), metadata.ino())
-}
-
-/// The address of a `listening` log line, in logfmt (`address=127.0.0.1:9831`) or JSON
-/// (`"address":"127.0.0.1:9831"`).
+/// The address of the `listening` log line, in either log format.
 pub(crate) fn listening_address(line: &str) -> Option<SocketAddr> {
-    let logfmt = || line.split(" address=").nth(1)?.split_whitespace().next();
-    let json = || line.split("\"address\":\"").nth(1)?.split('"').next();
-    logfmt().or_else(json)?.parse().ok()
+    serving::logging::read::field(line, "address")?.parse().ok()
 }
 
 /// Runs `promtool check metrics` on an exposition; fails the test with install advice if absent.

@@ -224,17 +224,54 @@ fn timestamps_are_rfc3339_utc_with_milliseconds() {
 }
 
 #[test]
-fn journal_stream_must_name_stderr() {
-    let is = |v: &str| is_journal_stream(OsStr::new(v), 8, 123_456);
-    assert!(is("8:123456"));
+fn journal_stream_names_one_file() {
+    let dir = std::env::temp_dir();
+    let (a, b) = (dir.join("serving-journal-a"), dir.join("serving-journal-b"));
+    let files = [&a, &a, &b].map(|p| std::fs::File::create(p).expect("create"));
+    let names = files
+        .each_ref()
+        .map(|f| read::journal_stream(f).expect("fstat"));
+    assert_eq!(names[0], names[1]);
+    assert_ne!(names[0], names[2]);
+    let (dev, ino) = names[0].split_once(':').expect("device:inode");
     assert!(
-        !is("8:123457"),
-        "another stream: a child that inherited the variable"
+        dev.parse::<u64>().is_ok() && ino.parse::<u64>().is_ok(),
+        "{}",
+        names[0]
     );
-    assert!(!is("9:123456"));
-    for bad in ["", "8", "8:", ":123456", "8:123456:1", "x:y", "8 :123456"] {
-        assert!(!is(bad), "{bad:?}");
+    let _ = (std::fs::remove_file(a), std::fs::remove_file(b));
+}
+
+#[test]
+fn fields_are_read_back_from_either_format() {
+    let log = || {
+        let _span = tracing::info_span!("doctor").entered();
+        tracing::warn!(
+            decoy = "address=10.0.0.1:1 \"address\":\"10.0.0.1:1\"",
+            address = "127.0.0.1:9831",
+            n = 5,
+            paths = "Paths{a}",
+            "listening"
+        );
+    };
+    for (format, journal) in [(Format::Logfmt, false), (Format::Json, true)] {
+        let line = &lines(format, journal, log)[0];
+        assert_eq!(read::priority(line), journal.then_some(4), "{line}");
+        assert_eq!(
+            read::field(line, "address"),
+            Some("127.0.0.1:9831"),
+            "{line}"
+        );
+        assert_eq!(read::field(line, "msg"), Some("listening"), "{line}");
+        assert_eq!(read::field(line, "span"), Some("doctor"), "{line}");
+        assert_eq!(read::field(line, "n"), Some("5"), "{line}");
+        assert_eq!(read::field(line, "paths"), Some("Paths{a}"), "{line}");
+        assert_eq!(read::field(line, "decoy"), None, "escaped: {line}");
+        assert_eq!(read::field(line, "ts").is_some(), !journal, "{line}");
+        assert_eq!(read::field(line, "missing"), None, "{line}");
     }
+    assert_eq!(read::field("level=info msg=\"unterminated", "msg"), None);
+    assert_eq!(read::priority("level=info"), None);
 }
 
 #[test]
