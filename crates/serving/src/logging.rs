@@ -177,24 +177,33 @@ where
         }
         line.pair("level", Value::Text(level_name(level)))?;
         line.pair("msg", Value::Text(&message))?;
-        if let Some(scope) = ctx.event_scope() {
-            let mut names = String::new();
-            let mut span_fields = String::new();
-            for span in scope.from_root() {
-                if !names.is_empty() {
-                    names.push(':');
-                }
-                names.push_str(span.name());
-                if let Some(f) = span.extensions().get::<FormattedFields<Fields>>() {
-                    span_fields.push_str(&f.fields);
-                }
-            }
+        if let Some((names, span_fields)) = spans(ctx) {
             line.pair("span", Value::Text(&names))?;
             line.out.write_str(&span_fields)?;
         }
         line.out.write_str(&fields)?;
         line.close()
     }
+}
+
+/// The names of the spans an event is in, outermost first (`doctor:probe`), and their fields as
+/// [`Fields`] formatted them; `None` outside any span.
+fn spans<S>(ctx: &FmtContext<'_, S, Fields>) -> Option<(String, String)>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    let mut names = String::new();
+    let mut fields = String::new();
+    for span in ctx.event_scope()?.from_root() {
+        if !names.is_empty() {
+            names.push(':');
+        }
+        names.push_str(span.name());
+        if let Some(f) = span.extensions().get::<FormattedFields<Fields>>() {
+            fields.push_str(&f.fields);
+        }
+    }
+    (!names.is_empty()).then_some((names, fields))
 }
 
 /// Level names as go-kit writes them.
