@@ -53,7 +53,7 @@ fn yml_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Every `rpi_*` / `alert_relay_*` identifier in `text`.
+/// Every `rpi_*` / `alert_relay_*` / `process_*` identifier in `text`.
 pub(crate) fn metric_names(text: &str) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
     let bytes = text.as_bytes();
@@ -62,7 +62,9 @@ pub(crate) fn metric_names(text: &str) -> BTreeSet<String> {
     let mut i = 0;
     while i < bytes.len() {
         if (i == 0 || !ident(bytes[i - 1]))
-            && (bytes[i..].starts_with(b"rpi_") || bytes[i..].starts_with(b"alert_relay_"))
+            && [&b"rpi_"[..], b"alert_relay_", b"process_"]
+                .iter()
+                .any(|prefix| bytes[i..].starts_with(prefix))
         {
             let end = (i..bytes.len())
                 .find(|&j| !ident(bytes[j]))

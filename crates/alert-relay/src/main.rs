@@ -25,13 +25,7 @@ fn cli() -> Command {
         .version(env!("CARGO_PKG_VERSION"))
         .about("Durable Alertmanager webhook intake and delivery to chat, push and SMS")
         .subcommand_required(true)
-        .arg(
-            Arg::new("log.level")
-                .long("log.level")
-                .global(true)
-                .default_value("info")
-                .value_parser(["debug", "info", "warn", "error"]),
-        )
+        .args(serving::logging::args())
         .subcommand(Command::new("run").about("Run the relay").arg(config()).arg(web_config()))
         .subcommand(
             Command::new("check-config")
@@ -71,17 +65,7 @@ fn cli() -> Command {
 
 fn main() -> ExitCode {
     let matches = cli().get_matches();
-    let level = match matches.get_one::<String>("log.level").map(String::as_str) {
-        Some("debug") => tracing::Level::DEBUG,
-        Some("warn") => tracing::Level::WARN,
-        Some("error") => tracing::Level::ERROR,
-        _ => tracing::Level::INFO,
-    };
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .init();
+    serving::logging::init(serving::logging::options(&matches));
     // The workspace's single TLS crypto provider; reqwest panics without one.
     if rustls::crypto::ring::default_provider()
         .install_default()

@@ -8,11 +8,13 @@ use std::time::Duration;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _};
 use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+use serving::process::{Kind, Process};
 
 use crate::store::CommitObserver;
 
@@ -290,15 +292,18 @@ impl Metrics {
         build
             .get_or_create(&BuildLabels {
                 version: env!("CARGO_PKG_VERSION").into(),
+                revision: serving::build::REVISION.into(),
+                rustc: serving::build::RUSTC.into(),
             })
             .set(1);
         registry.register(
             "alert_relay_build_info",
-            "Version of this alert-relay",
+            "A metric with a constant value 1 labelled with the relay's version, revision and compiler",
             build,
         );
         let slot = QueueSlot(Arc::new(Mutex::new(None)));
         registry.register_collector(Box::new(QueueCollector(Arc::clone(&slot.0))));
+        registry.register_collector(Box::new(ProcessCollector));
         *m.registry.lock().unwrap_or_else(PoisonError::into_inner) = registry;
         (Arc::new(m), slot)
     }
@@ -344,6 +349,43 @@ impl Metrics {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
+    revision: String,
+    rustc: String,
+}
+
+/// The relay's own CPU, memory and descriptors, read from `/proc/self` at each scrape and named
+/// as every Prometheus client names them.
+#[derive(Debug)]
+struct ProcessCollector;
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        for metric in Process::read().metrics() {
+            match metric.kind {
+                // OpenMetrics names the family without the `_total` its sample carries.
+                Kind::Counter => {
+                    let family = metric.name.strip_suffix("_total").unwrap_or(metric.name);
+                    let encoder = encoder.encode_descriptor(
+                        family,
+                        metric.help,
+                        None,
+                        MetricType::Counter,
+                    )?;
+                    ConstCounter::new(metric.value).encode(encoder)?;
+                }
+                Kind::Gauge => {
+                    let encoder = encoder.encode_descriptor(
+                        metric.name,
+                        metric.help,
+                        None,
+                        MetricType::Gauge,
+                    )?;
+                    ConstGauge::new(metric.value).encode(encoder)?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Where the delivery engine plugs its queue statistics in once it exists.
@@ -371,5 +413,37 @@ impl CommitObserver for CommitMetrics {
         self.0.commit_seconds.observe(took.as_secs_f64());
         #[allow(clippy::cast_precision_loss)]
         self.0.commit_batch.observe(writes as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_info_and_process_metrics_are_exposed() {
+        let (metrics, _slot) = Metrics::new();
+        let text = metrics.encode();
+        let build = format!(
+            "alert_relay_build_info{{version=\"{}\",revision=\"{}\",rustc=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION"),
+            serving::build::REVISION,
+            serving::build::RUSTC
+        );
+        assert!(text.contains(&build), "{text}");
+        // OpenMetrics: a counter's family has no `_total`, its sample has.
+        for d in serving::process::DESCRIPTORS {
+            let family = d.name.strip_suffix("_total").unwrap_or(d.name);
+            let kind = if d.kind == Kind::Counter {
+                "counter"
+            } else {
+                "gauge"
+            };
+            let head = format!(
+                "# HELP {family} {}\n# TYPE {family} {kind}\n{} ",
+                d.help, d.name
+            );
+            assert!(text.contains(&head), "{head}: {text}");
+        }
     }
 }

@@ -31,7 +31,8 @@ pub struct Config {
     pub collector_options: CollectorOptions,
     /// `--simulate.board`: replace hardware devices with the simulators described in this file.
     pub simulate_board: Option<PathBuf>,
-    pub log_level: tracing::Level,
+    /// `--log.level` and `--log.format`.
+    pub log: serving::logging::Options,
     /// `pi-exporter doctor`: run the checklist once instead of serving.
     pub doctor: Option<DoctorCommand>,
 }
@@ -418,14 +419,7 @@ fn command() -> Command {
             .value_parser(clap::value_parser!(PathBuf))
             .help("Simulate the hardware (firmware, RTC, UPS) described in this board file instead of using real devices"),
     )
-    .arg(
-        Arg::new("log.level")
-            .long("log.level")
-            .value_name("LEVEL")
-            .default_value("info")
-            .value_parser(["debug", "info", "warn", "error"])
-            .help("Only log messages with the given severity or above"),
-    )
+    .args(serving::logging::args())
     // Every flag works after `doctor` too: the paths, the simulation, the listen address and
     // web configuration and the UPS it checks.
     .mut_args(|arg| arg.global(true))
@@ -573,12 +567,7 @@ fn from_matches(m: &ArgMatches) -> Config {
                 ups_given: given("ups.board") || given("ups.config"),
             }
         }),
-        log_level: match string("log.level").as_str() {
-            "debug" => tracing::Level::DEBUG,
-            "warn" => tracing::Level::WARN,
-            "error" => tracing::Level::ERROR,
-            _ => tracing::Level::INFO,
-        },
+        log: serving::logging::options(m),
     }
 }
 

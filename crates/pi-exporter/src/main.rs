@@ -5,11 +5,10 @@ fn main() -> ExitCode {
     let config = pi_exporter::cli::parse();
     if let Some(command) = config.doctor {
         // The report goes to stdout; logs (warnings only) to stderr, so JSON stays parseable.
-        tracing_subscriber::fmt()
-            .with_max_level(config.log_level.min(tracing::Level::WARN))
-            .with_target(false)
-            .with_writer(std::io::stderr)
-            .init();
+        serving::logging::init(serving::logging::Options {
+            level: config.log.level.min(tracing::Level::WARN),
+            ..config.log
+        });
         return match pi_exporter::run_doctor(&config, command) {
             Ok((report, status)) => {
                 print!("{report}");
@@ -21,10 +20,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    tracing_subscriber::fmt()
-        .with_max_level(config.log_level)
-        .with_target(false)
-        .init();
+    serving::logging::init(config.log);
     // The workspace's single TLS crypto provider.
     if rustls::crypto::ring::default_provider()
         .install_default()

@@ -11,6 +11,7 @@ mod forgery;
 mod hostile;
 mod hostile_network;
 mod intake;
+mod logging;
 mod pipeline;
 mod providers;
 mod redirects;

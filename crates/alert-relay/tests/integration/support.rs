@@ -1,7 +1,6 @@
 //! The relay binary as a child process, a loopback fake provider, and webhook payloads.
 
 use std::collections::VecDeque;
-use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -13,6 +12,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
+use serving::logging::read::journal_stream;
 
 pub(crate) fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_alert-relay")
@@ -43,9 +43,7 @@ impl Drop for Relay {
 impl Relay {
     /// Writes `config` (with `listen: 127.0.0.1:0` added) into `dir` and starts the relay on it.
     pub(crate) fn start(dir: &Path, config: &str) -> Relay {
-        let path = dir.join("relay.yml");
-        std::fs::write(&path, format!("listen: 127.0.0.1:0\n{config}")).expect("write config");
-        Self::start_file(&path)
+        Self::start_with(dir, config, &[], false)
     }
 
     pub(crate) fn start_file(path: &Path) -> Relay {
@@ -59,29 +57,53 @@ impl Relay {
         std::fs::write(&path, format!("listen: 127.0.0.1:0\n{config}")).expect("write config");
         let web_path = dir.join("web.yml");
         std::fs::write(&web_path, web).expect("write web config");
-        Self::try_start_with(
-            &path,
-            &[OsStr::new("--web.config.file"), web_path.as_os_str()],
-        )
-        .unwrap_or_else(|log| panic!("alert-relay did not start; log:\n{log}"))
+        let web_arg = format!("--web.config.file={}", web_path.display());
+        Self::try_start_file_with(&path, &[&web_arg], None)
+            .unwrap_or_else(|log| panic!("alert-relay did not start; log:\n{log}"))
     }
 
     /// Starts the relay on the config file `path`; `Err` (with its log) when it exits or does not
     /// say its address within 20 s. For a test that must fix the port in advance and retries
     /// with another one when something else took it meanwhile.
     pub(crate) fn try_start_file(path: &Path) -> Result<Relay, String> {
-        Self::try_start_with(path, &[])
+        Self::try_start_file_with(path, &[], None)
     }
 
-    fn try_start_with(path: &Path, extra: &[&OsStr]) -> Result<Relay, String> {
-        let mut child = Command::new(binary())
+    /// As [`Relay::start`], with extra arguments (`--log.format=json`) and, if `journal`, stderr
+    /// a pipe that `JOURNAL_STREAM` names, as systemd starts a service logging to the journal.
+    pub(crate) fn start_with(dir: &Path, config: &str, args: &[&str], journal: bool) -> Relay {
+        let path = dir.join("relay.yml");
+        std::fs::write(&path, format!("listen: 127.0.0.1:0\n{config}")).expect("write config");
+        let journal = journal.then(|| std::io::pipe().expect("pipe"));
+        Self::try_start_file_with(&path, args, journal)
+            .unwrap_or_else(|log| panic!("alert-relay did not start; log:\n{log}"))
+    }
+
+    fn try_start_file_with(
+        path: &Path,
+        args: &[&str],
+        journal: Option<(std::io::PipeReader, std::io::PipeWriter)>,
+    ) -> Result<Relay, String> {
+        let mut command = Command::new(binary());
+        command
             .args(["run", "--config"])
             .arg(path)
-            .args(extra)
+            .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start alert-relay");
+            .stderr(Stdio::piped());
+        let journal = journal.map(|(reader, writer)| {
+            let writer = std::fs::File::from(std::os::fd::OwnedFd::from(writer));
+            command
+                .env(
+                    "JOURNAL_STREAM",
+                    journal_stream(&writer).expect("fstat the pipe"),
+                )
+                .stderr(writer);
+            reader
+        });
+        let mut child = command.spawn().expect("start alert-relay");
+        // Our copy of a pipe's write end would keep its reader from ever seeing the end.
+        drop(command);
         let (tx, rx) = mpsc::channel();
         let log = Arc::new(Mutex::new(Vec::new()));
         let outputs = [
@@ -93,6 +115,7 @@ impl Relay {
                 .stderr
                 .take()
                 .map(|s| Box::new(s) as Box<dyn Read + Send>),
+            journal.map(|s| Box::new(s) as Box<dyn Read + Send>),
         ];
         for stream in outputs.into_iter().flatten() {
             let (tx, log) = (tx.clone(), Arc::clone(&log));
@@ -113,12 +136,7 @@ impl Relay {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
-                    if let Some(addr) = line
-                        .split("address=")
-                        .nth(1)
-                        .and_then(|s| s.split_whitespace().next())
-                    {
-                        let addr = addr.parse().expect("address");
+                    if let Some(addr) = listening_address(&line) {
                         return Ok(Relay { child, addr, log });
                     }
                 }
@@ -248,6 +266,11 @@ impl Relay {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0)
     }
+}
+
+/// The address of the `listening` log line, in either log format.
+pub(crate) fn listening_address(line: &str) -> Option<SocketAddr> {
+    serving::logging::read::field(line, "address")?.parse().ok()
 }
 
 /// One request the fake provider received.

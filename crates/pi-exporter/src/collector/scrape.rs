@@ -383,12 +383,27 @@ fn assemble(outcomes: Vec<(&'static str, Outcome)>) -> MetricSet {
     .sample(
         [
             ("version", env!("CARGO_PKG_VERSION")),
-            ("revision", env!("PI_EXPORTER_REVISION")),
-            ("rustc", env!("PI_EXPORTER_RUSTC")),
+            ("revision", serving::build::REVISION),
+            ("rustc", serving::build::RUSTC),
         ],
         1.0,
     );
+    append_process(&mut out);
     out
+}
+
+/// The exporter's own CPU, memory and descriptors, named as every Prometheus client names them.
+/// Read from the exporter's `/proc/self`, not `--path.procfs`: they describe this process, not
+/// the Pi.
+fn append_process(out: &mut MetricSet) {
+    use serving::process::{Kind, Process};
+    for metric in Process::read().metrics() {
+        match metric.kind {
+            Kind::Counter => out.counter(metric.name, metric.help),
+            Kind::Gauge => out.gauge(metric.name, metric.help),
+        }
+        .sample([], metric.value);
+    }
 }
 
 #[cfg(test)]
@@ -470,6 +485,25 @@ mod tests {
         set.get(name)
             .and_then(|f| f.samples.first())
             .map(|s| s.value)
+    }
+
+    #[tokio::test]
+    async fn a_scrape_ends_with_build_info_and_the_process_metrics() {
+        let scraper = Scraper::new(
+            vec![("fixed", Arc::new(Fixed(3.0)))],
+            Duration::from_secs(2),
+        );
+        let set = scraper.scrape(None).await;
+        let names: Vec<_> = set.families().iter().map(|f| f.name).collect();
+        let build = names
+            .iter()
+            .position(|n| *n == "rpi_exporter_build_info")
+            .expect("build info");
+        let process = serving::process::DESCRIPTORS.map(|d| d.name);
+        assert_eq!(names[build + 1..], process);
+        let cpu = set.get("process_cpu_seconds_total").expect("cpu");
+        assert_eq!(cpu.kind, crate::metrics::MetricKind::Counter);
+        assert!(single(&set, "process_resident_memory_bytes") > Some(0.0));
     }
 
     #[tokio::test]

@@ -6,8 +6,8 @@ use std::path::Path;
 use crate::support::{Exporter, promtool_check};
 
 /// Series whose values depend on the machine running the test rather than on the fixture:
-/// `statvfs` of the fixture directories, timings, the host's clock and build metadata. Their
-/// labels still count.
+/// `statvfs` of the fixture directories, timings, the host's clock, build metadata and the
+/// exporter process itself. Their names, types and labels still count.
 const VOLATILE: &[&str] = &[
     "rpi_filesystem_size_bytes",
     "rpi_filesystem_free_bytes",
@@ -28,6 +28,12 @@ const VOLATILE: &[&str] = &[
     "rpi_doctor_checks",
 ];
 
+/// Whether the series `name` has a volatile value: the process metrics (the exporter's own, read
+/// from its /proc/self) and [`VOLATILE`].
+fn volatile(name: &str) -> bool {
+    VOLATILE.contains(&name) || serving::process::DESCRIPTORS.iter().any(|d| d.name == name)
+}
+
 /// Doctor checks whose verdict depends on the host: its clock discipline and `statvfs` of the
 /// fixture directories.
 const VOLATILE_CHECKS: &[&str] = &["check=\"clock_sync\"", "check=\"free_space\""];
@@ -40,7 +46,7 @@ pub(crate) fn normalise(exposition: &str) -> String {
         if line.starts_with("rpi_exporter_build_info") {
             out.push_str("rpi_exporter_build_info{<volatile>} 1");
         } else if !line.starts_with('#')
-            && (VOLATILE.contains(&name)
+            && (volatile(name)
                 || (name == "rpi_doctor_check" && VOLATILE_CHECKS.iter().any(|c| line.contains(c))))
         {
             let head = line.rsplit_once(' ').map_or(line, |(head, _)| head);

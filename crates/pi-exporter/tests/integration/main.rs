@@ -5,6 +5,7 @@ mod doctor;
 mod firmware;
 mod golden;
 mod hostile;
+mod logging;
 mod rtc;
 mod serving;
 mod support;

@@ -7,6 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use serving::logging::read::journal_stream;
+
 pub(crate) fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -37,14 +39,40 @@ impl Exporter {
 
     /// As [`Exporter::start`], with extra environment variables (e.g. systemd's).
     pub(crate) fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Exporter {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pi-exporter"))
+        let mut command = Self::command(args);
+        command.envs(env.iter().copied()).stderr(Stdio::piped());
+        Self::spawn(command, None)
+    }
+
+    /// As [`Exporter::start`], with stderr a pipe that `JOURNAL_STREAM` names, as systemd
+    /// starts a service whose output goes to the journal.
+    pub(crate) fn start_under_journal(args: &[&str]) -> Exporter {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        let writer = std::fs::File::from(std::os::fd::OwnedFd::from(writer));
+        let mut command = Self::command(args);
+        command
+            .env(
+                "JOURNAL_STREAM",
+                journal_stream(&writer).expect("fstat the pipe"),
+            )
+            .stderr(writer);
+        Self::spawn(command, Some(reader))
+    }
+
+    fn command(args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pi-exporter"));
+        command
             .arg("--web.listen-address=127.0.0.1:0")
             .args(args)
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start pi-exporter");
+            .stdout(Stdio::piped());
+        command
+    }
+
+    /// Starts `command` and reads its address from the log (`stderr`, if not piped in `command`).
+    fn spawn(mut command: Command, stderr: Option<std::io::PipeReader>) -> Exporter {
+        let mut child = command.spawn().expect("start pi-exporter");
+        // Our copy of a pipe's write end would keep its reader from ever seeing the end.
+        drop(command);
         let (tx, log) = mpsc::channel();
         let outputs = [
             child
@@ -55,6 +83,7 @@ impl Exporter {
                 .stderr
                 .take()
                 .map(|s| Box::new(s) as Box<dyn Read + Send>),
+            stderr.map(|s| Box::new(s) as Box<dyn Read + Send>),
         ];
         for stream in outputs.into_iter().flatten() {
             let tx = tx.clone();
@@ -81,17 +110,14 @@ impl Exporter {
                     exporter.startup_log.borrow().join("\n")
                 ),
             };
-            let address = line
-                .split("address=")
-                .nth(1)
-                .and_then(|rest| rest.split_whitespace().next());
-            if let Some(address) = address
-                && let Ok(address) = address.parse()
-            {
+            if let Some(address) = listening_address(&line) {
                 exporter.addr = address;
+            }
+            // Kept: tests read the listening line's format too.
+            exporter.startup_log.borrow_mut().push(line);
+            if exporter.addr.port() != 0 {
                 return exporter;
             }
-            exporter.startup_log.borrow_mut().push(line);
         }
     }
 
@@ -208,6 +234,11 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
         out.extend_from_slice(&data[end + 2..end + 2 + size]);
         data = &data[end + 4 + size..];
     }
+}
+
+/// The address of the `listening` log line, in either log format.
+pub(crate) fn listening_address(line: &str) -> Option<SocketAddr> {
+    serving::logging::read::field(line, "address")?.parse().ok()
 }
 
 /// Runs `promtool check metrics` on an exposition; fails the test with install advice if absent.
