@@ -55,7 +55,7 @@ async fn under_the_journal_each_line_has_its_priority_and_no_timestamp() {
     assert!(lines.contains(&listening), "{lines:#?}");
     assert!(
         lines.contains(
-            &"<4>level=warn msg=\"listen, tls and storage changes take effect at the next restart\""
+            &"<4>level=warn msg=\"listen and storage changes take effect at the next restart\""
                 .to_owned()
         ),
         "{lines:#?}"
