@@ -191,8 +191,10 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             let mut tick = tokio::time::interval(period / 2);
             loop {
                 tick.tick().await;
+                // The store must be able to commit, not merely answer: a full disk or a
+                // read-only file leaves the DB thread answering while every webhook fails.
                 let db_ok = matches!(
-                    tokio::time::timeout(period / 4, store.ping()).await,
+                    tokio::time::timeout(period / 4, store.check()).await,
                     Ok(Ok(()))
                 );
                 if serving.accepting() && engine.healthy() && db_ok {

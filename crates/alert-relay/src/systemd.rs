@@ -1,6 +1,7 @@
 //! systemd integration as in pi-exporter: `READY=1` once listening, `RELOADING=1` around a
 //! SIGHUP reload, and `WATCHDOG=1` only while a self-check passes (the accept loop runs, every
-//! delivery worker is alive, and the DB thread answers), so a wedged relay is restarted.
+//! delivery worker is alive, and the store can commit: `Store::check`), so a wedged relay is
+//! restarted.
 
 use std::time::Duration;
 

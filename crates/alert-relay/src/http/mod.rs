@@ -88,7 +88,8 @@ impl App {
                 r
             }
             (&Method::GET | &Method::HEAD, "/healthz") => {
-                match tokio::time::timeout(HEALTH_BUDGET, self.store.ping()).await {
+                // Healthy only while the store can commit: what Alertmanager's webhooks need.
+                match tokio::time::timeout(HEALTH_BUDGET, self.store.check()).await {
                     Ok(Ok(())) => plain(StatusCode::OK, "OK\n"),
                     Ok(Err(e)) => {
                         plain(StatusCode::SERVICE_UNAVAILABLE, &format!("storage: {e}\n"))
