@@ -14,6 +14,7 @@ mod intake;
 mod pipeline;
 mod providers;
 mod redirects;
+mod storage;
 mod storm;
 mod support;
 mod systemd;

@@ -56,13 +56,22 @@ impl Relay {
     /// say its address within 20 s. For a test that must fix the port in advance and retries
     /// with another one when something else took it meanwhile.
     pub(crate) fn try_start_file(path: &Path) -> Result<Relay, String> {
-        let mut child = Command::new(binary())
+        Self::try_start_with(path, |_| {})
+    }
+
+    /// [`Relay::try_start_file`] with `configure` adding to the command (its environment).
+    pub(crate) fn try_start_with(
+        path: &Path,
+        configure: impl FnOnce(&mut Command),
+    ) -> Result<Relay, String> {
+        let mut command = Command::new(binary());
+        command
             .args(["run", "--config"])
             .arg(path)
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start alert-relay");
+            .stderr(Stdio::piped());
+        configure(&mut command);
+        let mut child = command.spawn().expect("start alert-relay");
         let (tx, rx) = mpsc::channel();
         let log = Arc::new(Mutex::new(Vec::new()));
         let outputs = [
