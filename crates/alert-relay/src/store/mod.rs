@@ -754,16 +754,25 @@ impl DbThread {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     use super::*;
 
     /// Commits fail while `full` is set, like a disk that fills up and is cleared.
     #[derive(Clone, Default)]
-    struct Flaky {
+    pub(crate) struct Flaky {
         full: Arc<AtomicBool>,
         recoveries: Arc<AtomicUsize>,
+    }
+
+    impl Flaky {
+        /// A disk that is full from the start.
+        pub(crate) fn full() -> Self {
+            let f = Flaky::default();
+            f.full.store(true, Ordering::SeqCst);
+            f
+        }
     }
 
     impl Backend for Flaky {
