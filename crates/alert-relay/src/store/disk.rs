@@ -47,7 +47,8 @@ fn is_access(e: &rusqlite::Error) -> bool {
 }
 
 /// The first of the database's files that exists and cannot be opened for writing, with why
-/// (permissions, a read-only mount, a directory in its place).
+/// (permissions, a read-only mount, a directory in its place). Only on the way to a start-up
+/// error: closing another descriptor of an open database drops SQLite's POSIX locks on it.
 fn first_unwritable(path: &Path) -> Option<(PathBuf, std::io::Error)> {
     let mut files = vec![path.to_owned()];
     for suffix in ["-wal", "-shm"] {
