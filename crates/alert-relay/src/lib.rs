@@ -207,6 +207,8 @@ pub async fn run(config_path: &Path, web_config: Option<&Path>) -> anyhow::Resul
         storms: Arc::clone(&storms),
         signer: ack::Signer::new(key, None),
     });
+    // Before the first sign of life ("listening", READY=1), after which a SIGHUP may come.
+    let signals = Signals::install()?;
     let serving = Arc::new(http::serve(Arc::clone(&app), Arc::new(web)).await?);
     for address in serving.addresses() {
         tracing::info!(%address, "alert-relay {} listening", env!("CARGO_PKG_VERSION"));
@@ -215,21 +217,11 @@ pub async fn run(config_path: &Path, web_config: Option<&Path>) -> anyhow::Resul
 
     let watchdog = systemd::watchdog_interval().map(|period| {
         let (serving, engine, store) = (Arc::clone(&serving), Arc::clone(&engine), store.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(period / 2);
-            loop {
-                tick.tick().await;
-                let db_ok = matches!(
-                    tokio::time::timeout(period / 4, store.ping()).await,
-                    Ok(Ok(()))
-                );
-                if serving.accepting() && engine.healthy() && db_ok {
-                    systemd::notify(&[NotifyState::Watchdog]);
-                } else {
-                    tracing::error!(db_ok, "self-check failed; withholding the watchdog ping");
-                }
-            }
-        })
+        tokio::spawn(systemd::run_watchdog(period, move |budget| {
+            let (serving, engine, store) =
+                (Arc::clone(&serving), Arc::clone(&engine), store.clone());
+            async move { self_check(&serving, &engine, &store, budget).await }
+        }))
     });
     let pruner = {
         let store = store.clone();
@@ -251,7 +243,7 @@ pub async fn run(config_path: &Path, web_config: Option<&Path>) -> anyhow::Resul
         deadman.wake();
         resync.wake();
     };
-    wait_for_signals(&live, web_config, &engine, &metrics, &after_reload).await;
+    wait_for_signals(signals, &live, web_config, &engine, &metrics, &after_reload).await;
     tracing::info!("shutting down");
     systemd::notify(&[NotifyState::Stopping]);
     for task in ack_polling {
@@ -295,26 +287,58 @@ pub async fn run(config_path: &Path, web_config: Option<&Path>) -> anyhow::Resul
     Ok(())
 }
 
+/// The watchdog's self-check: the accept loop runs, every delivery worker is alive, and the
+/// store can commit, not merely answer (a full disk or a read-only file leaves the DB thread
+/// answering while every webhook fails).
+async fn self_check(
+    serving: &serving::Serving,
+    engine: &Engine,
+    store: &Store,
+    budget: Duration,
+) -> Result<(), String> {
+    if !serving.accepting() {
+        return Err("the accept loop has stopped".into());
+    }
+    if !engine.healthy() {
+        return Err("a delivery worker has stopped".into());
+    }
+    match tokio::time::timeout(budget / 2, store.check()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("storage: {e}")),
+        Err(_) => Err("storage does not answer".into()),
+    }
+}
+
+/// SIGTERM and SIGHUP, installed before `READY=1`: until then SIGHUP's default action would
+/// kill the relay that systemd was told to reload.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            hup: signal(SignalKind::hangup()).context("cannot handle SIGHUP")?,
+        })
+    }
+}
+
 async fn wait_for_signals(
+    mut signals: Signals,
     live: &Live,
     web_config: Option<&Path>,
     engine: &Engine,
     metrics: &Metrics,
     after_reload: &dyn Fn(),
 ) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::hangup()),
-    ) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
     loop {
         tokio::select! {
-            _ = term.recv() => return,
+            _ = signals.term.recv() => return,
             _ = tokio::signal::ctrl_c() => return,
-            _ = hup.recv() => {
+            _ = signals.hup.recv() => {
                 reload(live, web_config, engine, metrics).await;
                 after_reload();
             }

@@ -5,6 +5,7 @@
 //! Parsing is tolerant where Alertmanager versions differ (`notification_reason` from v0.32,
 //! `routeLabels` from v0.34, unknown future fields, missing `fingerprint` before v0.19) and
 //! strict where a wrong value would corrupt routing or deduplication (types, times, statuses).
+//! Nesting is limited to [`MAX_DEPTH`] over the whole document, fields it ignores included.
 
 use std::collections::BTreeMap;
 
@@ -15,6 +16,11 @@ use crate::matcher::unquote_meta;
 use crate::time::{UnixNanos, is_go_zero, parse_rfc3339};
 
 pub type Labels = BTreeMap<String, String>;
+
+/// The deepest nesting of arrays and objects a webhook may have, over the whole document:
+/// serde_json's own limit (128, shared by everything it deserializes) does not apply to fields
+/// it skips, so an unknown field could otherwise nest without end.
+pub const MAX_DEPTH: usize = 128;
 
 /// Why a body is not an acceptable webhook (each maps to a 400 with a JSON error).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,13 +37,15 @@ pub enum PayloadError {
         field: &'static str,
         message: String,
     },
+    #[error("malformed JSON: nested deeper than {MAX_DEPTH} levels at byte {at}")]
+    TooDeep { at: usize },
 }
 
 impl PayloadError {
     /// Short reason for the `rejected` metric.
     pub fn reason(&self) -> &'static str {
         match self {
-            PayloadError::Malformed(_) => "malformed",
+            PayloadError::Malformed(_) | PayloadError::TooDeep { .. } => "malformed",
             PayloadError::WrongVersion(_) => "wrong_version",
             PayloadError::InvalidAlert { .. } => "invalid_alert",
         }
@@ -135,6 +143,9 @@ struct VersionOnly {
 
 /// Parses a webhook body.
 pub fn parse(body: &[u8]) -> Result<Notification, PayloadError> {
+    if let Some(at) = too_deep(body, MAX_DEPTH) {
+        return Err(PayloadError::TooDeep { at });
+    }
     let wire: Wire = match serde_json::from_slice(body) {
         Ok(w) => w,
         Err(e) => {
@@ -208,6 +219,36 @@ pub fn parse(body: &[u8]) -> Result<Notification, PayloadError> {
         notification_reason: wire.notification_reason,
         events,
     })
+}
+
+/// The offset of the first `[` or `{` that opens level `max + 1`, brackets inside strings not
+/// counted. A scan of the bytes, not a parse: whatever else is wrong is serde_json's to find,
+/// so this only has to count right on valid JSON and never panic on the rest.
+fn too_deep(body: &[u8], max: usize) -> Option<usize> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (at, &b) in body.iter().enumerate() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return Some(at);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// A stand-in for Alertmanager's fingerprint when an old version sends none: the same label
@@ -352,6 +393,48 @@ mod tests {
             parse(b"{\"version\":\"4\xff\"}").map_err(|e| e.reason()),
             Err("malformed")
         );
+    }
+
+    #[test]
+    fn depth_counts_every_bracket_outside_strings() {
+        let nested = |n: usize| [vec![b'['; n], vec![b']'; n]].concat();
+        assert_eq!(too_deep(b"", 2), None);
+        assert_eq!(too_deep(b"[{}]", 2), None);
+        assert_eq!(too_deep(b"[{[]}]", 2), Some(2));
+        assert_eq!(too_deep(&nested(128), 128), None);
+        assert_eq!(too_deep(&nested(129), 128), Some(128));
+        // Siblings do not add up; stray closers do not make room.
+        assert_eq!(too_deep(b"[[],[],{}]", 2), None);
+        assert_eq!(too_deep(b"]]]][[[", 2), Some(6));
+        // Brackets in strings are text, an escaped quote does not end the string, and an
+        // escaped backslash does not escape the quote after it.
+        assert_eq!(too_deep(br#"["[[[{{{"]"#, 1), None);
+        assert_eq!(too_deep(br#"["\"[[[", "\\"]"#, 1), None);
+        assert_eq!(too_deep(br#"["\\", [[]]]"#, 2), Some(8));
+        assert_eq!(
+            too_deep(br"[\[", 1),
+            Some(2),
+            "a backslash outside a string is no escape"
+        );
+        // Not JSON at all: no panic, no answer that matters.
+        assert_eq!(too_deep(b"\"\\", 1), None);
+    }
+
+    #[test]
+    fn nesting_is_limited_in_ignored_fields_too() {
+        let with = |field: &str, depth: usize| {
+            let inner = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            EXAMPLE.replacen('{', &format!("{{\"{field}\":{inner},"), 1)
+        };
+        // The document's own object is the first level.
+        assert!(parse(with("someFutureField", MAX_DEPTH - 1).as_bytes()).is_ok());
+        let e = parse(with("someFutureField", MAX_DEPTH).as_bytes()).expect_err("129 deep");
+        assert_eq!(
+            (e.reason(), e.to_string().contains("nested deeper than 128")),
+            ("malformed", true)
+        );
+        let e = parse(with("someFutureField", 200_000).as_bytes()).expect_err("200,000 deep");
+        assert!(matches!(e, PayloadError::TooDeep { at: 146 }), "{e}");
     }
 
     proptest::proptest! {

@@ -87,7 +87,8 @@ impl App {
                 r
             }
             (&Method::GET | &Method::HEAD, "/healthz") => {
-                match tokio::time::timeout(HEALTH_BUDGET, self.store.ping()).await {
+                // Healthy only while the store can commit: what Alertmanager's webhooks need.
+                match tokio::time::timeout(HEALTH_BUDGET, self.store.check()).await {
                     Ok(Ok(())) => plain(StatusCode::OK, "OK\n"),
                     Ok(Err(e)) => {
                         plain(StatusCode::SERVICE_UNAVAILABLE, &format!("storage: {e}\n"))
@@ -850,31 +851,7 @@ mod tests {
     use super::*;
     use crate::config::MapSecrets;
     use crate::metrics::CommitMetrics;
-    use crate::store::{Backend, DeliveryJob, PendingRef, StoreError, Write, Written};
-
-    /// A store whose every commit fails, as a full or broken disk would.
-    struct BrokenDisk;
-
-    impl Backend for BrokenDisk {
-        fn write_batch(&mut self, writes: Vec<Write>) -> Vec<Result<Written, StoreError>> {
-            writes
-                .iter()
-                .map(|_| Err(StoreError::Commit("disk I/O error".into())))
-                .collect()
-        }
-        fn pending(&mut self, _: &str) -> Result<Vec<PendingRef>, StoreError> {
-            Ok(Vec::new())
-        }
-        fn load(&mut self, _: i64) -> Result<Option<DeliveryJob>, StoreError> {
-            Ok(None)
-        }
-        fn pending_destinations(&mut self) -> Result<Vec<(String, i64)>, StoreError> {
-            Ok(Vec::new())
-        }
-        fn ping(&mut self) -> Result<(), StoreError> {
-            Err(StoreError::Commit("disk I/O error".into()))
-        }
-    }
+    use crate::store::tests::Flaky;
 
     #[tokio::test]
     async fn a_failed_commit_is_a_5xx_so_alertmanager_retries() {
@@ -888,7 +865,7 @@ mod tests {
         .expect("config");
         let (metrics, _) = Metrics::new();
         let (store, _thread) =
-            Store::start(BrokenDisk, CommitMetrics(Arc::clone(&metrics))).expect("store");
+            Store::start(Flaky::full(), CommitMetrics(Arc::clone(&metrics))).expect("store");
         let http = reqwest::Client::new();
         let engine = Engine::new(
             store.clone(),
@@ -941,7 +918,13 @@ mod tests {
             .send()
             .await
             .expect("healthz");
+        // The DB thread answers; the store cannot commit, and that is what counts.
         assert_eq!(r.status(), 503);
+        let text = r.text().await.expect("body");
+        assert!(
+            text.contains("cannot commit") && text.contains("disk full"),
+            "{text}"
+        );
         assert!(
             metrics
                 .encode()

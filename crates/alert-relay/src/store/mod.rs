@@ -8,19 +8,26 @@
 //! A write's reply is sent only after the commit that contains it, so a webhook is answered
 //! 2xx only once its alerts are on disk.
 
+mod disk;
+mod health;
 pub mod sqlite;
 mod storm_sql;
 
 use std::collections::BTreeMap;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use self::health::Health;
 use crate::payload::AlertEvent;
 
 /// Most writes applied in one transaction: bounds the latency of the last one in a batch.
 const MAX_BATCH: usize = 512;
+
+/// While commits fail, the DB thread asks the backend to recover this often even when nothing
+/// is written: a checkpoint can give back the space a full disk needs.
+const RECOVER_EVERY: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -39,6 +46,51 @@ pub enum StoreError {
     Stopped,
     #[error("cannot open {path}: {message}")]
     Open { path: String, message: String },
+    /// Found at start-up: the file opens but the relay cannot write it (or not even open it).
+    #[error(
+        "not writable by this process: {0}. The relay's user needs write access to the file, to \
+         its -wal and -shm files and to their directory: fix the owner or mode (the packaged unit's \
+         StateDirectory= gives it /var/lib/alert-relay), or set storage.sqlite to a writable path"
+    )]
+    NotWritable(String),
+    /// Found at start-up: no space left for the database or its write-ahead log.
+    #[error(
+        "disk full ({0}). Free space on the filesystem that holds the database (the relay needs \
+         room for its write-ahead log, the -wal file next to it) and start the relay again"
+    )]
+    DiskFull(String),
+    /// What a health check reports while the last commit failed.
+    #[error("cannot commit: {0}")]
+    CannotCommit(String),
+}
+
+impl StoreError {
+    /// Whether this says that nothing can be committed (a full, read-only or failing disk, a
+    /// lock held elsewhere), not that one write was wrong: it makes the store unhealthy.
+    pub fn is_storage_fault(&self) -> bool {
+        use rusqlite::ErrorCode as C;
+        match self {
+            StoreError::Commit(_)
+            | StoreError::NotWritable(_)
+            | StoreError::DiskFull(_)
+            | StoreError::CannotCommit(_) => true,
+            StoreError::Db(e) => matches!(
+                e.sqlite_error_code(),
+                Some(
+                    C::DiskFull
+                        | C::ReadOnly
+                        | C::SystemIoFailure
+                        | C::CannotOpen
+                        | C::PermissionDenied
+                        | C::DatabaseBusy
+                        | C::DatabaseLocked
+                        | C::DatabaseCorrupt
+                        | C::NotADatabase
+                )
+            ),
+            _ => false,
+        }
+    }
 }
 
 /// One alert event and where it should go if it is new.
@@ -402,6 +454,13 @@ pub trait Backend: Send + 'static {
     fn pending_destinations(&mut self) -> Result<Vec<(String, i64)>, StoreError>;
     /// Cheap query proving the database answers (health checks).
     fn ping(&mut self) -> Result<(), StoreError>;
+    /// Called after a commit failed with a storage fault: every [`RECOVER_EVERY`] while
+    /// commits keep failing, and after the first one that succeeds again (the store counts as
+    /// recovered once this succeeds then). Undoes what the failure left behind; SQLite
+    /// checkpoints and truncates its write-ahead log, which nothing else would shrink.
+    fn recover(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Incidents not resolved, oldest first.
     fn open_incidents(&mut self) -> Result<Vec<Incident>, StoreError> {
         Ok(Vec::new())
@@ -480,6 +539,7 @@ pub trait CommitObserver: Send + 'static {
 #[derive(Debug, Clone)]
 pub struct Store {
     tx: mpsc::Sender<Command>,
+    health: Arc<Health>,
 }
 
 impl Store {
@@ -489,14 +549,21 @@ impl Store {
         observer: impl CommitObserver,
     ) -> Result<(Store, std::thread::JoinHandle<()>), StoreError> {
         let (tx, rx) = mpsc::channel::<Command>();
+        let health = Arc::new(Health::default());
+        let thread = DbThread {
+            rx,
+            observer: Box::new(observer),
+            health: Arc::clone(&health),
+            degraded: false,
+        };
         let handle = std::thread::Builder::new()
             .name("alert-relay-db".into())
-            .spawn(move || run(&mut backend, &rx, &observer))
+            .spawn(move || thread.run(&mut backend))
             .map_err(|e| StoreError::Open {
                 path: "<thread>".into(),
                 message: e.to_string(),
             })?;
-        Ok((Store { tx }, handle))
+        Ok((Store { tx, health }, handle))
     }
 
     pub async fn write(&self, write: Write) -> Result<Written, StoreError> {
@@ -560,15 +627,76 @@ impl Store {
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.read(|b| b.ping()).await
     }
+
+    /// The health check (`/healthz`, the systemd watchdog): whether the store can commit. The
+    /// outcome of the last commit, after a probe commit when that one failed or is older than
+    /// [`health::PROBE_AFTER`]; otherwise the DB thread only has to answer.
+    pub async fn check(&self) -> Result<(), StoreError> {
+        if self.health.needs_probe(Instant::now()) {
+            let probe = Write::SetMetaInt {
+                key: "health_probe".into(),
+                value: crate::time::now_millis(),
+            };
+            if let Err(e) = self.write(probe).await
+                && !e.is_storage_fault()
+            {
+                return Err(e);
+            }
+        } else {
+            self.ping().await?;
+        }
+        match self.health.failure() {
+            Some(why) => Err(StoreError::CannotCommit(why)),
+            None => Ok(()),
+        }
+    }
 }
 
-fn run(backend: &mut dyn Backend, rx: &mpsc::Receiver<Command>, observer: &dyn CommitObserver) {
-    let mut writes = Vec::new();
-    let mut replies = Vec::new();
-    let mut reads = Vec::new();
-    while let Ok(first) = rx.recv() {
+/// The DB thread: group commit, and what it learns about the storage on the way.
+struct DbThread {
+    rx: mpsc::Receiver<Command>,
+    observer: Box<dyn CommitObserver>,
+    health: Arc<Health>,
+    /// A commit failed with a storage fault and the backend has not recovered since.
+    degraded: bool,
+}
+
+impl DbThread {
+    fn run(mut self, backend: &mut dyn Backend) {
+        while let Some(first) = self.next_command(backend) {
+            let (writes, replies, reads) = self.gather(first);
+            if !writes.is_empty() {
+                self.commit(backend, writes, replies);
+            }
+            for f in reads {
+                f(backend);
+            }
+        }
+    }
+
+    /// Waits for the next command; `None` once every handle is gone. While degraded, the
+    /// backend gets to recover every [`RECOVER_EVERY`] meanwhile.
+    fn next_command(&mut self, backend: &mut dyn Backend) -> Option<Command> {
+        loop {
+            if !self.degraded {
+                return self.rx.recv().ok();
+            }
+            match self.rx.recv_timeout(RECOVER_EVERY) {
+                Ok(cmd) => return Some(cmd),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if let Err(e) = backend.recover() {
+                        tracing::debug!("storage not recovered yet: {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Everything that queued up while the last commit was syncing goes into this one.
+    fn gather(&self, first: Command) -> (Vec<Write>, Vec<Reply>, Vec<ReadFn>) {
+        let (mut writes, mut replies, mut reads) = (Vec::new(), Vec::new(), Vec::new());
         let mut next = Some(first);
-        // Everything that queued up while the last commit was syncing goes into this one.
         while let Some(cmd) = next.take() {
             match cmd {
                 Command::Write(w, r) => {
@@ -578,20 +706,152 @@ fn run(backend: &mut dyn Backend, rx: &mpsc::Receiver<Command>, observer: &dyn C
                 Command::Read(f) => reads.push(f),
             }
             if writes.len() < MAX_BATCH {
-                next = rx.try_recv().ok();
+                next = self.rx.try_recv().ok();
             }
         }
-        if !writes.is_empty() {
-            let n = writes.len();
-            let start = Instant::now();
-            let results = backend.write_batch(std::mem::take(&mut writes));
-            observer.committed(n, start.elapsed());
-            for (reply, result) in replies.drain(..).zip(results) {
-                let _ = reply.send(result);
+        (writes, replies, reads)
+    }
+
+    fn commit(&mut self, backend: &mut dyn Backend, writes: Vec<Write>, replies: Vec<Reply>) {
+        let n = writes.len();
+        let start = Instant::now();
+        let results = backend.write_batch(writes);
+        self.observer.committed(n, start.elapsed());
+        let fault = results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .find(|e| e.is_storage_fault())
+            .map(ToString::to_string);
+        match &fault {
+            Some(why) => {
+                if !self.degraded {
+                    tracing::error!("storage cannot commit; unhealthy until it can: {why}");
+                }
+                self.health.failed(why.clone());
+                self.degraded = true;
             }
+            None => self.health.committed(Instant::now()),
         }
-        for f in reads.drain(..) {
-            f(backend);
+        for (reply, result) in replies.into_iter().zip(results) {
+            let _ = reply.send(result);
         }
+        // After the answers: a 2xx waits for its commit, not for the clean-up.
+        if fault.is_none() && self.degraded {
+            self.recovered(backend);
+        }
+    }
+
+    /// The first commit after a fault succeeded: the backend shrinks what the fault left.
+    fn recovered(&mut self, backend: &mut dyn Backend) {
+        match backend.recover() {
+            Ok(()) => {
+                self.degraded = false;
+                tracing::info!("storage commits again");
+            }
+            Err(e) => tracing::warn!("storage commits again but cannot recover yet: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Commits fail while `full` is set, like a disk that fills up and is cleared.
+    #[derive(Clone, Default)]
+    pub(crate) struct Flaky {
+        full: Arc<AtomicBool>,
+        recoveries: Arc<AtomicUsize>,
+    }
+
+    impl Flaky {
+        /// A disk that is full from the start.
+        pub(crate) fn full() -> Self {
+            let f = Flaky::default();
+            f.full.store(true, Ordering::SeqCst);
+            f
+        }
+    }
+
+    impl Backend for Flaky {
+        fn write_batch(&mut self, writes: Vec<Write>) -> Vec<Result<Written, StoreError>> {
+            let full = self.full.load(Ordering::SeqCst);
+            writes
+                .iter()
+                .map(|_| match full {
+                    true => Err(StoreError::Commit("disk full".into())),
+                    false => Ok(Written::Recorded),
+                })
+                .collect()
+        }
+        fn pending(&mut self, _: &str) -> Result<Vec<PendingRef>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn load(&mut self, _: i64) -> Result<Option<DeliveryJob>, StoreError> {
+            Ok(None)
+        }
+        fn pending_destinations(&mut self) -> Result<Vec<(String, i64)>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn ping(&mut self) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn recover(&mut self) -> Result<(), StoreError> {
+            self.recoveries.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    struct NoMetrics;
+
+    impl CommitObserver for NoMetrics {
+        fn committed(&self, _: usize, _: Duration) {}
+    }
+
+    #[tokio::test]
+    async fn unhealthy_from_a_failed_commit_until_one_succeeds_then_recovered() {
+        let backend = Flaky::default();
+        let (store, _thread) = Store::start(backend.clone(), NoMetrics).expect("start");
+        store.check().await.expect("a probe commits");
+        backend.full.store(true, Ordering::SeqCst);
+        let failed = store.write(Write::Prune { before_ms: 0 }).await;
+        assert!(failed.is_err_and(|e| e.is_storage_fault()));
+        // The DB thread answers, but the store cannot commit: that is what the check reports.
+        store.ping().await.expect("the thread answers");
+        let err = store.check().await.expect_err("unhealthy");
+        assert!(
+            matches!(&err, StoreError::CannotCommit(w) if w.contains("disk full")),
+            "{err}"
+        );
+        // While degraded, the backend gets to recover without any write.
+        tokio::time::sleep(RECOVER_EVERY + Duration::from_millis(500)).await;
+        assert!(backend.recoveries.load(Ordering::SeqCst) >= 1);
+        backend.full.store(false, Ordering::SeqCst);
+        let before = backend.recoveries.load(Ordering::SeqCst);
+        store.check().await.expect("the probe commits again");
+        // The recovery after that commit ran (the reads queue behind it) and ended the timer.
+        store.ping().await.expect("after the recovery");
+        let after = backend.recoveries.load(Ordering::SeqCst);
+        assert!(after > before);
+        tokio::time::sleep(RECOVER_EVERY + Duration::from_millis(500)).await;
+        assert_eq!(backend.recoveries.load(Ordering::SeqCst), after);
+    }
+
+    #[test]
+    fn only_storage_faults_make_the_store_unhealthy() {
+        let sqlite = |code| {
+            StoreError::Db(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(code),
+                None,
+            ))
+        };
+        assert!(StoreError::Commit("x".into()).is_storage_fault());
+        assert!(sqlite(rusqlite::ffi::SQLITE_FULL).is_storage_fault());
+        assert!(sqlite(rusqlite::ffi::SQLITE_READONLY).is_storage_fault());
+        assert!(!sqlite(rusqlite::ffi::SQLITE_CONSTRAINT).is_storage_fault());
+        assert!(!StoreError::Corrupt("x".into()).is_storage_fault());
+        assert!(!StoreError::Stopped.is_storage_fault());
     }
 }

@@ -184,13 +184,24 @@ pub(super) fn query_incidents(
         .collect())
 }
 
+/// Once the disk ran full, the WAL is checkpointed every this many pages (SQLite's default is
+/// 1000, 4 MiB), and its file cut back to [`TIGHT_WAL_BYTES`] after each checkpoint: on a small
+/// volume a 4 MiB WAL alone fills the disk again.
+const TIGHT_CHECKPOINT_PAGES: i64 = 32;
+const TIGHT_WAL_BYTES: i64 = 128 * 1024;
+
 #[derive(Debug)]
 pub struct Sqlite {
     conn: Connection,
     clock: WallClock,
+    /// The disk ran full during this run: the WAL is kept short until restart.
+    tight: bool,
 }
 
 impl Sqlite {
+    /// Opens (or creates) the database and proves it can commit: a file the relay may only
+    /// read, a directory where the file or its WAL should be, or a full disk refuse start-up
+    /// here, not every webhook later.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent()
             && !dir.as_os_str().is_empty()
@@ -201,8 +212,28 @@ impl Sqlite {
                 message: format!("directory {} does not exist", dir.display()),
             });
         }
-        let conn = Connection::open(path)?;
-        Self::init(conn)
+        let at_start = |e| super::disk::start_error(path, e);
+        let conn = Connection::open(path).map_err(at_start)?;
+        let mut db = Self::init(conn).map_err(|e| match e {
+            StoreError::Db(e) => at_start(e),
+            other => other,
+        })?;
+        db.probe().map_err(at_start)?;
+        Ok(db)
+    }
+
+    /// Commits a row at start-up. SQLite opens a file it may not write read-only, and says so
+    /// only at the first write.
+    fn probe(&mut self) -> rusqlite::Result<()> {
+        if self.conn.is_readonly(rusqlite::MAIN_DB)? {
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY),
+                Some("SQLite could open the database only for reading".into()),
+            ));
+        }
+        let tx = self.conn.transaction()?;
+        set_meta_int(&tx, "health_probe", self.clock.now_millis())?;
+        tx.commit()
     }
 
     fn init(mut conn: Connection) -> Result<Self, StoreError> {
@@ -220,7 +251,33 @@ impl Sqlite {
         Ok(Self {
             conn,
             clock: WallClock::default(),
+            tight: false,
         })
+    }
+
+    /// A commit failed on a full disk: from now on the WAL stays short (see
+    /// [`TIGHT_CHECKPOINT_PAGES`]). Connection settings only; nothing is written.
+    fn disk_full(&mut self) {
+        if self.tight {
+            return;
+        }
+        let set = self
+            .conn
+            .pragma_update(None, "wal_autocheckpoint", TIGHT_CHECKPOINT_PAGES)
+            .and_then(|()| {
+                self.conn
+                    .pragma_update(None, "journal_size_limit", TIGHT_WAL_BYTES)
+            });
+        match set {
+            Ok(()) => {
+                self.tight = true;
+                tracing::warn!(
+                    pages = TIGHT_CHECKPOINT_PAGES,
+                    "the disk ran full: the write-ahead log is checkpointed often until restart"
+                );
+            }
+            Err(e) => tracing::warn!("cannot shorten the write-ahead log: {e}"),
+        }
     }
 
     /// An in-memory database for unit tests.
@@ -265,21 +322,17 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-impl Backend for Sqlite {
-    fn write_batch(&mut self, writes: Vec<Write>) -> Vec<Result<Written, StoreError>> {
-        let n = writes.len();
-        let mut tx = match self.conn.transaction() {
-            Ok(tx) => tx,
-            Err(e) => {
-                return (0..n)
-                    .map(|_| Err(StoreError::Commit(e.to_string())))
-                    .collect();
-            }
-        };
+impl Sqlite {
+    /// One transaction, a savepoint per write: one bad write is undone alone. `Err` when the
+    /// transaction could not begin or commit.
+    fn apply_batch(
+        &mut self,
+        writes: Vec<Write>,
+    ) -> rusqlite::Result<Vec<Result<Written, StoreError>>> {
+        let mut tx = self.conn.transaction()?;
         let now = self.clock.now_millis();
-        let mut results = Vec::with_capacity(n);
+        let mut results = Vec::with_capacity(writes.len());
         for w in writes {
-            // A savepoint per write: one bad write is undone alone.
             let r = match tx.savepoint() {
                 Ok(mut sp) => match apply(&sp, w, now) {
                     Ok(written) => sp.commit().map(|()| written).map_err(StoreError::from),
@@ -292,12 +345,52 @@ impl Backend for Sqlite {
             };
             results.push(r);
         }
-        match tx.commit() {
-            Ok(()) => results,
-            Err(e) => (0..n)
-                .map(|_| Err(StoreError::Commit(e.to_string())))
-                .collect(),
+        tx.commit()?;
+        Ok(results)
+    }
+}
+
+fn is_disk_full(e: &StoreError) -> bool {
+    matches!(e, StoreError::Db(e) if super::disk::is_full(e))
+}
+
+impl Backend for Sqlite {
+    fn write_batch(&mut self, writes: Vec<Write>) -> Vec<Result<Written, StoreError>> {
+        let n = writes.len();
+        match self.apply_batch(writes) {
+            Ok(results) => {
+                if results.iter().any(|r| r.as_ref().is_err_and(is_disk_full)) {
+                    self.disk_full();
+                }
+                results
+            }
+            Err(e) => {
+                if super::disk::is_full(&e) {
+                    self.disk_full();
+                }
+                let why = super::disk::explain(&e);
+                (0..n)
+                    .map(|_| Err(StoreError::Commit(why.clone())))
+                    .collect()
+            }
         }
+    }
+
+    /// Copies the WAL into the database and truncates it. Nothing else would: SQLite
+    /// checkpoints only once the WAL holds 1000 pages, which a small volume never has room for.
+    fn recover(&mut self) -> Result<(), StoreError> {
+        let (busy, frames, copied): (i64, i64, i64) = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(|e| StoreError::Commit(super::disk::explain(&e)))?;
+        if busy != 0 {
+            return Err(StoreError::Commit(format!(
+                "checkpoint incomplete: {copied} of {frames} WAL frames copied"
+            )));
+        }
+        Ok(())
     }
 
     fn pending(&mut self, destination: &str) -> Result<Vec<PendingRef>, StoreError> {
@@ -533,6 +626,15 @@ impl Backend for Sqlite {
     }
 }
 
+fn set_meta_int(tx: &Connection, key: &str, value: i64) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )?;
+    Ok(())
+}
+
 fn apply(tx: &Connection, w: Write, now: i64) -> Result<Written, StoreError> {
     match w {
         Write::Ingest(events) => ingest(tx, events, now).map(Written::Ingested),
@@ -693,11 +795,7 @@ fn apply(tx: &Connection, w: Write, now: i64) -> Result<Written, StoreError> {
         Write::Storm(w) => super::storm_sql::apply(tx, w, now).map(Written::Storm),
         Write::InboundSid { sid } => remember_sid(tx, &sid, now).map(Written::FirstTime),
         Write::SetMetaInt { key, value } => {
-            tx.execute(
-                "INSERT INTO meta (key, value) VALUES (?1, ?2)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                params![key, value],
-            )?;
+            set_meta_int(tx, &key, value)?;
             Ok(Written::Recorded)
         }
         Write::SetMeta { key, value, events } => {

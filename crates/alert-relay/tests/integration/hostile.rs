@@ -1,6 +1,6 @@
-//! Malformed and hostile input: wrong types, huge label sets, deep JSON, invalid UTF-8, slow
-//! bodies and slow headers. The relay answers each with a 4xx (or closes the connection) and
-//! keeps serving.
+//! Malformed and hostile input: wrong types, huge label sets, deep JSON (in fields the relay
+//! ignores too), invalid UTF-8, slow bodies and slow headers. The relay answers each with a 4xx
+//! (or closes the connection) and keeps serving.
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
@@ -64,6 +64,49 @@ async fn hostile_payloads_are_refused_and_the_relay_keeps_serving() {
     assert!(start.elapsed() < Duration::from_secs(5));
     fake.wait_for(1, Duration::from_secs(5)).await;
     assert_eq!(relay.post("/webhook", good).await.0, 200);
+}
+
+#[tokio::test]
+async fn nesting_is_limited_over_the_whole_document() {
+    let fake = Fake::start(Reply::new(200, "")).await;
+    let dir = tempdir();
+    let relay = Relay::start(dir.path(), &config(&fake));
+    let good = webhook(&[("00000000000000f4", "firing")], "");
+    let nested = |levels: usize| format!("{}{}", "[".repeat(levels), "]".repeat(levels));
+    // The webhook's own object is the first level: 127 arrays in one of its fields make 128.
+    let in_unknown = |levels| good.replacen('{', &format!(r#"{{"x":{},"#, nested(levels)), 1);
+    let in_alerts = |levels| {
+        good.replacen(
+            r#""alerts":["#,
+            &format!(r#""alerts":[{},"#, nested(levels)),
+            1,
+        )
+    };
+    let cases = [
+        // serde_json skips a field it does not know without its depth limit: this was a 200.
+        ("200,000 deep in an unknown field", in_unknown(200_000)),
+        ("129 deep in an unknown field", in_unknown(128)),
+        ("129 deep in a known field", in_alerts(127)),
+    ];
+    for (name, body) in cases {
+        let (status, text) = relay.post("/webhook", body).await;
+        assert_eq!(status, 400, "{name}: {text}");
+        let j: serde_json::Value = serde_json::from_str(&text).expect("JSON error");
+        assert_eq!(j["error"], "malformed", "{name}");
+        let message = j["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("nested deeper than 128"),
+            "{name}: {message}"
+        );
+    }
+    relay
+        .wait_metric(
+            r#"alert_relay_webhooks_rejected_total{reason="malformed"}"#,
+            3.0,
+        )
+        .await;
+    let (status, text) = relay.post("/webhook", in_unknown(127)).await;
+    assert_eq!(status, 200, "128 deep is within the limit: {text}");
 }
 
 #[tokio::test]

@@ -15,6 +15,7 @@ mod logging;
 mod pipeline;
 mod providers;
 mod redirects;
+mod storage;
 mod storm;
 mod support;
 mod systemd;

@@ -79,10 +79,27 @@ impl Relay {
             .unwrap_or_else(|log| panic!("alert-relay did not start; log:\n{log}"))
     }
 
+    /// [`Relay::try_start_file`] with `configure` adding to the command (its environment).
+    pub(crate) fn try_start_with(
+        path: &Path,
+        configure: impl FnOnce(&mut Command),
+    ) -> Result<Relay, String> {
+        Self::try_start_file_with_command(path, &[], None, configure)
+    }
+
     fn try_start_file_with(
         path: &Path,
         args: &[&str],
         journal: Option<(std::io::PipeReader, std::io::PipeWriter)>,
+    ) -> Result<Relay, String> {
+        Self::try_start_file_with_command(path, args, journal, |_| {})
+    }
+
+    fn try_start_file_with_command(
+        path: &Path,
+        args: &[&str],
+        journal: Option<(std::io::PipeReader, std::io::PipeWriter)>,
+        configure: impl FnOnce(&mut Command),
     ) -> Result<Relay, String> {
         let mut command = Command::new(binary());
         command
@@ -91,6 +108,7 @@ impl Relay {
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        configure(&mut command);
         let journal = journal.map(|(reader, writer)| {
             let writer = std::fs::File::from(std::os::fd::OwnedFd::from(writer));
             command
