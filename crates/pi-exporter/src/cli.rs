@@ -647,6 +647,7 @@ mod tests {
                 "storage",
                 "firmware",
                 "system",
+                "history",
                 "rtc",
                 "time",
                 "doctor"
@@ -662,7 +663,15 @@ mod tests {
         let c = parse(&["--no-collector.storage"]).expect("parse");
         assert_eq!(
             c.collectors,
-            ["filesystem", "firmware", "system", "rtc", "time", "doctor"]
+            [
+                "filesystem",
+                "firmware",
+                "system",
+                "history",
+                "rtc",
+                "time",
+                "doctor"
+            ]
         );
         let c = parse(&["--collector.disable-defaults", "--collector.system"]).expect("parse");
         assert_eq!(c.collectors, ["system"]);

@@ -7,6 +7,7 @@
 pub mod doctor;
 pub mod filesystem;
 pub mod firmware;
+pub mod history;
 pub mod rtc;
 pub mod storage;
 pub mod system;
@@ -132,6 +133,12 @@ pub const ALL: &[CollectorSpec] = &[
         help: "Boot time, uptime, memory, swap and load",
         enabled_by_default: true,
         build: |ctx| Arc::new(system::SystemCollector::new(ctx)),
+    },
+    CollectorSpec {
+        name: "history",
+        help: "Why the Pi last restarted (device tree), clean and unclean shutdowns and boots (--collector.history.state-file), under-voltage events, USB over-current",
+        enabled_by_default: true,
+        build: |ctx| Arc::new(history::HistoryCollector::new(ctx)),
     },
     CollectorSpec {
         name: "rtc",

@@ -124,3 +124,15 @@ fn pi4_with_sd_card_matches_golden_output() {
 fn pi5_with_nvme_matches_golden_output() {
     check_fixture("pi5-nvme");
 }
+
+/// A Pi 4 after a watchdog reboot: only the device tree, so only the history collector runs.
+#[test]
+fn pi4_after_a_watchdog_reboot_matches_golden_output() {
+    let exporter = Exporter::on_fixture(
+        "pi4-watchdog",
+        &["--collector.disable-defaults", "--collector.history"],
+    );
+    let body = exporter.get("/metrics", &[]).text();
+    promtool_check(&body);
+    compare("pi4-watchdog.txt", &normalise(&body));
+}
