@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use regex_lite::Regex;
 
-use crate::collector::{self, CollectorOptions, doctor, filesystem, rtc, storage, ups};
+use crate::collector::{self, CollectorOptions, doctor, filesystem, history, rtc, storage, ups};
 use crate::doctor::render::Format;
 use crate::paths::Paths;
 
@@ -250,6 +250,14 @@ fn command() -> Command {
             .default_value(storage::DEFAULT_DEVICE_EXCLUDE)
             .value_parser(regex)
             .help("Block devices to leave out of the I/O metrics (empty: keep all)"),
+    )
+    .arg(
+        Arg::new("collector.history.state-file")
+            .long("collector.history.state-file")
+            .value_name("FILE")
+            .default_value(history::DEFAULT_STATE_FILE)
+            .value_parser(clap::value_parser!(PathBuf))
+            .help("The history collector's state file (boot id, clean stop, boot and unclean-shutdown counts), written at start and at a clean stop; its directory must exist and be writable"),
     )
     .arg(
         Arg::new("collector.rtc.i2c-bus")
@@ -533,6 +541,9 @@ fn from_matches(m: &ArgMatches) -> Config {
             },
             storage: storage::Options {
                 device_exclude: empty_is_none("collector.storage.device-exclude"),
+            },
+            history: history::Options {
+                state_file: path("collector.history.state-file"),
             },
             rtc: rtc::Options {
                 i2c_bus: m

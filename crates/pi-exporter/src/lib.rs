@@ -48,6 +48,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     tracing::info!(collectors = ?config.collectors, paths = ?config.paths, "starting pi-exporter {}", env!("CARGO_PKG_VERSION"));
     let collectors = collector::build_enabled(&context, &config.collectors);
+    // Kept to tell each collector of a clean stop once serving has ended.
+    let stoppable: Vec<_> = collectors.iter().map(|(_, c)| Arc::clone(c)).collect();
     let scraper = Scraper::new(collectors, config.collector_timeout);
     scraper.log_inventory().await;
     let app = Arc::new(App::new(
@@ -82,6 +84,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     match Arc::try_unwrap(serving) {
         Ok(serving) => serving.drain().await,
         Err(_) => tracing::warn!("server still shared at shutdown; not waiting for connections"),
+    }
+    for collector in &stoppable {
+        collector.stop();
     }
     Ok(())
 }

@@ -43,6 +43,10 @@ pub trait Collector: Send + Sync + 'static {
     fn may_block(&self) -> bool {
         true
     }
+
+    /// Called once when the exporter stops cleanly (SIGTERM), after the last scrape: the
+    /// history collector records the clean stop there.
+    fn stop(&self) {}
 }
 
 /// Why a collector could not read (all of) its source.
@@ -77,6 +81,7 @@ impl CollectError {
 pub struct CollectorOptions {
     pub filesystem: filesystem::Options,
     pub storage: storage::Options,
+    pub history: history::Options,
     pub rtc: rtc::Options,
     pub ups: ups::Options,
     pub doctor: doctor::Options,

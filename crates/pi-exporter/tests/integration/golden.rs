@@ -86,8 +86,19 @@ pub(crate) fn compare(name: &str, actual: &str) {
     }
 }
 
+/// `--collector.history.state-file` in a fresh directory: the first start of the exporter.
+pub(crate) fn fresh_state_file() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flag = format!(
+        "--collector.history.state-file={}",
+        dir.path().join("history").display()
+    );
+    (dir, flag)
+}
+
 fn check_fixture(fixture: &str) {
-    let exporter = Exporter::on_fixture(fixture, &[]);
+    let (_state, state_flag) = fresh_state_file();
+    let exporter = Exporter::on_fixture(fixture, &[&state_flag]);
 
     let text = exporter.get("/metrics", &[]);
     assert_eq!(text.status, 200);
@@ -128,9 +139,14 @@ fn pi5_with_nvme_matches_golden_output() {
 /// A Pi 4 after a watchdog reboot: only the device tree, so only the history collector runs.
 #[test]
 fn pi4_after_a_watchdog_reboot_matches_golden_output() {
+    let (_state, state_flag) = fresh_state_file();
     let exporter = Exporter::on_fixture(
         "pi4-watchdog",
-        &["--collector.disable-defaults", "--collector.history"],
+        &[
+            "--collector.disable-defaults",
+            "--collector.history",
+            &state_flag,
+        ],
     );
     let body = exporter.get("/metrics", &[]).text();
     promtool_check(&body);

@@ -1,17 +1,43 @@
 //! `history`: why the Pi last restarted, and what it has been through since.
 //!
 //! The reset cause is read once at start-up from the device tree (it describes this boot and
-//! never changes); scrapes render what was read. `reset.rs` holds the bit tables.
+//! never changes); scrapes render what was read. `reset.rs` holds the bit tables. The state
+//! file (`state.rs`) is read and written once at start-up and written once more at a clean
+//! stop ([`Collector::stop`]).
 
 pub mod reset;
+pub mod state;
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{BuildContext, CollectError, Collector};
 use crate::metrics::MetricSet;
 use crate::paths::Paths;
 use reset::{Cause, Registers};
+use state::{Loaded, Record};
+
+/// Default of `--collector.history.state-file`: the unit's `StateDirectory=pi-exporter`.
+pub const DEFAULT_STATE_FILE: &str = "/var/lib/pi-exporter/history";
+
+/// The metrics that need the state file, for the log line that says they are absent.
+const NEEDS_STATE: &str =
+    "rpi_last_shutdown_clean, rpi_unclean_shutdowns_total and rpi_boots_total are absent";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// `--collector.history.state-file`: the exporter's own file, not read through `--path.*`.
+    pub state_file: PathBuf,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            state_file: DEFAULT_STATE_FILE.into(),
+        }
+    }
+}
 
 /// The device tree's `chosen` node, where the firmware leaves its boot-time registers.
 const CHOSEN: &str = "firmware/devicetree/base/chosen";
@@ -100,15 +126,130 @@ fn render_boot_reset(boot: &BootReset, out: &mut MetricSet) {
     }
 }
 
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// This boot's id, or why it cannot be had.
+fn read_boot_id(paths: &Paths) -> Result<String, String> {
+    let path = paths.proc("sys/kernel/random/boot_id");
+    let id = super::read_trimmed(&path).map_err(|e| e.to_string())?;
+    if state::valid_boot_id(&id) {
+        Ok(id)
+    } else {
+        Err(format!("{}: not a boot id", path.display()))
+    }
+}
+
+/// The state file of this run and the record written at start.
+#[derive(Debug)]
+pub struct History {
+    path: PathBuf,
+    record: Record,
+}
+
+/// The previous record, or why there is none to use; logs what it finds.
+fn previous_record(file: &Path, now: u64) -> Result<Option<Record>, String> {
+    match state::load(file, now) {
+        Ok(Loaded::Absent) => Ok(None),
+        Ok(Loaded::Valid(record)) => {
+            if record.written_at > now {
+                tracing::warn!(
+                    file = %file.display(),
+                    written_at = record.written_at,
+                    now,
+                    "the state file was written in the future (the clock stepped back?); keeping its counts"
+                );
+            }
+            Ok(Some(record))
+        }
+        Ok(Loaded::MovedAside(aside, why)) => {
+            tracing::warn!(
+                file = %file.display(),
+                kept_as = %aside.display(),
+                "the state file is corrupt or foreign ({why}); kept aside, counting anew"
+            );
+            Ok(None)
+        }
+        Err(e) => Err(format!("cannot read {}: {e}", file.display())),
+    }
+}
+
+/// Reads the previous record and writes this start's. `None` (logged once) when the boot id or
+/// the file cannot be used: the metrics that need it are then absent.
+pub fn start_history(paths: &Paths, file: &Path, now: u64) -> Option<History> {
+    let started = read_boot_id(paths).and_then(|boot_id| {
+        let previous = previous_record(file, now)?;
+        let record = state::next_start(previous.as_ref(), &boot_id, now);
+        state::write_atomic(file, &state::render(&record)).map_err(|e| {
+            format!(
+                "cannot write {}: {e} (no writable state directory?)",
+                file.display()
+            )
+        })?;
+        Ok(record)
+    });
+    match started {
+        Ok(record) => Some(History {
+            path: file.to_owned(),
+            record,
+        }),
+        Err(why) => {
+            tracing::warn!("no shutdown history: {why}; {NEEDS_STATE}");
+            None
+        }
+    }
+}
+
+impl History {
+    /// Marks the clean stop on disk.
+    pub fn stop(&self, now: u64) {
+        let stopped = Record {
+            clean_stop: true,
+            written_at: now,
+            ..self.record.clone()
+        };
+        if let Err(e) = state::write_atomic(&self.path, &state::render(&stopped)) {
+            tracing::error!(file = %self.path.display(), "cannot record the clean stop: {e}; the next start will count an unclean shutdown");
+        }
+    }
+
+    fn render(&self, out: &mut MetricSet) {
+        let record = &self.record;
+        if let Some(clean) = record.last_shutdown_clean {
+            out.gauge(
+                "rpi_last_shutdown_clean",
+                "1 when the previous boot ended with a clean stop of the exporter, 0 when it ended without one (power loss, crash, hard reset)",
+            )
+            .sample([], f64::from(u8::from(clean)));
+        }
+        out.counter(
+            "rpi_unclean_shutdowns_total",
+            "Boots that ended without a clean stop of the exporter, kept in its state file across reboots",
+        )
+        .sample([], record.unclean_shutdowns as f64);
+        out.counter(
+            "rpi_boots_total",
+            "Boots counted in the exporter's state file, this one included",
+        )
+        .sample([], record.boots as f64);
+    }
+}
+
 #[derive(Debug)]
 pub struct HistoryCollector {
     boot: Option<BootReset>,
+    history: Option<History>,
 }
 
 impl HistoryCollector {
     pub fn new(ctx: &BuildContext) -> Self {
+        let file = &ctx.options.history.state_file;
         Self {
             boot: read_boot_reset(&ctx.paths),
+            history: start_history(&ctx.paths, file, unix_now()),
         }
     }
 }
@@ -118,7 +259,16 @@ impl Collector for HistoryCollector {
         if let Some(boot) = &self.boot {
             render_boot_reset(boot, out);
         }
+        if let Some(history) = &self.history {
+            history.render(out);
+        }
         Ok(())
+    }
+
+    fn stop(&self) {
+        if let Some(history) = &self.history {
+            history.stop(unix_now());
+        }
     }
 
     /// Renders what was read at start-up.
@@ -180,6 +330,132 @@ mod tests {
         assert_eq!(
             (boot.cause, boot.source),
             (Cause::WatchdogOrReboot, "pm_rsts")
+        );
+    }
+
+    /// A state directory and a procfs whose boot id each simulated boot changes.
+    struct Machine {
+        dir: tempfile::TempDir,
+    }
+
+    impl Machine {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().expect("tempdir");
+            std::fs::create_dir_all(dir.path().join("state")).expect("mkdir");
+            Machine { dir }
+        }
+
+        fn file(&self) -> PathBuf {
+            self.dir.path().join("state/history")
+        }
+
+        /// Boots with boot id number `n` and starts the exporter.
+        fn boot(&self, n: u8) -> Option<History> {
+            let id = format!("00000000-0000-4000-8000-0000000000{n:02x}");
+            write(
+                self.dir.path(),
+                "proc/sys/kernel/random/boot_id",
+                id.as_bytes(),
+            );
+            self.start(1_718_000_000 + u64::from(n))
+        }
+
+        /// Starts the exporter (again) in the current boot.
+        fn start(&self, now: u64) -> Option<History> {
+            let paths = Paths {
+                procfs: self.dir.path().join("proc"),
+                ..Paths::default()
+            };
+            start_history(&paths, &self.file(), now)
+        }
+    }
+
+    /// (last_shutdown_clean, unclean_shutdowns_total, boots_total) as scraped.
+    fn scraped(history: &History) -> (Option<f64>, f64, f64) {
+        let mut set = MetricSet::new();
+        history.render(&mut set);
+        let value = |name: &str| set.get(name).map(|f| f.samples[0].value);
+        (
+            value("rpi_last_shutdown_clean"),
+            value("rpi_unclean_shutdowns_total").expect("counter"),
+            value("rpi_boots_total").expect("counter"),
+        )
+    }
+
+    #[test]
+    fn state_file_follows_clean_stops_and_power_cuts_across_boots() {
+        let pi = Machine::new();
+        let first = pi.boot(1).expect("state dir is writable");
+        assert_eq!(scraped(&first), (None, 0.0, 1.0), "no previous record");
+        first.stop(1_718_000_001);
+
+        let after_clean_stop = pi.boot(2).expect("history");
+        assert_eq!(scraped(&after_clean_stop), (Some(1.0), 0.0, 2.0));
+        // Power cut: no stop. A restart of the service in the same boot counts nothing.
+        let restarted = pi.start(1_718_000_100).expect("history");
+        assert_eq!(scraped(&restarted), (Some(1.0), 0.0, 2.0));
+
+        let after_power_cut = pi.boot(3).expect("history");
+        assert_eq!(scraped(&after_power_cut), (Some(0.0), 1.0, 3.0));
+        // Two power cuts in a row.
+        pi.boot(4).expect("history");
+        let after_two = pi.boot(5).expect("history");
+        assert_eq!(scraped(&after_two), (Some(0.0), 3.0, 5.0));
+        after_two.stop(1_718_000_006);
+        assert_eq!(
+            scraped(&pi.boot(6).expect("history")),
+            (Some(1.0), 3.0, 6.0)
+        );
+    }
+
+    #[test]
+    fn a_corrupt_file_is_kept_aside_and_counting_starts_anew() {
+        let pi = Machine::new();
+        pi.boot(1).expect("history");
+        std::fs::write(pi.file(), b"\x00\xff garbage").expect("corrupt it");
+        let after = pi.boot(2).expect("history");
+        assert_eq!(scraped(&after), (None, 0.0, 1.0));
+        let aside = pi.dir.path().join("state/history.corrupt-1718000002");
+        assert_eq!(
+            std::fs::read(aside).expect("kept aside"),
+            b"\x00\xff garbage"
+        );
+    }
+
+    #[test]
+    fn a_file_from_the_future_keeps_its_counts() {
+        let pi = Machine::new();
+        pi.boot(5).expect("history");
+        // The clock stepped back by a day before the next boot.
+        write(
+            pi.dir.path(),
+            "proc/sys/kernel/random/boot_id",
+            b"00000000-0000-4000-8000-000000000099\n",
+        );
+        let after = pi.start(1_717_900_000).expect("history");
+        assert_eq!(scraped(&after), (Some(0.0), 1.0, 2.0));
+    }
+
+    #[test]
+    fn no_state_directory_or_boot_id_means_no_history_and_no_write() {
+        let pi = Machine::new();
+        let missing_dir = pi.dir.path().join("nowhere/history");
+        let paths = Paths {
+            procfs: pi.dir.path().join("proc"),
+            ..Paths::default()
+        };
+        write(
+            pi.dir.path(),
+            "proc/sys/kernel/random/boot_id",
+            b"not-a-boot-id\n",
+        );
+        assert!(start_history(&paths, &pi.file(), 1).is_none());
+        assert!(!pi.file().exists(), "nothing written without a boot id");
+        pi.boot(1).expect("history");
+        assert!(start_history(&paths, &missing_dir, 1).is_none());
+        assert!(
+            !missing_dir.parent().expect("parent").exists(),
+            "never created"
         );
     }
 }
