@@ -252,6 +252,14 @@ fn command() -> Command {
             .help("Block devices to leave out of the I/O metrics (empty: keep all)"),
     )
     .arg(
+        Arg::new("collector.storage.rated-endurance")
+            .long("collector.storage.rated-endurance")
+            .value_name("DEVICE=SIZE")
+            .action(ArgAction::Append)
+            .value_parser(storage::parse_rated_endurance)
+            .help("Repeatable: the bytes a flash device is rated to accept, e.g. mmcblk0=117TB (decimal units as vendors quote them, or KiB..PiB), exported as rpi_flash_rated_endurance_bytes"),
+    )
+    .arg(
         Arg::new("collector.history.state-file")
             .long("collector.history.state-file")
             .value_name("FILE")
@@ -541,6 +549,10 @@ fn from_matches(m: &ArgMatches) -> Config {
             },
             storage: storage::Options {
                 device_exclude: empty_is_none("collector.storage.device-exclude"),
+                rated_endurance: m
+                    .get_many::<(String, f64)>("collector.storage.rated-endurance")
+                    .map(|values| values.cloned().collect())
+                    .unwrap_or_default(),
             },
             history: history::Options {
                 state_file: path("collector.history.state-file"),
@@ -719,6 +731,17 @@ mod tests {
         assert!(parse(&["--collector.filesystem.mount-points-exclude", "("]).is_err());
         let c = parse(&["--collector.storage.device-exclude", ""]).expect("parse");
         assert!(c.collector_options.storage.device_exclude.is_none());
+        let c = parse(&[
+            "--collector.storage.rated-endurance=mmcblk0=117TB",
+            "--collector.storage.rated-endurance",
+            "mmcblk1=702TB",
+        ])
+        .expect("parse");
+        assert_eq!(
+            c.collector_options.storage.rated_endurance,
+            [("mmcblk0".into(), 117e12), ("mmcblk1".into(), 702e12)]
+        );
+        assert!(parse(&["--collector.storage.rated-endurance=mmcblk0"]).is_err());
     }
 
     #[test]
