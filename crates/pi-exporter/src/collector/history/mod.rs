@@ -5,6 +5,7 @@
 //! file (`state.rs`) is read and written once at start-up and written once more at a clean
 //! stop ([`Collector::stop`]).
 
+pub mod power;
 pub mod reset;
 pub mod state;
 
@@ -12,6 +13,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::parse::Failures;
 use super::{BuildContext, CollectError, Collector};
 use crate::metrics::MetricSet;
 use crate::paths::Paths;
@@ -240,16 +242,28 @@ impl History {
 
 #[derive(Debug)]
 pub struct HistoryCollector {
+    paths: Paths,
     boot: Option<BootReset>,
     history: Option<History>,
+    under_voltage: Option<power::UnderVoltageEvents>,
 }
 
 impl HistoryCollector {
     pub fn new(ctx: &BuildContext) -> Self {
         let file = &ctx.options.history.state_file;
+        // A simulated board's alarm replaces the real one, as its firmware replaces /dev/vcio.
+        let source = match ctx.board.as_ref().and_then(|b| b.power.as_ref()) {
+            Some(board) => power::AlarmSource::Simulated {
+                pulse: board.under_voltage,
+                started: std::time::Instant::now(),
+            },
+            None => power::AlarmSource::Sysfs(ctx.paths.clone()),
+        };
         Self {
+            paths: ctx.paths.clone(),
             boot: read_boot_reset(&ctx.paths),
             history: start_history(&ctx.paths, file, unix_now()),
+            under_voltage: power::UnderVoltageEvents::start(source, power::POLL_INTERVAL),
         }
     }
 }
@@ -262,7 +276,12 @@ impl Collector for HistoryCollector {
         if let Some(history) = &self.history {
             history.render(out);
         }
-        Ok(())
+        if let Some(events) = &self.under_voltage {
+            events.render(out);
+        }
+        let mut failures = Failures::default();
+        power::collect_over_current(&self.paths, out, &mut failures);
+        failures.finish()
     }
 
     fn stop(&self) {
@@ -271,7 +290,8 @@ impl Collector for HistoryCollector {
         }
     }
 
-    /// Renders what was read at start-up.
+    /// Renders what was read at start-up and the power-events thread's count; the USB port
+    /// counters are kernel memory.
     fn may_block(&self) -> bool {
         false
     }
