@@ -138,6 +138,11 @@ pub fn doctor_findings(
                 if !command.ups_given {
                     options.ups = unit.collector_options.ups.clone();
                 }
+                // The endurance the service declares, unless given here.
+                if options.storage.rated_endurance.is_empty() {
+                    options.storage.rated_endurance =
+                        unit.collector_options.storage.rated_endurance.clone();
+                }
             }
             Ok(None) if !command.listen_given => {
                 listen = Ok((

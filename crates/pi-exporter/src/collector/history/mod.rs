@@ -71,20 +71,17 @@ fn read_property(path: &Path) -> Result<Option<u32>, CollectError> {
     }
 }
 
-/// Reads the reset registers below `chosen`, logging (once, at start-up) each property it
-/// cannot use.
-pub fn read_boot_reset(paths: &Paths) -> Option<BootReset> {
+/// Reads the reset registers below `chosen`: `None` without the node, else what was read and
+/// the properties that could not be used.
+pub fn boot_reset(paths: &Paths) -> Option<(BootReset, Vec<CollectError>)> {
     let chosen = paths.sys(CHOSEN);
     if !chosen.is_dir() {
-        tracing::info!(
-            path = %chosen.display(),
-            "no device-tree chosen node (not a Raspberry Pi, or no device tree in this container): no reset cause"
-        );
         return None;
     }
-    let read = |name: &str| -> Option<u32> {
+    let mut problems = Vec::new();
+    let mut read = |name: &str| -> Option<u32> {
         read_property(&chosen.join(name)).unwrap_or_else(|e| {
-            tracing::warn!("ignoring a device-tree property: {e}");
+            problems.push(e);
             None
         })
     };
@@ -96,11 +93,27 @@ pub fn read_boot_reset(paths: &Paths) -> Option<BootReset> {
         power_reset: read(reset::POWER_RESET_PROPERTY),
     };
     let (cause, source) = reset::cause(&registers);
-    Some(BootReset {
+    let boot = BootReset {
         registers,
         cause,
         source,
-    })
+    };
+    Some((boot, problems))
+}
+
+/// [`boot_reset`], logging (once, at start-up) what it could not use.
+pub fn read_boot_reset(paths: &Paths) -> Option<BootReset> {
+    let Some((boot, problems)) = boot_reset(paths) else {
+        tracing::info!(
+            path = %paths.sys(CHOSEN).display(),
+            "no device-tree chosen node (not a Raspberry Pi, or no device tree in this container): no reset cause"
+        );
+        return None;
+    };
+    for problem in problems {
+        tracing::warn!("ignoring a device-tree property: {problem}");
+    }
+    Some(boot)
 }
 
 /// Writes the reset cause and the raw registers.
