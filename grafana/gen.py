@@ -165,6 +165,22 @@ device = dashboard("pifleet-device", "pifleet: device detail", [
     ts("Load", [target(f'rpi_load1{{{D}}}', "load1"), target(f'rpi_load5{{{D}}}', "load5", "B")], "none", 12, 44),
     ts("Field checklist: checks not passing (pi-exporter doctor)",
        [target(f'rpi_doctor_check{{{D}}} == 0', "{{category}} {{check}}")], "none", 0, 52, w=24),
+    # Power and flash history (issue 18): why the Pi restarted, how often it loses power, and
+    # when its flash reaches its rated endurance at the last 7 days' write rate.
+    ts("Reset cause and unclean shutdowns",
+       [target(f'rpi_boot_reset_info{{{D}}}', "boot: {{cause}} ({{source}})"),
+        target(f'increase(rpi_unclean_shutdowns_total{{{D}}}[1d])', "unclean shutdowns per day", "B"),
+        target(f'rpi_last_shutdown_clean{{{D}}}', "last shutdown clean", "C")], "none", 0, 60),
+    ts("Power events", [target(f'increase(rpi_under_voltage_events_total{{{D}}}[1h])', "under-voltage events per hour"),
+                        target(f'increase(rpi_usb_over_current_total{{{D}}}[1h])', "USB over-current {{port}} per hour", "B")],
+       "none", 12, 60),
+    ts("Projected flash life (days left at the last 7 days' write rate)",
+       [target(f'instance:rpi_flash_endurance_days_left:rate7d{{{D}}}', "{{device}}"),
+        target(f'instance:rpi_flash_written_bytes:sum{{{D}}} / on(instance, device) rpi_flash_rated_endurance_bytes{{{D}}} * 100',
+               "{{device}} % of rated endurance written", "B")], "d", 0, 68, w=24,
+       fieldConfig={"defaults": {"unit": "d"}, "overrides": [
+           {"matcher": {"id": "byRegexp", "options": ".*% of rated.*"},
+            "properties": [{"id": "unit", "value": "percent"}, {"id": "custom.axisPlacement", "value": "right"}]}]}),
 ], multi_instance=False, links=[{"title": "Fleet overview", "type": "link", "url": "/d/pifleet-fleet"}])
 
 here = os.path.dirname(os.path.abspath(__file__))

@@ -20,6 +20,8 @@ struct Expected {
     package: &'static str,
     files: &'static [(&'static str, Option<&'static str>)],
     conffiles: &'static [&'static str],
+    /// The unit's `StateDirectory=`, where the binary's default state lives (`/var/lib/<it>`).
+    state_directory: &'static str,
 }
 
 const PACKAGES: &[Expected] = &[
@@ -47,6 +49,8 @@ const PACKAGES: &[Expected] = &[
             ("etc/default/pi-exporter", None),
         ],
         conffiles: &["/etc/default/pi-exporter"],
+        // --collector.history.state-file defaults to /var/lib/pi-exporter/history.
+        state_directory: "pi-exporter",
     },
     Expected {
         package: "alert-relay",
@@ -66,6 +70,7 @@ const PACKAGES: &[Expected] = &[
             ),
         ],
         conffiles: &[],
+        state_directory: "alert-relay",
     },
 ];
 
@@ -221,6 +226,13 @@ fn check_tree(pkg: &Expected, dir: &Path) -> Result<()> {
     ensure!(
         sysusers == 1,
         "postinst runs systemd-sysusers {sysusers} times:\n{postinst}"
+    );
+    let unit_file = format!("usr/lib/systemd/system/{}.service", pkg.package);
+    let unit_text = std::fs::read_to_string(dir.join(&unit_file)).unwrap_or_default();
+    let state = format!("StateDirectory={}", pkg.state_directory);
+    ensure!(
+        unit_text.lines().any(|l| l.trim() == state),
+        "{unit_file} lacks {state}, where the binary keeps its state"
     );
     let unit = format!("deb-systemd-helper update-state {}.service", pkg.package);
     ensure!(

@@ -344,6 +344,8 @@ const EVENT_ONLY: &[&str] = &[
     "rpi_ups_runtime_seconds",
     "rpi_rtc_offset_seconds",
     "rpi_rtc_oscillator_stopped",
+    // Only from an exporter's second boot on (its state file needs a previous record).
+    "rpi_last_shutdown_clean",
 ];
 
 struct Proc {
@@ -774,7 +776,13 @@ fn run_chain(
     for (name, board, tree, extra) in [
         ("pi5", "pi5.yaml", "pi5-nvme", vec![]),
         // Under-volted with a read-only SD root: the fleet counts of failures have data.
-        ("throttled", "pi4-throttled.yaml", "pi4-sd", vec![]),
+        // Its SD card's rated endurance declared: the flash-life projection has data.
+        (
+            "throttled",
+            "pi4-throttled.yaml",
+            "pi4-sd",
+            vec!["--collector.storage.rated-endurance=mmcblk0=117TB"],
+        ),
         (
             "rtc",
             "rtc-ds3231-stopped.yaml",
@@ -800,6 +808,10 @@ fn run_chain(
             .arg(t.join("sys"))
             .arg("--path.rootfs")
             .arg(t.join("rootfs"))
+            .arg(format!(
+                "--collector.history.state-file={}",
+                tmp.join(format!("history-{name}")).display()
+            ))
             .args(&extra);
         if !extra.iter().any(|a| a.starts_with("--collector.rtc")) {
             cmd.arg("--collector.rtc.i2c-bus=none");

@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use regex_lite::Regex;
 
-use crate::collector::{self, CollectorOptions, doctor, filesystem, rtc, storage, ups};
+use crate::collector::{self, CollectorOptions, doctor, filesystem, history, rtc, storage, ups};
 use crate::doctor::render::Format;
 use crate::paths::Paths;
 
@@ -251,6 +251,22 @@ fn command() -> Command {
             .default_value(storage::DEFAULT_DEVICE_EXCLUDE)
             .value_parser(regex)
             .help("Block devices to leave out of the I/O metrics (empty: keep all)"),
+    )
+    .arg(
+        Arg::new("collector.storage.rated-endurance")
+            .long("collector.storage.rated-endurance")
+            .value_name("DEVICE=SIZE")
+            .action(ArgAction::Append)
+            .value_parser(storage::parse_rated_endurance)
+            .help("Repeatable: the bytes a flash device is rated to accept, e.g. mmcblk0=117TB (decimal units as vendors quote them, or KiB..PiB), exported as rpi_flash_rated_endurance_bytes"),
+    )
+    .arg(
+        Arg::new("collector.history.state-file")
+            .long("collector.history.state-file")
+            .value_name("FILE")
+            .default_value(history::DEFAULT_STATE_FILE)
+            .value_parser(clap::value_parser!(PathBuf))
+            .help("The history collector's state file (boot id, clean stop, boot and unclean-shutdown counts), written at start and at a clean stop; its directory must exist and be writable"),
     )
     .arg(
         Arg::new("collector.rtc.i2c-bus")
@@ -527,6 +543,13 @@ fn from_matches(m: &ArgMatches) -> Config {
             },
             storage: storage::Options {
                 device_exclude: empty_is_none("collector.storage.device-exclude"),
+                rated_endurance: m
+                    .get_many::<(String, f64)>("collector.storage.rated-endurance")
+                    .map(|values| values.cloned().collect())
+                    .unwrap_or_default(),
+            },
+            history: history::Options {
+                state_file: path("collector.history.state-file"),
             },
             rtc: rtc::Options {
                 i2c_bus: m
@@ -636,6 +659,7 @@ mod tests {
                 "storage",
                 "firmware",
                 "system",
+                "history",
                 "rtc",
                 "time",
                 "doctor"
@@ -651,7 +675,15 @@ mod tests {
         let c = parse(&["--no-collector.storage"]).expect("parse");
         assert_eq!(
             c.collectors,
-            ["filesystem", "firmware", "system", "rtc", "time", "doctor"]
+            [
+                "filesystem",
+                "firmware",
+                "system",
+                "history",
+                "rtc",
+                "time",
+                "doctor"
+            ]
         );
         let c = parse(&["--collector.disable-defaults", "--collector.system"]).expect("parse");
         assert_eq!(c.collectors, ["system"]);
@@ -688,6 +720,17 @@ mod tests {
         assert!(parse(&["--collector.filesystem.mount-points-exclude", "("]).is_err());
         let c = parse(&["--collector.storage.device-exclude", ""]).expect("parse");
         assert!(c.collector_options.storage.device_exclude.is_none());
+        let c = parse(&[
+            "--collector.storage.rated-endurance=mmcblk0=117TB",
+            "--collector.storage.rated-endurance",
+            "mmcblk1=702TB",
+        ])
+        .expect("parse");
+        assert_eq!(
+            c.collector_options.storage.rated_endurance,
+            [("mmcblk0".into(), 117e12), ("mmcblk1".into(), 702e12)]
+        );
+        assert!(parse(&["--collector.storage.rated-endurance=mmcblk0"]).is_err());
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     tracing::info!(collectors = ?config.collectors, paths = ?config.paths, "starting pi-exporter {}", env!("CARGO_PKG_VERSION"));
     let collectors = collector::build_enabled(&context, &config.collectors);
+    // Kept to tell each collector of a clean stop once serving has ended.
+    let stoppable: Vec<_> = collectors.iter().map(|(_, c)| Arc::clone(c)).collect();
     let scraper = Scraper::new(collectors, config.collector_timeout);
     scraper.log_inventory().await;
     let app = Arc::new(App::new(
@@ -85,6 +87,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     match Arc::try_unwrap(serving) {
         Ok(serving) => serving.drain().await,
         Err(_) => tracing::warn!("server still shared at shutdown; not waiting for connections"),
+    }
+    for collector in &stoppable {
+        collector.stop();
     }
     Ok(())
 }
@@ -135,6 +140,11 @@ pub fn doctor_findings(
                 }
                 if !command.ups_given {
                     options.ups = unit.collector_options.ups.clone();
+                }
+                // The endurance the service declares, unless given here.
+                if options.storage.rated_endurance.is_empty() {
+                    options.storage.rated_endurance =
+                        unit.collector_options.storage.rated_endurance.clone();
                 }
             }
             Ok(None) if !command.listen_given => {

@@ -28,6 +28,9 @@ pub struct BoardFile {
     /// The kernel clock's NTP state (what `adjtimex` returns) for the time collector.
     #[serde(default)]
     pub time: Option<crate::collector::time::Timex>,
+    /// The `rpi_volt` under-voltage alarm, pulsing, for the history collector's event count.
+    #[serde(default)]
+    pub power: Option<crate::collector::history::power::PowerBoard>,
     /// `statvfs` answers by mount point for the filesystem collector; other mounts are real.
     #[serde(default)]
     pub filesystems:

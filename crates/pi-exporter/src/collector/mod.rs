@@ -7,6 +7,7 @@
 pub mod doctor;
 pub mod filesystem;
 pub mod firmware;
+pub mod history;
 pub mod rtc;
 pub mod storage;
 pub mod system;
@@ -42,6 +43,10 @@ pub trait Collector: Send + Sync + 'static {
     fn may_block(&self) -> bool {
         true
     }
+
+    /// Called once when the exporter stops cleanly (SIGTERM), after the last scrape: the
+    /// history collector records the clean stop there.
+    fn stop(&self) {}
 }
 
 /// Why a collector could not read (all of) its source.
@@ -76,6 +81,7 @@ impl CollectError {
 pub struct CollectorOptions {
     pub filesystem: filesystem::Options,
     pub storage: storage::Options,
+    pub history: history::Options,
     pub rtc: rtc::Options,
     pub ups: ups::Options,
     pub doctor: doctor::Options,
@@ -132,6 +138,12 @@ pub const ALL: &[CollectorSpec] = &[
         help: "Boot time, uptime, memory, swap and load",
         enabled_by_default: true,
         build: |ctx| Arc::new(system::SystemCollector::new(ctx)),
+    },
+    CollectorSpec {
+        name: "history",
+        help: "Why the Pi last restarted (device tree), clean and unclean shutdowns and boots (--collector.history.state-file), under-voltage events, USB over-current",
+        enabled_by_default: true,
+        build: |ctx| Arc::new(history::HistoryCollector::new(ctx)),
     },
     CollectorSpec {
         name: "rtc",

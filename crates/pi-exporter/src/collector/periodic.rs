@@ -1,5 +1,5 @@
 //! A std thread that runs a round every interval until its handle is dropped: the RTC offset,
-//! the UPS reader and the doctor.
+//! the UPS reader, the doctor and the under-voltage event counter.
 //!
 //! A plain thread rather than a tokio task: the rounds are blocking I/O, the exporter's runtime
 //! has a single thread that must keep serving HTTP, and a task would need `spawn_blocking`

@@ -8,6 +8,10 @@
 //!   the wear estimates from EXT_CSD. SD cards have no wear attributes at all; an absent file
 //!   only omits its metric.
 //! - `<procfs>/diskstats`: per-device I/O counters, minus the devices `device_exclude` matches.
+//!
+//! SD cards report no wear at all, so the bytes ext4 has written over the filesystem's life and
+//! the rated endurance the operator declares (`--collector.storage.rated-endurance`) are what a
+//! projection of the card's remaining life (a recording rule) is built from.
 
 use std::path::Path;
 
@@ -34,14 +38,65 @@ pub struct Options {
     /// Block devices to leave out of the I/O metrics (`--collector.storage.device-exclude`);
     /// `None` keeps every device.
     pub device_exclude: Option<Regex>,
+    /// `--collector.storage.rated-endurance DEVICE=SIZE`: bytes the device is rated to accept.
+    pub rated_endurance: Vec<(String, f64)>,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
             device_exclude: Some(Regex::new(DEFAULT_DEVICE_EXCLUDE).expect("valid default regex")),
+            rated_endurance: Vec::new(),
         }
     }
+}
+
+/// Size suffixes of `--collector.storage.rated-endurance`: vendors quote decimal units (a
+/// "117TB" card is 117e12 bytes); the binary ones are accepted for whoever thinks in them.
+const SIZE_UNITS: &[(&str, f64)] = &[
+    ("B", 1.0),
+    ("kB", 1e3),
+    ("KB", 1e3),
+    ("MB", 1e6),
+    ("GB", 1e9),
+    ("TB", 1e12),
+    ("PB", 1e15),
+    ("KiB", 1024.0),
+    ("MiB", 1024.0 * 1024.0),
+    ("GiB", 1024.0 * 1024.0 * 1024.0),
+    ("TiB", 1024.0 * 1024.0 * 1024.0 * 1024.0),
+    ("PiB", 1024.0 * 1024.0 * 1024.0 * 1024.0 * 1024.0),
+];
+
+/// Parses `DEVICE=SIZE`, e.g. `mmcblk0=117TB` or `mmcblk0=1.64PB`, into the device and bytes.
+pub fn parse_rated_endurance(text: &str) -> Result<(String, f64), String> {
+    let (device, size) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not DEVICE=SIZE (e.g. mmcblk0=117TB)"))?;
+    if device.is_empty()
+        || !device
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return Err(format!(
+            "{device:?} is not a block device name (e.g. mmcblk0)"
+        ));
+    }
+    let split = size
+        .find(|c: char| c.is_ascii_alphabetic())
+        .ok_or_else(|| format!("{size:?} has no unit (B, kB, MB, GB, TB, PB, KiB ... PiB)"))?;
+    let (number, unit) = size.split_at(split);
+    let factor = SIZE_UNITS
+        .iter()
+        .find(|(name, _)| *name == unit)
+        .map(|(_, factor)| *factor)
+        .ok_or_else(|| format!("unknown unit {unit:?} (B, kB, MB, GB, TB, PB, KiB ... PiB)"))?;
+    let value: f64 = number
+        .parse()
+        .ok()
+        .filter(|v: &f64| v.is_finite() && *v > 0.0)
+        .ok_or_else(|| format!("{number:?} is not a positive number"))?;
+    Ok((device.to_owned(), value * factor))
 }
 
 impl Options {
@@ -243,6 +298,15 @@ impl StorageCollector {
                 continue;
             }
             let attribute = |name: &str| dir.join(&device).join(name);
+            // Since the filesystem was created; absent on kernels before 2.6.36.
+            let written = if_present(failures, read_u64(&attribute("lifetime_write_kbytes")));
+            if let Some(kbytes) = written {
+                out.counter(
+                    "rpi_ext4_lifetime_written_bytes_total",
+                    "Bytes written to the ext4 filesystem since it was created (lifetime_write_kbytes), across reboots",
+                )
+                .sample([("device", &device)], kbytes as f64 * 1024.0);
+            }
             let Some(errors) = if_present(failures, read_u64(&attribute("errors_count"))) else {
                 continue;
             };
@@ -410,6 +474,13 @@ impl Collector for StorageCollector {
         self.collect_ext4(out, &mut failures);
         self.collect_mmc(out, &mut failures);
         self.collect_diskstats(out, &mut failures);
+        for (device, bytes) in &self.options.rated_endurance {
+            out.gauge(
+                "rpi_flash_rated_endurance_bytes",
+                "Bytes the device is rated to accept before it wears out, as declared with --collector.storage.rated-endurance (a vendor claim)",
+            )
+            .sample([("device", device)], *bytes);
+        }
         failures.finish()
     }
 
@@ -545,8 +616,38 @@ mod tests {
         }
         let keep_all = Options {
             device_exclude: None,
+            ..Options::default()
         };
         assert!(!keep_all.excludes("loop0"));
+    }
+
+    #[test]
+    fn rated_endurance_takes_vendor_units() {
+        assert_eq!(
+            parse_rated_endurance("mmcblk0=117TB"),
+            Ok(("mmcblk0".into(), 117e12))
+        );
+        assert_eq!(
+            parse_rated_endurance("mmcblk1=1.64PB"),
+            Ok(("mmcblk1".into(), 1.64e15))
+        );
+        assert_eq!(
+            parse_rated_endurance("sda=1TiB"),
+            Ok(("sda".into(), 1_099_511_627_776.0))
+        );
+        for bad in [
+            "mmcblk0",
+            "=1TB",
+            "mmcblk0=117",
+            "mmcblk0=TB",
+            "mmcblk0=117tb",
+            "mmcblk0=-1TB",
+            "mmcblk0=NaNTB",
+            "mmc blk0=1TB",
+            "mmcblk0{x}=1TB",
+        ] {
+            assert!(parse_rated_endurance(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
@@ -797,6 +898,9 @@ mod tests {
             .expect("fixture is well formed");
         let root = [("device", "mmcblk0p2")];
         assert_eq!(value(&set, "rpi_ext4_errors_total", &root), Some(3.0));
+        assert!(
+            value(&set, "rpi_ext4_lifetime_written_bytes_total", &root).is_some_and(|b| b > 0.0)
+        );
         assert!(value(&set, "rpi_ext4_first_error_time_seconds", &root).is_some());
         assert!(value(&set, "rpi_ext4_last_error_time_seconds", &root).is_some());
         assert_eq!(

@@ -68,6 +68,12 @@ pub(crate) const CHECKS: &[Check] = &[
         run: flash_wear,
     },
     Check {
+        name: "rated_endurance",
+        category: Category::Storage,
+        fix: "declare the card's rated endurance: PI_EXPORTER_ARGS=\"... --collector.storage.rated-endurance=mmcblk0=117TB\" (the vendor's figure; docs/metrics.md lists some)",
+        run: rated_endurance,
+    },
+    Check {
         name: "root_readonly",
         category: Category::Storage,
         fix: "raspi-config nonint enable_overlayfs (or mount / ro in /etc/fstab) and keep state on a journaled data partition",
@@ -120,6 +126,12 @@ pub(crate) const CHECKS: &[Check] = &[
         category: Category::Power,
         fix: "add a heatsink and fan (Pi 5: the Active Cooler), ventilate the enclosure, keep it out of the sun",
         run: temperature,
+    },
+    Check {
+        name: "last_shutdown",
+        category: Category::Power,
+        fix: "find why power was lost (rpi_boot_reset_info, rpi_under_voltage_events_total): check the supply and cable, fit a UPS HAT, shut down with poweroff before unplugging",
+        run: last_shutdown,
     },
     Check {
         name: "ups",
@@ -361,6 +373,57 @@ fn flash_wear(facts: &Facts) -> Outcome {
     match worst {
         Verdict::Pass => pass(found),
         v => not(v, "the eMMC is near the end of its rated life", found),
+    }
+}
+
+/// SD cards report no wear, so their life is projected from bytes written against a rating
+/// only the operator can declare.
+fn rated_endurance(facts: &Facts) -> Outcome {
+    let sd: Vec<&str> = (facts.cards.iter())
+        .filter(|c| c.kind.starts_with("SD"))
+        .map(|c| c.device.as_str())
+        .collect();
+    if sd.is_empty() {
+        return pass("no SD card (eMMC and SSDs report their own wear)");
+    }
+    let missing: Vec<&str> = (sd.iter().copied())
+        .filter(|d| !facts.rated_endurance.iter().any(|r| r == d))
+        .collect();
+    if missing.is_empty() {
+        return pass(format!("rated endurance declared for {}", sd.join(", ")));
+    }
+    not(
+        Verdict::Warn,
+        "no rated endurance for an SD card: its remaining life cannot be projected",
+        format!(
+            "SD card {} without --collector.storage.rated-endurance",
+            missing.join(", ")
+        ),
+    )
+}
+
+fn last_shutdown(facts: &Facts) -> Outcome {
+    let record = match &facts.shutdown {
+        Err(reason) => return skip(reason.clone()),
+        Ok(None) => return skip("no state file: the exporter has not recorded a boot yet"),
+        Ok(Some(record)) => record,
+    };
+    let cause = match facts.reset_cause {
+        Some((cause, source)) => format!("reset cause {} ({source})", cause.label()),
+        None => "reset cause unknown (no device tree)".to_owned(),
+    };
+    let found = format!(
+        "{cause}; {} unclean of {} boots",
+        record.unclean_shutdowns, record.boots
+    );
+    match record.last_shutdown_clean {
+        None => skip("no record of the previous boot"),
+        Some(true) => pass(found),
+        Some(false) => not(
+            Verdict::Warn,
+            "the last shutdown was unclean: the previous boot ended without a clean stop (power loss, crash, hard reset)",
+            found,
+        ),
     }
 }
 

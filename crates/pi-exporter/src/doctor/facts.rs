@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::config::{self, Reason, Settings, Sshd, Unit};
 use super::{Exposure, Inputs};
 use crate::collector::filesystem::{self, Mount};
+use crate::collector::history::{self, reset::Cause, state::Record};
 use crate::collector::system::{self, SwapArea};
 use crate::collector::{BuildContext, Collector, firmware, rtc, storage, time, ups};
 use crate::metrics::{MetricSet, Sample};
@@ -195,6 +196,25 @@ pub(crate) struct Facts {
     pub(crate) sshd: Fact<Option<Sshd>>,
     pub(crate) firewall: Fact<Firewall>,
     pub(crate) served: Fact<Served>,
+    /// Devices given a rated endurance (`--collector.storage.rated-endurance`).
+    pub(crate) rated_endurance: Vec<String>,
+    /// The history collector's state file, read only (`None`: there is none).
+    pub(crate) shutdown: Fact<Option<Record>>,
+    /// This boot's reset cause and the property it came from, if the device tree has one.
+    pub(crate) reset_cause: Option<(Cause, &'static str)>,
+}
+
+/// The state file as the history collector left it, read through the rootfs prefix like the
+/// other files the doctor checks; never written here.
+fn shutdown_record(inputs: &Inputs) -> Fact<Option<Record>> {
+    let file = &inputs.context.options.history.state_file;
+    let path = inputs.context.paths.rooted(&file.to_string_lossy());
+    let Some(text) = config::read_optional(&path)? else {
+        return Ok(None);
+    };
+    history::state::parse(&text)
+        .map(Some)
+        .map_err(|why| format!("{} is corrupt: {why}", path.display()))
 }
 
 /// The units the recovery checks read.
@@ -369,6 +389,11 @@ pub(crate) fn gather(inputs: &Inputs, sources: &Sources) -> Facts {
             .collect(),
         interfaces,
         sshd: config::load_sshd(paths),
+        rated_endurance: (inputs.context.options.storage.rated_endurance.iter())
+            .map(|(device, _)| device.clone())
+            .collect(),
+        shutdown: shutdown_record(inputs),
+        reset_cause: history::boot_reset(paths).map(|(boot, _)| (boot.cause, boot.source)),
         firewall: firewall(paths),
         served: inputs.exposure.clone().and_then(|exposure| {
             let protection = match &exposure.web_config {

@@ -192,6 +192,8 @@ mod tests {
                 ("boot_media", Warn),
                 // An SD card reports no wear; a worn eMMC has its own test.
                 ("flash_wear", Skip),
+                // ... so its life is projected, but no rated endurance is declared.
+                ("rated_endurance", Warn),
                 ("root_readonly", Warn),
                 ("write_safety", Fail),
                 ("noatime", Warn),
@@ -201,6 +203,8 @@ mod tests {
                 ("logrotate", Warn),
                 ("throttling", Fail),
                 ("temperature", Fail),
+                // The state file says the previous boot ended without a clean stop.
+                ("last_shutdown", Warn),
                 ("ups", Warn),
                 ("rtc", Fail),
                 ("hctosys", Warn),
@@ -275,6 +279,34 @@ mod tests {
     }
 
     /// Configurations that once passed though the Pi is not protected (review findings A).
+    #[test]
+    fn shutdown_history_and_declared_endurance() {
+        let tree = copy_of("doctor-neglected");
+        let root = tree.path();
+        let last = verdict_of(&doctor(root, &[]), "last_shutdown");
+        assert_eq!(last.verdict, Verdict::Warn, "{last:?}");
+        assert_eq!(
+            last.found,
+            "reset cause power_on (bootloader/rsts); 4 unclean of 9 boots"
+        );
+        let declared = ["--collector.storage.rated-endurance=mmcblk0=117TB"];
+        let endurance = verdict_of(&doctor(root, &declared), "rated_endurance");
+        assert_eq!(endurance.verdict, Verdict::Pass, "{endurance:?}");
+
+        let state = root.join("rootfs/var/lib/pi-exporter/history");
+        put(
+            root,
+            "rootfs/var/lib/pi-exporter/history",
+            "{\"boots\": 3}\n",
+        );
+        let corrupt = verdict_of(&doctor(root, &[]), "last_shutdown");
+        assert_eq!(corrupt.verdict, Verdict::Skip, "{corrupt:?}");
+        assert!(corrupt.reason.contains("corrupt"), "{corrupt:?}");
+        std::fs::remove_file(&state).expect("rm");
+        let absent = verdict_of(&doctor(root, &[]), "last_shutdown");
+        assert_eq!(absent.verdict, Verdict::Skip, "{absent:?}");
+    }
+
     #[test]
     fn no_false_pass_on_a_prepared_pi_that_drifted() {
         let tree = copy_of("doctor-prepared");

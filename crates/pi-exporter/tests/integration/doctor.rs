@@ -34,7 +34,7 @@ fn the_prepared_pi_passes_and_exits_0() {
     assert!(table.starts_with("CHECK "), "{table}");
     assert!(table.contains("\n[recovery]\n"), "{table}");
     assert!(
-        table.ends_with("\n23 pass, 0 warn, 0 fail, 0 skip\n"),
+        table.ends_with("\n25 pass, 0 warn, 0 fail, 0 skip\n"),
         "{table}"
     );
     for line in table
@@ -56,7 +56,7 @@ fn the_neglected_pi_fails_in_json_and_exits_1() {
     assert_eq!(out.status.code(), Some(1));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
     let checks = report["checks"].as_array().expect("checks");
-    assert_eq!(checks.len(), 23);
+    assert_eq!(checks.len(), 25);
     let verdict = |name: &str| {
         checks
             .iter()
@@ -109,12 +109,12 @@ fn the_collector_exports_the_verdicts() {
         .lines()
         .filter(|l| l.starts_with("rpi_doctor_check{"))
         .collect();
-    assert_eq!(checks.len(), 23, "{body}");
+    assert_eq!(checks.len(), 25, "{body}");
     assert!(checks.iter().all(|l| l.ends_with(" 1")), "{checks:#?}");
     assert!(body.contains("rpi_doctor_check{check=\"unit_pi_exporter\",category=\"recovery\"} 1"));
     assert_eq!(
         sample_value(&body, "rpi_doctor_checks{verdict=\"pass\"}"),
-        Some(23.0)
+        Some(25.0)
     );
     let ran = sample_value(&body, "rpi_doctor_last_run_timestamp_seconds").expect("timestamp");
     assert!(ran > 1.7e9, "{ran}");

@@ -4,6 +4,7 @@ mod bad_input;
 mod doctor;
 mod firmware;
 mod golden;
+mod history;
 mod hostile;
 mod logging;
 mod rtc;

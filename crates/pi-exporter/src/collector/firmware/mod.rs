@@ -21,7 +21,7 @@ pub mod mailbox;
 pub mod pmic;
 pub mod revision;
 pub mod simulate;
-mod sysfs;
+pub(crate) mod sysfs;
 
 use std::collections::HashSet;
 use std::fmt;
