@@ -24,6 +24,7 @@ use crate::ack::Pollers;
 use crate::channels::telegram::DEFAULT_API;
 use crate::channels::{Request, RequestAuth, RequestBody, Response, execute};
 use crate::config::{ChannelKind, Config};
+use crate::render::escape;
 use crate::store::{Action, Transitioned, Write};
 
 /// `getUpdates` long-poll timeout (Telegram holds the request this long when idle).
@@ -151,6 +152,20 @@ fn chat_of(message: &Value) -> Option<ChatRef> {
         id: message["chat"]["id"].as_i64()?,
         username: message["chat"]["username"].as_str().map(str::to_owned),
     })
+}
+
+/// The acknowledger's name for a chat reply (sent without `parse_mode`): an `@username` as is
+/// (it is theirs); a display name, which anyone can set to `@boss`, with its mentions and
+/// commands neutralised.
+fn reply_name(who: &str) -> String {
+    let username = who.strip_prefix('@').is_some_and(|u| {
+        !u.is_empty() && u.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    });
+    if username {
+        who.to_owned()
+    } else {
+        escape::no_mentions(&escape::clean(who), &['@', '/'])
+    }
 }
 
 fn who(from: &Value) -> Option<String> {
@@ -500,7 +515,7 @@ async fn handle(p: &Pollers, bot: &Bot, parsed: Parsed) {
             match p.escalator.transition(id, Action::Ack, by).await {
                 Ok(Transitioned::Done { .. }) => {
                     p.metrics.ack_poll(SOURCE, "acked", false);
-                    format!("Incident #{id} acknowledged by {}.", req.who)
+                    format!("Incident #{id} acknowledged by {}.", reply_name(&req.who))
                 }
                 Ok(Transitioned::Unchanged(s)) => {
                     p.metrics.ack_poll(SOURCE, "unchanged", false);
@@ -559,6 +574,21 @@ async fn call(p: &Pollers, bot: &Bot, method: &str, body: Value) {
 mod tests {
     use super::*;
     use crate::channels::testing::response;
+
+    #[test]
+    fn a_display_name_cannot_mention_anyone_in_the_reply() {
+        assert_eq!(
+            reply_name("@alice"),
+            "@alice",
+            "a username is the person's own"
+        );
+        let wj = escape::WORD_JOINER;
+        let who = who(&json!({"id": 6, "first_name": "@boss /ack"})).expect("who");
+        assert_eq!(
+            reply_name(&who),
+            format!("@{wj}boss /{wj}ack (Telegram id 6)")
+        );
+    }
 
     #[test]
     fn commands() {

@@ -152,8 +152,8 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
+            // One line, in the chosen log format (and priority under the journal).
             tracing::error!("{e:#}");
-            eprintln!("alert-relay: {e:#}");
             ExitCode::FAILURE
         }
     }
