@@ -35,12 +35,11 @@ impl Stall {
     }
 }
 
-/// Connections held open until dropped.
+/// Connections held open until dropped (those the kernel or the server refused while opening
+/// are left out).
 #[derive(Debug)]
 pub struct Held {
     streams: Vec<TcpStream>,
-    /// Connections the kernel or the server refused while opening.
-    pub refused: usize,
 }
 
 impl Held {
@@ -70,17 +69,14 @@ pub fn loopback_peers(n: u8) -> Vec<Ipv4Addr> {
 pub fn hold(target: SocketAddr, peers: &[Ipv4Addr], count: usize, stall: Stall) -> Held {
     let mut held = Held {
         streams: Vec::with_capacity(count),
-        refused: 0,
     };
     for i in 0..count {
         let peer = peers[i % peers.len().max(1)];
-        match connect_from(peer, target).and_then(|mut s| {
+        let stalled = connect_from(peer, target).and_then(|mut s| {
             s.write_all(stall.bytes())?;
             Ok(s)
-        }) {
-            Ok(s) => held.streams.push(s),
-            Err(_) => held.refused += 1,
-        }
+        });
+        held.streams.extend(stalled.ok());
     }
     held
 }

@@ -250,10 +250,13 @@ async fn connection<H: Handler, T: TlsSource>(
     shared: Arc<Shared<H, T>>,
 ) {
     let Some(acceptor) = shared.tls.acceptor() else {
-        return serve_http(stream, peer, ticket, &shared).await;
+        let deadline = tokio::time::Instant::now() + ticket.head_timeout;
+        return serve_http(stream, peer, ticket, deadline, &shared).await;
     };
     let mut draining = shared.draining.clone();
-    let handshake = tokio::time::timeout(ticket.head_timeout, acceptor.accept(stream));
+    // One deadline for the handshake and the first request head together.
+    let deadline = tokio::time::Instant::now() + ticket.head_timeout;
+    let handshake = tokio::time::timeout_at(deadline, acceptor.accept(stream));
     let tls = tokio::select! {
         done = handshake => match done {
             Ok(Ok(tls)) => tls,
@@ -266,13 +269,18 @@ async fn connection<H: Handler, T: TlsSource>(
     if let Err(reason) = shared.tls.verify(tls.get_ref().1) {
         return tracing::info!(%peer, "client certificate rejected: {reason}");
     }
-    serve_http(tls, peer, ticket, &shared).await;
+    serve_http(tls, peer, ticket, deadline, &shared).await;
 }
 
 /// Serves HTTP/1.1 on one connection until the client closes it, it is shed, its first head
 /// misses the deadline, or a drain ends it.
-async fn serve_http<I, H, T>(io: I, peer: SocketAddr, ticket: Ticket, shared: &Arc<Shared<H, T>>)
-where
+async fn serve_http<I, H, T>(
+    io: I,
+    peer: SocketAddr,
+    ticket: Ticket,
+    first_head_by: tokio::time::Instant,
+    shared: &Arc<Shared<H, T>>,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Handler,
     T: TlsSource,
@@ -311,7 +319,7 @@ where
         .max_buf_size(limits.max_head_bytes.max(8192))
         .serve_connection(TokioIo::new(io), service);
     let mut conn = std::pin::pin!(conn);
-    let first_head = tokio::time::sleep(ticket.head_timeout);
+    let first_head = tokio::time::sleep_until(first_head_by);
     let mut first_head = std::pin::pin!(first_head);
     let mut draining = shared.draining.clone();
     let (mut closing, mut head_deadline) = (false, true);
