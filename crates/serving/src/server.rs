@@ -192,6 +192,9 @@ async fn accept_loop<H: Handler, T: TlsSource>(listener: TcpListener, shared: Ar
                 backoff.reset();
                 admit(stream, peer, &shared);
             }
+            // A connection that was reset before it was accepted: nothing to wait for (and a
+            // wait here would let a reset flood stall the accept loop).
+            Err(e) if is_connection_error(&e) => {}
             Err(e) => {
                 // Out of descriptors (EMFILE/ENFILE) or memory: free one by shedding the oldest
                 // pending connection, and wait before the next try instead of spinning.
@@ -219,6 +222,15 @@ fn admit<H: Handler, T: TlsSource>(
     }
 }
 
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+    )
+}
+
 /// Doubling waits after failed accepts (10 ms to 1 s), with one log line per failing streak.
 #[derive(Debug, Default)]
 struct AcceptBackoff {
@@ -237,8 +249,8 @@ impl AcceptBackoff {
         if self.failures == 0 {
             tracing::warn!("accept failed, backing off: {e}");
         }
-        self.failures = self.failures.saturating_add(1);
         let ms = 10u64 << self.failures.min(7);
+        self.failures = self.failures.saturating_add(1);
         tokio::time::sleep(Duration::from_millis(ms.min(1000))).await;
     }
 }
