@@ -420,15 +420,17 @@ fn cfg_test(toks: &[(Tok, usize)], i: usize, inner: bool) -> Option<usize> {
         .then_some(i + want.len())
 }
 
-/// The end (exclusive) of the item starting at `i`: its further attributes, then up to a `;`
-/// outside brackets or through the matching `}` of its first block.
+/// The end (exclusive) of the item, field, variant or statement starting at `i`: its further
+/// attributes, then through a `;` or `,` outside brackets or the matching `}` of its first
+/// block, or up to the bracket that closes the enclosing one.
 fn item_end(toks: &[(Tok, usize)], mut i: usize) -> usize {
     let mut nest = 0usize;
     while let Some((t, _)) = toks.get(i) {
         match t {
             Tok::Punct('(' | '[') => nest += 1,
-            Tok::Punct(')' | ']') => nest = nest.saturating_sub(1),
-            Tok::Punct(';') if nest == 0 => return i + 1,
+            Tok::Punct(')' | ']' | '}') if nest == 0 => return i,
+            Tok::Punct(')' | ']') => nest -= 1,
+            Tok::Punct(';' | ',') if nest == 0 => return i + 1,
             Tok::Punct('{') if nest == 0 => {
                 let mut depth = 0usize;
                 while let Some((t, _)) = toks.get(i) {
@@ -851,7 +853,11 @@ mod tests {
 use crate::b::B;
 #[cfg(test)]
 mod planted;
-pub struct A;
+pub struct A {
+    #[cfg(test)]
+    jump: crate::b::Jump,
+}
+pub fn a(#[cfg(test)] b: crate::b::B) { match 1 { #[cfg(test)] 2 => crate::b::f(), _ => {} } }
 "##;
         let list = [
             ("lib.rs", LIB),
@@ -866,6 +872,11 @@ pub struct A;
         ];
         assert_eq!(edges(&list), ["b -> a"]);
         assert!(report(&list).is_empty());
+        // A test-only field ends at its comma: the code after it is scanned.
+        let mut field = list;
+        field[1].1 =
+            "struct A {\n    #[cfg(test)]\n    j: X,\n}\nimpl A { fn f() { crate::b::g() } }\n";
+        assert_eq!(edges(&field), ["a -> b", "b -> a"]);
         // The same use outside the comment is a cycle, on the line it is on.
         let mut cyclic = list;
         cyclic[1].1 = "\n\nuse crate::b::B; // crate::c\n";
