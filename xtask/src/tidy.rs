@@ -540,7 +540,8 @@ fn blank(text: &str) -> String {
             // A character literal, not a lifetime or label.
             b'\'' => {
                 if b.get(i + 1) == Some(&b'\\') {
-                    let mut j = i + 2;
+                    // Past the escaped character: `'\''` ends at the third quote.
+                    let mut j = i + 3;
                     while j < b.len() && b[j] != b'\'' {
                         j += 1;
                     }
@@ -844,6 +845,7 @@ mod tests {
 const S: &str = "crate::b::B";
 const R: &str = r#"use crate::b::"B";"#;
 const C: char = '"'; const D: u8 = b'\''; fn f<'a>(x: &'a str) -> &'a str { x }
+const Q: [char; 3] = ['\'','"','\\']; const E: &str = "crate::b";
 #[cfg(test)]
 mod tests {
     use crate::b::B;
