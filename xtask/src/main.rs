@@ -1,5 +1,6 @@
-//! Repeatable chores: `cargo xtask ci` (what CI runs) and `cargo xtask bench` (the exporter
-//! against node_exporter on the same fixture tree).
+//! Repeatable chores: `cargo xtask ci` (what CI runs), `cargo xtask bench` (the exporter
+//! against node_exporter on the same fixture tree) and `cargo xtask tidy` (no import cycle
+//! between a crate's top-level modules).
 
 mod bench;
 mod dist;
@@ -7,6 +8,7 @@ mod e2e;
 mod hostile_bench;
 mod relay_bench;
 mod scrape;
+mod tidy;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,6 +34,9 @@ commands:
                           alert-relay, fake chat/SMS providers (needs prometheus, alertmanager)
   dist [--target TRIPLE]  release build and .deb packages of both binaries, checked (needs
                           cargo-deb; part of ci)
+  tidy                    fails when two top-level modules of a crate (lib.rs counts as one)
+                          import each other, directly or through others; prints each cycle.
+                          Joins ci once the current cycles are gone (issue 13)
 ";
 
 fn main() -> Result<()> {
@@ -43,6 +48,7 @@ fn main() -> Result<()> {
         Some("promtool") => e2e::check_assets(),
         Some("dist") => dist::dist(&args[1..]),
         Some("e2e") => e2e::e2e(&args[1..]),
+        Some("tidy") => tidy::run(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             print!("{USAGE}");
             Ok(())
