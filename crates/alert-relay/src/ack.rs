@@ -193,7 +193,7 @@ pub fn decorate(msg: &mut Message, job: &DeliveryJob, signer: Option<&Signer>, n
 /// What the acknowledgement pollers (`ack_telegram`, `pushover_receipts`) share.
 #[derive(Debug)]
 pub struct Pollers {
-    pub live: std::sync::Arc<crate::Live>,
+    pub live: std::sync::Arc<crate::live::Live>,
     pub store: crate::store::Store,
     pub escalator: std::sync::Arc<crate::escalation::Escalator>,
     /// A storm summary's receipt acknowledges the storm.

@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::Live;
 use crate::delivery::Engine;
+use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::payload::{AlertEvent, Labels, Status};
 use crate::store::{RoutedEvent, Store, StoreError, Write, Written};

@@ -23,9 +23,9 @@ use std::time::Duration;
 use tokio::sync::{Mutex, Notify};
 use tokio::time::Instant;
 
-use crate::Live;
 use crate::config::Until;
 use crate::delivery::Engine;
+use crate::live::Live;
 use crate::routing;
 use crate::store::{
     Action, Incident, IncidentState, Store, StoreError, Transitioned, Write, Written,

@@ -8,12 +8,14 @@ pub mod ack;
 pub mod ack_telegram;
 pub mod budget;
 pub mod channels;
+pub mod client;
 pub mod config;
 pub mod deadman;
 pub mod delivery;
 pub mod escalation;
 pub mod http;
 pub mod inbound;
+pub mod live;
 pub mod matcher;
 pub mod metrics;
 pub mod payload;
@@ -28,69 +30,24 @@ pub mod store;
 pub mod storm;
 pub mod time;
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use serving::systemd::{self, NotifyState};
 
+use crate::client::http_client;
 use crate::config::Config;
 use crate::delivery::Engine;
 use crate::http::App;
+use crate::live::Live;
 use crate::metrics::{CommitMetrics, Metrics};
 use crate::store::Store;
 use crate::store::sqlite::Sqlite;
 
 /// How often finished alerts older than `storage.retention` are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
-
-/// The configuration in force; replaced as a whole on SIGHUP.
-#[derive(Debug)]
-pub struct Live {
-    path: PathBuf,
-    config: RwLock<Arc<Config>>,
-    /// The wall clock for ack-link expiry and rotation look-ups.
-    pub clock: time::WallClock,
-}
-
-impl Live {
-    pub fn new(path: PathBuf, config: Config) -> Self {
-        Self {
-            path,
-            config: RwLock::new(Arc::new(config)),
-            clock: time::WallClock::default(),
-        }
-    }
-
-    pub fn config(&self) -> Arc<Config> {
-        Arc::clone(&self.config.read().unwrap_or_else(PoisonError::into_inner))
-    }
-
-    fn replace(&self, config: Config) {
-        *self.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(config);
-    }
-}
-
-/// The HTTP client for every provider: rustls with the process's crypto provider (ring,
-/// installed by `main`), the OS trust store, and no redirects (see [`client_builder`]).
-pub fn http_client() -> anyhow::Result<reqwest::Client> {
-    client_builder()
-        .pool_idle_timeout(Duration::from_secs(60))
-        .build()
-        .context("cannot build the HTTP client")
-}
-
-/// What every client of the relay shares. Redirects are never followed: a request carries a
-/// provider's credentials (headers, basic auth, a signature, a token in the body), and a 3xx
-/// from anything on the path would hand them to another host. A 3xx is a failed attempt
-/// (`channels::execute`).
-pub fn client_builder() -> reqwest::ClientBuilder {
-    reqwest::Client::builder()
-        .user_agent(concat!("alert-relay/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(10))
-        .redirect(reqwest::redirect::Policy::none())
-}
 
 /// What `--web.config.file` adds to the listener's protection (nothing without one).
 pub fn listener_security(web_config: Option<&Path>) -> anyhow::Result<config::ListenerSecurity> {
@@ -351,7 +308,7 @@ async fn wait_for_signals(
 /// `storage` need a restart. Nothing stored is touched.
 async fn reload(live: &Live, web_config: Option<&Path>, engine: &Engine, metrics: &Metrics) {
     systemd::notify(&[NotifyState::Reloading]);
-    let checked = config::load(&live.path)
+    let checked = config::load(live.path())
         .map_err(anyhow::Error::from)
         .and_then(|new| {
             // The listener stays where it is: the new auth is checked against it.

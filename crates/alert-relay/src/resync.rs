@@ -16,9 +16,9 @@ use std::sync::Arc;
 use serde::Deserialize;
 use tokio::sync::Notify;
 
-use crate::Live;
 use crate::config::{AlertmanagerApi, Auth};
 use crate::escalation::Escalator;
+use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::payload::{Labels, fingerprint_of};
 use crate::store::{Store, StoreError, Transitioned};
@@ -264,7 +264,7 @@ fn client_with_ca(path: &std::path::Path) -> Result<reqwest::Client, ResyncError
         message,
     };
     let pem = std::fs::read(path).map_err(|e| ca(e.to_string()))?;
-    let mut b = crate::client_builder();
+    let mut b = crate::client::client_builder();
     for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca(e.to_string()))? {
         b = b.add_root_certificate(cert);
     }

@@ -26,9 +26,9 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::Live;
 use crate::delivery::Engine;
 use crate::escalation::Escalator;
+use crate::live::Live;
 use crate::metrics::{Metrics, PolicyLabel};
 use crate::payload::{AlertEvent, Labels};
 use crate::relay_clock::RelayClock;

@@ -232,7 +232,7 @@ pub async fn execute(
 }
 
 /// A 3xx answer: never followed (the client has no redirect policy, see
-/// `crate::client_builder`), since the next hop would get the request's credentials. No
+/// `crate::client::client_builder`), since the next hop would get the request's credentials. No
 /// provider documents a redirect of its API, so it is permanent: a mistyped `api_url` or
 /// something on the path that must be looked at. The detail names the target's origin only;
 /// its path and query may hold secrets.

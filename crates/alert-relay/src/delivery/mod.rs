@@ -55,7 +55,7 @@ struct Shared {
     stop: watch::Receiver<bool>,
     /// For budgets: the configuration in force and the relay clock; unset in tests without
     /// budgets. The engine queues overflow summaries.
-    budgets: Mutex<Option<(Arc<crate::Live>, Arc<crate::relay_clock::RelayClock>)>>,
+    budgets: Mutex<Option<(Arc<crate::live::Live>, Arc<crate::relay_clock::RelayClock>)>>,
     engine: std::sync::Weak<Engine>,
 }
 
@@ -177,7 +177,11 @@ impl Engine {
     }
 
     /// Enables per-destination budgets (`crate::budget`), measured on `clock`.
-    pub fn set_budgets(&self, live: Arc<crate::Live>, clock: Arc<crate::relay_clock::RelayClock>) {
+    pub fn set_budgets(
+        &self,
+        live: Arc<crate::live::Live>,
+        clock: Arc<crate::relay_clock::RelayClock>,
+    ) {
         *self
             .shared
             .budgets
