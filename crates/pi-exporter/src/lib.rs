@@ -7,6 +7,7 @@ pub mod collector;
 pub mod doctor;
 pub mod http;
 pub mod i2c;
+pub mod listen;
 pub mod metrics;
 pub mod paths;
 pub mod simulate;
@@ -18,9 +19,10 @@ use anyhow::Context as _;
 use serving::systemd::NotifyState;
 use serving::web_config::WebConfig;
 
-use crate::cli::{Config, DoctorCommand, ListenAddress};
+use crate::cli::{Config, DoctorCommand};
 use crate::collector::{BuildContext, Scraper};
 use crate::http::App;
+use crate::listen::ListenAddress;
 
 /// Runs the exporter until SIGTERM or Ctrl-C.
 pub async fn run(config: Config) -> anyhow::Result<()> {

@@ -4,9 +4,11 @@
 //! collector that errs or overruns costs only its own samples and sets its
 //! `rpi_exporter_collector_success` to 0; the scrape always answers.
 
+pub mod board;
 pub mod doctor;
 pub mod filesystem;
 pub mod firmware;
+pub mod flags;
 pub mod history;
 pub mod rtc;
 pub mod storage;
@@ -25,8 +27,9 @@ use std::sync::Arc;
 
 use crate::metrics::MetricSet;
 use crate::paths::Paths;
-use crate::simulate::BoardFile;
 
+pub use board::BoardFile;
+pub use flags::FlagError;
 pub use parse::{read_trimmed, read_u64};
 pub use scrape::Scraper;
 
@@ -103,6 +106,12 @@ pub struct CollectorSpec {
     pub enabled_by_default: bool,
     /// Probes the system once at start-up (and logs what it found) and builds the collector.
     pub build: fn(&BuildContext) -> Arc<dyn Collector>,
+    /// Its own flags, declared beside its code (`cli` adds them after the on/off switches).
+    pub args: fn() -> Vec<clap::Arg>,
+    /// Reads those flags into its part of the options; the error names the flag.
+    pub options: fn(&clap::ArgMatches, &mut CollectorOptions) -> Result<(), FlagError>,
+    /// Flags that, when given, ask for this collector even if it is off by default.
+    pub enabled_by: &'static [&'static str],
 }
 
 impl fmt::Debug for CollectorSpec {
@@ -120,54 +129,99 @@ pub const ALL: &[CollectorSpec] = &[
         help: "Filesystem size, free space, inodes and read-only state per mount",
         enabled_by_default: true,
         build: |ctx| Arc::new(filesystem::FilesystemCollector::new(ctx)),
+        args: filesystem::args,
+        options: |m, o| {
+            o.filesystem = filesystem::options(m)?;
+            Ok(())
+        },
+        enabled_by: &[],
     },
     CollectorSpec {
         name: "storage",
         help: "ext4 error counters, SD/eMMC wear and per-device I/O",
         enabled_by_default: true,
         build: |ctx| Arc::new(storage::StorageCollector::new(ctx)),
+        args: storage::args,
+        options: |m, o| {
+            o.storage = storage::options(m)?;
+            Ok(())
+        },
+        enabled_by: &[],
     },
     CollectorSpec {
         name: "firmware",
         help: "SoC temperature, throttling, clocks, voltages, board identity, Pi 5 PMIC rails and fan, from the firmware mailbox (sysfs as fallback)",
         enabled_by_default: true,
         build: |ctx| Arc::new(firmware::FirmwareCollector::new(ctx)),
+        args: Vec::new,
+        options: |_, _| Ok(()),
+        enabled_by: &[],
     },
     CollectorSpec {
         name: "system",
         help: "Boot time, uptime, memory, swap and load",
         enabled_by_default: true,
         build: |ctx| Arc::new(system::SystemCollector::new(ctx)),
+        args: Vec::new,
+        options: |_, _| Ok(()),
+        enabled_by: &[],
     },
     CollectorSpec {
         name: "history",
         help: "Why the Pi last restarted (device tree), clean and unclean shutdowns and boots (--collector.history.state-file), under-voltage events, USB over-current",
         enabled_by_default: true,
         build: |ctx| Arc::new(history::HistoryCollector::new(ctx)),
+        args: history::args,
+        options: |m, o| {
+            o.history = history::options(m)?;
+            Ok(())
+        },
+        enabled_by: &[],
     },
     CollectorSpec {
         name: "rtc",
         help: "Real-time clocks (kernel-owned, Pi 5, or a DS3231 read over I2C): time validity, oscillator stop, offset to the system clock, temperature, battery",
         enabled_by_default: true,
         build: |ctx| Arc::new(rtc::RtcCollector::new(ctx)),
+        args: rtc::args,
+        options: |m, o| {
+            o.rtc = rtc::options(m)?;
+            Ok(())
+        },
+        enabled_by: &[],
     },
     CollectorSpec {
         name: "time",
         help: "System clock synchronisation from the kernel (adjtimex, read-only): synchronised, error bounds, offset, frequency, status flags",
         enabled_by_default: true,
         build: |ctx| Arc::new(time::TimeCollector::new(ctx)),
+        args: Vec::new,
+        options: |_, _| Ok(()),
+        enabled_by: &[],
     },
     CollectorSpec {
         name: "ups",
         help: "UPS HAT (I2C gauge read-only, power-loss GPIO) or NUT UPS: on battery, voltage, current, charge, runtime; opt-in shutdown guard (--ups.*)",
         enabled_by_default: false,
         build: |ctx| Arc::new(ups::UpsCollector::new(ctx)),
+        args: ups::args,
+        options: |m, o| {
+            o.ups = ups::options(m)?;
+            Ok(())
+        },
+        enabled_by: &["ups.board", "ups.config"],
     },
     CollectorSpec {
         name: "doctor",
         help: "The field checklist of `pi-exporter doctor` (storage, power, time, recovery, access), run in the background every --collector.doctor.interval",
         enabled_by_default: true,
         build: |ctx| Arc::new(doctor::DoctorCollector::new(ctx)),
+        args: doctor::args,
+        options: |m, o| {
+            o.doctor = doctor::options(m)?;
+            Ok(())
+        },
+        enabled_by: &[],
     },
 ];
 

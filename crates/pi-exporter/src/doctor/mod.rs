@@ -17,8 +17,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::cli::ListenAddress;
 use crate::collector::BuildContext;
+use crate::listen::ListenAddress;
 
 /// The outcome of a check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
