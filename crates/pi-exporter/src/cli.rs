@@ -9,11 +9,12 @@ use clap::error::ErrorKind;
 use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
+use crate::collector::CollectorOptions;
 use crate::collector::flags::{self, FlagError};
-use crate::collector::{self, CollectorOptions};
 use crate::doctor::render::Format;
 use crate::listen::ListenAddress;
 use crate::paths::Paths;
+use crate::registry;
 
 /// Default port: unallocated in the Prometheus default-port list when chosen (see README).
 pub const DEFAULT_PORT: u16 = 9831;
@@ -27,10 +28,13 @@ pub struct Config {
     pub max_requests: usize,
     pub read_header_timeout: Duration,
     pub paths: Paths,
-    /// Names of the enabled collectors, in [`collector::ALL`] order.
+    /// Names of the enabled collectors, in [`registry::ALL`] order.
     pub collectors: Vec<&'static str>,
     pub collector_timeout: Duration,
     pub collector_options: CollectorOptions,
+    /// The doctor collector's options (its interval, and this server's own listen addresses
+    /// and web configuration for its exposure check).
+    pub doctor_collector: crate::doctor::collector::Options,
     /// `--simulate.board`: replace hardware devices with the simulators described in this file.
     pub simulate_board: Option<PathBuf>,
     /// `--log.level` and `--log.format`.
@@ -147,7 +151,7 @@ fn path_args() -> Vec<Arg> {
 }
 
 /// `--collector.*`: the framework's flags, `--[no-]collector.<name>` for each collector, then
-/// each collector's own flags, as it declares them ([`collector::CollectorSpec::args`]).
+/// each collector's own flags, as it declares them ([`registry::CollectorSpec::args`]).
 fn collector_args() -> Vec<Arg> {
     let mut args = vec![
         Arg::new("collector.disable-defaults")
@@ -161,7 +165,7 @@ fn collector_args() -> Vec<Arg> {
             .value_parser(parse_duration)
             .help("Deadline of each collector per scrape (Prometheus' scrape timeout shortens it)"),
     ];
-    for spec in collector::ALL {
+    for spec in registry::ALL {
         let on = format!("collector.{}", spec.name);
         let off = format!("no-collector.{}", spec.name);
         let state = if spec.enabled_by_default {
@@ -187,7 +191,7 @@ fn collector_args() -> Vec<Arg> {
                 .help(format!("Disable the {} collector", spec.name)),
         );
     }
-    args.extend(collector::ALL.iter().flat_map(|spec| (spec.args)()));
+    args.extend(registry::ALL.iter().flat_map(|spec| (spec.args)()));
     args
 }
 
@@ -218,13 +222,13 @@ fn from_matches(m: &ArgMatches) -> Result<Config, FlagError> {
         listen
     };
     let web_config_file = flags::one::<PathBuf>(m, "web.config.file")?;
-    let mut collector_options = CollectorOptions::default();
-    for spec in collector::ALL {
-        (spec.options)(m, &mut collector_options)?;
+    let mut options = registry::Options::default();
+    for spec in registry::ALL {
+        (spec.options)(m, &mut options)?;
     }
     // The doctor's exposure check looks at this server's own settings.
-    collector_options.doctor.listen = listen.clone();
-    collector_options.doctor.web_config_file = web_config_file.clone();
+    options.doctor.listen = listen.clone();
+    options.doctor.web_config_file = web_config_file.clone();
     let path = |id: &str| flags::one::<PathBuf>(m, id).map(Option::unwrap_or_default);
     Ok(Config {
         listen,
@@ -241,7 +245,8 @@ fn from_matches(m: &ArgMatches) -> Result<Config, FlagError> {
         },
         collectors: enabled_collectors(m)?,
         collector_timeout: flags::one(m, "collector.timeout")?.unwrap_or(Duration::from_secs(5)),
-        collector_options,
+        collector_options: options.collectors,
+        doctor_collector: options.doctor,
         simulate_board: flags::one(m, "simulate.board")?,
         doctor: m.subcommand_matches("doctor").map(|d| doctor_command(m, d)),
         log: serving::logging::options(m),
@@ -249,11 +254,11 @@ fn from_matches(m: &ArgMatches) -> Result<Config, FlagError> {
 }
 
 /// The collectors `--[no-]collector.<name>` and `--collector.disable-defaults` leave on, in
-/// [`collector::ALL`] order; a collector's `enabled_by` flags ask for it too.
+/// [`registry::ALL`] order; a collector's `enabled_by` flags ask for it too.
 fn enabled_collectors(m: &ArgMatches) -> Result<Vec<&'static str>, FlagError> {
     let defaults_off = flags::switch(m, "collector.disable-defaults")?;
     let mut enabled = Vec::new();
-    for spec in collector::ALL {
+    for spec in registry::ALL {
         let on = if flags::switch(m, &format!("no-collector.{}", spec.name))? {
             false
         } else {

@@ -10,6 +10,7 @@ pub mod i2c;
 pub mod listen;
 pub mod metrics;
 pub mod paths;
+pub mod registry;
 pub mod simulate;
 pub mod systemd;
 
@@ -43,13 +44,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let context = BuildContext {
-        paths: config.paths.clone(),
-        options: config.collector_options.clone(),
-        board,
+    let context = registry::Context {
+        collectors: BuildContext {
+            paths: config.paths.clone(),
+            options: config.collector_options.clone(),
+            board,
+        },
+        doctor: config.doctor_collector.clone(),
     };
     tracing::info!(collectors = ?config.collectors, paths = ?config.paths, "starting pi-exporter {}", env!("CARGO_PKG_VERSION"));
-    let collectors = collector::build_enabled(&context, &config.collectors);
+    let collectors = registry::build_enabled(&context, &config.collectors);
     // Kept to tell each collector of a clean stop once serving has ended.
     let stoppable: Vec<_> = collectors.iter().map(|(_, c)| Arc::clone(c)).collect();
     let scraper = Scraper::new(collectors, config.collector_timeout);
@@ -181,7 +185,7 @@ pub fn doctor_findings(
         ups_unknown,
     };
     let sources =
-        doctor::facts::Sources::build(&inputs.context, collector::doctor::DEFAULT_INTERVAL);
+        doctor::facts::Sources::build(&inputs.context, doctor::collector::DEFAULT_INTERVAL);
     Ok(doctor::run(&inputs, &sources))
 }
 

@@ -9,6 +9,7 @@
 //! A fact that could not be read makes its checks SKIP with the reason, never a guess.
 
 pub(crate) mod checks;
+pub mod collector;
 pub(crate) mod config;
 pub(crate) mod facts;
 pub mod render;

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Arg, ArgMatches};
 
-use super::flags::{self, FlagError};
-use super::periodic::{self, First, Periodic};
-use super::{BuildContext, CollectError, Collector};
+use crate::collector::flags::{self, FlagError};
+use crate::collector::periodic::{self, First, Periodic};
+use crate::collector::{BuildContext, CollectError, Collector};
 use crate::doctor::{self, Exposure, Finding, Inputs, Verdict, facts::Sources};
 use crate::listen::ListenAddress;
 use crate::metrics::MetricSet;
@@ -99,8 +99,8 @@ pub struct DoctorCollector {
 }
 
 impl DoctorCollector {
-    pub fn new(ctx: &BuildContext) -> Self {
-        let options = ctx.options.doctor.clone();
+    pub fn new(ctx: &BuildContext, options: &Options) -> Self {
+        let options = options.clone();
         let inputs = Inputs {
             context: ctx.clone(),
             exposure: Ok(Exposure {
