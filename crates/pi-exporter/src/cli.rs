@@ -2,16 +2,19 @@
 //! `--path.sysfs`, `--[no-]collector.<name>`, ...), parsed into a [`Config`].
 
 use std::ffi::OsString;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::error::ErrorKind;
+use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches, Command};
-use regex_lite::Regex;
 
-use crate::collector::{self, CollectorOptions, doctor, filesystem, history, rtc, storage, ups};
+use crate::collector::CollectorOptions;
+use crate::collector::flags::{self, FlagError};
 use crate::doctor::render::Format;
+use crate::listen::ListenAddress;
 use crate::paths::Paths;
+use crate::registry;
 
 /// Default port: unallocated in the Prometheus default-port list when chosen (see README).
 pub const DEFAULT_PORT: u16 = 9831;
@@ -25,10 +28,13 @@ pub struct Config {
     pub max_requests: usize,
     pub read_header_timeout: Duration,
     pub paths: Paths,
-    /// Names of the enabled collectors, in [`collector::ALL`] order.
+    /// Names of the enabled collectors, in [`registry::ALL`] order.
     pub collectors: Vec<&'static str>,
     pub collector_timeout: Duration,
     pub collector_options: CollectorOptions,
+    /// The doctor collector's options (its interval, and this server's own listen addresses
+    /// and web configuration for its exposure check).
+    pub doctor_collector: crate::doctor::collector::Options,
     /// `--simulate.board`: replace hardware devices with the simulators described in this file.
     pub simulate_board: Option<PathBuf>,
     /// `--log.level` and `--log.format`.
@@ -47,101 +53,78 @@ pub struct DoctorCommand {
     pub ups_given: bool,
 }
 
-/// A `--web.listen-address` value. `:9831` (no host) means every interface, as in Go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListenAddress {
-    AllInterfaces(u16),
-    Socket(SocketAddr),
-}
-
-impl ListenAddress {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        if let Some(port) = text.strip_prefix(':') {
-            return port
-                .parse()
-                .map(Self::AllInterfaces)
-                .map_err(|_| format!("invalid port in {text:?}"));
-        }
-        if let Ok(addr) = text.parse::<SocketAddr>() {
-            return Ok(Self::Socket(addr));
-        }
-        // `localhost:9831`: the only host name worth resolving without DNS.
-        if let Some(port) = text.strip_prefix("localhost:") {
-            let port = port
-                .parse()
-                .map_err(|_| format!("invalid port in {text:?}"))?;
-            return Ok(Self::Socket(SocketAddr::new(
-                IpAddr::V4(Ipv4Addr::LOCALHOST),
-                port,
-            )));
-        }
-        Err(format!(
-            "{text:?} is not HOST:PORT or :PORT (host must be an IP address or localhost)"
-        ))
-    }
-
-    /// Addresses to try, in order: all interfaces is IPv6 dual-stack, else IPv4 where IPv6 is off.
-    pub fn candidates(self) -> Vec<SocketAddr> {
-        match self {
-            Self::AllInterfaces(port) => vec![
-                SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port),
-                SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
-            ],
-            Self::Socket(addr) => vec![addr],
-        }
-    }
-}
-
 /// Flags take durations in the syntax of the web configuration.
 pub use serving::duration::parse as parse_duration;
 
-fn regex(text: &str) -> Result<Regex, String> {
-    Regex::new(text).map_err(|e| e.to_string())
-}
-
 fn command() -> Command {
-    let mut cmd = Command::new("pi-exporter")
+    Command::new("pi-exporter")
         .version(env!("CARGO_PKG_VERSION"))
         .about("Prometheus exporter for Raspberry Pi health: firmware, storage, clock and power")
+        .args(web_args())
+        .args(path_args())
+        .args(collector_args())
         .arg(
-            Arg::new("web.listen-address")
-                .long("web.listen-address")
-                .value_name("ADDRESS")
-                .action(ArgAction::Append)
-                .value_parser(ListenAddress::parse)
-                .help(format!("Address to listen on, repeatable; :PORT means every interface [default: :{DEFAULT_PORT}]")),
-        )
-        .arg(
-            Arg::new("web.telemetry-path")
-                .long("web.telemetry-path")
-                .value_name("PATH")
-                .default_value("/metrics")
-                .help("Path under which to expose metrics"),
-        )
-        .arg(
-            Arg::new("web.config.file")
-                .long("web.config.file")
+            Arg::new("simulate.board")
+                .long("simulate.board")
                 .value_name("FILE")
                 .value_parser(clap::value_parser!(PathBuf))
-                .help("exporter-toolkit web configuration (TLS, basic auth, headers, rate limit); re-read when it changes"),
+                .help("Simulate the hardware (firmware, RTC, UPS) described in this board file instead of using real devices"),
         )
-        .arg(
-            Arg::new("web.max-requests")
-                .long("web.max-requests")
-                .value_name("N")
-                .default_value("40")
-                .value_parser(clap::value_parser!(usize))
-                .help("Maximum number of scrapes served at once; more get 503 (0 = no limit)"),
+        .args(serving::logging::args())
+        // Every flag works after `doctor` too: the paths, the simulation, the listen address and
+        // web configuration and the UPS it checks.
+        .mut_args(|arg| arg.global(true))
+        .subcommand(
+            Command::new("doctor")
+                .about("Run the field checklist once (storage, power, time, recovery, access) and print a verdict per check; exit status 1 if any check FAILs (docs/doctor.md)")
+                .arg(
+                    Arg::new("format")
+                        .long("format")
+                        .value_name("FORMAT")
+                        .default_value("table")
+                        .value_parser(["table", "json"])
+                        .help("table for people, json for provisioning scripts"),
+                ),
         )
-        .arg(
-            Arg::new("web.read-header-timeout")
-                .long("web.read-header-timeout")
-                .value_name("DURATION")
-                .default_value("10s")
-                .value_parser(parse_duration)
-                .help("Close connections that have not sent a complete request head (and TLS handshake) within this time"),
-        );
-    for (name, default, help) in [
+}
+
+/// `--web.*`: the server.
+fn web_args() -> Vec<Arg> {
+    vec![
+        Arg::new("web.listen-address")
+            .long("web.listen-address")
+            .value_name("ADDRESS")
+            .action(ArgAction::Append)
+            .value_parser(ListenAddress::parse)
+            .help(format!("Address to listen on, repeatable; :PORT means every interface [default: :{DEFAULT_PORT}]")),
+        Arg::new("web.telemetry-path")
+            .long("web.telemetry-path")
+            .value_name("PATH")
+            .default_value("/metrics")
+            .help("Path under which to expose metrics"),
+        Arg::new("web.config.file")
+            .long("web.config.file")
+            .value_name("FILE")
+            .value_parser(clap::value_parser!(PathBuf))
+            .help("exporter-toolkit web configuration (TLS, basic auth, headers, rate limit); re-read when it changes"),
+        Arg::new("web.max-requests")
+            .long("web.max-requests")
+            .value_name("N")
+            .default_value("40")
+            .value_parser(clap::value_parser!(usize))
+            .help("Maximum number of scrapes served at once; more get 503 (0 = no limit)"),
+        Arg::new("web.read-header-timeout")
+            .long("web.read-header-timeout")
+            .value_name("DURATION")
+            .default_value("10s")
+            .value_parser(parse_duration)
+            .help("Close connections that have not sent a complete request head (and TLS handshake) within this time"),
+    ]
+}
+
+/// `--path.*`: where the kernel's filesystems are mounted.
+fn path_args() -> Vec<Arg> {
+    [
         ("path.procfs", "/proc", "procfs mountpoint"),
         ("path.sysfs", "/sys", "sysfs mountpoint"),
         (
@@ -154,32 +137,35 @@ fn command() -> Command {
             "/dev",
             "devfs mountpoint (device nodes such as vcio, i2c-*, gpiochip*)",
         ),
-    ] {
-        cmd = cmd.arg(
-            Arg::new(name)
-                .long(name)
-                .value_name("PATH")
-                .default_value(default)
-                .value_parser(clap::value_parser!(PathBuf))
-                .help(help),
-        );
-    }
-    cmd = cmd
-        .arg(
-            Arg::new("collector.disable-defaults")
-                .long("collector.disable-defaults")
-                .action(ArgAction::SetTrue)
-                .help("Start from no collectors; enable each with --collector.<name>"),
-        )
-        .arg(
-            Arg::new("collector.timeout")
-                .long("collector.timeout")
-                .value_name("DURATION")
-                .default_value("5s")
-                .value_parser(parse_duration)
-                .help("Deadline of each collector per scrape (Prometheus' scrape timeout shortens it)"),
-        );
-    for spec in collector::ALL {
+    ]
+    .into_iter()
+    .map(|(name, default, help)| {
+        Arg::new(name)
+            .long(name)
+            .value_name("PATH")
+            .default_value(default)
+            .value_parser(clap::value_parser!(PathBuf))
+            .help(help)
+    })
+    .collect()
+}
+
+/// `--collector.*`: the framework's flags, `--[no-]collector.<name>` for each collector, then
+/// each collector's own flags, as it declares them ([`registry::CollectorSpec::args`]).
+fn collector_args() -> Vec<Arg> {
+    let mut args = vec![
+        Arg::new("collector.disable-defaults")
+            .long("collector.disable-defaults")
+            .action(ArgAction::SetTrue)
+            .help("Start from no collectors; enable each with --collector.<name>"),
+        Arg::new("collector.timeout")
+            .long("collector.timeout")
+            .value_name("DURATION")
+            .default_value("5s")
+            .value_parser(parse_duration)
+            .help("Deadline of each collector per scrape (Prometheus' scrape timeout shortens it)"),
+    ];
+    for spec in registry::ALL {
         let on = format!("collector.{}", spec.name);
         let off = format!("no-collector.{}", spec.name);
         let state = if spec.enabled_by_default {
@@ -187,270 +173,26 @@ fn command() -> Command {
         } else {
             "disabled"
         };
-        cmd = cmd
-            .arg(
-                Arg::new(on.clone())
-                    .long(on.clone())
-                    .action(ArgAction::SetTrue)
-                    .overrides_with(off.clone())
-                    .help(format!(
-                        "Enable the {} collector: {} [default: {state}]",
-                        spec.name, spec.help
-                    )),
-            )
-            .arg(
-                Arg::new(off.clone())
-                    .long(off)
-                    .action(ArgAction::SetTrue)
-                    .overrides_with(on)
-                    .help(format!("Disable the {} collector", spec.name)),
-            );
+        args.push(
+            Arg::new(on.clone())
+                .long(on.clone())
+                .action(ArgAction::SetTrue)
+                .overrides_with(off.clone())
+                .help(format!(
+                    "Enable the {} collector: {} [default: {state}]",
+                    spec.name, spec.help
+                )),
+        );
+        args.push(
+            Arg::new(off.clone())
+                .long(off)
+                .action(ArgAction::SetTrue)
+                .overrides_with(on)
+                .help(format!("Disable the {} collector", spec.name)),
+        );
     }
-    cmd.arg(
-        Arg::new("collector.filesystem.mount-points-exclude")
-            .long("collector.filesystem.mount-points-exclude")
-            .value_name("REGEX")
-            .default_value(filesystem::DEFAULT_MOUNT_POINTS_EXCLUDE)
-            .value_parser(regex)
-            .help("Mount points to leave out"),
-    )
-    .arg(
-        Arg::new("collector.filesystem.mount-points-include")
-            .long("collector.filesystem.mount-points-include")
-            .value_name("REGEX")
-            .value_parser(regex)
-            .help("Only these mount points (applied before the exclude)"),
-    )
-    .arg(
-        Arg::new("collector.filesystem.fs-types-exclude")
-            .long("collector.filesystem.fs-types-exclude")
-            .value_name("REGEX")
-            .default_value(filesystem::DEFAULT_FS_TYPES_EXCLUDE)
-            .value_parser(regex)
-            .help("Filesystem types to leave out"),
-    )
-    .arg(
-        Arg::new("collector.filesystem.fs-types-include")
-            .long("collector.filesystem.fs-types-include")
-            .value_name("REGEX")
-            .value_parser(regex)
-            .help("Only these filesystem types (applied before the exclude)"),
-    )
-    .arg(
-        Arg::new("collector.filesystem.mount-timeout")
-            .long("collector.filesystem.mount-timeout")
-            .value_name("DURATION")
-            .default_value("2s")
-            .value_parser(parse_duration)
-            .help("How long to wait for statvfs on one mount before marking it stuck"),
-    )
-    .arg(
-        Arg::new("collector.storage.device-exclude")
-            .long("collector.storage.device-exclude")
-            .value_name("REGEX")
-            .default_value(storage::DEFAULT_DEVICE_EXCLUDE)
-            .value_parser(regex)
-            .help("Block devices to leave out of the I/O metrics (empty: keep all)"),
-    )
-    .arg(
-        Arg::new("collector.storage.rated-endurance")
-            .long("collector.storage.rated-endurance")
-            .value_name("DEVICE=SIZE")
-            .action(ArgAction::Append)
-            .value_parser(storage::parse_rated_endurance)
-            .help("Repeatable: the bytes a flash device is rated to accept, e.g. mmcblk0=117TB (decimal units as vendors quote them, or KiB..PiB), exported as rpi_flash_rated_endurance_bytes"),
-    )
-    .arg(
-        Arg::new("collector.history.state-file")
-            .long("collector.history.state-file")
-            .value_name("FILE")
-            .default_value(history::DEFAULT_STATE_FILE)
-            .value_parser(clap::value_parser!(PathBuf))
-            .help("The history collector's state file (boot id, clean stop, boot and unclean-shutdown counts), written at start and at a clean stop; its directory must exist and be writable"),
-    )
-    .arg(
-        Arg::new("collector.rtc.i2c-bus")
-            .long("collector.rtc.i2c-bus")
-            .value_name("N|none")
-            .default_value("1")
-            .value_parser(rtc::parse_i2c_bus)
-            .help("I2C bus of a DS3231 that no kernel driver owns, read from userspace (none: do not look for one)"),
-    )
-    .arg(
-        Arg::new("collector.rtc.i2c-address")
-            .long("collector.rtc.i2c-address")
-            .value_name("ADDRESS")
-            .default_value("0x68")
-            .value_parser(rtc::parse_i2c_address)
-            .help("I2C address of that DS3231"),
-    )
-    .arg(
-        Arg::new("collector.rtc.raw-registers")
-            .long("collector.rtc.raw-registers")
-            .action(ArgAction::SetTrue)
-            .help("Also read the oscillator-stop flag and aging offset of kernel-owned DS3231s with read-only combined I2C transfers alongside the driver"),
-    )
-    .arg(
-        Arg::new("collector.rtc.offset-interval")
-            .long("collector.rtc.offset-interval")
-            .value_name("DURATION")
-            .default_value("60s")
-            .value_parser(rtc::parse_offset_interval)
-            .help("How often to measure RTC minus system clock in the background (0: never)"),
-    )
-    .arg(
-        Arg::new("ups.board")
-            .long("ups.board")
-            .value_name("NAME")
-            .value_parser(ups::parse_board)
-            .help("UPS board profile read by the ups collector: waveshare-ups-hat, waveshare-ups-hat-c, waveshare-ups-hat-e, geekworm-x728, geekworm-x120x, ups-lite, pisugar3, nut"),
-    )
-    .arg(
-        Arg::new("ups.config")
-            .long("ups.config")
-            .value_name("FILE")
-            .conflicts_with("ups.board")
-            .value_parser(ups::parse_config_file)
-            .help("YAML file listing several UPSes (ups: [{name, board, i2c_bus, nut: {host, port, ups, username, password_file}}]); their series carry an ups label"),
-    )
-    .arg(
-        Arg::new("ups.i2c-bus")
-            .long("ups.i2c-bus")
-            .value_name("N")
-            .default_value("1")
-            .value_parser(clap::value_parser!(u32))
-            .help("I2C bus of the UPS HAT's chip"),
-    )
-    .arg(
-        Arg::new("ups.interval")
-            .long("ups.interval")
-            .value_name("DURATION")
-            .default_value("5s")
-            .value_parser(ups::parse_interval)
-            .help("How often the UPS is read in the background (scrapes serve the last reading)"),
-    )
-    .arg(
-        Arg::new("ups.nut.host")
-            .long("ups.nut.host")
-            .value_name("HOST")
-            .default_value("127.0.0.1")
-            .help("upsd host (--ups.board=nut)"),
-    )
-    .arg(
-        Arg::new("ups.nut.port")
-            .long("ups.nut.port")
-            .value_name("PORT")
-            .default_value("3493")
-            .value_parser(clap::value_parser!(u16))
-            .help("upsd port"),
-    )
-    .arg(
-        Arg::new("ups.nut.ups")
-            .long("ups.nut.ups")
-            .value_name("NAME")
-            .default_value("ups")
-            .help("UPS name on the upsd server"),
-    )
-    .arg(
-        Arg::new("ups.nut.username")
-            .long("ups.nut.username")
-            .value_name("USER")
-            .help("upsd user (USERNAME), if the server wants one"),
-    )
-    .arg(
-        Arg::new("ups.nut.password-file")
-            .long("ups.nut.password-file")
-            .value_name("FILE")
-            .value_parser(|path: &str| {
-                std::fs::read_to_string(path)
-                    .map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
-                    .map_err(|e| format!("{path}: {e}"))
-            })
-            .help("File holding the upsd password (PASSWORD); never given on the command line"),
-    )
-    .arg(
-        Arg::new("ups.nut.timeout")
-            .long("ups.nut.timeout")
-            .value_name("DURATION")
-            .default_value("2s")
-            .value_parser(parse_duration)
-            .help("Timeout of each upsd connect, read and write"),
-    )
-    .arg(
-        Arg::new("ups.shutdown.enable")
-            .long("ups.shutdown.enable")
-            .action(ArgAction::SetTrue)
-            .help("Run the shutdown command when on battery and the charge or runtime stays below its threshold for the hold time (off by default)"),
-    )
-    .arg(
-        Arg::new("ups.shutdown.charge-below")
-            .long("ups.shutdown.charge-below")
-            .value_name("RATIO")
-            .default_value("0.10")
-            .value_parser(ups::parse_ratio)
-            .help("Charge ratio (0-1) below which the guard shuts down"),
-    )
-    .arg(
-        Arg::new("ups.shutdown.runtime-below")
-            .long("ups.shutdown.runtime-below")
-            .value_name("DURATION")
-            .default_value("0s")
-            .value_parser(parse_duration)
-            .help("Runtime estimate below which the guard shuts down (0: charge only)"),
-    )
-    .arg(
-        Arg::new("ups.shutdown.hold")
-            .long("ups.shutdown.hold")
-            .value_name("DURATION")
-            .default_value("30s")
-            .value_parser(parse_duration)
-            .help("How long the condition must hold, with plausible readings throughout, before the command runs"),
-    )
-    .arg(
-        Arg::new("ups.shutdown.command")
-            .long("ups.shutdown.command")
-            .value_name("COMMAND")
-            .default_value("systemctl poweroff")
-            .value_parser(ups::guard::parse_command)
-            .help("Program and arguments (split at spaces, no shell) run once when the guard fires"),
-    )
-    .arg(
-        Arg::new("ups.shutdown.dry-run")
-            .long("ups.shutdown.dry-run")
-            .action(ArgAction::SetTrue)
-            .help("Log the shutdown instead of running the command"),
-    )
-    .arg(
-        Arg::new("collector.doctor.interval")
-            .long("collector.doctor.interval")
-            .value_name("DURATION")
-            .default_value("10m")
-            .value_parser(doctor::parse_interval)
-            .help("How often the doctor collector runs the field checklist in the background (scrapes serve the last result)"),
-    )
-    .arg(
-        Arg::new("simulate.board")
-            .long("simulate.board")
-            .value_name("FILE")
-            .value_parser(clap::value_parser!(PathBuf))
-            .help("Simulate the hardware (firmware, RTC, UPS) described in this board file instead of using real devices"),
-    )
-    .args(serving::logging::args())
-    // Every flag works after `doctor` too: the paths, the simulation, the listen address and
-    // web configuration and the UPS it checks.
-    .mut_args(|arg| arg.global(true))
-    .subcommand(
-        Command::new("doctor")
-            .about("Run the field checklist once (storage, power, time, recovery, access) and print a verdict per check; exit status 1 if any check FAILs (docs/doctor.md)")
-            .arg(
-                Arg::new("format")
-                    .long("format")
-                    .value_name("FORMAT")
-                    .default_value("table")
-                    .value_parser(["table", "json"])
-                    .help("table for people, json for provisioning scripts"),
-            ),
-    )
+    args.extend(registry::ALL.iter().flat_map(|spec| (spec.args)()));
+    args
 }
 
 /// Parses the process arguments; prints help/version or an error and exits as clap does.
@@ -467,180 +209,88 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let matches = command().try_get_matches_from(args)?;
-    Ok(from_matches(&matches))
+    let mut command = command();
+    let matches = command.try_get_matches_from_mut(args)?;
+    from_matches(&matches).map_err(|e| command.error(ErrorKind::ValueValidation, e))
 }
 
-fn from_matches(m: &ArgMatches) -> Config {
-    let path = |id: &str| m.get_one::<PathBuf>(id).cloned().unwrap_or_default();
-    let string = |id: &str| m.get_one::<String>(id).cloned().unwrap_or_default();
-    let defaults_off = m.get_flag("collector.disable-defaults");
-    let collectors = collector::ALL
-        .iter()
-        .filter(|spec| {
-            if m.get_flag(&format!("no-collector.{}", spec.name)) {
-                false
-            } else {
-                m.get_flag(&format!("collector.{}", spec.name))
-                    || (spec.enabled_by_default && !defaults_off)
-                    // Choosing a UPS is asking for the ups collector.
-                    || (spec.name == "ups"
-                        && (m.contains_id("ups.board") || m.contains_id("ups.config")))
-            }
-        })
-        .map(|spec| spec.name)
-        .collect();
-    let listen = m
-        .get_many::<ListenAddress>("web.listen-address")
-        .map(|v| v.copied().collect())
-        .unwrap_or_else(|| vec![ListenAddress::AllInterfaces(DEFAULT_PORT)]);
-    let empty_is_none = |id: &str| {
-        m.get_one::<Regex>(id)
-            .filter(|re| !re.as_str().is_empty())
-            .cloned()
+fn from_matches(m: &ArgMatches) -> Result<Config, FlagError> {
+    let listen = flags::many::<ListenAddress>(m, "web.listen-address")?;
+    let listen = if listen.is_empty() {
+        vec![ListenAddress::AllInterfaces(DEFAULT_PORT)]
+    } else {
+        listen
     };
-    let defaults = filesystem::Options::default();
-    let rtc_defaults = rtc::Options::default();
-    Config {
-        listen: listen.clone(),
-        telemetry_path: string("web.telemetry-path"),
-        web_config_file: m.get_one::<PathBuf>("web.config.file").cloned(),
-        max_requests: m
-            .get_one::<usize>("web.max-requests")
-            .copied()
-            .unwrap_or(40),
-        read_header_timeout: m
-            .get_one::<Duration>("web.read-header-timeout")
-            .copied()
+    let web_config_file = flags::one::<PathBuf>(m, "web.config.file")?;
+    let mut options = registry::Options::default();
+    for spec in registry::ALL {
+        (spec.options)(m, &mut options)?;
+    }
+    // The doctor's exposure check looks at this server's own settings.
+    options.doctor.listen = listen.clone();
+    options.doctor.web_config_file = web_config_file.clone();
+    let path = |id: &str| flags::one::<PathBuf>(m, id).map(Option::unwrap_or_default);
+    Ok(Config {
+        listen,
+        telemetry_path: flags::one(m, "web.telemetry-path")?.unwrap_or_default(),
+        web_config_file,
+        max_requests: flags::one(m, "web.max-requests")?.unwrap_or(40),
+        read_header_timeout: flags::one(m, "web.read-header-timeout")?
             .unwrap_or(Duration::from_secs(10)),
         paths: Paths {
-            procfs: path("path.procfs"),
-            sysfs: path("path.sysfs"),
-            rootfs: path("path.rootfs"),
-            devfs: path("path.devfs"),
+            procfs: path("path.procfs")?,
+            sysfs: path("path.sysfs")?,
+            rootfs: path("path.rootfs")?,
+            devfs: path("path.devfs")?,
         },
-        collectors,
-        collector_timeout: m
-            .get_one::<Duration>("collector.timeout")
-            .copied()
-            .unwrap_or(Duration::from_secs(5)),
-        collector_options: CollectorOptions {
-            filesystem: filesystem::Options {
-                mount_points_exclude: m
-                    .get_one::<Regex>("collector.filesystem.mount-points-exclude")
-                    .cloned()
-                    .unwrap_or(defaults.mount_points_exclude),
-                mount_points_include: empty_is_none("collector.filesystem.mount-points-include"),
-                fs_types_exclude: m
-                    .get_one::<Regex>("collector.filesystem.fs-types-exclude")
-                    .cloned()
-                    .unwrap_or(defaults.fs_types_exclude),
-                fs_types_include: empty_is_none("collector.filesystem.fs-types-include"),
-                mount_timeout: m
-                    .get_one::<Duration>("collector.filesystem.mount-timeout")
-                    .copied()
-                    .unwrap_or(defaults.mount_timeout),
-            },
-            storage: storage::Options {
-                device_exclude: empty_is_none("collector.storage.device-exclude"),
-                rated_endurance: m
-                    .get_many::<(String, f64)>("collector.storage.rated-endurance")
-                    .map(|values| values.cloned().collect())
-                    .unwrap_or_default(),
-            },
-            history: history::Options {
-                state_file: path("collector.history.state-file"),
-            },
-            rtc: rtc::Options {
-                i2c_bus: m
-                    .get_one::<Option<u32>>("collector.rtc.i2c-bus")
-                    .copied()
-                    .unwrap_or(rtc_defaults.i2c_bus),
-                i2c_address: m
-                    .get_one::<u8>("collector.rtc.i2c-address")
-                    .copied()
-                    .unwrap_or(rtc_defaults.i2c_address),
-                raw_registers: m.get_flag("collector.rtc.raw-registers"),
-                offset_interval: m
-                    .get_one::<Duration>("collector.rtc.offset-interval")
-                    .copied()
-                    .unwrap_or(rtc_defaults.offset_interval),
-            },
-            ups: ups_options(m),
-            doctor: doctor::Options {
-                interval: m
-                    .get_one::<Duration>("collector.doctor.interval")
-                    .copied()
-                    .unwrap_or(doctor::DEFAULT_INTERVAL),
-                listen: listen.clone(),
-                web_config_file: m.get_one::<PathBuf>("web.config.file").cloned(),
-            },
-        },
-        simulate_board: m.get_one::<PathBuf>("simulate.board").cloned(),
-        doctor: m.subcommand_matches("doctor").map(|d| {
-            let given =
-                |id: &str| m.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
-            DoctorCommand {
-                format: match d.get_one::<String>("format").map(String::as_str) {
-                    Some("json") => Format::Json,
-                    _ => Format::Table,
-                },
-                listen_given: given("web.listen-address"),
-                web_config_given: given("web.config.file"),
-                ups_given: given("ups.board") || given("ups.config"),
-            }
-        }),
+        collectors: enabled_collectors(m)?,
+        collector_timeout: flags::one(m, "collector.timeout")?.unwrap_or(Duration::from_secs(5)),
+        collector_options: options.collectors,
+        doctor_collector: options.doctor,
+        simulate_board: flags::one(m, "simulate.board")?,
+        doctor: m.subcommand_matches("doctor").map(|d| doctor_command(m, d)),
         log: serving::logging::options(m),
-    }
+    })
 }
 
-/// `--ups.*` into the ups collector's options.
-fn ups_options(m: &clap::ArgMatches) -> ups::Options {
-    let defaults = ups::Options::default();
-    let duration = |id: &str| m.get_one::<Duration>(id).copied();
-    let text = |id: &str| m.get_one::<String>(id).cloned();
-    ups::Options {
-        board: text("ups.board"),
-        i2c_bus: m
-            .get_one::<u32>("ups.i2c-bus")
-            .copied()
-            .unwrap_or(defaults.i2c_bus),
-        interval: duration("ups.interval").unwrap_or(defaults.interval),
-        nut: ups::nut::NutOptions {
-            host: text("ups.nut.host").unwrap_or(defaults.nut.host),
-            port: m
-                .get_one::<u16>("ups.nut.port")
-                .copied()
-                .unwrap_or(defaults.nut.port),
-            ups: text("ups.nut.ups").unwrap_or(defaults.nut.ups),
-            username: text("ups.nut.username"),
-            password: text("ups.nut.password-file"),
-            timeout: duration("ups.nut.timeout").unwrap_or(defaults.nut.timeout),
+/// The collectors `--[no-]collector.<name>` and `--collector.disable-defaults` leave on, in
+/// [`registry::ALL`] order; a collector's `enabled_by` flags ask for it too.
+fn enabled_collectors(m: &ArgMatches) -> Result<Vec<&'static str>, FlagError> {
+    let defaults_off = flags::switch(m, "collector.disable-defaults")?;
+    let mut enabled = Vec::new();
+    for spec in registry::ALL {
+        let on = if flags::switch(m, &format!("no-collector.{}", spec.name))? {
+            false
+        } else {
+            flags::switch(m, &format!("collector.{}", spec.name))?
+                || (spec.enabled_by_default && !defaults_off)
+                || spec.enabled_by.iter().any(|id| m.contains_id(id))
+        };
+        if on {
+            enabled.push(spec.name);
+        }
+    }
+    Ok(enabled)
+}
+
+/// `pi-exporter doctor`, and which of the settings it checks were given as flags.
+fn doctor_command(m: &ArgMatches, d: &ArgMatches) -> DoctorCommand {
+    let given = |id: &str| m.value_source(id) == Some(ValueSource::CommandLine);
+    DoctorCommand {
+        format: match d.get_one::<String>("format").map(String::as_str) {
+            Some("json") => Format::Json,
+            _ => Format::Table,
         },
-        shutdown: ups::guard::ShutdownOptions {
-            enable: m.get_flag("ups.shutdown.enable"),
-            charge_below: m
-                .get_one::<f64>("ups.shutdown.charge-below")
-                .copied()
-                .unwrap_or(defaults.shutdown.charge_below),
-            runtime_below: duration("ups.shutdown.runtime-below").filter(|d| !d.is_zero()),
-            hold: duration("ups.shutdown.hold").unwrap_or(defaults.shutdown.hold),
-            command: m
-                .get_one::<Vec<String>>("ups.shutdown.command")
-                .cloned()
-                .unwrap_or(defaults.shutdown.command),
-            dry_run: m.get_flag("ups.shutdown.dry-run"),
-        },
-        units: m
-            .get_one::<Vec<ups::UnitConfig>>("ups.config")
-            .cloned()
-            .unwrap_or_default(),
+        listen_given: given("web.listen-address"),
+        web_config_given: given("web.config.file"),
+        ups_given: given("ups.board") || given("ups.config"),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::collector::ups;
 
     fn parse(args: &[&str]) -> Result<Config, clap::Error> {
         try_parse(std::iter::once("pi-exporter").chain(args.iter().copied()))

@@ -7,8 +7,10 @@ pub mod collector;
 pub mod doctor;
 pub mod http;
 pub mod i2c;
+pub mod listen;
 pub mod metrics;
 pub mod paths;
+pub mod registry;
 pub mod simulate;
 pub mod systemd;
 
@@ -18,9 +20,10 @@ use anyhow::Context as _;
 use serving::systemd::NotifyState;
 use serving::web_config::WebConfig;
 
-use crate::cli::{Config, DoctorCommand, ListenAddress};
+use crate::cli::{Config, DoctorCommand};
 use crate::collector::{BuildContext, Scraper};
 use crate::http::App;
+use crate::listen::ListenAddress;
 
 /// Runs the exporter until SIGTERM or Ctrl-C.
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -41,13 +44,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let context = BuildContext {
-        paths: config.paths.clone(),
-        options: config.collector_options.clone(),
-        board,
+    let context = registry::Context {
+        collectors: BuildContext {
+            paths: config.paths.clone(),
+            options: config.collector_options.clone(),
+            board,
+        },
+        doctor: config.doctor_collector.clone(),
     };
     tracing::info!(collectors = ?config.collectors, paths = ?config.paths, "starting pi-exporter {}", env!("CARGO_PKG_VERSION"));
-    let collectors = collector::build_enabled(&context, &config.collectors);
+    let collectors = registry::build_enabled(&context, &config.collectors);
     // Kept to tell each collector of a clean stop once serving has ended.
     let stoppable: Vec<_> = collectors.iter().map(|(_, c)| Arc::clone(c)).collect();
     let scraper = Scraper::new(collectors, config.collector_timeout);
@@ -179,7 +185,7 @@ pub fn doctor_findings(
         ups_unknown,
     };
     let sources =
-        doctor::facts::Sources::build(&inputs.context, collector::doctor::DEFAULT_INTERVAL);
+        doctor::facts::Sources::build(&inputs.context, doctor::collector::DEFAULT_INTERVAL);
     Ok(doctor::run(&inputs, &sources))
 }
 

@@ -25,8 +25,10 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use clap::{Arg, ArgMatches};
 use regex_lite::Regex;
 
+use super::flags::{self, FlagError};
 use super::parse::{Failures, parse_lines, unescape_octal};
 use super::{BuildContext, CollectError, Collector};
 use crate::metrics::MetricSet;
@@ -69,6 +71,58 @@ impl Default for Options {
             mount_timeout: Duration::from_secs(2),
         }
     }
+}
+
+/// The filesystem collector's flags.
+pub fn args() -> Vec<Arg> {
+    vec![
+        Arg::new("collector.filesystem.mount-points-exclude")
+            .long("collector.filesystem.mount-points-exclude")
+            .value_name("REGEX")
+            .default_value(DEFAULT_MOUNT_POINTS_EXCLUDE)
+            .value_parser(flags::regex)
+            .help("Mount points to leave out"),
+        Arg::new("collector.filesystem.mount-points-include")
+            .long("collector.filesystem.mount-points-include")
+            .value_name("REGEX")
+            .value_parser(flags::regex)
+            .help("Only these mount points (applied before the exclude)"),
+        Arg::new("collector.filesystem.fs-types-exclude")
+            .long("collector.filesystem.fs-types-exclude")
+            .value_name("REGEX")
+            .default_value(DEFAULT_FS_TYPES_EXCLUDE)
+            .value_parser(flags::regex)
+            .help("Filesystem types to leave out"),
+        Arg::new("collector.filesystem.fs-types-include")
+            .long("collector.filesystem.fs-types-include")
+            .value_name("REGEX")
+            .value_parser(flags::regex)
+            .help("Only these filesystem types (applied before the exclude)"),
+        Arg::new("collector.filesystem.mount-timeout")
+            .long("collector.filesystem.mount-timeout")
+            .value_name("DURATION")
+            .default_value("2s")
+            .value_parser(serving::duration::parse)
+            .help("How long to wait for statvfs on one mount before marking it stuck"),
+    ]
+}
+
+/// `--collector.filesystem.*` into [`Options`].
+pub fn options(m: &ArgMatches) -> Result<Options, FlagError> {
+    let defaults = Options::default();
+    Ok(Options {
+        mount_points_exclude: flags::one(m, "collector.filesystem.mount-points-exclude")?
+            .unwrap_or(defaults.mount_points_exclude),
+        mount_points_include: flags::regex_unless_empty(
+            m,
+            "collector.filesystem.mount-points-include",
+        )?,
+        fs_types_exclude: flags::one(m, "collector.filesystem.fs-types-exclude")?
+            .unwrap_or(defaults.fs_types_exclude),
+        fs_types_include: flags::regex_unless_empty(m, "collector.filesystem.fs-types-include")?,
+        mount_timeout: flags::one(m, "collector.filesystem.mount-timeout")?
+            .unwrap_or(defaults.mount_timeout),
+    })
 }
 
 impl Options {

@@ -1,12 +1,14 @@
-//! The collector framework: what a collector is, which ones exist, and how a scrape runs them.
+//! The collector framework (what a collector is, how a scrape runs them) and the hardware
+//! collectors; the list of every collector, the doctor's included, is in `registry.rs`.
 //!
 //! Every collector reads its source when scraped, under the scrape's deadline (see `scrape`). A
 //! collector that errs or overruns costs only its own samples and sets its
 //! `rpi_exporter_collector_success` to 0; the scrape always answers.
 
-pub mod doctor;
+pub mod board;
 pub mod filesystem;
 pub mod firmware;
+pub mod flags;
 pub mod history;
 pub mod rtc;
 pub mod storage;
@@ -15,18 +17,18 @@ pub mod time;
 pub mod ups;
 
 pub(crate) mod parse;
-mod periodic;
+pub(crate) mod periodic;
 mod scrape;
 
-use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::metrics::MetricSet;
 use crate::paths::Paths;
-use crate::simulate::BoardFile;
 
+pub use board::BoardFile;
+pub use flags::FlagError;
 pub use parse::{read_trimmed, read_u64};
 pub use scrape::Scraper;
 
@@ -76,7 +78,7 @@ impl CollectError {
     }
 }
 
-/// Settings of individual collectors (their `--collector.<name>.*` flags).
+/// Settings of the hardware collectors (their `--collector.<name>.*` and `--ups.*` flags).
 #[derive(Debug, Clone, Default)]
 pub struct CollectorOptions {
     pub filesystem: filesystem::Options,
@@ -84,7 +86,6 @@ pub struct CollectorOptions {
     pub history: history::Options,
     pub rtc: rtc::Options,
     pub ups: ups::Options,
-    pub doctor: doctor::Options,
 }
 
 /// What a collector's constructor gets.
@@ -94,92 +95,6 @@ pub struct BuildContext {
     pub options: CollectorOptions,
     /// The simulated board (`--simulate.board`), replacing hardware devices when set.
     pub board: Option<Arc<BoardFile>>,
-}
-
-/// A collector the exporter knows, with its default state and constructor.
-pub struct CollectorSpec {
-    pub name: &'static str,
-    pub help: &'static str,
-    pub enabled_by_default: bool,
-    /// Probes the system once at start-up (and logs what it found) and builds the collector.
-    pub build: fn(&BuildContext) -> Arc<dyn Collector>,
-}
-
-impl fmt::Debug for CollectorSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CollectorSpec")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Every collector, in the order their metrics appear in a scrape.
-pub const ALL: &[CollectorSpec] = &[
-    CollectorSpec {
-        name: "filesystem",
-        help: "Filesystem size, free space, inodes and read-only state per mount",
-        enabled_by_default: true,
-        build: |ctx| Arc::new(filesystem::FilesystemCollector::new(ctx)),
-    },
-    CollectorSpec {
-        name: "storage",
-        help: "ext4 error counters, SD/eMMC wear and per-device I/O",
-        enabled_by_default: true,
-        build: |ctx| Arc::new(storage::StorageCollector::new(ctx)),
-    },
-    CollectorSpec {
-        name: "firmware",
-        help: "SoC temperature, throttling, clocks, voltages, board identity, Pi 5 PMIC rails and fan, from the firmware mailbox (sysfs as fallback)",
-        enabled_by_default: true,
-        build: |ctx| Arc::new(firmware::FirmwareCollector::new(ctx)),
-    },
-    CollectorSpec {
-        name: "system",
-        help: "Boot time, uptime, memory, swap and load",
-        enabled_by_default: true,
-        build: |ctx| Arc::new(system::SystemCollector::new(ctx)),
-    },
-    CollectorSpec {
-        name: "history",
-        help: "Why the Pi last restarted (device tree), clean and unclean shutdowns and boots (--collector.history.state-file), under-voltage events, USB over-current",
-        enabled_by_default: true,
-        build: |ctx| Arc::new(history::HistoryCollector::new(ctx)),
-    },
-    CollectorSpec {
-        name: "rtc",
-        help: "Real-time clocks (kernel-owned, Pi 5, or a DS3231 read over I2C): time validity, oscillator stop, offset to the system clock, temperature, battery",
-        enabled_by_default: true,
-        build: |ctx| Arc::new(rtc::RtcCollector::new(ctx)),
-    },
-    CollectorSpec {
-        name: "time",
-        help: "System clock synchronisation from the kernel (adjtimex, read-only): synchronised, error bounds, offset, frequency, status flags",
-        enabled_by_default: true,
-        build: |ctx| Arc::new(time::TimeCollector::new(ctx)),
-    },
-    CollectorSpec {
-        name: "ups",
-        help: "UPS HAT (I2C gauge read-only, power-loss GPIO) or NUT UPS: on battery, voltage, current, charge, runtime; opt-in shutdown guard (--ups.*)",
-        enabled_by_default: false,
-        build: |ctx| Arc::new(ups::UpsCollector::new(ctx)),
-    },
-    CollectorSpec {
-        name: "doctor",
-        help: "The field checklist of `pi-exporter doctor` (storage, power, time, recovery, access), run in the background every --collector.doctor.interval",
-        enabled_by_default: true,
-        build: |ctx| Arc::new(doctor::DoctorCollector::new(ctx)),
-    },
-];
-
-/// Builds the collectors that are enabled, in the order of [`ALL`].
-pub fn build_enabled(
-    ctx: &BuildContext,
-    enabled: &[&str],
-) -> Vec<(&'static str, Arc<dyn Collector>)> {
-    ALL.iter()
-        .filter(|spec| enabled.contains(&spec.name))
-        .map(|spec| (spec.name, (spec.build)(ctx)))
-        .collect()
 }
 
 /// A fixture tree of `tests/fixtures/`, for the collectors' unit tests.

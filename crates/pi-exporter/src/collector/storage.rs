@@ -15,8 +15,10 @@
 
 use std::path::Path;
 
+use clap::{Arg, ArgAction, ArgMatches};
 use regex_lite::Regex;
 
+use super::flags::{self, FlagError};
 use super::parse::{Failures, VerdictMemo, if_present, list_dir, parse_lines, read_parsed};
 use super::{BuildContext, CollectError, Collector, read_trimmed, read_u64};
 use crate::metrics::MetricSet;
@@ -49,6 +51,32 @@ impl Default for Options {
             rated_endurance: Vec::new(),
         }
     }
+}
+
+/// The storage collector's flags.
+pub fn args() -> Vec<Arg> {
+    vec![
+        Arg::new("collector.storage.device-exclude")
+            .long("collector.storage.device-exclude")
+            .value_name("REGEX")
+            .default_value(DEFAULT_DEVICE_EXCLUDE)
+            .value_parser(flags::regex)
+            .help("Block devices to leave out of the I/O metrics (empty: keep all)"),
+        Arg::new("collector.storage.rated-endurance")
+            .long("collector.storage.rated-endurance")
+            .value_name("DEVICE=SIZE")
+            .action(ArgAction::Append)
+            .value_parser(parse_rated_endurance)
+            .help("Repeatable: the bytes a flash device is rated to accept, e.g. mmcblk0=117TB (decimal units as vendors quote them, or KiB..PiB), exported as rpi_flash_rated_endurance_bytes"),
+    ]
+}
+
+/// `--collector.storage.*` into [`Options`].
+pub fn options(m: &ArgMatches) -> Result<Options, FlagError> {
+    Ok(Options {
+        device_exclude: flags::regex_unless_empty(m, "collector.storage.device-exclude")?,
+        rated_endurance: flags::many(m, "collector.storage.rated-endurance")?,
+    })
 }
 
 /// Size suffixes of `--collector.storage.rated-endurance`: vendors quote decimal units (a

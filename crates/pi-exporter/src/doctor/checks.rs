@@ -4,8 +4,8 @@
 use super::config::{Settings, Unit};
 use super::facts::{Facts, Space, UpsState};
 use super::{Category, Finding, Verdict};
-use crate::cli::ListenAddress;
 use crate::collector::filesystem::{LOW_SPACE_RATIO, Mount};
+use crate::listen::ListenAddress;
 
 /// The firmware throttles at 85 °C on every Pi 4 and 5; used when it does not report a limit.
 pub(crate) const DEFAULT_TEMPERATURE_LIMIT_CELSIUS: f64 = 85.0;

@@ -9,6 +9,7 @@
 //! A fact that could not be read makes its checks SKIP with the reason, never a guess.
 
 pub(crate) mod checks;
+pub mod collector;
 pub(crate) mod config;
 pub(crate) mod facts;
 pub mod render;
@@ -17,8 +18,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::cli::ListenAddress;
 use crate::collector::BuildContext;
+use crate::listen::ListenAddress;
 
 /// The outcome of a check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]

@@ -18,8 +18,8 @@ use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::cli::ListenAddress;
 use crate::collector::Scraper;
+use crate::listen::ListenAddress;
 use crate::metrics::{MetricSet, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
 use serving::web_config::WebConfig;
 

@@ -40,7 +40,7 @@ fn shipped_board(name: &str) -> simulate::FirmwareBoard {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("boards")
         .join(format!("{name}.yaml"));
-    crate::simulate::load(&path)
+    crate::collector::board::load(&path)
         .expect("shipped board file is valid")
         .firmware
         .expect("has a firmware section")
@@ -492,7 +492,7 @@ fn a_board_file_without_firmware_means_no_mailbox() {
     let c = FirmwareCollector::new(&BuildContext {
         paths: fixture_paths("pi5-nvme"),
         options: crate::collector::CollectorOptions::default(),
-        board: Some(Arc::new(crate::simulate::BoardFile::default())),
+        board: Some(Arc::new(crate::collector::board::BoardFile::default())),
     });
     assert!(c.mailbox.is_none());
     let (set, result) = scrape(&c);

@@ -13,6 +13,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use clap::{Arg, ArgMatches};
+
+use super::flags::{self, FlagError};
 use super::parse::Failures;
 use super::{BuildContext, CollectError, Collector};
 use crate::metrics::MetricSet;
@@ -39,6 +42,25 @@ impl Default for Options {
             state_file: DEFAULT_STATE_FILE.into(),
         }
     }
+}
+
+/// The history collector's flags.
+pub fn args() -> Vec<Arg> {
+    vec![
+        Arg::new("collector.history.state-file")
+            .long("collector.history.state-file")
+            .value_name("FILE")
+            .default_value(DEFAULT_STATE_FILE)
+            .value_parser(clap::value_parser!(PathBuf))
+            .help("The history collector's state file (boot id, clean stop, boot and unclean-shutdown counts), written at start and at a clean stop; its directory must exist and be writable"),
+    ]
+}
+
+/// `--collector.history.*` into [`Options`].
+pub fn options(m: &ArgMatches) -> Result<Options, FlagError> {
+    Ok(Options {
+        state_file: flags::one(m, "collector.history.state-file")?.unwrap_or_default(),
+    })
 }
 
 /// The device tree's `chosen` node, where the firmware leaves its boot-time registers.

@@ -208,12 +208,15 @@ mod tests {
         let path = dir.path().join("board.yaml");
         let yaml = "power:\n  under_voltage: { period_seconds: 10, high_seconds: 3 }\n";
         std::fs::write(&path, yaml).expect("write");
-        let board = crate::simulate::load(&path).expect("valid board");
+        let board = crate::collector::board::load(&path).expect("valid board");
         let pulse = board.power.expect("power section").under_voltage;
         assert!(pulse.alarm_at(Duration::from_secs(22)));
         assert!(!pulse.alarm_at(Duration::from_secs(23)));
         std::fs::write(&path, "power:\n  under_voltage: { period: 10 }\n").expect("write");
-        assert!(crate::simulate::load(&path).is_err(), "keys are checked");
+        assert!(
+            crate::collector::board::load(&path).is_err(),
+            "keys are checked"
+        );
     }
 
     #[test]

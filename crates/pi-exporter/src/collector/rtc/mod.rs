@@ -31,8 +31,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use clap::{Arg, ArgAction, ArgMatches};
+
 use self::offset::{Offset, Offsets, SystemClock};
 use self::sysfs::{Kind, RealFiles, SysfsRead, SysfsRtc, TimeRead};
+use super::flags::{self, FlagError};
 use super::parse::Failures;
 use super::{BuildContext, CollectError, Collector};
 use crate::i2c::simulated::SimulatedBus;
@@ -70,6 +73,46 @@ impl Default for Options {
     }
 }
 
+/// The rtc collector's flags.
+pub fn args() -> Vec<Arg> {
+    vec![
+        Arg::new("collector.rtc.i2c-bus")
+            .long("collector.rtc.i2c-bus")
+            .value_name("N|none")
+            .default_value("1")
+            .value_parser(parse_i2c_bus)
+            .help("I2C bus of a DS3231 that no kernel driver owns, read from userspace (none: do not look for one)"),
+        Arg::new("collector.rtc.i2c-address")
+            .long("collector.rtc.i2c-address")
+            .value_name("ADDRESS")
+            .default_value("0x68")
+            .value_parser(parse_i2c_address)
+            .help("I2C address of that DS3231"),
+        Arg::new("collector.rtc.raw-registers")
+            .long("collector.rtc.raw-registers")
+            .action(ArgAction::SetTrue)
+            .help("Also read the oscillator-stop flag and aging offset of kernel-owned DS3231s with read-only combined I2C transfers alongside the driver"),
+        Arg::new("collector.rtc.offset-interval")
+            .long("collector.rtc.offset-interval")
+            .value_name("DURATION")
+            .default_value("60s")
+            .value_parser(parse_offset_interval)
+            .help("How often to measure RTC minus system clock in the background (0: never)"),
+    ]
+}
+
+/// `--collector.rtc.*` into [`Options`].
+pub fn options(m: &ArgMatches) -> Result<Options, FlagError> {
+    let defaults = Options::default();
+    Ok(Options {
+        i2c_bus: flags::one(m, "collector.rtc.i2c-bus")?.unwrap_or(defaults.i2c_bus),
+        i2c_address: flags::one(m, "collector.rtc.i2c-address")?.unwrap_or(defaults.i2c_address),
+        raw_registers: flags::switch(m, "collector.rtc.raw-registers")?,
+        offset_interval: flags::one(m, "collector.rtc.offset-interval")?
+            .unwrap_or(defaults.offset_interval),
+    })
+}
+
 /// Parses `--collector.rtc.i2c-bus`: a bus number, or `none`.
 pub fn parse_i2c_bus(text: &str) -> Result<Option<u32>, String> {
     if text == "none" {
@@ -97,7 +140,7 @@ pub fn parse_i2c_address(text: &str) -> Result<u8, String> {
 /// Parses `--collector.rtc.offset-interval`: 0 (off) or at least 5 s, since one measurement
 /// can take up to 1.5 s per RTC.
 pub fn parse_offset_interval(text: &str) -> Result<Duration, String> {
-    let interval = crate::cli::parse_duration(text)?;
+    let interval = serving::duration::parse(text)?;
     if interval.is_zero() || interval >= Duration::from_secs(5) {
         Ok(interval)
     } else {
@@ -622,8 +665,8 @@ mod tests {
 
     use super::*;
     use crate::collector::CollectorOptions;
+    use crate::collector::board::BoardFile;
     use crate::paths::Paths;
-    use crate::simulate::BoardFile;
 
     fn fixture_sysfs() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pi5-ds3231/sys")

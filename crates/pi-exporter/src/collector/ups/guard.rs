@@ -3,9 +3,13 @@
 //! hold time, it asks for the shutdown command, once in the life of the process. Power coming
 //! back cancels a pending shutdown; an implausible or failed reading restarts the hold.
 //!
-//! Pure: the caller passes the time of each reading, so tests drive it with a fake clock.
+//! Pure apart from its flags: the caller passes the time of each reading, so tests drive it with a fake clock.
 
 use std::time::{Duration, Instant};
+
+use clap::{Arg, ArgAction, ArgMatches};
+
+use crate::collector::flags::{self, FlagError};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ShutdownOptions {
@@ -31,6 +35,58 @@ impl Default for ShutdownOptions {
             dry_run: false,
         }
     }
+}
+
+/// The `--ups.shutdown.*` flags.
+pub fn args() -> Vec<Arg> {
+    vec![
+        Arg::new("ups.shutdown.enable")
+            .long("ups.shutdown.enable")
+            .action(ArgAction::SetTrue)
+            .help("Run the shutdown command when on battery and the charge or runtime stays below its threshold for the hold time (off by default)"),
+        Arg::new("ups.shutdown.charge-below")
+            .long("ups.shutdown.charge-below")
+            .value_name("RATIO")
+            .default_value("0.10")
+            .value_parser(super::parse_ratio)
+            .help("Charge ratio (0-1) below which the guard shuts down"),
+        Arg::new("ups.shutdown.runtime-below")
+            .long("ups.shutdown.runtime-below")
+            .value_name("DURATION")
+            .default_value("0s")
+            .value_parser(serving::duration::parse)
+            .help("Runtime estimate below which the guard shuts down (0: charge only)"),
+        Arg::new("ups.shutdown.hold")
+            .long("ups.shutdown.hold")
+            .value_name("DURATION")
+            .default_value("30s")
+            .value_parser(serving::duration::parse)
+            .help("How long the condition must hold, with plausible readings throughout, before the command runs"),
+        Arg::new("ups.shutdown.command")
+            .long("ups.shutdown.command")
+            .value_name("COMMAND")
+            .default_value("systemctl poweroff")
+            .value_parser(parse_command)
+            .help("Program and arguments (split at spaces, no shell) run once when the guard fires"),
+        Arg::new("ups.shutdown.dry-run")
+            .long("ups.shutdown.dry-run")
+            .action(ArgAction::SetTrue)
+            .help("Log the shutdown instead of running the command"),
+    ]
+}
+
+/// `--ups.shutdown.*` into [`ShutdownOptions`].
+pub fn options(m: &ArgMatches) -> Result<ShutdownOptions, FlagError> {
+    let defaults = ShutdownOptions::default();
+    Ok(ShutdownOptions {
+        enable: flags::switch(m, "ups.shutdown.enable")?,
+        charge_below: flags::one(m, "ups.shutdown.charge-below")?.unwrap_or(defaults.charge_below),
+        runtime_below: flags::one::<Duration>(m, "ups.shutdown.runtime-below")?
+            .filter(|d| !d.is_zero()),
+        hold: flags::one(m, "ups.shutdown.hold")?.unwrap_or(defaults.hold),
+        command: flags::one(m, "ups.shutdown.command")?.unwrap_or(defaults.command),
+        dry_run: flags::switch(m, "ups.shutdown.dry-run")?,
+    })
 }
 
 /// What one reading says, as far as the guard is concerned.

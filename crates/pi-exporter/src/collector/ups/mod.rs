@@ -28,12 +28,15 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use clap::{Arg, ArgMatches};
+
 use self::chips::{ChipReading, ReadError};
 use self::estimate::History;
 use self::gpio::{DevLines, LineSource, LineState};
 use self::guard::{Decision, Guard, Observation, ShutdownOptions};
 use self::nut::{NutOptions, STATUS_FLAGS};
 use self::profiles::{Chip, Profile};
+use super::flags::{self, FlagError};
 use super::periodic::{self, First, Periodic};
 use super::{BuildContext, CollectError, Collector};
 use crate::i2c::simulated::SimulatedBus;
@@ -66,6 +69,51 @@ impl Default for Options {
             units: Vec::new(),
         }
     }
+}
+
+/// The ups collector's flags (`--ups.*`: the guard acts on the machine, beyond collecting).
+pub fn args() -> Vec<Arg> {
+    let mut args = vec![
+        Arg::new("ups.board")
+            .long("ups.board")
+            .value_name("NAME")
+            .value_parser(parse_board)
+            .help("UPS board profile read by the ups collector: waveshare-ups-hat, waveshare-ups-hat-c, waveshare-ups-hat-e, geekworm-x728, geekworm-x120x, ups-lite, pisugar3, nut"),
+        Arg::new("ups.config")
+            .long("ups.config")
+            .value_name("FILE")
+            .conflicts_with("ups.board")
+            .value_parser(parse_config_file)
+            .help("YAML file listing several UPSes (ups: [{name, board, i2c_bus, nut: {host, port, ups, username, password_file}}]); their series carry an ups label"),
+        Arg::new("ups.i2c-bus")
+            .long("ups.i2c-bus")
+            .value_name("N")
+            .default_value("1")
+            .value_parser(clap::value_parser!(u32))
+            .help("I2C bus of the UPS HAT's chip"),
+        Arg::new("ups.interval")
+            .long("ups.interval")
+            .value_name("DURATION")
+            .default_value("5s")
+            .value_parser(parse_interval)
+            .help("How often the UPS is read in the background (scrapes serve the last reading)"),
+    ];
+    args.extend(nut::args());
+    args.extend(guard::args());
+    args
+}
+
+/// `--ups.*` into [`Options`].
+pub fn options(m: &ArgMatches) -> Result<Options, FlagError> {
+    let defaults = Options::default();
+    Ok(Options {
+        board: flags::one(m, "ups.board")?,
+        i2c_bus: flags::one(m, "ups.i2c-bus")?.unwrap_or(defaults.i2c_bus),
+        interval: flags::one(m, "ups.interval")?.unwrap_or(defaults.interval),
+        nut: nut::options(m)?,
+        shutdown: guard::options(m)?,
+        units: flags::one(m, "ups.config")?.unwrap_or_default(),
+    })
 }
 
 /// One UPS of a `--ups.config` file.
@@ -161,7 +209,7 @@ pub fn parse_board(text: &str) -> Result<String, String> {
 
 /// Parses `--ups.interval`: at least 1 s.
 pub fn parse_interval(text: &str) -> Result<Duration, String> {
-    let interval = crate::cli::parse_duration(text)?;
+    let interval = serving::duration::parse(text)?;
     if interval >= Duration::from_secs(1) {
         Ok(interval)
     } else {
@@ -788,8 +836,8 @@ mod tests {
 
     use super::*;
     use crate::collector::CollectorOptions;
+    use crate::collector::board::BoardFile;
     use crate::paths::Paths;
-    use crate::simulate::BoardFile;
 
     const X728_ON_BATTERY: &str = "board: geekworm-x728\nchips:\n  - address: 0x36\n    behaviour: read-only\n    registers: {0x02: 0xb9, 0x03: 0x00, 0x04: 0x05, 0x05: 0x80}\ngpio:\n  GPIO6: high\n";
 

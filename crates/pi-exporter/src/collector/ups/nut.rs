@@ -7,7 +7,10 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
+use clap::{Arg, ArgMatches};
+
 use super::chips::{ChipReading, check_percent};
+use crate::collector::flags::{self, FlagError};
 
 /// `--ups.nut.*`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +35,63 @@ impl Default for NutOptions {
             timeout: Duration::from_secs(2),
         }
     }
+}
+
+/// The `--ups.nut.*` flags.
+pub fn args() -> Vec<Arg> {
+    vec![
+        Arg::new("ups.nut.host")
+            .long("ups.nut.host")
+            .value_name("HOST")
+            .default_value("127.0.0.1")
+            .help("upsd host (--ups.board=nut)"),
+        Arg::new("ups.nut.port")
+            .long("ups.nut.port")
+            .value_name("PORT")
+            .default_value("3493")
+            .value_parser(clap::value_parser!(u16))
+            .help("upsd port"),
+        Arg::new("ups.nut.ups")
+            .long("ups.nut.ups")
+            .value_name("NAME")
+            .default_value("ups")
+            .help("UPS name on the upsd server"),
+        Arg::new("ups.nut.username")
+            .long("ups.nut.username")
+            .value_name("USER")
+            .help("upsd user (USERNAME), if the server wants one"),
+        Arg::new("ups.nut.password-file")
+            .long("ups.nut.password-file")
+            .value_name("FILE")
+            .value_parser(read_password_file)
+            .help("File holding the upsd password (PASSWORD); never given on the command line"),
+        Arg::new("ups.nut.timeout")
+            .long("ups.nut.timeout")
+            .value_name("DURATION")
+            .default_value("2s")
+            .value_parser(serving::duration::parse)
+            .help("Timeout of each upsd connect, read and write"),
+    ]
+}
+
+/// `--ups.nut.password-file`: the file's content without its final line break.
+fn read_password_file(path: &str) -> Result<String, String> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
+        .map_err(|e| format!("{path}: {e}"))
+}
+
+/// `--ups.nut.*` into [`NutOptions`].
+pub fn options(m: &ArgMatches) -> Result<NutOptions, FlagError> {
+    let defaults = NutOptions::default();
+    Ok(NutOptions {
+        host: flags::one(m, "ups.nut.host")?.unwrap_or(defaults.host),
+        port: flags::one(m, "ups.nut.port")?.unwrap_or(defaults.port),
+        ups: flags::one(m, "ups.nut.ups")?.unwrap_or(defaults.ups),
+        username: flags::one(m, "ups.nut.username")?,
+        password: flags::one(m, "ups.nut.password-file")?,
+        timeout: flags::one(m, "ups.nut.timeout")?.unwrap_or(defaults.timeout),
+    })
 }
 
 /// The `ups.status` flags exported as `rpi_ups_status{flag}`.

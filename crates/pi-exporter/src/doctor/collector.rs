@@ -11,10 +11,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::periodic::{self, First, Periodic};
-use super::{BuildContext, CollectError, Collector};
-use crate::cli::ListenAddress;
+use clap::{Arg, ArgMatches};
+
+use crate::collector::flags::{self, FlagError};
+use crate::collector::periodic::{self, First, Periodic};
+use crate::collector::{BuildContext, CollectError, Collector};
 use crate::doctor::{self, Exposure, Finding, Inputs, Verdict, facts::Sources};
+use crate::listen::ListenAddress;
 use crate::metrics::MetricSet;
 
 /// Default of `--collector.doctor.interval`.
@@ -39,6 +42,27 @@ impl Default for Options {
             web_config_file: None,
         }
     }
+}
+
+/// The doctor collector's flags.
+pub fn args() -> Vec<Arg> {
+    vec![
+        Arg::new("collector.doctor.interval")
+            .long("collector.doctor.interval")
+            .value_name("DURATION")
+            .default_value("10m")
+            .value_parser(parse_interval)
+            .help("How often the doctor collector runs the field checklist in the background (scrapes serve the last result)"),
+    ]
+}
+
+/// `--collector.doctor.*` into [`Options`]; the listen addresses and web configuration are the
+/// server's own flags, filled in by `cli`.
+pub fn options(m: &ArgMatches) -> Result<Options, FlagError> {
+    Ok(Options {
+        interval: flags::one(m, "collector.doctor.interval")?.unwrap_or(DEFAULT_INTERVAL),
+        ..Options::default()
+    })
 }
 
 /// `--collector.doctor.interval`: at least a minute, the checks are not cheap.
@@ -75,8 +99,8 @@ pub struct DoctorCollector {
 }
 
 impl DoctorCollector {
-    pub fn new(ctx: &BuildContext) -> Self {
-        let options = ctx.options.doctor.clone();
+    pub fn new(ctx: &BuildContext, options: &Options) -> Self {
+        let options = options.clone();
         let inputs = Inputs {
             context: ctx.clone(),
             exposure: Ok(Exposure {
