@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use super::*;
 use crate::payload::{Labels, Status};
-use crate::storm::{BudgetAt, StormWrite, StormWritten};
+use crate::storm::{BudgetAt, RuleAt, StormWrite, StormWritten};
 
 /// One `#[test]` per contract case, in a module named `$name`, each on a backend made by
 /// `$make` (an expression of a `Backend`).
@@ -42,6 +42,7 @@ macro_rules! backend_contract {
                 inbound_sids_are_remembered,
                 sent_to_the_destinations_paged,
                 budget_admits_then_holds,
+                storms_gather_incidents,
                 ping_answers,
             );
         }
@@ -697,6 +698,64 @@ pub(crate) fn budget_admits_then_holds(db: &mut dyn Backend) {
         .collect();
     assert_eq!(pending, [o.deliveries[0].1]);
     assert!(db.relay_clock().expect("clock") >= 1_000);
+}
+
+pub(crate) fn storms_gather_incidents(db: &mut dyn Backend) {
+    let rule = RuleAt {
+        policy: "p".into(),
+        window_ms: 60_000,
+        threshold: 1,
+        group_by: Vec::new(),
+        destinations: vec!["summary".into()],
+        on_call: BTreeMap::new(),
+    };
+    let opened = |db: &mut dyn Backend, group: &str, clock| {
+        let id = open_incident(db, group, &["a"]).opened[0];
+        let w = Write::Storm(StormWrite::Opened {
+            opened: vec![id],
+            rules: vec![rule.clone()],
+            clock,
+        });
+        match write(db, w) {
+            Written::Storm(StormWritten::Opened {
+                deliveries,
+                detected,
+                ..
+            }) => (id, deliveries, detected),
+            other => panic!("not opened: {other:?}"),
+        }
+    };
+    // One incident is not a storm (more than `threshold` in the window are).
+    let (a, deliveries, detected) = opened(db, "g1", 1_000);
+    assert!(detected.is_empty() && deliveries.is_empty());
+    assert_eq!(db.incident(a).expect("read").expect("exists").storm, None);
+    let (b, deliveries, detected) = opened(db, "g2", 2_000);
+    assert_eq!(detected.len(), 1, "{detected:?}");
+    let (storm, policy) = &detected[0];
+    assert_eq!(policy, "p");
+    assert!(
+        deliveries.iter().any(|d| d.0 == "summary"),
+        "{deliveries:?}"
+    );
+    let view = db.storm(*storm).expect("read").expect("exists");
+    assert_eq!((view.id, view.policy.as_str()), (*storm, "p"));
+    assert_eq!(view.closed_at_ms, None);
+    let mut members: Vec<i64> = view.incidents.iter().map(|i| i.id).collect();
+    members.sort_unstable();
+    assert_eq!(members, [a, b]);
+    for id in [a, b] {
+        let i = db.incident(id).expect("read").expect("exists");
+        assert_eq!(i.storm, Some(*storm));
+    }
+    assert!(
+        db.sent_to("summary", AckTarget::Storm(*storm))
+            .expect("query")
+    );
+    assert!(
+        !db.sent_to("nobody", AckTarget::Storm(*storm))
+            .expect("query")
+    );
+    assert!(db.relay_clock().expect("clock") >= 2_000);
 }
 
 pub(crate) fn ping_answers(db: &mut dyn Backend) {

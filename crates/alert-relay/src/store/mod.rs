@@ -994,6 +994,24 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_test_double_fails_loudly_on_what_it_does_not_implement() {
+        let mut double = Flaky::default();
+        let err = double.open_incidents().expect_err("not implemented");
+        assert!(
+            matches!(err, StoreError::NotImplemented("open_incidents")),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "test double: open_incidents is not implemented"
+        );
+        assert!(!err.is_storage_fault());
+        assert!(double.relay_clock().is_err());
+        assert!(double.last_event_id().is_err());
+        assert!(double.sent_to("sms/+1", AckTarget::Incident(1)).is_err());
+    }
+
+    #[test]
     fn only_storage_faults_make_the_store_unhealthy() {
         let sqlite = |code| {
             StoreError::Db(rusqlite::Error::SqliteFailure(
