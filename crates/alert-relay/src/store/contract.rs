@@ -33,6 +33,7 @@ macro_rules! backend_contract {
                 meta_is_stored_with_its_events,
                 incident_transitions,
                 ack_all_acknowledges_quietly,
+                resolve_stale_is_guarded_by_the_watermark,
                 fire_step_is_a_compare_and_set,
                 checkpoint_stores_escalation_clocks,
                 incident_fingerprints_and_on_call,
@@ -470,6 +471,47 @@ pub(crate) fn ack_all_acknowledges_quietly(db: &mut dyn Backend) {
     // No notice was queued.
     assert_eq!(db.pending("a").expect("pending").len(), 1);
     assert_eq!(db.pending("b").expect("pending").len(), 1);
+}
+
+pub(crate) fn resolve_stale_is_guarded_by_the_watermark(db: &mut dyn Backend) {
+    let id = open_incident(db, "g1", &["a"]).opened[0];
+    let watermark = db.last_event_id().expect("last");
+    let stale = |after_event| Write::ResolveStale {
+        id,
+        by: "resync".into(),
+        elapsed_ms: 0,
+        after_event,
+        after_ms: i64::MAX,
+    };
+    let transitioned = |w| match w {
+        Written::Transitioned(t) => t,
+        other => panic!("not a transition: {other:?}"),
+    };
+    // An alert of its group arrived after the poll started: it stays open.
+    let kept = transitioned(write(db, stale(watermark - 1)));
+    assert_eq!(kept, Transitioned::Unchanged(IncidentState::Open));
+    assert_eq!(state(db, id), IncidentState::Open);
+    // So does it when one arrived after the poll's time (a wall clock stepped back).
+    let w = Write::ResolveStale {
+        id,
+        by: "resync".into(),
+        elapsed_ms: 0,
+        after_event: watermark,
+        after_ms: i64::MIN,
+    };
+    let kept = transitioned(write(db, w));
+    assert_eq!(kept, Transitioned::Unchanged(IncidentState::Open));
+    // Nothing newer: resolved like a manual resolve, with its notices.
+    let Transitioned::Done { from, deliveries } = transitioned(write(db, stale(watermark))) else {
+        panic!("resolved");
+    };
+    assert_eq!(from, IncidentState::Open);
+    assert_eq!(deliveries.len(), 1);
+    let i = db.incident(id).expect("read").expect("exists");
+    assert_eq!(
+        (i.state, i.resolved_by.as_deref()),
+        (IncidentState::Resolved, Some("resync"))
+    );
 }
 
 pub(crate) fn fire_step_is_a_compare_and_set(db: &mut dyn Backend) {
