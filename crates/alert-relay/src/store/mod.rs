@@ -453,7 +453,7 @@ pub struct PendingRef {
 ///
 /// No method has a default body: a backend answers every call itself, so one that forgets a
 /// read cannot silently answer "nothing". Test doubles implement what their test needs and
-/// fail loudly on the rest with [`not_implemented!`]. The behaviour every backend must have
+/// fail loudly on the rest with `not_implemented!` (test builds only). The behaviour every backend must have
 /// is one test suite (`contract`) that runs against each of them.
 pub trait Backend: Send + 'static {
     /// Applies `writes` in one durable transaction and returns one result per write, in
