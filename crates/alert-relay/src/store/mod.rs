@@ -453,8 +453,8 @@ pub struct PendingRef {
 ///
 /// No method has a default body: a backend answers every call itself, so one that forgets a
 /// read cannot silently answer "nothing". Test doubles implement what their test needs and
-/// fail loudly on the rest with `not_implemented!` (test builds only). The behaviour every backend must have
-/// is one test suite (`contract`) that runs against each of them.
+/// fail loudly on the rest with `not_implemented!` (test builds only). The behaviour every
+/// backend must have is one test suite (`contract`) that runs against each of them.
 pub trait Backend: Send + 'static {
     /// Applies `writes` in one durable transaction and returns one result per write, in
     /// order. A failing write does not undo the others; a failing commit fails them all.
