@@ -8,6 +8,8 @@
 //! A write's reply is sent only after the commit that contains it, so a webhook is answered
 //! 2xx only once its alerts are on disk.
 
+#[cfg(test)]
+pub(crate) mod contract;
 mod disk;
 mod health;
 pub mod sqlite;
@@ -40,6 +42,11 @@ pub enum StoreError {
     /// The batch's transaction could not begin or commit: nothing in it is stored.
     #[error("database commit: {0}")]
     Commit(String),
+    /// A test double was asked for something it does not implement (see
+    /// [`not_implemented!`]).
+    #[cfg(test)]
+    #[error("test double: {0} is not implemented")]
+    NotImplemented(&'static str),
     #[error("stored alert is unreadable: {0}")]
     Corrupt(String),
     #[error("the storage thread has stopped")]
@@ -443,6 +450,11 @@ pub struct PendingRef {
 }
 
 /// The storage trait. Every method runs on the DB thread.
+///
+/// No method has a default body: a backend answers every call itself, so one that forgets a
+/// read cannot silently answer "nothing". Test doubles implement what their test needs and
+/// fail loudly on the rest with `not_implemented!` (test builds only). The behaviour every
+/// backend must have is one test suite (`contract`) that runs against each of them.
 pub trait Backend: Send + 'static {
     /// Applies `writes` in one durable transaction and returns one result per write, in
     /// order. A failing write does not undo the others; a failing commit fails them all.
@@ -458,69 +470,192 @@ pub trait Backend: Send + 'static {
     /// commits keep failing, and after the first one that succeeds again (the store counts as
     /// recovered once this succeeds then). Undoes what the failure left behind; SQLite
     /// checkpoints and truncates its write-ahead log, which nothing else would shrink.
-    fn recover(&mut self) -> Result<(), StoreError> {
-        Ok(())
-    }
+    fn recover(&mut self) -> Result<(), StoreError>;
     /// Incidents not resolved, oldest first.
-    fn open_incidents(&mut self) -> Result<Vec<Incident>, StoreError> {
-        Ok(Vec::new())
-    }
+    fn open_incidents(&mut self) -> Result<Vec<Incident>, StoreError>;
     /// The newest `limit` incidents (any state), newest first.
-    fn incidents(&mut self, _limit: i64) -> Result<Vec<Incident>, StoreError> {
-        Ok(Vec::new())
-    }
-    fn incident(&mut self, _id: i64) -> Result<Option<Incident>, StoreError> {
-        Ok(None)
-    }
+    fn incidents(&mut self, limit: i64) -> Result<Vec<Incident>, StoreError>;
+    fn incident(&mut self, id: i64) -> Result<Option<Incident>, StoreError>;
     /// (destination, step, state, notice) of every delivery of an incident, in id order.
-    fn incident_deliveries(&mut self, _id: i64) -> Result<Vec<IncidentDelivery>, StoreError> {
-        Ok(Vec::new())
-    }
+    fn incident_deliveries(&mut self, id: i64) -> Result<Vec<IncidentDelivery>, StoreError>;
     /// A value stored with `Write::SetMeta`.
-    fn meta(&mut self, _key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(None)
-    }
+    fn meta(&mut self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// The newest alert event id (0 when none): re-sync's watermark.
-    fn last_event_id(&mut self) -> Result<i64, StoreError> {
-        Ok(0)
-    }
+    fn last_event_id(&mut self) -> Result<i64, StoreError>;
     /// Distinct fingerprints of the firing alerts of an incident (its group's firing events
     /// since it opened).
-    fn incident_fingerprints(&mut self, _id: i64) -> Result<Vec<String>, StoreError> {
-        Ok(Vec::new())
-    }
+    fn incident_fingerprints(&mut self, id: i64) -> Result<Vec<String>, StoreError>;
     /// (destination, step, who) of every delivery of an incident that a rotation chose.
-    fn incident_on_call(&mut self, _id: i64) -> Result<Vec<(String, i64, String)>, StoreError> {
-        Ok(Vec::new())
-    }
+    fn incident_on_call(&mut self, id: i64) -> Result<Vec<(String, i64, String)>, StoreError>;
     /// A storm and its member incidents (storm control).
-    fn storm(&mut self, _id: i64) -> Result<Option<crate::storm::StormView>, StoreError> {
-        Ok(None)
-    }
+    fn storm(&mut self, id: i64) -> Result<Option<crate::storm::StormView>, StoreError>;
     /// The stored relay clock (ms): the last checkpoint or the newest stamp, the larger.
-    fn relay_clock(&mut self) -> Result<i64, StoreError> {
-        Ok(0)
-    }
+    fn relay_clock(&mut self) -> Result<i64, StoreError>;
     /// The secret that signs acknowledgement links (created with the database).
-    fn ack_key(&mut self) -> Result<Vec<u8>, StoreError> {
-        Err(StoreError::Corrupt("this backend has no ack key".into()))
-    }
-    /// An integer stored with [`Write::SetMeta`].
-    fn meta_int(&mut self, _key: &str) -> Result<Option<i64>, StoreError> {
-        Ok(None)
-    }
+    fn ack_key(&mut self) -> Result<Vec<u8>, StoreError>;
+    /// An integer stored with [`Write::SetMetaInt`].
+    fn meta_int(&mut self, key: &str) -> Result<Option<i64>, StoreError>;
     /// Pushover receipts still to poll or cancel, oldest first.
-    fn watched_receipts(&mut self) -> Result<Vec<WatchedReceipt>, StoreError> {
-        Ok(Vec::new())
-    }
+    fn watched_receipts(&mut self) -> Result<Vec<WatchedReceipt>, StoreError>;
     /// Whether `destination` was paged for `target`: a delivery to it, not skipped, of the
     /// incident or of a summary of the incident's storm (for a storm: of a summary of it or of
     /// one of its incidents). Only such a destination may acknowledge it by SMS. A backend
     /// that cannot tell answers no.
-    fn sent_to(&mut self, _destination: &str, _target: AckTarget) -> Result<bool, StoreError> {
-        Ok(false)
-    }
+    fn sent_to(&mut self, destination: &str, target: AckTarget) -> Result<bool, StoreError>;
 }
+
+/// Test doubles: bodies for the [`Backend`] methods a double does not implement, each
+/// answering [`StoreError::NotImplemented`] with the method's name (an error rather than a
+/// panic, which would take the DB thread down): `not_implemented!(meta, storm);` in the
+/// `impl Backend`.
+#[cfg(test)]
+macro_rules! not_implemented {
+    (@body $name:ident) => {
+        Err($crate::store::StoreError::NotImplemented(stringify!($name)))
+    };
+    (write_batch) => {
+        fn write_batch(
+            &mut self,
+            writes: Vec<$crate::store::Write>,
+        ) -> Vec<Result<$crate::store::Written, $crate::store::StoreError>> {
+            writes.iter().map(|_| $crate::store::not_implemented!(@body write_batch)).collect()
+        }
+    };
+    (pending) => {
+        fn pending(
+            &mut self,
+            _: &str,
+        ) -> Result<Vec<$crate::store::PendingRef>, $crate::store::StoreError> {
+            $crate::store::not_implemented!(@body pending)
+        }
+    };
+    (load) => {
+        fn load(
+            &mut self,
+            _: i64,
+        ) -> Result<Option<$crate::store::DeliveryJob>, $crate::store::StoreError> {
+            $crate::store::not_implemented!(@body load)
+        }
+    };
+    (pending_destinations) => {
+        fn pending_destinations(
+            &mut self,
+        ) -> Result<Vec<(String, i64)>, $crate::store::StoreError> {
+            $crate::store::not_implemented!(@body pending_destinations)
+        }
+    };
+    (ping) => {
+        fn ping(&mut self) -> Result<(), $crate::store::StoreError> {
+            $crate::store::not_implemented!(@body ping)
+        }
+    };
+    (recover) => {
+        fn recover(&mut self) -> Result<(), $crate::store::StoreError> {
+            $crate::store::not_implemented!(@body recover)
+        }
+    };
+    (open_incidents) => {
+        fn open_incidents(
+            &mut self,
+        ) -> Result<Vec<$crate::store::Incident>, $crate::store::StoreError> {
+            $crate::store::not_implemented!(@body open_incidents)
+        }
+    };
+    (incidents) => {
+        fn incidents(
+            &mut self,
+            _: i64,
+        ) -> Result<Vec<$crate::store::Incident>, $crate::store::StoreError> {
+            $crate::store::not_implemented!(@body incidents)
+        }
+    };
+    (incident) => {
+        fn incident(
+            &mut self,
+            _: i64,
+        ) -> Result<Option<$crate::store::Incident>, $crate::store::StoreError> {
+            $crate::store::not_implemented!(@body incident)
+        }
+    };
+    (incident_deliveries) => {
+        fn incident_deliveries(
+            &mut self,
+            _: i64,
+        ) -> Result<Vec<$crate::store::IncidentDelivery>, $crate::store::StoreError> {
+            $crate::store::not_implemented!(@body incident_deliveries)
+        }
+    };
+    (meta) => {
+        fn meta(&mut self, _: &str) -> Result<Option<Vec<u8>>, $crate::store::StoreError> {
+            $crate::store::not_implemented!(@body meta)
+        }
+    };
+    (last_event_id) => {
+        fn last_event_id(&mut self) -> Result<i64, $crate::store::StoreError> {
+            $crate::store::not_implemented!(@body last_event_id)
+        }
+    };
+    (incident_fingerprints) => {
+        fn incident_fingerprints(
+            &mut self,
+            _: i64,
+        ) -> Result<Vec<String>, $crate::store::StoreError> {
+            $crate::store::not_implemented!(@body incident_fingerprints)
+        }
+    };
+    (incident_on_call) => {
+        fn incident_on_call(
+            &mut self,
+            _: i64,
+        ) -> Result<Vec<(String, i64, String)>, $crate::store::StoreError> {
+            $crate::store::not_implemented!(@body incident_on_call)
+        }
+    };
+    (storm) => {
+        fn storm(
+            &mut self,
+            _: i64,
+        ) -> Result<Option<$crate::storm::StormView>, $crate::store::StoreError> {
+            $crate::store::not_implemented!(@body storm)
+        }
+    };
+    (relay_clock) => {
+        fn relay_clock(&mut self) -> Result<i64, $crate::store::StoreError> {
+            $crate::store::not_implemented!(@body relay_clock)
+        }
+    };
+    (ack_key) => {
+        fn ack_key(&mut self) -> Result<Vec<u8>, $crate::store::StoreError> {
+            $crate::store::not_implemented!(@body ack_key)
+        }
+    };
+    (meta_int) => {
+        fn meta_int(&mut self, _: &str) -> Result<Option<i64>, $crate::store::StoreError> {
+            $crate::store::not_implemented!(@body meta_int)
+        }
+    };
+    (watched_receipts) => {
+        fn watched_receipts(
+            &mut self,
+        ) -> Result<Vec<$crate::store::WatchedReceipt>, $crate::store::StoreError> {
+            $crate::store::not_implemented!(@body watched_receipts)
+        }
+    };
+    (sent_to) => {
+        fn sent_to(
+            &mut self,
+            _: &str,
+            _: $crate::store::AckTarget,
+        ) -> Result<bool, $crate::store::StoreError> {
+            $crate::store::not_implemented!(@body sent_to)
+        }
+    };
+    ($($name:ident),+ $(,)?) => {
+        $($crate::store::not_implemented!($name);)+
+    };
+}
+#[cfg(test)]
+pub(crate) use not_implemented;
 
 type Reply = oneshot::Sender<Result<Written, StoreError>>;
 type ReadFn = Box<dyn FnOnce(&mut dyn Backend) + Send>;
@@ -802,6 +937,25 @@ pub(crate) mod tests {
             self.recoveries.fetch_add(1, Ordering::SeqCst);
             Ok(())
         }
+        /// No dead-man state yet: the relay starts on an empty database.
+        fn meta(&mut self, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            Ok(None)
+        }
+        not_implemented!(
+            open_incidents,
+            incidents,
+            incident,
+            incident_deliveries,
+            last_event_id,
+            incident_fingerprints,
+            incident_on_call,
+            storm,
+            relay_clock,
+            ack_key,
+            meta_int,
+            watched_receipts,
+            sent_to,
+        );
     }
 
     struct NoMetrics;
@@ -837,6 +991,24 @@ pub(crate) mod tests {
         assert!(after > before);
         tokio::time::sleep(RECOVER_EVERY + Duration::from_millis(500)).await;
         assert_eq!(backend.recoveries.load(Ordering::SeqCst), after);
+    }
+
+    #[test]
+    fn a_test_double_fails_loudly_on_what_it_does_not_implement() {
+        let mut double = Flaky::default();
+        let err = double.open_incidents().expect_err("not implemented");
+        assert!(
+            matches!(err, StoreError::NotImplemented("open_incidents")),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "test double: open_incidents is not implemented"
+        );
+        assert!(!err.is_storage_fault());
+        assert!(double.relay_clock().is_err());
+        assert!(double.last_event_id().is_err());
+        assert!(double.sent_to("sms/+1", AckTarget::Incident(1)).is_err());
     }
 
     #[test]

@@ -1135,146 +1135,15 @@ mod tests {
         }
     }
 
-    #[test]
-    fn meta_offsets_and_pushover_receipts() {
-        let mut db = Sqlite::in_memory().expect("db");
-        assert_eq!(db.meta_int("telegram_offset:1").expect("meta"), None);
-        for v in [5, 9] {
-            let w = Write::SetMetaInt {
-                key: "telegram_offset:1".into(),
-                value: v,
-            };
-            assert!(matches!(db.write_batch(vec![w]).pop(), Some(Ok(_))));
-        }
-        assert_eq!(db.meta_int("telegram_offset:1").expect("meta"), Some(9));
-        let mut firing = routed(event("f", Status::Firing, 1), &["po", "po2"]);
-        firing.routes = vec![super::super::RouteRef {
-            route: "#1".into(),
-            policy: "p".into(),
-        }];
-        let o = ingest_one(&mut db, vec![firing]);
-        let (a, b) = (o.deliveries[0].1, o.deliveries[1].1);
-        let record = |id, r: &str| Write::Record {
-            id,
-            attempts: 1,
-            attempt: Attempt::Delivered {
-                provider_ref: Some(r.into()),
-            },
-        };
-        db.write_batch(vec![record(a, "receipt:R1"), record(b, "req-2")]);
-        let w = db.watched_receipts().expect("watched");
-        assert_eq!(w.len(), 1, "{w:?}");
-        assert_eq!(
-            (
-                w[0].receipt.as_str(),
-                w[0].incident,
-                w[0].destination.as_str()
-            ),
-            ("R1", Some(o.opened[0]), "po")
-        );
-        assert_eq!(w[0].incident_state, IncidentState::Open);
-        db.write_batch(vec![Write::FinishReceipt {
-            receipt: "R1".into(),
-            end: super::super::ReceiptEnd::Cancelled,
-        }]);
-        assert!(db.watched_receipts().expect("watched").is_empty());
-    }
+    // Ingest, outcomes, meta and receipts are the backend contract (`super::super::contract`).
 
     #[test]
-    fn dedup_and_resolved_follow_firing() {
-        let mut db = Sqlite::in_memory().expect("db");
+    fn a_new_database_has_the_latest_schema() {
+        let db = Sqlite::in_memory().expect("db");
         assert_eq!(
             db.schema_version().expect("version"),
             i64::try_from(MIGRATIONS.len()).expect("len")
         );
-        let o = ingest_one(
-            &mut db,
-            vec![
-                routed(event("f1", Status::Firing, 10), &["a", "b"]),
-                routed(event("f1", Status::Firing, 10), &["a", "b"]),
-            ],
-        );
-        assert_eq!((o.accepted, o.duplicates, o.deliveries.len()), (1, 1, 2));
-        // A new firing with another startsAt is a new alert.
-        let o = ingest_one(
-            &mut db,
-            vec![routed(event("f1", Status::Firing, 20), &["a"])],
-        );
-        assert_eq!(o.accepted, 1);
-        // The resolved event goes where the firing one went, not where routing now says.
-        let o = ingest_one(
-            &mut db,
-            vec![routed(event("f1", Status::Resolved, 10), &["c"])],
-        );
-        let dests: Vec<&str> = o.deliveries.iter().map(|(d, _, _)| d.as_str()).collect();
-        assert_eq!(dests, ["a", "b"]);
-        let job = db.load(o.deliveries[0].1).expect("load").expect("exists");
-        let firing = job.firing.expect("has a firing delivery");
-        assert_eq!(firing.state, DeliveryState::Pending);
-        // A resolved event for an alert never seen firing is routed.
-        let o = ingest_one(
-            &mut db,
-            vec![routed(event("f2", Status::Resolved, 10), &["c"])],
-        );
-        assert_eq!(o.deliveries.len(), 1);
-        assert_eq!(o.deliveries[0].0, "c");
-        assert_eq!(db.pending("a").expect("pending").len(), 3);
-        let mut per = db.pending_destinations().expect("pending destinations");
-        per.sort();
-        assert_eq!(
-            per,
-            [
-                ("a".to_owned(), 3),
-                ("b".to_owned(), 2),
-                ("c".to_owned(), 1)
-            ]
-        );
-    }
-
-    #[test]
-    fn records_attempts_and_prunes() {
-        let mut db = Sqlite::in_memory().expect("db");
-        let o = ingest_one(
-            &mut db,
-            vec![routed(event("f1", Status::Firing, 10), &["a"])],
-        );
-        let id = o.deliveries[0].1;
-        let r = db.write_batch(vec![
-            Write::Record {
-                id,
-                attempts: 1,
-                attempt: Attempt::Retry {
-                    next_attempt_at_ms: 99,
-                    error: "503".into(),
-                },
-            },
-            Write::Record {
-                id,
-                attempts: 2,
-                attempt: Attempt::Delivered {
-                    provider_ref: Some("ts1".into()),
-                },
-            },
-        ]);
-        assert!(r.iter().all(Result::is_ok));
-        let job = db.load(id).expect("load").expect("exists");
-        assert_eq!((job.state, job.attempts), (DeliveryState::Delivered, 2));
-        assert!(db.pending("a").expect("pending").is_empty());
-        let o = ingest_one(
-            &mut db,
-            vec![routed(event("f1", Status::Resolved, 10), &[])],
-        );
-        let job = db.load(o.deliveries[0].1).expect("load").expect("exists");
-        assert_eq!(
-            job.firing.and_then(|f| f.provider_ref).as_deref(),
-            Some("ts1")
-        );
-        // Pruning keeps alerts with pending deliveries.
-        let r = db.write_batch(vec![Write::Prune {
-            before_ms: i64::MAX,
-        }]);
-        assert!(matches!(r[0], Ok(Written::Pruned(_))));
-        assert_eq!(db.pending("a").expect("pending").len(), 1);
     }
 
     #[test]

@@ -1,0 +1,807 @@
+//! The behaviour every [`Backend`] must have, written once against the trait.
+//!
+//! Each case takes a fresh, empty backend. [`backend_contract!`] instantiates one `#[test]`
+//! per case for a backend constructor: SQLite runs it below; another backend adds one line
+//! (`backend_contract!(postgres, || …);`). Tests of one backend's own machinery (SQLite's
+//! migrations, query plans, files) stay beside that backend.
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::payload::{Labels, Status};
+use crate::storm::{BudgetAt, RuleAt, StormWrite, StormWritten};
+
+/// One `#[test]` per contract case, in a module named `$name`, each on a backend made by
+/// `$make` (an expression of a `Backend`).
+macro_rules! backend_contract {
+    (@cases $make:expr; $($case:ident),+ $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                let mut backend = $make;
+                $crate::store::contract::$case(&mut backend);
+            }
+        )+
+    };
+    ($name:ident, $make:expr) => {
+        mod $name {
+            $crate::store::contract::backend_contract!(@cases $make;
+                ingest_deduplicates_and_resolved_follows_firing,
+                pending_is_oldest_first_and_outcomes_leave_it,
+                records_attempts_and_prunes,
+                meta_offsets_and_pushover_receipts,
+                meta_is_stored_with_its_events,
+                incident_transitions,
+                ack_all_acknowledges_quietly,
+                resolve_stale_is_guarded_by_the_watermark,
+                fire_step_is_a_compare_and_set,
+                checkpoint_stores_escalation_clocks,
+                incident_fingerprints_and_on_call,
+                relay_clock_and_last_event_id,
+                ack_key_is_created_and_stable,
+                prune_keeps_the_newest_ids,
+                inbound_sids_are_remembered,
+                sent_to_the_destinations_paged,
+                budget_admits_then_holds,
+                storms_gather_incidents,
+                ping_answers,
+            );
+        }
+    };
+}
+pub(crate) use backend_contract;
+
+backend_contract!(
+    sqlite,
+    crate::store::sqlite::Sqlite::in_memory().expect("db")
+);
+
+fn event(fp: &str, status: Status, starts_at: i64) -> AlertEvent {
+    AlertEvent {
+        status,
+        fingerprint: fp.into(),
+        labels: Labels::from([("alertname".into(), "A".into())]),
+        annotations: Labels::new(),
+        starts_at,
+        ends_at: None,
+        generator_url: String::new(),
+        external_url: String::new(),
+        receiver: "r".into(),
+        group_key: "g".into(),
+    }
+}
+
+fn routed(e: AlertEvent, dests: &[&str]) -> RoutedEvent {
+    RoutedEvent {
+        event: e,
+        destinations: dests.iter().map(|d| (*d).to_owned()).collect(),
+        routes: Vec::new(),
+        group_resolved: false,
+        on_call: Default::default(),
+    }
+}
+
+fn with_route(mut e: RoutedEvent) -> RoutedEvent {
+    e.routes = vec![RouteRef {
+        route: "#1".into(),
+        policy: "p".into(),
+    }];
+    e
+}
+
+fn write(db: &mut dyn Backend, w: Write) -> Written {
+    match db.write_batch(vec![w]).pop() {
+        Some(Ok(w)) => w,
+        other => panic!("write failed: {other:?}"),
+    }
+}
+
+fn ingest_one(db: &mut dyn Backend, events: Vec<RoutedEvent>) -> IngestOutcome {
+    match write(db, Write::Ingest(events)) {
+        Written::Ingested(o) => o,
+        other => panic!("not an ingest: {other:?}"),
+    }
+}
+
+/// Opens an incident of its own group, routed to `dests`.
+fn open_incident(db: &mut dyn Backend, group: &str, dests: &[&str]) -> IngestOutcome {
+    let mut e = with_route(routed(event(group, Status::Firing, 1), dests));
+    e.event.group_key = group.into();
+    ingest_one(db, vec![e])
+}
+
+fn record(db: &mut dyn Backend, id: i64, attempt: Attempt) {
+    let r = db.write_batch(vec![Write::Record {
+        id,
+        attempts: 1,
+        attempt,
+    }]);
+    assert!(r.iter().all(Result::is_ok), "{r:?}");
+}
+
+fn delivered() -> Attempt {
+    Attempt::Delivered { provider_ref: None }
+}
+
+fn transition(db: &mut dyn Backend, id: i64, action: Action) -> Transitioned {
+    let w = Write::Transition {
+        id,
+        action,
+        by: "alice".into(),
+        elapsed_ms: 0,
+    };
+    match write(db, w) {
+        Written::Transitioned(t) => t,
+        other => panic!("not a transition: {other:?}"),
+    }
+}
+
+fn state(db: &mut dyn Backend, id: i64) -> IncidentState {
+    db.incident(id).expect("read").expect("exists").state
+}
+
+pub(crate) fn ingest_deduplicates_and_resolved_follows_firing(db: &mut dyn Backend) {
+    let o = ingest_one(
+        db,
+        vec![
+            routed(event("f1", Status::Firing, 10), &["a", "b"]),
+            routed(event("f1", Status::Firing, 10), &["a", "b"]),
+        ],
+    );
+    assert_eq!((o.accepted, o.duplicates, o.deliveries.len()), (1, 1, 2));
+    // A new firing with another startsAt is a new alert.
+    let o = ingest_one(db, vec![routed(event("f1", Status::Firing, 20), &["a"])]);
+    assert_eq!(o.accepted, 1);
+    // The resolved event goes where the firing one went, not where routing now says.
+    let o = ingest_one(db, vec![routed(event("f1", Status::Resolved, 10), &["c"])]);
+    let dests: Vec<&str> = o.deliveries.iter().map(|(d, _, _)| d.as_str()).collect();
+    assert_eq!(dests, ["a", "b"]);
+    let job = db.load(o.deliveries[0].1).expect("load").expect("exists");
+    let firing = job.firing.expect("has a firing delivery");
+    assert_eq!(firing.state, DeliveryState::Pending);
+    // A resolved event for an alert never seen firing is routed.
+    let o = ingest_one(db, vec![routed(event("f2", Status::Resolved, 10), &["c"])]);
+    assert_eq!(o.deliveries.len(), 1);
+    assert_eq!(o.deliveries[0].0, "c");
+    assert_eq!(db.pending("a").expect("pending").len(), 3);
+    let mut per = db.pending_destinations().expect("pending destinations");
+    per.sort();
+    assert_eq!(
+        per,
+        [
+            ("a".to_owned(), 3),
+            ("b".to_owned(), 2),
+            ("c".to_owned(), 1)
+        ]
+    );
+}
+
+pub(crate) fn pending_is_oldest_first_and_outcomes_leave_it(db: &mut dyn Backend) {
+    assert!(db.pending("a").expect("pending").is_empty());
+    assert!(db.pending_destinations().expect("destinations").is_empty());
+    assert!(db.load(1).expect("load").is_none());
+    let o = ingest_one(
+        db,
+        vec![
+            routed(event("f1", Status::Firing, 1), &["a"]),
+            routed(event("f2", Status::Firing, 2), &["a"]),
+            routed(event("f3", Status::Firing, 3), &["a"]),
+            routed(event("f4", Status::Firing, 4), &["a"]),
+        ],
+    );
+    let ids: Vec<i64> = o.deliveries.iter().map(|d| d.1).collect();
+    let pending = db.pending("a").expect("pending");
+    assert_eq!(pending.iter().map(|p| p.id).collect::<Vec<_>>(), ids);
+    assert!(pending.is_sorted_by_key(|p| (p.created_at_ms, p.id)));
+    let job = db.load(ids[0]).expect("load").expect("exists");
+    assert_eq!(
+        (job.destination.as_str(), job.state, job.attempts),
+        ("a", DeliveryState::Pending, 0)
+    );
+    assert_eq!(job.event.fingerprint, "f1");
+    // A retry stays pending; delivered, dead and skipped deliveries leave the queue.
+    let retry = Attempt::Retry {
+        next_attempt_at_ms: 99,
+        error: "503".into(),
+    };
+    record(db, ids[0], retry);
+    record(db, ids[1], delivered());
+    record(
+        db,
+        ids[2],
+        Attempt::Dead {
+            error: "400".into(),
+        },
+    );
+    record(
+        db,
+        ids[3],
+        Attempt::Skipped {
+            reason: "budget".into(),
+        },
+    );
+    let pending = db.pending("a").expect("pending");
+    assert_eq!(pending.iter().map(|p| p.id).collect::<Vec<_>>(), [ids[0]]);
+    let job = db.load(ids[0]).expect("load").expect("exists");
+    assert_eq!((job.state, job.attempts), (DeliveryState::Pending, 1));
+    assert_eq!(job.next_attempt_at_ms, 99);
+    let states: Vec<DeliveryState> = ids[1..]
+        .iter()
+        .map(|id| db.load(*id).expect("load").expect("exists").state)
+        .collect();
+    assert_eq!(
+        states,
+        [
+            DeliveryState::Delivered,
+            DeliveryState::Dead,
+            DeliveryState::Skipped
+        ]
+    );
+    assert_eq!(
+        db.pending_destinations().expect("destinations"),
+        [("a".to_owned(), 1)]
+    );
+}
+
+pub(crate) fn records_attempts_and_prunes(db: &mut dyn Backend) {
+    let o = ingest_one(db, vec![routed(event("f1", Status::Firing, 10), &["a"])]);
+    let id = o.deliveries[0].1;
+    let r = db.write_batch(vec![
+        Write::Record {
+            id,
+            attempts: 1,
+            attempt: Attempt::Retry {
+                next_attempt_at_ms: 99,
+                error: "503".into(),
+            },
+        },
+        Write::Record {
+            id,
+            attempts: 2,
+            attempt: Attempt::Delivered {
+                provider_ref: Some("ts1".into()),
+            },
+        },
+    ]);
+    assert!(r.iter().all(Result::is_ok));
+    let job = db.load(id).expect("load").expect("exists");
+    assert_eq!((job.state, job.attempts), (DeliveryState::Delivered, 2));
+    assert!(db.pending("a").expect("pending").is_empty());
+    let o = ingest_one(db, vec![routed(event("f1", Status::Resolved, 10), &[])]);
+    let job = db.load(o.deliveries[0].1).expect("load").expect("exists");
+    assert_eq!(
+        job.firing.and_then(|f| f.provider_ref).as_deref(),
+        Some("ts1")
+    );
+    // Pruning keeps alerts with pending deliveries.
+    let r = db.write_batch(vec![Write::Prune {
+        before_ms: i64::MAX,
+    }]);
+    assert!(matches!(r[0], Ok(Written::Pruned(_))));
+    assert_eq!(db.pending("a").expect("pending").len(), 1);
+}
+
+pub(crate) fn meta_offsets_and_pushover_receipts(db: &mut dyn Backend) {
+    assert_eq!(db.meta_int("telegram_offset:1").expect("meta"), None);
+    for v in [5, 9] {
+        let w = Write::SetMetaInt {
+            key: "telegram_offset:1".into(),
+            value: v,
+        };
+        assert!(matches!(db.write_batch(vec![w]).pop(), Some(Ok(_))));
+    }
+    assert_eq!(db.meta_int("telegram_offset:1").expect("meta"), Some(9));
+    let firing = with_route(routed(event("f", Status::Firing, 1), &["po", "po2"]));
+    let o = ingest_one(db, vec![firing]);
+    let (a, b) = (o.deliveries[0].1, o.deliveries[1].1);
+    let record = |id, r: &str| Write::Record {
+        id,
+        attempts: 1,
+        attempt: Attempt::Delivered {
+            provider_ref: Some(r.into()),
+        },
+    };
+    db.write_batch(vec![record(a, "receipt:R1"), record(b, "req-2")]);
+    let w = db.watched_receipts().expect("watched");
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(
+        (
+            w[0].receipt.as_str(),
+            w[0].incident,
+            w[0].destination.as_str()
+        ),
+        ("R1", Some(o.opened[0]), "po")
+    );
+    assert_eq!(w[0].incident_state, IncidentState::Open);
+    db.write_batch(vec![Write::FinishReceipt {
+        receipt: "R1".into(),
+        end: ReceiptEnd::Cancelled,
+    }]);
+    assert!(db.watched_receipts().expect("watched").is_empty());
+}
+
+pub(crate) fn meta_is_stored_with_its_events(db: &mut dyn Backend) {
+    assert_eq!(db.meta("deadman").expect("meta"), None);
+    let w = Write::SetMeta {
+        key: "deadman".into(),
+        value: b"state 1".to_vec(),
+        events: vec![routed(event("dm", Status::Firing, 1), &["a"])],
+    };
+    let Written::Ingested(o) = write(db, w) else {
+        panic!("SetMeta answers Ingested");
+    };
+    assert_eq!((o.accepted, o.deliveries.len()), (1, 1));
+    assert_eq!(
+        db.meta("deadman").expect("meta").as_deref(),
+        Some(&b"state 1"[..])
+    );
+    let w = Write::SetMeta {
+        key: "deadman".into(),
+        value: b"state 2".to_vec(),
+        events: Vec::new(),
+    };
+    write(db, w);
+    assert_eq!(
+        db.meta("deadman").expect("meta").as_deref(),
+        Some(&b"state 2"[..])
+    );
+    assert_eq!(db.pending("a").expect("pending").len(), 1);
+}
+
+pub(crate) fn incident_transitions(db: &mut dyn Backend) {
+    assert!(db.open_incidents().expect("open").is_empty());
+    assert!(db.incidents(10).expect("incidents").is_empty());
+    let o = open_incident(db, "g1", &["a"]);
+    assert_eq!(o.opened.len(), 1);
+    let id = o.opened[0];
+    assert_eq!(o.deliveries.len(), 1);
+    let i = db.incident(id).expect("read").expect("exists");
+    assert_eq!(
+        (i.group_key.as_str(), i.route.as_str(), i.policy.as_str()),
+        ("g1", "#1", "p")
+    );
+    assert_eq!((i.state, i.alertname.as_str()), (IncidentState::Open, "A"));
+    assert_eq!(
+        db.incident_deliveries(id).expect("deliveries"),
+        [("a".to_owned(), 0, DeliveryState::Pending, None)]
+    );
+
+    // Acknowledged: a notice to the destination already paged.
+    let Transitioned::Done { from, deliveries } = transition(db, id, Action::Ack) else {
+        panic!("acknowledged");
+    };
+    assert_eq!(from, IncidentState::Open);
+    assert_eq!(
+        deliveries.iter().map(|d| d.0.as_str()).collect::<Vec<_>>(),
+        ["a"]
+    );
+    let i = db.incident(id).expect("read").expect("exists");
+    assert_eq!(
+        (i.state, i.acked_by.as_deref()),
+        (IncidentState::Acked, Some("alice"))
+    );
+    let notices = db.incident_deliveries(id).expect("deliveries");
+    assert_eq!(notices.len(), 2);
+    assert!(notices[1].3.is_some(), "{notices:?}");
+    assert_eq!(
+        transition(db, id, Action::Ack),
+        Transitioned::Unchanged(IncidentState::Acked)
+    );
+    assert!(matches!(
+        transition(db, id, Action::Unack),
+        Transitioned::Done {
+            from: IncidentState::Acked,
+            ..
+        }
+    ));
+    assert_eq!(state(db, id), IncidentState::Open);
+    assert_eq!(
+        transition(db, id, Action::Unack),
+        Transitioned::Unchanged(IncidentState::Open)
+    );
+
+    let other = open_incident(db, "g2", &[]).opened[0];
+    let open: Vec<i64> = db
+        .open_incidents()
+        .expect("open")
+        .iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(open, [id, other], "oldest first");
+    assert!(matches!(
+        transition(db, id, Action::Resolve),
+        Transitioned::Done {
+            from: IncidentState::Open,
+            ..
+        }
+    ));
+    let i = db.incident(id).expect("read").expect("exists");
+    assert_eq!(
+        (i.state, i.resolved_by.as_deref()),
+        (IncidentState::Resolved, Some("alice"))
+    );
+    // Resolved is final.
+    for action in [Action::Ack, Action::Unack, Action::Resolve] {
+        assert_eq!(
+            transition(db, id, action),
+            Transitioned::Unchanged(IncidentState::Resolved)
+        );
+    }
+    let open: Vec<i64> = db
+        .open_incidents()
+        .expect("open")
+        .iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(open, [other]);
+    let all: Vec<i64> = db
+        .incidents(10)
+        .expect("incidents")
+        .iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(all, [other, id], "newest first");
+    assert_eq!(db.incidents(1).expect("incidents").len(), 1);
+    assert_eq!(transition(db, 999_999, Action::Ack), Transitioned::NotFound);
+    assert!(db.incident(999_999).expect("read").is_none());
+}
+
+pub(crate) fn ack_all_acknowledges_quietly(db: &mut dyn Backend) {
+    let a = open_incident(db, "g1", &["a"]).opened[0];
+    let b = open_incident(db, "g2", &["b"]).opened[0];
+    let w = Write::AckAll {
+        incidents: vec![(a, 10), (b, 20)],
+        by: "storm".into(),
+    };
+    let Written::TransitionedAll(all) = write(db, w) else {
+        panic!("AckAll answers TransitionedAll");
+    };
+    assert_eq!(all.len(), 2);
+    for (id, t) in &all {
+        assert_eq!(
+            t,
+            &Transitioned::Done {
+                from: IncidentState::Open,
+                deliveries: Vec::new()
+            },
+            "incident {id}"
+        );
+        assert_eq!(state(db, *id), IncidentState::Acked);
+    }
+    // No notice was queued.
+    assert_eq!(db.pending("a").expect("pending").len(), 1);
+    assert_eq!(db.pending("b").expect("pending").len(), 1);
+}
+
+pub(crate) fn resolve_stale_is_guarded_by_the_watermark(db: &mut dyn Backend) {
+    let id = open_incident(db, "g1", &["a"]).opened[0];
+    let watermark = db.last_event_id().expect("last");
+    let stale = |after_event| Write::ResolveStale {
+        id,
+        by: "resync".into(),
+        elapsed_ms: 0,
+        after_event,
+        after_ms: i64::MAX,
+    };
+    let transitioned = |w| match w {
+        Written::Transitioned(t) => t,
+        other => panic!("not a transition: {other:?}"),
+    };
+    // An alert of its group arrived after the poll started: it stays open.
+    let kept = transitioned(write(db, stale(watermark - 1)));
+    assert_eq!(kept, Transitioned::Unchanged(IncidentState::Open));
+    assert_eq!(state(db, id), IncidentState::Open);
+    // So does it when one arrived after the poll's time (a wall clock stepped back).
+    let w = Write::ResolveStale {
+        id,
+        by: "resync".into(),
+        elapsed_ms: 0,
+        after_event: watermark,
+        after_ms: i64::MIN,
+    };
+    let kept = transitioned(write(db, w));
+    assert_eq!(kept, Transitioned::Unchanged(IncidentState::Open));
+    // Nothing newer: resolved like a manual resolve, with its notices.
+    let Transitioned::Done { from, deliveries } = transitioned(write(db, stale(watermark))) else {
+        panic!("resolved");
+    };
+    assert_eq!(from, IncidentState::Open);
+    assert_eq!(deliveries.len(), 1);
+    let i = db.incident(id).expect("read").expect("exists");
+    assert_eq!(
+        (i.state, i.resolved_by.as_deref()),
+        (IncidentState::Resolved, Some("resync"))
+    );
+}
+
+pub(crate) fn fire_step_is_a_compare_and_set(db: &mut dyn Backend) {
+    let id = open_incident(db, "g1", &["a"]).opened[0];
+    let next = db.incident(id).expect("read").expect("exists").next_step;
+    let fire = |expected_step, allow_acked, reopen| Write::FireStep {
+        id,
+        expected_step,
+        step: 1,
+        elapsed_ms: 60_000,
+        destinations: vec!["b".into(), "c".into()],
+        on_call: BTreeMap::from([("b".into(), "bob (rotation r)".into())]),
+        allow_acked,
+        reopen,
+    };
+    let fired = |w| match w {
+        Written::Fired(d) => d,
+        other => panic!("not fired: {other:?}"),
+    };
+    // Only the step that is next fires, and only once.
+    assert!(fired(write(db, fire(next + 1, false, false))).is_empty());
+    let sent = fired(write(db, fire(next, false, false)));
+    assert_eq!(
+        sent.iter().map(|d| d.0.as_str()).collect::<Vec<_>>(),
+        ["b", "c"]
+    );
+    assert!(fired(write(db, fire(next, false, false))).is_empty());
+    let i = db.incident(id).expect("read").expect("exists");
+    assert_eq!((i.next_step, i.elapsed_ms), (next + 1, 60_000));
+    let job = db.load(sent[0].1).expect("load").expect("exists");
+    assert_eq!((job.incident, job.step), (Some(id), 1));
+    assert_eq!(
+        db.incident_on_call(id).expect("on call"),
+        [("b".to_owned(), 1, "bob (rotation r)".to_owned())]
+    );
+
+    // Acknowledged: only with `allow_acked` (stays acknowledged) or `reopen` (opens it).
+    transition(db, id, Action::Ack);
+    assert!(fired(write(db, fire(next + 1, false, false))).is_empty());
+    assert_eq!(fired(write(db, fire(next + 1, true, false))).len(), 2);
+    assert_eq!(state(db, id), IncidentState::Acked);
+    assert_eq!(fired(write(db, fire(next + 2, false, true))).len(), 2);
+    assert_eq!(state(db, id), IncidentState::Open);
+    // Resolved: never.
+    transition(db, id, Action::Resolve);
+    assert!(fired(write(db, fire(next + 3, true, true))).is_empty());
+    assert_eq!(
+        db.incident(id).expect("read").expect("exists").next_step,
+        next + 3
+    );
+}
+
+pub(crate) fn checkpoint_stores_escalation_clocks(db: &mut dyn Backend) {
+    let a = open_incident(db, "g1", &[]).opened[0];
+    let b = open_incident(db, "g2", &[]).opened[0];
+    transition(db, b, Action::Resolve);
+    let resolved = db.incident(b).expect("read").expect("exists");
+    let w = write(
+        db,
+        Write::Checkpoint(vec![(a, 5_000, 0), (b, 7_000, 3_000)]),
+    );
+    assert!(matches!(w, Written::Checkpointed));
+    let i = db.incident(a).expect("read").expect("exists");
+    assert_eq!((i.elapsed_ms, i.acked_ms), (5_000, 0));
+    // A resolved incident's clocks stay as they were.
+    let i = db.incident(b).expect("read").expect("exists");
+    assert_eq!(
+        (i.elapsed_ms, i.acked_ms),
+        (resolved.elapsed_ms, resolved.acked_ms)
+    );
+}
+
+pub(crate) fn incident_fingerprints_and_on_call(db: &mut dyn Backend) {
+    let mut first = with_route(routed(event("f1", Status::Firing, 1), &["a", "b"]));
+    first.on_call = BTreeMap::from([("a".into(), "alice (rotation r)".into())]);
+    let id = ingest_one(db, vec![first]).opened[0];
+    let second = with_route(routed(event("f2", Status::Firing, 2), &["a"]));
+    let o = ingest_one(db, vec![second]);
+    assert!(o.opened.is_empty(), "the group's incident is open");
+    let mut fps = db.incident_fingerprints(id).expect("fingerprints");
+    fps.sort();
+    assert_eq!(fps, ["f1", "f2"]);
+    assert_eq!(
+        db.incident_on_call(id).expect("on call"),
+        [("a".to_owned(), 0, "alice (rotation r)".to_owned())]
+    );
+    assert!(db.incident_fingerprints(999_999).expect("none").is_empty());
+}
+
+pub(crate) fn relay_clock_and_last_event_id(db: &mut dyn Backend) {
+    assert_eq!(db.last_event_id().expect("last"), 0);
+    assert_eq!(db.relay_clock().expect("clock"), 0);
+    ingest_one(db, vec![routed(event("f1", Status::Firing, 1), &["a"])]);
+    let first = db.last_event_id().expect("last");
+    assert!(first > 0);
+    // A duplicate stores nothing.
+    ingest_one(db, vec![routed(event("f1", Status::Firing, 1), &["a"])]);
+    assert_eq!(db.last_event_id().expect("last"), first);
+    ingest_one(db, vec![routed(event("f2", Status::Firing, 1), &["a"])]);
+    assert!(db.last_event_id().expect("last") > first);
+    for clock in [1_234, 98_765] {
+        write(db, Write::Storm(StormWrite::Clock(clock)));
+        assert_eq!(db.relay_clock().expect("clock"), clock);
+    }
+}
+
+pub(crate) fn ack_key_is_created_and_stable(db: &mut dyn Backend) {
+    let key = db.ack_key().expect("key");
+    assert!(key.len() >= 32, "{} bytes", key.len());
+    ingest_one(db, vec![routed(event("f1", Status::Firing, 1), &["a"])]);
+    assert_eq!(db.ack_key().expect("key"), key);
+}
+
+pub(crate) fn prune_keeps_the_newest_ids(db: &mut dyn Backend) {
+    let o = open_incident(db, "g1", &["a"]);
+    let id = o.opened[0];
+    record(db, o.deliveries[0].1, delivered());
+    transition(db, id, Action::Resolve);
+    for p in db.pending("a").expect("pending") {
+        record(db, p.id, delivered());
+    }
+    let last_event = db.last_event_id().expect("last");
+    let w = write(
+        db,
+        Write::Prune {
+            before_ms: i64::MAX,
+        },
+    );
+    assert!(matches!(w, Written::Pruned(_)));
+    // The newest incident and event stay, so that no id is handed out again.
+    assert!(db.incident(id).expect("read").is_some());
+    assert_eq!(db.last_event_id().expect("last"), last_event);
+    let next = open_incident(db, "g2", &["a"]);
+    assert!(next.opened[0] > id);
+    assert!(db.last_event_id().expect("last") > last_event);
+    assert!(next.deliveries[0].1 > o.deliveries[0].1);
+}
+
+pub(crate) fn inbound_sids_are_remembered(db: &mut dyn Backend) {
+    let mut first = |sid: &str| match write(db, Write::InboundSid { sid: sid.into() }) {
+        Written::FirstTime(new) => new,
+        other => panic!("{other:?}"),
+    };
+    assert!(first("SM1"));
+    assert!(!first("SM1"), "a replay");
+    assert!(first("SM2"));
+}
+
+pub(crate) fn sent_to_the_destinations_paged(db: &mut dyn Backend) {
+    use AckTarget::Incident;
+    let a = open_incident(db, "g1", &["sms/+1", "sms/+2", "sms/+6"]);
+    let one = a.opened[0];
+    // Not attempted yet: its record may lag behind the SMS.
+    assert!(db.sent_to("sms/+1", Incident(one)).expect("query"));
+    record(db, a.deliveries[0].1, delivered());
+    assert!(db.sent_to("sms/+1", Incident(one)).expect("query"));
+    // Given up on: a failed attempt may have reached the phone all the same.
+    let dead = Attempt::Dead {
+        error: "timeout".into(),
+    };
+    record(db, a.deliveries[1].1, dead);
+    assert!(db.sent_to("sms/+2", Incident(one)).expect("query"));
+    // Held back by a budget: never sent.
+    let held = Attempt::Skipped {
+        reason: "budget".into(),
+    };
+    record(db, a.deliveries[2].1, held);
+    assert!(!db.sent_to("sms/+6", Incident(one)).expect("query"));
+    assert!(!db.sent_to("other/+1", Incident(one)).expect("query"));
+    assert!(!db.sent_to("sms/+1", Incident(999_999)).expect("query"));
+    assert!(!db.sent_to("sms/+1", AckTarget::Storm(1)).expect("query"));
+    assert!(db.storm(1).expect("read").is_none());
+}
+
+pub(crate) fn budget_admits_then_holds(db: &mut dyn Backend) {
+    let o = ingest_one(
+        db,
+        vec![
+            routed(event("f1", Status::Firing, 1), &["sms/+1"]),
+            routed(event("f2", Status::Firing, 2), &["sms/+1"]),
+            routed(event("f3", Status::Firing, 3), &["sms/+1"]),
+        ],
+    );
+    let budget = BudgetAt {
+        destination: "sms/+1".into(),
+        max: 1,
+        per_ms: 3_600_000,
+        overflow: vec!["mail".into()],
+        label: "1 per 1h".into(),
+    };
+    let admit = |delivery| {
+        Write::Storm(StormWrite::BudgetAdmit {
+            delivery,
+            budget: budget.clone(),
+            clock: 1_000,
+        })
+    };
+    let written = |w| match w {
+        Written::Storm(s) => s,
+        other => panic!("not a storm write: {other:?}"),
+    };
+    assert!(matches!(
+        written(write(db, admit(o.deliveries[0].1))),
+        StormWritten::Admitted { .. }
+    ));
+    assert!(matches!(
+        written(write(db, admit(o.deliveries[1].1))),
+        StormWritten::Held {
+            exhausted: true,
+            ..
+        }
+    ));
+    assert!(matches!(
+        written(write(db, admit(o.deliveries[2].1))),
+        StormWritten::Held {
+            exhausted: false,
+            ..
+        }
+    ));
+    // A held delivery is skipped: it leaves the queue.
+    let pending: Vec<i64> = db
+        .pending("sms/+1")
+        .expect("pending")
+        .iter()
+        .map(|p| p.id)
+        .collect();
+    assert_eq!(pending, [o.deliveries[0].1]);
+    assert!(db.relay_clock().expect("clock") >= 1_000);
+}
+
+pub(crate) fn storms_gather_incidents(db: &mut dyn Backend) {
+    let rule = RuleAt {
+        policy: "p".into(),
+        window_ms: 60_000,
+        threshold: 1,
+        group_by: Vec::new(),
+        destinations: vec!["summary".into()],
+        on_call: BTreeMap::new(),
+    };
+    let opened = |db: &mut dyn Backend, group: &str, clock| {
+        let id = open_incident(db, group, &["a"]).opened[0];
+        let w = Write::Storm(StormWrite::Opened {
+            opened: vec![id],
+            rules: vec![rule.clone()],
+            clock,
+        });
+        match write(db, w) {
+            Written::Storm(StormWritten::Opened {
+                deliveries,
+                detected,
+                ..
+            }) => (id, deliveries, detected),
+            other => panic!("not opened: {other:?}"),
+        }
+    };
+    // One incident is not a storm (more than `threshold` in the window are).
+    let (a, deliveries, detected) = opened(db, "g1", 1_000);
+    assert!(detected.is_empty() && deliveries.is_empty());
+    assert_eq!(db.incident(a).expect("read").expect("exists").storm, None);
+    let (b, deliveries, detected) = opened(db, "g2", 2_000);
+    assert_eq!(detected.len(), 1, "{detected:?}");
+    let (storm, policy) = &detected[0];
+    assert_eq!(policy, "p");
+    assert!(
+        deliveries.iter().any(|d| d.0 == "summary"),
+        "{deliveries:?}"
+    );
+    let view = db.storm(*storm).expect("read").expect("exists");
+    assert_eq!((view.id, view.policy.as_str()), (*storm, "p"));
+    assert_eq!(view.closed_at_ms, None);
+    let mut members: Vec<i64> = view.incidents.iter().map(|i| i.id).collect();
+    members.sort_unstable();
+    assert_eq!(members, [a, b]);
+    for id in [a, b] {
+        let i = db.incident(id).expect("read").expect("exists");
+        assert_eq!(i.storm, Some(*storm));
+    }
+    assert!(
+        db.sent_to("summary", AckTarget::Storm(*storm))
+            .expect("query")
+    );
+    assert!(
+        !db.sent_to("nobody", AckTarget::Storm(*storm))
+            .expect("query")
+    );
+    assert!(db.relay_clock().expect("clock") >= 2_000);
+}
+
+pub(crate) fn ping_answers(db: &mut dyn Backend) {
+    db.ping().expect("ping");
+    db.recover().expect("nothing to recover");
+    db.ping().expect("ping");
+}
