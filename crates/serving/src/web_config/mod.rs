@@ -76,12 +76,12 @@ pub enum Rejection {
 
 impl Rejection {
     /// The answer: 429, or 401 with the `Basic` challenge.
-    pub fn response(self) -> http::Response<crate::Body> {
+    pub fn response(self) -> http::Response<crate::server::Body> {
         let (status, text) = match self {
             Rejection::RateLimited => (http::StatusCode::TOO_MANY_REQUESTS, "Too Many Requests\n"),
             Rejection::Unauthorized => (http::StatusCode::UNAUTHORIZED, "Unauthorized\n"),
         };
-        let mut r = http::Response::new(crate::Body::from(text));
+        let mut r = http::Response::new(crate::server::Body::from(text));
         *r.status_mut() = status;
         let headers = r.headers_mut();
         headers.insert(
@@ -323,7 +323,7 @@ impl ActiveWebConfig {
 }
 
 /// The listener's TLS: looked up per connection, so a reloaded file applies to the next one.
-impl crate::TlsSource for WebConfig {
+impl crate::server::TlsSource for WebConfig {
     fn acceptor(&self) -> Option<tokio_rustls::TlsAcceptor> {
         self.current().tls_acceptor().cloned()
     }
