@@ -56,7 +56,8 @@ backend_contract!(
     crate::store::sqlite::Sqlite::in_memory().expect("db")
 );
 
-fn event(fp: &str, status: Status, starts_at: i64) -> AlertEvent {
+/// A firing or resolved event of alert `A` (the SQLite tests build theirs with it too).
+pub(crate) fn event(fp: &str, status: Status, starts_at: i64) -> AlertEvent {
     AlertEvent {
         status,
         fingerprint: fp.into(),
@@ -71,7 +72,7 @@ fn event(fp: &str, status: Status, starts_at: i64) -> AlertEvent {
     }
 }
 
-fn routed(e: AlertEvent, dests: &[&str]) -> RoutedEvent {
+pub(crate) fn routed(e: AlertEvent, dests: &[&str]) -> RoutedEvent {
     RoutedEvent {
         event: e,
         destinations: dests.iter().map(|d| (*d).to_owned()).collect(),

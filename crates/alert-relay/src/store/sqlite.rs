@@ -1101,32 +1101,8 @@ fn ingest(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::payload::Labels;
 
-    fn event(fp: &str, status: Status, starts_at: i64) -> AlertEvent {
-        AlertEvent {
-            status,
-            fingerprint: fp.into(),
-            labels: Labels::from([("alertname".into(), "A".into())]),
-            annotations: Labels::new(),
-            starts_at,
-            ends_at: None,
-            generator_url: String::new(),
-            external_url: String::new(),
-            receiver: "r".into(),
-            group_key: "g".into(),
-        }
-    }
-
-    fn routed(e: AlertEvent, dests: &[&str]) -> RoutedEvent {
-        RoutedEvent {
-            event: e,
-            destinations: dests.iter().map(|d| (*d).to_owned()).collect(),
-            routes: Vec::new(),
-            group_resolved: false,
-            on_call: Default::default(),
-        }
-    }
+    use crate::store::contract::{event, routed};
 
     fn ingest_one(db: &mut Sqlite, events: Vec<RoutedEvent>) -> IngestOutcome {
         match db.write_batch(vec![Write::Ingest(events)]).pop() {
