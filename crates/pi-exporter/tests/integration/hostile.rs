@@ -190,13 +190,19 @@ fn a_thousand_concurrent_scrapes_all_end_and_the_next_is_answered() {
 #[test]
 fn out_of_descriptors_the_server_backs_off_and_recovers() {
     let exporter = Exporter::on_fixture("pi4-sd", &[]);
-    // A limit the held connections exhaust (the exporter itself needs about 20).
+    // 16 descriptors beyond those open now: fewer than the pending connections admission keeps
+    // (64 in all, 16 per peer, so thirty peers reach the global limit), so accepting runs out.
+    let open = std::fs::read_dir(format!("/proc/{}/fd", exporter.pid()))
+        .expect("/proc/PID/fd")
+        .count();
+    let limit = format!("--nofile={0}:{0}", open + 16);
     let limited = std::process::Command::new("prlimit")
-        .args(["--nofile=48:48", "--pid", &exporter.pid().to_string()])
+        .args([&limit, "--pid", &exporter.pid().to_string()])
         .status()
         .expect("prlimit (util-linux) is needed for this test");
     assert!(limited.success(), "prlimit failed: {limited:?}");
-    let held = hold(exporter.addr, &loopback_peers(1), 200, Stall::HalfHead);
+    let peers: Vec<_> = loopback_peers(31).into_iter().skip(1).collect();
+    let held = hold(exporter.addr, &peers, 200, Stall::HalfHead);
     let (took, status) =
         timed_request(exporter.addr, &get("/metrics", ""), Duration::from_secs(10))
             .expect("a scrape while descriptors run out");
