@@ -37,6 +37,7 @@ commands:
   tidy                    fails when two top-level modules of a crate (lib.rs counts as one)
                           import each other, directly or through others; prints each cycle.
                           Joins ci once the current cycles are gone (issue 13)
+  tidy --graph CRATE      prints every edge between CRATE's top-level modules, with a use
 ";
 
 fn main() -> Result<()> {

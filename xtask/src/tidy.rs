@@ -25,9 +25,27 @@ use crate::root;
 const ROOT: &str = "crate";
 
 pub(crate) fn run(args: &[String]) -> Result<()> {
-    if let Some(arg) = args.first() {
-        bail!("tidy takes no arguments (got {arg:?})");
+    match args {
+        [] => check_all(),
+        [flag, name] if flag == "--graph" => print_graph(name),
+        _ => bail!("usage: cargo xtask tidy [--graph CRATE] (got {args:?})"),
     }
+}
+
+/// `--graph CRATE`: every edge between the crate's top-level modules, with its first use, so
+/// a cycle can be taken apart edge by edge.
+fn print_graph(name: &str) -> Result<()> {
+    let src = root().join("crates").join(name).join("src");
+    let files = read_tree(&src)?;
+    for (from, edges) in graph(&files) {
+        for (to, u) in edges {
+            println!("{from} -> {to}  ({}:{} uses {})", u.file, u.line, u.path);
+        }
+    }
+    Ok(())
+}
+
+fn check_all() -> Result<()> {
     let crates = root().join("crates");
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(&crates)
         .with_context(|| format!("cannot list {}", crates.display()))?
