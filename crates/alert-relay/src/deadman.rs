@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use crate::delivery::Engine;
 use crate::live::Live;
 use crate::metrics::Metrics;
+use crate::model::record::DEADMAN_GROUP_KEY;
 use crate::payload::{AlertEvent, Labels, Status};
 use crate::store::{RoutedEvent, Store, StoreError, Write, Written};
 use crate::time::{format_rfc3339, humanize, now_millis};
@@ -29,7 +30,6 @@ use crate::time::{format_rfc3339, humanize, now_millis};
 const META_KEY: &str = "deadman";
 /// The relay's own alert: its fingerprint (dedup key with `startsAt`) and group.
 const FINGERPRINT: &str = "alertrelaydeadman";
-pub(crate) const GROUP_KEY: &str = "alert-relay:deadman";
 pub const ALERTNAME: &str = "MonitoringPipelineDown";
 /// Pause after the store failed.
 const RETRY: Duration = Duration::from_secs(1);
@@ -296,7 +296,7 @@ impl Deadman {
                 generator_url: String::new(),
                 external_url: s.external_url.clone(),
                 receiver: "alert-relay".into(),
-                group_key: GROUP_KEY.into(),
+                group_key: DEADMAN_GROUP_KEY.into(),
             },
             destinations: destinations.to_vec(),
             routes: Vec::new(),

@@ -26,11 +26,11 @@ use tokio::time::Instant;
 use crate::config::Until;
 use crate::delivery::Engine;
 use crate::live::Live;
+use crate::model::storm::{StormWrite, StormWritten};
 use crate::routing;
 use crate::store::{
     Action, Incident, IncidentState, Store, StoreError, Transitioned, Write, Written,
 };
-use crate::storm::{StormWrite, StormWritten};
 
 /// How often escalation clocks are written to the store.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
@@ -950,7 +950,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn wall_clock_jumps_move_no_step_and_rotations_follow_the_new_wall_time() {
         let r = rotation_rig();
-        let signer = crate::ack::Signer::new(vec![7; 32], None);
+        let signer = crate::render::ack::Signer::new(vec![7; 32], None);
         let now_s = || r.live.clock.now_millis() / 1000;
         // A Pi that booted with a clock a year behind opens an incident.
         set_wall_clock(&r.live, "2025-03-28T12:00:00Z");
@@ -965,7 +965,7 @@ mod tests {
         // Ack links expire by the wall clock: the stale link is now a year old.
         assert_eq!(
             signer.verify(&stale_token, now_s()),
-            Err(crate::ack::TokenError::Expired)
+            Err(crate::render::ack::TokenError::Expired)
         );
         let fresh_token = signer.token(id, now_s());
         r.advance(Duration::from_secs(1)).await;

@@ -116,7 +116,7 @@ pub fn authenticate(
 
 /// What an SMS asks to acknowledge: `ACK S3` (a storm) or `ACK 12`.
 pub fn target(body: &str) -> Option<AckTarget> {
-    crate::storm::parse_sms_ack(body)
+    parse_sms_ack(body)
         .map(AckTarget::Storm)
         .or_else(|| parse_ack(body).map(AckTarget::Incident))
 }
@@ -260,6 +260,11 @@ pub fn parse_ack(text: &str) -> Option<i64> {
 }
 
 /// The word beside `ack` in a two-word reply (`ACK 12`, `#12 ack`), lower case, without `#`.
+/// An SMS reply acknowledging a storm: `ACK S3`, `ack #s3`, `S3 ACK` → 3.
+pub fn parse_sms_ack(text: &str) -> Option<i64> {
+    ack_target(text)?.strip_prefix('s')?.parse().ok()
+}
+
 pub(crate) fn ack_target(text: &str) -> Option<String> {
     let mut words: Vec<String> = text
         .split_whitespace()

@@ -6,7 +6,6 @@
 
 pub mod ack;
 pub mod ack_telegram;
-pub mod budget;
 pub mod channels;
 pub mod client;
 pub mod config;
@@ -18,6 +17,7 @@ pub mod inbound;
 pub mod live;
 pub mod matcher;
 pub mod metrics;
+pub mod model;
 pub mod payload;
 pub mod pushover_receipts;
 pub mod relay_clock;
@@ -96,7 +96,10 @@ pub async fn run(config_path: &Path, web_config: Option<&Path>) -> anyhow::Resul
     );
     let retention = config.storage.retention;
     let key = store.read(|b| b.ack_key()).await?;
-    engine.set_signer(ack::Signer::new(key.clone(), config.public_url.clone()));
+    engine.set_signer(render::ack::Signer::new(
+        key.clone(),
+        config.public_url.clone(),
+    ));
     let configured = config.destinations();
     let delivery = config.delivery.clone();
     let live = Arc::new(Live::new(config_path.to_owned(), config));
@@ -162,7 +165,7 @@ pub async fn run(config_path: &Path, web_config: Option<&Path>) -> anyhow::Resul
         escalator: Arc::clone(&escalator),
         deadman: Arc::clone(&deadman),
         storms: Arc::clone(&storms),
-        signer: ack::Signer::new(key, None),
+        signer: render::ack::Signer::new(key, None),
     });
     // Before the first sign of life ("listening", READY=1), after which a SIGHUP may come.
     let signals = Signals::install()?;

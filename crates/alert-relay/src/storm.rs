@@ -19,9 +19,10 @@
 //! Windows are measured on the [`RelayClock`](crate::relay_clock::RelayClock): monotonic, stored,
 //! so a wall-clock jump neither starts nor ends a storm, and a restart resumes it.
 //!
-//! The SQL lives in `store/storm_sql.rs`; this module holds the types, the texts and the task.
+//! The rules and the store's storm writes are in `model::storm`, the summary texts in
+//! `render::storm`, the SQL in `store/storm_sql.rs`; this module is the storm task and the
+//! storm actions.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,288 +31,14 @@ use crate::delivery::Engine;
 use crate::escalation::Escalator;
 use crate::live::Live;
 use crate::metrics::{Metrics, PolicyLabel};
-use crate::payload::{AlertEvent, Labels};
+use crate::model::storm::{RuleAt, StormView, StormWrite, StormWritten, key_line};
 use crate::relay_clock::RelayClock;
 use crate::routing;
-use crate::store::{Incident, IncidentState, Store, StoreError, Transitioned, Write, Written};
+use crate::store::{IncidentState, Store, StoreError, Transitioned, Write, Written};
 
-/// How many incidents a summary names; the rest are counted.
-pub const LIST_MAX: usize = 5;
 /// How often the storm task looks for joiners to announce, closed storms and ended budget
 /// windows (and, once a minute, stores the relay clock).
 pub const TICK: Duration = Duration::from_secs(5);
-
-/// `policies.NAME.storm`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StormRule {
-    pub window: Duration,
-    pub threshold: u32,
-    /// Labels whose values must be equal; empty: every incident of the policy.
-    pub group_by: Vec<String>,
-}
-
-impl StormRule {
-    /// Validates `policies.NAME.storm`; an error names the key under `storm.`.
-    pub fn new(
-        window: &str,
-        threshold: u32,
-        group_by: &[String],
-    ) -> Result<Self, (String, String)> {
-        let window = crate::time::parse_duration(window).map_err(|e| ("window".to_owned(), e))?;
-        if window.is_zero() {
-            return Err(("window".into(), "must be above 0".into()));
-        }
-        if threshold == 0 {
-            return Err((
-                "threshold".into(),
-                "must be at least 1 (a storm is more than threshold incidents)".into(),
-            ));
-        }
-        Ok(StormRule {
-            window,
-            threshold,
-            group_by: group_by.to_vec(),
-        })
-    }
-}
-
-/// A storm rule with what the store needs to apply it.
-#[derive(Debug, Clone)]
-pub struct RuleAt {
-    pub policy: String,
-    pub window_ms: i64,
-    pub threshold: usize,
-    pub group_by: Vec<String>,
-    /// The policy's first-step destinations: where the summaries go.
-    pub destinations: Vec<String>,
-    /// Who of a rotation each of them pages (`deliveries.on_call`).
-    pub on_call: BTreeMap<String, String>,
-}
-
-/// A budget with what the store needs to apply it.
-#[derive(Debug, Clone)]
-pub struct BudgetAt {
-    pub destination: String,
-    pub max: u32,
-    pub per_ms: i64,
-    /// Overflow destinations (every destination of the `overflow` channels).
-    pub overflow: Vec<String>,
-    /// "10 per 1h", for the texts.
-    pub label: String,
-}
-
-#[derive(Debug)]
-pub enum StormWrite {
-    /// Incidents opened by an ingest: detect storms, collapse first steps.
-    Opened {
-        opened: Vec<i64>,
-        rules: Vec<RuleAt>,
-        clock: i64,
-    },
-    /// A later step of a storm member (same conditions as [`Write::FireStep`]).
-    FireStep {
-        id: i64,
-        storm: i64,
-        expected_step: i64,
-        step: i64,
-        elapsed_ms: i64,
-        destinations: Vec<String>,
-        on_call: BTreeMap<String, String>,
-        allow_acked: bool,
-    },
-    /// The periodic pass: joiner updates, closed storms, ended budget windows, the clock.
-    Tick {
-        clock: i64,
-        rules: Vec<RuleAt>,
-        budgets: Vec<BudgetAt>,
-    },
-    /// Stores the relay clock (at shutdown).
-    Clock(i64),
-    /// One notice per destination the storm or its incidents reached.
-    Announce { storm: i64, text: String },
-    /// Counts a first attempt of `delivery` against its destination's budget.
-    BudgetAdmit {
-        delivery: i64,
-        budget: BudgetAt,
-        clock: i64,
-    },
-}
-
-#[derive(Debug, PartialEq, Eq)]
-pub enum StormWritten {
-    Opened {
-        /// First-step deliveries replaced by a summary (now `skipped`), with their policy.
-        superseded: Vec<(i64, String)>,
-        /// Summaries to send.
-        deliveries: Vec<(String, i64, i64)>,
-        /// Storms detected by this write.
-        detected: Vec<(i64, String)>,
-    },
-    Fired(Vec<(String, i64, i64)>),
-    Deliveries(Vec<(String, i64, i64)>),
-    /// Within budget: send it. `deliveries`: a tally of the window that just ended.
-    Admitted {
-        deliveries: Vec<(String, i64, i64)>,
-    },
-    /// Over budget: the delivery is skipped; `exhausted` on the first of the window.
-    Held {
-        deliveries: Vec<(String, i64, i64)>,
-        exhausted: bool,
-    },
-}
-
-/// A storm as the API and the ack page show it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct StormView {
-    pub id: i64,
-    pub policy: String,
-    pub key: Vec<(String, String)>,
-    pub opened_at_ms: i64,
-    pub closed_at_ms: Option<i64>,
-    pub incidents: Vec<Incident>,
-}
-
-/// The `group_by` values of an alert (a missing label is the empty string).
-pub fn key_of(labels: &Labels, group_by: &[String]) -> Vec<(String, String)> {
-    group_by
-        .iter()
-        .map(|k| (k.clone(), labels.get(k).cloned().unwrap_or_default()))
-        .collect()
-}
-
-/// `site=warehouse-2 alertname=UpsOnBattery`.
-pub fn key_line(key: &[(String, String)]) -> String {
-    key.iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// One incident as a summary lists it.
-#[derive(Debug, Clone)]
-pub struct Listed {
-    pub incident: i64,
-    pub state: IncidentState,
-    pub event: AlertEvent,
-}
-
-/// What a summary is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Part {
-    /// The storm was just detected.
-    Detected,
-    /// Incidents joined since the last summary.
-    Joined,
-    /// Policy step `n` (0-based) of the listed incidents is due.
-    Step(i64),
-    /// Every incident of the storm is resolved.
-    Resolved,
-}
-
-/// Title and body of a summary (title, newline, body: the form stored in `deliveries.notice`).
-/// `listed` are the incidents this summary is about, `total` how many the storm has.
-pub fn summary_text(
-    storm: i64,
-    part: Part,
-    key: &[(String, String)],
-    total: usize,
-    listed: &[Listed],
-) -> String {
-    let at = if key.is_empty() {
-        String::new()
-    } else {
-        format!(" at {}", key_line(key))
-    };
-    let headline = listed.first().map_or_else(String::new, |l| {
-        format!(": {}", crate::render::Message::new(&l.event).summary)
-    });
-    let n = listed.len();
-    let incidents = |k: usize| {
-        if k == 1 {
-            "1 incident".to_owned()
-        } else {
-            format!("{k} incidents")
-        }
-    };
-    let title = match part {
-        Part::Detected => format!("Storm #{storm}: {}{at}{headline}", incidents(n)),
-        Part::Joined => format!("Storm #{storm}: {n} more{at}, {} in all", incidents(total)),
-        Part::Step(s) => format!(
-            "Storm #{storm} step {}: {}{at} still unacknowledged",
-            s + 1,
-            incidents(n)
-        ),
-        Part::Resolved => format!("Storm #{storm} resolved: all {}{at}", incidents(total)),
-    };
-    let mut body = String::new();
-    if part != Part::Resolved {
-        for l in listed.iter().take(LIST_MAX) {
-            let m = crate::render::Message::new(&l.event);
-            let what = m.instance.unwrap_or(m.alertname);
-            let state = match l.state {
-                IncidentState::Open => String::new(),
-                s => format!(" ({})", s.as_str()),
-            };
-            let _ = writeln!(body, "#{} {what}: {}{state}", l.incident, m.summary);
-        }
-        if n > LIST_MAX {
-            let _ = writeln!(body, "and {} more", n - LIST_MAX);
-        }
-    }
-    let _ = write!(
-        body,
-        "All {total} incidents: the storm's ack page or GET /api/v1/storms/{storm}."
-    );
-    format!("{title}\n{body}")
-}
-
-/// An SMS reply acknowledging a storm: `ACK S3`, `ack #s3`, `S3 ACK` → 3.
-pub fn parse_sms_ack(text: &str) -> Option<i64> {
-    crate::inbound::ack_target(text)?
-        .strip_prefix('s')?
-        .parse()
-        .ok()
-}
-
-/// Lays out what is not one alert: a storm summary or notice, a budget summary (text in
-/// `notice`: title, newline, body), or a later step of an incident with several alerts firing
-/// (count and list; the channel truncates to its limits).
-pub fn shape(msg: &mut crate::render::Message, job: &crate::store::DeliveryJob) {
-    if let Some(text) = job
-        .notice
-        .as_ref()
-        .filter(|_| job.storm.is_some() || job.incident.is_none())
-    {
-        let (title, body) = text.split_once('\n').unwrap_or((text.as_str(), ""));
-        msg.title = title.to_owned();
-        msg.summary = body.lines().next().unwrap_or(title).to_owned();
-        msg.description = None;
-        msg.body = Some(body.to_owned());
-        msg.links.clear();
-        msg.context.clear();
-        msg.instance = None;
-        return;
-    }
-    if job.alerts.len() > 1 && job.notice.is_none() {
-        let n = job.alerts.len();
-        msg.title = format!("[FIRING:{n}] {}", msg.alertname);
-        let mut list = String::new();
-        let mut names = Vec::new();
-        for e in job.alerts.iter().take(LIST_MAX * 2) {
-            let m = crate::render::Message::new(e);
-            let name = m.instance.unwrap_or(m.alertname);
-            let _ = writeln!(list, "- {name}: {}", m.summary);
-            names.push(name);
-        }
-        if n > LIST_MAX * 2 {
-            let _ = writeln!(list, "and {} more", n - LIST_MAX * 2);
-            names.push(format!("and {} more", n - LIST_MAX * 2));
-        }
-        // The summary carries the short list too: short layouts (SMS) show only it.
-        msg.summary = format!("{} ({n} firing: {})", msg.summary, names.join(", "));
-        msg.description = Some(format!("{n} alerts firing:\n{}", list.trim_end()));
-    }
-}
 
 /// What acknowledging a storm did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -428,7 +155,7 @@ impl Storms {
     /// One periodic pass (see [`StormWrite::Tick`]).
     pub async fn tick(&self) -> Result<(), StoreError> {
         let config = self.live.config();
-        let budgets = crate::budget::all(&config);
+        let budgets = config.budgets();
         let w = self
             .store
             .write(Write::Storm(StormWrite::Tick {
@@ -520,7 +247,7 @@ impl Storms {
     /// with a confirm button; POST acknowledges them all. (status, title, body, form), HTML.
     pub async fn page(
         &self,
-        signer: &crate::ack::Signer,
+        signer: &crate::render::ack::Signer,
         token: &str,
         by: Option<&str>,
     ) -> (u16, String, String, String) {

@@ -5,6 +5,7 @@
 //! [`Config::from_raw`] turns it into checked values, reading secret files and environment
 //! variables through a [`SecretSource`] so tests pass plain maps. Every error names the key.
 
+pub mod budget;
 mod pipeline;
 mod raw;
 mod rotation;
@@ -156,8 +157,8 @@ pub struct ChannelConfig {
     pub template: Option<UserTemplate>,
     pub rate: Rate,
     pub timeout: Option<Duration>,
-    /// At most so many messages per window to each destination (`crate::budget`).
-    pub budget: Option<crate::budget::Budget>,
+    /// At most so many messages per window to each destination (`crate::model::budget`).
+    pub budget: Option<crate::model::budget::Budget>,
 }
 
 /// Token bucket: `per_second` refill, `burst` capacity.
@@ -443,7 +444,7 @@ pub struct Policy {
     /// An acknowledged incident still open this long after the ack escalates again.
     pub ack_timeout: Option<Duration>,
     /// Storm control (`crate::storm`).
-    pub storm: Option<crate::storm::StormRule>,
+    pub storm: Option<crate::model::storm::StormRule>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -888,7 +889,7 @@ impl Config {
             channels.insert(name, Arc::new(channel));
         }
         let rotations = rotation::rotations(raw.rotations, &channels)?;
-        crate::budget::check_overflow(&channels).map_err(|(k, m)| invalid(k, m))?;
+        crate::config::budget::check_overflow(&channels).map_err(|(k, m)| invalid(k, m))?;
         let mut policies = BTreeMap::new();
         for (name, rp) in raw.policies {
             let prefix = format!("policies.{name}");
@@ -924,7 +925,7 @@ impl Config {
             };
             let storm = match &rp.storm {
                 Some(st) => Some(
-                    crate::storm::StormRule::new(&st.window, st.threshold, &st.group_by)
+                    crate::model::storm::StormRule::new(&st.window, st.threshold, &st.group_by)
                         .map_err(|(k, m)| invalid(format!("{prefix}.storm.{k}"), m))?,
                 ),
                 None => None,
@@ -1343,7 +1344,7 @@ fn channel(name: &str, rc: RawChannel, ctx: &Ctx<'_>) -> Result<ChannelConfig, C
     };
     let budget = match &rc.budget {
         Some(b) => Some(
-            crate::budget::Budget::new(b.max, &b.per, &b.overflow)
+            crate::model::budget::Budget::new(b.max, &b.per, &b.overflow)
                 .map_err(|(k, m)| invalid(format!("{prefix}budget{k}"), m))?,
         ),
         None => None,

@@ -47,7 +47,7 @@ struct QueueStatsCell {
 
 #[derive(Debug)]
 struct Shared {
-    signer: Mutex<Option<Arc<crate::ack::Signer>>>,
+    signer: Mutex<Option<Arc<crate::render::ack::Signer>>>,
     store: Store,
     metrics: Arc<Metrics>,
     http: reqwest::Client,
@@ -156,7 +156,7 @@ impl Engine {
     }
 
     /// Signs the acknowledgement links put into incident messages.
-    pub fn set_signer(&self, signer: crate::ack::Signer) {
+    pub fn set_signer(&self, signer: crate::render::ack::Signer) {
         *self
             .shared
             .signer
@@ -176,7 +176,7 @@ impl Engine {
         }
     }
 
-    /// Enables per-destination budgets (`crate::budget`), measured on `clock`.
+    /// Enables per-destination budgets (`crate::model::budget`), measured on `clock`.
     pub fn set_budgets(
         &self,
         live: Arc<crate::live::Live>,
@@ -385,7 +385,7 @@ async fn worker(
         // The dead-man's message is never held back: it says that no other alert arrives.
         if job.attempts == 0
             && destination.channel.budget.is_some()
-            && job.event.group_key != crate::deadman::GROUP_KEY
+            && job.event.group_key != crate::model::record::DEADMAN_GROUP_KEY
         {
             match admit(&shared, &destination, job.id).await {
                 Some(true) => {}
@@ -436,13 +436,13 @@ async fn worker(
         }
         let config = shared.delivery.borrow().clone();
         let mut msg = channels::message_for(&destination, &job);
-        crate::storm::shape(&mut msg, &job);
+        crate::render::storm::shape(&mut msg, &job);
         let signer = shared
             .signer
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        crate::ack::decorate(&mut msg, &job, signer.as_deref(), now_millis() / 1000);
+        crate::render::ack::decorate(&mut msg, &job, signer.as_deref(), now_millis() / 1000);
         let attempt = Attempt {
             http: &shared.http,
             timeout: destination.channel.timeout.unwrap_or(config.timeout),
@@ -579,22 +579,24 @@ async fn admit(shared: &Shared, destination: &Destination, id: i64) -> Option<bo
     let Some((live, clock)) = ctx else {
         return Some(true);
     };
-    let Some(budget) = crate::budget::of(&live.config(), destination) else {
+    let Some(budget) = live.config().budget_of(destination) else {
         return Some(true);
     };
     let w = shared
         .store
-        .write(store::Write::Storm(crate::storm::StormWrite::BudgetAdmit {
-            delivery: id,
-            budget,
-            clock: clock.now_ms(),
-        }))
+        .write(store::Write::Storm(
+            crate::model::storm::StormWrite::BudgetAdmit {
+                delivery: id,
+                budget,
+                clock: clock.now_ms(),
+            },
+        ))
         .await;
     let (deliveries, admitted, exhausted) = match w {
-        Ok(store::Written::Storm(crate::storm::StormWritten::Admitted { deliveries })) => {
+        Ok(store::Written::Storm(crate::model::storm::StormWritten::Admitted { deliveries })) => {
             (deliveries, true, false)
         }
-        Ok(store::Written::Storm(crate::storm::StormWritten::Held {
+        Ok(store::Written::Storm(crate::model::storm::StormWritten::Held {
             deliveries,
             exhausted,
         })) => (deliveries, false, exhausted),

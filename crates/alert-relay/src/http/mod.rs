@@ -18,12 +18,12 @@ use hyper::body::Incoming;
 use serving::web_config::WebConfig;
 use serving::{Body, Peer, Serving};
 
-use crate::ack::Signer;
 use crate::delivery::Engine;
 use crate::escalation::{Escalated, Escalator};
 use crate::live::Live;
 use crate::metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics, StatusLabel};
 use crate::payload::{self, Status};
+use crate::render::ack::Signer;
 use crate::routing;
 use crate::store::{Action, Transitioned};
 use crate::store::{RoutedEvent, Store};

@@ -1,10 +1,13 @@
 //! The provider-independent message: what a human needs to know about one alert event,
 //! derived from an [`AlertEvent`] alone. Channels lay it out for their provider. Pure.
 
+pub mod ack;
+pub mod budget;
 pub mod escape;
 #[cfg(test)]
 mod forgery_tests;
 pub mod links;
+pub mod storm;
 pub mod template;
 pub mod text;
 

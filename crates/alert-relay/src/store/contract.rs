@@ -8,8 +8,9 @@
 use std::collections::BTreeMap;
 
 use super::*;
+use crate::model::storm::{BudgetAt, RuleAt, StormWrite, StormWritten};
+use crate::payload::AlertEvent;
 use crate::payload::{Labels, Status};
-use crate::storm::{BudgetAt, RuleAt, StormWrite, StormWritten};
 
 /// One `#[test]` per contract case, in a module named `$name`, each on a backend made by
 /// `$make` (an expression of a `Backend`).

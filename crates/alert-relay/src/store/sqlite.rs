@@ -564,7 +564,7 @@ impl Backend for Sqlite {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn storm(&mut self, id: i64) -> Result<Option<crate::storm::StormView>, StoreError> {
+    fn storm(&mut self, id: i64) -> Result<Option<crate::model::storm::StormView>, StoreError> {
         super::storm_sql::storm_view(&self.conn, id)
     }
 

@@ -1,4 +1,4 @@
-//! SQL of storm control and per-destination budgets (see `crate::storm`, `crate::budget`).
+//! SQL of storm control and per-destination budgets (see `crate::storm`, `crate::model::budget`).
 //! Every function runs inside the DB thread's transaction, so each write is atomic.
 
 use std::collections::BTreeMap;
@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::{IncidentState, StoreError};
+use crate::model::storm::{BudgetAt, Listed, Part, RuleAt, StormView, StormWrite, StormWritten};
 use crate::payload::AlertEvent;
-use crate::storm::{BudgetAt, Listed, Part, RuleAt, StormView, StormWrite, StormWritten};
 
 pub(super) const MIGRATION: &str = "
     CREATE TABLE storms (
@@ -274,8 +274,9 @@ fn opened_incidents(
         };
         let event: AlertEvent = serde_json::from_str(&alert)
             .map_err(|e| StoreError::Corrupt(format!("incident {id}: {e}")))?;
-        let key = serde_json::to_string(&crate::storm::key_of(&event.labels, &rule.group_by))
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let key =
+            serde_json::to_string(&crate::model::storm::key_of(&event.labels, &rule.group_by))
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         tx.execute(
             "INSERT OR IGNORE INTO storm_members (incident_id, policy, key, opened) VALUES (?1, ?2, ?3, ?4)",
             params![id, policy, key, clock],
@@ -487,7 +488,7 @@ fn summarize(
         )?;
     }
     let (total, key) = size_and_key(tx, storm)?;
-    let text = crate::storm::summary_text(storm, part, &key, total, &listed);
+    let text = crate::render::storm::summary_text(storm, part, &key, total, &listed);
     let event = lead_event(tx, storm)?;
     insert_storm_deliveries(tx, storm, event, destinations, on_call, step, &text, now)
 }
@@ -556,7 +557,7 @@ fn tick(
                 rows.collect::<Result<_, _>>()?
             };
             let (total, key) = size_and_key(tx, storm)?;
-            let text = crate::storm::summary_text(storm, Part::Resolved, &key, total, &[]);
+            let text = crate::render::storm::summary_text(storm, Part::Resolved, &key, total, &[]);
             let event = lead_event(tx, storm)?;
             out.extend(insert_storm_deliveries(
                 tx,
@@ -621,7 +622,7 @@ fn tally(tx: &Connection, b: &BudgetAt, r: &BudgetRow, now: i64) -> Result<Deliv
     let Some(event) = r.event_id else {
         return Ok(Vec::new());
     };
-    let text = crate::budget::tally_text(b, r.held, &r.held_for);
+    let text = crate::render::budget::tally_text(b, r.held, &r.held_for);
     overflow_deliveries(tx, b, event, &text, now)
 }
 
@@ -712,7 +713,7 @@ fn admit(
                 .window_start
                 .saturating_add(b.per_ms)
                 .saturating_sub(clock);
-            let text = crate::budget::exhausted_text(b, &r.held_for, left);
+            let text = crate::render::budget::exhausted_text(b, &r.held_for, left);
             deliveries.extend(overflow_deliveries(tx, b, event_id, &text, now)?);
             r.reported = r.held;
         }

@@ -4,8 +4,13 @@ use std::path::{Path, PathBuf};
 
 use super::*;
 use crate::config::{MapSecrets, parse};
+use crate::inbound::parse_sms_ack;
 use crate::metrics::CommitMetrics;
+use crate::model::storm::{Listed, Part};
+use crate::payload::AlertEvent;
 use crate::payload::{Labels, Status};
+use crate::render::storm::{shape, summary_text};
+use crate::store::Incident;
 use crate::store::sqlite::Sqlite;
 use crate::store::{Action, RouteRef, RoutedEvent};
 
@@ -423,7 +428,7 @@ async fn budget_hit_sends_one_overflow_summary_then_a_tally_when_the_window_ends
     let r = rig().await;
     let config = r.live.config();
     let sms = config.destinations()["sms"].clone();
-    let budget = crate::budget::of(&config, &sms).expect("budget");
+    let budget = config.budget_of(&sms).expect("budget");
     assert_eq!(budget.overflow, ["ops"]);
     let mut held = 0;
     let mut overflow = Vec::new();

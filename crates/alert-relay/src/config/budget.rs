@@ -1,0 +1,66 @@
+//! Budgets in the configuration: validation across channels and the budgets the store applies.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::config::{ChannelConfig, Config, Destination};
+use crate::model::storm::BudgetAt;
+use crate::time::humanize;
+
+/// Every budget's `overflow` names channels that exist and have no budget themselves, so a
+/// held-back message is always reported and reports never chain.
+pub fn check_overflow(
+    channels: &BTreeMap<String, Arc<ChannelConfig>>,
+) -> Result<(), (String, String)> {
+    for c in channels.values() {
+        let Some(b) = &c.budget else { continue };
+        let key = format!("channels.{}.budget.overflow", c.name);
+        if b.overflow.is_empty() {
+            return Err((
+                key,
+                "names no channel: held-back messages must be reported somewhere".into(),
+            ));
+        }
+        for (j, o) in b.overflow.iter().enumerate() {
+            match channels.get(o) {
+                None => return Err((format!("{key}[{j}]"), format!("no channel named {o:?}"))),
+                Some(oc) if oc.budget.is_some() => {
+                    return Err((
+                        format!("{key}[{j}]"),
+                        format!("{o:?} has a budget itself; overflow channels must not"),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Config {
+    /// The budget of one destination, if its channel has one.
+    pub fn budget_of(&self, destination: &Destination) -> Option<BudgetAt> {
+        let b = destination.channel.budget.as_ref()?;
+        let mut overflow: Vec<String> = Vec::new();
+        for c in &b.overflow {
+            if let Some(ch) = self.channels.get(c) {
+                overflow.extend(ch.destinations().into_iter().map(|d| d.id));
+            }
+        }
+        Some(BudgetAt {
+            destination: destination.id.clone(),
+            max: b.max,
+            per_ms: i64::try_from(b.per.as_millis()).unwrap_or(i64::MAX),
+            overflow,
+            label: format!("{} per {}", b.max, humanize(b.per)),
+        })
+    }
+
+    /// Every budgeted destination.
+    pub fn budgets(&self) -> Vec<BudgetAt> {
+        self.destinations()
+            .values()
+            .filter_map(|d| self.budget_of(d))
+            .collect()
+    }
+}

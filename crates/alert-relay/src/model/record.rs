@@ -1,0 +1,360 @@
+//! What the store records and the writes that change it: plain data, shared by the store, the
+//! services that send writes, and render (which words deliveries from them).
+
+use std::collections::BTreeMap;
+
+use crate::model::storm::{StormWrite, StormWritten};
+use crate::payload::AlertEvent;
+
+/// The group key of the dead-man's switch's own alert: the delivery engine never holds its
+/// message back for a budget (it says that no other alert arrives).
+pub const DEADMAN_GROUP_KEY: &str = "alert-relay:deadman";
+
+/// One alert event and where it should go if it is new.
+#[derive(Debug, Clone)]
+pub struct RoutedEvent {
+    pub event: AlertEvent,
+    /// Destinations from routing. Used for firing events, and for a resolved event whose
+    /// firing event this relay never saw; a resolved event otherwise goes exactly where its
+    /// firing event went.
+    pub destinations: Vec<String>,
+    /// The routes (name, policy) this event matched: each opens or joins one incident.
+    pub routes: Vec<RouteRef>,
+    /// Alertmanager says the whole group is resolved: its incidents close.
+    pub group_resolved: bool,
+    /// Destination -> who is on call there (`alice (rotation primary)`), for those a rotation
+    /// chose.
+    pub on_call: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteRef {
+    pub route: String,
+    pub policy: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IncidentState {
+    /// Escalating.
+    Open,
+    Acked,
+    Resolved,
+}
+
+impl IncidentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IncidentState::Open => "open",
+            IncidentState::Acked => "acked",
+            IncidentState::Resolved => "resolved",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "open" => IncidentState::Open,
+            "acked" => IncidentState::Acked,
+            "resolved" => IncidentState::Resolved,
+            _ => return None,
+        })
+    }
+}
+
+/// One incident as stored. Times ending in `_ms` without `at` are monotonic durations
+/// (checkpointed); `*_at_ms` are wall-clock stamps for humans only.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Incident {
+    pub id: i64,
+    pub group_key: String,
+    pub route: String,
+    pub policy: String,
+    pub state: IncidentState,
+    /// Escalation time: runs while the incident escalates.
+    pub elapsed_ms: i64,
+    /// Time since the acknowledgement (for `ack_timeout`): runs while acknowledged.
+    pub acked_ms: i64,
+    /// Index into the policy's schedule of the next send.
+    pub next_step: i64,
+    pub opened_at_ms: i64,
+    pub acked_at_ms: Option<i64>,
+    pub acked_by: Option<String>,
+    pub resolved_at_ms: Option<i64>,
+    pub resolved_by: Option<String>,
+    pub alertname: String,
+    pub summary: String,
+    /// The storm this incident belongs to (storm control), if any.
+    pub storm: Option<i64>,
+}
+
+/// A Pushover emergency receipt not yet finished (acknowledged, cancelled, expired), as found
+/// in the deliveries (`provider_ref` `receipt:…`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchedReceipt {
+    pub receipt: String,
+    /// The incident of the message, or else the storm of the summary.
+    pub incident: Option<i64>,
+    pub storm: Option<i64>,
+    pub destination: String,
+    /// When the delivery was recorded (unix ms).
+    pub delivered_at_ms: i64,
+    /// A storm's: open while any of its incidents is open, else acknowledged.
+    pub incident_state: IncidentState,
+}
+
+/// How a receipt finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiptEnd {
+    Acked,
+    Cancelled,
+    Expired,
+    /// Pushover no longer knows it (older than a week, or never valid).
+    Gone,
+}
+
+impl ReceiptEnd {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReceiptEnd::Acked => "acked",
+            ReceiptEnd::Cancelled => "cancelled",
+            ReceiptEnd::Expired => "expired",
+            ReceiptEnd::Gone => "gone",
+        }
+    }
+}
+
+/// (destination, step, state, notice) of one delivery of an incident.
+pub type IncidentDelivery = (String, i64, DeliveryState, Option<String>);
+
+/// What an SMS reply acknowledges: `ACK 12` or `ACK S3`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckTarget {
+    Incident(i64),
+    Storm(i64),
+}
+
+/// A change of an incident's state by a human or by Alertmanager.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Ack,
+    Unack,
+    Resolve,
+}
+
+impl Action {
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Action::Ack => "acknowledged",
+            Action::Unack => "un-acknowledged",
+            Action::Resolve => "resolved",
+        }
+    }
+}
+
+/// What a transition did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transitioned {
+    /// State changed; notices to the destinations already notified.
+    Done {
+        from: IncidentState,
+        deliveries: Vec<(String, i64, i64)>,
+    },
+    /// Already in the target state (a duplicate ack): nothing sent.
+    Unchanged(IncidentState),
+    NotFound,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct IngestOutcome {
+    pub accepted: usize,
+    pub duplicates: usize,
+    /// (destination, delivery id) of every delivery created, in id order.
+    pub deliveries: Vec<(String, i64, i64)>,
+    /// Incidents opened by this write.
+    pub opened: Vec<i64>,
+    /// Incidents closed by a resolved group.
+    pub resolved: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryState {
+    Pending,
+    Delivered,
+    /// Given up: permanent error, or temporary ones for longer than `delivery.max_age`.
+    Dead,
+    /// Not sent on purpose (a resolved event whose firing message was never delivered).
+    Skipped,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Dead => "dead",
+            DeliveryState::Skipped => "skipped",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => DeliveryState::Pending,
+            "delivered" => DeliveryState::Delivered,
+            "dead" => DeliveryState::Dead,
+            "skipped" => DeliveryState::Skipped,
+            _ => return None,
+        })
+    }
+}
+
+/// A delivery with everything needed to attempt it.
+#[derive(Debug, Clone)]
+pub struct DeliveryJob {
+    pub id: i64,
+    pub destination: String,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    pub created_at_ms: i64,
+    pub next_attempt_at_ms: i64,
+    pub event: AlertEvent,
+    /// For a resolved event: the delivery of its firing event to the same destination.
+    pub firing: Option<FiringRef>,
+    pub incident: Option<i64>,
+    /// Policy step that sent this (0 for the first).
+    pub step: i64,
+    /// A notice about the incident (acknowledged, …) instead of the alert itself.
+    pub notice: Option<String>,
+    /// A storm summary (its text is in `notice`: title, newline, body).
+    pub storm: Option<i64>,
+    /// Later steps: the incident's alerts firing when the delivery is loaded.
+    pub alerts: Vec<AlertEvent>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FiringRef {
+    pub state: DeliveryState,
+    /// The provider's id of the firing message (Slack ts, Discord message id, …), to edit or
+    /// thread the resolved message.
+    pub provider_ref: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Attempt {
+    Delivered {
+        provider_ref: Option<String>,
+    },
+    Retry {
+        next_attempt_at_ms: i64,
+        error: String,
+    },
+    Dead {
+        error: String,
+    },
+    Skipped {
+        reason: String,
+    },
+}
+
+#[derive(Debug)]
+pub enum Write {
+    Ingest(Vec<RoutedEvent>),
+    Record {
+        id: i64,
+        attempts: u32,
+        attempt: Attempt,
+    },
+    /// Deletes finished alerts received before this time (ms), the incidents resolved before
+    /// it (but the newest), closed storms and finished receipts no delivery refers to.
+    Prune {
+        before_ms: i64,
+    },
+    /// Stores escalation clocks: (incident, elapsed_ms, acked_ms).
+    Checkpoint(Vec<(i64, i64, i64)>),
+    /// Sends schedule entry `expected_step` (policy step `step`) of an incident to
+    /// `destinations`, only if it is still the next one and the incident is open (or
+    /// acknowledged, with `allow_acked`): a step is never sent twice. `reopen` makes an
+    /// acknowledged incident open again (escalate now).
+    FireStep {
+        id: i64,
+        expected_step: i64,
+        step: i64,
+        elapsed_ms: i64,
+        destinations: Vec<String>,
+        /// Destination -> who is on call there, for those a rotation chose.
+        on_call: BTreeMap<String, String>,
+        allow_acked: bool,
+        reopen: bool,
+    },
+    Transition {
+        id: i64,
+        action: Action,
+        /// Who and from where, for the notice and the record.
+        by: String,
+        elapsed_ms: i64,
+    },
+    /// Acknowledges several incidents (a storm's) in one transaction, quietly (the storm
+    /// announces it once): (incident, escalation time in ms) each.
+    AckAll {
+        incidents: Vec<(i64, i64)>,
+        by: String,
+    },
+    /// An integer in `meta` (the Telegram `getUpdates` offsets).
+    SetMetaInt {
+        key: String,
+        value: i64,
+    },
+    /// A Pushover receipt needs no more polling.
+    FinishReceipt {
+        receipt: String,
+        end: ReceiptEnd,
+    },
+    /// Stores `value` under `key` in `meta`, in the same savepoint as ingesting `events`
+    /// (the dead-man's switch: its message and its state commit together). Answers
+    /// `Written::Ingested`.
+    SetMeta {
+        key: String,
+        value: Vec<u8>,
+        events: Vec<RoutedEvent>,
+    },
+    /// Re-sync: resolves an open or acknowledged incident like a manual resolve, unless its
+    /// group received an alert after the poll started (an event id above `after_event` or
+    /// received after `after_ms`). Answers `Written::Transitioned` (`Unchanged` when
+    /// the guard kept it).
+    ResolveStale {
+        id: i64,
+        by: String,
+        elapsed_ms: i64,
+        after_event: i64,
+        after_ms: i64,
+    },
+    /// Storm control and budgets (`crate::storm`, the delivery engine's budget check).
+    Storm(StormWrite),
+    /// Remembers the `MessageSid` of a signed inbound SMS (kept for `storage.retention`, at
+    /// least a day): a replay of a captured request is recognised. Answers
+    /// `Written::FirstTime` (false: seen before).
+    InboundSid {
+        sid: String,
+    },
+}
+
+#[derive(Debug)]
+pub enum Written {
+    Ingested(IngestOutcome),
+    Recorded,
+    Pruned(usize),
+    Checkpointed,
+    /// Deliveries created; empty when the step was no longer due (already sent, acked, …).
+    Fired(Vec<(String, i64, i64)>),
+    Transitioned(Transitioned),
+    /// (incident, what its ack did) for [`Write::AckAll`].
+    TransitionedAll(Vec<(i64, Transitioned)>),
+    Storm(StormWritten),
+    FirstTime(bool),
+}
+
+/// A pending delivery as the queues hold it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingRef {
+    pub id: i64,
+    pub created_at_ms: i64,
+}
