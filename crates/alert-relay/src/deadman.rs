@@ -362,12 +362,11 @@ mod tests {
         )
         .expect("store");
         let live = Arc::new(Live::new("relay.yml".into(), config()));
-        let engine = Engine::new(
+        let engine = Engine::new(crate::delivery::EngineParts::for_tests(
             store.clone(),
             Arc::clone(&metrics),
-            reqwest::Client::new(),
-            live.config().delivery.clone(),
-        );
+            Arc::clone(&live),
+        ));
         let dm = Deadman::start(store.clone(), engine, live, Arc::clone(&metrics))
             .await
             .expect("start");

@@ -533,12 +533,11 @@ mod tests {
             CommitMetrics(Arc::clone(&metrics)),
         )
         .expect("store");
-        let engine = Engine::new(
+        let engine = Engine::new(crate::delivery::EngineParts::for_tests(
             store.clone(),
             metrics,
-            reqwest::Client::new(),
-            live.config().delivery.clone(),
-        );
+            Arc::clone(&live),
+        ));
         (Escalator::new(store.clone(), engine, live), store)
     }
 

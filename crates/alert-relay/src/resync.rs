@@ -370,12 +370,11 @@ mod tests {
         )
         .expect("store");
         let live = Arc::new(Live::new("relay.yml".into(), config));
-        let engine = Engine::new(
+        let engine = Engine::new(crate::delivery::EngineParts::for_tests(
             store.clone(),
             Arc::clone(&metrics),
-            reqwest::Client::new(),
-            live.config().delivery.clone(),
-        );
+            Arc::clone(&live),
+        ));
         let escalator = Escalator::new(store.clone(), engine, Arc::clone(&live));
         let resync = Resync::new(
             store.clone(),

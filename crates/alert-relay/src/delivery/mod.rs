@@ -8,6 +8,7 @@
 //! stored, so a restart resumes where it stopped.
 
 pub mod backoff;
+mod worker;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
@@ -18,12 +19,15 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use self::backoff::{TokenBucket, next_delay};
-use crate::channels::{self, Attempt, Outcome};
+use self::worker::Worker;
+use crate::channels;
 use crate::config::{DeliveryConfig, Destination};
-use crate::metrics::{ChannelLabels, FailureLabels, Metrics, QueueStats};
-use crate::payload::Status;
-use crate::store::{self, DeliveryState, PendingRef, Store};
+use crate::live::Live;
+use crate::metrics::{ChannelLabels, Metrics, QueueStats};
+use crate::relay_clock::RelayClock;
+use crate::render::ack::Signer;
+use crate::render::{self, Message};
+use crate::store::{self, DeliveryJob, PendingRef, Store};
 use crate::time::now_millis;
 
 /// Pause after the store failed to answer, before trying again.
@@ -45,18 +49,63 @@ struct QueueStatsCell {
     channel_type: Mutex<String>,
 }
 
+/// What the engine is built from.
+#[derive(Debug)]
+pub struct EngineParts {
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub http: reqwest::Client,
+    /// The configuration in force: budgets and `public_url` for ack links are read from it.
+    pub live: Arc<Live>,
+    /// Budget windows are measured on it.
+    pub clock: Arc<RelayClock>,
+    /// Signs the acknowledgement links of incident messages (the stored key; `public_url`
+    /// comes from `live`). None: messages carry no ack link (tests without them).
+    pub ack_key: Option<Vec<u8>>,
+}
+
+#[cfg(test)]
+impl EngineParts {
+    /// An engine for tests: no ack links, the relay clock at 0.
+    pub(crate) fn for_tests(store: Store, metrics: Arc<Metrics>, live: Arc<Live>) -> Self {
+        EngineParts {
+            store,
+            metrics,
+            http: reqwest::Client::new(),
+            live,
+            clock: Arc::new(RelayClock::new(0)),
+            ack_key: None,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Shared {
-    signer: Mutex<Option<Arc<crate::render::ack::Signer>>>,
+    ack_key: Option<Vec<u8>>,
     store: Store,
     metrics: Arc<Metrics>,
     http: reqwest::Client,
+    live: Arc<Live>,
+    clock: Arc<RelayClock>,
     delivery: watch::Receiver<DeliveryConfig>,
     stop: watch::Receiver<bool>,
-    /// For budgets: the configuration in force and the relay clock; unset in tests without
-    /// budgets. The engine queues overflow summaries.
-    budgets: Mutex<Option<(Arc<crate::live::Live>, Arc<crate::relay_clock::RelayClock>)>>,
+    /// The engine queues overflow summaries.
     engine: std::sync::Weak<Engine>,
+}
+
+impl Shared {
+    /// The message a delivery sends: the channel's rendering, laid out for summaries and
+    /// several alerts, with the incident's id and acknowledgement link.
+    fn message(&self, destination: &Destination, job: &DeliveryJob) -> Message {
+        let mut msg = channels::message_for(destination, job);
+        render::storm::shape(&mut msg, job);
+        let signer = self
+            .ack_key
+            .as_ref()
+            .map(|key| Signer::new(key.clone(), self.live.config().public_url.clone()));
+        render::ack::decorate(&mut msg, job, signer.as_ref(), now_millis() / 1000);
+        msg
+    }
 }
 
 /// The running engine. Destinations are added on start and on reload; one removed from the
@@ -70,23 +119,28 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(
-        store: Store,
-        metrics: Arc<Metrics>,
-        http: reqwest::Client,
-        delivery: DeliveryConfig,
-    ) -> Arc<Self> {
-        let (delivery_tx, delivery_rx) = watch::channel(delivery);
+    /// An engine without workers; [`Engine::apply`] starts them.
+    pub fn new(parts: EngineParts) -> Arc<Self> {
+        let EngineParts {
+            store,
+            metrics,
+            http,
+            live,
+            clock,
+            ack_key,
+        } = parts;
+        let (delivery_tx, delivery_rx) = watch::channel(live.config().delivery.clone());
         let (stop, stopped) = watch::channel(false);
         Arc::new_cyclic(|engine| Engine {
             shared: Arc::new(Shared {
-                signer: Mutex::new(None),
+                ack_key,
                 store,
                 metrics,
                 http,
+                live,
+                clock,
                 delivery: delivery_rx,
                 stop: stopped,
-                budgets: Mutex::new(None),
                 engine: engine.clone(),
             }),
             queues: Mutex::new(BTreeMap::new()),
@@ -132,13 +186,14 @@ impl Engine {
                 ..QueueStatsCell::default()
             });
             let (dest_tx, dest_rx) = watch::channel(dest);
-            let task = tokio::spawn(worker(
+            let worker = Worker::new(
                 Arc::clone(&self.shared),
                 dest_rx,
                 rx,
                 pending.into(),
                 Arc::clone(&stats),
-            ));
+            );
+            let task = tokio::spawn(worker.run());
             self.queues
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -153,40 +208,6 @@ impl Engine {
                 );
         }
         Ok(())
-    }
-
-    /// Signs the acknowledgement links put into incident messages.
-    pub fn set_signer(&self, signer: crate::render::ack::Signer) {
-        *self
-            .shared
-            .signer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(signer));
-    }
-
-    /// A reload changed `public_url`: links made from now on use it (the signing key stays).
-    pub fn set_public_url(&self, public_url: Option<String>) {
-        let mut signer = self
-            .shared
-            .signer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(s) = signer.as_ref() {
-            *signer = Some(Arc::new(s.with_public_url(public_url)));
-        }
-    }
-
-    /// Enables per-destination budgets (`crate::model::budget`), measured on `clock`.
-    pub fn set_budgets(
-        &self,
-        live: Arc<crate::live::Live>,
-        clock: Arc<crate::relay_clock::RelayClock>,
-    ) {
-        *self
-            .shared
-            .budgets
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some((live, clock));
     }
 
     /// Hands a committed delivery to its destination's worker. A delivery for a destination
@@ -302,284 +323,11 @@ fn stored_wait(at_ms: i64, now_ms: i64, longest: Duration) -> Duration {
     Duration::from_millis(u64::try_from(at_ms.saturating_sub(now_ms)).unwrap_or(0)).min(longest)
 }
 
-async fn worker(
-    shared: Arc<Shared>,
-    dest: watch::Receiver<Destination>,
-    mut rx: mpsc::UnboundedReceiver<PendingRef>,
-    mut queue: VecDeque<PendingRef>,
-    stats: Arc<QueueStatsCell>,
-) {
-    let mut stop = shared.stop.clone();
-    let mut bucket: Option<TokenBucket> = None;
-    let clock = Instant::now();
-    let seconds = |clock: Instant| clock.elapsed().as_secs_f64();
-    let mut paused_until = Instant::now();
-    loop {
-        while let Ok(p) = rx.try_recv() {
-            queue.push_back(p);
-        }
-        publish(&stats, &queue);
-        let Some(head) = queue.front().copied() else {
-            tokio::select! {
-                item = rx.recv() => match item {
-                    Some(p) => { queue.push_back(p); continue; }
-                    None => return,
-                },
-                _ = stop.changed() => return,
-            }
-        };
-        let destination = dest.borrow().clone();
-        let job = match shared.store.load(head.id).await {
-            Ok(Some(job)) if job.state == DeliveryState::Pending => job,
-            Ok(_) => {
-                queue.pop_front();
-                continue;
-            }
-            Err(e) => {
-                tracing::error!(destination = %destination.id, id = head.id, "cannot load a delivery: {e}");
-                if !wait_until(
-                    Instant::now() + STORE_RETRY,
-                    &mut rx,
-                    &mut queue,
-                    &stats,
-                    &mut stop,
-                )
-                .await
-                {
-                    return;
-                }
-                continue;
-            }
-        };
-        // A resolved message whose firing one never arrived would only confuse.
-        if job.event.status == Status::Resolved
-            && let Some(f) = &job.firing
-            && matches!(f.state, DeliveryState::Dead | DeliveryState::Skipped)
-        {
-            let reason = format!("the firing notification was {}", f.state.as_str());
-            if record(
-                &shared,
-                &destination,
-                job.id,
-                job.attempts,
-                store::Attempt::Skipped { reason },
-            )
-            .await
-            {
-                queue.pop_front();
-            }
-            continue;
-        }
-        let longest = shared
-            .delivery
-            .borrow()
-            .max_backoff
-            .max(crate::channels::MAX_RETRY_HINT)
-            .mul_f64(1.1);
-        let wait = paused_until
-            .max(Instant::now() + stored_wait(job.next_attempt_at_ms, now_millis(), longest));
-        if wait > Instant::now() && !wait_until(wait, &mut rx, &mut queue, &stats, &mut stop).await
-        {
-            return;
-        }
-        // The dead-man's message is never held back: it says that no other alert arrives.
-        if job.attempts == 0
-            && destination.channel.budget.is_some()
-            && job.event.group_key != crate::model::record::DEADMAN_GROUP_KEY
-        {
-            match admit(&shared, &destination, job.id).await {
-                Some(true) => {}
-                Some(false) => {
-                    queue.pop_front();
-                    continue;
-                }
-                None => {
-                    if !wait_until(
-                        Instant::now() + STORE_RETRY,
-                        &mut rx,
-                        &mut queue,
-                        &stats,
-                        &mut stop,
-                    )
-                    .await
-                    {
-                        return;
-                    }
-                    continue;
-                }
-            }
-        }
-        let rate = destination.channel.rate;
-        let b = match &mut bucket {
-            Some(b) if b.same_rate(rate.per_second, rate.burst) => b,
-            _ => bucket.insert(TokenBucket::new(
-                rate.per_second,
-                rate.burst,
-                seconds(clock),
-            )),
-        };
-        let delay = b.take(seconds(clock));
-        if !delay.is_zero() {
-            if !wait_until(
-                Instant::now() + delay,
-                &mut rx,
-                &mut queue,
-                &stats,
-                &mut stop,
-            )
-            .await
-            {
-                return;
-            }
-            // The token is now there; take it.
-            let _ = b.take(seconds(clock));
-        }
-        let config = shared.delivery.borrow().clone();
-        let mut msg = channels::message_for(&destination, &job);
-        crate::render::storm::shape(&mut msg, &job);
-        let signer = shared
-            .signer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        crate::render::ack::decorate(&mut msg, &job, signer.as_deref(), now_millis() / 1000);
-        let attempt = Attempt {
-            http: &shared.http,
-            timeout: destination.channel.timeout.unwrap_or(config.timeout),
-            destination: &destination,
-            delivery_id: job.id,
-            firing_ref: job.firing.as_ref().and_then(|f| f.provider_ref.as_deref()),
-        };
-        let (outcome, fell_back) = channels::deliver(&attempt, &msg).await;
-        let labels = ChannelLabels {
-            channel: destination.channel.name.clone(),
-            destination: destination.id.clone(),
-        };
-        if fell_back {
-            shared.metrics.fallbacks.get_or_create(&labels).inc();
-        }
-        let attempts = job.attempts.saturating_add(1);
-        let failure = |reason: &str| FailureLabels {
-            channel: destination.channel.name.clone(),
-            destination: destination.id.clone(),
-            reason: reason.to_owned(),
-        };
-        let (attempt_record, done) = match outcome {
-            Outcome::Delivered { reference, pause } => {
-                shared.metrics.delivered.get_or_create(&labels).inc();
-                if let Some(p) = pause {
-                    paused_until = Instant::now() + p;
-                }
-                tracing::debug!(destination = %destination.id, id = job.id, "delivered");
-                (
-                    store::Attempt::Delivered {
-                        provider_ref: reference,
-                    },
-                    true,
-                )
-            }
-            Outcome::Retry {
-                reason,
-                after,
-                detail,
-            } => {
-                shared.metrics.failed.get_or_create(&failure(reason)).inc();
-                let age = Duration::from_millis(
-                    u64::try_from(now_millis() - job.created_at_ms).unwrap_or(0),
-                );
-                let out_of_attempts = config.max_attempts > 0 && attempts >= config.max_attempts;
-                if out_of_attempts || age >= config.max_age {
-                    let why = if out_of_attempts {
-                        format!("{attempts} attempts")
-                    } else {
-                        format!("{}s", age.as_secs())
-                    };
-                    dead_letter(
-                        &shared,
-                        &destination,
-                        job.id,
-                        reason,
-                        &format!("gave up after {why}: {detail}"),
-                    );
-                    (store::Attempt::Dead { error: detail }, true)
-                } else {
-                    let delay = next_delay(
-                        attempts,
-                        after,
-                        config.initial_backoff,
-                        config.max_backoff,
-                        fastrand::f64(),
-                    );
-                    tracing::warn!(destination = %destination.id, id = job.id, attempt = attempts, retry_in = ?delay, "temporary failure ({reason}): {detail}");
-                    paused_until = Instant::now() + delay;
-                    let next =
-                        now_millis() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
-                    (
-                        store::Attempt::Retry {
-                            next_attempt_at_ms: next,
-                            error: format!("{reason}: {detail}"),
-                        },
-                        false,
-                    )
-                }
-            }
-            Outcome::Permanent { reason, detail } => {
-                shared.metrics.failed.get_or_create(&failure(reason)).inc();
-                dead_letter(&shared, &destination, job.id, reason, &detail);
-                (
-                    store::Attempt::Dead {
-                        error: format!("{reason}: {detail}"),
-                    },
-                    true,
-                )
-            }
-        };
-        // A result that cannot be stored is retried as a result, never by sending again.
-        while !record(
-            &shared,
-            &destination,
-            job.id,
-            attempts,
-            attempt_record.clone(),
-        )
-        .await
-        {
-            if *stop.borrow() {
-                return;
-            }
-        }
-        if done {
-            queue.pop_front();
-        }
-    }
-}
-
-fn dead_letter(shared: &Shared, destination: &Destination, id: i64, reason: &str, detail: &str) {
-    shared
-        .metrics
-        .dead_lettered
-        .get_or_create(&FailureLabels {
-            channel: destination.channel.name.clone(),
-            destination: destination.id.clone(),
-            reason: reason.to_owned(),
-        })
-        .inc();
-    tracing::error!(destination = %destination.id, id, reason, "notification dead-lettered: {detail}");
-}
-
 /// Counts a first attempt against the destination's budget. `Some(true)`: send it;
 /// `Some(false)`: held back (skipped, reported to the overflow channels); `None`: the store
 /// failed, try again.
 async fn admit(shared: &Shared, destination: &Destination, id: i64) -> Option<bool> {
-    let ctx = shared
-        .budgets
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone();
-    let Some((live, clock)) = ctx else {
-        return Some(true);
-    };
-    let Some(budget) = live.config().budget_of(destination) else {
+    let Some(budget) = shared.live.config().budget_of(destination) else {
         return Some(true);
     };
     let w = shared
@@ -588,7 +336,7 @@ async fn admit(shared: &Shared, destination: &Destination, id: i64) -> Option<bo
             crate::model::storm::StormWrite::BudgetAdmit {
                 delivery: id,
                 budget,
-                clock: clock.now_ms(),
+                clock: shared.clock.now_ms(),
             },
         ))
         .await;

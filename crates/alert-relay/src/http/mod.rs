@@ -867,13 +867,12 @@ mod tests {
         let (store, _thread) =
             Store::start(Flaky::full(), CommitMetrics(Arc::clone(&metrics))).expect("store");
         let http = reqwest::Client::new();
-        let engine = Engine::new(
+        let live = Arc::new(Live::new("relay.yml".into(), config));
+        let engine = Engine::new(crate::delivery::EngineParts::for_tests(
             store.clone(),
             Arc::clone(&metrics),
-            http.clone(),
-            config.delivery.clone(),
-        );
-        let live = Arc::new(Live::new("relay.yml".into(), config));
+            Arc::clone(&live),
+        ));
         let escalator = Escalator::new(store.clone(), Arc::clone(&engine), Arc::clone(&live));
         let deadman = crate::deadman::Deadman::start(
             store.clone(),

@@ -53,12 +53,11 @@ async fn start(path: &Path, dir: Option<tempfile::TempDir>) -> Rig {
         CommitMetrics(Arc::clone(&metrics)),
     )
     .expect("store");
-    let engine = Engine::new(
+    let engine = Engine::new(crate::delivery::EngineParts::for_tests(
         store.clone(),
         Arc::clone(&metrics),
-        reqwest::Client::new(),
-        live.config().delivery.clone(),
-    );
+        Arc::clone(&live),
+    ));
     let esc = Escalator::new(store.clone(), Arc::clone(&engine), Arc::clone(&live));
     let clock = Arc::new(RelayClock::new(
         store.read(|b| b.relay_clock()).await.expect("clock"),
