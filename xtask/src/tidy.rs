@@ -1,6 +1,6 @@
 //! `cargo xtask tidy`: no two top-level modules of a crate may import each other, directly or
-//! through others (in the style of rust-analyzer's `xtask/src/tidy.rs`: a plain text scan, no
-//! parser).
+//! through others, and no function under `crates/*/src` is over 120 lines without a written
+//! reason (in the style of rust-analyzer's `xtask/src/tidy.rs`: a plain text scan, no parser).
 //!
 //! For each crate under `crates/`, the top-level modules are `src/foo.rs` and `src/foo/`; the
 //! crate root `lib.rs` is the module `crate` (its inline modules belong to it). A module
