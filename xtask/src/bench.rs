@@ -143,32 +143,18 @@ pub(crate) fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
+/// `cargo xtask bench` (or `--hostile`): the options, the release build, both exporters on
+/// the same fixture tree, the measurement and the table. The servers live here so both are
+/// killed however the bench ends.
 pub(crate) fn run(args: &[String]) -> Result<()> {
     if args.first().map(String::as_str) == Some("--hostile") {
         return crate::hostile_bench::run(&args[1..]);
     }
-    let mut scrapes = 2000_usize;
-    let mut fixture = String::from("pi4-sd");
-    // Between scrapes, so neither exporter's scrape absorbs the other's leftover work (Go's
-    // GC, a worker parking) on a 2-core machine; Prometheus scrapes a Pi every 15 s.
-    let mut pause = Duration::from_millis(5);
-    let mut iter = args.iter();
-    while let Some(arg) = iter.next() {
-        match arg.as_str() {
-            "--scrapes" => scrapes = iter.next().context("--scrapes needs a number")?.parse()?,
-            "--fixture" => fixture = iter.next().context("--fixture needs a name")?.clone(),
-            "--pause-ms" => {
-                pause = Duration::from_millis(
-                    iter.next().context("--pause-ms needs a number")?.parse()?,
-                );
-            }
-            other => bail!("unknown bench option {other:?}"),
-        }
-    }
+    let options = Options::parse(args)?;
     let root = crate::root();
     let tree = root
         .join("crates/pi-exporter/tests/fixtures")
-        .join(&fixture);
+        .join(&options.fixture);
     if !tree.is_dir() {
         bail!("no fixture tree {}", tree.display());
     }
@@ -177,8 +163,62 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let target =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     let pi = target.join("release/pi-exporter");
-    let path = |sub: &str| tree.join(sub).display().to_string();
 
+    let servers = start_both(&tree, &pi, &node)?;
+    let measured = measure(&servers, &options)?;
+    let sizes = (
+        std::fs::metadata(&pi)?.len(),
+        std::fs::metadata(&node)?.len(),
+    );
+    print_table(&options, &measured, sizes);
+    for server in &servers {
+        eprintln!("{} ran as pid {}", server.name, server.child.id());
+    }
+    Ok(())
+}
+
+/// The bench's command-line options.
+struct Options {
+    scrapes: usize,
+    /// A tree under `crates/pi-exporter/tests/fixtures`.
+    fixture: String,
+    /// Between scrapes, so neither exporter's scrape absorbs the other's leftover work (Go's
+    /// GC, a worker parking) on a 2-core machine; Prometheus scrapes a Pi every 15 s.
+    pause: Duration,
+}
+
+impl Options {
+    fn parse(args: &[String]) -> Result<Self> {
+        let mut scrapes = 2000_usize;
+        let mut fixture = String::from("pi4-sd");
+        let mut pause = Duration::from_millis(5);
+        let mut iter = args.iter();
+        while let Some(arg) = iter.next() {
+            match arg.as_str() {
+                "--scrapes" => {
+                    scrapes = iter.next().context("--scrapes needs a number")?.parse()?;
+                }
+                "--fixture" => fixture = iter.next().context("--fixture needs a name")?.clone(),
+                "--pause-ms" => {
+                    pause = Duration::from_millis(
+                        iter.next().context("--pause-ms needs a number")?.parse()?,
+                    );
+                }
+                other => bail!("unknown bench option {other:?}"),
+            }
+        }
+        Ok(Self {
+            scrapes,
+            fixture,
+            pause,
+        })
+    }
+}
+
+/// Starts pi-exporter and node_exporter (only its collectors that pi-exporter has a
+/// counterpart of) on the fixture tree, each on a free loopback port.
+fn start_both(tree: &Path, pi: &Path, node: &Path) -> Result<[Running; 2]> {
+    let path = |sub: &str| tree.join(sub).display().to_string();
     let pi_addr = free_port()?;
     let pi_args: Vec<String> = vec![
         format!("--web.listen-address={pi_addr}"),
@@ -201,12 +241,27 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         "--collector.time".into(),
         "--log.level=error".into(),
     ];
-    let servers = [
-        Running::start("pi-exporter", &pi, &pi_args, pi_addr)?,
-        Running::start("node_exporter", &node, &node_args, node_addr)?,
-    ];
+    Ok([
+        Running::start("pi-exporter", pi, &pi_args, pi_addr)?,
+        Running::start("node_exporter", node, &node_args, node_addr)?,
+    ])
+}
+
+/// What the scrapes measured, per server in `start_both`'s order.
+struct Measured {
+    results: Vec<Latencies>,
+    cpu_before: Vec<Duration>,
+    cpu_after: Vec<Duration>,
+    /// Peak and current RSS after the scrapes.
+    rss: Vec<(u64, u64)>,
+}
+
+/// Scrapes both servers alternately after a warm-up, with their CPU time around the scrapes
+/// and their RSS after.
+fn measure(servers: &[Running], options: &Options) -> Result<Measured> {
+    let (scrapes, pause) = (options.scrapes, options.pause);
     let mut clients = Vec::new();
-    for server in &servers {
+    for server in servers {
         clients.push(Scraper::connect(server.addr, "/metrics")?);
     }
     // Warm up allocators, thread pools and page cache before measuring.
@@ -242,12 +297,27 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         .map(Running::cpu_time)
         .collect::<Result<_>>()?;
     let rss: Vec<(u64, u64)> = servers.iter().map(Running::rss).collect::<Result<_>>()?;
-    let pi_size = std::fs::metadata(&pi)?.len();
-    let node_size = std::fs::metadata(&node)?.len();
+    Ok(Measured {
+        results,
+        cpu_before,
+        cpu_after,
+        rss,
+    })
+}
 
+/// The side-by-side Markdown table; `sizes`: the pi-exporter and node_exporter binaries'.
+fn print_table(options: &Options, measured: &Measured, sizes: (u64, u64)) {
+    let (scrapes, fixture) = (options.scrapes, &options.fixture);
+    let Measured {
+        results,
+        cpu_before,
+        cpu_after,
+        rss,
+    } = measured;
+    let (pi_size, node_size) = sizes;
     println!(
         "\n{scrapes} scrapes each, alternating with {} ms pauses, keep-alive, gzip, Prometheus Accept header; fixture {fixture}\n",
-        pause.as_millis()
+        options.pause.as_millis()
     );
     println!("| | pi-exporter | node_exporter | ratio | target |");
     println!("|---|---:|---:|---:|---|");
@@ -288,8 +358,4 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         "| binary (MiB) | {a:.2} | {b:.2} | {:.2} | < 6 MiB stripped |",
         ratio(a, b)
     );
-    for server in &servers {
-        eprintln!("{} ran as pid {}", server.name, server.child.id());
-    }
-    Ok(())
 }

@@ -1,6 +1,6 @@
 //! `cargo xtask tidy`: no two top-level modules of a crate may import each other, directly or
-//! through others (in the style of rust-analyzer's `xtask/src/tidy.rs`: a plain text scan, no
-//! parser).
+//! through others, and no function under `crates/*/src` is over 120 lines without a written
+//! reason (in the style of rust-analyzer's `xtask/src/tidy.rs`: a plain text scan, no parser).
 //!
 //! For each crate under `crates/`, the top-level modules are `src/foo.rs` and `src/foo/`; the
 //! crate root `lib.rs` is the module `crate` (its inline modules belong to it). A module
@@ -13,6 +13,14 @@
 //! a `tests/` directory and files declared by `#[cfg(test)] mod name;`. The strongly connected
 //! components of the graph (Tarjan) are the cycles; each edge in one is reported on a cycle
 //! with the file and line of one use per step.
+//!
+//! It also fails on a function longer than [`FN_LIMIT`] lines (from the line with `fn` to the
+//! line of its closing brace) in any `.rs` file under `crates/*/src`, test code included,
+//! unless the section `## Long functions` of the workspace's `ARCHITECTURE.md` names it with a
+//! reason (see [`parse_allowlist`] for the format). The scan is the same as above: comments and
+//! literals blanked, then a function's body is the first `{` after `fn name` outside
+//! parentheses and brackets (a `;` first means no body) up to its matching `}`. An exception
+//! that no longer matches a long function fails too, so the list does not outlive its reasons.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -45,25 +53,61 @@ fn print_graph(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// The longest a function under `crates/*/src` may be, in lines, unless `ARCHITECTURE.md`
+/// says why (issue 13).
+const FN_LIMIT: usize = 120;
+
+/// The heading of the `ARCHITECTURE.md` section that lists the long functions allowed.
+const ALLOWLIST_HEADING: &str = "## Long functions";
+
+/// Both checks, each printing its findings; fails when either finds something.
 fn check_all() -> Result<()> {
+    let crates = crate_dirs()?;
+    let cycles = check_cycles(&crates)?;
+    let long = check_fn_lengths(&crates)?;
+    match (cycles, long) {
+        (0, 0) => Ok(()),
+        (c, 0) => bail!("{c} import cycles between top-level modules (see above)"),
+        (0, l) => bail!("{l} functions over {FN_LIMIT} lines or stale exceptions (see above)"),
+        (c, l) => bail!(
+            "{c} import cycles between top-level modules and {l} functions over {FN_LIMIT} \
+             lines or stale exceptions (see above)"
+        ),
+    }
+}
+
+/// Every directory under `crates/`, sorted, with its name.
+fn crate_dirs() -> Result<Vec<(String, PathBuf)>> {
     let crates = root().join("crates");
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(&crates)
         .with_context(|| format!("cannot list {}", crates.display()))?
         .map(|e| e.map(|e| e.path()))
         .collect::<std::io::Result<_>>()?;
     dirs.sort();
+    Ok(dirs
+        .into_iter()
+        .filter(|d| d.is_dir())
+        .map(|dir| {
+            let name = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (name, dir)
+        })
+        .collect())
+}
+
+/// The import-cycle check of every library crate; prints its report, returns the number of
+/// cycles.
+fn check_cycles(crates: &[(String, PathBuf)]) -> Result<usize> {
     let mut cycles = 0;
-    for dir in dirs {
+    for (name, dir) in crates {
         let src = dir.join("src");
         if !src.join("lib.rs").is_file() {
             continue;
         }
-        let name = dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
         let files = read_tree(&src)?;
-        let (lines, n) = check_crate(&name, &files);
+        let (lines, n) = check_crate(name, &files);
         if n == 0 {
             println!("crate {name}: no import cycle between top-level modules");
         }
@@ -72,10 +116,202 @@ fn check_all() -> Result<()> {
         }
         cycles += n;
     }
-    if cycles > 0 {
-        bail!("{cycles} import cycles between top-level modules (see above)");
+    Ok(cycles)
+}
+
+/// The function-length check of every crate's `src/` against `ARCHITECTURE.md`'s exceptions;
+/// prints its report, returns the number of findings.
+fn check_fn_lengths(crates: &[(String, PathBuf)]) -> Result<usize> {
+    let md_path = root().join("ARCHITECTURE.md");
+    let md = std::fs::read_to_string(&md_path)
+        .with_context(|| format!("cannot read {}", md_path.display()))?;
+    let allowed = parse_allowlist(&md)?;
+    let mut sources = Vec::new();
+    for (name, dir) in crates {
+        let src = dir.join("src");
+        if !src.is_dir() {
+            continue;
+        }
+        for (rel, text) in read_tree(&src)? {
+            let file = format!(
+                "crates/{name}/src/{}",
+                rel.to_string_lossy().replace('\\', "/")
+            );
+            sources.push(Source {
+                krate: name.clone(),
+                file,
+                text,
+            });
+        }
     }
-    Ok(())
+    let (lines, n) = fn_length_report(&sources, &allowed);
+    for line in lines {
+        println!("{line}");
+    }
+    Ok(n)
+}
+
+/// One source file for the function-length check.
+struct Source {
+    krate: String,
+    /// Relative to the workspace root, with `/`: `crates/x/src/a.rs`.
+    file: String,
+    text: String,
+}
+
+/// One exception of `ARCHITECTURE.md`'s `## Long functions`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Allowed {
+    /// Relative to the workspace root: `crates/x/src/a.rs`.
+    file: String,
+    name: String,
+    /// Its line in `ARCHITECTURE.md`, for a stale entry's report.
+    line: usize,
+}
+
+/// The exceptions listed under `## Long functions` (up to the next `## ` heading), one bullet
+/// each: `` - `crates/x/src/file.rs` `fn_name`: why it is long `` (the reason may wrap onto
+/// indented lines; it must not be empty). An exception covers every function of that name in
+/// that file (`new` of two `impl`s alike). Any other bullet in the section is an error, so a
+/// typo cannot silently allow nothing.
+fn parse_allowlist(md: &str) -> Result<Vec<Allowed>> {
+    let mut out = Vec::new();
+    let mut inside = false;
+    for (i, line) in md.lines().enumerate() {
+        if line.starts_with("## ") || line.starts_with("# ") {
+            inside = line.trim_end() == ALLOWLIST_HEADING;
+            continue;
+        }
+        let Some(entry) = line.strip_prefix("- ").filter(|_| inside) else {
+            continue;
+        };
+        let parsed = (|| {
+            let rest = entry.strip_prefix('`')?;
+            let (file, rest) = rest.split_once('`')?;
+            let rest = rest.strip_prefix(" `")?;
+            let (name, rest) = rest.split_once('`')?;
+            let reason = rest.strip_prefix(':')?.trim();
+            let ok = !file.is_empty() && !name.is_empty() && !reason.is_empty();
+            ok.then(|| (file.to_owned(), name.to_owned()))
+        })();
+        let Some((file, name)) = parsed else {
+            bail!(
+                "ARCHITECTURE.md:{}: expected \"- `crates/x/src/file.rs` `fn_name`: why\" under \
+                 {ALLOWLIST_HEADING:?}, got {line:?}",
+                i + 1
+            );
+        };
+        out.push(Allowed {
+            file,
+            name,
+            line: i + 1,
+        });
+    }
+    Ok(out)
+}
+
+/// One function longer than the limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LongFn {
+    name: String,
+    /// The line with `fn`.
+    line: usize,
+    /// From the line with `fn` to the line of its closing brace, both included.
+    lines: usize,
+}
+
+/// Every function with a body in `text` longer than `limit` lines, nested ones included (an
+/// outer function's count includes them), in order.
+fn long_fns(text: &str, limit: usize) -> Vec<LongFn> {
+    let toks = tokens(&blank(text));
+    let mut out = Vec::new();
+    for (i, (tok, line)) in toks.iter().enumerate() {
+        if *tok != Tok::Ident("fn".into()) {
+            continue;
+        }
+        // `fn(u8) -> u8` is a type, `r#fn` no function.
+        let Some((Tok::Ident(name), _)) = toks.get(i + 1) else {
+            continue;
+        };
+        let Some(open) = body_start(&toks, i + 2) else {
+            continue;
+        };
+        let end = item_end(&toks, open);
+        let last = toks.get(end.saturating_sub(1)).map_or(*line, |t| t.1);
+        let lines = last - line + 1;
+        if lines > limit {
+            out.push(LongFn {
+                name: name.clone(),
+                line: *line,
+                lines,
+            });
+        }
+    }
+    out
+}
+
+/// The index of a function's opening brace, searching from `i` (after its name): the first
+/// `{` outside parentheses and brackets; `None` when a `;` comes first (a declaration).
+fn body_start(toks: &[(Tok, usize)], mut i: usize) -> Option<usize> {
+    let mut nest = 0usize;
+    while let Some((t, _)) = toks.get(i) {
+        match t {
+            Tok::Punct('(' | '[') => nest += 1,
+            Tok::Punct(')' | ']') => nest = nest.saturating_sub(1),
+            Tok::Punct(';') if nest == 0 => return None,
+            Tok::Punct('{') if nest == 0 => return Some(i),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// The function-length report of all sources and how many findings it names: one line per
+/// function over [`FN_LIMIT`] that no exception covers, one per exception that covers none
+/// (stale), and a clean line per crate without a long function.
+fn fn_length_report(sources: &[Source], allowed: &[Allowed]) -> (Vec<String>, usize) {
+    let mut out = Vec::new();
+    let mut findings = 0;
+    let mut used = vec![false; allowed.len()];
+    let mut krates: Vec<&str> = sources.iter().map(|s| s.krate.as_str()).collect();
+    krates.dedup();
+    for krate in krates {
+        let mut clean = true;
+        for source in sources.iter().filter(|s| s.krate == krate) {
+            for f in long_fns(&source.text, FN_LIMIT) {
+                let exception = allowed
+                    .iter()
+                    .position(|a| a.file == source.file && a.name == f.name);
+                if let Some(k) = exception {
+                    used[k] = true;
+                    continue;
+                }
+                clean = false;
+                findings += 1;
+                out.push(format!(
+                    "crate {krate}: {}:{} fn {} is {} lines (limit {FN_LIMIT})",
+                    source.file, f.line, f.name, f.lines
+                ));
+            }
+        }
+        if clean {
+            out.push(format!(
+                "crate {krate}: no function longer than {FN_LIMIT} lines outside the exceptions"
+            ));
+        }
+    }
+    for (a, used) in allowed.iter().zip(used) {
+        if !used {
+            findings += 1;
+            out.push(format!(
+                "ARCHITECTURE.md:{}: exception for {} fn {} matches no function over \
+                 {FN_LIMIT} lines: remove it",
+                a.line, a.file, a.name
+            ));
+        }
+    }
+    (out, findings)
 }
 
 /// Every `.rs` file under `src`, as (path relative to `src`, contents), sorted by path.
@@ -958,5 +1194,147 @@ pub fn a(#[cfg(test)] b: crate::b::B) { match 1 { #[cfg(test)] 2 => crate::b::f(
                 "crate planted: modules a -> b -> c -> a form a cycle (a.rs:1 uses crate::b, b/x.rs:1 uses crate::c, c.rs:2 uses crate::a)"
             )
         );
+    }
+
+    /// A function `name` of `n` lines (`fn` line to closing brace) with braces, `fn` and
+    /// quotes in comments and literals on its lines.
+    fn planted(name: &str, n: usize) -> String {
+        let mut f = format!("pub fn {name}(x: [u8; 2]) -> Option<u8> {{\n");
+        let noise = [
+            "    let _ = \"}} fn fake() { {\";",
+            "    // } fn comment() {",
+            "    let _ = r#\"}\" fn raw() { \"#;",
+            "    /* } fn block() { */ let _ = '}';",
+            "    if x[0] > 1 { let _ = '{'; }",
+        ];
+        for i in 0..n - 2 {
+            f.push_str(noise[i % noise.len()]);
+            f.push('\n');
+        }
+        f.push_str("}\n");
+        assert_eq!(f.lines().count(), n);
+        f
+    }
+
+    fn sources(list: &[(&str, &str, String)]) -> Vec<Source> {
+        list.iter()
+            .map(|(k, f, t)| Source {
+                krate: (*k).to_owned(),
+                file: (*f).to_owned(),
+                text: t.clone(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_function_over_the_limit_is_reported_and_one_at_it_is_not() {
+        let text = format!(
+            "//! doc {{\n\n{}\n{}\ntrait T {{ fn decl(&self) -> [u8; 3]; }}\n",
+            planted("at_limit", 120),
+            planted("over", 121)
+        );
+        // `at_limit` starts on line 3, `over` two lines after it ends.
+        assert_eq!(
+            long_fns(&text, FN_LIMIT),
+            [LongFn {
+                name: "over".into(),
+                line: 124,
+                lines: 121
+            }]
+        );
+        let (lines, n) = fn_length_report(
+            &sources(&[
+                ("k", "crates/k/src/a.rs", text),
+                ("k", "crates/k/src/b.rs", planted("short", 3)),
+                ("m", "crates/m/src/lib.rs", planted("fine", 120)),
+            ]),
+            &[],
+        );
+        assert_eq!(n, 1);
+        assert_eq!(
+            lines,
+            [
+                "crate k: crates/k/src/a.rs:124 fn over is 121 lines (limit 120)",
+                "crate m: no function longer than 120 lines outside the exceptions",
+            ]
+        );
+    }
+
+    #[test]
+    fn braces_and_fn_in_strings_and_comments_are_not_code() {
+        // Unbalanced braces in literals and comments would end the body early or late, and a
+        // `fn` in them would be a function of its own.
+        let text = format!(
+            "const S: &str = \"fn s() {{\";\n// fn c() {{\n{}const R: &str = r##\"}}\"#}}\"##;\n{}",
+            planted("f", 121),
+            "fn g(f: fn(u8) -> u8) -> u8 { f(1) }\n"
+        );
+        assert_eq!(
+            long_fns(&text, FN_LIMIT),
+            [LongFn {
+                name: "f".into(),
+                line: 3,
+                lines: 121
+            }]
+        );
+        // A nested function counts on its own, and in its outer function's lines.
+        let nested = format!("fn outer() {{\n{}}}\n", planted("inner", 121));
+        let names: Vec<(String, usize)> = long_fns(&nested, FN_LIMIT)
+            .into_iter()
+            .map(|f| (f.name, f.lines))
+            .collect();
+        assert_eq!(names, [("outer".into(), 123), ("inner".into(), 121)]);
+    }
+
+    #[test]
+    fn an_allowlisted_function_is_not_reported_and_a_stale_exception_is() {
+        let md = "# Architecture\n\n## Code map\n\n- `crates/k/src/a.rs` `over`: not an exception here\n\n## Long functions\n\nOne bullet each.\n\n- `crates/k/src/a.rs` `over`: a table, one arm per\n  register, reads best in one piece\n- `crates/k/src/gone.rs` `old`: was split\n\n## Invariants\n\n- `crates/k/src/b.rs` `other`: not in the section\n";
+        let allowed = parse_allowlist(md).expect("parses");
+        assert_eq!(
+            allowed,
+            [
+                Allowed {
+                    file: "crates/k/src/a.rs".into(),
+                    name: "over".into(),
+                    line: 11
+                },
+                Allowed {
+                    file: "crates/k/src/gone.rs".into(),
+                    name: "old".into(),
+                    line: 13
+                },
+            ]
+        );
+        let (lines, n) = fn_length_report(
+            &sources(&[
+                ("k", "crates/k/src/a.rs", planted("over", 200)),
+                ("k", "crates/k/src/b.rs", planted("over", 121)),
+            ]),
+            &allowed,
+        );
+        assert_eq!(n, 2);
+        assert_eq!(
+            lines,
+            [
+                "crate k: crates/k/src/b.rs:1 fn over is 121 lines (limit 120)",
+                "ARCHITECTURE.md:13: exception for crates/k/src/gone.rs fn old matches no function over 120 lines: remove it",
+            ]
+        );
+        // An exception without a reason, or not in the format, is an error.
+        for bad in [
+            "- `crates/k/src/a.rs` `over`:",
+            "- crates/k/src/a.rs over: why",
+        ] {
+            let md = format!("## Long functions\n\n{bad}\n");
+            let err = parse_allowlist(&md).expect_err(bad).to_string();
+            assert!(err.starts_with("ARCHITECTURE.md:3: expected"), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_workspace_allowlist_parses() {
+        let md = std::fs::read_to_string(root().join("ARCHITECTURE.md")).expect("read");
+        assert!(md.contains(&format!("\n{ALLOWLIST_HEADING}\n")));
+        parse_allowlist(&md).expect("ARCHITECTURE.md's exceptions parse");
     }
 }

@@ -220,140 +220,23 @@ fn shutdown_record(inputs: &Inputs) -> Fact<Option<Record>> {
 /// The units the recovery checks read.
 pub(crate) const UNITS: [&str; 2] = ["pi-exporter.service", "alert-relay.service"];
 
+/// Reads every fact once: the sources' samples first, then the files under the rootfs prefix.
+/// Each fact has its own reader below, so one that cannot be read costs only its checks.
 pub(crate) fn gather(inputs: &Inputs, sources: &Sources) -> Facts {
     let paths = &inputs.context.paths;
     let set = sources.collect();
 
-    let mounts = config::read_optional(&paths.proc("self/mounts")).and_then(|text| {
-        let text = text.ok_or_else(|| "no mount table (proc/self/mounts)".to_owned())?;
-        let (mut mounts, _) = filesystem::parse_mounts(&text);
-        let kernel_names = kernel_names(paths);
-        for mount in &mut mounts {
-            mount.mountpoint = paths.strip_rootfs(&mount.mountpoint).to_owned();
-            if let Some(name) = kernel_names.get(&mount.device) {
-                mount.device = format!("/dev/{name}");
-            }
-        }
-        Ok(mounts)
-    });
-
-    let cards = samples(&set, "rpi_mmc_info")
-        .iter()
-        .filter_map(|s| {
-            let device = s.label("device")?.to_owned();
-            let life_used = samples(&set, "rpi_mmc_life_time_used_ratio")
-                .iter()
-                .filter(|l| l.label("device") == Some(device.as_str()))
-                .map(|l| l.value)
-                .reduce(f64::max);
-            Some(Card {
-                kind: s.label("type")?.to_owned(),
-                life_used,
-                pre_eol: value_where(&set, "rpi_mmc_pre_eol_info", "device", &device),
-                device,
-            })
-        })
-        .collect();
-
-    // The directory exists whenever the kernel has jbd2, journals or not; a procfs without it
-    // (a container's, a partial tree) cannot tell.
-    let jbd2 = paths.proc("fs/jbd2");
-    let journaled = if config::exists(&jbd2) {
-        config::list_names(&jbd2)
-    } else {
-        Err(format!(
-            "no {}: cannot tell which ext4 filesystems have a journal",
-            jbd2.display()
-        ))
-    }
-    .map(|names| {
-        names
-            .into_iter()
-            // `mmcblk0p2-8`: the device and the journal's inode.
-            .filter_map(|n| n.rsplit_once('-').map(|(dev, _)| dev.to_owned()))
-            .collect()
-    });
-
-    let swaps = config::read_optional(&paths.proc("swaps")).and_then(|text| {
-        let text = text.ok_or_else(|| "no proc/swaps".to_owned())?;
-        let (areas, malformed) = system::parse_swaps(&text);
-        if malformed > 0 {
-            return Err(format!("{malformed} malformed line(s) in proc/swaps"));
-        }
-        Ok(areas)
-    });
-
-    let space = samples(&set, "rpi_filesystem_size_bytes")
-        .iter()
-        .filter_map(|s| {
-            let mountpoint = s.label("mountpoint")?;
-            Some(Space {
-                mountpoint: mountpoint.to_owned(),
-                size: s.value,
-                avail: value_where(&set, "rpi_filesystem_avail_bytes", "mountpoint", mountpoint)?,
-            })
-        })
-        .collect();
-
-    let unmeasured = samples(&set, "rpi_filesystem_readonly")
-        .iter()
-        .filter_map(|s| s.label("mountpoint"))
-        .filter(|mp| value_where(&set, "rpi_filesystem_size_bytes", "mountpoint", mp).is_none())
-        .map(str::to_owned)
-        .collect();
-
-    let logrotate = (|| {
-        // Debian's cron script does nothing where systemd runs (the timer's job then).
-        let cron = config::read_optional(&paths.rooted("/etc/cron.daily/logrotate"))?
-            .is_some_and(|script| !script.contains("/run/systemd/system"));
-        Ok(Logrotate {
-            config: config::read_optional(&paths.rooted("/etc/logrotate.conf"))?.is_some(),
-            scheduled: config::unit_enabled(paths, "logrotate.timer")? || cron,
-        })
-    })();
-
-    let throttled = samples(&set, "rpi_throttled")
-        .iter()
-        .filter_map(|s| {
-            let name = s.label("condition")?;
-            Some(Condition {
-                name: name.to_owned(),
-                now: s.value != 0.0,
-                since_boot: value_where(&set, "rpi_throttled_since_boot", "condition", name)
-                    .map(|v| v != 0.0),
-            })
-        })
-        .collect();
-
-    let ups = if let Some(reason) = &inputs.ups_unknown {
-        UpsState::Unknown(reason.clone())
-    } else if sources.ups_configured {
-        // Several UPSes: on battery if any is.
-        let readings = samples(&set, "rpi_ups_on_battery");
-        UpsState::OnBattery((!readings.is_empty()).then(|| readings.iter().any(|s| s.value != 0.0)))
-    } else {
-        UpsState::NotConfigured
-    };
-
-    let rtcs = samples(&set, "rpi_rtc_time_valid")
-        .iter()
-        .filter_map(|s| {
-            let device = s.label("device")?;
-            Some(Rtc {
-                device: device.to_owned(),
-                valid: s.value != 0.0,
-                hctosys: value_where(&set, "rpi_rtc_hctosys", "device", device).map(|v| v != 0.0),
-            })
-        })
-        .collect();
-
-    let watchdog_devices = config::list_names(&paths.devfs).map(|names| {
-        names
-            .into_iter()
-            .filter(|n| n.starts_with("watchdog"))
-            .collect()
-    });
-
+    let mounts = mounts(paths);
+    let cards = cards(&set);
+    let journaled = journaled(paths);
+    let swaps = swaps(paths);
+    let space = space(&set);
+    let unmeasured = unmeasured(&set);
+    let logrotate = logrotate(paths);
+    let throttled = throttled(&set);
+    let ups = ups_state(inputs, sources, &set);
+    let rtcs = rtcs(&set);
+    let watchdog_devices = watchdog_devices(paths);
     let interfaces = config::list_names(&paths.sys("class/net"));
 
     Facts {
@@ -378,8 +261,7 @@ pub(crate) fn gather(inputs: &Inputs, sources: &Sources) -> Facts {
             .first()
             .map(|s| s.value != 0.0),
         chrony: config::load_chrony(paths),
-        chrony_enabled: config::unit_enabled(paths, "chrony.service")
-            .and_then(|enabled| Ok(enabled || config::unit_enabled(paths, "chronyd.service")?)),
+        chrony_enabled: chrony_enabled(paths),
         timesyncd_enabled: config::unit_enabled(paths, "systemd-timesyncd.service"),
         watchdog_devices,
         system_conf: config::load_daemon_config(paths, "system.conf"),
@@ -395,20 +277,193 @@ pub(crate) fn gather(inputs: &Inputs, sources: &Sources) -> Facts {
         shutdown: shutdown_record(inputs),
         reset_cause: history::boot_reset(paths).map(|(boot, _)| (boot.cause, boot.source)),
         firewall: firewall(paths),
-        served: inputs.exposure.clone().and_then(|exposure| {
-            let protection = match &exposure.web_config {
-                Some(path) => Some(
-                    serving::web_config::protection(path)
-                        .map_err(|e| format!("web configuration unusable: {e}"))?,
-                ),
-                None => None,
-            };
-            Ok(Served {
-                exposure,
-                protection,
-            })
-        }),
+        served: served(inputs),
     }
+}
+
+/// The mount table, with mount points relative to the rootfs prefix and aliased sources
+/// (`/dev/root`) under their kernel names, so the checks can match them to cards.
+fn mounts(paths: &crate::paths::Paths) -> Fact<Vec<Mount>> {
+    config::read_optional(&paths.proc("self/mounts")).and_then(|text| {
+        let text = text.ok_or_else(|| "no mount table (proc/self/mounts)".to_owned())?;
+        let (mut mounts, _) = filesystem::parse_mounts(&text);
+        let kernel_names = kernel_names(paths);
+        for mount in &mut mounts {
+            mount.mountpoint = paths.strip_rootfs(&mount.mountpoint).to_owned();
+            if let Some(name) = kernel_names.get(&mount.device) {
+                mount.device = format!("/dev/{name}");
+            }
+        }
+        Ok(mounts)
+    })
+}
+
+/// The SD cards and eMMCs the storage collector found, with their wear.
+fn cards(set: &MetricSet) -> Vec<Card> {
+    samples(set, "rpi_mmc_info")
+        .iter()
+        .filter_map(|s| {
+            let device = s.label("device")?.to_owned();
+            let life_used = samples(set, "rpi_mmc_life_time_used_ratio")
+                .iter()
+                .filter(|l| l.label("device") == Some(device.as_str()))
+                .map(|l| l.value)
+                .reduce(f64::max);
+            Some(Card {
+                kind: s.label("type")?.to_owned(),
+                life_used,
+                pre_eol: value_where(set, "rpi_mmc_pre_eol_info", "device", &device),
+                device,
+            })
+        })
+        .collect()
+}
+
+/// The block devices with an ext4 journal.
+fn journaled(paths: &crate::paths::Paths) -> Fact<Vec<String>> {
+    // The directory exists whenever the kernel has jbd2, journals or not; a procfs without it
+    // (a container's, a partial tree) cannot tell.
+    let jbd2 = paths.proc("fs/jbd2");
+    if config::exists(&jbd2) {
+        config::list_names(&jbd2)
+    } else {
+        Err(format!(
+            "no {}: cannot tell which ext4 filesystems have a journal",
+            jbd2.display()
+        ))
+    }
+    .map(|names| {
+        names
+            .into_iter()
+            // `mmcblk0p2-8`: the device and the journal's inode.
+            .filter_map(|n| n.rsplit_once('-').map(|(dev, _)| dev.to_owned()))
+            .collect()
+    })
+}
+
+/// The swap areas; a malformed line fails the fact rather than hide an area.
+fn swaps(paths: &crate::paths::Paths) -> Fact<Vec<SwapArea>> {
+    config::read_optional(&paths.proc("swaps")).and_then(|text| {
+        let text = text.ok_or_else(|| "no proc/swaps".to_owned())?;
+        let (areas, malformed) = system::parse_swaps(&text);
+        if malformed > 0 {
+            return Err(format!("{malformed} malformed line(s) in proc/swaps"));
+        }
+        Ok(areas)
+    })
+}
+
+/// Size and available bytes of each filesystem the filesystem collector measured.
+fn space(set: &MetricSet) -> Vec<Space> {
+    samples(set, "rpi_filesystem_size_bytes")
+        .iter()
+        .filter_map(|s| {
+            let mountpoint = s.label("mountpoint")?;
+            Some(Space {
+                mountpoint: mountpoint.to_owned(),
+                size: s.value,
+                avail: value_where(set, "rpi_filesystem_avail_bytes", "mountpoint", mountpoint)?,
+            })
+        })
+        .collect()
+}
+
+/// Mount points the filesystem collector listed (every mount has `readonly`) without a size.
+fn unmeasured(set: &MetricSet) -> Vec<String> {
+    samples(set, "rpi_filesystem_readonly")
+        .iter()
+        .filter_map(|s| s.label("mountpoint"))
+        .filter(|mp| value_where(set, "rpi_filesystem_size_bytes", "mountpoint", mp).is_none())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Whether logrotate is configured and something runs it.
+fn logrotate(paths: &crate::paths::Paths) -> Fact<Logrotate> {
+    // Debian's cron script does nothing where systemd runs (the timer's job then).
+    let cron = config::read_optional(&paths.rooted("/etc/cron.daily/logrotate"))?
+        .is_some_and(|script| !script.contains("/run/systemd/system"));
+    Ok(Logrotate {
+        config: config::read_optional(&paths.rooted("/etc/logrotate.conf"))?.is_some(),
+        scheduled: config::unit_enabled(paths, "logrotate.timer")? || cron,
+    })
+}
+
+/// The firmware's throttling conditions, now and since boot.
+fn throttled(set: &MetricSet) -> Vec<Condition> {
+    samples(set, "rpi_throttled")
+        .iter()
+        .filter_map(|s| {
+            let name = s.label("condition")?;
+            Some(Condition {
+                name: name.to_owned(),
+                now: s.value != 0.0,
+                since_boot: value_where(set, "rpi_throttled_since_boot", "condition", name)
+                    .map(|v| v != 0.0),
+            })
+        })
+        .collect()
+}
+
+/// Whether a UPS is configured and, if so, on battery.
+fn ups_state(inputs: &Inputs, sources: &Sources, set: &MetricSet) -> UpsState {
+    if let Some(reason) = &inputs.ups_unknown {
+        UpsState::Unknown(reason.clone())
+    } else if sources.ups_configured {
+        // Several UPSes: on battery if any is.
+        let readings = samples(set, "rpi_ups_on_battery");
+        UpsState::OnBattery((!readings.is_empty()).then(|| readings.iter().any(|s| s.value != 0.0)))
+    } else {
+        UpsState::NotConfigured
+    }
+}
+
+/// The real-time clocks the RTC collector found.
+fn rtcs(set: &MetricSet) -> Vec<Rtc> {
+    samples(set, "rpi_rtc_time_valid")
+        .iter()
+        .filter_map(|s| {
+            let device = s.label("device")?;
+            Some(Rtc {
+                device: device.to_owned(),
+                valid: s.value != 0.0,
+                hctosys: value_where(set, "rpi_rtc_hctosys", "device", device).map(|v| v != 0.0),
+            })
+        })
+        .collect()
+}
+
+/// The watchdog device nodes under devfs.
+fn watchdog_devices(paths: &crate::paths::Paths) -> Fact<Vec<String>> {
+    config::list_names(&paths.devfs).map(|names| {
+        names
+            .into_iter()
+            .filter(|n| n.starts_with("watchdog"))
+            .collect()
+    })
+}
+
+/// chrony enabled under either name its unit goes by (`chrony.service`, `chronyd.service`).
+fn chrony_enabled(paths: &crate::paths::Paths) -> Fact<bool> {
+    config::unit_enabled(paths, "chrony.service")
+        .and_then(|enabled| Ok(enabled || config::unit_enabled(paths, "chronyd.service")?))
+}
+
+/// How the exporter is exposed and what its web configuration protects it with.
+fn served(inputs: &Inputs) -> Fact<Served> {
+    inputs.exposure.clone().and_then(|exposure| {
+        let protection = match &exposure.web_config {
+            Some(path) => Some(
+                serving::web_config::protection(path)
+                    .map_err(|e| format!("web configuration unusable: {e}"))?,
+            ),
+            None => None,
+        };
+        Ok(Served {
+            exposure,
+            protection,
+        })
+    })
 }
 
 /// The kernel names of mount sources that are aliases (`/dev/root`, `/dev/mapper/*`), through
