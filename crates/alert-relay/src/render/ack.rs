@@ -209,10 +209,10 @@ fn badge(subject: &str, notice: &str, ends: &[char]) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn notices_get_their_own_badge_and_title() {
+    /// Incident #12's acknowledgement notice.
+    fn ack_notice() -> DeliveryJob {
         let n = crate::payload::parse(crate::payload::tests_example().as_bytes()).expect("valid");
-        let job = DeliveryJob {
+        DeliveryJob {
             id: 1,
             destination: "a".into(),
             state: crate::model::record::DeliveryState::Pending,
@@ -229,7 +229,12 @@ mod tests {
             ),
             storm: None,
             alerts: Vec::new(),
-        };
+        }
+    }
+
+    #[test]
+    fn budget_summaries_are_notices_whatever_the_event() {
+        let job = ack_notice();
         // A budget summary hangs on a held message's event, firing or resolved, with no
         // incident: a notice, whatever that event's status.
         for status in [
@@ -249,6 +254,11 @@ mod tests {
             assert_eq!(msg.tone(), crate::render::Tone::Notice);
             assert!(!msg.is_firing());
         }
+    }
+
+    #[test]
+    fn notices_get_their_own_badge_and_title() {
+        let job = ack_notice();
         let mut msg = Message::new(&job.event);
         assert_eq!(msg.badge(), "FIRING CRITICAL");
         decorate(&mut msg, &job, None, 0);
@@ -263,6 +273,43 @@ mod tests {
             msg.plain_body()
                 .starts_with("Incident #12 acknowledged by alice")
         );
+        // Every channel's rendering leads with the notice, not the alert's state.
+        let sms = crate::channels::twilio::text(&msg);
+        assert!(
+            sms.starts_with(
+                "ACKNOWLEDGED - PiHot on pi-17:9831 (incident #12) - Incident #12 acknowledged"
+            ),
+            "{sms}"
+        );
+        assert!(!sms.contains("FIRING"), "{sms}");
+        let slack = crate::channels::slack::payload(&msg, true);
+        assert!(
+            slack["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("ACKNOWLEDGED [ACKNOWLEDGED]"))
+        );
+        assert!(slack.to_string().contains(":information_source:"));
+        assert!(crate::channels::telegram::text(&msg, true).starts_with("ℹ️"));
+        assert_eq!(
+            crate::channels::discord::payload(&msg, true)["embeds"][0]["color"],
+            0x0034_98DB
+        );
+        assert!(
+            crate::channels::teams::card(&msg, true)
+                .to_string()
+                .contains("\"Accent\"")
+        );
+        let ntfy =
+            crate::channels::ntfy::request("t", &crate::config::NtfyAuth::None, None, None, &msg);
+        let body = ntfy.json_body().expect("json");
+        assert_eq!(
+            (body["priority"].as_u64(), body["tags"][0].as_str()),
+            (Some(2), Some("information_source"))
+        );
+    }
+
+    #[test]
+    fn a_badge_is_the_notice_verb() {
         assert_eq!(
             badge(
                 "Incident #3 ",
@@ -299,39 +346,6 @@ mod tests {
                 &storm_end
             ),
             "ACKNOWLEDGED"
-        );
-        // Every channel's rendering leads with the notice, not the alert's state.
-        let sms = crate::channels::twilio::text(&msg);
-        assert!(
-            sms.starts_with(
-                "ACKNOWLEDGED - PiHot on pi-17:9831 (incident #12) - Incident #12 acknowledged"
-            ),
-            "{sms}"
-        );
-        assert!(!sms.contains("FIRING"), "{sms}");
-        let slack = crate::channels::slack::payload(&msg, true);
-        assert!(
-            slack["text"]
-                .as_str()
-                .is_some_and(|t| t.starts_with("ACKNOWLEDGED [ACKNOWLEDGED]"))
-        );
-        assert!(slack.to_string().contains(":information_source:"));
-        assert!(crate::channels::telegram::text(&msg, true).starts_with("ℹ️"));
-        assert_eq!(
-            crate::channels::discord::payload(&msg, true)["embeds"][0]["color"],
-            0x0034_98DB
-        );
-        assert!(
-            crate::channels::teams::card(&msg, true)
-                .to_string()
-                .contains("\"Accent\"")
-        );
-        let ntfy =
-            crate::channels::ntfy::request("t", &crate::config::NtfyAuth::None, None, None, &msg);
-        let body = ntfy.json_body().expect("json");
-        assert_eq!(
-            (body["priority"].as_u64(), body["tags"][0].as_str()),
-            (Some(2), Some("information_source"))
         );
     }
 
