@@ -165,49 +165,14 @@ pub(super) fn apply(tx: &Connection, w: StormWrite, now: i64) -> Result<StormWri
             on_call,
             allow_acked,
         } => {
-            let states = if allow_acked {
-                "('open', 'acked')"
-            } else {
-                "('open')"
-            };
-            let n = tx.execute(
-                &format!(
-                    "UPDATE incidents SET next_step = ?2 + 1, elapsed_ms = ?3, updated_at = ?4
-                     WHERE id = ?1 AND next_step = ?2 AND state IN {states}"
-                ),
-                params![id, expected_step, elapsed_ms, now],
-            )?;
-            let covered: Option<i64> = tx
-                .query_row(
-                    "SELECT storm_id FROM storm_covered WHERE entry = ?1 AND incident_id = ?2",
-                    params![expected_step, id],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if n == 0 || covered.is_some() {
-                return Ok(StormWritten::Fired(Vec::new()));
-            }
-            // Members already past this step on their own schedule (older than the storm,
-            // or escalated by hand) count as covered: the summary does not page them again.
-            tx.execute(
-                "INSERT OR IGNORE INTO storm_covered (entry, incident_id, storm_id)
-                 SELECT ?1, m.incident_id, ?2 FROM storm_members m
-                 JOIN incidents i ON i.id = m.incident_id
-                 WHERE m.storm_id = ?2 AND i.next_step > ?1 AND i.id != ?3",
-                params![expected_step, storm, id],
-            )?;
-            summarize(
-                tx,
+            let due = DueStep {
+                id,
                 storm,
                 expected_step,
-                step,
-                Part::Step(step),
-                &destinations,
-                &on_call,
-                states,
-                now,
-            )
-            .map(StormWritten::Fired)
+                elapsed_ms,
+                allow_acked,
+            };
+            fire_step(tx, &due, step, &destinations, &on_call, now).map(StormWritten::Fired)
         }
         StormWrite::Tick {
             clock,
@@ -243,6 +208,78 @@ pub(super) fn apply(tx: &Connection, w: StormWrite, now: i64) -> Result<StormWri
             clock,
         } => admit(tx, delivery, &budget, clock, now),
     }
+}
+
+/// The guard of [`StormWrite::FireStep`]: the incident, its storm, and the schedule entry it
+/// must still be at.
+struct DueStep {
+    id: i64,
+    storm: i64,
+    expected_step: i64,
+    elapsed_ms: i64,
+    allow_acked: bool,
+}
+
+/// A storm member's schedule entry: advances the incident like a step of its own, then sends
+/// one summary for the members not yet covered at that entry. Nothing when the step is no
+/// longer due or a summary of this entry already covered the incident.
+fn fire_step(
+    tx: &Connection,
+    due: &DueStep,
+    step: i64,
+    destinations: &[String],
+    on_call: &BTreeMap<String, String>,
+    now: i64,
+) -> Result<Deliveries, StoreError> {
+    let &DueStep {
+        id,
+        storm,
+        expected_step,
+        elapsed_ms,
+        allow_acked,
+    } = due;
+    let states = if allow_acked {
+        "('open', 'acked')"
+    } else {
+        "('open')"
+    };
+    let n = tx.execute(
+        &format!(
+            "UPDATE incidents SET next_step = ?2 + 1, elapsed_ms = ?3, updated_at = ?4
+             WHERE id = ?1 AND next_step = ?2 AND state IN {states}"
+        ),
+        params![id, expected_step, elapsed_ms, now],
+    )?;
+    let covered: Option<i64> = tx
+        .query_row(
+            "SELECT storm_id FROM storm_covered WHERE entry = ?1 AND incident_id = ?2",
+            params![expected_step, id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if n == 0 || covered.is_some() {
+        return Ok(Vec::new());
+    }
+    // Members already past this step on their own schedule (older than the storm,
+    // or escalated by hand) count as covered: the summary does not page them again.
+    tx.execute(
+        "INSERT OR IGNORE INTO storm_covered (entry, incident_id, storm_id)
+         SELECT ?1, m.incident_id, ?2 FROM storm_members m
+         JOIN incidents i ON i.id = m.incident_id
+         WHERE m.storm_id = ?2 AND i.next_step > ?1 AND i.id != ?3",
+        params![expected_step, storm, id],
+    )?;
+    summarize(
+        tx,
+        storm,
+        expected_step,
+        step,
+        Part::Step(step),
+        destinations,
+        on_call,
+        states,
+        now,
+    )
 }
 
 /// Enters newly opened incidents into storm control: each joins its key's active storm, or
