@@ -12,7 +12,7 @@ use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
 
 use serving::process::{Kind, Process};
 
@@ -138,8 +138,26 @@ impl Collector for QueueCollector {
 
 impl Metrics {
     pub fn new() -> (Arc<Self>, QueueSlot) {
+        let m = Self::unregistered();
+        m.config_reload_success.set(1);
+        // Registered in this order, which is the order of `encode`'s output.
         let mut registry = Registry::default();
-        let m = Metrics {
+        m.register_intake(&mut registry);
+        m.register_delivery(&mut registry);
+        m.register_storage(&mut registry);
+        m.register_watch(&mut registry);
+        m.register_storms(&mut registry);
+        register_build_info(&mut registry);
+        let slot = QueueSlot(Arc::new(Mutex::new(None)));
+        registry.register_collector(Box::new(QueueCollector(Arc::clone(&slot.0))));
+        registry.register_collector(Box::new(ProcessCollector));
+        *m.registry.lock().unwrap_or_else(PoisonError::into_inner) = registry;
+        (Arc::new(m), slot)
+    }
+
+    /// Every metric at zero, none registered yet (the registry is filled in by `new`).
+    fn unregistered() -> Self {
+        Metrics {
             webhooks: Family::default(),
             alerts_received: Family::default(),
             alerts_deduplicated: Counter::default(),
@@ -168,144 +186,146 @@ impl Metrics {
             budget_exhausted: Family::default(),
             budget_held_back: Family::default(),
             registry: Mutex::new(Registry::default()),
-        };
-        m.config_reload_success.set(1);
+        }
+    }
+
+    /// Webhooks and the alerts in them.
+    fn register_intake(&self, registry: &mut Registry) {
         registry.register(
             "alert_relay_webhooks",
             "Webhook requests by result (accepted, rejected, error)",
-            m.webhooks.clone(),
+            self.webhooks.clone(),
         );
         registry.register(
             "alert_relay_alerts_received",
             "Alerts in accepted webhooks by status",
-            m.alerts_received.clone(),
+            self.alerts_received.clone(),
         );
         registry.register(
             "alert_relay_alerts_deduplicated",
             "Alerts already stored with the same fingerprint, status and startsAt",
-            m.alerts_deduplicated.clone(),
+            self.alerts_deduplicated.clone(),
         );
         registry.register(
             "alert_relay_alerts_unrouted",
             "New alerts that matched no route",
-            m.alerts_unrouted.clone(),
+            self.alerts_unrouted.clone(),
         );
         registry.register(
             "alert_relay_webhooks_rejected",
             "Webhook requests answered 4xx by reason",
-            m.rejected.clone(),
+            self.rejected.clone(),
         );
+    }
+
+    /// Notifications, by channel and destination.
+    fn register_delivery(&self, registry: &mut Registry) {
         registry.register(
             "alert_relay_notifications_delivered",
             "Notifications a provider accepted",
-            m.delivered.clone(),
+            self.delivered.clone(),
         );
         registry.register(
             "alert_relay_notifications_failed",
             "Failed delivery attempts by reason (retried unless dead-lettered)",
-            m.failed.clone(),
+            self.failed.clone(),
         );
         registry.register(
             "alert_relay_notifications_dead_lettered",
             "Notifications given up on by reason",
-            m.dead_lettered.clone(),
+            self.dead_lettered.clone(),
         );
         registry.register(
             "alert_relay_notifications_plain_fallback",
             "Notifications re-sent as plain text after the provider rejected the formatted one",
-            m.fallbacks.clone(),
+            self.fallbacks.clone(),
         );
+    }
+
+    /// Storage commits, and the configuration reload.
+    fn register_storage(&self, registry: &mut Registry) {
         registry.register_with_unit(
             "alert_relay_storage_commit_duration",
             "Duration of one group commit (fsync included)",
-            prometheus_client::registry::Unit::Seconds,
-            m.commit_seconds.clone(),
+            Unit::Seconds,
+            self.commit_seconds.clone(),
         );
         registry.register(
             "alert_relay_storage_commit_writes",
             "Writes per group commit",
-            m.commit_batch.clone(),
+            self.commit_batch.clone(),
         );
         registry.register(
             "alert_relay_storage_errors",
             "Writes that failed in storage (answered 5xx)",
-            m.storage_errors.clone(),
+            self.storage_errors.clone(),
         );
         registry.register(
             "alert_relay_config_last_reload_successful",
             "Whether the last configuration reload succeeded",
-            m.config_reload_success.clone(),
+            self.config_reload_success.clone(),
         );
+    }
+
+    /// Acknowledgements polled from providers, the dead-man's switch and re-sync with
+    /// Alertmanager: what watches the world outside the relay.
+    fn register_watch(&self, registry: &mut Registry) {
         registry.register(
             "alert_relay_ack_polled",
             "Telegram updates and Pushover receipts by source and result",
-            m.ack_polled.clone(),
+            self.ack_polled.clone(),
         );
         registry.register(
             "alert_relay_ack_poll_errors",
             "Failed Telegram getUpdates and Pushover receipt requests by source and reason",
-            m.ack_poll_errors.clone(),
+            self.ack_poll_errors.clone(),
         );
         registry.register_with_unit(
             "alert_relay_deadman_last_heartbeat_timestamp",
             "Wall-clock time of the last dead-man's switch heartbeat (Watchdog), 0 before the first",
-            prometheus_client::registry::Unit::Seconds,
-            m.deadman_last_heartbeat.clone(),
+            Unit::Seconds,
+            self.deadman_last_heartbeat.clone(),
         );
         registry.register(
             "alert_relay_deadman_tripped",
             "1 while the dead-man's switch has tripped (no heartbeat for deadman.timeout)",
-            m.deadman_tripped.clone(),
+            self.deadman_tripped.clone(),
         );
         registry.register(
             "alert_relay_resync_errors",
             "Re-sync polls of Alertmanager's API that failed (nothing was changed)",
-            m.resync_errors.clone(),
+            self.resync_errors.clone(),
         );
         registry.register_with_unit(
             "alert_relay_resync_last_success_timestamp",
             "Wall-clock time of the last successful re-sync with Alertmanager, 0 before the first",
-            prometheus_client::registry::Unit::Seconds,
-            m.resync_last_success.clone(),
+            Unit::Seconds,
+            self.resync_last_success.clone(),
         );
+    }
+
+    /// Storm control and budgets (issue 7).
+    fn register_storms(&self, registry: &mut Registry) {
         registry.register(
             "alert_relay_storms",
             "Storms detected by policy",
-            m.storms.clone(),
+            self.storms.clone(),
         );
         registry.register(
             "alert_relay_storm_collapsed",
             "First-step messages replaced by a storm summary, by policy",
-            m.storm_collapsed.clone(),
+            self.storm_collapsed.clone(),
         );
         registry.register(
             "alert_relay_budget_exhausted",
             "Budget windows in which a destination's budget ran out",
-            m.budget_exhausted.clone(),
+            self.budget_exhausted.clone(),
         );
         registry.register(
             "alert_relay_budget_held_back",
             "Messages held back because a destination's budget ran out",
-            m.budget_held_back.clone(),
+            self.budget_held_back.clone(),
         );
-        let build = Family::<BuildLabels, Gauge>::default();
-        build
-            .get_or_create(&BuildLabels {
-                version: env!("CARGO_PKG_VERSION").into(),
-                revision: serving::build::REVISION.into(),
-                rustc: serving::build::RUSTC.into(),
-            })
-            .set(1);
-        registry.register(
-            "alert_relay_build_info",
-            "A metric with a constant value 1 labelled with the relay's version, revision and compiler",
-            build,
-        );
-        let slot = QueueSlot(Arc::new(Mutex::new(None)));
-        registry.register_collector(Box::new(QueueCollector(Arc::clone(&slot.0))));
-        registry.register_collector(Box::new(ProcessCollector));
-        *m.registry.lock().unwrap_or_else(PoisonError::into_inner) = registry;
-        (Arc::new(m), slot)
     }
 
     pub fn encode(&self) -> String {
@@ -344,6 +364,23 @@ impl Metrics {
             })
             .inc();
     }
+}
+
+/// `alert_relay_build_info`: a constant 1 labelled with what was built.
+fn register_build_info(registry: &mut Registry) {
+    let build = Family::<BuildLabels, Gauge>::default();
+    build
+        .get_or_create(&BuildLabels {
+            version: env!("CARGO_PKG_VERSION").into(),
+            revision: serving::build::REVISION.into(),
+            rustc: serving::build::RUSTC.into(),
+        })
+        .set(1);
+    registry.register(
+        "alert_relay_build_info",
+        "A metric with a constant value 1 labelled with the relay's version, revision and compiler",
+        build,
+    );
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

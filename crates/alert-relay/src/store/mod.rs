@@ -12,6 +12,7 @@
 pub(crate) mod contract;
 mod disk;
 mod health;
+mod semantics;
 pub mod sqlite;
 mod storm_sql;
 

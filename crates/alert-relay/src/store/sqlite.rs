@@ -3,11 +3,12 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, OptionalExtension as _, params};
+use rusqlite::{CachedStatement, Connection, OptionalExtension as _, params};
 
+use super::semantics;
 use super::{
     AckTarget, Action, Attempt, Backend, DeliveryJob, DeliveryState, FiringRef, Incident,
-    IncidentDelivery, IncidentState, IngestOutcome, PendingRef, RoutedEvent, StoreError,
+    IncidentDelivery, IncidentState, IngestOutcome, PendingRef, RouteRef, RoutedEvent, StoreError,
     Transitioned, WatchedReceipt, Write, Written,
 };
 use crate::payload::{AlertEvent, Status};
@@ -635,6 +636,7 @@ fn set_meta_int(tx: &Connection, key: &str, value: i64) -> rusqlite::Result<()> 
     Ok(())
 }
 
+/// Applies one write inside its savepoint: a dispatch, each variant in a function of its own.
 fn apply(tx: &Connection, w: Write, now: i64) -> Result<Written, StoreError> {
     match w {
         Write::Ingest(events) => ingest(tx, events, now).map(Written::Ingested),
@@ -642,97 +644,9 @@ fn apply(tx: &Connection, w: Write, now: i64) -> Result<Written, StoreError> {
             id,
             attempts,
             attempt,
-        } => {
-            let (state, error, provider_ref, next) = match attempt {
-                Attempt::Delivered { provider_ref } => {
-                    (DeliveryState::Delivered, None, provider_ref, now)
-                }
-                Attempt::Retry {
-                    next_attempt_at_ms,
-                    error,
-                } => (
-                    DeliveryState::Pending,
-                    Some(error),
-                    None,
-                    next_attempt_at_ms,
-                ),
-                Attempt::Dead { error } => (DeliveryState::Dead, Some(error), None, now),
-                Attempt::Skipped { reason } => (DeliveryState::Skipped, Some(reason), None, now),
-            };
-            tx.prepare_cached(
-                "UPDATE deliveries SET state = ?2, attempts = ?3, last_error = ?4,
-                    provider_ref = COALESCE(?5, provider_ref), next_attempt_at = ?6, updated_at = ?7
-                 WHERE id = ?1",
-            )?
-            .execute(params![
-                id,
-                state.as_str(),
-                attempts,
-                error,
-                provider_ref,
-                next,
-                now
-            ])?;
-            Ok(Written::Recorded)
-        }
-        Write::Prune { before_ms } => {
-            // Closed storms first: an incident leaves with its storm's member rows.
-            let storms = super::storm_sql::prune(tx, before_ms)?;
-            // Incidents resolved before the cutoff, except the newest row: a deleted highest
-            // id would be handed out again, and an old `ACK n` or link would reach a new one.
-            let incidents = tx.execute(
-                "DELETE FROM incidents WHERE state = 'resolved' AND resolved_at < ?1
-                 AND id < (SELECT MAX(id) FROM incidents)
-                 AND NOT EXISTS (SELECT 1 FROM storm_members m WHERE m.incident_id = incidents.id)
-                 AND NOT EXISTS (SELECT 1 FROM deliveries d
-                                 WHERE d.incident_id = incidents.id AND d.state = 'pending')",
-                [before_ms],
-            )?;
-            // As for incidents, the highest delivery and event ids stay: a delivery's id is
-            // its identity at providers (Matrix txnId, email Message-ID, idempotency key), and
-            // re-sync's watermark is the highest event id.
-            let deliveries = tx.execute(
-                &format!(
-                    "DELETE FROM deliveries WHERE id < (SELECT MAX(id) FROM deliveries) AND event_id IN (
-                    SELECT e.id FROM alert_events e WHERE e.received_at < ?1
-                    AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.event_id = e.id AND p.state = 'pending')
-                    AND NOT {})",
-                    EVENT_IN_USE.replace("{e}", "e.id")
-                ),
-                [before_ms],
-            )?;
-            let events = tx.execute(
-                &format!(
-                    "DELETE FROM alert_events WHERE received_at < ?1
-                 AND id < (SELECT MAX(id) FROM alert_events)
-                 AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = alert_events.id)
-                 AND NOT {}",
-                    EVENT_IN_USE.replace("{e}", "alert_events.id")
-                ),
-                [before_ms],
-            )?;
-            // A finished receipt is remembered while its delivery exists (else it is polled
-            // again).
-            let receipts = tx.execute(
-                "DELETE FROM pushover_receipts WHERE updated_at < ?1 AND receipt NOT IN (
-                    SELECT substr(provider_ref, 9) FROM deliveries
-                    WHERE substr(provider_ref, 1, 8) = 'receipt:')",
-                [before_ms],
-            )?;
-            let sids = prune_sids(tx, before_ms, now)?;
-            Ok(Written::Pruned(
-                storms + incidents + deliveries + events + receipts + sids,
-            ))
-        }
-        Write::Checkpoint(clocks) => {
-            let mut stmt = tx.prepare_cached(
-                "UPDATE incidents SET elapsed_ms = ?2, acked_ms = ?3 WHERE id = ?1 AND state != 'resolved'",
-            )?;
-            for (id, elapsed, acked) in clocks {
-                stmt.execute(params![id, elapsed, acked])?;
-            }
-            Ok(Written::Checkpointed)
-        }
+        } => record(tx, id, attempts, attempt, now),
+        Write::Prune { before_ms } => prune(tx, before_ms, now).map(Written::Pruned),
+        Write::Checkpoint(clocks) => checkpoint(tx, &clocks),
         Write::FireStep {
             id,
             expected_step,
@@ -743,40 +657,14 @@ fn apply(tx: &Connection, w: Write, now: i64) -> Result<Written, StoreError> {
             allow_acked,
             reopen,
         } => {
-            let states = if allow_acked || reopen {
-                "('open', 'acked')"
-            } else {
-                "('open')"
+            let due = DueStep {
+                id,
+                expected_step,
+                elapsed_ms,
+                allow_acked,
+                reopen,
             };
-            let set_state = if reopen {
-                ", state = 'open', acked_ms = 0"
-            } else {
-                ""
-            };
-            let n = tx.execute(
-                &format!(
-                    "UPDATE incidents SET next_step = ?2 + 1, elapsed_ms = ?3, updated_at = ?4{set_state}
-                     WHERE id = ?1 AND next_step = ?2 AND state IN {states}"
-                ),
-                params![id, expected_step, elapsed_ms, now],
-            )?;
-            if n == 0 {
-                return Ok(Written::Fired(Vec::new()));
-            }
-            let event_id: i64 =
-                tx.query_row("SELECT event_id FROM incidents WHERE id = ?1", [id], |r| {
-                    r.get(0)
-                })?;
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO deliveries (event_id, destination, state, created_at, next_attempt_at, updated_at, incident_id, step, on_call)
-                 VALUES (?1, ?2, 'pending', ?3, ?3, ?3, ?4, ?5, ?6)",
-            )?;
-            let mut out = Vec::new();
-            for d in destinations {
-                insert.execute(params![event_id, d, now, id, step, on_call.get(&d)])?;
-                out.push((d, tx.last_insert_rowid(), now));
-            }
-            Ok(Written::Fired(out))
+            fire_step(tx, &due, step, destinations, &on_call, now).map(Written::Fired)
         }
         Write::Transition {
             id,
@@ -784,65 +672,250 @@ fn apply(tx: &Connection, w: Write, now: i64) -> Result<Written, StoreError> {
             by,
             elapsed_ms,
         } => transition(tx, id, &action, &by, elapsed_ms, true, now).map(Written::Transitioned),
-        Write::AckAll { incidents, by } => {
-            let mut out = Vec::with_capacity(incidents.len());
-            for (id, elapsed_ms) in incidents {
-                let t = transition(tx, id, &Action::Ack, &by, elapsed_ms, false, now)?;
-                out.push((id, t));
-            }
-            Ok(Written::TransitionedAll(out))
-        }
+        Write::AckAll { incidents, by } => ack_all(tx, incidents, &by, now),
         Write::Storm(w) => super::storm_sql::apply(tx, w, now).map(Written::Storm),
         Write::InboundSid { sid } => remember_sid(tx, &sid, now).map(Written::FirstTime),
         Write::SetMetaInt { key, value } => {
             set_meta_int(tx, &key, value)?;
             Ok(Written::Recorded)
         }
-        Write::SetMeta { key, value, events } => {
-            let o = ingest(tx, events, now)?;
-            tx.execute(
-                "INSERT INTO meta (key, value) VALUES (?1, ?2)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                params![key, value],
-            )?;
-            Ok(Written::Ingested(o))
-        }
-        Write::FinishReceipt { receipt, end } => {
-            tx.execute(
-                "INSERT INTO pushover_receipts (receipt, state, updated_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (receipt) DO NOTHING",
-                params![receipt, end.as_str(), now],
-            )?;
-            Ok(Written::Recorded)
-        }
+        Write::SetMeta { key, value, events } => set_meta(tx, &key, &value, events, now),
+        Write::FinishReceipt { receipt, end } => finish_receipt(tx, &receipt, end, now),
         Write::ResolveStale {
             id,
             by,
             elapsed_ms,
             after_event,
             after_ms,
-        } => {
-            // The id test decides (pruning keeps the newest event, so ids are never reused);
-            // the time test only errs towards leaving it open, as after a wall-clock step back.
-            // It is strict: an event of the watermark's own millisecond that came after it has
-            // a higher id, and one that came before it must not keep the incident open.
-            let newer: Option<String> = tx
-                .query_row(
-                    "SELECT i.state FROM incidents i WHERE i.id = ?1 AND EXISTS (
-                        SELECT 1 FROM alert_events e WHERE e.group_key = i.group_key
-                        AND (e.id > ?2 OR e.received_at > ?3))",
-                    params![id, after_event, after_ms],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if let Some(state) = newer {
-                let state = IncidentState::parse(&state).unwrap_or(IncidentState::Open);
-                return Ok(Written::Transitioned(Transitioned::Unchanged(state)));
-            }
-            transition(tx, id, &Action::Resolve, &by, elapsed_ms, true, now)
-                .map(Written::Transitioned)
-        }
+        } => resolve_stale(tx, id, &by, elapsed_ms, (after_event, after_ms), now),
     }
+}
+
+/// The outcome of one delivery attempt (see [`semantics::recorded`] for what it means).
+fn record(
+    tx: &Connection,
+    id: i64,
+    attempts: u32,
+    attempt: Attempt,
+    now: i64,
+) -> Result<Written, StoreError> {
+    let r = semantics::recorded(attempt, now);
+    tx.prepare_cached(
+        "UPDATE deliveries SET state = ?2, attempts = ?3, last_error = ?4,
+            provider_ref = COALESCE(?5, provider_ref), next_attempt_at = ?6, updated_at = ?7
+         WHERE id = ?1",
+    )?
+    .execute(params![
+        id,
+        r.state.as_str(),
+        attempts,
+        r.last_error,
+        r.provider_ref,
+        r.next_attempt_at_ms,
+        now
+    ])?;
+    Ok(Written::Recorded)
+}
+
+/// Everything finished before `before_ms`; returns how many rows went.
+fn prune(tx: &Connection, before_ms: i64, now: i64) -> Result<usize, StoreError> {
+    // Closed storms first: an incident leaves with its storm's member rows.
+    let storms = super::storm_sql::prune(tx, before_ms)?;
+    // Incidents resolved before the cutoff, except the newest row: a deleted highest
+    // id would be handed out again, and an old `ACK n` or link would reach a new one.
+    let incidents = tx.execute(
+        "DELETE FROM incidents WHERE state = 'resolved' AND resolved_at < ?1
+         AND id < (SELECT MAX(id) FROM incidents)
+         AND NOT EXISTS (SELECT 1 FROM storm_members m WHERE m.incident_id = incidents.id)
+         AND NOT EXISTS (SELECT 1 FROM deliveries d
+                         WHERE d.incident_id = incidents.id AND d.state = 'pending')",
+        [before_ms],
+    )?;
+    let events = prune_events(tx, before_ms)?;
+    // A finished receipt is remembered while its delivery exists (else it is polled
+    // again).
+    let receipts = tx.execute(
+        "DELETE FROM pushover_receipts WHERE updated_at < ?1 AND receipt NOT IN (
+            SELECT substr(provider_ref, 9) FROM deliveries
+            WHERE substr(provider_ref, 1, 8) = 'receipt:')",
+        [before_ms],
+    )?;
+    let sids = prune_sids(tx, before_ms, now)?;
+    Ok(storms + incidents + events + receipts + sids)
+}
+
+/// Old events no longer in use ([`EVENT_IN_USE`]) and their finished deliveries; returns how
+/// many rows of both went.
+fn prune_events(tx: &Connection, before_ms: i64) -> Result<usize, StoreError> {
+    // As for incidents, the highest delivery and event ids stay: a delivery's id is
+    // its identity at providers (Matrix txnId, email Message-ID, idempotency key), and
+    // re-sync's watermark is the highest event id.
+    let deliveries = tx.execute(
+        &format!(
+            "DELETE FROM deliveries WHERE id < (SELECT MAX(id) FROM deliveries) AND event_id IN (
+            SELECT e.id FROM alert_events e WHERE e.received_at < ?1
+            AND NOT EXISTS (SELECT 1 FROM deliveries p WHERE p.event_id = e.id AND p.state = 'pending')
+            AND NOT {})",
+            EVENT_IN_USE.replace("{e}", "e.id")
+        ),
+        [before_ms],
+    )?;
+    let events = tx.execute(
+        &format!(
+            "DELETE FROM alert_events WHERE received_at < ?1
+         AND id < (SELECT MAX(id) FROM alert_events)
+         AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = alert_events.id)
+         AND NOT {}",
+            EVENT_IN_USE.replace("{e}", "alert_events.id")
+        ),
+        [before_ms],
+    )?;
+    Ok(deliveries + events)
+}
+
+/// Escalation clocks (incident, elapsed, acked) of incidents not yet resolved.
+fn checkpoint(tx: &Connection, clocks: &[(i64, i64, i64)]) -> Result<Written, StoreError> {
+    let mut stmt = tx.prepare_cached(
+        "UPDATE incidents SET elapsed_ms = ?2, acked_ms = ?3 WHERE id = ?1 AND state != 'resolved'",
+    )?;
+    for (id, elapsed, acked) in clocks {
+        stmt.execute(params![id, elapsed, acked])?;
+    }
+    Ok(Written::Checkpointed)
+}
+
+/// The guard of [`Write::FireStep`]: the incident and the schedule entry it must still be at.
+struct DueStep {
+    id: i64,
+    expected_step: i64,
+    elapsed_ms: i64,
+    allow_acked: bool,
+    reopen: bool,
+}
+
+/// `('open', 'acked')`, for an SQL `IN`.
+fn sql_states(states: &[IncidentState]) -> String {
+    let quoted: Vec<String> = states.iter().map(|s| format!("'{}'", s.as_str())).collect();
+    format!("({})", quoted.join(", "))
+}
+
+/// Sends policy step `step` to `destinations` if the incident is still due for it; nothing
+/// when another pass already sent it (the `next_step` test makes a step fire once).
+fn fire_step(
+    tx: &Connection,
+    due: &DueStep,
+    step: i64,
+    destinations: Vec<String>,
+    on_call: &std::collections::BTreeMap<String, String>,
+    now: i64,
+) -> Result<Vec<(String, i64, i64)>, StoreError> {
+    let states = sql_states(semantics::fire_step_states(due.allow_acked, due.reopen));
+    let set_state = if due.reopen {
+        ", state = 'open', acked_ms = 0"
+    } else {
+        ""
+    };
+    let id = due.id;
+    let n = tx.execute(
+        &format!(
+            "UPDATE incidents SET next_step = ?2 + 1, elapsed_ms = ?3, updated_at = ?4{set_state}
+             WHERE id = ?1 AND next_step = ?2 AND state IN {states}"
+        ),
+        params![id, due.expected_step, due.elapsed_ms, now],
+    )?;
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let event_id: i64 =
+        tx.query_row("SELECT event_id FROM incidents WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO deliveries (event_id, destination, state, created_at, next_attempt_at, updated_at, incident_id, step, on_call)
+         VALUES (?1, ?2, 'pending', ?3, ?3, ?3, ?4, ?5, ?6)",
+    )?;
+    let mut out = Vec::new();
+    for d in destinations {
+        insert.execute(params![event_id, d, now, id, step, on_call.get(&d)])?;
+        out.push((d, tx.last_insert_rowid(), now));
+    }
+    Ok(out)
+}
+
+/// Acknowledges each incident without a notice of its own (the storm announces it once).
+fn ack_all(
+    tx: &Connection,
+    incidents: Vec<(i64, i64)>,
+    by: &str,
+    now: i64,
+) -> Result<Written, StoreError> {
+    let mut out = Vec::with_capacity(incidents.len());
+    for (id, elapsed_ms) in incidents {
+        let t = transition(tx, id, &Action::Ack, by, elapsed_ms, false, now)?;
+        out.push((id, t));
+    }
+    Ok(Written::TransitionedAll(out))
+}
+
+/// `value` under `key` in the same savepoint as the events (the dead-man's switch).
+fn set_meta(
+    tx: &Connection,
+    key: &str,
+    value: &[u8],
+    events: Vec<RoutedEvent>,
+    now: i64,
+) -> Result<Written, StoreError> {
+    let o = ingest(tx, events, now)?;
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )?;
+    Ok(Written::Ingested(o))
+}
+
+/// A receipt that needs no more polling; the first end recorded stays.
+fn finish_receipt(
+    tx: &Connection,
+    receipt: &str,
+    end: super::ReceiptEnd,
+    now: i64,
+) -> Result<Written, StoreError> {
+    tx.execute(
+        "INSERT INTO pushover_receipts (receipt, state, updated_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (receipt) DO NOTHING",
+        params![receipt, end.as_str(), now],
+    )?;
+    Ok(Written::Recorded)
+}
+
+/// Re-sync's resolve, unless the group received an event after `(after_event, after_ms)`.
+fn resolve_stale(
+    tx: &Connection,
+    id: i64,
+    by: &str,
+    elapsed_ms: i64,
+    (after_event, after_ms): (i64, i64),
+    now: i64,
+) -> Result<Written, StoreError> {
+    // The id test decides (pruning keeps the newest event, so ids are never reused);
+    // the time test only errs towards leaving it open, as after a wall-clock step back.
+    // It is strict: an event of the watermark's own millisecond that came after it has
+    // a higher id, and one that came before it must not keep the incident open.
+    let newer: Option<String> = tx
+        .query_row(
+            "SELECT i.state FROM incidents i WHERE i.id = ?1 AND EXISTS (
+                SELECT 1 FROM alert_events e WHERE e.group_key = i.group_key
+                AND (e.id > ?2 OR e.received_at > ?3))",
+            params![id, after_event, after_ms],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(state) = newer {
+        let state = IncidentState::parse(&state).unwrap_or(IncidentState::Open);
+        return Ok(Written::Transitioned(Transitioned::Unchanged(state)));
+    }
+    transition(tx, id, &Action::Resolve, by, elapsed_ms, true, now).map(Written::Transitioned)
 }
 
 /// Records an inbound SMS id; false when it is already there.
@@ -879,14 +952,8 @@ fn transition(
     let Some(from) = state.as_deref().and_then(IncidentState::parse) else {
         return Ok(Transitioned::NotFound);
     };
-    let to = match (action, from) {
-        (_, IncidentState::Resolved) => return Ok(Transitioned::Unchanged(from)),
-        (Action::Ack, IncidentState::Acked) | (Action::Unack, IncidentState::Open) => {
-            return Ok(Transitioned::Unchanged(from));
-        }
-        (Action::Ack, _) => IncidentState::Acked,
-        (Action::Unack, _) => IncidentState::Open,
-        (Action::Resolve, _) => IncidentState::Resolved,
+    let Some(to) = semantics::transition_to(action, from) else {
+        return Ok(Transitioned::Unchanged(from));
     };
     match to {
         IncidentState::Acked => tx.execute(
@@ -904,15 +971,7 @@ fn transition(
             params![id, now, by, elapsed_ms],
         )?,
     };
-    let mut notice = format!(
-        "Incident #{id} {} by {by} at {}",
-        action.verb(),
-        crate::time::format_rfc3339(now.saturating_mul(1_000_000))
-    );
-    let paged = paged(tx, id)?;
-    if !paged.is_empty() {
-        notice.push_str(&format!("; on call: {}", paged.join(", ")));
-    }
+    let notice = semantics::transition_notice(id, action, by, now, &paged(tx, id)?);
     let deliveries = if announce {
         notify_notified(tx, id, &notice, now)?
     } else {
@@ -962,130 +1021,180 @@ fn notify_notified(
     Ok(out)
 }
 
+/// The statements of one [`Write::Ingest`], prepared once for all its events.
+struct IngestSql<'c> {
+    tx: &'c Connection,
+    now: i64,
+    insert_event: CachedStatement<'c>,
+    insert_delivery: CachedStatement<'c>,
+    firing_event: CachedStatement<'c>,
+    firing_deliveries: CachedStatement<'c>,
+    find_incident: CachedStatement<'c>,
+    open_incident: CachedStatement<'c>,
+    set_incident: CachedStatement<'c>,
+    incident_destinations: CachedStatement<'c>,
+}
+
+impl<'c> IngestSql<'c> {
+    fn prepare(tx: &'c Connection, now: i64) -> rusqlite::Result<Self> {
+        Ok(Self {
+            tx,
+            now,
+            insert_event: tx.prepare_cached(
+                "INSERT INTO alert_events (fingerprint, status, starts_at, ends_at, received_at, group_key, receiver, alert)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (fingerprint, status, starts_at) DO NOTHING",
+            )?,
+            insert_delivery: tx.prepare_cached(
+                "INSERT INTO deliveries (event_id, destination, state, created_at, next_attempt_at, updated_at, firing_delivery, on_call)
+                 VALUES (?1, ?2, 'pending', ?3, ?3, ?3, ?4, ?5)",
+            )?,
+            firing_event: tx.prepare_cached(
+                "SELECT id FROM alert_events WHERE fingerprint = ?1 AND status = 'firing' AND starts_at = ?2",
+            )?,
+            // One resolved message per destination, whichever steps sent there; notices get none.
+            firing_deliveries: tx.prepare_cached(
+                "SELECT MIN(id), destination FROM deliveries WHERE event_id = ?1 AND notice IS NULL
+                 GROUP BY destination ORDER BY MIN(id)",
+            )?,
+            find_incident: tx.prepare_cached(
+                "SELECT id FROM incidents WHERE group_key = ?1 AND route = ?2 AND state != 'resolved'",
+            )?,
+            open_incident: tx.prepare_cached(
+                "INSERT INTO incidents (group_key, route, policy, event_id, state, opened_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?5)",
+            )?,
+            set_incident: tx
+                .prepare_cached("UPDATE deliveries SET incident_id = ?2 WHERE id = ?1")?,
+            incident_destinations: tx.prepare_cached(
+                "SELECT d.destination FROM deliveries d JOIN incidents i ON i.id = d.incident_id
+                 WHERE i.group_key = ?1 AND i.state != 'resolved' AND d.notice IS NULL
+                 GROUP BY d.destination ORDER BY MIN(d.id)",
+            )?,
+        })
+    }
+
+    /// Stores the event; its id, or `None` when it is a duplicate.
+    fn insert_event(&mut self, e: &AlertEvent) -> Result<Option<i64>, StoreError> {
+        let json = serde_json::to_string(e).map_err(|err| StoreError::Corrupt(err.to_string()))?;
+        let inserted = self.insert_event.execute(params![
+            e.fingerprint,
+            e.status.as_str(),
+            e.starts_at,
+            e.ends_at,
+            self.now,
+            e.group_key,
+            e.receiver,
+            json
+        ])?;
+        Ok((inserted != 0).then(|| self.tx.last_insert_rowid()))
+    }
+
+    /// Each route of a firing event joins its group's open incident or opens one (pushed to
+    /// `opened`); the first of them is the incident the event's deliveries belong to.
+    fn join_incidents(
+        &mut self,
+        e: &AlertEvent,
+        routes: &[RouteRef],
+        event_id: i64,
+        opened: &mut Vec<i64>,
+    ) -> Result<Option<i64>, StoreError> {
+        let mut incident = None;
+        for r in routes {
+            let existing: Option<i64> = self
+                .find_incident
+                .query_row(params![e.group_key, r.route], |row| row.get(0))
+                .optional()?;
+            let id = match existing {
+                Some(id) => id,
+                None => {
+                    self.open_incident.execute(params![
+                        e.group_key,
+                        r.route,
+                        r.policy,
+                        event_id,
+                        self.now
+                    ])?;
+                    let id = self.tx.last_insert_rowid();
+                    opened.push(id);
+                    id
+                }
+            };
+            incident.get_or_insert(id);
+        }
+        Ok(incident)
+    }
+
+    /// Where a resolved event goes (see [`semantics::resolved_targets`]).
+    fn resolved_targets(
+        &mut self,
+        e: &AlertEvent,
+        routed: Vec<String>,
+    ) -> Result<Vec<(String, Option<i64>)>, StoreError> {
+        let firing: Option<i64> = self
+            .firing_event
+            .query_row(params![e.fingerprint, e.starts_at], |r| r.get(0))
+            .optional()?;
+        let firing = match firing {
+            Some(fid) => Some(
+                self.firing_deliveries
+                    .query_map([fid], |r| Ok((r.get::<_, String>(1)?, r.get::<_, i64>(0)?)))?
+                    .collect::<Result<_, _>>()?,
+            ),
+            None => None,
+        };
+        let incident_destinations = &mut self.incident_destinations;
+        let notified = || -> Result<Vec<String>, StoreError> {
+            Ok(incident_destinations
+                .query_map([&e.group_key], |r| r.get(0))?
+                .collect::<Result<_, _>>()?)
+        };
+        semantics::resolved_targets(firing, notified, routed)
+    }
+
+    /// One pending delivery per target; returns (destination, delivery, created) of each.
+    fn insert_deliveries(
+        &mut self,
+        event_id: i64,
+        incident: Option<i64>,
+        targets: Vec<(String, Option<i64>)>,
+        on_call: impl Fn(&str) -> Option<String>,
+    ) -> Result<Vec<(String, i64, i64)>, StoreError> {
+        let mut out = Vec::with_capacity(targets.len());
+        for (dest, firing_delivery) in targets {
+            let who = on_call(&dest);
+            self.insert_delivery.execute(params![
+                event_id,
+                dest,
+                self.now,
+                firing_delivery,
+                who
+            ])?;
+            let id = self.tx.last_insert_rowid();
+            if let Some(i) = incident {
+                self.set_incident.execute(params![id, i])?;
+            }
+            out.push((dest, id, self.now));
+        }
+        Ok(out)
+    }
+}
+
+/// Stores new events (duplicates are counted, not stored), opens or joins their incidents,
+/// queues their deliveries, and resolves the incidents of groups Alertmanager resolved.
 fn ingest(
     tx: &Connection,
     events: Vec<RoutedEvent>,
     now: i64,
 ) -> Result<IngestOutcome, StoreError> {
     let mut out = IngestOutcome::default();
-    let mut insert_event = tx.prepare_cached(
-        "INSERT INTO alert_events (fingerprint, status, starts_at, ends_at, received_at, group_key, receiver, alert)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-         ON CONFLICT (fingerprint, status, starts_at) DO NOTHING",
-    )?;
-    let mut insert_delivery = tx.prepare_cached(
-        "INSERT INTO deliveries (event_id, destination, state, created_at, next_attempt_at, updated_at, firing_delivery, on_call)
-         VALUES (?1, ?2, 'pending', ?3, ?3, ?3, ?4, ?5)",
-    )?;
-    let mut firing_event = tx.prepare_cached(
-        "SELECT id FROM alert_events WHERE fingerprint = ?1 AND status = 'firing' AND starts_at = ?2",
-    )?;
-    // One resolved message per destination, whichever steps sent there; notices get none.
-    let mut firing_deliveries = tx.prepare_cached(
-        "SELECT MIN(id), destination FROM deliveries WHERE event_id = ?1 AND notice IS NULL
-         GROUP BY destination ORDER BY MIN(id)",
-    )?;
-    let mut find_incident = tx.prepare_cached(
-        "SELECT id FROM incidents WHERE group_key = ?1 AND route = ?2 AND state != 'resolved'",
-    )?;
-    let mut open_incident = tx.prepare_cached(
-        "INSERT INTO incidents (group_key, route, policy, event_id, state, opened_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?5)",
-    )?;
-    let mut set_incident =
-        tx.prepare_cached("UPDATE deliveries SET incident_id = ?2 WHERE id = ?1")?;
-    let mut incident_destinations = tx.prepare_cached(
-        "SELECT d.destination FROM deliveries d JOIN incidents i ON i.id = d.incident_id
-         WHERE i.group_key = ?1 AND i.state != 'resolved' AND d.notice IS NULL
-         GROUP BY d.destination ORDER BY MIN(d.id)",
-    )?;
+    let mut sql = IngestSql::prepare(tx, now)?;
     let mut resolve_groups: Vec<String> = Vec::new();
     for routed in events {
-        let e = &routed.event;
-        let json = serde_json::to_string(e).map_err(|err| StoreError::Corrupt(err.to_string()))?;
-        let inserted = insert_event.execute(params![
-            e.fingerprint,
-            e.status.as_str(),
-            e.starts_at,
-            e.ends_at,
-            now,
-            e.group_key,
-            e.receiver,
-            json
-        ])?;
-        if routed.group_resolved && !resolve_groups.contains(&e.group_key) {
-            resolve_groups.push(e.group_key.clone());
+        if routed.group_resolved && !resolve_groups.contains(&routed.event.group_key) {
+            resolve_groups.push(routed.event.group_key.clone());
         }
-        if inserted == 0 {
-            out.duplicates += 1;
-            continue;
-        }
-        out.accepted += 1;
-        let event_id = tx.last_insert_rowid();
-        let mut incident: Option<i64> = None;
-        if e.status == Status::Firing && !routed.group_resolved {
-            for r in &routed.routes {
-                let existing: Option<i64> = find_incident
-                    .query_row(params![e.group_key, r.route], |row| row.get(0))
-                    .optional()?;
-                let id = match existing {
-                    Some(id) => id,
-                    None => {
-                        open_incident.execute(params![
-                            e.group_key,
-                            r.route,
-                            r.policy,
-                            event_id,
-                            now
-                        ])?;
-                        let id = tx.last_insert_rowid();
-                        out.opened.push(id);
-                        id
-                    }
-                };
-                incident.get_or_insert(id);
-            }
-        }
-        let targets: Vec<(String, Option<i64>)> = match e.status {
-            Status::Firing => routed.destinations.into_iter().map(|d| (d, None)).collect(),
-            Status::Resolved => {
-                let firing: Option<i64> = firing_event
-                    .query_row(params![e.fingerprint, e.starts_at], |r| r.get(0))
-                    .optional()?;
-                match firing {
-                    // Exactly where the firing message went, whatever routing says now.
-                    Some(fid) => firing_deliveries
-                        .query_map([fid], |r| {
-                            Ok((r.get::<_, String>(1)?, Some(r.get::<_, i64>(0)?)))
-                        })?
-                        .collect::<Result<_, _>>()?,
-                    // Never seen firing (or with another startsAt): where the group's open
-                    // incident has sent, else routed.
-                    None => {
-                        let notified: Vec<String> = incident_destinations
-                            .query_map([&e.group_key], |r| r.get(0))?
-                            .collect::<Result<_, _>>()?;
-                        if notified.is_empty() {
-                            routed.destinations.into_iter().map(|d| (d, None)).collect()
-                        } else {
-                            notified.into_iter().map(|d| (d, None)).collect()
-                        }
-                    }
-                }
-            }
-        };
-        for (dest, firing_delivery) in targets {
-            let who = routed
-                .on_call
-                .get(&dest)
-                .filter(|_| e.status == Status::Firing);
-            insert_delivery.execute(params![event_id, dest, now, firing_delivery, who])?;
-            let id = tx.last_insert_rowid();
-            if let Some(i) = incident {
-                set_incident.execute(params![id, i])?;
-            }
-            out.deliveries.push((dest, id, now));
-        }
+        ingest_event(&mut sql, routed, &mut out)?;
     }
     for group in resolve_groups {
         let n = tx.execute(
@@ -1096,6 +1205,36 @@ fn ingest(
         out.resolved += n;
     }
     Ok(out)
+}
+
+/// One event of [`ingest`], counted in `out`.
+fn ingest_event(
+    sql: &mut IngestSql<'_>,
+    routed: RoutedEvent,
+    out: &mut IngestOutcome,
+) -> Result<(), StoreError> {
+    let e = &routed.event;
+    let Some(event_id) = sql.insert_event(e)? else {
+        out.duplicates += 1;
+        return Ok(());
+    };
+    out.accepted += 1;
+    // A group Alertmanager resolved opens no incident: this very write closes its incidents.
+    let incident = if e.status == Status::Firing && !routed.group_resolved {
+        sql.join_incidents(e, &routed.routes, event_id, &mut out.opened)?
+    } else {
+        None
+    };
+    let targets = match e.status {
+        Status::Firing => routed.destinations.into_iter().map(|d| (d, None)).collect(),
+        Status::Resolved => sql.resolved_targets(e, routed.destinations)?,
+    };
+    // Who is on call is recorded for firing messages only: a resolve pages nobody.
+    let firing = e.status == Status::Firing;
+    let on_call = |dest: &str| routed.on_call.get(dest).filter(|_| firing).cloned();
+    let deliveries = sql.insert_deliveries(event_id, incident, targets, on_call)?;
+    out.deliveries.extend(deliveries);
+    Ok(())
 }
 
 #[cfg(test)]

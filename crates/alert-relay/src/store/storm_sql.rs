@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use rusqlite::{Connection, OptionalExtension as _, params};
 
-use super::{IncidentState, StoreError};
+use super::{IncidentState, StoreError, semantics};
 use crate::model::storm::{BudgetAt, Listed, Part, RuleAt, StormView, StormWrite, StormWritten};
 use crate::payload::AlertEvent;
 
@@ -165,49 +165,14 @@ pub(super) fn apply(tx: &Connection, w: StormWrite, now: i64) -> Result<StormWri
             on_call,
             allow_acked,
         } => {
-            let states = if allow_acked {
-                "('open', 'acked')"
-            } else {
-                "('open')"
-            };
-            let n = tx.execute(
-                &format!(
-                    "UPDATE incidents SET next_step = ?2 + 1, elapsed_ms = ?3, updated_at = ?4
-                     WHERE id = ?1 AND next_step = ?2 AND state IN {states}"
-                ),
-                params![id, expected_step, elapsed_ms, now],
-            )?;
-            let covered: Option<i64> = tx
-                .query_row(
-                    "SELECT storm_id FROM storm_covered WHERE entry = ?1 AND incident_id = ?2",
-                    params![expected_step, id],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if n == 0 || covered.is_some() {
-                return Ok(StormWritten::Fired(Vec::new()));
-            }
-            // Members already past this step on their own schedule (older than the storm,
-            // or escalated by hand) count as covered: the summary does not page them again.
-            tx.execute(
-                "INSERT OR IGNORE INTO storm_covered (entry, incident_id, storm_id)
-                 SELECT ?1, m.incident_id, ?2 FROM storm_members m
-                 JOIN incidents i ON i.id = m.incident_id
-                 WHERE m.storm_id = ?2 AND i.next_step > ?1 AND i.id != ?3",
-                params![expected_step, storm, id],
-            )?;
-            summarize(
-                tx,
+            let due = DueStep {
+                id,
                 storm,
                 expected_step,
-                step,
-                Part::Step(step),
-                &destinations,
-                &on_call,
-                states,
-                now,
-            )
-            .map(StormWritten::Fired)
+                elapsed_ms,
+                allow_acked,
+            };
+            fire_step(tx, &due, step, &destinations, &on_call, now).map(StormWritten::Fired)
         }
         StormWrite::Tick {
             clock,
@@ -245,6 +210,81 @@ pub(super) fn apply(tx: &Connection, w: StormWrite, now: i64) -> Result<StormWri
     }
 }
 
+/// The guard of [`StormWrite::FireStep`]: the incident, its storm, and the schedule entry it
+/// must still be at.
+struct DueStep {
+    id: i64,
+    storm: i64,
+    expected_step: i64,
+    elapsed_ms: i64,
+    allow_acked: bool,
+}
+
+/// A storm member's schedule entry: advances the incident like a step of its own, then sends
+/// one summary for the members not yet covered at that entry. Nothing when the step is no
+/// longer due or a summary of this entry already covered the incident.
+fn fire_step(
+    tx: &Connection,
+    due: &DueStep,
+    step: i64,
+    destinations: &[String],
+    on_call: &BTreeMap<String, String>,
+    now: i64,
+) -> Result<Deliveries, StoreError> {
+    let &DueStep {
+        id,
+        storm,
+        expected_step,
+        elapsed_ms,
+        allow_acked,
+    } = due;
+    let states = if allow_acked {
+        "('open', 'acked')"
+    } else {
+        "('open')"
+    };
+    let n = tx.execute(
+        &format!(
+            "UPDATE incidents SET next_step = ?2 + 1, elapsed_ms = ?3, updated_at = ?4
+             WHERE id = ?1 AND next_step = ?2 AND state IN {states}"
+        ),
+        params![id, expected_step, elapsed_ms, now],
+    )?;
+    let covered: Option<i64> = tx
+        .query_row(
+            "SELECT storm_id FROM storm_covered WHERE entry = ?1 AND incident_id = ?2",
+            params![expected_step, id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if n == 0 || covered.is_some() {
+        return Ok(Vec::new());
+    }
+    // Members already past this step on their own schedule (older than the storm,
+    // or escalated by hand) count as covered: the summary does not page them again.
+    tx.execute(
+        "INSERT OR IGNORE INTO storm_covered (entry, incident_id, storm_id)
+         SELECT ?1, m.incident_id, ?2 FROM storm_members m
+         JOIN incidents i ON i.id = m.incident_id
+         WHERE m.storm_id = ?2 AND i.next_step > ?1 AND i.id != ?3",
+        params![expected_step, storm, id],
+    )?;
+    summarize(
+        tx,
+        storm,
+        expected_step,
+        step,
+        Part::Step(step),
+        destinations,
+        on_call,
+        states,
+        now,
+    )
+}
+
+/// Enters newly opened incidents into storm control: each joins its key's active storm, or
+/// starts one when the window now holds more than the rule's threshold; the first-step
+/// messages of an incident in a storm are replaced by the storm's summary.
 fn opened_incidents(
     tx: &Connection,
     opened: &[i64],
@@ -258,96 +298,24 @@ fn opened_incidents(
     let mut ids = opened.to_vec();
     ids.sort_unstable();
     for id in ids {
-        let row: Option<(String, i64, String)> = tx
-            .query_row(
-                "SELECT i.policy, i.event_id, e.alert FROM incidents i
-                 JOIN alert_events e ON e.id = i.event_id WHERE i.id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()?;
-        let Some((policy, event_id, alert)) = row else {
+        let Some(member) = enter_member(tx, id, rules, clock)? else {
             continue;
         };
-        let Some(rule) = rules.iter().find(|r| r.policy == policy) else {
+        let Some(storm) = storm_of(tx, &member, clock, now)? else {
             continue;
         };
-        let event: AlertEvent = serde_json::from_str(&alert)
-            .map_err(|e| StoreError::Corrupt(format!("incident {id}: {e}")))?;
-        let key =
-            serde_json::to_string(&crate::model::storm::key_of(&event.labels, &rule.group_by))
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        tx.execute(
-            "INSERT OR IGNORE INTO storm_members (incident_id, policy, key, opened) VALUES (?1, ?2, ?3, ?4)",
-            params![id, policy, key, clock],
-        )?;
-        let since = clock.saturating_sub(rule.window_ms);
-        let active: Option<i64> = tx
-            .query_row(
-                "SELECT id FROM storms WHERE policy = ?1 AND key = ?2 AND closed_at IS NULL
-                 AND last_join >= ?3 ORDER BY id DESC LIMIT 1",
-                params![policy, key, since],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let storm = match active {
-            Some(s) => {
-                tx.execute(
-                    "UPDATE storms SET last_join = MAX(last_join, ?2) WHERE id = ?1",
-                    params![s, clock],
-                )?;
-                tx.execute(
-                    "UPDATE storm_members SET storm_id = ?2 WHERE incident_id = ?1",
-                    params![id, s],
-                )?;
-                s
-            }
-            None => {
-                let window: Vec<i64> = {
-                    let mut stmt = tx.prepare_cached(
-                        "SELECT incident_id FROM storm_members WHERE policy = ?1 AND key = ?2
-                         AND storm_id IS NULL AND opened >= ?3 ORDER BY incident_id",
-                    )?;
-                    let rows = stmt.query_map(params![policy, key, since], |r| r.get(0))?;
-                    rows.collect::<Result<_, _>>()?
-                };
-                if window.len() <= rule.threshold {
-                    continue;
-                }
-                tx.execute(
-                    "INSERT INTO storms (policy, key, opened_at, last_join, last_update)
-                     VALUES (?1, ?2, ?3, ?4, ?4)",
-                    params![policy, key, now, clock],
-                )?;
-                let s = tx.last_insert_rowid();
-                for m in &window {
-                    tx.execute(
-                        "UPDATE storm_members SET storm_id = ?2 WHERE incident_id = ?1",
-                        params![m, s],
-                    )?;
-                }
-                detected.push((s, policy.clone()));
-                s
-            }
-        };
+        let (policy, rule) = (&member.policy, member.rule);
         // This incident's first-step messages are replaced by the storm's summary.
-        let collapsed = supersede(tx, event_id, id, storm, now)?;
-        if active.is_none() {
-            // The summary also reaches whoever intake paged, should a rotation have handed
-            // over since (the rule resolved it again just now).
-            let mut destinations = rule.destinations.clone();
-            let mut on_call = rule.on_call.clone();
-            for (_, dest, who) in &collapsed {
-                if !destinations.contains(dest) {
-                    destinations.push(dest.clone());
-                    if let Some(who) = who {
-                        on_call.insert(dest.clone(), who.clone());
-                    }
-                }
-            }
+        let collapsed = supersede(tx, member.event_id, id, storm.id, now)?;
+        if storm.detected {
+            detected.push((storm.id, policy.clone()));
+            let (destinations, on_call) = semantics::detection_recipients(
+                rule,
+                collapsed.iter().map(|(_, dest, who)| (dest, who)),
+            );
             deliveries.extend(summarize(
                 tx,
-                storm,
+                storm.id,
                 0,
                 0,
                 Part::Detected,
@@ -364,6 +332,121 @@ fn opened_incidents(
         deliveries,
         detected,
     })
+}
+
+/// An opened incident under storm control, with its storm key.
+struct Member<'r> {
+    id: i64,
+    policy: String,
+    event_id: i64,
+    rule: &'r RuleAt,
+    /// JSON of its `group_by` values.
+    key: String,
+}
+
+/// Records incident `id` as a member of its policy's storm control (opened at `clock`);
+/// `None` when it is gone or its policy has no storm rule.
+fn enter_member<'r>(
+    tx: &Connection,
+    id: i64,
+    rules: &'r [RuleAt],
+    clock: i64,
+) -> Result<Option<Member<'r>>, StoreError> {
+    let row: Option<(String, i64, String)> = tx
+        .query_row(
+            "SELECT i.policy, i.event_id, e.alert FROM incidents i
+             JOIN alert_events e ON e.id = i.event_id WHERE i.id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let Some((policy, event_id, alert)) = row else {
+        return Ok(None);
+    };
+    let Some(rule) = rules.iter().find(|r| r.policy == policy) else {
+        return Ok(None);
+    };
+    let event: AlertEvent = serde_json::from_str(&alert)
+        .map_err(|e| StoreError::Corrupt(format!("incident {id}: {e}")))?;
+    let key = serde_json::to_string(&crate::model::storm::key_of(&event.labels, &rule.group_by))
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    tx.execute(
+        "INSERT OR IGNORE INTO storm_members (incident_id, policy, key, opened) VALUES (?1, ?2, ?3, ?4)",
+        params![id, policy, key, clock],
+    )?;
+    Ok(Some(Member {
+        id,
+        policy,
+        event_id,
+        rule,
+        key,
+    }))
+}
+
+/// The storm a member is in: `detected` when it started just now.
+struct InStorm {
+    id: i64,
+    detected: bool,
+}
+
+/// Puts a member into its key's active storm (one joined within the window), or into a new
+/// one when the window holds more than the rule's threshold; `None` when no storm.
+fn storm_of(
+    tx: &Connection,
+    m: &Member<'_>,
+    clock: i64,
+    now: i64,
+) -> Result<Option<InStorm>, StoreError> {
+    let since = clock.saturating_sub(m.rule.window_ms);
+    let active: Option<i64> = tx
+        .query_row(
+            "SELECT id FROM storms WHERE policy = ?1 AND key = ?2 AND closed_at IS NULL
+             AND last_join >= ?3 ORDER BY id DESC LIMIT 1",
+            params![m.policy, m.key, since],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(s) = active {
+        tx.execute(
+            "UPDATE storms SET last_join = MAX(last_join, ?2) WHERE id = ?1",
+            params![s, clock],
+        )?;
+        tx.execute(
+            "UPDATE storm_members SET storm_id = ?2 WHERE incident_id = ?1",
+            params![m.id, s],
+        )?;
+        return Ok(Some(InStorm {
+            id: s,
+            detected: false,
+        }));
+    }
+    let window: Vec<i64> = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT incident_id FROM storm_members WHERE policy = ?1 AND key = ?2
+             AND storm_id IS NULL AND opened >= ?3 ORDER BY incident_id",
+        )?;
+        let rows = stmt.query_map(params![m.policy, m.key, since], |r| r.get(0))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    if window.len() <= m.rule.threshold {
+        return Ok(None);
+    }
+    tx.execute(
+        "INSERT INTO storms (policy, key, opened_at, last_join, last_update)
+         VALUES (?1, ?2, ?3, ?4, ?4)",
+        params![m.policy, m.key, now, clock],
+    )?;
+    let s = tx.last_insert_rowid();
+    for member in &window {
+        tx.execute(
+            "UPDATE storm_members SET storm_id = ?2 WHERE incident_id = ?1",
+            params![member, s],
+        )?;
+    }
+    Ok(Some(InStorm {
+        id: s,
+        detected: true,
+    }))
 }
 
 /// Marks the first-step deliveries of an incident's opening event skipped: all of them, as

@@ -1,0 +1,165 @@
+//! What a write means, apart from any SQL: the decisions a backend makes the same way whatever
+//! it stores into (SQLite today, PostgreSQL next). Pure functions of the write and of what the
+//! backend read; each backend keeps its own queries and calls these in between.
+
+use std::collections::BTreeMap;
+
+use super::{Action, Attempt, DeliveryState, IncidentState};
+use crate::model::storm::RuleAt;
+
+/// A delivery row after [`super::Write::Record`].
+#[derive(Debug)]
+pub(super) struct Recorded {
+    pub(super) state: DeliveryState,
+    pub(super) last_error: Option<String>,
+    /// `None` keeps the one stored (a retry must not forget where the message went).
+    pub(super) provider_ref: Option<String>,
+    pub(super) next_attempt_at_ms: i64,
+}
+
+/// The row an attempt leaves: only a retry waits; everything else is final now.
+pub(super) fn recorded(attempt: Attempt, now: i64) -> Recorded {
+    let (state, last_error, provider_ref, next_attempt_at_ms) = match attempt {
+        Attempt::Delivered { provider_ref } => (DeliveryState::Delivered, None, provider_ref, now),
+        Attempt::Retry {
+            next_attempt_at_ms,
+            error,
+        } => (
+            DeliveryState::Pending,
+            Some(error),
+            None,
+            next_attempt_at_ms,
+        ),
+        Attempt::Dead { error } => (DeliveryState::Dead, Some(error), None, now),
+        Attempt::Skipped { reason } => (DeliveryState::Skipped, Some(reason), None, now),
+    };
+    Recorded {
+        state,
+        last_error,
+        provider_ref,
+        next_attempt_at_ms,
+    }
+}
+
+/// The state `action` takes an incident in state `from` to; `None` when it changes nothing
+/// (a resolved incident stays resolved, acking an acked one is a no-op).
+pub(super) fn transition_to(action: &Action, from: IncidentState) -> Option<IncidentState> {
+    match (action, from) {
+        (_, IncidentState::Resolved)
+        | (Action::Ack, IncidentState::Acked)
+        | (Action::Unack, IncidentState::Open) => None,
+        (Action::Ack, _) => Some(IncidentState::Acked),
+        (Action::Unack, _) => Some(IncidentState::Open),
+        (Action::Resolve, _) => Some(IncidentState::Resolved),
+    }
+}
+
+/// The notice sent after a transition to where the incident was sent, naming whoever a
+/// rotation paged (`paged`, in paging order).
+pub(super) fn transition_notice(
+    id: i64,
+    action: &Action,
+    by: &str,
+    now: i64,
+    paged: &[String],
+) -> String {
+    let mut notice = format!(
+        "Incident #{id} {} by {by} at {}",
+        action.verb(),
+        crate::time::format_rfc3339(now.saturating_mul(1_000_000))
+    );
+    if !paged.is_empty() {
+        notice.push_str(&format!("; on call: {}", paged.join(", ")));
+    }
+    notice
+}
+
+/// The incident states in which schedule entry of [`super::Write::FireStep`] may still fire:
+/// an acknowledged incident only with `allow_acked`, or when `reopen` makes it open again.
+pub(super) fn fire_step_states(allow_acked: bool, reopen: bool) -> &'static [IncidentState] {
+    if allow_acked || reopen {
+        &[IncidentState::Open, IncidentState::Acked]
+    } else {
+        &[IncidentState::Open]
+    }
+}
+
+/// Where a resolved event's messages go, with the firing delivery each follows: exactly where
+/// the firing message went (`firing`: its first delivery per destination), whatever routing
+/// says now. Never seen firing (or with another startsAt): where the group's open incident has
+/// sent (`notified`, asked only then), else where routing says.
+pub(super) fn resolved_targets<E>(
+    firing: Option<Vec<(String, i64)>>,
+    notified: impl FnOnce() -> Result<Vec<String>, E>,
+    routed: Vec<String>,
+) -> Result<Vec<(String, Option<i64>)>, E> {
+    if let Some(firing) = firing {
+        return Ok(firing.into_iter().map(|(d, id)| (d, Some(id))).collect());
+    }
+    let notified = notified()?;
+    let to = if notified.is_empty() {
+        routed
+    } else {
+        notified
+    };
+    Ok(to.into_iter().map(|d| (d, None)).collect())
+}
+
+/// Who a storm's detection summary goes to: the rule's destinations, and also whoever intake
+/// paged for the collapsed messages (`collapsed`: destination, on call), should a rotation
+/// have handed over since (the rule resolved it again just now).
+pub(super) fn detection_recipients<'a>(
+    rule: &RuleAt,
+    collapsed: impl IntoIterator<Item = (&'a String, &'a Option<String>)>,
+) -> (Vec<String>, BTreeMap<String, String>) {
+    let mut destinations = rule.destinations.clone();
+    let mut on_call = rule.on_call.clone();
+    for (dest, who) in collapsed {
+        if !destinations.contains(dest) {
+            destinations.push(dest.clone());
+            if let Some(who) = who {
+                on_call.insert(dest.clone(), who.clone());
+            }
+        }
+    }
+    (destinations, on_call)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transition_that_changes_nothing_is_none() {
+        use IncidentState::{Acked, Open, Resolved};
+        for action in [Action::Ack, Action::Unack, Action::Resolve] {
+            assert_eq!(transition_to(&action, Resolved), None);
+        }
+        assert_eq!(transition_to(&Action::Ack, Acked), None);
+        assert_eq!(transition_to(&Action::Unack, Open), None);
+        assert_eq!(transition_to(&Action::Ack, Open), Some(Acked));
+        assert_eq!(transition_to(&Action::Unack, Acked), Some(Open));
+        assert_eq!(transition_to(&Action::Resolve, Acked), Some(Resolved));
+    }
+
+    #[test]
+    fn a_resolved_event_follows_its_firing_deliveries_else_the_incident_else_routing() {
+        let routed = vec!["r".to_owned()];
+        let never = || -> Result<Vec<String>, ()> { panic!("asked although firing is known") };
+        let firing = Some(vec![("a".to_owned(), 7)]);
+        assert_eq!(
+            resolved_targets(firing, never, routed.clone()),
+            Ok(vec![("a".to_owned(), Some(7))])
+        );
+        let notified = || Ok::<_, ()>(vec!["n".to_owned()]);
+        assert_eq!(
+            resolved_targets(None, notified, routed.clone()),
+            Ok(vec![("n".to_owned(), None)])
+        );
+        let nobody = || Ok::<_, ()>(Vec::new());
+        assert_eq!(
+            resolved_targets(None, nobody, routed),
+            Ok(vec![("r".to_owned(), None)])
+        );
+    }
+}
