@@ -15,8 +15,8 @@ impl App {
     /// `GET /api/v1/incidents[/{id}]`, `POST /api/v1/incidents/{id}/{ack|unack|escalate|resolve}`,
     /// with the relay's auth. The optional JSON body `{"by": "alice"}` names who acted.
     pub(super) async fn api(&self, req: Request<Incoming>) -> Response<Body> {
-        if let Err(unauthorized) = self.authenticate(req.headers()) {
-            return unauthorized;
+        if let Err(refusal) = self.authenticate(req.headers()) {
+            return *refusal;
         }
         let peer = peer_of(&req);
         let method = req.method().clone();
@@ -144,8 +144,8 @@ impl App {
     /// `GET /api/v1/storms/{id}` (the storm and every incident of it) and
     /// `POST /api/v1/storms/{id}/ack` (acknowledges them all), with the relay's auth.
     pub(super) async fn storm_api(&self, req: Request<Incoming>) -> Response<Body> {
-        if let Err(unauthorized) = self.authenticate(req.headers()) {
-            return unauthorized;
+        if let Err(refusal) = self.authenticate(req.headers()) {
+            return *refusal;
         }
         let peer = peer_of(&req);
         let path = req.uri().path().to_owned();
@@ -182,7 +182,7 @@ impl App {
     pub(super) fn rotations(&self, req: &Request<Incoming>) -> Response<Body> {
         let config = match self.authenticate(req.headers()) {
             Ok(config) => config,
-            Err(unauthorized) => return unauthorized,
+            Err(refusal) => return *refusal,
         };
         let now = self.live.clock.now();
         json(

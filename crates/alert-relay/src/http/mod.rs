@@ -130,15 +130,19 @@ impl App {
 
     /// The configuration, when the request carries the relay's `auth:` credentials (the webhook
     /// and the API); otherwise the 401 to answer.
-    fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Config>, Response<Body>> {
+    fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Config>, Refusal> {
         let config = self.live.config();
         if auth::authorized(&config.auth, headers) {
             Ok(config)
         } else {
-            Err(self.unauthorized(&config.auth))
+            Err(Box::new(self.unauthorized(&config.auth)))
         }
     }
 }
+
+/// The answer of a step that refuses a request (boxed: an `Err` as large as a `Response`
+/// would be copied through every step).
+type Refusal = Box<Response<Body>>;
 
 fn peer_of(req: &Request<Incoming>) -> String {
     req.extensions()

@@ -9,7 +9,7 @@ use http_body_util::{BodyExt as _, Limited};
 use hyper::body::{Bytes, Incoming};
 use serving::Body;
 
-use super::{App, json, json_error};
+use super::{App, Refusal, json, json_error};
 use crate::config::Config;
 use crate::metrics::StatusLabel;
 use crate::payload::{self, AlertEvent, Notification, Status};
@@ -32,15 +32,15 @@ impl App {
     ) -> Response<Body> {
         let config = match self.authenticate(req.headers()) {
             Ok(config) => config,
-            Err(unauthorized) => return unauthorized,
+            Err(refusal) => return *refusal,
         };
         let notification = match self.read_notification(req, &config).await {
             Ok(notification) => notification,
-            Err(rejected) => return rejected,
+            Err(refusal) => return *refusal,
         };
         let routed = match self.route(&config, notification, pinned.as_deref()) {
             Ok(routed) => routed,
-            Err(rejected) => return rejected,
+            Err(refusal) => return *refusal,
         };
         self.store_and_answer(routed).await
     }
@@ -50,17 +50,17 @@ impl App {
         &self,
         req: Request<Incoming>,
         config: &Config,
-    ) -> Result<Notification, Response<Body>> {
+    ) -> Result<Notification, Refusal> {
         let body = self.read_body(req, config).await?;
         let notification = match payload::parse(&body) {
             Ok(n) => n,
             Err(e) => {
                 self.metrics.reject(e.reason());
-                return Err(json_error(
+                return Err(Box::new(json_error(
                     StatusCode::BAD_REQUEST,
                     e.reason(),
                     &e.to_string(),
-                ));
+                )));
             }
         };
         if notification.truncated_alerts > 0 {
@@ -75,11 +75,7 @@ impl App {
     }
 
     /// The whole body: refused before reading when its declared length is over the limit.
-    async fn read_body(
-        &self,
-        req: Request<Incoming>,
-        config: &Config,
-    ) -> Result<Bytes, Response<Body>> {
+    async fn read_body(&self, req: Request<Incoming>, config: &Config) -> Result<Bytes, Refusal> {
         let limit = config.limits.max_body_bytes;
         let declared = req
             .headers()
@@ -87,7 +83,7 @@ impl App {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit as u64) {
-            return Err(self.too_large(limit));
+            return Err(Box::new(self.too_large(limit)));
         }
         match tokio::time::timeout(
             config.limits.body_timeout,
@@ -96,22 +92,24 @@ impl App {
         .await
         {
             Ok(Ok(collected)) => Ok(collected.to_bytes()),
-            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(self.too_large(limit)),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                Err(Box::new(self.too_large(limit)))
+            }
             Ok(Err(e)) => {
                 self.metrics.reject("body");
-                Err(json_error(
+                Err(Box::new(json_error(
                     StatusCode::BAD_REQUEST,
                     "body",
                     &format!("cannot read the body: {e}"),
-                ))
+                )))
             }
             Err(_) => {
                 self.metrics.reject("timeout");
-                Err(json_error(
+                Err(Box::new(json_error(
                     StatusCode::REQUEST_TIMEOUT,
                     "timeout",
                     "the body did not arrive in time",
-                ))
+                )))
             }
         }
     }
@@ -133,7 +131,7 @@ impl App {
         config: &Config,
         notification: Notification,
         pinned: Option<&str>,
-    ) -> Result<Routed, Response<Body>> {
+    ) -> Result<Routed, Refusal> {
         let mut routed = Vec::with_capacity(notification.events.len());
         let group_resolved = notification.status == Status::Resolved;
         let (heartbeats, events): (Vec<_>, Vec<_>) =
@@ -156,11 +154,11 @@ impl App {
                 (Ok(d), Ok(r)) => (d, r),
                 (Err(e), _) | (_, Err(e)) => {
                     self.metrics.reject("unknown_route");
-                    return Err(json_error(
+                    return Err(Box::new(json_error(
                         StatusCode::NOT_FOUND,
                         "unknown_route",
                         &e.to_string(),
-                    ));
+                    )));
                 }
             };
             routed.push(RoutedEvent {
