@@ -81,9 +81,12 @@ fn annotation_link_name(key: &str) -> String {
 pub fn safe_url(raw: &str) -> Option<String> {
     let url = reqwest::Url::parse(raw.trim()).ok()?;
     let host = url.host_str().filter(|h| !h.is_empty())?;
+    // The URL standard allows `{`, `}` and the like in a domain; no real one has them, and the
+    // origin below is written as it is.
     if !matches!(url.scheme(), "http" | "https")
         || !url.username().is_empty()
         || url.password().is_some()
+        || url.domain().is_some_and(|d| d.bytes().any(breaks_out))
     {
         return None;
     }
@@ -188,6 +191,9 @@ mod tests {
             "http://",
             "runbooks/PiHot.md",
             "",
+            // Found by the property test: a domain ending in a brace.
+            "http://phish.example}",
+            "http://phish{.example/",
         ] {
             assert_eq!(safe_url(bad), None, "{bad}");
         }
