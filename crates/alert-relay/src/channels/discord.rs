@@ -191,10 +191,7 @@ pub const PROVIDER: Provider = Provider {
     name: "discord",
     keys: &[Key::Secret("webhook_url")],
     // Per-webhook buckets are learnt from X-RateLimit-* headers; this only smooths bursts.
-    rate: Rate {
-        per_second: 2.0,
-        burst: 5,
-    },
+    rate: Rate::new(2.0, 5),
     refuses_api_url: None,
     from_raw,
 };

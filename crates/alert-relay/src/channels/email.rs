@@ -151,10 +151,7 @@ pub const PROVIDER: Provider = Provider {
         Key::Plain("from", Kind::Str),
         Key::Plain("to", Kind::List),
     ],
-    rate: Rate {
-        per_second: 1.0,
-        burst: 5,
-    },
+    rate: Rate::new(1.0, 5),
     refuses_api_url: Some("email channels name their SMTP server in smarthost"),
     from_raw,
 };

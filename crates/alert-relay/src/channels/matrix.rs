@@ -121,10 +121,7 @@ pub const PROVIDER: Provider = Provider {
         Key::Secret("access_token"),
     ],
     // Synapse's default rc_message: 0.2/s, burst 10.
-    rate: Rate {
-        per_second: 0.2,
-        burst: 10,
-    },
+    rate: Rate::new(0.2, 10),
     refuses_api_url: None,
     from_raw,
 };

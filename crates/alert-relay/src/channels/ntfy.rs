@@ -100,10 +100,7 @@ pub const PROVIDER: Provider = Provider {
         Key::Secret("password"),
     ],
     // ntfy.sh: 60-request burst, one more every 5 s.
-    rate: Rate {
-        per_second: 0.2,
-        burst: 60,
-    },
+    rate: Rate::new(0.2, 60),
     refuses_api_url: None,
     from_raw,
 };

@@ -167,10 +167,7 @@ pub const PROVIDER: Provider = Provider {
         Key::Plain("expire", Kind::Str),
         Key::Plain("receipt_poll_interval", Kind::Str),
     ],
-    rate: Rate {
-        per_second: 2.0,
-        burst: 5,
-    },
+    rate: Rate::new(2.0, 5),
     refuses_api_url: None,
     from_raw,
 };

@@ -348,6 +348,12 @@ pub struct Rate {
     pub burst: u32,
 }
 
+impl Rate {
+    pub const fn new(per_second: f64, burst: u32) -> Self {
+        Rate { per_second, burst }
+    }
+}
+
 impl fmt::Display for Rate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/s burst {}", self.per_second, self.burst)

@@ -282,10 +282,7 @@ pub const PROVIDER: Provider = Provider {
         Key::Plain("channel", Kind::Str),
     ],
     // "1 per second, short bursts >1 allowed".
-    rate: Rate {
-        per_second: 1.0,
-        burst: 3,
-    },
+    rate: Rate::new(1.0, 3),
     refuses_api_url: None,
     from_raw,
 };

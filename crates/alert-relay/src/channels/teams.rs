@@ -81,10 +81,7 @@ pub fn classify(resp: &Response) -> Outcome {
 pub const PROVIDER: Provider = Provider {
     name: "teams",
     keys: &[Key::Secret("url")],
-    rate: Rate {
-        per_second: 1.0,
-        burst: 4,
-    },
+    rate: Rate::new(1.0, 4),
     refuses_api_url: None,
     from_raw,
 };

@@ -162,10 +162,7 @@ pub const PROVIDER: Provider = Provider {
         Key::Plain("ack", Kind::Bool),
     ],
     // At most 20 messages per minute in a group.
-    rate: Rate {
-        per_second: 20.0 / 60.0,
-        burst: 3,
-    },
+    rate: Rate::new(20.0 / 60.0, 3),
     refuses_api_url: None,
     from_raw,
 };

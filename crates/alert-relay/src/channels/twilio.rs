@@ -102,10 +102,7 @@ pub const PROVIDER: Provider = Provider {
         Key::Plain("messaging_service_sid", Kind::Str),
     ],
     // One message per second per long-code sender.
-    rate: Rate {
-        per_second: 1.0,
-        burst: 1,
-    },
+    rate: Rate::new(1.0, 1),
     refuses_api_url: None,
     from_raw,
 };

@@ -93,10 +93,7 @@ pub const PROVIDER: Provider = Provider {
         Key::Plain("headers", Kind::Map),
         Key::Secret("signing_secret"),
     ],
-    rate: Rate {
-        per_second: 10.0,
-        burst: 20,
-    },
+    rate: Rate::new(10.0, 20),
     refuses_api_url: None,
     from_raw,
 };

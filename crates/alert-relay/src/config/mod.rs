@@ -345,84 +345,9 @@ impl Config {
             Some(raw::RawListenerAuth::None) => (Auth::None, true),
             Some(raw::RawListenerAuth::Credentials(a)) => (auth("auth", a, ctx)?, false),
         };
-        if raw.storage.sqlite.as_os_str().is_empty() {
-            return Err(invalid("storage.sqlite", "must be a file path"));
-        }
-        let storage = StorageConfig {
-            sqlite: ctx.path(&raw.storage.sqlite),
-            retention: duration(
-                "storage.retention",
-                raw.storage.retention.as_ref(),
-                Duration::from_secs(30 * 86_400),
-            )?,
-        };
-        let limits = {
-            let l = raw.limits.as_ref();
-            let max_body_bytes = match l.and_then(|l| l.max_body_bytes) {
-                None => DEFAULT_MAX_BODY_BYTES,
-                Some(n) if (1024..=64 * 1024 * 1024).contains(&n) => {
-                    usize::try_from(n).unwrap_or(DEFAULT_MAX_BODY_BYTES)
-                }
-                Some(_) => {
-                    return Err(invalid(
-                        "limits.max_body_bytes",
-                        "must be between 1024 and 67108864",
-                    ));
-                }
-            };
-            Limits {
-                max_body_bytes,
-                read_header_timeout: duration(
-                    "limits.read_header_timeout",
-                    l.and_then(|l| l.read_header_timeout.as_ref()),
-                    Duration::from_secs(10),
-                )?,
-                body_timeout: duration(
-                    "limits.body_timeout",
-                    l.and_then(|l| l.body_timeout.as_ref()),
-                    Duration::from_secs(30),
-                )?,
-                max_connections: l
-                    .and_then(|l| l.max_connections)
-                    .map_or(512, |n| n.max(1) as usize),
-            }
-        };
-        let delivery = {
-            let d = raw.delivery.as_ref();
-            let cfg = DeliveryConfig {
-                timeout: duration(
-                    "delivery.timeout",
-                    d.and_then(|d| d.timeout.as_ref()),
-                    Duration::from_secs(10),
-                )?,
-                initial_backoff: duration(
-                    "delivery.initial_backoff",
-                    d.and_then(|d| d.initial_backoff.as_ref()),
-                    Duration::from_secs(1),
-                )?,
-                max_backoff: duration(
-                    "delivery.max_backoff",
-                    d.and_then(|d| d.max_backoff.as_ref()),
-                    Duration::from_secs(300),
-                )?,
-                max_attempts: d.and_then(|d| d.max_attempts).unwrap_or(0),
-                max_age: duration(
-                    "delivery.max_age",
-                    d.and_then(|d| d.max_age.as_ref()),
-                    Duration::from_secs(86_400),
-                )?,
-            };
-            if cfg.initial_backoff.is_zero() || cfg.initial_backoff > cfg.max_backoff {
-                return Err(invalid(
-                    "delivery.initial_backoff",
-                    "must be > 0 and <= delivery.max_backoff",
-                ));
-            }
-            if cfg.timeout.is_zero() {
-                return Err(invalid("delivery.timeout", "must be > 0"));
-            }
-            cfg
-        };
+        let storage = storage(&raw.storage, ctx)?;
+        let limits = limits(raw.limits.as_ref())?;
+        let delivery = delivery(raw.delivery.as_ref())?;
 
         let mut channels = BTreeMap::new();
         for (name, rc) in raw.channels {
@@ -433,114 +358,8 @@ impl Config {
         crate::config::budget::check_overflow(&channels).map_err(|(k, m)| invalid(k, m))?;
         let mut policies = BTreeMap::new();
         for (name, rp) in raw.policies {
-            let prefix = format!("policies.{name}");
-            let repeat = match rp.repeat {
-                Some(r) => {
-                    let every = parse_duration(&r.every)
-                        .map_err(|e| invalid(format!("{prefix}.repeat.every"), e))?;
-                    if every.is_zero() {
-                        return Err(invalid(format!("{prefix}.repeat.every"), "must be above 0"));
-                    }
-                    Some(Repeat {
-                        every,
-                        times: r.times,
-                    })
-                }
-                None => None,
-            };
-            let until = match rp.until.as_deref() {
-                None | Some("acknowledged") => Until::Acknowledged,
-                Some("resolved") => Until::Resolved,
-                Some(other) => {
-                    return Err(invalid(
-                        format!("{prefix}.until"),
-                        format!("{other:?}: use acknowledged or resolved"),
-                    ));
-                }
-            };
-            let ack_timeout = match &rp.ack_timeout {
-                Some(t) => Some(
-                    parse_duration(t).map_err(|e| invalid(format!("{prefix}.ack_timeout"), e))?,
-                ),
-                None => None,
-            };
-            let storm = match &rp.storm {
-                Some(st) => Some(
-                    crate::model::storm::StormRule::new(&st.window, st.threshold, &st.group_by)
-                        .map_err(|(k, m)| invalid(format!("{prefix}.storm.{k}"), m))?,
-                ),
-                None => None,
-            };
-            if rp.steps.is_empty() {
-                return Err(invalid(
-                    format!("{prefix}.steps"),
-                    "needs at least one step",
-                ));
-            }
-            let mut steps: Vec<Step> = Vec::new();
-            for (i, s) in rp.steps.into_iter().enumerate() {
-                let key = format!("{prefix}.steps[{i}]");
-                let after = match &s.after {
-                    Some(after) => {
-                        parse_duration(after).map_err(|e| invalid(format!("{key}.after"), e))?
-                    }
-                    None => Duration::ZERO,
-                };
-                if i == 0 && !after.is_zero() {
-                    return Err(invalid(
-                        format!("{key}.after"),
-                        "the first step is sent when the incident opens; it takes no after:",
-                    ));
-                }
-                if i > 0 && s.after.is_none() {
-                    return Err(invalid(
-                        format!("{key}.after"),
-                        "every step but the first needs after: (time since the incident opened)",
-                    ));
-                }
-                if let Some(prev) = steps.last()
-                    && i > 0
-                    && after <= prev.after
-                {
-                    return Err(invalid(
-                        format!("{key}.after"),
-                        "must be later than the previous step's after:",
-                    ));
-                }
-                if s.notify.is_empty() {
-                    return Err(invalid(format!("{key}.notify"), "names no channel"));
-                }
-                for (j, c) in s.notify.iter().enumerate() {
-                    if let Some(r) = c.strip_prefix(ROTATION_PREFIX) {
-                        if !rotations.contains_key(r) {
-                            return Err(invalid(
-                                format!("{key}.notify[{j}]"),
-                                format!("no rotation named {r:?}"),
-                            ));
-                        }
-                    } else if !channels.contains_key(c) {
-                        return Err(invalid(
-                            format!("{key}.notify[{j}]"),
-                            format!("no channel named {c:?}"),
-                        ));
-                    }
-                }
-                steps.push(Step {
-                    after,
-                    notify: s.notify,
-                });
-            }
-            policies.insert(
-                name.clone(),
-                Policy {
-                    name,
-                    steps,
-                    repeat,
-                    until,
-                    ack_timeout,
-                    storm,
-                },
-            );
+            let p = policy(name, rp, &channels, &rotations)?;
+            policies.insert(p.name.clone(), p);
         }
         let mut routes = Vec::new();
         let mut names = BTreeSet::new();
@@ -604,6 +423,16 @@ impl Config {
             let _ = writeln!(out, "warning: {w}");
         }
         let _ = writeln!(out, "storage: {}", self.storage.sqlite.display());
+        self.describe_channels(&mut out);
+        self.describe_policies(&mut out);
+        self.describe_rotations(&mut out, crate::time::WallClock::default().now());
+        self.describe_routes(&mut out);
+        pipeline::describe(self, &mut out);
+        out
+    }
+
+    /// `describe`'s channels, with their destinations and budgets.
+    fn describe_channels(&self, out: &mut String) {
         let _ = writeln!(out, "channels:");
         for c in self.channels.values() {
             let _ = writeln!(
@@ -630,6 +459,10 @@ impl Config {
                 );
             }
         }
+    }
+
+    /// `describe`'s policies: steps, repeats, what stops them, storm control.
+    fn describe_policies(&self, out: &mut String) {
         let _ = writeln!(out, "policies:");
         for p in self.policies.values() {
             for (i, s) in p.steps.iter().enumerate() {
@@ -679,7 +512,10 @@ impl Config {
                 );
             }
         }
-        self.describe_rotations(&mut out, crate::time::WallClock::default().now());
+    }
+
+    /// `describe`'s routes, in the order they match.
+    fn describe_routes(&self, out: &mut String) {
         let _ = writeln!(out, "routes (first match wins unless continue: true):");
         for (i, r) in self.routes.iter().enumerate() {
             let matchers = if r.matchers.is_empty() {
@@ -713,9 +549,214 @@ impl Config {
                 "warning: no route matches every alert; unmatched alerts are stored but sent nowhere"
             );
         }
-        pipeline::describe(self, &mut out);
-        out
     }
+}
+
+/// `storage:`.
+fn storage(storage: &raw::RawStorage, ctx: &Ctx<'_>) -> Result<StorageConfig, ConfigError> {
+    if storage.sqlite.as_os_str().is_empty() {
+        return Err(invalid("storage.sqlite", "must be a file path"));
+    }
+    Ok(StorageConfig {
+        sqlite: ctx.path(&storage.sqlite),
+        retention: duration(
+            "storage.retention",
+            storage.retention.as_ref(),
+            Duration::from_secs(30 * 86_400),
+        )?,
+    })
+}
+
+/// `limits:`.
+fn limits(l: Option<&raw::RawLimits>) -> Result<Limits, ConfigError> {
+    let max_body_bytes = match l.and_then(|l| l.max_body_bytes) {
+        None => DEFAULT_MAX_BODY_BYTES,
+        Some(n) if (1024..=64 * 1024 * 1024).contains(&n) => {
+            usize::try_from(n).unwrap_or(DEFAULT_MAX_BODY_BYTES)
+        }
+        Some(_) => {
+            return Err(invalid(
+                "limits.max_body_bytes",
+                "must be between 1024 and 67108864",
+            ));
+        }
+    };
+    Ok(Limits {
+        max_body_bytes,
+        read_header_timeout: duration(
+            "limits.read_header_timeout",
+            l.and_then(|l| l.read_header_timeout.as_ref()),
+            Duration::from_secs(10),
+        )?,
+        body_timeout: duration(
+            "limits.body_timeout",
+            l.and_then(|l| l.body_timeout.as_ref()),
+            Duration::from_secs(30),
+        )?,
+        max_connections: l
+            .and_then(|l| l.max_connections)
+            .map_or(512, |n| n.max(1) as usize),
+    })
+}
+
+/// `delivery:`.
+fn delivery(d: Option<&raw::RawDelivery>) -> Result<DeliveryConfig, ConfigError> {
+    let cfg = DeliveryConfig {
+        timeout: duration(
+            "delivery.timeout",
+            d.and_then(|d| d.timeout.as_ref()),
+            Duration::from_secs(10),
+        )?,
+        initial_backoff: duration(
+            "delivery.initial_backoff",
+            d.and_then(|d| d.initial_backoff.as_ref()),
+            Duration::from_secs(1),
+        )?,
+        max_backoff: duration(
+            "delivery.max_backoff",
+            d.and_then(|d| d.max_backoff.as_ref()),
+            Duration::from_secs(300),
+        )?,
+        max_attempts: d.and_then(|d| d.max_attempts).unwrap_or(0),
+        max_age: duration(
+            "delivery.max_age",
+            d.and_then(|d| d.max_age.as_ref()),
+            Duration::from_secs(86_400),
+        )?,
+    };
+    if cfg.initial_backoff.is_zero() || cfg.initial_backoff > cfg.max_backoff {
+        return Err(invalid(
+            "delivery.initial_backoff",
+            "must be > 0 and <= delivery.max_backoff",
+        ));
+    }
+    if cfg.timeout.is_zero() {
+        return Err(invalid("delivery.timeout", "must be > 0"));
+    }
+    Ok(cfg)
+}
+
+/// `policies.NAME`.
+fn policy(
+    name: String,
+    rp: raw::RawPolicy,
+    channels: &BTreeMap<String, Arc<ChannelConfig>>,
+    rotations: &BTreeMap<String, Rotation>,
+) -> Result<Policy, ConfigError> {
+    let prefix = format!("policies.{name}");
+    let repeat = match rp.repeat {
+        Some(r) => {
+            let every = parse_duration(&r.every)
+                .map_err(|e| invalid(format!("{prefix}.repeat.every"), e))?;
+            if every.is_zero() {
+                return Err(invalid(format!("{prefix}.repeat.every"), "must be above 0"));
+            }
+            Some(Repeat {
+                every,
+                times: r.times,
+            })
+        }
+        None => None,
+    };
+    let until = match rp.until.as_deref() {
+        None | Some("acknowledged") => Until::Acknowledged,
+        Some("resolved") => Until::Resolved,
+        Some(other) => {
+            return Err(invalid(
+                format!("{prefix}.until"),
+                format!("{other:?}: use acknowledged or resolved"),
+            ));
+        }
+    };
+    let ack_timeout = match &rp.ack_timeout {
+        Some(t) => {
+            Some(parse_duration(t).map_err(|e| invalid(format!("{prefix}.ack_timeout"), e))?)
+        }
+        None => None,
+    };
+    let storm = match &rp.storm {
+        Some(st) => Some(
+            crate::model::storm::StormRule::new(&st.window, st.threshold, &st.group_by)
+                .map_err(|(k, m)| invalid(format!("{prefix}.storm.{k}"), m))?,
+        ),
+        None => None,
+    };
+    if rp.steps.is_empty() {
+        return Err(invalid(
+            format!("{prefix}.steps"),
+            "needs at least one step",
+        ));
+    }
+    let steps = steps(&prefix, rp.steps, channels, rotations)?;
+    Ok(Policy {
+        name,
+        steps,
+        repeat,
+        until,
+        ack_timeout,
+        storm,
+    })
+}
+
+/// A policy's `steps:`, every notify target a channel or a rotation.
+fn steps(
+    prefix: &str,
+    raw: Vec<raw::RawStep>,
+    channels: &BTreeMap<String, Arc<ChannelConfig>>,
+    rotations: &BTreeMap<String, Rotation>,
+) -> Result<Vec<Step>, ConfigError> {
+    let mut steps: Vec<Step> = Vec::new();
+    for (i, s) in raw.into_iter().enumerate() {
+        let key = format!("{prefix}.steps[{i}]");
+        let after = match &s.after {
+            Some(after) => parse_duration(after).map_err(|e| invalid(format!("{key}.after"), e))?,
+            None => Duration::ZERO,
+        };
+        if i == 0 && !after.is_zero() {
+            return Err(invalid(
+                format!("{key}.after"),
+                "the first step is sent when the incident opens; it takes no after:",
+            ));
+        }
+        if i > 0 && s.after.is_none() {
+            return Err(invalid(
+                format!("{key}.after"),
+                "every step but the first needs after: (time since the incident opened)",
+            ));
+        }
+        if let Some(prev) = steps.last()
+            && i > 0
+            && after <= prev.after
+        {
+            return Err(invalid(
+                format!("{key}.after"),
+                "must be later than the previous step's after:",
+            ));
+        }
+        if s.notify.is_empty() {
+            return Err(invalid(format!("{key}.notify"), "names no channel"));
+        }
+        for (j, c) in s.notify.iter().enumerate() {
+            if let Some(r) = c.strip_prefix(ROTATION_PREFIX) {
+                if !rotations.contains_key(r) {
+                    return Err(invalid(
+                        format!("{key}.notify[{j}]"),
+                        format!("no rotation named {r:?}"),
+                    ));
+                }
+            } else if !channels.contains_key(c) {
+                return Err(invalid(
+                    format!("{key}.notify[{j}]"),
+                    format!("no channel named {c:?}"),
+                ));
+            }
+        }
+        steps.push(Step {
+            after,
+            notify: s.notify,
+        });
+    }
+    Ok(steps)
 }
 
 /// `auth:`-style credentials (a bearer token or basic), at `prefix`.
