@@ -136,26 +136,16 @@ enum Value {
 pub struct ProviderKeys(BTreeMap<&'static str, Value>);
 
 impl ProviderKeys {
-    /// Whether `key` is some provider's key.
-    pub fn knows(key: &str) -> bool {
-        all_keys().iter().any(|(n, _)| *n == key)
+    /// Every key some provider takes, in the order providers declare them.
+    pub fn names() -> impl Iterator<Item = &'static str> {
+        all_keys().iter().map(|(n, _)| *n)
     }
 
-    /// Every key any provider takes, for the unknown-key message (after `common`).
-    pub fn expected(common: &[&'static str]) -> &'static [&'static str] {
-        static EXPECTED: OnceLock<Vec<&'static str>> = OnceLock::new();
-        EXPECTED.get_or_init(|| {
-            let mut v = common.to_vec();
-            v.extend(all_keys().iter().map(|(n, _)| *n));
-            v
-        })
-    }
-
-    /// Reads the value of provider key `key` from `map`, as its kind; a null value is as if
-    /// the key were not there. Returns false when a value was there already.
+    /// Reads the value of provider key `key` from `map` as its kind. A null value is as if
+    /// the key were not there.
     pub fn read<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<(), A::Error> {
         let Some(&(name, kind)) = all_keys().iter().find(|(n, _)| *n == key) else {
-            return Err(A::Error::custom(format!("unknown key {key}")));
+            return Err(A::Error::custom(format!("{key} is no provider's key")));
         };
         if self.0.contains_key(name) {
             return Err(A::Error::duplicate_field(name));

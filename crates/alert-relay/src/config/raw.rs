@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -239,6 +240,39 @@ const COMMON_CHANNEL_KEYS: &[&str] = &[
     "budget",
 ];
 
+/// Every key a channel can have: the common ones, then the providers'.
+fn channel_keys() -> &'static [&'static str] {
+    static KEYS: OnceLock<Vec<&'static str>> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let mut keys = COMMON_CHANNEL_KEYS.to_vec();
+        keys.extend(ProviderKeys::names());
+        keys
+    })
+}
+
+/// A key of a channel: an unknown one fails as it is read, so the error's path ends in it.
+struct ChannelKey(String);
+
+impl<'de> Deserialize<'de> for ChannelKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ChannelKey;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("field identifier")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ChannelKey, E> {
+                if channel_keys().contains(&v) {
+                    Ok(ChannelKey(v.to_owned()))
+                } else {
+                    Err(E::unknown_field(v, channel_keys()))
+                }
+            }
+        }
+        d.deserialize_identifier(V)
+    }
+}
+
 /// `slot` set from the map's next value, unless it was set already (a null leaves it unset).
 fn once<'de, T: Deserialize<'de>, A: MapAccess<'de>>(
     slot: &mut Option<T>,
@@ -265,7 +299,7 @@ impl<'de> Deserialize<'de> for RawChannel {
                 let (mut api_url, mut template, mut rate_limit) = (None, None, None);
                 let (mut timeout, mut budget) = (None, None);
                 let mut provider = ProviderKeys::default();
-                while let Some(key) = map.next_key::<String>()? {
+                while let Some(ChannelKey(key)) = map.next_key()? {
                     match key.as_str() {
                         "type" => {
                             if kind.is_some() {
@@ -278,11 +312,7 @@ impl<'de> Deserialize<'de> for RawChannel {
                         "rate_limit" => once(&mut rate_limit, "rate_limit", &mut map)?,
                         "timeout" => once(&mut timeout, "timeout", &mut map)?,
                         "budget" => once(&mut budget, "budget", &mut map)?,
-                        k if ProviderKeys::knows(k) => provider.read(k, &mut map)?,
-                        k => {
-                            let expected = ProviderKeys::expected(COMMON_CHANNEL_KEYS);
-                            return Err(de::Error::unknown_field(k, expected));
-                        }
+                        k => provider.read(k, &mut map)?,
                     }
                 }
                 Ok(RawChannel {
@@ -296,7 +326,6 @@ impl<'de> Deserialize<'de> for RawChannel {
                 })
             }
         }
-        let fields = ProviderKeys::expected(COMMON_CHANNEL_KEYS);
-        d.deserialize_struct("RawChannel", fields, V)
+        d.deserialize_struct("RawChannel", channel_keys(), V)
     }
 }
