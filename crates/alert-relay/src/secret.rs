@@ -1,6 +1,10 @@
 //! [`Secret`]: a string that never reaches a log. Its `Debug` and `Display` print `<redacted>`,
 //! and comparing it with untrusted input takes the same time whatever the input.
 //! [`redact_url`]: a URL with its credentials taken out, for printing.
+//! [`keys`]: reading secrets (inline, `_file`, `_env`) and the configuration errors that name
+//! their key, shared by `config` and the providers in `channels`.
+
+pub mod keys;
 
 use std::fmt;
 

@@ -9,12 +9,14 @@ use std::time::Duration;
 use http::Method;
 use serde_json::{Value, json};
 
+use super::settings::{ChannelKind, Input, Key, Provider, Rate};
 use super::{
     Attempt, Outcome, Request, Response, classify_status, execute, rebase, seconds, with_query,
 };
 use crate::render::escape;
 use crate::render::text::{text_then_links, truncate_chars};
 use crate::render::{Message, Tone};
+use crate::secret::keys::ConfigError;
 
 const RED: u32 = 0x00E0_3E3E;
 const GREEN: u32 = 0x002E_B67D;
@@ -182,6 +184,22 @@ pub async fn send(
         }
     }
     outcome
+}
+
+/// A Discord channel's keys, default rate and validation.
+pub const PROVIDER: Provider = Provider {
+    name: "discord",
+    keys: &[Key::Secret("webhook_url")],
+    // Per-webhook buckets are learnt from X-RateLimit-* headers; this only smooths bursts.
+    rate: Rate::new(2.0, 5),
+    refuses_api_url: None,
+    from_raw,
+};
+
+fn from_raw(input: &Input<'_>) -> Result<ChannelKind, ConfigError> {
+    Ok(ChannelKind::Discord {
+        webhook_url: input.url_secret("webhook_url")?,
+    })
 }
 
 #[cfg(test)]

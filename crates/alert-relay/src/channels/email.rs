@@ -4,17 +4,19 @@
 //! and `References` name the firing mail's `Message-ID`, which the relay generates from the
 //! delivery id). SMTP 5xx is permanent, 4xx and connection failures are retried.
 
-use lettre::message::{MultiPart, header};
+use lettre::message::{Mailbox, MultiPart, header};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport as _, Tokio1Executor};
 
+use super::settings::{ChannelKind, Input, Key, Kind, Provider, Rate};
 use super::{Attempt, Outcome};
-use crate::config::{EmailSettings, EmailTls};
 use crate::render::Message;
 use crate::render::escape;
 use crate::render::links::html_anchors;
 use crate::render::text::truncate_chars;
+use crate::secret::Secret;
+use crate::secret::keys::ConfigError;
 
 /// The mail, with a `Message-ID` derived from the delivery id.
 pub fn build(
@@ -136,6 +138,95 @@ fn classify(e: &lettre::transport::smtp::Error) -> Outcome {
             detail,
         }
     }
+}
+
+/// An email channel's keys, default rate and validation.
+pub const PROVIDER: Provider = Provider {
+    name: "email",
+    keys: &[
+        Key::Plain("smarthost", Kind::Str),
+        Key::Plain("tls", Kind::Str),
+        Key::Plain("username", Kind::Str),
+        Key::Secret("password"),
+        Key::Plain("from", Kind::Str),
+        Key::Plain("to", Kind::List),
+    ],
+    rate: Rate::new(1.0, 5),
+    refuses_api_url: Some("email channels name their SMTP server in smarthost"),
+    from_raw,
+};
+
+#[derive(Debug, Clone)]
+pub struct EmailSettings {
+    pub host: String,
+    pub port: u16,
+    pub tls: EmailTls,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub from: Mailbox,
+    pub to: Vec<Mailbox>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmailTls {
+    /// Plain connection upgraded with STARTTLS, which must succeed.
+    Starttls,
+    /// TLS from the first byte (SMTPS, port 465).
+    Implicit,
+    /// No TLS: only for a relay on the same host or in tests.
+    None,
+}
+
+fn from_raw(input: &Input<'_>) -> Result<ChannelKind, ConfigError> {
+    let smarthost = input.required("smarthost")?;
+    let (host, port) = smarthost
+        .rsplit_once(':')
+        .and_then(|(h, p)| {
+            Some((
+                h.trim_start_matches('[').trim_end_matches(']').to_owned(),
+                p.parse::<u16>().ok()?,
+            ))
+        })
+        .filter(|(h, _)| !h.is_empty())
+        .ok_or_else(|| {
+            input.invalid("smarthost", "must be host:port, e.g. smtp.example.org:587")
+        })?;
+    let tls = match input.keys.str("tls").map(String::as_str) {
+        None | Some("starttls") => EmailTls::Starttls,
+        Some("tls") => EmailTls::Implicit,
+        Some("none") => EmailTls::None,
+        Some(_) => {
+            return Err(input.invalid("tls", "use starttls (default), tls or none"));
+        }
+    };
+    let password = input.secret("password")?;
+    let username = input.keys.str("username").cloned();
+    if password.is_some() != username.is_some() {
+        return Err(input.invalid("username", "set username and password_file together"));
+    }
+    let mailbox = |key: String, v: &str| {
+        v.parse::<Mailbox>()
+            .map_err(|e| input.invalid(&key, format!("{v:?} is not a mail address: {e}")))
+    };
+    let from = mailbox("from".to_owned(), &input.required("from")?)?;
+    let to = input.keys.list("to").cloned().unwrap_or_default();
+    if to.is_empty() {
+        return Err(input.invalid("to", "needs at least one address"));
+    }
+    let to = to
+        .iter()
+        .enumerate()
+        .map(|(i, t)| mailbox(format!("to[{i}]"), t))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ChannelKind::Email(EmailSettings {
+        host,
+        port,
+        tls,
+        username,
+        password,
+        from,
+        to,
+    }))
 }
 
 #[cfg(test)]

@@ -6,11 +6,13 @@
 use http::Method;
 use serde_json::json;
 
+use super::settings::{ChannelKind, Input, Key, Kind, Provider, Rate};
 use super::{Outcome, Request, RequestAuth, Response, classify_status, seconds};
 use crate::render::Message;
 use crate::render::escape::{self, MATRIX_SIGILS};
 use crate::render::links::{html_anchors, percent_encode};
 use crate::render::text::truncate_bytes;
+use crate::secret::keys::ConfigError;
 
 pub fn request(
     room: &str,
@@ -109,6 +111,36 @@ pub fn classify(resp: &Response) -> Outcome {
         }
         other => other,
     }
+}
+
+/// A Matrix channel's keys, default rate and validation.
+pub const PROVIDER: Provider = Provider {
+    name: "matrix",
+    keys: &[
+        Key::Plain("room_id", Kind::Str),
+        Key::Secret("access_token"),
+    ],
+    // Synapse's default rc_message: 0.2/s, burst 10.
+    rate: Rate::new(0.2, 10),
+    refuses_api_url: None,
+    from_raw,
+};
+
+fn from_raw(input: &Input<'_>) -> Result<ChannelKind, ConfigError> {
+    let room_id = input.required("room_id")?;
+    if !room_id.starts_with('!') && !room_id.starts_with('#') {
+        return Err(input.invalid(
+            "room_id",
+            "must be a room id (!abc:server) or alias (#room:server)",
+        ));
+    }
+    if input.api_url.is_none() {
+        return Err(input.invalid("api_url", "required for matrix: the homeserver's base URL"));
+    }
+    Ok(ChannelKind::Matrix {
+        room_id,
+        access_token: input.required_secret("access_token")?,
+    })
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod email;
 pub mod matrix;
 pub mod ntfy;
 pub mod pushover;
+pub mod settings;
 pub mod slack;
 pub mod teams;
 pub mod telegram;
@@ -23,7 +24,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::{HeaderMap, Method};
 
-use crate::config::{ChannelKind, Destination};
+pub use self::settings::{ChannelConfig, ChannelKind, Destination, Rate};
 use crate::render::Message;
 use crate::store::DeliveryJob;
 

@@ -4,11 +4,13 @@
 use http::Method;
 use serde_json::json;
 
+use super::settings::{ChannelKind, Input, Key, Kind, Provider, Rate};
 use super::{Outcome, Request, RequestAuth, Response, classify_status};
-use crate::config::NtfyAuth;
 use crate::render::escape;
 use crate::render::text::{truncate_bytes, truncate_chars};
 use crate::render::{Message, Tone};
+use crate::secret::Secret;
+use crate::secret::keys::ConfigError;
 
 const DEFAULT_API: &str = "https://ntfy.sh";
 
@@ -84,6 +86,78 @@ pub fn classify(resp: &Response) -> Outcome {
                 .and_then(|v| v["id"].as_str().map(str::to_owned)),
         ),
         other => other,
+    }
+}
+
+/// An ntfy channel's keys, default rate and validation.
+pub const PROVIDER: Provider = Provider {
+    name: "ntfy",
+    keys: &[
+        Key::Plain("topic", Kind::Str),
+        Key::Plain("priority", Kind::Scalar),
+        Key::Secret("token"),
+        Key::Plain("username", Kind::Str),
+        Key::Secret("password"),
+    ],
+    // ntfy.sh: 60-request burst, one more every 5 s.
+    rate: Rate::new(0.2, 60),
+    refuses_api_url: None,
+    from_raw,
+};
+
+/// How the relay authenticates to an ntfy server.
+#[derive(Debug)]
+pub enum NtfyAuth {
+    None,
+    Token(Secret),
+    Basic { username: String, password: Secret },
+}
+
+fn from_raw(input: &Input<'_>) -> Result<ChannelKind, ConfigError> {
+    let topic = input.required("topic")?;
+    if !topic
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(input.invalid("topic", "ntfy topics use letters, digits, '-' and '_'"));
+    }
+    let token = input.secret("token")?;
+    let password = input.secret("password")?;
+    let auth = match (token, input.keys.str("username"), password) {
+        (None, None, None) => NtfyAuth::None,
+        (Some(t), None, None) => NtfyAuth::Token(t),
+        (None, Some(u), Some(p)) => NtfyAuth::Basic {
+            username: u.clone(),
+            password: p,
+        },
+        _ => {
+            return Err(input.invalid(
+                "token",
+                "set token_file, or username with password_file, or neither",
+            ));
+        }
+    };
+    let priority = match input.keys.str("priority") {
+        None => None,
+        Some(p) => Some(priority(p).ok_or_else(|| {
+            input.invalid("priority", "use 1-5 or min, low, default, high, urgent")
+        })?),
+    };
+    Ok(ChannelKind::Ntfy {
+        topic,
+        auth,
+        priority,
+    })
+}
+
+fn priority(p: &str) -> Option<u8> {
+    match p {
+        "1" | "min" => Some(1),
+        "2" | "low" => Some(2),
+        "3" | "default" => Some(3),
+        "4" | "high" => Some(4),
+        "5" | "urgent" | "max" => Some(5),
+        _ => None,
     }
 }
 

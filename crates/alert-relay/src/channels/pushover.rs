@@ -3,11 +3,14 @@
 //! and `expire`; the answer's `receipt` becomes the delivery's provider reference as
 //! `receipt:{receipt}`, which `pushover_receipts` polls for the acknowledgement.
 
+use std::time::Duration;
+
+use super::settings::{ChannelKind, Input, Key, Kind, Provider, Rate};
 use super::{Outcome, Request, Response, classify_status};
-use crate::config::Emergency;
 use crate::render::Message;
 use crate::render::escape;
 use crate::render::text::{escape_within, truncate_chars};
+use crate::secret::keys::{ConfigError, duration};
 
 pub const DEFAULT_API: &str = "https://api.pushover.net";
 /// How a receipt is marked in `deliveries.provider_ref`.
@@ -151,6 +154,94 @@ pub fn receipt_status(v: &serde_json::Value) -> Option<ReceiptStatus> {
         return Some(ReceiptStatus::Expired);
     }
     Some(ReceiptStatus::Waiting)
+}
+
+/// A Pushover channel's keys, default rate and validation.
+pub const PROVIDER: Provider = Provider {
+    name: "pushover",
+    keys: &[
+        Key::Secret("token"),
+        Key::Secret("user_key"),
+        Key::Plain("priority", Kind::Scalar),
+        Key::Plain("retry", Kind::Str),
+        Key::Plain("expire", Kind::Str),
+        Key::Plain("receipt_poll_interval", Kind::Str),
+    ],
+    rate: Rate::new(2.0, 5),
+    refuses_api_url: None,
+    from_raw,
+};
+
+/// Pushover emergency priority (2): the phone alarms every `retry` until someone acknowledges
+/// or `expire` passes; the relay polls the receipt every `poll`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Emergency {
+    pub retry: Duration,
+    pub expire: Duration,
+    pub poll: Duration,
+}
+
+fn from_raw(input: &Input<'_>) -> Result<ChannelKind, ConfigError> {
+    Ok(ChannelKind::Pushover {
+        token: input.required_secret("token")?,
+        user_key: input.required_secret("user_key")?,
+        priority: priority(input)?,
+        emergency: emergency(input)?,
+    })
+}
+
+fn priority(input: &Input<'_>) -> Result<i8, ConfigError> {
+    match input.keys.str("priority") {
+        None => Ok(0),
+        Some(p) => match p.parse::<i8>() {
+            Ok(v) if (-2..=2).contains(&v) => Ok(v),
+            _ => Err(input.invalid("priority", "use -2..2")),
+        },
+    }
+}
+
+/// Pushover's limits for priority 2: `retry` at least 30 s, `expire` at most 10800 s; receipts
+/// may be polled at most once per 5 s.
+fn emergency(input: &Input<'_>) -> Result<Option<Emergency>, ConfigError> {
+    // By the parsed value, as `priority` reads it ("+2" and "02" are 2 too).
+    if priority(input)? != 2 {
+        for key in ["retry", "expire", "receipt_poll_interval"] {
+            if input.keys.str(key).is_some() {
+                return Err(input.invalid(key, "only for priority 2 (emergency)"));
+            }
+        }
+        return Ok(None);
+    }
+    let value = |key: &str, default: u64| {
+        duration(
+            &input.key(key),
+            input.keys.str(key),
+            Duration::from_secs(default),
+        )
+    };
+    let retry = value("retry", 60)?;
+    let expire = value("expire", 3600)?;
+    let poll = value("receipt_poll_interval", 30)?;
+    if retry < Duration::from_secs(30) {
+        return Err(input.invalid("retry", "Pushover needs at least 30s"));
+    }
+    if expire > Duration::from_secs(10_800) || expire < retry {
+        return Err(input.invalid(
+            "expire",
+            "Pushover allows at most 3h, and it must not be shorter than retry",
+        ));
+    }
+    if poll < Duration::from_secs(5) {
+        return Err(input.invalid(
+            "receipt_poll_interval",
+            "Pushover allows one receipt poll per 5s at most",
+        ));
+    }
+    Ok(Some(Emergency {
+        retry,
+        expire,
+        poll,
+    }))
 }
 
 #[cfg(test)]

@@ -8,13 +8,15 @@
 use http::Method;
 use serde_json::{Value, json};
 
+use super::settings::{ChannelKind, Input, Key, Kind, Provider, Rate};
 use super::{
     Attempt, Outcome, Request, RequestAuth, Response, classify_status, execute, rebase, retry_after,
 };
-use crate::config::SlackMode;
 use crate::render::escape;
 use crate::render::text::{escape_within, join_within, truncate_chars};
 use crate::render::{Link, Message, Tone};
+use crate::secret::Secret;
+use crate::secret::keys::ConfigError;
 
 const DEFAULT_API: &str = "https://slack.com/api";
 const SECTION_MAX: usize = 3000;
@@ -269,6 +271,55 @@ pub async fn send(
             outcome
         }
     }
+}
+
+/// A Slack channel's keys, default rate and validation.
+pub const PROVIDER: Provider = Provider {
+    name: "slack",
+    keys: &[
+        Key::Secret("webhook_url"),
+        Key::Secret("bot_token"),
+        Key::Plain("channel", Kind::Str),
+    ],
+    // "1 per second, short bursts >1 allowed".
+    rate: Rate::new(1.0, 3),
+    refuses_api_url: None,
+    from_raw,
+};
+
+/// How a Slack channel posts: an incoming webhook, or a bot token and a channel.
+#[derive(Debug)]
+pub enum SlackMode {
+    Webhook { url: Secret },
+    Bot { token: Secret, channel: String },
+}
+
+fn from_raw(input: &Input<'_>) -> Result<ChannelKind, ConfigError> {
+    let url = input.secret("webhook_url")?;
+    let token = input.secret("bot_token")?;
+    let mode = match (url, token) {
+        (Some(url), None) => {
+            if input.keys.str("channel").is_some() {
+                return Err(input.invalid(
+                    "channel",
+                    "an incoming webhook posts to its own channel; channel needs bot_token",
+                ));
+            }
+            input.check_secret_url("webhook_url", &url)?;
+            SlackMode::Webhook { url }
+        }
+        (None, Some(token)) => SlackMode::Bot {
+            token,
+            channel: input.required("channel")?,
+        },
+        _ => {
+            return Err(input.invalid(
+                "webhook_url_file",
+                "set either webhook_url_file (incoming webhook) or bot_token_file with channel",
+            ));
+        }
+    };
+    Ok(ChannelKind::Slack(mode))
 }
 
 #[cfg(test)]

@@ -5,10 +5,12 @@
 use http::Method;
 use serde_json::{Value, json};
 
+use super::settings::{ChannelKind, Input, Key, Provider, Rate};
 use super::{Outcome, Request, Response, classify_status, rebase};
 use crate::render::escape;
 use crate::render::text::truncate_chars;
 use crate::render::{Message, Tone};
+use crate::secret::keys::ConfigError;
 
 /// The card. `TextBlock` and `Fact` texts render a markdown subset, so alert text is escaped
 /// for it; links are `Action.OpenUrl` buttons (and plain lines in the fallback).
@@ -73,6 +75,21 @@ pub fn classify(resp: &Response) -> Outcome {
         },
         other => other,
     }
+}
+
+/// A Teams channel's keys, default rate and validation.
+pub const PROVIDER: Provider = Provider {
+    name: "teams",
+    keys: &[Key::Secret("url")],
+    rate: Rate::new(1.0, 4),
+    refuses_api_url: None,
+    from_raw,
+};
+
+fn from_raw(input: &Input<'_>) -> Result<ChannelKind, ConfigError> {
+    Ok(ChannelKind::Teams {
+        url: input.url_secret("url")?,
+    })
 }
 
 #[cfg(test)]

@@ -7,11 +7,13 @@
 use http::Method;
 use serde_json::{Value, json};
 
+use super::settings::{ChannelKind, Input, Key, Kind, Provider, Rate};
 use super::{Outcome, Request, Response, classify_status, seconds};
 use crate::render::escape::{self, TELEGRAM_SIGILS};
 use crate::render::links::html_anchors;
 use crate::render::text::{escape_within, truncate_chars};
 use crate::render::{Message, Tone};
+use crate::secret::keys::ConfigError;
 
 pub const DEFAULT_API: &str = "https://api.telegram.org";
 const TEXT_MAX: usize = 4096;
@@ -148,6 +150,30 @@ pub fn classify(resp: &Response) -> Outcome {
         },
         other => other,
     }
+}
+
+/// A Telegram channel's keys, default rate and validation.
+pub const PROVIDER: Provider = Provider {
+    name: "telegram",
+    keys: &[
+        Key::Secret("bot_token"),
+        Key::Plain("chat_id", Kind::Scalar),
+        Key::Plain("message_thread_id", Kind::I64),
+        Key::Plain("ack", Kind::Bool),
+    ],
+    // At most 20 messages per minute in a group.
+    rate: Rate::new(20.0 / 60.0, 3),
+    refuses_api_url: None,
+    from_raw,
+};
+
+fn from_raw(input: &Input<'_>) -> Result<ChannelKind, ConfigError> {
+    Ok(ChannelKind::Telegram {
+        bot_token: input.required_secret("bot_token")?,
+        chat_id: input.required("chat_id")?,
+        message_thread_id: input.keys.i64("message_thread_id"),
+        ack: input.keys.bool("ack").unwrap_or(false),
+    })
 }
 
 #[cfg(test)]

@@ -3,10 +3,12 @@
 //! or two segments; `Body` never exceeds 1600 characters. Error 20429 and HTTP 429 are safe to
 //! retry; 30532 (unregistered US traffic) and other 4xx are not.
 
+use super::settings::{ChannelKind, Input, Key, Kind, Provider, Rate};
 use super::{Outcome, Request, RequestAuth, Response, classify_status};
 use crate::render::Message;
 use crate::render::escape;
 use crate::render::text::{to_gsm7, truncate_chars};
+use crate::secret::keys::ConfigError;
 
 const DEFAULT_API: &str = "https://api.twilio.com";
 /// Two concatenated GSM-7 segments.
@@ -87,6 +89,64 @@ pub fn classify(resp: &Response) -> Outcome {
         },
         other => other,
     }
+}
+
+/// A Twilio channel's keys, default rate and validation.
+pub const PROVIDER: Provider = Provider {
+    name: "twilio",
+    keys: &[
+        Key::Plain("account_sid", Kind::Str),
+        Key::Secret("auth_token"),
+        Key::Plain("from", Kind::Str),
+        Key::Plain("to", Kind::List),
+        Key::Plain("messaging_service_sid", Kind::Str),
+    ],
+    // One message per second per long-code sender.
+    rate: Rate::new(1.0, 1),
+    refuses_api_url: None,
+    from_raw,
+};
+
+fn from_raw(input: &Input<'_>) -> Result<ChannelKind, ConfigError> {
+    let account_sid = input.required("account_sid")?;
+    let to = input.keys.list("to").cloned().unwrap_or_default();
+    if to.is_empty() {
+        return Err(input.invalid("to", "needs at least one number"));
+    }
+    for (i, n) in to.iter().enumerate() {
+        if !is_e164(n) {
+            return Err(input.invalid(
+                &format!("to[{i}]"),
+                format!("{n:?} is not an E.164 number like +447700900123"),
+            ));
+        }
+    }
+    let from = input.keys.str("from");
+    let messaging_service_sid = input.keys.str("messaging_service_sid");
+    if let Some(f) = from
+        && !is_e164(f)
+        && !f.chars().all(|c| c.is_ascii_alphanumeric())
+    {
+        return Err(input.invalid(
+            "from",
+            "must be an E.164 number or an alphanumeric sender id",
+        ));
+    }
+    if from.is_some() == messaging_service_sid.is_some() {
+        return Err(input.invalid("from", "set exactly one of from and messaging_service_sid"));
+    }
+    Ok(ChannelKind::Twilio {
+        account_sid,
+        auth_token: input.required_secret("auth_token")?,
+        from: from.cloned(),
+        messaging_service_sid: messaging_service_sid.cloned(),
+        to,
+    })
+}
+
+fn is_e164(n: &str) -> bool {
+    n.strip_prefix('+')
+        .is_some_and(|d| (8..=15).contains(&d.len()) && d.chars().all(|c| c.is_ascii_digit()))
 }
 
 #[cfg(test)]

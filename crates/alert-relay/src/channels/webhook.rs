@@ -8,9 +8,11 @@ use http::Method;
 use serde_json::json;
 use sha2::Sha256;
 
+use super::settings::{ChannelKind, Input, Key, Kind, Provider, Rate};
 use super::{Attempt, Request, RequestAuth, RequestBody, rebase};
 use crate::render::Message;
 use crate::secret::Secret;
+use crate::secret::keys::ConfigError;
 
 pub const SIGNATURE_HEADER: &str = "X-Alert-Relay-Signature";
 pub const TIMESTAMP_HEADER: &str = "X-Alert-Relay-Timestamp";
@@ -81,6 +83,37 @@ pub fn sign(secret: &Secret, ts: i64, body: &[u8]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect();
     format!("v1={hex}")
+}
+
+/// A webhook channel's keys, default rate and validation.
+pub const PROVIDER: Provider = Provider {
+    name: "webhook",
+    keys: &[
+        Key::Secret("url"),
+        Key::Plain("headers", Kind::Map),
+        Key::Secret("signing_secret"),
+    ],
+    rate: Rate::new(10.0, 20),
+    refuses_api_url: None,
+    from_raw,
+};
+
+fn from_raw(input: &Input<'_>) -> Result<ChannelKind, ConfigError> {
+    let url = input.url_secret("url")?;
+    let mut headers = Vec::new();
+    for (k, v) in input.keys.map("headers").cloned().unwrap_or_default() {
+        if http::HeaderName::try_from(k.as_str()).is_err()
+            || http::HeaderValue::try_from(v.as_str()).is_err()
+        {
+            return Err(input.invalid(&format!("headers.{k}"), "not a valid HTTP header"));
+        }
+        headers.push((k, v));
+    }
+    Ok(ChannelKind::Webhook {
+        url,
+        headers,
+        signing_secret: input.secret("signing_secret")?,
+    })
 }
 
 #[cfg(test)]

@@ -9,9 +9,10 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::raw::{RawAuth, RawMatchers};
-use super::{Auth, ChannelConfig, ConfigError, Ctx, check_url, duration, invalid, matchers};
+use super::{Auth, ChannelConfig, ConfigError, matchers};
 use crate::matcher::{Matcher, Op};
 use crate::payload::Labels;
+use crate::secret::keys::{Ctx, check_url, duration, invalid};
 
 const DEFAULT_DEADMAN_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 const DEFAULT_RESYNC_INTERVAL: Duration = Duration::from_secs(5 * 60);

@@ -4,9 +4,12 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+
+use crate::channels::settings::{ProviderKeys, Scalar};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -200,35 +203,6 @@ impl<'de> Deserialize<'de> for RawMatchers {
     }
 }
 
-/// A YAML scalar read as text, so `chat_id: -100123` and `chat_id: "-100123"` are the same.
-#[derive(Debug, Clone)]
-pub(super) struct Scalar(pub String);
-
-impl<'de> Deserialize<'de> for Scalar {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Scalar;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string or a number")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_owned()))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
-            }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawTemplate {
@@ -243,88 +217,115 @@ pub(super) struct RawRate {
     pub burst: u32,
 }
 
-/// Declares `RawChannel` with one optional field per key any channel type knows, and
-/// `present_keys` so that validation can reject a key the channel's type does not take.
-macro_rules! raw_channel {
-    ($($field:ident : $ty:ty),* $(,)?) => {
-        #[derive(Debug, Deserialize)]
-        #[serde(deny_unknown_fields)]
-        pub(super) struct RawChannel {
-            #[serde(rename = "type")]
-            pub kind: String,
-            $(#[serde(default)] pub $field: Option<$ty>,)*
-        }
-
-        impl RawChannel {
-            pub(super) fn present_keys(&self) -> Vec<&'static str> {
-                let mut keys = Vec::new();
-                $(if self.$field.is_some() { keys.push(stringify!($field)); })*
-                keys
-            }
-        }
-    };
+/// A channel as written: the keys every channel has, and those of its provider, which the
+/// provider module declares (`crate::channels::settings::Provider::keys`) and checks.
+#[derive(Debug)]
+pub(super) struct RawChannel {
+    pub kind: String,
+    pub api_url: Option<String>,
+    pub template: Option<RawTemplate>,
+    pub rate_limit: Option<RawRate>,
+    pub timeout: Option<String>,
+    pub budget: Option<RawBudget>,
+    pub provider: ProviderKeys,
 }
 
-raw_channel! {
-    // Every type.
-    api_url: String,
-    template: RawTemplate,
-    rate_limit: RawRate,
-    timeout: String,
-    budget: RawBudget,
-    // webhook, teams
-    url: String,
-    url_file: PathBuf,
-    url_env: String,
-    headers: BTreeMap<String, String>,
-    signing_secret: String,
-    signing_secret_file: PathBuf,
-    signing_secret_env: String,
-    // slack, discord
-    webhook_url: String,
-    webhook_url_file: PathBuf,
-    webhook_url_env: String,
-    // slack (bot), telegram
-    bot_token: String,
-    bot_token_file: PathBuf,
-    bot_token_env: String,
-    channel: String,
-    // telegram
-    chat_id: Scalar,
-    message_thread_id: i64,
-    ack: bool,
-    // ntfy, pushover
-    topic: String,
-    priority: Scalar,
-    token: String,
-    token_file: PathBuf,
-    token_env: String,
-    user_key: String,
-    user_key_file: PathBuf,
-    user_key_env: String,
-    // pushover, priority 2
-    retry: String,
-    expire: String,
-    receipt_poll_interval: String,
-    // ntfy (basic auth), email
-    username: String,
-    password: String,
-    password_file: PathBuf,
-    password_env: String,
-    // twilio
-    account_sid: String,
-    auth_token: String,
-    auth_token_file: PathBuf,
-    auth_token_env: String,
-    from: String,
-    to: Vec<String>,
-    messaging_service_sid: String,
-    // matrix
-    room_id: String,
-    access_token: String,
-    access_token_file: PathBuf,
-    access_token_env: String,
-    // email
-    smarthost: String,
-    tls: String,
+/// The keys every channel has, `type` first.
+const COMMON_CHANNEL_KEYS: &[&str] = &[
+    "type",
+    "api_url",
+    "template",
+    "rate_limit",
+    "timeout",
+    "budget",
+];
+
+/// Every key a channel can have: the common ones, then the providers'.
+fn channel_keys() -> &'static [&'static str] {
+    static KEYS: OnceLock<Vec<&'static str>> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let mut keys = COMMON_CHANNEL_KEYS.to_vec();
+        keys.extend(ProviderKeys::names());
+        keys
+    })
+}
+
+/// A key of a channel: an unknown one fails as it is read, so the error's path ends in it.
+struct ChannelKey(String);
+
+impl<'de> Deserialize<'de> for ChannelKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ChannelKey;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("field identifier")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ChannelKey, E> {
+                if channel_keys().contains(&v) {
+                    Ok(ChannelKey(v.to_owned()))
+                } else {
+                    Err(E::unknown_field(v, channel_keys()))
+                }
+            }
+        }
+        d.deserialize_identifier(V)
+    }
+}
+
+/// `slot` set from the map's next value, unless it was set already (a null leaves it unset).
+fn once<'de, T: Deserialize<'de>, A: MapAccess<'de>>(
+    slot: &mut Option<T>,
+    key: &'static str,
+    map: &mut A,
+) -> Result<(), A::Error> {
+    if slot.is_some() {
+        return Err(de::Error::duplicate_field(key));
+    }
+    *slot = map.next_value::<Option<T>>()?;
+    Ok(())
+}
+
+impl<'de> Deserialize<'de> for RawChannel {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawChannel;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("struct RawChannel")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawChannel, A::Error> {
+                let mut kind: Option<String> = None;
+                let (mut api_url, mut template, mut rate_limit) = (None, None, None);
+                let (mut timeout, mut budget) = (None, None);
+                let mut provider = ProviderKeys::default();
+                while let Some(ChannelKey(key)) = map.next_key()? {
+                    match key.as_str() {
+                        "type" => {
+                            if kind.is_some() {
+                                return Err(de::Error::duplicate_field("type"));
+                            }
+                            kind = Some(map.next_value()?);
+                        }
+                        "api_url" => once(&mut api_url, "api_url", &mut map)?,
+                        "template" => once(&mut template, "template", &mut map)?,
+                        "rate_limit" => once(&mut rate_limit, "rate_limit", &mut map)?,
+                        "timeout" => once(&mut timeout, "timeout", &mut map)?,
+                        "budget" => once(&mut budget, "budget", &mut map)?,
+                        k => provider.read(k, &mut map)?,
+                    }
+                }
+                Ok(RawChannel {
+                    kind: kind.ok_or_else(|| de::Error::missing_field("type"))?,
+                    api_url,
+                    template,
+                    rate_limit,
+                    timeout,
+                    budget,
+                    provider,
+                })
+            }
+        }
+        d.deserialize_struct("RawChannel", channel_keys(), V)
+    }
 }

@@ -87,127 +87,146 @@ pub(super) fn rotations(
 ) -> Result<BTreeMap<String, Rotation>, ConfigError> {
     let mut out = BTreeMap::new();
     for (name, r) in raw {
-        let prefix = format!("rotations.{name}");
-        check_name(&prefix, &name)?;
-        let time_zone = TimeZone::get(&r.time_zone).map_err(|e| {
-            invalid(
-                format!("{prefix}.time_zone"),
-                format!(
-                    "unknown time zone {:?} (IANA names like Europe/Berlin, from the system tz database /usr/share/zoneinfo, package tzdata): {e}",
-                    r.time_zone
-                ),
-            )
-        })?;
-        let handover: civil::Time = r.handover.parse().map_err(|_| {
-            invalid(
-                format!("{prefix}.handover"),
-                format!("{:?} is not a local time like \"09:00\"", r.handover),
-            )
-        })?;
-        let start: civil::Date = r.start.parse().map_err(|_| {
-            invalid(
-                format!("{prefix}.start"),
-                format!("{:?} is not a date like 2026-01-05", r.start),
-            )
-        })?;
-        let shift = parse_duration(&r.shift).map_err(|e| invalid(format!("{prefix}.shift"), e))?;
-        if shift < MIN_SHIFT {
-            return Err(invalid(format!("{prefix}.shift"), "must be at least 1h"));
-        }
-        let shift = SignedDuration::try_from(shift)
-            .map_err(|_| invalid(format!("{prefix}.shift"), "too long"))?;
-        if r.people.is_empty() {
-            return Err(invalid(
-                format!("{prefix}.people"),
-                "needs at least one person",
-            ));
-        }
-        let mut names = BTreeSet::new();
-        let mut people = Vec::new();
-        for (i, p) in r.people.iter().enumerate() {
-            let key = format!("{prefix}.people[{i}]");
-            if p.name.trim().is_empty() {
-                return Err(invalid(format!("{key}.name"), "required"));
-            }
-            if !names.insert(p.name.clone()) {
-                return Err(invalid(
-                    format!("{key}.name"),
-                    format!("{:?} is in the rotation twice", p.name),
-                ));
-            }
-            people.push(Person {
-                name: p.name.clone(),
-                notify: notify(&format!("{key}.notify"), &p.notify, channels)?,
-            });
-        }
-        let instant = |key: String, text: &str| -> Result<Timestamp, ConfigError> {
-            let dt: civil::DateTime = text.parse().map_err(|_| {
-                invalid(
-                    &key,
-                    format!("{text:?} is not a local date-time like \"2026-12-24T09:00\""),
-                )
-            })?;
-            time_zone
-                .to_ambiguous_timestamp(dt)
-                .compatible()
-                .map_err(|e| invalid(&key, e.to_string()))
-        };
-        let mut overrides: Vec<(usize, Override)> = Vec::new();
-        for (i, o) in r.overrides.iter().enumerate() {
-            let key = format!("{prefix}.overrides[{i}]");
-            let from = instant(format!("{key}.from"), &o.from)?;
-            let to = instant(format!("{key}.to"), &o.to)?;
-            if to <= from {
-                return Err(invalid(format!("{key}.to"), "must be later than from"));
-            }
-            let person = match &o.notify {
-                Some(list) => Person {
-                    name: o.name.clone(),
-                    notify: notify(&format!("{key}.notify"), list, channels)?,
-                },
-                None => people
-                    .iter()
-                    .find(|p| p.name == o.name)
-                    .cloned()
-                    .ok_or_else(|| {
-                        invalid(
-                            format!("{key}.name"),
-                            format!(
-                                "{:?} is not a person of this rotation; give notify: for someone else",
-                                o.name
-                            ),
-                        )
-                    })?,
-            };
-            if person.name.trim().is_empty() {
-                return Err(invalid(format!("{key}.name"), "required"));
-            }
-            overrides.push((i, Override { from, to, person }));
-        }
-        overrides.sort_by_key(|(_, o)| o.from);
-        for pair in overrides.windows(2) {
-            let ((i, a), (j, b)) = (&pair[0], &pair[1]);
-            if b.from < a.to {
-                return Err(invalid(
-                    format!("{prefix}.overrides[{j}]"),
-                    format!("overlaps overrides[{i}]"),
-                ));
-            }
-        }
-        out.insert(
-            name.clone(),
-            Rotation {
-                name,
-                time_zone_name: r.time_zone,
-                time_zone,
-                first: start.to_datetime(handover),
-                shift,
-                people,
-                overrides: overrides.into_iter().map(|(_, o)| o).collect(),
-            },
-        );
+        let rotation = rotation(name.clone(), r, channels)?;
+        out.insert(name, rotation);
     }
     Ok(out)
+}
+
+/// `rotations.NAME`.
+fn rotation(
+    name: String,
+    r: RawRotation,
+    channels: &BTreeMap<String, Arc<ChannelConfig>>,
+) -> Result<Rotation, ConfigError> {
+    let prefix = format!("rotations.{name}");
+    check_name(&prefix, &name)?;
+    let time_zone = TimeZone::get(&r.time_zone).map_err(|e| {
+        invalid(
+            format!("{prefix}.time_zone"),
+            format!(
+                "unknown time zone {:?} (IANA names like Europe/Berlin, from the system tz database /usr/share/zoneinfo, package tzdata): {e}",
+                r.time_zone
+            ),
+        )
+    })?;
+    let handover: civil::Time = r.handover.parse().map_err(|_| {
+        invalid(
+            format!("{prefix}.handover"),
+            format!("{:?} is not a local time like \"09:00\"", r.handover),
+        )
+    })?;
+    let start: civil::Date = r.start.parse().map_err(|_| {
+        invalid(
+            format!("{prefix}.start"),
+            format!("{:?} is not a date like 2026-01-05", r.start),
+        )
+    })?;
+    let shift = parse_duration(&r.shift).map_err(|e| invalid(format!("{prefix}.shift"), e))?;
+    if shift < MIN_SHIFT {
+        return Err(invalid(format!("{prefix}.shift"), "must be at least 1h"));
+    }
+    let shift = SignedDuration::try_from(shift)
+        .map_err(|_| invalid(format!("{prefix}.shift"), "too long"))?;
+    if r.people.is_empty() {
+        return Err(invalid(
+            format!("{prefix}.people"),
+            "needs at least one person",
+        ));
+    }
+    let mut names = BTreeSet::new();
+    let mut people = Vec::new();
+    for (i, p) in r.people.iter().enumerate() {
+        let key = format!("{prefix}.people[{i}]");
+        if p.name.trim().is_empty() {
+            return Err(invalid(format!("{key}.name"), "required"));
+        }
+        if !names.insert(p.name.clone()) {
+            return Err(invalid(
+                format!("{key}.name"),
+                format!("{:?} is in the rotation twice", p.name),
+            ));
+        }
+        people.push(Person {
+            name: p.name.clone(),
+            notify: notify(&format!("{key}.notify"), &p.notify, channels)?,
+        });
+    }
+    let overrides = overrides(&prefix, &r.overrides, &time_zone, &people, channels)?;
+    Ok(Rotation {
+        name,
+        time_zone_name: r.time_zone,
+        time_zone,
+        first: start.to_datetime(handover),
+        shift,
+        people,
+        overrides,
+    })
+}
+
+/// A rotation's `overrides:`, which must not overlap, in time order.
+fn overrides(
+    prefix: &str,
+    raw: &[RawOverride],
+    time_zone: &TimeZone,
+    people: &[Person],
+    channels: &BTreeMap<String, Arc<ChannelConfig>>,
+) -> Result<Vec<Override>, ConfigError> {
+    let instant = |key: String, text: &str| -> Result<Timestamp, ConfigError> {
+        let dt: civil::DateTime = text.parse().map_err(|_| {
+            invalid(
+                &key,
+                format!("{text:?} is not a local date-time like \"2026-12-24T09:00\""),
+            )
+        })?;
+        time_zone
+            .to_ambiguous_timestamp(dt)
+            .compatible()
+            .map_err(|e| invalid(&key, e.to_string()))
+    };
+    let mut overrides: Vec<(usize, Override)> = Vec::new();
+    for (i, o) in raw.iter().enumerate() {
+        let key = format!("{prefix}.overrides[{i}]");
+        let from = instant(format!("{key}.from"), &o.from)?;
+        let to = instant(format!("{key}.to"), &o.to)?;
+        if to <= from {
+            return Err(invalid(format!("{key}.to"), "must be later than from"));
+        }
+        let person = match &o.notify {
+            Some(list) => Person {
+                name: o.name.clone(),
+                notify: notify(&format!("{key}.notify"), list, channels)?,
+            },
+            None => people
+                .iter()
+                .find(|p| p.name == o.name)
+                .cloned()
+                .ok_or_else(|| {
+                    invalid(
+                        format!("{key}.name"),
+                        format!(
+                            "{:?} is not a person of this rotation; give notify: for someone else",
+                            o.name
+                        ),
+                    )
+                })?,
+        };
+        if person.name.trim().is_empty() {
+            return Err(invalid(format!("{key}.name"), "required"));
+        }
+        overrides.push((i, Override { from, to, person }));
+    }
+    overrides.sort_by_key(|(_, o)| o.from);
+    for pair in overrides.windows(2) {
+        let ((i, a), (j, b)) = (&pair[0], &pair[1]);
+        if b.from < a.to {
+            return Err(invalid(
+                format!("{prefix}.overrides[{j}]"),
+                format!("overlaps overrides[{i}]"),
+            ));
+        }
+    }
+    Ok(overrides.into_iter().map(|(_, o)| o).collect())
 }
 
 impl Config {

@@ -614,3 +614,35 @@ fn printed_urls_lose_their_credentials() {
         "{out}"
     );
 }
+
+#[test]
+fn provider_keys_are_checked_by_their_provider() {
+    let base = "storage: { sqlite: relay.db }\npolicies: { p: { steps: [{notify: [c]}] } }\nroutes: [{policy: p}]\n";
+    let cases: &[(&str, &str)] = &[
+        (
+            "channels: { c: { type: slack, tokn: x } }",
+            "channels.c.tokn: unknown field `tokn`, expected one of type, api_url, template, rate_limit",
+        ),
+        (
+            "channels: { c: { type: discord, webhook_url: 'http://x/', url_file: u } }",
+            "channels.c.url_file: not a key of a discord channel",
+        ),
+        (
+            "channels: { c: { type: telegram, bot_token: t, chat_id: 1, message_thread_id: x } }",
+            "channels.c.message_thread_id: invalid",
+        ),
+        ("channels: { c: { url: x } }", "missing field `type`"),
+    ];
+    for (channels, want) in cases {
+        let got = parse_err(&format!("{base}{channels}\n"));
+        assert!(got.contains(want), "{channels}\n got: {got}\nwant: {want}");
+    }
+    // A null value is as if the key were not there.
+    let c = parse_ok(&format!(
+        "{base}channels: {{ c: {{ type: telegram, bot_token: t, chat_id: 1, ack: ~ }} }}\n"
+    ));
+    assert!(matches!(
+        c.channels["c"].kind,
+        ChannelKind::Telegram { ack: false, .. }
+    ));
+}
