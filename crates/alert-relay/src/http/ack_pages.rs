@@ -10,25 +10,31 @@ use super::{App, status_code};
 use crate::store::{Action, Transitioned};
 
 impl App {
+    /// The incident a link's token names, or the answer already made: a storm's page (a
+    /// storm token; `peer` acknowledges it, as on a POST) or a refusal of a bad token.
+    async fn incident_of(&self, token: &str, peer: Option<&str>) -> Result<i64, Response<Body>> {
+        if token.starts_with('s') {
+            let (status, title, body, form) = self.storms.page(&self.signer, token, peer).await;
+            return Err(html(status_code(status), page(&title, &body, &form)));
+        }
+        self.signer.verify(token, self.now_s()).map_err(|e| {
+            self.metrics.reject("ack_token");
+            html(
+                StatusCode::FORBIDDEN,
+                page("Cannot acknowledge", &escape(&e.to_string()), ""),
+            )
+        })
+    }
+
     fn now_s(&self) -> i64 {
         self.live.clock.now_millis() / 1000
     }
 
     /// GET on an ack link: a confirm page whose button POSTs to the same URL. Nothing changes.
     pub(super) async fn ack_page(&self, token: &str) -> Response<Body> {
-        if token.starts_with('s') {
-            let (status, title, body, form) = self.storms.page(&self.signer, token, None).await;
-            return html(status_code(status), page(&title, &body, &form));
-        }
-        let id = match self.signer.verify(token, self.now_s()) {
+        let id = match self.incident_of(token, None).await {
             Ok(id) => id,
-            Err(e) => {
-                self.metrics.reject("ack_token");
-                return html(
-                    StatusCode::FORBIDDEN,
-                    page("Cannot acknowledge", &escape(&e.to_string()), ""),
-                );
-            }
+            Err(answer) => return answer,
         };
         let incident = self.store.read(move |b| b.incident(id)).await;
         let deliveries = self.store.read(move |b| b.incident_deliveries(id)).await;
@@ -104,20 +110,9 @@ impl App {
 
     /// POST on an ack link: acknowledges.
     pub(super) async fn ack_link(&self, token: &str, peer: &str) -> Response<Body> {
-        if token.starts_with('s') {
-            let (status, title, body, form) =
-                self.storms.page(&self.signer, token, Some(peer)).await;
-            return html(status_code(status), page(&title, &body, &form));
-        }
-        let id = match self.signer.verify(token, self.now_s()) {
+        let id = match self.incident_of(token, Some(peer)).await {
             Ok(id) => id,
-            Err(e) => {
-                self.metrics.reject("ack_token");
-                return html(
-                    StatusCode::FORBIDDEN,
-                    page("Cannot acknowledge", &escape(&e.to_string()), ""),
-                );
-            }
+            Err(answer) => return answer,
         };
         match self
             .escalator
