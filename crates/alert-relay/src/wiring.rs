@@ -87,7 +87,7 @@ pub async fn run(config_path: &Path, web_config: Option<&Path>) -> anyhow::Resul
 pub struct Services {
     live: Arc<Live>,
     store: Store,
-    db_thread: std::thread::JoinHandle<()>,
+    db_threads: store::DbThreads,
     metrics: Arc<Metrics>,
     queue_slot: QueueSlot,
     engine: Arc<Engine>,
@@ -117,7 +117,7 @@ impl Services {
         let (metrics, queue_slot) = Metrics::new();
         let db = Sqlite::open(&config.storage.sqlite)
             .with_context(|| format!("storage.sqlite {}", config.storage.sqlite.display()))?;
-        let (store, db_thread) = Store::start(db, CommitMetrics(Arc::clone(&metrics)))?;
+        let (store, db_threads) = Store::start(db, CommitMetrics(Arc::clone(&metrics)))?;
         let ack_key = store.read(|b| b.ack_key()).await?;
         let clock = Arc::new(RelayClock::new(store.read(|b| b.relay_clock()).await?));
         let configured = config.destinations();
@@ -168,7 +168,7 @@ impl Services {
         Ok(Services {
             live,
             store,
-            db_thread,
+            db_threads,
             metrics,
             queue_slot,
             engine,
@@ -278,8 +278,8 @@ impl Services {
         .await;
         step("delivery", self.engine.shutdown(DELIVERY_GRACE)).await;
         self.queue_slot.clear();
-        let db_thread = self.db_thread;
-        // The DB thread ends once the last store handle is gone (every service holds one);
+        let db_threads = self.db_threads;
+        // The DB threads end once the last store handle is gone (every service holds one);
         // joining keeps the last commit intact.
         drop((
             self.live,
@@ -292,7 +292,7 @@ impl Services {
             self.resync,
         ));
         step("storage", async {
-            let _ = tokio::task::spawn_blocking(move || db_thread.join()).await;
+            let _ = tokio::task::spawn_blocking(move || db_threads.join()).await;
         })
         .await;
     }

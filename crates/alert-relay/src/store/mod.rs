@@ -16,7 +16,7 @@ mod semantics;
 pub mod sqlite;
 mod storm_sql;
 
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -322,7 +322,7 @@ enum Command {
 }
 
 /// Timing of each group commit, for the metrics.
-pub trait CommitObserver: Send + 'static {
+pub trait CommitObserver: Send + Sync + 'static {
     fn committed(&self, writes: usize, took: Duration);
 }
 
@@ -333,28 +333,57 @@ pub struct Store {
     health: Arc<Health>,
 }
 
+/// The DB threads of a store, to join at shutdown (the last commit stays intact).
+#[derive(Debug)]
+pub struct DbThreads(Vec<std::thread::JoinHandle<()>>);
+
+impl DbThreads {
+    /// Waits until every DB thread has ended (they end once every handle is gone).
+    pub fn join(self) {
+        for t in self.0 {
+            let _ = t.join();
+        }
+    }
+}
+
 impl Store {
     /// Starts the DB thread; it stops once every handle is dropped.
     pub fn start<B: Backend>(
-        mut backend: B,
+        backend: B,
         observer: impl CommitObserver,
-    ) -> Result<(Store, std::thread::JoinHandle<()>), StoreError> {
+    ) -> Result<(Store, DbThreads), StoreError> {
+        Self::start_pool(vec![backend], observer)
+    }
+
+    /// One DB thread per backend (a connection each), all taking commands from one queue:
+    /// while one commits its batch, the next gathers another. SQLite has one writer; a
+    /// PostgreSQL pool has several, and every write is safe beside concurrent writers.
+    pub fn start_pool<B: Backend>(
+        backends: Vec<B>,
+        observer: impl CommitObserver,
+    ) -> Result<(Store, DbThreads), StoreError> {
         let (tx, rx) = mpsc::channel::<Command>();
+        let rx = Arc::new(Mutex::new(rx));
         let health = Arc::new(Health::default());
-        let thread = DbThread {
-            rx,
-            observer: Box::new(observer),
-            health: Arc::clone(&health),
-            degraded: false,
-        };
-        let handle = std::thread::Builder::new()
-            .name("alert-relay-db".into())
-            .spawn(move || thread.run(&mut backend))
-            .map_err(|e| StoreError::Open {
-                path: "<thread>".into(),
-                message: e.to_string(),
-            })?;
-        Ok((Store { tx, health }, handle))
+        let observer: Arc<dyn CommitObserver> = Arc::new(observer);
+        let mut threads = Vec::with_capacity(backends.len());
+        for (i, mut backend) in backends.into_iter().enumerate() {
+            let thread = DbThread {
+                rx: Arc::clone(&rx),
+                observer: Arc::clone(&observer),
+                health: Arc::clone(&health),
+                degraded: false,
+            };
+            let handle = std::thread::Builder::new()
+                .name(format!("alert-relay-db{i}"))
+                .spawn(move || thread.run(&mut backend))
+                .map_err(|e| StoreError::Open {
+                    path: "<thread>".into(),
+                    message: e.to_string(),
+                })?;
+            threads.push(handle);
+        }
+        Ok((Store { tx, health }, DbThreads(threads)))
     }
 
     pub async fn write(&self, write: Write) -> Result<Written, StoreError> {
@@ -445,8 +474,9 @@ impl Store {
 
 /// The DB thread: group commit, and what it learns about the storage on the way.
 struct DbThread {
-    rx: mpsc::Receiver<Command>,
-    observer: Box<dyn CommitObserver>,
+    /// Shared by the pool: the thread holding the lock gathers the next batch.
+    rx: Arc<Mutex<mpsc::Receiver<Command>>>,
+    observer: Arc<dyn CommitObserver>,
     health: Arc<Health>,
     /// A commit failed with a storage fault and the backend has not recovered since.
     degraded: bool,
@@ -454,8 +484,15 @@ struct DbThread {
 
 impl DbThread {
     fn run(mut self, backend: &mut dyn Backend) {
-        while let Some(first) = self.next_command(backend) {
-            let (writes, replies, reads) = self.gather(first);
+        loop {
+            let (writes, replies, reads) = {
+                let rx = Arc::clone(&self.rx);
+                let rx = rx.lock().unwrap_or_else(PoisonError::into_inner);
+                let Some(first) = self.next_command(&rx, backend) else {
+                    return;
+                };
+                Self::gather(&rx, first)
+            };
             if !writes.is_empty() {
                 self.commit(backend, writes, replies);
             }
@@ -467,12 +504,16 @@ impl DbThread {
 
     /// Waits for the next command; `None` once every handle is gone. While degraded, the
     /// backend gets to recover every [`RECOVER_EVERY`] meanwhile.
-    fn next_command(&mut self, backend: &mut dyn Backend) -> Option<Command> {
+    fn next_command(
+        &mut self,
+        rx: &mpsc::Receiver<Command>,
+        backend: &mut dyn Backend,
+    ) -> Option<Command> {
         loop {
             if !self.degraded {
-                return self.rx.recv().ok();
+                return rx.recv().ok();
             }
-            match self.rx.recv_timeout(RECOVER_EVERY) {
+            match rx.recv_timeout(RECOVER_EVERY) {
                 Ok(cmd) => return Some(cmd),
                 Err(mpsc::RecvTimeoutError::Disconnected) => return None,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -485,7 +526,10 @@ impl DbThread {
     }
 
     /// Everything that queued up while the last commit was syncing goes into this one.
-    fn gather(&self, first: Command) -> (Vec<Write>, Vec<Reply>, Vec<ReadFn>) {
+    fn gather(
+        rx: &mpsc::Receiver<Command>,
+        first: Command,
+    ) -> (Vec<Write>, Vec<Reply>, Vec<ReadFn>) {
         let (mut writes, mut replies, mut reads) = (Vec::new(), Vec::new(), Vec::new());
         let mut next = Some(first);
         while let Some(cmd) = next.take() {
@@ -497,7 +541,7 @@ impl DbThread {
                 Command::Read(f) => reads.push(f),
             }
             if writes.len() < MAX_BATCH {
-                next = self.rx.try_recv().ok();
+                next = rx.try_recv().ok();
             }
         }
         (writes, replies, reads)
@@ -612,6 +656,78 @@ pub(crate) mod tests {
             watched_receipts,
             sent_to,
         );
+    }
+
+    /// Counts what it commits and which thread committed it; each commit takes 20 ms.
+    struct Slow {
+        committed: Arc<Mutex<Vec<(String, usize)>>>,
+    }
+
+    impl Backend for Slow {
+        fn write_batch(&mut self, writes: Vec<Write>) -> Vec<Result<Written, StoreError>> {
+            std::thread::sleep(Duration::from_millis(20));
+            let name = std::thread::current().name().unwrap_or("").to_owned();
+            let mut c = self
+                .committed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            c.push((name, writes.len()));
+            writes.iter().map(|_| Ok(Written::Recorded)).collect()
+        }
+        not_implemented!(
+            pending,
+            load,
+            pending_destinations,
+            ping,
+            recover,
+            open_incidents,
+            incidents,
+            incident,
+            incident_deliveries,
+            meta,
+            last_event_id,
+            incident_fingerprints,
+            incident_on_call,
+            storm,
+            relay_clock,
+            ack_key,
+            meta_int,
+            watched_receipts,
+            sent_to,
+        );
+    }
+
+    #[tokio::test]
+    async fn a_pool_commits_every_write_once_on_several_connections() {
+        let committed = Arc::new(Mutex::new(Vec::new()));
+        let backends = (0..4)
+            .map(|_| Slow {
+                committed: Arc::clone(&committed),
+            })
+            .collect();
+        let (store, threads) = Store::start_pool(backends, NoMetrics).expect("start");
+        let mut writes = Vec::new();
+        for i in 0..200 {
+            let store = store.clone();
+            writes.push(tokio::spawn(async move {
+                store.write(Write::Prune { before_ms: i }).await
+            }));
+            // Writes keep arriving while a commit is under way.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        for w in writes {
+            assert!(matches!(w.await.expect("task"), Ok(Written::Recorded)));
+        }
+        drop(store);
+        tokio::task::spawn_blocking(move || threads.join())
+            .await
+            .expect("joined");
+        let committed = committed.lock().unwrap_or_else(PoisonError::into_inner);
+        assert_eq!(committed.iter().map(|(_, n)| n).sum::<usize>(), 200);
+        let threads: std::collections::BTreeSet<&str> =
+            committed.iter().map(|(t, _)| t.as_str()).collect();
+        // While one connection sleeps in its commit, another gathers the next batch.
+        assert!(threads.len() > 1, "{threads:?}");
     }
 
     struct NoMetrics;
