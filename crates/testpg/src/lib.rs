@@ -304,10 +304,12 @@ fn free_port() -> Result<u16, Error> {
         what: "bind a loopback port".into(),
         source,
     })?;
-    l.local_addr().map(|a| a.port()).map_err(|source| Error::Io {
-        what: "read the bound port".into(),
-        source,
-    })
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|source| Error::Io {
+            what: "read the bound port".into(),
+            source,
+        })
 }
 
 fn describe(cmd: &Command) -> String {

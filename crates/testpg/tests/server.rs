@@ -18,7 +18,9 @@ fn starts_creates_a_database_and_connects_then_stops_and_restarts() {
 
     pg.restart().expect("restart");
     let mut client = postgres::Client::connect(&url, postgres::NoTls).expect("reconnect");
-    client.execute("CREATE TABLE t (x INT)", &[]).expect("write");
+    client
+        .execute("CREATE TABLE t (x INT)", &[])
+        .expect("write");
     pg.kill().expect("kill");
     assert!(client.query("SELECT 1", &[]).is_err(), "the server is gone");
     let dir = pg.data_dir();

@@ -323,3 +323,34 @@ fn two_fire_steps_for_the_same_step_send_once() {
         );
     }
 }
+
+#[test]
+fn inbound_sids_are_kept_for_the_retention_and_at_least_a_day() {
+    let clock = crate::time::WallClock::default();
+    let mut db = fresh().with_clock(clock.clone());
+    let first = |db: &mut Postgres, sid: &str| match db
+        .write_batch(vec![Write::InboundSid { sid: sid.into() }])
+        .pop()
+    {
+        Some(Ok(Written::FirstTime(new))) => new,
+        other => panic!("{other:?}"),
+    };
+    let prune = |db: &mut Postgres, retention_ms: i64| {
+        let before_ms = clock.now_millis() - retention_ms;
+        let r = db.write_batch(vec![Write::Prune { before_ms }]);
+        assert!(matches!(r[0], Ok(Written::Pruned(_))), "{r:?}");
+    };
+    assert!(first(&mut db, "SM1"));
+    assert!(!first(&mut db, "SM1"), "a replay");
+    clock.jump(3_600_000);
+    prune(&mut db, 60_000);
+    assert!(!first(&mut db, "SM1"), "kept a day");
+    clock.jump(24 * 3_600_000);
+    prune(&mut db, 30 * 24 * 3_600_000);
+    assert!(!first(&mut db, "SM1"), "kept for the retention");
+    prune(&mut db, 60_000);
+    assert!(
+        first(&mut db, "SM1"),
+        "pruned after a day and the retention"
+    );
+}
