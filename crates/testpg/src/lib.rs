@@ -32,10 +32,21 @@ pub enum Error {
     },
 }
 
+/// How to start the server beyond the defaults (trust authentication, no TLS).
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// PEM certificate (chain) and PEM private key: the server accepts TLS (`ssl=on`).
+    pub tls: Option<(String, String)>,
+    /// TCP connections authenticate with this password for `postgres` (SCRAM-SHA-256);
+    /// the Unix socket (the tools of this crate) stays trusted.
+    pub password: Option<String>,
+}
+
 /// A running server. Stops (fast) and removes its directory on drop.
 #[derive(Debug)]
 pub struct TestPg {
     bin: PathBuf,
+    options: Options,
     /// Holds the data directory (`data/`), the socket and the log.
     dir: tempfile::TempDir,
     port: u16,
@@ -50,17 +61,24 @@ const UNPRIVILEGED: &str = "nobody";
 impl TestPg {
     /// Creates a cluster in a new temporary directory and starts it on a free loopback port.
     pub fn start() -> Result<TestPg, Error> {
+        TestPg::start_with(Options::default())
+    }
+
+    /// [`TestPg::start`] with TLS or password authentication.
+    pub fn start_with(options: Options) -> Result<TestPg, Error> {
         let bin = find_bin()?;
         let run_as = (euid()? == 0).then(|| UNPRIVILEGED.to_owned());
         let dir = make_dir(run_as.as_deref())?;
         let mut pg = TestPg {
             bin,
+            options,
             dir,
             port: 0,
             run_as,
             running: false,
         };
         pg.initdb()?;
+        pg.write_tls_files()?;
         pg.spawn_watcher()?;
         // Another process may take the free port between the probe and the start: retry.
         let mut last = None;
@@ -82,9 +100,13 @@ impl TestPg {
         self.port
     }
 
-    /// `postgres://postgres@127.0.0.1:PORT/db` (trust authentication, no password).
+    /// `postgres://postgres@127.0.0.1:PORT/db` (with `:PASSWORD` when started with one).
     pub fn url(&self, db: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+        let password = match &self.options.password {
+            Some(p) => format!(":{p}"),
+            None => String::new(),
+        };
+        format!("postgres://postgres{password}@127.0.0.1:{}/{db}", self.port)
     }
 
     /// The data directory (for tests that look at the server's files or log).
@@ -96,7 +118,9 @@ impl TestPg {
     pub fn create_database(&self, name: &str) -> Result<(), Error> {
         let port = self.port.to_string();
         let mut cmd = Command::new(self.bin.join("createdb"));
-        cmd.args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres", "--", name]);
+        cmd.arg("-h")
+            .arg(self.dir.path())
+            .args(["-p", &port, "-U", "postgres", "--", name]);
         run(cmd)
     }
 
@@ -146,15 +170,51 @@ impl TestPg {
             .arg(&data)
             .args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"])
             .args(["--locale=C", "--no-instructions"]);
+        if let Some(password) = &self.options.password {
+            let file = self.dir.path().join("pwfile");
+            self.write_file(&file, password)?;
+            cmd.arg(format!("--pwfile={}", file.display()))
+                .args(["--auth-host=scram-sha-256", "--auth-local=trust"]);
+        }
         run(cmd)
+    }
+
+    /// The server's certificate and key, in its directory (not the data directory: initdb
+    /// wants that empty).
+    fn write_tls_files(&self) -> Result<(), Error> {
+        if let Some((cert, key)) = &self.options.tls {
+            self.write_file(&self.dir.path().join("server.crt"), cert)?;
+            self.write_file(&self.dir.path().join("server.key"), key)?;
+        }
+        Ok(())
+    }
+
+    /// Writes a file only the server's user may read (PostgreSQL insists for its key).
+    fn write_file(&self, path: &Path, text: &str) -> Result<(), Error> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let io = |what: String| move |source| Error::Io { what, source };
+        std::fs::write(path, text).map_err(io(format!("write {}", path.display())))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(io(format!("chmod {}", path.display())))?;
+        if let Some(user) = &self.run_as {
+            let (uid, gid) = (id_of(user, "-u")?, id_of(user, "-g")?);
+            std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                .map_err(io(format!("chown {}", path.display())))?;
+        }
+        Ok(())
     }
 
     fn pg_ctl_start(&self) -> Result<(), Error> {
         let dir = self.dir.path().display().to_string();
-        let options = format!(
+        let mut options = format!(
             "-p {} -k {dir} -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=200",
             self.port
         );
+        if self.options.tls.is_some() {
+            options.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={dir}/server.crt -c ssl_key_file={dir}/server.key"
+            ));
+        }
         let log = self.dir.path().join("server.log");
         let mut cmd = self.as_server_user(self.bin.join("pg_ctl"));
         cmd.arg("-D")

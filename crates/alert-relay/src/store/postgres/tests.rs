@@ -354,3 +354,69 @@ fn inbound_sids_are_kept_for_the_retention_and_at_least_a_day() {
         "pruned after a day and the retention"
     );
 }
+
+/// A CA and a certificate for 127.0.0.1 signed by it: (CA PEM, certificate PEM, key PEM).
+fn private_ca() -> (String, String, String) {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca =
+        rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().expect("ca key"))
+            .expect("ca");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".into()])
+        .expect("params")
+        .signed_by(&key, &ca)
+        .expect("sign");
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+#[test]
+fn tls_modes_and_passwords_against_a_real_server() {
+    let (ca, cert, key) = private_ca();
+    let pg = TestPg::start_with(testpg::Options {
+        tls: Some((cert, key)),
+        password: Some("right-pw".into()),
+    })
+    .expect("start a TLS server");
+    pg.create_database("relay").expect("createdb");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca).expect("ca file");
+    let settings = |mode: &str, ca_file: Option<&std::path::Path>| PgSettings {
+        url: format!("{}?sslmode={mode}", pg.url("relay")),
+        ca_file: ca_file.map(Into::into),
+    };
+    let encrypted = |db: &mut Postgres| -> bool {
+        db.client
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .expect("pg_stat_ssl")
+            .get(0)
+    };
+    let mut db = Postgres::connect(&settings("verify-full", Some(&ca_file))).expect("verified");
+    assert!(encrypted(&mut db));
+    db.ping().expect("ping");
+    let mut db = Postgres::connect(&settings("require", None)).expect("unverified TLS");
+    assert!(encrypted(&mut db));
+    let mut db = Postgres::connect(&settings("disable", None)).expect("plain");
+    assert!(!encrypted(&mut db));
+
+    // The system roots do not know the private CA.
+    let err = Postgres::connect(&settings("verify-full", None))
+        .expect_err("unknown issuer")
+        .to_string();
+    assert!(err.contains(&format!("127.0.0.1:{}", pg.port())), "{err}");
+    assert!(err.contains("certificate"), "{err}");
+    assert!(!err.contains('\n') && !err.contains("right-pw"), "{err}");
+
+    let mut wrong = settings("require", None);
+    wrong.url = wrong.url.replace("right-pw", "wrong-pw");
+    let err = Postgres::connect(&wrong)
+        .expect_err("wrong password")
+        .to_string();
+    assert!(err.contains("password authentication failed"), "{err}");
+    assert!(err.contains(&format!("127.0.0.1:{}", pg.port())), "{err}");
+    assert!(!err.contains("wrong-pw") && !err.contains('\n'), "{err}");
+}
