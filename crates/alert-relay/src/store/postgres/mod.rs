@@ -17,6 +17,7 @@ mod read;
 mod schema;
 mod storm;
 mod tls;
+mod tx;
 mod write;
 
 #[cfg(test)]
@@ -60,6 +61,8 @@ pub struct Postgres {
     /// "host:port (database …)" for messages.
     server: String,
     clock: WallClock,
+    /// Prepared statements of the writes, on this connection.
+    statements: tx::Cache,
 }
 
 impl std::fmt::Debug for Postgres {
@@ -85,6 +88,7 @@ impl Postgres {
             settings: settings.clone(),
             server,
             clock: WallClock::default(),
+            statements: tx::Cache::new(),
         };
         let at_start = |e: StoreError| match e {
             StoreError::Postgres(e) => StoreError::Open {
@@ -116,11 +120,12 @@ impl Postgres {
         writes: Vec<Write>,
     ) -> Result<Vec<Result<Written, StoreError>>, postgres::Error> {
         let now = self.clock.now_millis();
+        let statements = &mut self.statements;
         let mut tx = self.client.transaction()?;
         let mut results = Vec::with_capacity(writes.len());
         for w in writes {
             let r = match tx.transaction() {
-                Ok(mut sp) => match write::apply(&mut sp, w, now) {
+                Ok(mut sp) => match write::apply(&mut tx::Tx::new(&mut sp, statements), w, now) {
                     Ok(written) => sp.commit().map(|()| written).map_err(StoreError::from),
                     Err(e) => {
                         let _ = sp.rollback();
@@ -234,6 +239,7 @@ impl Backend for Postgres {
             let (client, _) = open(&self.settings)
                 .map_err(|e| StoreError::Commit(format!("cannot reconnect: {e}")))?;
             self.client = client;
+            self.statements.clear();
         }
         Ok(())
     }

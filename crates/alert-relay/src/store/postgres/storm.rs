@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use postgres::GenericClient;
 
+use super::tx::Tx;
+
 use super::super::{IncidentState, StoreError};
 use crate::model::storm::{BudgetAt, Listed, Part, RuleAt, StormView, StormWrite, StormWritten};
 use crate::payload::AlertEvent;
@@ -45,7 +47,7 @@ pub(super) fn firing_alerts(
 
 /// Storms closed before `before_ms` with their member and coverage rows, and the rows of
 /// incidents resolved before it that never joined a storm. The newest storm stays.
-pub(super) fn prune(tx: &mut impl GenericClient, before_ms: i64) -> Result<u64, StoreError> {
+pub(super) fn prune(tx: &mut Tx<'_, '_>, before_ms: i64) -> Result<u64, StoreError> {
     let closed = "SELECT id FROM storms WHERE closed_at < $1 AND id < (SELECT MAX(id) FROM storms)";
     let mut n = tx.execute(
         &format!("DELETE FROM storm_covered WHERE storm_id IN ({closed})"),
@@ -118,7 +120,7 @@ fn strings(rows: &[postgres::Row]) -> Result<Vec<String>, StoreError> {
 }
 
 pub(super) fn apply(
-    tx: &mut impl GenericClient,
+    tx: &mut Tx<'_, '_>,
     w: StormWrite,
     now: i64,
 ) -> Result<StormWritten, StoreError> {
@@ -198,7 +200,7 @@ struct StepFire {
 }
 
 fn fire_step(
-    tx: &mut impl GenericClient,
+    tx: &mut Tx<'_, '_>,
     f: &StepFire,
     destinations: &[String],
     on_call: &BTreeMap<String, String>,
@@ -244,7 +246,7 @@ fn fire_step(
 
 /// A storm rule's pass over one incident just opened: (storm, whether it was just detected).
 fn join_storm(
-    tx: &mut impl GenericClient,
+    tx: &mut Tx<'_, '_>,
     id: i64,
     rule: &RuleAt,
     key: &str,
@@ -301,7 +303,7 @@ fn join_storm(
 }
 
 fn opened_incidents(
-    tx: &mut impl GenericClient,
+    tx: &mut Tx<'_, '_>,
     opened: &[i64],
     rules: &[RuleAt],
     clock: i64,
@@ -350,7 +352,7 @@ fn opened_incidents(
 /// The first summary of a storm just detected: to the rule's destinations and whoever intake
 /// paged, should a rotation have handed over since.
 fn detected_summary(
-    tx: &mut impl GenericClient,
+    tx: &mut Tx<'_, '_>,
     storm: i64,
     rule: &RuleAt,
     collapsed: &[(i64, String, Option<String>)],
@@ -379,7 +381,7 @@ fn detected_summary(
 /// Marks the first-step deliveries of an incident's opening event skipped. Returns (delivery,
 /// destination, on call) of each.
 fn supersede(
-    tx: &mut impl GenericClient,
+    tx: &mut Tx<'_, '_>,
     event_id: i64,
     incident: i64,
     storm: i64,
@@ -408,7 +410,7 @@ fn supersede(
 
 /// How many incidents a storm has, and its `group_by` values.
 fn size_and_key(
-    tx: &mut impl GenericClient,
+    tx: &mut Tx<'_, '_>,
     storm: i64,
 ) -> Result<(usize, Vec<(String, String)>), StoreError> {
     let row = tx.query_one(
@@ -420,7 +422,7 @@ fn size_and_key(
     Ok((usize::try_from(total).unwrap_or(0), parse_key(&key)))
 }
 
-fn lead_event(tx: &mut impl GenericClient, storm: i64) -> Result<i64, StoreError> {
+fn lead_event(tx: &mut Tx<'_, '_>, storm: i64) -> Result<i64, StoreError> {
     let row = tx.query_one(
         "SELECT i.event_id FROM storm_members m JOIN incidents i ON i.id = m.incident_id
          WHERE m.storm_id = $1 ORDER BY m.incident_id LIMIT 1",
@@ -438,20 +440,18 @@ struct Summary<'a> {
 }
 
 fn insert_storm_deliveries(
-    tx: &mut impl GenericClient,
+    tx: &mut Tx<'_, '_>,
     s: &Summary<'_>,
     destinations: &[String],
     on_call: &BTreeMap<String, String>,
     now: i64,
 ) -> Result<Deliveries, StoreError> {
-    let insert = tx.prepare(
-        "INSERT INTO deliveries (event_id, destination, state, created_at, next_attempt_at, updated_at, step, notice, storm_id, on_call)
-         VALUES ($1, $2, 'pending', $3, $3, $3, $4, $5, $6, $7) RETURNING id",
-    )?;
+    let insert = "INSERT INTO deliveries (event_id, destination, state, created_at, next_attempt_at, updated_at, step, notice, storm_id, on_call)
+         VALUES ($1, $2, 'pending', $3, $3, $3, $4, $5, $6, $7) RETURNING id";
     let mut out = Vec::new();
     for d in destinations {
         let row = tx.query_one(
-            &insert,
+            insert,
             &[
                 &s.event_id,
                 d,
@@ -476,7 +476,7 @@ struct Scope {
     states: &'static str,
 }
 
-fn listed(tx: &mut impl GenericClient, scope: &Scope) -> Result<Vec<Listed>, StoreError> {
+fn listed(tx: &mut Tx<'_, '_>, scope: &Scope) -> Result<Vec<Listed>, StoreError> {
     let rows = tx.query(
         &format!(
             "SELECT i.id, i.state, e.alert FROM storm_members m
@@ -504,7 +504,7 @@ fn listed(tx: &mut impl GenericClient, scope: &Scope) -> Result<Vec<Listed>, Sto
 
 /// One summary per destination of the members in scope; records them as covered.
 fn summarize(
-    tx: &mut impl GenericClient,
+    tx: &mut Tx<'_, '_>,
     scope: &Scope,
     destinations: &[String],
     on_call: &BTreeMap<String, String>,
@@ -532,7 +532,7 @@ fn summarize(
 }
 
 fn tick(
-    tx: &mut impl GenericClient,
+    tx: &mut Tx<'_, '_>,
     clock: i64,
     rules: &[RuleAt],
     budgets: &[BudgetAt],
@@ -579,7 +579,7 @@ fn tick(
 
 /// Joiners of an open storm: one update per window.
 fn joined_update(
-    tx: &mut impl GenericClient,
+    tx: &mut Tx<'_, '_>,
     storm: i64,
     rule: &RuleAt,
     clock: i64,
@@ -603,11 +603,7 @@ fn joined_update(
 }
 
 /// Closes a storm whose members are all resolved, with a closing message to where it sent.
-fn close_if_resolved(
-    tx: &mut impl GenericClient,
-    storm: i64,
-    now: i64,
-) -> Result<Deliveries, StoreError> {
+fn close_if_resolved(tx: &mut Tx<'_, '_>, storm: i64, now: i64) -> Result<Deliveries, StoreError> {
     let unresolved: i64 = tx
         .query_one(
             "SELECT COUNT(*) FROM storm_members m JOIN incidents i ON i.id = m.incident_id
@@ -648,7 +644,7 @@ struct BudgetRow {
 }
 
 /// Serialises the read-modify-write of one destination's budget across instances.
-fn lock_budget(tx: &mut impl GenericClient, destination: &str) -> Result<(), StoreError> {
+fn lock_budget(tx: &mut Tx<'_, '_>, destination: &str) -> Result<(), StoreError> {
     tx.execute(
         "SELECT pg_advisory_xact_lock($1, hashtext($2))",
         &[&BUDGET_LOCK, &destination],
@@ -656,10 +652,7 @@ fn lock_budget(tx: &mut impl GenericClient, destination: &str) -> Result<(), Sto
     Ok(())
 }
 
-fn budget_row(
-    tx: &mut impl GenericClient,
-    destination: &str,
-) -> Result<Option<BudgetRow>, StoreError> {
+fn budget_row(tx: &mut Tx<'_, '_>, destination: &str) -> Result<Option<BudgetRow>, StoreError> {
     let row = tx.query_opt(
         "SELECT window_start, sent, held, reported, held_for, event_id FROM budgets WHERE destination = $1",
         &[&destination],
@@ -677,7 +670,7 @@ fn budget_row(
 
 /// The summary of a window that ended with messages held back after its first summary.
 fn tally(
-    tx: &mut impl GenericClient,
+    tx: &mut Tx<'_, '_>,
     b: &BudgetAt,
     r: &BudgetRow,
     now: i64,
@@ -690,19 +683,17 @@ fn tally(
 }
 
 fn overflow_deliveries(
-    tx: &mut impl GenericClient,
+    tx: &mut Tx<'_, '_>,
     b: &BudgetAt,
     event_id: i64,
     text: &str,
     now: i64,
 ) -> Result<Deliveries, StoreError> {
-    let insert = tx.prepare(
-        "INSERT INTO deliveries (event_id, destination, state, created_at, next_attempt_at, updated_at, step, notice)
-         VALUES ($1, $2, 'pending', $3, $3, $3, -1, $4) RETURNING id",
-    )?;
+    let insert = "INSERT INTO deliveries (event_id, destination, state, created_at, next_attempt_at, updated_at, step, notice)
+         VALUES ($1, $2, 'pending', $3, $3, $3, -1, $4) RETURNING id";
     let mut out = Vec::new();
     for d in &b.overflow {
-        let row = tx.query_one(&insert, &[&event_id, d, &now, &text])?;
+        let row = tx.query_one(insert, &[&event_id, d, &now, &text])?;
         out.push((d.clone(), row.try_get(0)?, now));
     }
     Ok(out)
@@ -711,7 +702,7 @@ fn overflow_deliveries(
 /// Holds back `delivery`: skipped, named in the budget row, and the first time in a window
 /// reported to the overflow destinations. Whether this was that first time.
 fn hold(
-    tx: &mut impl GenericClient,
+    tx: &mut Tx<'_, '_>,
     delivery: i64,
     b: &BudgetAt,
     r: &mut BudgetRow,
@@ -764,7 +755,7 @@ fn hold(
 }
 
 fn admit(
-    tx: &mut impl GenericClient,
+    tx: &mut Tx<'_, '_>,
     delivery: i64,
     b: &BudgetAt,
     clock: i64,

@@ -1,7 +1,9 @@
 //! The writes of [`super::Postgres`], each inside its own savepoint of the batch's transaction:
 //! SQLite's (`store/sqlite.rs`) in PostgreSQL's dialect, safe with other instances writing.
 
-use postgres::{Client, GenericClient};
+use postgres::Client;
+
+use super::tx::Tx;
 
 use super::super::{
     Action, Attempt, DeliveryState, IncidentState, IngestOutcome, RoutedEvent, StoreError,
@@ -35,7 +37,7 @@ pub(super) fn create_ack_key(client: &mut Client) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn set_meta_int(tx: &mut impl GenericClient, key: &str, value: i64) -> Result<(), StoreError> {
+fn set_meta_int(tx: &mut Tx<'_, '_>, key: &str, value: i64) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO meta (key, int_value) VALUES ($1, $2)
          ON CONFLICT (key) DO UPDATE SET int_value = excluded.int_value",
@@ -44,11 +46,7 @@ fn set_meta_int(tx: &mut impl GenericClient, key: &str, value: i64) -> Result<()
     Ok(())
 }
 
-pub(super) fn apply(
-    tx: &mut impl GenericClient,
-    w: Write,
-    now: i64,
-) -> Result<Written, StoreError> {
+pub(super) fn apply(tx: &mut Tx<'_, '_>, w: Write, now: i64) -> Result<Written, StoreError> {
     match w {
         Write::Ingest(events) => ingest(tx, events, now).map(Written::Ingested),
         Write::Record {
@@ -58,11 +56,9 @@ pub(super) fn apply(
         } => record(tx, id, attempts, attempt, now).map(|()| Written::Recorded),
         Write::Prune { before_ms } => prune(tx, before_ms, now).map(Written::Pruned),
         Write::Checkpoint(clocks) => {
-            let stmt = tx.prepare(
-                "UPDATE incidents SET elapsed_ms = $2, acked_ms = $3 WHERE id = $1 AND state != 'resolved'",
-            )?;
+            let stmt = "UPDATE incidents SET elapsed_ms = $2, acked_ms = $3 WHERE id = $1 AND state != 'resolved'";
             for (id, elapsed, acked) in clocks {
-                tx.execute(&stmt, &[&id, &elapsed, &acked])?;
+                tx.execute(stmt, &[&id, &elapsed, &acked])?;
             }
             Ok(Written::Checkpointed)
         }
@@ -140,7 +136,7 @@ pub(super) fn apply(
 }
 
 fn record(
-    tx: &mut impl GenericClient,
+    tx: &mut Tx<'_, '_>,
     id: i64,
     attempts: u32,
     attempt: Attempt,
@@ -177,7 +173,7 @@ fn record(
     Ok(())
 }
 
-fn prune(tx: &mut impl GenericClient, before_ms: i64, now: i64) -> Result<usize, StoreError> {
+fn prune(tx: &mut Tx<'_, '_>, before_ms: i64, now: i64) -> Result<usize, StoreError> {
     // Closed storms first: an incident leaves with its storm's member rows.
     let storms = super::storm::prune(tx, before_ms)?;
     // The newest row of each table stays: its id is not handed out again (see sqlite.rs).
@@ -235,7 +231,7 @@ struct FireCas {
 /// Fires schedule entry `expected_step` once: of two instances (or two calls) only the one
 /// whose `UPDATE … WHERE next_step = $expected` changed the row inserts deliveries.
 fn fire_step(
-    tx: &mut impl GenericClient,
+    tx: &mut Tx<'_, '_>,
     cas: &FireCas,
     step: i64,
     destinations: &[String],
@@ -263,14 +259,12 @@ fn fire_step(
         return Ok(Vec::new());
     };
     let event_id: i64 = row.try_get(0)?;
-    let insert = tx.prepare(
-        "INSERT INTO deliveries (event_id, destination, state, created_at, next_attempt_at, updated_at, incident_id, step, on_call)
-         VALUES ($1, $2, 'pending', $3, $3, $3, $4, $5, $6) RETURNING id",
-    )?;
+    let insert = "INSERT INTO deliveries (event_id, destination, state, created_at, next_attempt_at, updated_at, incident_id, step, on_call)
+         VALUES ($1, $2, 'pending', $3, $3, $3, $4, $5, $6) RETURNING id";
     let mut out = Vec::new();
     for d in destinations {
         let row = tx.query_one(
-            &insert,
+            insert,
             &[&event_id, d, &now, &cas.id, &step, &on_call.get(d)],
         )?;
         out.push((d.clone(), row.try_get(0)?, now));
@@ -279,7 +273,7 @@ fn fire_step(
 }
 
 fn resolve_stale(
-    tx: &mut impl GenericClient,
+    tx: &mut Tx<'_, '_>,
     id: i64,
     by: &str,
     elapsed_ms: i64,
@@ -305,7 +299,7 @@ fn resolve_stale(
 /// Acknowledges, unacknowledges or resolves an incident, its row locked against another
 /// instance doing the same at once.
 fn transition(
-    tx: &mut impl GenericClient,
+    tx: &mut Tx<'_, '_>,
     id: i64,
     action: &Action,
     by: &str,
@@ -364,7 +358,7 @@ fn transition(
 }
 
 /// Everyone a rotation paged for the incident, in the order they were paged.
-fn paged(tx: &mut impl GenericClient, id: i64) -> Result<Vec<String>, StoreError> {
+fn paged(tx: &mut Tx<'_, '_>, id: i64) -> Result<Vec<String>, StoreError> {
     let rows = tx.query(
         "SELECT on_call FROM deliveries WHERE incident_id = $1 AND on_call IS NOT NULL
          GROUP BY on_call ORDER BY MIN(id)",
@@ -375,7 +369,7 @@ fn paged(tx: &mut impl GenericClient, id: i64) -> Result<Vec<String>, StoreError
 
 /// Sends `notice` once to every destination the incident has already sent to.
 fn notify_notified(
-    tx: &mut impl GenericClient,
+    tx: &mut Tx<'_, '_>,
     id: i64,
     notice: &str,
     now: i64,
@@ -408,7 +402,7 @@ fn notify_notified(
 /// partial unique index of open incidents decides between instances opening it at once.
 /// `(id, opened here)`.
 fn open_or_find_incident(
-    tx: &mut impl GenericClient,
+    tx: &mut Tx<'_, '_>,
     group_key: &str,
     route: &crate::model::record::RouteRef,
     event_id: i64,
@@ -441,7 +435,7 @@ fn open_or_find_incident(
 /// Where a resolved event goes: exactly where its firing event went (with the firing delivery
 /// each follows), else where the group's open incident has sent, else where routing says.
 fn resolved_targets(
-    tx: &mut impl GenericClient,
+    tx: &mut Tx<'_, '_>,
     routed: &RoutedEvent,
 ) -> Result<Vec<(String, Option<i64>)>, StoreError> {
     let e = &routed.event;
@@ -482,7 +476,7 @@ fn resolved_targets(
 
 /// Stores one event unless it is a duplicate (here or from another instance): its id.
 fn insert_event(
-    tx: &mut impl GenericClient,
+    tx: &mut Tx<'_, '_>,
     e: &crate::payload::AlertEvent,
     now: i64,
 ) -> Result<Option<i64>, StoreError> {
@@ -506,7 +500,7 @@ fn insert_event(
 }
 
 fn ingest(
-    tx: &mut impl GenericClient,
+    tx: &mut Tx<'_, '_>,
     events: Vec<RoutedEvent>,
     now: i64,
 ) -> Result<IngestOutcome, StoreError> {
