@@ -420,3 +420,46 @@ fn tls_modes_and_passwords_against_a_real_server() {
     assert!(err.contains(&format!("127.0.0.1:{}", pg.port())), "{err}");
     assert!(!err.contains("wrong-pw") && !err.contains('\n'), "{err}");
 }
+
+#[test]
+fn batches_of_two_instances_in_opposite_orders_lose_and_double_nothing() {
+    let settings = fresh_settings();
+    let ingest = |fp: &str| Write::Ingest(vec![routed(event(fp, Status::Firing, 1), &["a"])]);
+    for round in 0..2 {
+        let results = race(&settings, move |db, n| {
+            let (x, y) = (format!("x{round}"), format!("y{round}"));
+            let order = if n == 0 { [&x, &y] } else { [&y, &x] };
+            let r = db.write_batch(order.iter().map(|fp| ingest(fp)).collect());
+            (order.map(|fp| fp.clone()), r)
+        });
+        let mut db = Postgres::connect(&settings).expect("connect");
+        for (order, r) in results {
+            for (fp, r) in order.iter().zip(r) {
+                match r {
+                    Ok(Written::Ingested(_)) => {}
+                    // A deadlock victim: one write, not the storage. Alertmanager retries it.
+                    Err(e) if !e.is_storage_fault() => {
+                        let again = db.write_batch(vec![ingest(fp)]).pop();
+                        assert!(
+                            matches!(again, Some(Ok(Written::Ingested(ref o))) if o.duplicates == 1),
+                            "{again:?}"
+                        );
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        for fp in [format!("x{round}"), format!("y{round}")] {
+            let n: i64 = db
+                .client
+                .query_one(
+                    "SELECT COUNT(*) FROM alert_events e JOIN deliveries d ON d.event_id = e.id
+                     WHERE e.fingerprint = $1",
+                    &[&fp],
+                )
+                .expect("count")
+                .get(0);
+            assert_eq!(n, 1, "{fp}: one event, one delivery");
+        }
+    }
+}
