@@ -56,6 +56,7 @@ backend_contract!(
     sqlite,
     crate::store::sqlite::Sqlite::in_memory().expect("db")
 );
+backend_contract!(postgres, crate::store::postgres::tests::fresh());
 
 /// A firing or resolved event of alert `A` (the SQLite tests build theirs with it too).
 pub(crate) fn event(fp: &str, status: Status, starts_at: i64) -> AlertEvent {

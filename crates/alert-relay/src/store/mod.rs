@@ -12,6 +12,7 @@
 pub(crate) mod contract;
 mod disk;
 mod health;
+pub mod postgres;
 mod semantics;
 pub mod sqlite;
 mod storm_sql;
@@ -34,6 +35,9 @@ const RECOVER_EVERY: Duration = Duration::from_secs(2);
 pub enum StoreError {
     #[error("database: {0}")]
     Db(#[from] rusqlite::Error),
+    /// PostgreSQL (`postgres`): the server's message, or what happened to the connection.
+    #[error("PostgreSQL: {}", postgres::cause(.0))]
+    Postgres(#[from] ::postgres::Error),
     #[error(
         "database schema version {found} is newer than this alert-relay knows ({known}); upgrade alert-relay"
     )]
@@ -94,6 +98,7 @@ impl StoreError {
                         | C::NotADatabase
                 )
             ),
+            StoreError::Postgres(e) => postgres::is_connection_fault(e),
             _ => false,
         }
     }

@@ -1,0 +1,342 @@
+//! The PostgreSQL backend (HA, issue 15): the same behaviour as SQLite's (the backend contract
+//! runs against both), for several relays writing one database at once.
+//!
+//! Every write is safe against another instance writing concurrently: alert events are
+//! deduplicated by a unique key (`INSERT … ON CONFLICT DO NOTHING`), an incident is opened
+//! through the partial unique index of open incidents, escalation steps fire by compare-and-set
+//! on `next_step`, read-modify-writes lock their row (`SELECT … FOR UPDATE`) or, for a row that
+//! may not exist yet (budgets), a transaction-scoped advisory lock; ids come from sequences. The
+//! isolation level is PostgreSQL's default, READ COMMITTED: a statement that waited for another
+//! transaction's row sees that transaction's outcome.
+//!
+//! A deadlock between two instances (two batches locking rows in opposite orders) fails the one
+//! write PostgreSQL picks, not the batch: the caller sees an error that is not a storage fault
+//! (a webhook answers 5xx and Alertmanager retries it).
+
+mod read;
+mod schema;
+mod storm;
+mod tls;
+mod tx;
+mod write;
+
+#[cfg(test)]
+pub(crate) mod tests;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use postgres::Client;
+
+use super::{
+    AckTarget, Backend, DeliveryJob, Incident, IncidentDelivery, PendingRef, StoreError,
+    WatchedReceipt, Write, Written,
+};
+use crate::time::WallClock;
+
+/// Where the database is. `url` is libpq's URL form
+/// (`postgres://user:password@host:port/db?sslmode=verify-full`); `sslmode` may be `disable`,
+/// `prefer` (the default), `require` (TLS, unverified) or `verify-full` (the chain against the
+/// system roots or `ca_file`, and the host name).
+#[derive(Clone)]
+pub struct PgSettings {
+    pub url: String,
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Without the URL: it may carry a password.
+impl std::fmt::Debug for PgSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgSettings")
+            .field("url", &"<redacted>")
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+/// One connection, owned by the DB thread.
+pub struct Postgres {
+    client: Client,
+    settings: PgSettings,
+    /// "host:port (database …)" for messages.
+    server: String,
+    clock: WallClock,
+    /// Prepared statements of the writes, on this connection.
+    statements: tx::Cache,
+}
+
+impl std::fmt::Debug for Postgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Postgres")
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Bounds the wait for a server that does not answer at all.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// TCP keepalive: a server that vanished is noticed in about a minute, not hours.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+
+impl Postgres {
+    /// Connects, migrates the schema (under an advisory lock) and makes sure the ack-link key
+    /// exists. Errors name the server and the cause in one line, never the password.
+    pub fn connect(settings: &PgSettings) -> Result<Self, StoreError> {
+        let (client, server) = open(settings)?;
+        let mut db = Postgres {
+            client,
+            settings: settings.clone(),
+            server,
+            clock: WallClock::default(),
+            statements: tx::Cache::new(),
+        };
+        let at_start = |e: StoreError| match e {
+            StoreError::Postgres(e) => StoreError::Open {
+                path: format!("PostgreSQL at {}", db_server(settings)),
+                message: cause(&e),
+            },
+            other => other,
+        };
+        schema::migrate(&mut db.client).map_err(at_start)?;
+        write::create_ack_key(&mut db.client).map_err(at_start)?;
+        Ok(db)
+    }
+
+    /// Stamps rows with `clock` (tests share a clock that jumps).
+    #[cfg(test)]
+    pub(crate) fn with_clock(mut self, clock: WallClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn schema_version(&mut self) -> Result<i64, StoreError> {
+        schema::version(&mut self.client)
+    }
+
+    /// One transaction, a savepoint per write: one bad write is undone alone. `Err` when the
+    /// transaction could not begin or commit.
+    fn apply_batch(
+        &mut self,
+        writes: Vec<Write>,
+    ) -> Result<Vec<Result<Written, StoreError>>, postgres::Error> {
+        let now = self.clock.now_millis();
+        let statements = &mut self.statements;
+        let mut tx = self.client.transaction()?;
+        let mut results = Vec::with_capacity(writes.len());
+        for w in writes {
+            let r = match tx.transaction() {
+                Ok(mut sp) => match write::apply(&mut tx::Tx::new(&mut sp, statements), w, now) {
+                    Ok(written) => sp.commit().map(|()| written).map_err(StoreError::from),
+                    Err(e) => {
+                        let _ = sp.rollback();
+                        Err(e)
+                    }
+                },
+                Err(e) => Err(StoreError::from(e)),
+            };
+            results.push(r);
+        }
+        tx.commit()?;
+        Ok(results)
+    }
+}
+
+/// "host:port" of the first server in the URL (the URL itself may carry a password).
+fn db_server(settings: &PgSettings) -> String {
+    let url = settings.url.split('?').next().unwrap_or_default();
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    host.split('/').next().unwrap_or_default().to_owned()
+}
+
+fn open(settings: &PgSettings) -> Result<(Client, String), StoreError> {
+    let server = db_server(settings);
+    let refused = |message: String| StoreError::Open {
+        path: format!("PostgreSQL at {server}"),
+        message,
+    };
+    let (url, mode) = tls::split_sslmode(&settings.url).map_err(refused)?;
+    let mut config: postgres::Config = url
+        .parse()
+        .map_err(|e: postgres::Error| refused(format!("invalid URL: {}", cause(&e))))?;
+    config.ssl_mode(mode.driver_mode());
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    config.keepalives(true).keepalives_idle(KEEPALIVE_IDLE);
+    if config.get_application_name().is_none() {
+        config.application_name("alert-relay");
+    }
+    let client = match mode {
+        tls::SslMode::Disable => config.connect(postgres::NoTls),
+        _ => {
+            let tls = tls::client_config(mode, settings.ca_file.as_deref()).map_err(refused)?;
+            config.connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
+        }
+    }
+    .map_err(|e| refused(cause(&e)))?;
+    Ok((client, server))
+}
+
+/// The error and its causes, on one line.
+pub(crate) fn cause(e: &postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text.replace('\n', " ")
+}
+
+/// Whether a PostgreSQL error says that nothing can be committed (the connection is gone,
+/// the server shuts down, is out of disk or has an I/O error), not that one write was wrong.
+pub(crate) fn is_connection_fault(e: &postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    if let Some(state) = e.code() {
+        let code = state.code();
+        // 08: connection exception; 53: insufficient resources (disk full, out of memory);
+        // 57P: operator intervention (admin or crash shutdown, cannot connect now);
+        // 58: system error (I/O); XX: internal error (data corrupted).
+        return ["08", "53", "57P", "58", "XX"]
+            .iter()
+            .any(|p| code.starts_with(p));
+    }
+    // Not from the server: the socket, the TLS session, a timeout.
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<std::io::Error>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+impl Backend for Postgres {
+    fn write_batch(&mut self, writes: Vec<Write>) -> Vec<Result<Written, StoreError>> {
+        let n = writes.len();
+        match self.apply_batch(writes) {
+            Ok(results) => results,
+            Err(e) => {
+                let why = format!("PostgreSQL at {}: {}", self.server, cause(&e));
+                (0..n)
+                    .map(|_| Err(StoreError::Commit(why.clone())))
+                    .collect()
+            }
+        }
+    }
+
+    /// Reconnects when the connection is gone (the server restarted, the network broke).
+    fn recover(&mut self) -> Result<(), StoreError> {
+        if self.client.is_closed() || self.client.simple_query("SELECT 1").is_err() {
+            let (client, _) = open(&self.settings)
+                .map_err(|e| StoreError::Commit(format!("cannot reconnect: {e}")))?;
+            self.client = client;
+            self.statements.clear();
+        }
+        Ok(())
+    }
+
+    fn ping(&mut self) -> Result<(), StoreError> {
+        self.client.query_one("SELECT 1", &[])?;
+        Ok(())
+    }
+
+    fn pending(&mut self, destination: &str) -> Result<Vec<PendingRef>, StoreError> {
+        read::pending(&mut self.client, destination)
+    }
+
+    fn load(&mut self, id: i64) -> Result<Option<DeliveryJob>, StoreError> {
+        read::load(&mut self.client, id)
+    }
+
+    fn pending_destinations(&mut self) -> Result<Vec<(String, i64)>, StoreError> {
+        read::pending_destinations(&mut self.client)
+    }
+
+    fn open_incidents(&mut self) -> Result<Vec<Incident>, StoreError> {
+        read::query_incidents(
+            &mut self.client,
+            "WHERE i.state != 'resolved' ORDER BY i.id",
+            &[],
+        )
+    }
+
+    fn incidents(&mut self, limit: i64) -> Result<Vec<Incident>, StoreError> {
+        read::query_incidents(&mut self.client, "ORDER BY i.id DESC LIMIT $1", &[&limit])
+    }
+
+    fn incident(&mut self, id: i64) -> Result<Option<Incident>, StoreError> {
+        Ok(read::query_incidents(&mut self.client, "WHERE i.id = $1", &[&id])?.pop())
+    }
+
+    fn incident_deliveries(&mut self, id: i64) -> Result<Vec<IncidentDelivery>, StoreError> {
+        read::incident_deliveries(&mut self.client, id)
+    }
+
+    fn meta(&mut self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let row = self
+            .client
+            .query_opt("SELECT value FROM meta WHERE key = $1", &[&key])?;
+        Ok(match row {
+            Some(r) => r.try_get(0)?,
+            None => None,
+        })
+    }
+
+    fn last_event_id(&mut self) -> Result<i64, StoreError> {
+        let row = self
+            .client
+            .query_one("SELECT COALESCE(MAX(id), 0) FROM alert_events", &[])?;
+        Ok(row.try_get(0)?)
+    }
+
+    fn incident_fingerprints(&mut self, id: i64) -> Result<Vec<String>, StoreError> {
+        read::incident_fingerprints(&mut self.client, id)
+    }
+
+    fn incident_on_call(&mut self, id: i64) -> Result<Vec<(String, i64, String)>, StoreError> {
+        read::incident_on_call(&mut self.client, id)
+    }
+
+    fn storm(&mut self, id: i64) -> Result<Option<crate::model::storm::StormView>, StoreError> {
+        storm::storm_view(&mut self.client, id)
+    }
+
+    fn relay_clock(&mut self) -> Result<i64, StoreError> {
+        storm::relay_clock(&mut self.client)
+    }
+
+    fn ack_key(&mut self) -> Result<Vec<u8>, StoreError> {
+        let row = self
+            .client
+            .query_one("SELECT value FROM meta WHERE key = 'ack_key'", &[])?;
+        let key: Option<Vec<u8>> = row.try_get(0)?;
+        key.ok_or_else(|| StoreError::Corrupt("the ack-link key is empty".into()))
+    }
+
+    fn meta_int(&mut self, key: &str) -> Result<Option<i64>, StoreError> {
+        let row = self
+            .client
+            .query_opt("SELECT int_value FROM meta WHERE key = $1", &[&key])?;
+        Ok(match row {
+            Some(r) => r.try_get(0)?,
+            None => None,
+        })
+    }
+
+    fn watched_receipts(&mut self) -> Result<Vec<WatchedReceipt>, StoreError> {
+        read::watched_receipts(&mut self.client)
+    }
+
+    fn sent_to(&mut self, destination: &str, target: AckTarget) -> Result<bool, StoreError> {
+        read::sent_to(&mut self.client, destination, target)
+    }
+}
