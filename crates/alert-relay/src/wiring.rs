@@ -10,7 +10,7 @@ use serving::systemd::{self, NotifyState};
 use tokio::task::JoinHandle;
 
 use crate::client::http_client;
-use crate::config::{self, Config, ListenerSecurity};
+use crate::config::{self, Config, ListenerSecurity, StorageBackend};
 use crate::deadman::Deadman;
 use crate::delivery::{Engine, EngineParts};
 use crate::escalation::Escalator;
@@ -20,6 +20,7 @@ use crate::metrics::{CommitMetrics, Metrics, QueueSlot, QueueStats};
 use crate::relay_clock::RelayClock;
 use crate::render::ack::Signer;
 use crate::resync::Resync;
+use crate::store::postgres::{PgSettings, Postgres};
 use crate::store::sqlite::Sqlite;
 use crate::store::{self, Store};
 use crate::storm::Storms;
@@ -115,9 +116,7 @@ impl Services {
     /// linked like any other delivery).
     pub async fn build(config_path: &Path, config: Config) -> anyhow::Result<Self> {
         let (metrics, queue_slot) = Metrics::new();
-        let db = Sqlite::open(&config.storage.sqlite)
-            .with_context(|| format!("storage.sqlite {}", config.storage.sqlite.display()))?;
-        let (store, db_threads) = Store::start(db, CommitMetrics(Arc::clone(&metrics)))?;
+        let (store, db_threads) = open_store(&config.storage.backend, &metrics)?;
         let ack_key = store.read(|b| b.ack_key()).await?;
         let clock = Arc::new(RelayClock::new(store.read(|b| b.relay_clock()).await?));
         let configured = config.destinations();
@@ -298,6 +297,33 @@ impl Services {
     }
 }
 
+/// Opens the configured store: SQLite's one connection, or a pool of PostgreSQL connections
+/// (each checks the schema; the first migrates it under an advisory lock).
+fn open_store(
+    backend: &StorageBackend,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<(Store, store::DbThreads)> {
+    let observer = CommitMetrics(Arc::clone(metrics));
+    match backend {
+        StorageBackend::Sqlite(path) => {
+            let db =
+                Sqlite::open(path).with_context(|| format!("storage.sqlite {}", path.display()))?;
+            Ok(Store::start(db, observer)?)
+        }
+        StorageBackend::Postgres(pg) => {
+            let settings = PgSettings {
+                url: pg.connection_url().expose().to_owned(),
+                ca_file: pg.ca_file.clone(),
+            };
+            let pool = (0..pg.pool)
+                .map(|_| Postgres::connect(&settings))
+                .collect::<Result<Vec<_>, _>>()
+                .context("storage.postgres")?;
+            Ok(Store::start_pool(pool, observer)?)
+        }
+    }
+}
+
 /// One named shutdown step (named in the debug log, to see where a slow stop hangs).
 async fn step(name: &str, work: impl Future<Output = ()>) {
     tracing::debug!(step = name, "stopping");
@@ -415,7 +441,7 @@ async fn reload(services: &Services, web_config: Option<&Path>) {
     match checked {
         Ok(new) => {
             let old = live.config();
-            if new.listen != old.listen || new.storage.sqlite != old.storage.sqlite {
+            if new.listen != old.listen || new.storage.backend != old.storage.backend {
                 tracing::warn!("listen and storage changes take effect at the next restart");
             }
             match engine.apply(new.destinations(), new.delivery.clone()).await {

@@ -71,9 +71,61 @@ pub enum Auth {
 
 #[derive(Debug, Clone)]
 pub struct StorageConfig {
-    pub sqlite: PathBuf,
+    pub backend: StorageBackend,
     /// How long finished alerts and their delivery records are kept.
     pub retention: Duration,
+}
+
+/// Where the relay keeps its state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StorageBackend {
+    /// `storage.sqlite`: one relay, one file.
+    Sqlite(PathBuf),
+    /// `storage.postgres`: any number of relays on one database (issue 15).
+    Postgres(PostgresStorage),
+}
+
+/// `storage.postgres`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PostgresStorage {
+    /// `postgres://user@host:port/db?sslmode=…` (libpq's URL form); may carry the password.
+    pub url: Secret,
+    /// `password*`: the password, when the URL does not carry it.
+    pub password: Option<Secret>,
+    /// A private CA for `sslmode=verify-full` (else the system's roots).
+    pub ca_file: Option<PathBuf>,
+    /// Connections per instance.
+    pub pool: usize,
+}
+
+impl PostgresStorage {
+    /// The URL to connect with: `password*` put in when given (it wins over one in the URL).
+    pub fn connection_url(&self) -> Secret {
+        let Some(password) = &self.password else {
+            return self.url.clone();
+        };
+        let Ok(mut u) = reqwest::Url::parse(self.url.expose()) else {
+            return self.url.clone();
+        };
+        // Checked at load: the URL parses and has a host, so a password can be set.
+        match u.set_password(Some(password.expose())) {
+            Ok(()) => Secret::new(u.to_string()),
+            Err(()) => self.url.clone(),
+        }
+    }
+}
+
+impl StorageBackend {
+    /// What the relay says it stores in, without secrets: the file, or the database's URL with
+    /// its password removed.
+    pub fn describe(&self) -> String {
+        match self {
+            StorageBackend::Sqlite(path) => path.display().to_string(),
+            StorageBackend::Postgres(pg) => {
+                format!("{} (pool {})", redact_url(pg.url.expose()), pg.pool)
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -422,7 +474,7 @@ impl Config {
         if let Some(w) = self.exposure_warning(security) {
             let _ = writeln!(out, "warning: {w}");
         }
-        let _ = writeln!(out, "storage: {}", self.storage.sqlite.display());
+        let _ = writeln!(out, "storage: {}", self.storage.backend.describe());
         self.describe_channels(&mut out);
         self.describe_policies(&mut out);
         self.describe_rotations(&mut out, crate::time::WallClock::default().now());
@@ -554,17 +606,86 @@ impl Config {
 
 /// `storage:`.
 fn storage(storage: &raw::RawStorage, ctx: &Ctx<'_>) -> Result<StorageConfig, ConfigError> {
-    if storage.sqlite.as_os_str().is_empty() {
-        return Err(invalid("storage.sqlite", "must be a file path"));
-    }
+    let backend = match (&storage.sqlite, &storage.postgres) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "storage",
+                "set one of sqlite and postgres (alert-relay migrate-storage copies one into the other)",
+            ));
+        }
+        (None, None) => return Err(invalid("storage", "set sqlite (a file) or postgres")),
+        (Some(path), None) if path.as_os_str().is_empty() => {
+            return Err(invalid("storage.sqlite", "must be a file path"));
+        }
+        (Some(path), None) => StorageBackend::Sqlite(ctx.path(path)),
+        (None, Some(pg)) => StorageBackend::Postgres(postgres(pg, ctx)?),
+    };
     Ok(StorageConfig {
-        sqlite: ctx.path(&storage.sqlite),
+        backend,
         retention: duration(
             "storage.retention",
             storage.retention.as_ref(),
             Duration::from_secs(30 * 86_400),
         )?,
     })
+}
+
+/// `storage.postgres`.
+fn postgres(pg: &raw::RawPostgres, ctx: &Ctx<'_>) -> Result<PostgresStorage, ConfigError> {
+    const PREFIX: &str = "storage.postgres.";
+    let url = ctx.required_secret(
+        PREFIX,
+        "url",
+        SecretKeys {
+            inline: pg.url.as_ref(),
+            file: pg.url_file.as_ref(),
+            env: pg.url_env.as_ref(),
+        },
+    )?;
+    check_postgres_url(&format!("{PREFIX}url"), url.expose())?;
+    let password = ctx.secret(
+        PREFIX,
+        "password",
+        SecretKeys {
+            inline: pg.password.as_ref(),
+            file: pg.password_file.as_ref(),
+            env: pg.password_env.as_ref(),
+        },
+    )?;
+    let pool = match pg.pool {
+        None => 8,
+        Some(n @ 1..=64) => n as usize,
+        Some(_) => return Err(invalid(format!("{PREFIX}pool"), "must be 1 to 64")),
+    };
+    Ok(PostgresStorage {
+        url,
+        password,
+        ca_file: pg.ca_file.as_ref().map(|p| ctx.path(p)),
+        pool,
+    })
+}
+
+/// A `postgres://` or `postgresql://` URL with a host; `sslmode`, when given, one the relay
+/// implements. The error never quotes the URL (it may carry a password).
+fn check_postgres_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| invalid(key, format!("not a URL: {e}")))?;
+    if !matches!(parsed.scheme(), "postgres" | "postgresql") || parsed.host().is_none() {
+        return Err(invalid(
+            key,
+            "must be a postgres:// URL with a host (postgres://user@host:5432/db?sslmode=verify-full)",
+        ));
+    }
+    for (k, v) in parsed.query_pairs() {
+        if k == "sslmode" && !matches!(&*v, "disable" | "prefer" | "require" | "verify-full") {
+            return Err(invalid(
+                key,
+                format!(
+                    "sslmode {v:?} is not supported; use disable, prefer, require or verify-full"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `limits:`.

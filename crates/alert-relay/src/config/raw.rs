@@ -85,8 +85,22 @@ pub(super) struct RawBasic {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawStorage {
-    pub sqlite: PathBuf,
+    pub sqlite: Option<PathBuf>,
+    pub postgres: Option<RawPostgres>,
     pub retention: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPostgres {
+    pub url: Option<String>,
+    pub url_file: Option<PathBuf>,
+    pub url_env: Option<String>,
+    pub password: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub password_env: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub pool: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -97,7 +97,10 @@ fn defaults() {
     );
     assert_eq!(c.listen, SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)));
     assert_eq!(c.limits.max_body_bytes, 1024 * 1024);
-    assert_eq!(c.storage.sqlite, Path::new("/etc/alert-relay/relay.db"));
+    assert_eq!(
+        c.storage.backend,
+        StorageBackend::Sqlite("/etc/alert-relay/relay.db".into())
+    );
     assert!(matches!(c.auth, Auth::None));
     assert_eq!(
         c.channels["w"].rate,
@@ -645,4 +648,106 @@ fn provider_keys_are_checked_by_their_provider() {
         c.channels["c"].kind,
         ChannelKind::Telegram { ack: false, .. }
     ));
+}
+
+const PG_REST: &str = "channels: { w: { type: webhook, url: 'http://127.0.0.1:9/' } }\n\
+     policies: { p: { steps: [ { notify: [w] } ] } }\nroutes: [ { policy: p } ]\n";
+
+fn pg_secrets() -> MapSecrets {
+    let mut s = secrets();
+    s.files.insert(
+        "/etc/alert-relay/postgres-url".into(),
+        "postgres://relay@db1.example.org:5432/relay?sslmode=verify-full\n".into(),
+    );
+    s.files
+        .insert("/etc/alert-relay/pg-password".into(), "pg-s3cret\n".into());
+    s
+}
+
+fn parse_pg(storage: &str) -> Result<Config, String> {
+    parse(
+        &format!("storage: {storage}\n{PG_REST}"),
+        Path::new("/etc/alert-relay"),
+        &pg_secrets(),
+    )
+    .map_err(|e| e.to_string())
+}
+
+#[test]
+fn postgres_storage_reads_its_url_and_password_from_files() {
+    let c = parse_pg(
+        "{ postgres: { url_file: postgres-url, password_file: pg-password, ca_file: ca.pem, pool: 4 } }",
+    )
+    .expect("valid");
+    let StorageBackend::Postgres(pg) = &c.storage.backend else {
+        panic!("{:?}", c.storage.backend);
+    };
+    assert_eq!(pg.pool, 4);
+    assert_eq!(
+        pg.ca_file.as_deref(),
+        Some(Path::new("/etc/alert-relay/ca.pem"))
+    );
+    assert_eq!(
+        pg.connection_url().expose(),
+        "postgres://relay:pg-s3cret@db1.example.org:5432/relay?sslmode=verify-full"
+    );
+    let described = c.describe(ListenerSecurity::default());
+    assert!(
+        described.contains("storage: postgres://relay@db1.example.org:5432/relay"),
+        "{described}"
+    );
+    assert!(!described.contains("pg-s3cret"), "{described}");
+    let default_pool =
+        parse_pg("{ postgres: { url: 'postgres://relay:pw@db1/relay' } }").expect("valid");
+    assert!(matches!(&default_pool.storage.backend, StorageBackend::Postgres(p) if p.pool == 8));
+}
+
+#[test]
+fn postgres_storage_errors_name_the_key_and_never_the_password() {
+    for (storage, key, says) in [
+        (
+            "{ sqlite: relay.db, postgres: { url: 'postgres://h/db' } }",
+            "storage",
+            "set one of sqlite and postgres",
+        ),
+        (
+            "{ retention: 1d }",
+            "storage",
+            "set sqlite (a file) or postgres",
+        ),
+        (
+            "{ postgres: { pool: 4 } }",
+            "storage.postgres.url",
+            "required",
+        ),
+        (
+            "{ postgres: { url: 'https://u:hunter2@h/db' } }",
+            "storage.postgres.url",
+            "must be a postgres:// URL",
+        ),
+        (
+            "{ postgres: { url: 'postgres://u:hunter2@h/db?sslmode=verify-ca' } }",
+            "storage.postgres.url",
+            "sslmode \"verify-ca\" is not supported",
+        ),
+        (
+            "{ postgres: { url: 'postgres://h/db', pool: 0 } }",
+            "storage.postgres.pool",
+            "must be 1 to 64",
+        ),
+        (
+            "{ postgres: { url: 'postgres://h/db', url_file: postgres-url } }",
+            "storage.postgres.url",
+            "set only one of url, url_file and url_env",
+        ),
+        (
+            "{ postgres: { url: 'postgres://h/db', pasword: x } }",
+            "storage.postgres.pasword",
+            "unknown field",
+        ),
+    ] {
+        let e = parse_pg(storage).expect_err(storage);
+        assert!(e.contains(key) && e.contains(says), "{storage}: {e}");
+        assert!(!e.contains("hunter2"), "{e}");
+    }
 }
