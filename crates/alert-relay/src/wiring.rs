@@ -116,7 +116,7 @@ impl Services {
     /// linked like any other delivery).
     pub async fn build(config_path: &Path, config: Config) -> anyhow::Result<Self> {
         let (metrics, queue_slot) = Metrics::new();
-        let (store, db_threads) = open_store(&config.storage.backend, &metrics)?;
+        let (store, db_threads) = open_store(&config.storage.backend, &metrics).await?;
         let ack_key = store.read(|b| b.ack_key()).await?;
         let clock = Arc::new(RelayClock::new(store.read(|b| b.relay_clock()).await?));
         let configured = config.destinations();
@@ -299,7 +299,7 @@ impl Services {
 
 /// Opens the configured store: SQLite's one connection, or a pool of PostgreSQL connections
 /// (each checks the schema; the first migrates it under an advisory lock).
-fn open_store(
+async fn open_store(
     backend: &StorageBackend,
     metrics: &Arc<Metrics>,
 ) -> anyhow::Result<(Store, store::DbThreads)> {
@@ -315,10 +315,15 @@ fn open_store(
                 url: pg.connection_url().expose().to_owned(),
                 ca_file: pg.ca_file.clone(),
             };
-            let pool = (0..pg.pool)
-                .map(|_| Postgres::connect(&settings))
-                .collect::<Result<Vec<_>, _>>()
-                .context("storage.postgres")?;
+            let size = pg.pool;
+            // The blocking client runs its own runtime: connect off this one.
+            let pool = tokio::task::spawn_blocking(move || {
+                (0..size)
+                    .map(|_| Postgres::connect(&settings))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await?
+            .context("storage.postgres")?;
             Ok(Store::start_pool(pool, observer)?)
         }
     }

@@ -13,10 +13,21 @@ const BURST: usize = 400;
 
 #[tokio::test]
 async fn sigkill_loses_no_accepted_alert() {
+    sigkill_loses_no_accepted_alert_on("{ sqlite: relay.db }").await;
+}
+
+#[tokio::test]
+async fn sigkill_loses_no_accepted_alert_on_postgres() {
+    let pg = crate::support::postgres("crash");
+    sigkill_loses_no_accepted_alert_on(&pg.storage).await;
+}
+
+/// The burst, the SIGKILL and the restart on the given `storage:` section.
+async fn sigkill_loses_no_accepted_alert_on(storage: &str) {
     let fake = Fake::start(Reply::new(200, "").delay(Duration::from_millis(2))).await;
     let dir = tempdir();
     let config = format!(
-        "storage: {{ sqlite: relay.db }}\ndelivery: {{ initial_backoff: 50ms, max_backoff: 200ms }}\n\
+        "storage: {storage}\ndelivery: {{ initial_backoff: 50ms, max_backoff: 200ms }}\n\
          channels: {{ hook: {{ type: webhook, url: '{}/h', rate_limit: {{ per_second: 10000, burst: 10000 }} }} }}\n\
          policies: {{ p: {{ steps: [ {{ notify: [hook] }} ] }} }}\nroutes: [ {{ policy: p }} ]\n",
         fake.url()

@@ -710,3 +710,25 @@ routes: [ {{ policy: all }} ]
 "#
     )
 }
+
+/// A database of its own on the PostgreSQL server this test process shares (started once,
+/// stopped when the process ends), and the `storage:` section that points at it.
+pub(crate) struct Pg {
+    pub(crate) url: String,
+    pub(crate) storage: String,
+}
+
+pub(crate) fn postgres(name: &str) -> Pg {
+    static SERVER: std::sync::OnceLock<testpg::TestPg> = std::sync::OnceLock::new();
+    let server = SERVER.get_or_init(|| {
+        testpg::TestPg::start().unwrap_or_else(|e| panic!("cannot start PostgreSQL: {e}"))
+    });
+    server
+        .create_database(name)
+        .unwrap_or_else(|e| panic!("cannot create database {name}: {e}"));
+    let url = server.url(name);
+    Pg {
+        storage: format!("{{ postgres: {{ url: '{url}', pool: 4 }} }}"),
+        url,
+    }
+}
