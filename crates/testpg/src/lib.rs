@@ -9,6 +9,7 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 /// What can go wrong starting or driving the server.
 #[derive(Debug, thiserror::Error)]
@@ -132,7 +133,18 @@ impl TestPg {
 
     /// Starts the server again on the same port after [`TestPg::stop`] or [`TestPg::kill`].
     pub fn start_again(&mut self) -> Result<(), Error> {
-        self.pg_ctl_start()?;
+        // After a kill, the old server's children may still hold its shared memory briefly.
+        let mut tries = 0;
+        loop {
+            match self.pg_ctl_start() {
+                Ok(()) => break,
+                Err(_) if tries < 10 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+                Err(e) => return Err(e),
+            }
+        }
         self.running = true;
         Ok(())
     }
@@ -149,8 +161,24 @@ impl TestPg {
         let pid = self.postmaster_pid()?;
         self.running = false;
         self.pg_ctl(&["kill", "KILL", &pid])?;
-        // The postmaster's children exit once they notice; pg_ctl start waits for the pid file
-        // to be free, which a killed postmaster leaves behind (start handles that).
+        // Dead, or a zombie nobody reaps (PID 1 of a container may not): PostgreSQL would take
+        // its pid file for a live server's, so it goes, as after a reboot.
+        let stat = PathBuf::from(format!("/proc/{pid}/stat"));
+        for _ in 0..100 {
+            match std::fs::read_to_string(&stat) {
+                Ok(text)
+                    if !text
+                        .rsplit(')')
+                        .next()
+                        .unwrap_or_default()
+                        .starts_with(" Z") =>
+                {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                _ => break,
+            }
+        }
+        let _ = std::fs::remove_file(self.data_dir().join("postmaster.pid"));
         Ok(())
     }
 
@@ -295,8 +323,12 @@ impl Drop for TestPg {
 /// The newest `/usr/lib/postgresql/N/bin` with `initdb` and `pg_ctl`, else the directory of
 /// `initdb` on `PATH`.
 fn find_bin() -> Result<PathBuf, Error> {
+    find_bin_in(Path::new("/usr/lib/postgresql"), std::env::var_os("PATH"))
+}
+
+fn find_bin_in(lib: &Path, path: Option<std::ffi::OsString>) -> Result<PathBuf, Error> {
     let usable = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir(lib)
         .into_iter()
         .flatten()
         .flatten()
@@ -310,8 +342,7 @@ fn find_bin() -> Result<PathBuf, Error> {
     if let Some((_, bin)) = versions.pop() {
         return Ok(bin);
     }
-    std::env::var_os("PATH")
-        .iter()
+    path.iter()
         .flat_map(std::env::split_paths)
         .find(|dir| usable(dir))
         .ok_or(Error::NotInstalled)
@@ -413,4 +444,34 @@ fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(5)..].join(" | ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_the_binaries_the_error_says_what_to_install() {
+        let empty = tempfile::tempdir().expect("tempdir");
+        let err = find_bin_in(empty.path(), Some(empty.path().into())).expect_err("none");
+        assert!(
+            err.to_string()
+                .contains("install Debian's postgresql package (apt-get install postgresql)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_newest_version_is_preferred() {
+        let lib = tempfile::tempdir().expect("tempdir");
+        for v in ["9", "15", "13"] {
+            let bin = lib.path().join(v).join("bin");
+            std::fs::create_dir_all(&bin).expect("mkdir");
+            for tool in ["initdb", "pg_ctl"] {
+                std::fs::write(bin.join(tool), "").expect("touch");
+            }
+        }
+        let found = find_bin_in(lib.path(), None).expect("found");
+        assert_eq!(found, lib.path().join("15").join("bin"));
+    }
 }

@@ -23,6 +23,12 @@ fn starts_creates_a_database_and_connects_then_stops_and_restarts() {
         .expect("write");
     pg.kill().expect("kill");
     assert!(client.query("SELECT 1", &[]).is_err(), "the server is gone");
+    // A crash: the next start recovers the committed table from the write-ahead log.
+    pg.start_again().expect("start after a crash");
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).expect("reconnect");
+    client
+        .query("SELECT x FROM t", &[])
+        .expect("the table survived");
     let dir = pg.data_dir();
     drop(pg);
     assert!(!dir.exists(), "the directory is removed on drop");

@@ -46,6 +46,41 @@ fn set_meta_int(tx: &mut Tx<'_, '_>, key: &str, value: i64) -> Result<(), StoreE
     Ok(())
 }
 
+fn set_meta(tx: &mut Tx<'_, '_>, key: &str, value: &[u8]) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES ($1, $2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        &[&key, &value],
+    )?;
+    Ok(())
+}
+
+/// A Pushover receipt that needs no more polling.
+fn finish_receipt(
+    tx: &mut Tx<'_, '_>,
+    receipt: &str,
+    end: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO pushover_receipts (receipt, state, updated_at) VALUES ($1, $2, $3)
+         ON CONFLICT (receipt) DO NOTHING",
+        &[&receipt, &end, &now],
+    )?;
+    Ok(())
+}
+
+/// Escalation clocks of incidents not resolved.
+fn checkpoint(tx: &mut Tx<'_, '_>, clocks: &[(i64, i64, i64)]) -> Result<(), StoreError> {
+    for (id, elapsed, acked) in clocks {
+        tx.execute(
+            "UPDATE incidents SET elapsed_ms = $2, acked_ms = $3 WHERE id = $1 AND state != 'resolved'",
+            &[id, elapsed, acked],
+        )?;
+    }
+    Ok(())
+}
+
 pub(super) fn apply(tx: &mut Tx<'_, '_>, w: Write, now: i64) -> Result<Written, StoreError> {
     match w {
         Write::Ingest(events) => ingest(tx, events, now).map(Written::Ingested),
@@ -55,13 +90,7 @@ pub(super) fn apply(tx: &mut Tx<'_, '_>, w: Write, now: i64) -> Result<Written, 
             attempt,
         } => record(tx, id, attempts, attempt, now).map(|()| Written::Recorded),
         Write::Prune { before_ms } => prune(tx, before_ms, now).map(Written::Pruned),
-        Write::Checkpoint(clocks) => {
-            let stmt = "UPDATE incidents SET elapsed_ms = $2, acked_ms = $3 WHERE id = $1 AND state != 'resolved'";
-            for (id, elapsed, acked) in clocks {
-                tx.execute(stmt, &[&id, &elapsed, &acked])?;
-            }
-            Ok(Written::Checkpointed)
-        }
+        Write::Checkpoint(clocks) => checkpoint(tx, &clocks).map(|()| Written::Checkpointed),
         Write::FireStep {
             id,
             expected_step,
@@ -109,20 +138,11 @@ pub(super) fn apply(tx: &mut Tx<'_, '_>, w: Write, now: i64) -> Result<Written, 
         }
         Write::SetMeta { key, value, events } => {
             let o = ingest(tx, events, now)?;
-            tx.execute(
-                "INSERT INTO meta (key, value) VALUES ($1, $2)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                &[&key, &value],
-            )?;
+            set_meta(tx, &key, &value)?;
             Ok(Written::Ingested(o))
         }
         Write::FinishReceipt { receipt, end } => {
-            tx.execute(
-                "INSERT INTO pushover_receipts (receipt, state, updated_at) VALUES ($1, $2, $3)
-                 ON CONFLICT (receipt) DO NOTHING",
-                &[&receipt, &end.as_str(), &now],
-            )?;
-            Ok(Written::Recorded)
+            finish_receipt(tx, &receipt, end.as_str(), now).map(|()| Written::Recorded)
         }
         Write::ResolveStale {
             id,
