@@ -3,6 +3,7 @@
 
 mod acks;
 mod alertmanager;
+mod chaos;
 mod crash;
 mod delivery;
 mod escalation;

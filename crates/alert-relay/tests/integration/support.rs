@@ -730,3 +730,185 @@ pub(crate) fn postgres(name: &str) -> Pg {
         storage: format!("{{ postgres: {{ url: '{url}', pool: 4 }} }}"),
     }
 }
+
+/// Debian's Alertmanager (`prometheus-alertmanager`).
+pub(crate) const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
+
+/// Two real Alertmanagers clustered with each other (gossip on loopback), each posting every
+/// alert group to every relay URL it was given, with the tests' bearer token (`s3cret`), as an
+/// HA pair of Alertmanagers in front of HA relays does. Both killed on drop.
+pub(crate) struct AlertmanagerCluster {
+    children: Vec<Child>,
+    /// The `/api/v2/alerts` URL of each Alertmanager, where Prometheus posts alerts.
+    pub(crate) apis: Vec<String>,
+}
+
+impl Drop for AlertmanagerCluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Starts the cluster in `dir`, every alert its own group (`group_by: ['...']`, so a burst of
+/// alerts is a burst of webhooks), sent to each of `webhooks` (one `webhook_config` per relay),
+/// and returns it once both Alertmanagers see each other and are ready. Gossip is tuned to be
+/// fast (50 ms gossip, 1 s peer timeout: the second Alertmanager sends a group itself when the
+/// first has not logged it within 1 s).
+pub(crate) async fn alertmanager_cluster(dir: &Path, webhooks: &[String]) -> AlertmanagerCluster {
+    assert!(
+        Path::new(ALERTMANAGER).exists(),
+        "{ALERTMANAGER} not found: install Debian's prometheus-alertmanager (`apt-get install prometheus-alertmanager`; .ci/run does)"
+    );
+    let mut receivers = String::new();
+    for url in webhooks {
+        receivers.push_str(&format!(
+            "      - url: {url}\n        send_resolved: false\n\
+             \x20       http_config: {{ authorization: {{ credentials: s3cret }} }}\n"
+        ));
+    }
+    let config = dir.join("alertmanager.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "route:\n  receiver: relays\n  group_by: ['...']\n  group_wait: 500ms\n  group_interval: 1s\n  repeat_interval: 1h\n\
+             receivers:\n  - name: relays\n    webhook_configs:\n{receivers}"
+        ),
+    )
+    .expect("alertmanager config");
+    let mut last = String::new();
+    for attempt in 0..3 {
+        // Two ports free a moment ago (held together so they differ); gossip is TCP and UDP.
+        let ports: Vec<u16> = {
+            let held: Vec<std::net::TcpListener> = (0..2)
+                .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("free port"))
+                .collect();
+            held.iter()
+                .map(|l| l.local_addr().expect("addr").port())
+                .collect()
+        };
+        let mut children = Vec::new();
+        let mut apis = Vec::new();
+        for (i, (me, peer)) in [(ports[0], ports[1]), (ports[1], ports[0])]
+            .into_iter()
+            .enumerate()
+        {
+            let storage = dir.join(format!("am{attempt}-{i}"));
+            match spawn_clustered(i, &config, &storage, me, peer) {
+                Ok((child, base)) => {
+                    children.push(child);
+                    apis.push(base);
+                }
+                Err(log) => {
+                    last = log;
+                    break;
+                }
+            }
+        }
+        // Killed on drop, a failed attempt's too.
+        let mut cluster = AlertmanagerCluster {
+            children,
+            apis: Vec::new(),
+        };
+        if apis.len() < 2 {
+            continue;
+        }
+        if wait_clustered(&apis).await {
+            cluster.apis = apis.iter().map(|b| format!("{b}/api/v2/alerts")).collect();
+            return cluster;
+        }
+        last = format!("the Alertmanagers at {apis:?} did not form a ready cluster of 2 in 30 s");
+    }
+    panic!("no Alertmanager cluster in 3 attempts; the last:\n{last}")
+}
+
+/// Starts Alertmanager number `i` gossiping on `me` with `peer`; its `http://host:port` once it
+/// says where it listens, or its log.
+fn spawn_clustered(
+    i: usize,
+    config: &Path,
+    storage: &Path,
+    me: u16,
+    peer: u16,
+) -> Result<(Child, String), String> {
+    let mut child = Command::new(ALERTMANAGER)
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.path={}", storage.display()))
+        .arg("--web.listen-address=127.0.0.1:0")
+        .arg(format!("--cluster.listen-address=127.0.0.1:{me}"))
+        .arg(format!("--cluster.advertise-address=127.0.0.1:{me}"))
+        .arg(format!("--cluster.peer=127.0.0.1:{peer}"))
+        .arg("--cluster.peer-timeout=1s")
+        .arg("--cluster.gossip-interval=50ms")
+        .arg("--cluster.pushpull-interval=1s")
+        .arg("--cluster.settle-timeout=5s")
+        .arg("--cluster.reconnect-interval=1s")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start alertmanager");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    // Reads on after the address, so Alertmanager never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if std::env::var_os("RELAY_TEST_LOG").is_some() {
+                eprintln!("am{i}: {line}");
+            }
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut log = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = rx.recv_timeout(left) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(log.join("\n"));
+        };
+        if line.contains("msg=\"Listening on\"")
+            && let Some(addr) = line
+                .split("address=")
+                .nth(1)
+                .and_then(|s| s.split_whitespace().next())
+        {
+            return Ok((child, format!("http://{addr}")));
+        }
+        log.push(line);
+    }
+}
+
+/// Whether both Alertmanagers at `bases` report a ready cluster of two within 30 s.
+async fn wait_clustered(bases: &[String]) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let mut ready = 0;
+        for base in bases {
+            let status = async {
+                client()
+                    .get(format!("{base}/api/v2/status"))
+                    .send()
+                    .await
+                    .ok()?
+                    .json::<serde_json::Value>()
+                    .await
+                    .ok()
+            }
+            .await;
+            if let Some(s) = status
+                && s["cluster"]["status"] == "ready"
+                && s["cluster"]["peers"].as_array().map(Vec::len) == Some(2)
+            {
+                ready += 1;
+            }
+        }
+        if ready == bases.len() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
