@@ -386,6 +386,7 @@ impl Store {
                 observer: Arc::clone(&observer),
                 health: Arc::clone(&health),
                 degraded: false,
+                recover_at: Instant::now(),
             };
             let handle = std::thread::Builder::new()
                 .name(format!("alert-relay-db{i}"))
@@ -512,6 +513,8 @@ struct DbThread {
     health: Arc<Health>,
     /// A commit failed with a storage fault and the backend has not recovered since.
     degraded: bool,
+    /// While degraded: when the backend next gets to recover, busy or not.
+    recover_at: Instant,
 }
 
 impl DbThread {
@@ -535,7 +538,9 @@ impl DbThread {
     }
 
     /// Waits for the next command; `None` once every handle is gone. While degraded, the
-    /// backend gets to recover every [`RECOVER_EVERY`] meanwhile.
+    /// backend gets to recover every [`RECOVER_EVERY`], whether commands keep coming or not: a
+    /// PostgreSQL connection the server closed only comes back by reconnecting, and
+    /// Alertmanager's retries would otherwise keep it from ever trying.
     fn next_command(
         &mut self,
         rx: &mpsc::Receiver<Command>,
@@ -545,14 +550,16 @@ impl DbThread {
             if !self.degraded {
                 return rx.recv().ok();
             }
-            match rx.recv_timeout(RECOVER_EVERY) {
+            if Instant::now() >= self.recover_at {
+                self.recover_at = Instant::now() + RECOVER_EVERY;
+                if let Err(e) = backend.recover() {
+                    tracing::debug!("storage not recovered yet: {e}");
+                }
+            }
+            match rx.recv_timeout(self.recover_at.saturating_duration_since(Instant::now())) {
                 Ok(cmd) => return Some(cmd),
                 Err(mpsc::RecvTimeoutError::Disconnected) => return None,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if let Err(e) = backend.recover() {
-                        tracing::debug!("storage not recovered yet: {e}");
-                    }
-                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
         }
     }
@@ -593,6 +600,7 @@ impl DbThread {
             Some(why) => {
                 if !self.degraded {
                     tracing::error!("storage cannot commit; unhealthy until it can: {why}");
+                    self.recover_at = Instant::now() + RECOVER_EVERY;
                 }
                 self.health.failed(why.clone());
                 self.degraded = true;
@@ -795,6 +803,68 @@ pub(crate) mod tests {
         assert!(after > before);
         tokio::time::sleep(RECOVER_EVERY + Duration::from_millis(500)).await;
         assert_eq!(backend.recoveries.load(Ordering::SeqCst), after);
+    }
+
+    /// A connection the server closed: every commit fails until the backend recovers
+    /// (reconnects), however many writes come meanwhile.
+    #[derive(Clone, Default)]
+    struct Closed {
+        open: Arc<AtomicBool>,
+    }
+
+    impl Backend for Closed {
+        fn write_batch(&mut self, writes: Vec<Write>) -> Vec<Result<Written, StoreError>> {
+            let open = self.open.load(Ordering::SeqCst);
+            writes
+                .iter()
+                .map(|_| match open {
+                    true => Ok(Written::Recorded),
+                    false => Err(StoreError::Commit("connection closed".into())),
+                })
+                .collect()
+        }
+        fn recover(&mut self) -> Result<(), StoreError> {
+            self.open.store(true, Ordering::SeqCst);
+            Ok(())
+        }
+        not_implemented!(
+            pending,
+            load,
+            pending_destinations,
+            ping,
+            open_incidents,
+            incidents,
+            incident,
+            incident_deliveries,
+            meta,
+            last_event_id,
+            incident_fingerprints,
+            incident_on_call,
+            storm,
+            relay_clock,
+            ack_key,
+            meta_int,
+            watched_receipts,
+            sent_to,
+        );
+    }
+
+    #[tokio::test]
+    async fn a_degraded_store_recovers_while_writes_keep_coming() {
+        let backend = Closed::default();
+        let (store, _thread) = Store::start(backend.clone(), NoMetrics).expect("start");
+        // Writes every 50 ms, as Alertmanager's retries come while the database is away: the
+        // thread is never idle for RECOVER_EVERY, yet it reconnects and commits again.
+        let deadline = std::time::Instant::now() + RECOVER_EVERY * 3;
+        while store.write(Write::Prune { before_ms: 0 }).await.is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still failing after {:?} of writes",
+                RECOVER_EVERY * 3
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(backend.open.load(Ordering::SeqCst));
     }
 
     #[test]
