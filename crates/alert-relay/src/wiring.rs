@@ -81,8 +81,18 @@ pub async fn run(config_path: &Path, web_config: Option<&Path>) -> anyhow::Resul
     let watchdog = services.watchdog(&serving);
     let role = *leadership.role.borrow_and_update();
     let mut engines = services.take_role(role, None).await;
+    // A leader whose engines did not start (the database went away between winning the lock
+    // and loading the queues) tries again every round: its role does not change while it holds
+    // the lock, and nobody else can lead meanwhile.
+    let mut retry = tokio::time::interval(leader::ROUND);
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = retry.tick(), if engines.is_none()
+                && matches!(*leadership.role.borrow(), Role::Leader { .. }) => {
+                let role = *leadership.role.borrow();
+                engines = services.take_role(role, None).await;
+            }
             signal = signals.next() => match signal {
                 Signal::Stop => break,
                 Signal::Reload => {
@@ -235,8 +245,10 @@ impl Services {
             (Role::Leader { epoch }, None) => match self.lead(epoch).await {
                 Ok(tasks) => Some(tasks),
                 Err(e) => {
-                    // The engines stay stopped; the next change of role tries again.
+                    // Stopped again, whatever had started; `run` tries again next round.
                     tracing::error!("cannot start the engines: {e}");
+                    self.fence.store(0, Ordering::SeqCst);
+                    self.engine.shutdown(Duration::ZERO).await;
                     None
                 }
             },
