@@ -256,19 +256,29 @@ async fn sigkill_of_the_leader_mid_burst_loses_no_alert() {
     let killed = relays.kill_leader();
     let posted_at_kill = *posted.lock().expect("posted");
     let delivered_at_kill = chat_pages(&fake, "ChaosBurst").0.len();
-    // The survivor's first delivery: the first request recorded after the kill.
+    // The survivor leads (its gauge, polled every 20 ms)...
+    let deadline = killed + TAKEOVER;
+    while metric(&relays.b, LEADER).await != 1.0 {
+        assert!(Instant::now() < deadline, "no takeover in {TAKEOVER:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let takeover = killed.elapsed();
+    // ... and delivers: its first delivery is the first request recorded after the gauge read 1
+    // (the burst keeps its queue busy, so that is at most a delivery after its very first).
+    // Requests recorded between the kill and then may still be the old leader's last ones.
+    let led = killed + takeover;
     wait_until(
         TAKEOVER,
-        || fake.received_at().iter().any(|t| *t > killed),
-        || "no delivery after the kill".into(),
+        || fake.received_at().iter().any(|t| *t > led),
+        || "no delivery after the takeover".into(),
     )
     .await;
     let failover = fake
         .received_at()
         .into_iter()
-        .filter(|t| *t > killed)
+        .filter(|t| *t > led)
         .min()
-        .expect("a delivery after the kill")
+        .expect("a delivery after the takeover")
         - killed;
     burst.await.expect("posting");
     let (resent, raw) = all_delivered_once(&fake, "ChaosBurst").await;
@@ -279,8 +289,8 @@ async fn sigkill_of_the_leader_mid_burst_loses_no_alert() {
     );
     eprintln!(
         "chaos burst: SIGKILL of the leader with {posted_at_kill} of {BURST} alerts posted, \
-         {delivered_at_kill} delivered ({before} requests); failover (kill -> first delivery by \
-         the survivor) {failover:?}; all {BURST} delivered, {raw} requests, {resent} raw re-sends"
+         {delivered_at_kill} delivered ({before} requests); takeover (kill -> the survivor's \
+         alert_relay_leader 1) {takeover:?}, failover (kill -> its first delivery) {failover:?}; all {BURST} delivered, {raw} requests, {resent} raw re-sends"
     );
     assert!(failover < TAKEOVER, "failover took {failover:?}");
     // By design: the old leader's delivery in flight (sent, result not committed) is sent again
@@ -443,6 +453,10 @@ async fn the_database_restarted_mid_burst_loses_no_alert() {
     let storage = {
         let s = server.lock().expect("pg");
         s.create_database("chaos_restart").expect("createdb");
+        eprintln!(
+            "chaos database restart: PostgreSQL at {}",
+            s.url("chaos_restart")
+        );
         format!(
             "{{ postgres: {{ url: '{}', pool: 4 }} }}",
             s.url("chaos_restart")
@@ -481,24 +495,38 @@ async fn the_database_restarted_mid_burst_loses_no_alert() {
     let before = outage_errors(relays.a()) + outage_errors(&relays.b);
     wait_until(
         Duration::from_secs(20),
-        || outage_errors(relays.a()) + outage_errors(&relays.b) > before,
-        || "no webhook answered 5xx with the database down".into(),
+        || outage_errors(relays.a()) + outage_errors(&relays.b) >= before + 10,
+        || "not 10 webhooks answered 5xx with the database down".into(),
     )
     .await;
+    // The engines pause: nobody leads without the database.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(relays.a(), LEADER).await + metric(&relays.b, LEADER).await > 0.0 {
+        assert!(Instant::now() < deadline, "a leader without its database");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     pg(testpg::TestPg::start_again)
         .await
         .expect("join")
         .expect("start again");
     let outage = stopped.elapsed();
+    let restarted = Instant::now();
     let failed = outage_errors(relays.a()) + outage_errors(&relays.b) - before;
     let errors = "alert_relay_webhooks_total{status=\"error\"}";
     let all_5xx = metric(relays.a(), errors).await + metric(&relays.b, errors).await;
     burst.await.expect("posting");
     let (resent, raw) = all_delivered_once(&fake, "ChaosRestart").await;
+    let resumed = fake
+        .received_at()
+        .into_iter()
+        .filter(|t| *t > restarted)
+        .min()
+        .map(|t| t - restarted);
     eprintln!(
         "chaos database restart: stopped with {delivered_at_stop} of {BURST} delivered, down \
          {outage:?}, {failed} webhooks answered 5xx for it ({all_5xx} in all, deadlock victims \
-         included); all {BURST} delivered, {raw} requests, {resent} raw re-sends"
+         included); first delivery {resumed:?} after the restart; all {BURST} delivered, {raw} \
+         requests, {resent} raw re-sends"
     );
     // The leader lost its session: its delivery in flight may be sent again, once.
     assert!(resent <= 1, "{resent} re-sends");
