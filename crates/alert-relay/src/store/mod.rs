@@ -12,6 +12,7 @@
 pub(crate) mod contract;
 mod disk;
 mod health;
+pub mod migrate;
 pub mod postgres;
 mod semantics;
 pub mod sqlite;

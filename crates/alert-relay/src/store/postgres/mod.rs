@@ -113,6 +113,16 @@ impl Postgres {
         schema::version(&mut self.client)
     }
 
+    /// The connection, for `store::migrate` (a copy from SQLite into this database).
+    pub(in crate::store) fn client(&mut self) -> &mut Client {
+        &mut self.client
+    }
+
+    /// "host:port" of the server, for messages.
+    pub(in crate::store) fn server(&self) -> &str {
+        &self.server
+    }
+
     /// One transaction, a savepoint per write: one bad write is undone alone. `Err` when the
     /// transaction could not begin or commit.
     fn apply_batch(
