@@ -168,9 +168,26 @@ fn every_table_is_copied_with_its_ids_and_the_sequences_continue_above() {
     let i = pg.incident(12).expect("read").expect("incident #12");
     assert_eq!((i.acked_by.as_deref(), i.next_step, i.elapsed_ms), (Some("alice"), 2, 5000));
     assert_eq!(i.storm, Some(7));
-    let job = pg.load(41).expect("read").expect("delivery 41");
-    assert_eq!((job.attempts, job.next_attempt_at_ms), (3, 987_654));
     let mut client = postgres::Client::connect(&settings.url, postgres::NoTls).expect("client");
+    let retrying = client
+        .query_one(
+            "SELECT state, attempts, next_attempt_at, last_error, firing_delivery, notice, storm_id
+             FROM deliveries WHERE id = 41",
+            &[],
+        )
+        .expect("delivery 41");
+    assert_eq!(
+        (
+            retrying.get::<_, String>(0),
+            retrying.get::<_, i64>(1),
+            retrying.get::<_, i64>(2),
+            retrying.get::<_, String>(3),
+            retrying.get::<_, i64>(4),
+            retrying.get::<_, String>(5),
+            retrying.get::<_, i64>(6),
+        ),
+        ("pending".into(), 3, 987_654, "503 Service Unavailable".into(), 40, "ack".into(), 7)
+    );
     for (table, above) in [("alert_events", 9), ("deliveries", 41), ("incidents", 12), ("storms", 7)] {
         let next: i64 = client
             .query_one(&format!("SELECT nextval(pg_get_serial_sequence('{table}', 'id'))"), &[])
