@@ -155,7 +155,8 @@ const META_SKIPPED: &[&str] = &["health_probe"];
 
 /// Meta rows `Postgres::connect` creates itself in a new database: the copy replaces them.
 /// Any other meta row (or a relay clock past 0) means a relay has run on the database.
-const META_OF_CONNECT: &str = "key = 'ack_key' OR (key = 'relay_clock_ms' AND COALESCE(int_value, 0) = 0)";
+const META_OF_CONNECT: &str =
+    "key = 'ack_key' OR (key = 'relay_clock_ms' AND COALESCE(int_value, 0) = 0)";
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
@@ -166,12 +167,20 @@ pub enum MigrateError {
          this alert-relay once on it (it migrates the file at start-up), stop it, and run \
          migrate-storage again"
     )]
-    OldSource { path: String, found: i64, known: i64 },
+    OldSource {
+        path: String,
+        found: i64,
+        known: i64,
+    },
     #[error(
         "the SQLite file {path} has schema version {found}, newer than this alert-relay's \
          ({known}): run migrate-storage of the alert-relay that wrote it"
     )]
-    NewerSource { path: String, found: i64, known: i64 },
+    NewerSource {
+        path: String,
+        found: i64,
+        known: i64,
+    },
     #[error(
         "the PostgreSQL database at {server} is not empty ({rows}): migrate-storage copies only \
          into a new, empty database; nothing was written"
@@ -379,9 +388,7 @@ fn copy_table(
                     Int => row.get(i).map(Cell::Int),
                     Text => row.get(i).map(Cell::Text),
                 }
-                .map_err(|e| {
-                    StoreError::Corrupt(format!("{}.{column} in SQLite: {e}", table.name))
-                })
+                .map_err(|e| StoreError::Corrupt(format!("{}.{column} in SQLite: {e}", table.name)))
             })
             .collect::<Result<Vec<Cell>, StoreError>>()?;
         let values: Vec<&(dyn ToSql + Sync)> = cells.iter().map(Cell::sql).collect();
@@ -412,10 +419,9 @@ fn copy_meta(src: &Connection, tx: &mut postgres::Transaction<'_>) -> Result<u64
             Value::Blob(b) => (Some(b), None),
             Value::Text(t) => (Some(t.into_bytes()), None),
             other => {
-                return Err(StoreError::Corrupt(format!(
-                    "meta {key:?} in SQLite holds {other:?}"
-                ))
-                .into());
+                return Err(
+                    StoreError::Corrupt(format!("meta {key:?} in SQLite holds {other:?}")).into(),
+                );
             }
         };
         tx.execute(&upsert, &[&key, &bytes, &int])?;

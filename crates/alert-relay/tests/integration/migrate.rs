@@ -132,13 +132,39 @@ async fn a_relay_moves_from_sqlite_to_postgres_and_carries_on() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for line in ["incidents", "deliveries", "alert_events", "meta", "next: start the relay"] {
+    for line in [
+        "incidents",
+        "deliveries",
+        "alert_events",
+        "meta",
+        "next: start the relay",
+    ] {
         assert!(stdout.contains(line), "{line}: {stdout}");
     }
     assert!(
-        stdout.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["incidents", "3", "rows"]),
+        stdout
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["incidents", "3", "rows"]),
         "{stdout}"
     );
+    // The ack-link key is SQLite's, not the one the first connection made.
+    let sqlite_key: Vec<u8> = rusqlite::Connection::open(dir.path().join("relay.db"))
+        .and_then(|c| {
+            c.query_row("SELECT value FROM meta WHERE key = 'ack_key'", [], |r| {
+                r.get(0)
+            })
+        })
+        .expect("SQLite key");
+    let url = pg.url.clone();
+    let pg_key: Vec<u8> = tokio::task::spawn_blocking(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+        c.query_one("SELECT value FROM meta WHERE key = 'ack_key'", &[])
+            .expect("key")
+            .get(0)
+    })
+    .await
+    .expect("blocking");
+    assert_eq!(pg_key, sqlite_key);
 
     // The provider is back; the relay runs on PostgreSQL now.
     down.on("/b", Reply::new(200, ""));
@@ -151,7 +177,11 @@ async fn a_relay_moves_from_sqlite_to_postgres_and_carries_on() {
         .await;
     assert_eq!(got[sent_before].header("idempotency-key"), key);
     // The link sent before the move still acknowledges.
-    let r = client().post(relay.url(&path)).send().await.expect("ack link");
+    let r = client()
+        .post(relay.url(&path))
+        .send()
+        .await
+        .expect("ack link");
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
     wait_incidents(&relay, &[(3, "open"), (2, "acked"), (1, "acked")]).await;
     // A new alert: a new incident above the copied ones.
@@ -165,7 +195,11 @@ async fn a_relay_moves_from_sqlite_to_postgres_and_carries_on() {
     // A second copy into the same (now non-empty) database: refused, nothing changed.
     let out = migrate(dir.path());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert!(stderr.contains("is not empty"), "{stderr}");
     assert!(stderr.contains("nothing was written"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");

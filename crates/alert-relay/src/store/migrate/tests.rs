@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use rusqlite::Connection;
 
 use super::{Kind, MigrateError, TABLES, sqlite_to_postgres};
+use crate::store::Backend;
 use crate::store::postgres::tests::fresh_settings;
 use crate::store::postgres::{PgSettings, Postgres};
 use crate::store::sqlite::Sqlite;
-use crate::store::Backend;
 
 type Columns = BTreeMap<String, Vec<(String, Kind)>>;
 
@@ -19,7 +19,11 @@ fn mapping() -> Columns {
     let mut m: Columns = TABLES
         .iter()
         .map(|t| {
-            let cols = t.columns.iter().map(|(c, k)| ((*c).to_owned(), *k)).collect();
+            let cols = t
+                .columns
+                .iter()
+                .map(|(c, k)| ((*c).to_owned(), *k))
+                .collect();
             (t.name.to_owned(), cols)
         })
         .collect();
@@ -134,8 +138,10 @@ fn fill(path: &Path) -> Vec<u8> {
            UPDATE meta SET value = 777 WHERE key = 'relay_clock_ms';"#,
     )
     .expect("fill");
-    conn.query_row("SELECT value FROM meta WHERE key = 'ack_key'", [], |r| r.get(0))
-        .expect("ack key")
+    conn.query_row("SELECT value FROM meta WHERE key = 'ack_key'", [], |r| {
+        r.get(0)
+    })
+    .expect("ack key")
 }
 
 fn count(client: &mut postgres::Client, table: &str) -> i64 {
@@ -155,8 +161,15 @@ fn every_table_is_copied_with_its_ids_and_the_sequences_continue_above() {
     let rows: BTreeMap<&str, u64> = summary.rows.iter().copied().collect();
     assert_eq!(rows["alert_events"], 2);
     assert_eq!(rows["deliveries"], 2);
-    assert_eq!(rows["meta"], 4, "ack_key, relay clock, offset, dead-man; not the probe");
-    for t in TABLES.iter().map(|t| t.name).filter(|t| !["alert_events", "deliveries"].contains(t)) {
+    assert_eq!(
+        rows["meta"], 4,
+        "ack_key, relay clock, offset, dead-man; not the probe"
+    );
+    for t in TABLES
+        .iter()
+        .map(|t| t.name)
+        .filter(|t| !["alert_events", "deliveries"].contains(t))
+    {
         assert_eq!(rows[t], 1, "{t}");
     }
     let mut pg = Postgres::connect(&settings).expect("connect");
@@ -166,7 +179,10 @@ fn every_table_is_copied_with_its_ids_and_the_sequences_continue_above() {
     assert_eq!(pg.relay_clock().expect("clock"), 777);
     assert_eq!(pg.meta_int("health_probe").expect("meta"), None);
     let i = pg.incident(12).expect("read").expect("incident #12");
-    assert_eq!((i.acked_by.as_deref(), i.next_step, i.elapsed_ms), (Some("alice"), 2, 5000));
+    assert_eq!(
+        (i.acked_by.as_deref(), i.next_step, i.elapsed_ms),
+        (Some("alice"), 2, 5000)
+    );
     assert_eq!(i.storm, Some(7));
     let mut client = postgres::Client::connect(&settings.url, postgres::NoTls).expect("client");
     let retrying = client
@@ -186,11 +202,27 @@ fn every_table_is_copied_with_its_ids_and_the_sequences_continue_above() {
             retrying.get::<_, String>(5),
             retrying.get::<_, i64>(6),
         ),
-        ("pending".into(), 3, 987_654, "503 Service Unavailable".into(), 40, "ack".into(), 7)
+        (
+            "pending".into(),
+            3,
+            987_654,
+            "503 Service Unavailable".into(),
+            40,
+            "ack".into(),
+            7
+        )
     );
-    for (table, above) in [("alert_events", 9), ("deliveries", 41), ("incidents", 12), ("storms", 7)] {
+    for (table, above) in [
+        ("alert_events", 9),
+        ("deliveries", 41),
+        ("incidents", 12),
+        ("storms", 7),
+    ] {
         let next: i64 = client
-            .query_one(&format!("SELECT nextval(pg_get_serial_sequence('{table}', 'id'))"), &[])
+            .query_one(
+                &format!("SELECT nextval(pg_get_serial_sequence('{table}', 'id'))"),
+                &[],
+            )
             .expect("nextval")
             .get(0);
         assert_eq!(next, above + 1, "{table}");
@@ -205,7 +237,9 @@ fn a_database_with_relay_rows_is_refused_and_left_as_it_was() {
     let settings = fresh_settings();
     sqlite_to_postgres(&file, &settings).expect("first copy");
     let mut client = postgres::Client::connect(&settings.url, postgres::NoTls).expect("client");
-    client.execute("DELETE FROM incidents", &[]).expect("delete");
+    client
+        .execute("DELETE FROM incidents", &[])
+        .expect("delete");
     let before = count(&mut client, "alert_events");
     let err = sqlite_to_postgres(&file, &settings).expect_err("not empty");
     assert!(matches!(err, MigrateError::NotEmpty { .. }), "{err}");
@@ -219,7 +253,10 @@ fn a_database_with_relay_rows_is_refused_and_left_as_it_was() {
     let mut client = postgres::Client::connect(&settings.url, postgres::NoTls).expect("client");
     drop(Postgres::connect(&settings).expect("connect"));
     client
-        .execute("UPDATE meta SET int_value = 5 WHERE key = 'relay_clock_ms'", &[])
+        .execute(
+            "UPDATE meta SET int_value = 5 WHERE key = 'relay_clock_ms'",
+            &[],
+        )
         .expect("clock");
     let err = sqlite_to_postgres(&file, &settings).expect_err("not empty");
     assert!(err.to_string().contains("1 rows in meta"), "{err}");
@@ -235,13 +272,15 @@ fn an_old_or_foreign_sqlite_file_is_refused_in_one_line() {
         url: "postgres://nobody@127.0.0.1:1/none?sslmode=disable".into(),
         ca_file: None,
     };
-    conn.pragma_update(None, "user_version", known - 1).expect("downgrade");
+    conn.pragma_update(None, "user_version", known - 1)
+        .expect("downgrade");
     let err = sqlite_to_postgres(&file, &unused).expect_err("old");
     let text = err.to_string();
     assert!(matches!(err, MigrateError::OldSource { .. }), "{text}");
     assert!(text.contains("start this alert-relay once on it"), "{text}");
     assert!(!text.contains('\n'), "{text}");
-    conn.pragma_update(None, "user_version", known + 1).expect("bump");
+    conn.pragma_update(None, "user_version", known + 1)
+        .expect("bump");
     let err = sqlite_to_postgres(&file, &unused).expect_err("newer");
     assert!(matches!(err, MigrateError::NewerSource { .. }), "{err}");
     let err = sqlite_to_postgres(&dir.path().join("missing.db"), &unused).expect_err("none");
