@@ -301,8 +301,9 @@ pub(crate) fn copy(
             &[],
         )?;
     }
-    tx.commit()?;
+    // The snapshot is no longer needed; a failure here still writes nothing.
     read.finish()?;
+    tx.commit()?;
     Ok(rows)
 }
 
@@ -319,7 +320,8 @@ fn refuse_non_empty(tx: &mut postgres::Transaction<'_>, server: &str) -> Result<
     for row in tx.query(&counts.join(" UNION ALL "), &[])? {
         let (table, n): (String, i64) = (row.try_get(0)?, row.try_get(1)?);
         if n > 0 {
-            found.push(format!("{n} rows in {table}"));
+            let s = if n == 1 { "" } else { "s" };
+            found.push(format!("{n} row{s} in {table}"));
         }
     }
     if found.is_empty() {

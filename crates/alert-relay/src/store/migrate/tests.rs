@@ -259,7 +259,7 @@ fn a_database_with_relay_rows_is_refused_and_left_as_it_was() {
         )
         .expect("clock");
     let err = sqlite_to_postgres(&file, &settings).expect_err("not empty");
-    assert!(err.to_string().contains("1 rows in meta"), "{err}");
+    assert!(err.to_string().contains("1 row in meta"), "{err}");
 }
 
 #[test]
