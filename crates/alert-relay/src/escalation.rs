@@ -134,6 +134,13 @@ impl Escalator {
         })
     }
 
+    /// Becoming the leader: the clocks are read again from their checkpoints (another
+    /// instance may have run them meanwhile).
+    pub async fn resume(&self) {
+        self.clocks.lock().await.clear();
+        self.wake();
+    }
+
     /// New or resolved incidents, a reload: look again now.
     pub fn wake(&self) {
         self.wake.notify_one();

@@ -15,6 +15,7 @@ pub mod delivery;
 pub mod escalation;
 pub mod http;
 pub mod inbound;
+pub mod leader;
 pub mod live;
 pub mod matcher;
 pub mod metrics;

@@ -76,6 +76,9 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     pub commit_batch: Histogram,
     pub storage_errors: Counter,
+    /// 1 while this instance runs the engines (always on SQLite).
+    pub leader: Gauge,
+    pub leader_changes: Counter,
     pub config_reload_success: Gauge,
     pub ack_polled: Family<PollLabels, Counter>,
     pub ack_poll_errors: Family<PollLabels, Counter>,
@@ -174,6 +177,8 @@ impl Metrics {
                 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0,
             ]),
             storage_errors: Counter::default(),
+            leader: Gauge::default(),
+            leader_changes: Counter::default(),
             config_reload_success: Gauge::default(),
             ack_polled: Family::default(),
             ack_poll_errors: Family::default(),
@@ -259,6 +264,16 @@ impl Metrics {
             "alert_relay_storage_errors",
             "Writes that failed in storage (answered 5xx)",
             self.storage_errors.clone(),
+        );
+        registry.register(
+            "alert_relay_leader",
+            "1 while this instance runs the engines (delivery, escalation, storms, pollers, dead-man, re-sync)",
+            self.leader.clone(),
+        );
+        registry.register(
+            "alert_relay_leader_changes",
+            "Times this instance became or stopped being the leader",
+            self.leader_changes.clone(),
         );
         registry.register(
             "alert_relay_config_last_reload_successful",

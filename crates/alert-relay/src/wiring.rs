@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -15,11 +16,13 @@ use crate::deadman::Deadman;
 use crate::delivery::{Engine, EngineParts};
 use crate::escalation::Escalator;
 use crate::http::{self, App};
+use crate::leader::{self, Leadership, Role};
 use crate::live::Live;
 use crate::metrics::{CommitMetrics, Metrics, QueueSlot, QueueStats};
 use crate::relay_clock::RelayClock;
 use crate::render::ack::Signer;
 use crate::resync::Resync;
+use crate::store::postgres::notify::Notice;
 use crate::store::postgres::{PgSettings, Postgres};
 use crate::store::sqlite::Sqlite;
 use crate::store::{self, Store};
@@ -67,19 +70,38 @@ pub async fn run(config_path: &Path, web_config: Option<&Path>) -> anyhow::Resul
         None => serving::web_config::WebConfig::disabled(),
     };
     let services = Services::build(config_path, config).await?;
-    let tasks = services.spawn();
+    let mut leadership = services.campaign()?;
     // Before the first sign of life ("listening", READY=1), after which a SIGHUP may come.
-    let signals = Signals::install()?;
+    let mut signals = Signals::install()?;
     let serving = Arc::new(http::serve(services.app(), Arc::new(web)).await?);
     for address in serving.addresses() {
         tracing::info!(%address, "alert-relay {} listening", env!("CARGO_PKG_VERSION"));
     }
     systemd::notify(&[NotifyState::Ready]);
     let watchdog = services.watchdog(&serving);
-    signals.wait(&services, web_config).await;
+    let role = *leadership.role.borrow_and_update();
+    let mut engines = services.take_role(role, None).await;
+    loop {
+        tokio::select! {
+            signal = signals.next() => match signal {
+                Signal::Stop => break,
+                Signal::Reload => {
+                    reload(&services, web_config).await;
+                    services.wake();
+                }
+            },
+            Ok(()) = leadership.role.changed() => {
+                let role = *leadership.role.borrow_and_update();
+                engines = services.take_role(role, engines.take()).await;
+            }
+            Some(notice) = leadership.notices.recv() => services.notice(notice),
+        }
+    }
     tracing::info!("shutting down");
     systemd::notify(&[NotifyState::Stopping]);
-    services.shutdown(tasks, watchdog, serving).await;
+    services
+        .shutdown(engines, leadership, watchdog, serving)
+        .await;
     Ok(())
 }
 
@@ -98,9 +120,12 @@ pub struct Services {
     deadman: Arc<Deadman>,
     resync: Arc<Resync>,
     ack_key: Vec<u8>,
+    clock: Arc<RelayClock>,
+    /// This instance's fencing number while it leads, 0 while it follows.
+    fence: Arc<AtomicI64>,
 }
 
-/// The background tasks, by the shutdown step that stops them.
+/// The engines' background tasks (the leader's), by the shutdown step that stops them.
 #[derive(Debug)]
 pub struct Tasks {
     pollers: Vec<JoinHandle<()>>,
@@ -110,6 +135,15 @@ pub struct Tasks {
     pruner: JoinHandle<()>,
 }
 
+impl Tasks {
+    fn into_handles(self) -> Vec<JoinHandle<()>> {
+        let mut all = self.pollers;
+        all.extend(self.watchers);
+        all.extend([self.escalating, self.storming, self.pruner]);
+        all
+    }
+}
+
 impl Services {
     /// Opens the store and builds every service on it; delivery workers start with the
     /// backlog of the last run (budgets and ack links already in place, so it is counted and
@@ -117,10 +151,14 @@ impl Services {
     pub async fn build(config_path: &Path, config: Config) -> anyhow::Result<Self> {
         let (metrics, queue_slot) = Metrics::new();
         let (store, db_threads) = open_store(&config.storage.backend, &metrics).await?;
+        let fence = Arc::new(AtomicI64::new(0));
+        let store = match config.storage.backend {
+            StorageBackend::Sqlite(_) => store,
+            StorageBackend::Postgres(_) => store.fenced(Arc::clone(&fence)),
+        };
         let ack_key = store.read(|b| b.ack_key()).await?;
         let clock = Arc::new(RelayClock::new(store.read(|b| b.relay_clock()).await?));
         let configured = config.destinations();
-        let delivery = config.delivery.clone();
         let live = Arc::new(Live::new(config_path.to_owned(), config));
         let engine = Engine::new(EngineParts {
             store: store.clone(),
@@ -130,7 +168,6 @@ impl Services {
             clock: Arc::clone(&clock),
             ack_key: Some(ack_key.clone()),
         });
-        engine.apply(configured.clone(), delivery).await?;
         queue_slot.set(Arc::clone(&engine) as Arc<dyn QueueStats>);
         warn_of_unconfigured(&store, &configured).await?;
         let escalator = Escalator::new(store.clone(), Arc::clone(&engine), Arc::clone(&live));
@@ -139,7 +176,7 @@ impl Services {
             Arc::clone(&engine),
             Arc::clone(&escalator),
             Arc::clone(&live),
-            clock,
+            Arc::clone(&clock),
             Arc::clone(&metrics),
         );
         let pollers = Arc::new(ack::Pollers {
@@ -177,7 +214,75 @@ impl Services {
             deadman,
             resync,
             ack_key,
+            clock,
+            fence,
         })
+    }
+
+    /// Who runs the engines: this instance alone on SQLite; on PostgreSQL, the campaign.
+    fn campaign(&self) -> anyhow::Result<Leadership> {
+        Ok(match &self.live.config().storage.backend {
+            StorageBackend::Sqlite(_) => Leadership::sole(),
+            StorageBackend::Postgres(pg) => {
+                Leadership::elect(pg_settings(pg), leader::holder()).context("leadership")?
+            }
+        })
+    }
+
+    /// Starts or stops the engines for `role`; `engines` are the running ones.
+    async fn take_role(&self, role: Role, engines: Option<Tasks>) -> Option<Tasks> {
+        match (role, engines) {
+            (Role::Leader { epoch }, None) => match self.lead(epoch).await {
+                Ok(tasks) => Some(tasks),
+                Err(e) => {
+                    // The engines stay stopped; the next change of role tries again.
+                    tracing::error!("cannot start the engines: {e}");
+                    None
+                }
+            },
+            (Role::Follower, Some(tasks)) => {
+                self.step_down(tasks).await;
+                None
+            }
+            (_, engines) => engines,
+        }
+    }
+
+    /// Becoming the leader: the engines resume from the database (pending deliveries,
+    /// escalation clocks from their checkpoints, the relay clock).
+    async fn lead(&self, epoch: i64) -> Result<Tasks, store::StoreError> {
+        self.fence.store(epoch, Ordering::SeqCst);
+        self.clock
+            .resume(self.store.read(|b| b.relay_clock()).await?);
+        self.escalator.resume().await;
+        let config = self.live.config();
+        self.engine
+            .start(config.destinations(), config.delivery.clone())
+            .await?;
+        self.metrics.leader.set(1);
+        self.metrics.leader_changes.inc();
+        Ok(self.spawn())
+    }
+
+    /// Another instance leads (or will): stop sending at once; engine writes still in flight
+    /// are refused by the fence.
+    async fn step_down(&self, tasks: Tasks) {
+        self.fence.store(0, Ordering::SeqCst);
+        stop(tasks.into_handles()).await;
+        self.engine.shutdown(Duration::ZERO).await;
+        self.metrics.leader.set(0);
+        self.metrics.leader_changes.inc();
+        tracing::warn!("following: another instance runs the engines");
+    }
+
+    /// A notice of another instance's commit, while leading.
+    fn notice(&self, notice: Notice) {
+        match notice {
+            Notice::Delivery(destination, id, created) => {
+                self.engine.enqueue(&destination, id, created);
+            }
+            Notice::Wake => self.escalator.wake(),
+        }
     }
 
     /// Starts the background tasks.
@@ -236,38 +341,20 @@ impl Services {
         self.resync.wake();
     }
 
-    /// Stops in order: nothing new is started (pollers, watchers, escalation, storms), the
-    /// clocks are stored, the server drains its requests, delivery workers finish the attempt
-    /// in flight, and the store commits its last batch.
+    /// Stops in order: the engines if this instance leads (nothing new is started, the
+    /// clocks are stored), the server drains its requests, delivery workers finish the attempt
+    /// in flight, leadership passes on (only then: no other instance sends the same delivery
+    /// meanwhile), and the store commits its last batch.
     async fn shutdown(
         self,
-        tasks: Tasks,
+        engines: Option<Tasks>,
+        leadership: Leadership,
         watchdog: Option<JoinHandle<()>>,
         serving: Arc<serving::Serving>,
     ) {
-        step("acknowledgement pollers", stop(tasks.pollers)).await;
-        step("dead-man's switch and re-sync", stop(tasks.watchers)).await;
-        step("escalation and storms", async {
-            stop(vec![tasks.escalating, tasks.storming]).await;
-        })
-        .await;
-        step("relay clock", async {
-            if let Err(e) = self.storms.checkpoint().await {
-                tracing::warn!("cannot store the relay clock: {e}");
-            }
-        })
-        .await;
-        step("escalation clocks", async {
-            if let Err(e) = self.escalator.checkpoint().await {
-                tracing::warn!("cannot store escalation clocks: {e}");
-            }
-        })
-        .await;
-        step(
-            "watchdog and pruning",
-            stop(watchdog.into_iter().chain([tasks.pruner]).collect()),
-        )
-        .await;
+        if let Some(tasks) = engines {
+            self.stop_engines(tasks).await;
+        }
         step("HTTP server", async {
             match Arc::try_unwrap(serving) {
                 Ok(s) => s.drain().await,
@@ -276,6 +363,11 @@ impl Services {
         })
         .await;
         step("delivery", self.engine.shutdown(DELIVERY_GRACE)).await;
+        step("leadership", async {
+            let _ = tokio::task::spawn_blocking(move || leadership.stop()).await;
+        })
+        .await;
+        step("watchdog", stop(watchdog.into_iter().collect())).await;
         self.queue_slot.clear();
         let db_threads = self.db_threads;
         // The DB threads end once the last store handle is gone (every service holds one);
@@ -295,6 +387,29 @@ impl Services {
         })
         .await;
     }
+
+    /// The leader's part of shutting down: the engines' tasks, then their clocks stored.
+    async fn stop_engines(&self, tasks: Tasks) {
+        step("acknowledgement pollers", stop(tasks.pollers)).await;
+        step("dead-man's switch and re-sync", stop(tasks.watchers)).await;
+        step(
+            "escalation, storms and pruning",
+            stop(vec![tasks.escalating, tasks.storming, tasks.pruner]),
+        )
+        .await;
+        step("relay clock", async {
+            if let Err(e) = self.storms.checkpoint().await {
+                tracing::warn!("cannot store the relay clock: {e}");
+            }
+        })
+        .await;
+        step("escalation clocks", async {
+            if let Err(e) = self.escalator.checkpoint().await {
+                tracing::warn!("cannot store escalation clocks: {e}");
+            }
+        })
+        .await;
+    }
 }
 
 /// Opens the configured store: SQLite's one connection, or a pool of PostgreSQL connections
@@ -311,10 +426,7 @@ async fn open_store(
             Ok(Store::start(db, observer)?)
         }
         StorageBackend::Postgres(pg) => {
-            let settings = PgSettings {
-                url: pg.connection_url().expose().to_owned(),
-                ca_file: pg.ca_file.clone(),
-            };
+            let settings = pg_settings(pg);
             let size = pg.pool;
             // The blocking client runs its own runtime: connect off this one.
             let pool = tokio::task::spawn_blocking(move || {
@@ -326,6 +438,13 @@ async fn open_store(
             .context("storage.postgres")?;
             Ok(Store::start_pool(pool, observer)?)
         }
+    }
+}
+
+fn pg_settings(pg: &config::PostgresStorage) -> PgSettings {
+    PgSettings {
+        url: pg.connection_url().expose().to_owned(),
+        ca_file: pg.ca_file.clone(),
     }
 }
 
@@ -409,19 +528,21 @@ impl Signals {
         })
     }
 
-    /// Reloads on SIGHUP until SIGTERM or Ctrl-C.
-    async fn wait(mut self, services: &Services, web_config: Option<&Path>) {
-        loop {
-            tokio::select! {
-                _ = self.term.recv() => return,
-                _ = tokio::signal::ctrl_c() => return,
-                _ = self.hup.recv() => {
-                    reload(services, web_config).await;
-                    services.wake();
-                }
-            }
+    /// The next signal that matters.
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.term.recv() => Signal::Stop,
+            _ = tokio::signal::ctrl_c() => Signal::Stop,
+            _ = self.hup.recv() => Signal::Reload,
         }
     }
+}
+
+enum Signal {
+    /// SIGTERM or Ctrl-C.
+    Stop,
+    /// SIGHUP.
+    Reload,
 }
 
 /// SIGHUP: a valid new file replaces channels, policies, routes, auth, limits, delivery

@@ -11,7 +11,7 @@ pub mod backoff;
 mod worker;
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -116,6 +116,8 @@ pub struct Engine {
     queues: Mutex<BTreeMap<String, Queue>>,
     delivery: watch::Sender<DeliveryConfig>,
     stop: watch::Sender<bool>,
+    /// Workers run (this instance leads): between [`Engine::start`] and [`Engine::shutdown`].
+    running: AtomicBool,
 }
 
 impl Engine {
@@ -146,17 +148,34 @@ impl Engine {
             queues: Mutex::new(BTreeMap::new()),
             delivery: delivery_tx,
             stop,
+            running: AtomicBool::new(false),
         })
     }
 
-    /// Starts a worker for every destination that has none and updates the others, each with
-    /// the pending deliveries the store holds for it.
+    /// Starts sending (this instance leads): a worker per destination, each with the pending
+    /// deliveries the store holds for it.
+    pub async fn start(
+        &self,
+        destinations: BTreeMap<String, Destination>,
+        delivery: DeliveryConfig,
+    ) -> Result<(), store::StoreError> {
+        self.stop.send_replace(false);
+        self.running.store(true, Ordering::SeqCst);
+        self.apply(destinations, delivery).await
+    }
+
+    /// While running, starts a worker for every destination that has none and updates the
+    /// others, each with the pending deliveries the store holds for it; otherwise keeps the
+    /// settings for [`Engine::start`].
     pub async fn apply(
         &self,
         destinations: BTreeMap<String, Destination>,
         delivery: DeliveryConfig,
     ) -> Result<(), store::StoreError> {
         self.delivery.send_replace(delivery);
+        if !self.running.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         for (id, dest) in destinations {
             let exists = {
                 let queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
@@ -212,7 +231,11 @@ impl Engine {
 
     /// Hands a committed delivery to its destination's worker. A delivery for a destination
     /// without a worker stays in the store until one exists (next start or reload).
+    /// Not running (another instance leads): the leader learns of it from the database.
     pub fn enqueue(&self, destination: &str, id: i64, created_at_ms: i64) {
+        if !self.running.load(Ordering::SeqCst) {
+            return;
+        }
         let queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
         match queues.get(destination) {
             Some(q) => {
@@ -242,8 +265,10 @@ impl Engine {
             .all(|q| !q.task.is_finished())
     }
 
-    /// Lets workers finish the attempt in flight (bounded), then stops them.
+    /// Lets workers finish the attempt in flight (bounded), then stops them; [`Engine::start`]
+    /// starts them again.
     pub async fn shutdown(&self, grace: Duration) {
+        self.running.store(false, Ordering::SeqCst);
         self.stop.send_replace(true);
         let tasks: Vec<JoinHandle<()>> =
             std::mem::take(&mut *self.queues.lock().unwrap_or_else(PoisonError::into_inner))

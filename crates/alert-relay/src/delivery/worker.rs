@@ -47,7 +47,10 @@ impl Worker {
         queue: VecDeque<PendingRef>,
         stats: Arc<QueueStatsCell>,
     ) -> Self {
-        let stop = shared.stop.clone();
+        let mut stop = shared.stop.clone();
+        // What the engine's receiver saw last may be older than the value now (a restart
+        // after a shutdown sends `false` again): only a change from here on stops this worker.
+        stop.borrow_and_update();
         Worker {
             shared,
             dest,

@@ -335,6 +335,69 @@ pub enum Write {
     InboundSid {
         sid: String,
     },
+    /// `write` by the instance that leads with fencing number `epoch` (several relays on one
+    /// database): refused with `StoreError::Fenced` when another instance has led since.
+    /// [`Write::is_engine_write`] says which writes `Store` fences.
+    Fenced {
+        epoch: i64,
+        write: Box<Write>,
+    },
+}
+
+impl Write {
+    /// Whether only the instance running the engines makes this write (delivery results,
+    /// escalation steps and clocks, storm ticks, budgets, pruning, the pollers' offsets and
+    /// receipts, the dead-man's state, re-sync), as opposed to what any instance takes from
+    /// outside: webhooks, acknowledgements, an escalate-now, storm detection, inbound SMS.
+    pub fn is_engine_write(&self) -> bool {
+        use crate::model::storm::StormWrite as S;
+        match self {
+            Write::Record { .. }
+            | Write::Prune { .. }
+            | Write::Checkpoint(_)
+            | Write::SetMetaInt { .. }
+            | Write::FinishReceipt { .. }
+            | Write::SetMeta { .. }
+            | Write::ResolveStale { .. } => true,
+            Write::FireStep { reopen, .. } => !reopen,
+            Write::Storm(s) => !matches!(s, S::Opened { .. }),
+            Write::Ingest(_)
+            | Write::Transition { .. }
+            | Write::AckAll { .. }
+            | Write::InboundSid { .. }
+            | Write::Fenced { .. } => false,
+        }
+    }
+}
+
+impl Written {
+    /// The deliveries this write created, as (destination, id, created at ms).
+    pub fn deliveries(&self) -> Vec<&(String, i64, i64)> {
+        use crate::model::storm::StormWritten as S;
+        fn done(t: &Transitioned) -> Vec<&(String, i64, i64)> {
+            match t {
+                Transitioned::Done { deliveries, .. } => deliveries.iter().collect(),
+                _ => Vec::new(),
+            }
+        }
+        match self {
+            Written::Ingested(o) => o.deliveries.iter().collect(),
+            Written::Fired(d)
+            | Written::Storm(
+                S::Fired(d)
+                | S::Deliveries(d)
+                | S::Opened { deliveries: d, .. }
+                | S::Admitted { deliveries: d }
+                | S::Held { deliveries: d, .. },
+            ) => d.iter().collect(),
+            Written::Transitioned(t) => done(t),
+            Written::TransitionedAll(all) => all.iter().flat_map(|(_, t)| done(t)).collect(),
+            Written::Recorded
+            | Written::Pruned(_)
+            | Written::Checkpointed
+            | Written::FirstTime(_) => Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug)]

@@ -18,6 +18,7 @@ mod semantics;
 pub mod sqlite;
 mod storm_sql;
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
@@ -43,6 +44,10 @@ pub enum StoreError {
         "database schema version {found} is newer than this alert-relay knows ({known}); upgrade alert-relay"
     )]
     NewerSchema { found: i64, known: i64 },
+    /// An engine write of a former leader: another instance leads now (fencing number
+    /// `current`), so this one must not change what the engines own.
+    #[error("not the leader any more (fencing number {epoch}, the database has {current})")]
+    Fenced { epoch: i64, current: i64 },
     /// The batch's transaction could not begin or commit: nothing in it is stored.
     #[error("database commit: {0}")]
     Commit(String),
@@ -337,6 +342,9 @@ pub trait CommitObserver: Send + Sync + 'static {
 pub struct Store {
     tx: mpsc::Sender<Command>,
     health: Arc<Health>,
+    /// The fencing number of this instance's leadership (0: not leading), put on every engine
+    /// write ([`Write::is_engine_write`]); `None` for a store that needs no fencing (SQLite).
+    fence: Option<Arc<AtomicI64>>,
 }
 
 /// The DB threads of a store, to join at shutdown (the last commit stays intact).
@@ -389,10 +397,29 @@ impl Store {
                 })?;
             threads.push(handle);
         }
-        Ok((Store { tx, health }, DbThreads(threads)))
+        let store = Store {
+            tx,
+            health,
+            fence: None,
+        };
+        Ok((store, DbThreads(threads)))
+    }
+
+    /// This handle with engine writes fenced by `fence` (the leadership's current number):
+    /// a former leader's late write is refused, never applied over the new leader's.
+    pub fn fenced(mut self, fence: Arc<AtomicI64>) -> Store {
+        self.fence = Some(fence);
+        self
     }
 
     pub async fn write(&self, write: Write) -> Result<Written, StoreError> {
+        let write = match &self.fence {
+            Some(fence) if write.is_engine_write() => Write::Fenced {
+                epoch: fence.load(Ordering::SeqCst),
+                write: Box::new(write),
+            },
+            _ => write,
+        };
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Command::Write(write, reply))

@@ -8,6 +8,7 @@ mod delivery;
 mod escalation;
 mod exposure;
 mod forgery;
+mod ha;
 mod hostile;
 mod hostile_network;
 mod intake;

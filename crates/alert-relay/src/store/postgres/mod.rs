@@ -13,6 +13,8 @@
 //! write PostgreSQL picks, not the batch: the caller sees an error that is not a storage fault
 //! (a webhook answers 5xx and Alertmanager retries it).
 
+pub mod lease;
+pub mod notify;
 mod read;
 mod schema;
 mod storm;
@@ -145,6 +147,9 @@ impl Postgres {
                 Err(e) => Err(StoreError::from(e)),
             };
             results.push(r);
+        }
+        for payload in notify::payloads(&results) {
+            tx.execute("SELECT pg_notify($1, $2)", &[&notify::CHANNEL, &payload])?;
         }
         tx.commit()?;
         Ok(results)

@@ -118,6 +118,15 @@ pub(super) const MIGRATIONS: &[&str] = &[
         event_id     BIGINT
      );
      INSERT INTO meta (key, int_value) VALUES ('relay_clock_ms', 0);",
+    // 3: leadership (several instances): the fencing number of the instance running the
+    // engines, bumped by each new leader (`lease.rs`), checked by every engine write.
+    "CREATE TABLE leader (
+        id     INT    PRIMARY KEY CHECK (id = 1),
+        epoch  BIGINT NOT NULL,
+        holder TEXT   NOT NULL,
+        since  BIGINT NOT NULL
+     );
+     INSERT INTO leader (id, epoch, holder, since) VALUES (1, 0, '', 0);",
 ];
 
 pub(super) fn known() -> i64 {

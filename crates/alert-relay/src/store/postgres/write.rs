@@ -125,6 +125,17 @@ pub(super) fn apply(tx: &mut Tx<'_, '_>, w: Write, now: i64) -> Result<Written, 
             Ok(Written::TransitionedAll(out))
         }
         Write::Storm(w) => super::storm::apply(tx, w, now).map(Written::Storm),
+        Write::Fenced { epoch, write } => {
+            // FOR SHARE: a new leader's bump waits for this write's commit, so a late write of
+            // the old leader lands before the new one starts, or is refused.
+            let current: i64 = tx
+                .query_one("SELECT epoch FROM leader WHERE id = 1 FOR SHARE", &[])?
+                .get(0);
+            if current != epoch {
+                return Err(StoreError::Fenced { epoch, current });
+            }
+            apply(tx, *write, now)
+        }
         Write::InboundSid { sid } => {
             let n = tx.execute(
                 "INSERT INTO inbound_sids (sid, received_at) VALUES ($1, $2) ON CONFLICT (sid) DO NOTHING",
