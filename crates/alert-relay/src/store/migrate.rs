@@ -6,8 +6,9 @@
 //! [`TABLES`] column for column, and `meta` apart, because SQLite keeps both kinds of meta value
 //! in one dynamically typed column where PostgreSQL has `value` (bytes: the ack-link key, the
 //! dead-man state) and `int_value` (Telegram offsets, the relay clock). Not copied: the meta
-//! row `health_probe` (SQLite's start-up write probe; PostgreSQL has none) and `schema_version`
-//! (`Postgres::connect` writes PostgreSQL's own). SQLite's indexes have no rows of their own.
+//! row `health_probe` (SQLite's start-up write probe; PostgreSQL has none). PostgreSQL's own
+//! tables keep what `Postgres::connect` put there: `schema_version`, and `leader` (the fencing
+//! number of HA leadership; a single SQLite relay has none). Indexes have no rows to copy.
 
 use std::fmt;
 use std::path::Path;
@@ -186,6 +187,11 @@ pub enum MigrateError {
          into a new, empty database; nothing was written"
     )]
     NotEmpty { server: String, rows: String },
+    #[error(
+        "a relay is connected to the PostgreSQL database at {server} ({connections} connections \
+         named alert-relay): stop it, copy, then start it; nothing was written"
+    )]
+    InUse { server: String, connections: i64 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -324,13 +330,28 @@ fn refuse_non_empty(tx: &mut postgres::Transaction<'_>, server: &str) -> Result<
             found.push(format!("{n} row{s} in {table}"));
         }
     }
-    if found.is_empty() {
-        return Ok(());
+    if !found.is_empty() {
+        return Err(MigrateError::NotEmpty {
+            server: server.to_owned(),
+            rows: found.join(", "),
+        });
     }
-    Err(MigrateError::NotEmpty {
-        server: server.to_owned(),
-        rows: found.join(", "),
-    })
+    // A relay running on the empty database would not see the copied state (its engines load
+    // at start-up): best effort, by the application name the relay's connections carry.
+    let relays: i64 = tx
+        .query_one(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database()
+             AND pid <> pg_backend_pid() AND application_name = 'alert-relay'",
+            &[],
+        )?
+        .try_get(0)?;
+    if relays > 0 {
+        return Err(MigrateError::InUse {
+            server: server.to_owned(),
+            connections: relays,
+        });
+    }
+    Ok(())
 }
 
 /// One value read from SQLite, typed for PostgreSQL.

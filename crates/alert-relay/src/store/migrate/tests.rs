@@ -91,7 +91,7 @@ fn the_mapping_names_every_table_and_column_of_postgres() {
             "bigint" => Kind::Int,
             "text" => Kind::Text,
             other => {
-                assert!(t == "meta", "{t}.{c} is {other}");
+                assert!(t == "meta" || t == "leader", "{t}.{c} is {other}");
                 Kind::Text
             }
         };
@@ -101,6 +101,8 @@ fn the_mapping_names_every_table_and_column_of_postgres() {
         found.remove("schema_version"),
         Some(vec![("version".into(), Kind::Int)])
     );
+    // PostgreSQL's own: HA leadership, not copied.
+    assert!(found.remove("leader").is_some());
     let meta = found.remove("meta").expect("meta");
     assert_eq!(
         meta.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>(),
@@ -291,4 +293,19 @@ fn an_old_or_foreign_sqlite_file_is_refused_in_one_line() {
         .expect("foreign");
     let err = sqlite_to_postgres(&foreign, &unused).expect_err("foreign");
     assert!(err.to_string().contains("no relay schema"), "{err}");
+}
+
+#[test]
+fn an_empty_database_a_relay_is_connected_to_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = relay_file(dir.path());
+    fill(&file);
+    let settings = fresh_settings();
+    let relay = Postgres::connect(&settings).expect("a relay's connection");
+    let err = sqlite_to_postgres(&file, &settings).expect_err("in use");
+    assert!(matches!(err, MigrateError::InUse { .. }), "{err}");
+    assert!(err.to_string().contains("stop it"), "{err}");
+    drop(relay);
+    let mut client = postgres::Client::connect(&settings.url, postgres::NoTls).expect("client");
+    assert_eq!(count(&mut client, "alert_events"), 0);
 }
