@@ -255,6 +255,7 @@ impl Services {
         self.clock
             .resume(self.store.read(|b| b.relay_clock()).await?);
         self.escalator.resume().await;
+        self.deadman.resume();
         let config = self.live.config();
         self.engine
             .start(config.destinations(), config.delivery.clone())
