@@ -13,13 +13,14 @@
 //! each posting its share of `--webhooks` bodies of one new firing alert each, back to back;
 //! connection `c` goes to instance `c % instances`.
 
+use std::collections::HashSet;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
@@ -172,8 +173,9 @@ struct Outcome {
     relay_cpu: f64,
     /// PostgreSQL only: write transactions, WAL bytes, CPU seconds of the server.
     server: Option<(i64, i64, f64)>,
-    /// Deliveries the sink received by the end of the burst, and once they stopped coming.
-    deliveries: (usize, usize),
+    /// (Deliveries, distinct alerts) the sink received by the end of the burst, the same once
+    /// they stopped coming (or every alert had one), and when that was after the burst.
+    deliveries: ((usize, usize), (usize, usize), Duration),
 }
 
 fn bench(binary: &Path, dir: &Path, options: &Options) -> Result<()> {
@@ -249,7 +251,7 @@ fn measure(
     scenario: Scenario,
     options: &Options,
     pg: Option<(&Server, &str)>,
-    delivered: &AtomicUsize,
+    delivered: &Sink,
 ) -> Result<Outcome> {
     let mut relays = Vec::new();
     let mut addrs = Vec::new();
@@ -261,7 +263,7 @@ fn measure(
     }
     let pids: Vec<u32> = relays.iter().map(|r| r.0.id()).collect();
     let relay_cpu = || pids.iter().filter_map(|&p| cpu_ticks(p)).sum::<u64>();
-    delivered.store(0, Ordering::SeqCst);
+    delivered.reset();
     let server_before = pg.map(|(s, db)| s.snapshot(db)).transpose()?;
     let cpu_before = relay_cpu();
 
@@ -289,7 +291,7 @@ fn measure(
         }
         _ => None,
     };
-    let at_end = delivered.load(Ordering::SeqCst);
+    let at_end = delivered.counts();
     // Right after the burst, as before --storage existed: the deliveries still to come would
     // add their one-write commits.
     let mut memory = Vec::new();
@@ -303,7 +305,7 @@ fn measure(
         commit_writes.0 += sum;
         commit_writes.1 += count;
     }
-    let settled = settle(delivered);
+    let settled = settle(delivered, latencies.len());
     latencies.sort();
     let n = latencies.len();
     let pct = |p: f64| latencies[((n as f64 * p) as usize).min(n - 1)];
@@ -321,20 +323,21 @@ fn measure(
         elapsed,
         relay_cpu: seconds(cpu_after.saturating_sub(cpu_before)),
         server,
-        deliveries: (at_end, settled),
+        deliveries: (at_end, settled.0, settled.1),
     })
 }
 
-/// Waits until the sink has received nothing new for a second (at most 20 s): the count
-/// once the relays' delivery engines are done.
-fn settle(delivered: &AtomicUsize) -> usize {
-    let until = Instant::now() + Duration::from_secs(20);
-    let mut last = delivered.load(Ordering::SeqCst);
+/// Waits until the sink has received nothing new for a second, or every alert of the burst
+/// (at most 30 s): the counts once the relays' delivery engines are done, and how long after
+/// the burst.
+fn settle(delivered: &Sink, webhooks: usize) -> ((usize, usize), Duration) {
+    let start = Instant::now();
+    let mut last = delivered.counts();
     loop {
         std::thread::sleep(Duration::from_secs(1));
-        let now = delivered.load(Ordering::SeqCst);
-        if now == last || Instant::now() > until {
-            return now;
+        let now = delivered.counts();
+        if now == last || now.1 >= webhooks || start.elapsed() > Duration::from_secs(30) {
+            return (now, start.elapsed());
         }
         last = now;
     }
@@ -405,9 +408,10 @@ fn print_outcome(o: &Outcome, connections: usize) {
             per(wal)
         );
     }
+    let ((d0, a0), (d1, a1), after) = o.deliveries;
     println!(
-        "  deliveries at the sink          {} by the end of the burst, {} once settled",
-        o.deliveries.0, o.deliveries.1
+        "  deliveries at the sink          {d0} ({a0} distinct alerts) by the end of the burst, {d1} ({a1} distinct) {:.0} s later",
+        after.as_secs_f64()
     );
 }
 
@@ -519,24 +523,73 @@ fn fsync_rate(dir: &Path) -> Result<f64> {
     Ok(f64::from(n) / start.elapsed().as_secs_f64())
 }
 
-/// A provider that answers every request 200 at once and counts them (deliveries are not what
-/// is measured, but they run, with their own commits, as in production).
-fn start_sink() -> Result<(SocketAddr, Arc<AtomicUsize>)> {
+/// What the sink received: deliveries, and the distinct alerts among them (a delivery names
+/// its alert by the bench's fingerprint, 16 hex digits).
+#[derive(Debug, Default)]
+struct Sink {
+    deliveries: AtomicUsize,
+    alerts: Mutex<HashSet<String>>,
+}
+
+impl Sink {
+    fn reset(&self) {
+        self.deliveries.store(0, Ordering::SeqCst);
+        self.alerts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
+    /// (deliveries, distinct alerts delivered).
+    fn counts(&self) -> (usize, usize) {
+        (
+            self.deliveries.load(Ordering::SeqCst),
+            self.alerts
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len(),
+        )
+    }
+
+    fn received(&self, body: &[u8]) {
+        self.deliveries.fetch_add(1, Ordering::SeqCst);
+        if let Some(fp) = fingerprint(body) {
+            self.alerts
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(fp);
+        }
+    }
+}
+
+/// The bench's fingerprint in a delivered body: `"fingerprint":"<16 hex digits>"`.
+fn fingerprint(body: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    let at = text.find("\"fingerprint\":\"")? + "\"fingerprint\":\"".len();
+    let fp = text.get(at..at + 16)?;
+    fp.bytes()
+        .all(|b| b.is_ascii_hexdigit())
+        .then(|| fp.to_owned())
+}
+
+/// A provider that answers every request 200 at once and counts what it receives (deliveries
+/// are not what is measured, but they run, with their own commits, as in production).
+fn start_sink() -> Result<(SocketAddr, Arc<Sink>)> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
-    let count = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&count);
+    let sink = Arc::new(Sink::default());
+    let shared = Arc::clone(&sink);
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
-            let counter = Arc::clone(&counter);
+            let sink = Arc::clone(&shared);
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(match stream.try_clone() {
                     Ok(s) => s,
                     Err(_) => return,
                 });
                 let mut stream = stream;
-                while read_message(&mut reader).is_ok() {
-                    counter.fetch_add(1, Ordering::SeqCst);
+                while let Ok((_, body)) = read_message(&mut reader) {
+                    sink.received(&body);
                     if stream
                         .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
                         .is_err()
@@ -547,12 +600,12 @@ fn start_sink() -> Result<(SocketAddr, Arc<AtomicUsize>)> {
             });
         }
     });
-    Ok((addr, count))
+    Ok((addr, sink))
 }
 
 /// Reads one HTTP/1.1 message (request or response) with a `Content-Length` body; returns its
-/// first line.
-fn read_message(reader: &mut BufReader<TcpStream>) -> Result<String> {
+/// first line and its body.
+fn read_message(reader: &mut BufReader<TcpStream>) -> Result<(String, Vec<u8>)> {
     let mut first = String::new();
     if reader.read_line(&mut first)? == 0 {
         bail!("closed");
@@ -576,7 +629,7 @@ fn read_message(reader: &mut BufReader<TcpStream>) -> Result<String> {
     }
     let mut body = vec![0; length];
     reader.read_exact(&mut body)?;
-    Ok(first)
+    Ok((first, body))
 }
 
 fn load(addr: SocketAddr, connection: usize, count: usize) -> Result<Vec<Duration>> {
@@ -597,6 +650,7 @@ fn load(addr: SocketAddr, connection: usize, count: usize) -> Result<Vec<Duratio
             body.len()
         )?;
         let status: u16 = read_message(&mut reader)?
+            .0
             .split_whitespace()
             .nth(1)
             .context("no status line")?
@@ -689,4 +743,94 @@ fn listening_port(pid: u32) -> Option<u16> {
             })
             .flatten()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    fn scenarios(s: &str) -> Vec<(Storage, usize)> {
+        parse(&args(s))
+            .expect("valid")
+            .scenarios
+            .iter()
+            .map(|s| (s.storage, s.instances))
+            .collect()
+    }
+
+    #[test]
+    fn storage_and_instances_choose_the_scenarios() {
+        assert_eq!(scenarios(""), [(Storage::Sqlite, 1)]);
+        assert_eq!(
+            scenarios("--storage sqlite --instances 1"),
+            [(Storage::Sqlite, 1)]
+        );
+        assert_eq!(scenarios("--storage postgres"), [(Storage::Postgres, 1)]);
+        assert_eq!(
+            scenarios("--storage postgres --instances 2"),
+            [(Storage::Postgres, 2)]
+        );
+        assert_eq!(
+            scenarios("--storage both --webhooks 100"),
+            [
+                (Storage::Sqlite, 1),
+                (Storage::Postgres, 1),
+                (Storage::Postgres, 2)
+            ]
+        );
+        let o = parse(&args("--webhooks 500 --connections 4 --pool 2")).expect("valid");
+        assert_eq!((o.webhooks, o.connections, o.pool), (500, 4, 2));
+    }
+
+    #[test]
+    fn impossible_combinations_are_refused() {
+        for bad in [
+            "--storage sqlite --instances 2",
+            "--storage postgres --instances 3",
+            "--storage both --instances 2",
+            "--storage mysql",
+            "--pool 0",
+            "--webhooks 10 --connections 20",
+            "--instances",
+            "--frobnicate",
+        ] {
+            assert!(parse(&args(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_sink_counts_deliveries_and_distinct_alerts() {
+        let sink = Sink::default();
+        let body = |fp: &str| format!(r#"{{"labels":{{}},"fingerprint":"{fp}","x":1}}"#);
+        sink.received(body("0000000100000002").as_bytes());
+        sink.received(body("0000000100000002").as_bytes());
+        sink.received(body("0000000100000003").as_bytes());
+        sink.received(b"not json");
+        assert_eq!(sink.counts(), (4, 2));
+        sink.reset();
+        assert_eq!(sink.counts(), (0, 0));
+    }
+
+    #[test]
+    fn histogram_sum_and_count_are_read() {
+        let text = "# TYPE x histogram\nx_bucket{le=\"1\"} 3\nx_sum 12\nx_count 4\n";
+        assert_eq!(histogram(text, "x"), (12.0, 4.0));
+        assert_eq!(histogram(text, "y"), (0.0, 0.0));
+    }
+
+    #[test]
+    fn own_cpu_time_is_read_from_proc() {
+        let start = Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < Duration::from_millis(50) {
+            x = x.wrapping_add(1);
+        }
+        assert!(x > 0);
+        assert!(cpu_ticks(std::process::id()).is_some());
+        assert!(!filesystem(Path::new("/")).is_empty());
+    }
 }
