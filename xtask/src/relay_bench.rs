@@ -166,6 +166,8 @@ struct Outcome {
     max: Duration,
     /// Sum and count of the relays' `alert_relay_storage_commit_writes`.
     commit_writes: (f64, f64),
+    /// Sum of the relays' `alert_relay_storage_commit_duration_seconds` (same count).
+    commit_seconds: f64,
     /// (VmHWM, VmRSS) in KiB, per instance.
     memory: Vec<(u64, u64)>,
     elapsed: Duration,
@@ -296,14 +298,14 @@ fn measure(
     // add their one-write commits.
     let mut memory = Vec::new();
     let mut commit_writes = (0.0, 0.0);
+    let mut commit_seconds = 0.0;
     for (relay, addr) in relays.iter().zip(&addrs) {
         memory.push(self::memory(relay.0.id())?);
-        let (sum, count) = histogram(
-            &get(*addr, "/metrics")?,
-            "alert_relay_storage_commit_writes",
-        );
+        let metrics = get(*addr, "/metrics")?;
+        let (sum, count) = histogram(&metrics, "alert_relay_storage_commit_writes");
         commit_writes.0 += sum;
         commit_writes.1 += count;
+        commit_seconds += histogram(&metrics, "alert_relay_storage_commit_duration_seconds").0;
     }
     let settled = settle(delivered, latencies.len());
     latencies.sort();
@@ -319,6 +321,7 @@ fn measure(
         p99: pct(0.99),
         max: latencies[n - 1],
         commit_writes,
+        commit_seconds,
         memory,
         elapsed,
         relay_cpu: seconds(cpu_after.saturating_sub(cpu_before)),
@@ -378,8 +381,13 @@ fn print_outcome(o: &Outcome, connections: usize) {
     );
     let (sum, count) = o.commit_writes;
     println!(
-        "  writes per group commit (mean)  {:>9.1} ({count:.0} commits)",
-        if count > 0.0 { sum / count } else { 0.0 }
+        "  writes per group commit (mean)  {:>9.1} ({count:.0} commits, {:.2} ms each on average)",
+        if count > 0.0 { sum / count } else { 0.0 },
+        if count > 0.0 {
+            o.commit_seconds / count * 1000.0
+        } else {
+            0.0
+        }
     );
     for (i, &(hwm, rss)) in o.memory.iter().enumerate() {
         let who = if o.memory.len() > 1 {
