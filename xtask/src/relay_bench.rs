@@ -173,7 +173,10 @@ struct Outcome {
     elapsed: Duration,
     /// CPU seconds of the relays (all instances) during the burst.
     relay_cpu: f64,
-    /// PostgreSQL only: write transactions, WAL bytes, CPU seconds of the server.
+    /// CPU seconds of this process (load generator and sink) during the burst.
+    bench_cpu: f64,
+    /// PostgreSQL only: transaction ids taken (transactions and savepoints that wrote), WAL
+    /// bytes, CPU seconds of the server.
     server: Option<(i64, i64, f64)>,
     /// (Deliveries, distinct alerts) the sink received by the end of the burst, the same once
     /// they stopped coming (or every alert had one), and when that was after the burst.
@@ -268,6 +271,7 @@ fn measure(
     delivered.reset();
     let server_before = pg.map(|(s, db)| s.snapshot(db)).transpose()?;
     let cpu_before = relay_cpu();
+    let own_before = cpu_ticks(std::process::id()).unwrap_or(0);
 
     let per_connection = options.webhooks / options.connections;
     let start = Instant::now();
@@ -286,6 +290,7 @@ fn measure(
     }
     let elapsed = start.elapsed();
     let cpu_after = relay_cpu();
+    let own_after = cpu_ticks(std::process::id()).unwrap_or(0);
     let server = match (pg, server_before) {
         (Some((s, db)), Some(before)) => {
             let (xacts, wal, ticks) = before.delta(s.snapshot(db)?);
@@ -325,6 +330,7 @@ fn measure(
         memory,
         elapsed,
         relay_cpu: seconds(cpu_after.saturating_sub(cpu_before)),
+        bench_cpu: seconds(own_after.saturating_sub(own_before)),
         server,
         deliveries: (at_end, settled.0, settled.1),
     })
@@ -403,14 +409,15 @@ fn print_outcome(o: &Outcome, connections: usize) {
     }
     let busy = o.elapsed.as_secs_f64();
     println!(
-        "  CPU during the burst            relays {:.0} % of a core",
-        o.relay_cpu / busy * 100.0
+        "  CPU during the burst            relays {:.0} %, load generator and sink {:.0} % of a core",
+        o.relay_cpu / busy * 100.0,
+        o.bench_cpu / busy * 100.0
     );
     if let Some((xacts, wal, cpu)) = o.server {
         #[allow(clippy::cast_precision_loss)]
         let per = |x: i64| x as f64 / n as f64;
         println!(
-            "  PostgreSQL during the burst     {:.0} % of a core, {xacts} write transactions ({:.2} per webhook), {:.0} WAL bytes per webhook",
+            "  PostgreSQL during the burst     {:.0} % of a core, {xacts} transaction ids ({:.2} per webhook; a write transaction and each savepoint that wrote take one), {:.0} WAL bytes per webhook",
             cpu / busy * 100.0,
             per(xacts),
             per(wal)

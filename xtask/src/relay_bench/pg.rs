@@ -1,7 +1,7 @@
 //! The PostgreSQL side of `cargo xtask relay-bench`: a throwaway server (`testpg`) checked to
 //! be as durable as production (`fsync`, `synchronous_commit` on), a fresh database per
-//! scenario, and what the server did during a burst (CPU of its processes, write
-//! transactions, WAL bytes), read with `psql` and /proc.
+//! scenario, and what the server did during a burst (CPU of its processes,
+//! transaction ids, WAL bytes), read with `psql` and /proc.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -23,7 +23,8 @@ pub(crate) struct Server {
 /// What the server did between two [`Server::snapshot`]s of one database.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Snapshot {
-    /// Transaction ids handed out (one per write transaction).
+    /// Transaction ids handed out: one per transaction that wrote, and one per savepoint
+    /// (subtransaction) that wrote.
     xid: i64,
     /// `pg_current_wal_lsn()` in bytes.
     wal: i64,
@@ -32,7 +33,7 @@ pub(crate) struct Snapshot {
 }
 
 impl Snapshot {
-    /// (write transactions, WAL bytes, CPU ticks) from `self` to `later`; the snapshot's own
+    /// (transaction ids, WAL bytes, CPU ticks) from `self` to `later`; the snapshot's own
     /// transaction id is not counted.
     pub(crate) fn delta(self, later: Snapshot) -> (i64, i64, u64) {
         (
