@@ -79,8 +79,10 @@ pub async fn run(config_path: &Path, web_config: Option<&Path>) -> anyhow::Resul
     }
     systemd::notify(&[NotifyState::Ready]);
     let watchdog = services.watchdog(&serving);
-    let role = *leadership.role.borrow_and_update();
+    let mut role = *leadership.role.borrow_and_update();
     let mut engines = services.take_role(role, None).await;
+    // Leading without engines (they failed to start): try again, or nobody would page.
+    let mut retry = tokio::time::interval(leader::ROUND);
     loop {
         tokio::select! {
             signal = signals.next() => match signal {
@@ -91,8 +93,11 @@ pub async fn run(config_path: &Path, web_config: Option<&Path>) -> anyhow::Resul
                 }
             },
             Ok(()) = leadership.role.changed() => {
-                let role = *leadership.role.borrow_and_update();
+                role = *leadership.role.borrow_and_update();
                 engines = services.take_role(role, engines.take()).await;
+            }
+            _ = retry.tick(), if engines.is_none() && matches!(role, Role::Leader { .. }) => {
+                engines = services.take_role(role, None).await;
             }
             Some(notice) = leadership.notices.recv() => services.notice(notice),
         }
@@ -235,7 +240,7 @@ impl Services {
             (Role::Leader { epoch }, None) => match self.lead(epoch).await {
                 Ok(tasks) => Some(tasks),
                 Err(e) => {
-                    // The engines stay stopped; the next change of role tries again.
+                    // The engines stay stopped; `run` tries again every round while leading.
                     tracing::error!("cannot start the engines: {e}");
                     None
                 }
@@ -255,6 +260,7 @@ impl Services {
         self.clock
             .resume(self.store.read(|b| b.relay_clock()).await?);
         self.escalator.resume().await;
+        self.deadman.resume();
         let config = self.live.config();
         self.engine
             .start(config.destinations(), config.delivery.clone())

@@ -420,6 +420,11 @@ impl Store {
             },
             _ => write,
         };
+        self.send(write).await
+    }
+
+    /// `write` as it is, fenced or not.
+    async fn send(&self, write: Write) -> Result<Written, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Command::Write(write, reply))
@@ -490,7 +495,8 @@ impl Store {
                 key: "health_probe".into(),
                 value: crate::time::now_millis(),
             };
-            if let Err(e) = self.write(probe).await
+            // Unfenced: any instance, leading or not, must be able to commit.
+            if let Err(e) = self.send(probe).await
                 && !e.is_storage_fault()
             {
                 return Err(e);
