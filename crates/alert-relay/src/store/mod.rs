@@ -332,9 +332,12 @@ enum Command {
     Read(ReadFn),
 }
 
-/// Timing of each group commit, for the metrics.
-pub trait CommitObserver: Send + Sync + 'static {
+/// Timing of each group commit and of each operation as its caller waited for it, for the
+/// metrics.
+pub trait CommitObserver: Send + Sync + std::fmt::Debug + 'static {
     fn committed(&self, writes: usize, took: Duration);
+    /// `operation`: a write's [`Write::operation`], or `read`.
+    fn operation(&self, operation: &'static str, took: Duration);
 }
 
 /// Async handle to the DB thread. Cheap to clone.
@@ -345,6 +348,7 @@ pub struct Store {
     /// The fencing number of this instance's leadership (0: not leading), put on every engine
     /// write ([`Write::is_engine_write`]); `None` for a store that needs no fencing (SQLite).
     fence: Option<Arc<AtomicI64>>,
+    observer: Arc<dyn CommitObserver>,
 }
 
 /// The DB threads of a store, to join at shutdown (the last commit stays intact).
@@ -401,6 +405,7 @@ impl Store {
             tx,
             health,
             fence: None,
+            observer,
         };
         Ok((store, DbThreads(threads)))
     }
@@ -425,11 +430,14 @@ impl Store {
 
     /// `write` as it is, fenced or not.
     async fn send(&self, write: Write) -> Result<Written, StoreError> {
+        let (operation, since) = (write.operation(), Instant::now());
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Command::Write(write, reply))
             .map_err(|_| StoreError::Stopped)?;
-        rx.await.map_err(|_| StoreError::Stopped)?
+        let written = rx.await.map_err(|_| StoreError::Stopped)?;
+        self.observer.operation(operation, since.elapsed());
+        written
     }
 
     pub async fn ingest(&self, events: Vec<RoutedEvent>) -> Result<IngestOutcome, StoreError> {
@@ -464,6 +472,7 @@ impl Store {
         &self,
         f: impl FnOnce(&mut dyn Backend) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
+        let since = Instant::now();
         let (reply, rx) = oneshot::channel();
         let job: ReadFn = Box::new(move |b| {
             let _ = reply.send(f(b));
@@ -471,7 +480,9 @@ impl Store {
         self.tx
             .send(Command::Read(job))
             .map_err(|_| StoreError::Stopped)?;
-        rx.await.map_err(|_| StoreError::Stopped)?
+        let read = rx.await.map_err(|_| StoreError::Stopped)?;
+        self.observer.operation("read", since.elapsed());
+        read
     }
 
     pub async fn pending(&self, destination: String) -> Result<Vec<PendingRef>, StoreError> {
@@ -769,10 +780,12 @@ pub(crate) mod tests {
         assert!(threads.len() > 1, "{threads:?}");
     }
 
+    #[derive(Debug)]
     struct NoMetrics;
 
     impl CommitObserver for NoMetrics {
         fn committed(&self, _: usize, _: Duration) {}
+        fn operation(&self, _: &'static str, _: Duration) {}
     }
 
     #[tokio::test]
