@@ -28,6 +28,8 @@ commands:
         [--requests N]    stalled-TLS connections (one peer, thirty peers): latency of N (20)
                           legitimate requests each, ratios to node_exporter, peak RSS
   relay-bench             alert-relay: durable webhooks/s, p50/p99, peak RSS, raw fsync rate
+        [--storage S]     sqlite (default), postgres or both (side by side, a throwaway
+        [--instances N]   PostgreSQL); N relays on one PostgreSQL (1 or 2)
   promtool                check prometheus/ and grafana/: promtool/amtool checks, rule unit
                           tests, metric names, runbook anchors (part of ci)
   e2e                     the full chain on loopback: simulated Pis, Prometheus, Alertmanager,

@@ -1,5 +1,5 @@
-//! The subcommands besides `run`: `check-config`, `send-test`, and the `incidents` and `ack`
-//! clients of a running relay's API.
+//! The subcommands besides `run`: `check-config`, `send-test`, `migrate-storage`, and the
+//! `incidents` and `ack` clients of a running relay's API.
 
 use std::path::Path;
 use std::time::Duration;
@@ -66,6 +66,38 @@ pub async fn send_test(
         out.push((dest.id.clone(), outcome));
     }
     Ok(out)
+}
+
+/// `migrate-storage`: copies the relay state of `from`'s `storage.sqlite` file into the empty
+/// PostgreSQL database of `to`'s `storage.postgres` (see `store::migrate`). Blocking: the
+/// PostgreSQL client runs its own runtime, so call it outside any tokio runtime. No relay may
+/// run on the SQLite file meanwhile.
+pub fn migrate_storage(from: &Path, to: &Path) -> anyhow::Result<store::migrate::Summary> {
+    let source = config::load(from).with_context(|| format!("--from {}", from.display()))?;
+    let target = config::load(to).with_context(|| format!("--to {}", to.display()))?;
+    let config::StorageBackend::Sqlite(file) = &source.storage.backend else {
+        anyhow::bail!(
+            "--from {}: its storage is not storage.sqlite; migrate-storage copies from a SQLite file",
+            from.display()
+        );
+    };
+    let config::StorageBackend::Postgres(pg) = &target.storage.backend else {
+        anyhow::bail!(
+            "--to {}: its storage is not storage.postgres; migrate-storage copies into PostgreSQL",
+            to.display()
+        );
+    };
+    let settings = store::postgres::PgSettings {
+        url: pg.connection_url().expose().to_owned(),
+        ca_file: pg.ca_file.clone(),
+    };
+    store::migrate::sqlite_to_postgres(file, &settings).with_context(|| {
+        format!(
+            "migrate-storage from {} to {}",
+            file.display(),
+            target.storage.backend.describe()
+        )
+    })
 }
 
 /// `incidents` and `ack`: the CLI talks to the running relay's API (the relay owns the

@@ -121,6 +121,13 @@ impl Deadman {
         self.wake.notify_one();
     }
 
+    /// Becoming the leader: silence counts from now, as at start-up (a follower may not have
+    /// seen the heartbeats the former leader got).
+    pub fn resume(&self) {
+        self.lock().since = Instant::now();
+        self.wake();
+    }
+
     /// An alert matching `deadman.match` arrived. Only a firing one is a heartbeat: a
     /// resolved `Watchdog` means Prometheus stopped sending it.
     pub fn heartbeat(&self, e: &AlertEvent) {

@@ -33,5 +33,5 @@ pub mod storm;
 pub mod time;
 pub mod wiring;
 
-pub use cli::{check_config, format_incidents, incident_cli, send_test};
+pub use cli::{check_config, format_incidents, incident_cli, migrate_storage, send_test};
 pub use wiring::{listener_security, run};

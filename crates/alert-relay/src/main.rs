@@ -51,6 +51,36 @@ fn cli() -> Command {
                 .arg(Arg::new("resolve").long("resolve").action(clap::ArgAction::SetTrue)),
         )
         .subcommand(
+            Command::new("migrate-storage")
+                .about(
+                    "Copy a relay's whole state from SQLite into an empty PostgreSQL database \
+                     (stop the relay first)",
+                )
+                .long_about(
+                    "Copies a relay's whole state (incidents, alerts, deliveries in flight, storms, \
+                     budgets, the ack-link key, Telegram offsets, the dead-man state, receipts, SMS \
+                     ids, the relay clock) from the storage.sqlite file of --from into the \
+                     storage.postgres database of --to, ids kept, in one transaction. Refuses a \
+                     database that holds relay rows already, and a SQLite file of an older schema \
+                     (start the relay on it once first). Stop the relay on the SQLite file first: \
+                     the file is opened read-only, and writes made meanwhile are not copied.",
+                )
+                .arg(
+                    Arg::new("from")
+                        .long("from")
+                        .value_name("CONFIG")
+                        .required(true)
+                        .help("configuration whose storage is storage.sqlite (the relay stopped)"),
+                )
+                .arg(
+                    Arg::new("to")
+                        .long("to")
+                        .value_name("CONFIG")
+                        .required(true)
+                        .help("configuration whose storage is storage.postgres (an empty database)"),
+                ),
+        )
+        .subcommand(
             Command::new("send-test")
                 .about("Send a test message to every destination of one channel")
                 .arg(config())
@@ -90,6 +120,19 @@ fn main() -> ExitCode {
                 print!("{routing}");
                 true
             }),
+        // Blocking, without a runtime: the PostgreSQL client runs its own.
+        Some(("migrate-storage", m)) => {
+            let to = path(m, "to");
+            alert_relay::migrate_storage(&path(m, "from"), &to).map(|summary| {
+                print!("{summary}");
+                println!(
+                    "next: start the relay with the configuration of {} (storage.postgres); do \
+                     not start it on the SQLite file again",
+                    to.display()
+                );
+                true
+            })
+        }
         Some((cmd, m)) => {
             // One thread runs HTTP and delivery; SQLite has its own thread.
             match tokio::runtime::Builder::new_current_thread()

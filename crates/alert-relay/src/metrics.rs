@@ -37,6 +37,11 @@ pub struct ChannelLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabel {
+    pub operation: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PolicyLabel {
     pub policy: String,
 }
@@ -76,6 +81,7 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     pub commit_batch: Histogram,
     pub storage_errors: Counter,
+    pub storage_operation_seconds: Family<OperationLabel, Histogram>,
     /// 1 while this instance runs the engines (always on SQLite).
     pub leader: Gauge,
     pub leader_changes: Counter,
@@ -177,6 +183,11 @@ impl Metrics {
                 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0,
             ]),
             storage_errors: Counter::default(),
+            storage_operation_seconds: Family::new_with_constructor(|| {
+                Histogram::new([
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+                ])
+            }),
             leader: Gauge::default(),
             leader_changes: Counter::default(),
             config_reload_success: Gauge::default(),
@@ -259,6 +270,12 @@ impl Metrics {
             "alert_relay_storage_commit_writes",
             "Writes per group commit",
             self.commit_batch.clone(),
+        );
+        registry.register_with_unit(
+            "alert_relay_storage_operation_duration",
+            "Time a caller waited for one storage operation (queue, batch and commit), by kind: each write, or read",
+            Unit::Seconds,
+            self.storage_operation_seconds.clone(),
         );
         registry.register(
             "alert_relay_storage_errors",
@@ -465,6 +482,13 @@ impl CommitObserver for CommitMetrics {
         self.0.commit_seconds.observe(took.as_secs_f64());
         #[allow(clippy::cast_precision_loss)]
         self.0.commit_batch.observe(writes as f64);
+    }
+
+    fn operation(&self, operation: &'static str, took: Duration) {
+        self.0
+            .storage_operation_seconds
+            .get_or_create(&OperationLabel { operation })
+            .observe(took.as_secs_f64());
     }
 }
 

@@ -79,20 +79,12 @@ pub async fn run(config_path: &Path, web_config: Option<&Path>) -> anyhow::Resul
     }
     systemd::notify(&[NotifyState::Ready]);
     let watchdog = services.watchdog(&serving);
-    let role = *leadership.role.borrow_and_update();
+    let mut role = *leadership.role.borrow_and_update();
     let mut engines = services.take_role(role, None).await;
-    // A leader whose engines did not start (the database went away between winning the lock
-    // and loading the queues) tries again every round: its role does not change while it holds
-    // the lock, and nobody else can lead meanwhile.
+    // Leading without engines (they failed to start): try again, or nobody would page.
     let mut retry = tokio::time::interval(leader::ROUND);
-    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = retry.tick(), if engines.is_none()
-                && matches!(*leadership.role.borrow(), Role::Leader { .. }) => {
-                let role = *leadership.role.borrow();
-                engines = services.take_role(role, None).await;
-            }
             signal = signals.next() => match signal {
                 Signal::Stop => break,
                 Signal::Reload => {
@@ -101,8 +93,11 @@ pub async fn run(config_path: &Path, web_config: Option<&Path>) -> anyhow::Resul
                 }
             },
             Ok(()) = leadership.role.changed() => {
-                let role = *leadership.role.borrow_and_update();
+                role = *leadership.role.borrow_and_update();
                 engines = services.take_role(role, engines.take()).await;
+            }
+            _ = retry.tick(), if engines.is_none() && matches!(role, Role::Leader { .. }) => {
+                engines = services.take_role(role, None).await;
             }
             Some(notice) = leadership.notices.recv() => services.notice(notice),
         }
@@ -245,10 +240,8 @@ impl Services {
             (Role::Leader { epoch }, None) => match self.lead(epoch).await {
                 Ok(tasks) => Some(tasks),
                 Err(e) => {
-                    // Stopped again, whatever had started; `run` tries again next round.
+                    // The engines stay stopped; `run` tries again every round while leading.
                     tracing::error!("cannot start the engines: {e}");
-                    self.fence.store(0, Ordering::SeqCst);
-                    self.engine.shutdown(Duration::ZERO).await;
                     None
                 }
             },
@@ -267,6 +260,7 @@ impl Services {
         self.clock
             .resume(self.store.read(|b| b.relay_clock()).await?);
         self.escalator.resume().await;
+        self.deadman.resume();
         let config = self.live.config();
         self.engine
             .start(config.destinations(), config.delivery.clone())

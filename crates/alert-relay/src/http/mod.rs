@@ -103,12 +103,22 @@ impl App {
                     Err(_) => plain(StatusCode::SERVICE_UNAVAILABLE, "storage does not answer\n"),
                 }
             }
+            (&Method::GET | &Method::HEAD, "/readyz") => {
+                // Ready while the database answers: a load balancer sends webhooks here.
+                match tokio::time::timeout(HEALTH_BUDGET, self.store.ping()).await {
+                    Ok(Ok(())) => plain(StatusCode::OK, "ready\n"),
+                    Ok(Err(e)) => {
+                        plain(StatusCode::SERVICE_UNAVAILABLE, &format!("storage: {e}\n"))
+                    }
+                    Err(_) => plain(StatusCode::SERVICE_UNAVAILABLE, "storage does not answer\n"),
+                }
+            }
             (&Method::GET | &Method::HEAD, "/") => plain(
                 StatusCode::OK,
                 concat!(
                     "alert-relay ",
                     env!("CARGO_PKG_VERSION"),
-                    "\nPOST /webhook (Alertmanager webhook v4), GET /metrics, GET /healthz\n"
+                    "\nPOST /webhook (Alertmanager webhook v4), GET /metrics, GET /healthz, GET /readyz\n"
                 ),
             ),
             _ => plain(StatusCode::NOT_FOUND, "Not Found\n"),

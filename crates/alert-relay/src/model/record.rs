@@ -345,6 +345,26 @@ pub enum Write {
 }
 
 impl Write {
+    /// The name of this kind of write, for the latency metrics.
+    pub fn operation(&self) -> &'static str {
+        match self {
+            Write::Ingest(_) => "ingest",
+            Write::Record { .. } => "record",
+            Write::Prune { .. } => "prune",
+            Write::Checkpoint(_) => "checkpoint",
+            Write::FireStep { .. } => "fire_step",
+            Write::Transition { .. } => "transition",
+            Write::AckAll { .. } => "ack_all",
+            Write::SetMetaInt { .. } => "set_meta_int",
+            Write::FinishReceipt { .. } => "finish_receipt",
+            Write::SetMeta { .. } => "set_meta",
+            Write::ResolveStale { .. } => "resolve_stale",
+            Write::Storm(_) => "storm",
+            Write::InboundSid { .. } => "inbound_sid",
+            Write::Fenced { write, .. } => write.operation(),
+        }
+    }
+
     /// Whether only the instance running the engines makes this write (delivery results,
     /// escalation steps and clocks, storm ticks, budgets, pruning, the pollers' offsets and
     /// receipts, the dead-man's state, re-sync), as opposed to what any instance takes from

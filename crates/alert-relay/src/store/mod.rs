@@ -12,6 +12,7 @@
 pub(crate) mod contract;
 mod disk;
 mod health;
+pub mod migrate;
 pub mod postgres;
 mod semantics;
 pub mod sqlite;
@@ -331,9 +332,12 @@ enum Command {
     Read(ReadFn),
 }
 
-/// Timing of each group commit, for the metrics.
-pub trait CommitObserver: Send + Sync + 'static {
+/// Timing of each group commit and of each operation as its caller waited for it, for the
+/// metrics.
+pub trait CommitObserver: Send + Sync + std::fmt::Debug + 'static {
     fn committed(&self, writes: usize, took: Duration);
+    /// `operation`: a write's [`Write::operation`], or `read`.
+    fn operation(&self, operation: &'static str, took: Duration);
 }
 
 /// Async handle to the DB thread. Cheap to clone.
@@ -344,6 +348,7 @@ pub struct Store {
     /// The fencing number of this instance's leadership (0: not leading), put on every engine
     /// write ([`Write::is_engine_write`]); `None` for a store that needs no fencing (SQLite).
     fence: Option<Arc<AtomicI64>>,
+    observer: Arc<dyn CommitObserver>,
 }
 
 /// The DB threads of a store, to join at shutdown (the last commit stays intact).
@@ -401,6 +406,7 @@ impl Store {
             tx,
             health,
             fence: None,
+            observer,
         };
         Ok((store, DbThreads(threads)))
     }
@@ -420,11 +426,19 @@ impl Store {
             },
             _ => write,
         };
+        self.send(write).await
+    }
+
+    /// `write` as it is, fenced or not.
+    async fn send(&self, write: Write) -> Result<Written, StoreError> {
+        let (operation, since) = (write.operation(), Instant::now());
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Command::Write(write, reply))
             .map_err(|_| StoreError::Stopped)?;
-        rx.await.map_err(|_| StoreError::Stopped)?
+        let written = rx.await.map_err(|_| StoreError::Stopped)?;
+        self.observer.operation(operation, since.elapsed());
+        written
     }
 
     pub async fn ingest(&self, events: Vec<RoutedEvent>) -> Result<IngestOutcome, StoreError> {
@@ -459,6 +473,7 @@ impl Store {
         &self,
         f: impl FnOnce(&mut dyn Backend) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
+        let since = Instant::now();
         let (reply, rx) = oneshot::channel();
         let job: ReadFn = Box::new(move |b| {
             let _ = reply.send(f(b));
@@ -466,7 +481,9 @@ impl Store {
         self.tx
             .send(Command::Read(job))
             .map_err(|_| StoreError::Stopped)?;
-        rx.await.map_err(|_| StoreError::Stopped)?
+        let read = rx.await.map_err(|_| StoreError::Stopped)?;
+        self.observer.operation("read", since.elapsed());
+        read
     }
 
     pub async fn pending(&self, destination: String) -> Result<Vec<PendingRef>, StoreError> {
@@ -490,7 +507,8 @@ impl Store {
                 key: "health_probe".into(),
                 value: crate::time::now_millis(),
             };
-            if let Err(e) = self.write(probe).await
+            // Unfenced: any instance, leading or not, must be able to commit.
+            if let Err(e) = self.send(probe).await
                 && !e.is_storage_fault()
             {
                 return Err(e);
@@ -770,10 +788,12 @@ pub(crate) mod tests {
         assert!(threads.len() > 1, "{threads:?}");
     }
 
+    #[derive(Debug)]
     struct NoMetrics;
 
     impl CommitObserver for NoMetrics {
         fn committed(&self, _: usize, _: Duration) {}
+        fn operation(&self, _: &'static str, _: Duration) {}
     }
 
     #[tokio::test]

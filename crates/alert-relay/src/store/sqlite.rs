@@ -96,6 +96,11 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX inbound_sids_received ON inbound_sids (received_at);",
 ];
 
+/// The schema version this build writes (`PRAGMA user_version` of an up-to-date file).
+pub(super) fn known_version() -> i64 {
+    i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX)
+}
+
 /// Inbound SMS ids are kept at least this long whatever `storage.retention` says: a captured
 /// request must not become good again soon after it was sent.
 const SIDS_KEPT_MS: i64 = 24 * 3600 * 1000;

@@ -14,6 +14,7 @@ mod hostile;
 mod hostile_network;
 mod intake;
 mod logging;
+mod migrate;
 mod pipeline;
 mod providers;
 mod redirects;

@@ -714,6 +714,7 @@ routes: [ {{ policy: all }} ]
 /// A database of its own on the PostgreSQL server this test process shares (started once,
 /// stopped when the process ends), and the `storage:` section that points at it.
 pub(crate) struct Pg {
+    pub(crate) url: String,
     pub(crate) storage: String,
 }
 
@@ -728,6 +729,7 @@ pub(crate) fn postgres(name: &str) -> Pg {
     let url = server.url(name);
     Pg {
         storage: format!("{{ postgres: {{ url: '{url}', pool: 4 }} }}"),
+        url,
     }
 }
 

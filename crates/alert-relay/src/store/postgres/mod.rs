@@ -115,12 +115,25 @@ impl Postgres {
         schema::version(&mut self.client)
     }
 
+    /// The connection, for `store::migrate` (a copy from SQLite into this database).
+    pub(in crate::store) fn client(&mut self) -> &mut Client {
+        &mut self.client
+    }
+
+    /// "host:port" of the server, for messages.
+    pub(in crate::store) fn server(&self) -> &str {
+        &self.server
+    }
+
     /// One transaction, a savepoint per write: one bad write is undone alone. `Err` when the
     /// transaction could not begin or commit.
     fn apply_batch(
         &mut self,
         writes: Vec<Write>,
     ) -> Result<Vec<Result<Written, StoreError>>, postgres::Error> {
+        if writes.len() == 1 {
+            return self.apply_alone(writes);
+        }
         let now = self.clock.now_millis();
         let statements = &mut self.statements;
         let mut tx = self.client.transaction()?;
@@ -138,12 +151,40 @@ impl Postgres {
             };
             results.push(r);
         }
-        for payload in notify::payloads(&results) {
-            tx.execute("SELECT pg_notify($1, $2)", &[&notify::CHANNEL, &payload])?;
-        }
-        tx.commit()?;
+        commit_and_notify(tx, &results)?;
         Ok(results)
     }
+
+    /// A batch of one write (most, under light load): no savepoint, two round trips fewer; a
+    /// failing write rolls the transaction back, which undoes only itself.
+    fn apply_alone(
+        &mut self,
+        writes: Vec<Write>,
+    ) -> Result<Vec<Result<Written, StoreError>>, postgres::Error> {
+        let now = self.clock.now_millis();
+        let mut tx = self.client.transaction()?;
+        let results: Vec<Result<Written, StoreError>> = writes
+            .into_iter()
+            .map(|w| write::apply(&mut tx::Tx::new(&mut tx, &mut self.statements), w, now))
+            .collect();
+        if results.iter().any(Result::is_err) {
+            let _ = tx.rollback();
+            return Ok(results);
+        }
+        commit_and_notify(tx, &results)?;
+        Ok(results)
+    }
+}
+
+/// Commits, telling the other instances what the writes created (delivered with the commit).
+fn commit_and_notify(
+    mut tx: postgres::Transaction<'_>,
+    results: &[Result<Written, StoreError>],
+) -> Result<(), postgres::Error> {
+    for payload in notify::payloads(results) {
+        tx.execute("SELECT pg_notify($1, $2)", &[&notify::CHANNEL, &payload])?;
+    }
+    tx.commit()
 }
 
 /// "host:port" of the first server in the URL (the URL itself may carry a password).

@@ -463,3 +463,72 @@ fn batches_of_two_instances_in_opposite_orders_lose_and_double_nothing() {
         }
     }
 }
+
+#[test]
+fn one_lease_leads_at_a_time_and_a_former_leaders_engine_writes_are_refused() {
+    use super::lease::Lease;
+    let settings = fresh_settings();
+    let mut db = Postgres::connect(&settings).expect("connect");
+    let mut first = Lease::connect(&settings, "a:1").expect("lease a");
+    let mut second = Lease::connect(&settings, "b:2").expect("lease b");
+    let epoch = first.try_lead(1).expect("try").expect("free: leads");
+    assert_eq!(second.try_lead(2).expect("try"), None, "held by a");
+    assert_eq!(first.try_lead(3).expect("try"), Some(epoch), "still a's");
+    first.alive().expect("alive");
+    let fenced = |epoch| Write::Fenced {
+        epoch,
+        write: Box::new(Write::Prune { before_ms: 0 }),
+    };
+    assert!(matches!(
+        db.write_batch(vec![fenced(epoch)]).remove(0),
+        Ok(Written::Pruned(_))
+    ));
+    // a's session ends (its process died): b leads with the next number, and a's late
+    // engine write is refused, not applied.
+    drop(first);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let next = loop {
+        if let Some(e) = second.try_lead(4).expect("try") {
+            break e;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lock was not released"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(next, epoch + 1);
+    let late = db.write_batch(vec![fenced(epoch)]).remove(0);
+    assert!(
+        matches!(late, Err(StoreError::Fenced { epoch: e, current }) if e == epoch && current == next),
+        "{late:?}"
+    );
+    let again = db.write_batch(vec![fenced(epoch)]).remove(0);
+    assert!(again.is_err_and(|e| !e.is_storage_fault()));
+    assert!(db.write_batch(vec![fenced(next)]).remove(0).is_ok());
+}
+
+#[test]
+fn a_commit_notifies_the_listening_leader_of_its_deliveries() {
+    use super::lease::Lease;
+    use super::notify::Notice;
+    let settings = fresh_settings();
+    let mut db = Postgres::connect(&settings).expect("connect");
+    let mut lease = Lease::connect(&settings, "a:1").expect("lease");
+    let e = event("n1", Status::Firing, 1);
+    let w = db
+        .write_batch(vec![Write::Ingest(vec![routed(e, &["ops"])])])
+        .remove(0)
+        .expect("ingest");
+    let Written::Ingested(o) = w else {
+        panic!("{w:?}")
+    };
+    let notices = lease
+        .notices(std::time::Duration::from_secs(2))
+        .expect("notices");
+    let (dest, id, created) = o.deliveries[0].clone();
+    assert!(
+        notices.contains(&Notice::Delivery(dest, id, created)),
+        "{notices:?}"
+    );
+}
