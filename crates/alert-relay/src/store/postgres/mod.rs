@@ -137,6 +137,7 @@ impl Postgres {
         let now = self.clock.now_millis();
         let statements = &mut self.statements;
         let mut tx = self.client.transaction()?;
+        let (order, writes) = lock_order(writes);
         let mut results = Vec::with_capacity(writes.len());
         for w in writes {
             let r = match tx.transaction() {
@@ -152,7 +153,7 @@ impl Postgres {
             results.push(r);
         }
         commit_and_notify(tx, &results)?;
-        Ok(results)
+        Ok(in_given_order(&order, results))
     }
 
     /// A batch of one write (most, under light load): no savepoint, two round trips fewer; a
@@ -174,6 +175,54 @@ impl Postgres {
         commit_and_notify(tx, &results)?;
         Ok(results)
     }
+}
+
+/// The batch's writes in the order they take row locks: webhooks by their first alert's group
+/// and dedup key, the rest before them as given. Two relays given the same webhooks in other
+/// orders (two Alertmanagers posting to both) then lock the same rows in the same order instead
+/// of deadlocking. Returns where each write came from.
+fn lock_order(writes: Vec<Write>) -> (Vec<usize>, Vec<Write>) {
+    let mut keyed: Vec<(Option<(String, String, i64)>, usize, Write)> = writes
+        .into_iter()
+        .enumerate()
+        .map(|(i, w)| (ingest_key(&w), i, w))
+        .collect();
+    keyed.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    keyed.into_iter().map(|(_, i, w)| (i, w)).unzip()
+}
+
+fn ingest_key(w: &Write) -> Option<(String, String, i64)> {
+    let Write::Ingest(events) = w else {
+        return None;
+    };
+    events
+        .iter()
+        .map(|r| {
+            let e = &r.event;
+            (e.group_key.clone(), e.fingerprint.clone(), e.starts_at)
+        })
+        .min()
+}
+
+/// `results` (in lock order) put back in the order the writes were given.
+fn in_given_order(
+    order: &[usize],
+    results: Vec<Result<Written, StoreError>>,
+) -> Vec<Result<Written, StoreError>> {
+    let mut slots: Vec<Option<Result<Written, StoreError>>> = std::iter::repeat_with(|| None)
+        .take(results.len())
+        .collect();
+    for (&i, r) in order.iter().zip(results) {
+        slots[i] = Some(r);
+    }
+    slots
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or(Err(StoreError::Corrupt(
+                "a write of the batch went missing".into(),
+            )))
+        })
+        .collect()
 }
 
 /// Commits, telling the other instances what the writes created (delivered with the commit).
@@ -384,5 +433,35 @@ impl Backend for Postgres {
 
     fn sent_to(&mut self, destination: &str, target: AckTarget) -> Result<bool, StoreError> {
         read::sent_to(&mut self.client, destination, target)
+    }
+}
+
+#[cfg(test)]
+mod lock_order_tests {
+    use super::*;
+    use crate::store::contract::{event, routed};
+
+    fn ingest(fp: &str) -> Write {
+        Write::Ingest(vec![routed(
+            event(fp, crate::payload::Status::Firing, 1),
+            &["ops"],
+        )])
+    }
+
+    #[test]
+    fn webhooks_lock_in_one_order_and_results_return_in_the_given_one() {
+        let writes = vec![ingest("b"), Write::Prune { before_ms: 1 }, ingest("a")];
+        let (order, sorted) = lock_order(writes);
+        assert_eq!(order, [1, 2, 0]);
+        assert!(matches!(sorted[0], Write::Prune { .. }));
+        let results = vec![
+            Ok(Written::Pruned(1)),
+            Ok(Written::Recorded),
+            Err(StoreError::Stopped),
+        ];
+        let back = in_given_order(&order, results);
+        assert!(matches!(back[0], Err(StoreError::Stopped)));
+        assert!(matches!(back[1], Ok(Written::Pruned(1))));
+        assert!(matches!(back[2], Ok(Written::Recorded)));
     }
 }
