@@ -182,7 +182,7 @@ impl Postgres {
 /// orders (two Alertmanagers posting to both) then lock the same rows in the same order instead
 /// of deadlocking. Returns where each write came from.
 fn lock_order(writes: Vec<Write>) -> (Vec<usize>, Vec<Write>) {
-    let mut keyed: Vec<(Option<(String, String, i64)>, usize, Write)> = writes
+    let mut keyed: Vec<(Option<LockKey>, usize, Write)> = writes
         .into_iter()
         .enumerate()
         .map(|(i, w)| (ingest_key(&w), i, w))
@@ -191,7 +191,10 @@ fn lock_order(writes: Vec<Write>) -> (Vec<usize>, Vec<Write>) {
     keyed.into_iter().map(|(_, i, w)| (i, w)).unzip()
 }
 
-fn ingest_key(w: &Write) -> Option<(String, String, i64)> {
+/// (group key, fingerprint, start) of a webhook's first alert in lock order.
+type LockKey = (String, String, i64);
+
+fn ingest_key(w: &Write) -> Option<LockKey> {
     let Write::Ingest(events) = w else {
         return None;
     };
