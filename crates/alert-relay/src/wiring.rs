@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use crate::client::http_client;
 use crate::config::{self, Config, ListenerSecurity, StorageBackend};
 use crate::deadman::Deadman;
-use crate::delivery::{Engine, EngineParts};
+use crate::delivery::{Engine, EngineParts, Start};
 use crate::escalation::Escalator;
 use crate::http::{self, App};
 use crate::leader::{self, Leadership, Role};
@@ -262,8 +262,14 @@ impl Services {
         self.escalator.resume().await;
         self.deadman.resume();
         let config = self.live.config();
+        // Epoch 1 is the database's first leader; any later one takes over from another.
+        let how = if epoch > 1 {
+            Start::Takeover
+        } else {
+            Start::Fresh
+        };
         self.engine
-            .start(config.destinations(), config.delivery.clone())
+            .start(config.destinations(), config.delivery.clone(), how)
             .await?;
         self.metrics.leader.set(1);
         self.metrics.leader_changes.inc();

@@ -45,6 +45,15 @@ impl TokenBucket {
         }
     }
 
+    /// A bucket with no token yet: a new leader's, since the former one may have spent the
+    /// burst just before it died (the rate holds across a failover).
+    pub fn empty(per_second: f64, burst: u32, now: f64) -> Self {
+        Self {
+            tokens: 0.0,
+            ..Self::new(per_second, burst, now)
+        }
+    }
+
     /// Takes a token if one is there (`Duration::ZERO`), else says how long until one is.
     pub fn take(&mut self, now: f64) -> Duration {
         let elapsed = (now - self.last).max(0.0);
@@ -83,6 +92,18 @@ mod tests {
         assert!(
             next_delay(9, Some(Duration::from_secs(10)), s, max, 0.99) < Duration::from_secs(11)
         );
+    }
+
+    #[test]
+    fn a_takeovers_bucket_starts_empty_and_fills_at_the_rate() {
+        let mut b = TokenBucket::empty(2.0, 3, 10.0);
+        assert_eq!(b.take(10.0), Duration::from_millis(500));
+        assert_eq!(b.take(10.5), Duration::ZERO);
+        // Never more than the burst, however long it waited.
+        let _ = b.take(100.0);
+        let _ = b.take(100.0);
+        assert_eq!(b.take(100.0), Duration::ZERO);
+        assert_eq!(b.take(100.0), Duration::from_millis(500));
     }
 
     #[test]

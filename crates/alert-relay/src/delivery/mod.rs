@@ -89,6 +89,8 @@ struct Shared {
     clock: Arc<RelayClock>,
     delivery: watch::Receiver<DeliveryConfig>,
     stop: watch::Receiver<bool>,
+    /// Started by [`Start::Takeover`]: new workers' token buckets start empty.
+    takeover: AtomicBool,
     /// The engine queues overflow summaries.
     engine: std::sync::Weak<Engine>,
 }
@@ -120,6 +122,16 @@ pub struct Engine {
     running: AtomicBool,
 }
 
+/// How the engine starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// The only instance, or the first leader of a database: every token bucket full.
+    Fresh,
+    /// Taking over from another leader, which may have spent the burst just before: every
+    /// token bucket starts empty.
+    Takeover,
+}
+
 impl Engine {
     /// An engine without workers; [`Engine::apply`] starts them.
     pub fn new(parts: EngineParts) -> Arc<Self> {
@@ -143,6 +155,7 @@ impl Engine {
                 clock,
                 delivery: delivery_rx,
                 stop: stopped,
+                takeover: AtomicBool::new(false),
                 engine: engine.clone(),
             }),
             queues: Mutex::new(BTreeMap::new()),
@@ -158,7 +171,11 @@ impl Engine {
         &self,
         destinations: BTreeMap<String, Destination>,
         delivery: DeliveryConfig,
+        how: Start,
     ) -> Result<(), store::StoreError> {
+        self.shared
+            .takeover
+            .store(how == Start::Takeover, Ordering::SeqCst);
         self.stop.send_replace(false);
         self.running.store(true, Ordering::SeqCst);
         self.apply(destinations, delivery).await

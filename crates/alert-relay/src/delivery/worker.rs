@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -182,8 +183,13 @@ impl Worker {
     async fn take_token(&mut self, destination: &Destination) -> Flow {
         let rate = destination.channel.rate;
         let now = self.started.elapsed().as_secs_f64();
+        let takeover = self.shared.takeover.load(Ordering::SeqCst);
         let bucket = match &mut self.bucket {
             Some(b) if b.same_rate(rate.per_second, rate.burst) => b,
+            None if takeover => {
+                self.bucket
+                    .insert(TokenBucket::empty(rate.per_second, rate.burst, now))
+            }
             _ => self
                 .bucket
                 .insert(TokenBucket::new(rate.per_second, rate.burst, now)),
