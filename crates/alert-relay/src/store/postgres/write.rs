@@ -3,11 +3,12 @@
 
 use postgres::Client;
 
+use super::super::semantics;
 use super::tx::Tx;
 
 use super::super::{
-    Action, Attempt, DeliveryState, IncidentState, IngestOutcome, RoutedEvent, StoreError,
-    Transitioned, Write, Written,
+    Action, Attempt, IncidentState, IngestOutcome, RoutedEvent, StoreError, Transitioned, Write,
+    Written,
 };
 use crate::payload::Status;
 
@@ -173,31 +174,18 @@ fn record(
     attempt: Attempt,
     now: i64,
 ) -> Result<(), StoreError> {
-    let (state, error, provider_ref, next) = match attempt {
-        Attempt::Delivered { provider_ref } => (DeliveryState::Delivered, None, provider_ref, now),
-        Attempt::Retry {
-            next_attempt_at_ms,
-            error,
-        } => (
-            DeliveryState::Pending,
-            Some(error),
-            None,
-            next_attempt_at_ms,
-        ),
-        Attempt::Dead { error } => (DeliveryState::Dead, Some(error), None, now),
-        Attempt::Skipped { reason } => (DeliveryState::Skipped, Some(reason), None, now),
-    };
+    let r = semantics::recorded(attempt, now);
     tx.execute(
         "UPDATE deliveries SET state = $2, attempts = $3, last_error = $4,
             provider_ref = COALESCE($5, provider_ref), next_attempt_at = $6, updated_at = $7
          WHERE id = $1",
         &[
             &id,
-            &state.as_str(),
+            &r.state.as_str(),
             &i64::from(attempts),
-            &error,
-            &provider_ref,
-            &next,
+            &r.last_error,
+            &r.provider_ref,
+            &r.next_attempt_at_ms,
             &now,
         ],
     )?;
@@ -346,14 +334,8 @@ fn transition(
     let Some(from) = state.as_deref().and_then(IncidentState::parse) else {
         return Ok(Transitioned::NotFound);
     };
-    let to = match (action, from) {
-        (_, IncidentState::Resolved) => return Ok(Transitioned::Unchanged(from)),
-        (Action::Ack, IncidentState::Acked) | (Action::Unack, IncidentState::Open) => {
-            return Ok(Transitioned::Unchanged(from));
-        }
-        (Action::Ack, _) => IncidentState::Acked,
-        (Action::Unack, _) => IncidentState::Open,
-        (Action::Resolve, _) => IncidentState::Resolved,
+    let Some(to) = semantics::transition_to(action, from) else {
+        return Ok(Transitioned::Unchanged(from));
     };
     match to {
         IncidentState::Acked => tx.execute(
@@ -371,15 +353,7 @@ fn transition(
             &[&id, &now, &by, &elapsed_ms],
         )?,
     };
-    let mut notice = format!(
-        "Incident #{id} {} by {by} at {}",
-        action.verb(),
-        crate::time::format_rfc3339(now.saturating_mul(1_000_000))
-    );
-    let paged = paged(tx, id)?;
-    if !paged.is_empty() {
-        notice.push_str(&format!("; on call: {}", paged.join(", ")));
-    }
+    let notice = semantics::transition_notice(id, action, by, now, &paged(tx, id)?);
     let deliveries = if announce {
         notify_notified(tx, id, &notice, now)?
     } else {
