@@ -31,6 +31,20 @@ const META_KEY: &str = "deadman";
 /// The relay's own alert: its fingerprint (dedup key with `startsAt`) and group.
 const FINGERPRINT: &str = "alertrelaydeadman";
 pub const ALERTNAME: &str = "MonitoringPipelineDown";
+/// The switch's stored state; an unreadable one starts afresh.
+async fn load(store: &Store) -> Result<Stored, StoreError> {
+    let stored = store.read(|b| b.meta(META_KEY)).await?;
+    Ok(stored
+        .and_then(|v| match serde_json::from_slice::<Stored>(&v) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!("stored dead-man's switch state unreadable, starting afresh: {e}");
+                None
+            }
+        })
+        .unwrap_or_default())
+}
+
 /// Pause after the store failed.
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -80,19 +94,7 @@ impl Deadman {
         live: Arc<Live>,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, StoreError> {
-        let stored = store
-            .read(|b| b.meta(META_KEY))
-            .await?
-            .and_then(|v| match serde_json::from_slice::<Stored>(&v) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    tracing::warn!(
-                        "stored dead-man's switch state unreadable, starting afresh: {e}"
-                    );
-                    None
-                }
-            })
-            .unwrap_or_default();
+        let stored = load(&store).await?;
         let enabled = live.config().deadman.is_some();
         let d = Deadman {
             store,
@@ -121,11 +123,19 @@ impl Deadman {
         self.wake.notify_one();
     }
 
-    /// Becoming the leader: silence counts from now, as at start-up (a follower may not have
-    /// seen the heartbeats the former leader got).
-    pub fn resume(&self) {
-        self.lock().since = Instant::now();
+    /// Becoming the leader: the state the former leader stored (tripped or not, the last
+    /// heartbeat) is read again, and silence counts from now, as at start-up (a follower may
+    /// not have seen the heartbeats the former leader got).
+    pub async fn resume(&self) -> Result<(), StoreError> {
+        let stored = load(&self.store).await?;
+        {
+            let mut st = self.lock();
+            st.stored = stored;
+            st.since = Instant::now();
+            self.publish(&st.stored);
+        }
         self.wake();
+        Ok(())
     }
 
     /// An alert matching `deadman.match` arrived. Only a firing one is a heartbeat: a

@@ -260,7 +260,7 @@ impl Services {
         self.clock
             .resume(self.store.read(|b| b.relay_clock()).await?);
         self.escalator.resume().await;
-        self.deadman.resume();
+        self.deadman.resume().await?;
         let config = self.live.config();
         // Epoch 1 is the database's first leader; any later one takes over from another.
         let how = if epoch > 1 {
