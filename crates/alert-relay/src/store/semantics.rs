@@ -1,11 +1,12 @@
 //! What a write means, apart from any SQL: the decisions a backend makes the same way whatever
-//! it stores into (SQLite today, PostgreSQL next). Pure functions of the write and of what the
+//! it stores into (SQLite and PostgreSQL). Pure functions of the write and of what the
 //! backend read; each backend keeps its own queries and calls these in between.
 
 use std::collections::BTreeMap;
 
-use super::{Action, Attempt, DeliveryState, IncidentState};
-use crate::model::storm::RuleAt;
+use super::{Action, Attempt, DeliveryState, Incident, IncidentState};
+use crate::model::storm::{BudgetAt, RuleAt};
+use crate::payload::AlertEvent;
 
 /// A delivery row after [`super::Write::Record`].
 #[derive(Debug)]
@@ -125,6 +126,106 @@ pub(super) fn detection_recipients<'a>(
     (destinations, on_call)
 }
 
+/// How many held-back messages a budget window names; the count says how many in all.
+const HELD_NAMED: usize = 20;
+
+/// One destination's budget window as stored (`budgets`).
+#[derive(Debug)]
+pub(super) struct BudgetRow {
+    pub(super) window_start: i64,
+    pub(super) sent: i64,
+    pub(super) held: i64,
+    pub(super) reported: i64,
+    /// The held-back messages, named (`#12, storm #3, …`).
+    pub(super) held_for: String,
+    /// The event the window's summaries hang on: the last message held back.
+    pub(super) event_id: Option<i64>,
+}
+
+impl BudgetRow {
+    /// A window that starts at `clock` (relay clock, ms).
+    pub(super) fn starting(clock: i64) -> Self {
+        BudgetRow {
+            window_start: clock,
+            sent: 0,
+            held: 0,
+            reported: 0,
+            held_for: String::new(),
+            event_id: None,
+        }
+    }
+
+    /// Whether the window is still running at `clock`.
+    pub(super) fn runs_at(&self, b: &BudgetAt, clock: i64) -> bool {
+        clock < self.window_start.saturating_add(b.per_ms)
+    }
+
+    /// Whether the ended window held messages back after its first summary: a tally is owed.
+    pub(super) fn owes_tally(&self) -> bool {
+        self.held > self.reported
+    }
+
+    /// Whether the next message is over the budget.
+    pub(super) fn full(&self, b: &BudgetAt) -> bool {
+        self.sent >= i64::from(b.max)
+    }
+
+    /// Counts one more message held back: `what` names it (see [`held_name`]), `event_id` is
+    /// its event, which the summaries then hang on.
+    pub(super) fn hold(&mut self, what: &str, event_id: i64) {
+        let mut list: Vec<&str> = self
+            .held_for
+            .split(", ")
+            .filter(|s| !s.is_empty())
+            .collect();
+        if !list.contains(&what) && list.len() < HELD_NAMED {
+            list.push(what);
+        } else if list.len() == HELD_NAMED {
+            list.push("…");
+        }
+        self.held_for = list.join(", ");
+        self.held += 1;
+        self.event_id = Some(event_id);
+    }
+
+    /// How long the window still runs at `clock`, in ms.
+    pub(super) fn left_ms(&self, b: &BudgetAt, clock: i64) -> i64 {
+        self.window_start
+            .saturating_add(b.per_ms)
+            .saturating_sub(clock)
+    }
+}
+
+/// How a held-back message is named in its budget's summaries: its incident, else its storm,
+/// else the delivery.
+pub(super) fn held_name(delivery: i64, incident: Option<i64>, storm: Option<i64>) -> String {
+    match (incident, storm) {
+        (Some(i), _) => format!("#{i}"),
+        (None, Some(s)) => format!("storm #{s}"),
+        (None, None) => format!("delivery {delivery}"),
+    }
+}
+
+/// The reason stored on a delivery a budget held back.
+pub(super) fn held_reason(b: &BudgetAt) -> String {
+    format!(
+        "held back: budget of {} for {} exhausted; reported to {}",
+        b.label,
+        b.destination,
+        b.overflow.join(", ")
+    )
+}
+
+/// An incident's name and summary, from its first alert (stored as JSON) as messages word it;
+/// left empty when the alert cannot be read.
+pub(super) fn name_incident(incident: &mut Incident, alert_json: &str) {
+    if let Ok(e) = serde_json::from_str::<AlertEvent>(alert_json) {
+        let m = crate::render::Message::new(&e);
+        incident.alertname = m.alertname;
+        incident.summary = m.summary;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,6 +261,37 @@ mod tests {
         assert_eq!(
             resolved_targets(None, nobody, routed),
             Ok(vec![("r".to_owned(), None)])
+        );
+    }
+
+    #[test]
+    fn a_budget_window_names_what_it_held_up_to_a_point_and_counts_all() {
+        let b = BudgetAt {
+            destination: "sms:+1".into(),
+            max: 1,
+            per_ms: 1000,
+            overflow: vec!["ops".into()],
+            label: "1 per 1s".into(),
+        };
+        let mut r = BudgetRow::starting(5000);
+        assert!(r.runs_at(&b, 5999) && !r.runs_at(&b, 6000));
+        assert_eq!(r.left_ms(&b, 5400), 600);
+        assert!(!r.full(&b));
+        r.sent = 1;
+        assert!(r.full(&b));
+        r.hold(&held_name(9, Some(12), Some(3)), 40);
+        r.hold(&held_name(9, Some(12), None), 41);
+        r.hold(&held_name(10, None, Some(3)), 42);
+        assert_eq!(r.held_for, "#12, storm #3");
+        assert_eq!((r.held, r.event_id), (3, Some(42)));
+        for i in 0..30 {
+            r.hold(&held_name(i, None, None), 50);
+        }
+        assert_eq!(r.held_for.split(", ").count(), HELD_NAMED + 1);
+        assert!(r.held_for.ends_with('…') && r.owes_tally());
+        assert_eq!(
+            held_reason(&b),
+            "held back: budget of 1 per 1s for sms:+1 exhausted; reported to ops"
         );
     }
 }

@@ -165,11 +165,7 @@ fn incident_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Incident, String)> {
 }
 
 fn finish_incident((mut i, alert): (Incident, String)) -> Incident {
-    if let Ok(e) = serde_json::from_str::<AlertEvent>(&alert) {
-        let m = crate::render::Message::new(&e);
-        i.alertname = m.alertname;
-        i.summary = m.summary;
-    }
+    semantics::name_incident(&mut i, &alert);
     i
 }
 

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use rusqlite::{Connection, OptionalExtension as _, params};
 
-use super::{IncidentState, StoreError, semantics};
+use super::semantics::{self, BudgetRow};
+use super::{IncidentState, StoreError};
 use crate::model::storm::{BudgetAt, Listed, Part, RuleAt, StormView, StormWrite, StormWritten};
 use crate::payload::AlertEvent;
 
@@ -53,8 +54,6 @@ type Deliveries = Vec<(String, i64, i64)>;
 
 /// How often the relay clock is stored (its stamps in `storms` and `budgets` are newer).
 const CLOCK_CHECKPOINT_MS: i64 = 60_000;
-/// How many held-back incidents a budget summary names.
-const HELD_NAMED: usize = 20;
 
 /// The alerts of an incident's group that fire now (received since it opened, not resolved).
 /// "Since" is by event id, not `received_at`: the wall clock may step back.
@@ -672,15 +671,6 @@ fn tick(
     Ok(out)
 }
 
-struct BudgetRow {
-    window_start: i64,
-    sent: i64,
-    held: i64,
-    reported: i64,
-    held_for: String,
-    event_id: Option<i64>,
-}
-
 fn budget_row(tx: &Connection, destination: &str) -> Result<Option<BudgetRow>, StoreError> {
     Ok(tx
         .query_row(
@@ -737,24 +727,15 @@ fn admit(
 ) -> Result<StormWritten, StoreError> {
     let mut deliveries = Vec::new();
     let mut r = match budget_row(tx, &b.destination)? {
-        Some(r) if clock < r.window_start.saturating_add(b.per_ms) => r,
+        Some(r) if r.runs_at(b, clock) => r,
         ended => {
-            if let Some(r) = ended
-                && r.held > r.reported
-            {
+            if let Some(r) = ended.filter(BudgetRow::owes_tally) {
                 deliveries.extend(tally(tx, b, &r, now)?);
             }
-            BudgetRow {
-                window_start: clock,
-                sent: 0,
-                held: 0,
-                reported: 0,
-                held_for: String::new(),
-                event_id: None,
-            }
+            BudgetRow::starting(clock)
         }
     };
-    let held = r.sent >= i64::from(b.max);
+    let held = r.full(b);
     let mut exhausted = false;
     if held {
         let (event_id, incident, storm): (i64, Option<i64>, Option<i64>) = tx.query_row(
@@ -762,40 +743,18 @@ fn admit(
             [delivery],
             |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
         )?;
-        let what = match (incident, storm) {
-            (Some(i), _) => format!("#{i}"),
-            (None, Some(s)) => format!("storm #{s}"),
-            (None, None) => format!("delivery {delivery}"),
-        };
-        let mut list: Vec<&str> = r.held_for.split(", ").filter(|s| !s.is_empty()).collect();
-        // Named up to a point; the count says how many in all.
-        if !list.contains(&what.as_str()) && list.len() < HELD_NAMED {
-            list.push(&what);
-        } else if list.len() == HELD_NAMED {
-            list.push("…");
-        }
-        r.held_for = list.join(", ");
-        r.held += 1;
-        r.event_id = Some(event_id);
+        r.hold(&semantics::held_name(delivery, incident, storm), event_id);
         tx.execute(
             "UPDATE deliveries SET state = 'skipped', last_error = ?2, updated_at = ?3 WHERE id = ?1",
             params![
                 delivery,
-                format!(
-                    "held back: budget of {} for {} exhausted; reported to {}",
-                    b.label,
-                    b.destination,
-                    b.overflow.join(", ")
-                ),
+                semantics::held_reason(b),
                 now
             ],
         )?;
         if r.reported == 0 {
             exhausted = true;
-            let left = r
-                .window_start
-                .saturating_add(b.per_ms)
-                .saturating_sub(clock);
+            let left = r.left_ms(b, clock);
             let text = crate::render::budget::exhausted_text(b, &r.held_for, left);
             deliveries.extend(overflow_deliveries(tx, b, event_id, &text, now)?);
             r.reported = r.held;

@@ -53,12 +53,7 @@ fn incident_row(r: &postgres::Row) -> Result<Incident, StoreError> {
         summary: String::new(),
         storm: r.try_get(14)?,
     };
-    // The same wording as SQLite's incidents (`finish_incident` in `store/sqlite.rs`).
-    if let Ok(e) = serde_json::from_str::<AlertEvent>(&alert) {
-        let m = crate::render::Message::new(&e);
-        i.alertname = m.alertname;
-        i.summary = m.summary;
-    }
+    super::super::semantics::name_incident(&mut i, &alert);
     Ok(i)
 }
 

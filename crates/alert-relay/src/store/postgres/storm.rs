@@ -7,6 +7,7 @@ use postgres::GenericClient;
 
 use super::tx::Tx;
 
+use super::super::semantics::{self, BudgetRow};
 use super::super::{IncidentState, StoreError};
 use crate::model::storm::{BudgetAt, Listed, Part, RuleAt, StormView, StormWrite, StormWritten};
 use crate::payload::AlertEvent;
@@ -15,8 +16,6 @@ type Deliveries = Vec<(String, i64, i64)>;
 
 /// How often the relay clock is stored (as SQLite).
 const CLOCK_CHECKPOINT_MS: i64 = 60_000;
-/// How many held-back incidents a budget summary names.
-const HELD_NAMED: usize = 20;
 /// First key of the transaction-scoped advisory lock on one destination's budget row (the row
 /// may not exist yet, so `FOR UPDATE` cannot lock it).
 const BUDGET_LOCK: i32 = 0x6275_6467;
@@ -634,15 +633,6 @@ fn close_if_resolved(tx: &mut Tx<'_, '_>, storm: i64, now: i64) -> Result<Delive
     insert_storm_deliveries(tx, &summary, &targets, &BTreeMap::new(), now)
 }
 
-struct BudgetRow {
-    window_start: i64,
-    sent: i64,
-    held: i64,
-    reported: i64,
-    held_for: String,
-    event_id: Option<i64>,
-}
-
 /// Serialises the read-modify-write of one destination's budget across instances.
 fn lock_budget(tx: &mut Tx<'_, '_>, destination: &str) -> Result<(), StoreError> {
     tx.execute(
@@ -716,27 +706,8 @@ fn hold(
     )?;
     let event_id: i64 = row.try_get(0)?;
     let (incident, storm): (Option<i64>, Option<i64>) = (row.try_get(1)?, row.try_get(2)?);
-    let what = match (incident, storm) {
-        (Some(i), _) => format!("#{i}"),
-        (None, Some(s)) => format!("storm #{s}"),
-        (None, None) => format!("delivery {delivery}"),
-    };
-    let mut list: Vec<&str> = r.held_for.split(", ").filter(|s| !s.is_empty()).collect();
-    // Named up to a point; the count says how many in all.
-    if !list.contains(&what.as_str()) && list.len() < HELD_NAMED {
-        list.push(&what);
-    } else if list.len() == HELD_NAMED {
-        list.push("…");
-    }
-    r.held_for = list.join(", ");
-    r.held += 1;
-    r.event_id = Some(event_id);
-    let reason = format!(
-        "held back: budget of {} for {} exhausted; reported to {}",
-        b.label,
-        b.destination,
-        b.overflow.join(", ")
-    );
+    r.hold(&semantics::held_name(delivery, incident, storm), event_id);
+    let reason = semantics::held_reason(b);
     tx.execute(
         "UPDATE deliveries SET state = 'skipped', last_error = $2, updated_at = $3 WHERE id = $1",
         &[&delivery, &reason, &now],
@@ -744,10 +715,7 @@ fn hold(
     if r.reported != 0 {
         return Ok(false);
     }
-    let left = r
-        .window_start
-        .saturating_add(b.per_ms)
-        .saturating_sub(clock);
+    let left = r.left_ms(b, clock);
     let text = crate::render::budget::exhausted_text(b, &r.held_for, left);
     deliveries.extend(overflow_deliveries(tx, b, event_id, &text, now)?);
     r.reported = r.held;
@@ -764,24 +732,15 @@ fn admit(
     lock_budget(tx, &b.destination)?;
     let mut deliveries = Vec::new();
     let mut r = match budget_row(tx, &b.destination)? {
-        Some(r) if clock < r.window_start.saturating_add(b.per_ms) => r,
+        Some(r) if r.runs_at(b, clock) => r,
         ended => {
-            if let Some(r) = ended
-                && r.held > r.reported
-            {
+            if let Some(r) = ended.filter(BudgetRow::owes_tally) {
                 deliveries.extend(tally(tx, b, &r, now)?);
             }
-            BudgetRow {
-                window_start: clock,
-                sent: 0,
-                held: 0,
-                reported: 0,
-                held_for: String::new(),
-                event_id: None,
-            }
+            BudgetRow::starting(clock)
         }
     };
-    let held = r.sent >= i64::from(b.max);
+    let held = r.full(b);
     let mut exhausted = false;
     if held {
         exhausted = hold(tx, delivery, b, &mut r, clock, now, &mut deliveries)?;
