@@ -87,10 +87,7 @@ pub fn migrate_storage(from: &Path, to: &Path) -> anyhow::Result<store::migrate:
             to.display()
         );
     };
-    let settings = store::postgres::PgSettings {
-        url: pg.connection_url().expose().to_owned(),
-        ca_file: pg.ca_file.clone(),
-    };
+    let settings = crate::wiring::pg_settings(pg);
     store::migrate::sqlite_to_postgres(file, &settings).with_context(|| {
         format!(
             "migrate-storage from {} to {}",

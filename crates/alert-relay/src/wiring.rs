@@ -453,7 +453,8 @@ async fn open_store(
     }
 }
 
-fn pg_settings(pg: &config::PostgresStorage) -> PgSettings {
+/// Where `storage.postgres` says the database is.
+pub(crate) fn pg_settings(pg: &config::PostgresStorage) -> PgSettings {
     PgSettings {
         url: pg.connection_url().expose().to_owned(),
         ca_file: pg.ca_file.clone(),

@@ -126,6 +126,12 @@ pub(super) fn detection_recipients<'a>(
     (destinations, on_call)
 }
 
+/// `('open', 'acked')`: incident states as an SQL list (the same in both dialects).
+pub(super) fn state_list(states: &[IncidentState]) -> String {
+    let quoted: Vec<String> = states.iter().map(|s| format!("'{}'", s.as_str())).collect();
+    format!("({})", quoted.join(", "))
+}
+
 /// How many held-back messages a budget window names; the count says how many in all.
 const HELD_NAMED: usize = 20;
 

@@ -796,12 +796,6 @@ struct DueStep {
     reopen: bool,
 }
 
-/// `('open', 'acked')`, for an SQL `IN`.
-fn sql_states(states: &[IncidentState]) -> String {
-    let quoted: Vec<String> = states.iter().map(|s| format!("'{}'", s.as_str())).collect();
-    format!("({})", quoted.join(", "))
-}
-
 /// Sends policy step `step` to `destinations` if the incident is still due for it; nothing
 /// when another pass already sent it (the `next_step` test makes a step fire once).
 fn fire_step(
@@ -812,7 +806,7 @@ fn fire_step(
     on_call: &std::collections::BTreeMap<String, String>,
     now: i64,
 ) -> Result<Vec<(String, i64, i64)>, StoreError> {
-    let states = sql_states(semantics::fire_step_states(due.allow_acked, due.reopen));
+    let states = semantics::state_list(semantics::fire_step_states(due.allow_acked, due.reopen));
     let set_state = if due.reopen {
         ", state = 'open', acked_ms = 0"
     } else {

@@ -257,11 +257,7 @@ fn fire_step(
     on_call: &std::collections::BTreeMap<String, String>,
     now: i64,
 ) -> Result<Deliveries, StoreError> {
-    let states = if cas.allow_acked || cas.reopen {
-        "('open', 'acked')"
-    } else {
-        "('open')"
-    };
+    let states = semantics::state_list(semantics::fire_step_states(cas.allow_acked, cas.reopen));
     let set_state = if cas.reopen {
         ", state = 'open', acked_ms = 0"
     } else {
