@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use crate::delivery::Engine;
 use crate::live::Live;
 use crate::metrics::Metrics;
-use crate::model::record::DEADMAN_GROUP_KEY;
+use crate::model::record::{DEADMAN_GROUP_KEY, Heartbeat};
 use crate::payload::{AlertEvent, Labels, Status};
 use crate::store::{RoutedEvent, Store, StoreError, Write, Written};
 use crate::time::{format_rfc3339, humanize, now_millis};
@@ -43,6 +43,29 @@ async fn load(store: &Store) -> Result<Stored, StoreError> {
             }
         })
         .unwrap_or_default())
+}
+
+/// The heartbeat an alert matching `deadman.match` is. Only a firing one is: a resolved
+/// `Watchdog` means Prometheus stopped sending it (said in the log, and `None`).
+pub fn heartbeat_of(e: &AlertEvent) -> Option<Heartbeat> {
+    if e.status != Status::Firing {
+        tracing::warn!("Alertmanager resolved the heartbeat alert: Prometheus no longer sends it");
+        return None;
+    }
+    let name = e
+        .labels
+        .get("alertname")
+        .map_or("heartbeat", String::as_str);
+    let from = if e.external_url.is_empty() {
+        format!("receiver {}", e.receiver)
+    } else {
+        e.external_url.clone()
+    };
+    Some(Heartbeat {
+        at_ms: now_millis(),
+        what: format!("{name} from {from}"),
+        external_url: e.external_url.clone(),
+    })
 }
 
 /// Pause after the store failed.
@@ -138,32 +161,15 @@ impl Deadman {
         Ok(())
     }
 
-    /// An alert matching `deadman.match` arrived. Only a firing one is a heartbeat: a
-    /// resolved `Watchdog` means Prometheus stopped sending it.
-    pub fn heartbeat(&self, e: &AlertEvent) {
-        if e.status != Status::Firing {
-            tracing::warn!(
-                "Alertmanager resolved the heartbeat alert: Prometheus no longer sends it"
-            );
-            return;
-        }
-        let now = now_millis();
-        let name = e
-            .labels
-            .get("alertname")
-            .map_or("heartbeat", String::as_str);
-        let from = if e.external_url.is_empty() {
-            format!("receiver {}", e.receiver)
-        } else {
-            e.external_url.clone()
-        };
+    /// A heartbeat, taken here or (several relays on one database) by another instance.
+    pub fn beat(&self, h: &Heartbeat) {
         {
             let mut st = self.lock();
             st.since = Instant::now();
             st.fresh = true;
-            st.stored.last_heartbeat_ms = Some(now);
-            st.stored.last_heartbeat = Some(format!("{name} from {from}"));
-            st.stored.external_url.clone_from(&e.external_url);
+            st.stored.last_heartbeat_ms = Some(h.at_ms);
+            st.stored.last_heartbeat = Some(h.what.clone());
+            st.stored.external_url.clone_from(&h.external_url);
             self.publish(&st.stored);
         }
         self.wake();
@@ -491,7 +497,7 @@ mod tests {
         r.advance(24 * 60 * M).await;
         assert_eq!(r.sent().await.len(), 1);
         // Heartbeats return: one recovery, threaded to the firing message.
-        r.dm.heartbeat(&watchdog(Status::Firing));
+        r.dm.beat(&heartbeat_of(&watchdog(Status::Firing)).expect("firing"));
         r.advance(Duration::ZERO).await;
         let sent = r.sent().await;
         assert_eq!(sent.len(), 2);
@@ -505,7 +511,7 @@ mod tests {
         );
         // More heartbeats: nothing more to say.
         r.advance(3 * M).await;
-        r.dm.heartbeat(&watchdog(Status::Firing));
+        r.dm.beat(&heartbeat_of(&watchdog(Status::Firing)).expect("firing"));
         r.advance(3 * M).await;
         assert_eq!(r.sent().await.len(), 2);
         // Silent again: a new trip, naming the last heartbeat. Little real time has passed,
@@ -551,11 +557,11 @@ mod tests {
         let r = rig().await;
         for _ in 0..10 {
             r.advance(4 * M).await;
-            r.dm.heartbeat(&watchdog(Status::Firing));
+            r.dm.beat(&heartbeat_of(&watchdog(Status::Firing)).expect("firing"));
         }
         assert!(r.sent().await.is_empty());
         r.advance(4 * M).await;
-        r.dm.heartbeat(&watchdog(Status::Resolved));
+        assert!(heartbeat_of(&watchdog(Status::Resolved)).is_none());
         r.advance(M).await;
         assert_eq!(r.sent().await.len(), 1);
     }
@@ -569,7 +575,7 @@ mod tests {
         assert_eq!(r.metric("alert_relay_deadman_tripped"), "1");
         r.advance(60 * M).await;
         assert_eq!(r.sent().await.len(), 1);
-        r.dm.heartbeat(&watchdog(Status::Firing));
+        r.dm.beat(&heartbeat_of(&watchdog(Status::Firing)).expect("firing"));
         r.advance(Duration::ZERO).await;
         let sent = r.sent().await;
         assert_eq!(sent.len(), 2);
@@ -579,7 +585,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_restart_into_a_silent_pipeline_still_notices() {
         let r = rig().await;
-        r.dm.heartbeat(&watchdog(Status::Firing));
+        r.dm.beat(&heartbeat_of(&watchdog(Status::Firing)).expect("firing"));
         r.advance(M).await;
         let r = r.restart().await;
         // The timer starts at start-up: 5 minutes after it, not after the last heartbeat.

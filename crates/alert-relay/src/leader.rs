@@ -7,10 +7,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
+use crate::store::StoreError;
 use crate::store::postgres::PgSettings;
 use crate::store::postgres::lease::Lease;
 use crate::store::postgres::notify::Notice;
@@ -116,37 +117,48 @@ impl Campaign {
         }
     }
 
-    /// Rounds on one connection until it fails or the campaign stops.
+    /// Rounds on one connection until it fails or the campaign stops; between rounds, the
+    /// other instances' notices are passed on as they arrive.
     fn hold(&self, mut lease: Lease) {
+        let mut next_round = Instant::now();
         while !self.stop.load(Ordering::SeqCst) {
-            if lease.epoch().is_none() {
-                match lease.try_lead(crate::time::now_millis()) {
-                    Ok(Some(epoch)) => {
-                        tracing::info!(epoch, "leading: this instance runs the engines");
-                        self.role.send_replace(Role::Leader { epoch });
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
+            if Instant::now() >= next_round {
+                if let Err(e) = self.round(&mut lease) {
+                    if lease.epoch().is_some() {
+                        tracing::error!("leadership lost, stopping the engines: {e}");
+                    } else {
                         tracing::warn!("leadership: {e}");
-                        return;
                     }
+                    return;
                 }
+                next_round = Instant::now() + ROUND;
             }
-            let round = lease.notices(ROUND).and_then(|notices| {
-                if lease.epoch().is_some() {
+            match lease.notices(next_round.saturating_duration_since(Instant::now())) {
+                Ok(notices) if lease.epoch().is_some() => {
                     for n in notices {
                         let _ = self.notices.send(n);
                     }
                 }
-                lease.alive()
-            });
-            if let Err(e) = round {
-                if lease.epoch().is_some() {
-                    tracing::error!("leadership lost, stopping the engines: {e}");
+                Ok(_) => {}
+                Err(e) => {
+                    if lease.epoch().is_some() {
+                        tracing::error!("leadership lost, stopping the engines: {e}");
+                    }
+                    return;
                 }
-                return;
             }
         }
+    }
+
+    /// One round: take the lock if it is free, and prove the session is alive.
+    fn round(&self, lease: &mut Lease) -> Result<(), StoreError> {
+        if lease.epoch().is_none()
+            && let Some(epoch) = lease.try_lead(crate::time::now_millis())?
+        {
+            tracing::info!(epoch, "leading: this instance runs the engines");
+            self.role.send_replace(Role::Leader { epoch });
+        }
+        lease.alive()
     }
 
     fn step_down(&self) {

@@ -294,6 +294,7 @@ impl Services {
                 self.engine.enqueue(&destination, id, created);
             }
             Notice::Wake => self.escalator.wake(),
+            Notice::Heartbeat(h) => self.deadman.beat(&h),
         }
     }
 

@@ -11,10 +11,11 @@ use serving::Body;
 
 use super::{App, Refusal, json, json_error};
 use crate::config::Config;
+use crate::deadman;
 use crate::metrics::StatusLabel;
 use crate::payload::{self, AlertEvent, Notification, Status};
 use crate::routing;
-use crate::store::{IngestOutcome, RoutedEvent};
+use crate::store::{IngestOutcome, RoutedEvent, Write};
 
 /// A notification's events once routed, and the heartbeats that were taken out of it.
 struct Routed {
@@ -42,6 +43,9 @@ impl App {
             Ok(routed) => routed,
             Err(refusal) => return *refusal,
         };
+        if let Err(refusal) = self.take_heartbeats(&routed.heartbeats).await {
+            return *refusal;
+        }
         self.store_and_answer(routed).await
     }
 
@@ -124,8 +128,8 @@ impl App {
         )
     }
 
-    /// Takes the heartbeats out (and hands them to the dead man's switch) and routes every other
-    /// event; a pinned route that does not exist is a 404.
+    /// Takes the heartbeats out and routes every other event; a pinned route that does not
+    /// exist is a 404.
     fn route(
         &self,
         config: &Config,
@@ -142,9 +146,6 @@ impl App {
                     .is_some_and(|d| d.matches(&e.labels))
             });
         // Heartbeats are consumed: never stored as alerts, routed or delivered.
-        for h in &heartbeats {
-            self.deadman.heartbeat(h);
-        }
         let now = self.live.clock.now();
         for event in events {
             let (targets, routes) = match (
@@ -173,6 +174,29 @@ impl App {
             events: routed,
             heartbeats,
         })
+    }
+
+    /// Hands the heartbeats to the dead-man's switch: this instance's, or through the database
+    /// to the instance running it (several relays on one PostgreSQL: Alertmanager may post
+    /// the heartbeat to any of them). A 500 when the database cannot take it (Alertmanager
+    /// retries), as for a webhook that cannot be stored.
+    async fn take_heartbeats(&self, heartbeats: &[AlertEvent]) -> Result<(), Refusal> {
+        for h in heartbeats.iter().filter_map(deadman::heartbeat_of) {
+            if !self.store.is_shared() {
+                self.deadman.beat(&h);
+                continue;
+            }
+            if let Err(e) = self.store.write(Write::Heartbeat(h)).await {
+                self.metrics.storage_errors.inc();
+                tracing::error!("cannot pass a heartbeat on to the leader: {e}");
+                return Err(Box::new(json_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "storage",
+                    "the relay could not pass this heartbeat on; retry",
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Stores the routed events in one commit and answers: 200 with what was accepted, or a 500

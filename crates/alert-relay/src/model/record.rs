@@ -255,7 +255,18 @@ pub enum Attempt {
     },
 }
 
-#[derive(Debug)]
+/// A heartbeat of the dead-man's switch as one instance took it: when (unix ms), what
+/// (`Watchdog from http://am:9093`) and Alertmanager's external URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heartbeat {
+    pub at_ms: i64,
+    pub what: String,
+    pub external_url: String,
+}
+
+/// Cloned only where a write may be tried again (PostgreSQL: a lost race with another
+/// instance's transaction).
+#[derive(Debug, Clone)]
 pub enum Write {
     Ingest(Vec<RoutedEvent>),
     Record {
@@ -335,6 +346,10 @@ pub enum Write {
     InboundSid {
         sid: String,
     },
+    /// A heartbeat taken by this instance: nothing is stored, the commit tells the instance
+    /// running the dead-man's switch (several relays on one database). Answers
+    /// `Written::Heartbeat`.
+    Heartbeat(Heartbeat),
     /// `write` by the instance that leads with fencing number `epoch` (several relays on one
     /// database): refused with `StoreError::Fenced` when another instance has led since.
     /// [`Write::is_engine_write`] says which writes `Store` fences.
@@ -361,6 +376,7 @@ impl Write {
             Write::ResolveStale { .. } => "resolve_stale",
             Write::Storm(_) => "storm",
             Write::InboundSid { .. } => "inbound_sid",
+            Write::Heartbeat(_) => "heartbeat",
             Write::Fenced { write, .. } => write.operation(),
         }
     }
@@ -385,6 +401,7 @@ impl Write {
             | Write::Transition { .. }
             | Write::AckAll { .. }
             | Write::InboundSid { .. }
+            | Write::Heartbeat(_)
             | Write::Fenced { .. } => false,
         }
     }
@@ -415,7 +432,8 @@ impl Written {
             Written::Recorded
             | Written::Pruned(_)
             | Written::Checkpointed
-            | Written::FirstTime(_) => Vec::new(),
+            | Written::FirstTime(_)
+            | Written::Heartbeat(_) => Vec::new(),
         }
     }
 }
@@ -433,6 +451,7 @@ pub enum Written {
     TransitionedAll(Vec<(i64, Transitioned)>),
     Storm(StormWritten),
     FirstTime(bool),
+    Heartbeat(Heartbeat),
 }
 
 /// A pending delivery as the queues hold it.

@@ -69,7 +69,7 @@ pub struct BudgetAt {
     pub label: String,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum StormWrite {
     /// Incidents opened by an ingest: detect storms, collapse first steps.
     Opened {

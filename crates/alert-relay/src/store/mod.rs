@@ -29,6 +29,18 @@ use self::health::Health;
 /// Most writes applied in one transaction: bounds the latency of the last one in a batch.
 const MAX_BATCH: usize = 512;
 
+/// How often a write that lost a race with another instance is tried again.
+const CONFLICT_RETRIES: u32 = 4;
+
+/// The pause before the `attempt`th retry: growing, and spread by the clock's nanoseconds so
+/// that two instances that collided do not collide again in step.
+fn conflict_pause(attempt: u32) -> Duration {
+    let spread = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() % 10_000_000);
+    Duration::from_millis(5 * u64::from(attempt)) + Duration::from_nanos(u64::from(spread))
+}
+
 /// While commits fail, the DB thread asks the backend to recover this often even when nothing
 /// is written: a checkpoint can give back the space a full disk needs.
 const RECOVER_EVERY: Duration = Duration::from_secs(2);
@@ -48,6 +60,10 @@ pub enum StoreError {
     /// `current`), so this one must not change what the engines own.
     #[error("not the leader any more (fencing number {epoch}, the database has {current})")]
     Fenced { epoch: i64, current: i64 },
+    /// Lost a race with another instance's transaction (PostgreSQL: a deadlock or a
+    /// serialization failure). Nothing of the write is stored; [`Store`] tries it again.
+    #[error("lost a race with another instance's transaction: {0}")]
+    Conflict(String),
     /// The batch's transaction could not begin or commit: nothing in it is stored.
     #[error("database commit: {0}")]
     Commit(String),
@@ -429,16 +445,41 @@ impl Store {
         self.send(write).await
     }
 
-    /// `write` as it is, fenced or not.
+    /// Whether several instances write this database (PostgreSQL): only such a store loses
+    /// races ([`StoreError::Conflict`]) and has other instances to tell of a heartbeat.
+    pub fn is_shared(&self) -> bool {
+        self.fence.is_some()
+    }
+
+    /// `write` as it is, fenced or not; tried again (a few times, after a short pause) when
+    /// it lost a race with another instance, so a deadlock between two relays taking the same
+    /// webhooks costs a retry, not an error answer.
     async fn send(&self, write: Write) -> Result<Written, StoreError> {
         let (operation, since) = (write.operation(), Instant::now());
+        let mut write = write;
+        let mut attempt = 0;
+        let written = loop {
+            let again = (self.is_shared() && attempt < CONFLICT_RETRIES).then(|| write.clone());
+            match (self.submit(write).await, again) {
+                (Err(StoreError::Conflict(why)), Some(next)) => {
+                    attempt += 1;
+                    tracing::debug!(operation, attempt, "trying a write again: {why}");
+                    tokio::time::sleep(conflict_pause(attempt)).await;
+                    write = next;
+                }
+                (written, _) => break written,
+            }
+        };
+        self.observer.operation(operation, since.elapsed());
+        written
+    }
+
+    async fn submit(&self, write: Write) -> Result<Written, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Command::Write(write, reply))
             .map_err(|_| StoreError::Stopped)?;
-        let written = rx.await.map_err(|_| StoreError::Stopped)?;
-        self.observer.operation(operation, since.elapsed());
-        written
+        rx.await.map_err(|_| StoreError::Stopped)?
     }
 
     pub async fn ingest(&self, events: Vec<RoutedEvent>) -> Result<IngestOutcome, StoreError> {
@@ -753,6 +794,88 @@ pub(crate) mod tests {
             watched_receipts,
             sent_to,
         );
+    }
+
+    /// Loses the race `losses` times, then commits; counts what it was given.
+    struct Racy {
+        losses: usize,
+        given: Arc<Mutex<Vec<&'static str>>>,
+    }
+
+    impl Backend for Racy {
+        fn write_batch(&mut self, writes: Vec<Write>) -> Vec<Result<Written, StoreError>> {
+            let mut given = self.given.lock().unwrap_or_else(PoisonError::into_inner);
+            writes
+                .iter()
+                .map(|w| {
+                    given.push(w.operation());
+                    if given.len() <= self.losses {
+                        Err(StoreError::Conflict("deadlock detected".into()))
+                    } else {
+                        Ok(Written::Recorded)
+                    }
+                })
+                .collect()
+        }
+        not_implemented!(
+            pending,
+            load,
+            pending_destinations,
+            ping,
+            recover,
+            open_incidents,
+            incidents,
+            incident,
+            incident_deliveries,
+            meta,
+            last_event_id,
+            incident_fingerprints,
+            incident_on_call,
+            storm,
+            relay_clock,
+            ack_key,
+            meta_int,
+            watched_receipts,
+            sent_to,
+        );
+    }
+
+    async fn racy(losses: usize, shared: bool) -> (Result<Written, StoreError>, usize) {
+        let given = Arc::new(Mutex::new(Vec::new()));
+        let backend = Racy {
+            losses,
+            given: Arc::clone(&given),
+        };
+        let (store, _threads) = Store::start(backend, NoMetrics).expect("start");
+        let store = if shared {
+            store.fenced(Arc::new(AtomicI64::new(7)))
+        } else {
+            store
+        };
+        let written = store.write(Write::Ingest(Vec::new())).await;
+        let n = given.lock().unwrap_or_else(PoisonError::into_inner).len();
+        (written, n)
+    }
+
+    #[tokio::test]
+    async fn a_write_that_lost_a_race_is_tried_again_a_few_times() {
+        let (written, tries) = racy(2, true).await;
+        assert!(matches!(written, Ok(Written::Recorded)), "{written:?}");
+        assert_eq!(tries, 3);
+        // Past the retries the conflict is the answer (the webhook's 5xx, Alertmanager retries).
+        let (written, tries) = racy(100, true).await;
+        assert!(
+            matches!(written, Err(StoreError::Conflict(_))),
+            "{written:?}"
+        );
+        assert_eq!(tries, 1 + CONFLICT_RETRIES as usize);
+        // A store of one instance has no races to lose: nothing is tried twice.
+        let (written, tries) = racy(1, false).await;
+        assert!(
+            matches!(written, Err(StoreError::Conflict(_))),
+            "{written:?}"
+        );
+        assert_eq!(tries, 1);
     }
 
     #[tokio::test]

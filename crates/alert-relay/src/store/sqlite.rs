@@ -676,6 +676,8 @@ fn apply(tx: &Connection, w: Write, now: i64) -> Result<Written, StoreError> {
         Write::AckAll { incidents, by } => ack_all(tx, incidents, &by, now),
         Write::Storm(w) => super::storm_sql::apply(tx, w, now).map(Written::Storm),
         Write::InboundSid { sid } => remember_sid(tx, &sid, now).map(Written::FirstTime),
+        // One instance on one file: nobody else to tell.
+        Write::Heartbeat(h) => Ok(Written::Heartbeat(h)),
         // One instance on one file: nothing to fence.
         Write::Fenced { write, .. } => apply(tx, *write, now),
         Write::SetMetaInt { key, value } => {

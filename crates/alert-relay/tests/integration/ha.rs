@@ -15,12 +15,17 @@ struct Pair {
 }
 
 async fn pair(db: &str, fake: &Fake, policy: &str) -> Pair {
+    pair_with(db, fake, policy, "").await
+}
+
+/// [`pair`] with `more` appended to the configuration.
+async fn pair_with(db: &str, fake: &Fake, policy: &str, more: &str) -> Pair {
     let pg = postgres(db);
     let config = format!(
         "auth: {{ bearer_token: s3cret }}\nstorage: {}\n\
          delivery: {{ initial_backoff: 50ms, max_backoff: 200ms }}\n\
          channels:\n  hook: {{ type: webhook, url: '{f}/first' }}\n  later: {{ type: webhook, url: '{f}/later' }}\n\
-         policies: {{ p: {policy} }}\nroutes: [ {{ policy: p }} ]\n",
+         policies: {{ p: {policy} }}\nroutes: [ {{ policy: p }} ]\n{more}",
         pg.storage,
         f = fake.url()
     );
@@ -115,6 +120,51 @@ async fn an_ack_taken_by_the_follower_stops_the_leaders_next_page() {
             .any(|r| String::from_utf8_lossy(&r.body).contains("acknowledged")),
         "no ack notice: {notices:?}"
     );
+}
+
+/// Alertmanager may post its Watchdog to any relay: heartbeats taken by the follower keep the
+/// leader's dead-man's switch quiet; when they stop, it trips once, and one more recovers it.
+#[tokio::test]
+async fn heartbeats_taken_by_the_follower_keep_the_leaders_switch_quiet() {
+    let fake = Fake::start(Reply::new(200, "")).await;
+    let p = pair_with(
+        "ha_deadman",
+        &fake,
+        "{ steps: [ { notify: [hook] } ] }",
+        "deadman: { timeout: 4s, notify: [later], match: { alertname: PiHot } }\n",
+    )
+    .await;
+    let beat = webhook(&[("00000000000000b1", "firing")], "");
+    // Beats 0.8 s apart for twice the timeout, to the follower only.
+    for _ in 0..10 {
+        let r = client()
+            .post(p.b.url("/webhook"))
+            .bearer_auth("s3cret")
+            .body(beat.clone())
+            .send()
+            .await
+            .expect("heartbeat");
+        assert_eq!(r.status(), 200);
+        let body = r.text().await.expect("answer");
+        assert!(body.contains("\"heartbeats\":1"), "{body}");
+        tokio::time::sleep(Duration::from_millis(800)).await;
+    }
+    assert!(fake.received().is_empty(), "tripped although beats arrived");
+    let heard =
+        p.a.metric("alert_relay_deadman_last_heartbeat_timestamp_seconds")
+            .await;
+    assert!(heard > 1.7e9, "the leader heard no heartbeat: {heard}");
+    let got = fake.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(got[0].path, "/later");
+    assert_eq!(got[0].json()["status"], "firing");
+    assert_eq!(
+        got[0].json()["alert"]["labels"]["alertname"],
+        "MonitoringPipelineDown"
+    );
+    p.b.fire(beat).await;
+    let got = fake.wait_for(2, Duration::from_secs(5)).await;
+    assert_eq!(got[1].json()["status"], "resolved");
+    assert_eq!(fake.received().len(), 2, "trips once, recovers once");
 }
 
 #[tokio::test]

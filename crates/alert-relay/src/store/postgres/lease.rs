@@ -104,19 +104,21 @@ impl Lease {
             })
     }
 
-    /// The other instances' notices that arrive within about `wait` (at most
-    /// [`NOTICES_MAX`] notifications, so that a busy channel still lets the caller prove it
-    /// is alive every round).
+    /// The notices that arrive within `wait`: returns as soon as some have (with those
+    /// already queued behind them, at most [`NOTICES_MAX`] notifications), so they are acted
+    /// on at once and a busy channel cannot keep a round from ending.
     pub fn notices(&mut self, wait: Duration) -> Result<Vec<Notice>, StoreError> {
-        let mut out = Vec::new();
         let mut notifications = self.client.notifications();
-        let mut it = notifications.timeout_iter(wait);
-        let mut n = 0;
-        while n < NOTICES_MAX
-            && let Some(notification) = it.next()?
-        {
-            out.extend(notify::parse(notification.payload()));
-            n += 1;
+        let Some(first) = notifications.timeout_iter(wait).next()? else {
+            return Ok(Vec::new());
+        };
+        let mut out = notify::parse(first.payload());
+        let mut queued = notifications.iter();
+        for _ in 1..NOTICES_MAX {
+            match queued.next()? {
+                Some(n) => out.extend(notify::parse(n.payload())),
+                None => break,
+            }
         }
         Ok(out)
     }

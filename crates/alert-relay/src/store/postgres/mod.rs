@@ -277,6 +277,15 @@ fn open(settings: &PgSettings) -> Result<(Client, String), StoreError> {
 }
 
 /// The error and its causes, on one line.
+/// Whether `e` says the transaction lost a race with another (a deadlock, a serialization
+/// failure): undone, and worth trying again.
+fn lost_race(e: &postgres::Error) -> bool {
+    use postgres::error::SqlState;
+    e.code().is_some_and(|c| {
+        *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
+    })
+}
+
 pub(crate) fn cause(e: &postgres::Error) -> String {
     let mut text = e.to_string();
     let mut source = std::error::Error::source(e);
@@ -321,12 +330,25 @@ impl Backend for Postgres {
     fn write_batch(&mut self, writes: Vec<Write>) -> Vec<Result<Written, StoreError>> {
         let n = writes.len();
         match self.apply_batch(writes) {
-            Ok(results) => results,
+            Ok(results) => results
+                .into_iter()
+                .map(|r| {
+                    r.map_err(|e| match e {
+                        StoreError::Postgres(e) if lost_race(&e) => StoreError::Conflict(cause(&e)),
+                        e => e,
+                    })
+                })
+                .collect(),
             Err(e) => {
                 let why = format!("PostgreSQL at {}: {}", self.server, cause(&e));
-                (0..n)
-                    .map(|_| Err(StoreError::Commit(why.clone())))
-                    .collect()
+                let fail = || {
+                    if lost_race(&e) {
+                        StoreError::Conflict(why.clone())
+                    } else {
+                        StoreError::Commit(why.clone())
+                    }
+                };
+                (0..n).map(|_| Err(fail())).collect()
             }
         }
     }

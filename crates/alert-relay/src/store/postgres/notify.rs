@@ -1,10 +1,10 @@
 //! What a commit tells the other instances (`LISTEN alert_relay`, sent with the commit by
 //! `pg_notify`): the deliveries it created, so the leader's engine queues them at once
 //! wherever the webhook or the acknowledgement arrived, and that incidents changed, so its
-//! escalator looks again. A notification is lost when no session listens at the time; the
+//! escalator looks again, and the dead-man's heartbeats any instance took. A notification is lost when no session listens at the time; the
 //! leader reloads the pending deliveries whenever it starts listening.
 
-use crate::model::record::Written;
+use crate::model::record::{Heartbeat, Written};
 use crate::store::StoreError;
 
 /// The channel every instance listens on.
@@ -20,16 +20,23 @@ pub enum Notice {
     Delivery(String, i64, i64),
     /// Incidents opened or changed: the escalator looks again.
     Wake,
+    /// A heartbeat for the dead-man's switch.
+    Heartbeat(Heartbeat),
 }
 
 /// The payloads a batch's results call for: one line per delivery (`d<TAB>id<TAB>created
-/// <TAB>destination`), then `w`, split below the size limit.
+/// <TAB>destination`), per heartbeat (`h<TAB>at<TAB>external URL<TAB>what`), then `w`, split
+/// below the size limit.
 pub fn payloads(results: &[Result<Written, StoreError>]) -> Vec<String> {
     let mut lines = Vec::new();
     let mut wake = false;
     for written in results.iter().flatten() {
         for (dest, id, created) in written.deliveries() {
             lines.push(format!("d\t{id}\t{created}\t{dest}"));
+            wake = true;
+        }
+        if let Written::Heartbeat(h) = written {
+            lines.push(heartbeat_line(h));
         }
         wake |= matches!(written, Written::Ingested(o) if !o.opened.is_empty())
             || matches!(
@@ -37,10 +44,12 @@ pub fn payloads(results: &[Result<Written, StoreError>]) -> Vec<String> {
                 Written::Transitioned(_) | Written::TransitionedAll(_)
             );
     }
-    if lines.is_empty() && !wake {
+    if wake {
+        lines.push("w".to_owned());
+    }
+    if lines.is_empty() {
         return Vec::new();
     }
-    lines.push("w".to_owned());
     let mut out = vec![String::new()];
     for line in lines {
         let last = out.last_mut().expect("one payload at least");
@@ -56,6 +65,23 @@ pub fn payloads(results: &[Result<Written, StoreError>]) -> Vec<String> {
     out
 }
 
+/// A heartbeat's line: its texts cut short (500 characters, at most 2000 bytes each, so a
+/// line fits a payload), without the tabs and line breaks that separate fields and lines.
+fn heartbeat_line(h: &Heartbeat) -> String {
+    let field = |s: &str| -> String {
+        s.chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .take(500)
+            .collect()
+    };
+    format!(
+        "h\t{}\t{}\t{}",
+        h.at_ms,
+        field(&h.external_url),
+        field(&h.what)
+    )
+}
+
 /// The messages of a payload; lines it does not know are skipped (a newer relay's).
 pub fn parse(payload: &str) -> Vec<Notice> {
     payload
@@ -64,6 +90,11 @@ pub fn parse(payload: &str) -> Vec<Notice> {
             let mut f = line.splitn(4, '\t');
             match (f.next()?, f.next(), f.next(), f.next()) {
                 ("w", None, None, None) => Some(Notice::Wake),
+                ("h", Some(at), Some(url), Some(what)) => Some(Notice::Heartbeat(Heartbeat {
+                    at_ms: at.parse().ok()?,
+                    external_url: url.to_owned(),
+                    what: what.to_owned(),
+                })),
                 ("d", Some(id), Some(created), Some(dest)) => Some(Notice::Delivery(
                     dest.to_owned(),
                     id.parse().ok()?,
@@ -104,6 +135,25 @@ mod tests {
             .collect();
         want.push(Notice::Wake);
         assert_eq!(notices, want);
+    }
+
+    #[test]
+    fn a_heartbeat_alone_is_told_without_a_wake_and_its_texts_stay_on_their_line() {
+        let h = Heartbeat {
+            at_ms: 1_700_000_000_123,
+            what: "Watchdog\tfrom\nam-1".into(),
+            external_url: "http://am:9093".repeat(200),
+        };
+        let payloads = payloads(&[Ok(Written::Heartbeat(h))]);
+        assert_eq!(payloads.len(), 1);
+        assert!(payloads[0].len() <= PAYLOAD_MAX);
+        let [Notice::Heartbeat(got)] = &parse(&payloads[0])[..] else {
+            panic!("{payloads:?}");
+        };
+        assert_eq!(got.at_ms, 1_700_000_000_123);
+        assert_eq!(got.what, "Watchdog from am-1");
+        assert_eq!(got.external_url.chars().count(), 500);
+        assert!(got.external_url.starts_with("http://am:9093http://am:9093"));
     }
 
     #[test]

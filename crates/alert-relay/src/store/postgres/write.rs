@@ -148,6 +148,8 @@ pub(super) fn apply(tx: &mut Tx<'_, '_>, w: Write, now: i64) -> Result<Written, 
             set_meta_int(tx, &key, value)?;
             Ok(Written::Recorded)
         }
+        // Stores nothing: the commit's notification carries it (`notify::payloads`).
+        Write::Heartbeat(h) => Ok(Written::Heartbeat(h)),
         Write::SetMeta { key, value, events } => {
             let o = ingest(tx, events, now)?;
             set_meta(tx, &key, &value)?;
