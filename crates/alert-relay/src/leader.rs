@@ -118,7 +118,9 @@ impl Campaign {
     }
 
     /// Rounds on one connection until it fails or the campaign stops; between rounds, the
-    /// other instances' notices are passed on as they arrive.
+    /// other instances' notices are passed on as they arrive. Steps down before it returns:
+    /// closing a connection on a cut network blocks until the TCP user timeout, and the
+    /// engines must stop before that.
     fn hold(&self, mut lease: Lease) {
         let mut next_round = Instant::now();
         while !self.stop.load(Ordering::SeqCst) {
@@ -129,6 +131,7 @@ impl Campaign {
                     } else {
                         tracing::warn!("leadership: {e}");
                     }
+                    self.step_down();
                     return;
                 }
                 next_round = Instant::now() + ROUND;
@@ -144,6 +147,7 @@ impl Campaign {
                     if lease.epoch().is_some() {
                         tracing::error!("leadership lost, stopping the engines: {e}");
                     }
+                    self.step_down();
                     return;
                 }
             }

@@ -280,9 +280,9 @@ impl Services {
     /// are refused by the fence.
     async fn step_down(&self, tasks: Tasks) {
         self.fence.store(0, Ordering::SeqCst);
+        self.metrics.leader.set(0);
         stop(tasks.into_handles()).await;
         self.engine.shutdown(Duration::ZERO).await;
-        self.metrics.leader.set(0);
         self.metrics.leader_changes.inc();
         tracing::warn!("following: another instance runs the engines");
     }

@@ -41,6 +41,10 @@ pub struct Options {
     /// TCP connections authenticate with this password for `postgres` (SCRAM-SHA-256);
     /// the Unix socket (the tools of this crate) stays trusted.
     pub password: Option<String>,
+    /// IPv4 addresses to listen on besides 127.0.0.1 (a test that cuts one instance's
+    /// network adds an address of its own to `lo`); clients from them authenticate as from
+    /// loopback.
+    pub listen: Vec<std::net::Ipv4Addr>,
 }
 
 /// A running server. Stops (fast) and removes its directory on drop.
@@ -79,6 +83,7 @@ impl TestPg {
             running: false,
         };
         pg.initdb()?;
+        pg.allow_listen_addresses()?;
         pg.write_tls_files()?;
         pg.spawn_watcher()?;
         // Another process may take the free port between the probe and the start: retry.
@@ -207,6 +212,29 @@ impl TestPg {
         run(cmd)
     }
 
+    /// `pg_hba.conf` lines for [`Options::listen`]: the method loopback has.
+    fn allow_listen_addresses(&self) -> Result<(), Error> {
+        if self.options.listen.is_empty() {
+            return Ok(());
+        }
+        let method = match self.options.password {
+            Some(_) => "scram-sha-256",
+            None => "trust",
+        };
+        let file = self.data_dir().join("pg_hba.conf");
+        let mut text = std::fs::read_to_string(&file).map_err(|source| Error::Io {
+            what: format!("read {}", file.display()),
+            source,
+        })?;
+        for address in &self.options.listen {
+            text.push_str(&format!("host all all {address}/32 {method}\n"));
+        }
+        std::fs::write(&file, text).map_err(|source| Error::Io {
+            what: format!("write {}", file.display()),
+            source,
+        })
+    }
+
     /// The server's certificate and key, in its directory (not the data directory: initdb
     /// wants that empty).
     fn write_tls_files(&self) -> Result<(), Error> {
@@ -234,9 +262,13 @@ impl TestPg {
 
     fn pg_ctl_start(&self) -> Result<(), Error> {
         let dir = self.dir.path().display().to_string();
+        let listen: Vec<String> = std::iter::once("127.0.0.1".to_owned())
+            .chain(self.options.listen.iter().map(ToString::to_string))
+            .collect();
         let mut options = format!(
-            "-p {} -k {dir} -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=200",
-            self.port
+            "-p {} -k {dir} -c listen_addresses={} -c fsync=on -c max_connections=200",
+            self.port,
+            listen.join(",")
         );
         if self.options.tls.is_some() {
             options.push_str(&format!(

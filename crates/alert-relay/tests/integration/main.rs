@@ -15,6 +15,7 @@ mod hostile_network;
 mod intake;
 mod logging;
 mod migrate;
+mod network_cut;
 mod pipeline;
 mod providers;
 mod redirects;

@@ -21,10 +21,6 @@ use crate::store::StoreError;
 const LEADER_LOCK: i64 = 0x616c_6572_746c_6561;
 /// How long a liveness query may take before the leader counts itself cut off.
 pub const ALIVE_TIMEOUT: Duration = Duration::from_secs(2);
-/// The session's TCP settings: the server drops a silent client after 5 s idle plus three
-/// probes 2 s apart, or after 10 s of unacknowledged data.
-const SESSION: &str = "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; \
-     SET tcp_keepalives_count = 3; SET tcp_user_timeout = 10000";
 /// Notifications taken per round.
 const NOTICES_MAX: usize = 1000;
 /// When the server notices a vanished leader at the latest (for the docs and tests).
@@ -50,11 +46,10 @@ impl std::fmt::Debug for Lease {
 }
 
 impl Lease {
-    /// Connects (the schema is the pool's business), sets the session's TCP timeouts and
-    /// listens. `holder` names this instance in `leader` (host and pid).
+    /// Connects (the schema is the pool's business; the session's TCP timeouts are set by
+    /// `open`) and listens. `holder` names this instance in `leader` (host and pid).
     pub fn connect(settings: &PgSettings, holder: &str) -> Result<Self, StoreError> {
         let (mut client, server) = open(settings)?;
-        client.batch_execute(SESSION)?;
         client.batch_execute(&format!("LISTEN {}", notify::CHANNEL))?;
         Ok(Lease {
             client,

@@ -79,6 +79,15 @@ impl std::fmt::Debug for Postgres {
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// TCP keepalive: a server that vanished is noticed in about a minute, not hours.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+/// The server side of every session: a client that vanished (host or network gone) is
+/// dropped after 5 s idle plus three probes 2 s apart, or after 10 s of unacknowledged data,
+/// and with it the leader's lock and any row locks of a transaction it had open.
+const SESSION: &str = "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; \
+     SET tcp_keepalives_count = 3; SET tcp_user_timeout = 10000";
+/// Data the server has not acknowledged for this long ends the connection: a write on a cut
+/// network fails (a webhook's 5xx, the DB thread free to reconnect) instead of waiting out
+/// the kernel's retransmissions (about 15 minutes).
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Postgres {
     /// Connects, migrates the schema (under an advisory lock) and makes sure the ack-link key
@@ -262,10 +271,13 @@ fn open(settings: &PgSettings) -> Result<(Client, String), StoreError> {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
     config.keepalives(true).keepalives_idle(KEEPALIVE_IDLE);
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(TCP_USER_TIMEOUT);
+    }
     if config.get_application_name().is_none() {
         config.application_name("alert-relay");
     }
-    let client = match mode {
+    let mut client = match mode {
         tls::SslMode::Disable => config.connect(postgres::NoTls),
         _ => {
             let tls = tls::client_config(mode, settings.ca_file.as_deref()).map_err(refused)?;
@@ -273,10 +285,12 @@ fn open(settings: &PgSettings) -> Result<(Client, String), StoreError> {
         }
     }
     .map_err(|e| refused(cause(&e)))?;
+    client
+        .batch_execute(SESSION)
+        .map_err(|e| refused(cause(&e)))?;
     Ok((client, server))
 }
 
-/// The error and its causes, on one line.
 /// Whether `e` says the transaction lost a race with another (a deadlock, a serialization
 /// failure): undone, and worth trying again.
 fn lost_race(e: &postgres::Error) -> bool {
@@ -286,6 +300,7 @@ fn lost_race(e: &postgres::Error) -> bool {
     })
 }
 
+/// The error and its causes, on one line.
 pub(crate) fn cause(e: &postgres::Error) -> String {
     let mut text = e.to_string();
     let mut source = std::error::Error::source(e);

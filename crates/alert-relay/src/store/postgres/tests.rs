@@ -376,6 +376,7 @@ fn tls_modes_and_passwords_against_a_real_server() {
     let pg = TestPg::start_with(testpg::Options {
         tls: Some((cert, key)),
         password: Some("right-pw".into()),
+        ..testpg::Options::default()
     })
     .expect("start a TLS server");
     pg.create_database("relay").expect("createdb");
