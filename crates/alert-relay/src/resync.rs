@@ -8,7 +8,11 @@
 //! before the answer is used. So the watermark (the newest stored event id, and the wall
 //! clock) is taken before the request, and an incident whose group received any event after
 //! it is left alone ([`Write::ResolveStale`](crate::store::Write::ResolveStale), checked in
-//! the same transaction as the resolve). A failed poll changes nothing.
+//! the same transaction as the resolve). One relay on SQLite commits in id order; with
+//! several relays on one database, events commit out of id order and a webhook's transaction may have stamped its time before the
+//! watermark and commit after it; the clock watermark is set [`IN_FLIGHT_MS`] back to cover
+//! such a transaction (an incident that received an event within it is resolved one poll
+//! later). A failed poll changes nothing.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -26,6 +30,11 @@ use crate::time::now_millis;
 
 /// Who resolved, as recorded and announced.
 pub const RESOLVED_BY: &str = "re-sync (Alertmanager no longer has this alert)";
+/// How long before the poll an event may have been stamped and still be committing (several
+/// relays on one database): longer
+/// than any transaction can stay open (a connection that stops answering ends after its
+/// 10 s TCP user timeout).
+const IN_FLIGHT_MS: i64 = 60_000;
 /// Largest answer accepted: thousands of alerts are a few MiB.
 const MAX_BODY: usize = 32 * 1024 * 1024;
 
@@ -155,7 +164,12 @@ impl Resync {
     /// has. Any failure before the answer is complete changes nothing.
     pub async fn poll(&self, api: &AlertmanagerApi) -> Result<Synced, ResyncError> {
         let after_event = self.store.read(|b| b.last_event_id()).await?;
-        let after_ms = now_millis();
+        let in_flight = if self.store.is_shared() {
+            IN_FLIGHT_MS
+        } else {
+            0
+        };
+        let after_ms = now_millis() - in_flight;
         let active = active_fingerprints(&self.fetch(api).await?)?;
         let mut out = Synced {
             active: active.len(),
@@ -354,6 +368,11 @@ mod tests {
     }
 
     fn rig() -> Rig {
+        rig_on(false)
+    }
+
+    /// `shared`: the store as several relays on one database see it (fenced).
+    fn rig_on(shared: bool) -> Rig {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().expect("tempdir");
         let config = parse(
@@ -369,6 +388,11 @@ mod tests {
             CommitMetrics(Arc::clone(&metrics)),
         )
         .expect("store");
+        let store = if shared {
+            store.fenced(Arc::new(std::sync::atomic::AtomicI64::new(1)))
+        } else {
+            store
+        };
         let live = Arc::new(Live::new("relay.yml".into(), config));
         let engine = Engine::new(crate::delivery::EngineParts::for_tests(
             store.clone(),
@@ -478,6 +502,18 @@ mod tests {
         // A second poll changes nothing more.
         let s = r.resync.poll(&api(&url)).await.expect("poll");
         assert!(s.resolved.is_empty());
+    }
+
+    /// Several relays on one database commit out of id order: an event stamped just before
+    /// the poll may still have been committing at the watermark, so its incident waits.
+    #[tokio::test]
+    async fn with_several_relays_an_event_just_before_the_poll_keeps_its_incident() {
+        let r = rig_on(true);
+        let recent = r.fire("g1", "f1", 1).await.expect("opened");
+        let (url, _) = fake_am(200, "[]", Duration::ZERO).await;
+        let s = r.resync.poll(&api(&url)).await.expect("poll");
+        assert!(s.resolved.is_empty(), "{s:?}");
+        assert_eq!(r.state(recent).await.0, IncidentState::Open);
     }
 
     /// An `https://` Alertmanager with a private CA: trusted through `tls.ca_file` only.
