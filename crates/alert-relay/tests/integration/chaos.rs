@@ -489,8 +489,8 @@ async fn the_database_restarted_mid_burst_loses_no_alert() {
     pg(testpg::TestPg::stop).await.expect("join").expect("stop");
     let delivered_at_stop = chat_pages(&fake, "ChaosRestart").0.len();
     // Down until Alertmanager has been answered 5xx for want of the database (it keeps sending
-    // the burst's new groups). A deadlock victim is answered 5xx too, by design, with the
-    // database up: those do not count.
+    // the burst's new groups). A deadlock victim retried past its limit would be answered 5xx
+    // with the database up: those do not count.
     let outage_errors = |r: &Relay| {
         r.log
             .lock()
@@ -531,8 +531,8 @@ async fn the_database_restarted_mid_burst_loses_no_alert() {
         .map(|t| t - restarted);
     eprintln!(
         "chaos database restart: stopped with {delivered_at_stop} of {BURST} delivered, down \
-         {outage:?}, {failed} webhooks answered 5xx for it ({all_5xx} in all, deadlock victims \
-         included); first delivery {resumed:?} after the restart; all {BURST} delivered, {raw} \
+         {outage:?}, {failed} webhooks answered 5xx for it ({all_5xx} in all by the time \
+         it was back); first delivery {resumed:?} after the restart; all {BURST} delivered, {raw} \
          requests, {resent} raw re-sends"
     );
     // The leader lost its session: its delivery in flight may be sent again, once.

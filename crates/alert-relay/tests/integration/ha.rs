@@ -122,6 +122,40 @@ async fn an_ack_taken_by_the_follower_stops_the_leaders_next_page() {
     );
 }
 
+/// An ack taken while nobody leads (the leader killed, the follower not yet leading) is in the
+/// database: the new leader resumes the escalation and finds nothing left to send.
+#[tokio::test]
+async fn an_ack_taken_during_the_takeover_holds_for_the_new_leader() {
+    let fake = Fake::start(Reply::new(200, "")).await;
+    let p = pair(
+        "ha_ack_takeover",
+        &fake,
+        "{ steps: [ { notify: [hook] }, { after: 3s, notify: [later] } ] }",
+    )
+    .await;
+    p.a.fire(webhook(&[("00000000000000d1", "firing")], ""))
+        .await;
+    fake.wait_for(1, Duration::from_secs(5)).await;
+    p.a.kill9();
+    let r = client()
+        .post(p.b.url("/api/v1/incidents/1/ack"))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .expect("ack");
+    assert_eq!(r.status(), 200);
+    p.b.wait_metric(LEADER, 1.0).await;
+    // Step two was due 3 s after the first page: it never comes; the ack notice does.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(fake.received_on("/later").is_empty(), "paged after the ack");
+    assert!(
+        fake.received_on("/first")
+            .iter()
+            .any(|r| String::from_utf8_lossy(&r.body).contains("acknowledged")),
+        "no ack notice"
+    );
+}
+
 /// Alertmanager may post its Watchdog to any relay: heartbeats taken by the follower keep the
 /// leader's dead-man's switch quiet; when they stop, it trips once, and one more recovers it.
 #[tokio::test]
