@@ -156,6 +156,62 @@ async fn an_ack_taken_during_the_takeover_holds_for_the_new_leader() {
     );
 }
 
+/// A destination's rate limit holds across a failover: the new leader's bucket starts empty,
+/// so the burst the old leader just spent is not spent again.
+#[tokio::test]
+async fn a_rate_limit_holds_across_a_failover() {
+    let fake = Fake::start(Reply::new(200, "")).await;
+    let pg = postgres("ha_rate");
+    let config = format!(
+        "auth: {{ bearer_token: s3cret }}\nstorage: {}\n\
+         channels: {{ hook: {{ type: webhook, url: '{f}/hook', rate_limit: {{ per_second: 0.5, burst: 2 }} }} }}\n\
+         policies: {{ p: {{ steps: [ {{ notify: [hook] }} ] }} }}\nroutes: [ {{ policy: p }} ]\n",
+        pg.storage,
+        f = fake.url()
+    );
+    let dirs = (tempdir(), tempdir());
+    let a = Relay::start(dirs.0.path(), &config);
+    a.wait_metric(LEADER, 1.0).await;
+    let b = Relay::start(dirs.1.path(), &config);
+    // The burst of two goes out at once; the leader dies right after.
+    a.fire(webhook(
+        &[
+            ("00000000000000e1", "firing"),
+            ("00000000000000e2", "firing"),
+        ],
+        "",
+    ))
+    .await;
+    fake.wait_for(2, Duration::from_secs(5)).await;
+    a.kill9();
+    b.fire(webhook(
+        &[
+            ("00000000000000e3", "firing"),
+            ("00000000000000e4", "firing"),
+        ],
+        "",
+    ))
+    .await;
+    b.wait_metric(LEADER, 1.0).await;
+    let led = Instant::now();
+    let got = fake.wait_for(4, Duration::from_secs(15)).await;
+    assert_eq!(got.len(), 4);
+    // One token every 2 s from the takeover: the third message 2 s after it, the fourth 2 s
+    // later (a full bucket would have sent both at once).
+    let times = fake.received_at();
+    let (third, fourth) = (times[2], times[3]);
+    assert!(
+        third >= led + Duration::from_millis(1800),
+        "third {:?} after the takeover",
+        third - led
+    );
+    assert!(
+        fourth >= third + Duration::from_millis(1800),
+        "fourth {:?} after the third",
+        fourth - third
+    );
+}
+
 /// Alertmanager may post its Watchdog to any relay: heartbeats taken by the follower keep the
 /// leader's dead-man's switch quiet; when they stop, it trips once, and one more recovers it.
 #[tokio::test]
