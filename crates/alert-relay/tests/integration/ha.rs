@@ -3,7 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{Fake, Relay, Reply, client, postgres, tempdir, webhook};
+use crate::storm::pi_alert;
+use crate::support::{FAST_DELIVERY, Fake, Relay, Reply, client, postgres, tempdir, webhook};
 
 const LEADER: &str = "alert_relay_leader";
 
@@ -210,6 +211,77 @@ async fn a_rate_limit_holds_across_a_failover() {
         "fourth {:?} after the third",
         fourth - third
     );
+}
+
+/// A storm and a budget the old leader began go on under the new one: the Pis that join after
+/// the failover are announced in the storm's update, not one by one, and the SMS budget the old
+/// leader spent stays spent (its exhaustion announced once).
+#[tokio::test]
+async fn a_storm_and_a_budget_carry_over_a_failover() {
+    let fake = Fake::start(Reply::new(200, "")).await;
+    let pg = postgres("ha_storm");
+    let config = format!(
+        "auth: {{ bearer_token: s3cret }}\nstorage: {}\n{FAST_DELIVERY}\
+         channels:\n  a: {{ type: webhook, url: '{u}/a' }}\n  ops: {{ type: webhook, url: '{u}/ops' }}\n\
+         \x20 sms: {{ type: webhook, url: '{u}/sms', budget: {{ max: 3, per: 1h, overflow: [ops] }} }}\n\
+         policies:\n  p:\n    steps: [ {{ notify: [a, sms] }} ]\n\
+         \x20   storm: {{ window: 6s, threshold: 5, group_by: [site, alertname] }}\n\
+         routes: [ {{ policy: p }} ]\n",
+        pg.storage,
+        u = fake.url()
+    );
+    let dirs = (tempdir(), tempdir());
+    let a = Relay::start(dirs.0.path(), &config);
+    a.wait_metric(LEADER, 1.0).await;
+    let b = Relay::start(dirs.1.path(), &config);
+    // Five pages, then the storm's summary; three SMS, then the budget holds (told once).
+    for n in 1..=6 {
+        a.fire(pi_alert(n)).await;
+    }
+    let on = |path: &str| fake.received_on(path).len();
+    let text = |r: &crate::support::Received| String::from_utf8_lossy(&r.body).into_owned();
+    let storm_told = || {
+        fake.received_on("/a")
+            .iter()
+            .any(|r| text(r).contains("Storm #1"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !storm_told() || on("/sms") < 3 || on("/ops") < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "before the failover: {:?}",
+            fake.received()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = on("/a");
+    a.kill9();
+    for n in 7..=16 {
+        b.fire(pi_alert(n)).await;
+    }
+    // The new leader announces the ten in one update of the same storm, and pages none alone.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while on("/a") == before {
+        assert!(
+            Instant::now() < deadline,
+            "no storm update after the failover"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pages = fake.received_on("/a");
+    assert_eq!(
+        pages.len(),
+        before + 1,
+        "the joiners paged one by one: {pages:#?}"
+    );
+    let update = text(&pages[before]);
+    assert!(
+        update.contains("Storm #1") && update.contains("16"),
+        "{update}"
+    );
+    assert_eq!(on("/sms"), 3, "the budget was spent again");
+    assert_eq!(on("/ops"), 1, "the budget's exhaustion told twice");
 }
 
 /// Alertmanager may post its Watchdog to any relay: heartbeats taken by the follower keep the

@@ -29,7 +29,7 @@ fn title(v: &serde_json::Value) -> String {
 }
 
 /// Pi `n`'s firing alert, in its own Alertmanager group (group_by: [alertname, instance]).
-fn pi_alert(n: usize) -> String {
+pub(crate) fn pi_alert(n: usize) -> String {
     webhook(&[(&format!("{n:016x}"), "firing")], "")
         .replace(r#""groupKey":"{}:"#, &format!(r#""groupKey":"{{}}/{n}:"#))
 }
