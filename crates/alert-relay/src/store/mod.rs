@@ -333,6 +333,14 @@ macro_rules! not_implemented {
             $crate::store::not_implemented!(@body sent_to)
         }
     };
+    // A double that only writes.
+    (every_read) => {
+        $crate::store::not_implemented!(
+            pending, load, pending_destinations, ping, recover, open_incidents, incidents,
+            incident, incident_deliveries, meta, last_event_id, incident_fingerprints,
+            incident_on_call, storm, relay_clock, ack_key, meta_int, watched_receipts, sent_to,
+        );
+    };
     ($($name:ident),+ $(,)?) => {
         $($crate::store::not_implemented!($name);)+
     };
@@ -773,27 +781,7 @@ pub(crate) mod tests {
             c.push((name, writes.len()));
             writes.iter().map(|_| Ok(Written::Recorded)).collect()
         }
-        not_implemented!(
-            pending,
-            load,
-            pending_destinations,
-            ping,
-            recover,
-            open_incidents,
-            incidents,
-            incident,
-            incident_deliveries,
-            meta,
-            last_event_id,
-            incident_fingerprints,
-            incident_on_call,
-            storm,
-            relay_clock,
-            ack_key,
-            meta_int,
-            watched_receipts,
-            sent_to,
-        );
+        not_implemented!(every_read);
     }
 
     /// Loses the race `losses` times, then commits; counts what it was given.
@@ -817,27 +805,7 @@ pub(crate) mod tests {
                 })
                 .collect()
         }
-        not_implemented!(
-            pending,
-            load,
-            pending_destinations,
-            ping,
-            recover,
-            open_incidents,
-            incidents,
-            incident,
-            incident_deliveries,
-            meta,
-            last_event_id,
-            incident_fingerprints,
-            incident_on_call,
-            storm,
-            relay_clock,
-            ack_key,
-            meta_int,
-            watched_receipts,
-            sent_to,
-        );
+        not_implemented!(every_read);
     }
 
     async fn racy(losses: usize, shared: bool) -> (Result<Written, StoreError>, usize) {
