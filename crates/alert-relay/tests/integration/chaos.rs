@@ -16,7 +16,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::{Fake, Relay, Reply, alertmanager_cluster, client, postgres, tempdir};
+use crate::support::{
+    Fake, Relay, Reply, alertmanager_cluster, alertmanagers_partitioned, client, postgres, tempdir,
+};
 
 const LEADER: &str = "alert_relay_leader";
 const BURST: usize = 500;
@@ -306,6 +308,38 @@ async fn sigkill_of_the_leader_mid_burst_loses_no_alert() {
         resent <= 1,
         "{resent} re-sends: more than one in flight per destination"
     );
+    drop(am);
+}
+
+/// Alertmanagers cut off from each other each notify every group, each to both relays: four
+/// webhooks per alert, and still one page per alert.
+#[tokio::test]
+async fn partitioned_alertmanagers_page_once() {
+    let _serial = SERIAL.lock().await;
+    let fake = providers().await;
+    let pg = postgres("chaos_partition");
+    let relays = Relays::start(&pg.storage, &fake, "{ steps: [ { notify: [chat] } ] }").await;
+    let dir = tempdir();
+    let am = alertmanagers_partitioned(dir.path(), &relays.webhooks()).await;
+    let posted = Arc::new(Mutex::new(0));
+    post_burst(am.apis.clone(), "ChaosPartition", posted)
+        .await
+        .expect("posting");
+    let (resent, raw) = all_delivered_once(&fake, "ChaosPartition").await;
+    let duplicates = "alert_relay_alerts_deduplicated_total";
+    let deduplicated = metric(relays.a(), duplicates).await + metric(&relays.b, duplicates).await;
+    eprintln!(
+        "chaos partition: {BURST} alerts, {deduplicated} duplicate webhooks' alerts dropped, \
+         {raw} requests to the chat, {resent} raw re-sends"
+    );
+    // Both Alertmanagers really notified (each alert reached the relays more than once).
+    #[allow(clippy::cast_precision_loss)]
+    let burst = BURST as f64;
+    assert!(
+        deduplicated >= burst,
+        "{deduplicated} duplicates: were both Alertmanagers sending?"
+    );
+    assert_eq!(resent, 0, "no leader died: nothing sent twice");
     drop(am);
 }
 

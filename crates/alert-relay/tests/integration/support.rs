@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
@@ -754,12 +754,9 @@ impl Drop for AlertmanagerCluster {
     }
 }
 
-/// Starts the cluster in `dir`, every alert its own group (`group_by: ['...']`, so a burst of
-/// alerts is a burst of webhooks), sent to each of `webhooks` (one `webhook_config` per relay),
-/// and returns it once both Alertmanagers see each other and are ready. Gossip is tuned to be
-/// fast (50 ms gossip, 1 s peer timeout: the second Alertmanager sends a group itself when the
-/// first has not logged it within 1 s).
-pub(crate) async fn alertmanager_cluster(dir: &Path, webhooks: &[String]) -> AlertmanagerCluster {
+/// The configuration of the tests' Alertmanagers: every alert its own group, sent to each of
+/// `webhooks` with the tests' bearer token.
+fn alertmanager_config(dir: &Path, webhooks: &[String]) -> PathBuf {
     assert!(
         Path::new(ALERTMANAGER).exists(),
         "{ALERTMANAGER} not found: install Debian's prometheus-alertmanager (`apt-get install prometheus-alertmanager`; .ci/run does)"
@@ -780,6 +777,51 @@ pub(crate) async fn alertmanager_cluster(dir: &Path, webhooks: &[String]) -> Ale
         ),
     )
     .expect("alertmanager config");
+    config
+}
+
+/// Two Alertmanagers as a network partition leaves them: not clustered, so each notifies
+/// every group itself (Alertmanager's choice: duplicates rather than a lost notification),
+/// configured as [`alertmanager_cluster`]'s.
+pub(crate) async fn alertmanagers_partitioned(
+    dir: &Path,
+    webhooks: &[String],
+) -> AlertmanagerCluster {
+    let config = alertmanager_config(dir, webhooks);
+    let mut cluster = AlertmanagerCluster {
+        children: Vec::new(),
+        apis: Vec::new(),
+    };
+    for i in 0..2 {
+        let storage = dir.join(format!("am-alone-{i}"));
+        let (child, base) = spawn_alertmanager(i, &config, &storage, None)
+            .unwrap_or_else(|log| panic!("Alertmanager {i} did not start:\n{log}"));
+        cluster.children.push(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !client()
+            .get(format!("{base}/-/ready"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "Alertmanager {i} not ready in 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        cluster.apis.push(format!("{base}/api/v2/alerts"));
+    }
+    cluster
+}
+
+/// Starts the cluster in `dir`, every alert its own group (`group_by: ['...']`, so a burst of
+/// alerts is a burst of webhooks), sent to each of `webhooks` (one `webhook_config` per relay),
+/// and returns it once both Alertmanagers see each other and are ready. Gossip is tuned to be
+/// fast (50 ms gossip, 1 s peer timeout: the second Alertmanager sends a group itself when the
+/// first has not logged it within 1 s).
+pub(crate) async fn alertmanager_cluster(dir: &Path, webhooks: &[String]) -> AlertmanagerCluster {
+    let config = alertmanager_config(dir, webhooks);
     let mut last = String::new();
     for attempt in 0..3 {
         // Two ports free a moment ago (held together so they differ); gossip is TCP and UDP.
@@ -798,7 +840,7 @@ pub(crate) async fn alertmanager_cluster(dir: &Path, webhooks: &[String]) -> Ale
             .enumerate()
         {
             let storage = dir.join(format!("am{attempt}-{i}"));
-            match spawn_clustered(i, &config, &storage, me, peer) {
+            match spawn_alertmanager(i, &config, &storage, Some((me, peer))) {
                 Ok((child, base)) => {
                     children.push(child);
                     apis.push(base);
@@ -826,27 +868,34 @@ pub(crate) async fn alertmanager_cluster(dir: &Path, webhooks: &[String]) -> Ale
     panic!("no Alertmanager cluster in 3 attempts; the last:\n{last}")
 }
 
-/// Starts Alertmanager number `i` gossiping on `me` with `peer`; its `http://host:port` once it
-/// says where it listens, or its log.
-fn spawn_clustered(
+/// Starts Alertmanager number `i`, gossiping on `me` with `peer` when `cluster` is
+/// `Some((me, peer))`, alone (no cluster) when `None`; its `http://host:port` once it says
+/// where it listens, or its log.
+fn spawn_alertmanager(
     i: usize,
     config: &Path,
     storage: &Path,
-    me: u16,
-    peer: u16,
+    cluster: Option<(u16, u16)>,
 ) -> Result<(Child, String), String> {
-    let mut child = Command::new(ALERTMANAGER)
+    let mut command = Command::new(ALERTMANAGER);
+    command
         .arg(format!("--config.file={}", config.display()))
         .arg(format!("--storage.path={}", storage.display()))
-        .arg("--web.listen-address=127.0.0.1:0")
-        .arg(format!("--cluster.listen-address=127.0.0.1:{me}"))
-        .arg(format!("--cluster.advertise-address=127.0.0.1:{me}"))
-        .arg(format!("--cluster.peer=127.0.0.1:{peer}"))
-        .arg("--cluster.peer-timeout=1s")
-        .arg("--cluster.gossip-interval=50ms")
-        .arg("--cluster.pushpull-interval=1s")
-        .arg("--cluster.settle-timeout=5s")
-        .arg("--cluster.reconnect-interval=1s")
+        .arg("--web.listen-address=127.0.0.1:0");
+    match cluster {
+        Some((me, peer)) => command
+            .arg(format!("--cluster.listen-address=127.0.0.1:{me}"))
+            .arg(format!("--cluster.advertise-address=127.0.0.1:{me}"))
+            .arg(format!("--cluster.peer=127.0.0.1:{peer}"))
+            .arg("--cluster.peer-timeout=1s")
+            .arg("--cluster.gossip-interval=50ms")
+            .arg("--cluster.pushpull-interval=1s")
+            .arg("--cluster.settle-timeout=5s")
+            .arg("--cluster.reconnect-interval=1s"),
+        // An empty listen address turns clustering off.
+        None => command.arg("--cluster.listen-address="),
+    };
+    let mut child = command
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
