@@ -50,6 +50,14 @@ pub struct Handover<'r> {
     pub person: &'r Person,
 }
 
+/// `[start, end)`: `person` is on call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shift<'r> {
+    pub start: Timestamp,
+    pub end: Timestamp,
+    pub person: &'r Person,
+}
+
 impl Rotation {
     /// The instant of the `n`-th scheduled hand-over (0: the first person's shift starts).
     pub fn handover(&self, n: i64) -> Timestamp {
@@ -138,6 +146,40 @@ impl Rotation {
                 break;
             }
         }
+        out
+    }
+
+    /// Who is on call from the start of the scheduled shift running at `from` (or `from`,
+    /// before the first hand-over) until past `until`: consecutive stretches, each ending
+    /// where the next begins, the last one running to the first change at or after `until`
+    /// (or to [`Timestamp::MAX`] when nothing changes any more). For the on-call pages and
+    /// calendar feeds: a stretch's start does not move while it runs, so it names the stretch.
+    pub fn shifts(&self, from: Timestamp, until: Timestamp) -> Vec<Shift<'_>> {
+        let n = self.shift_index(from);
+        let start = if n < 0 { from } else { self.handover(n) };
+        // Every scheduled hand-over in the range and every override boundary, and one more.
+        let span = until.duration_since(start).as_secs().max(0);
+        let count = usize::try_from(span / self.shift.as_secs().max(1))
+            .unwrap_or(usize::MAX / 4)
+            .saturating_add(2 * self.overrides.len() + 2);
+        let mut out = Vec::new();
+        let (mut at, mut person) = (start, self.on_call(start));
+        for h in self.upcoming(start, count) {
+            out.push(Shift {
+                start: at,
+                end: h.at,
+                person,
+            });
+            (at, person) = (h.at, h.person);
+            if at >= until {
+                return out;
+            }
+        }
+        out.push(Shift {
+            start: at,
+            end: Timestamp::MAX,
+            person,
+        });
         out
     }
 
@@ -366,5 +408,49 @@ mod tests {
         // A one-person rotation has no hand-overs.
         let single = rotation("UTC", "2026-01-05", "09:00", 24, 1);
         assert!(single.upcoming(utc("2026-01-01T00:00:00Z"), 3).is_empty());
+    }
+
+    #[test]
+    fn shifts_cover_the_range_from_the_running_shifts_start_and_follow_overrides() {
+        let mut r = rotation("Europe/Berlin", "2026-03-26", "09:00", 24, 2);
+        r.overrides.push(Override {
+            from: local(&r, "2026-03-30T12:00"),
+            to: local(&r, "2026-03-30T18:00"),
+            person: person("dave"),
+        });
+        let from = local(&r, "2026-03-27T15:00");
+        let shifts = r.shifts(from, local(&r, "2026-03-31T00:00"));
+        let seen: Vec<(String, String, &str)> = shifts
+            .iter()
+            .map(|s| (r.local(s.start), r.local(s.end), s.person.name.as_str()))
+            .collect();
+        let want = [
+            ("2026-03-27 09:00 CET", "2026-03-28 09:00 CET", "bob"),
+            ("2026-03-28 09:00 CET", "2026-03-29 09:00 CEST", "alice"),
+            ("2026-03-29 09:00 CEST", "2026-03-30 09:00 CEST", "bob"),
+            ("2026-03-30 09:00 CEST", "2026-03-30 12:00 CEST", "alice"),
+            ("2026-03-30 12:00 CEST", "2026-03-30 18:00 CEST", "dave"),
+            ("2026-03-30 18:00 CEST", "2026-03-31 09:00 CEST", "alice"),
+        ];
+        let want: Vec<(String, String, &str)> = want
+            .iter()
+            .map(|(a, b, c)| ((*a).to_owned(), (*b).to_owned(), *c))
+            .collect();
+        assert_eq!(seen, want);
+        // A later `from` in the same shift names the same stretches.
+        let later = r.shifts(local(&r, "2026-03-28T08:59"), local(&r, "2026-03-31T00:00"));
+        assert_eq!(later, shifts);
+    }
+
+    #[test]
+    fn one_person_without_overrides_is_one_endless_shift() {
+        let r = rotation("UTC", "2026-01-01", "00:00", 24, 1);
+        let from = utc("2026-05-01T10:00:00Z");
+        let shifts = r.shifts(from, utc("2026-05-15T10:00:00Z"));
+        assert_eq!(shifts.len(), 1);
+        assert_eq!(shifts[0].end, Timestamp::MAX);
+        // Before the first hand-over, the range starts where it was asked to.
+        let early = r.shifts(utc("2025-12-31T10:00:00Z"), utc("2026-01-01T10:00:00Z"));
+        assert_eq!(early[0].start, utc("2025-12-31T10:00:00Z"));
     }
 }

@@ -1,6 +1,6 @@
 //! The JSON API, with the relay's `auth:`: incidents (`/api/v1/incidents…`: list, show, ack,
 //! unack, escalate, resolve), storms (`/api/v1/storms/{id}[/ack]`) and rotations
-//! (`/api/v1/rotations`).
+//! (`/api/v1/rotations`, each rotation's calendar `/api/v1/rotations/NAME.ics`).
 
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Limited};
@@ -189,6 +189,42 @@ impl App {
             StatusCode::OK,
             &crate::rotation::to_json(config.rotations.values(), now),
         )
+    }
+}
+
+/// How far ahead a rotation's calendar reaches.
+const CALENDAR_DAYS: i64 = 14;
+
+impl App {
+    /// `GET /api/v1/rotations/NAME.ics`, with the relay's auth: who is on call in the shifts
+    /// of the next two weeks, as an iCalendar feed.
+    pub(super) fn rotation_calendar(&self, req: &Request<Incoming>, file: &str) -> Response<Body> {
+        let config = match self.authenticate(req.headers()) {
+            Ok(config) => config,
+            Err(refusal) => return *refusal,
+        };
+        let Some(rotation) = file
+            .strip_suffix(".ics")
+            .and_then(|name| config.rotations.get(name))
+        else {
+            return json_error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such rotation (GET /api/v1/rotations/NAME.ics)",
+            );
+        };
+        let now = self.live.clock.now();
+        let until = now
+            .checked_add(jiff::SignedDuration::from_hours(24 * CALENDAR_DAYS))
+            .unwrap_or(now);
+        let feed =
+            crate::render::ical::rotation_calendar(rotation, &rotation.shifts(now, until), now);
+        let mut r = Response::new(Body::from(feed));
+        r.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("text/calendar; charset=utf-8"),
+        );
+        r
     }
 }
 

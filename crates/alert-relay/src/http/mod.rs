@@ -71,6 +71,10 @@ impl App {
             }
             (_, p) if p.starts_with("/api/v1/incidents") => self.api(req).await,
             (&Method::GET, "/api/v1/rotations") => self.rotations(&req),
+            (&Method::GET, p) if p.starts_with("/api/v1/rotations/") => {
+                let file = p["/api/v1/rotations/".len()..].to_owned();
+                self.rotation_calendar(&req, &file)
+            }
             (_, p) if p.starts_with("/api/v1/storms/") => self.storm_api(req).await,
             (&Method::GET | &Method::HEAD, p) if p.starts_with("/ack/") => {
                 let token = p["/ack/".len()..].to_owned();

@@ -6,6 +6,7 @@ pub mod budget;
 pub mod escape;
 #[cfg(test)]
 mod forgery_tests;
+pub mod ical;
 pub mod links;
 pub mod storm;
 pub mod template;

@@ -315,6 +315,34 @@ async fn rotation_steps_page_whoever_is_on_call_and_the_api_names_them() {
         primary["next"][0]["local"],
         format!("{} UTC", to.replace('T', " "))
     );
+    // The rotation's calendar: carol's override, then alice's daily shifts, in UTC.
+    let r = http
+        .get(relay.url("/api/v1/rotations/primary.ics"))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .expect("calendar");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/calendar; charset=utf-8");
+    let feed = r.text().await.expect("feed");
+    let handover = format!("DTSTART:{}00Z\r\n", to.replace(['-', ':'], ""));
+    assert!(feed.starts_with("BEGIN:VCALENDAR\r\n"), "{feed}");
+    assert!(
+        feed.contains("SUMMARY:carol on call (primary)\r\n"),
+        "{feed}"
+    );
+    assert!(feed.contains(&handover), "no shift from {to}: {feed}");
+    assert!(
+        feed.contains("SUMMARY:alice on call (primary)\r\n"),
+        "{feed}"
+    );
+    let missing = http
+        .get(relay.url("/api/v1/rotations/nobody.ics"))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .expect("calendar");
+    assert_eq!(missing.status(), 404);
 
     let v: serde_json::Value = http
         .get(relay.url("/api/v1/incidents/1"))

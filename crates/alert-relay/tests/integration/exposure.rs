@@ -156,6 +156,7 @@ async fn every_401_names_its_scheme() {
             ("GET", "/api/v1/storms/1"),
             ("POST", "/api/v1/storms/1/ack"),
             ("GET", "/api/v1/rotations"),
+            ("GET", "/api/v1/rotations/primary.ics"),
         ] {
             let r = client()
                 .request(method.parse().expect("method"), relay.url(path))
