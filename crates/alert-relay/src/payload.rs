@@ -27,8 +27,9 @@ pub const MAX_DEPTH: usize = 128;
 pub enum PayloadError {
     #[error("malformed JSON: {0}")]
     Malformed(String),
+    /// The version as sent, in JSON (`"3"`, `4`), quoted once.
     #[error(
-        "unsupported payload version {0:?}; this relay speaks Alertmanager webhook version \"4\""
+        "unsupported payload version {0}; this relay speaks Alertmanager webhook version \"4\" (a string)"
     )]
     WrongVersion(String),
     #[error("alerts[{index}].{field}: {message}")]
@@ -142,6 +143,16 @@ struct VersionOnly {
 }
 
 /// Parses a webhook body.
+/// A version as the sender wrote it, JSON-escaped (so quoted once when a string) and cut at
+/// 40 characters: it goes into an answer and a log line.
+fn version_as_sent(v: &serde_json::Value) -> String {
+    let text = v.to_string();
+    match text.char_indices().nth(40) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}
+
 pub fn parse(body: &[u8]) -> Result<Notification, PayloadError> {
     if let Some(at) = too_deep(body, MAX_DEPTH) {
         return Err(PayloadError::TooDeep { at });
@@ -154,13 +165,15 @@ pub fn parse(body: &[u8]) -> Result<Notification, PayloadError> {
             if let Ok(v) = serde_json::from_slice::<VersionOnly>(body)
                 && v.version != serde_json::Value::String("4".into())
             {
-                return Err(PayloadError::WrongVersion(v.version.to_string()));
+                return Err(PayloadError::WrongVersion(version_as_sent(&v.version)));
             }
             return Err(PayloadError::Malformed(e.to_string()));
         }
     };
     if wire.version != "4" {
-        return Err(PayloadError::WrongVersion(wire.version));
+        return Err(PayloadError::WrongVersion(version_as_sent(
+            &serde_json::Value::String(wire.version),
+        )));
     }
     let receiver = unquote_meta(wire.receiver.as_deref().unwrap_or_default());
     let external_url = wire.external_url.unwrap_or_default();
@@ -346,6 +359,31 @@ mod tests {
         assert_eq!(n.truncated_alerts, 0);
         assert_eq!(n.events[0].fingerprint.len(), 16);
         assert_eq!(n.events[0].fingerprint, fingerprint_of(&n.events[0].labels));
+    }
+
+    #[test]
+    fn a_wrong_version_is_quoted_once() {
+        let said = |body: &str| match parse(body.as_bytes()) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("accepted {body}"),
+        };
+        let text = said(r#"{"version":"3","status":"firing","alerts":[]}"#);
+        assert!(
+            text.starts_with("unsupported payload version \"3\"; "),
+            "{text}"
+        );
+        assert_eq!(text.matches("\"3\"").count(), 1, "{text}");
+        let text = said(r#"{"version":"5"}"#);
+        assert!(
+            text.starts_with("unsupported payload version \"5\"; "),
+            "{text}"
+        );
+        assert!(!text.contains("\\\""), "{text}");
+        let text = said(r#"{"version":4,"status":"firing","alerts":[]}"#);
+        assert!(
+            text.starts_with("unsupported payload version 4; "),
+            "{text}"
+        );
     }
 
     #[test]

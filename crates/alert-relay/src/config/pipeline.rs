@@ -127,7 +127,7 @@ pub(super) fn describe(config: &super::Config, out: &mut String) {
 
 pub(super) fn deadman(
     raw: RawDeadman,
-    channels: &BTreeMap<String, Arc<ChannelConfig>>,
+    channels: &std::collections::BTreeSet<String>,
 ) -> Result<Deadman, ConfigError> {
     let timeout = duration(
         "deadman.timeout",
@@ -144,7 +144,7 @@ pub(super) fn deadman(
         ));
     }
     for (j, c) in raw.notify.iter().enumerate() {
-        if !channels.contains_key(c) {
+        if !channels.contains(c) {
             return Err(invalid(
                 format!("deadman.notify[{j}]"),
                 format!("no channel named {c:?}"),

@@ -2,14 +2,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp, civil};
 use serde::Deserialize;
 
-use super::{ChannelConfig, Config, ConfigError, invalid};
+use super::{Config, ConfigError, Problems, invalid};
 use crate::rotation::{Override, Person, Rotation};
 use crate::time::parse_duration;
 
@@ -65,13 +64,13 @@ fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {
 fn notify(
     key: &str,
     list: &[String],
-    channels: &BTreeMap<String, Arc<ChannelConfig>>,
+    channels: &BTreeSet<String>,
 ) -> Result<Vec<String>, ConfigError> {
     if list.is_empty() {
         return Err(invalid(key, "names no channel"));
     }
     for (i, c) in list.iter().enumerate() {
-        if !channels.contains_key(c) {
+        if !channels.contains(c) {
             return Err(invalid(
                 format!("{key}[{i}]"),
                 format!("no channel named {c:?}"),
@@ -81,23 +80,27 @@ fn notify(
     Ok(list.to_vec())
 }
 
+/// `rotations:`, notify targets checked against the `channels` the file declares; each
+/// rotation's first error goes to `problems`.
 pub(super) fn rotations(
     raw: BTreeMap<String, RawRotation>,
-    channels: &BTreeMap<String, Arc<ChannelConfig>>,
-) -> Result<BTreeMap<String, Rotation>, ConfigError> {
+    channels: &BTreeSet<String>,
+    problems: &mut Problems,
+) -> BTreeMap<String, Rotation> {
     let mut out = BTreeMap::new();
     for (name, r) in raw {
-        let rotation = rotation(name.clone(), r, channels)?;
-        out.insert(name, rotation);
+        if let Some(rotation) = problems.keep(rotation(name.clone(), r, channels)) {
+            out.insert(name, rotation);
+        }
     }
-    Ok(out)
+    out
 }
 
 /// `rotations.NAME`.
 fn rotation(
     name: String,
     r: RawRotation,
-    channels: &BTreeMap<String, Arc<ChannelConfig>>,
+    channels: &BTreeSet<String>,
 ) -> Result<Rotation, ConfigError> {
     let prefix = format!("rotations.{name}");
     check_name(&prefix, &name)?;
@@ -170,7 +173,7 @@ fn overrides(
     raw: &[RawOverride],
     time_zone: &TimeZone,
     people: &[Person],
-    channels: &BTreeMap<String, Arc<ChannelConfig>>,
+    channels: &BTreeSet<String>,
 ) -> Result<Vec<Override>, ConfigError> {
     let instant = |key: String, text: &str| -> Result<Timestamp, ConfigError> {
         let dt: civil::DateTime = text.parse().map_err(|_| {

@@ -751,3 +751,99 @@ fn postgres_storage_errors_name_the_key_and_never_the_password() {
         assert!(!e.contains("hunter2"), "{e}");
     }
 }
+
+#[test]
+fn every_independent_error_is_reported_once() {
+    // Three sections, one error each: a channel, a policy step, a route.
+    let yaml = "storage: { sqlite: relay.db }
+channels:
+  ok: { type: webhook, url: 'http://x' }
+  bad: { type: pager }
+policies:
+  p: { steps: [ { notify: [nope] } ] }
+routes: [ { policy: p, match: ['a=~('] } ]
+";
+    let e = match parse(yaml, Path::new("/etc/alert-relay"), &secrets()) {
+        Ok(_) => panic!("accepted"),
+        Err(e) => e,
+    };
+    let lines: Vec<String> = e.each().iter().map(ToString::to_string).collect();
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    assert!(
+        lines[0].starts_with("channels.bad.type: unknown channel type"),
+        "{lines:#?}"
+    );
+    assert!(
+        lines[1].starts_with("policies.p.steps[0].notify[0]: no channel named \"nope\""),
+        "{lines:#?}"
+    );
+    assert!(lines[2].starts_with("routes[0].match[0]"), "{lines:#?}");
+    // Displayed whole: one line each, nothing twice.
+    let text = e.to_string();
+    assert_eq!(text.lines().count(), 3, "{text}");
+    for line in &lines {
+        assert_eq!(text.matches(line.as_str()).count(), 1, "{text}");
+    }
+}
+
+#[test]
+fn a_reference_to_an_invalid_entry_is_not_a_second_error() {
+    // `bad` is declared but invalid: the step, the rotation, the dead-man's switch and the
+    // budget's overflow naming it are not reported again, and the route's policy `p` is fine
+    // although `p` itself has an error.
+    let yaml = "storage: { sqlite: relay.db }
+channels:
+  bad: { type: webhook, url: 'ftp://x' }
+  sms: { type: webhook, url: 'http://x', budget: { max: 3, per: 1h, overflow: [bad] } }
+policies:
+  p: { steps: [ { notify: [bad] } ], until: never }
+routes: [ { policy: p } ]
+deadman: { notify: [bad] }
+";
+    let e = match parse(yaml, Path::new("/etc/alert-relay"), &secrets()) {
+        Ok(_) => panic!("accepted"),
+        Err(e) => e,
+    };
+    let lines: Vec<String> = e.each().iter().map(ToString::to_string).collect();
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    assert!(lines[0].starts_with("channels.bad.url"), "{lines:#?}");
+    assert!(lines[1].starts_with("policies.p.until"), "{lines:#?}");
+}
+
+#[test]
+fn keys_of_one_section_are_checked_independently() {
+    let yaml = "storage: { sqlite: relay.db }
+listen: nowhere
+delivery: { timeout: 0s, max_age: soon }
+limits: { max_body_bytes: 1, body_timeout: later }
+channels: { c: { type: webhook, url: 'http://x', timeout: never, rate_limit: { per_second: 0, burst: 0 } } }
+policies: { p: { steps: [ { notify: [c] } ], ack_timeout: x, repeat: { every: 0s, times: 1 } } }
+routes: [ { policy: p } ]
+";
+    let e = match parse(yaml, Path::new("/etc/alert-relay"), &secrets()) {
+        Ok(_) => panic!("accepted"),
+        Err(e) => e,
+    };
+    let keys: Vec<String> = e
+        .each()
+        .iter()
+        .map(|e| match e {
+            ConfigError::Invalid { key, .. } => key.clone(),
+            other => panic!("{other}"),
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "listen",
+            "limits.max_body_bytes",
+            "limits.body_timeout",
+            "delivery.max_age",
+            "delivery.timeout",
+            "channels.c.rate_limit",
+            "channels.c.timeout",
+            "policies.p.repeat.every",
+            "policies.p.ack_timeout",
+        ]
+    );
+}

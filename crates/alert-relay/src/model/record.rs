@@ -236,6 +236,8 @@ pub struct FiringRef {
     /// The provider's id of the firing message (Slack ts, Discord message id, …), to edit or
     /// thread the resolved message.
     pub provider_ref: Option<String>,
+    /// The firing message's incident: the resolved message names it.
+    pub incident: Option<i64>,
 }
 
 #[derive(Debug, Clone)]

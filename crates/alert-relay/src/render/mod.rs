@@ -10,6 +10,8 @@ pub mod links;
 pub mod storm;
 pub mod template;
 pub mod text;
+#[cfg(test)]
+mod wording_tests;
 
 use std::time::Duration;
 
@@ -164,28 +166,46 @@ impl Message {
             .join(" ")
     }
 
-    /// "Started …" or "Resolved after 1h 5m (started …)".
+    /// "Firing since …", or "Resolved after firing for 45m (from … to …)".
     pub fn timing_line(&self) -> String {
-        match &self.firing_for {
-            Some(d) => format!("Resolved after firing for {d} (since {})", self.starts_at),
-            None => format!("Firing since {}", self.starts_at),
+        match (self.status, &self.firing_for, &self.ends_at) {
+            (Status::Firing, _, _) => format!("Firing since {}", self.starts_at),
+            (Status::Resolved, Some(d), Some(end)) => format!(
+                "Resolved after firing for {d} (from {} to {end})",
+                self.starts_at
+            ),
+            (Status::Resolved, _, _) => format!("Resolved (firing since {})", self.starts_at),
         }
     }
 
+    /// The title without its leading `[FIRING] `, `[RESOLVED] `, `[ACKNOWLEDGED] `: for
+    /// layouts that lead with [`Message::badge`] already. A user template's title stays whole.
+    pub fn title_after_badge(&self) -> &str {
+        self.title
+            .strip_prefix('[')
+            .and_then(|t| t.split_once("] "))
+            .map_or(self.title.as_str(), |(_, rest)| rest)
+    }
+
     /// The plain-text body: a user template's body, or the default layout without the title.
+    /// A resolved message says that it resolved and how long it fired, not the firing summary,
+    /// which words the problem as current ("is under-volted now").
     pub fn plain_body(&self) -> String {
         if let Some(b) = &self.body {
             return b.clone();
         }
-        let mut lines = vec![self.summary.clone()];
-        if let Some(d) = &self.description {
-            lines.push(d.clone());
-        }
-        let ctx = self.context_line();
-        if !ctx.is_empty() {
-            lines.push(ctx);
-        }
-        lines.push(self.timing_line());
+        let ctx = Some(self.context_line()).filter(|c| !c.is_empty());
+        let lines: Vec<String> = match self.status {
+            Status::Firing => [Some(self.summary.clone()), self.description.clone(), ctx]
+                .into_iter()
+                .flatten()
+                .chain([self.timing_line()])
+                .collect(),
+            Status::Resolved => [Some(self.timing_line()), ctx]
+                .into_iter()
+                .flatten()
+                .collect(),
+        };
         lines.join("\n")
     }
 

@@ -411,7 +411,8 @@ impl Backend for Sqlite {
     fn load(&mut self, id: i64) -> Result<Option<DeliveryJob>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT d.id, d.destination, d.state, d.attempts, d.created_at, d.next_attempt_at, e.alert,
-                    f.id, f.state, f.provider_ref, d.incident_id, d.step, d.notice, d.storm_id
+                    f.id, f.state, f.provider_ref, d.incident_id, d.step, d.notice, d.storm_id,
+                    f.incident_id
              FROM deliveries d
              JOIN alert_events e ON e.id = d.event_id
              LEFT JOIN deliveries f ON f.id = d.firing_delivery
@@ -429,7 +430,7 @@ impl Backend for Sqlite {
                     r.get::<_, String>(6)?,
                     r.get::<_, Option<i64>>(7)?,
                     r.get::<_, Option<String>>(8)?,
-                    r.get::<_, Option<String>>(9)?,
+                    (r.get::<_, Option<String>>(9)?, r.get::<_, Option<i64>>(14)?),
                     (
                         r.get::<_, Option<i64>>(10)?,
                         r.get::<_, i64>(11)?,
@@ -449,7 +450,7 @@ impl Backend for Sqlite {
             alert,
             fid,
             fstate,
-            fref,
+            (fref, fincident),
             (incident, step, notice, storm),
         )) = row
         else {
@@ -465,6 +466,7 @@ impl Backend for Sqlite {
                     StoreError::Corrupt(format!("delivery {delivery_id}: state {s:?}"))
                 })?,
                 provider_ref: fref,
+                incident: fincident,
             }),
             _ => None,
         };
