@@ -280,6 +280,80 @@ pub fn fingerprint_of(labels: &Labels) -> String {
         .collect()
 }
 
+/// An Alertmanager group key as a human reads it: its group labels (`alertname=PiHot,
+/// instance=pi-17:9831`), `every alert of its route` when the route groups by nothing, or the
+/// key as it came when it is not Alertmanager's shape (`{}/{route matchers}:{group labels}`).
+pub fn readable_group(key: &str) -> String {
+    match group_labels(key) {
+        Some(labels) if labels.is_empty() => "every alert of its route".to_owned(),
+        Some(labels) => labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        None if key.is_empty() => "none".to_owned(),
+        None => key.to_owned(),
+    }
+}
+
+/// The group labels of a group key: after the route's path of `{…}` segments joined by `/`,
+/// a `:` and `{name="value", …}` (Go-quoted values). `None` when the key has another shape.
+fn group_labels(key: &str) -> Option<Vec<(String, String)>> {
+    let mut rest = key;
+    // The route's path: `{…}` segments (matchers, with quoted values) joined by `/`.
+    loop {
+        rest = skip_braced(rest)?;
+        match rest.as_bytes().first() {
+            Some(b'/') => rest = &rest[1..],
+            Some(b':') => break,
+            _ => return None,
+        }
+    }
+    let inner = rest.strip_prefix(":{")?.strip_suffix('}')?;
+    let mut labels = Vec::new();
+    let mut rest = inner.trim_start();
+    while !rest.is_empty() {
+        let (name, after) = rest.split_once("=\"")?;
+        let (value, after) = quoted_value(after)?;
+        labels.push((name.trim().to_owned(), value));
+        rest = after.trim_start();
+        rest = rest.strip_prefix(',').unwrap_or(rest).trim_start();
+    }
+    Some(labels)
+}
+
+/// `s` after one `{…}` (quotes inside honoured).
+fn skip_braced(s: &str) -> Option<&str> {
+    let mut rest = s.strip_prefix('{')?;
+    loop {
+        let at = rest.find(['"', '}'])?;
+        if rest.as_bytes()[at] == b'}' {
+            return Some(&rest[at + 1..]);
+        }
+        let (_, after) = quoted_value(&rest[at + 1..])?;
+        rest = after;
+    }
+}
+
+/// A Go-quoted value's text up to its closing quote (the opening one already taken), and what
+/// follows it.
+fn quoted_value(s: &str) -> Option<(String, &str)> {
+    let mut value = String::new();
+    let mut chars = s.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' => return Some((value, &s[i + 1..])),
+            '\\' => match chars.next()?.1 {
+                'n' => value.push('\n'),
+                't' => value.push('\t'),
+                other => value.push(other),
+            },
+            c => value.push(c),
+        }
+    }
+    None
+}
+
 /// The example payload the tests share.
 #[cfg(test)]
 pub(crate) fn tests_example() -> &'static str {
@@ -359,6 +433,31 @@ mod tests {
         assert_eq!(n.truncated_alerts, 0);
         assert_eq!(n.events[0].fingerprint.len(), 16);
         assert_eq!(n.events[0].fingerprint, fingerprint_of(&n.events[0].labels));
+    }
+
+    #[test]
+    fn group_keys_read_as_their_labels() {
+        assert_eq!(
+            readable_group(
+                r#"{}/{severity="critical"}:{alertname="PiHot", instance="pi-17:9831"}"#
+            ),
+            "alertname=PiHot, instance=pi-17:9831"
+        );
+        assert_eq!(
+            readable_group(r#"{}:{alertname="PiHot"}"#),
+            "alertname=PiHot"
+        );
+        assert_eq!(
+            readable_group(r#"{}/{a=~"x}:{y"}:{q="say \"hi\", then go"}"#),
+            r#"q=say "hi", then go"#
+        );
+        assert_eq!(readable_group("{}:{}"), "every alert of its route");
+        assert_eq!(readable_group(""), "none");
+        assert_eq!(readable_group("k"), "k");
+        assert_eq!(
+            readable_group(r#"{}:{a="unterminated}"#),
+            r#"{}:{a="unterminated}"#
+        );
     }
 
     #[test]

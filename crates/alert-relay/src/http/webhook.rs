@@ -20,6 +20,8 @@ use crate::store::{IngestOutcome, RoutedEvent};
 struct Routed {
     events: Vec<RoutedEvent>,
     heartbeats: Vec<AlertEvent>,
+    /// Alertmanager's group key, for the log.
+    group_key: String,
 }
 
 impl App {
@@ -133,6 +135,7 @@ impl App {
         pinned: Option<&str>,
     ) -> Result<Routed, Refusal> {
         let mut routed = Vec::with_capacity(notification.events.len());
+        let group_key = notification.group_key.clone();
         let group_resolved = notification.status == Status::Resolved;
         let (heartbeats, events): (Vec<_>, Vec<_>) =
             notification.events.into_iter().partition(|e| {
@@ -172,6 +175,7 @@ impl App {
         Ok(Routed {
             events: routed,
             heartbeats,
+            group_key,
         })
     }
 
@@ -181,6 +185,7 @@ impl App {
         let Routed {
             events: routed,
             heartbeats,
+            group_key,
         } = routed;
         let (firing, resolved) =
             routed
@@ -199,6 +204,7 @@ impl App {
         match self.store.ingest(routed).await {
             Ok(outcome) => {
                 self.count_accepted(&outcome, firing, resolved, &unrouted);
+                log_accepted(&outcome, &group_key, (firing, resolved), heartbeats.len());
                 self.deliver(&outcome).await;
                 let body = serde_json::json!({
                     "status": "ok",
@@ -280,4 +286,27 @@ impl App {
             self.escalator.wake();
         }
     }
+}
+
+/// The journal's line for an accepted webhook: how many alerts (firing, resolved, repeats
+/// already stored), the group as labels, the incidents it opened and the messages it queued.
+fn log_accepted(
+    outcome: &IngestOutcome,
+    group_key: &str,
+    (firing, resolved): (u64, u64),
+    heartbeats: usize,
+) {
+    let opened: Vec<String> = outcome.opened.iter().map(i64::to_string).collect();
+    tracing::info!(
+        alerts = firing + resolved,
+        firing,
+        resolved,
+        duplicates = outcome.duplicates,
+        heartbeats,
+        group = %crate::payload::readable_group(group_key),
+        incidents_opened = %opened.join(","),
+        incidents_resolved = outcome.resolved,
+        deliveries = outcome.deliveries.len(),
+        "webhook accepted"
+    );
 }
