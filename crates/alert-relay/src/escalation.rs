@@ -527,7 +527,10 @@ fn log_human_action(id: i64, done: &str, by: &str, t: &Transitioned) {
             by,
             state = state.as_str(),
             "incident already {}: nothing to do",
-            state.as_str()
+            match state {
+                IncidentState::Acked => "acknowledged",
+                other => other.as_str(),
+            }
         ),
         Transitioned::NotFound => {
             tracing::info!(incident = id, action = done, by, "no such incident");
