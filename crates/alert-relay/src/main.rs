@@ -105,6 +105,27 @@ fn cli() -> Command {
         )
 }
 
+/// `check-config`: the resolved routing on stdout; or every error on stderr, one line each,
+/// then the count (a linter's report, not log lines).
+fn check_config(file: &std::path::Path, web_config: Option<&std::path::Path>) -> bool {
+    match alert_relay::check_config(file, web_config) {
+        Ok(routing) => {
+            print!("{routing}");
+            true
+        }
+        Err(e) => {
+            let errors = alert_relay::cli::config_errors(&e);
+            for line in &errors {
+                eprintln!("error: {line}");
+            }
+            let n = errors.len();
+            let s = if n == 1 { "" } else { "s" };
+            eprintln!("{}: {n} error{s}", file.display());
+            false
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let matches = cli().get_matches();
     serving::logging::init(serving::logging::options(&matches));
@@ -134,26 +155,7 @@ fn main() -> ExitCode {
             .unwrap_or_default()
     };
     let result: anyhow::Result<bool> = match matches.subcommand() {
-        Some(("check-config", m)) => {
-            let file = path(m, "file");
-            match alert_relay::check_config(&file, web(m).as_deref()) {
-                Ok(routing) => {
-                    print!("{routing}");
-                    Ok(true)
-                }
-                Err(e) => {
-                    // Plain lines, each error once, then the count: a linter's report.
-                    let errors = alert_relay::cli::config_errors(&e);
-                    for line in &errors {
-                        eprintln!("error: {line}");
-                    }
-                    let n = errors.len();
-                    let s = if n == 1 { "" } else { "s" };
-                    eprintln!("{}: {n} error{s}", file.display());
-                    Ok(false)
-                }
-            }
-        }
+        Some(("check-config", m)) => Ok(check_config(&path(m, "file"), web(m).as_deref())),
         // Blocking, without a runtime: the PostgreSQL client runs its own.
         Some(("migrate-storage", m)) => {
             let to = path(m, "to");

@@ -264,23 +264,20 @@ async fn one_alert_told_through_intake_delivery_ack_and_resolution() {
     assert_eq!(field(&accepted[1], "resolved"), Some("1"));
     assert_eq!(field(&accepted[1], "incidents_resolved"), Some("1"));
     let delivered = lines_with(&relay, "delivered");
-    let kinds: Vec<(Option<&str>, Option<&str>, Option<&str>, Option<&str>)> = delivered
+    let kinds: Vec<String> = delivered
         .iter()
         .map(|l| {
-            (
-                field(l, "incident"),
-                field(l, "kind"),
-                field(l, "channel"),
-                field(l, "attempt"),
-            )
+            ["incident", "kind", "channel", "attempt"]
+                .map(|k| format!("{k}={}", field(l, k).unwrap_or("?")))
+                .join(" ")
         })
         .collect();
     assert_eq!(
         kinds,
         [
-            (Some("1"), Some("firing"), Some("ops"), Some("1")),
-            (Some("1"), Some("notice"), Some("ops"), Some("1")),
-            (Some("1"), Some("resolved"), Some("ops"), Some("1")),
+            "incident=1 kind=firing channel=ops attempt=1",
+            "incident=1 kind=notice channel=ops attempt=1",
+            "incident=1 kind=resolved channel=ops attempt=1",
         ],
         "{delivered:#?}"
     );
