@@ -174,10 +174,7 @@ impl Output {
 /// `check-config`'s errors, one line each, each once: every error a validation found, or the
 /// one that stopped it (a file that cannot be read or parsed, a web configuration).
 pub fn config_errors(error: &anyhow::Error) -> Vec<String> {
-    match error.downcast_ref::<config::ConfigError>() {
-        Some(e) => e.each().iter().map(ToString::to_string).collect(),
-        None => vec![format!("{error:#}")],
-    }
+    config::error_lines(error)
 }
 
 /// `send-test`'s report: one line per destination (`ops-sms/+447700900123: delivered`), or a

@@ -221,6 +221,26 @@ pub struct Route {
     pub continue_matching: bool,
 }
 
+/// The lines to print or log for an error that may hold configuration errors: each error of
+/// a [`ConfigError`] on a line of its own (every one a validation found, each once), or the
+/// error with its causes on one line.
+pub fn error_lines(error: &anyhow::Error) -> Vec<String> {
+    let Some(config_error) = error.downcast_ref::<ConfigError>() else {
+        return vec![format!("{error:#}")];
+    };
+    // Context added around it (`--from relay.yml: …`) leads every line.
+    let prefix: String = error
+        .chain()
+        .take_while(|e| !e.is::<ConfigError>())
+        .map(|e| format!("{e}: "))
+        .collect();
+    config_error
+        .each()
+        .iter()
+        .map(|e| format!("{prefix}{e}"))
+        .collect()
+}
+
 /// Reads and validates the configuration file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     load_with(path, &SystemSecrets)

@@ -847,3 +847,33 @@ routes: [ { policy: p } ]
         ]
     );
 }
+
+#[test]
+fn error_lines_are_one_per_error_with_their_context() {
+    let e = parse(
+        "storage: { sqlite: x }\nlisten: nowhere\nroutes: []\n",
+        Path::new("/"),
+        &secrets(),
+    )
+    .err()
+    .expect("invalid");
+    let plain = anyhow::Error::from(e);
+    let lines = error_lines(&plain);
+    assert_eq!(
+        lines,
+        [
+            "listen: \"nowhere\" is not an address like 127.0.0.1:9832",
+            "routes: needs at least one route"
+        ]
+    );
+    let with_context = plain.context("--from relay.yml");
+    assert_eq!(
+        error_lines(&with_context),
+        [
+            "--from relay.yml: listen: \"nowhere\" is not an address like 127.0.0.1:9832",
+            "--from relay.yml: routes: needs at least one route"
+        ]
+    );
+    let other = anyhow::anyhow!("inner").context("outer");
+    assert_eq!(error_lines(&other), ["outer: inner"]);
+}
