@@ -17,7 +17,7 @@ const SMS_MAX: usize = 306;
 
 pub fn text(msg: &Message) -> String {
     // The badge leads: the title goes without its `[FIRING] `, `[ACKNOWLEDGED] `, ….
-    let mut parts = vec![msg.badge(), msg.title_after_badge().to_owned()];
+    let mut parts = vec![msg.badge(), msg.title_after_badge()];
     if let Some(b) = &msg.body {
         parts.push(b.clone());
     } else {

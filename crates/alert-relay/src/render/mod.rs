@@ -179,12 +179,27 @@ impl Message {
     }
 
     /// The title without its leading `[FIRING] `, `[RESOLVED] `, `[ACKNOWLEDGED] `: for
-    /// layouts that lead with [`Message::badge`] already. A user template's title stays whole.
-    pub fn title_after_badge(&self) -> &str {
-        self.title
+    /// layouts that lead with [`Message::badge`] already. A count stays: `[FIRING:3] PiHot …`
+    /// gives `3 alerts: PiHot …`. A user template's title stays whole.
+    pub fn title_after_badge(&self) -> String {
+        let Some((state, rest)) = self
+            .title
             .strip_prefix('[')
             .and_then(|t| t.split_once("] "))
-            .map_or(self.title.as_str(), |(_, rest)| rest)
+        else {
+            return self.title.clone();
+        };
+        match state.split_once(':') {
+            Some(("FIRING", n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+                format!("{n} alerts: {rest}")
+            }
+            _ if matches!(state, "FIRING" | "RESOLVED")
+                || self.notice.as_deref() == Some(state) =>
+            {
+                rest.to_owned()
+            }
+            _ => self.title.clone(),
+        }
     }
 
     /// The plain-text body: a user template's body, or the default layout without the title.
@@ -283,6 +298,19 @@ mod tests {
         let r = Message::new(&n.events[1]);
         assert_eq!(r.firing_for.as_deref(), Some("45m"));
         assert!(r.plain_text().contains("Resolved after firing for 45m"));
+    }
+
+    #[test]
+    fn the_title_after_the_badge_keeps_a_count() {
+        let n = parse(crate::payload::tests_example().as_bytes()).expect("valid");
+        let mut m = Message::new(&n.events[0]);
+        assert_eq!(m.title_after_badge(), "PiHot on pi-17:9831");
+        m.title = "[FIRING:3] PiHot (incident #4)".into();
+        assert_eq!(m.title_after_badge(), "3 alerts: PiHot (incident #4)");
+        m.title = "[site] custom".into();
+        assert_eq!(m.title_after_badge(), "[site] custom");
+        m.title = "custom [x] title".into();
+        assert_eq!(m.title_after_badge(), "custom [x] title");
     }
 
     #[test]
