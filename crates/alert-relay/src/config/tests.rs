@@ -855,8 +855,7 @@ fn error_lines_are_one_per_error_with_their_context() {
         Path::new("/"),
         &secrets(),
     )
-    .err()
-    .expect("invalid");
+    .expect_err("invalid");
     let plain = anyhow::Error::from(e);
     let lines = error_lines(&plain);
     assert_eq!(

@@ -289,14 +289,15 @@ impl App {
 }
 
 /// The journal's line for an accepted webhook: how many alerts (firing, resolved, repeats
-/// already stored), the group as labels, the incidents it opened and the messages it queued.
+/// already stored), the group as labels, the incidents it opened, joined and closed (by
+/// number) and the messages it queued.
 fn log_accepted(
     outcome: &IngestOutcome,
     group_key: &str,
     (firing, resolved): (u64, u64),
     heartbeats: usize,
 ) {
-    let opened: Vec<String> = outcome.opened.iter().map(i64::to_string).collect();
+    let numbers = |ids: &[i64]| ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
     tracing::info!(
         alerts = firing + resolved,
         firing,
@@ -304,8 +305,9 @@ fn log_accepted(
         duplicates = outcome.duplicates,
         heartbeats,
         group = %crate::payload::readable_group(group_key),
-        incidents_opened = %opened.join(","),
-        incidents_resolved = outcome.resolved,
+        incidents_opened = %numbers(&outcome.opened),
+        incidents_joined = %numbers(&outcome.joined),
+        incidents_resolved = %numbers(&outcome.closed),
         deliveries = outcome.deliveries.len(),
         "webhook accepted"
     );

@@ -172,8 +172,12 @@ pub struct IngestOutcome {
     pub deliveries: Vec<(String, i64, i64)>,
     /// Incidents opened by this write.
     pub opened: Vec<i64>,
+    /// Open incidents that firing alerts of this write joined (each once; none of `opened`).
+    pub joined: Vec<i64>,
     /// Incidents closed by a resolved group.
     pub resolved: usize,
+    /// Their numbers.
+    pub closed: Vec<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1089,14 +1089,15 @@ impl<'c> IngestSql<'c> {
         Ok((inserted != 0).then(|| self.tx.last_insert_rowid()))
     }
 
-    /// Each route of a firing event joins its group's open incident or opens one (pushed to
-    /// `opened`); the first of them is the incident the event's deliveries belong to.
+    /// Each route of a firing event joins its group's open incident (pushed to `out.joined`
+    /// once) or opens one (pushed to `out.opened`); the first of them is the incident the
+    /// event's deliveries belong to.
     fn join_incidents(
         &mut self,
         e: &AlertEvent,
         routes: &[RouteRef],
         event_id: i64,
-        opened: &mut Vec<i64>,
+        out: &mut IngestOutcome,
     ) -> Result<Option<i64>, StoreError> {
         let mut incident = None;
         for r in routes {
@@ -1105,7 +1106,12 @@ impl<'c> IngestSql<'c> {
                 .query_row(params![e.group_key, r.route], |row| row.get(0))
                 .optional()?;
             let id = match existing {
-                Some(id) => id,
+                Some(id) => {
+                    if !out.joined.contains(&id) && !out.opened.contains(&id) {
+                        out.joined.push(id);
+                    }
+                    id
+                }
                 None => {
                     self.open_incident.execute(params![
                         e.group_key,
@@ -1115,7 +1121,7 @@ impl<'c> IngestSql<'c> {
                         self.now
                     ])?;
                     let id = self.tx.last_insert_rowid();
-                    opened.push(id);
+                    out.opened.push(id);
                     id
                 }
             };
@@ -1195,13 +1201,16 @@ fn ingest(
         }
         ingest_event(&mut sql, routed, &mut out)?;
     }
+    let mut resolve = tx.prepare_cached(
+        "UPDATE incidents SET state = 'resolved', resolved_at = ?2, resolved_by = 'Alertmanager',
+            updated_at = ?2 WHERE group_key = ?1 AND state != 'resolved' RETURNING id",
+    )?;
     for group in resolve_groups {
-        let n = tx.execute(
-            "UPDATE incidents SET state = 'resolved', resolved_at = ?2, resolved_by = 'Alertmanager',
-                updated_at = ?2 WHERE group_key = ?1 AND state != 'resolved'",
-            params![group, now],
-        )?;
-        out.resolved += n;
+        let ids = resolve
+            .query_map(params![group, now], |r| r.get::<_, i64>(0))?
+            .collect::<Result<Vec<i64>, _>>()?;
+        out.resolved += ids.len();
+        out.closed.extend(ids);
     }
     Ok(out)
 }
@@ -1220,7 +1229,7 @@ fn ingest_event(
     out.accepted += 1;
     // A group Alertmanager resolved opens no incident: this very write closes its incidents.
     let incident = if e.status == Status::Firing && !routed.group_resolved {
-        sql.join_incidents(e, &routed.routes, event_id, &mut out.opened)?
+        sql.join_incidents(e, &routed.routes, event_id, out)?
     } else {
         None
     };

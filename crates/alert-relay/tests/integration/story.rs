@@ -261,6 +261,7 @@ async fn one_alert_told_through_intake_delivery_ack_and_resolution() {
     assert_eq!(field(&accepted[0], "group"), Some("alertname=PiHot"));
     assert_eq!(field(&accepted[0], "incidents_opened"), Some("1"));
     assert_eq!(field(&accepted[0], "deliveries"), Some("1"));
+    assert_eq!(field(&accepted[0], "incidents_joined"), Some(""));
     assert_eq!(field(&accepted[1], "resolved"), Some("1"));
     assert_eq!(field(&accepted[1], "incidents_resolved"), Some("1"));
     let delivered = lines_with(&relay, "delivered");
