@@ -229,10 +229,19 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
-            // One line per error, in the chosen log format (and priority under the journal):
-            // every error of a configuration, each once.
+            // One line per error, each once (every error of a configuration): plain for the
+            // commands a human types, in the chosen log format (and priority under the
+            // journal) for the services.
+            let plain = matches!(
+                matches.subcommand_name(),
+                Some("send-test" | "incidents" | "ack")
+            );
             for line in alert_relay::cli::config_errors(&e) {
-                tracing::error!("{line}");
+                if plain {
+                    eprintln!("error: {line}");
+                } else {
+                    tracing::error!("{line}");
+                }
             }
             ExitCode::FAILURE
         }

@@ -232,6 +232,17 @@ async fn one_alert_told_through_intake_delivery_ack_and_resolution() {
         json(&again_json),
         serde_json::json!({"incident": 1, "action": "ack", "changed": false, "state": "acked"})
     );
+    // What the relay refuses is one plain line on stderr.
+    let c = cli_cfg.clone();
+    let missing = tokio::task::spawn_blocking(move || run(&["ack", "99"], &c))
+        .await
+        .expect("join");
+    assert!(!missing.status.success());
+    assert_eq!(stdout(&missing), "");
+    assert_eq!(
+        String::from_utf8_lossy(&missing.stderr),
+        "error: 404 Not Found: no such incident\n"
+    );
     fake.wait_for(2, Duration::from_secs(5)).await;
 
     // Alertmanager resolves it: the message says so, with the incident and how long it fired.
