@@ -96,15 +96,17 @@ pub(super) fn rotations(
     out
 }
 
-/// `rotations.NAME`.
+/// `rotations.NAME`: every key checked, each error reported (overrides only once the time
+/// zone they are written in is known).
 fn rotation(
     name: String,
     r: RawRotation,
     channels: &BTreeSet<String>,
 ) -> Result<Rotation, ConfigError> {
     let prefix = format!("rotations.{name}");
-    check_name(&prefix, &name)?;
-    let time_zone = TimeZone::get(&r.time_zone).map_err(|e| {
+    let mut problems = Problems::default();
+    problems.keep(check_name(&prefix, &name));
+    let time_zone = problems.keep(TimeZone::get(&r.time_zone).map_err(|e| {
         invalid(
             format!("{prefix}.time_zone"),
             format!(
@@ -112,59 +114,87 @@ fn rotation(
                 r.time_zone
             ),
         )
-    })?;
-    let handover: civil::Time = r.handover.parse().map_err(|_| {
+    }));
+    let handover: Option<civil::Time> = problems.keep(r.handover.parse().map_err(|_| {
         invalid(
             format!("{prefix}.handover"),
             format!("{:?} is not a local time like \"09:00\"", r.handover),
         )
-    })?;
-    let start: civil::Date = r.start.parse().map_err(|_| {
+    }));
+    let start: Option<civil::Date> = problems.keep(r.start.parse().map_err(|_| {
         invalid(
             format!("{prefix}.start"),
             format!("{:?} is not a date like 2026-01-05", r.start),
         )
-    })?;
-    let shift = parse_duration(&r.shift).map_err(|e| invalid(format!("{prefix}.shift"), e))?;
+    }));
+    let shift = problems.keep(shift(&prefix, &r.shift));
+    let people = people(&prefix, &r.people, channels, &mut problems);
+    // Overrides name people and are written in the time zone: checked once both are valid,
+    // so an error there is not reported again through them.
+    let overrides = match &time_zone {
+        Some(tz) if people.len() == r.people.len() => problems.or(
+            overrides(&prefix, &r.overrides, tz, &people, channels),
+            Vec::new(),
+        ),
+        _ => Vec::new(),
+    };
+    let rotation = match (time_zone, handover, start, shift) {
+        (Some(time_zone), Some(handover), Some(start), Some(shift)) => Some(Rotation {
+            name,
+            time_zone_name: r.time_zone,
+            time_zone,
+            first: start.to_datetime(handover),
+            shift,
+            people,
+            overrides,
+        }),
+        _ => None,
+    };
+    problems.finish_some(&prefix, rotation)
+}
+
+/// `shift:`, at least an hour.
+fn shift(prefix: &str, text: &str) -> Result<SignedDuration, ConfigError> {
+    let shift = parse_duration(text).map_err(|e| invalid(format!("{prefix}.shift"), e))?;
     if shift < MIN_SHIFT {
         return Err(invalid(format!("{prefix}.shift"), "must be at least 1h"));
     }
-    let shift = SignedDuration::try_from(shift)
-        .map_err(|_| invalid(format!("{prefix}.shift"), "too long"))?;
-    if r.people.is_empty() {
-        return Err(invalid(
+    SignedDuration::try_from(shift).map_err(|_| invalid(format!("{prefix}.shift"), "too long"))
+}
+
+/// `people:`, each person's first error reported; the valid ones.
+fn people(
+    prefix: &str,
+    raw: &[RawPerson],
+    channels: &BTreeSet<String>,
+    problems: &mut Problems,
+) -> Vec<Person> {
+    if raw.is_empty() {
+        problems.push(invalid(
             format!("{prefix}.people"),
             "needs at least one person",
         ));
     }
     let mut names = BTreeSet::new();
     let mut people = Vec::new();
-    for (i, p) in r.people.iter().enumerate() {
+    for (i, p) in raw.iter().enumerate() {
         let key = format!("{prefix}.people[{i}]");
-        if p.name.trim().is_empty() {
-            return Err(invalid(format!("{key}.name"), "required"));
-        }
-        if !names.insert(p.name.clone()) {
-            return Err(invalid(
+        let person = if p.name.trim().is_empty() {
+            Err(invalid(format!("{key}.name"), "required"))
+        } else if !names.insert(p.name.clone()) {
+            Err(invalid(
                 format!("{key}.name"),
                 format!("{:?} is in the rotation twice", p.name),
-            ));
-        }
-        people.push(Person {
-            name: p.name.clone(),
-            notify: notify(&format!("{key}.notify"), &p.notify, channels)?,
-        });
+            ))
+        } else {
+            notify(&format!("{key}.notify"), &p.notify, channels).map(|notify| Person {
+                name: p.name.clone(),
+                notify,
+            })
+        };
+        people.extend(problems.keep(person));
     }
-    let overrides = overrides(&prefix, &r.overrides, &time_zone, &people, channels)?;
-    Ok(Rotation {
-        name,
-        time_zone_name: r.time_zone,
-        time_zone,
-        first: start.to_datetime(handover),
-        shift,
-        people,
-        overrides,
-    })
+    people
 }
 
 /// A rotation's `overrides:`, which must not overlap, in time order.

@@ -876,3 +876,34 @@ fn error_lines_are_one_per_error_with_their_context() {
     let other = anyhow::anyhow!("inner").context("outer");
     assert_eq!(error_lines(&other), ["outer: inner"]);
 }
+
+#[test]
+fn a_rotation_reports_each_of_its_errors() {
+    let e = parse(
+        &rotation_yaml(
+            "    shift: 30m\n    people:\n      - { name: alice, notify: [nope] }\n      - { name: bob, notify: [b] }\n      - { name: bob, notify: [a] }\n    overrides:\n      - { from: \"2026-12-24T09:00\", to: \"2026-12-27T09:00\", name: alice }\n",
+        )
+        .replace("Europe/Berlin", "Mars/Olympus"),
+        Path::new("/etc/alert-relay"),
+        &secrets(),
+    )
+    .expect_err("invalid");
+    let keys: Vec<String> = e
+        .each()
+        .iter()
+        .map(|e| match e {
+            ConfigError::Invalid { key, .. } => key.clone(),
+            other => panic!("{other}"),
+        })
+        .collect();
+    // The override naming alice (whose entry is invalid) is not a second error.
+    assert_eq!(
+        keys,
+        [
+            "rotations.primary.time_zone",
+            "rotations.primary.shift",
+            "rotations.primary.people[0].notify[0]",
+            "rotations.primary.people[2].name",
+        ]
+    );
+}

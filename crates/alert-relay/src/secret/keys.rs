@@ -87,6 +87,17 @@ impl Problems {
         }
     }
 
+    /// `value` when nothing was found; else every error. Validation gives `None` only after
+    /// recording why, so `None` with nothing recorded is a bug of the validation: an error at
+    /// `key` rather than a panic.
+    pub fn finish_some<T>(self, key: &str, value: Option<T>) -> Result<T, ConfigError> {
+        match value {
+            Some(value) => self.finish(value),
+            None if self.found.is_empty() => Err(invalid(key, "could not be validated")),
+            None => Err(self.into_error()),
+        }
+    }
+
     /// For a part that cannot go on without a value: records `error` and gives every error
     /// found so far.
     pub fn fail(mut self, error: ConfigError) -> ConfigError {
