@@ -667,30 +667,32 @@ fn listen(given: Option<&str>) -> Result<SocketAddr, ConfigError> {
     }
 }
 
-/// `storage:`.
+/// `storage:`: where (one backend) and how long, each error reported.
 fn storage(storage: &raw::RawStorage, ctx: &Ctx<'_>) -> Result<StorageConfig, ConfigError> {
+    let mut problems = Problems::default();
     let backend = match (&storage.sqlite, &storage.postgres) {
-        (Some(_), Some(_)) => {
-            return Err(invalid(
-                "storage",
-                "set one of sqlite and postgres (alert-relay migrate-storage copies one into the other)",
-            ));
-        }
-        (None, None) => return Err(invalid("storage", "set sqlite (a file) or postgres")),
+        (Some(_), Some(_)) => Err(invalid(
+            "storage",
+            "set one of sqlite and postgres (alert-relay migrate-storage copies one into the other)",
+        )),
+        (None, None) => Err(invalid("storage", "set sqlite (a file) or postgres")),
         (Some(path), None) if path.as_os_str().is_empty() => {
-            return Err(invalid("storage.sqlite", "must be a file path"));
+            Err(invalid("storage.sqlite", "must be a file path"))
         }
-        (Some(path), None) => StorageBackend::Sqlite(ctx.path(path)),
-        (None, Some(pg)) => StorageBackend::Postgres(postgres(pg, ctx)?),
+        (Some(path), None) => Ok(StorageBackend::Sqlite(ctx.path(path))),
+        (None, Some(pg)) => postgres(pg, ctx).map(StorageBackend::Postgres),
     };
-    Ok(StorageConfig {
-        backend,
-        retention: duration(
+    let backend = problems.or(backend, StorageBackend::Sqlite(PathBuf::new()));
+    let default_retention = Duration::from_secs(30 * 86_400);
+    let retention = problems.or(
+        duration(
             "storage.retention",
             storage.retention.as_ref(),
-            Duration::from_secs(30 * 86_400),
-        )?,
-    })
+            default_retention,
+        ),
+        default_retention,
+    );
+    problems.finish(StorageConfig { backend, retention })
 }
 
 /// `storage.postgres`.

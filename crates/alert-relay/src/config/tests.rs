@@ -907,3 +907,35 @@ fn a_rotation_reports_each_of_its_errors() {
         ]
     );
 }
+
+#[test]
+fn storage_deadman_and_alertmanager_report_each_key() {
+    let yaml = "storage: { sqlite: '', retention: forever }
+channels: { c: { type: webhook, url: 'http://x' } }
+policies: { p: { steps: [ { notify: [c] } ] } }
+routes: [ { policy: p } ]
+deadman: { timeout: 0s, notify: [nope] }
+alertmanager: { url: 'ftp://am', interval: 0s, timeout: 0s }
+";
+    let e = parse(yaml, Path::new("/etc/alert-relay"), &secrets()).expect_err("invalid");
+    let keys: Vec<String> = e
+        .each()
+        .iter()
+        .map(|e| match e {
+            ConfigError::Invalid { key, .. } => key.clone(),
+            other => panic!("{other}"),
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "storage.sqlite",
+            "storage.retention",
+            "deadman.timeout",
+            "deadman.notify[0]",
+            "alertmanager.url",
+            "alertmanager.interval",
+            "alertmanager.timeout",
+        ]
+    );
+}
