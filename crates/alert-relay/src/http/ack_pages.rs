@@ -42,7 +42,7 @@ impl App {
         match incident {
             Ok(Some(i)) => {
                 let mut body = format!(
-                    "<p><b>{}</b>: {}</p><p>State: {}{}</p><p>Alerts of {}</p><p>Route: {}; policy {}</p>",
+                    "<p><b>{}</b>: {}</p><p>State: {}{}</p><p>Group: {}</p><p>Routed by {} to policy {}</p>",
                     escape(&i.alertname),
                     escape(&i.summary),
                     state_words(i.state),
@@ -157,7 +157,7 @@ fn state_words(state: crate::store::IncidentState) -> &'static str {
 }
 
 /// A route as a human finds it in the configuration: its name, or its position, and what it
-/// matches (`"lab": {site=~"lab-.*"}`, `route 2: every alert`). `key` is the stored
+/// matches (`route "lab" ({site=~"lab-.*"})`, `route 2 (every alert)`). `key` is the stored
 /// `routing::route_key`; a route since removed is named as stored.
 fn describe_route(config: &crate::config::Config, key: &str) -> String {
     let found = config
@@ -166,7 +166,7 @@ fn describe_route(config: &crate::config::Config, key: &str) -> String {
         .enumerate()
         .find(|(i, r)| crate::routing::route_key(*i, r) == key);
     let Some((i, route)) = found else {
-        return format!("{key} (no longer in the configuration)");
+        return format!("route {key} (no longer in the configuration)");
     };
     let matches = if route.matchers.is_empty() {
         "every alert".to_owned()
@@ -175,8 +175,8 @@ fn describe_route(config: &crate::config::Config, key: &str) -> String {
         format!("{{{}}}", m.join(", "))
     };
     match &route.name {
-        Some(name) => format!("{name:?}: {matches}"),
-        None => format!("route {}: {matches}", i + 1),
+        Some(name) => format!("route {name:?} ({matches})"),
+        None => format!("route {} ({matches})", i + 1),
     }
 }
 
@@ -212,4 +212,34 @@ fn page(title: &str, body: &str, form: &str) -> String {
 
 fn escape(s: &str) -> String {
     crate::render::text::escape_html(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe_route;
+
+    #[test]
+    fn routes_are_named_by_what_they_match() {
+        let config = crate::config::parse(
+            "storage: { sqlite: x }\nchannels: { c: { type: webhook, url: 'http://x' } }\n\
+             policies: { p: { steps: [ { notify: [c] } ] } }\n\
+             routes: [ { match: { severity: critical }, policy: p }, { name: lab, match: ['site=~\"lab-.*\"'], policy: p }, { policy: p } ]\n",
+            std::path::Path::new("/"),
+            &crate::config::MapSecrets::default(),
+        )
+        .expect("valid");
+        assert_eq!(
+            describe_route(&config, "#1"),
+            "route 1 ({severity=\"critical\"})"
+        );
+        assert_eq!(
+            describe_route(&config, "lab"),
+            "route \"lab\" ({site=~\"lab-.*\"})"
+        );
+        assert_eq!(describe_route(&config, "#3"), "route 3 (every alert)");
+        assert_eq!(
+            describe_route(&config, "#7"),
+            "route #7 (no longer in the configuration)"
+        );
+    }
 }

@@ -180,9 +180,9 @@ async fn one_alert_told_through_intake_delivery_ack_and_resolution() {
         .text()
         .await
         .expect("page");
-    assert!(page.contains("<p>Alerts of alertname=PiHot</p>"), "{page}");
+    assert!(page.contains("<p>Group: alertname=PiHot</p>"), "{page}");
     assert!(
-        page.contains("<p>Route: route 1: {severity=&quot;critical&quot;}; policy p</p>"),
+        page.contains("<p>Routed by route 1 ({severity=&quot;critical&quot;}) to policy p</p>"),
         "{page}"
     );
     assert!(!page.contains("#1,") && !page.contains("{}:{"), "{page}");
