@@ -423,7 +423,7 @@ pub async fn deliver(a: &Attempt<'_>, msg: &Message) -> (Outcome, bool) {
     }
     tracing::warn!(
         destination = %a.destination.id,
-        "provider rejected the formatted message ({first:?}); sending plain text"
+        "provider rejected the formatted message ({first}); sending plain text"
     );
     (send(a, msg, false).await, true)
 }

@@ -265,7 +265,7 @@ pub async fn send(
                 {
                     Ok(Outcome::Delivered { .. }) => {}
                     Ok(o) | Err(o) => {
-                        tracing::info!(destination = %a.destination.id, "cannot update the firing Slack message: {o:?}")
+                        tracing::info!(destination = %a.destination.id, "cannot update the firing Slack message: {o}")
                     }
                 }
             }

@@ -261,7 +261,7 @@ impl App {
         m.alerts_deduplicated.inc_by(outcome.duplicates as u64);
         if !unrouted.is_empty() && outcome.accepted > 0 {
             m.alerts_unrouted.inc_by(unrouted.len() as u64);
-            tracing::warn!(fingerprints = ?unrouted, "alerts matched no route; stored but sent nowhere");
+            tracing::warn!(fingerprints = %unrouted.join(","), "alerts matched no route; stored but sent nowhere");
         }
     }
 
