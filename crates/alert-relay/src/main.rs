@@ -225,17 +225,21 @@ fn main() -> ExitCode {
         }
         None => Ok(false),
     };
+    // Plain lines for the commands a human types; log lines for the services.
+    let plain = matches!(
+        matches.subcommand_name(),
+        Some("send-test" | "incidents" | "ack")
+    );
+    exit_code(result, plain)
+}
+
+/// The exit status, and each error once on stderr (every error of a configuration): as plain
+/// `error: …` lines, or in the chosen log format (and priority under the journal).
+fn exit_code(result: anyhow::Result<bool>, plain: bool) -> ExitCode {
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
-            // One line per error, each once (every error of a configuration): plain for the
-            // commands a human types, in the chosen log format (and priority under the
-            // journal) for the services.
-            let plain = matches!(
-                matches.subcommand_name(),
-                Some("send-test" | "incidents" | "ack")
-            );
             for line in alert_relay::cli::config_errors(&e) {
                 if plain {
                     eprintln!("error: {line}");
