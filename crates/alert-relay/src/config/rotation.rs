@@ -205,6 +205,36 @@ fn overrides(
     people: &[Person],
     channels: &BTreeSet<String>,
 ) -> Result<Vec<Override>, ConfigError> {
+    let mut problems = Problems::default();
+    let mut overrides: Vec<(usize, Override)> = Vec::new();
+    for (i, o) in raw.iter().enumerate() {
+        let key = format!("{prefix}.overrides[{i}]");
+        let checked = one_override(&key, o, time_zone, people, channels);
+        overrides.extend(problems.keep(checked).map(|o| (i, o)));
+    }
+    // Overlaps among the valid ones.
+    overrides.sort_by_key(|(_, o)| o.from);
+    for pair in overrides.windows(2) {
+        let ((i, a), (j, b)) = (&pair[0], &pair[1]);
+        if b.from < a.to {
+            problems.push(invalid(
+                format!("{prefix}.overrides[{j}]"),
+                format!("overlaps overrides[{i}]"),
+            ));
+        }
+    }
+    problems.finish(overrides.into_iter().map(|(_, o)| o).collect())
+}
+
+/// One override at `key`: its times in the rotation's zone, and who (a person of the rotation,
+/// or anyone with `notify:`).
+fn one_override(
+    key: &str,
+    o: &RawOverride,
+    time_zone: &TimeZone,
+    people: &[Person],
+    channels: &BTreeSet<String>,
+) -> Result<Override, ConfigError> {
     let instant = |key: String, text: &str| -> Result<Timestamp, ConfigError> {
         let dt: civil::DateTime = text.parse().map_err(|_| {
             invalid(
@@ -217,49 +247,34 @@ fn overrides(
             .compatible()
             .map_err(|e| invalid(&key, e.to_string()))
     };
-    let mut overrides: Vec<(usize, Override)> = Vec::new();
-    for (i, o) in raw.iter().enumerate() {
-        let key = format!("{prefix}.overrides[{i}]");
-        let from = instant(format!("{key}.from"), &o.from)?;
-        let to = instant(format!("{key}.to"), &o.to)?;
-        if to <= from {
-            return Err(invalid(format!("{key}.to"), "must be later than from"));
-        }
-        let person = match &o.notify {
-            Some(list) => Person {
-                name: o.name.clone(),
-                notify: notify(&format!("{key}.notify"), list, channels)?,
-            },
-            None => people
-                .iter()
-                .find(|p| p.name == o.name)
-                .cloned()
-                .ok_or_else(|| {
-                    invalid(
-                        format!("{key}.name"),
-                        format!(
-                            "{:?} is not a person of this rotation; give notify: for someone else",
-                            o.name
-                        ),
-                    )
-                })?,
-        };
-        if person.name.trim().is_empty() {
-            return Err(invalid(format!("{key}.name"), "required"));
-        }
-        overrides.push((i, Override { from, to, person }));
+    let from = instant(format!("{key}.from"), &o.from)?;
+    let to = instant(format!("{key}.to"), &o.to)?;
+    if to <= from {
+        return Err(invalid(format!("{key}.to"), "must be later than from"));
     }
-    overrides.sort_by_key(|(_, o)| o.from);
-    for pair in overrides.windows(2) {
-        let ((i, a), (j, b)) = (&pair[0], &pair[1]);
-        if b.from < a.to {
-            return Err(invalid(
-                format!("{prefix}.overrides[{j}]"),
-                format!("overlaps overrides[{i}]"),
-            ));
-        }
+    let person = match &o.notify {
+        Some(list) => Person {
+            name: o.name.clone(),
+            notify: notify(&format!("{key}.notify"), list, channels)?,
+        },
+        None => people
+            .iter()
+            .find(|p| p.name == o.name)
+            .cloned()
+            .ok_or_else(|| {
+                invalid(
+                    format!("{key}.name"),
+                    format!(
+                        "{:?} is not a person of this rotation; give notify: for someone else",
+                        o.name
+                    ),
+                )
+            })?,
+    };
+    if person.name.trim().is_empty() {
+        return Err(invalid(format!("{key}.name"), "required"));
     }
-    Ok(overrides.into_iter().map(|(_, o)| o).collect())
+    Ok(Override { from, to, person })
 }
 
 impl Config {

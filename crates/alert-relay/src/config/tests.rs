@@ -939,3 +939,31 @@ alertmanager: { url: 'ftp://am', interval: 0s, timeout: 0s }
         ]
     );
 }
+
+#[test]
+fn each_override_reports_its_error() {
+    let e = parse(
+        &rotation_yaml(
+            "    shift: 1d\n    people:\n      - { name: alice, notify: [a] }\n    overrides:\n      - { from: Christmas, to: \"2026-12-24T09:00\", name: alice }\n      - { from: \"2026-12-24T09:00\", to: \"2026-12-27T09:00\", name: carol }\n      - { from: \"2026-12-24T09:00\", to: \"2026-12-27T09:00\", name: alice }\n      - { from: \"2026-12-26T09:00\", to: \"2026-12-28T09:00\", name: alice }\n",
+        ),
+        Path::new("/etc/alert-relay"),
+        &secrets(),
+    )
+    .expect_err("invalid");
+    let keys: Vec<String> = e
+        .each()
+        .iter()
+        .map(|e| match e {
+            ConfigError::Invalid { key, .. } => key.clone(),
+            other => panic!("{other}"),
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "rotations.primary.overrides[0].from",
+            "rotations.primary.overrides[1].name",
+            "rotations.primary.overrides[3]",
+        ]
+    );
+}
