@@ -152,27 +152,170 @@ fn whoami() -> String {
     std::env::var("USER").unwrap_or_else(|_| "cli".into())
 }
 
-/// One line per incident for `alert-relay incidents`.
-pub fn format_incidents(v: &serde_json::Value) -> String {
-    let mut out = String::new();
-    for i in v["incidents"].as_array().into_iter().flatten() {
-        let s = |k: &str| i[k].as_str().unwrap_or("").to_owned();
-        out.push_str(&format!(
-            "#{:<6} {:<9} {:<24} step {:<3} {} {}\n",
-            i["id"],
-            s("state"),
-            s("alertname"),
-            i["next_step"].as_i64().unwrap_or(0),
-            s("summary"),
-            match (i["acked_by"].as_str(), i["resolved_by"].as_str()) {
-                (_, Some(r)) => format!("(resolved by {r})"),
-                (Some(a), None) => format!("(acked by {a})"),
-                _ => String::new(),
+/// How `send-test`, `ack` and `incidents` print their result: lines for a human, or one JSON
+/// document for a script (`--output json`; its shape is documented in docs/alert-relay.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Output {
+    #[default]
+    Plain,
+    Json,
+}
+
+impl Output {
+    pub fn parse(s: &str) -> Option<Output> {
+        match s {
+            "plain" => Some(Output::Plain),
+            "json" => Some(Output::Json),
+            _ => None,
+        }
+    }
+}
+
+/// `check-config`'s errors, one line each, each once: every error a validation found, or the
+/// one that stopped it (a file that cannot be read or parsed, a web configuration).
+pub fn config_errors(error: &anyhow::Error) -> Vec<String> {
+    config::error_lines(error)
+}
+
+/// `send-test`'s report: one line per destination (`ops-sms/+447700900123: delivered`), or a
+/// JSON document; and whether every destination took the message.
+pub fn format_send_test(results: &[(String, channels::Outcome)], output: Output) -> (String, bool) {
+    let ok = results
+        .iter()
+        .all(|(_, o)| matches!(o, channels::Outcome::Delivered { .. }));
+    let text = match output {
+        Output::Plain => results
+            .iter()
+            .map(|(dest, outcome)| format!("{dest}: {outcome}\n"))
+            .collect(),
+        Output::Json => {
+            let each: Vec<serde_json::Value> = results
+                .iter()
+                .map(|(dest, o)| {
+                    serde_json::json!({
+                        "destination": dest,
+                        "result": o.result(),
+                        "reason": o.reason(),
+                        "detail": o.detail(),
+                    })
+                })
+                .collect();
+            json_line(&serde_json::json!({ "ok": ok, "destinations": each }))
+        }
+    };
+    (text, ok)
+}
+
+/// What `ack` (with `verb` `ack`, `unack`, `escalate` or `resolve`) did to incident `id`, from
+/// the relay's API answer `v`.
+pub fn format_action(verb: &str, id: i64, v: &serde_json::Value, output: Output) -> String {
+    let changed = v["status"].as_str() == Some("ok");
+    let count = |k: &str| match &v[k] {
+        serde_json::Value::Array(a) => a.len() as u64,
+        n => n.as_u64().unwrap_or(0),
+    };
+    match output {
+        Output::Json => {
+            let mut doc = serde_json::json!({ "incident": id, "action": verb, "changed": changed });
+            if !changed {
+                doc["state"] = v["state"].clone();
+            } else if verb == "escalate" {
+                doc["step"] = v["step"].clone();
+                doc["deliveries"] = count("deliveries").into();
+            } else {
+                doc["previous_state"] = v["from"].clone();
+                doc["notices"] = count("notices").into();
             }
+            json_line(&doc)
+        }
+        Output::Plain if !changed => format!(
+            "incident #{id}: nothing to do, it is already {}\n",
+            state_words(v["state"].as_str().unwrap_or("in that state"))
+        ),
+        Output::Plain if verb == "escalate" => format!(
+            "incident #{id} escalated to step {}: {} messages queued\n",
+            v["step"],
+            count("deliveries")
+        ),
+        Output::Plain => {
+            let done = match verb {
+                "unack" => "un-acknowledged",
+                "resolve" => "resolved",
+                _ => "acknowledged",
+            };
+            let from = state_words(v["from"].as_str().unwrap_or("?"));
+            let notices = match count("notices") {
+                0 => "no one else told".to_owned(),
+                1 => "1 notice sent to where it was paged".to_owned(),
+                n => format!("{n} notices sent to where it was paged"),
+            };
+            format!("incident #{id} {done} (was {from}); {notices}\n")
+        }
+    }
+}
+
+/// An incident state as a human reads it.
+fn state_words(state: &str) -> &str {
+    match state {
+        "acked" => "acknowledged",
+        other => other,
+    }
+}
+
+/// `incidents`: one line per incident, newest first (`#12  open  PiHot  2 steps sent  CPU at
+/// 85°C`),
+/// or a JSON document with a fixed set of fields per incident.
+pub fn format_incidents(v: &serde_json::Value, output: Output) -> String {
+    let list = v["incidents"].as_array().map_or(&[][..], Vec::as_slice);
+    if output == Output::Json {
+        let each: Vec<serde_json::Value> = list
+            .iter()
+            .map(|i| {
+                serde_json::json!({
+                    "id": i["id"],
+                    "state": i["state"],
+                    "alertname": i["alertname"],
+                    "summary": i["summary"],
+                    "route": i["route"],
+                    "policy": i["policy"],
+                    "opened_at": i["opened_at_ms"].as_i64().map(|ms| time::format_rfc3339(ms * 1_000_000)),
+                    "next_step": i["next_step"],
+                    "acked_by": i["acked_by"],
+                    "resolved_by": i["resolved_by"],
+                    "storm": i["storm"],
+                })
+            })
+            .collect();
+        return json_line(&serde_json::json!({ "incidents": each }));
+    }
+    let mut out = String::new();
+    for i in list {
+        let s = |k: &str| i[k].as_str().unwrap_or("").to_owned();
+        let who = match (i["acked_by"].as_str(), i["resolved_by"].as_str()) {
+            (_, Some(r)) => format!("  (resolved by {r})"),
+            (Some(a), None) => format!("  (acknowledged by {a})"),
+            _ => String::new(),
+        };
+        let id = format!("#{}", i["id"]);
+        // `next_step` indexes the schedule: that many sends are behind the incident.
+        let sent = match i["next_step"].as_i64().unwrap_or(0) {
+            1 => "1 step sent".to_owned(),
+            n => format!("{n} steps sent"),
+        };
+        out.push_str(&format!(
+            "{id:<7} {:<12} {:<24} {sent:<13} {}{who}\n",
+            state_words(&s("state")),
+            s("alertname"),
+            s("summary"),
         ));
     }
     if out.is_empty() {
         out.push_str("no incidents\n");
     }
     out
+}
+
+/// One JSON document on one line.
+fn json_line(v: &serde_json::Value) -> String {
+    format!("{v}\n")
 }

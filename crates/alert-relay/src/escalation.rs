@@ -333,13 +333,17 @@ impl Escalator {
             Action::Unack => IncidentState::Open,
             Action::Resolve => IncidentState::Resolved,
         };
-        self.change(id, to, move |elapsed_ms| Write::Transition {
-            id,
-            action,
-            by,
-            elapsed_ms,
-        })
-        .await
+        let (who, done) = (by.clone(), action_done(&action));
+        let t = self
+            .change(id, to, move |elapsed_ms| Write::Transition {
+                id,
+                action,
+                by,
+                elapsed_ms,
+            })
+            .await?;
+        log_human_action(id, done, &who, &t);
+        Ok(t)
     }
 
     /// Re-sync: resolves an incident Alertmanager no longer has, unless its group received
@@ -492,6 +496,45 @@ impl Escalator {
             step,
             deliveries: deliveries.len(),
         })
+    }
+}
+
+/// What `action` does, as the log says it.
+fn action_done(action: &Action) -> &'static str {
+    match action {
+        Action::Ack => "acknowledged",
+        Action::Unack => "un-acknowledged",
+        Action::Resolve => "resolved",
+    }
+}
+
+/// The journal's line for a human's ack, un-ack or resolve: the incident, what was done, and
+/// `by` (who, and through which channel: "alice via API from 10.0.0.7", "ack link from …",
+/// "bob via Telegram", "Alice via SMS from +44…").
+fn log_human_action(id: i64, done: &str, by: &str, t: &Transitioned) {
+    match t {
+        Transitioned::Done { from, deliveries } => tracing::info!(
+            incident = id,
+            action = done,
+            by,
+            from = from.as_str(),
+            notices = deliveries.len(),
+            "incident {done} by hand"
+        ),
+        Transitioned::Unchanged(state) => tracing::info!(
+            incident = id,
+            action = done,
+            by,
+            state = state.as_str(),
+            "incident already {}: nothing to do",
+            match state {
+                IncidentState::Acked => "acknowledged",
+                other => other.as_str(),
+            }
+        ),
+        Transitioned::NotFound => {
+            tracing::info!(incident = id, action = done, by, "no such incident");
+        }
     }
 }
 

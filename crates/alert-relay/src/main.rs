@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use alert_relay::cli::Output;
 use clap::{Arg, Command};
 
 fn cli() -> Command {
@@ -21,6 +22,14 @@ fn cli() -> Command {
                  its files change (docs/web-config.md)",
             )
     };
+    let output = || {
+        Arg::new("output")
+            .long("output")
+            .value_name("FORMAT")
+            .value_parser(["plain", "json"])
+            .default_value("plain")
+            .help("plain: lines for a human; json: one JSON document (docs/alert-relay.md)")
+    };
     Command::new("alert-relay")
         .version(env!("CARGO_PKG_VERSION"))
         .about("Durable Alertmanager webhook intake and delivery to chat, push and SMS")
@@ -37,13 +46,15 @@ fn cli() -> Command {
             Command::new("incidents")
                 .about("List the newest incidents (asks the running relay)")
                 .arg(config())
-                .arg(web_config()),
+                .arg(web_config())
+                .arg(output()),
         )
         .subcommand(
             Command::new("ack")
                 .about("Acknowledge an incident (or --unack, --escalate, --resolve) via the running relay")
                 .arg(config())
                 .arg(web_config())
+                .arg(output())
                 .arg(Arg::new("id").required(true).value_name("ID").value_parser(clap::value_parser!(i64)))
                 .arg(Arg::new("by").long("by").value_name("NAME").help("who acknowledges (default: $USER)"))
                 .arg(Arg::new("unack").long("unack").action(clap::ArgAction::SetTrue).conflicts_with_all(["escalate", "resolve"]))
@@ -89,8 +100,30 @@ fn cli() -> Command {
                         .long("channel")
                         .value_name("NAME")
                         .required(true),
-                ),
+                )
+                .arg(output()),
         )
+}
+
+/// `check-config`: the resolved routing on stdout; or every error on stderr, one line each,
+/// then the count (a linter's report, not log lines).
+fn check_config(file: &std::path::Path, web_config: Option<&std::path::Path>) -> bool {
+    match alert_relay::check_config(file, web_config) {
+        Ok(routing) => {
+            print!("{routing}");
+            true
+        }
+        Err(e) => {
+            let errors = alert_relay::cli::config_errors(&e);
+            for line in &errors {
+                eprintln!("error: {line}");
+            }
+            let n = errors.len();
+            let s = if n == 1 { "" } else { "s" };
+            eprintln!("{}: {n} error{s}", file.display());
+            false
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -114,12 +147,15 @@ fn main() -> ExitCode {
             .flatten()
             .map(PathBuf::from)
     };
+    let output = |m: &clap::ArgMatches| {
+        m.try_get_one::<String>("output")
+            .ok()
+            .flatten()
+            .and_then(|o| Output::parse(o))
+            .unwrap_or_default()
+    };
     let result: anyhow::Result<bool> = match matches.subcommand() {
-        Some(("check-config", m)) => alert_relay::check_config(&path(m, "file"), web(m).as_deref())
-            .map(|routing| {
-                print!("{routing}");
-                true
-            }),
+        Some(("check-config", m)) => Ok(check_config(&path(m, "file"), web(m).as_deref())),
         // Blocking, without a runtime: the PostgreSQL client runs its own.
         Some(("migrate-storage", m)) => {
             let to = path(m, "to");
@@ -151,7 +187,7 @@ fn main() -> ExitCode {
                         None,
                     ))
                     .map(|v| {
-                        print!("{}", alert_relay::format_incidents(&v));
+                        print!("{}", alert_relay::format_incidents(&v, output(m)));
                         true
                     }),
                 Ok(rt) if cmd == "ack" => {
@@ -168,7 +204,10 @@ fn main() -> ExitCode {
                         by,
                     ))
                     .map(|v| {
-                        println!("incident #{id}: {v}");
+                        print!(
+                            "{}",
+                            alert_relay::cli::format_action(verb, id, &v, output(m))
+                        );
                         true
                     })
                 }
@@ -176,14 +215,9 @@ fn main() -> ExitCode {
                     let channel = m.get_one::<String>("channel").cloned().unwrap_or_default();
                     rt.block_on(alert_relay::send_test(&path(m, "config"), &channel))
                         .map(|results| {
-                            let mut ok = true;
-                            for (dest, outcome) in results {
-                                ok &= matches!(
-                                    outcome,
-                                    alert_relay::channels::Outcome::Delivered { .. }
-                                );
-                                println!("{dest}: {outcome:?}");
-                            }
+                            let (text, ok) =
+                                alert_relay::cli::format_send_test(&results, output(m));
+                            print!("{text}");
                             ok
                         })
                 }
@@ -191,12 +225,28 @@ fn main() -> ExitCode {
         }
         None => Ok(false),
     };
+    // Plain lines for the commands a human types; log lines for the services.
+    let plain = matches!(
+        matches.subcommand_name(),
+        Some("send-test" | "incidents" | "ack")
+    );
+    exit_code(result, plain)
+}
+
+/// The exit status, and each error once on stderr (every error of a configuration): as plain
+/// `error: …` lines, or in the chosen log format (and priority under the journal).
+fn exit_code(result: anyhow::Result<bool>, plain: bool) -> ExitCode {
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
-            // One line, in the chosen log format (and priority under the journal).
-            tracing::error!("{e:#}");
+            for line in alert_relay::cli::config_errors(&e) {
+                if plain {
+                    eprintln!("error: {line}");
+                } else {
+                    tracing::error!("{line}");
+                }
+            }
             ExitCode::FAILURE
         }
     }

@@ -27,8 +27,9 @@ pub const MAX_DEPTH: usize = 128;
 pub enum PayloadError {
     #[error("malformed JSON: {0}")]
     Malformed(String),
+    /// The version as sent, in JSON (`"3"`, `4`), quoted once.
     #[error(
-        "unsupported payload version {0:?}; this relay speaks Alertmanager webhook version \"4\""
+        "unsupported payload version {0}; this relay speaks Alertmanager webhook version \"4\" (a string)"
     )]
     WrongVersion(String),
     #[error("alerts[{index}].{field}: {message}")]
@@ -142,6 +143,16 @@ struct VersionOnly {
 }
 
 /// Parses a webhook body.
+/// A version as the sender wrote it, JSON-escaped (so quoted once when a string) and cut at
+/// 40 characters: it goes into an answer and a log line.
+fn version_as_sent(v: &serde_json::Value) -> String {
+    let text = v.to_string();
+    match text.char_indices().nth(40) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}
+
 pub fn parse(body: &[u8]) -> Result<Notification, PayloadError> {
     if let Some(at) = too_deep(body, MAX_DEPTH) {
         return Err(PayloadError::TooDeep { at });
@@ -154,13 +165,15 @@ pub fn parse(body: &[u8]) -> Result<Notification, PayloadError> {
             if let Ok(v) = serde_json::from_slice::<VersionOnly>(body)
                 && v.version != serde_json::Value::String("4".into())
             {
-                return Err(PayloadError::WrongVersion(v.version.to_string()));
+                return Err(PayloadError::WrongVersion(version_as_sent(&v.version)));
             }
             return Err(PayloadError::Malformed(e.to_string()));
         }
     };
     if wire.version != "4" {
-        return Err(PayloadError::WrongVersion(wire.version));
+        return Err(PayloadError::WrongVersion(version_as_sent(
+            &serde_json::Value::String(wire.version),
+        )));
     }
     let receiver = unquote_meta(wire.receiver.as_deref().unwrap_or_default());
     let external_url = wire.external_url.unwrap_or_default();
@@ -267,6 +280,80 @@ pub fn fingerprint_of(labels: &Labels) -> String {
         .collect()
 }
 
+/// An Alertmanager group key as a human reads it: its group labels (`alertname=PiHot,
+/// instance=pi-17:9831`), `every alert of its route` when the route groups by nothing, or the
+/// key as it came when it is not Alertmanager's shape (`{}/{route matchers}:{group labels}`).
+pub fn readable_group(key: &str) -> String {
+    match group_labels(key) {
+        Some(labels) if labels.is_empty() => "every alert of its route".to_owned(),
+        Some(labels) => labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        None if key.is_empty() => "none".to_owned(),
+        None => key.to_owned(),
+    }
+}
+
+/// The group labels of a group key: after the route's path of `{…}` segments joined by `/`,
+/// a `:` and `{name="value", …}` (Go-quoted values). `None` when the key has another shape.
+fn group_labels(key: &str) -> Option<Vec<(String, String)>> {
+    let mut rest = key;
+    // The route's path: `{…}` segments (matchers, with quoted values) joined by `/`.
+    loop {
+        rest = skip_braced(rest)?;
+        match rest.as_bytes().first() {
+            Some(b'/') => rest = &rest[1..],
+            Some(b':') => break,
+            _ => return None,
+        }
+    }
+    let inner = rest.strip_prefix(":{")?.strip_suffix('}')?;
+    let mut labels = Vec::new();
+    let mut rest = inner.trim_start();
+    while !rest.is_empty() {
+        let (name, after) = rest.split_once("=\"")?;
+        let (value, after) = quoted_value(after)?;
+        labels.push((name.trim().to_owned(), value));
+        rest = after.trim_start();
+        rest = rest.strip_prefix(',').unwrap_or(rest).trim_start();
+    }
+    Some(labels)
+}
+
+/// `s` after one `{…}` (quotes inside honoured).
+fn skip_braced(s: &str) -> Option<&str> {
+    let mut rest = s.strip_prefix('{')?;
+    loop {
+        let at = rest.find(['"', '}'])?;
+        if rest.as_bytes()[at] == b'}' {
+            return Some(&rest[at + 1..]);
+        }
+        let (_, after) = quoted_value(&rest[at + 1..])?;
+        rest = after;
+    }
+}
+
+/// A Go-quoted value's text up to its closing quote (the opening one already taken), and what
+/// follows it.
+fn quoted_value(s: &str) -> Option<(String, &str)> {
+    let mut value = String::new();
+    let mut chars = s.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' => return Some((value, &s[i + 1..])),
+            '\\' => match chars.next()?.1 {
+                'n' => value.push('\n'),
+                't' => value.push('\t'),
+                other => value.push(other),
+            },
+            c => value.push(c),
+        }
+    }
+    None
+}
+
 /// The example payload the tests share.
 #[cfg(test)]
 pub(crate) fn tests_example() -> &'static str {
@@ -346,6 +433,56 @@ mod tests {
         assert_eq!(n.truncated_alerts, 0);
         assert_eq!(n.events[0].fingerprint.len(), 16);
         assert_eq!(n.events[0].fingerprint, fingerprint_of(&n.events[0].labels));
+    }
+
+    #[test]
+    fn group_keys_read_as_their_labels() {
+        assert_eq!(
+            readable_group(
+                r#"{}/{severity="critical"}:{alertname="PiHot", instance="pi-17:9831"}"#
+            ),
+            "alertname=PiHot, instance=pi-17:9831"
+        );
+        assert_eq!(
+            readable_group(r#"{}:{alertname="PiHot"}"#),
+            "alertname=PiHot"
+        );
+        assert_eq!(
+            readable_group(r#"{}/{a=~"x}:{y"}:{q="say \"hi\", then go"}"#),
+            r#"q=say "hi", then go"#
+        );
+        assert_eq!(readable_group("{}:{}"), "every alert of its route");
+        assert_eq!(readable_group(""), "none");
+        assert_eq!(readable_group("k"), "k");
+        assert_eq!(
+            readable_group(r#"{}:{a="unterminated}"#),
+            r#"{}:{a="unterminated}"#
+        );
+    }
+
+    #[test]
+    fn a_wrong_version_is_quoted_once() {
+        let said = |body: &str| match parse(body.as_bytes()) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("accepted {body}"),
+        };
+        let text = said(r#"{"version":"3","status":"firing","alerts":[]}"#);
+        assert!(
+            text.starts_with("unsupported payload version \"3\"; "),
+            "{text}"
+        );
+        assert_eq!(text.matches("\"3\"").count(), 1, "{text}");
+        let text = said(r#"{"version":"5"}"#);
+        assert!(
+            text.starts_with("unsupported payload version \"5\"; "),
+            "{text}"
+        );
+        assert!(!text.contains("\\\""), "{text}");
+        let text = said(r#"{"version":4,"status":"firing","alerts":[]}"#);
+        assert!(
+            text.starts_with("unsupported payload version 4; "),
+            "{text}"
+        );
     }
 
     #[test]

@@ -218,6 +218,13 @@ impl Storms {
             return Ok(StormAcked::Unchanged);
         }
         let list: Vec<String> = acked.iter().map(|i| format!("#{i}")).collect();
+        tracing::info!(
+            storm = id,
+            incidents = %list.join(" "),
+            action = "acknowledged",
+            by = %by,
+            "storm acknowledged by hand"
+        );
         let text = format!(
             "Storm #{id} acknowledged\n{} incidents ({}) acknowledged by {by} at {}",
             acked.len(),

@@ -600,7 +600,10 @@ async fn reload(services: &Services, web_config: Option<&Path>) {
         }
         Err(e) => {
             metrics.config_reload_success.set(0);
-            tracing::error!("invalid configuration, keeping the previous one: {e:#}");
+            // One line per error of the file, each once.
+            for line in config::error_lines(&e) {
+                tracing::error!("invalid configuration, keeping the previous one: {line}");
+            }
         }
     }
     systemd::notify(&[NotifyState::Ready]);

@@ -179,7 +179,7 @@ pub async fn send(
         {
             Ok(Outcome::Delivered { .. }) => {}
             Ok(o) | Err(o) => {
-                tracing::info!(destination = %a.destination.id, "cannot edit the firing Discord message: {o:?}")
+                tracing::info!(destination = %a.destination.id, "cannot edit the firing Discord message: {o}")
             }
         }
     }

@@ -54,6 +54,32 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// One word for logs and `send-test --output json`: `delivered`, `retry` (a temporary
+    /// failure) or `failed` (retrying cannot help).
+    pub fn result(&self) -> &'static str {
+        match self {
+            Outcome::Delivered { .. } => "delivered",
+            Outcome::Retry { .. } => "retry",
+            Outcome::Permanent { .. } => "failed",
+        }
+    }
+
+    /// The provider's detail of a failure (empty when delivered).
+    pub fn detail(&self) -> &str {
+        match self {
+            Outcome::Delivered { .. } => "",
+            Outcome::Retry { detail, .. } | Outcome::Permanent { detail, .. } => detail,
+        }
+    }
+
+    /// Why it failed, as the metrics' `reason` label says it (`None` when delivered).
+    pub fn reason(&self) -> Option<&'static str> {
+        match self {
+            Outcome::Delivered { .. } => None,
+            Outcome::Retry { reason, .. } | Outcome::Permanent { reason, .. } => Some(reason),
+        }
+    }
+
     fn delivered(reference: Option<String>) -> Self {
         Outcome::Delivered {
             reference,
@@ -69,6 +95,41 @@ impl Outcome {
                 ..
             }
         )
+    }
+}
+
+/// A human's line: `delivered`, `delivered (message 1234)`, `temporary failure (rate_limit,
+/// retry after 30s): HTTP 429` or `failed (auth): HTTP 401 invalid_auth`.
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Delivered {
+                reference: Some(r), ..
+            } => write!(f, "delivered (message {r})"),
+            Outcome::Delivered { .. } => f.write_str("delivered"),
+            Outcome::Retry {
+                reason,
+                after,
+                detail,
+            } => {
+                write!(f, "temporary failure ({reason}")?;
+                if let Some(after) = after {
+                    write!(f, ", retry after {}", crate::time::humanize(*after))?;
+                }
+                write!(f, ")")?;
+                if !detail.is_empty() {
+                    write!(f, ": {detail}")?;
+                }
+                Ok(())
+            }
+            Outcome::Permanent { reason, detail } => {
+                write!(f, "failed ({reason})")?;
+                if !detail.is_empty() {
+                    write!(f, ": {detail}")?;
+                }
+                Ok(())
+            }
+        }
     }
 }
 
@@ -362,7 +423,7 @@ pub async fn deliver(a: &Attempt<'_>, msg: &Message) -> (Outcome, bool) {
     }
     tracing::warn!(
         destination = %a.destination.id,
-        "provider rejected the formatted message ({first:?}); sending plain text"
+        "provider rejected the formatted message ({first}); sending plain text"
     );
     (send(a, msg, false).await, true)
 }

@@ -56,8 +56,9 @@ pub fn payload(msg: &Message, formatted: bool) -> Value {
         });
         return json!({ "text": truncate_chars(&text, TEXT_MAX) });
     }
+    // The notification's one line: the badge once, then the title without its own.
     let text = escape_within(
-        &format!("{} {}", msg.badge(), msg.title),
+        &format!("{}: {}", msg.badge(), msg.title_after_badge()),
         TEXT_MAX,
         escape::slack,
     );
@@ -264,7 +265,7 @@ pub async fn send(
                 {
                     Ok(Outcome::Delivered { .. }) => {}
                     Ok(o) | Err(o) => {
-                        tracing::info!(destination = %a.destination.id, "cannot update the firing Slack message: {o:?}")
+                        tracing::info!(destination = %a.destination.id, "cannot update the firing Slack message: {o}")
                     }
                 }
             }

@@ -5,6 +5,7 @@
 
 use super::settings::{ChannelKind, Input, Key, Kind, Provider, Rate};
 use super::{Outcome, Request, RequestAuth, Response, classify_status};
+use crate::payload::Status;
 use crate::render::Message;
 use crate::render::escape;
 use crate::render::text::{to_gsm7, truncate_chars};
@@ -15,24 +16,20 @@ const DEFAULT_API: &str = "https://api.twilio.com";
 const SMS_MAX: usize = 306;
 
 pub fn text(msg: &Message) -> String {
-    let mut parts = vec![msg.badge()];
-    // The badge leads already: drop the title's `[FIRING] `, `[ACKNOWLEDGED] `, ….
-    let title = msg
-        .title
-        .strip_prefix('[')
-        .and_then(|t| t.split_once("] "))
-        .map_or(msg.title.as_str(), |(_, rest)| rest);
-    parts.push(title.to_owned());
+    // The badge leads: the title goes without its `[FIRING] `, `[ACKNOWLEDGED] `, ….
+    let mut parts = vec![msg.badge(), msg.title_after_badge()];
     if let Some(b) = &msg.body {
         parts.push(b.clone());
     } else {
-        parts.push(msg.summary.clone());
+        // A resolved SMS says how long it fired, not the summary worded as current.
+        match (msg.status, &msg.firing_for) {
+            (Status::Firing, _) => parts.push(msg.summary.clone()),
+            (Status::Resolved, Some(d)) => parts.push(format!("lasted {d}")),
+            (Status::Resolved, None) => {}
+        }
         let ctx = msg.context_line();
         if !ctx.is_empty() {
             parts.push(ctx);
-        }
-        if let Some(d) = &msg.firing_for {
-            parts.push(format!("fired {d}"));
         }
     }
     // Nothing renders in an SMS; `clean` drops what would fold to `?` without being text.

@@ -1,40 +1,46 @@
 //! Budgets in the configuration: validation across channels and the budgets the store applies.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use crate::config::{ChannelConfig, Config, Destination};
+use crate::config::{ChannelConfig, Config, Destination, Problems};
 use crate::model::storm::BudgetAt;
+use crate::secret::keys::invalid;
 use crate::time::humanize;
 
 /// Every budget's `overflow` names channels that exist and have no budget themselves, so a
-/// held-back message is always reported and reports never chain.
-pub fn check_overflow(
+/// held-back message is always reported and reports never chain. `declared` are the channel
+/// names of the file: one declared but invalid is reported by its own error, not here.
+pub(super) fn check_overflow(
     channels: &BTreeMap<String, Arc<ChannelConfig>>,
-) -> Result<(), (String, String)> {
+    declared: &BTreeSet<String>,
+    problems: &mut Problems,
+) {
     for c in channels.values() {
         let Some(b) = &c.budget else { continue };
         let key = format!("channels.{}.budget.overflow", c.name);
         if b.overflow.is_empty() {
-            return Err((
+            problems.push(invalid(
                 key,
-                "names no channel: held-back messages must be reported somewhere".into(),
+                "names no channel: held-back messages must be reported somewhere",
             ));
+            continue;
         }
         for (j, o) in b.overflow.iter().enumerate() {
             match channels.get(o) {
-                None => return Err((format!("{key}[{j}]"), format!("no channel named {o:?}"))),
-                Some(oc) if oc.budget.is_some() => {
-                    return Err((
-                        format!("{key}[{j}]"),
-                        format!("{o:?} has a budget itself; overflow channels must not"),
-                    ));
-                }
+                None if declared.contains(o) => {}
+                None => problems.push(invalid(
+                    format!("{key}[{j}]"),
+                    format!("no channel named {o:?}"),
+                )),
+                Some(oc) if oc.budget.is_some() => problems.push(invalid(
+                    format!("{key}[{j}]"),
+                    format!("{o:?} has a budget itself; overflow channels must not"),
+                )),
                 Some(_) => {}
             }
         }
     }
-    Ok(())
 }
 
 impl Config {

@@ -5,7 +5,7 @@
 use super::raw::RawChannel;
 use crate::channels::settings::{ChannelConfig, Input, PROVIDERS, Rate, provider};
 use crate::render::template::UserTemplate;
-use crate::secret::keys::{ConfigError, Ctx, check_url, invalid};
+use crate::secret::keys::{ConfigError, Ctx, Problems, check_url, invalid};
 use crate::time::parse_duration;
 
 pub(super) fn channel(
@@ -41,16 +41,16 @@ pub(super) fn channel(
             format!("not a key of a {} channel", rc.kind),
         ));
     }
+    // The keys below are independent: each error is reported.
+    let mut problems = Problems::default();
     if let (Some(why), Some(_)) = (provider.refuses_api_url, &rc.api_url) {
-        return Err(invalid(format!("{prefix}api_url"), why));
+        problems.push(invalid(format!("{prefix}api_url"), why));
     }
-    let api_url = match &rc.api_url {
-        Some(u) => {
-            check_url(&format!("{prefix}api_url"), u)?;
-            Some(u.trim_end_matches('/').to_owned())
-        }
-        None => None,
-    };
+    let api_url = rc.api_url.as_ref().and_then(|u| {
+        problems
+            .keep(check_url(&format!("{prefix}api_url"), u))
+            .map(|()| u.trim_end_matches('/').to_owned())
+    });
     let rate = match &rc.rate_limit {
         None => provider.rate,
         Some(r) if r.per_second > 0.0 && r.per_second.is_finite() && r.burst >= 1 => Rate {
@@ -58,37 +58,38 @@ pub(super) fn channel(
             burst: r.burst,
         },
         Some(_) => {
-            return Err(invalid(
+            problems.push(invalid(
                 format!("{prefix}rate_limit"),
                 "per_second must be > 0 and burst >= 1",
             ));
+            provider.rate
         }
     };
-    let timeout = match &rc.timeout {
-        Some(t) => Some(parse_duration(t).map_err(|e| invalid(format!("{prefix}timeout"), e))?),
-        None => None,
-    };
-    let budget = match &rc.budget {
-        Some(b) => Some(
+    let timeout = rc.timeout.as_ref().and_then(|t| {
+        problems.keep(parse_duration(t).map_err(|e| invalid(format!("{prefix}timeout"), e)))
+    });
+    let budget = rc.budget.as_ref().and_then(|b| {
+        problems.keep(
             crate::model::budget::Budget::new(b.max, &b.per, &b.overflow)
-                .map_err(|(k, m)| invalid(format!("{prefix}budget{k}"), m))?,
-        ),
-        None => None,
-    };
-    let template = match &rc.template {
-        Some(t) => Some(
+                .map_err(|(k, m)| invalid(format!("{prefix}budget{k}"), m)),
+        )
+    });
+    let template = rc.template.as_ref().and_then(|t| {
+        problems.keep(
             UserTemplate::new(t.title.clone(), t.body.clone())
-                .map_err(|e| invalid(format!("{prefix}template"), e))?,
-        ),
-        None => None,
-    };
-    let kind = (provider.from_raw)(&Input {
+                .map_err(|e| invalid(format!("{prefix}template"), e)),
+        )
+    });
+    let kind = match (provider.from_raw)(&Input {
         prefix: &prefix,
         keys: &rc.provider,
         ctx,
         api_url: api_url.as_deref(),
-    })?;
-    Ok(ChannelConfig {
+    }) {
+        Ok(kind) => kind,
+        Err(e) => return Err(problems.fail(e)),
+    };
+    problems.finish(ChannelConfig {
         name: name.to_owned(),
         kind,
         api_url,

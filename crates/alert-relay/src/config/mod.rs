@@ -35,7 +35,7 @@ pub use crate::channels::ntfy::NtfyAuth;
 pub use crate::channels::pushover::Emergency;
 pub use crate::channels::settings::{ChannelConfig, ChannelKind, Destination, Rate};
 pub use crate::channels::slack::SlackMode;
-pub use crate::secret::keys::{ConfigError, MapSecrets, SecretSource, SystemSecrets};
+pub use crate::secret::keys::{ConfigError, MapSecrets, Problems, SecretSource, SystemSecrets};
 
 /// Default listen port. 9097 (the issue's example) is JIRAlert's and 9098-9099 are taken in
 /// the Prometheus default-port allocations; 9832 sits next to pi-exporter's 9831. It still has
@@ -137,6 +137,17 @@ pub struct Limits {
     pub max_connections: usize,
 }
 
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            read_header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 512,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct DeliveryConfig {
     /// Per HTTP request to a provider.
@@ -210,15 +221,35 @@ pub struct Route {
     pub continue_matching: bool,
 }
 
+/// The lines to print or log for an error that may hold configuration errors: each error of
+/// a [`ConfigError`] on a line of its own (every one a validation found, each once), or the
+/// error with its causes on one line.
+pub fn error_lines(error: &anyhow::Error) -> Vec<String> {
+    let Some(config_error) = error.downcast_ref::<ConfigError>() else {
+        return vec![format!("{error:#}")];
+    };
+    // Context added around it (`--from relay.yml: …`) leads every line.
+    let prefix: String = error
+        .chain()
+        .take_while(|e| !e.is::<ConfigError>())
+        .map(|e| format!("{e}: "))
+        .collect();
+    config_error
+        .each()
+        .iter()
+        .map(|e| format!("{prefix}{e}"))
+        .collect()
+}
+
 /// Reads and validates the configuration file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     load_with(path, &SystemSecrets)
 }
 
 pub fn load_with(path: &Path, secrets: &dyn SecretSource) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
         path: path.to_owned(),
-        source,
+        error,
     })?;
     let base = path.parent().unwrap_or(Path::new("."));
     parse(&text, base, secrets).map_err(|e| match e {
@@ -370,21 +401,19 @@ impl Config {
 }
 
 impl Config {
+    /// Validates every part of the file, reporting every error found (each once) rather than
+    /// the first: parts that do not depend on each other are checked whatever the others say,
+    /// and a reference to a channel, rotation or policy that is declared but invalid is not
+    /// reported again (its own error says what is wrong).
     fn from_raw(raw: RawConfig, ctx: &Ctx<'_>) -> Result<Config, ConfigError> {
-        let listen = match &raw.listen {
-            None => SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
-            Some(s) => s.parse().map_err(|_| {
-                invalid(
-                    "listen",
-                    format!("{s:?} is not an address like 127.0.0.1:{DEFAULT_PORT}"),
-                )
-            })?,
-        };
+        let mut problems = Problems::default();
+        let fallback_listen = SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT));
+        let listen = problems.or(listen(raw.listen.as_deref()), fallback_listen);
         if let Some(u) = &raw.public_url {
-            check_url("public_url", u)?;
+            problems.keep(check_url("public_url", u));
         }
         if raw.tls.is_some() {
-            return Err(invalid(
+            problems.push(invalid(
                 "tls",
                 "moved: the listener's TLS is set in the web configuration file \
                  (--web.config.file, exporter-toolkit format): tls_server_config with cert_file, \
@@ -395,33 +424,52 @@ impl Config {
         let (auth, auth_none_declared) = match raw.auth {
             None => (Auth::None, false),
             Some(raw::RawListenerAuth::None) => (Auth::None, true),
-            Some(raw::RawListenerAuth::Credentials(a)) => (auth("auth", a, ctx)?, false),
+            Some(raw::RawListenerAuth::Credentials(a)) => {
+                (problems.or(auth("auth", a, ctx), Auth::None), false)
+            }
         };
-        let storage = storage(&raw.storage, ctx)?;
-        let limits = limits(raw.limits.as_ref())?;
-        let delivery = delivery(raw.delivery.as_ref())?;
+        let storage_stand_in = StorageConfig {
+            backend: StorageBackend::Sqlite(PathBuf::new()),
+            retention: Duration::ZERO,
+        };
+        let storage = problems.or(storage(&raw.storage, ctx), storage_stand_in);
+        let limits = problems.or(limits(raw.limits.as_ref()), Limits::default());
+        let delivery = problems.or(delivery(raw.delivery.as_ref()), DeliveryConfig::default());
 
+        let declared = Declared {
+            channels: raw.channels.keys().cloned().collect(),
+            rotations: raw.rotations.keys().cloned().collect(),
+            policies: raw.policies.keys().cloned().collect(),
+        };
         let mut channels = BTreeMap::new();
         for (name, rc) in raw.channels {
-            let channel = channel(&name, rc, ctx)?;
-            channels.insert(name, Arc::new(channel));
+            if let Some(channel) = problems.keep(channel(&name, rc, ctx)) {
+                channels.insert(name, Arc::new(channel));
+            }
         }
-        let rotations = rotation::rotations(raw.rotations, &channels)?;
-        crate::config::budget::check_overflow(&channels).map_err(|(k, m)| invalid(k, m))?;
+        let rotations = rotation::rotations(raw.rotations, &declared.channels, &mut problems);
+        crate::config::budget::check_overflow(&channels, &declared.channels, &mut problems);
         let mut policies = BTreeMap::new();
         for (name, rp) in raw.policies {
-            let p = policy(name, rp, &channels, &rotations)?;
-            policies.insert(p.name.clone(), p);
+            if let Some(p) = problems.keep(policy(name, rp, &declared)) {
+                policies.insert(p.name.clone(), p);
+            }
         }
         let mut routes = Vec::new();
         let mut names = BTreeSet::new();
+        if raw.routes.is_empty() {
+            problems.push(invalid("routes", "needs at least one route"));
+        }
         for (i, rr) in raw.routes.into_iter().enumerate() {
-            routes.push(route(i, rr, &policies, &mut names)?);
+            routes.extend(problems.keep(route(i, rr, &declared.policies, &mut names)));
         }
-        if routes.is_empty() {
-            return Err(invalid("routes", "needs at least one route"));
-        }
-        Ok(Config {
+        let deadman = raw
+            .deadman
+            .and_then(|d| problems.keep(pipeline::deadman(d, &declared.channels)));
+        let alertmanager = raw
+            .alertmanager
+            .and_then(|a| problems.keep(pipeline::alertmanager(a, ctx)));
+        problems.finish(Config {
             listen,
             public_url: raw.public_url.map(|u| u.trim_end_matches('/').to_owned()),
             auth,
@@ -429,14 +477,8 @@ impl Config {
             storage,
             limits,
             delivery,
-            deadman: raw
-                .deadman
-                .map(|d| pipeline::deadman(d, &channels))
-                .transpose()?,
-            alertmanager: raw
-                .alertmanager
-                .map(|a| pipeline::alertmanager(a, ctx))
-                .transpose()?,
+            deadman,
+            alertmanager,
             channels,
             policies,
             routes,
@@ -604,30 +646,53 @@ impl Config {
     }
 }
 
-/// `storage:`.
+/// The names a file declares, valid or not: references are checked against them, so a
+/// reference to an entry with an error of its own is not a second error.
+pub(super) struct Declared {
+    pub channels: BTreeSet<String>,
+    pub rotations: BTreeSet<String>,
+    pub policies: BTreeSet<String>,
+}
+
+/// `listen:`, by default loopback on [`DEFAULT_PORT`].
+fn listen(given: Option<&str>) -> Result<SocketAddr, ConfigError> {
+    match given {
+        None => Ok(SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT))),
+        Some(s) => s.parse().map_err(|_| {
+            invalid(
+                "listen",
+                format!("{s:?} is not an address like 127.0.0.1:{DEFAULT_PORT}"),
+            )
+        }),
+    }
+}
+
+/// `storage:`: where (one backend) and how long, each error reported.
 fn storage(storage: &raw::RawStorage, ctx: &Ctx<'_>) -> Result<StorageConfig, ConfigError> {
+    let mut problems = Problems::default();
     let backend = match (&storage.sqlite, &storage.postgres) {
-        (Some(_), Some(_)) => {
-            return Err(invalid(
-                "storage",
-                "set one of sqlite and postgres (alert-relay migrate-storage copies one into the other)",
-            ));
-        }
-        (None, None) => return Err(invalid("storage", "set sqlite (a file) or postgres")),
+        (Some(_), Some(_)) => Err(invalid(
+            "storage",
+            "set one of sqlite and postgres (alert-relay migrate-storage copies one into the other)",
+        )),
+        (None, None) => Err(invalid("storage", "set sqlite (a file) or postgres")),
         (Some(path), None) if path.as_os_str().is_empty() => {
-            return Err(invalid("storage.sqlite", "must be a file path"));
+            Err(invalid("storage.sqlite", "must be a file path"))
         }
-        (Some(path), None) => StorageBackend::Sqlite(ctx.path(path)),
-        (None, Some(pg)) => StorageBackend::Postgres(postgres(pg, ctx)?),
+        (Some(path), None) => Ok(StorageBackend::Sqlite(ctx.path(path))),
+        (None, Some(pg)) => postgres(pg, ctx).map(StorageBackend::Postgres),
     };
-    Ok(StorageConfig {
-        backend,
-        retention: duration(
+    let backend = problems.or(backend, StorageBackend::Sqlite(PathBuf::new()));
+    let default_retention = Duration::from_secs(30 * 86_400);
+    let retention = problems.or(
+        duration(
             "storage.retention",
             storage.retention.as_ref(),
-            Duration::from_secs(30 * 86_400),
-        )?,
-    })
+            default_retention,
+        ),
+        default_retention,
+    );
+    problems.finish(StorageConfig { backend, retention })
 }
 
 /// `storage.postgres`.
@@ -690,126 +755,148 @@ fn check_postgres_url(key: &str, url: &str) -> Result<(), ConfigError> {
 
 /// `limits:`.
 fn limits(l: Option<&raw::RawLimits>) -> Result<Limits, ConfigError> {
+    let mut problems = Problems::default();
+    let default = Limits::default();
     let max_body_bytes = match l.and_then(|l| l.max_body_bytes) {
-        None => DEFAULT_MAX_BODY_BYTES,
+        None => default.max_body_bytes,
         Some(n) if (1024..=64 * 1024 * 1024).contains(&n) => {
             usize::try_from(n).unwrap_or(DEFAULT_MAX_BODY_BYTES)
         }
         Some(_) => {
-            return Err(invalid(
+            problems.push(invalid(
                 "limits.max_body_bytes",
                 "must be between 1024 and 67108864",
             ));
+            default.max_body_bytes
         }
     };
-    Ok(Limits {
+    let mut duration_at = |key: &str, value: Option<&String>, fallback: Duration| {
+        problems.or(duration(key, value, fallback), fallback)
+    };
+    let limits = Limits {
         max_body_bytes,
-        read_header_timeout: duration(
+        read_header_timeout: duration_at(
             "limits.read_header_timeout",
             l.and_then(|l| l.read_header_timeout.as_ref()),
-            Duration::from_secs(10),
-        )?,
-        body_timeout: duration(
+            default.read_header_timeout,
+        ),
+        body_timeout: duration_at(
             "limits.body_timeout",
             l.and_then(|l| l.body_timeout.as_ref()),
-            Duration::from_secs(30),
-        )?,
+            default.body_timeout,
+        ),
         max_connections: l
             .and_then(|l| l.max_connections)
-            .map_or(512, |n| n.max(1) as usize),
-    })
+            .map_or(default.max_connections, |n| n.max(1) as usize),
+    };
+    problems.finish(limits)
 }
 
 /// `delivery:`.
 fn delivery(d: Option<&raw::RawDelivery>) -> Result<DeliveryConfig, ConfigError> {
-    let cfg = DeliveryConfig {
-        timeout: duration(
-            "delivery.timeout",
-            d.and_then(|d| d.timeout.as_ref()),
-            Duration::from_secs(10),
-        )?,
-        initial_backoff: duration(
-            "delivery.initial_backoff",
-            d.and_then(|d| d.initial_backoff.as_ref()),
-            Duration::from_secs(1),
-        )?,
-        max_backoff: duration(
-            "delivery.max_backoff",
-            d.and_then(|d| d.max_backoff.as_ref()),
-            Duration::from_secs(300),
-        )?,
-        max_attempts: d.and_then(|d| d.max_attempts).unwrap_or(0),
-        max_age: duration(
-            "delivery.max_age",
-            d.and_then(|d| d.max_age.as_ref()),
-            Duration::from_secs(86_400),
-        )?,
+    let mut problems = Problems::default();
+    let default = DeliveryConfig::default();
+    let mut duration_at = |key: &str, value: Option<&String>, fallback: Duration| {
+        problems.keep(duration(key, value, fallback))
     };
-    if cfg.initial_backoff.is_zero() || cfg.initial_backoff > cfg.max_backoff {
-        return Err(invalid(
+    let timeout = duration_at(
+        "delivery.timeout",
+        d.and_then(|d| d.timeout.as_ref()),
+        default.timeout,
+    );
+    let initial_backoff = duration_at(
+        "delivery.initial_backoff",
+        d.and_then(|d| d.initial_backoff.as_ref()),
+        default.initial_backoff,
+    );
+    let max_backoff = duration_at(
+        "delivery.max_backoff",
+        d.and_then(|d| d.max_backoff.as_ref()),
+        default.max_backoff,
+    );
+    let max_age = duration_at(
+        "delivery.max_age",
+        d.and_then(|d| d.max_age.as_ref()),
+        default.max_age,
+    );
+    if let (Some(initial), Some(max)) = (initial_backoff, max_backoff)
+        && (initial.is_zero() || initial > max)
+    {
+        problems.push(invalid(
             "delivery.initial_backoff",
             "must be > 0 and <= delivery.max_backoff",
         ));
     }
-    if cfg.timeout.is_zero() {
-        return Err(invalid("delivery.timeout", "must be > 0"));
+    if timeout.is_some_and(|t| t.is_zero()) {
+        problems.push(invalid("delivery.timeout", "must be > 0"));
     }
-    Ok(cfg)
+    problems.finish(DeliveryConfig {
+        timeout: timeout.unwrap_or(default.timeout),
+        initial_backoff: initial_backoff.unwrap_or(default.initial_backoff),
+        max_backoff: max_backoff.unwrap_or(default.max_backoff),
+        max_attempts: d
+            .and_then(|d| d.max_attempts)
+            .unwrap_or(default.max_attempts),
+        max_age: max_age.unwrap_or(default.max_age),
+    })
 }
 
-/// `policies.NAME`.
-fn policy(
-    name: String,
-    rp: raw::RawPolicy,
-    channels: &BTreeMap<String, Arc<ChannelConfig>>,
-    rotations: &BTreeMap<String, Rotation>,
-) -> Result<Policy, ConfigError> {
-    let prefix = format!("policies.{name}");
-    let repeat = match rp.repeat {
-        Some(r) => {
-            let every = parse_duration(&r.every)
-                .map_err(|e| invalid(format!("{prefix}.repeat.every"), e))?;
-            if every.is_zero() {
-                return Err(invalid(format!("{prefix}.repeat.every"), "must be above 0"));
-            }
-            Some(Repeat {
-                every,
-                times: r.times,
-            })
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            timeout: Duration::from_secs(10),
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(300),
+            max_attempts: 0,
+            max_age: Duration::from_secs(86_400),
         }
-        None => None,
-    };
+    }
+}
+
+/// `policies.NAME`: every key checked, each error reported.
+fn policy(name: String, rp: raw::RawPolicy, declared: &Declared) -> Result<Policy, ConfigError> {
+    let prefix = format!("policies.{name}");
+    let mut problems = Problems::default();
+    let repeat = rp.repeat.and_then(|r| {
+        let key = format!("{prefix}.repeat.every");
+        let every = match parse_duration(&r.every) {
+            Ok(every) if every.is_zero() => Err(invalid(key, "must be above 0")),
+            Ok(every) => Ok(every),
+            Err(e) => Err(invalid(key, e)),
+        };
+        problems.keep(every).map(|every| Repeat {
+            every,
+            times: r.times,
+        })
+    });
     let until = match rp.until.as_deref() {
         None | Some("acknowledged") => Until::Acknowledged,
         Some("resolved") => Until::Resolved,
         Some(other) => {
-            return Err(invalid(
+            problems.push(invalid(
                 format!("{prefix}.until"),
                 format!("{other:?}: use acknowledged or resolved"),
             ));
+            Until::Acknowledged
         }
     };
-    let ack_timeout = match &rp.ack_timeout {
-        Some(t) => {
-            Some(parse_duration(t).map_err(|e| invalid(format!("{prefix}.ack_timeout"), e))?)
-        }
-        None => None,
-    };
-    let storm = match &rp.storm {
-        Some(st) => Some(
+    let ack_timeout = rp.ack_timeout.as_ref().and_then(|t| {
+        problems.keep(parse_duration(t).map_err(|e| invalid(format!("{prefix}.ack_timeout"), e)))
+    });
+    let storm = rp.storm.as_ref().and_then(|st| {
+        problems.keep(
             crate::model::storm::StormRule::new(&st.window, st.threshold, &st.group_by)
-                .map_err(|(k, m)| invalid(format!("{prefix}.storm.{k}"), m))?,
-        ),
-        None => None,
-    };
+                .map_err(|(k, m)| invalid(format!("{prefix}.storm.{k}"), m)),
+        )
+    });
     if rp.steps.is_empty() {
-        return Err(invalid(
+        problems.push(invalid(
             format!("{prefix}.steps"),
             "needs at least one step",
         ));
     }
-    let steps = steps(&prefix, rp.steps, channels, rotations)?;
-    Ok(Policy {
+    let steps = steps(&prefix, rp.steps, declared, &mut problems);
+    problems.finish(Policy {
         name,
         steps,
         repeat,
@@ -819,65 +906,79 @@ fn policy(
     })
 }
 
-/// A policy's `steps:`, every notify target a channel or a rotation.
+/// A policy's `steps:`, every notify target a channel or a rotation; each step's first error
+/// is reported.
 fn steps(
     prefix: &str,
     raw: Vec<raw::RawStep>,
-    channels: &BTreeMap<String, Arc<ChannelConfig>>,
-    rotations: &BTreeMap<String, Rotation>,
-) -> Result<Vec<Step>, ConfigError> {
+    declared: &Declared,
+    problems: &mut Problems,
+) -> Vec<Step> {
     let mut steps: Vec<Step> = Vec::new();
+    let mut previous_after = None;
     for (i, s) in raw.into_iter().enumerate() {
         let key = format!("{prefix}.steps[{i}]");
-        let after = match &s.after {
-            Some(after) => parse_duration(after).map_err(|e| invalid(format!("{key}.after"), e))?,
-            None => Duration::ZERO,
-        };
-        if i == 0 && !after.is_zero() {
-            return Err(invalid(
-                format!("{key}.after"),
-                "the first step is sent when the incident opens; it takes no after:",
-            ));
+        let step = step(&key, i, s, previous_after, declared);
+        if let Some(step) = problems.keep(step) {
+            previous_after = Some(step.after);
+            steps.push(step);
         }
-        if i > 0 && s.after.is_none() {
-            return Err(invalid(
-                format!("{key}.after"),
-                "every step but the first needs after: (time since the incident opened)",
-            ));
-        }
-        if let Some(prev) = steps.last()
-            && i > 0
-            && after <= prev.after
-        {
-            return Err(invalid(
-                format!("{key}.after"),
-                "must be later than the previous step's after:",
-            ));
-        }
-        if s.notify.is_empty() {
-            return Err(invalid(format!("{key}.notify"), "names no channel"));
-        }
-        for (j, c) in s.notify.iter().enumerate() {
-            if let Some(r) = c.strip_prefix(ROTATION_PREFIX) {
-                if !rotations.contains_key(r) {
-                    return Err(invalid(
-                        format!("{key}.notify[{j}]"),
-                        format!("no rotation named {r:?}"),
-                    ));
-                }
-            } else if !channels.contains_key(c) {
+    }
+    steps
+}
+
+/// Step `i` at `key`; `previous_after` is the `after:` of the step before, when that was valid.
+fn step(
+    key: &str,
+    i: usize,
+    s: raw::RawStep,
+    previous_after: Option<Duration>,
+    declared: &Declared,
+) -> Result<Step, ConfigError> {
+    let after = match &s.after {
+        Some(after) => parse_duration(after).map_err(|e| invalid(format!("{key}.after"), e))?,
+        None => Duration::ZERO,
+    };
+    if i == 0 && !after.is_zero() {
+        return Err(invalid(
+            format!("{key}.after"),
+            "the first step is sent when the incident opens; it takes no after:",
+        ));
+    }
+    if i > 0 && s.after.is_none() {
+        return Err(invalid(
+            format!("{key}.after"),
+            "every step but the first needs after: (time since the incident opened)",
+        ));
+    }
+    if i > 0 && previous_after.is_some_and(|prev| after <= prev) {
+        return Err(invalid(
+            format!("{key}.after"),
+            "must be later than the previous step's after:",
+        ));
+    }
+    if s.notify.is_empty() {
+        return Err(invalid(format!("{key}.notify"), "names no channel"));
+    }
+    for (j, c) in s.notify.iter().enumerate() {
+        if let Some(r) = c.strip_prefix(ROTATION_PREFIX) {
+            if !declared.rotations.contains(r) {
                 return Err(invalid(
                     format!("{key}.notify[{j}]"),
-                    format!("no channel named {c:?}"),
+                    format!("no rotation named {r:?}"),
                 ));
             }
+        } else if !declared.channels.contains(c) {
+            return Err(invalid(
+                format!("{key}.notify[{j}]"),
+                format!("no channel named {c:?}"),
+            ));
         }
-        steps.push(Step {
-            after,
-            notify: s.notify,
-        });
     }
-    Ok(steps)
+    Ok(Step {
+        after,
+        notify: s.notify,
+    })
 }
 
 /// `auth:`-style credentials (a bearer token or basic), at `prefix`.
@@ -922,15 +1023,17 @@ fn auth(prefix: &str, a: raw::RawAuth, ctx: &Ctx<'_>) -> Result<Auth, ConfigErro
     }
 }
 
+/// `routes[i]`: its policy, name and matchers, each error reported.
 fn route(
     i: usize,
     rr: RawRoute,
-    policies: &BTreeMap<String, Policy>,
+    policies: &BTreeSet<String>,
     names: &mut BTreeSet<String>,
 ) -> Result<Route, ConfigError> {
     let key = format!("routes[{i}]");
-    if !policies.contains_key(&rr.policy) {
-        return Err(invalid(
+    let mut problems = Problems::default();
+    if !policies.contains(&rr.policy) {
+        problems.push(invalid(
             format!("{key}.policy"),
             format!("no policy named {:?}", rr.policy),
         ));
@@ -941,20 +1044,19 @@ fn route(
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         {
-            return Err(invalid(
+            problems.push(invalid(
                 format!("{key}.name"),
                 "use letters, digits, '-', '_' and '.'",
             ));
-        }
-        if !names.insert(n.clone()) {
-            return Err(invalid(
+        } else if !names.insert(n.clone()) {
+            problems.push(invalid(
                 format!("{key}.name"),
                 format!("{n:?} names another route too"),
             ));
         }
     }
-    let matchers = matchers(&key, rr.matchers)?;
-    Ok(Route {
+    let matchers = problems.or(matchers(&key, rr.matchers), Vec::new());
+    problems.finish(Route {
         name: rr.name,
         matchers,
         policy: rr.policy,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::raw::{RawAuth, RawMatchers};
-use super::{Auth, ChannelConfig, ConfigError, matchers};
+use super::{Auth, ChannelConfig, ConfigError, Problems, matchers};
 use crate::matcher::{Matcher, Op};
 use crate::payload::Labels;
 use crate::secret::keys::{Ctx, check_url, duration, invalid};
@@ -125,97 +125,110 @@ pub(super) fn describe(config: &super::Config, out: &mut String) {
     }
 }
 
+/// `deadman:`, each key's error reported.
 pub(super) fn deadman(
     raw: RawDeadman,
-    channels: &BTreeMap<String, Arc<ChannelConfig>>,
+    channels: &std::collections::BTreeSet<String>,
 ) -> Result<Deadman, ConfigError> {
-    let timeout = duration(
+    let mut problems = Problems::default();
+    let timeout = match duration(
         "deadman.timeout",
         raw.timeout.as_ref(),
         DEFAULT_DEADMAN_TIMEOUT,
-    )?;
-    if timeout < Duration::from_secs(1) {
-        return Err(invalid("deadman.timeout", "must be at least 1s"));
-    }
+    ) {
+        Ok(t) if t < Duration::from_secs(1) => {
+            Err(invalid("deadman.timeout", "must be at least 1s"))
+        }
+        other => other,
+    };
+    let timeout = problems.or(timeout, DEFAULT_DEADMAN_TIMEOUT);
     if raw.notify.is_empty() {
-        return Err(invalid(
+        problems.push(invalid(
             "deadman.notify",
             "names no channel: who hears that the pipeline is broken?",
         ));
     }
     for (j, c) in raw.notify.iter().enumerate() {
-        if !channels.contains_key(c) {
-            return Err(invalid(
+        if !channels.contains(c) {
+            problems.push(invalid(
                 format!("deadman.notify[{j}]"),
                 format!("no channel named {c:?}"),
             ));
         }
     }
-    let mut m = matchers("deadman", raw.matchers)?;
+    let mut m = problems.or(matchers("deadman", raw.matchers), Vec::new());
     if m.is_empty() {
         // Alertmanager's own name for the always-firing alert (kube-prometheus, our rules).
-        m.push(
-            Matcher::new("alertname", Op::Equal, "Watchdog")
-                .map_err(|e| invalid("deadman.match", e))?,
+        m.extend(
+            problems.keep(
+                Matcher::new("alertname", Op::Equal, "Watchdog")
+                    .map_err(|e| invalid("deadman.match", e)),
+            ),
         );
     }
-    Ok(Deadman {
+    problems.finish(Deadman {
         timeout,
         notify: raw.notify,
         matchers: m,
     })
 }
 
+/// `alertmanager:`, each key's error reported.
 pub(super) fn alertmanager(
     raw: RawAlertmanager,
     ctx: &Ctx<'_>,
 ) -> Result<AlertmanagerApi, ConfigError> {
-    check_url("alertmanager.url", &raw.url)?;
-    let interval = duration(
+    let mut problems = Problems::default();
+    problems.keep(check_url("alertmanager.url", &raw.url));
+    let interval = match duration(
         "alertmanager.interval",
         raw.interval.as_ref(),
         DEFAULT_RESYNC_INTERVAL,
-    )?;
-    if interval < Duration::from_secs(1) {
-        return Err(invalid("alertmanager.interval", "must be at least 1s"));
-    }
-    let timeout = duration(
+    ) {
+        Ok(i) if i < Duration::from_secs(1) => {
+            Err(invalid("alertmanager.interval", "must be at least 1s"))
+        }
+        other => other,
+    };
+    let interval = problems.or(interval, DEFAULT_RESYNC_INTERVAL);
+    let timeout = match duration(
         "alertmanager.timeout",
         raw.timeout.as_ref(),
         DEFAULT_RESYNC_TIMEOUT,
-    )?;
-    if timeout.is_zero() {
-        return Err(invalid("alertmanager.timeout", "must be above 0"));
-    }
+    ) {
+        Ok(t) if t.is_zero() => Err(invalid("alertmanager.timeout", "must be above 0")),
+        other => other,
+    };
+    let timeout = problems.or(timeout, DEFAULT_RESYNC_TIMEOUT);
     let auth = match raw.auth {
         None => Auth::None,
-        Some(a) => super::auth("alertmanager.auth", a, ctx)?,
+        Some(a) => problems.or(super::auth("alertmanager.auth", a, ctx), Auth::None),
     };
-    let ca_file = match raw.tls {
-        None => None,
-        Some(t) => {
-            let path = ctx.path(&t.ca_file);
-            // Read now so a wrong path is a config error, not a failing poll every interval.
-            let pem = ctx.secrets.file(&path).map_err(|e| {
-                invalid(
-                    "alertmanager.tls.ca_file",
-                    format!("cannot read {}: {e}", path.display()),
-                )
-            })?;
-            reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| {
-                invalid(
-                    "alertmanager.tls.ca_file",
-                    format!("not a PEM certificate: {e}"),
-                )
-            })?;
-            Some(path)
-        }
-    };
-    Ok(AlertmanagerApi {
+    let ca_file = raw.tls.and_then(|t| problems.keep(ca_file(&t, ctx)));
+    problems.finish(AlertmanagerApi {
         url: raw.url.trim_end_matches('/').to_owned(),
         interval,
         timeout,
         auth,
         ca_file,
     })
+}
+
+/// `alertmanager.tls.ca_file`, read now so a wrong path is a config error, not a failing poll
+/// every interval.
+fn ca_file(t: &RawClientTls, ctx: &Ctx<'_>) -> Result<PathBuf, ConfigError> {
+    let path = ctx.path(&t.ca_file);
+    let pem = ctx.secrets.file(&path).map_err(|e| {
+        invalid(
+            "alertmanager.tls.ca_file",
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| {
+        invalid(
+            "alertmanager.tls.ca_file",
+            format!("not a PEM certificate: {e}"),
+        )
+    })?;
+    Ok(path)
 }

@@ -751,3 +751,219 @@ fn postgres_storage_errors_name_the_key_and_never_the_password() {
         assert!(!e.contains("hunter2"), "{e}");
     }
 }
+
+#[test]
+fn every_independent_error_is_reported_once() {
+    // Three sections, one error each: a channel, a policy step, a route.
+    let yaml = "storage: { sqlite: relay.db }
+channels:
+  ok: { type: webhook, url: 'http://x' }
+  bad: { type: pager }
+policies:
+  p: { steps: [ { notify: [nope] } ] }
+routes: [ { policy: p, match: ['a=~('] } ]
+";
+    let e = match parse(yaml, Path::new("/etc/alert-relay"), &secrets()) {
+        Ok(_) => panic!("accepted"),
+        Err(e) => e,
+    };
+    let lines: Vec<String> = e.each().iter().map(ToString::to_string).collect();
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    assert!(
+        lines[0].starts_with("channels.bad.type: unknown channel type"),
+        "{lines:#?}"
+    );
+    assert!(
+        lines[1].starts_with("policies.p.steps[0].notify[0]: no channel named \"nope\""),
+        "{lines:#?}"
+    );
+    assert!(lines[2].starts_with("routes[0].match[0]"), "{lines:#?}");
+    // Displayed whole: one line each, nothing twice.
+    let text = e.to_string();
+    assert_eq!(text.lines().count(), 3, "{text}");
+    for line in &lines {
+        assert_eq!(text.matches(line.as_str()).count(), 1, "{text}");
+    }
+}
+
+#[test]
+fn a_reference_to_an_invalid_entry_is_not_a_second_error() {
+    // `bad` is declared but invalid: the step, the rotation, the dead-man's switch and the
+    // budget's overflow naming it are not reported again, and the route's policy `p` is fine
+    // although `p` itself has an error.
+    let yaml = "storage: { sqlite: relay.db }
+channels:
+  bad: { type: webhook, url: 'ftp://x' }
+  sms: { type: webhook, url: 'http://x', budget: { max: 3, per: 1h, overflow: [bad] } }
+policies:
+  p: { steps: [ { notify: [bad] } ], until: never }
+routes: [ { policy: p } ]
+deadman: { notify: [bad] }
+";
+    let e = match parse(yaml, Path::new("/etc/alert-relay"), &secrets()) {
+        Ok(_) => panic!("accepted"),
+        Err(e) => e,
+    };
+    let lines: Vec<String> = e.each().iter().map(ToString::to_string).collect();
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    assert!(lines[0].starts_with("channels.bad.url"), "{lines:#?}");
+    assert!(lines[1].starts_with("policies.p.until"), "{lines:#?}");
+}
+
+#[test]
+fn keys_of_one_section_are_checked_independently() {
+    let yaml = "storage: { sqlite: relay.db }
+listen: nowhere
+delivery: { timeout: 0s, max_age: soon }
+limits: { max_body_bytes: 1, body_timeout: later }
+channels: { c: { type: webhook, url: 'http://x', timeout: never, rate_limit: { per_second: 0, burst: 0 } } }
+policies: { p: { steps: [ { notify: [c] } ], ack_timeout: x, repeat: { every: 0s, times: 1 } } }
+routes: [ { policy: p } ]
+";
+    let e = match parse(yaml, Path::new("/etc/alert-relay"), &secrets()) {
+        Ok(_) => panic!("accepted"),
+        Err(e) => e,
+    };
+    let keys: Vec<String> = e
+        .each()
+        .iter()
+        .map(|e| match e {
+            ConfigError::Invalid { key, .. } => key.clone(),
+            other => panic!("{other}"),
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "listen",
+            "limits.max_body_bytes",
+            "limits.body_timeout",
+            "delivery.max_age",
+            "delivery.timeout",
+            "channels.c.rate_limit",
+            "channels.c.timeout",
+            "policies.p.repeat.every",
+            "policies.p.ack_timeout",
+        ]
+    );
+}
+
+#[test]
+fn error_lines_are_one_per_error_with_their_context() {
+    let e = parse(
+        "storage: { sqlite: x }\nlisten: nowhere\nroutes: []\n",
+        Path::new("/"),
+        &secrets(),
+    )
+    .expect_err("invalid");
+    let plain = anyhow::Error::from(e);
+    let lines = error_lines(&plain);
+    assert_eq!(
+        lines,
+        [
+            "listen: \"nowhere\" is not an address like 127.0.0.1:9832",
+            "routes: needs at least one route"
+        ]
+    );
+    let with_context = plain.context("--from relay.yml");
+    assert_eq!(
+        error_lines(&with_context),
+        [
+            "--from relay.yml: listen: \"nowhere\" is not an address like 127.0.0.1:9832",
+            "--from relay.yml: routes: needs at least one route"
+        ]
+    );
+    let other = anyhow::anyhow!("inner").context("outer");
+    assert_eq!(error_lines(&other), ["outer: inner"]);
+}
+
+#[test]
+fn a_rotation_reports_each_of_its_errors() {
+    let e = parse(
+        &rotation_yaml(
+            "    shift: 30m\n    people:\n      - { name: alice, notify: [nope] }\n      - { name: bob, notify: [b] }\n      - { name: bob, notify: [a] }\n    overrides:\n      - { from: \"2026-12-24T09:00\", to: \"2026-12-27T09:00\", name: alice }\n",
+        )
+        .replace("Europe/Berlin", "Mars/Olympus"),
+        Path::new("/etc/alert-relay"),
+        &secrets(),
+    )
+    .expect_err("invalid");
+    let keys: Vec<String> = e
+        .each()
+        .iter()
+        .map(|e| match e {
+            ConfigError::Invalid { key, .. } => key.clone(),
+            other => panic!("{other}"),
+        })
+        .collect();
+    // The override naming alice (whose entry is invalid) is not a second error.
+    assert_eq!(
+        keys,
+        [
+            "rotations.primary.time_zone",
+            "rotations.primary.shift",
+            "rotations.primary.people[0].notify[0]",
+            "rotations.primary.people[2].name",
+        ]
+    );
+}
+
+#[test]
+fn storage_deadman_and_alertmanager_report_each_key() {
+    let yaml = "storage: { sqlite: '', retention: forever }
+channels: { c: { type: webhook, url: 'http://x' } }
+policies: { p: { steps: [ { notify: [c] } ] } }
+routes: [ { policy: p } ]
+deadman: { timeout: 0s, notify: [nope] }
+alertmanager: { url: 'ftp://am', interval: 0s, timeout: 0s }
+";
+    let e = parse(yaml, Path::new("/etc/alert-relay"), &secrets()).expect_err("invalid");
+    let keys: Vec<String> = e
+        .each()
+        .iter()
+        .map(|e| match e {
+            ConfigError::Invalid { key, .. } => key.clone(),
+            other => panic!("{other}"),
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "storage.sqlite",
+            "storage.retention",
+            "deadman.timeout",
+            "deadman.notify[0]",
+            "alertmanager.url",
+            "alertmanager.interval",
+            "alertmanager.timeout",
+        ]
+    );
+}
+
+#[test]
+fn each_override_reports_its_error() {
+    let e = parse(
+        &rotation_yaml(
+            "    shift: 1d\n    people:\n      - { name: alice, notify: [a] }\n    overrides:\n      - { from: Christmas, to: \"2026-12-24T09:00\", name: alice }\n      - { from: \"2026-12-24T09:00\", to: \"2026-12-27T09:00\", name: carol }\n      - { from: \"2026-12-24T09:00\", to: \"2026-12-27T09:00\", name: alice }\n      - { from: \"2026-12-26T09:00\", to: \"2026-12-28T09:00\", name: alice }\n",
+        ),
+        Path::new("/etc/alert-relay"),
+        &secrets(),
+    )
+    .expect_err("invalid");
+    let keys: Vec<String> = e
+        .each()
+        .iter()
+        .map(|e| match e {
+            ConfigError::Invalid { key, .. } => key.clone(),
+            other => panic!("{other}"),
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "rotations.primary.overrides[0].from",
+            "rotations.primary.overrides[1].name",
+            "rotations.primary.overrides[3]",
+        ]
+    );
+}

@@ -132,6 +132,15 @@ impl Worker {
             && matches!(f.state, DeliveryState::Dead | DeliveryState::Skipped)
         {
             let reason = format!("the firing notification was {}", f.state.as_str());
+            tracing::info!(
+                channel = %destination.channel.name,
+                destination = %destination.id,
+                incident = %Story(&job),
+                kind = job_kind(&job),
+                delivery = job.id,
+                outcome = "skipped",
+                "not sent: {reason}"
+            );
             let skipped = store::Attempt::Skipped { reason };
             if record(&self.shared, destination, job.id, job.attempts, skipped).await {
                 self.queue.pop_front();
@@ -149,6 +158,15 @@ impl Worker {
             match admit(&self.shared, destination, job.id).await {
                 Some(true) => {}
                 Some(false) => {
+                    tracing::info!(
+                        channel = %destination.channel.name,
+                        destination = %destination.id,
+                        incident = %Story(&job),
+                        kind = job_kind(&job),
+                        delivery = job.id,
+                        outcome = "held",
+                        "held back by the channel's budget; its overflow channels are told"
+                    );
                     self.queue.pop_front();
                     return Flow::Next;
                 }
@@ -262,7 +280,16 @@ impl Worker {
                 if let Some(p) = pause {
                     self.paused_until = Instant::now() + p;
                 }
-                tracing::debug!(destination = %destination.id, id = job.id, "delivered");
+                tracing::info!(
+                    channel = %destination.channel.name,
+                    destination = %destination.id,
+                    incident = %Story(job),
+                    kind = job_kind(job),
+                    delivery = job.id,
+                    attempt = attempts,
+                    outcome = "delivered",
+                    "delivered"
+                );
                 let delivered = store::Attempt::Delivered {
                     provider_ref: reference,
                 };
@@ -280,7 +307,7 @@ impl Worker {
             Outcome::Permanent { reason, detail } => {
                 let failure = failure_labels(destination, reason);
                 metrics.failed.get_or_create(&failure).inc();
-                dead_letter(&self.shared, destination, job.id, reason, &detail);
+                dead_letter(&self.shared, destination, job, attempts, reason, &detail);
                 let error = format!("{reason}: {detail}");
                 (store::Attempt::Dead { error }, true)
             }
@@ -307,7 +334,14 @@ impl Worker {
                 format!("{}s", age.as_secs())
             };
             let detail_why = format!("gave up after {why}: {detail}");
-            dead_letter(&self.shared, destination, job.id, reason, &detail_why);
+            dead_letter(
+                &self.shared,
+                destination,
+                job,
+                attempts,
+                reason,
+                &detail_why,
+            );
             return (store::Attempt::Dead { error: detail }, true);
         }
         let delay = next_delay(
@@ -317,7 +351,18 @@ impl Worker {
             config.max_backoff,
             fastrand::f64(),
         );
-        tracing::warn!(destination = %destination.id, id = job.id, attempt = attempts, retry_in = ?delay, "temporary failure ({reason}): {detail}");
+        tracing::warn!(
+            channel = %destination.channel.name,
+            destination = %destination.id,
+            incident = %Story(job),
+            kind = job_kind(job),
+            delivery = job.id,
+            attempt = attempts,
+            outcome = "retry",
+            reason,
+            retry_in = %crate::time::humanize(delay),
+            "temporary failure, will retry: {detail}"
+        );
         self.paused_until = Instant::now() + delay;
         let next = now_millis() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
         let retry = store::Attempt::Retry {
@@ -346,7 +391,8 @@ pub(super) fn failure_labels(destination: &Destination, reason: &str) -> Failure
 pub(super) fn dead_letter(
     shared: &Shared,
     destination: &Destination,
-    id: i64,
+    job: &DeliveryJob,
+    attempt: u32,
     reason: &str,
     detail: &str,
 ) {
@@ -355,5 +401,45 @@ pub(super) fn dead_letter(
         .dead_lettered
         .get_or_create(&failure_labels(destination, reason))
         .inc();
-    tracing::error!(destination = %destination.id, id, reason, "notification dead-lettered: {detail}");
+    tracing::error!(
+        channel = %destination.channel.name,
+        destination = %destination.id,
+        incident = %Story(job),
+        kind = job_kind(job),
+        delivery = job.id,
+        attempt,
+        outcome = "dead",
+        reason,
+        "notification dead-lettered: {detail}"
+    );
+}
+
+/// What a delivery's log lines say it belongs to (the `incident` field): the incident number
+/// (a resolved message's is its firing message's), `storm N` for a storm's summary, or `none`
+/// (a budget summary, the dead-man's message), so the journal follows one incident by number.
+struct Story<'j>(&'j DeliveryJob);
+
+impl std::fmt::Display for Story<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let job = self.0;
+        let incident = job
+            .incident
+            .or_else(|| job.firing.as_ref().and_then(|r| r.incident));
+        match (incident, job.storm) {
+            (Some(i), _) => write!(f, "{i}"),
+            (None, Some(s)) => write!(f, "storm {s}"),
+            (None, None) => f.write_str("none"),
+        }
+    }
+}
+
+/// What a delivery carries: `firing`, `resolved`, `notice` (acknowledged, resolved by hand, a
+/// budget's report) or `summary` (a storm's).
+fn job_kind(job: &DeliveryJob) -> &'static str {
+    match (job.storm, &job.notice, job.event.status) {
+        (_, Some(_), _) => "notice",
+        (Some(_), None, _) => "summary",
+        (None, None, Status::Firing) => "firing",
+        (None, None, Status::Resolved) => "resolved",
+    }
 }

@@ -42,17 +42,17 @@ impl App {
         match incident {
             Ok(Some(i)) => {
                 let mut body = format!(
-                    "<p><b>{}</b>: {}</p><p>State: {}{}</p><p>Route {}, policy {}, group {}</p>",
+                    "<p><b>{}</b>: {}</p><p>State: {}{}</p><p>Group: {}</p><p>Routed by {} to policy {}</p>",
                     escape(&i.alertname),
                     escape(&i.summary),
-                    i.state.as_str(),
+                    state_words(i.state),
                     i.acked_by.as_ref().map_or(String::new(), |b| format!(
                         " (acknowledged by {})",
                         escape(b)
                     )),
-                    escape(&i.route),
+                    escape(&crate::payload::readable_group(&i.group_key)),
+                    escape(&describe_route(&self.live.config(), &i.route)),
                     escape(&i.policy),
-                    escape(&i.group_key),
                 );
                 if let Some(storm) = i.storm {
                     body.push_str(&format!(
@@ -147,6 +147,39 @@ impl App {
     }
 }
 
+/// An incident state as the page says it.
+fn state_words(state: crate::store::IncidentState) -> &'static str {
+    match state {
+        crate::store::IncidentState::Open => "open",
+        crate::store::IncidentState::Acked => "acknowledged",
+        crate::store::IncidentState::Resolved => "resolved",
+    }
+}
+
+/// A route as a human finds it in the configuration: its name, or its position, and what it
+/// matches (`route "lab" ({site=~"lab-.*"})`, `route 2 (every alert)`). `key` is the stored
+/// `routing::route_key`; a route since removed is named as stored.
+fn describe_route(config: &crate::config::Config, key: &str) -> String {
+    let found = config
+        .routes
+        .iter()
+        .enumerate()
+        .find(|(i, r)| crate::routing::route_key(*i, r) == key);
+    let Some((i, route)) = found else {
+        return format!("route {key} (no longer in the configuration)");
+    };
+    let matches = if route.matchers.is_empty() {
+        "every alert".to_owned()
+    } else {
+        let m: Vec<String> = route.matchers.iter().map(ToString::to_string).collect();
+        format!("{{{}}}", m.join(", "))
+    };
+    match &route.name {
+        Some(name) => format!("route {name:?} ({matches})"),
+        None => format!("route {} ({matches})", i + 1),
+    }
+}
+
 fn html(status: StatusCode, body: String) -> Response<Body> {
     let mut r = Response::new(Body::from(body));
     *r.status_mut() = status;
@@ -179,4 +212,34 @@ fn page(title: &str, body: &str, form: &str) -> String {
 
 fn escape(s: &str) -> String {
     crate::render::text::escape_html(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe_route;
+
+    #[test]
+    fn routes_are_named_by_what_they_match() {
+        let config = crate::config::parse(
+            "storage: { sqlite: x }\nchannels: { c: { type: webhook, url: 'http://x' } }\n\
+             policies: { p: { steps: [ { notify: [c] } ] } }\n\
+             routes: [ { match: { severity: critical }, policy: p }, { name: lab, match: ['site=~\"lab-.*\"'], policy: p }, { policy: p } ]\n",
+            std::path::Path::new("/"),
+            &crate::config::MapSecrets::default(),
+        )
+        .expect("valid");
+        assert_eq!(
+            describe_route(&config, "#1"),
+            "route 1 ({severity=\"critical\"})"
+        );
+        assert_eq!(
+            describe_route(&config, "lab"),
+            "route \"lab\" ({site=~\"lab-.*\"})"
+        );
+        assert_eq!(describe_route(&config, "#3"), "route 3 (every alert)");
+        assert_eq!(
+            describe_route(&config, "#7"),
+            "route #7 (no longer in the configuration)"
+        );
+    }
 }

@@ -94,7 +94,7 @@ impl App {
             "ack" => Action::Ack,
             "unack" => Action::Unack,
             "resolve" => Action::Resolve,
-            "escalate" => return self.escalate_incident(id).await,
+            "escalate" => return self.escalate_incident(id, &by).await,
             _ => {
                 return json_error(
                     StatusCode::NOT_FOUND,
@@ -120,12 +120,22 @@ impl App {
     }
 
     /// `POST /api/v1/incidents/{id}/escalate`: sends the policy's next step now.
-    async fn escalate_incident(&self, id: i64) -> Response<Body> {
+    async fn escalate_incident(&self, id: i64, by: &str) -> Response<Body> {
         match self.escalator.escalate(id).await {
-            Ok(Escalated::Sent { step, deliveries }) => json(
-                StatusCode::OK,
-                &serde_json::json!({"status": "ok", "step": step + 1, "deliveries": deliveries}),
-            ),
+            Ok(Escalated::Sent { step, deliveries }) => {
+                tracing::info!(
+                    incident = id,
+                    action = "escalated",
+                    by,
+                    step = step + 1,
+                    deliveries,
+                    "incident escalated by hand"
+                );
+                json(
+                    StatusCode::OK,
+                    &serde_json::json!({"status": "ok", "step": step + 1, "deliveries": deliveries}),
+                )
+            }
             Ok(Escalated::NoFurtherStep) => json_error(
                 StatusCode::CONFLICT,
                 "no_further_step",

@@ -21,6 +21,8 @@ use crate::store::{IngestOutcome, RoutedEvent, Write};
 struct Routed {
     events: Vec<RoutedEvent>,
     heartbeats: Vec<AlertEvent>,
+    /// Alertmanager's group key, for the log.
+    group_key: String,
 }
 
 impl App {
@@ -137,6 +139,7 @@ impl App {
         pinned: Option<&str>,
     ) -> Result<Routed, Refusal> {
         let mut routed = Vec::with_capacity(notification.events.len());
+        let group_key = notification.group_key.clone();
         let group_resolved = notification.status == Status::Resolved;
         let (heartbeats, events): (Vec<_>, Vec<_>) =
             notification.events.into_iter().partition(|e| {
@@ -173,6 +176,7 @@ impl App {
         Ok(Routed {
             events: routed,
             heartbeats,
+            group_key,
         })
     }
 
@@ -205,6 +209,7 @@ impl App {
         let Routed {
             events: routed,
             heartbeats,
+            group_key,
         } = routed;
         let (firing, resolved) =
             routed
@@ -223,6 +228,7 @@ impl App {
         match self.store.ingest(routed).await {
             Ok(outcome) => {
                 self.count_accepted(&outcome, firing, resolved, &unrouted);
+                log_accepted(&outcome, &group_key, (firing, resolved), heartbeats.len());
                 self.deliver(&outcome).await;
                 let body = serde_json::json!({
                     "status": "ok",
@@ -279,7 +285,7 @@ impl App {
         m.alerts_deduplicated.inc_by(outcome.duplicates as u64);
         if !unrouted.is_empty() && outcome.accepted > 0 {
             m.alerts_unrouted.inc_by(unrouted.len() as u64);
-            tracing::warn!(fingerprints = ?unrouted, "alerts matched no route; stored but sent nowhere");
+            tracing::warn!(fingerprints = %unrouted.join(","), "alerts matched no route; stored but sent nowhere");
         }
     }
 
@@ -304,4 +310,29 @@ impl App {
             self.escalator.wake();
         }
     }
+}
+
+/// The journal's line for an accepted webhook: how many alerts (firing, resolved, repeats
+/// already stored), the group as labels, the incidents it opened, joined and closed (by
+/// number) and the messages it queued.
+fn log_accepted(
+    outcome: &IngestOutcome,
+    group_key: &str,
+    (firing, resolved): (u64, u64),
+    heartbeats: usize,
+) {
+    let numbers = |ids: &[i64]| ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+    tracing::info!(
+        alerts = firing + resolved,
+        firing,
+        resolved,
+        duplicates = outcome.duplicates,
+        heartbeats,
+        group = %crate::payload::readable_group(group_key),
+        incidents_opened = %numbers(&outcome.opened),
+        incidents_joined = %numbers(&outcome.joined),
+        incidents_resolved = %numbers(&outcome.closed),
+        deliveries = outcome.deliveries.len(),
+        "webhook accepted"
+    );
 }

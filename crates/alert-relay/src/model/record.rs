@@ -172,8 +172,12 @@ pub struct IngestOutcome {
     pub deliveries: Vec<(String, i64, i64)>,
     /// Incidents opened by this write.
     pub opened: Vec<i64>,
+    /// Open incidents that firing alerts of this write joined (each once; none of `opened`).
+    pub joined: Vec<i64>,
     /// Incidents closed by a resolved group.
     pub resolved: usize,
+    /// Their numbers.
+    pub closed: Vec<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,6 +240,8 @@ pub struct FiringRef {
     /// The provider's id of the firing message (Slack ts, Discord message id, …), to edit or
     /// thread the resolved message.
     pub provider_ref: Option<String>,
+    /// The firing message's incident: the resolved message names it.
+    pub incident: Option<i64>,
 }
 
 #[derive(Debug, Clone)]

@@ -153,7 +153,13 @@ pub fn decorate(msg: &mut Message, job: &DeliveryJob, signer: Option<&Signer>, n
         }
         return;
     }
-    let Some(id) = job.incident else {
+    // A resolved message's incident is its firing message's (it opened none itself).
+    let firing_incident = job
+        .firing
+        .as_ref()
+        .and_then(|f| f.incident)
+        .filter(|_| job.notice.is_none());
+    let Some(id) = job.incident.or(firing_incident) else {
         // A budget summary (or another incident-less notice) hangs on a held message's event,
         // firing or resolved: it reads as a notice either way, never as that alert.
         if let Some(text) = &job.notice {
@@ -283,10 +289,9 @@ mod tests {
         );
         assert!(!sms.contains("FIRING"), "{sms}");
         let slack = crate::channels::slack::payload(&msg, true);
-        assert!(
-            slack["text"]
-                .as_str()
-                .is_some_and(|t| t.starts_with("ACKNOWLEDGED [ACKNOWLEDGED]"))
+        assert_eq!(
+            slack["text"],
+            "ACKNOWLEDGED: PiHot on pi-17:9831 (incident #12)"
         );
         assert!(slack.to_string().contains(":information_source:"));
         assert!(crate::channels::telegram::text(&msg, true).starts_with("ℹ️"));

@@ -11,6 +11,8 @@ pub mod links;
 pub mod storm;
 pub mod template;
 pub mod text;
+#[cfg(test)]
+mod wording_tests;
 
 use std::time::Duration;
 
@@ -165,28 +167,61 @@ impl Message {
             .join(" ")
     }
 
-    /// "Started …" or "Resolved after 1h 5m (started …)".
+    /// "Firing since …", or "Resolved after firing for 45m (from … to …)".
     pub fn timing_line(&self) -> String {
-        match &self.firing_for {
-            Some(d) => format!("Resolved after firing for {d} (since {})", self.starts_at),
-            None => format!("Firing since {}", self.starts_at),
+        match (self.status, &self.firing_for, &self.ends_at) {
+            (Status::Firing, _, _) => format!("Firing since {}", self.starts_at),
+            (Status::Resolved, Some(d), Some(end)) => format!(
+                "Resolved after firing for {d} (from {} to {end})",
+                self.starts_at
+            ),
+            (Status::Resolved, _, _) => format!("Resolved (firing since {})", self.starts_at),
+        }
+    }
+
+    /// The title without its leading `[FIRING] `, `[RESOLVED] `, `[ACKNOWLEDGED] `: for
+    /// layouts that lead with [`Message::badge`] already. A count stays: `[FIRING:3] PiHot …`
+    /// gives `3 alerts: PiHot …`. A user template's title stays whole.
+    pub fn title_after_badge(&self) -> String {
+        let Some((state, rest)) = self
+            .title
+            .strip_prefix('[')
+            .and_then(|t| t.split_once("] "))
+        else {
+            return self.title.clone();
+        };
+        match state.split_once(':') {
+            Some(("FIRING", n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+                format!("{n} alerts: {rest}")
+            }
+            _ if matches!(state, "FIRING" | "RESOLVED")
+                || self.notice.as_deref() == Some(state) =>
+            {
+                rest.to_owned()
+            }
+            _ => self.title.clone(),
         }
     }
 
     /// The plain-text body: a user template's body, or the default layout without the title.
+    /// A resolved message says that it resolved and how long it fired, not the firing summary,
+    /// which words the problem as current ("is under-volted now").
     pub fn plain_body(&self) -> String {
         if let Some(b) = &self.body {
             return b.clone();
         }
-        let mut lines = vec![self.summary.clone()];
-        if let Some(d) = &self.description {
-            lines.push(d.clone());
-        }
-        let ctx = self.context_line();
-        if !ctx.is_empty() {
-            lines.push(ctx);
-        }
-        lines.push(self.timing_line());
+        let ctx = Some(self.context_line()).filter(|c| !c.is_empty());
+        let lines: Vec<String> = match self.status {
+            Status::Firing => [Some(self.summary.clone()), self.description.clone(), ctx]
+                .into_iter()
+                .flatten()
+                .chain([self.timing_line()])
+                .collect(),
+            Status::Resolved => [Some(self.timing_line()), ctx]
+                .into_iter()
+                .flatten()
+                .collect(),
+        };
         lines.join("\n")
     }
 
@@ -264,6 +299,19 @@ mod tests {
         let r = Message::new(&n.events[1]);
         assert_eq!(r.firing_for.as_deref(), Some("45m"));
         assert!(r.plain_text().contains("Resolved after firing for 45m"));
+    }
+
+    #[test]
+    fn the_title_after_the_badge_keeps_a_count() {
+        let n = parse(crate::payload::tests_example().as_bytes()).expect("valid");
+        let mut m = Message::new(&n.events[0]);
+        assert_eq!(m.title_after_badge(), "PiHot on pi-17:9831");
+        m.title = "[FIRING:3] PiHot (incident #4)".into();
+        assert_eq!(m.title_after_badge(), "3 alerts: PiHot (incident #4)");
+        m.title = "[site] custom".into();
+        assert_eq!(m.title_after_badge(), "[site] custom");
+        m.title = "custom [x] title".into();
+        assert_eq!(m.title_after_badge(), "custom [x] title");
     }
 
     #[test]

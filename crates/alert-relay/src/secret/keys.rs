@@ -15,14 +15,104 @@ use crate::time::parse_duration;
 /// Why a configuration cannot be used. Every variant names the file or the key at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{}: cannot read: {source}", path.display())]
-    Read { path: PathBuf, source: io::Error },
+    /// The io error is part of the message, not a `source`: a chain printed with `{:#}` would
+    /// say it twice.
+    #[error("{}: cannot read: {error}", path.display())]
+    Read { path: PathBuf, error: io::Error },
     /// Syntax, an unknown key or a wrong type; serde-saphyr's message names line and column.
     #[error("{}: {message}", path.display())]
     Yaml { path: PathBuf, message: String },
     /// `key` is the dotted path of the offending key, e.g. `channels.ops-slack.webhook_url_file`.
     #[error("{key}: {message}")]
     Invalid { key: String, message: String },
+    /// Every error one validation found in independent parts of the file (never nested, at
+    /// least two), one per line, in the order found.
+    #[error("{}", lines(.0))]
+    Several(Vec<ConfigError>),
+}
+
+fn lines(errors: &[ConfigError]) -> String {
+    let each: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    each.join("\n")
+}
+
+impl ConfigError {
+    /// Each error on its own: this one, or every one of [`ConfigError::Several`].
+    pub fn each(&self) -> &[ConfigError] {
+        match self {
+            ConfigError::Several(all) => all,
+            one => std::slice::from_ref(one),
+        }
+    }
+}
+
+/// The errors found so far in a configuration. Validation of independent parts (sections,
+/// entries of a section, keys of an entry) reports into one `Problems` and goes on, so a
+/// single run names every error, each once; a part whose value others need reports its error
+/// and gives a stand-in that [`Problems::finish`] never lets out.
+#[derive(Debug, Default)]
+pub struct Problems {
+    found: Vec<ConfigError>,
+}
+
+impl Problems {
+    /// Records `error` (every one of a [`ConfigError::Several`]).
+    pub fn push(&mut self, error: ConfigError) {
+        match error {
+            ConfigError::Several(all) => self.found.extend(all),
+            one => self.found.push(one),
+        }
+    }
+
+    /// The value of `result`, or `None` with its error recorded.
+    pub fn keep<T>(&mut self, result: Result<T, ConfigError>) -> Option<T> {
+        result.map_err(|e| self.push(e)).ok()
+    }
+
+    /// The value of `result`, or `stand_in` with its error recorded.
+    pub fn or<T>(&mut self, result: Result<T, ConfigError>, stand_in: T) -> T {
+        self.keep(result).unwrap_or(stand_in)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.found.is_empty()
+    }
+
+    /// `value` when nothing was found; else the one error, or all of them.
+    pub fn finish<T>(self, value: T) -> Result<T, ConfigError> {
+        if self.found.is_empty() {
+            Ok(value)
+        } else {
+            Err(self.into_error())
+        }
+    }
+
+    /// `value` when nothing was found; else every error. Validation gives `None` only after
+    /// recording why, so `None` with nothing recorded is a bug of the validation: an error at
+    /// `key` rather than a panic.
+    pub fn finish_some<T>(self, key: &str, value: Option<T>) -> Result<T, ConfigError> {
+        match value {
+            Some(value) => self.finish(value),
+            None if self.found.is_empty() => Err(invalid(key, "could not be validated")),
+            None => Err(self.into_error()),
+        }
+    }
+
+    /// For a part that cannot go on without a value: records `error` and gives every error
+    /// found so far.
+    pub fn fail(mut self, error: ConfigError) -> ConfigError {
+        self.push(error);
+        self.into_error()
+    }
+
+    /// The one error, or all of them; only called with at least one.
+    fn into_error(mut self) -> ConfigError {
+        if self.found.len() == 1 {
+            self.found.remove(0)
+        } else {
+            ConfigError::Several(self.found)
+        }
+    }
 }
 
 /// The error for the key at `key`.

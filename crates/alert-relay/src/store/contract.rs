@@ -594,6 +594,7 @@ pub(crate) fn incident_fingerprints_and_on_call(db: &mut dyn Backend) {
     let second = with_route(routed(event("f2", Status::Firing, 2), &["a"]));
     let o = ingest_one(db, vec![second]);
     assert!(o.opened.is_empty(), "the group's incident is open");
+    assert_eq!(o.joined, [id], "named once, as joined");
     let mut fps = db.incident_fingerprints(id).expect("fingerprints");
     fps.sort();
     assert_eq!(fps, ["f1", "f2"]);
@@ -602,6 +603,12 @@ pub(crate) fn incident_fingerprints_and_on_call(db: &mut dyn Backend) {
         [("a".to_owned(), 0, "alice (rotation r)".to_owned())]
     );
     assert!(db.incident_fingerprints(999_999).expect("none").is_empty());
+    // Alertmanager resolves the group: the write names the incident it closed.
+    let mut resolved = routed(event("f1", Status::Resolved, 1), &["a"]);
+    resolved.group_resolved = true;
+    let o = ingest_one(db, vec![resolved]);
+    assert_eq!((o.resolved, o.closed.as_slice()), (1, [id].as_slice()));
+    assert_eq!(state(db, id), IncidentState::Resolved);
 }
 
 pub(crate) fn relay_clock_and_last_event_id(db: &mut dyn Backend) {

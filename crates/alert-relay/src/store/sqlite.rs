@@ -411,7 +411,8 @@ impl Backend for Sqlite {
     fn load(&mut self, id: i64) -> Result<Option<DeliveryJob>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT d.id, d.destination, d.state, d.attempts, d.created_at, d.next_attempt_at, e.alert,
-                    f.id, f.state, f.provider_ref, d.incident_id, d.step, d.notice, d.storm_id
+                    f.id, f.state, f.provider_ref, d.incident_id, d.step, d.notice, d.storm_id,
+                    f.incident_id
              FROM deliveries d
              JOIN alert_events e ON e.id = d.event_id
              LEFT JOIN deliveries f ON f.id = d.firing_delivery
@@ -429,7 +430,7 @@ impl Backend for Sqlite {
                     r.get::<_, String>(6)?,
                     r.get::<_, Option<i64>>(7)?,
                     r.get::<_, Option<String>>(8)?,
-                    r.get::<_, Option<String>>(9)?,
+                    (r.get::<_, Option<String>>(9)?, r.get::<_, Option<i64>>(14)?),
                     (
                         r.get::<_, Option<i64>>(10)?,
                         r.get::<_, i64>(11)?,
@@ -449,7 +450,7 @@ impl Backend for Sqlite {
             alert,
             fid,
             fstate,
-            fref,
+            (fref, fincident),
             (incident, step, notice, storm),
         )) = row
         else {
@@ -465,6 +466,7 @@ impl Backend for Sqlite {
                     StoreError::Corrupt(format!("delivery {delivery_id}: state {s:?}"))
                 })?,
                 provider_ref: fref,
+                incident: fincident,
             }),
             _ => None,
         };
@@ -1089,14 +1091,15 @@ impl<'c> IngestSql<'c> {
         Ok((inserted != 0).then(|| self.tx.last_insert_rowid()))
     }
 
-    /// Each route of a firing event joins its group's open incident or opens one (pushed to
-    /// `opened`); the first of them is the incident the event's deliveries belong to.
+    /// Each route of a firing event joins its group's open incident (pushed to `out.joined`
+    /// once) or opens one (pushed to `out.opened`); the first of them is the incident the
+    /// event's deliveries belong to.
     fn join_incidents(
         &mut self,
         e: &AlertEvent,
         routes: &[RouteRef],
         event_id: i64,
-        opened: &mut Vec<i64>,
+        out: &mut IngestOutcome,
     ) -> Result<Option<i64>, StoreError> {
         let mut incident = None;
         for r in routes {
@@ -1105,7 +1108,12 @@ impl<'c> IngestSql<'c> {
                 .query_row(params![e.group_key, r.route], |row| row.get(0))
                 .optional()?;
             let id = match existing {
-                Some(id) => id,
+                Some(id) => {
+                    if !out.joined.contains(&id) && !out.opened.contains(&id) {
+                        out.joined.push(id);
+                    }
+                    id
+                }
                 None => {
                     self.open_incident.execute(params![
                         e.group_key,
@@ -1115,7 +1123,7 @@ impl<'c> IngestSql<'c> {
                         self.now
                     ])?;
                     let id = self.tx.last_insert_rowid();
-                    opened.push(id);
+                    out.opened.push(id);
                     id
                 }
             };
@@ -1195,13 +1203,16 @@ fn ingest(
         }
         ingest_event(&mut sql, routed, &mut out)?;
     }
+    let mut resolve = tx.prepare_cached(
+        "UPDATE incidents SET state = 'resolved', resolved_at = ?2, resolved_by = 'Alertmanager',
+            updated_at = ?2 WHERE group_key = ?1 AND state != 'resolved' RETURNING id",
+    )?;
     for group in resolve_groups {
-        let n = tx.execute(
-            "UPDATE incidents SET state = 'resolved', resolved_at = ?2, resolved_by = 'Alertmanager',
-                updated_at = ?2 WHERE group_key = ?1 AND state != 'resolved'",
-            params![group, now],
-        )?;
-        out.resolved += n;
+        let ids = resolve
+            .query_map(params![group, now], |r| r.get::<_, i64>(0))?
+            .collect::<Result<Vec<i64>, _>>()?;
+        out.resolved += ids.len();
+        out.closed.extend(ids);
     }
     Ok(out)
 }
@@ -1220,7 +1231,7 @@ fn ingest_event(
     out.accepted += 1;
     // A group Alertmanager resolved opens no incident: this very write closes its incidents.
     let incident = if e.status == Status::Firing && !routed.group_resolved {
-        sql.join_incidents(e, &routed.routes, event_id, &mut out.opened)?
+        sql.join_incidents(e, &routed.routes, event_id, out)?
     } else {
         None
     };

@@ -115,7 +115,8 @@ async fn steps_ack_link_cli_and_resolve_through_the_binary() {
     let listing = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{listing}");
     assert!(
-        listing.contains("#1") && listing.contains("acked"),
+        listing.starts_with("#1      acknowledged PiHot ")
+            && listing.contains("(acknowledged by ack link from 127.0.0.1)"),
         "{listing}"
     );
     // Step 3 (6 s after the POST; the ack came well before) never comes.

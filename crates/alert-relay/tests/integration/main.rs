@@ -21,6 +21,7 @@ mod providers;
 mod redirects;
 mod storage;
 mod storm;
+mod story;
 mod support;
 mod systemd;
 mod tls;

@@ -106,7 +106,8 @@ fn delivery_state(id: i64, s: &str) -> Result<DeliveryState, StoreError> {
 pub(super) fn load(c: &mut impl GenericClient, id: i64) -> Result<Option<DeliveryJob>, StoreError> {
     let row = c.query_opt(
         "SELECT d.id, d.destination, d.state, d.attempts, d.created_at, d.next_attempt_at, e.alert,
-                f.id, f.state, f.provider_ref, d.incident_id, d.step, d.notice, d.storm_id
+                f.id, f.state, f.provider_ref, d.incident_id, d.step, d.notice, d.storm_id,
+                f.incident_id
          FROM deliveries d
          JOIN alert_events e ON e.id = d.event_id
          LEFT JOIN deliveries f ON f.id = d.firing_delivery
@@ -126,6 +127,7 @@ pub(super) fn load(c: &mut impl GenericClient, id: i64) -> Result<Option<Deliver
         (Some(fid), Some(s)) => Some(FiringRef {
             state: delivery_state(fid, s)?,
             provider_ref: r.try_get(9)?,
+            incident: r.try_get(14)?,
         }),
         _ => None,
     };

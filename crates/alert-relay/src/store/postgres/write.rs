@@ -526,6 +526,8 @@ fn ingest(
                 let (id, opened) = open_or_find_incident(tx, &e.group_key, r, event_id, now)?;
                 if opened {
                     out.opened.push(id);
+                } else if !out.joined.contains(&id) && !out.opened.contains(&id) {
+                    out.joined.push(id);
                 }
                 incident.get_or_insert(id);
             }
@@ -552,12 +554,15 @@ fn ingest(
         }
     }
     for group in resolve_groups {
-        let n = tx.execute(
+        let rows = tx.query(
             "UPDATE incidents SET state = 'resolved', resolved_at = $2, resolved_by = 'Alertmanager',
-                updated_at = $2 WHERE group_key = $1 AND state != 'resolved'",
+                updated_at = $2 WHERE group_key = $1 AND state != 'resolved' RETURNING id",
             &[&group, &now],
         )?;
-        out.resolved += usize::try_from(n).unwrap_or(usize::MAX);
+        for row in rows {
+            out.closed.push(row.try_get(0)?);
+        }
+        out.resolved = out.closed.len();
     }
     Ok(out)
 }
