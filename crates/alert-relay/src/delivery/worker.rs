@@ -19,6 +19,21 @@ use crate::payload::Status;
 use crate::store::{self, DeliveryJob, DeliveryState, PendingRef};
 use crate::time::now_millis;
 
+/// Logs what became of a delivery at `level`, with the delivery's fields (channel,
+/// destination, incident, kind, delivery id) before the given ones: the journal's story.
+macro_rules! log_outcome {
+    ($level:ident, $job:expr, $destination:expr, $($rest:tt)+) => {
+        tracing::$level!(
+            channel = %$destination.channel.name,
+            destination = %$destination.id,
+            incident = %Story($job),
+            kind = job_kind($job),
+            delivery = $job.id,
+            $($rest)+
+        )
+    };
+}
+
 /// Whether the worker goes on or stops (the engine is shutting down, or its queue is gone).
 #[must_use]
 enum Flow {
@@ -132,12 +147,10 @@ impl Worker {
             && matches!(f.state, DeliveryState::Dead | DeliveryState::Skipped)
         {
             let reason = format!("the firing notification was {}", f.state.as_str());
-            tracing::info!(
-                channel = %destination.channel.name,
-                destination = %destination.id,
-                incident = %Story(&job),
-                kind = job_kind(&job),
-                delivery = job.id,
+            log_outcome!(
+                info,
+                &job,
+                destination,
                 outcome = "skipped",
                 "not sent: {reason}"
             );
@@ -158,12 +171,10 @@ impl Worker {
             match admit(&self.shared, destination, job.id).await {
                 Some(true) => {}
                 Some(false) => {
-                    tracing::info!(
-                        channel = %destination.channel.name,
-                        destination = %destination.id,
-                        incident = %Story(&job),
-                        kind = job_kind(&job),
-                        delivery = job.id,
+                    log_outcome!(
+                        info,
+                        &job,
+                        destination,
                         outcome = "held",
                         "held back by the channel's budget; its overflow channels are told"
                     );
@@ -280,12 +291,10 @@ impl Worker {
                 if let Some(p) = pause {
                     self.paused_until = Instant::now() + p;
                 }
-                tracing::info!(
-                    channel = %destination.channel.name,
-                    destination = %destination.id,
-                    incident = %Story(job),
-                    kind = job_kind(job),
-                    delivery = job.id,
+                log_outcome!(
+                    info,
+                    job,
+                    destination,
                     attempt = attempts,
                     outcome = "delivered",
                     "delivered"
@@ -351,12 +360,10 @@ impl Worker {
             config.max_backoff,
             fastrand::f64(),
         );
-        tracing::warn!(
-            channel = %destination.channel.name,
-            destination = %destination.id,
-            incident = %Story(job),
-            kind = job_kind(job),
-            delivery = job.id,
+        log_outcome!(
+            warn,
+            job,
+            destination,
             attempt = attempts,
             outcome = "retry",
             reason,
@@ -401,12 +408,10 @@ pub(super) fn dead_letter(
         .dead_lettered
         .get_or_create(&failure_labels(destination, reason))
         .inc();
-    tracing::error!(
-        channel = %destination.channel.name,
-        destination = %destination.id,
-        incident = %Story(job),
-        kind = job_kind(job),
-        delivery = job.id,
+    log_outcome!(
+        error,
+        job,
+        destination,
         attempt,
         outcome = "dead",
         reason,
