@@ -94,6 +94,13 @@ fn cli() -> Command {
 }
 
 fn main() -> ExitCode {
+    // Package builds only: shell completions and man pages (`cargo xtask dist`).
+    #[cfg(feature = "cli-assets")]
+    if let Some(status) =
+        serving::cli_assets::run_if_asked(&std::env::args_os().collect::<Vec<_>>(), cli)
+    {
+        return status;
+    }
     let matches = cli().get_matches();
     serving::logging::init(serving::logging::options(&matches));
     // The workspace's single TLS crypto provider; reqwest panics without one.
