@@ -10,8 +10,10 @@
 //! dependencies and the doc's `apt install prometheus ...` are satisfied by what this machine has
 //! installed (`.ci/run` installs them), so no network is needed, and nothing the doc's commands
 //! do reaches the machine itself. `sudo` is the root shell itself there (`sudo -u USER` is
-//! `runuser`); systemd does not run inside, so `systemctl` works offline (`SYSTEMD_OFFLINE=1`):
-//! units are enabled, nothing is started. Needs root for the mounts (CI runs as root).
+//! `runuser`); systemd does not run inside, so `systemctl` works offline (`SYSTEMD_OFFLINE=1`,
+//! and `policy-rc.d` for the maintainer scripts): units are enabled, nothing is started, and
+//! what the services do once started is the e2e's part. Needs root for the mounts (CI runs as
+//! root).
 
 use std::os::unix::fs::MetadataExt as _;
 use std::os::unix::fs::PermissionsExt as _;
@@ -25,7 +27,9 @@ use crate::root;
 /// The line that marks the next fenced block of docs/install.md as run by this test.
 const MARK: &str = "<!-- install-test -->";
 
-/// The shell around the doc's blocks: `sudo` as the scratch root's root shell is.
+/// The shell around the doc's blocks: `sudo` as the scratch root's root shell is; `systemctl`
+/// as it works where systemd does not run: units are enabled, none is started (`--now`,
+/// `start`, `restart` say so and do nothing).
 const PRELUDE: &str = r#"set -euo pipefail
 sudo() {
     if [ "${1-}" = -u ]; then
@@ -35,6 +39,16 @@ sudo() {
     else
         "$@"
     fi
+}
+systemctl() {
+    local args=() arg
+    for arg in "$@"; do
+        [ "$arg" = --now ] && echo "install-test: no systemd here, not starting: systemctl $*" >&2 || args+=("$arg")
+    done
+    case "${args[0]-}" in
+        start | restart | reload | stop) echo "install-test: no systemd here: systemctl $* skipped" >&2 ;;
+        *) command systemctl "${args[@]}" ;;
+    esac
 }
 "#;
 
@@ -250,11 +264,16 @@ fn install(scratch: &Scratch, blocks: &[String], debs: &[PathBuf]) -> Result<()>
         let name = deb.file_name().context("a package without a name")?;
         std::fs::copy(deb, here.join(name))?;
     }
-    // `apt install` asks before it installs more than the package; the doc's reader answers.
+    // `apt install` asks before it installs more than the package (the doc's reader answers),
+    // and would upgrade an installed package named on its command line (no network here).
     std::fs::write(
         scratch.path("/etc/apt/apt.conf.d/99install-test"),
-        "APT::Get::Assume-Yes \"true\";\n",
+        "APT::Get::Assume-Yes \"true\";\nAPT::Get::Upgrade \"false\";\n",
     )?;
+    // The Debian way to keep maintainer scripts from starting services in a chroot.
+    let policy = scratch.path("/usr/sbin/policy-rc.d");
+    std::fs::write(&policy, "#!/bin/sh\nexit 101\n")?;
+    std::fs::set_permissions(&policy, std::fs::Permissions::from_mode(0o755))?;
     let script = format!("{PRELUDE}{}", blocks.concat());
     let output = scratch.shell(work, &script)?;
     eprintln!("{output}");

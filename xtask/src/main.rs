@@ -106,6 +106,17 @@ fn ci() -> Result<()> {
     ])?;
     // Every test binary runs even after one fails, so one CI run shows every failure.
     cargo(&["test", "--workspace", "--locked", "--no-fail-fast"])?;
+    // The completions and man pages code, off in the workspace build (package builds only).
+    cargo(&[
+        "test",
+        "--locked",
+        "-p",
+        "serving",
+        "--features",
+        "cli-assets",
+        "--lib",
+        "cli_assets",
+    ])?;
     e2e::check_assets()?;
     e2e::e2e(&[])?;
     actionlint(std::env::var_os("PIFLEET_REQUIRE_ACTIONLINT").is_some_and(|v| v == "1"))?;
