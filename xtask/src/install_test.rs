@@ -3,7 +3,8 @@
 //! `<!-- install-test -->` in the order written, then checks what they left: the users, the
 //! relay's `/etc/alert-relay/` (root:alert-relay 0750) and `/etc/default/alert-relay`, the
 //! files the doc writes (owners, modes), completions and man pages at their Debian paths, the
-//! enabled units, and `alert-relay check-config` passing as the service's user.
+//! enabled units, and `alert-relay check-config` passing as the service's user; then README.md's
+//! `check-config` command, which must work as written from a checkout.
 //!
 //! The scratch root is an overlay of this machine's root directory (its files read-only below,
 //! every write in a temporary upper directory), entered with `chroot`: the packages'
@@ -70,7 +71,16 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let blocks = marked_blocks(&doc)?;
     let debs = packages()?;
     let scratch = Scratch::mount()?;
-    let result = install(&scratch, &blocks, &debs).and_then(|()| check(&scratch));
+    let readme = std::fs::read_to_string(root().join("README.md"))?;
+    let relay_check = readme_relay_check(&readme)?;
+    let result = install(&scratch, &blocks, &debs)
+        .and_then(|()| check(&scratch))
+        .and_then(|()| {
+            // README.md's relay commands from a checkout, with the installed binary.
+            let out = scratch.shell(Path::new(WORK), &format!("set -eu\n{relay_check}"))?;
+            eprintln!("README.md's check-config:\n{out}");
+            Ok(())
+        });
     let unmounted = scratch.unmount();
     result?;
     unmounted?;
@@ -79,6 +89,31 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         blocks.len()
     );
     Ok(())
+}
+
+/// Where the doc's commands run in the scratch root: a checkout's files are there.
+const WORK: &str = "/root/pifleet";
+
+/// README.md's commands that check the relay's configuration (the `export`s and the
+/// `check-config` line of "Run the alert relay"), with `cargo run ... --` as the installed
+/// binary.
+fn readme_relay_check(readme: &str) -> Result<String> {
+    let section = readme
+        .split("\n## ")
+        .find(|s| s.starts_with("Run the alert relay"))
+        .context("README.md has no \"Run the alert relay\" section")?;
+    let lines: Vec<String> = section
+        .lines()
+        .filter(|l| l.starts_with("export ") || l.contains(" check-config "))
+        .map(|l| l.replace("cargo run --release -p alert-relay --", "alert-relay"))
+        .collect();
+    ensure!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("alert-relay check-config ")),
+        "README.md's \"Run the alert relay\" has no `cargo run --release -p alert-relay -- check-config` line"
+    );
+    Ok(lines.join("\n"))
 }
 
 /// The fenced `sh` blocks each directly after a [`MARK`] line, in order.
@@ -246,7 +281,7 @@ fn shell_quote(path: &Path) -> String {
 /// The doc's blocks, in a working directory that holds the repository's files (the doc runs
 /// from a checkout) and the packages, as its download steps would leave them.
 fn install(scratch: &Scratch, blocks: &[String], debs: &[PathBuf]) -> Result<()> {
-    let work = Path::new("/root/pifleet");
+    let work = Path::new(WORK);
     let here = scratch.path(&work.display().to_string());
     std::fs::create_dir_all(&here)?;
     for dir in ["prometheus", "grafana", "deploy"] {
@@ -293,7 +328,7 @@ fn id_of(scratch: &Scratch, file: &str, name: &str) -> Result<u32> {
 
 /// `path` is owned by `uid:gid` with `mode`.
 fn owned(scratch: &Scratch, path: &str, uid: u32, gid: u32, mode: u32) -> Result<()> {
-    let meta = std::fs::metadata(scratch.path(path)).with_context(|| format!("{path}"))?;
+    let meta = std::fs::metadata(scratch.path(path)).with_context(|| path.to_owned())?;
     let found = (meta.uid(), meta.gid(), meta.permissions().mode() & 0o7777);
     ensure!(
         found == (uid, gid, mode),
@@ -377,6 +412,19 @@ fn check(scratch: &Scratch) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_readme_relay_check_becomes_the_installed_binary() {
+        let readme = "# x\n\n## Run the alert relay\n\n```sh\nexport T=1   # why\n\
+                      cargo run --release -p alert-relay -- check-config a.yml\n\
+                      cargo run --release -p alert-relay -- run --config a.yml\n```\n\n## Next\n\
+                      cargo run --release -p alert-relay -- check-config other.yml\n";
+        assert_eq!(
+            super::readme_relay_check(readme).expect("found"),
+            "export T=1   # why\nalert-relay check-config a.yml"
+        );
+        assert!(super::readme_relay_check("## Run the alert relay\nnothing\n").is_err());
+    }
+
     #[test]
     fn marked_blocks_are_taken_in_order_and_others_left_out() {
         let doc = "intro\n<!-- install-test -->\n```sh\na=1\n```\n```sh\nwget x\n```\n\

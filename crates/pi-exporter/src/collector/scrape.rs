@@ -255,7 +255,7 @@ impl Scraper {
                 .iter()
                 .flat_map(MetricSet::families)
                 .filter(|f| !f.samples.is_empty())
-                .map(|f| (f.name.as_ref(), f.samples.len()))
+                .map(|f| (f.name, f.samples.len()))
                 .collect();
             if families.is_empty() {
                 // A failed run logged why already; nothing more to say.
