@@ -1100,6 +1100,53 @@ garbage-line
         assert!(!c.may_block());
     }
 
+    /// As the exporter runs it, through the scraper: the scrape after a disk is plugged in
+    /// measures it, and the collector stays successful (a failure is what logs a WARN).
+    #[tokio::test]
+    async fn through_the_scraper_a_new_mount_is_measured_and_nothing_fails() {
+        let recorder = Arc::new(ThreadRecorder::default());
+        let (dir, c) = collector(
+            "/dev/root /host ext4 rw 0 0\n",
+            Arc::clone(&recorder) as Arc<dyn StatFs>,
+        );
+        let scraper = crate::collector::Scraper::new(
+            vec![("filesystem", Arc::new(c) as Arc<dyn Collector>)],
+            Duration::from_secs(5),
+        );
+        let success = |set: &MetricSet| {
+            set.get("rpi_exporter_collector_success")?
+                .samples
+                .iter()
+                .find(|s| s.labels.iter().any(|(_, v)| v == "filesystem"))
+                .map(|s| s.value)
+        };
+        for _ in 0..2 {
+            let set = scraper.scrape(None).await;
+            assert_eq!(success(&set), Some(1.0));
+        }
+        std::fs::write(
+            dir.path().join("proc/self/mounts"),
+            "/dev/root /host ext4 rw 0 0\n/dev/sda1 /host/media exfat rw 0 0\n",
+        )
+        .expect("rewrite");
+        let set = scraper.scrape(None).await;
+        assert_eq!(success(&set), Some(1.0), "the new mount failed the scrape");
+        assert_eq!(
+            value(&set, "rpi_filesystem_size_bytes", "/media"),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&set, "rpi_filesystem_device_error", "/media"),
+            Some(0.0)
+        );
+        let set = scraper.scrape(None).await;
+        assert_eq!(success(&set), Some(1.0));
+        assert_eq!(
+            value(&set, "rpi_filesystem_size_bytes", "/media"),
+            Some(1.0)
+        );
+    }
+
     #[test]
     fn missing_mount_table_is_an_error_not_a_panic() {
         let ctx = BuildContext {
