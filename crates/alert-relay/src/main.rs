@@ -127,6 +127,13 @@ fn check_config(file: &std::path::Path, web_config: Option<&std::path::Path>) ->
 }
 
 fn main() -> ExitCode {
+    // Package builds only: shell completions and man pages (`cargo xtask dist`).
+    #[cfg(feature = "cli-assets")]
+    if let Some(status) =
+        serving::cli_assets::run_if_asked(&std::env::args_os().collect::<Vec<_>>(), cli)
+    {
+        return status;
+    }
     let matches = cli().get_matches();
     serving::logging::init(serving::logging::options(&matches));
     // The workspace's single TLS crypto provider; reqwest panics without one.

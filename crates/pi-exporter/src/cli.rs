@@ -56,7 +56,9 @@ pub struct DoctorCommand {
 /// Flags take durations in the syntax of the web configuration.
 pub use serving::duration::parse as parse_duration;
 
-fn command() -> Command {
+/// The clap definition of every flag and subcommand (also the source of the packaged shell
+/// completions and man pages).
+pub fn command() -> Command {
     Command::new("pi-exporter")
         .version(env!("CARGO_PKG_VERSION"))
         .about("Prometheus exporter for Raspberry Pi health: firmware, storage, clock and power")

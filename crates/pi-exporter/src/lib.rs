@@ -52,7 +52,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         },
         doctor: config.doctor_collector.clone(),
     };
-    tracing::info!(collectors = ?config.collectors, paths = ?config.paths, "starting pi-exporter {}", env!("CARGO_PKG_VERSION"));
+    tracing::info!(
+        collectors = %config.collectors.join(","),
+        "starting pi-exporter {}",
+        env!("CARGO_PKG_VERSION")
+    );
+    // The paths only when they are not the machine's own (a container's mounts, a fixture).
+    if let Some(paths) = config.paths.describe_non_default() {
+        tracing::info!("reading {paths}");
+    }
     let collectors = registry::build_enabled(&context, &config.collectors);
     // Kept to tell each collector of a clean stop once serving has ended.
     let stoppable: Vec<_> = collectors.iter().map(|(_, c)| Arc::clone(c)).collect();

@@ -2,6 +2,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 fn main() -> ExitCode {
+    // Package builds only: shell completions and man pages (`cargo xtask dist`).
+    #[cfg(feature = "cli-assets")]
+    if let Some(status) = serving::cli_assets::run_if_asked(
+        &std::env::args_os().collect::<Vec<_>>(),
+        pi_exporter::cli::command,
+    ) {
+        return status;
+    }
     let config = pi_exporter::cli::parse();
     if let Some(command) = config.doctor {
         // The report goes to stdout; logs (warnings only) to stderr, so JSON stays parseable.

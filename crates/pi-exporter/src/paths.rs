@@ -43,6 +43,23 @@ impl Paths {
         self.rootfs.join(absolute.trim_start_matches('/'))
     }
 
+    /// The paths that differ from the machine's own, as `procfs PATH, rootfs PATH` for the
+    /// start-up log; `None` when all are the defaults.
+    pub fn describe_non_default(&self) -> Option<String> {
+        let default = Self::default();
+        let parts: Vec<String> = [
+            ("procfs", &self.procfs, &default.procfs),
+            ("sysfs", &self.sysfs, &default.sysfs),
+            ("rootfs", &self.rootfs, &default.rootfs),
+            ("devfs", &self.devfs, &default.devfs),
+        ]
+        .into_iter()
+        .filter(|(_, path, default)| path != default)
+        .map(|(name, path, _)| format!("{name} {}", path.display()))
+        .collect();
+        (!parts.is_empty()).then(|| parts.join(", "))
+    }
+
     /// Removes the rootfs prefix from a mount point as the kernel reports it, so a containerised
     /// exporter with `--path.rootfs=/host` reports `/boot`, not `/host/boot`.
     pub fn strip_rootfs<'a>(&self, mountpoint: &'a str) -> &'a str {
@@ -75,5 +92,19 @@ mod tests {
         let default = Paths::default();
         assert_eq!(default.strip_rootfs("/boot"), "/boot");
         assert_eq!(paths.rooted("/boot"), PathBuf::from("/host/boot"));
+    }
+
+    #[test]
+    fn describes_only_the_paths_that_differ() {
+        assert_eq!(Paths::default().describe_non_default(), None);
+        let paths = Paths {
+            procfs: "/host/proc".into(),
+            rootfs: "/host".into(),
+            ..Paths::default()
+        };
+        assert_eq!(
+            paths.describe_non_default().as_deref(),
+            Some("procfs /host/proc, rootfs /host")
+        );
     }
 }

@@ -10,6 +10,8 @@
 //! This crate depends on neither binary; each binary keeps only its handlers.
 
 pub mod admission;
+#[cfg(feature = "cli-assets")]
+pub mod cli_assets;
 pub mod duration;
 pub mod logging;
 pub mod process;

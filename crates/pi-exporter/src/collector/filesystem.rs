@@ -9,10 +9,12 @@
 //! The exception: a mount of a type that answers `statvfs` from counters in memory
 //! ([`IN_MEMORY_STATFS`]), not at an automount point (an `autofs` entry for the same target),
 //! once one call of it has returned through the worker, is asked directly. When every mount of
-//! the last scrape was such a one, the collector does not block ([`Collector::may_block`]) and
-//! runs on the serving thread; such a run asks only those mounts directly and never waits for
-//! the worker: a mount that appeared since is reported without sizes or `device_error`, fails
-//! the collector for that scrape ("not measured") and sends the next scrape to the pool.
+//! the last scrape was such a one and the mount table is the one that scrape read, the collector
+//! does not block ([`Collector::may_block`]) and runs on the serving thread; a changed table
+//! (a new mount) sends the scrape to the pool, which measures the new mount through the worker.
+//! A run on the serving thread never waits for the worker: a mount that appeared in the
+//! microseconds between that check and the run is reported without sizes or `device_error` (not
+//! a failure: it is measured by the next scrape, on the pool).
 //! Mounts are recognised by their mount ID (`<procfs>/self/mountinfo`; a procfs without it, such
 //! as some fixture trees, is read through `self/mounts` and mounts are recognised by device and
 //! mount point), so a different filesystem mounted at the same place is a new mount.
@@ -314,6 +316,9 @@ pub struct FilesystemCollector {
     answered: Mutex<HashSet<(String, PathBuf)>>,
     /// Every mount of the last scrape was in `answered`: the next scrape cannot block.
     all_answered: AtomicBool,
+    /// `may_block`'s last check found a mount table other than the selection's: the run it
+    /// announced is on the pool and measures the new mounts through the worker.
+    table_changed: AtomicBool,
 }
 
 /// The mounts to report, derived from one version of the mount table.
@@ -373,6 +378,7 @@ impl FilesystemCollector {
             selection: Mutex::new(None),
             answered: Mutex::new(HashSet::new()),
             all_answered: AtomicBool::new(false),
+            table_changed: AtomicBool::new(false),
         }
     }
 
@@ -502,6 +508,22 @@ impl FilesystemCollector {
 }
 
 impl FilesystemCollector {
+    /// The mount table: `mountinfo` for the mount IDs; a procfs without it (some fixture trees)
+    /// has `mounts`. Returns its path, its text and whether it is `mountinfo`.
+    fn read_table(&self) -> Result<(PathBuf, String, bool), CollectError> {
+        let info_path = self.paths.proc("self/mountinfo");
+        match std::fs::read_to_string(&info_path) {
+            Ok(text) => Ok((info_path, text, true)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let path = self.paths.proc("self/mounts");
+                let text =
+                    std::fs::read_to_string(&path).map_err(|e| CollectError::io(&path, e))?;
+                Ok((path, text, false))
+            }
+            Err(e) => Err(CollectError::io(&info_path, e)),
+        }
+    }
+
     /// The mounts to report from this mount table (`mountinfo` when `info`, else `mounts`).
     fn select(&self, table: String, info: bool) -> Arc<Selection> {
         let mut cache = self
@@ -554,21 +576,11 @@ impl FilesystemCollector {
 
 impl Collector for FilesystemCollector {
     fn collect(&self, out: &mut MetricSet) -> Result<(), CollectError> {
-        // What `may_block` answered for this run (the scraper checks it under the run lock, and
-        // only `collect` changes it): a run on the serving thread never waits for the worker.
-        let wait = !self.all_answered.load(Ordering::Acquire);
-        // mountinfo for the mount IDs; a procfs without it (some fixture trees) has mounts.
-        let info_path = self.paths.proc("self/mountinfo");
-        let (path, text, info) = match std::fs::read_to_string(&info_path) {
-            Ok(text) => (info_path, text, true),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let path = self.paths.proc("self/mounts");
-                let text =
-                    std::fs::read_to_string(&path).map_err(|e| CollectError::io(&path, e))?;
-                (path, text, false)
-            }
-            Err(e) => return Err(CollectError::io(&info_path, e)),
-        };
+        // What `may_block` answered for this run (the scraper checks it under the run lock
+        // before an inline run): a run on the serving thread never waits for the worker.
+        let wait = !self.all_answered.load(Ordering::Acquire)
+            || self.table_changed.load(Ordering::Acquire);
+        let (path, text, info) = self.read_table()?;
         let selection = self.select(text, info);
         let (selected, automounted, malformed) = (
             &selection.mounts,
@@ -654,12 +666,12 @@ impl Collector for FilesystemCollector {
                         mount.mountpoint
                     )));
                 }
-                StatOutcome::NotMeasured => {
-                    failures.push(CollectError::Other(format!(
-                        "{}: new mount, not measured this scrape",
-                        mount.mountpoint
-                    )));
-                }
+                // Mounted between `may_block`'s look at the table and this run: the next
+                // scrape measures it on the pool; nothing failed.
+                StatOutcome::NotMeasured => tracing::debug!(
+                    mountpoint = %mount.mountpoint,
+                    "filesystem: new mount, measured from the next scrape on"
+                ),
             }
         }
         failures.skipped_lines(&path, malformed);
@@ -667,11 +679,25 @@ impl Collector for FilesystemCollector {
     }
 
     /// Blocks until every mount is of an in-memory type, not at an automount point, and has
-    /// answered once. A mount that appears between two scrapes is not measured by a scrape that
-    /// runs on the serving thread; that scrape turns this true, so the next one measures it on
-    /// the pool.
+    /// answered once, and whenever the mount table changed since the last run (a new mount is
+    /// measured through the worker by the scrape that first sees it). Reading the table here
+    /// costs one read of kernel memory per scrape.
     fn may_block(&self) -> bool {
-        !self.all_answered.load(Ordering::Acquire)
+        if !self.all_answered.load(Ordering::Acquire) {
+            return true;
+        }
+        let changed = match self.read_table() {
+            Ok((_, text, _)) => self
+                .selection
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_ref()
+                .is_none_or(|s| s.table != text),
+            // The run fails on the same read, at once: no reason to use the pool.
+            Err(_) => false,
+        };
+        self.table_changed.store(changed, Ordering::Release);
+        changed
     }
 }
 
@@ -886,15 +912,16 @@ garbage-line
         let here = std::thread::current().name().map(str::to_owned);
         assert_eq!(threads(&recorder), [here.clone(), here.clone()]);
 
-        // A network mount appears: a run here leaves it out and sends the next scrape to the
-        // pool, where only it goes through the worker, and scrapes keep blocking.
+        // A network mount appears after the scraper chose this thread: the run leaves it out
+        // (not a failure) and sends the next scrape to the pool, where only it goes through
+        // the worker, and scrapes keep blocking.
         std::fs::write(
             dir.path().join("proc/self/mounts"),
             "/dev/root /host ext4 rw 0 0\ntmpfs /host/run tmpfs rw 0 0\nnas:/x /host/nas nfs4 rw 0 0\n",
         )
         .expect("rewrite");
         c.collect(&mut MetricSet::new())
-            .expect_err("nas not measured");
+            .expect("nas not measured yet");
         assert!(c.may_block());
         assert_eq!(threads(&recorder), [here.clone(), here.clone()]);
         c.collect(&mut MetricSet::new()).expect("collect");
@@ -928,17 +955,12 @@ garbage-line
         .expect("rewrite");
         let started = std::time::Instant::now();
         let mut set = MetricSet::new();
-        let err = c
-            .collect(&mut set)
-            .expect_err("the new mount is not measured");
+        c.collect(&mut set)
+            .expect("a mount not measured yet is not a failure");
         assert!(
             started.elapsed() < Duration::from_secs(1),
             "waited {:?} on the serving thread",
             started.elapsed()
-        );
-        assert!(
-            err.to_string().contains("/hang: new mount, not measured"),
-            "{err}"
         );
         assert_eq!(value(&set, "rpi_filesystem_size_bytes", "/"), Some(1000.0));
         assert_eq!(value(&set, "rpi_filesystem_readonly", "/hang"), Some(0.0));
@@ -996,10 +1018,7 @@ garbage-line
 
         // Another stick, same device name and place: a new mount ID.
         std::fs::write(&info, "31 1 8:1 / /host/media rw - vfat /dev/sda1 rw\n").expect("write");
-        c.collect(&mut MetricSet::new())
-            .expect_err("not measured on the serving thread");
-        assert!(recorder.0.lock().expect("lock").is_empty());
-        assert!(c.may_block());
+        assert!(c.may_block(), "a changed table sends the run to the pool");
         c.collect(&mut MetricSet::new())
             .expect("through the worker");
         let calls = recorder.0.lock().expect("lock").clone();
@@ -1028,11 +1047,104 @@ garbage-line
             "/dev/root /host ext4 ro 0 0\n/dev/sdb1 /host/data ext4 rw 0 0\n",
         )
         .expect("rewrite");
-        // A run on the serving thread (the root had answered) lists the new disk unmeasured.
         let mut after = MetricSet::new();
         let _ = c.collect(&mut after);
         assert_eq!(value(&after, "rpi_filesystem_readonly", "/"), Some(1.0));
         assert_eq!(value(&after, "rpi_filesystem_readonly", "/data"), Some(0.0));
+    }
+
+    /// A disk plugged in between two scrapes: the next scrape measures it (on the pool, through
+    /// the worker) and the collector does not fail for it.
+    #[test]
+    fn a_new_mount_is_measured_by_the_next_scrape_without_failing() {
+        let recorder = Arc::new(ThreadRecorder::default());
+        let (dir, c) = collector(
+            "/dev/root /host ext4 rw 0 0\n",
+            Arc::clone(&recorder) as Arc<dyn StatFs>,
+        );
+        c.collect(&mut MetricSet::new())
+            .expect("through the worker");
+        c.collect(&mut MetricSet::new()).expect("directly");
+        assert!(
+            !c.may_block(),
+            "an unchanged table of answered mounts runs inline"
+        );
+        recorder.0.lock().expect("lock").clear();
+
+        std::fs::write(
+            dir.path().join("proc/self/mounts"),
+            "/dev/root /host ext4 rw 0 0\n/dev/sda1 /host/media vfat rw 0 0\n",
+        )
+        .expect("rewrite");
+        assert!(
+            c.may_block(),
+            "the scrape that sees the new mount runs on the pool"
+        );
+        let mut set = MetricSet::new();
+        c.collect(&mut set)
+            .expect("the new mount is measured, nothing failed");
+        assert_eq!(
+            value(&set, "rpi_filesystem_size_bytes", "/media"),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&set, "rpi_filesystem_device_error", "/media"),
+            Some(0.0)
+        );
+        assert_eq!(value(&set, "rpi_filesystem_size_bytes", "/"), Some(1.0));
+        let calls = recorder.0.lock().expect("lock").clone();
+        let media: Vec<_> = calls.iter().filter(|(p, _)| p.ends_with("media")).collect();
+        assert_eq!(media.len(), 1);
+        assert_eq!(media[0].1.as_deref(), Some("statvfs"), "through the worker");
+        // Answered once now: back on the serving thread.
+        assert!(!c.may_block());
+    }
+
+    /// As the exporter runs it, through the scraper: the scrape after a disk is plugged in
+    /// measures it, and the collector stays successful (a failure is what logs a WARN).
+    #[tokio::test]
+    async fn through_the_scraper_a_new_mount_is_measured_and_nothing_fails() {
+        let recorder = Arc::new(ThreadRecorder::default());
+        let (dir, c) = collector(
+            "/dev/root /host ext4 rw 0 0\n",
+            Arc::clone(&recorder) as Arc<dyn StatFs>,
+        );
+        let scraper = crate::collector::Scraper::new(
+            vec![("filesystem", Arc::new(c) as Arc<dyn Collector>)],
+            Duration::from_secs(5),
+        );
+        let success = |set: &MetricSet| {
+            set.get("rpi_exporter_collector_success")?
+                .samples
+                .iter()
+                .find(|s| s.labels.iter().any(|(_, v)| v == "filesystem"))
+                .map(|s| s.value)
+        };
+        for _ in 0..2 {
+            let set = scraper.scrape(None).await;
+            assert_eq!(success(&set), Some(1.0));
+        }
+        std::fs::write(
+            dir.path().join("proc/self/mounts"),
+            "/dev/root /host ext4 rw 0 0\n/dev/sda1 /host/media exfat rw 0 0\n",
+        )
+        .expect("rewrite");
+        let set = scraper.scrape(None).await;
+        assert_eq!(success(&set), Some(1.0), "the new mount failed the scrape");
+        assert_eq!(
+            value(&set, "rpi_filesystem_size_bytes", "/media"),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&set, "rpi_filesystem_device_error", "/media"),
+            Some(0.0)
+        );
+        let set = scraper.scrape(None).await;
+        assert_eq!(success(&set), Some(1.0));
+        assert_eq!(
+            value(&set, "rpi_filesystem_size_bytes", "/media"),
+            Some(1.0)
+        );
     }
 
     #[test]

@@ -177,6 +177,31 @@ impl Slot {
     }
 }
 
+/// At most this many characters of family names in a start-up inventory line.
+const INVENTORY_NAMES_WIDTH: usize = 100;
+
+/// `12 series: rpi_load1 rpi_load5 … and 3 more`: the count and as many family names as fit
+/// in [`INVENTORY_NAMES_WIDTH`].
+fn inventory_summary(families: &[(&str, usize)]) -> String {
+    let series: usize = families.iter().map(|(_, n)| n).sum();
+    let mut names = String::new();
+    let mut shown = 0;
+    for (family, _) in families {
+        if shown > 0 && names.len() + 1 + family.len() > INVENTORY_NAMES_WIDTH {
+            break;
+        }
+        if shown > 0 {
+            names.push(' ');
+        }
+        names.push_str(family);
+        shown += 1;
+    }
+    match families.len() - shown {
+        0 => format!("{series} series: {names}"),
+        more => format!("{series} series: {names} and {more} more"),
+    }
+}
+
 /// Runs the enabled collectors for each scrape.
 pub struct Scraper {
     slots: Arc<[Slot]>,
@@ -221,33 +246,43 @@ impl Scraper {
     }
 
     /// Runs every collector once and logs what each found, so the start-up log says which
-    /// sources this machine has (and which it lacks) without repeating it on every scrape.
+    /// sources this machine has (and which it lacks) without repeating it on every scrape. One
+    /// short line per collector; `--log.level=debug` adds every family's name.
     pub async fn log_inventory(&self) {
         for (name, outcome) in self.run(None).await {
-            let families: Vec<String> = outcome
+            let families: Vec<(&str, usize)> = outcome
                 .metrics
                 .iter()
                 .flat_map(MetricSet::families)
                 .filter(|f| !f.samples.is_empty())
-                .map(|f| format!("{}({})", f.name, f.samples.len()))
+                .map(|f| (f.name, f.samples.len()))
                 .collect();
-            if outcome.ok {
-                tracing::info!(
-                    collector = name,
-                    "found {}",
-                    if families.is_empty() {
-                        "nothing to report".to_owned()
-                    } else {
-                        families.join(" ")
-                    }
-                );
-            } else {
-                tracing::warn!(
-                    collector = name,
-                    "incomplete at start-up; found {}",
-                    families.join(" ")
-                );
+            if families.is_empty() {
+                // A failed run logged why already; nothing more to say.
+                if outcome.ok {
+                    tracing::info!(collector = name, "found nothing to report");
+                }
+                continue;
             }
+            tracing::info!(
+                collector = name,
+                "found {}{}",
+                inventory_summary(&families),
+                if outcome.ok {
+                    ""
+                } else {
+                    ", the rest missing (see above)"
+                }
+            );
+            tracing::debug!(
+                collector = name,
+                "found {}",
+                families
+                    .iter()
+                    .map(|(family, series)| format!("{family}({series})"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
         }
     }
 
@@ -408,6 +443,26 @@ fn append_process(out: &mut MetricSet) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_inventory_line_names_what_fits_and_counts_the_rest() {
+        let families = [
+            ("rpi_filesystem_readonly", 5),
+            ("rpi_filesystem_device_error", 5),
+            ("rpi_filesystem_size_bytes", 5),
+            ("rpi_filesystem_free_bytes", 5),
+            ("rpi_filesystem_avail_bytes", 5),
+        ];
+        assert_eq!(
+            super::inventory_summary(&families),
+            "25 series: rpi_filesystem_readonly rpi_filesystem_device_error \
+             rpi_filesystem_size_bytes and 2 more"
+        );
+        assert_eq!(
+            super::inventory_summary(&[("rpi_load1", 1)]),
+            "1 series: rpi_load1"
+        );
+    }
+
     use super::*;
     use crate::collector::CollectError;
     use std::sync::mpsc;

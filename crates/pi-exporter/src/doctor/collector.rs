@@ -115,12 +115,17 @@ impl DoctorCollector {
         let spawned = periodic::spawn("doctor", options.interval, First::Now, {
             let shared = Arc::clone(&shared);
             move || {
-                // The private sources probe and log like the exporter's own collectors: the
-                // span marks their lines as the doctor's, so they do not read as a second start.
                 let _span = tracing::info_span!("doctor").entered();
-                // Built here, not in `new`: probing the sources must not delay start-up.
-                let sources = sources
-                    .get_or_insert_with(|| Sources::build(&inputs.context, options.interval));
+                // Built here, not in `new`: probing the sources must not delay start-up. They
+                // probe what the exporter's own collectors probed a moment ago, and would log
+                // each line a second time: built without logging (what they find shows in the
+                // doctor's checks).
+                let sources = sources.get_or_insert_with(|| {
+                    tracing::subscriber::with_default(
+                        tracing::subscriber::NoSubscriber::default(),
+                        || Sources::build(&inputs.context, options.interval),
+                    )
+                });
                 let findings = doctor::run(&inputs, sources);
                 let at_unix_seconds = SystemTime::now()
                     .duration_since(UNIX_EPOCH)

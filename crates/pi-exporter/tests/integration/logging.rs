@@ -107,3 +107,81 @@ fn metrics_include_the_process_metrics() {
     assert!(sane, "started {age} s ago:\n{body}");
     assert!(body.contains("# TYPE process_cpu_seconds_total counter\n"));
 }
+
+/// What an operator reads in the journal when the exporter starts: short lines, each said once,
+/// no Rust debug output.
+#[test]
+fn start_up_lines_are_short_and_each_said_once() {
+    let board = concat!(env!("CARGO_MANIFEST_DIR"), "/boards/pi4-throttled.yaml");
+    for (fixture, extra) in [
+        ("pi4-sd", vec![format!("--simulate.board={board}")]),
+        ("doctor-prepared", vec![]),
+    ] {
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let exporter = Exporter::on_fixture(fixture, &extra);
+        let listening =
+            |lines: &[String]| lines.iter().any(|l| field(l, "msg") == Some("listening"));
+        let mut lines = lines_until(&exporter, listening);
+        // The doctor's first run (its private sources probe then) ends soon after start-up.
+        std::thread::sleep(Duration::from_millis(500));
+        lines.extend(exporter.log_lines());
+        assert!(listening(&lines), "{fixture}: {lines:#?}");
+        let messages: Vec<String> = lines
+            .iter()
+            .map(|l| {
+                l.split_once(" level=")
+                    .map_or(l.as_str(), |(_, rest)| rest)
+                    .to_owned()
+            })
+            .collect();
+        // What a line says: its message and collector (a span or other fields do not make a
+        // probe's second line a different one).
+        let said: Vec<(Option<&str>, Option<&str>, &str)> = lines
+            .iter()
+            .map(|l| (field(l, "msg"), field(l, "collector"), l.as_str()))
+            .map(|(msg, collector, l)| (msg, collector, if msg.is_some() { "" } else { l }))
+            .collect();
+        for (index, message) in messages.iter().enumerate() {
+            assert!(
+                !said[..index].contains(&said[index]),
+                "{fixture}: said twice: {message}\n{lines:#?}"
+            );
+            for debug_output in ["Paths {", "[\"", "incomplete at start-up", "found \""] {
+                assert!(
+                    !message.contains(debug_output),
+                    "{fixture}: {debug_output:?} in {message}"
+                );
+            }
+            // Measured as on a Pi, where the paths are /proc, /sys and / (here a checkout's).
+            let root = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/");
+            let as_on_a_pi = message.replace(&format!("{root}{fixture}"), "");
+            if message.starts_with("info") {
+                assert!(
+                    as_on_a_pi.len() <= 180,
+                    "{fixture}: {} characters: {message}",
+                    as_on_a_pi.len()
+                );
+            }
+        }
+        // The inventory: one line per collector that found something, none for nothing found
+        // after a failure.
+        let inventory: Vec<&str> = lines
+            .iter()
+            .filter(|l| field(l, "msg").is_some_and(|m| m.starts_with("found ")))
+            .filter_map(|l| field(l, "collector"))
+            .collect();
+        assert!(inventory.contains(&"filesystem"), "{fixture}: {lines:#?}");
+        let mut unique = inventory.clone();
+        unique.dedup();
+        assert_eq!(unique, inventory, "{fixture}");
+        let start = lines
+            .iter()
+            .find(|l| field(l, "msg") == Some("starting pi-exporter 0.1.0"))
+            .unwrap_or_else(|| panic!("{fixture}: no start line in {lines:#?}"));
+        assert_eq!(
+            field(start, "collectors"),
+            Some("filesystem,storage,firmware,system,history,rtc,time,doctor"),
+            "{start}"
+        );
+    }
+}

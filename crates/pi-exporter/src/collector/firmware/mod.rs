@@ -137,10 +137,10 @@ impl Devices {
 
 /// The one log line for a mailbox that cannot be opened.
 fn open_failure(path: &Path, error: &io::Error) -> String {
-    let fallback = "reading the firmware's state from sysfs instead (temperature, under-voltage alarm; no clocks, voltages or throttling history)";
+    let fallback = "firmware state from sysfs instead (temperature, under-voltage; no clocks, voltages, throttling history)";
     match error.kind() {
         io::ErrorKind::NotFound => format!(
-            "no {} (not a Raspberry Pi, or a container without the device): {fallback}",
+            "no {} (not a Pi, or a container without it): {fallback}",
             path.display()
         ),
         io::ErrorKind::PermissionDenied => format!(
@@ -274,13 +274,20 @@ impl Probed {
             );
             return None;
         }
+        // One short line at start-up; the lists (dozens of tags) only for a debugging session.
         tracing::info!(
             device = %devices.name,
-            "firmware mailbox answers {} readings: {:?}; GENCMD get_throttled: {throttled_by_gencmd}, pmic_read_adc: {pmic}; not answered: [{}]; absent on this board: {:?}",
+            "firmware mailbox: {} readings, {} not answered, {} absent on this board; get_throttled by GENCMD: {}, pmic_read_adc: {}",
             accepted.len(),
-            accepted,
+            rejected.len(),
+            absent.len(),
+            yes_no(throttled_by_gencmd),
+            yes_no(pmic),
+        );
+        tracing::debug!(
+            device = %devices.name,
+            "firmware mailbox readings: {accepted:?}; not answered: [{}]; absent: {absent:?}",
             rejected.join(", "),
-            absent,
         );
         Some(Self {
             devices,
@@ -289,6 +296,10 @@ impl Probed {
             pmic,
         })
     }
+}
+
+fn yes_no(value: bool) -> &'static str {
+    if value { "yes" } else { "no" }
 }
 
 /// The throttled word and whether its sticky bits mean "since boot".
