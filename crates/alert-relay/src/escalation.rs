@@ -601,6 +601,7 @@ mod tests {
                     }],
                     group_resolved: false,
                     on_call: Default::default(),
+                    no_resolved: Default::default(),
                 }])
                 .await
                 .expect("ingest");
@@ -622,6 +623,7 @@ mod tests {
                     routes: Vec::new(),
                     group_resolved: true,
                     on_call: Default::default(),
+                    no_resolved: Default::default(),
                 }])
                 .await
                 .expect("ingest");

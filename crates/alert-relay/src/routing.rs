@@ -2,6 +2,8 @@
 //! (more when a route says `continue: true`), that route's policy, the policy's first step.
 //! Pure: rotations are resolved at the instant the caller passes.
 
+pub mod route_test;
+
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;

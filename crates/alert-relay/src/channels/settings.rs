@@ -65,6 +65,10 @@ pub enum Key {
     Plain(&'static str, Kind),
     /// A secret: `name` inline, `name_file` or `name_env`.
     Secret(&'static str),
+    /// Alertmanager's name for one of the provider's own keys: `Alias("auth_username",
+    /// "username")`. For a secret it covers `_file` and `_env` too. Read as the key it stands
+    /// for ([`ProviderKeys::apply_aliases`]); setting both names is an error naming both.
+    Alias(&'static str, &'static str),
 }
 
 /// The YAML shape of a provider key's value.
@@ -78,13 +82,15 @@ pub enum Kind {
     I64,
     /// A map of strings (`headers:`).
     Map,
-    /// A list of strings.
+    /// A list of strings; an entry may also be `{ address: X, send_resolved: false }`, for
+    /// lists whose entries are destinations (Twilio's `to:`).
     List,
 }
 
 impl Key {
-    /// The key names it stands for, with their kinds.
-    fn names(&self) -> Vec<(String, Kind)> {
+    /// The key names it stands for, with their kinds; an alias takes those of its target among
+    /// `all` (the provider's keys).
+    fn names(&self, all: &[Key]) -> Vec<(String, Kind)> {
         match *self {
             Key::Plain(name, kind) => vec![(name.to_owned(), kind)],
             Key::Secret(name) => vec![
@@ -92,16 +98,39 @@ impl Key {
                 (format!("{name}_file"), Kind::Path),
                 (format!("{name}_env"), Kind::Str),
             ],
+            Key::Alias(alias, target) => alias_pairs(alias, target, all)
+                .into_iter()
+                .map(|(a, _, kind)| (a, kind))
+                .collect(),
         }
     }
 
-    fn contains(&self, key: &str) -> bool {
-        match *self {
-            Key::Plain(name, _) => name == key,
-            Key::Secret(name) => key
-                .strip_prefix(name)
-                .is_some_and(|rest| matches!(rest, "" | "_file" | "_env")),
-        }
+    fn contains(&self, key: &str, all: &[Key]) -> bool {
+        self.names(all).iter().any(|(n, _)| n == key)
+    }
+}
+
+/// (alias name, target name, kind) for each name an alias covers: one for a plain key, the
+/// inline, `_file` and `_env` names for a secret. Empty when `target` is not in `all`.
+fn alias_pairs(alias: &str, target: &str, all: &[Key]) -> Vec<(String, String, Kind)> {
+    let found = all.iter().find_map(|k| match *k {
+        Key::Plain(n, kind) if n == target => Some(Some(kind)),
+        Key::Secret(n) if n == target => Some(None),
+        _ => None,
+    });
+    match found {
+        Some(Some(kind)) => vec![(alias.to_owned(), target.to_owned(), kind)],
+        Some(None) => [("", Kind::Str), ("_file", Kind::Path), ("_env", Kind::Str)]
+            .into_iter()
+            .map(|(suffix, kind)| {
+                (
+                    format!("{alias}{suffix}"),
+                    format!("{target}{suffix}"),
+                    kind,
+                )
+            })
+            .collect(),
+        None => Vec::new(),
     }
 }
 
@@ -110,13 +139,27 @@ fn all_keys() -> &'static [(&'static str, Kind)] {
     static ALL: OnceLock<Vec<(&'static str, Kind)>> = OnceLock::new();
     ALL.get_or_init(|| {
         let mut out: Vec<(&'static str, Kind)> = Vec::new();
-        for (name, kind) in PROVIDERS.iter().flat_map(|p| p.keys).flat_map(Key::names) {
+        let names = PROVIDERS
+            .iter()
+            .flat_map(|p| p.keys.iter().flat_map(|k| k.names(p.keys)))
+            // `api_url` inline is a key every channel has (see `apply_aliases`).
+            .filter(|(n, _)| n != "api_url");
+        for (name, kind) in names {
             if !out.iter().any(|(n, _)| *n == name) {
                 out.push((Box::leak(name.into_boxed_str()), kind));
             }
         }
         out
     })
+}
+
+/// The `&'static` spelling of provider key `name` (every name an alias stands for is one).
+fn static_name(name: &str) -> &'static str {
+    all_keys()
+        .iter()
+        .map(|(n, _)| *n)
+        .find(|n| *n == name)
+        .unwrap_or("unknown key")
 }
 
 /// The value of a provider key as written.
@@ -131,9 +174,42 @@ enum Value {
 }
 
 /// The provider keys a channel sets, as written; which provider takes them is checked after
-/// `type` is known.
+/// `type` is known. `send_resolved` holds the per-entry flags of list keys (entry value ->
+/// flag), for the entries that set one.
 #[derive(Debug, Default)]
-pub struct ProviderKeys(BTreeMap<&'static str, Value>);
+pub struct ProviderKeys(
+    BTreeMap<&'static str, Value>,
+    BTreeMap<&'static str, Vec<(String, bool)>>,
+);
+
+/// One entry of a list key: a plain string, or `{ address: X, send_resolved: B }`.
+struct ListEntry(String, Option<bool>);
+
+impl<'de> Deserialize<'de> for ListEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Flagged {
+            address: Scalar,
+            send_resolved: bool,
+        }
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ListEntry;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string, or a map with address and send_resolved")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ListEntry, E> {
+                Ok(ListEntry(v.to_owned(), None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ListEntry, A::Error> {
+                let f = Flagged::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(ListEntry(f.address.0, Some(f.send_resolved)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
 
 impl ProviderKeys {
     /// Every key some provider takes, in the order providers declare them.
@@ -159,12 +235,26 @@ impl ProviderKeys {
             Kind::Map => map
                 .next_value::<Option<BTreeMap<String, String>>>()?
                 .map(Value::Map),
-            Kind::List => map.next_value::<Option<Vec<String>>>()?.map(Value::List),
+            Kind::List => map.next_value::<Option<Vec<ListEntry>>>()?.map(|entries| {
+                let flags: Vec<(String, bool)> = entries
+                    .iter()
+                    .filter_map(|ListEntry(v, f)| f.map(|f| (v.clone(), f)))
+                    .collect();
+                if !flags.is_empty() {
+                    self.1.insert(name, flags);
+                }
+                Value::List(entries.into_iter().map(|ListEntry(v, _)| v).collect())
+            }),
         };
         if let Some(v) = value {
             self.0.insert(name, v);
         }
         Ok(())
+    }
+
+    /// Whether key `name` is set.
+    fn has(&self, name: &str) -> bool {
+        self.0.contains_key(name)
     }
 
     /// The keys set, in the order providers declare them.
@@ -217,6 +307,18 @@ impl ProviderKeys {
         }
     }
 
+    /// The `send_resolved` flags the entries of list `key` set, as (entry, flag).
+    pub fn entry_flags(&self, key: &str) -> &[(String, bool)] {
+        self.1.get(key).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every entry flag of every list key, as (key, entry, flag).
+    pub fn all_entry_flags(&self) -> impl Iterator<Item = (&'static str, &String, bool)> + '_ {
+        self.1
+            .iter()
+            .flat_map(|(k, v)| v.iter().map(move |(e, f)| (*k, e, *f)))
+    }
+
     /// The three keys of secret `key`.
     pub fn secret_keys(&self, key: &str) -> SecretKeys<'_> {
         SecretKeys {
@@ -228,8 +330,56 @@ impl ProviderKeys {
 
     /// The first key set that `provider` does not take.
     pub fn foreign(&self, provider: &Provider) -> Option<&'static str> {
-        self.present()
-            .find(|k| !provider.keys.iter().any(|key| key.contains(k)))
+        self.present().find(|k| {
+            !provider
+                .keys
+                .iter()
+                .any(|key| key.contains(k, provider.keys))
+        })
+    }
+
+    /// Reads `provider`'s Alertmanager names (`Key::Alias`) as the keys they stand for, so its
+    /// `from_raw` sees only its own. Both names of one setting is an error naming both.
+    /// `api_url` is special: every channel has it (the provider's base URL). On a channel
+    /// whose provider calls its secret `api_url` in Alertmanager (Slack), an `api_url` with
+    /// none of the provider's secrets beside it is Alertmanager's: the secret, and no base URL.
+    pub fn apply_aliases(
+        &mut self,
+        provider: &Provider,
+        prefix: &str,
+        api_url: &mut Option<String>,
+    ) -> Result<(), ConfigError> {
+        for key in provider.keys {
+            let Key::Alias(alias, target) = *key else {
+                continue;
+            };
+            let pairs = alias_pairs(alias, target, provider.keys);
+            let alias_given = pairs.iter().map(|(a, _, _)| a).find(|a| self.has(a));
+            let ours_given = pairs.iter().map(|(_, t, _)| t).find(|t| self.has(t));
+            if let (Some(a), Some(t)) = (alias_given, ours_given) {
+                return Err(invalid(
+                    format!("{prefix}{a}"),
+                    format!("{a} is Alertmanager's name for {t}: set one of {a} and {t}, not both"),
+                ));
+            }
+            for (a, t, _) in &pairs {
+                if let Some(v) = self.0.remove(a.as_str()) {
+                    self.0.insert(static_name(t), v);
+                }
+            }
+            let secret_given = provider.keys.iter().any(|k| match *k {
+                Key::Secret(n) => ["", "_file", "_env"]
+                    .iter()
+                    .any(|suffix| self.has(&format!("{n}{suffix}"))),
+                _ => false,
+            });
+            if alias == "api_url" && !secret_given {
+                if let Some(url) = api_url.take() {
+                    self.0.insert(static_name(target), Value::Str(url));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -329,6 +479,35 @@ pub struct ChannelConfig {
     pub timeout: Option<Duration>,
     /// At most so many messages per window to each destination (`crate::model::budget`).
     pub budget: Option<crate::model::budget::Budget>,
+    /// Whether its destinations get RESOLVED messages (`send_resolved`, default true).
+    pub send_resolved: SendResolved,
+}
+
+/// `send_resolved` of a channel and of its recipients (a list entry
+/// `{ address: X, send_resolved: B }` overrides the channel's for that recipient).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendResolved {
+    pub channel: bool,
+    pub recipients: BTreeMap<String, bool>,
+}
+
+impl Default for SendResolved {
+    /// Alertmanager's default: resolved messages are sent.
+    fn default() -> Self {
+        SendResolved {
+            channel: true,
+            recipients: BTreeMap::new(),
+        }
+    }
+}
+
+impl SendResolved {
+    /// Whether `recipient` (none: the channel itself) gets RESOLVED messages.
+    pub fn for_recipient(&self, recipient: Option<&str>) -> bool {
+        recipient
+            .and_then(|r| self.recipients.get(r).copied())
+            .unwrap_or(self.channel)
+    }
 }
 
 /// Token bucket: `per_second` refill, `burst` capacity.
@@ -424,24 +603,43 @@ pub struct Destination {
     pub recipient: Option<String>,
 }
 
+impl Destination {
+    /// Whether RESOLVED messages are created for this destination (`send_resolved`).
+    pub fn sends_resolved(&self) -> bool {
+        self.channel
+            .send_resolved
+            .for_recipient(self.recipient.as_deref())
+    }
+}
+
 impl ChannelConfig {
+    /// The recipients that are destinations of their own (each Twilio number), in order;
+    /// empty for a channel that is one destination.
+    pub fn recipients(&self) -> Vec<&str> {
+        match &self.kind {
+            ChannelKind::Twilio { to, .. } => to.iter().map(String::as_str).collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// This channel's destinations, in order.
     pub fn destinations(self: &Arc<Self>) -> Vec<Destination> {
-        match &self.kind {
-            ChannelKind::Twilio { to, .. } => to
-                .iter()
-                .map(|number| Destination {
-                    id: format!("{}/{number}", self.name),
-                    channel: Arc::clone(self),
-                    recipient: Some(number.clone()),
-                })
-                .collect(),
-            _ => vec![Destination {
+        let recipients = self.recipients();
+        if recipients.is_empty() {
+            return vec![Destination {
                 id: self.name.clone(),
                 channel: Arc::clone(self),
                 recipient: None,
-            }],
+            }];
         }
+        recipients
+            .into_iter()
+            .map(|r| Destination {
+                id: format!("{}/{r}", self.name),
+                channel: Arc::clone(self),
+                recipient: Some(r.to_owned()),
+            })
+            .collect()
     }
 }
 
@@ -453,7 +651,7 @@ mod tests {
     fn providers_agree_on_the_kind_of_a_shared_key() {
         let mut seen: BTreeMap<String, Kind> = BTreeMap::new();
         for p in PROVIDERS {
-            for (name, kind) in p.keys.iter().flat_map(Key::names) {
+            for (name, kind) in p.keys.iter().flat_map(|k| k.names(p.keys)) {
                 let first = *seen.entry(name.clone()).or_insert(kind);
                 assert_eq!(first, kind, "{} declares {name} as another kind", p.name);
             }

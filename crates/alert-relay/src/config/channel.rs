@@ -1,9 +1,11 @@
 //! `channels:`: the keys every channel has (`type`, `api_url`, `template`, `rate_limit`,
-//! `timeout`, `budget`) and dispatch by `type` to the provider, which owns the rest
+//! `timeout`, `budget`, `send_resolved`) and dispatch by `type` to the provider, which owns the rest
 //! (`crate::channels::settings::PROVIDERS`).
 
 use super::raw::RawChannel;
-use crate::channels::settings::{ChannelConfig, Input, PROVIDERS, Rate, provider};
+use std::collections::BTreeMap;
+
+use crate::channels::settings::{ChannelConfig, Input, PROVIDERS, Rate, SendResolved, provider};
 use crate::render::template::UserTemplate;
 use crate::secret::keys::{ConfigError, Ctx, check_url, invalid};
 use crate::time::parse_duration;
@@ -35,6 +37,9 @@ pub(super) fn channel(
             ),
         ));
     };
+    let mut rc = rc;
+    rc.provider
+        .apply_aliases(provider, &prefix, &mut rc.api_url)?;
     if let Some(key) = rc.provider.foreign(provider) {
         return Err(invalid(
             format!("{prefix}{key}"),
@@ -88,7 +93,7 @@ pub(super) fn channel(
         ctx,
         api_url: api_url.as_deref(),
     })?;
-    Ok(ChannelConfig {
+    let mut config = ChannelConfig {
         name: name.to_owned(),
         kind,
         api_url,
@@ -96,5 +101,35 @@ pub(super) fn channel(
         rate,
         timeout,
         budget,
-    })
+        send_resolved: SendResolved {
+            channel: rc.send_resolved.unwrap_or(true),
+            ..SendResolved::default()
+        },
+    };
+    config.send_resolved.recipients = recipient_flags(&prefix, &rc, &config)?;
+    Ok(config)
+}
+
+/// The `send_resolved` of list entries (`to: [{ address: X, send_resolved: false }]`). Taken
+/// only where the entry is a destination of its own; elsewhere it would be ignored silently.
+fn recipient_flags(
+    prefix: &str,
+    rc: &RawChannel,
+    config: &ChannelConfig,
+) -> Result<BTreeMap<String, bool>, ConfigError> {
+    let recipients = config.recipients();
+    let mut out = BTreeMap::new();
+    for (key, entry, flag) in rc.provider.all_entry_flags() {
+        if !recipients.contains(&entry.as_str()) {
+            return Err(invalid(
+                format!("{prefix}{key}"),
+                format!(
+                    "{entry:?}: send_resolved per entry only where each entry is a destination \
+                     (a twilio channel's to:); set send_resolved on the channel"
+                ),
+            ));
+        }
+        out.insert(entry.clone(), flag);
+    }
+    Ok(out)
 }

@@ -7,6 +7,7 @@
 
 pub mod budget;
 mod channel;
+mod matchers;
 mod pipeline;
 mod raw;
 mod rotation;
@@ -28,7 +29,7 @@ use crate::time::parse_duration;
 
 use self::channel::channel;
 pub use self::pipeline::{AlertmanagerApi, Deadman};
-use self::raw::{RawConfig, RawMatchers, RawRoute};
+use self::raw::{RawConfig, RawRoute};
 /// Channel settings belong to their providers (`crate::channels`); these names stay here too.
 pub use crate::channels::email::{EmailSettings, EmailTls};
 pub use crate::channels::ntfy::NtfyAuth;
@@ -450,6 +451,15 @@ impl Config {
             .values()
             .flat_map(ChannelConfig::destinations)
             .map(|d| (d.id.clone(), d))
+            .collect()
+    }
+
+    /// Destination ids that take no RESOLVED messages (`send_resolved: false`).
+    pub fn no_resolved(&self) -> BTreeSet<String> {
+        self.destinations()
+            .into_values()
+            .filter(|d| !d.sends_resolved())
+            .map(|d| d.id)
             .collect()
     }
 
@@ -953,32 +963,13 @@ fn route(
             ));
         }
     }
-    let matchers = matchers(&key, rr.matchers)?;
+    let matchers = matchers::section(&key, rr.matchers, rr.am_matchers)?;
     Ok(Route {
         name: rr.name,
         matchers,
         policy: rr.policy,
         continue_matching: rr.continue_matching,
     })
-}
-
-/// `match:` at `key`: a map of equalities or a list of Alertmanager matchers.
-fn matchers(key: &str, raw: RawMatchers) -> Result<Vec<Matcher>, ConfigError> {
-    match raw {
-        RawMatchers::None => Ok(Vec::new()),
-        RawMatchers::Equal(map) => map
-            .into_iter()
-            .map(|(k, v)| {
-                Matcher::new(k.clone(), crate::matcher::Op::Equal, v)
-                    .map_err(|e| invalid(format!("{key}.match.{k}"), e))
-            })
-            .collect(),
-        RawMatchers::List(list) => list
-            .iter()
-            .enumerate()
-            .map(|(j, s)| Matcher::parse(s).map_err(|e| invalid(format!("{key}.match[{j}]"), e)))
-            .collect(),
-    }
 }
 
 #[cfg(test)]

@@ -26,6 +26,9 @@ pub(in crate::config) struct RawDeadman {
     pub notify: Vec<String>,
     #[serde(rename = "match", default)]
     pub matchers: RawMatchers,
+    /// Alertmanager's spelling (`config::matchers`).
+    #[serde(rename = "matchers")]
+    pub am_matchers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -151,7 +154,7 @@ pub(super) fn deadman(
             ));
         }
     }
-    let mut m = matchers("deadman", raw.matchers)?;
+    let mut m = matchers::section("deadman", raw.matchers, raw.am_matchers)?;
     if m.is_empty() {
         // Alertmanager's own name for the always-firing alert (kube-prometheus, our rules).
         m.push(

@@ -170,6 +170,9 @@ pub(super) struct RawRoute {
     pub name: Option<String>,
     #[serde(rename = "match", default)]
     pub matchers: RawMatchers,
+    /// Alertmanager's spelling: a list of matcher strings (`config::matchers`).
+    #[serde(rename = "matchers")]
+    pub am_matchers: Option<Vec<String>>,
     pub policy: String,
     #[serde(rename = "continue", default)]
     pub continue_matching: bool,
@@ -241,6 +244,7 @@ pub(super) struct RawChannel {
     pub rate_limit: Option<RawRate>,
     pub timeout: Option<String>,
     pub budget: Option<RawBudget>,
+    pub send_resolved: Option<bool>,
     pub provider: ProviderKeys,
 }
 
@@ -252,6 +256,7 @@ const COMMON_CHANNEL_KEYS: &[&str] = &[
     "rate_limit",
     "timeout",
     "budget",
+    "send_resolved",
 ];
 
 /// Every key a channel can have: the common ones, then the providers'.
@@ -311,7 +316,7 @@ impl<'de> Deserialize<'de> for RawChannel {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawChannel, A::Error> {
                 let mut kind: Option<String> = None;
                 let (mut api_url, mut template, mut rate_limit) = (None, None, None);
-                let (mut timeout, mut budget) = (None, None);
+                let (mut timeout, mut budget, mut send_resolved) = (None, None, None);
                 let mut provider = ProviderKeys::default();
                 while let Some(ChannelKey(key)) = map.next_key()? {
                     match key.as_str() {
@@ -326,6 +331,7 @@ impl<'de> Deserialize<'de> for RawChannel {
                         "rate_limit" => once(&mut rate_limit, "rate_limit", &mut map)?,
                         "timeout" => once(&mut timeout, "timeout", &mut map)?,
                         "budget" => once(&mut budget, "budget", &mut map)?,
+                        "send_resolved" => once(&mut send_resolved, "send_resolved", &mut map)?,
                         k => provider.read(k, &mut map)?,
                     }
                 }
@@ -336,6 +342,7 @@ impl<'de> Deserialize<'de> for RawChannel {
                     rate_limit,
                     timeout,
                     budget,
+                    send_resolved,
                     provider,
                 })
             }

@@ -81,6 +81,7 @@ pub(crate) fn routed(e: AlertEvent, dests: &[&str]) -> RoutedEvent {
         routes: Vec::new(),
         group_resolved: false,
         on_call: Default::default(),
+        no_resolved: Default::default(),
     }
 }
 
