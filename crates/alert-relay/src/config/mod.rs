@@ -973,4 +973,6 @@ fn route(
 }
 
 #[cfg(test)]
+mod alertmanager_tests;
+#[cfg(test)]
 mod tests;

@@ -28,6 +28,7 @@ macro_rules! backend_contract {
         mod $name {
             $crate::store::contract::backend_contract!(@cases $make;
                 ingest_deduplicates_and_resolved_follows_firing,
+                send_resolved_false_creates_no_resolved_delivery,
                 pending_is_oldest_first_and_outcomes_leave_it,
                 records_attempts_and_prunes,
                 meta_offsets_and_pushover_receipts,
@@ -177,6 +178,53 @@ pub(crate) fn ingest_deduplicates_and_resolved_follows_firing(db: &mut dyn Backe
             ("b".to_owned(), 2),
             ("c".to_owned(), 1)
         ]
+    );
+}
+
+/// `send_resolved: false` (`RoutedEvent::no_resolved`): a resolved event creates no delivery
+/// for that destination, whether it follows a firing delivery, the group's open incident or
+/// routing; the firing message is unaffected and the other destinations get theirs.
+pub(crate) fn send_resolved_false_creates_no_resolved_delivery(db: &mut dyn Backend) {
+    let quiet = |mut e: RoutedEvent| {
+        e.no_resolved = std::sync::Arc::new(["sms/+1".to_owned()].into());
+        e
+    };
+    let o = ingest_one(
+        db,
+        vec![quiet(with_route(routed(
+            event("f1", Status::Firing, 10),
+            &["sms/+1", "chat"],
+        )))],
+    );
+    assert_eq!(o.deliveries.len(), 2, "the firing message goes everywhere");
+    let o = ingest_one(
+        db,
+        vec![quiet(routed(
+            event("f1", Status::Resolved, 10),
+            &["sms/+1", "chat"],
+        ))],
+    );
+    let dests: Vec<&str> = o.deliveries.iter().map(|(d, _, _)| d.as_str()).collect();
+    assert_eq!(dests, ["chat"]);
+    // Another startsAt: the open incident's destinations, less the quiet one.
+    let o = ingest_one(
+        db,
+        vec![quiet(routed(
+            event("f1", Status::Resolved, 11),
+            &["sms/+1"],
+        ))],
+    );
+    let dests: Vec<&str> = o.deliveries.iter().map(|(d, _, _)| d.as_str()).collect();
+    assert_eq!(dests, ["chat"]);
+    // Never seen firing, in a group without an incident: routing, less the quiet one.
+    let mut e = quiet(routed(event("f2", Status::Resolved, 10), &["sms/+1"]));
+    e.event.group_key = "other".into();
+    let o = ingest_one(db, vec![e]);
+    assert!(o.deliveries.is_empty(), "{:?}", o.deliveries);
+    assert_eq!(
+        db.pending("sms/+1").expect("pending").len(),
+        1,
+        "only the firing one"
     );
 }
 
