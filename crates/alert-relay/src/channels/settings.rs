@@ -174,12 +174,14 @@ enum Value {
 }
 
 /// The provider keys a channel sets, as written; which provider takes them is checked after
-/// `type` is known. `send_resolved` holds the per-entry flags of list keys (entry value ->
-/// flag), for the entries that set one.
+/// `type` is known. Then: the `send_resolved` flags of list entries (key -> (entry, flag)),
+/// for the entries that set one; and the Alertmanager names read as ours (ours -> as
+/// written, for a secret its base name too), so errors name the key the file has.
 #[derive(Debug, Default)]
 pub struct ProviderKeys(
     BTreeMap<&'static str, Value>,
     BTreeMap<&'static str, Vec<(String, bool)>>,
+    BTreeMap<String, String>,
 );
 
 /// One entry of a list key: a plain string, or `{ address: X, send_resolved: B }`.
@@ -250,6 +252,11 @@ impl ProviderKeys {
             self.0.insert(name, v);
         }
         Ok(())
+    }
+
+    /// The name key `name` was written as: its Alertmanager name if that was used.
+    pub fn written<'k>(&'k self, name: &'k str) -> &'k str {
+        self.2.get(name).map_or(name, String::as_str)
     }
 
     /// Whether key `name` is set.
@@ -365,6 +372,8 @@ impl ProviderKeys {
             for (a, t, _) in &pairs {
                 if let Some(v) = self.0.remove(a.as_str()) {
                     self.0.insert(static_name(t), v);
+                    self.2.insert(t.clone(), a.clone());
+                    self.2.insert(target.to_owned(), alias.to_owned());
                 }
             }
             let secret_given = provider.keys.iter().any(|k| match *k {
@@ -376,6 +385,7 @@ impl ProviderKeys {
             if alias == "api_url" && !secret_given {
                 if let Some(url) = api_url.take() {
                     self.0.insert(static_name(target), Value::Str(url));
+                    self.2.insert(target.to_owned(), alias.to_owned());
                 }
             }
         }
@@ -425,7 +435,7 @@ pub struct Input<'a> {
 impl Input<'_> {
     /// The full path of `key`.
     pub fn key(&self, key: &str) -> String {
-        format!("{}{key}", self.prefix)
+        format!("{}{}", self.prefix, self.keys.written(key))
     }
 
     /// The error for `key`.
@@ -443,14 +453,20 @@ impl Input<'_> {
 
     /// Secret `key` (inline, `_file` or `_env`), if given.
     pub fn secret(&self, key: &str) -> Result<Option<Secret>, ConfigError> {
-        self.ctx
-            .secret(self.prefix, key, self.keys.secret_keys(key))
+        self.ctx.secret(
+            self.prefix,
+            self.keys.written(key),
+            self.keys.secret_keys(key),
+        )
     }
 
     /// Secret `key`, which must be given.
     pub fn required_secret(&self, key: &str) -> Result<Secret, ConfigError> {
-        self.ctx
-            .required_secret(self.prefix, key, self.keys.secret_keys(key))
+        self.ctx.required_secret(
+            self.prefix,
+            self.keys.written(key),
+            self.keys.secret_keys(key),
+        )
     }
 
     /// A secret URL (webhooks): required, and never echoed when it is no http(s) URL.

@@ -59,6 +59,27 @@ fn slack_takes_api_url_and_api_url_file() {
 }
 
 #[test]
+fn errors_name_the_key_as_written() {
+    let e = channel("{ type: slack, api_url_file: /nope }").expect_err("unreadable");
+    assert!(
+        e.starts_with("channels.c.api_url_file: cannot read /nope"),
+        "{e}"
+    );
+    let e = channel("{ type: slack, api_url: 'ftp://x' }").expect_err("no http");
+    assert!(e.starts_with("channels.c.api_url: "), "{e}");
+    let e = channel("{ type: teams, webhook_url_file: /nope }").expect_err("unreadable");
+    assert!(
+        e.starts_with("channels.c.webhook_url_file: cannot read"),
+        "{e}"
+    );
+    let e = channel(
+        "{ type: email, smarthost: 'mail:587', from: a@x.org, to: [b@x.org], auth_username: a }",
+    )
+    .expect_err("no password");
+    assert!(e.starts_with("channels.c.auth_username: "), "{e}");
+}
+
+#[test]
 fn an_alertmanager_name_with_ours_names_both() {
     for (yaml, key, both) in [
         (
