@@ -44,7 +44,12 @@ pub fn route_test(config: &Config, labels: &Labels, at: Timestamp) -> (String, b
     }
     let keys: Vec<&str> = routes.iter().map(|(k, _)| k.as_str()).collect();
     let _ = writeln!(out, "{}", keys.join(","));
-    let _ = writeln!(out, "labels {{{}}} at {at}:", shown.join(", "));
+    let _ = writeln!(
+        out,
+        "labels {{{}}} at {} (rotations as of then):",
+        shown.join(", "),
+        at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    );
     for (key, route) in &routes {
         let matchers: Vec<String> = route.matchers.iter().map(ToString::to_string).collect();
         let _ = writeln!(
@@ -238,6 +243,10 @@ routes:
         assert!(matched);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "critical,#2", "{text}");
+        assert_eq!(
+            lines[1],
+            "labels {severity=\"critical\", site=\"lab-1\"} at 2026-01-05T10:00:00Z (rotations as of then):"
+        );
         assert!(
             text.contains("route critical: {severity=\"critical\", site=~\"lab-.*\"} (continue)"),
             "{text}"
