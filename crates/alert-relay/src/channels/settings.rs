@@ -382,11 +382,12 @@ impl ProviderKeys {
                     .any(|suffix| self.has(&format!("{n}{suffix}"))),
                 _ => false,
             });
-            if alias == "api_url" && !secret_given {
-                if let Some(url) = api_url.take() {
-                    self.0.insert(static_name(target), Value::Str(url));
-                    self.2.insert(target.to_owned(), alias.to_owned());
-                }
+            if alias == "api_url"
+                && !secret_given
+                && let Some(url) = api_url.take()
+            {
+                self.0.insert(static_name(target), Value::Str(url));
+                self.2.insert(target.to_owned(), alias.to_owned());
             }
         }
         Ok(())
