@@ -240,6 +240,43 @@ fn send_resolved_per_channel_and_per_number() {
 }
 
 #[test]
+fn storm_rules_take_matchers() {
+    let text = format!(
+        "{BASE}channels: {{ c: {{ type: webhook, url: 'http://x' }} }}\n"
+    )
+    .replace(
+        "p: { steps: [{notify: [c]}] }",
+        "p: { steps: [{notify: [c]}], storm: { window: 2m, threshold: 5, matchers: ['{alertname=~\"NodeDown|UpsOnBattery\"}', 'site!=lab'] } }",
+    );
+    let c = parse(&text, Path::new("/etc/alert-relay"), &secrets()).expect("valid");
+    let rule = c.policies["p"].storm.clone().expect("storm");
+    let shown: Vec<String> = rule.matchers.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        shown,
+        [r#"alertname=~"NodeDown|UpsOnBattery""#, r#"site!="lab""#]
+    );
+    let e = parse(
+        &text.replace("'site!=lab'", "'site!~('"),
+        Path::new("/etc/alert-relay"),
+        &secrets(),
+    )
+    .expect_err("bad regex")
+    .to_string();
+    assert!(e.starts_with("policies.p.storm.matchers[1]: "), "{e}");
+    let e = parse(
+        &text.replace("threshold: 5,", "threshold: 5, match: { site: x },"),
+        Path::new("/etc/alert-relay"),
+        &secrets(),
+    )
+    .expect_err("both")
+    .to_string();
+    assert!(
+        e.contains("policies.p.storm.match or policies.p.storm.matchers, not both"),
+        "{e}"
+    );
+}
+
+#[test]
 fn deadman_takes_matchers() {
     let text = format!(
         "{BASE}channels: {{ c: {{ type: webhook, url: 'http://x' }} }}\ndeadman: {{ notify: [c], matchers: ['{{alertname=\"Watchdog\", prometheus=~\"mon/.*\"}}'] }}\n"

@@ -805,11 +805,15 @@ fn policy(
         }
         None => None,
     };
-    let storm = match &rp.storm {
-        Some(st) => Some(
-            crate::model::storm::StormRule::new(&st.window, st.threshold, &st.group_by)
-                .map_err(|(k, m)| invalid(format!("{prefix}.storm.{k}"), m))?,
-        ),
+    let storm = match rp.storm {
+        Some(st) => {
+            let mut rule =
+                crate::model::storm::StormRule::new(&st.window, st.threshold, &st.group_by)
+                    .map_err(|(k, m)| invalid(format!("{prefix}.storm.{k}"), m))?;
+            rule.matchers =
+                matchers::section(&format!("{prefix}.storm"), st.matchers, st.am_matchers)?;
+            Some(rule)
+        }
         None => None,
     };
     if rp.steps.is_empty() {

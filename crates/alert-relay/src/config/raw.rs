@@ -139,6 +139,11 @@ pub(super) struct RawStorm {
     pub threshold: u32,
     #[serde(default)]
     pub group_by: Vec<String>,
+    #[serde(rename = "match", default)]
+    pub matchers: RawMatchers,
+    /// Alertmanager's spelling (`config::matchers`).
+    #[serde(rename = "matchers")]
+    pub am_matchers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -124,9 +124,15 @@ fn describe_policy(config: &Config, name: &str, at: Timestamp, out: &mut String)
     }
     match &policy.storm {
         Some(st) => {
+            let counted = if st.matchers.is_empty() {
+                String::new()
+            } else {
+                let m: Vec<String> = st.matchers.iter().map(ToString::to_string).collect();
+                format!(" of {{{}}}", m.join(", "))
+            };
             let _ = writeln!(
                 out,
-                "    storm: more than {} incidents within {} by [{}] collapse into summaries",
+                "    storm: more than {} incidents{counted} within {} by [{}] collapse into summaries",
                 st.threshold,
                 humanize(st.window),
                 st.group_by.join(", ")
@@ -196,7 +202,10 @@ policies:
     repeat: { every: 30m, times: 2 }
     ack_timeout: 1h
     storm: { window: 5m, threshold: 10, group_by: [site] }
-  chat: { steps: [ { notify: [ops] } ], until: resolved }
+  chat:
+    steps: [ { notify: [ops] } ]
+    until: resolved
+    storm: { window: 1m, threshold: 3, matchers: [ alertname = NodeDown ] }
 routes:
   - name: critical
     matchers: ['{severity="critical", site=~"lab-.*"}']
@@ -287,6 +296,12 @@ routes:
             "{text}"
         );
         assert!(text.contains("  policy chat (until resolved)"), "{text}");
+        assert!(
+            text.contains(
+                "    storm: more than 3 incidents of {alertname=\"NodeDown\"} within 1m by [] collapse"
+            ),
+            "{text}"
+        );
         // A day later bob is on call.
         let (text, _) = route_test(&c, &labels, at("2026-01-06T10:00:00Z"));
         assert!(

@@ -46,6 +46,7 @@ macro_rules! backend_contract {
                 sent_to_the_destinations_paged,
                 budget_admits_then_holds,
                 storms_gather_incidents,
+                storm_matchers_pick_the_incidents_that_count,
                 ping_answers,
             );
         }
@@ -794,12 +795,60 @@ pub(crate) fn budget_admits_then_holds(db: &mut dyn Backend) {
     assert!(db.relay_clock().expect("clock") >= 1_000);
 }
 
+/// A storm rule's matchers: only incidents whose opening alert matches count toward a storm
+/// and join it; the others are paged as ever.
+pub(crate) fn storm_matchers_pick_the_incidents_that_count(db: &mut dyn Backend) {
+    let rule = RuleAt {
+        policy: "p".into(),
+        window_ms: 60_000,
+        threshold: 1,
+        group_by: Vec::new(),
+        matchers: crate::matcher::parse_set(r#"{alertname=~"NodeDown|UpsOnBattery"}"#)
+            .expect("matchers"),
+        destinations: vec!["summary".into()],
+        on_call: BTreeMap::new(),
+    };
+    let opened = |db: &mut dyn Backend, group: &str, alertname: &str, clock| {
+        let mut e = with_route(routed(event(group, Status::Firing, 1), &["a"]));
+        e.event.group_key = group.into();
+        e.event.labels.insert("alertname".into(), alertname.into());
+        let id = ingest_one(db, vec![e]).opened[0];
+        let w = Write::Storm(StormWrite::Opened {
+            opened: vec![id],
+            rules: vec![rule.clone()],
+            clock,
+        });
+        match write(db, w) {
+            Written::Storm(StormWritten::Opened { detected, .. }) => (id, detected),
+            other => panic!("not opened: {other:?}"),
+        }
+    };
+    // Three incidents that do not match: no storm, though more than the threshold.
+    for (i, g) in ["g1", "g2", "g3"].iter().enumerate() {
+        let (id, detected) = opened(db, g, "PiHot", 1_000 + i as i64);
+        assert!(detected.is_empty(), "{detected:?}");
+        assert_eq!(db.incident(id).expect("read").expect("exists").storm, None);
+    }
+    let (a, detected) = opened(db, "g4", "NodeDown", 2_000);
+    assert!(
+        detected.is_empty(),
+        "one matching incident is no storm: {detected:?}"
+    );
+    let (b, detected) = opened(db, "g5", "UpsOnBattery", 2_001);
+    assert_eq!(detected.len(), 1, "{detected:?}");
+    let view = db.storm(detected[0].0).expect("read").expect("exists");
+    let mut members: Vec<i64> = view.incidents.iter().map(|i| i.id).collect();
+    members.sort_unstable();
+    assert_eq!(members, [a, b]);
+}
+
 pub(crate) fn storms_gather_incidents(db: &mut dyn Backend) {
     let rule = RuleAt {
         policy: "p".into(),
         window_ms: 60_000,
         threshold: 1,
         group_by: Vec::new(),
+        matchers: Vec::new(),
         destinations: vec!["summary".into()],
         on_call: BTreeMap::new(),
     };
