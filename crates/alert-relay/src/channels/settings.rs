@@ -82,8 +82,7 @@ pub enum Kind {
     I64,
     /// A map of strings (`headers:`).
     Map,
-    /// A list of strings; an entry may also be `{ address: X, send_resolved: false }`, for
-    /// lists whose entries are destinations (Twilio's `to:`).
+    /// A list of strings.
     List,
 }
 
@@ -174,44 +173,10 @@ enum Value {
 }
 
 /// The provider keys a channel sets, as written; which provider takes them is checked after
-/// `type` is known. Then: the `send_resolved` flags of list entries (key -> (entry, flag)),
-/// for the entries that set one; and the Alertmanager names read as ours (ours -> as
-/// written, for a secret its base name too), so errors name the key the file has.
+/// `type` is known. Then the Alertmanager names read as ours (ours -> as written, for a
+/// secret its base name too), so errors name the key the file has.
 #[derive(Debug, Default)]
-pub struct ProviderKeys(
-    BTreeMap<&'static str, Value>,
-    BTreeMap<&'static str, Vec<(String, bool)>>,
-    BTreeMap<String, String>,
-);
-
-/// One entry of a list key: a plain string, or `{ address: X, send_resolved: B }`.
-struct ListEntry(String, Option<bool>);
-
-impl<'de> Deserialize<'de> for ListEntry {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Flagged {
-            address: Scalar,
-            send_resolved: bool,
-        }
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = ListEntry;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string, or a map with address and send_resolved")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<ListEntry, E> {
-                Ok(ListEntry(v.to_owned(), None))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ListEntry, A::Error> {
-                let f = Flagged::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(ListEntry(f.address.0, Some(f.send_resolved)))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
+pub struct ProviderKeys(BTreeMap<&'static str, Value>, BTreeMap<String, String>);
 
 impl ProviderKeys {
     /// Every key some provider takes, in the order providers declare them.
@@ -237,16 +202,7 @@ impl ProviderKeys {
             Kind::Map => map
                 .next_value::<Option<BTreeMap<String, String>>>()?
                 .map(Value::Map),
-            Kind::List => map.next_value::<Option<Vec<ListEntry>>>()?.map(|entries| {
-                let flags: Vec<(String, bool)> = entries
-                    .iter()
-                    .filter_map(|ListEntry(v, f)| f.map(|f| (v.clone(), f)))
-                    .collect();
-                if !flags.is_empty() {
-                    self.1.insert(name, flags);
-                }
-                Value::List(entries.into_iter().map(|ListEntry(v, _)| v).collect())
-            }),
+            Kind::List => map.next_value::<Option<Vec<String>>>()?.map(Value::List),
         };
         if let Some(v) = value {
             self.0.insert(name, v);
@@ -256,7 +212,7 @@ impl ProviderKeys {
 
     /// The name key `name` was written as: its Alertmanager name if that was used.
     pub fn written<'k>(&'k self, name: &'k str) -> &'k str {
-        self.2.get(name).map_or(name, String::as_str)
+        self.1.get(name).map_or(name, String::as_str)
     }
 
     /// Whether key `name` is set.
@@ -314,18 +270,6 @@ impl ProviderKeys {
         }
     }
 
-    /// The `send_resolved` flags the entries of list `key` set, as (entry, flag).
-    pub fn entry_flags(&self, key: &str) -> &[(String, bool)] {
-        self.1.get(key).map_or(&[], Vec::as_slice)
-    }
-
-    /// Every entry flag of every list key, as (key, entry, flag).
-    pub fn all_entry_flags(&self) -> impl Iterator<Item = (&'static str, &String, bool)> + '_ {
-        self.1
-            .iter()
-            .flat_map(|(k, v)| v.iter().map(move |(e, f)| (*k, e, *f)))
-    }
-
     /// The three keys of secret `key`.
     pub fn secret_keys(&self, key: &str) -> SecretKeys<'_> {
         SecretKeys {
@@ -372,8 +316,8 @@ impl ProviderKeys {
             for (a, t, _) in &pairs {
                 if let Some(v) = self.0.remove(a.as_str()) {
                     self.0.insert(static_name(t), v);
-                    self.2.insert(t.clone(), a.clone());
-                    self.2.insert(target.to_owned(), alias.to_owned());
+                    self.1.insert(t.clone(), a.clone());
+                    self.1.insert(target.to_owned(), alias.to_owned());
                 }
             }
             let secret_given = provider.keys.iter().any(|k| match *k {
@@ -387,7 +331,7 @@ impl ProviderKeys {
                 && let Some(url) = api_url.take()
             {
                 self.0.insert(static_name(target), Value::Str(url));
-                self.2.insert(target.to_owned(), alias.to_owned());
+                self.1.insert(target.to_owned(), alias.to_owned());
             }
         }
         Ok(())
@@ -500,8 +444,8 @@ pub struct ChannelConfig {
     pub send_resolved: SendResolved,
 }
 
-/// `send_resolved` of a channel and of its recipients (a list entry
-/// `{ address: X, send_resolved: B }` overrides the channel's for that recipient).
+/// `send_resolved` of a channel (`send_resolved: false`) or of some of its recipients
+/// (`send_resolved: {"+447700900124": false}`: the others keep the default, true).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendResolved {
     pub channel: bool,
@@ -663,6 +607,24 @@ impl ChannelConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_alertmanager_name_stands_for_a_key_of_its_provider() {
+        for p in PROVIDERS {
+            for key in p.keys {
+                if let Key::Alias(alias, target) = *key {
+                    assert!(
+                        !alias_pairs(alias, target, p.keys).is_empty(),
+                        "{}: {alias} stands for {target}, no key of it",
+                        p.name
+                    );
+                    for (_, t, _) in alias_pairs(alias, target, p.keys) {
+                        assert_eq!(static_name(&t), t, "{}: {t} is not a provider key", p.name);
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn providers_agree_on_the_kind_of_a_shared_key() {

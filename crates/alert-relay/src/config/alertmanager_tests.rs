@@ -192,7 +192,7 @@ fn send_resolved_per_channel_and_per_number() {
         c.destinations()[0].sends_resolved(),
         "default true, as in Alertmanager"
     );
-    let sms = "{ type: twilio, account_sid: AC1, auth_token: t, from: '+15005550006', to: ['+447700900123', { address: '+447700900124', send_resolved: false }] }";
+    let sms = "{ type: twilio, account_sid: AC1, auth_token: t, from: '+15005550006', to: [+447700900123, '+447700900124'], send_resolved: { +447700900124: false } }";
     let c = channel(sms).expect("valid");
     let quiet: Vec<(String, bool)> = c
         .destinations()
@@ -206,33 +206,25 @@ fn send_resolved_per_channel_and_per_number() {
             ("c/+447700900124".to_owned(), false)
         ]
     );
-    // The channel's false, one number's true.
-    let c = channel(
-        &sms.replace("to: [", "send_resolved: false, to: [").replace(
-            "'+447700900123'",
-            "{ address: '+447700900123', send_resolved: true }",
-        ),
-    )
-    .expect("valid");
-    let flags: Vec<bool> = c
-        .destinations()
-        .iter()
-        .map(|d| d.sends_resolved())
-        .collect();
-    assert_eq!(flags, [true, false]);
     let text = format!("{BASE}channels: {{ c: {sms} }}\n");
     let config = parse(&text, Path::new("/etc/alert-relay"), &secrets()).expect("valid");
     assert_eq!(
         config.no_resolved(),
         BTreeSet::from(["c/+447700900124".to_owned()])
     );
-    // On a list whose entries are not destinations, the flag would be ignored: refused.
-    let e = channel(
-        "{ type: email, smarthost: 'mail:587', from: a@x.org, to: [{ address: b@x.org, send_resolved: false }] }",
-    )
-    .expect_err("email to");
+    let e = channel(&sms.replace("{ +447700900124: false }", "{ '+447700900999': false }"))
+        .expect_err("not a recipient");
     assert!(
-        e.starts_with("channels.c.to: ") && e.contains("set send_resolved on the channel"),
+        e.starts_with("channels.c.send_resolved.+447700900999: not a recipient of this channel"),
+        "{e}"
+    );
+    // On a channel that is one destination, a per-recipient flag could not be honoured.
+    let e = channel(
+        "{ type: email, smarthost: 'mail:587', from: a@x.org, to: [b@x.org], send_resolved: { b@x.org: false } }",
+    )
+    .expect_err("email recipient");
+    assert!(
+        e.starts_with("channels.c.send_resolved.b@x.org: this channel is one destination"),
         "{e}"
     );
     let e = channel("{ type: webhook, url: 'http://x', send_resolved: maybe }").expect_err("bool");
@@ -308,4 +300,18 @@ fn deadman_takes_matchers() {
         e.contains("deadman.match or deadman.matchers, not both"),
         "{e}"
     );
+}
+
+#[test]
+fn list_entries_stay_plain_scalars() {
+    let c = channel(
+        "{ type: twilio, account_sid: AC1, auth_token: t, from: '+15005550006', to: [+447700900123, '+447700900124'] }",
+    );
+    let ids: Vec<String> = c
+        .expect("valid")
+        .destinations()
+        .iter()
+        .map(|d| d.id.clone())
+        .collect();
+    assert_eq!(ids, ["c/+447700900123", "c/+447700900124"]);
 }

@@ -2,7 +2,7 @@
 //! `timeout`, `budget`, `send_resolved`) and dispatch by `type` to the provider, which owns the rest
 //! (`crate::channels::settings::PROVIDERS`).
 
-use super::raw::RawChannel;
+use super::raw::{RawChannel, RawSendResolved};
 use std::collections::BTreeMap;
 
 use crate::channels::settings::{ChannelConfig, Input, PROVIDERS, Rate, SendResolved, provider};
@@ -101,35 +101,43 @@ pub(super) fn channel(
         rate,
         timeout,
         budget,
-        send_resolved: SendResolved {
-            channel: rc.send_resolved.unwrap_or(true),
-            ..SendResolved::default()
-        },
+        send_resolved: SendResolved::default(),
     };
-    config.send_resolved.recipients = recipient_flags(&prefix, &rc, &config)?;
+    config.send_resolved = send_resolved(&prefix, rc.send_resolved, &config)?;
     Ok(config)
 }
 
-/// The `send_resolved` of list entries (`to: [{ address: X, send_resolved: false }]`). Taken
-/// only where the entry is a destination of its own; elsewhere it would be ignored silently.
-fn recipient_flags(
+/// `send_resolved` (default true): `false` for the channel, or a map naming some of its
+/// recipients, which must be destinations of their own (each Twilio number): on a channel
+/// that is one destination a per-recipient flag could not be honoured.
+fn send_resolved(
     prefix: &str,
-    rc: &RawChannel,
+    raw: Option<RawSendResolved>,
     config: &ChannelConfig,
-) -> Result<BTreeMap<String, bool>, ConfigError> {
-    let recipients = config.recipients();
-    let mut out = BTreeMap::new();
-    for (key, entry, flag) in rc.provider.all_entry_flags() {
-        if !recipients.contains(&entry.as_str()) {
-            return Err(invalid(
-                format!("{prefix}{key}"),
-                format!(
-                    "{entry:?}: send_resolved per entry only where each entry is a destination \
-                     (a twilio channel's to:); set send_resolved on the channel"
-                ),
-            ));
+) -> Result<SendResolved, ConfigError> {
+    let recipients = match raw {
+        None => BTreeMap::new(),
+        Some(RawSendResolved::Channel(channel)) => {
+            return Ok(SendResolved {
+                channel,
+                recipients: BTreeMap::new(),
+            });
         }
-        out.insert(entry.clone(), flag);
+        Some(RawSendResolved::Recipients(map)) => map,
+    };
+    let known = config.recipients();
+    for r in recipients.keys() {
+        if !known.contains(&r.as_str()) {
+            let why = if known.is_empty() {
+                "this channel is one destination: set send_resolved: true or false".to_owned()
+            } else {
+                format!("not a recipient of this channel ({})", known.join(", "))
+            };
+            return Err(invalid(format!("{prefix}send_resolved.{r}"), why));
+        }
     }
-    Ok(out)
+    Ok(SendResolved {
+        channel: true,
+        recipients,
+    })
 }

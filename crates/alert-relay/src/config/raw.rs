@@ -249,8 +249,41 @@ pub(super) struct RawChannel {
     pub rate_limit: Option<RawRate>,
     pub timeout: Option<String>,
     pub budget: Option<RawBudget>,
-    pub send_resolved: Option<bool>,
+    pub send_resolved: Option<RawSendResolved>,
     pub provider: ProviderKeys,
+}
+
+/// `send_resolved:` `false` for the whole channel, or a map of recipient -> flag
+/// (`{"+447700900124": false}`) for channels whose recipients are destinations.
+#[derive(Debug)]
+pub(super) enum RawSendResolved {
+    Channel(bool),
+    Recipients(BTreeMap<String, bool>),
+}
+
+impl<'de> Deserialize<'de> for RawSendResolved {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawSendResolved;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("true, false, or a map of recipient: true/false")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(RawSendResolved::Channel(v))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some((k, v)) = map.next_entry::<String, bool>()? {
+                    if out.insert(k, v).is_some() {
+                        return Err(de::Error::custom("a recipient is named twice"));
+                    }
+                }
+                Ok(RawSendResolved::Recipients(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// The keys every channel has, `type` first.

@@ -184,7 +184,8 @@ channels:
     account_sid: AC1
     auth_token: t
     from: "+15005550006"
-    to: ["+447700900123", { address: "+447700900124", send_resolved: false }]
+    to: ["+447700900123", "+447700900124"]
+    send_resolved: { "+447700900124": false }
     budget: { max: 3, per: 1h, overflow: [ops] }
   bob-hook: { type: webhook, url: "http://bob", send_resolved: false }
 rotations:
