@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::client::http_client;
+use crate::routing::route_test;
 use crate::wiring::{listener_security, load_checked};
 use crate::{channels, config, render, store, time};
 
@@ -15,6 +16,22 @@ use crate::{channels, config, render, store, time};
 pub fn check_config(path: &Path, web_config: Option<&Path>) -> anyhow::Result<String> {
     let (config, security) = load_checked(path, web_config)?;
     Ok(config.describe(security))
+}
+
+/// `check-config FILE --test LABELS`: validates the file like `check-config`, then says where
+/// an alert with `labels` goes now (`routing::route_test`), and whether any route matched.
+pub fn check_config_test(
+    path: &Path,
+    web_config: Option<&Path>,
+    labels: &str,
+) -> anyhow::Result<(String, bool)> {
+    let (config, _) = load_checked(path, web_config)?;
+    let labels = route_test::parse_labels(labels).map_err(|e| anyhow::anyhow!("--test: {e}"))?;
+    Ok(route_test::route_test(
+        &config,
+        &labels,
+        jiff::Timestamp::now(),
+    ))
 }
 
 /// `send-test`: renders a test alert and sends it to every destination of one channel,

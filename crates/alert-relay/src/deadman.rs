@@ -11,6 +11,7 @@
 //! (retries, threading of the resolved message) and a restart neither trips twice nor
 //! forgets to announce the recovery.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -224,6 +225,7 @@ impl Deadman {
             )
         };
         let destinations = dm.destinations(&config.channels);
+        let no_resolved = Arc::new(config.no_resolved());
         if fresh {
             let mut next = stored.clone();
             let events = match stored.tripped_at {
@@ -231,7 +233,14 @@ impl Deadman {
                     next.tripped_at = None;
                     tracing::info!("heartbeats are back: the monitoring pipeline recovered");
                     let summary = "Heartbeats arrive again: the monitoring pipeline works";
-                    vec![self.event(&next, Status::Resolved, starts_at, summary, &destinations)]
+                    vec![self.event(
+                        &next,
+                        Status::Resolved,
+                        starts_at,
+                        summary,
+                        &destinations,
+                        &no_resolved,
+                    )]
                 }
                 None => Vec::new(),
             };
@@ -267,7 +276,14 @@ impl Deadman {
             "No heartbeat from Alertmanager for {}: the monitoring pipeline (Prometheus, Alertmanager or the way to alert-relay) is broken; alerts may not reach you",
             humanize(dm.timeout)
         );
-        let event = self.event(&next, Status::Firing, starts_at, &summary, &destinations);
+        let event = self.event(
+            &next,
+            Status::Firing,
+            starts_at,
+            &summary,
+            &destinations,
+            &no_resolved,
+        );
         self.commit(&next, vec![event]).await?;
         let mut st = self.lock();
         st.stored.tripped_at = Some(starts_at);
@@ -284,6 +300,7 @@ impl Deadman {
         starts_at: i64,
         summary: &str,
         destinations: &[String],
+        no_resolved: &Arc<BTreeSet<String>>,
     ) -> RoutedEvent {
         let last = match (s.last_heartbeat_ms, &s.last_heartbeat) {
             (Some(ms), Some(what)) => format!(
@@ -325,6 +342,7 @@ impl Deadman {
             routes: Vec::new(),
             group_resolved: false,
             on_call: std::collections::BTreeMap::new(),
+            no_resolved: Arc::clone(no_resolved),
         }
     }
 

@@ -644,6 +644,7 @@ mod tests {
                     }],
                     group_resolved: false,
                     on_call: Default::default(),
+                    no_resolved: Default::default(),
                 }])
                 .await
                 .expect("ingest");
@@ -665,6 +666,7 @@ mod tests {
                     routes: Vec::new(),
                     group_resolved: true,
                     on_call: Default::default(),
+                    no_resolved: Default::default(),
                 }])
                 .await
                 .expect("ingest");

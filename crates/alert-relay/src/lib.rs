@@ -33,5 +33,7 @@ pub mod storm;
 pub mod time;
 pub mod wiring;
 
-pub use cli::{check_config, format_incidents, incident_cli, migrate_storage, send_test};
+pub use cli::{
+    check_config, check_config_test, format_incidents, incident_cli, migrate_storage, send_test,
+};
 pub use wiring::{listener_security, run};

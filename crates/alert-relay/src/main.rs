@@ -40,7 +40,16 @@ fn cli() -> Command {
             Command::new("check-config")
                 .about("Validate a configuration and print the resolved routing")
                 .arg(Arg::new("file").required(true).value_name("FILE"))
-                .arg(web_config()),
+                .arg(web_config())
+                .arg(
+                    Arg::new("test")
+                        .long("test")
+                        .value_name("LABELS")
+                        .help(
+                            "Print where an alert with these labels goes \
+                             ('severity=critical,site=lab-1' or '{a=\"b\"}'); exit 1 when no route matches",
+                        ),
+                ),
         )
         .subcommand(
             Command::new("incidents")
@@ -162,6 +171,15 @@ fn main() -> ExitCode {
             .unwrap_or_default()
     };
     let result: anyhow::Result<bool> = match matches.subcommand() {
+        Some(("check-config", m)) if m.get_one::<String>("test").is_some() => {
+            let labels = m.get_one::<String>("test").cloned().unwrap_or_default();
+            alert_relay::check_config_test(&path(m, "file"), web(m).as_deref(), &labels).map(
+                |(routes, matched)| {
+                    print!("{routes}");
+                    matched
+                },
+            )
+        }
         Some(("check-config", m)) => Ok(check_config(&path(m, "file"), web(m).as_deref())),
         // Blocking, without a runtime: the PostgreSQL client runs its own.
         Some(("migrate-storage", m)) => {

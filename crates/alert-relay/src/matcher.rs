@@ -1,6 +1,10 @@
 //! Alertmanager-style label matchers: `=`, `!=`, `=~`, `!~`. Regexes are anchored at both ends
 //! the way Alertmanager anchors them (`^(?:RE)$`), so `severity=~"crit"` does not match
 //! `critical`. A missing label matches like the empty string, as in Alertmanager. Pure.
+//!
+//! [`parse_set`] reads one entry of Alertmanager's `matchers:` list, which may hold several
+//! matchers in its brace form (`{a="b", c=~"d"}`); routes and the dead-man's switch use it
+//! through `config::matchers`, as will maintenance windows.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -97,10 +101,70 @@ impl Matcher {
     }
 }
 
+/// Equal when name, operator and value are: the regex is compiled from them.
+impl PartialEq for Matcher {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.name, self.op, &self.value) == (&other.name, other.op, &other.value)
+    }
+}
+
+impl Eq for Matcher {}
+
 impl fmt::Display for Matcher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}{}{:?}", self.name, self.op.as_str(), self.value)
     }
+}
+
+/// Parses one entry of an Alertmanager `matchers:` list: a single matcher, or several
+/// separated by commas, optionally inside one pair of braces (`{a="b", c=~"d"}`). Commas
+/// inside double quotes belong to the value; a trailing comma is allowed, an empty entry or
+/// `{}` is not (it would match every alert without saying so).
+pub fn parse_set(text: &str) -> Result<Vec<Matcher>, String> {
+    let trimmed = text.trim();
+    let inner = match (trimmed.strip_prefix('{'), trimmed.ends_with('}')) {
+        (Some(rest), true) => rest.strip_suffix('}').unwrap_or(rest),
+        (Some(_), false) => return Err(format!("{trimmed:?} lacks its closing brace")),
+        (None, true) => return Err(format!("{trimmed:?} lacks its opening brace")),
+        (None, false) => trimmed,
+    };
+    let parts = split_outside_quotes(inner).map_err(|e| format!("{trimmed:?}: {e}"))?;
+    let last = parts.len().saturating_sub(1);
+    let mut out = Vec::with_capacity(parts.len());
+    for (i, part) in parts.iter().enumerate() {
+        if part.trim().is_empty() {
+            // `{a="b",}`: Alertmanager's parser takes one trailing comma.
+            if i == last && i > 0 {
+                continue;
+            }
+            return Err(format!("{trimmed:?}: empty matcher"));
+        }
+        out.push(Matcher::parse(part)?);
+    }
+    Ok(out)
+}
+
+/// `text` split at the commas outside double quotes (a `\"` inside quotes does not end them).
+fn split_outside_quotes(text: &str) -> Result<Vec<&str>, String> {
+    let mut parts = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, c) in text.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                parts.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if quoted {
+        return Err("a quote is not closed".into());
+    }
+    parts.push(&text[start..]);
+    Ok(parts)
 }
 
 /// Strips one level of double quotes and resolves `\"`, `\\` and `\n` inside them.
@@ -192,6 +256,41 @@ mod tests {
             r#"x=a"b"#,
         ] {
             assert!(Matcher::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sets_in_brace_form_and_with_commas() {
+        let l = labels(&[("severity", "critical"), ("site", "lab-1"), ("team", "a,b")]);
+        let all = |s: &str| {
+            let set = parse_set(s).expect(s);
+            (set.len(), set.iter().all(|m| m.matches(&l)))
+        };
+        assert_eq!(all(r#"{severity="critical", site=~"lab-.*"}"#), (2, true));
+        assert_eq!(all(r#"severity="critical",site=~"lab-.*""#), (2, true));
+        assert_eq!(all(r#"{ severity = critical , site!="prod", }"#), (2, true));
+        assert_eq!(all(r#"team="a,b""#), (1, true));
+        assert_eq!(all(r#"{team=~"a,\"?b"}"#), (1, true));
+        assert_eq!(all(r#"{severity="critical", site="prod"}"#), (2, false));
+        let set = parse_set(r#"{a="x\"y", b!~"1|2"}"#).expect("parses");
+        assert_eq!(set[0].value, "x\"y");
+        assert_eq!(set[1].op, Op::NotRegex);
+    }
+
+    #[test]
+    fn bad_sets_say_why() {
+        for (bad, why) in [
+            ("{}", "empty matcher"),
+            ("", "empty matcher"),
+            (r#"{a="b""#, "closing brace"),
+            (r#"a="b"}"#, "opening brace"),
+            (r#"{a="b", , c="d"}"#, "empty matcher"),
+            (r#"{a="b}"#, "quote is not closed"),
+            (r#"{a="b", c}"#, "expected"),
+            (r#"{a=~"("}"#, "invalid regex"),
+        ] {
+            let e = parse_set(bad).expect_err(bad);
+            assert!(e.contains(why), "{bad}: {e}");
         }
     }
 

@@ -445,6 +445,7 @@ mod tests {
                     }],
                     group_resolved: false,
                     on_call: std::collections::BTreeMap::new(),
+                    no_resolved: Default::default(),
                 }])
                 .await
                 .expect("ingest");

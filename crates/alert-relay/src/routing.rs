@@ -2,6 +2,10 @@
 //! (more when a route says `continue: true`), that route's policy, the policy's first step.
 //! Pure: rotations are resolved at the instant the caller passes.
 
+#[cfg(test)]
+mod alertmanager_snippets;
+pub mod route_test;
+
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;

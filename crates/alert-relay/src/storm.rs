@@ -98,6 +98,7 @@ impl Storms {
                     window_ms: i64::try_from(r.window.as_millis()).unwrap_or(i64::MAX),
                     threshold: usize::try_from(r.threshold).unwrap_or(usize::MAX),
                     group_by: r.group_by.clone(),
+                    matchers: r.matchers.clone(),
                     destinations: first.destinations,
                     on_call: first.on_call,
                 })

@@ -150,6 +150,10 @@ pub const PROVIDER: Provider = Provider {
         Key::Secret("password"),
         Key::Plain("from", Kind::Str),
         Key::Plain("to", Kind::List),
+        // Alertmanager's email_configs names.
+        Key::Alias("auth_username", "username"),
+        Key::Alias("auth_password", "password"),
+        Key::Plain("require_tls", Kind::Bool),
     ],
     rate: Rate::new(1.0, 5),
     refuses_api_url: Some("email channels name their SMTP server in smarthost"),
@@ -191,11 +195,25 @@ fn from_raw(input: &Input<'_>) -> Result<ChannelKind, ConfigError> {
         .ok_or_else(|| {
             input.invalid("smarthost", "must be host:port, e.g. smtp.example.org:587")
         })?;
-    let tls = match input.keys.str("tls").map(String::as_str) {
-        None | Some("starttls") => EmailTls::Starttls,
-        Some("tls") => EmailTls::Implicit,
-        Some("none") => EmailTls::None,
-        Some(_) => {
+    let tls = match (
+        input.keys.str("tls").map(String::as_str),
+        input.keys.bool("require_tls"),
+    ) {
+        (Some(_), Some(_)) => {
+            return Err(input.invalid(
+                "require_tls",
+                "require_tls is Alertmanager's name for tls: set one of require_tls and tls, not both",
+            ));
+        }
+        // Alertmanager: port 465 is implicit TLS; otherwise require_tls demands STARTTLS and
+        // false sends without it.
+        (None, Some(_)) if port == 465 => EmailTls::Implicit,
+        (None, Some(true)) => EmailTls::Starttls,
+        (None, Some(false)) => EmailTls::None,
+        (None | Some("starttls"), None) => EmailTls::Starttls,
+        (Some("tls"), None) => EmailTls::Implicit,
+        (Some("none"), None) => EmailTls::None,
+        (Some(_), None) => {
             return Err(input.invalid("tls", "use starttls (default), tls or none"));
         }
     };

@@ -65,6 +65,10 @@ pub enum Key {
     Plain(&'static str, Kind),
     /// A secret: `name` inline, `name_file` or `name_env`.
     Secret(&'static str),
+    /// Alertmanager's name for one of the provider's own keys: `Alias("auth_username",
+    /// "username")`. For a secret it covers `_file` and `_env` too. Read as the key it stands
+    /// for ([`ProviderKeys::apply_aliases`]); setting both names is an error naming both.
+    Alias(&'static str, &'static str),
 }
 
 /// The YAML shape of a provider key's value.
@@ -83,8 +87,9 @@ pub enum Kind {
 }
 
 impl Key {
-    /// The key names it stands for, with their kinds.
-    fn names(&self) -> Vec<(String, Kind)> {
+    /// The key names it stands for, with their kinds; an alias takes those of its target among
+    /// `all` (the provider's keys).
+    fn names(&self, all: &[Key]) -> Vec<(String, Kind)> {
         match *self {
             Key::Plain(name, kind) => vec![(name.to_owned(), kind)],
             Key::Secret(name) => vec![
@@ -92,16 +97,39 @@ impl Key {
                 (format!("{name}_file"), Kind::Path),
                 (format!("{name}_env"), Kind::Str),
             ],
+            Key::Alias(alias, target) => alias_pairs(alias, target, all)
+                .into_iter()
+                .map(|(a, _, kind)| (a, kind))
+                .collect(),
         }
     }
 
-    fn contains(&self, key: &str) -> bool {
-        match *self {
-            Key::Plain(name, _) => name == key,
-            Key::Secret(name) => key
-                .strip_prefix(name)
-                .is_some_and(|rest| matches!(rest, "" | "_file" | "_env")),
-        }
+    fn contains(&self, key: &str, all: &[Key]) -> bool {
+        self.names(all).iter().any(|(n, _)| n == key)
+    }
+}
+
+/// (alias name, target name, kind) for each name an alias covers: one for a plain key, the
+/// inline, `_file` and `_env` names for a secret. Empty when `target` is not in `all`.
+fn alias_pairs(alias: &str, target: &str, all: &[Key]) -> Vec<(String, String, Kind)> {
+    let found = all.iter().find_map(|k| match *k {
+        Key::Plain(n, kind) if n == target => Some(Some(kind)),
+        Key::Secret(n) if n == target => Some(None),
+        _ => None,
+    });
+    match found {
+        Some(Some(kind)) => vec![(alias.to_owned(), target.to_owned(), kind)],
+        Some(None) => [("", Kind::Str), ("_file", Kind::Path), ("_env", Kind::Str)]
+            .into_iter()
+            .map(|(suffix, kind)| {
+                (
+                    format!("{alias}{suffix}"),
+                    format!("{target}{suffix}"),
+                    kind,
+                )
+            })
+            .collect(),
+        None => Vec::new(),
     }
 }
 
@@ -110,13 +138,27 @@ fn all_keys() -> &'static [(&'static str, Kind)] {
     static ALL: OnceLock<Vec<(&'static str, Kind)>> = OnceLock::new();
     ALL.get_or_init(|| {
         let mut out: Vec<(&'static str, Kind)> = Vec::new();
-        for (name, kind) in PROVIDERS.iter().flat_map(|p| p.keys).flat_map(Key::names) {
+        let names = PROVIDERS
+            .iter()
+            .flat_map(|p| p.keys.iter().flat_map(|k| k.names(p.keys)))
+            // `api_url` inline is a key every channel has (see `apply_aliases`).
+            .filter(|(n, _)| n != "api_url");
+        for (name, kind) in names {
             if !out.iter().any(|(n, _)| *n == name) {
                 out.push((Box::leak(name.into_boxed_str()), kind));
             }
         }
         out
     })
+}
+
+/// The `&'static` spelling of provider key `name` (every name an alias stands for is one).
+fn static_name(name: &str) -> &'static str {
+    all_keys()
+        .iter()
+        .map(|(n, _)| *n)
+        .find(|n| *n == name)
+        .unwrap_or("unknown key")
 }
 
 /// The value of a provider key as written.
@@ -131,9 +173,10 @@ enum Value {
 }
 
 /// The provider keys a channel sets, as written; which provider takes them is checked after
-/// `type` is known.
+/// `type` is known. Then the Alertmanager names read as ours (ours -> as written, for a
+/// secret its base name too), so errors name the key the file has.
 #[derive(Debug, Default)]
-pub struct ProviderKeys(BTreeMap<&'static str, Value>);
+pub struct ProviderKeys(BTreeMap<&'static str, Value>, BTreeMap<String, String>);
 
 impl ProviderKeys {
     /// Every key some provider takes, in the order providers declare them.
@@ -165,6 +208,16 @@ impl ProviderKeys {
             self.0.insert(name, v);
         }
         Ok(())
+    }
+
+    /// The name key `name` was written as: its Alertmanager name if that was used.
+    pub fn written<'k>(&'k self, name: &'k str) -> &'k str {
+        self.1.get(name).map_or(name, String::as_str)
+    }
+
+    /// Whether key `name` is set.
+    fn has(&self, name: &str) -> bool {
+        self.0.contains_key(name)
     }
 
     /// The keys set, in the order providers declare them.
@@ -228,8 +281,60 @@ impl ProviderKeys {
 
     /// The first key set that `provider` does not take.
     pub fn foreign(&self, provider: &Provider) -> Option<&'static str> {
-        self.present()
-            .find(|k| !provider.keys.iter().any(|key| key.contains(k)))
+        self.present().find(|k| {
+            !provider
+                .keys
+                .iter()
+                .any(|key| key.contains(k, provider.keys))
+        })
+    }
+
+    /// Reads `provider`'s Alertmanager names (`Key::Alias`) as the keys they stand for, so its
+    /// `from_raw` sees only its own. Both names of one setting is an error naming both.
+    /// `api_url` is special: every channel has it (the provider's base URL). On a channel
+    /// whose provider calls its secret `api_url` in Alertmanager (Slack), an `api_url` with
+    /// none of the provider's secrets beside it is Alertmanager's: the secret, and no base URL.
+    pub fn apply_aliases(
+        &mut self,
+        provider: &Provider,
+        prefix: &str,
+        api_url: &mut Option<String>,
+    ) -> Result<(), ConfigError> {
+        for key in provider.keys {
+            let Key::Alias(alias, target) = *key else {
+                continue;
+            };
+            let pairs = alias_pairs(alias, target, provider.keys);
+            let alias_given = pairs.iter().map(|(a, _, _)| a).find(|a| self.has(a));
+            let ours_given = pairs.iter().map(|(_, t, _)| t).find(|t| self.has(t));
+            if let (Some(a), Some(t)) = (alias_given, ours_given) {
+                return Err(invalid(
+                    format!("{prefix}{a}"),
+                    format!("{a} is Alertmanager's name for {t}: set one of {a} and {t}, not both"),
+                ));
+            }
+            for (a, t, _) in &pairs {
+                if let Some(v) = self.0.remove(a.as_str()) {
+                    self.0.insert(static_name(t), v);
+                    self.1.insert(t.clone(), a.clone());
+                    self.1.insert(target.to_owned(), alias.to_owned());
+                }
+            }
+            let secret_given = provider.keys.iter().any(|k| match *k {
+                Key::Secret(n) => ["", "_file", "_env"]
+                    .iter()
+                    .any(|suffix| self.has(&format!("{n}{suffix}"))),
+                _ => false,
+            });
+            if alias == "api_url"
+                && !secret_given
+                && let Some(url) = api_url.take()
+            {
+                self.0.insert(static_name(target), Value::Str(url));
+                self.1.insert(target.to_owned(), alias.to_owned());
+            }
+        }
+        Ok(())
     }
 }
 
@@ -275,7 +380,7 @@ pub struct Input<'a> {
 impl Input<'_> {
     /// The full path of `key`.
     pub fn key(&self, key: &str) -> String {
-        format!("{}{key}", self.prefix)
+        format!("{}{}", self.prefix, self.keys.written(key))
     }
 
     /// The error for `key`.
@@ -293,14 +398,20 @@ impl Input<'_> {
 
     /// Secret `key` (inline, `_file` or `_env`), if given.
     pub fn secret(&self, key: &str) -> Result<Option<Secret>, ConfigError> {
-        self.ctx
-            .secret(self.prefix, key, self.keys.secret_keys(key))
+        self.ctx.secret(
+            self.prefix,
+            self.keys.written(key),
+            self.keys.secret_keys(key),
+        )
     }
 
     /// Secret `key`, which must be given.
     pub fn required_secret(&self, key: &str) -> Result<Secret, ConfigError> {
-        self.ctx
-            .required_secret(self.prefix, key, self.keys.secret_keys(key))
+        self.ctx.required_secret(
+            self.prefix,
+            self.keys.written(key),
+            self.keys.secret_keys(key),
+        )
     }
 
     /// A secret URL (webhooks): required, and never echoed when it is no http(s) URL.
@@ -329,6 +440,35 @@ pub struct ChannelConfig {
     pub timeout: Option<Duration>,
     /// At most so many messages per window to each destination (`crate::model::budget`).
     pub budget: Option<crate::model::budget::Budget>,
+    /// Whether its destinations get RESOLVED messages (`send_resolved`, default true).
+    pub send_resolved: SendResolved,
+}
+
+/// `send_resolved` of a channel (`send_resolved: false`) or of some of its recipients
+/// (`send_resolved: {"+447700900124": false}`: the others keep the default, true).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendResolved {
+    pub channel: bool,
+    pub recipients: BTreeMap<String, bool>,
+}
+
+impl Default for SendResolved {
+    /// Alertmanager's default: resolved messages are sent.
+    fn default() -> Self {
+        SendResolved {
+            channel: true,
+            recipients: BTreeMap::new(),
+        }
+    }
+}
+
+impl SendResolved {
+    /// Whether `recipient` (none: the channel itself) gets RESOLVED messages.
+    pub fn for_recipient(&self, recipient: Option<&str>) -> bool {
+        recipient
+            .and_then(|r| self.recipients.get(r).copied())
+            .unwrap_or(self.channel)
+    }
 }
 
 /// Token bucket: `per_second` refill, `burst` capacity.
@@ -424,24 +564,43 @@ pub struct Destination {
     pub recipient: Option<String>,
 }
 
+impl Destination {
+    /// Whether RESOLVED messages are created for this destination (`send_resolved`).
+    pub fn sends_resolved(&self) -> bool {
+        self.channel
+            .send_resolved
+            .for_recipient(self.recipient.as_deref())
+    }
+}
+
 impl ChannelConfig {
+    /// The recipients that are destinations of their own (each Twilio number), in order;
+    /// empty for a channel that is one destination.
+    pub fn recipients(&self) -> Vec<&str> {
+        match &self.kind {
+            ChannelKind::Twilio { to, .. } => to.iter().map(String::as_str).collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// This channel's destinations, in order.
     pub fn destinations(self: &Arc<Self>) -> Vec<Destination> {
-        match &self.kind {
-            ChannelKind::Twilio { to, .. } => to
-                .iter()
-                .map(|number| Destination {
-                    id: format!("{}/{number}", self.name),
-                    channel: Arc::clone(self),
-                    recipient: Some(number.clone()),
-                })
-                .collect(),
-            _ => vec![Destination {
+        let recipients = self.recipients();
+        if recipients.is_empty() {
+            return vec![Destination {
                 id: self.name.clone(),
                 channel: Arc::clone(self),
                 recipient: None,
-            }],
+            }];
         }
+        recipients
+            .into_iter()
+            .map(|r| Destination {
+                id: format!("{}/{r}", self.name),
+                channel: Arc::clone(self),
+                recipient: Some(r.to_owned()),
+            })
+            .collect()
     }
 }
 
@@ -450,10 +609,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_alertmanager_name_stands_for_a_key_of_its_provider() {
+        for p in PROVIDERS {
+            for key in p.keys {
+                if let Key::Alias(alias, target) = *key {
+                    assert!(
+                        !alias_pairs(alias, target, p.keys).is_empty(),
+                        "{}: {alias} stands for {target}, no key of it",
+                        p.name
+                    );
+                    for (_, t, _) in alias_pairs(alias, target, p.keys) {
+                        assert_eq!(static_name(&t), t, "{}: {t} is not a provider key", p.name);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn providers_agree_on_the_kind_of_a_shared_key() {
         let mut seen: BTreeMap<String, Kind> = BTreeMap::new();
         for p in PROVIDERS {
-            for (name, kind) in p.keys.iter().flat_map(Key::names) {
+            for (name, kind) in p.keys.iter().flat_map(|k| k.names(p.keys)) {
                 let first = *seen.entry(name.clone()).or_insert(kind);
                 assert_eq!(first, kind, "{} declares {name} as another kind", p.name);
             }

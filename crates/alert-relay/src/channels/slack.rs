@@ -281,6 +281,9 @@ pub const PROVIDER: Provider = Provider {
         Key::Secret("webhook_url"),
         Key::Secret("bot_token"),
         Key::Plain("channel", Kind::Str),
+        // Alertmanager's slack_configs: `api_url_file` is the webhook URL; `api_url` too when
+        // no webhook_url or bot_token is set (`ProviderKeys::apply_aliases`).
+        Key::Alias("api_url", "webhook_url"),
     ],
     // "1 per second, short bursts >1 allowed".
     rate: Rate::new(1.0, 3),

@@ -80,7 +80,8 @@ pub fn classify(resp: &Response) -> Outcome {
 /// A Teams channel's keys, default rate and validation.
 pub const PROVIDER: Provider = Provider {
     name: "teams",
-    keys: &[Key::Secret("url")],
+    // Alertmanager's msteams_configs call the flow's URL `webhook_url`.
+    keys: &[Key::Secret("url"), Key::Alias("webhook_url", "url")],
     rate: Rate::new(1.0, 4),
     refuses_api_url: None,
     from_raw,

@@ -1,9 +1,11 @@
 //! `channels:`: the keys every channel has (`type`, `api_url`, `template`, `rate_limit`,
-//! `timeout`, `budget`) and dispatch by `type` to the provider, which owns the rest
+//! `timeout`, `budget`, `send_resolved`) and dispatch by `type` to the provider, which owns the rest
 //! (`crate::channels::settings::PROVIDERS`).
 
-use super::raw::RawChannel;
-use crate::channels::settings::{ChannelConfig, Input, PROVIDERS, Rate, provider};
+use std::collections::BTreeMap;
+
+use super::raw::{RawChannel, RawSendResolved};
+use crate::channels::settings::{ChannelConfig, Input, PROVIDERS, Rate, SendResolved, provider};
 use crate::render::template::UserTemplate;
 use crate::secret::keys::{ConfigError, Ctx, Problems, check_url, invalid};
 use crate::time::parse_duration;
@@ -35,6 +37,9 @@ pub(super) fn channel(
             ),
         ));
     };
+    let mut rc = rc;
+    rc.provider
+        .apply_aliases(provider, &prefix, &mut rc.api_url)?;
     if let Some(key) = rc.provider.foreign(provider) {
         return Err(invalid(
             format!("{prefix}{key}"),
@@ -89,7 +94,7 @@ pub(super) fn channel(
         Ok(kind) => kind,
         Err(e) => return Err(problems.fail(e)),
     };
-    problems.finish(ChannelConfig {
+    let mut config = ChannelConfig {
         name: name.to_owned(),
         kind,
         api_url,
@@ -97,5 +102,45 @@ pub(super) fn channel(
         rate,
         timeout,
         budget,
+        send_resolved: SendResolved::default(),
+    };
+    if let Some(sr) = problems.keep(send_resolved(&prefix, rc.send_resolved, &config)) {
+        config.send_resolved = sr;
+    }
+    problems.finish(config)
+}
+
+/// `send_resolved` (default true): `false` for the channel, or a map naming some of its
+/// recipients, which must be destinations of their own (each Twilio number): on a channel
+/// that is one destination a per-recipient flag could not be honoured.
+fn send_resolved(
+    prefix: &str,
+    raw: Option<RawSendResolved>,
+    config: &ChannelConfig,
+) -> Result<SendResolved, ConfigError> {
+    let recipients = match raw {
+        None => BTreeMap::new(),
+        Some(RawSendResolved::Channel(channel)) => {
+            return Ok(SendResolved {
+                channel,
+                recipients: BTreeMap::new(),
+            });
+        }
+        Some(RawSendResolved::Recipients(map)) => map,
+    };
+    let known = config.recipients();
+    for r in recipients.keys() {
+        if !known.contains(&r.as_str()) {
+            let why = if known.is_empty() {
+                "this channel is one destination: set send_resolved: true or false".to_owned()
+            } else {
+                format!("not a recipient of this channel ({})", known.join(", "))
+            };
+            return Err(invalid(format!("{prefix}send_resolved.{r}"), why));
+        }
+    }
+    Ok(SendResolved {
+        channel: true,
+        recipients,
     })
 }

@@ -7,6 +7,7 @@
 
 pub mod budget;
 mod channel;
+mod matchers;
 mod pipeline;
 mod raw;
 mod rotation;
@@ -28,7 +29,7 @@ use crate::time::parse_duration;
 
 use self::channel::channel;
 pub use self::pipeline::{AlertmanagerApi, Deadman};
-use self::raw::{RawConfig, RawMatchers, RawRoute};
+use self::raw::{RawConfig, RawRoute};
 /// Channel settings belong to their providers (`crate::channels`); these names stay here too.
 pub use crate::channels::email::{EmailSettings, EmailTls};
 pub use crate::channels::ntfy::NtfyAuth;
@@ -495,6 +496,15 @@ impl Config {
             .collect()
     }
 
+    /// Destination ids that take no RESOLVED messages (`send_resolved: false`).
+    pub fn no_resolved(&self) -> BTreeSet<String> {
+        self.destinations()
+            .into_values()
+            .filter(|d| !d.sends_resolved())
+            .map(|d| d.id)
+            .collect()
+    }
+
     /// The resolved routing, as `check-config` prints it.
     pub fn describe(&self, security: ListenerSecurity) -> String {
         let mut out = String::new();
@@ -883,11 +893,19 @@ fn policy(name: String, rp: raw::RawPolicy, declared: &Declared) -> Result<Polic
     let ack_timeout = rp.ack_timeout.as_ref().and_then(|t| {
         problems.keep(parse_duration(t).map_err(|e| invalid(format!("{prefix}.ack_timeout"), e)))
     });
-    let storm = rp.storm.as_ref().and_then(|st| {
-        problems.keep(
+    let storm = rp.storm.and_then(|st| {
+        let rule = problems.keep(
             crate::model::storm::StormRule::new(&st.window, st.threshold, &st.group_by)
                 .map_err(|(k, m)| invalid(format!("{prefix}.storm.{k}"), m)),
-        )
+        );
+        let matchers = problems.keep(matchers::section(
+            &format!("{prefix}.storm"),
+            st.matchers,
+            st.am_matchers,
+        ));
+        let (mut rule, matchers) = (rule?, matchers?);
+        rule.matchers = matchers;
+        Some(rule)
     });
     if rp.steps.is_empty() {
         problems.push(invalid(
@@ -1055,7 +1073,10 @@ fn route(
             ));
         }
     }
-    let matchers = problems.or(matchers(&key, rr.matchers), Vec::new());
+    let matchers = problems.or(
+        matchers::section(&key, rr.matchers, rr.am_matchers),
+        Vec::new(),
+    );
     problems.finish(Route {
         name: rr.name,
         matchers,
@@ -1064,24 +1085,7 @@ fn route(
     })
 }
 
-/// `match:` at `key`: a map of equalities or a list of Alertmanager matchers.
-fn matchers(key: &str, raw: RawMatchers) -> Result<Vec<Matcher>, ConfigError> {
-    match raw {
-        RawMatchers::None => Ok(Vec::new()),
-        RawMatchers::Equal(map) => map
-            .into_iter()
-            .map(|(k, v)| {
-                Matcher::new(k.clone(), crate::matcher::Op::Equal, v)
-                    .map_err(|e| invalid(format!("{key}.match.{k}"), e))
-            })
-            .collect(),
-        RawMatchers::List(list) => list
-            .iter()
-            .enumerate()
-            .map(|(j, s)| Matcher::parse(s).map_err(|e| invalid(format!("{key}.match[{j}]"), e)))
-            .collect(),
-    }
-}
-
+#[cfg(test)]
+mod alertmanager_tests;
 #[cfg(test)]
 mod tests;

@@ -26,6 +26,9 @@ pub(in crate::config) struct RawDeadman {
     pub notify: Vec<String>,
     #[serde(rename = "match", default)]
     pub matchers: RawMatchers,
+    /// Alertmanager's spelling (`config::matchers`).
+    #[serde(rename = "matchers")]
+    pub am_matchers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -156,7 +159,10 @@ pub(super) fn deadman(
             ));
         }
     }
-    let mut m = problems.or(matchers("deadman", raw.matchers), Vec::new());
+    let mut m = problems.or(
+        matchers::section("deadman", raw.matchers, raw.am_matchers),
+        Vec::new(),
+    );
     if m.is_empty() {
         // Alertmanager's own name for the always-firing alert (kube-prometheus, our rules).
         m.extend(

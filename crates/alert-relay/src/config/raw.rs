@@ -139,6 +139,11 @@ pub(super) struct RawStorm {
     pub threshold: u32,
     #[serde(default)]
     pub group_by: Vec<String>,
+    #[serde(rename = "match", default)]
+    pub matchers: RawMatchers,
+    /// Alertmanager's spelling (`config::matchers`).
+    #[serde(rename = "matchers")]
+    pub am_matchers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -170,6 +175,9 @@ pub(super) struct RawRoute {
     pub name: Option<String>,
     #[serde(rename = "match", default)]
     pub matchers: RawMatchers,
+    /// Alertmanager's spelling: a list of matcher strings (`config::matchers`).
+    #[serde(rename = "matchers")]
+    pub am_matchers: Option<Vec<String>>,
     pub policy: String,
     #[serde(rename = "continue", default)]
     pub continue_matching: bool,
@@ -241,7 +249,41 @@ pub(super) struct RawChannel {
     pub rate_limit: Option<RawRate>,
     pub timeout: Option<String>,
     pub budget: Option<RawBudget>,
+    pub send_resolved: Option<RawSendResolved>,
     pub provider: ProviderKeys,
+}
+
+/// `send_resolved:` `false` for the whole channel, or a map of recipient -> flag
+/// (`{"+447700900124": false}`) for channels whose recipients are destinations.
+#[derive(Debug)]
+pub(super) enum RawSendResolved {
+    Channel(bool),
+    Recipients(BTreeMap<String, bool>),
+}
+
+impl<'de> Deserialize<'de> for RawSendResolved {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawSendResolved;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("true, false, or a map of recipient: true/false")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(RawSendResolved::Channel(v))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some((k, v)) = map.next_entry::<String, bool>()? {
+                    if out.insert(k, v).is_some() {
+                        return Err(de::Error::custom("a recipient is named twice"));
+                    }
+                }
+                Ok(RawSendResolved::Recipients(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// The keys every channel has, `type` first.
@@ -252,6 +294,7 @@ const COMMON_CHANNEL_KEYS: &[&str] = &[
     "rate_limit",
     "timeout",
     "budget",
+    "send_resolved",
 ];
 
 /// Every key a channel can have: the common ones, then the providers'.
@@ -311,7 +354,7 @@ impl<'de> Deserialize<'de> for RawChannel {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawChannel, A::Error> {
                 let mut kind: Option<String> = None;
                 let (mut api_url, mut template, mut rate_limit) = (None, None, None);
-                let (mut timeout, mut budget) = (None, None);
+                let (mut timeout, mut budget, mut send_resolved) = (None, None, None);
                 let mut provider = ProviderKeys::default();
                 while let Some(ChannelKey(key)) = map.next_key()? {
                     match key.as_str() {
@@ -326,6 +369,7 @@ impl<'de> Deserialize<'de> for RawChannel {
                         "rate_limit" => once(&mut rate_limit, "rate_limit", &mut map)?,
                         "timeout" => once(&mut timeout, "timeout", &mut map)?,
                         "budget" => once(&mut budget, "budget", &mut map)?,
+                        "send_resolved" => once(&mut send_resolved, "send_resolved", &mut map)?,
                         k => provider.read(k, &mut map)?,
                     }
                 }
@@ -336,6 +380,7 @@ impl<'de> Deserialize<'de> for RawChannel {
                     rate_limit,
                     timeout,
                     budget,
+                    send_resolved,
                     provider,
                 })
             }

@@ -220,9 +220,19 @@ fn rejects_unknown_keys_and_bad_escalation() {
     ));
     assert!(e.contains("routes[0].match[0]"), "{e}");
     let e = parse_err(&format!(
-        "{ok_channels}policies: {{ p: {{ steps: [{{notify: [c]}}] }} }}\nroutes: [{{policy: p, matchers: []}}]\n"
+        "{ok_channels}policies: {{ p: {{ steps: [{{notify: [c]}}] }} }}\nroutes: [{{policy: p, matchers: ['a=b', '{{c=~\"(\"}}']}}]\n"
     ));
-    assert!(e.contains("matchers"), "{e}");
+    assert!(
+        e.contains("routes[0].matchers[1]: ") && e.contains("invalid regex"),
+        "{e}"
+    );
+    let e = parse_err(&format!(
+        "{ok_channels}policies: {{ p: {{ steps: [{{notify: [c]}}] }} }}\nroutes: [{{policy: p, match: {{a: b}}, matchers: ['c=d']}}]\n"
+    ));
+    assert!(
+        e.contains("routes[0].match or routes[0].matchers, not both"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -3,6 +3,8 @@
 //! A webhook is answered 2xx only after the store committed it; 5xx only when the store failed;
 //! 4xx with a JSON error for everything the sender got wrong.
 
+use std::sync::Arc;
+
 use http::header;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Limited};
@@ -150,6 +152,7 @@ impl App {
             });
         // Heartbeats are consumed: never stored as alerts, routed or delivered.
         let now = self.live.clock.now();
+        let no_resolved = Arc::new(config.no_resolved());
         for event in events {
             let (targets, routes) = match (
                 routing::destinations(config, &event.labels, pinned, now),
@@ -171,6 +174,7 @@ impl App {
                 routes,
                 group_resolved,
                 on_call: targets.on_call,
+                no_resolved: Arc::clone(&no_resolved),
             });
         }
         Ok(Routed {

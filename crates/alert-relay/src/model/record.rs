@@ -1,7 +1,8 @@
 //! What the store records and the writes that change it: plain data, shared by the store, the
 //! services that send writes, and render (which words deliveries from them).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use crate::model::storm::{StormWrite, StormWritten};
 use crate::payload::AlertEvent;
@@ -25,6 +26,9 @@ pub struct RoutedEvent {
     /// Destination -> who is on call there (`alice (rotation primary)`), for those a rotation
     /// chose.
     pub on_call: BTreeMap<String, String>,
+    /// Destinations that take no RESOLVED messages (`send_resolved: false`): a resolved event
+    /// creates no delivery there, wherever its firing event went.
+    pub no_resolved: Arc<BTreeSet<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,6 +17,9 @@ pub struct StormRule {
     pub threshold: u32,
     /// Labels whose values must be equal; empty: every incident of the policy.
     pub group_by: Vec<String>,
+    /// Which incidents count, by the labels of the alert that opened them (`matchers:` or
+    /// `match:`); empty: every incident of the policy.
+    pub matchers: Vec<crate::matcher::Matcher>,
 }
 
 impl StormRule {
@@ -40,6 +43,7 @@ impl StormRule {
             window,
             threshold,
             group_by: group_by.to_vec(),
+            matchers: Vec::new(),
         })
     }
 }
@@ -51,6 +55,8 @@ pub struct RuleAt {
     pub window_ms: i64,
     pub threshold: usize,
     pub group_by: Vec<String>,
+    /// Only incidents whose opening alert matches all of these count (empty: every one).
+    pub matchers: Vec<crate::matcher::Matcher>,
     /// The policy's first-step destinations: where the summaries go.
     pub destinations: Vec<String>,
     /// Who of a rotation each of them pages (`deliveries.on_call`).

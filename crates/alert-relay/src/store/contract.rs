@@ -28,6 +28,7 @@ macro_rules! backend_contract {
         mod $name {
             $crate::store::contract::backend_contract!(@cases $make;
                 ingest_deduplicates_and_resolved_follows_firing,
+                send_resolved_false_creates_no_resolved_delivery,
                 pending_is_oldest_first_and_outcomes_leave_it,
                 records_attempts_and_prunes,
                 meta_offsets_and_pushover_receipts,
@@ -45,6 +46,7 @@ macro_rules! backend_contract {
                 sent_to_the_destinations_paged,
                 budget_admits_then_holds,
                 storms_gather_incidents,
+                storm_matchers_pick_the_incidents_that_count,
                 ping_answers,
             );
         }
@@ -81,6 +83,7 @@ pub(crate) fn routed(e: AlertEvent, dests: &[&str]) -> RoutedEvent {
         routes: Vec::new(),
         group_resolved: false,
         on_call: Default::default(),
+        no_resolved: Default::default(),
     }
 }
 
@@ -176,6 +179,53 @@ pub(crate) fn ingest_deduplicates_and_resolved_follows_firing(db: &mut dyn Backe
             ("b".to_owned(), 2),
             ("c".to_owned(), 1)
         ]
+    );
+}
+
+/// `send_resolved: false` (`RoutedEvent::no_resolved`): a resolved event creates no delivery
+/// for that destination, whether it follows a firing delivery, the group's open incident or
+/// routing; the firing message is unaffected and the other destinations get theirs.
+pub(crate) fn send_resolved_false_creates_no_resolved_delivery(db: &mut dyn Backend) {
+    let quiet = |mut e: RoutedEvent| {
+        e.no_resolved = std::sync::Arc::new(["sms/+1".to_owned()].into());
+        e
+    };
+    let o = ingest_one(
+        db,
+        vec![quiet(with_route(routed(
+            event("f1", Status::Firing, 10),
+            &["sms/+1", "chat"],
+        )))],
+    );
+    assert_eq!(o.deliveries.len(), 2, "the firing message goes everywhere");
+    let o = ingest_one(
+        db,
+        vec![quiet(routed(
+            event("f1", Status::Resolved, 10),
+            &["sms/+1", "chat"],
+        ))],
+    );
+    let dests: Vec<&str> = o.deliveries.iter().map(|(d, _, _)| d.as_str()).collect();
+    assert_eq!(dests, ["chat"]);
+    // Another startsAt: the open incident's destinations, less the quiet one.
+    let o = ingest_one(
+        db,
+        vec![quiet(routed(
+            event("f1", Status::Resolved, 11),
+            &["sms/+1"],
+        ))],
+    );
+    let dests: Vec<&str> = o.deliveries.iter().map(|(d, _, _)| d.as_str()).collect();
+    assert_eq!(dests, ["chat"]);
+    // Never seen firing, in a group without an incident: routing, less the quiet one.
+    let mut e = quiet(routed(event("f2", Status::Resolved, 10), &["sms/+1"]));
+    e.event.group_key = "other".into();
+    let o = ingest_one(db, vec![e]);
+    assert!(o.deliveries.is_empty(), "{:?}", o.deliveries);
+    assert_eq!(
+        db.pending("sms/+1").expect("pending").len(),
+        1,
+        "only the firing one"
     );
 }
 
@@ -752,12 +802,60 @@ pub(crate) fn budget_admits_then_holds(db: &mut dyn Backend) {
     assert!(db.relay_clock().expect("clock") >= 1_000);
 }
 
+/// A storm rule's matchers: only incidents whose opening alert matches count toward a storm
+/// and join it; the others are paged as ever.
+pub(crate) fn storm_matchers_pick_the_incidents_that_count(db: &mut dyn Backend) {
+    let rule = RuleAt {
+        policy: "p".into(),
+        window_ms: 60_000,
+        threshold: 1,
+        group_by: Vec::new(),
+        matchers: crate::matcher::parse_set(r#"{alertname=~"NodeDown|UpsOnBattery"}"#)
+            .expect("matchers"),
+        destinations: vec!["summary".into()],
+        on_call: BTreeMap::new(),
+    };
+    let opened = |db: &mut dyn Backend, group: &str, alertname: &str, clock| {
+        let mut e = with_route(routed(event(group, Status::Firing, 1), &["a"]));
+        e.event.group_key = group.into();
+        e.event.labels.insert("alertname".into(), alertname.into());
+        let id = ingest_one(db, vec![e]).opened[0];
+        let w = Write::Storm(StormWrite::Opened {
+            opened: vec![id],
+            rules: vec![rule.clone()],
+            clock,
+        });
+        match write(db, w) {
+            Written::Storm(StormWritten::Opened { detected, .. }) => (id, detected),
+            other => panic!("not opened: {other:?}"),
+        }
+    };
+    // Three incidents that do not match: no storm, though more than the threshold.
+    for (i, g) in ["g1", "g2", "g3"].iter().enumerate() {
+        let (id, detected) = opened(db, g, "PiHot", 1_000 + i as i64);
+        assert!(detected.is_empty(), "{detected:?}");
+        assert_eq!(db.incident(id).expect("read").expect("exists").storm, None);
+    }
+    let (a, detected) = opened(db, "g4", "NodeDown", 2_000);
+    assert!(
+        detected.is_empty(),
+        "one matching incident is no storm: {detected:?}"
+    );
+    let (b, detected) = opened(db, "g5", "UpsOnBattery", 2_001);
+    assert_eq!(detected.len(), 1, "{detected:?}");
+    let view = db.storm(detected[0].0).expect("read").expect("exists");
+    let mut members: Vec<i64> = view.incidents.iter().map(|i| i.id).collect();
+    members.sort_unstable();
+    assert_eq!(members, [a, b]);
+}
+
 pub(crate) fn storms_gather_incidents(db: &mut dyn Backend) {
     let rule = RuleAt {
         policy: "p".into(),
         window_ms: 60_000,
         threshold: 1,
         group_by: Vec::new(),
+        matchers: Vec::new(),
         destinations: vec!["summary".into()],
         on_call: BTreeMap::new(),
     };

@@ -1237,7 +1237,11 @@ fn ingest_event(
     };
     let targets = match e.status {
         Status::Firing => routed.destinations.into_iter().map(|d| (d, None)).collect(),
-        Status::Resolved => sql.resolved_targets(e, routed.destinations)?,
+        Status::Resolved => {
+            let mut t = sql.resolved_targets(e, routed.destinations)?;
+            t.retain(|(d, _)| !routed.no_resolved.contains(d));
+            t
+        }
     };
     // Who is on call is recorded for firing messages only: a resolve pages nobody.
     let firing = e.status == Status::Firing;

@@ -367,6 +367,9 @@ fn enter_member<'r>(
     };
     let event: AlertEvent = serde_json::from_str(&alert)
         .map_err(|e| StoreError::Corrupt(format!("incident {id}: {e}")))?;
+    if !rule.matchers.iter().all(|m| m.matches(&event.labels)) {
+        return Ok(None);
+    }
     let key = serde_json::to_string(&crate::model::storm::key_of(&event.labels, &rule.group_by))
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
     tx.execute(

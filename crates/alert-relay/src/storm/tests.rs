@@ -120,6 +120,7 @@ impl Rig {
             .store
             .ingest(vec![RoutedEvent {
                 on_call: std::collections::BTreeMap::new(),
+                no_resolved: Default::default(),
                 event: e,
                 destinations: dests.iter().map(|d| (*d).to_owned()).collect(),
                 routes: vec![RouteRef {
@@ -532,6 +533,7 @@ async fn later_steps_carry_the_incidents_current_alerts() {
         r.store
             .ingest(vec![RoutedEvent {
                 on_call: std::collections::BTreeMap::new(),
+                no_resolved: Default::default(),
                 event: e.clone(),
                 destinations: vec!["a".into()],
                 routes: vec![RouteRef {

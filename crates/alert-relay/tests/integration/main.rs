@@ -19,6 +19,7 @@ mod network_cut;
 mod pipeline;
 mod providers;
 mod redirects;
+mod routing_compat;
 mod storage;
 mod storm;
 mod story;

@@ -325,6 +325,10 @@ fn opened_incidents(
         };
         let event: AlertEvent = serde_json::from_str(row.try_get(2)?)
             .map_err(|e| StoreError::Corrupt(format!("incident {id}: {e}")))?;
+        // The rule's matchers pick the incidents that count (`StormRule::matchers`).
+        if !rule.matchers.iter().all(|m| m.matches(&event.labels)) {
+            continue;
+        }
         let key =
             serde_json::to_string(&crate::model::storm::key_of(&event.labels, &rule.group_by))
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;

@@ -538,7 +538,11 @@ fn ingest(
                 .iter()
                 .map(|d| (d.clone(), None))
                 .collect(),
-            Status::Resolved => resolved_targets(tx, &routed)?,
+            Status::Resolved => {
+                let mut t = resolved_targets(tx, &routed)?;
+                t.retain(|(d, _)| !routed.no_resolved.contains(d));
+                t
+            }
         };
         for (dest, firing_delivery) in targets {
             let who = routed
