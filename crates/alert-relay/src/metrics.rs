@@ -16,6 +16,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use serving::process::{Kind, Process};
 
+use crate::channels::settings::{ChannelKind, Destination};
 use crate::store::CommitObserver;
 
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -30,10 +31,35 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+/// Where a notification goes, in every per-destination series: `channel` is the configured
+/// channel's name, `integration` its type (`slack`, `twilio`, ..., as Alertmanager's notifier
+/// metrics name it), `destination` the channel's name again, or `<channel>/<n>` for the n-th
+/// number (from 1) of a Twilio channel's `to`: never a phone number or an address.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ChannelLabels {
     pub channel: String,
+    pub integration: String,
     pub destination: String,
+}
+
+impl ChannelLabels {
+    pub fn of(destination: &Destination) -> Self {
+        let channel = &destination.channel;
+        let position = match (&channel.kind, &destination.recipient) {
+            (ChannelKind::Twilio { to, .. }, Some(number)) => to.iter().position(|n| n == number),
+            _ => None,
+        };
+        Self {
+            channel: channel.name.clone(),
+            integration: channel.kind.type_name().to_owned(),
+            destination: match position {
+                Some(i) => format!("{}/{}", channel.name, i + 1),
+                // A recipient not (or no longer) in `to` keeps a label without its number.
+                None if destination.recipient.is_some() => format!("{}/?", channel.name),
+                None => channel.name.clone(),
+            },
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -48,9 +74,18 @@ pub struct PolicyLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FailureLabels {
-    pub channel: String,
-    pub destination: String,
+    #[prometheus(flatten)]
+    pub to: ChannelLabels,
     pub reason: String,
+}
+
+impl FailureLabels {
+    pub fn of(destination: &Destination, reason: &str) -> Self {
+        Self {
+            to: ChannelLabels::of(destination),
+            reason: reason.to_owned(),
+        }
+    }
 }
 
 /// Acknowledgements polled from providers (Telegram updates, Pushover receipts).
@@ -63,8 +98,8 @@ pub struct PollLabels {
 
 /// What the queues report at scrape time.
 pub trait QueueStats: Send + Sync + std::fmt::Debug {
-    /// (destination, channel type, depth, age of the oldest queued delivery).
-    fn queues(&self) -> Vec<(String, String, usize, Duration)>;
+    /// (destination, depth, age of the oldest queued delivery).
+    fn queues(&self) -> Vec<(ChannelLabels, usize, Duration)>;
 }
 
 #[derive(Debug)]
@@ -120,13 +155,9 @@ impl Collector for QueueCollector {
             None,
             MetricType::Gauge,
         )?;
-        for (dest, channel, n, _) in &queues {
-            let labels = ChannelLabels {
-                channel: channel.clone(),
-                destination: dest.clone(),
-            };
+        for (labels, n, _) in &queues {
             ConstGauge::new(i64::try_from(*n).unwrap_or(i64::MAX))
-                .encode(depth.encode_family(&labels)?)?;
+                .encode(depth.encode_family(labels)?)?;
         }
         let mut age = encoder.encode_descriptor(
             "alert_relay_queue_oldest_age_seconds",
@@ -134,12 +165,8 @@ impl Collector for QueueCollector {
             None,
             MetricType::Gauge,
         )?;
-        for (dest, channel, _, oldest) in &queues {
-            let labels = ChannelLabels {
-                channel: channel.clone(),
-                destination: dest.clone(),
-            };
-            ConstGauge::new(oldest.as_secs_f64()).encode(age.encode_family(&labels)?)?;
+        for (labels, _, oldest) in &queues {
+            ConstGauge::new(oldest.as_secs_f64()).encode(age.encode_family(labels)?)?;
         }
         Ok(())
     }
@@ -495,6 +522,52 @@ impl CommitObserver for CommitMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn destination_labels_name_the_channel_its_type_and_never_a_number() {
+        let mut secrets = crate::config::MapSecrets::default();
+        secrets.files.insert("/t".into(), "tw-token".into());
+        let yaml = r#"
+storage: { sqlite: relay.db }
+channels:
+  ops: { type: webhook, url: "https://hooks.example.org/x" }
+  oncall: { type: twilio, account_sid: AC1, auth_token_file: /t, from: "+15005550006", to: ["+447700900123", "+447700900124"] }
+policies:
+  p: { steps: [ { notify: [ops, oncall] } ] }
+routes: [ { policy: p } ]
+"#;
+        let config = crate::config::parse(yaml, std::path::Path::new("/"), &secrets)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let labels: Vec<(String, String, String)> = config
+            .destinations()
+            .values()
+            .map(|d| {
+                let l = ChannelLabels::of(d);
+                (l.channel, l.integration, l.destination)
+            })
+            .collect();
+        let owned = |c: &str, i: &str, d: &str| (c.to_owned(), i.to_owned(), d.to_owned());
+        assert_eq!(
+            labels,
+            [
+                owned("oncall", "twilio", "oncall/1"),
+                owned("oncall", "twilio", "oncall/2"),
+                owned("ops", "webhook", "ops"),
+            ]
+        );
+        let (metrics, _slot) = Metrics::new();
+        let sms = &config.destinations()["oncall/+447700900124"];
+        metrics
+            .failed
+            .get_or_create(&FailureLabels::of(sms, "timeout"))
+            .inc();
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"alert_relay_notifications_failed_total{channel="oncall",integration="twilio",destination="oncall/2",reason="timeout"} 1"#),
+            "{text}"
+        );
+        assert!(!text.contains("+44"), "{text}");
+    }
 
     #[test]
     fn build_info_and_process_metrics_are_exposed() {

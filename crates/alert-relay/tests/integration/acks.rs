@@ -490,7 +490,7 @@ async fn text(relay: &Relay, channel: &str, number: &str, body: &str, sid: &str)
 /// (the counter is bumped just before the record is queued to the store).
 async fn wait_sent_to_alice(relay: &Relay, n: f64) {
     let series = format!(
-        "alert_relay_notifications_delivered_total{{channel=\"alice-sms\",destination=\"alice-sms/{ALICE}\"}}"
+        "alert_relay_notifications_delivered_total{{channel=\"alice-sms\",integration=\"twilio\",destination=\"alice-sms/1\"}}"
     );
     relay.wait_metric(&series, n).await;
 }
