@@ -338,7 +338,7 @@ const EVENT_ONLY: &[&str] = &[
     "alert_relay_queue_oldest_age_seconds",
     "alert_relay_queue_depth",
     "rpi_mmc_life_time_used_ratio",
-    "rpi_mmc_pre_eol_info",
+    "rpi_mmc_pre_eol_state",
     "rpi_under_voltage_alarm",
     "rpi_ext4_last_error_time_seconds",
     "rpi_ups_runtime_seconds",
