@@ -72,6 +72,13 @@ pub struct PolicyLabel {
     pub policy: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct IncidentLabels {
+    pub policy: String,
+    /// `open` (escalating) or `acked`.
+    pub state: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FailureLabels {
     #[prometheus(flatten)]
@@ -132,6 +139,13 @@ pub struct Metrics {
     pub storm_collapsed: Family<PolicyLabel, Counter>,
     pub budget_exhausted: Family<ChannelLabels, Counter>,
     pub budget_held_back: Family<ChannelLabels, Counter>,
+    /// Incidents not resolved, by policy and state, as the leader's last escalation pass saw
+    /// them.
+    pub incidents: Family<IncidentLabels, Gauge>,
+    /// Escalation steps after the first sent (the first goes out when the incident opens).
+    pub escalation_steps: Family<PolicyLabel, Counter>,
+    /// Every (policy, state) `incidents` has shown, so one that empties reads 0, not absent.
+    incidents_seen: Mutex<std::collections::BTreeSet<IncidentLabels>>,
     registry: Mutex<Registry>,
 }
 
@@ -228,6 +242,9 @@ impl Metrics {
             storm_collapsed: Family::default(),
             budget_exhausted: Family::default(),
             budget_held_back: Family::default(),
+            incidents: Family::default(),
+            escalation_steps: Family::default(),
+            incidents_seen: Mutex::default(),
             registry: Mutex::new(Registry::default()),
         }
     }
@@ -385,6 +402,39 @@ impl Metrics {
             "Messages held back because a destination's budget ran out",
             self.budget_held_back.clone(),
         );
+        registry.register(
+            "alert_relay_incidents",
+            "Incidents not resolved, by policy and state (open: escalating; acked), as the leader last saw them",
+            self.incidents.clone(),
+        );
+        registry.register(
+            "alert_relay_escalation_steps",
+            "Escalation steps after the first sent to their destinations, by policy",
+            self.escalation_steps.clone(),
+        );
+    }
+
+    /// The incidents one escalation pass found unresolved: every (policy, state) counted, the
+    /// ones seen before and now gone set to 0 (a series that disappears reads as no data).
+    pub fn set_incidents(&self, unresolved: &[(String, &'static str)]) {
+        let mut seen = self
+            .incidents_seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut counts: std::collections::BTreeMap<IncidentLabels, i64> =
+            seen.iter().map(|l| (l.clone(), 0)).collect();
+        for (policy, state) in unresolved {
+            *counts
+                .entry(IncidentLabels {
+                    policy: policy.clone(),
+                    state,
+                })
+                .or_insert(0) += 1;
+        }
+        for (labels, n) in counts {
+            self.incidents.get_or_create(&labels).set(n);
+            seen.insert(labels);
+        }
     }
 
     pub fn encode(&self) -> String {

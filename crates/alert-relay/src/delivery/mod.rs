@@ -134,6 +134,11 @@ pub enum Start {
 }
 
 impl Engine {
+    /// The relay's metrics, for the escalation engine's incident counts.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
+    }
+
     /// An engine without workers; [`Engine::apply`] starts them.
     pub fn new(parts: EngineParts) -> Arc<Self> {
         let EngineParts {
