@@ -227,6 +227,10 @@ impl Escalator {
         clocks.retain(|id, _| incidents.iter().any(|i| i.id == *id));
         let mut wait = Duration::MAX;
         for inc in incidents {
+            // The policy's step counter exists (at 0) from its first incident on.
+            drop(metrics.escalation_steps.get_or_create(&PolicyLabel {
+                policy: inc.policy.clone(),
+            }));
             let Some(policy) = config.policies.get(&inc.policy) else {
                 tracing::warn!(incident = inc.id, policy = %inc.policy, "the incident's policy is no longer configured; it does not escalate");
                 continue;
