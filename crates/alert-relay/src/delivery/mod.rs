@@ -313,8 +313,8 @@ impl QueueStats for Engine {
         self.queues
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .filter_map(|(_, q)| {
+            .values()
+            .filter_map(|q| {
                 let oldest = q.stats.oldest_ms.load(Ordering::Relaxed);
                 let age = if oldest > 0 {
                     Duration::from_millis(u64::try_from(now - oldest).unwrap_or(0))
