@@ -224,6 +224,8 @@ device = dashboard("pifleet-device", "pifleet: device detail", [
 # `integration` its type, `destination` the channel or `<channel>/<n>` for the n-th SMS number.
 R = f'{RELAY}, instance=~"$relay"'
 RATE = "$__rate_interval"
+# The incident counts are the leader's: a former leader (PostgreSQL HA) keeps its last ones.
+LEADS = f'alert_relay_leader{{{R}}} == 1'
 relay_variables = {"list": [
     DATASOURCE_VAR,
     {"name": "relay", "type": "query", "datasource": DS, "label": "Relay",
@@ -241,9 +243,9 @@ relay = dashboard("pifleet-relay", "pifleet: alert-relay", [
     stat("Dead-man's switch", f'max(alert_relay_deadman_tripped{{{R}}})', "none", 8, 0, thresholds=RED_IF_1, mappings=TRIPPED),
     stat("Last heartbeat", f'time() - max(alert_relay_deadman_last_heartbeat_timestamp_seconds{{{R}}} > 0)', "s", 12, 0,
          thresholds=[{"color": "green", "value": None}, {"color": "orange", "value": 300}]),
-    stat("Open incidents", f'sum(alert_relay_incidents{{state="open", {R}}}) or vector(0)', "none", 16, 0,
+    stat("Open incidents", f'sum(alert_relay_incidents{{state="open", {R}}} and on(instance) {LEADS}) or vector(0)', "none", 16, 0,
          thresholds=[{"color": "green", "value": None}, {"color": "orange", "value": 1}]),
-    stat("Acknowledged incidents", f'sum(alert_relay_incidents{{state="acked", {R}}}) or vector(0)', "none", 20, 0),
+    stat("Acknowledged incidents", f'sum(alert_relay_incidents{{state="acked", {R}}} and on(instance) {LEADS}) or vector(0)', "none", 20, 0),
     ts("Webhooks by answer", [
         target(f'sum by (status) (rate(alert_relay_webhooks_total{{{R}}}[{RATE}]))', "{{status}}"),
         target(f'sum by (reason) (rate(alert_relay_webhooks_rejected_total{{{R}}}[{RATE}]))', "rejected: {{reason}}", "B"),
@@ -268,7 +270,7 @@ relay = dashboard("pifleet-relay", "pifleet: alert-relay", [
         target(f'sum by (destination, reason) (increase(alert_relay_notifications_dead_lettered_total{{{R}}}[1h]))', "dead-lettered in 1h: {{destination}} {{reason}}", "B"),
     ], "none", 12, 20),
     ts("Incidents by policy and state", [
-        target(f'sum by (policy, state) (alert_relay_incidents{{{R}}})', "{{policy}} {{state}}"),
+        target(f'sum by (policy, state) (alert_relay_incidents{{{R}}} and on(instance) {LEADS})', "{{policy}} {{state}}"),
     ], "none", 0, 28),
     ts("Escalation steps sent (after the first)", [
         target(f'sum by (policy) (increase(alert_relay_escalation_steps_total{{{R}}}[1h]))', "{{policy}} per hour"),
