@@ -488,7 +488,8 @@ fn check_runbooks(rules: &[PathBuf]) -> Result<()> {
 // battery -> healthy -> read-only root -> healthy; each failure must reach the fake chat as
 // the right FIRING alert, and its end as RESOLVED. Three more exporters (Pi 5, stopped DS3231,
 // UPS on battery) stay up so every dashboard query and rule expression can be evaluated
-// against live data at the end.
+// against live data at the end; the relay is given a rejected webhook and three alerts for a
+// webhook that is gone, under a budget and a storm threshold, so its dashboard has data too.
 
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
@@ -500,17 +501,10 @@ use std::time::{Duration, Instant};
 /// delivery, an eMMC that reports wear, the sysfs-only fallback, a synchronised RTC offset,
 /// minutes of UPS discharge history). Queries that use them may return no data.
 const EVENT_ONLY: &[&str] = &[
-    "alert_relay_notifications_failed_total",
-    "alert_relay_notifications_dead_lettered_total",
     "alert_relay_queue_oldest_age_seconds",
     "alert_relay_queue_depth",
-    // The relay dashboard's panels of what the chain does not provoke: plain-text fallbacks
-    // (a provider refusing formatting), storms and budgets (none configured).
+    // The relay dashboard's plain-text fallbacks: the fake providers accept every format.
     "alert_relay_notifications_plain_fallback_total",
-    "alert_relay_storms_total",
-    "alert_relay_storm_collapsed_total",
-    "alert_relay_budget_held_back_total",
-    "alert_relay_budget_exhausted_total",
     "rpi_mmc_life_time_used_ratio",
     "rpi_mmc_pre_eol_state",
     "rpi_under_voltage_alarm",
@@ -578,19 +572,30 @@ fn pct_encode(s: &str) -> String {
 
 /// HTTP/1.0 GET: (status, body).
 fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
-    http_request(port, "GET", path, "")
+    http_request(port, "GET", path, "", None)
 }
 
-/// An HTTP/1.0 request with a JSON body (none when empty, no credentials): (status, body).
-fn http_request(port: u16, method: &str, path: &str, body: &str) -> Result<(u16, String)> {
+/// An HTTP/1.0 request with a JSON body (none when empty) and a bearer token if given:
+/// (status, body).
+fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &str,
+    token: Option<&str>,
+) -> Result<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     if body.is_empty() {
-        write!(s, "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+        write!(
+            s,
+            "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{auth}\r\n"
+        )?;
     } else {
         write!(
             s,
-            "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         )?;
     }
@@ -684,6 +689,9 @@ impl FakeProvider {
                     "201 Created",
                     r#"{"sid":"SM00000000000000000000000000000000","status":"queued"}"#,
                 )
+            } else if path.starts_with("/gone") {
+                // A webhook that no longer exists: the relay's failure and dead-letter series.
+                ("410 Gone", "gone")
             } else {
                 ("200 OK", "ok")
             };
@@ -968,7 +976,7 @@ fn run_chain(
     };
     chain.start_subject("pi4-healthy.yaml", &[])?;
     wait_for_chain(&ports, prom_port)?;
-    provoke_rejection(ports.relay)?;
+    provoke_relay_failures(ports.relay)?;
 
     let faults = Faults {
         fake,
@@ -1159,10 +1167,14 @@ delivery: {{ initial_backoff: 50ms, max_backoff: 500ms, timeout: 5s }}
 channels:
   chat: {{ type: slack, webhook_url: "https://hooks.slack.com/services/T/B/X", api_url: "http://127.0.0.1:{fake_port}/slack" }}
   sms: {{ type: twilio, account_sid: AC00000000000000000000000000000000, auth_token: tok, from: "+15005550006", to: ["+447700900123"], api_url: "http://127.0.0.1:{fake_port}/twilio" }}
+  gone: {{ type: webhook, url: "http://127.0.0.1:{fake_port}/gone", budget: {{ max: 1, per: 1h, overflow: [chat] }} }}
 policies:
   chat: {{ steps: [ {{ notify: [chat] }} ] }}
   page: {{ steps: [ {{ notify: [chat, sms] }} ] }}
+  gone: {{ steps: [ {{ notify: [gone] }} ], storm: {{ window: 10m, threshold: 2, group_by: [alertname] }} }}
 routes:
+  - match: {{ alertname: E2eUndeliverable }}
+    policy: gone
   - match: {{ severity: critical }}
     policy: page
   - policy: chat
@@ -1352,13 +1364,42 @@ fn wait_for_chain(ports: &ServicePorts, prom_port: u16) -> Result<()> {
     Ok(())
 }
 
-/// One webhook without the bearer token: the relay answers 401 and counts the rejection, so the
-/// relay dashboard's rejected-webhooks query has data.
-fn provoke_rejection(relay_port: u16) -> Result<()> {
-    let (status, body) = http_request(relay_port, "POST", "/webhook", "{}")?;
+/// What the relay dashboard shows that the faults do not provoke: one webhook without the
+/// bearer token (answered 401, a rejection), and three alerts routed to a channel whose webhook
+/// is gone (410: a failed attempt and a dead letter, which AlertRelayDeliveryFailing and
+/// AlertRelayDeadLetters then report), with a budget of one message (the second is held back)
+/// and a storm threshold of two (the third opens a storm).
+fn provoke_relay_failures(relay_port: u16) -> Result<()> {
+    let (status, body) = http_request(relay_port, "POST", "/webhook", "{}", None)?;
     if status != 401 {
         bail!("a webhook without the token was answered {status}, not 401: {body}");
     }
+    // One group (so one incident) per alert: the third incident within the window is a storm.
+    for n in 1..=3 {
+        let webhook = format!(
+            r#"{{"version":"4","groupKey":"{{}}:{{instance=\"gone-{n}\"}}","truncatedAlerts":0,"status":"firing","receiver":"relay","groupLabels":{{"instance":"gone-{n}"}},"commonLabels":{{}},"commonAnnotations":{{}},"externalURL":"http://127.0.0.1:9093","alerts":[{{"status":"firing","labels":{{"alertname":"E2eUndeliverable","instance":"gone-{n}","severity":"none"}},"annotations":{{"summary":"routed to a webhook that is gone"}},"startsAt":"2026-03-01T12:30:0{n}Z","endsAt":"0001-01-01T00:00:00Z","generatorURL":"http://127.0.0.1:9090/graph","fingerprint":"e2e000000000000{n}"}}]}}"#
+        );
+        let (status, body) =
+            http_request(relay_port, "POST", "/webhook", &webhook, Some(RELAY_TOKEN))?;
+        if status != 200 {
+            bail!("undeliverable alert {n} was answered {status}: {body}");
+        }
+    }
+    wait_for(
+        "the undeliverable alerts dead-lettered, held back by the budget and a storm",
+        Duration::from_secs(30),
+        || {
+            http_get(relay_port, "/metrics").is_ok_and(|(_, m)| {
+                [
+                    "alert_relay_notifications_dead_lettered_total{",
+                    "alert_relay_budget_held_back_total{",
+                    "alert_relay_storms_total{",
+                ]
+                .iter()
+                .all(|series| m.contains(series))
+            })
+        },
+    )?;
     Ok(())
 }
 
