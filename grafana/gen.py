@@ -1,11 +1,44 @@
 #!/usr/bin/env python3
-"""Generates grafana/dashboards/*.json (run after editing; the JSON is committed).
-Every panel query must use metrics the exporter emits: `cargo xtask promtool` checks the names,
-`cargo xtask e2e` runs every query against a live Prometheus."""
-import json, os
+"""Generates grafana/dashboards/*.json (run after editing; the JSON is committed, and
+`cargo xtask promtool` fails when it is not what this script writes with its defaults).
+Every panel query must use metrics the exporter or the relay emits: `cargo xtask promtool` checks
+the names, `cargo xtask e2e` runs every query against a live Prometheus.
+
+Parameters (the defaults match prometheus/prometheus.yml's jobs):
+  --pi-selector     label matchers that select pi-exporter's `up` series  (job="pi-exporter")
+  --relay-selector  label matchers that select alert-relay's series       (job="alert-relay")
+  --out DIR         where to write the dashboards                         (grafana/dashboards)
+"""
+import argparse, json, os, sys
+
+ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+ap.add_argument("--pi-selector", default='job="pi-exporter"')
+ap.add_argument("--relay-selector", default='job="alert-relay"')
+ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "dashboards"))
+ARGS = ap.parse_args()
+for flag, sel in [("--pi-selector", ARGS.pi_selector), ("--relay-selector", ARGS.relay_selector)]:
+    # Matchers go inside `{...}` beside others: braces or a trailing comma would break every query.
+    if not sel.strip() or "{" in sel or "}" in sel or sel.strip().endswith(","):
+        sys.exit(f"{flag} must be label matchers such as job=\"pi\", got {sel!r}")
+PI = ARGS.pi_selector
+RELAY = ARGS.relay_selector
 
 DS = {"type": "prometheus", "uid": "${datasource}"}
 SEL = 'site=~"$site", instance=~"$instance"'
+# grafana.com import: the datasource input the importer asks for, and what the dashboards need.
+# The `datasource` variable starts on the chosen one; provisioned (no import), the placeholder
+# matches no datasource and Grafana selects the default one.
+INPUTS = [{"name": "DS_PROMETHEUS", "label": "Prometheus", "description": "The Prometheus that scrapes the Pis and the relay",
+           "type": "datasource", "pluginId": "prometheus", "pluginName": "Prometheus"}]
+REQUIRES = [
+    {"type": "grafana", "id": "grafana", "name": "Grafana", "version": "10.0.0"},
+    {"type": "datasource", "id": "prometheus", "name": "Prometheus", "version": "1.0.0"},
+    {"type": "panel", "id": "stat", "name": "Stat", "version": ""},
+    {"type": "panel", "id": "table", "name": "Table", "version": ""},
+    {"type": "panel", "id": "timeseries", "name": "Time series", "version": ""},
+]
+DATASOURCE_VAR = {"name": "datasource", "type": "datasource", "query": "prometheus", "label": "Prometheus",
+                  "current": {"text": "Prometheus", "value": "${DS_PROMETHEUS}"}, "hide": 0}
 
 def target(expr, legend="", ref="A", instant=False, fmt="time_series"):
     t = {"datasource": DS, "expr": expr, "legendFormat": legend, "refId": ref, "format": fmt}
@@ -16,8 +49,7 @@ def target(expr, legend="", ref="A", instant=False, fmt="time_series"):
 
 def variables(multi_instance=True):
     return {"list": [
-        {"name": "datasource", "type": "datasource", "query": "prometheus", "label": "Prometheus",
-         "current": {}, "hide": 0},
+        DATASOURCE_VAR,
         {"name": "site", "type": "query", "datasource": DS, "label": "Site",
          "query": {"query": "label_values(rpi_exporter_build_info, site)", "refId": "site"},
          "definition": "label_values(rpi_exporter_build_info, site)",
@@ -30,13 +62,17 @@ def variables(multi_instance=True):
          "current": {"text": "All", "value": "$__all"} if multi_instance else {}},
     ]}
 
-def dashboard(uid, title, panels, multi_instance=True, links=None):
+def dashboard(uid, title, panels, multi_instance=True, links=None, templating=None):
     for i, p in enumerate(panels, 1):
         p["id"] = i
+    used = {p["type"] for p in panels}
     return {
+        "__inputs": INPUTS,
+        "__requires": [r for r in REQUIRES if r["type"] != "panel" or r["id"] in used],
         "uid": uid, "title": title, "tags": ["pifleet", "raspberry-pi"], "timezone": "browser",
         "schemaVersion": 39, "version": 1, "editable": True, "refresh": "1m",
-        "time": {"from": "now-6h", "to": "now"}, "templating": variables(multi_instance),
+        "time": {"from": "now-6h", "to": "now"},
+        "templating": templating or variables(multi_instance),
         "annotations": {"list": []}, "links": links or [], "panels": panels,
     }
 
@@ -72,7 +108,7 @@ columns = [
     ("H", f'rpi_time_synchronized{{{SEL}}}', "Clock synced"),
     ("I", f'rpi_ups_on_battery{{{SEL}}}', "On battery"),
     ("J", f'rpi_ups_battery_charge_ratio{{{SEL}}}', "UPS charge"),
-    ("L", f'sum by (instance, site) (1 - rpi_doctor_check{{{SEL}}})', "Checklist not passing"),
+    ("L", f'sum by (instance, site) (rpi_doctor_check{{status=~"warn|fail", {SEL}}})', "Checklist not passing"),
     ("K", f'time() - timestamp(rpi_exporter_build_info{{{SEL}}})', "Last scrape age s"),
 ]
 table = {
@@ -95,7 +131,7 @@ table = {
             {"id": "thresholds", "value": {"mode": "absolute", "steps": [{"color": "red", "value": None}, {"color": "orange", "value": 0.05}, {"color": "green", "value": 0.15}]}}]},
         {"matcher": {"id": "byName", "options": "UPS charge"}, "properties": [{"id": "unit", "value": "percentunit"}]},
         {"matcher": {"id": "byName", "options": "Last scrape age s"}, "properties": [{"id": "unit", "value": "s"}]},
-        # Checks of `pi-exporter doctor` on WARN or FAIL (docs/doctor.md); SKIPs are not counted.
+        # Checks of `pi-exporter doctor` on WARN or FAIL (docs/doctor.md); PASS and SKIP are not counted.
         {"matcher": {"id": "byName", "options": "Checklist not passing"}, "properties": [
             {"id": "custom.cellOptions", "value": {"type": "color-background"}},
             {"id": "thresholds", "value": {"mode": "absolute", "steps": [{"color": "green", "value": None}, {"color": "orange", "value": 1}]}}]},
@@ -114,8 +150,8 @@ table = {
     "options": {"showHeader": True, "sortBy": [{"displayName": "SoC °C", "desc": True}]},
 }
 fleet = dashboard("pifleet-fleet", "pifleet: fleet overview", [
-    stat("Pis up", f'sum(up{{job="pi-exporter", {SEL}}})', "none", 0, 0),
-    stat("Pis down", f'count(up{{job="pi-exporter", {SEL}}} == 0) or vector(0)', "none", 4, 0, thresholds=RED_IF_1),
+    stat("Pis up", f'sum(up{{{PI}, {SEL}}})', "none", 0, 0),
+    stat("Pis down", f'count(up{{{PI}, {SEL}}} == 0) or vector(0)', "none", 4, 0, thresholds=RED_IF_1),
     stat("Under-volted now", f'count(rpi_throttled{{condition="under_voltage", {SEL}}} == 1) or vector(0)', "none", 8, 0, thresholds=RED_IF_1),
     stat("Read-only filesystems", f'count(rpi_filesystem_readonly{{fstype!~"tmpfs|vfat|squashfs", {SEL}}} == 1) or vector(0)', "none", 12, 0, thresholds=RED_IF_1),
     stat("On battery", f'count(rpi_ups_on_battery{{{SEL}}} == 1) or vector(0)', "none", 16, 0, thresholds=RED_IF_1),
@@ -124,7 +160,7 @@ fleet = dashboard("pifleet-fleet", "pifleet: fleet overview", [
     table,
     ts("SoC temperature", [target(f'rpi_soc_temperature_celsius{{{SEL}}}', "{{instance}}")], "celsius", 0, 18),
     ts("Root filesystem available", [target(f'rpi_filesystem_avail_bytes{{mountpoint="/", {SEL}}} / rpi_filesystem_size_bytes{{mountpoint="/", {SEL}}}', "{{instance}}")], "percentunit", 12, 18),
-    ts("Scrape success", [target(f'up{{job="pi-exporter", {SEL}}}', "{{instance}}")], "none", 0, 26),
+    ts("Scrape success", [target(f'up{{{PI}, {SEL}}}', "{{instance}}")], "none", 0, 26),
     ts("Failing collectors", [target(f'rpi_exporter_collector_success{{{SEL}}} == 0', "{{instance}} {{collector}}")], "none", 12, 26),
 ])
 
@@ -164,7 +200,7 @@ device = dashboard("pifleet-device", "pifleet: device detail", [
                                         target(f'rpi_time_max_error_seconds{{{D}}}', "system max error", "B")], "s", 0, 44),
     ts("Load", [target(f'rpi_load1{{{D}}}', "load1"), target(f'rpi_load5{{{D}}}', "load5", "B")], "none", 12, 44),
     ts("Field checklist: checks not passing (pi-exporter doctor)",
-       [target(f'rpi_doctor_check{{{D}}} == 0', "{{category}} {{check}}")], "none", 0, 52, w=24),
+       [target(f'rpi_doctor_check{{status=~"warn|fail", {D}}} == 1', "{{status}}: {{category}} {{check}}")], "none", 0, 52, w=24),
     # Power and flash history (issue 18): why the Pi restarted, how often it loses power, and
     # when its flash reaches its rated endurance at the last 7 days' write rate.
     ts("Reset cause and unclean shutdowns",
@@ -183,8 +219,93 @@ device = dashboard("pifleet-device", "pifleet: device detail", [
             "properties": [{"id": "unit", "value": "percent"}, {"id": "custom.axisPlacement", "value": "right"}]}]}),
 ], multi_instance=False, links=[{"title": "Fleet overview", "type": "link", "url": "/d/pifleet-fleet"}])
 
-here = os.path.dirname(os.path.abspath(__file__))
-for name, d in [("fleet-overview", fleet), ("device-detail", device)]:
-    with open(os.path.join(here, "dashboards", name + ".json"), "w") as f:
+# ---------------------------------------------------------------- alert-relay
+# Metric names: docs/alert-relay.md ("Metrics"). `channel` is the configured channel's name,
+# `integration` its type, `destination` the channel or `<channel>/<n>` for the n-th SMS number.
+R = f'{RELAY}, instance=~"$relay"'
+RATE = "$__rate_interval"
+# The incident counts are the leader's: a former leader (PostgreSQL HA) keeps its last ones.
+LEADS = f'alert_relay_leader{{{R}}} == 1'
+relay_variables = {"list": [
+    DATASOURCE_VAR,
+    {"name": "relay", "type": "query", "datasource": DS, "label": "Relay",
+     "query": {"query": f"label_values(alert_relay_build_info{{{RELAY}}}, instance)", "refId": "relay"},
+     "definition": f"label_values(alert_relay_build_info{{{RELAY}}}, instance)",
+     "includeAll": True, "multi": True, "allValue": ".*", "refresh": 2, "sort": 1,
+     "current": {"text": "All", "value": "$__all"}},
+]}
+LEADER = [{"type": "value", "options": {"1": {"text": "LEADER", "color": "green"}, "0": {"text": "follower", "color": "blue"}}}]
+TRIPPED = [{"type": "value", "options": {"0": {"text": "OK", "color": "green"}, "1": {"text": "TRIPPED", "color": "red"}}}]
+relay = dashboard("pifleet-relay", "pifleet: alert-relay", [
+    stat("Relays up", f'sum(up{{{R}}})', "none", 0, 0),
+    stat("Leaders", f'sum(alert_relay_leader{{{R}}})', "none", 4, 0,
+         thresholds=[{"color": "red", "value": None}, {"color": "green", "value": 1}, {"color": "red", "value": 2}]),
+    stat("Dead-man's switch", f'max(alert_relay_deadman_tripped{{{R}}})', "none", 8, 0, thresholds=RED_IF_1, mappings=TRIPPED),
+    stat("Last heartbeat", f'time() - max(alert_relay_deadman_last_heartbeat_timestamp_seconds{{{R}}} > 0)', "s", 12, 0,
+         thresholds=[{"color": "green", "value": None}, {"color": "orange", "value": 300}]),
+    stat("Open incidents", f'sum(alert_relay_incidents{{state="open", {R}}} and on(instance) {LEADS}) or vector(0)', "none", 16, 0,
+         thresholds=[{"color": "green", "value": None}, {"color": "orange", "value": 1}]),
+    stat("Acknowledged incidents", f'sum(alert_relay_incidents{{state="acked", {R}}} and on(instance) {LEADS}) or vector(0)', "none", 20, 0),
+    ts("Webhooks by answer", [
+        target(f'sum by (status) (rate(alert_relay_webhooks_total{{{R}}}[{RATE}]))', "{{status}}"),
+        target(f'sum by (reason) (rate(alert_relay_webhooks_rejected_total{{{R}}}[{RATE}]))', "rejected: {{reason}}", "B"),
+    ], "reqps", 0, 4),
+    ts("Alerts received", [
+        target(f'sum by (status) (rate(alert_relay_alerts_received_total{{{R}}}[{RATE}]))', "{{status}}"),
+        target(f'sum(rate(alert_relay_alerts_deduplicated_total{{{R}}}[{RATE}]))', "deduplicated", "B"),
+        target(f'sum(rate(alert_relay_alerts_unrouted_total{{{R}}}[{RATE}]))', "unrouted", "C"),
+    ], "ops", 12, 4),
+    ts("Queue depth per destination", [
+        target(f'sum by (channel, integration, destination) (alert_relay_queue_depth{{{R}}})', "{{destination}} ({{integration}})"),
+    ], "none", 0, 12),
+    ts("Oldest waiting delivery per destination", [
+        target(f'max by (channel, integration, destination) (alert_relay_queue_oldest_age_seconds{{{R}}})', "{{destination}} ({{integration}})"),
+    ], "s", 12, 12),
+    ts("Deliveries per destination", [
+        target(f'sum by (channel, integration, destination) (rate(alert_relay_notifications_delivered_total{{{R}}}[{RATE}]))', "delivered: {{destination}} ({{integration}})"),
+        target(f'sum by (channel, integration, destination) (rate(alert_relay_notifications_plain_fallback_total{{{R}}}[{RATE}]))', "plain-text fallback: {{destination}}", "B"),
+    ], "ops", 0, 20),
+    ts("Failed attempts and dead letters", [
+        target(f'sum by (destination, reason) (rate(alert_relay_notifications_failed_total{{{R}}}[{RATE}]))', "failed: {{destination}} {{reason}}"),
+        target(f'sum by (destination, reason) (increase(alert_relay_notifications_dead_lettered_total{{{R}}}[1h]))', "dead-lettered in 1h: {{destination}} {{reason}}", "B"),
+    ], "none", 12, 20),
+    ts("Incidents by policy and state", [
+        target(f'sum by (policy, state) (alert_relay_incidents{{{R}}} and on(instance) {LEADS})', "{{policy}} {{state}}"),
+    ], "none", 0, 28),
+    ts("Escalation steps sent (after the first)", [
+        target(f'sum by (policy) (increase(alert_relay_escalation_steps_total{{{R}}}[1h]))', "{{policy}} per hour"),
+    ], "none", 12, 28),
+    ts("Storms", [
+        target(f'sum by (policy) (increase(alert_relay_storms_total{{{R}}}[1h]))', "storms per hour: {{policy}}"),
+        target(f'sum by (policy) (increase(alert_relay_storm_collapsed_total{{{R}}}[1h]))', "messages collapsed per hour: {{policy}}", "B"),
+    ], "none", 0, 36),
+    ts("Budgets", [
+        target(f'sum by (destination) (increase(alert_relay_budget_held_back_total{{{R}}}[1h]))', "held back per hour: {{destination}}"),
+        target(f'sum by (destination) (increase(alert_relay_budget_exhausted_total{{{R}}}[1d]))', "budget windows exhausted per day: {{destination}}", "B"),
+    ], "none", 12, 36),
+    ts("Dead-man's switch", [
+        target(f'alert_relay_deadman_tripped{{{R}}}', "tripped {{instance}}"),
+        target(f'time() - (alert_relay_deadman_last_heartbeat_timestamp_seconds{{{R}}} > 0)', "seconds since the last heartbeat {{instance}}", "B"),
+    ], "none", 0, 44,
+       fieldConfig={"defaults": {"unit": "none"}, "overrides": [
+           {"matcher": {"id": "byRegexp", "options": "seconds since.*"},
+            "properties": [{"id": "unit", "value": "s"}, {"id": "custom.axisPlacement", "value": "right"}]}]}),
+    ts("Leader", [
+        target(f'alert_relay_leader{{{R}}}', "{{instance}}"),
+        target(f'increase(alert_relay_leader_changes_total{{{R}}}[1h])', "changes per hour {{instance}}", "B"),
+    ], "none", 12, 44, fieldConfig={"defaults": {"unit": "none", "mappings": LEADER}, "overrides": []}),
+    ts("Storage", [
+        target(f'histogram_quantile(0.99, sum by (le) (rate(alert_relay_storage_commit_duration_seconds_bucket{{{R}}}[{RATE}])))', "commit p99"),
+        target(f'sum(increase(alert_relay_storage_errors_total{{{R}}}[1h]))', "errors per hour", "B"),
+    ], "s", 0, 52),
+    ts("Re-sync with Alertmanager", [
+        target(f'time() - (alert_relay_resync_last_success_timestamp_seconds{{{R}}} > 0)', "since the last success {{instance}}"),
+        target(f'increase(alert_relay_resync_errors_total{{{R}}}[1h])', "errors per hour {{instance}}", "B"),
+    ], "s", 12, 52),
+], templating=relay_variables, links=[{"title": "Fleet overview", "type": "link", "url": "/d/pifleet-fleet"}])
+
+os.makedirs(ARGS.out, exist_ok=True)
+for name, d in [("fleet-overview", fleet), ("device-detail", device), ("alert-relay", relay)]:
+    with open(os.path.join(ARGS.out, name + ".json"), "w") as f:
         json.dump(d, f, indent=2, ensure_ascii=False)
         f.write("\n")

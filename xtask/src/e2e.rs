@@ -85,7 +85,11 @@ fn known_metrics() -> Result<BTreeSet<String>> {
     let mut known = BTreeSet::new();
     for doc in ["docs/metrics.md", "docs/alert-relay.md"] {
         let text = std::fs::read_to_string(root().join(doc)).with_context(|| doc.to_string())?;
-        known.extend(metric_names(&text));
+        // The old names in a "Changes" section are no longer emitted.
+        let current = text
+            .split_once("\n## Changes\n")
+            .map_or(text.as_str(), |(c, _)| c);
+        known.extend(metric_names(current));
     }
     // Histograms expose _bucket/_sum/_count.
     let hist: Vec<String> = known
@@ -147,6 +151,8 @@ pub(crate) fn check_assets() -> Result<()> {
         check_metric_names(&f.display().to_string(), &text, &known)?;
     }
     check_runbooks(&rules)?;
+    check_alert_annotations(&rules, &tests)?;
+    check_generated(&promtool)?;
     check_dashboards(&promtool, &known)?;
     verify_units()?;
     Ok(())
@@ -195,6 +201,7 @@ pub(crate) fn dashboard_exprs(json: &str) -> Result<Vec<String>> {
 pub(crate) fn expand_grafana_vars(expr: &str) -> String {
     expr.replace("$site", ".*")
         .replace("$instance", ".*")
+        .replace("$relay", ".*")
         .replace("$__rate_interval", "5m")
         .replace("$__interval", "1m")
 }
@@ -266,6 +273,166 @@ fn verify_units() -> Result<()> {
     Ok(())
 }
 
+/// Every alert links its dashboard (a `dashboard_url` annotation) and has a rule test that checks
+/// its rendered annotations (`exp_annotations`), so a description that names a value shows it.
+fn check_alert_annotations(rules: &[PathBuf], tests: &[PathBuf]) -> Result<()> {
+    // (alert, whether it has a dashboard link)
+    let mut alerts: Vec<(String, bool)> = Vec::new();
+    for f in rules {
+        let text = std::fs::read_to_string(f)?;
+        for t in text.lines().map(str::trim) {
+            if let Some(name) = t.strip_prefix("- alert: ") {
+                alerts.push((name.trim().to_owned(), false));
+            } else if let Some(url) = t.strip_prefix("dashboard_url: ") {
+                let Some((name, linked)) = alerts.last_mut().filter(|(_, linked)| !linked) else {
+                    bail!("{}: dashboard {url} outside an alert", f.display());
+                };
+                if !url.contains("/d/pifleet-") {
+                    bail!(
+                        "{}: alert {name}: dashboard {url} is not a pifleet dashboard",
+                        f.display()
+                    );
+                }
+                *linked = true;
+            }
+        }
+    }
+    let unlinked: Vec<&str> = (alerts.iter())
+        .filter(|(_, linked)| !linked)
+        .map(|(a, _)| a.as_str())
+        .collect();
+    if !unlinked.is_empty() {
+        bail!("alerts without a `dashboard_url` annotation: {unlinked:?}");
+    }
+    let mut checked = BTreeSet::new();
+    for f in tests {
+        let text = std::fs::read_to_string(f)?;
+        let mut current: Option<&str> = None;
+        for t in text.lines().map(str::trim) {
+            if let Some(name) = t.strip_prefix("alertname: ") {
+                current = Some(name.trim());
+            } else if t.starts_with("exp_annotations:") {
+                checked.extend(current.map(str::to_owned));
+            }
+        }
+    }
+    let unchecked: Vec<&str> = (alerts.iter())
+        .map(|(a, _)| a.as_str())
+        .filter(|a| !checked.contains(*a))
+        .collect();
+    if !unchecked.is_empty() {
+        bail!(
+            "alerts whose rendered annotations no rule test checks (add exp_annotations under prometheus/tests): {unchecked:?}"
+        );
+    }
+    eprintln!(
+        "{} alerts: dashboard links and annotation tests present",
+        alerts.len()
+    );
+    Ok(())
+}
+
+/// The generated files (`prometheus/gen.py` writes the rules, `grafana/gen.py` the dashboards)
+/// are what the generators write with their defaults; with other job selectors and another
+/// Grafana URL, the rules still pass promtool and every selector is the one asked for.
+fn check_generated(promtool: &Path) -> Result<()> {
+    let python = tool("python3", "python3")?;
+    let tmp = std::env::temp_dir().join(format!("pifleet-gen-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let result = generated_in(&python, promtool, &tmp);
+    let _ = std::fs::remove_dir_all(&tmp);
+    result
+}
+
+fn generated_in(python: &Path, promtool: &Path, tmp: &Path) -> Result<()> {
+    let generators = [
+        ("prometheus/gen.py", "prometheus/rules"),
+        ("grafana/gen.py", "grafana/dashboards"),
+    ];
+    for (script, shipped) in generators {
+        let out = tmp.join("default").join(shipped);
+        run(Command::new(python)
+            .arg(root().join(script))
+            .arg("--out")
+            .arg(&out))?;
+        let written = yml_files(&out)?;
+        let committed = yml_files(&root().join(shipped))?;
+        let names = |files: &[PathBuf]| -> Vec<String> {
+            files
+                .iter()
+                .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .collect()
+        };
+        if names(&written) != names(&committed) {
+            bail!(
+                "{shipped}: the files {:?} differ from what {script} writes, {:?}; rerun {script}",
+                names(&committed),
+                names(&written)
+            );
+        }
+        for (w, c) in written.iter().zip(&committed) {
+            if std::fs::read(w)? != std::fs::read(c)? {
+                bail!(
+                    "{} is not what {script} writes: rerun {script}",
+                    c.display()
+                );
+            }
+        }
+    }
+    let custom = tmp.join("custom");
+    let params = [
+        "--pi-selector",
+        "job=\"pi\"",
+        "--relay-selector",
+        "job=\"relay\"",
+    ];
+    run(Command::new(python)
+        .arg(root().join("prometheus/gen.py"))
+        .args(params)
+        .args(["--grafana-url", "https://grafana.example.org/"])
+        .arg("--out")
+        .arg(custom.join("rules")))?;
+    run(Command::new(python)
+        .arg(root().join("grafana/gen.py"))
+        .args(params)
+        .arg("--out")
+        .arg(custom.join("dashboards")))?;
+    let rules = yml_files(&custom.join("rules"))?;
+    run(Command::new(promtool)
+        .arg("check")
+        .arg("rules")
+        .args(&rules))?;
+    let mut all = String::new();
+    for f in rules.iter().chain(&yml_files(&custom.join("dashboards"))?) {
+        all.push_str(&std::fs::read_to_string(f)?);
+    }
+    for needle in [
+        "up{job=\"pi\"}",
+        "up{job=\"relay\"}",
+        "\"https://grafana.example.org/d/pifleet-device?var-instance=",
+        "job=\\\"pi\\\", site=~",
+        "job=\\\"relay\\\", instance=~",
+    ] {
+        if !all.contains(needle) {
+            bail!("the generators with other selectors wrote no {needle}");
+        }
+    }
+    for default in [
+        "job=\"pi-exporter\"",
+        "job=\\\"pi-exporter\\\"",
+        "job=\\\"alert-relay\\\"",
+        "job=\"alert-relay\"",
+    ] {
+        if all.contains(default) {
+            bail!("the generators kept the default selector {default} when given another");
+        }
+    }
+    eprintln!(
+        "generated rules and dashboards: up to date; the job selectors and Grafana URL are parameters"
+    );
+    Ok(())
+}
+
 /// Every alert has a `runbook_url` whose anchor is a heading of docs/runbooks.md.
 fn check_runbooks(rules: &[PathBuf]) -> Result<()> {
     let doc = std::fs::read_to_string(root().join("docs/runbooks.md"))?;
@@ -321,7 +488,8 @@ fn check_runbooks(rules: &[PathBuf]) -> Result<()> {
 // battery -> healthy -> read-only root -> healthy; each failure must reach the fake chat as
 // the right FIRING alert, and its end as RESOLVED. Three more exporters (Pi 5, stopped DS3231,
 // UPS on battery) stay up so every dashboard query and rule expression can be evaluated
-// against live data at the end.
+// against live data at the end; the relay is given a rejected webhook and three alerts for a
+// webhook that is gone, under a budget and a storm threshold, so its dashboard has data too.
 
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
@@ -333,12 +501,12 @@ use std::time::{Duration, Instant};
 /// delivery, an eMMC that reports wear, the sysfs-only fallback, a synchronised RTC offset,
 /// minutes of UPS discharge history). Queries that use them may return no data.
 const EVENT_ONLY: &[&str] = &[
-    "alert_relay_notifications_failed_total",
-    "alert_relay_notifications_dead_lettered_total",
     "alert_relay_queue_oldest_age_seconds",
     "alert_relay_queue_depth",
+    // The relay dashboard's plain-text fallbacks: the fake providers accept every format.
+    "alert_relay_notifications_plain_fallback_total",
     "rpi_mmc_life_time_used_ratio",
-    "rpi_mmc_pre_eol_info",
+    "rpi_mmc_pre_eol_state",
     "rpi_under_voltage_alarm",
     "rpi_ext4_last_error_time_seconds",
     "rpi_ups_runtime_seconds",
@@ -404,9 +572,33 @@ fn pct_encode(s: &str) -> String {
 
 /// HTTP/1.0 GET: (status, body).
 fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
+    http_request(port, "GET", path, "", None)
+}
+
+/// An HTTP/1.0 request with a JSON body (none when empty) and a bearer token if given:
+/// (status, body).
+fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &str,
+    token: Option<&str>,
+) -> Result<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    if body.is_empty() {
+        write!(
+            s,
+            "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{auth}\r\n"
+        )?;
+    } else {
+        write!(
+            s,
+            "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )?;
+    }
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
     let text = String::from_utf8_lossy(&buf).into_owned();
@@ -497,6 +689,9 @@ impl FakeProvider {
                     "201 Created",
                     r#"{"sid":"SM00000000000000000000000000000000","status":"queued"}"#,
                 )
+            } else if path.starts_with("/gone") {
+                // A webhook that no longer exists: the relay's failure and dead-letter series.
+                ("410 Gone", "gone")
             } else {
                 ("200 OK", "ok")
             };
@@ -781,6 +976,7 @@ fn run_chain(
     };
     chain.start_subject("pi4-healthy.yaml", &[])?;
     wait_for_chain(&ports, prom_port)?;
+    provoke_relay_failures(ports.relay)?;
 
     let faults = Faults {
         fake,
@@ -971,10 +1167,14 @@ delivery: {{ initial_backoff: 50ms, max_backoff: 500ms, timeout: 5s }}
 channels:
   chat: {{ type: slack, webhook_url: "https://hooks.slack.com/services/T/B/X", api_url: "http://127.0.0.1:{fake_port}/slack" }}
   sms: {{ type: twilio, account_sid: AC00000000000000000000000000000000, auth_token: tok, from: "+15005550006", to: ["+447700900123"], api_url: "http://127.0.0.1:{fake_port}/twilio" }}
+  gone: {{ type: webhook, url: "http://127.0.0.1:{fake_port}/gone", budget: {{ max: 1, per: 1h, overflow: [chat] }} }}
 policies:
   chat: {{ steps: [ {{ notify: [chat] }} ] }}
   page: {{ steps: [ {{ notify: [chat, sms] }} ] }}
+  gone: {{ steps: [ {{ notify: [gone] }} ], storm: {{ window: 10m, threshold: 2, group_by: [alertname] }} }}
 routes:
+  - match: {{ alertname: E2eUndeliverable }}
+    policy: gone
   - match: {{ severity: critical }}
     policy: page
   - policy: chat
@@ -1161,6 +1361,45 @@ fn wait_for_chain(ports: &ServicePorts, prom_port: u16) -> Result<()> {
             .is_ok_and(|b| has_data(&b))
     })?;
     eprintln!("e2e: chain up");
+    Ok(())
+}
+
+/// What the relay dashboard shows that the faults do not provoke: one webhook without the
+/// bearer token (answered 401, a rejection), and three alerts routed to a channel whose webhook
+/// is gone (410: a failed attempt and a dead letter, which AlertRelayDeliveryFailing and
+/// AlertRelayDeadLetters then report), with a budget of one message (the second is held back)
+/// and a storm threshold of two (the third opens a storm).
+fn provoke_relay_failures(relay_port: u16) -> Result<()> {
+    let (status, body) = http_request(relay_port, "POST", "/webhook", "{}", None)?;
+    if status != 401 {
+        bail!("a webhook without the token was answered {status}, not 401: {body}");
+    }
+    // One group (so one incident) per alert: the third incident within the window is a storm.
+    for n in 1..=3 {
+        let webhook = format!(
+            r#"{{"version":"4","groupKey":"{{}}:{{instance=\"gone-{n}\"}}","truncatedAlerts":0,"status":"firing","receiver":"relay","groupLabels":{{"instance":"gone-{n}"}},"commonLabels":{{}},"commonAnnotations":{{}},"externalURL":"http://127.0.0.1:9093","alerts":[{{"status":"firing","labels":{{"alertname":"E2eUndeliverable","instance":"gone-{n}","severity":"none"}},"annotations":{{"summary":"routed to a webhook that is gone"}},"startsAt":"2026-03-01T12:30:0{n}Z","endsAt":"0001-01-01T00:00:00Z","generatorURL":"http://127.0.0.1:9090/graph","fingerprint":"e2e000000000000{n}"}}]}}"#
+        );
+        let (status, body) =
+            http_request(relay_port, "POST", "/webhook", &webhook, Some(RELAY_TOKEN))?;
+        if status != 200 {
+            bail!("undeliverable alert {n} was answered {status}: {body}");
+        }
+    }
+    wait_for(
+        "the undeliverable alerts dead-lettered, held back by the budget and a storm",
+        Duration::from_secs(30),
+        || {
+            http_get(relay_port, "/metrics").is_ok_and(|(_, m)| {
+                [
+                    "alert_relay_notifications_dead_lettered_total{",
+                    "alert_relay_budget_held_back_total{",
+                    "alert_relay_storms_total{",
+                ]
+                .iter()
+                .all(|series| m.contains(series))
+            })
+        },
+    )?;
     Ok(())
 }
 

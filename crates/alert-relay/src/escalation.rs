@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use crate::config::Until;
 use crate::delivery::Engine;
 use crate::live::Live;
+use crate::metrics::PolicyLabel;
 use crate::model::storm::{StormWrite, StormWritten};
 use crate::routing;
 use crate::store::{
@@ -216,11 +217,20 @@ impl Escalator {
     /// per pass) and returns how long until the next thing is due.
     async fn pass(&self) -> Result<Duration, StoreError> {
         let incidents = self.store.read(|b| b.open_incidents()).await?;
+        let metrics = self.engine.metrics();
+        let states: Vec<(String, &'static str)> = (incidents.iter())
+            .map(|i| (i.policy.clone(), i.state.as_str()))
+            .collect();
+        metrics.set_incidents(&states);
         let config = self.live.config();
         let mut clocks = self.clocks.lock().await;
         clocks.retain(|id, _| incidents.iter().any(|i| i.id == *id));
         let mut wait = Duration::MAX;
         for inc in incidents {
+            // The policy's step counter exists (at 0) from its first incident on.
+            drop(metrics.escalation_steps.get_or_create(&PolicyLabel {
+                policy: inc.policy.clone(),
+            }));
             let Some(policy) = config.policies.get(&inc.policy) else {
                 tracing::warn!(incident = inc.id, policy = %inc.policy, "the incident's policy is no longer configured; it does not escalate");
                 continue;
@@ -305,6 +315,11 @@ impl Escalator {
             {
                 if !deliveries.is_empty() {
                     tracing::info!(incident = inc.id, step = step + 1, "escalating");
+                    (metrics.escalation_steps)
+                        .get_or_create(&PolicyLabel {
+                            policy: inc.policy.clone(),
+                        })
+                        .inc();
                 }
                 self.enqueue(&deliveries);
             }
@@ -736,6 +751,49 @@ mod tests {
         r.advance(600 * M).await;
         assert_eq!(r.sent(id).await.0, all);
         assert_eq!(r.state(id).await.next_step, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn incidents_by_state_and_steps_sent_are_counted() {
+        let r = rig("");
+        let id = r.fire().await;
+        let text = || r.esc.engine.metrics().encode();
+        r.advance(11 * M).await;
+        // One step after the first (b at 10m) so far; the first went out at the opening.
+        assert!(
+            text().contains("alert_relay_incidents{policy=\"p\",state=\"open\"} 1\n"),
+            "{}",
+            text()
+        );
+        assert!(text().contains("alert_relay_escalation_steps_total{policy=\"p\"} 1\n"));
+        r.esc
+            .transition(id, Action::Ack, "alice".into())
+            .await
+            .expect("ack");
+        r.advance(M).await;
+        let t = text();
+        assert!(
+            t.contains("alert_relay_incidents{policy=\"p\",state=\"open\"} 0\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("alert_relay_incidents{policy=\"p\",state=\"acked\"} 1\n"),
+            "{t}"
+        );
+        r.esc
+            .transition(id, Action::Resolve, "alice".into())
+            .await
+            .expect("resolve");
+        r.advance(M).await;
+        let t = text();
+        assert!(
+            t.contains("alert_relay_incidents{policy=\"p\",state=\"acked\"} 0\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("alert_relay_escalation_steps_total{policy=\"p\"} 1\n"),
+            "{t}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -16,6 +16,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use serving::process::{Kind, Process};
 
+use crate::channels::settings::{ChannelKind, Destination};
 use crate::store::CommitObserver;
 
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -30,10 +31,35 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+/// Where a notification goes, in every per-destination series: `channel` is the configured
+/// channel's name, `integration` its type (`slack`, `twilio`, ..., as Alertmanager's notifier
+/// metrics name it), `destination` the channel's name again, or `<channel>/<n>` for the n-th
+/// number (from 1) of a Twilio channel's `to`: never a phone number or an address.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ChannelLabels {
     pub channel: String,
+    pub integration: String,
     pub destination: String,
+}
+
+impl ChannelLabels {
+    pub fn of(destination: &Destination) -> Self {
+        let channel = &destination.channel;
+        let position = match (&channel.kind, &destination.recipient) {
+            (ChannelKind::Twilio { to, .. }, Some(number)) => to.iter().position(|n| n == number),
+            _ => None,
+        };
+        Self {
+            channel: channel.name.clone(),
+            integration: channel.kind.type_name().to_owned(),
+            destination: match position {
+                Some(i) => format!("{}/{}", channel.name, i + 1),
+                // A recipient not (or no longer) in `to` keeps a label without its number.
+                None if destination.recipient.is_some() => format!("{}/?", channel.name),
+                None => channel.name.clone(),
+            },
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -46,11 +72,27 @@ pub struct PolicyLabel {
     pub policy: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct IncidentLabels {
+    pub policy: String,
+    /// `open` (escalating) or `acked`.
+    pub state: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FailureLabels {
-    pub channel: String,
-    pub destination: String,
+    #[prometheus(flatten)]
+    pub to: ChannelLabels,
     pub reason: String,
+}
+
+impl FailureLabels {
+    pub fn of(destination: &Destination, reason: &str) -> Self {
+        Self {
+            to: ChannelLabels::of(destination),
+            reason: reason.to_owned(),
+        }
+    }
 }
 
 /// Acknowledgements polled from providers (Telegram updates, Pushover receipts).
@@ -63,8 +105,8 @@ pub struct PollLabels {
 
 /// What the queues report at scrape time.
 pub trait QueueStats: Send + Sync + std::fmt::Debug {
-    /// (destination, channel type, depth, age of the oldest queued delivery).
-    fn queues(&self) -> Vec<(String, String, usize, Duration)>;
+    /// (destination, depth, age of the oldest queued delivery).
+    fn queues(&self) -> Vec<(ChannelLabels, usize, Duration)>;
 }
 
 #[derive(Debug)]
@@ -97,6 +139,13 @@ pub struct Metrics {
     pub storm_collapsed: Family<PolicyLabel, Counter>,
     pub budget_exhausted: Family<ChannelLabels, Counter>,
     pub budget_held_back: Family<ChannelLabels, Counter>,
+    /// Incidents not resolved, by policy and state, as the leader's last escalation pass saw
+    /// them.
+    pub incidents: Family<IncidentLabels, Gauge>,
+    /// Escalation steps after the first sent (the first goes out when the incident opens).
+    pub escalation_steps: Family<PolicyLabel, Counter>,
+    /// Every (policy, state) `incidents` has shown, so one that empties reads 0, not absent.
+    incidents_seen: Mutex<std::collections::BTreeSet<IncidentLabels>>,
     registry: Mutex<Registry>,
 }
 
@@ -120,13 +169,9 @@ impl Collector for QueueCollector {
             None,
             MetricType::Gauge,
         )?;
-        for (dest, channel, n, _) in &queues {
-            let labels = ChannelLabels {
-                channel: channel.clone(),
-                destination: dest.clone(),
-            };
+        for (labels, n, _) in &queues {
             ConstGauge::new(i64::try_from(*n).unwrap_or(i64::MAX))
-                .encode(depth.encode_family(&labels)?)?;
+                .encode(depth.encode_family(labels)?)?;
         }
         let mut age = encoder.encode_descriptor(
             "alert_relay_queue_oldest_age_seconds",
@@ -134,12 +179,8 @@ impl Collector for QueueCollector {
             None,
             MetricType::Gauge,
         )?;
-        for (dest, channel, _, oldest) in &queues {
-            let labels = ChannelLabels {
-                channel: channel.clone(),
-                destination: dest.clone(),
-            };
-            ConstGauge::new(oldest.as_secs_f64()).encode(age.encode_family(&labels)?)?;
+        for (labels, _, oldest) in &queues {
+            ConstGauge::new(oldest.as_secs_f64()).encode(age.encode_family(labels)?)?;
         }
         Ok(())
     }
@@ -201,6 +242,9 @@ impl Metrics {
             storm_collapsed: Family::default(),
             budget_exhausted: Family::default(),
             budget_held_back: Family::default(),
+            incidents: Family::default(),
+            escalation_steps: Family::default(),
+            incidents_seen: Mutex::default(),
             registry: Mutex::new(Registry::default()),
         }
     }
@@ -358,6 +402,39 @@ impl Metrics {
             "Messages held back because a destination's budget ran out",
             self.budget_held_back.clone(),
         );
+        registry.register(
+            "alert_relay_incidents",
+            "Incidents not resolved, by policy and state (open: escalating; acked), as the leader last saw them",
+            self.incidents.clone(),
+        );
+        registry.register(
+            "alert_relay_escalation_steps",
+            "Escalation steps after the first sent to their destinations, by policy",
+            self.escalation_steps.clone(),
+        );
+    }
+
+    /// The incidents one escalation pass found unresolved: every (policy, state) counted, the
+    /// ones seen before and now gone set to 0 (a series that disappears reads as no data).
+    pub fn set_incidents(&self, unresolved: &[(String, &'static str)]) {
+        let mut seen = self
+            .incidents_seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut counts: std::collections::BTreeMap<IncidentLabels, i64> =
+            seen.iter().map(|l| (l.clone(), 0)).collect();
+        for (policy, state) in unresolved {
+            *counts
+                .entry(IncidentLabels {
+                    policy: policy.clone(),
+                    state,
+                })
+                .or_insert(0) += 1;
+        }
+        for (labels, n) in counts {
+            self.incidents.get_or_create(&labels).set(n);
+            seen.insert(labels);
+        }
     }
 
     pub fn encode(&self) -> String {
@@ -495,6 +572,52 @@ impl CommitObserver for CommitMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn destination_labels_name_the_channel_its_type_and_never_a_number() {
+        let mut secrets = crate::config::MapSecrets::default();
+        secrets.files.insert("/t".into(), "tw-token".into());
+        let yaml = r#"
+storage: { sqlite: relay.db }
+channels:
+  ops: { type: webhook, url: "https://hooks.example.org/x" }
+  oncall: { type: twilio, account_sid: AC1, auth_token_file: /t, from: "+15005550006", to: ["+447700900123", "+447700900124"] }
+policies:
+  p: { steps: [ { notify: [ops, oncall] } ] }
+routes: [ { policy: p } ]
+"#;
+        let config = crate::config::parse(yaml, std::path::Path::new("/"), &secrets)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let labels: Vec<(String, String, String)> = config
+            .destinations()
+            .values()
+            .map(|d| {
+                let l = ChannelLabels::of(d);
+                (l.channel, l.integration, l.destination)
+            })
+            .collect();
+        let owned = |c: &str, i: &str, d: &str| (c.to_owned(), i.to_owned(), d.to_owned());
+        assert_eq!(
+            labels,
+            [
+                owned("oncall", "twilio", "oncall/1"),
+                owned("oncall", "twilio", "oncall/2"),
+                owned("ops", "webhook", "ops"),
+            ]
+        );
+        let (metrics, _slot) = Metrics::new();
+        let sms = &config.destinations()["oncall/+447700900124"];
+        metrics
+            .failed
+            .get_or_create(&FailureLabels::of(sms, "timeout"))
+            .inc();
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"alert_relay_notifications_failed_total{channel="oncall",integration="twilio",destination="oncall/2",reason="timeout"} 1"#),
+            "{text}"
+        );
+        assert!(!text.contains("+44"), "{text}");
+    }
 
     #[test]
     fn build_info_and_process_metrics_are_exposed() {

@@ -113,8 +113,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 /// are taken from the installed pi-exporter.service's command line.
 pub fn run_doctor(config: &Config, command: DoctorCommand) -> anyhow::Result<(String, u8)> {
     let findings = doctor_findings(config, command)?;
+    let problems = doctor::roots::problems(&config.paths);
     Ok((
-        doctor::render::render(&findings, command.format),
+        doctor::render::render(&findings, &problems, command.format),
         doctor::exit_status(&findings),
     ))
 }

@@ -46,7 +46,8 @@ struct QueueStatsCell {
     depth: AtomicUsize,
     /// `created_at` (ms) of the oldest queued delivery; 0 when the queue is empty.
     oldest_ms: AtomicI64,
-    channel_type: Mutex<String>,
+    /// The destination's metric labels (its channel's type can change on a reload).
+    labels: Mutex<Option<ChannelLabels>>,
 }
 
 /// What the engine is built from.
@@ -133,6 +134,11 @@ pub enum Start {
 }
 
 impl Engine {
+    /// The relay's metrics, for the escalation engine's incident counts.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
+    }
+
     /// An engine without workers; [`Engine::apply`] starts them.
     pub fn new(parts: EngineParts) -> Arc<Self> {
         let EngineParts {
@@ -199,10 +205,10 @@ impl Engine {
                 match queues.get(&id) {
                     Some(q) => {
                         *q.stats
-                            .channel_type
+                            .labels
                             .lock()
                             .unwrap_or_else(PoisonError::into_inner) =
-                            dest.channel.kind.type_name().to_owned();
+                            Some(ChannelLabels::of(&dest));
                         q.destination.send_replace(dest.clone());
                         true
                     }
@@ -218,7 +224,7 @@ impl Engine {
             }
             let (tx, rx) = mpsc::unbounded_channel();
             let stats = Arc::new(QueueStatsCell {
-                channel_type: Mutex::new(dest.channel.kind.type_name().to_owned()),
+                labels: Mutex::new(Some(ChannelLabels::of(&dest))),
                 ..QueueStatsCell::default()
             });
             let (dest_tx, dest_rx) = watch::channel(dest);
@@ -302,26 +308,26 @@ impl Engine {
 }
 
 impl QueueStats for Engine {
-    fn queues(&self) -> Vec<(String, String, usize, Duration)> {
+    fn queues(&self) -> Vec<(ChannelLabels, usize, Duration)> {
         let now = now_millis();
         self.queues
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .map(|(id, q)| {
+            .values()
+            .filter_map(|q| {
                 let oldest = q.stats.oldest_ms.load(Ordering::Relaxed);
                 let age = if oldest > 0 {
                     Duration::from_millis(u64::try_from(now - oldest).unwrap_or(0))
                 } else {
                     Duration::ZERO
                 };
-                let ty = q
+                let labels = q
                     .stats
-                    .channel_type
+                    .labels
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .clone();
-                (id.clone(), ty, q.stats.depth.load(Ordering::Relaxed), age)
+                    .clone()?;
+                Some((labels, q.stats.depth.load(Ordering::Relaxed), age))
             })
             .collect()
     }
@@ -398,10 +404,7 @@ async fn admit(shared: &Shared, destination: &Destination, id: i64) -> Option<bo
         }
     };
     if !admitted {
-        let labels = ChannelLabels {
-            channel: destination.channel.name.clone(),
-            destination: destination.id.clone(),
-        };
+        let labels = ChannelLabels::of(destination);
         shared.metrics.budget_held_back.get_or_create(&labels).inc();
         if exhausted {
             shared.metrics.budget_exhausted.get_or_create(&labels).inc();

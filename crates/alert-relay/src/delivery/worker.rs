@@ -381,18 +381,11 @@ impl Worker {
 }
 
 fn channel_labels(destination: &Destination) -> ChannelLabels {
-    ChannelLabels {
-        channel: destination.channel.name.clone(),
-        destination: destination.id.clone(),
-    }
+    ChannelLabels::of(destination)
 }
 
 pub(super) fn failure_labels(destination: &Destination, reason: &str) -> FailureLabels {
-    FailureLabels {
-        channel: destination.channel.name.clone(),
-        destination: destination.id.clone(),
-        reason: reason.to_owned(),
-    }
+    FailureLabels::of(destination, reason)
 }
 
 pub(super) fn dead_letter(

@@ -489,10 +489,9 @@ async fn text(relay: &Relay, channel: &str, number: &str, body: &str, sid: &str)
 /// Waits until `n` messages reached Alice's number and their deliveries are being recorded
 /// (the counter is bumped just before the record is queued to the store).
 async fn wait_sent_to_alice(relay: &Relay, n: f64) {
-    let series = format!(
-        "alert_relay_notifications_delivered_total{{channel=\"alice-sms\",destination=\"alice-sms/{ALICE}\"}}"
-    );
-    relay.wait_metric(&series, n).await;
+    // Alice's number is the first (the only one) of the channel's `to`.
+    let series = r#"alert_relay_notifications_delivered_total{channel="alice-sms",integration="twilio",destination="alice-sms/1"}"#;
+    relay.wait_metric(series, n).await;
 }
 
 async fn unack(relay: &Relay, id: i64) {

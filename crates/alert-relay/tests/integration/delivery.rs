@@ -56,12 +56,12 @@ async fn dead_letter_after_max_attempts_with_queue_metrics_meanwhile() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(
         relay
-            .metric("alert_relay_queue_depth{channel=\"webhook\",destination=\"hook\"}")
+            .metric("alert_relay_queue_depth{channel=\"hook\",integration=\"webhook\",destination=\"hook\"}")
             .await,
         1.0
     );
     let age = relay
-        .metric("alert_relay_queue_oldest_age_seconds{channel=\"webhook\",destination=\"hook\"}")
+        .metric("alert_relay_queue_oldest_age_seconds{channel=\"hook\",integration=\"webhook\",destination=\"hook\"}")
         .await;
     assert!(age >= 1.0, "oldest age {age}");
     fake.wait_for(3, Duration::from_secs(10)).await;
@@ -73,14 +73,14 @@ async fn dead_letter_after_max_attempts_with_queue_metrics_meanwhile() {
     );
     relay
         .wait_metric(
-            r#"alert_relay_notifications_dead_lettered_total{channel="hook",destination="hook",reason="server_error"}"#,
+            r#"alert_relay_notifications_dead_lettered_total{channel="hook",integration="webhook",destination="hook",reason="server_error"}"#,
             1.0,
         )
         .await;
     // The counter moves before the result is committed; the queue empties after.
     relay
         .wait_metric(
-            r#"alert_relay_queue_depth{channel="webhook",destination="hook"}"#,
+            r#"alert_relay_queue_depth{channel="hook",integration="webhook",destination="hook"}"#,
             0.0,
         )
         .await;
@@ -125,7 +125,7 @@ async fn a_retry_wait_survives_a_restart() {
     );
     relay
         .wait_metric(
-            "alert_relay_notifications_delivered_total{channel=\"hook\",destination=\"hook\"}",
+            "alert_relay_notifications_delivered_total{channel=\"hook\",integration=\"webhook\",destination=\"hook\"}",
             1.0,
         )
         .await;

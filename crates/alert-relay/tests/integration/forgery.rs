@@ -147,7 +147,7 @@ async fn hostile_alert_text_is_inert_in_slack_and_discord_formatted_and_plain() 
     );
     relay
         .wait_metric(
-            r#"alert_relay_notifications_plain_fallback_total{channel="sl",destination="sl"}"#,
+            r#"alert_relay_notifications_plain_fallback_total{channel="sl",integration="slack",destination="sl"}"#,
             1.0,
         )
         .await;

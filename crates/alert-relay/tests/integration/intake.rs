@@ -118,13 +118,13 @@ async fn status_codes_and_json_errors() {
 
     relay
         .wait_metric(
-            "alert_relay_notifications_delivered_total{channel=\"hook\",destination=\"hook\"}",
+            "alert_relay_notifications_delivered_total{channel=\"hook\",integration=\"webhook\",destination=\"hook\"}",
             1.0,
         )
         .await;
     relay
         .wait_metric(
-            "alert_relay_queue_depth{channel=\"webhook\",destination=\"hook\"}",
+            "alert_relay_queue_depth{channel=\"hook\",integration=\"webhook\",destination=\"hook\"}",
             0.0,
         )
         .await;
@@ -136,8 +136,8 @@ async fn status_codes_and_json_errors() {
         "alert_relay_webhooks_rejected_total{reason=\"too_large\"} 1",
         "alert_relay_webhooks_rejected_total{reason=\"unknown_route\"} 1",
         "alert_relay_alerts_deduplicated_total 1",
-        "alert_relay_notifications_delivered_total{channel=\"hook\",destination=\"hook\"} 1",
-        "alert_relay_queue_depth{channel=\"webhook\",destination=\"hook\"} 0",
+        "alert_relay_notifications_delivered_total{channel=\"hook\",integration=\"webhook\",destination=\"hook\"} 1",
+        "alert_relay_queue_depth{channel=\"hook\",integration=\"webhook\",destination=\"hook\"} 0",
         "alert_relay_storage_commit_duration_seconds_count",
     ] {
         assert!(m.contains(line), "missing {line:?} in\n{m}");

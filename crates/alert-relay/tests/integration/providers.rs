@@ -169,7 +169,7 @@ async fn every_provider_request_shape_and_resolved_follow_up() {
     assert!(text.contains("Resolved after firing for 15m"), "{text}");
     relay
         .wait_metric(
-            "alert_relay_notifications_delivered_total{channel=\"mx\",destination=\"mx\"}",
+            "alert_relay_notifications_delivered_total{channel=\"mx\",integration=\"matrix\",destination=\"mx\"}",
             2.0,
         )
         .await;
@@ -218,15 +218,15 @@ async fn rate_limits_with_retry_after_then_server_errors_then_delivery() {
     );
     relay
         .wait_metric(
-            r#"alert_relay_notifications_delivered_total{channel="c",destination="c"}"#,
+            r#"alert_relay_notifications_delivered_total{channel="c",integration="slack",destination="c"}"#,
             1.0,
         )
         .await;
     let m = relay.metrics().await;
-    assert!(m.contains(r#"alert_relay_notifications_failed_total{channel="c",destination="c",reason="rate_limited"} 1"#), "{m}");
-    assert!(m.contains(r#"alert_relay_notifications_failed_total{channel="c",destination="c",reason="server_error"} 1"#), "{m}");
+    assert!(m.contains(r#"alert_relay_notifications_failed_total{channel="c",integration="slack",destination="c",reason="rate_limited"} 1"#), "{m}");
+    assert!(m.contains(r#"alert_relay_notifications_failed_total{channel="c",integration="slack",destination="c",reason="server_error"} 1"#), "{m}");
     assert!(
-        m.contains(r#"alert_relay_notifications_delivered_total{channel="c",destination="c"} 1"#),
+        m.contains(r#"alert_relay_notifications_delivered_total{channel="c",integration="slack",destination="c"} 1"#),
         "{m}"
     );
 }
@@ -261,7 +261,7 @@ async fn formatting_rejected_falls_back_to_plain_text() {
     );
     relay
         .wait_metric(
-            "alert_relay_notifications_plain_fallback_total{channel=\"c\",destination=\"c\"}",
+            "alert_relay_notifications_plain_fallback_total{channel=\"c\",integration=\"discord\",destination=\"c\"}",
             1.0,
         )
         .await;
@@ -305,7 +305,7 @@ async fn permanent_errors_dead_letter_and_skip_the_resolved_message() {
     );
     relay
         .wait_metric(
-            r#"alert_relay_notifications_dead_lettered_total{channel="c",destination="c",reason="auth"}"#,
+            r#"alert_relay_notifications_dead_lettered_total{channel="c",integration="telegram",destination="c",reason="auth"}"#,
             1.0,
         )
         .await;
@@ -339,7 +339,7 @@ async fn timeouts_retry_matrix_with_the_same_transaction_id() {
     );
     relay
         .wait_metric(
-            r#"alert_relay_notifications_failed_total{channel="c",destination="c",reason="timeout"}"#,
+            r#"alert_relay_notifications_failed_total{channel="c",integration="matrix",destination="c",reason="timeout"}"#,
             1.0,
         )
         .await;
@@ -376,8 +376,8 @@ async fn each_sms_number_is_its_own_destination() {
             + to.iter().filter(|t| *t == "+447700900123").count(),
         3
     );
-    relay.wait_metric("alert_relay_notifications_delivered_total{channel=\"c\",destination=\"c/+447700900123\"}", 1.0).await;
-    relay.wait_metric("alert_relay_notifications_delivered_total{channel=\"c\",destination=\"c/+447700900124\"}", 1.0).await;
+    relay.wait_metric("alert_relay_notifications_delivered_total{channel=\"c\",integration=\"twilio\",destination=\"c/1\"}", 1.0).await;
+    relay.wait_metric("alert_relay_notifications_delivered_total{channel=\"c\",integration=\"twilio\",destination=\"c/2\"}", 1.0).await;
 }
 
 /// A minimal SMTP server on loopback (no TLS): records each mail's envelope and data.
@@ -509,7 +509,7 @@ async fn email_over_smtp_threads_the_resolved_mail_and_retries_4xx() {
     );
     relay
         .wait_metric(
-            r#"alert_relay_notifications_failed_total{channel="c",destination="c",reason="server_error"}"#,
+            r#"alert_relay_notifications_failed_total{channel="c",integration="email",destination="c",reason="server_error"}"#,
             1.0,
         )
         .await;

@@ -158,14 +158,14 @@ async fn forty_pis_on_battery_make_one_storm_and_the_sms_budget_holds() {
         .await;
     relay
         .wait_metric(
-            "alert_relay_budget_exhausted_total{channel=\"sms\",destination=\"sms\"}",
+            "alert_relay_budget_exhausted_total{channel=\"sms\",integration=\"webhook\",destination=\"sms\"}",
             1.0,
         )
         .await;
     // Held: individual 4 and 5, the summary, the update, the ack notice.
     relay
         .wait_metric(
-            "alert_relay_budget_held_back_total{channel=\"sms\",destination=\"sms\"}",
+            "alert_relay_budget_held_back_total{channel=\"sms\",integration=\"webhook\",destination=\"sms\"}",
             5.0,
         )
         .await;

@@ -431,7 +431,7 @@ impl StorageCollector {
             );
             if let Some(state) = pre_eol.and_then(pre_eol_state) {
                 out.gauge(
-                    "rpi_mmc_pre_eol_info",
+                    "rpi_mmc_pre_eol_state",
                     "eMMC consumption of reserved blocks: 1 normal, 2 warning (80% consumed), 3 urgent (90% consumed)",
                 )
                 .sample([("device", device)], f64::from(state));
@@ -784,7 +784,7 @@ mod tests {
             ),
             Some(1.1)
         );
-        assert_eq!(value(&set, "rpi_mmc_pre_eol_info", &emmc), Some(1.0));
+        assert_eq!(value(&set, "rpi_mmc_pre_eol_state", &emmc), Some(1.0));
 
         let sd = [("device", "mmcblk1")];
         assert_eq!(
@@ -801,7 +801,7 @@ mod tests {
         );
         assert_eq!(value(&set, "rpi_mmc_manufacturer_id", &sd), Some(238.0));
         assert_eq!(value(&set, "rpi_mmc_life_time_used_ratio", &sd), None);
-        assert_eq!(value(&set, "rpi_mmc_pre_eol_info", &sd), None);
+        assert_eq!(value(&set, "rpi_mmc_pre_eol_state", &sd), None);
         assert!(
             set.get("rpi_mmc_info")
                 .is_some_and(|f| f.samples.len() == 2),
@@ -894,7 +894,7 @@ mod tests {
             Some(1.0)
         );
         assert_eq!(
-            value(&set, "rpi_mmc_pre_eol_info", &[("device", "mmcblk0")]),
+            value(&set, "rpi_mmc_pre_eol_state", &[("device", "mmcblk0")]),
             Some(3.0)
         );
         assert_eq!(

@@ -3,6 +3,7 @@
 
 use super::config::{Settings, Unit};
 use super::facts::{Facts, Space, UpsState};
+use super::roots::{self, Root, RootProblem};
 use super::{Category, Finding, Verdict};
 use crate::collector::filesystem::{LOW_SPACE_RATIO, Mount};
 use crate::listen::ListenAddress;
@@ -50,6 +51,9 @@ pub(crate) struct Check {
     pub(crate) category: Category,
     /// The fix in one line, shown on WARN and FAIL.
     pub(crate) fix: &'static str,
+    /// The trees its facts come from: where one of them is missing or wrong, the check SKIPs.
+    /// `clock_sync` reads none: the kernel's clock state comes from a system call.
+    pub(crate) reads: &'static [Root],
     run: fn(&Facts) -> Outcome,
 }
 
@@ -57,162 +61,190 @@ pub(crate) struct Check {
 pub(crate) const CHECKS: &[Check] = &[
     Check {
         name: "boot_media",
+        reads: &[Root::Procfs, Root::Sysfs],
         category: Category::Storage,
         fix: "boot from a USB SSD or NVMe (rpi-eeprom-config: BOOT_ORDER=0xf416) or use an industrial (pSLC) SD card",
         run: boot_media,
     },
     Check {
         name: "flash_wear",
+        reads: &[Root::Sysfs],
         category: Category::Storage,
         fix: "replace the eMMC module/Pi before it reaches end of life; move write-heavy data off it",
         run: flash_wear,
     },
     Check {
         name: "rated_endurance",
+        reads: &[Root::Procfs, Root::Sysfs],
         category: Category::Storage,
         fix: "declare the card's rated endurance: PI_EXPORTER_ARGS=\"... --collector.storage.rated-endurance=mmcblk0=117TB\" (the vendor's figure; docs/metrics.md lists some)",
         run: rated_endurance,
     },
     Check {
         name: "root_readonly",
+        reads: &[Root::Procfs],
         category: Category::Storage,
         fix: "raspi-config nonint enable_overlayfs (or mount / ro in /etc/fstab) and keep state on a journaled data partition",
         run: root_readonly,
     },
     Check {
         name: "write_safety",
+        reads: &[Root::Procfs],
         category: Category::Storage,
         fix: "writable data on ext4 with a journal (tune2fs -O has_journal DEV) and the default data=ordered, not data=writeback or vfat",
         run: write_safety,
     },
     Check {
         name: "noatime",
+        reads: &[Root::Procfs],
         category: Category::Storage,
         fix: "add noatime to the options of every writable filesystem in /etc/fstab",
         run: noatime,
     },
     Check {
         name: "swap_on_flash",
+        reads: &[Root::Procfs, Root::Sysfs],
         category: Category::Storage,
         fix: "apt purge dphys-swapfile; use zram (apt install systemd-zram-generator)",
         run: swap_on_flash,
     },
     Check {
         name: "free_space",
+        reads: &[Root::Procfs, Root::Rootfs],
         category: Category::Storage,
         fix: "free space (journalctl --vacuum-size=50M, apt clean) or grow the filesystem",
         run: free_space,
     },
     Check {
         name: "log_volume",
+        reads: &[Root::Procfs, Root::Rootfs],
         category: Category::Storage,
         fix: "/etc/systemd/journald.conf.d/50-size.conf: [Journal] SystemMaxUse=50M (or Storage=volatile, or /var/log on tmpfs)",
         run: log_volume,
     },
     Check {
         name: "logrotate",
+        reads: &[Root::Rootfs],
         category: Category::Storage,
         fix: "apt install logrotate && systemctl enable --now logrotate.timer",
         run: logrotate,
     },
     Check {
         name: "throttling",
+        reads: &[Root::Sysfs],
         category: Category::Power,
         fix: "use the official 5 V supply (5.1 V 3 A Pi 4, 5 A Pi 5) and a short thick cable; add a heatsink/fan",
         run: throttling,
     },
     Check {
         name: "temperature",
+        reads: &[Root::Sysfs],
         category: Category::Power,
         fix: "add a heatsink and fan (Pi 5: the Active Cooler), ventilate the enclosure, keep it out of the sun",
         run: temperature,
     },
     Check {
         name: "last_shutdown",
+        reads: &[Root::Rootfs, Root::Sysfs],
         category: Category::Power,
         fix: "find why power was lost (rpi_boot_reset_info, rpi_under_voltage_events_total): check the supply and cable, fit a UPS HAT, shut down with poweroff before unplugging",
         run: last_shutdown,
     },
     Check {
         name: "ups",
+        reads: &[Root::Rootfs],
         category: Category::Power,
         fix: "fit a UPS HAT and name it: PI_EXPORTER_ARGS=\"... --ups.board=<board>\" in /etc/default/pi-exporter",
         run: ups,
     },
     Check {
         name: "rtc",
+        reads: &[Root::Sysfs],
         category: Category::Time,
         fix: "fit a DS3231 with a coin cell: dtoverlay=i2c-rtc,ds3231 in /boot/firmware/config.txt (Pi 5: a battery on the RTC connector)",
         run: rtc,
     },
     Check {
         name: "hctosys",
+        reads: &[Root::Sysfs],
         category: Category::Time,
         fix: "let the kernel driver own the RTC (dtoverlay=i2c-rtc,ds3231) and apt purge fake-hwclock; set the RTC once with hwclock -w",
         run: hctosys,
     },
     Check {
         name: "clock_sync",
+        reads: &[],
         category: Category::Time,
         fix: "check the NTP client: chronyc tracking (or timedatectl timesync-status); allow UDP 123 out",
         run: clock_sync,
     },
     Check {
         name: "time_step",
+        reads: &[Root::Rootfs],
         category: Category::Time,
         fix: "echo 'makestep 1 3' > /etc/chrony/conf.d/makestep.conf (or systemctl enable systemd-timesyncd)",
         run: time_step,
     },
     Check {
         name: "hardware_watchdog",
+        reads: &[Root::Rootfs, Root::Sysfs],
         category: Category::Recovery,
         fix: "dtparam=watchdog=on in /boot/firmware/config.txt; RuntimeWatchdogSec=15s in /etc/systemd/system.conf.d/watchdog.conf",
         run: hardware_watchdog,
     },
     Check {
         name: "unit_pi_exporter",
+        reads: &[Root::Rootfs],
         category: Category::Recovery,
         fix: "systemctl edit pi-exporter: [Unit] StartLimitIntervalSec=600 StartLimitBurst=5 [Service] Restart=always WatchdogSec=30s",
         run: unit_pi_exporter,
     },
     Check {
         name: "unit_alert_relay",
+        reads: &[Root::Rootfs],
         category: Category::Recovery,
         fix: "systemctl edit alert-relay: [Unit] StartLimitIntervalSec=600 StartLimitBurst=5 [Service] Restart=always WatchdogSec=30s",
         run: unit_alert_relay,
     },
     Check {
         name: "remote_access",
+        reads: &[Root::Rootfs, Root::Sysfs],
         category: Category::Access,
         fix: "set up WireGuard (wg-quick@wg0) or Tailscale and test logging in through it before deploying",
         run: remote_access,
     },
     Check {
         name: "ssh_password",
+        reads: &[Root::Rootfs],
         category: Category::Access,
         fix: "echo 'PasswordAuthentication no' > /etc/ssh/sshd_config.d/10-no-passwords.conf (keys only), systemctl reload ssh",
         run: ssh_password,
     },
     Check {
         name: "firewall",
+        reads: &[Root::Rootfs],
         category: Category::Access,
         fix: "apt install nftables; an input chain with policy drop in /etc/nftables.conf; systemctl enable --now nftables",
         run: firewall,
     },
     Check {
         name: "exporter_exposure",
+        reads: &[Root::Rootfs],
         category: Category::Access,
         fix: "--web.listen-address=127.0.0.1:9831 or a VPN address, or TLS and basic_auth_users in --web.config.file",
         run: exporter_exposure,
     },
 ];
 
-/// Runs the checklist.
-pub(crate) fn all(facts: &Facts) -> Vec<Finding> {
+/// Runs the checklist; a check that reads a tree with one of `problems` SKIPs instead.
+pub(crate) fn all(facts: &Facts, problems: &[RootProblem]) -> Vec<Finding> {
     CHECKS
         .iter()
         .map(|check| {
-            let outcome = (check.run)(facts);
+            let outcome = match roots::skip_reason(check.reads, problems) {
+                Some(reason) => skip(reason),
+                None => (check.run)(facts),
+            };
             Finding {
                 check: check.name,
                 category: check.category,

@@ -172,28 +172,37 @@ fn render(
     Ok(())
 }
 
+/// Every verdict, in the order their series are written.
+const VERDICTS: [Verdict; 4] = [Verdict::Pass, Verdict::Warn, Verdict::Fail, Verdict::Skip];
+
 /// Writes the metrics of one run.
 fn write_metrics(run: &LastRun, out: &mut MetricSet) {
+    // A state set, as OpenMetrics and kube-state-metrics shape one: a series per status, 1 for
+    // the check's verdict and 0 for the others, so `status="fail"` counts failures only and a
+    // verdict that changes never leaves a stale series behind.
     let mut check = out.gauge(
         "rpi_doctor_check",
-        "Field checklist (pi-exporter doctor): 1 when the check passes, 0 on WARN or FAIL; absent when it could not be checked (SKIP)",
+        "Field checklist (pi-exporter doctor): 1 for the check's status (pass, warn, fail or skip), 0 for the other three",
     );
-    for f in run.findings.iter().filter(|f| f.verdict != Verdict::Skip) {
-        check.sample(
-            [("check", f.check), ("category", f.category.label())],
-            f64::from(u8::from(f.verdict == Verdict::Pass)),
-        );
+    for f in &run.findings {
+        for verdict in VERDICTS {
+            check.sample(
+                [
+                    ("check", f.check),
+                    ("category", f.category.label()),
+                    ("status", verdict.status()),
+                ],
+                f64::from(u8::from(f.verdict == verdict)),
+            );
+        }
     }
     let mut counts = out.gauge(
         "rpi_doctor_checks",
         "Number of checklist checks with each verdict in the last doctor run",
     );
-    for verdict in [Verdict::Pass, Verdict::Warn, Verdict::Fail, Verdict::Skip] {
+    for verdict in VERDICTS {
         let n = run.findings.iter().filter(|f| f.verdict == verdict).count();
-        counts.sample(
-            [("verdict", &verdict.label().to_ascii_lowercase())],
-            n as f64,
-        );
+        counts.sample([("verdict", verdict.status())], n as f64);
     }
     out.gauge(
         "rpi_doctor_last_run_timestamp_seconds",
@@ -239,7 +248,7 @@ mod tests {
     use crate::doctor::Category;
 
     #[test]
-    fn skipped_checks_are_absent_and_counted() {
+    fn each_check_is_a_state_set_of_its_four_statuses() {
         let finding = |check, verdict| Finding {
             check,
             category: Category::Storage,
@@ -261,14 +270,28 @@ mod tests {
         let mut out = MetricSet::new();
         write_metrics(&run, &mut out);
         let checks = &out.get("rpi_doctor_check").expect("checks").samples;
-        let values: Vec<(&str, f64)> = checks
+        let set: Vec<(&str, &str)> = checks
             .iter()
-            .map(|s| (s.labels[0].1.as_str(), s.value))
+            .filter(|s| s.value == 1.0)
+            .map(|s| {
+                (
+                    s.label("check").unwrap_or("?"),
+                    s.label("status").unwrap_or("?"),
+                )
+            })
             .collect();
         assert_eq!(
-            values,
-            [("noatime", 1.0), ("logrotate", 0.0), ("free_space", 0.0)]
+            set,
+            [
+                ("noatime", "pass"),
+                ("logrotate", "warn"),
+                ("free_space", "fail"),
+                ("flash_wear", "skip")
+            ]
         );
+        // Four series per check, exactly one of them 1.
+        assert_eq!(checks.len(), 16);
+        assert_eq!(checks.iter().filter(|s| s.value == 0.0).count(), 12);
         let counts = &out.get("rpi_doctor_checks").expect("counts").samples;
         assert!(counts.iter().all(|s| s.value == 1.0));
         assert_eq!(counts[3].labels[0].1, "skip");

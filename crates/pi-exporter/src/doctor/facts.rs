@@ -312,7 +312,7 @@ fn cards(set: &MetricSet) -> Vec<Card> {
             Some(Card {
                 kind: s.label("type")?.to_owned(),
                 life_used,
-                pre_eol: value_where(set, "rpi_mmc_pre_eol_info", "device", &device),
+                pre_eol: value_where(set, "rpi_mmc_pre_eol_state", "device", &device),
                 device,
             })
         })

@@ -13,6 +13,7 @@ pub mod collector;
 pub(crate) mod config;
 pub(crate) mod facts;
 pub mod render;
+pub mod roots;
 
 use std::path::PathBuf;
 
@@ -41,6 +42,16 @@ impl Verdict {
             Self::Warn => "WARN",
             Self::Fail => "FAIL",
             Self::Skip => "SKIP",
+        }
+    }
+
+    /// The `status` label of `rpi_doctor_check` and the `verdict` label of `rpi_doctor_checks`.
+    pub fn status(self) -> &'static str {
+        match self {
+            Self::Pass => "pass",
+            Self::Warn => "warn",
+            Self::Fail => "fail",
+            Self::Skip => "skip",
         }
     }
 }
@@ -101,10 +112,11 @@ pub struct Inputs {
     pub ups_unknown: Option<String>,
 }
 
-/// Runs every check once.
+/// Runs every check once; the checks that read a tree [`roots::problems`] finds wrong SKIP.
 pub fn run(inputs: &Inputs, sources: &facts::Sources) -> Vec<Finding> {
+    let problems = roots::problems(&inputs.context.paths);
     let facts = facts::gather(inputs, sources);
-    checks::all(&facts)
+    checks::all(&facts, &problems)
 }
 
 /// The verdict a whole report gives: 1 when anything FAILs.
@@ -513,5 +525,88 @@ mod tests {
         let ups = verdict_of(&findings, "ups");
         assert_ne!(ups.verdict, Verdict::Skip, "{ups:?}");
         assert_ne!(ups.verdict, Verdict::Pass, "no upsd answers: {ups:?}");
+    }
+
+    /// `pi-exporter doctor` with these trees and no board file: the report and the findings.
+    fn doctor_on(procfs: &Path, sysfs: &Path, rootfs: &Path) -> (String, Vec<Finding>) {
+        let args = vec![
+            "pi-exporter".to_owned(),
+            "doctor".to_owned(),
+            format!("--path.procfs={}", procfs.display()),
+            format!("--path.sysfs={}", sysfs.display()),
+            format!("--path.rootfs={}", rootfs.display()),
+            format!("--path.devfs={}", rootfs.join("dev").display()),
+            "--collector.rtc.i2c-bus=none".to_owned(),
+        ];
+        let config = crate::cli::try_parse(args).expect("flags parse");
+        let command = config.doctor.expect("the doctor subcommand");
+        let findings = crate::doctor_findings(&config, command).expect("doctor runs");
+        let (report, _) = crate::run_doctor(&config, command).expect("doctor runs");
+        (report, findings)
+    }
+
+    #[test]
+    fn nonexistent_trees_are_reported_first_and_their_checks_skip() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let gone = dir.path().join("gone");
+        let (report, findings) = doctor_on(&gone.join("proc"), &gone.join("sys"), &gone);
+        let first: Vec<&str> = report.lines().take(3).collect();
+        assert_eq!(
+            first,
+            [
+                format!(
+                    "NOT CHECKED: --path.rootfs={} does not exist; the checks that read it SKIP",
+                    gone.display()
+                ),
+                format!(
+                    "NOT CHECKED: --path.procfs={} does not exist; the checks that read it SKIP",
+                    gone.join("proc").display()
+                ),
+                format!(
+                    "NOT CHECKED: --path.sysfs={} does not exist; the checks that read it SKIP",
+                    gone.join("sys").display()
+                ),
+            ],
+            "{report}"
+        );
+        // Only the kernel's clock (a system call, no tree) is still checked: nothing is
+        // guessed from an empty tree.
+        for f in &findings {
+            if f.check == "clock_sync" {
+                assert_ne!(f.verdict, Verdict::Skip, "{f:?}");
+            } else {
+                assert_eq!(f.verdict, Verdict::Skip, "{f:?}");
+                assert!(f.reason.starts_with("not checked: --path."), "{f:?}");
+                assert!(f.fix.is_empty(), "{f:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_fixture_without_a_root_filesystem_skips_only_what_reads_the_root() {
+        // pi4-sd's rootfs/ holds only mount points (boot/, run/), no etc/.
+        let tree = fixture("pi4-sd");
+        let (report, findings) =
+            doctor_on(&tree.join("proc"), &tree.join("sys"), &tree.join("rootfs"));
+        assert!(
+            report.starts_with(&format!(
+                "NOT CHECKED: --path.rootfs={} does not look like a Linux root filesystem (it has no etc/); the checks that read it SKIP\n\n",
+                tree.join("rootfs").display()
+            )),
+            "{report}"
+        );
+        for f in &findings {
+            let reads_root = checks::CHECKS
+                .iter()
+                .any(|c| c.name == f.check && c.reads.contains(&roots::Root::Rootfs));
+            if reads_root {
+                assert_eq!(f.verdict, Verdict::Skip, "{f:?}");
+                assert!(f.reason.contains("--path.rootfs="), "{f:?}");
+            }
+        }
+        // The kernel's trees are fine: the read-only SD root is still found.
+        let ro = verdict_of(&findings, "root_readonly");
+        assert_ne!(ro.verdict, Verdict::Skip, "{ro:?}");
+        assert_ne!(verdict_of(&findings, "flash_wear").reason, "");
     }
 }

@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 
+use super::roots::RootProblem;
 use super::{Finding, Verdict};
 
 /// `--format`.
@@ -11,10 +12,25 @@ pub enum Format {
     Json,
 }
 
-pub fn render(findings: &[Finding], format: Format) -> String {
+/// The report; `problems` (trees that are missing or of the wrong kind) come first, as the
+/// reason for the SKIPs below them.
+pub fn render(findings: &[Finding], problems: &[RootProblem], format: Format) -> String {
     match format {
-        Format::Table => table(findings),
-        Format::Json => json(findings),
+        Format::Table => {
+            let mut out = String::new();
+            for p in problems {
+                let _ = writeln!(
+                    out,
+                    "NOT CHECKED: {}; the checks that read it SKIP",
+                    p.message
+                );
+            }
+            if !problems.is_empty() {
+                out.push('\n');
+            }
+            out + &table(findings)
+        }
+        Format::Json => json(findings, problems),
     }
 }
 
@@ -62,9 +78,11 @@ fn table(findings: &[Finding]) -> String {
     out
 }
 
-fn json(findings: &[Finding]) -> String {
+fn json(findings: &[Finding], problems: &[RootProblem]) -> String {
     let count = |v: Verdict| findings.iter().filter(|f| f.verdict == v).count();
+    let roots: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
     let document = serde_json::json!({
+        "roots": roots,
         "checks": findings,
         "summary": {
             "pass": count(Verdict::Pass),
@@ -120,6 +138,7 @@ mod tests {
                     "",
                 ),
             ],
+            &[],
             Format::Table,
         );
         assert_eq!(

@@ -109,9 +109,20 @@ fn the_collector_exports_the_verdicts() {
         .lines()
         .filter(|l| l.starts_with("rpi_doctor_check{"))
         .collect();
-    assert_eq!(checks.len(), 25, "{body}");
-    assert!(checks.iter().all(|l| l.ends_with(" 1")), "{checks:#?}");
-    assert!(body.contains("rpi_doctor_check{check=\"unit_pi_exporter\",category=\"recovery\"} 1"));
+    // A state set: four series per check, the one of its status 1.
+    assert_eq!(checks.len(), 4 * 25, "{body}");
+    let set: Vec<&&str> = checks.iter().filter(|l| l.ends_with(" 1")).collect();
+    assert_eq!(set.len(), 25, "{checks:#?}");
+    assert!(
+        set.iter().all(|l| l.contains("status=\"pass\"")),
+        "{set:#?}"
+    );
+    assert!(body.contains(
+        "rpi_doctor_check{check=\"unit_pi_exporter\",category=\"recovery\",status=\"pass\"} 1"
+    ));
+    assert!(body.contains(
+        "rpi_doctor_check{check=\"unit_pi_exporter\",category=\"recovery\",status=\"fail\"} 0"
+    ));
     assert_eq!(
         sample_value(&body, "rpi_doctor_checks{verdict=\"pass\"}"),
         Some(25.0)
@@ -130,13 +141,25 @@ fn the_collector_exports_the_verdicts() {
     let args: Vec<&str> = neglected.iter().map(String::as_str).collect();
     let exporter = Exporter::start(&args);
     let body = scrape_until_doctor(&exporter);
-    assert!(body.contains("rpi_doctor_check{check=\"throttling\",category=\"power\"} 0"));
     assert!(
-        !body.contains("check=\"flash_wear\""),
-        "SKIP is not exported: {body}"
+        body.contains(
+            "rpi_doctor_check{check=\"throttling\",category=\"power\",status=\"fail\"} 1"
+        )
+    );
+    assert!(
+        body.contains(
+            "rpi_doctor_check{check=\"logrotate\",category=\"storage\",status=\"warn\"} 1"
+        )
+    );
+    assert!(
+        body.contains(
+            "rpi_doctor_check{check=\"flash_wear\",category=\"storage\",status=\"skip\"} 1"
+        )
     );
     // The server checks its own listen address (loopback here), not the unit's.
-    assert!(body.contains("rpi_doctor_check{check=\"exporter_exposure\",category=\"access\"} 1"));
+    assert!(body.contains(
+        "rpi_doctor_check{check=\"exporter_exposure\",category=\"access\",status=\"pass\"} 1"
+    ));
     assert_eq!(
         sample_value(&body, "rpi_doctor_checks{verdict=\"skip\"}"),
         Some(1.0)
