@@ -73,6 +73,10 @@ pub(super) fn channel(
             crate::model::budget::Budget::new(b.max, &b.per, &b.overflow)
                 .map_err(|(k, m)| invalid(format!("{prefix}budget{k}"), m))?,
         ),
+        // A phone is never rung without a limit (docs: the voice channel's default budget).
+        None if provider.name == crate::channels::twilio_voice::PROVIDER.name => {
+            Some(crate::channels::twilio_voice::default_budget())
+        }
         None => None,
     };
     let template = match &rc.template {

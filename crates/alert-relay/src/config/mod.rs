@@ -406,6 +406,7 @@ impl Config {
             let channel = channel(&name, rc, ctx)?;
             channels.insert(name, Arc::new(channel));
         }
+        crate::channels::twilio_voice::check_public_url(&channels, raw.public_url.as_deref())?;
         let rotations = rotation::rotations(raw.rotations, &channels)?;
         crate::config::budget::check_overflow(&channels).map_err(|(k, m)| invalid(k, m))?;
         let mut policies = BTreeMap::new();

@@ -229,6 +229,7 @@ mod tests {
             ),
             storm: None,
             alerts: Vec::new(),
+            provider_ref: None,
         }
     }
 

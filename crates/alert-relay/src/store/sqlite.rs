@@ -411,7 +411,8 @@ impl Backend for Sqlite {
     fn load(&mut self, id: i64) -> Result<Option<DeliveryJob>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT d.id, d.destination, d.state, d.attempts, d.created_at, d.next_attempt_at, e.alert,
-                    f.id, f.state, f.provider_ref, d.incident_id, d.step, d.notice, d.storm_id
+                    f.id, f.state, f.provider_ref, d.incident_id, d.step, d.notice, d.storm_id,
+                    d.provider_ref
              FROM deliveries d
              JOIN alert_events e ON e.id = d.event_id
              LEFT JOIN deliveries f ON f.id = d.firing_delivery
@@ -435,6 +436,7 @@ impl Backend for Sqlite {
                         r.get::<_, i64>(11)?,
                         r.get::<_, Option<String>>(12)?,
                         r.get::<_, Option<i64>>(13)?,
+                        r.get::<_, Option<String>>(14)?,
                     ),
                 ))
             })
@@ -450,7 +452,7 @@ impl Backend for Sqlite {
             fid,
             fstate,
             fref,
-            (incident, step, notice, storm),
+            (incident, step, notice, storm, provider_ref),
         )) = row
         else {
             return Ok(None);
@@ -488,6 +490,7 @@ impl Backend for Sqlite {
             notice,
             storm,
             alerts,
+            provider_ref,
         }))
     }
 
@@ -518,7 +521,8 @@ impl Backend for Sqlite {
 
     fn incident_deliveries(&mut self, id: i64) -> Result<Vec<IncidentDelivery>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT destination, step, state, notice FROM deliveries WHERE incident_id = ?1 ORDER BY id",
+            "SELECT destination, step, state, notice, last_error FROM deliveries
+             WHERE incident_id = ?1 ORDER BY id",
         )?;
         let rows = stmt.query_map([id], |r| {
             let state: String = r.get(2)?;
@@ -527,6 +531,7 @@ impl Backend for Sqlite {
                 r.get(1)?,
                 DeliveryState::parse(&state).unwrap_or(DeliveryState::Pending),
                 r.get(3)?,
+                r.get(4)?,
             ))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -676,6 +681,19 @@ fn apply(tx: &Connection, w: Write, now: i64) -> Result<Written, StoreError> {
         Write::AckAll { incidents, by } => ack_all(tx, incidents, &by, now),
         Write::Storm(w) => super::storm_sql::apply(tx, w, now).map(Written::Storm),
         Write::InboundSid { sid } => remember_sid(tx, &sid, now).map(Written::FirstTime),
+        Write::CallOutcome {
+            id,
+            call_sid,
+            outcome,
+        } => {
+            let n = tx
+                .prepare_cached(
+                    "UPDATE deliveries SET last_error = ?3, updated_at = ?4
+                     WHERE id = ?1 AND provider_ref = ?2 AND last_error IS NULL",
+                )?
+                .execute(params![id, call_sid, outcome, now])?;
+            Ok(Written::FirstTime(n == 1))
+        }
         // One instance on one file: nobody else to tell.
         Write::Heartbeat(h) => Ok(Written::Heartbeat(h)),
         // One instance on one file: nothing to fence.

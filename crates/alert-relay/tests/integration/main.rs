@@ -24,3 +24,4 @@ mod storm;
 mod support;
 mod systemd;
 mod tls;
+mod voice;
