@@ -286,7 +286,7 @@ mod tests {
     fn settings() -> VoiceSettings {
         VoiceSettings {
             account_sid: "AC1".into(),
-            auth_token: Secret::new("tok".into()),
+            auth_token: Secret::new("tok"),
             from: "+15005550006".into(),
             to: vec!["+447700900123".into()],
             voice: Some("Polly.Amy".into()),
@@ -362,7 +362,7 @@ mod tests {
             "<Redirect method=\"POST\">https://r/inbound/voice/c/1/menu/1</Redirect></Response>"
         ));
         // One element per tag opened by the relay: the alert's text added none.
-        assert_eq!(twiml.matches('<').count(), 11, "{twiml}");
+        assert_eq!(twiml.matches('<').count(), 9, "{twiml}");
         let last = menu(
             &settings(),
             &text,
@@ -372,6 +372,53 @@ mod tests {
         );
         assert!(last.contains("That key does nothing.</Say>"));
         assert!(last.ends_with("Goodbye.</Say><Hangup/></Response>"));
+    }
+
+    fn load(head: &str, keys: &str) -> Result<crate::config::Config, String> {
+        let yaml = format!(
+            "{head}storage: {{ sqlite: x }}\nchannels:\n\
+             \x20 call: {{ type: twilio_voice, account_sid: AC1, auth_token: t, {keys} }}\n\
+             policies: {{ p: {{ steps: [ {{ notify: [call] }} ] }} }}\nroutes: [ {{ policy: p }} ]\n"
+        );
+        let secrets = crate::config::MapSecrets::default();
+        crate::config::parse(&yaml, std::path::Path::new("/"), &secrets).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn keys_public_url_and_the_default_budget() {
+        let public = "public_url: https://relay.example.org\n";
+        let numbers = "from: '+15005550006', to: ['+447700900123', '+447700900124']";
+        let c = load(public, numbers).expect("valid");
+        let ch = &c.channels["call"];
+        assert_eq!(ch.budget, Some(default_budget()));
+        let ids: Vec<String> = ch.destinations().into_iter().map(|d| d.id).collect();
+        assert_eq!(ids, ["call/+447700900123", "call/+447700900124"]);
+        let refused = load("", numbers).expect_err("no public_url");
+        assert!(
+            refused.contains("channels.call.type: a twilio_voice channel needs public_url"),
+            "{refused}"
+        );
+        let named = load(public, "from: Relay, to: ['+447700900123']").expect_err("from");
+        assert!(
+            named.contains("channels.call.from: must be an E.164 number"),
+            "{named}"
+        );
+        let voice = load(public, &format!("{numbers}, voice: 'a\\\"b'")).expect_err("voice");
+        assert!(voice.contains("channels.call.voice:"), "{voice}");
+        let sms_key = load(public, &format!("{numbers}, messaging_service_sid: MG1"));
+        assert!(
+            sms_key.expect_err("an SMS key").contains(
+                "channels.call.messaging_service_sid: not a key of a twilio_voice channel"
+            )
+        );
+        // A budget of its own; a call held back need not be reported anywhere.
+        let own = "budget: { max: 2, per: 30m, overflow: [] }";
+        let c = load(public, &format!("{numbers}, {own}")).expect("own budget");
+        let b = c.channels["call"].budget.clone().expect("budget");
+        assert_eq!(
+            (b.max, b.per, b.overflow.len()),
+            (2, Duration::from_secs(1800), 0)
+        );
     }
 
     #[test]
