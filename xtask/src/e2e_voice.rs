@@ -15,7 +15,7 @@ use base64::Engine as _;
 /// The auth token of the e2e's voice channel.
 pub(crate) const TOKEN: &str = "voice-tok";
 
-/// The calls played: one line each, what the relay answered to the key press.
+/// The calls played: one line each, the menu the relay served and its answer to the key press.
 #[derive(Clone, Default)]
 pub(crate) struct Calls(Arc<Mutex<Vec<String>>>);
 
@@ -41,10 +41,11 @@ impl Calls {
         format!(r#"{{"sid":"{sid}","status":"queued"}}"#)
     }
 
-    /// The calls the relay acknowledged by key press.
-    pub(crate) fn acknowledged(&self) -> usize {
+    /// The calls about `alert` that the relay acknowledged by key press.
+    pub(crate) fn acknowledged(&self, alert: &str) -> usize {
         self.0.lock().map_or(0, |v| {
             v.iter()
+                .filter(|l| l.contains(&format!(" alert {alert} on ")))
                 .filter(|l| l.contains("acknowledged. Goodbye."))
                 .count()
         })
@@ -55,7 +56,7 @@ impl Calls {
     }
 }
 
-/// Answers the call, hears the menu, presses 1; what the relay said to the key press.
+/// Answers the call, hears the menu, presses 1; the menu and what the relay said to the key.
 fn play(sid: &str, form: &[(String, String)]) -> Result<String> {
     let get = |k: &str| {
         form.iter()
@@ -100,7 +101,7 @@ fn play(sid: &str, form: &[(String, String)]) -> Result<String> {
     if status != 200 {
         bail!("the status callback: HTTP {status}");
     }
-    Ok(said)
+    Ok(format!("{menu} -> {said}"))
 }
 
 /// Twilio's request signature: base64(HMAC-SHA1(token, url + each sorted name and value)).
