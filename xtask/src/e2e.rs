@@ -1232,7 +1232,7 @@ impl Faults<'_> {
         let t = wait_for(
             &format!("{alert}: a call acknowledged by key press"),
             Duration::from_secs(30),
-            || calls.acknowledged(alert) > 0,
+            || calls.acknowledged(alert, &self.subject) > 0,
         )?;
         eprintln!("e2e: {alert}: the call was acknowledged by key press after {t:.1?}");
         wait_for(

@@ -41,11 +41,11 @@ impl Calls {
         format!(r#"{{"sid":"{sid}","status":"queued"}}"#)
     }
 
-    /// The calls about `alert` that the relay acknowledged by key press.
-    pub(crate) fn acknowledged(&self, alert: &str) -> usize {
+    /// The calls about `alert` on `instance` that the relay acknowledged by key press.
+    pub(crate) fn acknowledged(&self, alert: &str, instance: &str) -> usize {
         self.0.lock().map_or(0, |v| {
             v.iter()
-                .filter(|l| l.contains(&format!(" alert {alert} on ")))
+                .filter(|l| l.contains(&format!(" alert {alert} on {instance}.")))
                 .filter(|l| l.contains("acknowledged. Goodbye."))
                 .count()
         })

@@ -132,7 +132,20 @@ pub fn speech(msg: &Message) -> String {
     if let Some((_, site)) = msg.context.iter().find(|(k, _)| k == "site") {
         parts.push(format!("Site {site}."));
     }
-    let text = escape::one_line(&parts.join(" "));
+    // A sentence each, so the voice pauses between them.
+    let sentences: Vec<String> = parts
+        .iter()
+        .map(|p| p.trim())
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            if p.ends_with(['.', '!', '?']) {
+                p.to_owned()
+            } else {
+                format!("{p}.")
+            }
+        })
+        .collect();
+    let text = escape::one_line(&sentences.join(" "));
     truncate_chars(text.trim(), SPEECH_MAX)
 }
 
@@ -337,7 +350,10 @@ mod tests {
             text.starts_with("Incident 12. critical alert PiHot on pi-17:9831."),
             "{text}"
         );
-        assert!(text.ends_with("Site wh-2."), "{text}");
+        assert!(
+            text.ends_with("<Hangup/>. Site wh-2."),
+            "a sentence each: {text}"
+        );
         let twiml = menu(
             &settings(),
             &text,
