@@ -253,6 +253,24 @@ async fn a_call_answered_and_acknowledged_by_key_press_stops_the_escalation() {
         .cloned()
         .expect("a notice");
     assert_eq!(notice["state"], "skipped", "{v}");
+
+    // Un-acknowledged by hand: the captured key press replayed still acknowledges nothing.
+    let r = client()
+        .post(relay.url("/api/v1/incidents/1/unack"))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .expect("unack");
+    assert_eq!(r.status(), 200);
+    let replay = send_as_signed(&press.url, press.params.clone(), press.signature.clone()).await;
+    assert_eq!(replay.status, 403);
+    relay
+        .wait_metric(
+            "alert_relay_webhooks_rejected_total{reason=\"twilio_replay\"}",
+            2.0,
+        )
+        .await;
+    assert_eq!(incident(&relay, 1).await["incident"]["state"], "open");
 }
 
 #[tokio::test]
