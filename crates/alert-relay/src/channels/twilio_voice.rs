@@ -409,6 +409,12 @@ mod tests {
         assert_eq!(ch.budget, Some(default_budget()));
         let ids: Vec<String> = ch.destinations().into_iter().map(|d| d.id).collect();
         assert_eq!(ids, ["call/+447700900123", "call/+447700900124"]);
+        let described = c.describe(crate::config::ListenerSecurity::default());
+        assert!(
+            described
+                .contains("budget 5 per 1h per destination, held back messages reported nowhere"),
+            "{described}"
+        );
         let refused = load("", numbers).expect_err("no public_url");
         assert!(
             refused.contains("channels.call.type: a twilio_voice channel needs public_url"),

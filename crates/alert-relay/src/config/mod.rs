@@ -505,10 +505,14 @@ impl Config {
             if let Some(b) = &c.budget {
                 let _ = writeln!(
                     out,
-                    "    budget {} per {} per destination, overflow to {}",
+                    "    budget {} per {} per destination, {}",
                     b.max,
                     crate::time::humanize(b.per),
-                    b.overflow.join(", ")
+                    if b.overflow.is_empty() {
+                        "held back messages reported nowhere".to_owned()
+                    } else {
+                        format!("overflow to {}", b.overflow.join(", "))
+                    }
                 );
             }
         }
