@@ -352,3 +352,56 @@ async fn a_voice_channel_without_public_url_is_refused_with_the_reason() {
         "{stderr}"
     );
 }
+
+/// A storm summary calls too, and key 1 on that call acknowledges the whole storm.
+#[tokio::test]
+async fn a_storm_summary_call_is_acknowledged_for_the_whole_storm() {
+    let calls = FakeCalls::start(TOKEN).await;
+    // The first incident's own call is heard to its end; the storm's is acknowledged.
+    calls.pickup(ALICE, [Pickup::Answer(vec![]), Pickup::Answer(vec!["1"])]);
+    let dir = tempdir();
+    let path = dir.path().join("relay.yml");
+    let relay = on_a_free_port(async |port| {
+        std::fs::write(
+            &path,
+            format!(
+                "listen: 127.0.0.1:{port}\npublic_url: http://127.0.0.1:{port}\n{AUTH}{FAST_DELIVERY}\
+                 channels:\n  phone: {{ type: twilio_voice, account_sid: AC1, auth_token: {TOKEN}, from: '+15005550006', \
+                 to: ['{ALICE}'], api_url: '{}' }}\n\
+                 policies:\n  p:\n    steps: [ {{ notify: [phone] }} ]\n    storm: {{ window: 1m, threshold: 1 }}\n\
+                 routes: [ {{ policy: p }} ]\n",
+                calls.url()
+            ),
+        )
+        .expect("config");
+        Relay::try_start_file(&path)
+    })
+    .await;
+    for n in 1..=3 {
+        let body = webhook(&[(&format!("{n:016x}"), "firing")], "")
+            .replace(r#""groupKey":"{}:"#, &format!(r#""groupKey":"{{}}/{n}:"#));
+        relay.fire(body).await;
+    }
+    let played = calls.wait_done(2, Duration::from_secs(15)).await;
+    let storm = &played[1];
+    let menu = &storm.callbacks[0].body;
+    assert!(menu.contains("<Say>Alert storm 1. "), "{menu}");
+    let said = &storm.callbacks[1].body;
+    assert!(
+        said.contains("Storm 1 acknowledged, 3 incidents. Goodbye.</Say><Hangup/>"),
+        "{said}"
+    );
+    for id in 1..=3 {
+        let v = incident(&relay, id).await;
+        assert_eq!(v["incident"]["state"], "acked", "{v}");
+        assert_eq!(
+            v["incident"]["acked_by"],
+            format!("key press on a call to {ALICE}")
+        );
+    }
+    // The first call was answered and heard, without a key.
+    assert_eq!(
+        details(&relay, &format!("phone/{ALICE}")).await[0],
+        "answered, no key 1"
+    );
+}
