@@ -640,27 +640,33 @@ fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> Resu
     bail!("timed out after {timeout:?} waiting for {what}")
 }
 
-/// A fake chat (Slack) and SMS (Twilio) provider: records (path, body) of every request.
+/// A fake chat (Slack), SMS and voice (Twilio) provider: records (path, body) of every
+/// request; plays the calls back to the relay (`crate::e2e_voice`).
 #[derive(Clone, Default)]
-struct FakeProvider(Arc<Mutex<Vec<(String, String)>>>);
+struct FakeProvider(Arc<Mutex<Vec<(String, String)>>>, crate::e2e_voice::Calls);
 
 impl FakeProvider {
     fn start(&self) -> Result<u16> {
         let l = TcpListener::bind("127.0.0.1:0")?;
         let port = l.local_addr()?.port();
         let seen = self.0.clone();
+        let calls = self.1.clone();
         std::thread::spawn(move || {
             for conn in l.incoming().flatten() {
-                let seen = seen.clone();
+                let (seen, calls) = (seen.clone(), calls.clone());
                 std::thread::spawn(move || {
-                    let _ = Self::serve(conn, &seen);
+                    let _ = Self::serve(conn, &seen, &calls);
                 });
             }
         });
         Ok(port)
     }
 
-    fn serve(mut conn: TcpStream, seen: &Mutex<Vec<(String, String)>>) -> Result<()> {
+    fn serve(
+        mut conn: TcpStream,
+        seen: &Mutex<Vec<(String, String)>>,
+        calls: &crate::e2e_voice::Calls,
+    ) -> Result<()> {
         conn.set_read_timeout(Some(Duration::from_secs(10)))?;
         loop {
             let mut head = Vec::new();
@@ -684,16 +690,18 @@ impl FakeProvider {
             let mut body = vec![0u8; len];
             conn.read_exact(&mut body)?;
             let body = String::from_utf8_lossy(&body).into_owned();
-            let (status, reply) = if path.contains("twilio") {
+            let (status, reply) = if path.ends_with("/Calls.json") {
+                ("201 Created", calls.create(&body))
+            } else if path.contains("twilio") {
                 (
                     "201 Created",
-                    r#"{"sid":"SM00000000000000000000000000000000","status":"queued"}"#,
+                    r#"{"sid":"SM00000000000000000000000000000000","status":"queued"}"#.to_owned(),
                 )
             } else if path.starts_with("/gone") {
                 // A webhook that no longer exists: the relay's failure and dead-letter series.
-                ("410 Gone", "gone")
+                ("410 Gone", "gone".to_owned())
             } else {
-                ("200 OK", "ok")
+                ("200 OK", "ok".to_owned())
             };
             if let Ok(mut v) = seen.lock() {
                 v.push((path, form_decode(&body)));
@@ -723,10 +731,13 @@ impl FakeProvider {
 
     fn dump(&self, to: &Path) {
         if let Ok(v) = self.0.lock() {
-            let text: String = v
+            let mut text: String = v
                 .iter()
                 .map(|(p, b)| format!("POST {p}\n{b}\n\n"))
                 .collect();
+            for call in self.1.log() {
+                text.push_str(&format!("CALL {call}\n"));
+            }
             let _ = std::fs::write(to, text);
         }
     }
@@ -742,7 +753,7 @@ fn has_word(hay: &str, word: &str) -> bool {
 }
 
 /// `application/x-www-form-urlencoded` decoding (Twilio bodies), harmless on JSON.
-fn form_decode(s: &str) -> String {
+pub(crate) fn form_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -990,6 +1001,7 @@ fn run_chain(
             name: "under-voltage",
             alert: "PiUnderVoltage",
             sms: true,
+            call: true,
         },
         &mut |c| c.start_subject("pi4-throttled.yaml", &[]),
         &mut |c| c.start_subject("pi4-healthy.yaml", &[]),
@@ -1000,6 +1012,7 @@ fn run_chain(
             name: "on battery",
             alert: "PiUpsOnBattery",
             sms: false,
+            call: false,
         },
         &mut |c| c.start_subject("ups-on-battery.yaml", &["--collector.ups"]),
         &mut |c| c.start_subject("pi4-healthy.yaml", &[]),
@@ -1010,6 +1023,7 @@ fn run_chain(
             name: "read-only root",
             alert: "PiFilesystemReadOnly",
             sms: true,
+            call: false,
         },
         &mut |_| remount(true),
         &mut |_| remount(false),
@@ -1161,6 +1175,7 @@ fn start_relay(tmp: &Path, bin: &Path, ports: &ServicePorts, procs: &mut Vec<Pro
         &relay_cfg,
         format!(
             r#"listen: 127.0.0.1:{relay_port}
+public_url: http://127.0.0.1:{relay_port}
 auth: {{ bearer_token: {token} }}
 storage: {{ sqlite: {db} }}
 delivery: {{ initial_backoff: 50ms, max_backoff: 500ms, timeout: 5s }}
@@ -1168,9 +1183,10 @@ channels:
   chat: {{ type: slack, webhook_url: "https://hooks.slack.com/services/T/B/X", api_url: "http://127.0.0.1:{fake_port}/slack" }}
   sms: {{ type: twilio, account_sid: AC00000000000000000000000000000000, auth_token: tok, from: "+15005550006", to: ["+447700900123"], api_url: "http://127.0.0.1:{fake_port}/twilio" }}
   gone: {{ type: webhook, url: "http://127.0.0.1:{fake_port}/gone", budget: {{ max: 1, per: 1h, overflow: [chat] }} }}
+  phone: {{ type: twilio_voice, account_sid: AC00000000000000000000000000000000, auth_token: {voice_token}, from: "+15005550006", to: ["+447700900199"], api_url: "http://127.0.0.1:{fake_port}/voice" }}
 policies:
   chat: {{ steps: [ {{ notify: [chat] }} ] }}
-  page: {{ steps: [ {{ notify: [chat, sms] }} ] }}
+  page: {{ steps: [ {{ notify: [chat, sms] }}, {{ after: 2s, notify: [phone] }} ] }}
   gone: {{ steps: [ {{ notify: [gone] }} ], storm: {{ window: 10m, threshold: 2, group_by: [alertname] }} }}
 routes:
   - match: {{ alertname: E2eUndeliverable }}
@@ -1183,6 +1199,7 @@ alertmanager: {{ url: "http://127.0.0.1:{am_port}", interval: 5s }}
 "#,
             relay_port = ports.relay,
             token = RELAY_TOKEN,
+            voice_token = crate::e2e_voice::TOKEN,
             fake_port = ports.fake,
             am_port = ports.alertmanager,
             deadman_timeout = DEADMAN_TIMEOUT.as_secs(),
@@ -1411,11 +1428,13 @@ struct Faults<'a> {
 }
 
 /// One induced fault: a phase's name in the log, the alert it must fire, and whether the
-/// alert pages (reaches the SMS provider too).
+/// alert pages (reaches the SMS provider too), and whether the phase waits for the page's
+/// last step, a call, and acknowledges it by key press.
 struct Fault<'a> {
     name: &'a str,
     alert: &'a str,
     sms: bool,
+    call: bool,
 }
 
 impl Faults<'_> {
@@ -1441,6 +1460,27 @@ impl Faults<'_> {
             if self.fake.count("/slack", &[a, &self.subject]) > 0 {
                 bail!("{a} reached the chat while the subject Pi was healthy");
             }
+        }
+        Ok(())
+    }
+
+    /// The page's last step: the relay calls, the fake answers and presses 1, and the
+    /// acknowledgement by key press is announced in the chat.
+    fn call_acknowledged(&self, alert: &str) -> Result<()> {
+        let calls = &self.fake.1;
+        let t = wait_for(
+            &format!("{alert}: a call acknowledged by key press"),
+            Duration::from_secs(30),
+            || calls.acknowledged(alert, &self.subject) > 0,
+        )?;
+        eprintln!("e2e: {alert}: the call was acknowledged by key press after {t:.1?}");
+        wait_for(
+            &format!("{alert}: the acknowledgement by key press at the fake chat"),
+            Duration::from_secs(20),
+            || self.fake.count("/slack", &[alert, "key", "press"]) > 0,
+        )?;
+        if let Some(failed) = calls.log().iter().find(|l| l.contains("FAILED")) {
+            bail!("a call failed: {failed}");
         }
         Ok(())
     }
@@ -1474,6 +1514,9 @@ impl Faults<'_> {
                 || fake.count("/twilio", &[alert]) > 0,
             )?;
             eprintln!("e2e: {name}: {alert} reached the SMS provider");
+        }
+        if fault.call {
+            self.call_acknowledged(alert)?;
         }
         heal(chain)?;
         let t = wait_for(

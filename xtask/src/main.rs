@@ -5,6 +5,7 @@
 mod bench;
 mod dist;
 mod e2e;
+mod e2e_voice;
 mod hostile_bench;
 mod install_test;
 mod relay_bench;

@@ -52,6 +52,12 @@ pub async fn send_test(
                 .join(", ")
         )
     })?;
+    // A test call's TwiML and key presses would name no stored delivery: refused by the relay.
+    anyhow::ensure!(
+        !matches!(ch.kind, channels::ChannelKind::TwilioVoice(_)),
+        "send-test places no calls (what a call says is served from stored deliveries); \
+         send a test alert through a route to {channel:?} instead"
+    );
     let http = http_client()?;
     let event = render::test_event();
     let mut out = Vec::new();
@@ -70,6 +76,7 @@ pub async fn send_test(
             notice: None,
             storm: None,
             alerts: Vec::new(),
+            provider_ref: None,
         };
         let msg = channels::message_for(&dest, &job);
         let attempt = channels::Attempt {
@@ -78,6 +85,7 @@ pub async fn send_test(
             destination: &dest,
             delivery_id: -time::now_millis(),
             firing_ref: None,
+            public_url: config.public_url.as_deref(),
         };
         let (outcome, _) = channels::deliver(&attempt, &msg).await;
         out.push((dest.id.clone(), outcome));

@@ -9,9 +9,7 @@
 //! `ACK 1234` (any case, `#` optional) acks incident 1234, `ACK S3` storm 3. An id that does
 //! not exist and one never sent to that number get one neutral answer, so no number learns ids.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
-
+pub use crate::channels::twilio::{signature as twilio_signature, verify as twilio_verify};
 use crate::config::{ChannelKind, Config};
 use crate::escalation::Escalator;
 use crate::store::{AckTarget, Action, Store, StoreError, Transitioned};
@@ -36,14 +34,26 @@ pub enum Refused {
     NoPublicUrl,
     Signature,
     NoMessageSid,
+    /// A voice callback's path names no callback the relay serves.
+    NoRoute,
+    /// A signed voice callback without a `CallSid`.
+    NoCallSid,
+    /// A signed voice callback for a call the relay did not make for that delivery.
+    UnknownCall,
+    /// A signed voice callback seen before (same call, same callback).
+    Replay,
 }
 
 impl Refused {
     /// The `reason` label of `alert_relay_webhooks_rejected_total`.
     pub fn reason(self) -> &'static str {
         match self {
-            Refused::NoChannel | Refused::NotTwilio | Refused::NoPublicUrl => "twilio_channel",
-            Refused::Signature | Refused::NoMessageSid => "twilio_signature",
+            Refused::NoChannel | Refused::NotTwilio | Refused::NoPublicUrl | Refused::NoRoute => {
+                "twilio_channel"
+            }
+            Refused::Signature | Refused::NoMessageSid | Refused::NoCallSid => "twilio_signature",
+            Refused::UnknownCall => "twilio_unknown_call",
+            Refused::Replay => "twilio_replay",
         }
     }
 }
@@ -56,6 +66,10 @@ impl std::fmt::Display for Refused {
             Refused::NoPublicUrl => "no public_url, so Twilio's signature cannot be checked",
             Refused::Signature => "missing or wrong X-Twilio-Signature",
             Refused::NoMessageSid => "signed but without a MessageSid",
+            Refused::NoRoute => "no such voice callback",
+            Refused::NoCallSid => "signed but without a CallSid",
+            Refused::UnknownCall => "signed, but not a call the relay made for that delivery",
+            Refused::Replay => "a callback seen before (same call, same request)",
         })
     }
 }
@@ -165,23 +179,23 @@ pub async fn answer(
             Ok(storm_reply(id, &acked))
         }
         AckTarget::Incident(id) => {
-            let by = acked_by(store, id, destination, from).await;
+            let by = acked_by(store, id, destination, &format!("SMS from {from}")).await;
             let t = escalator.transition(id, Action::Ack, by).await?;
             Ok(incident_reply(id, &t))
         }
     }
 }
 
-/// `SMS from +44…`, or `alice (rotation primary) via SMS from +44…` when a rotation paged
-/// the number for the incident.
-async fn acked_by(store: &Store, id: i64, destination: String, from: &str) -> String {
+/// `how` (`SMS from +44…`), or `alice (rotation primary) via SMS from +44…` when a rotation
+/// paged the destination for the incident.
+pub(crate) async fn acked_by(store: &Store, id: i64, destination: String, how: &str) -> String {
     let paged = store
         .read(move |b| b.incident_on_call(id))
         .await
         .unwrap_or_default();
     match paged.iter().rev().find(|(d, _, _)| *d == destination) {
-        Some((_, _, who)) => format!("{who} via SMS from {from}"),
-        None => format!("SMS from {from}"),
+        Some((_, _, who)) => format!("{who} via {how}"),
+        None => how.to_owned(),
     }
 }
 
@@ -215,43 +229,6 @@ pub fn parse_form(body: &[u8]) -> Vec<(String, String)> {
             (decode(k), decode(v))
         })
         .collect()
-}
-
-fn signed_data(url: &str, params: &[(String, String)]) -> Vec<u8> {
-    let mut sorted: Vec<&(String, String)> = params.iter().collect();
-    sorted.sort();
-    let mut data = url.as_bytes().to_vec();
-    for (k, v) in sorted {
-        data.extend_from_slice(k.as_bytes());
-        data.extend_from_slice(v.as_bytes());
-    }
-    data
-}
-
-/// Twilio's signature of a request (for tests and fakes).
-pub fn twilio_signature(auth_token: &str, url: &str, params: &[(String, String)]) -> String {
-    let key = ring::hmac::Key::new(
-        ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
-        auth_token.as_bytes(),
-    );
-    STANDARD.encode(ring::hmac::sign(&key, &signed_data(url, params)).as_ref())
-}
-
-/// Constant-time check of `X-Twilio-Signature`.
-pub fn twilio_verify(
-    auth_token: &str,
-    url: &str,
-    params: &[(String, String)],
-    signature: &str,
-) -> bool {
-    let Ok(tag) = STANDARD.decode(signature.trim()) else {
-        return false;
-    };
-    let key = ring::hmac::Key::new(
-        ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
-        auth_token.as_bytes(),
-    );
-    ring::hmac::verify(&key, &signed_data(url, params), &tag).is_ok()
 }
 
 /// `ACK 1234`, `ack #1234`, `1234 ack` → 1234.
@@ -382,30 +359,6 @@ mod tests {
             ),
             "Incident #5 is already acked."
         );
-    }
-
-    #[test]
-    fn twilio_signature_is_hmac_sha1_over_url_and_sorted_params() {
-        // Expected value computed independently with Python's hmac/hashlib over
-        // url + "CallSidCA1234567890ABCDE" + "Caller+12349013030" + … (sorted by name).
-        let params: Vec<(String, String)> = [
-            ("CallSid", "CA1234567890ABCDE"),
-            ("Caller", "+12349013030"),
-            ("Digits", "1234"),
-            ("From", "+12349013030"),
-            ("To", "+18005551212"),
-        ]
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-        let url = "https://example.com/myapp.php?foo=1&bar=2";
-        let sig = twilio_signature("12345", url, &params);
-        assert_eq!(sig, "vNe7KK2kJwCsxc9K3OLkkKB3qqI=");
-        assert!(twilio_verify("12345", url, &params, &sig));
-        assert!(!twilio_verify("54321", url, &params, &sig));
-        assert!(!twilio_verify("12345", "https://evil/", &params, &sig));
-        assert!(!twilio_verify("12345", url, &params, "bm9wZQ=="));
-        assert!(!twilio_verify("12345", url, &params, "%%%"));
     }
 
     #[test]

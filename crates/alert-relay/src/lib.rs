@@ -31,6 +31,7 @@ pub mod secret;
 pub mod store;
 pub mod storm;
 pub mod time;
+pub mod voice;
 pub mod wiring;
 
 pub use cli::{

@@ -152,24 +152,6 @@ fn main() -> ExitCode {
     {
         tracing::debug!("a rustls crypto provider was already installed");
     }
-    let path = |m: &clap::ArgMatches, key: &str| {
-        m.get_one::<String>(key)
-            .map(PathBuf::from)
-            .unwrap_or_default()
-    };
-    let web = |m: &clap::ArgMatches| {
-        m.try_get_one::<String>("web.config.file")
-            .ok()
-            .flatten()
-            .map(PathBuf::from)
-    };
-    let output = |m: &clap::ArgMatches| {
-        m.try_get_one::<String>("output")
-            .ok()
-            .flatten()
-            .and_then(|o| Output::parse(o))
-            .unwrap_or_default()
-    };
     let result: anyhow::Result<bool> = match matches.subcommand() {
         Some(("check-config", m)) if m.get_one::<String>("test").is_some() => {
             let labels = m.get_one::<String>("test").cloned().unwrap_or_default();
@@ -194,60 +176,14 @@ fn main() -> ExitCode {
                 true
             })
         }
-        Some((cmd, m)) => {
-            // One thread runs HTTP and delivery; SQLite has its own thread.
-            match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Err(e) => Err(anyhow::Error::new(e).context("cannot start the async runtime")),
-                Ok(rt) if cmd == "run" => rt
-                    .block_on(alert_relay::run(&path(m, "config"), web(m).as_deref()))
-                    .map(|()| true),
-                Ok(rt) if cmd == "incidents" => rt
-                    .block_on(alert_relay::incident_cli(
-                        &path(m, "config"),
-                        web(m).as_deref(),
-                        None,
-                        None,
-                    ))
-                    .map(|v| {
-                        print!("{}", alert_relay::format_incidents(&v, output(m)));
-                        true
-                    }),
-                Ok(rt) if cmd == "ack" => {
-                    let id = m.get_one::<i64>("id").copied().unwrap_or_default();
-                    let verb = ["unack", "escalate", "resolve"]
-                        .into_iter()
-                        .find(|v| m.get_flag(v))
-                        .unwrap_or("ack");
-                    let by = m.get_one::<String>("by").map(String::as_str);
-                    rt.block_on(alert_relay::incident_cli(
-                        &path(m, "config"),
-                        web(m).as_deref(),
-                        Some((verb, id)),
-                        by,
-                    ))
-                    .map(|v| {
-                        print!(
-                            "{}",
-                            alert_relay::cli::format_action(verb, id, &v, output(m))
-                        );
-                        true
-                    })
-                }
-                Ok(rt) => {
-                    let channel = m.get_one::<String>("channel").cloned().unwrap_or_default();
-                    rt.block_on(alert_relay::send_test(&path(m, "config"), &channel))
-                        .map(|results| {
-                            let (text, ok) =
-                                alert_relay::cli::format_send_test(&results, output(m));
-                            print!("{text}");
-                            ok
-                        })
-                }
-            }
-        }
+        // One thread runs HTTP and delivery; SQLite has its own thread.
+        Some((cmd, m)) => match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Err(e) => Err(anyhow::Error::new(e).context("cannot start the async runtime")),
+            Ok(rt) => rt.block_on(run_async(cmd, m)),
+        },
         None => Ok(false),
     };
     // Plain lines for the commands a human types; log lines for the services.
@@ -256,6 +192,69 @@ fn main() -> ExitCode {
         Some("send-test" | "incidents" | "ack")
     );
     exit_code(result, plain)
+}
+
+fn path(m: &clap::ArgMatches, key: &str) -> PathBuf {
+    m.get_one::<String>(key)
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+fn web(m: &clap::ArgMatches) -> Option<PathBuf> {
+    m.try_get_one::<String>("web.config.file")
+        .ok()
+        .flatten()
+        .map(PathBuf::from)
+}
+
+fn output(m: &clap::ArgMatches) -> Output {
+    m.try_get_one::<String>("output")
+        .ok()
+        .flatten()
+        .and_then(|o| Output::parse(o))
+        .unwrap_or_default()
+}
+
+/// The subcommands that need the async runtime: `run`, `incidents`, `ack`, `send-test`.
+async fn run_async(cmd: &str, m: &clap::ArgMatches) -> anyhow::Result<bool> {
+    match cmd {
+        "run" => alert_relay::run(&path(m, "config"), web(m).as_deref())
+            .await
+            .map(|()| true),
+        "incidents" => alert_relay::incident_cli(&path(m, "config"), web(m).as_deref(), None, None)
+            .await
+            .map(|v| {
+                print!("{}", alert_relay::format_incidents(&v, output(m)));
+                true
+            }),
+        "ack" => {
+            let id = m.get_one::<i64>("id").copied().unwrap_or_default();
+            let verb = ["unack", "escalate", "resolve"]
+                .into_iter()
+                .find(|v| m.get_flag(v))
+                .unwrap_or("ack");
+            let by = m.get_one::<String>("by").map(String::as_str);
+            alert_relay::incident_cli(&path(m, "config"), web(m).as_deref(), Some((verb, id)), by)
+                .await
+                .map(|v| {
+                    print!(
+                        "{}",
+                        alert_relay::cli::format_action(verb, id, &v, output(m))
+                    );
+                    true
+                })
+        }
+        _ => {
+            let channel = m.get_one::<String>("channel").cloned().unwrap_or_default();
+            alert_relay::send_test(&path(m, "config"), &channel)
+                .await
+                .map(|results| {
+                    let (text, ok) = alert_relay::cli::format_send_test(&results, output(m));
+                    print!("{text}");
+                    ok
+                })
+        }
+    }
 }
 
 /// The exit status, and each error once on stderr (every error of a configuration): as plain

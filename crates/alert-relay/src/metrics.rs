@@ -16,7 +16,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use serving::process::{Kind, Process};
 
-use crate::channels::settings::{ChannelKind, Destination};
+use crate::channels::settings::Destination;
 use crate::store::CommitObserver;
 
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -34,7 +34,8 @@ pub struct ReasonLabel {
 /// Where a notification goes, in every per-destination series: `channel` is the configured
 /// channel's name, `integration` its type (`slack`, `twilio`, ..., as Alertmanager's notifier
 /// metrics name it), `destination` the channel's name again, or `<channel>/<n>` for the n-th
-/// number (from 1) of a Twilio channel's `to`: never a phone number or an address.
+/// number (from 1) of a Twilio (SMS or voice) channel's `to`: never a phone number or an
+/// address.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ChannelLabels {
     pub channel: String,
@@ -45,10 +46,10 @@ pub struct ChannelLabels {
 impl ChannelLabels {
     pub fn of(destination: &Destination) -> Self {
         let channel = &destination.channel;
-        let position = match (&channel.kind, &destination.recipient) {
-            (ChannelKind::Twilio { to, .. }, Some(number)) => to.iter().position(|n| n == number),
-            _ => None,
-        };
+        let position = destination
+            .recipient
+            .as_deref()
+            .and_then(|number| channel.recipients().iter().position(|n| *n == number));
         Self {
             channel: channel.name.clone(),
             integration: channel.kind.type_name().to_owned(),

@@ -16,6 +16,7 @@ pub mod slack;
 pub mod teams;
 pub mod telegram;
 pub mod twilio;
+pub mod twilio_voice;
 pub mod webhook;
 
 use std::fmt;
@@ -142,6 +143,8 @@ pub struct Attempt<'a> {
     pub delivery_id: i64,
     /// The provider's id of the firing message this resolved message follows up.
     pub firing_ref: Option<&'a str>,
+    /// The relay's `public_url` (the voice channel's callbacks).
+    pub public_url: Option<&'a str>,
 }
 
 /// One HTTP request to a provider. `Debug` hides headers and the URL: both can hold secrets.
@@ -414,6 +417,15 @@ pub fn message_for(destination: &Destination, job: &DeliveryJob) -> Message {
     msg
 }
 
+/// Why `destination` sends nothing for `job` (a channel that only sends some messages: a call
+/// is made for a firing alert or a storm summary only), if it sends nothing.
+pub fn not_sent(destination: &Destination, job: &DeliveryJob) -> Option<String> {
+    match destination.channel.kind {
+        ChannelKind::TwilioVoice(_) => twilio_voice::not_called(job),
+        _ => None,
+    }
+}
+
 /// Delivers `msg`: the formatted request first, the plain-text one if the provider rejected
 /// the formatting. Returns the outcome and whether the fallback was used.
 pub async fn deliver(a: &Attempt<'_>, msg: &Message) -> (Outcome, bool) {
@@ -486,6 +498,19 @@ async fn send(a: &Attempt<'_>, msg: &Message, formatted: bool) -> Outcome {
                 msg,
             );
             classify_with(a, req, twilio::classify).await
+        }
+        ChannelKind::TwilioVoice(settings) => {
+            let to = a.destination.recipient.as_deref().unwrap_or_default();
+            // Refused at load without it; a reload cannot take it away under a queued call.
+            let Some(public_url) = a.public_url else {
+                return Outcome::Permanent {
+                    reason: "rejected",
+                    detail: "no public_url: Twilio could not fetch what the call says".into(),
+                };
+            };
+            let channel = &a.destination.channel.name;
+            let req = twilio_voice::request(settings, to, api, public_url, channel, a.delivery_id);
+            classify_with(a, req, twilio_voice::classify).await
         }
         ChannelKind::Teams { url } => {
             let req = teams::request(url.expose(), api, msg, formatted);

@@ -17,7 +17,10 @@ use super::email::EmailSettings;
 use super::ntfy::NtfyAuth;
 use super::pushover::Emergency;
 use super::slack::SlackMode;
-use super::{discord, email, matrix, ntfy, pushover, slack, teams, telegram, twilio, webhook};
+use super::twilio_voice::VoiceSettings;
+use super::{
+    discord, email, matrix, ntfy, pushover, slack, teams, telegram, twilio, twilio_voice, webhook,
+};
 use crate::render::template::UserTemplate;
 use crate::secret::Secret;
 use crate::secret::keys::{ConfigError, Ctx, SecretKeys, check_url, invalid};
@@ -31,6 +34,7 @@ pub const PROVIDERS: &[Provider] = &[
     telegram::PROVIDER,
     ntfy::PROVIDER,
     twilio::PROVIDER,
+    twilio_voice::PROVIDER,
     teams::PROVIDER,
     matrix::PROVIDER,
     pushover::PROVIDER,
@@ -521,6 +525,8 @@ pub enum ChannelKind {
         messaging_service_sid: Option<String>,
         to: Vec<String>,
     },
+    /// Phone calls, acknowledged by key press (`crate::voice`).
+    TwilioVoice(VoiceSettings),
     Teams {
         url: Secret,
     },
@@ -547,6 +553,7 @@ impl ChannelKind {
             ChannelKind::Telegram { .. } => "telegram",
             ChannelKind::Ntfy { .. } => "ntfy",
             ChannelKind::Twilio { .. } => "twilio",
+            ChannelKind::TwilioVoice(_) => "twilio_voice",
             ChannelKind::Teams { .. } => "teams",
             ChannelKind::Matrix { .. } => "matrix",
             ChannelKind::Pushover { .. } => "pushover",
@@ -556,7 +563,7 @@ impl ChannelKind {
 }
 
 /// Where a notification can go: a channel, or one recipient of a channel that sends to several
-/// (each Twilio number is its own destination, so a failure for one never re-sends to another).
+/// (each Twilio number, texted or called, is its own destination, so a failure for one never re-sends to another).
 #[derive(Debug, Clone)]
 pub struct Destination {
     pub id: String,
@@ -578,7 +585,9 @@ impl ChannelConfig {
     /// empty for a channel that is one destination.
     pub fn recipients(&self) -> Vec<&str> {
         match &self.kind {
-            ChannelKind::Twilio { to, .. } => to.iter().map(String::as_str).collect(),
+            ChannelKind::Twilio { to, .. } | ChannelKind::TwilioVoice(VoiceSettings { to, .. }) => {
+                to.iter().map(String::as_str).collect()
+            }
             _ => Vec::new(),
         }
     }

@@ -3,6 +3,9 @@
 //! or two segments; `Body` never exceeds 1600 characters. Error 20429 and HTTP 429 are safe to
 //! retry; 30532 (unregistered US traffic) and other 4xx are not.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+
 use super::settings::{ChannelKind, Input, Key, Kind, Provider, Rate};
 use super::{Outcome, Request, RequestAuth, Response, classify_status};
 use crate::payload::Status;
@@ -14,6 +17,41 @@ use crate::secret::keys::ConfigError;
 const DEFAULT_API: &str = "https://api.twilio.com";
 /// Two concatenated GSM-7 segments.
 const SMS_MAX: usize = 306;
+
+/// The signed bytes: the full URL, then every POST parameter sorted by name, each name
+/// followed by its value, with no separators.
+fn signed_data(url: &str, params: &[(String, String)]) -> Vec<u8> {
+    let mut sorted: Vec<&(String, String)> = params.iter().collect();
+    sorted.sort();
+    let mut data = url.as_bytes().to_vec();
+    for (k, v) in sorted {
+        data.extend_from_slice(k.as_bytes());
+        data.extend_from_slice(v.as_bytes());
+    }
+    data
+}
+
+/// Twilio's signature of a request: the one computation behind every check of
+/// `X-Twilio-Signature` (SMS replies, the voice channel's callbacks) and the tests' fakes.
+pub fn signature(auth_token: &str, url: &str, params: &[(String, String)]) -> String {
+    let key = ring::hmac::Key::new(
+        ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
+        auth_token.as_bytes(),
+    );
+    STANDARD.encode(ring::hmac::sign(&key, &signed_data(url, params)).as_ref())
+}
+
+/// Constant-time check of `X-Twilio-Signature`.
+pub fn verify(auth_token: &str, url: &str, params: &[(String, String)], signature: &str) -> bool {
+    let Ok(tag) = STANDARD.decode(signature.trim()) else {
+        return false;
+    };
+    let key = ring::hmac::Key::new(
+        ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
+        auth_token.as_bytes(),
+    );
+    ring::hmac::verify(&key, &signed_data(url, params), &tag).is_ok()
+}
 
 pub fn text(msg: &Message) -> String {
     // The badge leads: the title goes without its `[FIRING] `, `[ACKNOWLEDGED] `, ….
@@ -106,18 +144,7 @@ pub const PROVIDER: Provider = Provider {
 
 fn from_raw(input: &Input<'_>) -> Result<ChannelKind, ConfigError> {
     let account_sid = input.required("account_sid")?;
-    let to = input.keys.list("to").cloned().unwrap_or_default();
-    if to.is_empty() {
-        return Err(input.invalid("to", "needs at least one number"));
-    }
-    for (i, n) in to.iter().enumerate() {
-        if !is_e164(n) {
-            return Err(input.invalid(
-                &format!("to[{i}]"),
-                format!("{n:?} is not an E.164 number like +447700900123"),
-            ));
-        }
-    }
+    let to = numbers(input)?;
     let from = input.keys.str("from");
     let messaging_service_sid = input.keys.str("messaging_service_sid");
     if let Some(f) = from
@@ -141,7 +168,24 @@ fn from_raw(input: &Input<'_>) -> Result<ChannelKind, ConfigError> {
     })
 }
 
-fn is_e164(n: &str) -> bool {
+/// The `to:` list: at least one number, each E.164 (shared with `twilio_voice`).
+pub(super) fn numbers(input: &Input<'_>) -> Result<Vec<String>, ConfigError> {
+    let to = input.keys.list("to").cloned().unwrap_or_default();
+    if to.is_empty() {
+        return Err(input.invalid("to", "needs at least one number"));
+    }
+    for (i, n) in to.iter().enumerate() {
+        if !is_e164(n) {
+            return Err(input.invalid(
+                &format!("to[{i}]"),
+                format!("{n:?} is not an E.164 number like +447700900123"),
+            ));
+        }
+    }
+    Ok(to)
+}
+
+pub(super) fn is_e164(n: &str) -> bool {
     n.strip_prefix('+')
         .is_some_and(|d| (8..=15).contains(&d.len()) && d.chars().all(|c| c.is_ascii_digit()))
 }
@@ -181,6 +225,44 @@ mod tests {
         let mut long = message(false);
         long.summary = "é🔥".repeat(1000);
         assert!(text(&long).chars().count() <= SMS_MAX);
+    }
+
+    #[test]
+    fn twilio_signature_is_hmac_sha1_over_url_and_sorted_params() {
+        // Expected value computed independently with Python's hmac/hashlib over
+        // url + "CallSidCA1234567890ABCDE" + "Caller+12349013030" + … (sorted by name).
+        let params: Vec<(String, String)> = [
+            ("CallSid", "CA1234567890ABCDE"),
+            ("Caller", "+12349013030"),
+            ("Digits", "1234"),
+            ("From", "+12349013030"),
+            ("To", "+18005551212"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        // Twilio's documented example (the security guide's validation example,
+        // https://www.twilio.com/docs/usage/webhooks/webhooks-security): this URL, these
+        // parameters and auth token 12345 sign as `0/KCTR6DLpKmkAf8muzZqo1nDgQ=`.
+        let documented = "https://mycompany.com/myapp.php?foo=1&bar=2";
+        assert_eq!(
+            signature("12345", documented, &params),
+            "0/KCTR6DLpKmkAf8muzZqo1nDgQ="
+        );
+        assert!(verify(
+            "12345",
+            documented,
+            &params,
+            "0/KCTR6DLpKmkAf8muzZqo1nDgQ="
+        ));
+        let url = "https://example.com/myapp.php?foo=1&bar=2";
+        let sig = signature("12345", url, &params);
+        assert_eq!(sig, "vNe7KK2kJwCsxc9K3OLkkKB3qqI=");
+        assert!(verify("12345", url, &params, &sig));
+        assert!(!verify("54321", url, &params, &sig));
+        assert!(!verify("12345", "https://evil/", &params, &sig));
+        assert!(!verify("12345", url, &params, "bm9wZQ=="));
+        assert!(!verify("12345", url, &params, "%%%"));
     }
 
     #[test]

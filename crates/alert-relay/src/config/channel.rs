@@ -73,12 +73,17 @@ pub(super) fn channel(
     let timeout = rc.timeout.as_ref().and_then(|t| {
         problems.keep(parse_duration(t).map_err(|e| invalid(format!("{prefix}timeout"), e)))
     });
-    let budget = rc.budget.as_ref().and_then(|b| {
-        problems.keep(
+    let budget = match &rc.budget {
+        Some(b) => problems.keep(
             crate::model::budget::Budget::new(b.max, &b.per, &b.overflow)
                 .map_err(|(k, m)| invalid(format!("{prefix}budget{k}"), m)),
-        )
-    });
+        ),
+        // A phone is never rung without a limit (docs: the voice channel's default budget).
+        None if provider.name == crate::channels::twilio_voice::PROVIDER.name => {
+            Some(crate::channels::twilio_voice::default_budget())
+        }
+        None => None,
+    };
     let template = rc.template.as_ref().and_then(|t| {
         problems.keep(
             UserTemplate::new(t.title.clone(), t.body.clone())

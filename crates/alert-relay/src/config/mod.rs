@@ -448,6 +448,10 @@ impl Config {
                 channels.insert(name, Arc::new(channel));
             }
         }
+        problems.keep(crate::channels::twilio_voice::check_public_url(
+            &channels,
+            raw.public_url.as_deref(),
+        ));
         let rotations = rotation::rotations(raw.rotations, &declared.channels, &mut problems);
         crate::config::budget::check_overflow(&channels, &declared.channels, &mut problems);
         let mut policies = BTreeMap::new();
@@ -556,10 +560,14 @@ impl Config {
             if let Some(b) = &c.budget {
                 let _ = writeln!(
                     out,
-                    "    budget {} per {} per destination, overflow to {}",
+                    "    budget {} per {} per destination, {}",
                     b.max,
                     crate::time::humanize(b.per),
-                    b.overflow.join(", ")
+                    if b.overflow.is_empty() {
+                        "held back messages reported nowhere".to_owned()
+                    } else {
+                        format!("overflow to {}", b.overflow.join(", "))
+                    }
                 );
             }
         }

@@ -265,7 +265,7 @@ fn the_deployed_example_is_valid() {
         Err(e) => panic!("deploy/alert-relay.example.yml: {e}"),
     };
     assert_eq!(c.listen.port(), DEFAULT_PORT);
-    assert_eq!(c.channels.len(), 13);
+    assert_eq!(c.channels.len(), 14);
     let primary = &c.rotations["primary"];
     assert_eq!((primary.people.len(), primary.overrides.len()), (2, 2));
     assert_eq!(c.policies["critical"].steps[1].notify, ["rotation:primary"]);

@@ -160,6 +160,14 @@ impl Worker {
             }
             return Flow::Next;
         }
+        // Before the budget: what is not sent does not count against it.
+        if let Some(reason) = channels::not_sent(destination, &job) {
+            let skipped = store::Attempt::Skipped { reason };
+            if record(&self.shared, destination, job.id, job.attempts, skipped).await {
+                self.queue.pop_front();
+            }
+            return Flow::Next;
+        }
         if let Flow::Stop = self.wait_for_stored_time(&job).await {
             return Flow::Stop;
         }
@@ -242,12 +250,14 @@ impl Worker {
     async fn attempt(&mut self, job: DeliveryJob, destination: &Destination) -> Flow {
         let config = self.shared.delivery.borrow().clone();
         let msg = self.shared.message(destination, &job);
+        let public_url = self.shared.live.config().public_url.clone();
         let attempt = Attempt {
             http: &self.shared.http,
             timeout: destination.channel.timeout.unwrap_or(config.timeout),
             destination,
             delivery_id: job.id,
             firing_ref: job.firing.as_ref().and_then(|f| f.provider_ref.as_deref()),
+            public_url: public_url.as_deref(),
         };
         let (outcome, fell_back) = channels::deliver(&attempt, &msg).await;
         if fell_back {

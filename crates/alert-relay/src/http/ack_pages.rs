@@ -61,7 +61,8 @@ impl App {
                 }
                 if let Ok(d) = deliveries {
                     body.push_str("<p>Sent to:</p><ul>");
-                    for (dest, step, state, notice) in d {
+                    // Not the detail: provider errors are for the relay's API, not a link's holder.
+                    for (dest, step, state, notice, _) in d {
                         let what =
                             notice.map_or_else(|| format!("step {}", step + 1), |n| escape(&n));
                         body.push_str(&format!(

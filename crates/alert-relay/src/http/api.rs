@@ -73,7 +73,7 @@ impl App {
                     .collect();
                 let d: Vec<serde_json::Value> = d
                     .into_iter()
-                    .map(|(dest, step, state, notice)| serde_json::json!({"destination": dest, "step": step, "state": state.as_str(), "notice": notice}))
+                    .map(|(dest, step, state, notice, detail)| serde_json::json!({"destination": dest, "step": step, "state": state.as_str(), "notice": notice, "detail": detail}))
                     .collect();
                 json(
                     StatusCode::OK,

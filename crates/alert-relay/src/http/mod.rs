@@ -10,11 +10,13 @@
 //! - `api`: the JSON API (incidents, storms, rotations).
 //! - `ack_pages`: the ack links' confirm page and acknowledgement.
 //! - `inbound`: provider callbacks (Twilio's inbound SMS).
+//! - `voice`: Twilio's callbacks of a call (TwiML, key presses, status).
 
 mod ack_pages;
 mod api;
 mod auth;
 mod inbound;
+mod voice;
 mod webhook;
 
 use std::io;
@@ -88,6 +90,10 @@ impl App {
             (&Method::POST, p) if p.starts_with("/inbound/twilio/") => {
                 let channel = p["/inbound/twilio/".len()..].to_owned();
                 self.twilio_inbound(req, &channel).await
+            }
+            (&Method::POST | &Method::GET, p) if p.starts_with("/inbound/voice/") => {
+                let rest = p["/inbound/voice/".len()..].to_owned();
+                self.twilio_voice(req, &rest).await
             }
             (&Method::GET | &Method::HEAD, "/metrics") => {
                 let mut r = Response::new(Body::from(self.metrics.encode()));

@@ -127,8 +127,9 @@ impl ReceiptEnd {
     }
 }
 
-/// (destination, step, state, notice) of one delivery of an incident.
-pub type IncidentDelivery = (String, i64, DeliveryState, Option<String>);
+/// (destination, step, state, notice, detail) of one delivery of an incident; the detail is
+/// the last error, or what became of a call (`no-answer`, `voicemail (machine_start)`, …).
+pub type IncidentDelivery = (String, i64, DeliveryState, Option<String>, Option<String>);
 
 /// What an SMS reply acknowledges: `ACK 12` or `ACK S3`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,6 +237,8 @@ pub struct DeliveryJob {
     pub storm: Option<i64>,
     /// Later steps: the incident's alerts firing when the delivery is loaded.
     pub alerts: Vec<AlertEvent>,
+    /// The provider's id of this delivery once delivered (a call's SID).
+    pub provider_ref: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -356,6 +359,15 @@ pub enum Write {
     InboundSid {
         sid: String,
     },
+    /// What became of a call (`twilio_voice`): `outcome` is kept on delivery `id` as its
+    /// detail, only if the delivery is that call (`provider_ref` = `call_sid`) and has none
+    /// yet (the first outcome stays: an acknowledgement is not replaced by the call's end).
+    /// Answers `Written::FirstTime` (false: not that call, or an outcome already there).
+    CallOutcome {
+        id: i64,
+        call_sid: String,
+        outcome: String,
+    },
     /// A heartbeat taken by this instance: nothing is stored, the commit tells the instance
     /// running the dead-man's switch (several relays on one database). Answers
     /// `Written::Heartbeat`.
@@ -386,6 +398,7 @@ impl Write {
             Write::ResolveStale { .. } => "resolve_stale",
             Write::Storm(_) => "storm",
             Write::InboundSid { .. } => "inbound_sid",
+            Write::CallOutcome { .. } => "call_outcome",
             Write::Heartbeat(_) => "heartbeat",
             Write::Fenced { write, .. } => write.operation(),
         }
@@ -411,6 +424,7 @@ impl Write {
             | Write::Transition { .. }
             | Write::AckAll { .. }
             | Write::InboundSid { .. }
+            | Write::CallOutcome { .. }
             | Write::Heartbeat(_)
             | Write::Fenced { .. } => false,
         }

@@ -235,6 +235,7 @@ mod tests {
             ),
             storm: None,
             alerts: Vec::new(),
+            provider_ref: None,
         }
     }
 

@@ -13,6 +13,7 @@ use serde_json::Value;
 use super::Message;
 use crate::channels::{
     Request, RequestBody, discord, email, matrix, ntfy, pushover, slack, teams, telegram, twilio,
+    twilio_voice,
 };
 use crate::payload::{AlertEvent, Labels, Status};
 
@@ -255,6 +256,17 @@ fn rendered(m: &Message) -> Vec<(String, Syntax, String)> {
     let nt = ntfy::request("t", &crate::config::NtfyAuth::None, None, None, m);
     add("ntfy", all(Syntax::Plain(&[]), &json(&nt)));
     add("sms", vec![(Syntax::Plain(&[]), twilio::text(m))]);
+    let voice = twilio_voice::VoiceSettings {
+        account_sid: "AC1".into(),
+        auth_token: crate::secret::Secret::new("t"),
+        from: "+15005550006".into(),
+        to: vec!["+447700900123".into()],
+        voice: Some("Polly.Amy".into()),
+        language: Some("en-GB".into()),
+    };
+    let said = twilio_voice::speech(m);
+    let twiml = twilio_voice::menu(&voice, &said, None, "https://r/k/0", Some("https://r/m/1"));
+    add("call", vec![(Syntax::Html(&[]), twiml)]);
     let (text, html) = email::bodies(m);
     add(
         "email",

@@ -34,6 +34,7 @@ fn messages() -> (Message, Message) {
         notice: None,
         storm: None,
         alerts: Vec::new(),
+        provider_ref: None,
     };
     let firing_job = job(firing.events[0].clone(), Some(12), None);
     // A resolved delivery opens no incident: it names its firing message's.

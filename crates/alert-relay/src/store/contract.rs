@@ -43,6 +43,7 @@ macro_rules! backend_contract {
                 ack_key_is_created_and_stable,
                 prune_keeps_the_newest_ids,
                 inbound_sids_are_remembered,
+                call_outcomes_stay_on_their_call,
                 sent_to_the_destinations_paged,
                 budget_admits_then_holds,
                 storms_gather_incidents,
@@ -416,7 +417,7 @@ pub(crate) fn incident_transitions(db: &mut dyn Backend) {
     assert_eq!((i.state, i.alertname.as_str()), (IncidentState::Open, "A"));
     assert_eq!(
         db.incident_deliveries(id).expect("deliveries"),
-        [("a".to_owned(), 0, DeliveryState::Pending, None)]
+        [("a".to_owned(), 0, DeliveryState::Pending, None, None)]
     );
 
     // Acknowledged: a notice to the destination already paged.
@@ -718,6 +719,42 @@ pub(crate) fn inbound_sids_are_remembered(db: &mut dyn Backend) {
     assert!(first("SM1"));
     assert!(!first("SM1"), "a replay");
     assert!(first("SM2"));
+}
+
+pub(crate) fn call_outcomes_stay_on_their_call(db: &mut dyn Backend) {
+    let o = open_incident(db, "g1", &["phone/+1"]);
+    let (incident, id) = (o.opened[0], o.deliveries[0].1);
+    let outcome = |db: &mut dyn Backend, sid: &str, what: &str| {
+        let w = Write::CallOutcome {
+            id,
+            call_sid: sid.into(),
+            outcome: what.into(),
+        };
+        match write(db, w) {
+            Written::FirstTime(kept) => kept,
+            other => panic!("{other:?}"),
+        }
+    };
+    // Not yet recorded as that call: nothing to hang it on.
+    assert!(!outcome(db, "CA1", "busy"));
+    let call = Attempt::Delivered {
+        provider_ref: Some("CA1".into()),
+    };
+    record(db, id, call);
+    assert_eq!(
+        db.load(id)
+            .expect("load")
+            .expect("job")
+            .provider_ref
+            .as_deref(),
+        Some("CA1")
+    );
+    assert!(!outcome(db, "CA2", "busy"), "another call's outcome");
+    assert!(outcome(db, "CA1", "answered, key 1 pressed"));
+    assert!(!outcome(db, "CA1", "answered, no key 1"), "the first stays");
+    let d = db.incident_deliveries(incident).expect("deliveries");
+    assert_eq!(d[0].2, DeliveryState::Delivered);
+    assert_eq!(d[0].4.as_deref(), Some("answered, key 1 pressed"));
 }
 
 pub(crate) fn sent_to_the_destinations_paged(db: &mut dyn Backend) {

@@ -517,6 +517,27 @@ impl Store {
         }
     }
 
+    /// Keeps what became of call `call_sid` on its delivery (see [`Write::CallOutcome`]);
+    /// false when the delivery is not that call or has an outcome already.
+    pub async fn call_outcome(
+        &self,
+        id: i64,
+        call_sid: String,
+        outcome: String,
+    ) -> Result<bool, StoreError> {
+        let write = Write::CallOutcome {
+            id,
+            call_sid,
+            outcome,
+        };
+        match self.write(write).await? {
+            Written::FirstTime(kept) => Ok(kept),
+            _ => Err(StoreError::Corrupt(
+                "unexpected reply to a call outcome".into(),
+            )),
+        }
+    }
+
     /// Runs `f` on the DB thread.
     pub async fn read<T: Send + 'static>(
         &self,

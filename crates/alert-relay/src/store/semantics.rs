@@ -214,11 +214,15 @@ pub(super) fn held_name(delivery: i64, incident: Option<i64>, storm: Option<i64>
 
 /// The reason stored on a delivery a budget held back.
 pub(super) fn held_reason(b: &BudgetAt) -> String {
+    // A voice channel's budget may report nowhere (its default does).
+    let reported = if b.overflow.is_empty() {
+        "counted, reported nowhere".to_owned()
+    } else {
+        format!("reported to {}", b.overflow.join(", "))
+    };
     format!(
-        "held back: budget of {} for {} exhausted; reported to {}",
-        b.label,
-        b.destination,
-        b.overflow.join(", ")
+        "held back: budget of {} for {} exhausted; {reported}",
+        b.label, b.destination,
     )
 }
 
@@ -298,6 +302,14 @@ mod tests {
         assert_eq!(
             held_reason(&b),
             "held back: budget of 1 per 1s for sms:+1 exhausted; reported to ops"
+        );
+        let quiet = BudgetAt {
+            overflow: Vec::new(),
+            ..b.clone()
+        };
+        assert_eq!(
+            held_reason(&quiet),
+            "held back: budget of 1 per 1s for sms:+1 exhausted; counted, reported nowhere"
         );
     }
 }

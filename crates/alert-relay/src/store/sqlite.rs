@@ -412,7 +412,7 @@ impl Backend for Sqlite {
         let mut stmt = self.conn.prepare_cached(
             "SELECT d.id, d.destination, d.state, d.attempts, d.created_at, d.next_attempt_at, e.alert,
                     f.id, f.state, f.provider_ref, d.incident_id, d.step, d.notice, d.storm_id,
-                    f.incident_id
+                    f.incident_id, d.provider_ref
              FROM deliveries d
              JOIN alert_events e ON e.id = d.event_id
              LEFT JOIN deliveries f ON f.id = d.firing_delivery
@@ -436,6 +436,7 @@ impl Backend for Sqlite {
                         r.get::<_, i64>(11)?,
                         r.get::<_, Option<String>>(12)?,
                         r.get::<_, Option<i64>>(13)?,
+                        r.get::<_, Option<String>>(15)?,
                     ),
                 ))
             })
@@ -451,7 +452,7 @@ impl Backend for Sqlite {
             fid,
             fstate,
             (fref, fincident),
-            (incident, step, notice, storm),
+            (incident, step, notice, storm, provider_ref),
         )) = row
         else {
             return Ok(None);
@@ -490,6 +491,7 @@ impl Backend for Sqlite {
             notice,
             storm,
             alerts,
+            provider_ref,
         }))
     }
 
@@ -520,7 +522,8 @@ impl Backend for Sqlite {
 
     fn incident_deliveries(&mut self, id: i64) -> Result<Vec<IncidentDelivery>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT destination, step, state, notice FROM deliveries WHERE incident_id = ?1 ORDER BY id",
+            "SELECT destination, step, state, notice, last_error FROM deliveries
+             WHERE incident_id = ?1 ORDER BY id",
         )?;
         let rows = stmt.query_map([id], |r| {
             let state: String = r.get(2)?;
@@ -529,6 +532,7 @@ impl Backend for Sqlite {
                 r.get(1)?,
                 DeliveryState::parse(&state).unwrap_or(DeliveryState::Pending),
                 r.get(3)?,
+                r.get(4)?,
             ))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -678,6 +682,19 @@ fn apply(tx: &Connection, w: Write, now: i64) -> Result<Written, StoreError> {
         Write::AckAll { incidents, by } => ack_all(tx, incidents, &by, now),
         Write::Storm(w) => super::storm_sql::apply(tx, w, now).map(Written::Storm),
         Write::InboundSid { sid } => remember_sid(tx, &sid, now).map(Written::FirstTime),
+        Write::CallOutcome {
+            id,
+            call_sid,
+            outcome,
+        } => {
+            let n = tx
+                .prepare_cached(
+                    "UPDATE deliveries SET last_error = ?3, updated_at = ?4
+                     WHERE id = ?1 AND provider_ref = ?2 AND last_error IS NULL",
+                )?
+                .execute(params![id, call_sid, outcome, now])?;
+            Ok(Written::FirstTime(n == 1))
+        }
         // One instance on one file: nobody else to tell.
         Write::Heartbeat(h) => Ok(Written::Heartbeat(h)),
         // One instance on one file: nothing to fence.

@@ -26,3 +26,4 @@ mod story;
 mod support;
 mod systemd;
 mod tls;
+mod voice;

@@ -107,7 +107,7 @@ pub(super) fn load(c: &mut impl GenericClient, id: i64) -> Result<Option<Deliver
     let row = c.query_opt(
         "SELECT d.id, d.destination, d.state, d.attempts, d.created_at, d.next_attempt_at, e.alert,
                 f.id, f.state, f.provider_ref, d.incident_id, d.step, d.notice, d.storm_id,
-                f.incident_id
+                f.incident_id, d.provider_ref
          FROM deliveries d
          JOIN alert_events e ON e.id = d.event_id
          LEFT JOIN deliveries f ON f.id = d.firing_delivery
@@ -153,6 +153,7 @@ pub(super) fn load(c: &mut impl GenericClient, id: i64) -> Result<Option<Deliver
         notice,
         storm: r.try_get(13)?,
         alerts,
+        provider_ref: r.try_get(15)?,
     }))
 }
 
@@ -161,7 +162,8 @@ pub(super) fn incident_deliveries(
     id: i64,
 ) -> Result<Vec<IncidentDelivery>, StoreError> {
     let rows = c.query(
-        "SELECT destination, step, state, notice FROM deliveries WHERE incident_id = $1 ORDER BY id",
+        "SELECT destination, step, state, notice, last_error FROM deliveries
+         WHERE incident_id = $1 ORDER BY id",
         &[&id],
     )?;
     rows.iter()
@@ -172,6 +174,7 @@ pub(super) fn incident_deliveries(
                 r.try_get(1)?,
                 DeliveryState::parse(state).unwrap_or(DeliveryState::Pending),
                 r.try_get(3)?,
+                r.try_get(4)?,
             ))
         })
         .collect()

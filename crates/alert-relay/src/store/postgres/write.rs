@@ -144,6 +144,18 @@ pub(super) fn apply(tx: &mut Tx<'_, '_>, w: Write, now: i64) -> Result<Written, 
             )?;
             Ok(Written::FirstTime(n == 1))
         }
+        Write::CallOutcome {
+            id,
+            call_sid,
+            outcome,
+        } => {
+            let n = tx.execute(
+                "UPDATE deliveries SET last_error = $3, updated_at = $4
+                 WHERE id = $1 AND provider_ref = $2 AND last_error IS NULL",
+                &[&id, &call_sid, &outcome, &now],
+            )?;
+            Ok(Written::FirstTime(n == 1))
+        }
         Write::SetMetaInt { key, value } => {
             set_meta_int(tx, &key, value)?;
             Ok(Written::Recorded)
