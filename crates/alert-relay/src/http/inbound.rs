@@ -17,26 +17,15 @@ impl App {
         channel: &str,
     ) -> Response<Body> {
         let config = self.live.config();
-        let path = req
-            .uri()
-            .path_and_query()
-            .map_or(req.uri().path(), |p| p.as_str())
-            .to_owned();
-        let signature = req
-            .headers()
-            .get("x-twilio-signature")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
         // Read before the channel is looked at: every name costs the same.
-        let body = match tokio::time::timeout(
-            config.limits.body_timeout,
-            Limited::new(req.into_body(), 64 * 1024).collect(),
-        )
-        .await
-        {
-            Ok(Ok(b)) => b.to_bytes(),
-            _ => return plain(StatusCode::BAD_REQUEST, "cannot read the body\n"),
+        let TwilioRequest {
+            path,
+            signature,
+            body,
+            ..
+        } = match read_twilio(req, &config).await {
+            Ok(r) => r,
+            Err(refusal) => return refusal,
         };
         let params = crate::inbound::parse_form(&body);
         let sms = match crate::inbound::authenticate(&config, channel, &path, &params, &signature) {
@@ -47,14 +36,7 @@ impl App {
                 return plain(StatusCode::FORBIDDEN, crate::inbound::REFUSED);
             }
         };
-        let twiml = |reply: Option<&str>| {
-            let mut r = Response::new(Body::from(crate::inbound::twiml(reply)));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/xml; charset=utf-8"),
-            );
-            r
-        };
+        let twiml = |reply: Option<&str>| twiml_response(crate::inbound::twiml(reply));
         // Remembered before acting: a replay is never acted on, even one that races the first.
         match self.store.first_time(sms.sid.clone()).await {
             Ok(true) => {}
@@ -86,4 +68,59 @@ impl App {
             }
         }
     }
+}
+
+/// What a Twilio callback carries: the path and query it was sent to (signed with it), its
+/// signature header, its query string, and its body (at most 64 KiB, within the body timeout).
+pub(super) struct TwilioRequest {
+    pub path: String,
+    pub signature: String,
+    pub query: String,
+    pub post: bool,
+    pub body: bytes::Bytes,
+}
+
+/// Reads a Twilio callback; a 400 when its body cannot be read.
+pub(super) async fn read_twilio(
+    req: Request<Incoming>,
+    config: &crate::config::Config,
+) -> Result<TwilioRequest, Response<Body>> {
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or(req.uri().path(), |p| p.as_str())
+        .to_owned();
+    let signature = req
+        .headers()
+        .get("x-twilio-signature")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let query = req.uri().query().unwrap_or("").to_owned();
+    let post = req.method() == http::Method::POST;
+    match tokio::time::timeout(
+        config.limits.body_timeout,
+        Limited::new(req.into_body(), 64 * 1024).collect(),
+    )
+    .await
+    {
+        Ok(Ok(b)) => Ok(TwilioRequest {
+            path,
+            signature,
+            query,
+            post,
+            body: b.to_bytes(),
+        }),
+        _ => Err(plain(StatusCode::BAD_REQUEST, "cannot read the body\n")),
+    }
+}
+
+/// A TwiML answer.
+pub(super) fn twiml_response(twiml: String) -> Response<Body> {
+    let mut r = Response::new(Body::from(twiml));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/xml; charset=utf-8"),
+    );
+    r
 }
