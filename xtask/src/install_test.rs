@@ -4,7 +4,9 @@
 //! relay's `/etc/alert-relay/` (root:alert-relay 0750) and `/etc/default/alert-relay`, the
 //! files the doc writes (owners, modes), completions and man pages at their Debian paths, the
 //! enabled units, and `alert-relay check-config` passing as the service's user; then README.md's
-//! `check-config` command, which must work as written from a checkout.
+//! `check-config` command, which must work as written from a checkout, and its walk-through: the
+//! relay started as README.md says, its stand-in chat, the sample alert posted, and the firing
+//! alert printed by the chat.
 //!
 //! The scratch root is an overlay of this machine's root directory (its files read-only below,
 //! every write in a temporary upper directory), entered with `chroot`: the packages'
@@ -73,12 +75,15 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let scratch = Scratch::mount()?;
     let readme = std::fs::read_to_string(root().join("README.md"))?;
     let relay_check = readme_relay_check(&readme)?;
+    let walkthrough = readme_walkthrough(&readme)?;
     let result = install(&scratch, &blocks, &debs)
         .and_then(|()| check(&scratch))
         .and_then(|()| {
             // README.md's relay commands from a checkout, with the installed binary.
             let out = scratch.shell(Path::new(WORK), &format!("set -eu\n{relay_check}"))?;
             eprintln!("README.md's check-config:\n{out}");
+            let out = scratch.shell(Path::new(WORK), &walkthrough)?;
+            eprintln!("README.md's walk-through (a firing alert in the stand-in chat):\n{out}");
             Ok(())
         });
     let unmounted = scratch.unmount();
@@ -116,18 +121,74 @@ fn readme_relay_check(readme: &str) -> Result<String> {
     Ok(lines.join("\n"))
 }
 
+/// The line that marks README.md's walk-through: a stand-in chat, then an alert posted to the
+/// relay that "Run the alert relay" starts.
+const WALKTHROUGH: &str = "<!-- walkthrough -->";
+
+/// README.md's walk-through as one script: the relay's `run` line and the chat's line (the
+/// block's first), each started in the background as a terminal of their own would hold them,
+/// then the block's other lines as written; it fails unless the chat prints the firing alert
+/// within 10 s.
+fn readme_walkthrough(readme: &str) -> Result<String> {
+    let section = readme
+        .split("\n## ")
+        .find(|s| s.starts_with("Run the alert relay"))
+        .context("README.md has no \"Run the alert relay\" section")?;
+    let run = section
+        .lines()
+        .find(|l| l.contains(" run --config "))
+        .context("README.md's \"Run the alert relay\" has no `run --config` line")?
+        .replace("cargo run --release -p alert-relay --", "alert-relay");
+    let block = blocks_after("README.md", section, WALKTHROUGH)?
+        .into_iter()
+        .next()
+        .context("README.md's \"Run the alert relay\" has no walk-through block")?;
+    let (chat, rest) = block
+        .split_once('\n')
+        .context("README.md's walk-through block is empty")?;
+    // The relay's terminal: the exports that come before its `run` line.
+    let exports: Vec<&str> = section
+        .lines()
+        .take_while(|l| !l.contains(" run --config "))
+        .filter(|l| l.starts_with("export "))
+        .collect();
+    let exports = exports.join("\n");
+    Ok(format!(
+        "set -eu\n{exports}\n\
+         {chat} > /tmp/walkthrough-chat.log 2>&1 &\nchat=$!\n\
+         {run} > /tmp/walkthrough-relay.log 2>&1 &\nrelay=$!\n\
+         trap 'kill $chat $relay 2>/dev/null; wait $chat $relay 2>/dev/null || true' EXIT\n\
+         for _ in $(seq 100); do curl -sf http://127.0.0.1:9832/healthz >/dev/null && break; sleep 0.1; done\n\
+         {rest}\n\
+         for _ in $(seq 100); do grep -q 'FIRING.*PiUnderVoltage' /tmp/walkthrough-chat.log && break; sleep 0.1; done\n\
+         cat /tmp/walkthrough-chat.log\n\
+         grep -q 'FIRING.*PiUnderVoltage' /tmp/walkthrough-chat.log || {{ cat /tmp/walkthrough-relay.log; exit 1; }}\n"
+    ))
+}
+
 /// The fenced `sh` blocks each directly after a [`MARK`] line, in order.
 fn marked_blocks(doc: &str) -> Result<Vec<String>> {
+    let blocks = blocks_after("docs/install.md", doc, MARK)?;
+    ensure!(
+        blocks.len() >= 3,
+        "docs/install.md marks {} blocks with {MARK}; expected the version, the exporter and the relay",
+        blocks.len()
+    );
+    Ok(blocks)
+}
+
+/// The fenced `sh` blocks of `doc` (named `name` in errors) each directly after a `mark` line.
+fn blocks_after(name: &str, doc: &str, mark: &str) -> Result<Vec<String>> {
     let mut blocks = Vec::new();
     let mut lines = doc.lines().enumerate();
     while let Some((number, line)) = lines.next() {
-        if line.trim() != MARK {
+        if line.trim() != mark {
             continue;
         }
         let fence = lines.next().map(|(_, l)| l.trim());
         ensure!(
             fence == Some("```sh"),
-            "docs/install.md:{}: {MARK} is not followed by a ```sh block",
+            "{name}:{}: {mark} is not followed by a ```sh block",
             number + 1
         );
         let mut block = String::new();
@@ -140,18 +201,9 @@ fn marked_blocks(doc: &str) -> Result<Vec<String>> {
             block.push_str(line);
             block.push('\n');
         }
-        ensure!(
-            closed,
-            "docs/install.md:{}: the block is not closed",
-            number + 1
-        );
+        ensure!(closed, "{name}:{}: the block is not closed", number + 1);
         blocks.push(block);
     }
-    ensure!(
-        blocks.len() >= 3,
-        "docs/install.md marks {} blocks with {MARK}; expected the version, the exporter and the relay",
-        blocks.len()
-    );
     Ok(blocks)
 }
 
@@ -423,6 +475,24 @@ mod tests {
             "export T=1   # why\nalert-relay check-config a.yml"
         );
         assert!(super::readme_relay_check("## Run the alert relay\nnothing\n").is_err());
+    }
+
+    #[test]
+    fn the_readme_walkthrough_starts_relay_and_chat_then_posts() {
+        let readme = "# x\n\n## Run the alert relay\n\n```sh\nexport T=1\n\
+                      cargo run --release -p alert-relay -- run --config a.yml\n```\n\
+                      <!-- walkthrough -->\n```sh\npython3 chat.py\ncurl x\n```\n";
+        let script = super::readme_walkthrough(readme).expect("found");
+        let at = |needle: &str| {
+            script
+                .find(needle)
+                .unwrap_or_else(|| panic!("{needle}: {script}"))
+        };
+        assert!(at("export T=1") < at("python3 chat.py > /tmp/walkthrough-chat.log 2>&1 &"));
+        assert!(at("python3 chat.py") < at("alert-relay run --config a.yml > /tmp/"));
+        assert!(at("/healthz") < at("curl x") && at("curl x") < at("grep -q 'FIRING"));
+        let without = "# x\n## Run the alert relay\n```sh\ncargo run --release -p alert-relay -- run --config a.yml\n```\n";
+        assert!(super::readme_walkthrough(without).is_err());
     }
 
     #[test]
