@@ -599,6 +599,11 @@ fn http_request(
             body.len()
         )?;
     }
+    read_response(&mut s)
+}
+
+/// An HTTP/1.0 answer read to the end: (status, body).
+pub(crate) fn read_response(s: &mut TcpStream) -> Result<(u16, String)> {
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
     let text = String::from_utf8_lossy(&buf).into_owned();

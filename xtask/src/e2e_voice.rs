@@ -4,7 +4,7 @@
 //! it fetches the TwiML from the call's `Url`, presses 1 on the `<Gather>`'s `action` and
 //! posts the call's end to its `StatusCallback`.
 
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -135,19 +135,7 @@ fn post(url: &str, params: &[(String, String)]) -> Result<(u16, String)> {
         signature(TOKEN, url, params),
         body.len()
     )?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf)?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .context("no HTTP status")?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_owned();
-    Ok((status, body))
+    crate::e2e::read_response(&mut s)
 }
 
 fn encode(s: &str) -> String {

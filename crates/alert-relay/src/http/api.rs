@@ -200,12 +200,7 @@ impl App {
             &crate::rotation::to_json(config.rotations.values(), now),
         )
     }
-}
 
-/// How far ahead a rotation's calendar reaches.
-const CALENDAR_DAYS: i64 = 14;
-
-impl App {
     /// `GET /api/v1/rotations/NAME.ics`, with the relay's auth: who is on call in the shifts
     /// of the next two weeks, as an iCalendar feed.
     pub(super) fn rotation_calendar(&self, req: &Request<Incoming>, file: &str) -> Response<Body> {
@@ -237,6 +232,9 @@ impl App {
         r
     }
 }
+
+/// How far ahead a rotation's calendar reaches.
+const CALENDAR_DAYS: i64 = 14;
 
 /// The optional JSON body `{"by": "alice"}` of an API action (64 characters at most).
 async fn who_acts(body: Incoming) -> String {
