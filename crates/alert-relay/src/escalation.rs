@@ -308,6 +308,7 @@ impl Escalator {
                     on_call: targets.on_call,
                     allow_acked: runs_when_acked,
                     reopen: false,
+                    by: None,
                 },
             };
             let r = self.store.write(write).await?;
@@ -456,9 +457,10 @@ impl Escalator {
         Ok(all)
     }
 
-    /// Sends the next step of the schedule now (re-opening an acknowledged incident). Later
-    /// steps keep their spacing: the escalation time jumps to the sent step's `after:`.
-    pub async fn escalate(&self, id: i64) -> Result<Escalated, StoreError> {
+    /// Sends the next step of the schedule now (re-opening an acknowledged incident), `by`
+    /// naming who asked (kept in the incident's record). Later steps keep their spacing: the
+    /// escalation time jumps to the sent step's `after:`.
+    pub async fn escalate(&self, id: i64, by: &str) -> Result<Escalated, StoreError> {
         let mut clocks = self.clocks.lock().await;
         let Some(inc) = self.store.read(move |b| b.incident(id)).await? else {
             return Ok(Escalated::NotFound);
@@ -495,6 +497,7 @@ impl Escalator {
                 on_call: targets.on_call,
                 allow_acked: true,
                 reopen: true,
+                by: Some(by.to_owned()),
             })
             .await?;
         let Written::Fired(deliveries) = r else {
@@ -928,7 +931,7 @@ mod tests {
         let id = r.fire().await;
         r.advance(M).await;
         assert_eq!(
-            r.esc.escalate(id).await.expect("escalate"),
+            r.esc.escalate(id, "alice").await.expect("escalate"),
             Escalated::Sent {
                 step: 1,
                 deliveries: 1
@@ -940,7 +943,7 @@ mod tests {
         r.advance(Duration::from_secs(1)).await;
         assert_eq!(r.sent(id).await.0.len(), 4);
         assert_eq!(
-            r.esc.escalate(id).await.expect("escalate"),
+            r.esc.escalate(id, "alice").await.expect("escalate"),
             Escalated::NoFurtherStep
         );
         let t = r
@@ -950,7 +953,7 @@ mod tests {
             .expect("resolve");
         assert!(matches!(t, Transitioned::Done { .. }));
         assert_eq!(
-            r.esc.escalate(id).await.expect("escalate"),
+            r.esc.escalate(id, "alice").await.expect("escalate"),
             Escalated::Resolved
         );
         assert_eq!(
@@ -1007,6 +1010,7 @@ mod tests {
             on_call: Default::default(),
             allow_acked: false,
             reopen: false,
+            by: None,
         };
         let first = r.store.write(fire()).await.expect("fire");
         let second = r.store.write(fire()).await.expect("fire");

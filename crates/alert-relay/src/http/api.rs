@@ -121,7 +121,7 @@ impl App {
 
     /// `POST /api/v1/incidents/{id}/escalate`: sends the policy's next step now.
     async fn escalate_incident(&self, id: i64, by: &str) -> Response<Body> {
-        match self.escalator.escalate(id).await {
+        match self.escalator.escalate(id, by).await {
             Ok(Escalated::Sent { step, deliveries }) => {
                 tracing::info!(
                     incident = id,

@@ -4,8 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use crate::model::console::{ConsoleWrite, ConsoleWritten};
 use crate::model::storm::{StormWrite, StormWritten};
-use crate::payload::AlertEvent;
+use crate::payload::{AlertEvent, Labels};
 
 /// The group key of the dead-man's switch's own alert: the delivery engine never holds its
 /// message back for a budget (it says that no other alert arrives).
@@ -87,6 +88,8 @@ pub struct Incident {
     pub resolved_by: Option<String>,
     pub alertname: String,
     pub summary: String,
+    /// The labels of the incident's first alert.
+    pub labels: Labels,
     /// The storm this incident belongs to (storm control), if any.
     pub storm: Option<i64>,
 }
@@ -308,6 +311,9 @@ pub enum Write {
         on_call: BTreeMap<String, String>,
         allow_acked: bool,
         reopen: bool,
+        /// Who asked for the step now (escalate-now), for the incident's record; `None` for
+        /// the schedule's own steps.
+        by: Option<String>,
     },
     Transition {
         id: i64,
@@ -372,6 +378,8 @@ pub enum Write {
     /// running the dead-man's switch (several relays on one database). Answers
     /// `Written::Heartbeat`.
     Heartbeat(Heartbeat),
+    /// The on-call console's sessions and dead-letter retries. Answers `Written::Console`.
+    Console(ConsoleWrite),
     /// `write` by the instance that leads with fencing number `epoch` (several relays on one
     /// database): refused with `StoreError::Fenced` when another instance has led since.
     /// [`Write::is_engine_write`] says which writes `Store` fences.
@@ -400,6 +408,7 @@ impl Write {
             Write::InboundSid { .. } => "inbound_sid",
             Write::CallOutcome { .. } => "call_outcome",
             Write::Heartbeat(_) => "heartbeat",
+            Write::Console(_) => "console",
             Write::Fenced { write, .. } => write.operation(),
         }
     }
@@ -407,7 +416,9 @@ impl Write {
     /// Whether only the instance running the engines makes this write (delivery results,
     /// escalation steps and clocks, storm ticks, budgets, pruning, the pollers' offsets and
     /// receipts, the dead-man's state, re-sync), as opposed to what any instance takes from
-    /// outside: webhooks, acknowledgements, an escalate-now, storm detection, inbound SMS.
+    /// outside: webhooks, acknowledgements, an escalate-now, storm detection, inbound SMS, the
+    /// console's sessions and dead-letter retries (the commit tells the leader to queue a
+    /// retried delivery, as it does for every delivery created elsewhere).
     pub fn is_engine_write(&self) -> bool {
         use crate::model::storm::StormWrite as S;
         match self {
@@ -426,6 +437,7 @@ impl Write {
             | Write::InboundSid { .. }
             | Write::CallOutcome { .. }
             | Write::Heartbeat(_)
+            | Write::Console(_)
             | Write::Fenced { .. } => false,
         }
     }
@@ -453,6 +465,8 @@ impl Written {
             ) => d.iter().collect(),
             Written::Transitioned(t) => done(t),
             Written::TransitionedAll(all) => all.iter().flat_map(|(_, t)| done(t)).collect(),
+            Written::Console(ConsoleWritten::Retried(d)) => d.iter().collect(),
+            Written::Console(ConsoleWritten::Done) => Vec::new(),
             Written::Recorded
             | Written::Pruned(_)
             | Written::Checkpointed
@@ -476,6 +490,7 @@ pub enum Written {
     Storm(StormWritten),
     FirstTime(bool),
     Heartbeat(Heartbeat),
+    Console(ConsoleWritten),
 }
 
 /// A pending delivery as the queues hold it.

@@ -49,6 +49,14 @@ macro_rules! backend_contract {
                 storms_gather_incidents,
                 storm_matchers_pick_the_incidents_that_count,
                 ping_answers,
+                console_pages_filter_incidents,
+                console_pages_by_keyset,
+                console_timeline_has_events_deliveries_and_actions_in_order,
+                console_records_every_kind_of_action,
+                console_destination_health_counts,
+                console_dead_letters_are_retried_once,
+                console_sessions_open_expire_and_close,
+                console_prune_drops_actions_of_pruned_incidents_and_expired_sessions,
             );
         }
     };
@@ -580,6 +588,7 @@ pub(crate) fn fire_step_is_a_compare_and_set(db: &mut dyn Backend) {
         on_call: BTreeMap::from([("b".into(), "bob (rotation r)".into())]),
         allow_acked,
         reopen,
+        by: None,
     };
     let fired = |w| match w {
         Written::Fired(d) => d,
@@ -949,4 +958,648 @@ pub(crate) fn ping_answers(db: &mut dyn Backend) {
     db.ping().expect("ping");
     db.recover().expect("nothing to recover");
     db.ping().expect("ping");
+}
+
+/// Opens an incident of group `group` under `policy` whose first alert carries `labels` and
+/// `annotations`.
+fn open_labelled(
+    db: &mut dyn Backend,
+    group: &str,
+    policy: &str,
+    labels: &[(&str, &str)],
+    annotations: &[(&str, &str)],
+) -> i64 {
+    let mut e = routed(event(group, Status::Firing, 1), &["a"]);
+    e.event.group_key = group.into();
+    for (k, v) in labels {
+        e.event.labels.insert((*k).into(), (*v).into());
+    }
+    for (k, v) in annotations {
+        e.event.annotations.insert((*k).into(), (*v).into());
+    }
+    e.routes = vec![RouteRef {
+        route: "#1".into(),
+        policy: policy.into(),
+    }];
+    let o = ingest_one(db, vec![e]);
+    assert_eq!(o.opened.len(), 1, "{o:?}");
+    o.opened[0]
+}
+
+fn page(db: &mut dyn Backend, q: IncidentQuery) -> Vec<i64> {
+    db.incident_page(&IncidentQuery { limit: 100, ..q })
+        .expect("page")
+        .iter()
+        .map(|i| i.id)
+        .collect()
+}
+
+fn console(db: &mut dyn Backend, w: ConsoleWrite) -> ConsoleWritten {
+    match write(db, Write::Console(w)) {
+        Written::Console(c) => c,
+        other => panic!("not a console write: {other:?}"),
+    }
+}
+
+pub(crate) fn console_pages_filter_incidents(db: &mut dyn Backend) {
+    let crit = open_labelled(
+        db,
+        "g1",
+        "p",
+        &[("severity", "critical"), ("site", "berlin")],
+        &[("summary", "Disk 95% full")],
+    );
+    let warn = open_labelled(
+        db,
+        "g2",
+        "q",
+        &[
+            ("severity", "warning"),
+            ("site", "paris"),
+            ("alertname", "PiHot"),
+        ],
+        &[],
+    );
+    let hostile = open_labelled(
+        db,
+        "g3",
+        "p",
+        &[
+            ("severity", "critical"),
+            ("instance", "<script>alert(1)</script>"),
+        ],
+        &[("description", "a_b")],
+    );
+    transition(db, warn, Action::Ack);
+    transition(db, hostile, Action::Resolve);
+    let all = IncidentQuery::default();
+    assert_eq!(page(db, all.clone()), [hostile, warn, crit], "newest first");
+    let q = |f: &dyn Fn(&mut IncidentQuery)| {
+        let mut q = IncidentQuery::default();
+        f(&mut q);
+        q
+    };
+    let states = |s: Vec<IncidentState>| q(&|q| q.states = s.clone());
+    assert_eq!(page(db, states(vec![IncidentState::Open])), [crit]);
+    assert_eq!(
+        page(
+            db,
+            states(vec![IncidentState::Acked, IncidentState::Resolved])
+        ),
+        [hostile, warn]
+    );
+    let severity = q(&|q| q.severity = Some("critical".into()));
+    assert_eq!(page(db, severity), [hostile, crit]);
+    assert_eq!(page(db, q(&|q| q.site = Some("paris".into()))), [warn]);
+    assert!(page(db, q(&|q| q.site = Some("Paris".into()))).is_empty());
+    assert_eq!(page(db, q(&|q| q.policy = Some("q".into()))), [warn]);
+    let both = q(&|q| {
+        q.severity = Some("critical".into());
+        q.site = Some("berlin".into());
+    });
+    assert_eq!(page(db, both), [crit]);
+    let text = |t: &str| {
+        let t = t.to_owned();
+        q(&move |q| q.text = Some(t.clone()))
+    };
+    // The alert's name (a label), its summary (an annotation), any label value; any case.
+    assert_eq!(page(db, text("pihot")), [warn]);
+    assert_eq!(page(db, text("DISK")), [crit]);
+    assert_eq!(page(db, text("BERL")), [crit]);
+    // `%` and `_` match themselves, not any text.
+    assert_eq!(page(db, text("95%")), [crit]);
+    assert!(page(db, text("9%f")).is_empty());
+    assert_eq!(page(db, text("a_b")), [hostile]);
+    assert!(page(db, text("a_c")).is_empty());
+    assert!(page(db, text("\\")).is_empty());
+    // Markup is data: found as text and handed back as it was stored.
+    assert_eq!(page(db, text("<script>")), [hostile]);
+    let got = db.incident_page(&text("<script>")).expect("page");
+    assert!(got.is_empty(), "limit 0 lists nothing");
+    let got = db
+        .incident_page(&IncidentQuery {
+            limit: 1,
+            ..text("<script>")
+        })
+        .expect("page");
+    assert_eq!(
+        got[0].labels.get("instance").map(String::as_str),
+        Some("<script>alert(1)</script>")
+    );
+    assert_eq!(
+        got[0].labels.get("severity").map(String::as_str),
+        Some("critical")
+    );
+    // Every filter at once, matching nothing.
+    let none = q(&|q| {
+        q.states = vec![IncidentState::Open];
+        q.policy = Some("q".into());
+    });
+    assert!(page(db, none).is_empty());
+}
+
+pub(crate) fn console_pages_by_keyset(db: &mut dyn Backend) {
+    let ids: Vec<i64> = (0..7)
+        .map(|i| open_labelled(db, &format!("g{i}"), "p", &[], &[]))
+        .collect();
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let got = db
+            .incident_page(&IncidentQuery {
+                before,
+                limit: 3,
+                ..IncidentQuery::default()
+            })
+            .expect("page");
+        assert!(got.len() <= 3);
+        let Some(last) = got.last() else { break };
+        before = Some(last.id);
+        seen.extend(got.iter().map(|i| i.id));
+    }
+    let mut newest_first = ids.clone();
+    newest_first.reverse();
+    assert_eq!(seen, newest_first, "every incident once, newest first");
+    // A page after an id lists only older ones, with the filters.
+    let older = db
+        .incident_page(&IncidentQuery {
+            before: Some(ids[2]),
+            limit: 10,
+            ..IncidentQuery::default()
+        })
+        .expect("page");
+    assert_eq!(
+        older.iter().map(|i| i.id).collect::<Vec<_>>(),
+        [ids[1], ids[0]]
+    );
+}
+
+pub(crate) fn console_timeline_has_events_deliveries_and_actions_in_order(db: &mut dyn Backend) {
+    assert!(db.incident_timeline(999_999).expect("read").is_none());
+    let mut first = with_route(routed(event("f1", Status::Firing, 1), &["a", "b"]));
+    first.on_call = BTreeMap::from([("a".into(), "alice (rotation r)".into())]);
+    let opened = ingest_one(db, vec![first]);
+    let id = opened.opened[0];
+    // Another group's alert: not in this timeline.
+    let mut other = routed(event("x1", Status::Firing, 1), &["a"]);
+    other.event.group_key = "other".into();
+    ingest_one(db, vec![other]);
+    ingest_one(
+        db,
+        vec![with_route(routed(event("f2", Status::Firing, 2), &["a"]))],
+    );
+    record(
+        db,
+        opened.deliveries[0].1,
+        Attempt::Delivered {
+            provider_ref: Some("ts1".into()),
+        },
+    );
+    let dead = Attempt::Dead {
+        error: "400 bad request".into(),
+    };
+    record(db, opened.deliveries[1].1, dead);
+    transition(db, id, Action::Ack);
+    // Alertmanager resolves the group: the RESOLVED messages follow the firing ones.
+    let mut resolved = routed(event("f1", Status::Resolved, 1), &["a"]);
+    resolved.group_resolved = true;
+    let o = ingest_one(db, vec![resolved]);
+    assert_eq!(o.closed, [id]);
+    // The group fires again: a new incident with a timeline of its own.
+    let next = open_incident(db, "g", &["a"]).opened[0];
+    assert_ne!(next, id);
+
+    let t = db.incident_timeline(id).expect("read").expect("exists");
+    assert_eq!(t.incident.id, id);
+    assert_eq!(t.incident.state, IncidentState::Resolved);
+    let events: Vec<(&str, Status)> = t
+        .events
+        .iter()
+        .map(|e| (e.event.fingerprint.as_str(), e.event.status))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("f1", Status::Firing),
+            ("f2", Status::Firing),
+            ("f1", Status::Resolved)
+        ]
+    );
+    assert!(t.events.is_sorted_by_key(|e| e.id));
+    assert!(t.events.iter().all(|e| e.received_ms > 0));
+    assert!(t.deliveries.is_sorted_by_key(|d| d.id));
+    let summary: Vec<(&str, i64, DeliveryState, bool, bool)> = t
+        .deliveries
+        .iter()
+        .map(|d| {
+            (
+                d.destination.as_str(),
+                d.step,
+                d.state,
+                d.notice.is_some(),
+                d.resolved,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("a", 0, DeliveryState::Delivered, false, false),
+            ("b", 0, DeliveryState::Dead, false, false),
+            ("a", 0, DeliveryState::Pending, false, false),
+            // The acknowledgement's notice to the destination still paged.
+            ("a", -1, DeliveryState::Pending, true, false),
+            // The RESOLVED messages of f1 follow its firing messages, one per destination.
+            ("a", 0, DeliveryState::Pending, false, true),
+            ("b", 0, DeliveryState::Pending, false, true),
+        ]
+    );
+    let first = &t.deliveries[0];
+    assert_eq!(first.provider_ref.as_deref(), Some("ts1"));
+    assert_eq!(first.on_call.as_deref(), Some("alice (rotation r)"));
+    assert_eq!(first.attempts, 1);
+    assert_eq!(
+        t.deliveries[1].last_error.as_deref(),
+        Some("400 bad request")
+    );
+    let actions: Vec<(&str, &str)> = t
+        .actions
+        .iter()
+        .map(|a| (a.action.as_str(), a.by.as_str()))
+        .collect();
+    assert_eq!(
+        actions,
+        [("acknowledged", "alice"), ("resolved", "Alertmanager")]
+    );
+    assert!(t.actions.iter().all(|a| a.at_ms > 0));
+    let t = db.incident_timeline(next).expect("read").expect("exists");
+    assert_eq!(t.events.len(), 1);
+    assert!(t.actions.is_empty());
+}
+
+/// (action, by) of what was done to incident `id`, oldest first.
+fn actions(db: &mut dyn Backend, id: i64) -> Vec<(String, String)> {
+    let t = db.incident_timeline(id).expect("read").expect("exists");
+    assert!(t.actions.is_sorted_by_key(|a| a.at_ms));
+    t.actions.into_iter().map(|a| (a.action, a.by)).collect()
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect()
+}
+
+pub(crate) fn console_records_every_kind_of_action(db: &mut dyn Backend) {
+    // A human's ack, un-ack and resolve; what changes nothing is not recorded.
+    let a = open_incident(db, "g1", &["a"]).opened[0];
+    transition(db, a, Action::Ack);
+    transition(db, a, Action::Ack);
+    transition(db, a, Action::Unack);
+    transition(db, a, Action::Resolve);
+    transition(db, a, Action::Resolve);
+    assert_eq!(
+        actions(db, a),
+        pairs(&[
+            ("acknowledged", "alice"),
+            ("un-acknowledged", "alice"),
+            ("resolved", "alice")
+        ])
+    );
+    // A storm's ack of all its incidents, and re-sync's resolve.
+    let b = open_incident(db, "g2", &["a"]).opened[0];
+    let c = open_incident(db, "g3", &["a"]).opened[0];
+    write(
+        db,
+        Write::AckAll {
+            incidents: vec![(b, 0), (c, 0)],
+            by: "bob via SMS".into(),
+        },
+    );
+    let after_event = db.last_event_id().expect("last");
+    write(
+        db,
+        Write::ResolveStale {
+            id: c,
+            by: "re-sync".into(),
+            elapsed_ms: 0,
+            after_event,
+            after_ms: i64::MAX,
+        },
+    );
+    assert_eq!(actions(db, b), pairs(&[("acknowledged", "bob via SMS")]));
+    assert_eq!(
+        actions(db, c),
+        pairs(&[("acknowledged", "bob via SMS"), ("resolved", "re-sync")])
+    );
+    // The schedule's steps, and an escalate-now that reopens an acknowledged incident.
+    let d = open_incident(db, "g4", &["a"]).opened[0];
+    let step = |db: &mut dyn Backend, reopen: bool, by: Option<&str>| {
+        let next = db.incident(d).expect("read").expect("exists").next_step;
+        write(
+            db,
+            Write::FireStep {
+                id: d,
+                expected_step: next,
+                step: 1,
+                elapsed_ms: 0,
+                destinations: vec!["b".into()],
+                on_call: BTreeMap::new(),
+                allow_acked: false,
+                reopen,
+                by: by.map(str::to_owned),
+            },
+        )
+    };
+    step(db, false, None);
+    transition(db, d, Action::Ack);
+    // Not due while acknowledged: nothing fired, nothing recorded.
+    assert!(matches!(step(db, false, None), Written::Fired(f) if f.is_empty()));
+    step(db, true, Some("carol via console"));
+    assert_eq!(
+        actions(db, d),
+        pairs(&[
+            ("escalated", "escalation"),
+            ("acknowledged", "alice"),
+            ("reopened", "carol via console"),
+            ("escalated", "carol via console")
+        ])
+    );
+    // An escalate-now of an open incident only escalates.
+    step(db, true, Some("carol via console"));
+    assert_eq!(actions(db, d).len(), 5);
+    // Alertmanager's resolved notification closes the group's incident.
+    let mut resolved = routed(event("g4", Status::Resolved, 1), &[]);
+    resolved.event.group_key = "g4".into();
+    resolved.group_resolved = true;
+    ingest_one(db, vec![resolved]);
+    assert_eq!(
+        actions(db, d).last(),
+        Some(&("resolved".to_owned(), "Alertmanager".to_owned()))
+    );
+    console_records_a_storm_step(db);
+}
+
+/// A storm member's step sends the storm's summary: recorded as the member's escalation.
+fn console_records_a_storm_step(db: &mut dyn Backend) {
+    let rule = RuleAt {
+        policy: "p".into(),
+        window_ms: 60_000,
+        threshold: 1,
+        group_by: Vec::new(),
+        matchers: Vec::new(),
+        destinations: vec!["summary".into()],
+        on_call: BTreeMap::new(),
+    };
+    let mut members = Vec::new();
+    let mut storm = None;
+    for (i, group) in ["s1", "s2"].iter().enumerate() {
+        let id = open_incident(db, group, &["a"]).opened[0];
+        members.push(id);
+        let w = Write::Storm(StormWrite::Opened {
+            opened: vec![id],
+            rules: vec![rule.clone()],
+            clock: 1_000 + i64::try_from(i).expect("small"),
+        });
+        if let Written::Storm(StormWritten::Opened { detected, .. }) = write(db, w)
+            && let Some((s, _)) = detected.first()
+        {
+            storm = Some(*s);
+        }
+    }
+    let storm = storm.expect("a storm");
+    let id = members[1];
+    let next = db.incident(id).expect("read").expect("exists").next_step;
+    let w = Write::Storm(StormWrite::FireStep {
+        id,
+        storm,
+        expected_step: next,
+        step: 1,
+        elapsed_ms: 60_000,
+        destinations: vec!["summary".into()],
+        on_call: BTreeMap::new(),
+        allow_acked: false,
+    });
+    let Written::Storm(StormWritten::Fired(fired)) = write(db, w) else {
+        panic!("a storm step answers Fired");
+    };
+    assert!(!fired.is_empty(), "the summary is sent");
+    assert_eq!(actions(db, id), pairs(&[("escalated", "escalation")]));
+    // The summary is in the member's timeline, as its storm's.
+    let t = db.incident_timeline(id).expect("read").expect("exists");
+    assert!(
+        t.deliveries
+            .iter()
+            .any(|d| d.storm == Some(storm) && d.step == 1),
+        "{:?}",
+        t.deliveries
+    );
+}
+
+pub(crate) fn console_destination_health_counts(db: &mut dyn Backend) {
+    assert!(db.destination_health().expect("health").is_empty());
+    let o = ingest_one(
+        db,
+        vec![
+            routed(event("f1", Status::Firing, 1), &["a", "b"]),
+            routed(event("f2", Status::Firing, 2), &["a", "b"]),
+            routed(event("f3", Status::Firing, 3), &["a"]),
+        ],
+    );
+    let id = |dest: &str, n: usize| {
+        o.deliveries
+            .iter()
+            .filter(|d| d.0 == dest)
+            .nth(n)
+            .expect("delivery")
+            .1
+    };
+    record(db, id("a", 0), delivered());
+    let retry = Attempt::Retry {
+        next_attempt_at_ms: i64::MAX,
+        error: "503 unavailable".into(),
+    };
+    record(db, id("a", 1), retry);
+    let skipped = Attempt::Skipped {
+        reason: "held back by a budget".into(),
+    };
+    record(db, id("a", 2), skipped);
+    let dead = |e: &str| Attempt::Dead { error: e.into() };
+    record(db, id("b", 0), dead("401 unauthorized"));
+    record(db, id("b", 1), dead("404 not found"));
+    let health = db.destination_health().expect("health");
+    let names: Vec<&str> = health.iter().map(|h| h.destination.as_str()).collect();
+    assert_eq!(names, ["a", "b"]);
+    let (a, b) = (&health[0], &health[1]);
+    assert_eq!((a.pending, a.dead), (1, 0));
+    assert_eq!(a.oldest_pending_ms, Some(o.deliveries[0].2));
+    assert!(a.last_success_ms.is_some());
+    assert!(a.last_failure_ms.is_some());
+    assert_eq!(a.last_error.as_deref(), Some("503 unavailable"));
+    assert_eq!((b.pending, b.dead), (0, 2));
+    assert_eq!((b.oldest_pending_ms, b.last_success_ms), (None, None));
+    assert!(b.last_failure_ms.is_some());
+    // Of two failures recorded in the same millisecond, the later one.
+    assert_eq!(b.last_error.as_deref(), Some("404 not found"));
+}
+
+pub(crate) fn console_dead_letters_are_retried_once(db: &mut dyn Backend) {
+    assert!(db.dead_letters(10).expect("dead").is_empty());
+    let o = open_incident(db, "g1", &["a", "b", "c"]);
+    let incident = o.opened[0];
+    let (a, b, c) = (o.deliveries[0].1, o.deliveries[1].1, o.deliveries[2].1);
+    let dead = |e: &str| Attempt::Dead { error: e.into() };
+    let r = db.write_batch(vec![
+        Write::Record {
+            id: a,
+            attempts: 7,
+            attempt: dead("timeout"),
+        },
+        Write::Record {
+            id: b,
+            attempts: 2,
+            attempt: dead("400"),
+        },
+    ]);
+    assert!(r.iter().all(Result::is_ok), "{r:?}");
+    let letters = db.dead_letters(10).expect("dead");
+    assert_eq!(
+        letters.iter().map(|l| l.id).collect::<Vec<_>>(),
+        [b, a],
+        "newest first"
+    );
+    let first = &letters[1];
+    assert_eq!(
+        (first.destination.as_str(), first.incident, first.attempts),
+        ("a", Some(incident), 7)
+    );
+    assert_eq!(first.last_error.as_deref(), Some("timeout"));
+    assert_eq!(db.dead_letters(1).expect("dead").len(), 1);
+    // A dead letter goes back to its queue: pending, no attempts, due now.
+    let Written::Console(ConsoleWritten::Retried(Some((dest, id, created)))) =
+        write(db, Write::Console(ConsoleWrite::RetryDead { id: a }))
+    else {
+        panic!("retried");
+    };
+    assert_eq!((dest.as_str(), id), ("a", a));
+    let job = db.load(a).expect("load").expect("exists");
+    assert_eq!((job.state, job.attempts), (DeliveryState::Pending, 0));
+    assert_eq!(
+        (job.created_at_ms, job.next_attempt_at_ms),
+        (created, created)
+    );
+    assert_eq!(
+        db.pending("a").expect("pending"),
+        [PendingRef {
+            id: a,
+            created_at_ms: created
+        }]
+    );
+    // The commit tells the other instances to queue it, like any delivery created.
+    let written = Written::Console(ConsoleWritten::Retried(Some((dest, id, created))));
+    assert_eq!(written.deliveries().len(), 1);
+    // Again, or a delivery that is not dead (pending, never stored): nothing.
+    for id in [a, c, 999_999] {
+        assert_eq!(
+            console(db, ConsoleWrite::RetryDead { id }),
+            ConsoleWritten::Retried(None),
+            "delivery {id}"
+        );
+    }
+    assert_eq!(
+        db.dead_letters(10)
+            .expect("dead")
+            .iter()
+            .map(|l| l.id)
+            .collect::<Vec<_>>(),
+        [b]
+    );
+}
+
+pub(crate) fn console_sessions_open_expire_and_close(db: &mut dyn Backend) {
+    let session = |user: &str, expires_ms| ConsoleSession {
+        user: user.into(),
+        csrf: format!("csrf-{user}"),
+        created_ms: 1_000,
+        expires_ms,
+    };
+    assert_eq!(db.console_session("h1", 0).expect("read"), None);
+    let open = |db: &mut dyn Backend, hash: &str, s: ConsoleSession| {
+        let w = ConsoleWrite::OpenSession {
+            token_hash: hash.into(),
+            session: s,
+        };
+        assert_eq!(console(db, w), ConsoleWritten::Done);
+    };
+    open(db, "h1", session("alice", 5_000));
+    open(db, "h2", session("bob", 9_000));
+    assert_eq!(
+        db.console_session("h1", 4_999).expect("read"),
+        Some(session("alice", 5_000))
+    );
+    // Expired: as if there were none.
+    assert_eq!(db.console_session("h1", 5_000).expect("read"), None);
+    assert_eq!(db.console_session("nope", 0).expect("read"), None);
+    // Opened again under the same hash: the new one.
+    open(db, "h1", session("carol", 8_000));
+    assert_eq!(
+        db.console_session("h1", 6_000).expect("read"),
+        Some(session("carol", 8_000))
+    );
+    let close = ConsoleWrite::CloseSession {
+        token_hash: "h1".into(),
+    };
+    assert_eq!(console(db, close.clone()), ConsoleWritten::Done);
+    assert_eq!(console(db, close), ConsoleWritten::Done, "twice is fine");
+    assert_eq!(db.console_session("h1", 6_000).expect("read"), None);
+    assert_eq!(
+        db.console_session("h2", 6_000).expect("read"),
+        Some(session("bob", 9_000))
+    );
+}
+
+pub(crate) fn console_prune_drops_actions_of_pruned_incidents_and_expired_sessions(
+    db: &mut dyn Backend,
+) {
+    let old = open_incident(db, "g1", &[]).opened[0];
+    transition(db, old, Action::Ack);
+    transition(db, old, Action::Resolve);
+    let kept = open_incident(db, "g2", &[]).opened[0];
+    transition(db, kept, Action::Ack);
+    // The newest incident always stays: one more, so that `old` may go.
+    open_incident(db, "g3", &[]);
+    let now = crate::time::now_millis();
+    for (hash, expires_ms) in [("expired", now - 1), ("live", now + 3_600_000)] {
+        let w = ConsoleWrite::OpenSession {
+            token_hash: hash.into(),
+            session: ConsoleSession {
+                user: "alice".into(),
+                csrf: "c".into(),
+                created_ms: now - 10,
+                expires_ms,
+            },
+        };
+        console(db, w);
+    }
+    assert_eq!(actions(db, old).len(), 2);
+    let w = write(
+        db,
+        Write::Prune {
+            before_ms: i64::MAX,
+        },
+    );
+    let Written::Pruned(n) = w else {
+        panic!("pruned");
+    };
+    assert!(n >= 4, "the incident, its two actions, the session: {n}");
+    assert!(db.incident_timeline(old).expect("read").is_none());
+    assert_eq!(actions(db, kept), pairs(&[("acknowledged", "alice")]));
+    // Its actions went with it: an incident with its id again (never, but) would have none.
+    let live = db.console_session("live", now).expect("read");
+    assert!(live.is_some());
+    assert!(
+        db.console_session("expired", now - 5)
+            .expect("read")
+            .is_none()
+    );
 }

@@ -8,6 +8,7 @@
 //! A write's reply is sent only after the commit that contains it, so a webhook is answered
 //! 2xx only once its alerts are on disk.
 
+mod console_sql;
 #[cfg(test)]
 pub(crate) mod contract;
 mod disk;
@@ -132,6 +133,11 @@ pub use crate::model::record::{
     WatchedReceipt, Write, Written,
 };
 
+pub use crate::model::console::{
+    ActionRecord, ConsoleSession, ConsoleWrite, ConsoleWritten, DeadLetter, DestinationHealth,
+    IncidentQuery, Timeline, TimelineDelivery, TimelineEvent,
+};
+
 /// The storage trait. Every method runs on the DB thread.
 ///
 /// No method has a default body: a backend answers every call itself, so one that forgets a
@@ -185,6 +191,21 @@ pub trait Backend: Send + 'static {
     /// one of its incidents). Only such a destination may acknowledge it by SMS. A backend
     /// that cannot tell answers no.
     fn sent_to(&mut self, destination: &str, target: AckTarget) -> Result<bool, StoreError>;
+    /// The console's list: incidents matching `q`, newest first, at most `q.limit`.
+    fn incident_page(&mut self, q: &IncidentQuery) -> Result<Vec<Incident>, StoreError>;
+    /// An incident with its group's events, its deliveries (and its storm's summaries) and
+    /// what was done to it; `None` when there is no such incident.
+    fn incident_timeline(&mut self, id: i64) -> Result<Option<Timeline>, StoreError>;
+    /// Every destination with stored deliveries: its queue and last outcomes, by name.
+    fn destination_health(&mut self) -> Result<Vec<DestinationHealth>, StoreError>;
+    /// The newest `limit` deliveries given up on, newest first.
+    fn dead_letters(&mut self, limit: i64) -> Result<Vec<DeadLetter>, StoreError>;
+    /// The console session stored under `token_hash`, unless it has expired at `now_ms`.
+    fn console_session(
+        &mut self,
+        token_hash: &str,
+        now_ms: i64,
+    ) -> Result<Option<ConsoleSession>, StoreError>;
 }
 
 /// Test doubles: bodies for the [`Backend`] methods a double does not implement, each
@@ -333,12 +354,59 @@ macro_rules! not_implemented {
             $crate::store::not_implemented!(@body sent_to)
         }
     };
+    (incident_page) => {
+        fn incident_page(
+            &mut self,
+            _: &$crate::store::IncidentQuery,
+        ) -> Result<Vec<$crate::store::Incident>, $crate::store::StoreError> {
+            $crate::store::not_implemented!(@body incident_page)
+        }
+    };
+    (incident_timeline) => {
+        fn incident_timeline(
+            &mut self,
+            _: i64,
+        ) -> Result<Option<$crate::store::Timeline>, $crate::store::StoreError> {
+            $crate::store::not_implemented!(@body incident_timeline)
+        }
+    };
+    (destination_health) => {
+        fn destination_health(
+            &mut self,
+        ) -> Result<Vec<$crate::store::DestinationHealth>, $crate::store::StoreError> {
+            $crate::store::not_implemented!(@body destination_health)
+        }
+    };
+    (dead_letters) => {
+        fn dead_letters(
+            &mut self,
+            _: i64,
+        ) -> Result<Vec<$crate::store::DeadLetter>, $crate::store::StoreError> {
+            $crate::store::not_implemented!(@body dead_letters)
+        }
+    };
+    (console_session) => {
+        fn console_session(
+            &mut self,
+            _: &str,
+            _: i64,
+        ) -> Result<Option<$crate::store::ConsoleSession>, $crate::store::StoreError> {
+            $crate::store::not_implemented!(@body console_session)
+        }
+    };
+    // The console's reads, for a double that implements none of them.
+    (console_reads) => {
+        $crate::store::not_implemented!(
+            incident_page, incident_timeline, destination_health, dead_letters, console_session,
+        );
+    };
     // A double that only writes.
     (every_read) => {
         $crate::store::not_implemented!(
             pending, load, pending_destinations, ping, recover, open_incidents, incidents,
             incident, incident_deliveries, meta, last_event_id, incident_fingerprints,
             incident_on_call, storm, relay_clock, ack_key, meta_int, watched_receipts, sent_to,
+            console_reads,
         );
     };
     ($($name:ident),+ $(,)?) => {
@@ -783,6 +851,7 @@ pub(crate) mod tests {
             meta_int,
             watched_receipts,
             sent_to,
+            console_reads,
         );
     }
 
@@ -978,6 +1047,7 @@ pub(crate) mod tests {
             meta_int,
             watched_receipts,
             sent_to,
+            console_reads,
         );
     }
 

@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use super::{Action, Attempt, DeliveryState, Incident, IncidentState};
+use super::{Action, Attempt, DeliveryState, Incident, IncidentQuery, IncidentState};
+use crate::model::console::like_pattern;
 use crate::model::storm::{BudgetAt, RuleAt};
 use crate::payload::AlertEvent;
 
@@ -226,19 +227,132 @@ pub(super) fn held_reason(b: &BudgetAt) -> String {
     )
 }
 
-/// An incident's name and summary, from its first alert (stored as JSON) as messages word it;
-/// left empty when the alert cannot be read.
+/// An incident's name, summary and labels, from its first alert (stored as JSON) as messages
+/// word it; left empty when the alert cannot be read.
 pub(super) fn name_incident(incident: &mut Incident, alert_json: &str) {
     if let Ok(e) = serde_json::from_str::<AlertEvent>(alert_json) {
         let m = crate::render::Message::new(&e);
         incident.alertname = m.alertname;
         incident.summary = m.summary;
+        incident.labels = e.labels;
     }
+}
+
+/// The SQL dialect a query is written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// A bound value of a built query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Param {
+    Text(String),
+    Int(i64),
+}
+
+/// The console's incident list: the `WHERE … ORDER BY … LIMIT` after
+/// `FROM incidents i JOIN alert_events e ON e.id = i.event_id`, and its parameters in order.
+/// Every value is bound, never spliced (states come from the enum); label filters read the
+/// first alert's JSON, the text filter matches any label or annotation value literally.
+pub(super) fn incident_page_tail(q: &IncidentQuery, d: Dialect) -> (String, Vec<Param>) {
+    let mut params = Vec::new();
+    let mut next = |p: Param| {
+        params.push(p);
+        match d {
+            Dialect::Sqlite => format!("?{}", params.len()),
+            Dialect::Postgres => format!("${}", params.len()),
+        }
+    };
+    let label = |name: &str| match d {
+        Dialect::Sqlite => format!("json_extract(e.alert, '$.labels.{name}')"),
+        Dialect::Postgres => format!("(e.alert::jsonb -> 'labels' ->> '{name}')"),
+    };
+    let mut clauses = Vec::new();
+    if !q.states.is_empty() {
+        clauses.push(format!("i.state IN {}", state_list(&q.states)));
+    }
+    if let Some(v) = &q.severity {
+        clauses.push(format!(
+            "{} = {}",
+            label("severity"),
+            next(Param::Text(v.clone()))
+        ));
+    }
+    if let Some(v) = &q.site {
+        clauses.push(format!(
+            "{} = {}",
+            label("site"),
+            next(Param::Text(v.clone()))
+        ));
+    }
+    if let Some(v) = &q.policy {
+        clauses.push(format!("i.policy = {}", next(Param::Text(v.clone()))));
+    }
+    if let Some(v) = q.text.as_deref().filter(|t| !t.is_empty()) {
+        let p = next(Param::Text(like_pattern(v)));
+        let any = |field: &str| match d {
+            Dialect::Sqlite => format!(
+                "EXISTS (SELECT 1 FROM json_each(e.alert, '$.{field}') j \
+                 WHERE j.value LIKE {p} ESCAPE '\\')"
+            ),
+            Dialect::Postgres => format!(
+                "EXISTS (SELECT 1 FROM jsonb_each_text(e.alert::jsonb -> '{field}') j \
+                 WHERE j.value ILIKE {p} ESCAPE '\\')"
+            ),
+        };
+        clauses.push(format!("({} OR {})", any("labels"), any("annotations")));
+    }
+    if let Some(before) = q.before {
+        clauses.push(format!("i.id < {}", next(Param::Int(before))));
+    }
+    let filter = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {} ", clauses.join(" AND "))
+    };
+    let limit = next(Param::Int(q.limit.max(0)));
+    (format!("{filter}ORDER BY i.id DESC LIMIT {limit}"), params)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_incident_page_binds_every_value() {
+        let q = IncidentQuery {
+            states: vec![IncidentState::Open, IncidentState::Acked],
+            severity: Some("critical'--".into()),
+            text: Some("50%".into()),
+            before: Some(7),
+            limit: 20,
+            ..IncidentQuery::default()
+        };
+        let (sql, params) = incident_page_tail(&q, Dialect::Postgres);
+        assert!(
+            sql.starts_with("WHERE i.state IN ('open', 'acked') AND "),
+            "{sql}"
+        );
+        assert!(!sql.contains("critical"), "{sql}");
+        assert!(
+            sql.ends_with("i.id < $3 ORDER BY i.id DESC LIMIT $4"),
+            "{sql}"
+        );
+        assert_eq!(
+            params,
+            [
+                Param::Text("critical'--".into()),
+                Param::Text("%50\\%%".into()),
+                Param::Int(7),
+                Param::Int(20)
+            ]
+        );
+        let (sql, params) = incident_page_tail(&IncidentQuery::default(), Dialect::Sqlite);
+        assert_eq!(sql, "ORDER BY i.id DESC LIMIT ?1");
+        assert_eq!(params, [Param::Int(0)]);
+    }
 
     #[test]
     fn a_transition_that_changes_nothing_is_none() {

@@ -5,12 +5,13 @@ use std::path::Path;
 
 use rusqlite::{CachedStatement, Connection, OptionalExtension as _, params};
 
-use super::semantics;
 use super::{
     AckTarget, Action, Attempt, Backend, DeliveryJob, DeliveryState, FiringRef, Incident,
     IncidentDelivery, IncidentState, IngestOutcome, PendingRef, RouteRef, RoutedEvent, StoreError,
     Transitioned, WatchedReceipt, Write, Written,
 };
+use super::{console_sql, semantics};
+use crate::model::console::action;
 use crate::payload::{AlertEvent, Status};
 use crate::time::WallClock;
 
@@ -94,6 +95,9 @@ const MIGRATIONS: &[&str] = &[
         received_at INTEGER NOT NULL    -- unix ms, for pruning
      ) WITHOUT ROWID;
      CREATE INDEX inbound_sids_received ON inbound_sids (received_at);",
+    // 9: the on-call console: what was done to incidents, sessions, and the indexes of its
+    // pages (see `store/console_sql.rs`).
+    super::console_sql::MIGRATION,
 ];
 
 /// The schema version this build writes (`PRAGMA user_version` of an up-to-date file).
@@ -158,6 +162,7 @@ fn incident_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Incident, String)> {
             resolved_by: r.get(12)?,
             alertname: String::new(),
             summary: String::new(),
+            labels: crate::payload::Labels::new(),
             storm: r.get(14)?,
         },
         r.get(13)?,
@@ -632,6 +637,30 @@ impl Backend for Sqlite {
         let mut stmt = self.conn.prepare_cached(&sql.replace("{a}", PAGED))?;
         Ok(stmt.query_row(params![destination, id], |r| r.get(0))?)
     }
+
+    fn incident_page(&mut self, q: &super::IncidentQuery) -> Result<Vec<Incident>, StoreError> {
+        console_sql::incident_page(&self.conn, q)
+    }
+
+    fn incident_timeline(&mut self, id: i64) -> Result<Option<super::Timeline>, StoreError> {
+        console_sql::timeline(&self.conn, id)
+    }
+
+    fn destination_health(&mut self) -> Result<Vec<super::DestinationHealth>, StoreError> {
+        console_sql::destination_health(&self.conn)
+    }
+
+    fn dead_letters(&mut self, limit: i64) -> Result<Vec<super::DeadLetter>, StoreError> {
+        console_sql::dead_letters(&self.conn, limit)
+    }
+
+    fn console_session(
+        &mut self,
+        token_hash: &str,
+        now_ms: i64,
+    ) -> Result<Option<super::ConsoleSession>, StoreError> {
+        console_sql::console_session(&self.conn, token_hash, now_ms)
+    }
 }
 
 fn set_meta_int(tx: &Connection, key: &str, value: i64) -> rusqlite::Result<()> {
@@ -663,6 +692,7 @@ fn apply(tx: &Connection, w: Write, now: i64) -> Result<Written, StoreError> {
             on_call,
             allow_acked,
             reopen,
+            by,
         } => {
             let due = DueStep {
                 id,
@@ -670,6 +700,7 @@ fn apply(tx: &Connection, w: Write, now: i64) -> Result<Written, StoreError> {
                 elapsed_ms,
                 allow_acked,
                 reopen,
+                by,
             };
             fire_step(tx, &due, step, destinations, &on_call, now).map(Written::Fired)
         }
@@ -697,6 +728,7 @@ fn apply(tx: &Connection, w: Write, now: i64) -> Result<Written, StoreError> {
         }
         // One instance on one file: nobody else to tell.
         Write::Heartbeat(h) => Ok(Written::Heartbeat(h)),
+        Write::Console(w) => console_sql::apply(tx, w, now).map(Written::Console),
         // One instance on one file: nothing to fence.
         Write::Fenced { write, .. } => apply(tx, *write, now),
         Write::SetMetaInt { key, value } => {
@@ -765,7 +797,8 @@ fn prune(tx: &Connection, before_ms: i64, now: i64) -> Result<usize, StoreError>
         [before_ms],
     )?;
     let sids = prune_sids(tx, before_ms, now)?;
-    Ok(storms + incidents + events + receipts + sids)
+    let console = console_sql::prune(tx, now)?;
+    Ok(storms + incidents + events + receipts + sids + console)
 }
 
 /// Old events no longer in use ([`EVENT_IN_USE`]) and their finished deliveries; returns how
@@ -815,6 +848,8 @@ struct DueStep {
     elapsed_ms: i64,
     allow_acked: bool,
     reopen: bool,
+    /// Who asked for it now (escalate-now); `None` for the schedule's own steps.
+    by: Option<String>,
 }
 
 /// Sends policy step `step` to `destinations` if the incident is still due for it; nothing
@@ -834,6 +869,15 @@ fn fire_step(
         ""
     };
     let id = due.id;
+    // An escalate-now of an acknowledged incident reopens it: recorded as such.
+    let reopens = due.reopen
+        && tx
+            .query_row("SELECT state FROM incidents WHERE id = ?1", [id], |r| {
+                r.get::<_, String>(0)
+            })
+            .optional()?
+            .as_deref()
+            == Some(IncidentState::Acked.as_str());
     let n = tx.execute(
         &format!(
             "UPDATE incidents SET next_step = ?2 + 1, elapsed_ms = ?3, updated_at = ?4{set_state}
@@ -856,6 +900,13 @@ fn fire_step(
     for d in destinations {
         insert.execute(params![event_id, d, now, id, step, on_call.get(&d)])?;
         out.push((d, tx.last_insert_rowid(), now));
+    }
+    let by = due.by.as_deref().unwrap_or(action::BY_ESCALATION);
+    if reopens {
+        console_sql::record_action(tx, id, action::REOPENED, by, now)?;
+    }
+    if !out.is_empty() {
+        console_sql::record_action(tx, id, action::ESCALATED, by, now)?;
     }
     Ok(out)
 }
@@ -989,6 +1040,7 @@ fn transition(
             params![id, now, by, elapsed_ms],
         )?,
     };
+    console_sql::record_action(tx, id, action.verb(), by, now)?;
     let notice = semantics::transition_notice(id, action, by, now, &paged(tx, id)?);
     let deliveries = if announce {
         notify_notified(tx, id, &notice, now)?
@@ -1228,6 +1280,9 @@ fn ingest(
         let ids = resolve
             .query_map(params![group, now], |r| r.get::<_, i64>(0))?
             .collect::<Result<Vec<i64>, _>>()?;
+        for &id in &ids {
+            console_sql::record_action(tx, id, action::RESOLVED, action::BY_ALERTMANAGER, now)?;
+        }
         out.resolved += ids.len();
         out.closed.extend(ids);
     }

@@ -171,7 +171,18 @@ pub(super) fn apply(tx: &Connection, w: StormWrite, now: i64) -> Result<StormWri
                 elapsed_ms,
                 allow_acked,
             };
-            fire_step(tx, &due, step, &destinations, &on_call, now).map(StormWritten::Fired)
+            let fired = fire_step(tx, &due, step, &destinations, &on_call, now)?;
+            if !fired.is_empty() {
+                use crate::model::console::action;
+                super::console_sql::record_action(
+                    tx,
+                    id,
+                    action::ESCALATED,
+                    action::BY_ESCALATION,
+                    now,
+                )?;
+            }
+            Ok(StormWritten::Fired(fired))
         }
         StormWrite::Tick {
             clock,

@@ -737,7 +737,7 @@ async fn a_step_summary_leaves_out_members_already_past_the_step() {
     for n in 1..=6 {
         r.fire(n, "wh-2").await;
     }
-    r.esc.escalate(1).await.expect("escalate");
+    r.esc.escalate(1, "alice").await.expect("escalate");
     assert_eq!(r.incident(1).await.next_step, 2);
     r.advance(10 * M).await;
     let b = r.rows("destination = 'b' AND storm_id IS NOT NULL");

@@ -13,6 +13,7 @@
 //! write PostgreSQL picks, not the batch: the caller sees an error that is not a storage fault
 //! (a webhook answers 5xx and Alertmanager retries it).
 
+mod console;
 pub mod lease;
 pub mod notify;
 mod read;
@@ -473,6 +474,30 @@ impl Backend for Postgres {
 
     fn sent_to(&mut self, destination: &str, target: AckTarget) -> Result<bool, StoreError> {
         read::sent_to(&mut self.client, destination, target)
+    }
+
+    fn incident_page(&mut self, q: &super::IncidentQuery) -> Result<Vec<Incident>, StoreError> {
+        console::incident_page(&mut self.client, q)
+    }
+
+    fn incident_timeline(&mut self, id: i64) -> Result<Option<super::Timeline>, StoreError> {
+        console::timeline(&mut self.client, id)
+    }
+
+    fn destination_health(&mut self) -> Result<Vec<super::DestinationHealth>, StoreError> {
+        console::destination_health(&mut self.client)
+    }
+
+    fn dead_letters(&mut self, limit: i64) -> Result<Vec<super::DeadLetter>, StoreError> {
+        console::dead_letters(&mut self.client, limit)
+    }
+
+    fn console_session(
+        &mut self,
+        token_hash: &str,
+        now_ms: i64,
+    ) -> Result<Option<super::ConsoleSession>, StoreError> {
+        console::console_session(&mut self.client, token_hash, now_ms)
     }
 }
 

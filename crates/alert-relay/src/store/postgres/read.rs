@@ -51,6 +51,7 @@ fn incident_row(r: &postgres::Row) -> Result<Incident, StoreError> {
         resolved_by: r.try_get(12)?,
         alertname: String::new(),
         summary: String::new(),
+        labels: crate::payload::Labels::new(),
         storm: r.try_get(14)?,
     };
     super::super::semantics::name_incident(&mut i, &alert);

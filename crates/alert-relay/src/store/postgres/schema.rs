@@ -127,6 +127,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
         since  BIGINT NOT NULL
      );
      INSERT INTO leader (id, epoch, holder, since) VALUES (1, 0, '', 0);",
+    // 4: the on-call console: what was done to incidents, sessions, and the indexes of its
+    // pages (see `console.rs`).
+    super::console::MIGRATION,
 ];
 
 pub(super) fn known() -> i64 {

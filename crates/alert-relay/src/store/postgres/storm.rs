@@ -147,7 +147,18 @@ pub(super) fn apply(
                 elapsed_ms,
                 allow_acked,
             };
-            fire_step(tx, &step, &destinations, &on_call, now).map(StormWritten::Fired)
+            let fired = fire_step(tx, &step, &destinations, &on_call, now)?;
+            if !fired.is_empty() {
+                use crate::model::console::action;
+                super::console::record_action(
+                    tx,
+                    id,
+                    action::ESCALATED,
+                    action::BY_ESCALATION,
+                    now,
+                )?;
+            }
+            Ok(StormWritten::Fired(fired))
         }
         StormWrite::Tick {
             clock,

@@ -305,6 +305,7 @@ fn two_fire_steps_for_the_same_step_send_once() {
                 on_call: BTreeMap::new(),
                 allow_acked: false,
                 reopen: false,
+                by: None,
             };
             match db.write_batch(vec![w]).pop() {
                 Some(Ok(Written::Fired(d))) => d.len(),

@@ -10,6 +10,8 @@ use super::super::{
     Action, Attempt, IncidentState, IngestOutcome, RoutedEvent, StoreError, Transitioned, Write,
     Written,
 };
+use super::console::record_action;
+use crate::model::console::action;
 use crate::payload::Status;
 
 /// Inbound SMS ids are kept at least this long whatever `storage.retention` says (as SQLite).
@@ -101,6 +103,7 @@ pub(super) fn apply(tx: &mut Tx<'_, '_>, w: Write, now: i64) -> Result<Written, 
             on_call,
             allow_acked,
             reopen,
+            by,
         } => {
             let cas = FireCas {
                 id,
@@ -108,6 +111,7 @@ pub(super) fn apply(tx: &mut Tx<'_, '_>, w: Write, now: i64) -> Result<Written, 
                 elapsed_ms,
                 allow_acked,
                 reopen,
+                by,
             };
             fire_step(tx, &cas, step, &destinations, &on_call, now).map(Written::Fired)
         }
@@ -162,6 +166,8 @@ pub(super) fn apply(tx: &mut Tx<'_, '_>, w: Write, now: i64) -> Result<Written, 
         }
         // Stores nothing: the commit's notification carries it (`notify::payloads`).
         Write::Heartbeat(h) => Ok(Written::Heartbeat(h)),
+        // A retried delivery is queued by the leader through the commit's notification.
+        Write::Console(w) => super::console::apply(tx, w, now).map(Written::Console),
         Write::SetMeta { key, value, events } => {
             let o = ingest(tx, events, now)?;
             set_meta(tx, &key, &value)?;
@@ -248,7 +254,8 @@ fn prune(tx: &mut Tx<'_, '_>, before_ms: i64, now: i64) -> Result<usize, StoreEr
         "DELETE FROM inbound_sids WHERE received_at < LEAST($1::BIGINT, $2::BIGINT)",
         &[&before_ms, &now.saturating_sub(SIDS_KEPT_MS)],
     )?;
-    let n = storms + incidents + deliveries + events + receipts + sids;
+    let console = super::console::prune(tx, now)?;
+    let n = storms + incidents + deliveries + events + receipts + sids + console;
     Ok(usize::try_from(n).unwrap_or(usize::MAX))
 }
 
@@ -259,6 +266,8 @@ struct FireCas {
     elapsed_ms: i64,
     allow_acked: bool,
     reopen: bool,
+    /// Who asked for it now (escalate-now); `None` for the schedule's own steps.
+    by: Option<String>,
 }
 
 /// Fires schedule entry `expected_step` once: of two instances (or two calls) only the one
@@ -276,6 +285,18 @@ fn fire_step(
         ", state = 'open', acked_ms = 0"
     } else {
         ""
+    };
+    // An escalate-now of an acknowledged incident reopens it: recorded as such. The row is
+    // locked so that the state read is the one the update changes.
+    let reopens = if cas.reopen {
+        let row = tx.query_opt(
+            "SELECT state FROM incidents WHERE id = $1 FOR UPDATE",
+            &[&cas.id],
+        )?;
+        let state: Option<String> = row.map(|r| r.try_get(0)).transpose()?;
+        state.as_deref() == Some(IncidentState::Acked.as_str())
+    } else {
+        false
     };
     let fired = tx.query_opt(
         &format!(
@@ -297,6 +318,13 @@ fn fire_step(
             &[&event_id, d, &now, &cas.id, &step, &on_call.get(d)],
         )?;
         out.push((d.clone(), row.try_get(0)?, now));
+    }
+    let by = cas.by.as_deref().unwrap_or(action::BY_ESCALATION);
+    if reopens {
+        record_action(tx, cas.id, action::REOPENED, by, now)?;
+    }
+    if !out.is_empty() {
+        record_action(tx, cas.id, action::ESCALATED, by, now)?;
     }
     Ok(out)
 }
@@ -363,6 +391,7 @@ fn transition(
             &[&id, &now, &by, &elapsed_ms],
         )?,
     };
+    record_action(tx, id, action.verb(), by, now)?;
     let notice = semantics::transition_notice(id, action, by, now, &paged(tx, id)?);
     let deliveries = if announce {
         notify_notified(tx, id, &notice, now)?
@@ -576,7 +605,9 @@ fn ingest(
             &[&group, &now],
         )?;
         for row in rows {
-            out.closed.push(row.try_get(0)?);
+            let id: i64 = row.try_get(0)?;
+            record_action(tx, id, action::RESOLVED, action::BY_ALERTMANAGER, now)?;
+            out.closed.push(id);
         }
         out.resolved = out.closed.len();
     }
