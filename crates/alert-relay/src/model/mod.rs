@@ -3,5 +3,6 @@
 //! these types (payload, matcher, time, secret and rotation are the model's other modules).
 
 pub mod budget;
+pub mod maintenance;
 pub mod record;
 pub mod storm;

@@ -40,6 +40,23 @@ use Kind::{Int, Text};
 /// Every table but `meta`, with every column of the current SQLite schema.
 pub(crate) const TABLES: &[Table] = &[
     Table {
+        name: "maintenance_windows",
+        columns: &[
+            ("id", Int),
+            ("matchers", Text),
+            ("starts_at", Int),
+            ("ends_at", Int),
+            ("weekly", Int),
+            ("reason", Text),
+            ("author", Text),
+            ("created_at", Int),
+            ("ended_at", Int),
+            ("ended_by", Text),
+            ("suppressed", Int),
+        ],
+        serial: true,
+    },
+    Table {
         name: "alert_events",
         columns: &[
             ("id", Int),
@@ -94,6 +111,7 @@ pub(crate) const TABLES: &[Table] = &[
             ("resolved_at", Int),
             ("resolved_by", Text),
             ("updated_at", Int),
+            ("maintenance", Int),
         ],
         serial: true,
     },

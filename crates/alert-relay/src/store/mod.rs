@@ -12,6 +12,7 @@
 pub(crate) mod contract;
 mod disk;
 mod health;
+mod maintenance_sql;
 pub mod migrate;
 pub mod postgres;
 mod semantics;
@@ -185,6 +186,9 @@ pub trait Backend: Send + 'static {
     /// one of its incidents). Only such a destination may acknowledge it by SMS. A backend
     /// that cannot tell answers no.
     fn sent_to(&mut self, destination: &str, target: AckTarget) -> Result<bool, StoreError>;
+    /// Maintenance windows in force or to come, and those over for less than 7 days, by id.
+    fn maintenance_windows(&mut self)
+    -> Result<Vec<crate::model::maintenance::Window>, StoreError>;
 }
 
 /// Test doubles: bodies for the [`Backend`] methods a double does not implement, each
@@ -334,11 +338,19 @@ macro_rules! not_implemented {
         }
     };
     // A double that only writes.
+    (maintenance_windows) => {
+        fn maintenance_windows(
+            &mut self,
+        ) -> Result<Vec<$crate::model::maintenance::Window>, $crate::store::StoreError> {
+            $crate::store::not_implemented!(@body maintenance_windows)
+        }
+    };
     (every_read) => {
         $crate::store::not_implemented!(
             pending, load, pending_destinations, ping, recover, open_incidents, incidents,
             incident, incident_deliveries, meta, last_event_id, incident_fingerprints,
             incident_on_call, storm, relay_clock, ack_key, meta_int, watched_receipts, sent_to,
+            maintenance_windows,
         );
     };
     ($($name:ident),+ $(,)?) => {
@@ -783,6 +795,7 @@ pub(crate) mod tests {
             meta_int,
             watched_receipts,
             sent_to,
+            maintenance_windows,
         );
     }
 
@@ -978,6 +991,7 @@ pub(crate) mod tests {
             meta_int,
             watched_receipts,
             sent_to,
+            maintenance_windows,
         );
     }
 

@@ -233,8 +233,22 @@ pub(super) fn name_incident(incident: &mut Incident, alert_json: &str) {
         let m = crate::render::Message::new(&e);
         incident.alertname = m.alertname;
         incident.summary = m.summary;
+        incident.labels = e.labels;
     }
 }
+
+/// The matchers of a stored maintenance window (written by [`crate::model::maintenance`], so
+/// they parse unless the row was changed by hand).
+pub(super) fn stored_matchers(
+    id: i64,
+    text: &str,
+) -> Result<Vec<crate::matcher::Matcher>, super::StoreError> {
+    crate::model::maintenance::parse_matchers(text)
+        .map_err(|e| super::StoreError::Corrupt(format!("maintenance window {id}: {e}")))
+}
+
+/// Windows the store lists: in force or to come, and those over for less than this (ms).
+pub(super) const WINDOWS_KEPT_MS: i64 = crate::model::maintenance::WEEK_MS;
 
 #[cfg(test)]
 mod tests {

@@ -14,6 +14,7 @@
 //! (a webhook answers 5xx and Alertmanager retries it).
 
 pub mod lease;
+mod maintenance;
 pub mod notify;
 mod read;
 mod schema;
@@ -473,6 +474,12 @@ impl Backend for Postgres {
 
     fn sent_to(&mut self, destination: &str, target: AckTarget) -> Result<bool, StoreError> {
         read::sent_to(&mut self.client, destination, target)
+    }
+
+    fn maintenance_windows(
+        &mut self,
+    ) -> Result<Vec<crate::model::maintenance::Window>, StoreError> {
+        maintenance::windows(&mut self.client, self.clock.now_millis())
     }
 }
 

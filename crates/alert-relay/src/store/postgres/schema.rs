@@ -127,6 +127,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
         since  BIGINT NOT NULL
      );
      INSERT INTO leader (id, epoch, holder, since) VALUES (1, 0, '', 0);",
+    // 4: maintenance windows, and the window holding an incident (`maintenance.rs`).
+    super::maintenance::MIGRATION,
 ];
 
 pub(super) fn known() -> i64 {
