@@ -343,6 +343,7 @@ impl Deadman {
             group_resolved: false,
             on_call: std::collections::BTreeMap::new(),
             no_resolved: Arc::clone(no_resolved),
+            maintenance: None,
         }
     }
 

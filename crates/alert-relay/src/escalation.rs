@@ -26,7 +26,9 @@ use tokio::time::Instant;
 use crate::config::Until;
 use crate::delivery::Engine;
 use crate::live::Live;
+use crate::maintenance::Maintenance;
 use crate::metrics::PolicyLabel;
+use crate::model::maintenance::MaintenanceWrite;
 use crate::model::storm::{StormWrite, StormWritten};
 use crate::routing;
 use crate::store::{
@@ -46,6 +48,8 @@ struct Clock {
     state: IncidentState,
     /// Whether the escalation time runs in `Acked` (`until: resolved`).
     runs_when_acked: bool,
+    /// A maintenance window holds the incident: neither clock runs.
+    held: bool,
 }
 
 impl Clock {
@@ -56,12 +60,25 @@ impl Clock {
             since: Instant::now(),
             state: i.state,
             runs_when_acked,
+            held: false,
         }
     }
 
     fn running(&self) -> bool {
-        self.state == IncidentState::Open
-            || (self.state == IncidentState::Acked && self.runs_when_acked)
+        !self.held
+            && (self.state == IncidentState::Open
+                || (self.state == IncidentState::Acked && self.runs_when_acked))
+    }
+
+    /// Stops (or starts again) both clocks for a maintenance window.
+    fn hold(&mut self, held: bool) {
+        if self.held != held {
+            let (elapsed, acked) = (self.elapsed(), self.acked());
+            self.held = held;
+            self.elapsed = elapsed;
+            self.acked = acked;
+            self.since = Instant::now();
+        }
     }
 
     fn elapsed(&self) -> Duration {
@@ -73,7 +90,9 @@ impl Clock {
     }
 
     fn acked(&self) -> Duration {
-        if self.state == IncidentState::Acked {
+        if self.state == IncidentState::Acked && self.held {
+            self.acked
+        } else if self.state == IncidentState::Acked {
             self.acked + self.since.elapsed()
         } else {
             Duration::ZERO
@@ -120,16 +139,30 @@ pub struct Escalator {
     store: Store,
     engine: Arc<Engine>,
     live: Arc<Live>,
+    maintenance: Arc<Maintenance>,
     clocks: Mutex<HashMap<i64, Clock>>,
     wake: Notify,
 }
 
 impl Escalator {
+    /// An escalator without maintenance windows (tests of other services).
     pub fn new(store: Store, engine: Arc<Engine>, live: Arc<Live>) -> Arc<Self> {
+        let maintenance = Maintenance::unloaded(store.clone(), Arc::clone(&live));
+        Self::with_maintenance(store, engine, live, maintenance)
+    }
+
+    /// An escalator that holds the incidents `maintenance`'s windows hold.
+    pub fn with_maintenance(
+        store: Store,
+        engine: Arc<Engine>,
+        live: Arc<Live>,
+        maintenance: Arc<Maintenance>,
+    ) -> Arc<Self> {
         Arc::new(Escalator {
             store,
             engine,
             live,
+            maintenance,
             clocks: Mutex::new(HashMap::new()),
             wake: Notify::new(),
         })
@@ -244,6 +277,10 @@ impl Escalator {
                 let e = clock.elapsed();
                 clock.rebase(inc.state, e);
             }
+            if let Some(left) = self.maintained(&inc, clock).await? {
+                wait = wait.min(left);
+                continue;
+            }
             if inc.state == IncidentState::Acked
                 && let Some(timeout) = policy.ack_timeout
             {
@@ -328,6 +365,54 @@ impl Escalator {
             wait = Duration::ZERO;
         }
         Ok(wait)
+    }
+
+    /// Holds or releases `inc` for maintenance windows: an incident opened in a window (held
+    /// since intake) stays held while it is in force and is released once it is over (its
+    /// next step, the first, is then due); one escalating when a matching window begins is
+    /// held from then on. Returns how long until it should be looked at again while held,
+    /// `None` when it escalates.
+    async fn maintained(
+        &self,
+        inc: &Incident,
+        clock: &mut Clock,
+    ) -> Result<Option<Duration>, StoreError> {
+        let now = self.live.clock.now_millis();
+        let holding = match inc.maintenance {
+            Some(window) if self.maintenance.is_active(window, now) => Some(window),
+            Some(window) => {
+                let release = MaintenanceWrite::Release { window };
+                self.store.write(Write::Maintenance(release)).await?;
+                tracing::info!(
+                    incident = inc.id,
+                    window,
+                    "maintenance window over: the incident escalates"
+                );
+                None
+            }
+            None => match self.maintenance.holding(&inc.labels, now) {
+                Some(window) => {
+                    let hold = MaintenanceWrite::Hold {
+                        incident: inc.id,
+                        window,
+                    };
+                    self.store.write(Write::Maintenance(hold)).await?;
+                    tracing::info!(
+                        incident = inc.id,
+                        window,
+                        "maintenance window holds the incident"
+                    );
+                    Some(window)
+                }
+                None => None,
+            },
+        };
+        clock.hold(holding.is_some());
+        Ok(holding.map(|w| {
+            self.maintenance
+                .time_left(w, now)
+                .max(Duration::from_millis(1))
+        }))
     }
 
     fn enqueue(&self, deliveries: &[(String, i64, i64)]) {
@@ -663,6 +748,7 @@ mod tests {
                     group_resolved: false,
                     on_call: Default::default(),
                     no_resolved: Default::default(),
+                    maintenance: None,
                 }])
                 .await
                 .expect("ingest");
@@ -685,6 +771,7 @@ mod tests {
                     group_resolved: true,
                     on_call: Default::default(),
                     no_resolved: Default::default(),
+                    maintenance: None,
                 }])
                 .await
                 .expect("ingest");

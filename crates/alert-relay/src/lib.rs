@@ -17,6 +17,7 @@ pub mod http;
 pub mod inbound;
 pub mod leader;
 pub mod live;
+pub mod maintenance;
 pub mod matcher;
 pub mod metrics;
 pub mod model;

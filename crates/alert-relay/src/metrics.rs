@@ -110,6 +110,56 @@ pub trait QueueStats: Send + Sync + std::fmt::Debug {
     fn queues(&self) -> Vec<(ChannelLabels, usize, Duration)>;
 }
 
+/// What maintenance windows report at scrape time.
+pub trait MaintenanceStats: Send + Sync + std::fmt::Debug {
+    /// (windows in force now, (window id, firing alerts it suppressed) of every listed window).
+    fn maintenance(&self) -> (usize, Vec<(i64, i64)>);
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WindowLabel {
+    window: String,
+}
+
+/// The maintenance service, once it exists (weak: it holds the store, whose DB thread holds
+/// these metrics).
+type MaintenanceSlot = Arc<Mutex<Option<std::sync::Weak<dyn MaintenanceStats>>>>;
+
+/// Maintenance windows at scrape time: the suppressed counts are the stored ones (right across
+/// restarts and instances); a window no longer listed has no series.
+#[derive(Debug)]
+struct MaintenanceCollector(MaintenanceSlot);
+
+impl Collector for MaintenanceCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let stats = (self.0.lock().unwrap_or_else(PoisonError::into_inner))
+            .as_ref()
+            .and_then(std::sync::Weak::upgrade);
+        let (active, windows) = stats.map(|s| s.maintenance()).unwrap_or_default();
+        let gauge = encoder.encode_descriptor(
+            "alert_relay_maintenance_windows_active",
+            "Maintenance windows in force now",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(i64::try_from(active).unwrap_or(i64::MAX)).encode(gauge)?;
+        let mut suppressed = encoder.encode_descriptor(
+            "alert_relay_maintenance_suppressed",
+            "Firing alerts a maintenance window kept from paging, per window",
+            None,
+            MetricType::Counter,
+        )?;
+        for (id, n) in windows {
+            let labels = WindowLabel {
+                window: id.to_string(),
+            };
+            ConstCounter::new(u64::try_from(n).unwrap_or(0))
+                .encode(suppressed.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     pub webhooks: Family<StatusLabel, Counter>,
@@ -147,6 +197,7 @@ pub struct Metrics {
     pub escalation_steps: Family<PolicyLabel, Counter>,
     /// Every (policy, state) `incidents` has shown, so one that empties reads 0, not absent.
     incidents_seen: Mutex<std::collections::BTreeSet<IncidentLabels>>,
+    maintenance: MaintenanceSlot,
     registry: Mutex<Registry>,
 }
 
@@ -201,6 +252,7 @@ impl Metrics {
         register_build_info(&mut registry);
         let slot = QueueSlot(Arc::new(Mutex::new(None)));
         registry.register_collector(Box::new(QueueCollector(Arc::clone(&slot.0))));
+        registry.register_collector(Box::new(MaintenanceCollector(Arc::clone(&m.maintenance))));
         registry.register_collector(Box::new(ProcessCollector));
         *m.registry.lock().unwrap_or_else(PoisonError::into_inner) = registry;
         (Arc::new(m), slot)
@@ -246,6 +298,7 @@ impl Metrics {
             incidents: Family::default(),
             escalation_steps: Family::default(),
             incidents_seen: Mutex::default(),
+            maintenance: Arc::default(),
             registry: Mutex::new(Registry::default()),
         }
     }
@@ -436,6 +489,14 @@ impl Metrics {
             self.incidents.get_or_create(&labels).set(n);
             seen.insert(labels);
         }
+    }
+
+    /// Where the maintenance windows' gauge and counters are read from at scrape time.
+    pub fn watch_maintenance(&self, stats: &Arc<dyn MaintenanceStats>) {
+        *self
+            .maintenance
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Arc::downgrade(stats));
     }
 
     pub fn encode(&self) -> String {

@@ -446,6 +446,7 @@ mod tests {
                     group_resolved: false,
                     on_call: std::collections::BTreeMap::new(),
                     no_resolved: Default::default(),
+                    maintenance: None,
                 }])
                 .await
                 .expect("ingest");

@@ -18,7 +18,8 @@ use crate::escalation::Escalator;
 use crate::http::{self, App};
 use crate::leader::{self, Leadership, Role};
 use crate::live::Live;
-use crate::metrics::{CommitMetrics, Metrics, QueueSlot, QueueStats};
+use crate::maintenance::Maintenance;
+use crate::metrics::{CommitMetrics, MaintenanceStats, Metrics, QueueSlot, QueueStats};
 use crate::relay_clock::RelayClock;
 use crate::render::ack::Signer;
 use crate::resync::Resync;
@@ -124,6 +125,9 @@ pub struct Services {
     pollers: Arc<ack::Pollers>,
     deadman: Arc<Deadman>,
     resync: Arc<Resync>,
+    maintenance: Arc<Maintenance>,
+    /// On a shared database: reads the maintenance windows again (`Maintenance::run`).
+    maintenance_refresh: Option<JoinHandle<()>>,
     ack_key: Vec<u8>,
     clock: Arc<RelayClock>,
     /// This instance's fencing number while it leads, 0 while it follows.
@@ -161,6 +165,7 @@ impl Services {
             StorageBackend::Sqlite(_) => store,
             StorageBackend::Postgres(_) => store.fenced(Arc::clone(&fence)),
         };
+        let store_is_shared = store.is_shared();
         let ack_key = store.read(|b| b.ack_key()).await?;
         let clock = Arc::new(RelayClock::new(store.read(|b| b.relay_clock()).await?));
         let configured = config.destinations();
@@ -175,7 +180,14 @@ impl Services {
         });
         queue_slot.set(Arc::clone(&engine) as Arc<dyn QueueStats>);
         warn_of_unconfigured(&store, &configured).await?;
-        let escalator = Escalator::new(store.clone(), Arc::clone(&engine), Arc::clone(&live));
+        let maintenance = Maintenance::start(store.clone(), Arc::clone(&live)).await?;
+        metrics.watch_maintenance(&(Arc::clone(&maintenance) as Arc<dyn MaintenanceStats>));
+        let escalator = Escalator::with_maintenance(
+            store.clone(),
+            Arc::clone(&engine),
+            Arc::clone(&live),
+            Arc::clone(&maintenance),
+        );
         let storms = Storms::new(
             store.clone(),
             Arc::clone(&engine),
@@ -218,6 +230,9 @@ impl Services {
             pollers,
             deadman,
             resync,
+            maintenance_refresh: store_is_shared
+                .then(|| tokio::spawn(Arc::clone(&maintenance).run())),
+            maintenance,
             ack_key,
             clock,
             fence,
@@ -328,6 +343,7 @@ impl Services {
             escalator: Arc::clone(&self.escalator),
             deadman: Arc::clone(&self.deadman),
             storms: Arc::clone(&self.storms),
+            maintenance: Arc::clone(&self.maintenance),
             signer: Signer::new(self.ack_key.clone(), None),
         })
     }
@@ -381,6 +397,11 @@ impl Services {
         })
         .await;
         step("watchdog", stop(watchdog.into_iter().collect())).await;
+        step(
+            "maintenance windows",
+            stop(self.maintenance_refresh.into_iter().collect()),
+        )
+        .await;
         self.queue_slot.clear();
         let db_threads = self.db_threads;
         // The DB threads end once the last store handle is gone (every service holds one);
@@ -394,6 +415,7 @@ impl Services {
             self.pollers,
             self.deadman,
             self.resync,
+            self.maintenance,
         ));
         step("storage", async {
             let _ = tokio::task::spawn_blocking(move || db_threads.join()).await;

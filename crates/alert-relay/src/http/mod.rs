@@ -52,6 +52,8 @@ pub struct App {
     /// Takes the heartbeats (`deadman.match`) out of webhooks.
     pub deadman: Arc<crate::deadman::Deadman>,
     pub storms: Arc<crate::storm::Storms>,
+    /// Maintenance windows: intake asks which holds an alert; the API creates and ends them.
+    pub maintenance: Arc<crate::maintenance::Maintenance>,
     /// Verifies acknowledgement links (the links themselves are made by the engine).
     pub signer: Signer,
 }
@@ -313,6 +315,10 @@ mod tests {
             ),
             escalator,
             deadman,
+            maintenance: crate::maintenance::Maintenance::unloaded(
+                store.clone(),
+                Arc::clone(&live),
+            ),
             signer: Signer::new(vec![1; 32], None),
         });
         let serving = serve(app, Arc::new(WebConfig::disabled()))

@@ -152,6 +152,7 @@ impl App {
             });
         // Heartbeats are consumed: never stored as alerts, routed or delivered.
         let now = self.live.clock.now();
+        let now_ms = self.live.clock.now_millis();
         let no_resolved = Arc::new(config.no_resolved());
         for event in events {
             let (targets, routes) = match (
@@ -169,12 +170,13 @@ impl App {
                 }
             };
             routed.push(RoutedEvent {
-                event,
                 destinations: targets.destinations,
                 routes,
                 group_resolved,
                 on_call: targets.on_call,
                 no_resolved: Arc::clone(&no_resolved),
+                maintenance: self.maintenance.holding(&event.labels, now_ms),
+                event,
             });
         }
         Ok(Routed {
@@ -298,7 +300,12 @@ impl App {
     async fn deliver(&self, outcome: &IngestOutcome) {
         // Storm control replaces some first-step deliveries by summaries; if it fails,
         // every delivery goes out as it would without it.
-        let collapsed = match self.storms.opened(&outcome.opened).await {
+        // Incidents a maintenance window holds page nobody yet: they count toward no storm.
+        let paging: Vec<i64> = (outcome.opened.iter())
+            .filter(|id| !outcome.held.contains(id))
+            .copied()
+            .collect();
+        let collapsed = match self.storms.opened(&paging).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!("storm control failed; sending every message: {e}");
@@ -312,6 +319,12 @@ impl App {
         }
         if !outcome.opened.is_empty() || outcome.resolved > 0 {
             self.escalator.wake();
+        }
+        // The windows' suppressed counts (metrics, pages) are the stored ones.
+        if outcome.suppressed > 0
+            && let Err(e) = self.maintenance.refresh().await
+        {
+            tracing::warn!("cannot read the maintenance windows: {e}");
         }
     }
 }

@@ -4,5 +4,6 @@
 
 pub mod budget;
 pub mod console;
+pub mod maintenance;
 pub mod record;
 pub mod storm;

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::model::console::{ConsoleWrite, ConsoleWritten};
+use crate::model::maintenance::{MaintenanceWrite, MaintenanceWritten};
 use crate::model::storm::{StormWrite, StormWritten};
 use crate::payload::{AlertEvent, Labels};
 
@@ -30,6 +31,10 @@ pub struct RoutedEvent {
     /// Destinations that take no RESOLVED messages (`send_resolved: false`): a resolved event
     /// creates no delivery there, wherever its firing event went.
     pub no_resolved: Arc<BTreeSet<String>>,
+    /// The maintenance window in force whose matchers match the event's labels: a firing
+    /// event is stored but pages nobody (the incident it opens waits for the window's end),
+    /// a resolved one sends no RESOLVED message.
+    pub maintenance: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,10 +93,13 @@ pub struct Incident {
     pub resolved_by: Option<String>,
     pub alertname: String,
     pub summary: String,
-    /// The labels of the incident's first alert.
+    /// The labels of the incident's first alert (filters, pages, maintenance windows).
     pub labels: Labels,
     /// The storm this incident belongs to (storm control), if any.
     pub storm: Option<i64>,
+    /// The maintenance window holding this incident: it pages nobody until the window ends.
+    /// Kept on an incident resolved while held (it never paged).
+    pub maintenance: Option<i64>,
 }
 
 /// A Pushover emergency receipt not yet finished (acknowledged, cancelled, expired), as found
@@ -186,6 +194,10 @@ pub struct IngestOutcome {
     pub resolved: usize,
     /// Their numbers.
     pub closed: Vec<i64>,
+    /// Incidents of `opened` that a maintenance window holds (they page nobody yet).
+    pub held: Vec<i64>,
+    /// Firing events a maintenance window kept from paging.
+    pub suppressed: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -359,6 +371,8 @@ pub enum Write {
     },
     /// Storm control and budgets (`crate::storm`, the delivery engine's budget check).
     Storm(StormWrite),
+    /// Maintenance windows and the incidents they hold (`crate::maintenance`).
+    Maintenance(MaintenanceWrite),
     /// Remembers the `MessageSid` of a signed inbound SMS (kept for `storage.retention`, at
     /// least a day): a replay of a captured request is recognised. Answers
     /// `Written::FirstTime` (false: seen before).
@@ -405,6 +419,7 @@ impl Write {
             Write::SetMeta { .. } => "set_meta",
             Write::ResolveStale { .. } => "resolve_stale",
             Write::Storm(_) => "storm",
+            Write::Maintenance(_) => "maintenance",
             Write::InboundSid { .. } => "inbound_sid",
             Write::CallOutcome { .. } => "call_outcome",
             Write::Heartbeat(_) => "heartbeat",
@@ -431,6 +446,11 @@ impl Write {
             | Write::ResolveStale { .. } => true,
             Write::FireStep { reopen, .. } => !reopen,
             Write::Storm(s) => !matches!(s, S::Opened { .. }),
+            // The escalator's: what it holds and releases.
+            Write::Maintenance(m) => matches!(
+                m,
+                MaintenanceWrite::Hold { .. } | MaintenanceWrite::Release { .. }
+            ),
             Write::Ingest(_)
             | Write::Transition { .. }
             | Write::AckAll { .. }
@@ -471,6 +491,7 @@ impl Written {
             | Written::Pruned(_)
             | Written::Checkpointed
             | Written::FirstTime(_)
+            | Written::Maintenance(_)
             | Written::Heartbeat(_) => Vec::new(),
         }
     }
@@ -488,6 +509,7 @@ pub enum Written {
     /// (incident, what its ack did) for [`Write::AckAll`].
     TransitionedAll(Vec<(i64, Transitioned)>),
     Storm(StormWritten),
+    Maintenance(MaintenanceWritten),
     FirstTime(bool),
     Heartbeat(Heartbeat),
     Console(ConsoleWritten),

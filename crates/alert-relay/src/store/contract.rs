@@ -57,6 +57,9 @@ macro_rules! backend_contract {
                 console_dead_letters_are_retried_once,
                 console_sessions_open_expire_and_close,
                 console_prune_drops_actions_of_pruned_incidents_and_expired_sessions,
+                maintenance_windows_are_created_listed_and_ended,
+                maintenance_holds_at_intake_and_releases,
+                maintenance_holds_an_escalating_incident,
             );
         }
     };
@@ -93,6 +96,7 @@ pub(crate) fn routed(e: AlertEvent, dests: &[&str]) -> RoutedEvent {
         group_resolved: false,
         on_call: Default::default(),
         no_resolved: Default::default(),
+        maintenance: None,
     }
 }
 
@@ -1602,4 +1606,236 @@ pub(crate) fn console_prune_drops_actions_of_pruned_incidents_and_expired_sessio
             .expect("read")
             .is_none()
     );
+}
+
+fn new_window(starts_ms: i64, ends_ms: i64, weekly: bool) -> crate::model::maintenance::NewWindow {
+    use crate::model::maintenance::{NewWindow, matchers_text, parse_matchers};
+    let matchers = parse_matchers(r#"{site="a", severity=~"warn.*"}"#).expect("matchers");
+    NewWindow {
+        matchers_text: matchers_text(&matchers),
+        matchers,
+        starts_ms,
+        ends_ms,
+        weekly,
+        reason: "power work".into(),
+        author: "alice".into(),
+    }
+}
+
+fn maintain(
+    db: &mut dyn Backend,
+    w: crate::model::maintenance::MaintenanceWrite,
+) -> crate::model::maintenance::MaintenanceWritten {
+    match write(db, Write::Maintenance(w)) {
+        Written::Maintenance(m) => m,
+        other => panic!("not a maintenance write: {other:?}"),
+    }
+}
+
+fn create_window(db: &mut dyn Backend, starts_ms: i64, ends_ms: i64, weekly: bool) -> i64 {
+    use crate::model::maintenance::{MaintenanceWrite as M, MaintenanceWritten as W};
+    match maintain(db, M::Create(new_window(starts_ms, ends_ms, weekly))) {
+        W::Created(id) => id,
+        other => panic!("not created: {other:?}"),
+    }
+}
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// Windows are stored as given, listed while in force, to come or over for less than a week,
+/// and ended by hand once.
+pub(crate) fn maintenance_windows_are_created_listed_and_ended(db: &mut dyn Backend) {
+    use crate::model::maintenance::{MaintenanceWrite as M, MaintenanceWritten as W, WEEK_MS};
+    let now = crate::time::now_millis();
+    let current = create_window(db, now - HOUR_MS, now + HOUR_MS, false);
+    let weekly_old = create_window(db, now - 30 * WEEK_MS, now - 30 * WEEK_MS + HOUR_MS, true);
+    let long_over = create_window(db, now - 3 * WEEK_MS, now - 2 * WEEK_MS, false);
+    let recently_over = create_window(db, now - 3 * HOUR_MS, now - 2 * HOUR_MS, false);
+    let future = create_window(db, now + WEEK_MS, now + WEEK_MS + HOUR_MS, false);
+    let listed = db.maintenance_windows().expect("list");
+    let ids: Vec<i64> = listed.iter().map(|w| w.id).collect();
+    assert_eq!(ids, [current, weekly_old, recently_over, future]);
+    assert!(!ids.contains(&long_over));
+    let w = &listed[0];
+    assert_eq!(w.matchers_text, r#"{site="a", severity=~"warn.*"}"#);
+    assert_eq!(w.matchers.len(), 2);
+    assert_eq!((w.starts_ms, w.ends_ms), (now - HOUR_MS, now + HOUR_MS));
+    assert_eq!(
+        (w.reason.as_str(), w.author.as_str()),
+        ("power work", "alice")
+    );
+    assert!(!w.weekly && listed[1].weekly);
+    assert!(w.created_ms > 0);
+    assert_eq!((w.ended_ms, w.suppressed), (None, 0));
+    assert!(w.active_at(now));
+
+    // Ending: once, and not a window already over.
+    let end = |id, at| M::End {
+        id,
+        by: "bob".into(),
+        at,
+    };
+    assert_eq!(
+        maintain(db, end(current, now)),
+        W::Ended {
+            found: true,
+            released: Vec::new()
+        }
+    );
+    assert!(matches!(
+        maintain(db, end(current, now)),
+        W::Ended { found: false, .. }
+    ));
+    assert!(matches!(
+        maintain(db, end(recently_over, now)),
+        W::Ended { found: false, .. }
+    ));
+    assert!(matches!(
+        maintain(db, end(999, now)),
+        W::Ended { found: false, .. }
+    ));
+    // A weekly window ends for good; a window to come is cancelled.
+    assert!(matches!(
+        maintain(db, end(weekly_old, now)),
+        W::Ended { found: true, .. }
+    ));
+    assert!(matches!(
+        maintain(db, end(future, now)),
+        W::Ended { found: true, .. }
+    ));
+    let listed = db.maintenance_windows().expect("list");
+    let ended = listed
+        .iter()
+        .find(|w| w.id == current)
+        .expect("still listed");
+    assert_eq!(
+        (ended.ended_ms, ended.ended_by.as_deref()),
+        (Some(now), Some("bob"))
+    );
+    assert!(!ended.active_at(now));
+    assert!(listed.iter().all(|w| !w.active_at(now + WEEK_MS)));
+}
+
+/// A firing event in maintenance is stored, opens a held incident whose first step is still
+/// to send, creates no delivery and counts for its window; its resolved event sends nothing.
+/// Releasing makes the incident's first step due; a resolved incident keeps the mark.
+pub(crate) fn maintenance_holds_at_intake_and_releases(db: &mut dyn Backend) {
+    use crate::model::maintenance::{MaintenanceWrite as M, MaintenanceWritten as W};
+    let now = crate::time::now_millis();
+    let window = create_window(db, now - HOUR_MS, now + HOUR_MS, false);
+    let held_event = |fp: &str, group: &str, status| {
+        let mut e = with_route(routed(event(fp, status, 1), &["sms"]));
+        e.event.group_key = group.into();
+        e.maintenance = Some(window);
+        e
+    };
+    let o = ingest_one(db, vec![held_event("f1", "g1", Status::Firing)]);
+    assert_eq!((o.accepted, o.suppressed), (1, 1));
+    assert!(o.deliveries.is_empty());
+    assert_eq!(o.held, o.opened);
+    let first = o.opened[0];
+    let i = db.incident(first).expect("read").expect("incident");
+    assert_eq!((i.maintenance, i.next_step), (Some(window), 0));
+    assert_eq!(i.labels.get("alertname").map(String::as_str), Some("A"));
+    // A repeat is a duplicate: not counted again. Another alert of the group is.
+    let o = ingest_one(db, vec![held_event("f1", "g1", Status::Firing)]);
+    assert_eq!((o.duplicates, o.suppressed), (1, 0));
+    let o = ingest_one(db, vec![held_event("f2", "g1", Status::Firing)]);
+    assert_eq!((o.suppressed, o.joined.clone()), (1, vec![first]));
+    assert!(o.deliveries.is_empty());
+    let counted = db.maintenance_windows().expect("list");
+    assert_eq!(counted[0].suppressed, 2);
+    // Outside maintenance: pages as usual, and an incident opened normally.
+    let mut free = with_route(routed(event("f9", Status::Firing, 1), &["sms"]));
+    free.event.group_key = "g9".into();
+    let o = ingest_one(db, vec![free]);
+    assert_eq!((o.deliveries.len(), o.suppressed), (1, 0));
+    assert!(o.held.is_empty());
+    let normal = db.incident(o.opened[0]).expect("read").expect("incident");
+    assert_eq!((normal.maintenance, normal.next_step), (None, 1));
+    // The resolved event of an alert of a held incident sends nothing, even once out of
+    // maintenance (its group's incident is held).
+    let mut resolved = held_event("f2", "g1", Status::Resolved);
+    resolved.maintenance = None;
+    let o = ingest_one(db, vec![resolved]);
+    assert_eq!((o.accepted, o.deliveries.len()), (1, 0));
+
+    // A second held incident, resolved by Alertmanager while held.
+    let mut gone = held_event("f3", "g3", Status::Firing);
+    let other = ingest_one(db, vec![gone.clone()]).opened[0];
+    gone.event.status = Status::Resolved;
+    gone.group_resolved = true;
+    let o = ingest_one(db, vec![gone]);
+    assert_eq!((o.closed.clone(), o.deliveries.len()), (vec![other], 0));
+
+    // Release: the open incident escalates from its first step; the resolved one keeps the mark.
+    assert_eq!(maintain(db, M::Release { window }), W::Changed(vec![first]));
+    assert_eq!(maintain(db, M::Release { window }), W::Changed(Vec::new()));
+    let i = db.incident(first).expect("read").expect("incident");
+    assert_eq!((i.maintenance, i.next_step), (None, 0));
+    let kept = db.incident(other).expect("read").expect("incident");
+    assert_eq!(kept.maintenance, Some(window));
+    let fired = write(
+        db,
+        Write::FireStep {
+            id: first,
+            expected_step: 0,
+            step: 0,
+            elapsed_ms: 0,
+            destinations: vec!["sms".into()],
+            on_call: BTreeMap::new(),
+            allow_acked: false,
+            reopen: false,
+            by: None,
+        },
+    );
+    assert!(matches!(fired, Written::Fired(d) if d.len() == 1));
+}
+
+/// The escalator holds an incident that was escalating when a window began; ending the window
+/// by hand releases it in the same transaction.
+pub(crate) fn maintenance_holds_an_escalating_incident(db: &mut dyn Backend) {
+    use crate::model::maintenance::{MaintenanceWrite as M, MaintenanceWritten as W};
+    let now = crate::time::now_millis();
+    let window = create_window(db, now - HOUR_MS, now + HOUR_MS, true);
+    let id = open_incident(db, "g1", &["a"]).opened[0];
+    let hold = || M::Hold {
+        incident: id,
+        window,
+    };
+    assert_eq!(maintain(db, hold()), W::Changed(vec![id]));
+    // Held already: nothing changes.
+    assert_eq!(maintain(db, hold()), W::Changed(Vec::new()));
+    let i = db.incident(id).expect("read").expect("incident");
+    assert_eq!((i.maintenance, i.next_step), (Some(window), 1));
+    let ended = maintain(
+        db,
+        M::End {
+            id: window,
+            by: "bob".into(),
+            at: now,
+        },
+    );
+    assert_eq!(
+        ended,
+        W::Ended {
+            found: true,
+            released: vec![id]
+        }
+    );
+    assert_eq!(
+        db.incident(id)
+            .expect("read")
+            .expect("incident")
+            .maintenance,
+        None
+    );
+    // A resolved incident is never held.
+    transition(db, id, Action::Resolve);
+    let other = create_window(db, now - HOUR_MS, now + HOUR_MS, false);
+    let late = M::Hold {
+        incident: id,
+        window: other,
+    };
+    assert_eq!(maintain(db, late), W::Changed(Vec::new()));
 }

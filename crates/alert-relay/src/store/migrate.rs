@@ -2,7 +2,7 @@
 //! empty PostgreSQL database, table by table, ids kept (incident #12 stays #12, so ack links
 //! and `ACK 12` replies already sent keep working), in one PostgreSQL transaction.
 //!
-//! Every table of SQLite's schema (`sqlite.rs` migrations 1–8, `storm_sql.rs`) is copied:
+//! Every table of SQLite's schema (`sqlite.rs` migrations 1–10, `storm_sql.rs`, `console_sql.rs`, `maintenance_sql.rs`) is copied:
 //! [`TABLES`] column for column, and `meta` apart, because SQLite keeps both kinds of meta value
 //! in one dynamically typed column where PostgreSQL has `value` (bytes: the ack-link key, the
 //! dead-man state) and `int_value` (Telegram offsets, the relay clock). Not copied: the meta
@@ -39,6 +39,45 @@ use Kind::{Int, Text};
 
 /// Every table but `meta`, with every column of the current SQLite schema.
 pub(crate) const TABLES: &[Table] = &[
+    Table {
+        name: "incident_actions",
+        columns: &[
+            ("id", Int),
+            ("incident_id", Int),
+            ("at_ms", Int),
+            ("action", Text),
+            ("by", Text),
+        ],
+        serial: true,
+    },
+    Table {
+        name: "console_sessions",
+        columns: &[
+            ("token_hash", Text),
+            ("user_name", Text),
+            ("csrf", Text),
+            ("created_at", Int),
+            ("expires_at", Int),
+        ],
+        serial: false,
+    },
+    Table {
+        name: "maintenance_windows",
+        columns: &[
+            ("id", Int),
+            ("matchers", Text),
+            ("starts_at", Int),
+            ("ends_at", Int),
+            ("weekly", Int),
+            ("reason", Text),
+            ("author", Text),
+            ("created_at", Int),
+            ("ended_at", Int),
+            ("ended_by", Text),
+            ("suppressed", Int),
+        ],
+        serial: true,
+    },
     Table {
         name: "alert_events",
         columns: &[
@@ -94,6 +133,7 @@ pub(crate) const TABLES: &[Table] = &[
             ("resolved_at", Int),
             ("resolved_by", Text),
             ("updated_at", Int),
+            ("maintenance", Int),
         ],
         serial: true,
     },

@@ -13,6 +13,7 @@ mod console_sql;
 pub(crate) mod contract;
 mod disk;
 mod health;
+mod maintenance_sql;
 pub mod migrate;
 pub mod postgres;
 mod semantics;
@@ -206,6 +207,9 @@ pub trait Backend: Send + 'static {
         token_hash: &str,
         now_ms: i64,
     ) -> Result<Option<ConsoleSession>, StoreError>;
+    /// Maintenance windows in force or to come, and those over for less than 7 days, by id.
+    fn maintenance_windows(&mut self)
+    -> Result<Vec<crate::model::maintenance::Window>, StoreError>;
 }
 
 /// Test doubles: bodies for the [`Backend`] methods a double does not implement, each
@@ -401,12 +405,20 @@ macro_rules! not_implemented {
         );
     };
     // A double that only writes.
+    (maintenance_windows) => {
+        fn maintenance_windows(
+            &mut self,
+        ) -> Result<Vec<$crate::model::maintenance::Window>, $crate::store::StoreError> {
+            $crate::store::not_implemented!(@body maintenance_windows)
+        }
+    };
     (every_read) => {
         $crate::store::not_implemented!(
             pending, load, pending_destinations, ping, recover, open_incidents, incidents,
             incident, incident_deliveries, meta, last_event_id, incident_fingerprints,
             incident_on_call, storm, relay_clock, ack_key, meta_int, watched_receipts, sent_to,
             console_reads,
+            maintenance_windows,
         );
     };
     ($($name:ident),+ $(,)?) => {
@@ -852,6 +864,7 @@ pub(crate) mod tests {
             watched_receipts,
             sent_to,
             console_reads,
+            maintenance_windows,
         );
     }
 
@@ -1048,6 +1061,7 @@ pub(crate) mod tests {
             watched_receipts,
             sent_to,
             console_reads,
+            maintenance_windows,
         );
     }
 

@@ -315,6 +315,18 @@ pub(super) fn incident_page_tail(q: &IncidentQuery, d: Dialect) -> (String, Vec<
     let limit = next(Param::Int(q.limit.max(0)));
     (format!("{filter}ORDER BY i.id DESC LIMIT {limit}"), params)
 }
+/// The matchers of a stored maintenance window (written by [`crate::model::maintenance`], so
+/// they parse unless the row was changed by hand).
+pub(super) fn stored_matchers(
+    id: i64,
+    text: &str,
+) -> Result<Vec<crate::matcher::Matcher>, super::StoreError> {
+    crate::model::maintenance::parse_matchers(text)
+        .map_err(|e| super::StoreError::Corrupt(format!("maintenance window {id}: {e}")))
+}
+
+/// Windows the store lists: in force or to come, and those over for less than this (ms).
+pub(super) const WINDOWS_KEPT_MS: i64 = crate::model::maintenance::WEEK_MS;
 
 #[cfg(test)]
 mod tests {

@@ -7,11 +7,12 @@ use rusqlite::{CachedStatement, Connection, OptionalExtension as _, params};
 
 use super::{
     AckTarget, Action, Attempt, Backend, DeliveryJob, DeliveryState, FiringRef, Incident,
-    IncidentDelivery, IncidentState, IngestOutcome, PendingRef, RouteRef, RoutedEvent, StoreError,
+    IncidentDelivery, IncidentState, IngestOutcome, PendingRef, RoutedEvent, StoreError,
     Transitioned, WatchedReceipt, Write, Written,
 };
 use super::{console_sql, semantics};
 use crate::model::console::action;
+use crate::model::maintenance::Window;
 use crate::payload::{AlertEvent, Status};
 use crate::time::WallClock;
 
@@ -98,6 +99,8 @@ const MIGRATIONS: &[&str] = &[
     // 9: the on-call console: what was done to incidents, sessions, and the indexes of its
     // pages (see `store/console_sql.rs`).
     super::console_sql::MIGRATION,
+    // 10: maintenance windows, and the window holding an incident (see `store/maintenance_sql.rs`).
+    super::maintenance_sql::MIGRATION,
 ];
 
 /// The schema version this build writes (`PRAGMA user_version` of an up-to-date file).
@@ -141,7 +144,7 @@ const EVENT_IN_USE: &str = "(EXISTS (SELECT 1 FROM incidents i WHERE i.event_id 
 const INCIDENT_COLUMNS: &str =
     "i.id, i.group_key, i.route, i.policy, i.state, i.elapsed_ms, i.acked_ms,
     i.next_step, i.opened_at, i.acked_at, i.acked_by, i.resolved_at, i.resolved_by, e.alert,
-    (SELECT m.storm_id FROM storm_members m WHERE m.incident_id = i.id)";
+    (SELECT m.storm_id FROM storm_members m WHERE m.incident_id = i.id), i.maintenance";
 
 fn incident_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Incident, String)> {
     let state: String = r.get(4)?;
@@ -164,6 +167,7 @@ fn incident_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Incident, String)> {
             summary: String::new(),
             labels: crate::payload::Labels::new(),
             storm: r.get(14)?,
+            maintenance: r.get(15)?,
         },
         r.get(13)?,
     ))
@@ -629,6 +633,10 @@ impl Backend for Sqlite {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    fn maintenance_windows(&mut self) -> Result<Vec<Window>, StoreError> {
+        super::maintenance_sql::windows(&self.conn, self.clock.now_millis())
+    }
+
     fn sent_to(&mut self, destination: &str, target: AckTarget) -> Result<bool, StoreError> {
         let (sql, id) = match target {
             AckTarget::Incident(id) => (SENT_INCIDENT, id),
@@ -712,6 +720,9 @@ fn apply(tx: &Connection, w: Write, now: i64) -> Result<Written, StoreError> {
         } => transition(tx, id, &action, &by, elapsed_ms, true, now).map(Written::Transitioned),
         Write::AckAll { incidents, by } => ack_all(tx, incidents, &by, now),
         Write::Storm(w) => super::storm_sql::apply(tx, w, now).map(Written::Storm),
+        Write::Maintenance(w) => {
+            super::maintenance_sql::apply(tx, w, now).map(Written::Maintenance)
+        }
         Write::InboundSid { sid } => remember_sid(tx, &sid, now).map(Written::FirstTime),
         Write::CallOutcome {
             id,
@@ -1103,6 +1114,8 @@ struct IngestSql<'c> {
     open_incident: CachedStatement<'c>,
     set_incident: CachedStatement<'c>,
     incident_destinations: CachedStatement<'c>,
+    group_held: CachedStatement<'c>,
+    count_suppressed: CachedStatement<'c>,
 }
 
 impl<'c> IngestSql<'c> {
@@ -1131,8 +1144,8 @@ impl<'c> IngestSql<'c> {
                 "SELECT id FROM incidents WHERE group_key = ?1 AND route = ?2 AND state != 'resolved'",
             )?,
             open_incident: tx.prepare_cached(
-                "INSERT INTO incidents (group_key, route, policy, event_id, state, opened_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?5)",
+                "INSERT INTO incidents (group_key, route, policy, event_id, state, opened_at, updated_at, maintenance, next_step)
+                 VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?5, ?6, CASE WHEN ?6 IS NULL THEN 1 ELSE 0 END)",
             )?,
             set_incident: tx
                 .prepare_cached("UPDATE deliveries SET incident_id = ?2 WHERE id = ?1")?,
@@ -1140,6 +1153,13 @@ impl<'c> IngestSql<'c> {
                 "SELECT d.destination FROM deliveries d JOIN incidents i ON i.id = d.incident_id
                  WHERE i.group_key = ?1 AND i.state != 'resolved' AND d.notice IS NULL
                  GROUP BY d.destination ORDER BY MIN(d.id)",
+            )?,
+            group_held: tx.prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM incidents WHERE group_key = ?1
+                 AND state != 'resolved' AND maintenance IS NOT NULL)",
+            )?,
+            count_suppressed: tx.prepare_cached(
+                "UPDATE maintenance_windows SET suppressed = suppressed + 1 WHERE id = ?1",
             )?,
         })
     }
@@ -1161,15 +1181,16 @@ impl<'c> IngestSql<'c> {
     }
 
     /// Each route of a firing event joins its group's open incident (pushed to `out.joined`
-    /// once) or opens one (pushed to `out.opened`); the first of them is the incident the
-    /// event's deliveries belong to.
+    /// once) or opens one (pushed to `out.opened`, and to `out.held` when opened in the
+    /// maintenance window `held`); the first of them is the incident the event's deliveries
+    /// belong to.
     fn join_incidents(
         &mut self,
-        e: &AlertEvent,
-        routes: &[RouteRef],
+        routed: &RoutedEvent,
         event_id: i64,
         out: &mut IngestOutcome,
     ) -> Result<Option<i64>, StoreError> {
+        let (e, routes, held) = (&routed.event, &routed.routes, routed.maintenance);
         let mut incident = None;
         for r in routes {
             let existing: Option<i64> = self
@@ -1189,10 +1210,14 @@ impl<'c> IngestSql<'c> {
                         r.route,
                         r.policy,
                         event_id,
-                        self.now
+                        self.now,
+                        held
                     ])?;
                     let id = self.tx.last_insert_rowid();
                     out.opened.push(id);
+                    if held.is_some() {
+                        out.held.push(id);
+                    }
                     id
                 }
             };
@@ -1303,13 +1328,27 @@ fn ingest_event(
     out.accepted += 1;
     // A group Alertmanager resolved opens no incident: this very write closes its incidents.
     let incident = if e.status == Status::Firing && !routed.group_resolved {
-        sql.join_incidents(e, &routed.routes, event_id, out)?
+        sql.join_incidents(&routed, event_id, out)?
     } else {
         None
     };
-    let targets = match e.status {
-        Status::Firing => routed.destinations.into_iter().map(|d| (d, None)).collect(),
-        Status::Resolved => {
+    let targets = match (e.status, routed.maintenance) {
+        // In maintenance: stored, counted, sent nowhere.
+        (Status::Firing, Some(window)) => {
+            sql.count_suppressed.execute([window])?;
+            out.suppressed += 1;
+            Vec::new()
+        }
+        (Status::Firing, None) => routed.destinations.into_iter().map(|d| (d, None)).collect(),
+        (Status::Resolved, Some(_)) => Vec::new(),
+        (Status::Resolved, None)
+            if sql
+                .group_held
+                .query_row([&e.group_key], |r| r.get::<_, bool>(0))? =>
+        {
+            Vec::new()
+        }
+        (Status::Resolved, None) => {
             let mut t = sql.resolved_targets(e, routed.destinations)?;
             t.retain(|(d, _)| !routed.no_resolved.contains(d));
             t

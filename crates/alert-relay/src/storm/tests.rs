@@ -121,6 +121,7 @@ impl Rig {
             .ingest(vec![RoutedEvent {
                 on_call: std::collections::BTreeMap::new(),
                 no_resolved: Default::default(),
+                maintenance: None,
                 event: e,
                 destinations: dests.iter().map(|d| (*d).to_owned()).collect(),
                 routes: vec![RouteRef {
@@ -534,6 +535,7 @@ async fn later_steps_carry_the_incidents_current_alerts() {
             .ingest(vec![RoutedEvent {
                 on_call: std::collections::BTreeMap::new(),
                 no_resolved: Default::default(),
+                maintenance: None,
                 event: e.clone(),
                 destinations: vec!["a".into()],
                 routes: vec![RouteRef {

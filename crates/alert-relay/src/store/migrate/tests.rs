@@ -121,8 +121,13 @@ fn fill(path: &Path) -> Vec<u8> {
              (3, 'f1', 'firing', 10, NULL, 1000, 'g', 'r', '{"x":1}'),
              (9, 'f1', 'resolved', 10, 20, 2000, 'g', 'r', '{"x":2}');
            INSERT INTO incidents (id, group_key, route, policy, event_id, state, elapsed_ms,
-                                  acked_ms, next_step, opened_at, acked_at, acked_by, updated_at)
-             VALUES (12, 'g', 'r0', 'p', 3, 'acked', 5000, 100, 2, 1000, 1500, 'alice', 1500);
+                                  acked_ms, next_step, opened_at, acked_at, acked_by, updated_at,
+                                  maintenance)
+             VALUES (12, 'g', 'r0', 'p', 3, 'acked', 5000, 100, 2, 1000, 1500, 'alice', 1500, 5);
+           INSERT INTO maintenance_windows VALUES
+             (5, '{site="a"}', 1000, 2000, 1, 'power work', 'alice', 900, 1500, 'bob', 3);
+           INSERT INTO incident_actions VALUES (8, 12, 1500, 'acknowledged', 'alice (console)');
+           INSERT INTO console_sessions VALUES ('5e55', 'alice', 'c5rf', 1000, 99999999999999);
            INSERT INTO deliveries (id, event_id, destination, state, attempts, created_at,
                                    next_attempt_at, updated_at, last_error, provider_ref,
                                    firing_delivery, step, incident_id, notice, on_call, storm_id)
@@ -186,6 +191,7 @@ fn every_table_is_copied_with_its_ids_and_the_sequences_continue_above() {
         (Some("alice"), 2, 5000)
     );
     assert_eq!(i.storm, Some(7));
+    assert_eq!(i.maintenance, Some(5));
     let mut client = postgres::Client::connect(&settings.url, postgres::NoTls).expect("client");
     let retrying = client
         .query_one(
@@ -219,6 +225,7 @@ fn every_table_is_copied_with_its_ids_and_the_sequences_continue_above() {
         ("deliveries", 41),
         ("incidents", 12),
         ("storms", 7),
+        ("maintenance_windows", 5),
     ] {
         let next: i64 = client
             .query_one(

@@ -15,6 +15,7 @@
 
 mod console;
 pub mod lease;
+mod maintenance;
 pub mod notify;
 mod read;
 mod schema;
@@ -498,6 +499,12 @@ impl Backend for Postgres {
         now_ms: i64,
     ) -> Result<Option<super::ConsoleSession>, StoreError> {
         console::console_session(&mut self.client, token_hash, now_ms)
+    }
+
+    fn maintenance_windows(
+        &mut self,
+    ) -> Result<Vec<crate::model::maintenance::Window>, StoreError> {
+        maintenance::windows(&mut self.client, self.clock.now_millis())
     }
 }
 

@@ -1,9 +1,10 @@
 //! What a commit tells the other instances (`LISTEN alert_relay`, sent with the commit by
 //! `pg_notify`): the deliveries it created, so the leader's engine queues them at once
 //! wherever the webhook or the acknowledgement arrived, and that incidents changed, so its
-//! escalator looks again, and the dead-man's heartbeats any instance took. A notification is lost when no session listens at the time; the
+//! escalator looks again (a maintenance window ended by hand released incidents too), and the dead-man's heartbeats any instance took. A notification is lost when no session listens at the time; the
 //! leader reloads the pending deliveries whenever it starts listening.
 
+use crate::model::maintenance::MaintenanceWritten;
 use crate::model::record::{Heartbeat, Written};
 use crate::store::StoreError;
 
@@ -39,6 +40,11 @@ pub fn payloads(results: &[Result<Written, StoreError>]) -> Vec<String> {
             lines.push(heartbeat_line(h));
         }
         wake |= matches!(written, Written::Ingested(o) if !o.opened.is_empty())
+            || matches!(
+                written,
+                Written::Maintenance(MaintenanceWritten::Ended { released, .. })
+                    if !released.is_empty()
+            )
             || matches!(
                 written,
                 Written::Transitioned(_) | Written::TransitionedAll(_)

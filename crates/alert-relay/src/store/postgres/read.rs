@@ -30,7 +30,7 @@ const SENT_STORM: &str = "SELECT EXISTS (SELECT 1 FROM deliveries WHERE storm_id
 const INCIDENT_COLUMNS: &str =
     "i.id, i.group_key, i.route, i.policy, i.state, i.elapsed_ms, i.acked_ms,
     i.next_step, i.opened_at, i.acked_at, i.acked_by, i.resolved_at, i.resolved_by, e.alert,
-    (SELECT m.storm_id FROM storm_members m WHERE m.incident_id = i.id)";
+    (SELECT m.storm_id FROM storm_members m WHERE m.incident_id = i.id), i.maintenance";
 
 fn incident_row(r: &postgres::Row) -> Result<Incident, StoreError> {
     let state: String = r.try_get(4)?;
@@ -53,6 +53,7 @@ fn incident_row(r: &postgres::Row) -> Result<Incident, StoreError> {
         summary: String::new(),
         labels: crate::payload::Labels::new(),
         storm: r.try_get(14)?,
+        maintenance: r.try_get(15)?,
     };
     super::super::semantics::name_incident(&mut i, &alert);
     Ok(i)

@@ -130,6 +130,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 4: the on-call console: what was done to incidents, sessions, and the indexes of its
     // pages (see `console.rs`).
     super::console::MIGRATION,
+    // 5: maintenance windows, and the window holding an incident (`maintenance.rs`).
+    super::maintenance::MIGRATION,
 ];
 
 pub(super) fn known() -> i64 {

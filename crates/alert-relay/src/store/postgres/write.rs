@@ -130,6 +130,7 @@ pub(super) fn apply(tx: &mut Tx<'_, '_>, w: Write, now: i64) -> Result<Written, 
             Ok(Written::TransitionedAll(out))
         }
         Write::Storm(w) => super::storm::apply(tx, w, now).map(Written::Storm),
+        Write::Maintenance(w) => super::maintenance::apply(tx, w, now).map(Written::Maintenance),
         Write::Fenced { epoch, write } => {
             // FOR SHARE: a new leader's bump waits for this write's commit, so a late write of
             // the old leader lands before the new one starts, or is refused.
@@ -449,7 +450,7 @@ fn open_or_find_incident(
     tx: &mut Tx<'_, '_>,
     group_key: &str,
     route: &crate::model::record::RouteRef,
-    event_id: i64,
+    (event_id, held): (i64, Option<i64>),
     now: i64,
 ) -> Result<(i64, bool), StoreError> {
     let existing = tx.query_opt(
@@ -460,10 +461,10 @@ fn open_or_find_incident(
         return Ok((row.try_get(0)?, false));
     }
     let opened = tx.query_opt(
-        "INSERT INTO incidents (group_key, route, policy, event_id, state, opened_at, updated_at)
-         VALUES ($1, $2, $3, $4, 'open', $5, $5)
+        "INSERT INTO incidents (group_key, route, policy, event_id, state, opened_at, updated_at, maintenance, next_step)
+         VALUES ($1, $2, $3, $4, 'open', $5, $5, $6, CASE WHEN $6::BIGINT IS NULL THEN 1 ELSE 0 END)
          ON CONFLICT (group_key, route) WHERE state != 'resolved' DO NOTHING RETURNING id",
-        &[&group_key, &route.route, &route.policy, &event_id, &now],
+        &[&group_key, &route.route, &route.policy, &event_id, &now, &held],
     )?;
     if let Some(row) = opened {
         return Ok((row.try_get(0)?, true));
@@ -564,27 +565,25 @@ fn ingest(
         let mut incident: Option<i64> = None;
         if e.status == Status::Firing && !routed.group_resolved {
             for r in &routed.routes {
-                let (id, opened) = open_or_find_incident(tx, &e.group_key, r, event_id, now)?;
+                let (id, opened) = open_or_find_incident(
+                    tx,
+                    &e.group_key,
+                    r,
+                    (event_id, routed.maintenance),
+                    now,
+                )?;
                 if opened {
                     out.opened.push(id);
+                    if routed.maintenance.is_some() {
+                        out.held.push(id);
+                    }
                 } else if !out.joined.contains(&id) && !out.opened.contains(&id) {
                     out.joined.push(id);
                 }
                 incident.get_or_insert(id);
             }
         }
-        let targets = match e.status {
-            Status::Firing => routed
-                .destinations
-                .iter()
-                .map(|d| (d.clone(), None))
-                .collect(),
-            Status::Resolved => {
-                let mut t = resolved_targets(tx, &routed)?;
-                t.retain(|(d, _)| !routed.no_resolved.contains(d));
-                t
-            }
-        };
+        let targets = event_targets(tx, &routed, &mut out)?;
         for (dest, firing_delivery) in targets {
             let who = routed
                 .on_call
@@ -612,4 +611,34 @@ fn ingest(
         out.resolved = out.closed.len();
     }
     Ok(out)
+}
+
+/// Where a new event's messages go (with the firing delivery each follows): a firing event in
+/// maintenance nowhere (counted for its window), a resolved one nowhere while in maintenance
+/// or while its group's incident is held.
+fn event_targets(
+    tx: &mut Tx<'_, '_>,
+    routed: &RoutedEvent,
+    out: &mut IngestOutcome,
+) -> Result<Vec<(String, Option<i64>)>, StoreError> {
+    let e = &routed.event;
+    Ok(match (e.status, routed.maintenance) {
+        (Status::Firing, Some(window)) => {
+            super::maintenance::count_suppressed(tx, window)?;
+            out.suppressed += 1;
+            Vec::new()
+        }
+        (Status::Firing, None) => routed
+            .destinations
+            .iter()
+            .map(|d| (d.clone(), None))
+            .collect(),
+        (Status::Resolved, Some(_)) => Vec::new(),
+        (Status::Resolved, None) if super::maintenance::group_held(tx, &e.group_key)? => Vec::new(),
+        (Status::Resolved, None) => {
+            let mut t = resolved_targets(tx, routed)?;
+            t.retain(|(d, _)| !routed.no_resolved.contains(d));
+            t
+        }
+    })
 }
