@@ -112,10 +112,5 @@ async fn an_ack_link_opened_in_a_browser_shows_the_incident_and_its_button_ackno
             Duration::from_secs(5),
         )
         .await;
-    assert_eq!(
-        phone
-            .execute("return document.querySelectorAll('form').length;", vec![])
-            .await,
-        0
-    );
+    assert_eq!(phone.count("form").await, 0);
 }

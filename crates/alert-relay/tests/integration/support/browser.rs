@@ -1,6 +1,6 @@
 //! Headless Chromium for the console tests: Debian's `chromedriver` on a free loopback port, one
-//! WebDriver session (fantoccini over plain HTTP) at a fixed window size, and the few actions the
-//! tests need. Chromedriver and every Chrome process die with the [`Browser`], on a panic too;
+//! WebDriver session (fantoccini over plain HTTP) with a phone's or a desktop's viewport, and the
+//! few actions the tests need. Chromedriver and every Chrome process die with the [`Browser`], on a panic too;
 //! a watcher shell kills them if the test process itself is killed.
 
 use std::io::{BufRead, BufReader};
@@ -170,29 +170,26 @@ impl Driver {
 /// as root, where Chrome's sandbox refuses to start.
 fn capabilities(binary: &Path, profile: &Path, width: u32, height: u32) -> Capabilities {
     let phone = width < 800;
-    let caps = json!({
-        "browserName": "chrome",
-        "goog:chromeOptions": {
-            "binary": binary,
-            "mobileEmulation": {
-                "deviceMetrics": { "width": width, "height": height, "pixelRatio": 1, "mobile": phone, "touch": phone },
-            },
-            "args": [
-                "--headless=new",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--hide-scrollbars",
-                "--lang=en-US",
-                format!("--window-size={width},{height}"),
-                format!("--user-data-dir={}", profile.display()),
-            ],
+    let mut caps = Capabilities::new();
+    caps.insert("browserName".into(), json!("chrome"));
+    let options = json!({
+        "binary": binary,
+        "mobileEmulation": {
+            "deviceMetrics": { "width": width, "height": height, "pixelRatio": 1, "mobile": phone, "touch": phone },
         },
+        "args": [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--hide-scrollbars",
+            "--lang=en-US",
+            format!("--window-size={width},{height}"),
+            format!("--user-data-dir={}", profile.display()),
+        ],
     });
-    match caps {
-        Value::Object(map) => map,
-        _ => unreachable!("a JSON object literal"),
-    }
+    caps.insert("goog:chromeOptions".into(), options);
+    caps
 }
 
 impl Browser {
@@ -352,34 +349,36 @@ impl Browser {
             .unwrap_or_else(|e| panic!("script failed: {e}\n{script}"))
     }
 
+    /// How many elements match `css` now.
+    pub(crate) async fn count(&self, css: &str) -> usize {
+        self.client
+            .find_all(Locator::Css(css))
+            .await
+            .map(|all| all.len())
+            .unwrap_or_else(|e| panic!("cannot look up {css:?}: {e}"))
+    }
+
     /// Waits until an element matches `css`, or panics after `timeout`.
     pub(crate) async fn wait_for(&self, css: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while self.texts(css).await.is_empty() {
-            if Instant::now() >= deadline {
-                panic!(
-                    "nothing matched {css:?} in {timeout:?}; {}",
-                    self.describe().await
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.wait_for_text(css, "", timeout).await;
     }
 
     /// Waits until an element matching `css` has a text containing `text`, and returns that
     /// element's text; panics after `timeout`. Polls the live page without reloading it, so a
-    /// test sees what the page changed by itself.
+    /// test sees what the page changed by itself; a lookup failing while the page navigates
+    /// or replaces the element is tried again.
     pub(crate) async fn wait_for_text(&self, css: &str, text: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
         loop {
             let texts = self.texts(css).await;
-            if let Some(found) = texts.into_iter().find(|t| t.contains(text)) {
-                return found;
+            if let Ok(texts) = &texts
+                && let Some(found) = texts.iter().find(|t| t.contains(text))
+            {
+                return found.clone();
             }
             if Instant::now() >= deadline {
                 panic!(
-                    "no {css:?} with the text {text:?} in {timeout:?}; the matching elements: {:?}; {}",
-                    self.texts(css).await,
+                    "no {css:?} with the text {text:?} in {timeout:?}; the matching elements: {texts:?}; {}",
                     self.describe().await
                 );
             }
@@ -422,26 +421,27 @@ impl Browser {
         }
     }
 
-    /// The texts of every element matching `css` now. An element the page replaced between
-    /// the lookup and the read is skipped: the next poll sees its successor.
-    async fn texts(&self, css: &str) -> Vec<String> {
-        let elements = self
-            .client
-            .find_all(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("cannot look up {css:?}: {e}"));
-        let mut texts = Vec::new();
+    /// The texts of every element matching `css` now, or why they could not be read (the
+    /// page navigating, an element replaced between the lookup and the read). A selector that
+    /// does not parse panics at once.
+    async fn texts(&self, css: &str) -> Result<Vec<String>, fantoccini::error::CmdError> {
+        let elements = match self.client.find_all(Locator::Css(css)).await {
+            Err(e) if e.is_invalid_selector() => panic!("{css:?} is not a CSS selector: {e}"),
+            found => found?,
+        };
+        let mut texts = Vec::with_capacity(elements.len());
         for element in elements {
-            if let Ok(text) = element.text().await {
-                texts.push(text);
-            }
+            texts.push(element.text().await?);
         }
-        texts
+        Ok(texts)
     }
 
     /// Where the window is and what it shows, for a failure's message.
     async fn describe(&self) -> String {
-        let url = self.client.current_url().await.map(String::from);
+        let url = match self.client.current_url().await {
+            Ok(url) => String::from(url),
+            Err(e) => format!("(no URL: {e})"),
+        };
         let body = self
             .client
             .execute(
@@ -459,7 +459,7 @@ impl Browser {
             body.truncate(cut);
             body.push_str(" [...]");
         }
-        format!("the page {url:?} reads:\n{body}")
+        format!("the page {url} reads:\n{body}")
     }
 }
 
@@ -511,6 +511,27 @@ mod tests {
         );
         browser.click("#status").await;
         assert!(browser.url().await.starts_with("data:text/html"));
+        assert_eq!(browser.count("p").await, 2);
+        // A text that never comes fails the test after the timeout, saying what the page shows.
+        let browser = std::sync::Arc::new(browser);
+        let waiting = std::sync::Arc::clone(&browser);
+        let failed = tokio::spawn(async move {
+            waiting
+                .wait_for_text("#status", "never", Duration::from_millis(300))
+                .await
+        })
+        .await
+        .expect_err("wait_for_text gave up");
+        let message = failed.into_panic();
+        let message = message
+            .downcast_ref::<String>()
+            .expect("a formatted panic message");
+        assert!(
+            message.contains(r##"no "#status" with the text "never" in 300ms; the matching elements: Ok(["changed"])"##)
+                && message.contains("data:text/html")
+                && message.contains("reads:\nQuery \n\nchanged\n\nready"),
+            "{message}"
+        );
     }
 
     /// Whether process `pid` is gone (or a zombie, dead and waiting to be reaped).
