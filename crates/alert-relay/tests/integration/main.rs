@@ -1,8 +1,9 @@
 //! Integration tests: the real `alert-relay` binary on loopback, fed webhooks directly and by
-//! the real Alertmanager, delivering to loopback fake providers.
+//! the real Alertmanager, delivering to loopback fake providers; its pages in headless Chromium.
 
 mod acks;
 mod alertmanager;
+mod browser_ack;
 mod chaos;
 mod crash;
 mod delivery;

@@ -14,6 +14,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use serving::logging::read::journal_stream;
 
+pub(crate) mod browser;
 pub(crate) mod twilio_calls;
 
 pub(crate) fn binary() -> &'static str {
