@@ -142,6 +142,30 @@ pub fn step_destinations(config: &Config, policy: &str, step: usize, at: Timesta
     out
 }
 
+/// A route as a human finds it in the configuration: its name, or its position, and what it
+/// matches (`route "lab" ({site=~"lab-.*"})`, `route 2 (every alert)`). `key` is the stored
+/// `routing::route_key`; a route since removed is named as stored.
+pub fn describe_route(config: &Config, key: &str) -> String {
+    let found = config
+        .routes
+        .iter()
+        .enumerate()
+        .find(|(i, r)| route_key(*i, r) == key);
+    let Some((i, route)) = found else {
+        return format!("route {key} (no longer in the configuration)");
+    };
+    let matches = if route.matchers.is_empty() {
+        "every alert".to_owned()
+    } else {
+        let m: Vec<String> = route.matchers.iter().map(ToString::to_string).collect();
+        format!("{{{}}}", m.join(", "))
+    };
+    match &route.name {
+        Some(name) => format!("route {name:?} ({matches})"),
+        None => format!("route {} ({matches})", i + 1),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -242,5 +266,35 @@ routes: [ { policy: page } ]
         );
         let t = step_destinations(&c, "page", 1, at("2026-01-06T08:00:00Z"));
         assert!(t.on_call.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod describe_route_tests {
+    use super::describe_route;
+
+    #[test]
+    fn routes_are_named_by_what_they_match() {
+        let config = crate::config::parse(
+            "storage: { sqlite: x }\nchannels: { c: { type: webhook, url: 'http://x' } }\n\
+             policies: { p: { steps: [ { notify: [c] } ] } }\n\
+             routes: [ { match: { severity: critical }, policy: p }, { name: lab, match: ['site=~\"lab-.*\"'], policy: p }, { policy: p } ]\n",
+            std::path::Path::new("/"),
+            &crate::config::MapSecrets::default(),
+        )
+        .expect("valid");
+        assert_eq!(
+            describe_route(&config, "#1"),
+            "route 1 ({severity=\"critical\"})"
+        );
+        assert_eq!(
+            describe_route(&config, "lab"),
+            "route \"lab\" ({site=~\"lab-.*\"})"
+        );
+        assert_eq!(describe_route(&config, "#3"), "route 3 (every alert)");
+        assert_eq!(
+            describe_route(&config, "#7"),
+            "route #7 (no longer in the configuration)"
+        );
     }
 }

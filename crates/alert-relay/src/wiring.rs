@@ -345,6 +345,7 @@ impl Services {
             storms: Arc::clone(&self.storms),
             maintenance: Arc::clone(&self.maintenance),
             signer: Signer::new(self.ack_key.clone(), None),
+            login_limiter: crate::http::LoginLimiter::default(),
         })
     }
 

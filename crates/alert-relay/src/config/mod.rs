@@ -7,11 +7,13 @@
 
 pub mod budget;
 mod channel;
+mod console;
 mod matchers;
 mod pipeline;
 mod raw;
 mod rotation;
 
+pub use self::console::{ConsoleConfig, ConsoleUser, Role};
 pub use self::rotation::TARGET_PREFIX as ROTATION_PREFIX;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -61,6 +63,8 @@ pub struct Config {
     pub alertmanager: Option<AlertmanagerApi>,
     /// On-call rotations, step targets as `rotation:NAME`.
     pub rotations: BTreeMap<String, Rotation>,
+    /// Who may sign in to the on-call console.
+    pub console: ConsoleConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -474,6 +478,7 @@ impl Config {
         let alertmanager = raw
             .alertmanager
             .and_then(|a| problems.keep(pipeline::alertmanager(a, ctx)));
+        let console = console::console(raw.console, &mut problems);
         problems.finish(Config {
             listen,
             public_url: raw.public_url.map(|u| u.trim_end_matches('/').to_owned()),
@@ -488,6 +493,7 @@ impl Config {
             policies,
             routes,
             rotations,
+            console,
         })
     }
 
@@ -536,6 +542,7 @@ impl Config {
         self.describe_rotations(&mut out, crate::time::WallClock::default().now());
         self.describe_routes(&mut out);
         pipeline::describe(self, &mut out);
+        console::describe(&self.console, &mut out);
         out
     }
 

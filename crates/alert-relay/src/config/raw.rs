@@ -32,6 +32,7 @@ pub(super) struct RawConfig {
     pub alertmanager: Option<super::pipeline::RawAlertmanager>,
     #[serde(default)]
     pub rotations: BTreeMap<String, super::rotation::RawRotation>,
+    pub console: Option<super::console::RawConsole>,
 }
 
 /// The listener's `auth:`: credentials, or the word `none` (no authentication, on purpose).

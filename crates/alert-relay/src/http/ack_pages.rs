@@ -51,7 +51,10 @@ impl App {
                         escape(b)
                     )),
                     escape(&crate::payload::readable_group(&i.group_key)),
-                    escape(&describe_route(&self.live.config(), &i.route)),
+                    escape(&crate::routing::describe_route(
+                        &self.live.config(),
+                        &i.route
+                    )),
                     escape(&i.policy),
                 );
                 if let Some(storm) = i.storm {
@@ -88,6 +91,9 @@ impl App {
                     }
                     body.push_str("</ul>");
                 }
+                body.push_str(&format!(
+                    "<p><a href=\"/ui/incidents/{id}\">Open incident #{id} in the console</a> (sign-in required)</p>"
+                ));
                 let form = if i.state == crate::store::IncidentState::Open {
                     "<form method=\"post\"><button type=\"submit\">Acknowledge</button></form>"
                 } else {
@@ -157,30 +163,6 @@ fn state_words(state: crate::store::IncidentState) -> &'static str {
     }
 }
 
-/// A route as a human finds it in the configuration: its name, or its position, and what it
-/// matches (`route "lab" ({site=~"lab-.*"})`, `route 2 (every alert)`). `key` is the stored
-/// `routing::route_key`; a route since removed is named as stored.
-fn describe_route(config: &crate::config::Config, key: &str) -> String {
-    let found = config
-        .routes
-        .iter()
-        .enumerate()
-        .find(|(i, r)| crate::routing::route_key(*i, r) == key);
-    let Some((i, route)) = found else {
-        return format!("route {key} (no longer in the configuration)");
-    };
-    let matches = if route.matchers.is_empty() {
-        "every alert".to_owned()
-    } else {
-        let m: Vec<String> = route.matchers.iter().map(ToString::to_string).collect();
-        format!("{{{}}}", m.join(", "))
-    };
-    match &route.name {
-        Some(name) => format!("route {name:?} ({matches})"),
-        None => format!("route {} ({matches})", i + 1),
-    }
-}
-
 fn html(status: StatusCode, body: String) -> Response<Body> {
     let mut r = Response::new(Body::from(body));
     *r.status_mut() = status;
@@ -213,34 +195,4 @@ fn page(title: &str, body: &str, form: &str) -> String {
 
 fn escape(s: &str) -> String {
     crate::render::text::escape_html(s)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::describe_route;
-
-    #[test]
-    fn routes_are_named_by_what_they_match() {
-        let config = crate::config::parse(
-            "storage: { sqlite: x }\nchannels: { c: { type: webhook, url: 'http://x' } }\n\
-             policies: { p: { steps: [ { notify: [c] } ] } }\n\
-             routes: [ { match: { severity: critical }, policy: p }, { name: lab, match: ['site=~\"lab-.*\"'], policy: p }, { policy: p } ]\n",
-            std::path::Path::new("/"),
-            &crate::config::MapSecrets::default(),
-        )
-        .expect("valid");
-        assert_eq!(
-            describe_route(&config, "#1"),
-            "route 1 ({severity=\"critical\"})"
-        );
-        assert_eq!(
-            describe_route(&config, "lab"),
-            "route \"lab\" ({site=~\"lab-.*\"})"
-        );
-        assert_eq!(describe_route(&config, "#3"), "route 3 (every alert)");
-        assert_eq!(
-            describe_route(&config, "#7"),
-            "route #7 (no longer in the configuration)"
-        );
-    }
 }

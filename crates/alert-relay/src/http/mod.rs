@@ -11,13 +11,17 @@
 //! - `ack_pages`: the ack links' confirm page and acknowledgement.
 //! - `inbound`: provider callbacks (Twilio's inbound SMS).
 //! - `voice`: Twilio's callbacks of a call (TwiML, key presses, status).
+//! - `console`: the on-call console's pages and forms (`/ui/`), with its own sign-in.
 
 mod ack_pages;
 mod api;
 mod auth;
+mod console;
 mod inbound;
 mod voice;
 mod webhook;
+
+pub use self::console::session::LoginLimiter;
 
 use std::io;
 use std::sync::Arc;
@@ -56,6 +60,8 @@ pub struct App {
     pub maintenance: Arc<crate::maintenance::Maintenance>,
     /// Verifies acknowledgement links (the links themselves are made by the engine).
     pub signer: Signer,
+    /// Failed console sign-ins, per address and user name.
+    pub login_limiter: console::session::LoginLimiter,
 }
 
 impl App {
@@ -74,6 +80,8 @@ impl App {
                 r
             }
             (_, p) if p.starts_with("/api/v1/incidents") => self.api(req).await,
+            (_, "/ui") => console_redirect(),
+            (_, p) if p.starts_with("/ui/") => self.console(req).await,
             (&Method::GET, "/api/v1/rotations") => self.rotations(&req),
             (&Method::GET, p) if p.starts_with("/api/v1/rotations/") => {
                 let file = p["/api/v1/rotations/".len()..].to_owned();
@@ -172,6 +180,13 @@ fn peer_of(req: &Request<Incoming>) -> String {
         .map_or_else(|| "unknown".to_owned(), |p| p.0.ip().to_string())
 }
 
+fn console_redirect() -> Response<Body> {
+    let mut r = plain(StatusCode::MOVED_PERMANENTLY, "/ui/\n");
+    r.headers_mut()
+        .insert(header::LOCATION, HeaderValue::from_static("/ui/"));
+    r
+}
+
 fn status_code(code: u16) -> StatusCode {
     StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
@@ -207,7 +222,8 @@ fn plain(status: StatusCode, text: &str) -> Response<Body> {
 /// connection, its headers on every response, and its rate limit and basic-auth users on the
 /// routes that have no authentication of their own. The webhook and the API keep the relay's
 /// `auth:` (Alertmanager and the CLI send one `Authorization` header); ack links and Twilio's
-/// callbacks carry their own proof and must stay reachable from phones and providers.
+/// callbacks carry their own proof and must stay reachable from phones and providers; the
+/// console (`/ui/`) has its own sign-in and limit.
 struct Listener {
     app: Arc<App>,
     web: Arc<WebConfig>,
@@ -219,12 +235,16 @@ fn guarded_by_web_config(path: &str) -> bool {
         || path.starts_with("/webhook/")
         || path.starts_with("/api/")
         || path.starts_with("/ack/")
-        || path.starts_with("/inbound/"))
+        || path.starts_with("/inbound/")
+        || path == "/ui"
+        || path.starts_with("/ui/"))
 }
 
 impl serving::Handler for Listener {
-    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+    async fn handle(self: Arc<Self>, mut req: Request<Incoming>) -> Response<Body> {
         let web = self.web.current();
+        req.extensions_mut()
+            .insert(console::OverTls(web.tls_acceptor().is_some()));
         let admitted = if guarded_by_web_config(req.uri().path()) {
             web.authorize(req.headers()).await
         } else {
@@ -320,6 +340,7 @@ mod tests {
                 Arc::clone(&live),
             ),
             signer: Signer::new(vec![1; 32], None),
+            login_limiter: console::session::LoginLimiter::default(),
         });
         let serving = serve(app, Arc::new(WebConfig::disabled()))
             .await

@@ -122,6 +122,47 @@ impl Signer {
         Ok(id)
     }
 
+    /// The key of `user`'s calendar feed of `rotation` (`/ui/rotations/NAME.ics`): a phone's
+    /// calendar cannot sign in. `credential` (the user's password hash) is mixed in, so a new
+    /// password revokes every feed address given out before.
+    pub fn calendar_key(&self, user: &str, credential: &str, rotation: &str) -> String {
+        URL_SAFE_NO_PAD.encode(self.calendar_mac(user, credential, rotation))
+    }
+
+    /// Whether `key` is [`Signer::calendar_key`] of these (constant time).
+    pub fn calendar_key_matches(
+        &self,
+        user: &str,
+        credential: &str,
+        rotation: &str,
+        key: &str,
+    ) -> bool {
+        let Ok(given) = URL_SAFE_NO_PAD.decode(key) else {
+            return false;
+        };
+        let expected = self.calendar_mac(user, credential, rotation);
+        given.len() == expected.len()
+            && bool::from(subtle::ConstantTimeEq::ct_eq(&given[..], &expected[..]))
+    }
+
+    fn calendar_mac(&self, user: &str, credential: &str, rotation: &str) -> Vec<u8> {
+        let mut m = HmacSha256::new_from_slice(&self.key).expect("HMAC accepts any key length");
+        // Lengths first: no two (user, credential, rotation) triples share an input.
+        m.update(
+            format!(
+                "ical:{}:{}:{}:",
+                user.len(),
+                credential.len(),
+                rotation.len()
+            )
+            .as_bytes(),
+        );
+        m.update(user.as_bytes());
+        m.update(credential.as_bytes());
+        m.update(rotation.as_bytes());
+        m.finalize().into_bytes()[..16].to_vec()
+    }
+
     pub fn link(&self, id: i64, now_s: i64) -> Option<String> {
         self.public_url
             .as_ref()
@@ -214,6 +255,20 @@ fn badge(subject: &str, notice: &str, ends: &[char]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_calendar_key_is_bound_to_its_user_password_and_rotation() {
+        let s = Signer::new(vec![7; 32], None);
+        let key = s.calendar_key("alice", "$2b$hash", "primary");
+        assert!(s.calendar_key_matches("alice", "$2b$hash", "primary", &key));
+        assert!(!s.calendar_key_matches("bob", "$2b$hash", "primary", &key));
+        assert!(!s.calendar_key_matches("alice", "$2b$other", "primary", &key));
+        assert!(!s.calendar_key_matches("alice", "$2b$hash", "secondary", &key));
+        assert!(!s.calendar_key_matches("alice", "$2b$hash", "primary", ""));
+        assert!(!s.calendar_key_matches("alice", "$2b$hash", "primary", "%%%"));
+        let other = Signer::new(vec![8; 32], None);
+        assert!(!other.calendar_key_matches("alice", "$2b$hash", "primary", &key));
+    }
 
     /// Incident #12's acknowledgement notice.
     fn ack_notice() -> DeliveryJob {

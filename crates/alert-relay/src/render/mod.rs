@@ -3,6 +3,7 @@
 
 pub mod ack;
 pub mod budget;
+pub mod console;
 pub mod escape;
 #[cfg(test)]
 mod forgery_tests;

@@ -4,7 +4,9 @@
 mod acks;
 mod alertmanager;
 mod browser_ack;
+mod browser_console;
 mod chaos;
+mod console;
 mod crash;
 mod delivery;
 mod escalation;
