@@ -29,7 +29,6 @@ pub(super) const MIGRATION: &str = "CREATE TABLE incident_actions (
         expires_at INTEGER NOT NULL
      ) WITHOUT ROWID;
      CREATE INDEX console_sessions_expires ON console_sessions (expires_at);
-     CREATE INDEX alert_events_group ON alert_events (group_key, id);
      CREATE INDEX incidents_group ON incidents (group_key, route, id);
      CREATE INDEX deliveries_firing ON deliveries (firing_delivery) WHERE firing_delivery IS NOT NULL;
      CREATE INDEX deliveries_dead ON deliveries (id) WHERE state = 'dead';

@@ -2,7 +2,7 @@
 //! empty PostgreSQL database, table by table, ids kept (incident #12 stays #12, so ack links
 //! and `ACK 12` replies already sent keep working), in one PostgreSQL transaction.
 //!
-//! Every table of SQLite's schema (`sqlite.rs` migrations 1–8, `storm_sql.rs`) is copied:
+//! Every table of SQLite's schema (`sqlite.rs` migrations 1–9, `storm_sql.rs`, `console_sql.rs`) is copied:
 //! [`TABLES`] column for column, and `meta` apart, because SQLite keeps both kinds of meta value
 //! in one dynamically typed column where PostgreSQL has `value` (bytes: the ack-link key, the
 //! dead-man state) and `int_value` (Telegram offsets, the relay clock). Not copied: the meta
@@ -146,6 +146,28 @@ pub(crate) const TABLES: &[Table] = &[
             ("reported", Int),
             ("held_for", Text),
             ("event_id", Int),
+        ],
+        serial: false,
+    },
+    Table {
+        name: "incident_actions",
+        columns: &[
+            ("id", Int),
+            ("incident_id", Int),
+            ("at_ms", Int),
+            ("action", Text),
+            ("by", Text),
+        ],
+        serial: true,
+    },
+    Table {
+        name: "console_sessions",
+        columns: &[
+            ("token_hash", Text),
+            ("user_name", Text),
+            ("csrf", Text),
+            ("created_at", Int),
+            ("expires_at", Int),
         ],
         serial: false,
     },

@@ -8,6 +8,7 @@
 //! A write's reply is sent only after the commit that contains it, so a webhook is answered
 //! 2xx only once its alerts are on disk.
 
+mod bench_seed;
 mod console_sql;
 #[cfg(test)]
 pub(crate) mod contract;
@@ -133,6 +134,8 @@ pub use crate::model::record::{
     WatchedReceipt, Write, Written,
 };
 
+#[doc(hidden)]
+pub use self::bench_seed::seed_for_bench;
 pub use crate::model::console::{
     ActionRecord, ConsoleSession, ConsoleWrite, ConsoleWritten, DeadLetter, DestinationHealth,
     IncidentQuery, Timeline, TimelineDelivery, TimelineEvent,

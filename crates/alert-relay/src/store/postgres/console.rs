@@ -13,8 +13,8 @@ use super::super::{
 use super::tx::Tx;
 use crate::payload::AlertEvent;
 
-/// The console's tables and indexes (see `store/console_sql.rs`; `alert_events (group_key)`
-/// exists since migration 1).
+/// The console's tables and indexes (see `store/console_sql.rs`; a timeline's events are found
+/// by `alert_events_group_key`, as in SQLite).
 pub(super) const MIGRATION: &str = "CREATE TABLE incident_actions (
         id          BIGSERIAL PRIMARY KEY,
         incident_id BIGINT NOT NULL,
@@ -31,7 +31,6 @@ pub(super) const MIGRATION: &str = "CREATE TABLE incident_actions (
         expires_at BIGINT NOT NULL
      );
      CREATE INDEX console_sessions_expires ON console_sessions (expires_at);
-     CREATE INDEX alert_events_group ON alert_events (group_key, id);
      CREATE INDEX incidents_group ON incidents (group_key, route, id);
      CREATE INDEX deliveries_firing ON deliveries (firing_delivery) WHERE firing_delivery IS NOT NULL;
      CREATE INDEX deliveries_dead ON deliveries (id) WHERE state = 'dead';
