@@ -42,13 +42,20 @@ const TIMELINE_EVENTS: &str = "SELECT e.id, e.received_at, e.alert
          WHERE n.group_key = i.group_key AND n.route = i.route AND n.id > i.id), 9223372036854775807)
      ORDER BY e.id";
 
+/// An incident's deliveries (see `store/console_sql.rs`): one index search per kind, united,
+/// since PostgreSQL answers the `OR` of SQLite's query with a scan of every delivery.
 const TIMELINE_DELIVERIES: &str = "SELECT d.id, d.destination, d.step, d.state,
         d.attempts, d.created_at, d.updated_at, d.next_attempt_at, d.last_error, d.provider_ref,
-        d.notice, d.on_call, d.firing_delivery IS NOT NULL OR e.status = 'resolved', d.storm_id
-     FROM deliveries d JOIN alert_events e ON e.id = d.event_id
-     WHERE d.incident_id = $1
-        OR d.firing_delivery IN (SELECT f.id FROM deliveries f WHERE f.incident_id = $1)
-        OR d.storm_id = (SELECT m.storm_id FROM storm_members m WHERE m.incident_id = $1)
+        d.notice, d.on_call,
+        d.firing_delivery IS NOT NULL
+            OR (SELECT e.status FROM alert_events e WHERE e.id = d.event_id) = 'resolved',
+        d.storm_id
+     FROM (SELECT * FROM deliveries WHERE incident_id = $1
+           UNION SELECT r.* FROM deliveries r JOIN deliveries f ON f.id = r.firing_delivery
+                 WHERE f.incident_id = $1
+           UNION SELECT * FROM deliveries
+                 WHERE storm_id = (SELECT m.storm_id FROM storm_members m WHERE m.incident_id = $1)
+          ) d
      ORDER BY d.id";
 
 /// A failed attempt (see `store/console_sql.rs`).
