@@ -29,11 +29,10 @@ pub(super) const MIGRATION: &str = "CREATE TABLE incident_actions (
         expires_at INTEGER NOT NULL
      ) WITHOUT ROWID;
      CREATE INDEX console_sessions_expires ON console_sessions (expires_at);
-     CREATE INDEX alert_events_group ON alert_events (group_key, id);
      CREATE INDEX incidents_group ON incidents (group_key, route, id);
      CREATE INDEX deliveries_firing ON deliveries (firing_delivery) WHERE firing_delivery IS NOT NULL;
      CREATE INDEX deliveries_dead ON deliveries (id) WHERE state = 'dead';
-     CREATE INDEX deliveries_destination ON deliveries (destination, state);";
+     CREATE INDEX deliveries_destination ON deliveries (destination, state, updated_at);";
 
 /// An incident's events: its group's from its opening event on, up to the next incident of
 /// the same group and route (which has its own timeline).
@@ -213,17 +212,19 @@ fn timeline_delivery(r: &rusqlite::Row<'_>) -> rusqlite::Result<TimelineDelivery
 /// skip's reason are no failures).
 const FAILED: &str = "(state = 'dead' OR (state = 'pending' AND last_error IS NOT NULL))";
 
+/// Per destination, each figure an index search on `(destination, state, updated_at)` rather
+/// than one pass over every delivery kept (100,000 rows took 180 ms that way).
 pub(super) fn destination_health(conn: &Connection) -> Result<Vec<DestinationHealth>, StoreError> {
     let sql = format!(
-        "SELECT destination,
-            SUM(state = 'pending'),
-            MIN(CASE WHEN state = 'pending' THEN created_at END),
-            MAX(CASE WHEN state = 'delivered' THEN updated_at END),
-            MAX(CASE WHEN {FAILED} THEN updated_at END),
+        "SELECT d.destination,
+            (SELECT COUNT(*) FROM deliveries p WHERE p.destination = d.destination AND p.state = 'pending'),
+            (SELECT MIN(created_at) FROM deliveries p WHERE p.destination = d.destination AND p.state = 'pending'),
+            (SELECT MAX(updated_at) FROM deliveries s WHERE s.destination = d.destination AND s.state = 'delivered'),
+            (SELECT MAX(updated_at) FROM deliveries f WHERE f.destination = d.destination AND {FAILED}),
             (SELECT last_error FROM deliveries f WHERE f.destination = d.destination
              AND {FAILED} ORDER BY f.updated_at DESC, f.id DESC LIMIT 1),
-            SUM(state = 'dead')
-         FROM deliveries d GROUP BY destination ORDER BY destination"
+            (SELECT COUNT(*) FROM deliveries x WHERE x.destination = d.destination AND x.state = 'dead')
+         FROM (SELECT DISTINCT destination FROM deliveries) d ORDER BY d.destination"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map([], |r| {

@@ -1372,23 +1372,45 @@ fn console_records_a_storm_step(db: &mut dyn Backend) {
         }
     }
     let storm = storm.expect("a storm");
+    let fire = |db: &mut dyn Backend, id: i64| {
+        let next = db.incident(id).expect("read").expect("exists").next_step;
+        let w = Write::Storm(StormWrite::FireStep {
+            id,
+            storm,
+            expected_step: next,
+            step: 1,
+            elapsed_ms: 60_000,
+            destinations: vec!["summary".into()],
+            on_call: BTreeMap::new(),
+            allow_acked: false,
+        });
+        match write(db, w) {
+            Written::Storm(StormWritten::Fired(fired)) => fired,
+            other => panic!("a storm step answers Fired: {other:?}"),
+        }
+    };
     let id = members[1];
-    let next = db.incident(id).expect("read").expect("exists").next_step;
-    let w = Write::Storm(StormWrite::FireStep {
+    assert!(!fire(db, id).is_empty(), "the summary is sent");
+    assert_eq!(actions(db, id), pairs(&[("escalated", "escalation")]));
+    // The other member's step was in that summary: escalated too, nothing sent again.
+    assert!(fire(db, members[0]).is_empty());
+    assert_eq!(
+        actions(db, members[0]),
+        pairs(&[("escalated", "escalation")])
+    );
+    // A step no longer due records nothing.
+    let stale = Write::Storm(StormWrite::FireStep {
         id,
         storm,
-        expected_step: next,
+        expected_step: 0,
         step: 1,
         elapsed_ms: 60_000,
         destinations: vec!["summary".into()],
         on_call: BTreeMap::new(),
         allow_acked: false,
     });
-    let Written::Storm(StormWritten::Fired(fired)) = write(db, w) else {
-        panic!("a storm step answers Fired");
-    };
-    assert!(!fired.is_empty(), "the summary is sent");
-    assert_eq!(actions(db, id), pairs(&[("escalated", "escalation")]));
+    write(db, stale);
+    assert_eq!(actions(db, id).len(), 1);
     // The summary is in the member's timeline, as its storm's.
     let t = db.incident_timeline(id).expect("read").expect("exists");
     assert!(

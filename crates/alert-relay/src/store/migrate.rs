@@ -40,28 +40,6 @@ use Kind::{Int, Text};
 /// Every table but `meta`, with every column of the current SQLite schema.
 pub(crate) const TABLES: &[Table] = &[
     Table {
-        name: "incident_actions",
-        columns: &[
-            ("id", Int),
-            ("incident_id", Int),
-            ("at_ms", Int),
-            ("action", Text),
-            ("by", Text),
-        ],
-        serial: true,
-    },
-    Table {
-        name: "console_sessions",
-        columns: &[
-            ("token_hash", Text),
-            ("user_name", Text),
-            ("csrf", Text),
-            ("created_at", Int),
-            ("expires_at", Int),
-        ],
-        serial: false,
-    },
-    Table {
         name: "maintenance_windows",
         columns: &[
             ("id", Int),
@@ -186,6 +164,28 @@ pub(crate) const TABLES: &[Table] = &[
             ("reported", Int),
             ("held_for", Text),
             ("event_id", Int),
+        ],
+        serial: false,
+    },
+    Table {
+        name: "incident_actions",
+        columns: &[
+            ("id", Int),
+            ("incident_id", Int),
+            ("at_ms", Int),
+            ("action", Text),
+            ("by", Text),
+        ],
+        serial: true,
+    },
+    Table {
+        name: "console_sessions",
+        columns: &[
+            ("token_hash", Text),
+            ("user_name", Text),
+            ("csrf", Text),
+            ("created_at", Int),
+            ("expires_at", Int),
         ],
         serial: false,
     },

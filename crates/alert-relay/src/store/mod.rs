@@ -8,6 +8,7 @@
 //! A write's reply is sent only after the commit that contains it, so a webhook is answered
 //! 2xx only once its alerts are on disk.
 
+mod bench_seed;
 mod console_sql;
 #[cfg(test)]
 pub(crate) mod contract;
@@ -134,6 +135,8 @@ pub use crate::model::record::{
     WatchedReceipt, Write, Written,
 };
 
+#[doc(hidden)]
+pub use self::bench_seed::seed_for_bench;
 pub use crate::model::console::{
     ActionRecord, ConsoleSession, ConsoleWrite, ConsoleWritten, DeadLetter, DestinationHealth,
     IncidentQuery, Timeline, TimelineDelivery, TimelineEvent,
@@ -618,6 +621,18 @@ impl Store {
         }
     }
 
+    /// A console write (a session opened or closed, a dead letter retried): what it did. A
+    /// retried delivery is the caller's to queue on this instance; other instances learn of it
+    /// with the commit (PostgreSQL).
+    pub async fn console(&self, write: ConsoleWrite) -> Result<ConsoleWritten, StoreError> {
+        match self.write(Write::Console(write)).await? {
+            Written::Console(done) => Ok(done),
+            _ => Err(StoreError::Corrupt(
+                "unexpected reply to a console write".into(),
+            )),
+        }
+    }
+
     /// Runs `f` on the DB thread.
     pub async fn read<T: Send + 'static>(
         &self,
@@ -1081,6 +1096,30 @@ pub(crate) mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert!(backend.open.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn console_writes_and_reads_go_through_the_store() {
+        let db = sqlite::Sqlite::in_memory().expect("db");
+        let (store, _thread) = Store::start(db, NoMetrics).expect("start");
+        let session = ConsoleSession {
+            user: "alice".into(),
+            csrf: "c".into(),
+            created_ms: 1,
+            expires_ms: 10,
+        };
+        let opened = store
+            .console(ConsoleWrite::OpenSession {
+                token_hash: "h".into(),
+                session: session.clone(),
+            })
+            .await
+            .expect("open");
+        assert_eq!(opened, ConsoleWritten::Done);
+        let read = store.read(|b| b.console_session("h", 5)).await;
+        assert_eq!(read.expect("read"), Some(session));
+        let retried = store.console(ConsoleWrite::RetryDead { id: 1 }).await;
+        assert_eq!(retried.expect("retry"), ConsoleWritten::Retried(None));
     }
 
     #[test]

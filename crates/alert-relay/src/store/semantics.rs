@@ -238,6 +238,12 @@ pub(super) fn name_incident(incident: &mut Incident, alert_json: &str) {
     }
 }
 
+/// `"name":"value"` as compact JSON writes a member of an object.
+fn json_member(name: &str, value: &str) -> String {
+    let quoted = |t: &str| serde_json::to_string(t).unwrap_or_default();
+    format!("{}:{}", quoted(name), quoted(value))
+}
+
 /// The SQL dialect a query is written for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Dialect {
@@ -273,18 +279,15 @@ pub(super) fn incident_page_tail(q: &IncidentQuery, d: Dialect) -> (String, Vec<
     if !q.states.is_empty() {
         clauses.push(format!("i.state IN {}", state_list(&q.states)));
     }
-    if let Some(v) = &q.severity {
+    for (name, value) in [("severity", &q.severity), ("site", &q.site)] {
+        let Some(v) = value else { continue };
+        // The stored text must hold `"name":"value"` (compact JSON): a test on the text
+        // first spares parsing the JSON of most rows.
+        let held = next(Param::Text(like_pattern(&json_member(name, v))));
+        let exact = next(Param::Text(v.clone()));
         clauses.push(format!(
-            "{} = {}",
-            label("severity"),
-            next(Param::Text(v.clone()))
-        ));
-    }
-    if let Some(v) = &q.site {
-        clauses.push(format!(
-            "{} = {}",
-            label("site"),
-            next(Param::Text(v.clone()))
+            "e.alert LIKE {held} ESCAPE '\\' AND {} = {exact}",
+            label(name)
         ));
     }
     if let Some(v) = &q.policy {
@@ -302,7 +305,17 @@ pub(super) fn incident_page_tail(q: &IncidentQuery, d: Dialect) -> (String, Vec<
                  WHERE j.value ILIKE {p} ESCAPE '\\')"
             ),
         };
-        clauses.push(format!("({} OR {})", any("labels"), any("annotations")));
+        let exact = format!("({} OR {})", any("labels"), any("annotations"));
+        // Where the text reads the same inside a JSON string, the stored text must hold it.
+        if v.chars().any(|c| c == '"' || c == '\\' || c.is_control()) {
+            clauses.push(exact);
+        } else {
+            let like = match d {
+                Dialect::Sqlite => "LIKE",
+                Dialect::Postgres => "ILIKE",
+            };
+            clauses.push(format!("e.alert {like} {p} ESCAPE '\\' AND {exact}"));
+        }
     }
     if let Some(before) = q.before {
         clauses.push(format!("i.id < {}", next(Param::Int(before))));
@@ -344,23 +357,32 @@ mod tests {
         };
         let (sql, params) = incident_page_tail(&q, Dialect::Postgres);
         assert!(
-            sql.starts_with("WHERE i.state IN ('open', 'acked') AND "),
+            sql.starts_with("WHERE i.state IN ('open', 'acked') AND e.alert LIKE $1 "),
             "{sql}"
         );
         assert!(!sql.contains("critical"), "{sql}");
+        assert!(sql.contains("e.alert ILIKE $3 ESCAPE"), "{sql}");
         assert!(
-            sql.ends_with("i.id < $3 ORDER BY i.id DESC LIMIT $4"),
+            sql.ends_with("i.id < $4 ORDER BY i.id DESC LIMIT $5"),
             "{sql}"
         );
         assert_eq!(
             params,
             [
+                Param::Text(r#"%"severity":"critical'--"%"#.into()),
                 Param::Text("critical'--".into()),
-                Param::Text("%50\\%%".into()),
+                Param::Text(r"%50\%%".into()),
                 Param::Int(7),
                 Param::Int(20)
             ]
         );
+        // A quote reads otherwise inside JSON: only the exact test.
+        let quoted = IncidentQuery {
+            text: Some(r#"say "hi""#.into()),
+            ..IncidentQuery::default()
+        };
+        let (sql, _) = incident_page_tail(&quoted, Dialect::Sqlite);
+        assert!(!sql.contains("e.alert LIKE"), "{sql}");
         let (sql, params) = incident_page_tail(&IncidentQuery::default(), Dialect::Sqlite);
         assert_eq!(sql, "ORDER BY i.id DESC LIMIT ?1");
         assert_eq!(params, [Param::Int(0)]);

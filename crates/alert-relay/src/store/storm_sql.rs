@@ -171,18 +171,7 @@ pub(super) fn apply(tx: &Connection, w: StormWrite, now: i64) -> Result<StormWri
                 elapsed_ms,
                 allow_acked,
             };
-            let fired = fire_step(tx, &due, step, &destinations, &on_call, now)?;
-            if !fired.is_empty() {
-                use crate::model::console::action;
-                super::console_sql::record_action(
-                    tx,
-                    id,
-                    action::ESCALATED,
-                    action::BY_ESCALATION,
-                    now,
-                )?;
-            }
-            Ok(StormWritten::Fired(fired))
+            fire_step(tx, &due, step, &destinations, &on_call, now).map(StormWritten::Fired)
         }
         StormWrite::Tick {
             clock,
@@ -267,7 +256,12 @@ fn fire_step(
             |r| r.get(0),
         )
         .optional()?;
-    if n == 0 || covered.is_some() {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    if covered.is_some() {
+        // An earlier summary of this entry sent the incident's step.
+        escalated(tx, id, now)?;
         return Ok(Vec::new());
     }
     // Members already past this step on their own schedule (older than the storm,
@@ -279,7 +273,7 @@ fn fire_step(
          WHERE m.storm_id = ?2 AND i.next_step > ?1 AND i.id != ?3",
         params![expected_step, storm, id],
     )?;
-    summarize(
+    let sent = summarize(
         tx,
         storm,
         expected_step,
@@ -289,7 +283,17 @@ fn fire_step(
         on_call,
         states,
         now,
-    )
+    )?;
+    if !sent.is_empty() {
+        escalated(tx, id, now)?;
+    }
+    Ok(sent)
+}
+
+/// Records that a storm member's step was sent (by the storm's summary).
+fn escalated(tx: &Connection, id: i64, now: i64) -> Result<(), StoreError> {
+    use crate::model::console::action;
+    super::console_sql::record_action(tx, id, action::ESCALATED, action::BY_ESCALATION, now)
 }
 
 /// Enters newly opened incidents into storm control: each joins its key's active storm, or

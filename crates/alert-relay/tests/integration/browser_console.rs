@@ -44,10 +44,35 @@ fn on_call_by_definition() -> &'static str {
     PEOPLE[usize::try_from(days.rem_euclid(3)).expect("index")]
 }
 
+/// What the page lacks for a screen reader or a keyboard: form fields without a label,
+/// buttons and links without a name, not exactly one `h1`, no language; then a screenshot.
+async fn check_and_photograph(b: &Browser, name: &str) {
+    let problems = b
+        .execute(
+            r#"const p = [];
+            if (!document.documentElement.lang) p.push("no lang on <html>");
+            const h1 = document.querySelectorAll("h1").length;
+            if (h1 !== 1) p.push(h1 + " h1 elements");
+            for (const f of document.querySelectorAll("input:not([type=hidden]), select, textarea"))
+              if (!f.labels || f.labels.length === 0) p.push("no label: " + (f.id || f.name));
+            for (const e of document.querySelectorAll("button, a[href]"))
+              if (!e.textContent.trim() && !e.getAttribute("aria-label")) p.push("no name: " + e.outerHTML);
+            return p;"#,
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        problems,
+        serde_json::json!([]),
+        "{name}: accessibility problems"
+    );
+    b.screenshot(name).await;
+}
+
 async fn sign_in(b: &Browser, relay: &Relay) {
     b.goto(&relay.url("/ui/")).await;
     b.wait_for("#user", Duration::from_secs(5)).await;
-    b.screenshot("login").await;
+    check_and_photograph(b, "login").await;
     b.fill("#user", "alice").await;
     b.fill("#password", PASSWORD).await;
     b.click("form.login button[type=submit]").await;
@@ -86,11 +111,11 @@ async fn scenario(b: Browser) {
     post_alert(&relay, "pi17", "wh-2").await;
     b.wait_for_text("#incident-list .incident", "PiHot", Duration::from_secs(15))
         .await;
-    b.screenshot("incidents").await;
+    check_and_photograph(&b, "incidents").await;
     b.click("#incident-list .incident a.title").await;
     b.wait_for_text("#timeline", "Step 1 sent to ops", Duration::from_secs(10))
         .await;
-    b.screenshot("incident").await;
+    check_and_photograph(&b, "incident").await;
 
     // Acknowledge; the escalation to `boss` (due 15 s after opening) never comes.
     b.click(".actions form[action$='/ack'] button").await;
@@ -112,7 +137,7 @@ async fn scenario(b: Browser) {
         hook.received_on("/boss").is_empty(),
         "escalated after the ack"
     );
-    b.screenshot("incident-acknowledged").await;
+    check_and_photograph(&b, "incident-acknowledged").await;
 
     // A maintenance window for site depot-3 from the form.
     b.goto(&relay.url("/ui/maintenance")).await;
@@ -148,9 +173,9 @@ async fn scenario(b: Browser) {
         "the window's alert paged: {ops:?}"
     );
     b.goto(&relay.url("/ui/maintenance")).await;
-    b.wait_for_text(".window", "1 alerts held back", Duration::from_secs(5))
+    b.wait_for_text(".window", "1 alert held back", Duration::from_secs(5))
         .await;
-    b.screenshot("maintenance").await;
+    check_and_photograph(&b, "maintenance").await;
     b.goto(&relay.url("/ui/?state=all")).await;
     b.wait_for_text("#incident-list", "in maintenance", Duration::from_secs(5))
         .await;
@@ -164,11 +189,11 @@ async fn scenario(b: Browser) {
             .await
             .contains("America/New_York")
     );
-    b.screenshot("oncall").await;
+    check_and_photograph(&b, "oncall").await;
     b.goto(&relay.url("/ui/deliveries")).await;
     b.wait_for_text("table.health", "ops", Duration::from_secs(5))
         .await;
-    b.screenshot("deliveries").await;
+    check_and_photograph(&b, "deliveries").await;
 }
 
 #[tokio::test]

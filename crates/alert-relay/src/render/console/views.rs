@@ -358,7 +358,8 @@ pub struct WindowView {
     pub weekly: bool,
     pub reason: String,
     pub author: String,
-    pub suppressed: i64,
+    /// `1 alert held back`, `3 alerts held back`.
+    pub held_back: String,
 }
 
 impl WindowView {
@@ -383,7 +384,10 @@ impl WindowView {
             weekly: w.weekly,
             reason: w.reason.clone(),
             author: w.author.clone(),
-            suppressed: w.suppressed,
+            held_back: match w.suppressed {
+                1 => "1 alert held back".to_owned(),
+                n => format!("{n} alerts held back"),
+            },
         }
     }
 }

@@ -126,8 +126,6 @@ fn fill(path: &Path) -> Vec<u8> {
              VALUES (12, 'g', 'r0', 'p', 3, 'acked', 5000, 100, 2, 1000, 1500, 'alice', 1500, 5);
            INSERT INTO maintenance_windows VALUES
              (5, '{site="a"}', 1000, 2000, 1, 'power work', 'alice', 900, 1500, 'bob', 3);
-           INSERT INTO incident_actions VALUES (8, 12, 1500, 'acknowledged', 'alice (console)');
-           INSERT INTO console_sessions VALUES ('5e55', 'alice', 'c5rf', 1000, 99999999999999);
            INSERT INTO deliveries (id, event_id, destination, state, attempts, created_at,
                                    next_attempt_at, updated_at, last_error, provider_ref,
                                    firing_delivery, step, incident_id, notice, on_call, storm_id)
@@ -141,6 +139,8 @@ fn fill(path: &Path) -> Vec<u8> {
            INSERT INTO storm_members VALUES (12, 'p', '[["site","a"]]', 40, 7);
            INSERT INTO storm_covered VALUES (0, 12, 7);
            INSERT INTO budgets VALUES ('hook', 100, 4, 2, 1, '[12]', 9);
+           INSERT INTO incident_actions VALUES (5, 12, 1500, 'acknowledged', 'alice');
+           INSERT INTO console_sessions VALUES ('hash', 'alice', 'csrf', 1000, 99000);
            INSERT INTO meta (key, value) VALUES ('telegram_offset:tg', 43), ('deadman', x'0102');
            UPDATE meta SET value = 777 WHERE key = 'relay_clock_ms';"#,
     )
@@ -192,6 +192,8 @@ fn every_table_is_copied_with_its_ids_and_the_sequences_continue_above() {
     );
     assert_eq!(i.storm, Some(7));
     assert_eq!(i.maintenance, Some(5));
+    let session = pg.console_session("hash", 2000).expect("read");
+    assert_eq!(session.map(|s| s.user), Some("alice".to_owned()));
     let mut client = postgres::Client::connect(&settings.url, postgres::NoTls).expect("client");
     let retrying = client
         .query_one(
@@ -220,12 +222,28 @@ fn every_table_is_copied_with_its_ids_and_the_sequences_continue_above() {
             7
         )
     );
+    let action = client
+        .query_one(
+            "SELECT incident_id, at_ms, action, by FROM incident_actions WHERE id = 5",
+            &[],
+        )
+        .expect("action 5");
+    assert_eq!(
+        (
+            action.get::<_, i64>(0),
+            action.get::<_, i64>(1),
+            action.get::<_, String>(2),
+            action.get::<_, String>(3)
+        ),
+        (12, 1500, "acknowledged".into(), "alice".into())
+    );
     for (table, above) in [
         ("alert_events", 9),
         ("deliveries", 41),
         ("incidents", 12),
         ("storms", 7),
         ("maintenance_windows", 5),
+        ("incident_actions", 5),
     ] {
         let next: i64 = client
             .query_one(

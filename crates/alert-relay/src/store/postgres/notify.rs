@@ -163,6 +163,24 @@ mod tests {
     }
 
     #[test]
+    fn a_retried_dead_letter_is_told_to_the_leader_to_queue() {
+        use crate::model::console::ConsoleWritten;
+        let retried = Written::Console(ConsoleWritten::Retried(Some(("ops".into(), 12, 34))));
+        let told = payloads(&[Ok(retried)]);
+        assert_eq!(told.len(), 1);
+        assert!(
+            parse(&told[0]).contains(&Notice::Delivery("ops".into(), 12, 34)),
+            "{told:?}"
+        );
+        // Not retried, a session: nothing to tell.
+        let quiet = [
+            Ok(Written::Console(ConsoleWritten::Retried(None))),
+            Ok(Written::Console(ConsoleWritten::Done)),
+        ];
+        assert!(payloads(&quiet).is_empty());
+    }
+
+    #[test]
     fn nothing_to_tell_is_no_notification_and_unknown_lines_are_skipped() {
         assert!(payloads(&[Ok(Written::Recorded), Ok(Written::Checkpointed)]).is_empty());
         assert_eq!(

@@ -147,18 +147,7 @@ pub(super) fn apply(
                 elapsed_ms,
                 allow_acked,
             };
-            let fired = fire_step(tx, &step, &destinations, &on_call, now)?;
-            if !fired.is_empty() {
-                use crate::model::console::action;
-                super::console::record_action(
-                    tx,
-                    id,
-                    action::ESCALATED,
-                    action::BY_ESCALATION,
-                    now,
-                )?;
-            }
-            Ok(StormWritten::Fired(fired))
+            fire_step(tx, &step, &destinations, &on_call, now).map(StormWritten::Fired)
         }
         StormWrite::Tick {
             clock,
@@ -232,7 +221,12 @@ fn fire_step(
         "SELECT storm_id FROM storm_covered WHERE entry = $1 AND incident_id = $2",
         &[&f.expected_step, &f.id],
     )?;
-    if n == 0 || covered.is_some() {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    if covered.is_some() {
+        // An earlier summary of this entry sent the incident's step.
+        escalated(tx, f.id, now)?;
         return Ok(Vec::new());
     }
     // Members already past this step on their own schedule count as covered.
@@ -251,7 +245,17 @@ fn fire_step(
         part: Part::Step(f.step),
         states,
     };
-    summarize(tx, &scope, destinations, on_call, now)
+    let sent = summarize(tx, &scope, destinations, on_call, now)?;
+    if !sent.is_empty() {
+        escalated(tx, f.id, now)?;
+    }
+    Ok(sent)
+}
+
+/// Records that a storm member's step was sent (by the storm's summary).
+fn escalated(tx: &mut Tx<'_, '_>, id: i64, now: i64) -> Result<(), StoreError> {
+    use crate::model::console::action;
+    super::console::record_action(tx, id, action::ESCALATED, action::BY_ESCALATION, now)
 }
 
 /// A storm rule's pass over one incident just opened: (storm, whether it was just detected).

@@ -534,3 +534,40 @@ fn a_commit_notifies_the_listening_leader_of_its_deliveries() {
         "{notices:?}"
     );
 }
+
+#[test]
+fn the_console_reads_a_seeded_database() {
+    let mut db = fresh();
+    crate::store::seed_for_bench(&mut db, 300, 4).expect("seed");
+    let q = crate::store::IncidentQuery {
+        limit: 50,
+        ..Default::default()
+    };
+    let page = db.incident_page(&q).expect("page");
+    assert_eq!(page.len(), 50);
+    assert!(page.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+    let t = db
+        .incident_timeline(page[0].id)
+        .expect("timeline")
+        .expect("exists");
+    // Its four messages, and the notices of the human acknowledgement of the last incident.
+    assert_eq!(
+        t.deliveries.iter().filter(|d| d.notice.is_none()).count(),
+        4
+    );
+    let health = db.destination_health().expect("health");
+    assert_eq!(health.len(), 4);
+    assert_eq!(
+        health.iter().map(|h| h.dead).sum::<i64>(),
+        6,
+        "every 50th's first"
+    );
+    let q = crate::store::IncidentQuery {
+        limit: 500,
+        severity: Some("critical".into()),
+        site: Some("site-3".into()),
+        ..Default::default()
+    };
+    // n % 3 == 0 and n % 10 == 3: n = 3, 33, 63, …, 273.
+    assert_eq!(db.incident_page(&q).expect("page").len(), 10);
+}
