@@ -491,7 +491,7 @@ fn window_line(w: &serde_json::Value) -> String {
     };
     format!(
         "#{:<4} {state:<9} {}  {} → {}{weekly}  {} suppressed  {} ({})\n",
-        w["id"],
+        w["id"].as_i64().unwrap_or(0),
         w["matchers_text"].as_str().unwrap_or(""),
         at(start),
         at(end),
