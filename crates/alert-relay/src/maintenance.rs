@@ -6,8 +6,10 @@
 //! [`REFRESH_EVERY`] ([`Maintenance::run`]), so a window created or ended on one is in force on
 //! every other within that time; a window's start and end by the clock need no refresh (they
 //! are computed from the stored times). The instance that creates or ends a window reads them
-//! again at once. A poll rather than a notification: only the leader listens for them, and
-//! followers take webhooks too.
+//! again at once, and so does the escalator when an incident names a window it has not read
+//! yet. A poll rather than a notification: only the leader listens for them, and followers take
+//! webhooks too. Alone on SQLite the relay reads them again every [`REFRESH_ALONE`], which only
+//! updates the list (a window over for a week leaves it) and the counts.
 
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
@@ -20,6 +22,8 @@ use crate::store::{Store, StoreError, Write, Written};
 
 /// How often an instance on a shared database reads the windows again.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(2);
+/// How often a relay alone on its database reads them again.
+pub const REFRESH_ALONE: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
 pub struct Maintenance {
@@ -137,10 +141,16 @@ impl Maintenance {
         Duration::from_millis(u64::try_from(end - now_ms).unwrap_or(0))
     }
 
-    /// On a shared database: reads the windows again every [`REFRESH_EVERY`] until aborted.
-    pub async fn run(self: Arc<Self>) {
+    /// Whether window `id` is among those last read.
+    pub fn knows(&self, id: i64) -> bool {
+        self.windows().iter().any(|w| w.id == id)
+    }
+
+    /// Reads the windows again every `every` ([`REFRESH_EVERY`] on a shared database,
+    /// [`REFRESH_ALONE`] on SQLite) until aborted.
+    pub async fn run(self: Arc<Self>, every: Duration) {
         loop {
-            tokio::time::sleep(REFRESH_EVERY).await;
+            tokio::time::sleep(every).await;
             if let Err(e) = self.refresh().await {
                 tracing::warn!("cannot read the maintenance windows: {e}");
             }
