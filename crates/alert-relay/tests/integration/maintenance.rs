@@ -304,3 +304,61 @@ async fn a_window_made_on_one_instance_holds_on_the_other() {
         .wait_metric("alert_relay_maintenance_windows_active", 0.0)
         .await;
 }
+
+/// Incidents held by a window count toward no storm: four alerts of a site in maintenance
+/// (over a storm threshold of 2) make no storm, and once the window ends each pages on its own.
+#[tokio::test]
+async fn held_incidents_count_toward_no_storm() {
+    let fake = Fake::start(Reply::new(200, "")).await;
+    let dir = tempdir();
+    let storm = config(&fake).replace(
+        "steps: [ { notify: [a] } ]",
+        "steps: [ { notify: [a] } ]\n    storm: { window: 1m, threshold: 2, group_by: [site] }",
+    );
+    let relay = Relay::start(dir.path(), &storm);
+    let form = r#"{"matchers": "site=\"lab\"", "duration": "1h", "reason": "rewiring"}"#;
+    let (status, v) = api(&relay, "POST", "/api/v1/maintenance", form).await;
+    assert_eq!(status, 201, "{v}");
+    let id = v["window"]["id"].as_i64().expect("id");
+    for fp in ["l1", "l2", "l3", "l4"] {
+        relay.fire(alert(fp, "lab", "firing")).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(fake.received().is_empty(), "{:?}", fake.received());
+    assert_eq!(
+        relay.metric("alert_relay_storms_total{policy=\"p\"}").await,
+        0.0
+    );
+    let (status, _) = api(&relay, "POST", &format!("/api/v1/maintenance/{id}/end"), "").await;
+    assert_eq!(status, 200);
+    let got = fake.wait_for(4, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        fake.received().len(),
+        4,
+        "one message each, no storm summary"
+    );
+    let mut summaries: Vec<String> = got
+        .iter()
+        .map(|r| {
+            r.json()["alert"]["annotations"]["summary"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect();
+    summaries.sort();
+    assert_eq!(
+        summaries,
+        [
+            "hot at lab on l1",
+            "hot at lab on l2",
+            "hot at lab on l3",
+            "hot at lab on l4"
+        ]
+    );
+    assert_eq!(
+        relay.metric("alert_relay_storms_total{policy=\"p\"}").await,
+        0.0
+    );
+}
