@@ -38,9 +38,9 @@ impl App {
             .filter(|s| !s.is_empty())
             .collect();
         match (&method, rest.as_slice()) {
-            (&Method::GET, []) => self.list_windows().await,
+            (&Method::GET, []) => self.api_list_windows().await,
             (&Method::POST, []) => match read_body(req.into_body()).await {
-                Ok(body) => self.create_window(&body, &peer).await,
+                Ok(body) => self.api_create_window(&body, &peer).await,
                 Err(refusal) => *refusal,
             },
             (&Method::POST, [id, "end"]) => {
@@ -51,7 +51,7 @@ impl App {
                     Ok(body) => who(&body),
                     Err(refusal) => return *refusal,
                 };
-                self.end_window(id, by, &peer).await
+                self.api_end_window(id, by, &peer).await
             }
             _ => json_error(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -63,7 +63,7 @@ impl App {
 
     /// `GET /api/v1/maintenance`: read again from the store (another instance may have
     /// changed them since the last refresh).
-    async fn list_windows(&self) -> Response<Body> {
+    async fn api_list_windows(&self) -> Response<Body> {
         if let Err(e) = self.maintenance.refresh().await {
             return json_error(StatusCode::INTERNAL_SERVER_ERROR, "storage", &e.to_string());
         }
@@ -74,7 +74,7 @@ impl App {
         json(StatusCode::OK, &serde_json::json!({ "windows": windows }))
     }
 
-    async fn create_window(&self, body: &[u8], peer: &str) -> Response<Body> {
+    async fn api_create_window(&self, body: &[u8], peer: &str) -> Response<Body> {
         let created: Created = match serde_json::from_slice(body) {
             Ok(c) => c,
             Err(e) => {
@@ -110,7 +110,7 @@ impl App {
         }
     }
 
-    async fn end_window(&self, id: i64, by: String, peer: &str) -> Response<Body> {
+    async fn api_end_window(&self, id: i64, by: String, peer: &str) -> Response<Body> {
         match self.maintenance.end(id, by).await {
             Ok(true) => {
                 tracing::info!(window = id, %peer, "maintenance window ended via API");
