@@ -1,5 +1,5 @@
 //! The subcommands besides `run`: `check-config`, `send-test`, `migrate-storage`, and the
-//! `incidents` and `ack` clients of a running relay's API.
+//! `incidents`, `ack` and `maintenance` clients of a running relay's API.
 
 use std::path::Path;
 use std::time::Duration;
@@ -132,6 +132,30 @@ pub async fn incident_cli(
     verb: Option<(&str, i64)>,
     by: Option<&str>,
 ) -> anyhow::Result<serde_json::Value> {
+    let request = match verb {
+        None => ApiRequest::Get("/api/v1/incidents".into()),
+        Some((verb, id)) => ApiRequest::Post(
+            format!("/api/v1/incidents/{id}/{verb}"),
+            serde_json::json!({ "by": by.map_or_else(whoami, str::to_owned) }),
+        ),
+    };
+    relay_api(path, web_config, request).await
+}
+
+/// A call of the running relay's API: a path, and for a POST its JSON body.
+#[derive(Debug, Clone)]
+pub enum ApiRequest {
+    Get(String),
+    Post(String, serde_json::Value),
+}
+
+/// Calls the relay of the configuration file at `path` (its listener, TLS and `auth:`); the
+/// answer's JSON, or an error with the relay's message.
+pub async fn relay_api(
+    path: &Path,
+    web_config: Option<&Path>,
+    request: ApiRequest,
+) -> anyhow::Result<serde_json::Value> {
     let config = config::load(path)?;
     let scheme = if listener_security(web_config)?.tls {
         "https"
@@ -142,13 +166,10 @@ pub async fn incident_cli(
     if host.ip().is_unspecified() {
         host.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    let base = format!("{scheme}://{host}/api/v1/incidents");
     let http = http_client()?;
-    let req = match verb {
-        None => http.get(base),
-        Some((verb, id)) => http
-            .post(format!("{base}/{id}/{verb}"))
-            .json(&serde_json::json!({ "by": by.map_or_else(whoami, str::to_owned) })),
+    let req = match request {
+        ApiRequest::Get(p) => http.get(format!("{scheme}://{host}{p}")),
+        ApiRequest::Post(p, body) => http.post(format!("{scheme}://{host}{p}")).json(&body),
     };
     let req = match &config.auth {
         config::Auth::None => req,
@@ -171,6 +192,50 @@ pub async fn incident_cli(
         );
     }
     Ok(body)
+}
+
+/// What `maintenance` asks the relay.
+#[derive(Debug, Clone)]
+pub enum MaintenanceCommand {
+    /// A new window from the form, created by `by` (default: $USER).
+    Add {
+        form: crate::model::maintenance::WindowForm,
+        by: Option<String>,
+    },
+    List,
+    End {
+        id: i64,
+        by: Option<String>,
+    },
+}
+
+/// `maintenance add|list|end`: through the running relay's API, like `incidents`.
+pub async fn maintenance_cli(
+    path: &Path,
+    web_config: Option<&Path>,
+    command: &MaintenanceCommand,
+) -> anyhow::Result<serde_json::Value> {
+    let who = |by: &Option<String>| by.clone().unwrap_or_else(whoami);
+    let request = match command {
+        MaintenanceCommand::List => ApiRequest::Get("/api/v1/maintenance".into()),
+        MaintenanceCommand::Add { form, by } => ApiRequest::Post(
+            "/api/v1/maintenance".into(),
+            serde_json::json!({
+                "matchers": form.matchers,
+                "start": form.start,
+                "end": form.end,
+                "duration": form.duration,
+                "weekly": form.weekly,
+                "reason": form.reason,
+                "by": who(by),
+            }),
+        ),
+        MaintenanceCommand::End { id, by } => ApiRequest::Post(
+            format!("/api/v1/maintenance/{id}/end"),
+            serde_json::json!({ "by": who(by) }),
+        ),
+    };
+    relay_api(path, web_config, request).await
 }
 
 fn whoami() -> String {
@@ -343,4 +408,95 @@ pub fn format_incidents(v: &serde_json::Value, output: Output) -> String {
 /// One JSON document on one line.
 fn json_line(v: &serde_json::Value) -> String {
     format!("{v}\n")
+}
+
+/// What `maintenance` prints: the windows (`list`), the window created (`add`) or the one
+/// ended (`end`), from the relay's API answer `v`.
+pub fn format_maintenance(
+    command: &MaintenanceCommand,
+    v: &serde_json::Value,
+    output: Output,
+) -> String {
+    match (command, output) {
+        (MaintenanceCommand::List, Output::Json) => {
+            let list = v["windows"].as_array().map_or(&[][..], Vec::as_slice);
+            let each: Vec<serde_json::Value> = list.iter().map(window_doc).collect();
+            json_line(&serde_json::json!({ "windows": each }))
+        }
+        (MaintenanceCommand::List, Output::Plain) => {
+            let list = v["windows"].as_array().map_or(&[][..], Vec::as_slice);
+            let lines: String = list.iter().map(window_line).collect();
+            if lines.is_empty() {
+                "no maintenance windows\n".to_owned()
+            } else {
+                lines
+            }
+        }
+        (MaintenanceCommand::Add { .. }, Output::Json) => {
+            json_line(&serde_json::json!({ "window": window_doc(&v["window"]) }))
+        }
+        (MaintenanceCommand::Add { .. }, Output::Plain) => {
+            format!("created: {}", window_line(&v["window"]))
+        }
+        (MaintenanceCommand::End { id, .. }, Output::Json) => {
+            json_line(&serde_json::json!({ "window": id, "ended": true }))
+        }
+        (MaintenanceCommand::End { id, .. }, Output::Plain) => {
+            format!("maintenance window #{id} ended; what it held pages as usual\n")
+        }
+    }
+}
+
+/// One window of the API's answer with a fixed set of fields (`--output json`).
+fn window_doc(w: &serde_json::Value) -> serde_json::Value {
+    let at = |k: &str| w[k].as_i64().map(|ms| time::format_rfc3339(ms * 1_000_000));
+    serde_json::json!({
+        "id": w["id"],
+        "matchers": w["matchers_text"],
+        "start": at("starts_ms"),
+        "end": at("ends_ms"),
+        "weekly": w["weekly"],
+        "active": w["active"],
+        "occurrence": w["occurrence"],
+        "reason": w["reason"],
+        "author": w["author"],
+        "ended_at": at("ended_ms"),
+        "ended_by": w["ended_by"],
+        "suppressed": w["suppressed"],
+    })
+}
+
+/// One window as a line: `#3  in force  {site="a"}  2026-12-08T20:00:00Z → …  weekly  2
+/// suppressed  power work (alice)`.
+fn window_line(w: &serde_json::Value) -> String {
+    let at = |ms: Option<i64>| {
+        ms.map_or_else(|| "?".to_owned(), |ms| time::format_rfc3339(ms * 1_000_000))
+    };
+    let (start, end) = match w["occurrence"].as_object() {
+        Some(o) => (o["start_ms"].as_i64(), o["end_ms"].as_i64()),
+        None => (
+            w["starts_ms"].as_i64(),
+            w["ended_ms"].as_i64().or(w["ends_ms"].as_i64()),
+        ),
+    };
+    let state = match (w["active"].as_bool(), w["occurrence"].is_null()) {
+        (Some(true), _) => "in force",
+        (_, true) => "over",
+        _ => "to come",
+    };
+    let weekly = if w["weekly"].as_bool() == Some(true) {
+        "  weekly"
+    } else {
+        ""
+    };
+    format!(
+        "#{:<4} {state:<9} {}  {} → {}{weekly}  {} suppressed  {} ({})\n",
+        w["id"].as_i64().unwrap_or(0),
+        w["matchers_text"].as_str().unwrap_or(""),
+        at(start),
+        at(end),
+        w["suppressed"].as_i64().unwrap_or(0),
+        w["reason"].as_str().unwrap_or(""),
+        w["author"].as_str().unwrap_or(""),
+    )
 }

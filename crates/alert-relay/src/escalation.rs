@@ -378,6 +378,12 @@ impl Escalator {
         clock: &mut Clock,
     ) -> Result<Option<Duration>, StoreError> {
         let now = self.live.clock.now_millis();
+        // A window another instance created moments ago: read it before deciding.
+        if let Some(window) = inc.maintenance
+            && !self.maintenance.knows(window)
+        {
+            self.maintenance.refresh().await?;
+        }
         let holding = match inc.maintenance {
             Some(window) if self.maintenance.is_active(window, now) => Some(window),
             Some(window) => {

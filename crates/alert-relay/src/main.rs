@@ -70,6 +70,7 @@ fn cli() -> Command {
                 .arg(Arg::new("escalate").long("escalate").action(clap::ArgAction::SetTrue).conflicts_with("resolve"))
                 .arg(Arg::new("resolve").long("resolve").action(clap::ArgAction::SetTrue)),
         )
+        .subcommand(maintenance_command(config, web_config, output))
         .subcommand(
             Command::new("migrate-storage")
                 .about(
@@ -112,6 +113,76 @@ fn cli() -> Command {
                 )
                 .arg(output()),
         )
+}
+
+/// `maintenance add|list|end`, each with the relay's configuration (to reach its API).
+fn maintenance_command(
+    config: impl Fn() -> Arg,
+    web_config: impl Fn() -> Arg,
+    output: impl Fn() -> Arg,
+) -> Command {
+    let by = || {
+        Arg::new("by")
+            .long("by")
+            .value_name("NAME")
+            .help("who acts (default: $USER)")
+    };
+    let common = |c: Command| c.arg(config()).arg(web_config()).arg(output()).arg(by());
+    Command::new("maintenance")
+        .about("Maintenance windows: matching alerts are stored and shown but page nobody (via the running relay)")
+        .subcommand_required(true)
+        .subcommand(common(
+            Command::new("add")
+                .about("Create a window (longer than 24 h is fine; --weekly repeats it every 7 days)")
+                .arg(Arg::new("matchers").long("matchers").value_name("MATCHERS").required(true)
+                    .help("Alertmanager matchers: '{site=\"a\", severity=~\"warn.*\"}' or 'site=\"a\"'"))
+                .arg(Arg::new("start").long("start").value_name("RFC3339").help("when it starts (default: now)"))
+                .arg(Arg::new("end").long("end").value_name("RFC3339").help("when it ends (or --duration)"))
+                .arg(Arg::new("duration").long("duration").value_name("DURATION")
+                    .help("how long it lasts: 2h, 3d, 1h30m (or --end)")
+                    .conflicts_with("end").required_unless_present("end"))
+                .arg(Arg::new("weekly").long("weekly").action(clap::ArgAction::SetTrue)
+                    .help("repeat every week at the same time"))
+                .arg(Arg::new("reason").long("reason").value_name("TEXT").required(true)
+                    .help("why (shown with the window, 500 characters at most)")),
+        ))
+        .subcommand(common(Command::new("list").about("Windows in force, to come, and over in the last 7 days")))
+        .subcommand(common(
+            Command::new("end")
+                .about("End a window now (a weekly one for good): what it held pages as usual")
+                .arg(Arg::new("id").required(true).value_name("ID").value_parser(clap::value_parser!(i64))),
+        ))
+}
+
+/// The request of `maintenance SUBCOMMAND` from its arguments.
+fn maintenance_request(sub: &str, m: &clap::ArgMatches) -> alert_relay::cli::MaintenanceCommand {
+    use alert_relay::cli::MaintenanceCommand as C;
+    let text = |k: &str| {
+        m.try_get_one::<String>(k)
+            .ok()
+            .flatten()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let by = m.get_one::<String>("by").cloned();
+    match sub {
+        "add" => C::Add {
+            form: alert_relay::model::maintenance::WindowForm {
+                matchers: text("matchers"),
+                start: text("start"),
+                end: text("end"),
+                duration: text("duration"),
+                weekly: m.get_flag("weekly"),
+                reason: text("reason"),
+            },
+            by,
+        },
+        "end" => C::End {
+            id: m.get_one::<i64>("id").copied().unwrap_or_default(),
+            by,
+        },
+        _ => C::List,
+    }
 }
 
 /// `check-config`: the resolved routing on stdout; or every error on stderr, one line each,
@@ -189,7 +260,7 @@ fn main() -> ExitCode {
     // Plain lines for the commands a human types; log lines for the services.
     let plain = matches!(
         matches.subcommand_name(),
-        Some("send-test" | "incidents" | "ack")
+        Some("send-test" | "incidents" | "ack" | "maintenance")
     );
     exit_code(result, plain)
 }
@@ -215,7 +286,8 @@ fn output(m: &clap::ArgMatches) -> Output {
         .unwrap_or_default()
 }
 
-/// The subcommands that need the async runtime: `run`, `incidents`, `ack`, `send-test`.
+/// The subcommands that need the async runtime: `run`, `incidents`, `ack`, `maintenance`,
+/// `send-test`.
 async fn run_async(cmd: &str, m: &clap::ArgMatches) -> anyhow::Result<bool> {
     match cmd {
         "run" => alert_relay::run(&path(m, "config"), web(m).as_deref())
@@ -240,6 +312,21 @@ async fn run_async(cmd: &str, m: &clap::ArgMatches) -> anyhow::Result<bool> {
                     print!(
                         "{}",
                         alert_relay::cli::format_action(verb, id, &v, output(m))
+                    );
+                    true
+                })
+        }
+        "maintenance" => {
+            let Some((sub, m)) = m.subcommand() else {
+                return Ok(false);
+            };
+            let command = maintenance_request(sub, m);
+            alert_relay::cli::maintenance_cli(&path(m, "config"), web(m).as_deref(), &command)
+                .await
+                .map(|v| {
+                    print!(
+                        "{}",
+                        alert_relay::cli::format_maintenance(&command, &v, output(m))
                     );
                     true
                 })

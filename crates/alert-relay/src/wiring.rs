@@ -18,7 +18,7 @@ use crate::escalation::Escalator;
 use crate::http::{self, App};
 use crate::leader::{self, Leadership, Role};
 use crate::live::Live;
-use crate::maintenance::Maintenance;
+use crate::maintenance::{self, Maintenance};
 use crate::metrics::{CommitMetrics, MaintenanceStats, Metrics, QueueSlot, QueueStats};
 use crate::relay_clock::RelayClock;
 use crate::render::ack::Signer;
@@ -126,8 +126,8 @@ pub struct Services {
     deadman: Arc<Deadman>,
     resync: Arc<Resync>,
     maintenance: Arc<Maintenance>,
-    /// On a shared database: reads the maintenance windows again (`Maintenance::run`).
-    maintenance_refresh: Option<JoinHandle<()>>,
+    /// Reads the maintenance windows again (`Maintenance::run`).
+    maintenance_refresh: JoinHandle<()>,
     ack_key: Vec<u8>,
     clock: Arc<RelayClock>,
     /// This instance's fencing number while it leads, 0 while it follows.
@@ -230,8 +230,11 @@ impl Services {
             pollers,
             deadman,
             resync,
-            maintenance_refresh: store_is_shared
-                .then(|| tokio::spawn(Arc::clone(&maintenance).run())),
+            maintenance_refresh: tokio::spawn(Arc::clone(&maintenance).run(if store_is_shared {
+                maintenance::REFRESH_EVERY
+            } else {
+                maintenance::REFRESH_ALONE
+            })),
             maintenance,
             ack_key,
             clock,
@@ -309,6 +312,17 @@ impl Services {
                 self.engine.enqueue(&destination, id, created);
             }
             Notice::Wake => self.escalator.wake(),
+            // Another instance created or ended a window: the escalator decides on fresh ones.
+            Notice::Maintenance => {
+                let (maintenance, escalator) =
+                    (Arc::clone(&self.maintenance), Arc::clone(&self.escalator));
+                tokio::spawn(async move {
+                    if let Err(e) = maintenance.refresh().await {
+                        tracing::warn!("cannot read the maintenance windows: {e}");
+                    }
+                    escalator.wake();
+                });
+            }
             Notice::Heartbeat(h) => self.deadman.beat(&h),
         }
     }
@@ -398,11 +412,7 @@ impl Services {
         })
         .await;
         step("watchdog", stop(watchdog.into_iter().collect())).await;
-        step(
-            "maintenance windows",
-            stop(self.maintenance_refresh.into_iter().collect()),
-        )
-        .await;
+        step("maintenance windows", stop(vec![self.maintenance_refresh])).await;
         self.queue_slot.clear();
         let db_threads = self.db_threads;
         // The DB threads end once the last store handle is gone (every service holds one);

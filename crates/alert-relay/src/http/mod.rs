@@ -8,6 +8,7 @@
 //!   webhook is answered 2xx only after the store committed it; 5xx only when the store
 //!   failed; 4xx with a JSON error for everything the sender got wrong.
 //! - `api`: the JSON API (incidents, storms, rotations).
+//! - `maintenance`: maintenance windows in the JSON API (list, create, end).
 //! - `ack_pages`: the ack links' confirm page and acknowledgement.
 //! - `inbound`: provider callbacks (Twilio's inbound SMS).
 //! - `voice`: Twilio's callbacks of a call (TwiML, key presses, status).
@@ -18,6 +19,7 @@ mod api;
 mod auth;
 mod console;
 mod inbound;
+mod maintenance;
 mod voice;
 mod webhook;
 
@@ -88,6 +90,12 @@ impl App {
                 self.rotation_calendar(&req, &file)
             }
             (_, p) if p.starts_with("/api/v1/storms/") => self.storm_api(req).await,
+            (_, p)
+                if p.strip_prefix("/api/v1/maintenance")
+                    .is_some_and(|r| r.is_empty() || r.starts_with('/')) =>
+            {
+                self.maintenance_api(req).await
+            }
             (&Method::GET | &Method::HEAD, p) if p.starts_with("/ack/") => {
                 let token = p["/ack/".len()..].to_owned();
                 self.ack_page(&token).await

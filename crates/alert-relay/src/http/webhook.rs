@@ -331,7 +331,7 @@ impl App {
 
 /// The journal's line for an accepted webhook: how many alerts (firing, resolved, repeats
 /// already stored), the group as labels, the incidents it opened, joined and closed (by
-/// number) and the messages it queued.
+/// number), the messages it queued and the firing alerts a maintenance window held.
 fn log_accepted(
     outcome: &IngestOutcome,
     group_key: &str,
@@ -350,6 +350,7 @@ fn log_accepted(
         incidents_joined = %numbers(&outcome.joined),
         incidents_resolved = %numbers(&outcome.closed),
         deliveries = outcome.deliveries.len(),
+        in_maintenance = outcome.suppressed,
         "webhook accepted"
     );
 }

@@ -17,6 +17,7 @@ mod hostile;
 mod hostile_network;
 mod intake;
 mod logging;
+mod maintenance;
 mod migrate;
 mod network_cut;
 mod pipeline;

@@ -23,15 +23,25 @@ pub enum Notice {
     Wake,
     /// A heartbeat for the dead-man's switch.
     Heartbeat(Heartbeat),
+    /// A maintenance window was created or ended: read the windows again, then the escalator
+    /// looks again (for whatever else the commit changed too).
+    Maintenance,
 }
 
 /// The payloads a batch's results call for: one line per delivery (`d<TAB>id<TAB>created
-/// <TAB>destination`), per heartbeat (`h<TAB>at<TAB>external URL<TAB>what`), then `w`, split
-/// below the size limit.
+/// <TAB>destination`), per heartbeat (`h<TAB>at<TAB>external URL<TAB>what`), then `m` (a
+/// maintenance window changed) and `w`, split below the size limit.
 pub fn payloads(results: &[Result<Written, StoreError>]) -> Vec<String> {
     let mut lines = Vec::new();
     let mut wake = false;
+    let mut maintenance = false;
     for written in results.iter().flatten() {
+        maintenance |= matches!(
+            written,
+            Written::Maintenance(
+                MaintenanceWritten::Created(_) | MaintenanceWritten::Ended { found: true, .. }
+            )
+        );
         for (dest, id, created) in written.deliveries() {
             lines.push(format!("d\t{id}\t{created}\t{dest}"));
             wake = true;
@@ -50,7 +60,11 @@ pub fn payloads(results: &[Result<Written, StoreError>]) -> Vec<String> {
                 Written::Transitioned(_) | Written::TransitionedAll(_)
             );
     }
-    if wake {
+    // `m` wakes the escalator once the windows are read again: a wake before that would
+    // decide on the old ones.
+    if maintenance {
+        lines.push("m".to_owned());
+    } else if wake {
         lines.push("w".to_owned());
     }
     if lines.is_empty() {
@@ -96,6 +110,7 @@ pub fn parse(payload: &str) -> Vec<Notice> {
             let mut f = line.splitn(4, '\t');
             match (f.next()?, f.next(), f.next(), f.next()) {
                 ("w", None, None, None) => Some(Notice::Wake),
+                ("m", None, None, None) => Some(Notice::Maintenance),
                 ("h", Some(at), Some(url), Some(what)) => Some(Notice::Heartbeat(Heartbeat {
                     at_ms: at.parse().ok()?,
                     external_url: url.to_owned(),
@@ -178,6 +193,28 @@ mod tests {
             Ok(Written::Console(ConsoleWritten::Done)),
         ];
         assert!(payloads(&quiet).is_empty());
+    }
+
+    #[test]
+    fn a_maintenance_window_created_or_ended_is_told_once() {
+        let created = payloads(&[Ok(Written::Maintenance(MaintenanceWritten::Created(3)))]);
+        assert_eq!(
+            created.iter().flat_map(|p| parse(p)).collect::<Vec<_>>(),
+            [Notice::Maintenance]
+        );
+        let ended = payloads(&[Ok(Written::Maintenance(MaintenanceWritten::Ended {
+            found: true,
+            released: vec![7],
+        }))]);
+        assert_eq!(
+            ended.iter().flat_map(|p| parse(p)).collect::<Vec<_>>(),
+            [Notice::Maintenance]
+        );
+        let nothing = payloads(&[Ok(Written::Maintenance(MaintenanceWritten::Ended {
+            found: false,
+            released: Vec::new(),
+        }))]);
+        assert!(nothing.is_empty());
     }
 
     #[test]
