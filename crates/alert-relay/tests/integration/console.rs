@@ -74,16 +74,30 @@ async fn sign_in(
     user: &str,
     password: &str,
 ) -> Result<Session, (StatusCode, String)> {
-    let http = no_redirects();
+    let (session, header) = sign_in_at(&no_redirects(), &relay.url(""), user, password).await?;
+    assert!(
+        !header.contains("Secure"),
+        "plain HTTP: no Secure flag: {header}"
+    );
+    Ok(session)
+}
+
+/// Signs in at `base` (`http://…` or `https://…`): the session and its `Set-Cookie` header.
+async fn sign_in_at(
+    http: &reqwest::Client,
+    base: &str,
+    user: &str,
+    password: &str,
+) -> Result<(Session, String), (StatusCode, String)> {
     let page = http
-        .get(relay.url("/ui/login"))
+        .get(format!("{base}/ui/login"))
         .send()
         .await
         .expect("login page");
     let (login_cookie, _) = set_cookie(&page, "relay_login").expect("login cookie");
     let form_csrf = csrf_in(&page.text().await.expect("body"));
     let r = http
-        .post(relay.url("/ui/login"))
+        .post(format!("{base}/ui/login"))
         .header(COOKIE, format!("relay_login={login_cookie}"))
         .form(&[
             ("user", user),
@@ -102,17 +116,16 @@ async fn sign_in(
         header.contains("HttpOnly") && header.contains("SameSite=Strict"),
         "{header}"
     );
-    assert!(
-        !header.contains("Secure"),
-        "plain HTTP: no Secure flag: {header}"
-    );
     let cookie = format!("relay_session={cookie}");
-    let page = get(relay, &cookie, "/ui/").await;
-    assert_eq!(page.0, StatusCode::OK);
-    Ok(Session {
-        csrf: csrf_in(&page.1),
-        cookie,
-    })
+    let page = http
+        .get(format!("{base}/ui/"))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(page.status(), StatusCode::OK);
+    let csrf = csrf_in(&page.text().await.expect("body"));
+    Ok((Session { cookie, csrf }, header))
 }
 
 async fn get(relay: &Relay, cookie: &str, path: &str) -> (StatusCode, String) {
@@ -220,7 +233,17 @@ async fn sign_in_roles_csrf_and_escaping() {
                 "{path} carries {raw} unescaped: {page}"
             );
         }
-        for secret in ["s3cret", "hook-s3cret", "$2b$04$"] {
+    }
+    // No page shows a secret of the configuration: tokens, signing secrets, password hashes.
+    for path in [
+        "/ui/",
+        "/ui/incidents/1",
+        "/ui/oncall",
+        "/ui/maintenance",
+        "/ui/deliveries",
+    ] {
+        let (_, page) = get(&relay, &alice.cookie, path).await;
+        for secret in ["s3cret", "$2b$04$"] {
             assert!(!page.contains(secret), "{path} leaks {secret}");
         }
     }
@@ -359,4 +382,157 @@ async fn the_on_call_page_gives_each_user_a_private_calendar_address() {
         let r = client().get(relay.url(&bad)).send().await.expect("feed");
         assert_eq!(r.status(), StatusCode::NOT_FOUND, "{bad}");
     }
+}
+
+#[tokio::test]
+async fn a_dead_letter_is_retried_from_the_deliveries_page() {
+    let hook = Fake::start(Reply::new(200, "")).await;
+    // The first attempt is refused for good (400): a dead letter.
+    hook.script([Reply::new(400, "bad request")]);
+    let dir = tempdir();
+    let relay = Relay::start(dir.path(), &config(&hook));
+    let alice = sign_in(&relay, "alice", PASSWORD).await.expect("alice");
+    relay
+        .fire(crate::support::webhook(&[("f1", "firing")], ""))
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let page = loop {
+        let (_, page) = get(&relay, &alice.cookie, "/ui/deliveries").await;
+        if page.contains("Retry delivery") {
+            break unescape(&page);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no dead letter: {page}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        page.contains("400"),
+        "the provider's answer is shown: {page}"
+    );
+    let at = page.find("action=\"/ui/deliveries/").expect("a retry form") + 8;
+    let action = page[at..].split('"').next().expect("action").to_owned();
+    // A viewer may not, a responder may; a second retry finds nothing to retry.
+    let bob = sign_in(&relay, "bob", PASSWORD).await.expect("bob");
+    let (status, _) = post(&relay, &bob.cookie, &action, &[("csrf", &bob.csrf)]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, location) = post(&relay, &alice.cookie, &action, &[("csrf", &alice.csrf)]).await;
+    assert_eq!(
+        (status, location.as_str()),
+        (StatusCode::SEE_OTHER, "/ui/deliveries?done=retry")
+    );
+    hook.wait_for(2, Duration::from_secs(10)).await;
+    let (status, page) = post(&relay, &alice.cookie, &action, &[("csrf", &alice.csrf)]).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(page.contains("no longer a dead letter"), "{page}");
+    let (_, page) = get(&relay, &alice.cookie, "/ui/deliveries?done=retry").await;
+    assert!(
+        page.contains("No dead letters") && page.contains("queued again"),
+        "{page}"
+    );
+}
+
+#[tokio::test]
+async fn the_maintenance_form_refuses_bad_input_and_keeps_what_was_typed() {
+    let hook = Fake::start(Reply::new(200, "")).await;
+    let dir = tempdir();
+    let relay = Relay::start(dir.path(), &config(&hook));
+    let alice = sign_in(&relay, "alice", PASSWORD).await.expect("alice");
+    let form =
+        |matchers: &'static str, start: &'static str, end: &'static str, duration: &'static str| {
+            vec![
+                ("matchers", matchers),
+                ("start", start),
+                ("end", end),
+                ("duration", duration),
+                ("reason", "switch swap"),
+            ]
+        };
+    let site = "{site=\"a\"}";
+    for (fields, says) in [
+        (form("{site=", "", "", "2h"), "matchers"),
+        (
+            form(site, "2030-01-02T10:00", "2030-01-02T09:00", ""),
+            "end",
+        ),
+        (form(site, "", "", ""), "duration"),
+        (form("", "", "", "2h"), "matchers"),
+    ] {
+        let mut fields = fields;
+        fields.push(("csrf", &alice.csrf));
+        let (status, page) = post(&relay, &alice.cookie, "/ui/maintenance", &fields).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{fields:?}: {page}");
+        assert!(
+            page.contains("class=\"notice error\"") && page.to_lowercase().contains(says),
+            "{fields:?}: {page}"
+        );
+        assert!(
+            page.contains("switch swap"),
+            "the form keeps what was typed"
+        );
+    }
+    let mut ok = form(site, "", "", "26h");
+    ok.push(("csrf", &alice.csrf));
+    let (status, location) = post(&relay, &alice.cookie, "/ui/maintenance", &ok).await;
+    assert_eq!(
+        (status, location.as_str()),
+        (StatusCode::SEE_OTHER, "/ui/maintenance?done=window")
+    );
+    let (_, page) = get(&relay, &alice.cookie, "/ui/maintenance").await;
+    assert!(
+        page.contains("active") && page.contains("alice (console)"),
+        "{page}"
+    );
+}
+
+#[tokio::test]
+async fn an_expired_session_is_no_session() {
+    let hook = Fake::start(Reply::new(200, "")).await;
+    let dir = tempdir();
+    let relay = Relay::start(dir.path(), &config(&hook));
+    let alice = sign_in(&relay, "alice", PASSWORD).await.expect("alice");
+    let db = rusqlite::Connection::open(dir.path().join("relay.db")).expect("open");
+    db.busy_timeout(Duration::from_secs(5)).expect("timeout");
+    db.execute("UPDATE console_sessions SET expires_at = 1", [])
+        .expect("expire");
+    assert_eq!(
+        get(&relay, &alice.cookie, "/ui/").await.0,
+        StatusCode::SEE_OTHER
+    );
+    let ack = "/ui/incidents/1/ack";
+    let (status, page) = post(&relay, &alice.cookie, ack, &[("csrf", &alice.csrf)]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(page.contains("Session expired"), "{page}");
+}
+
+#[tokio::test]
+async fn over_tls_the_session_cookie_is_secure() {
+    let hook = Fake::start(Reply::new(200, "")).await;
+    let dir = tempdir();
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("cert");
+    std::fs::write(dir.path().join("server.pem"), cert.pem()).expect("cert");
+    std::fs::write(dir.path().join("server.key"), key.serialize_pem()).expect("key");
+    let web = format!(
+        "tls_server_config: {{ cert_file: '{}', key_file: '{}' }}\n",
+        dir.path().join("server.pem").display(),
+        dir.path().join("server.key").display()
+    );
+    let relay = Relay::start_with_web_config(dir.path(), &config(&hook), &web);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.pem().as_bytes()).expect("ca"))
+        .resolve("localhost", relay.addr)
+        .build()
+        .expect("client");
+    let base = format!("https://localhost:{}", relay.addr.port());
+    let (_, header) = sign_in_at(&http, &base, "alice", PASSWORD)
+        .await
+        .expect("alice");
+    assert!(header.contains("; Secure"), "{header}");
 }
