@@ -13,9 +13,13 @@ use crate::support::{FAST_DELIVERY, Fake, Relay, Reply, client, tempdir};
 const PASSWORD: &str = "correct horse battery staple";
 
 fn config(hook: &Fake) -> String {
+    config_on(hook, "{ sqlite: relay.db }")
+}
+
+fn config_on(hook: &Fake, storage: &str) -> String {
     let hash = bcrypt::hash(PASSWORD, 4).expect("hash");
     format!(
-        "auth: {{ bearer_token: s3cret }}\nstorage: {{ sqlite: relay.db }}\n{FAST_DELIVERY}\
+        "auth: {{ bearer_token: s3cret }}\nstorage: {storage}\n{FAST_DELIVERY}\
          channels:\n  hook: {{ type: webhook, url: '{}/hook', signing_secret: hook-s3cret }}\n\
          policies:\n  p: {{ steps: [ {{ notify: [hook] }}, {{ after: 1h, notify: [hook] }} ] }}\n\
          routes: [ {{ policy: p }} ]\n\
@@ -535,4 +539,35 @@ async fn over_tls_the_session_cookie_is_secure() {
         .await
         .expect("alice");
     assert!(header.contains("; Secure"), "{header}");
+}
+
+#[tokio::test]
+async fn on_postgresql_a_session_works_on_every_instance() {
+    let hook = Fake::start(Reply::new(200, "")).await;
+    let pg = crate::support::postgres("console_sessions_shared");
+    let config = config_on(&hook, &pg.storage);
+    let dirs = (tempdir(), tempdir());
+    let a = Relay::start(dirs.0.path(), &config);
+    a.wait_metric("alert_relay_leader", 1.0).await;
+    let b = Relay::start(dirs.1.path(), &config);
+    let alice = sign_in(&a, "alice", PASSWORD).await.expect("alice");
+    // Signed in on the leader, the follower knows the session; an alert taken by the
+    // follower is listed by the leader and acknowledged through the follower.
+    assert_eq!(get(&b, &alice.cookie, "/ui/").await.0, StatusCode::OK);
+    b.fire(crate::support::webhook(&[("f1", "firing")], ""))
+        .await;
+    hook.wait_for(1, Duration::from_secs(10)).await;
+    let (_, list) = get(&a, &alice.cookie, "/ui/incidents/list").await;
+    assert!(list.contains("PiHot"), "{list}");
+    let ack = "/ui/incidents/1/ack";
+    let (status, _) = post(&b, &alice.cookie, ack, &[("csrf", &alice.csrf)]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(incident_state(&a, 1).await["acked_by"], "alice (console)");
+    // Signed out on one, signed out on both.
+    let (status, _) = post(&b, &alice.cookie, "/ui/logout", &[("csrf", &alice.csrf)]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        get(&a, &alice.cookie, "/ui/").await.0,
+        StatusCode::SEE_OTHER
+    );
 }
