@@ -13,24 +13,11 @@ use crate::support::{
 
 const AUTH: &str = "auth: { bearer_token: s3cret }\nstorage: { sqlite: relay.db }\n";
 
-async fn incident(relay: &Relay, id: i64) -> Value {
-    let v: Value = client()
-        .get(relay.url(&format!("/api/v1/incidents/{id}")))
-        .bearer_auth("s3cret")
-        .send()
-        .await
-        .expect("api")
-        .json()
-        .await
-        .expect("json");
-    v["incident"].clone()
-}
-
 /// Waits until incident `id` is in `state`.
 async fn wait_state(relay: &Relay, id: i64, state: &str, timeout: Duration) -> Value {
     let deadline = Instant::now() + timeout;
     loop {
-        let i = incident(relay, id).await;
+        let i = relay.incident(id).await;
         if i["state"] == state {
             return i;
         }
@@ -520,13 +507,13 @@ async fn an_sms_ack_counts_only_from_a_number_sent_the_incident_and_only_once() 
         let answer = text(&relay, "bob-sms", BOB, body, sid).await;
         assert_eq!(answer, (200, NOTHING.to_owned()), "{body}");
     }
-    assert_eq!(incident(&relay, 1).await["state"], "open");
+    assert_eq!(relay.incident(1).await["state"], "open");
 
     let (status, twiml) = text(&relay, "alice-sms", ALICE, "ACK 1", "SMa1").await;
     assert_eq!(status, 200);
     assert!(twiml.contains("Incident #1 acknowledged."), "{twiml}");
     assert_eq!(
-        incident(&relay, 1).await["acked_by"],
+        relay.incident(1).await["acked_by"],
         format!("SMS from {ALICE}")
     );
     unack(&relay, 1).await;
@@ -539,7 +526,7 @@ async fn an_sms_ack_counts_only_from_a_number_sent_the_incident_and_only_once() 
             1.0,
         )
         .await;
-    assert_eq!(incident(&relay, 1).await["state"], "open");
+    assert_eq!(relay.incident(1).await["state"], "open");
     // A new message from Alice (a new MessageSid) is acted on.
     let (_, twiml) = text(&relay, "alice-sms", ALICE, "ACK 1", "SMa2").await;
     assert!(twiml.contains("Incident #1 acknowledged."), "{twiml}");
@@ -590,7 +577,7 @@ async fn a_storm_sms_ack_counts_only_from_a_number_sent_the_storm() {
         assert_eq!(answer, (200, NOTHING.to_owned()), "{body}");
     }
     for id in 1..=2 {
-        assert_eq!(incident(&relay, id).await["state"], "open");
+        assert_eq!(relay.incident(id).await["state"], "open");
     }
     let (_, twiml) = text(&relay, "alice-sms", ALICE, "ACK S1", "SMa1").await;
     assert!(

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::browser::Browser;
-use crate::support::{FAST_DELIVERY, Fake, Relay, Reply, client, tempdir, webhook};
+use crate::support::{FAST_DELIVERY, Fake, Relay, Reply, tempdir, webhook};
 
 const PUBLIC_URL: &str = "http://relay.invalid";
 
@@ -23,19 +23,6 @@ fn ack_path(message: &Value, id: i64) -> String {
     link.strip_prefix(PUBLIC_URL)
         .expect("the link starts with public_url")
         .to_owned()
-}
-
-async fn incident(relay: &Relay, id: i64) -> Value {
-    let v: Value = client()
-        .get(relay.url(&format!("/api/v1/incidents/{id}")))
-        .bearer_auth("s3cret")
-        .send()
-        .await
-        .expect("api")
-        .json()
-        .await
-        .expect("json");
-    v["incident"].clone()
 }
 
 #[tokio::test]
@@ -81,7 +68,7 @@ async fn an_ack_link_opened_in_a_browser_shows_the_incident_and_its_button_ackno
     assert!(page.contains("State: open"), "{page}");
     assert_eq!(phone.text("form button").await, "Acknowledge");
     phone.screenshot("ack-link").await;
-    assert_eq!(incident(&relay, 1).await["state"], "open");
+    assert_eq!(relay.incident(1).await["state"], "open");
 
     phone.click("form button").await;
     phone
@@ -99,7 +86,7 @@ async fn an_ack_link_opened_in_a_browser_shows_the_incident_and_its_button_ackno
         "{}",
         shot.display()
     );
-    let acked = incident(&relay, 1).await;
+    let acked = relay.incident(1).await;
     assert_eq!(acked["state"], "acked", "{acked}");
     assert_eq!(acked["acked_by"], "ack link from 127.0.0.1", "{acked}");
 

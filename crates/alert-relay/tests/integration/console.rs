@@ -164,19 +164,6 @@ async fn post(
     (status, location.unwrap_or(r.text().await.expect("body")))
 }
 
-async fn incident_state(relay: &Relay, id: i64) -> serde_json::Value {
-    let v: serde_json::Value = client()
-        .get(relay.url(&format!("/api/v1/incidents/{id}")))
-        .bearer_auth("s3cret")
-        .send()
-        .await
-        .expect("api")
-        .json()
-        .await
-        .expect("json");
-    v["incident"].clone()
-}
-
 /// An alert whose labels and annotations carry markup and script.
 const HOSTILE: &str = r#"{"version":"4","groupKey":"{}:{alertname=\"PiHot\"}","status":"firing","receiver":"relay",
 "groupLabels":{},"commonLabels":{},"commonAnnotations":{},"externalURL":"javascript:alert(1)",
@@ -273,13 +260,13 @@ async fn sign_in_roles_csrf_and_escaping() {
     let (status, page) = post(&relay, &bob.cookie, ack, &[("csrf", &bob.csrf)]).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(page.contains("viewer"), "{page}");
-    assert_eq!(incident_state(&relay, 1).await["state"], "open");
+    assert_eq!(relay.incident(1).await["state"], "open");
     let (status, location) = post(&relay, &alice.cookie, ack, &[("csrf", &alice.csrf)]).await;
     assert_eq!(
         (status, location.as_str()),
         (StatusCode::SEE_OTHER, "/ui/incidents/1?done=ack")
     );
-    let i = incident_state(&relay, 1).await;
+    let i = relay.incident(1).await;
     assert_eq!(
         (i["state"].as_str(), i["acked_by"].as_str()),
         (Some("acked"), Some("alice (console)"))
@@ -562,7 +549,7 @@ async fn on_postgresql_a_session_works_on_every_instance() {
     let ack = "/ui/incidents/1/ack";
     let (status, _) = post(&b, &alice.cookie, ack, &[("csrf", &alice.csrf)]).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
-    assert_eq!(incident_state(&a, 1).await["acked_by"], "alice (console)");
+    assert_eq!(a.incident(1).await["acked_by"], "alice (console)");
     // Signed out on one, signed out on both.
     let (status, _) = post(&b, &alice.cookie, "/ui/logout", &[("csrf", &alice.csrf)]).await;
     assert_eq!(status, StatusCode::SEE_OTHER);

@@ -237,6 +237,20 @@ impl Relay {
         assert_eq!(r.status(), 200);
     }
 
+    /// Incident `id` as the API shows it (`GET /api/v1/incidents/{id}` with the tests' token).
+    pub(crate) async fn incident(&self, id: i64) -> serde_json::Value {
+        let v: serde_json::Value = client()
+            .get(self.url(&format!("/api/v1/incidents/{id}")))
+            .bearer_auth("s3cret")
+            .send()
+            .await
+            .expect("api")
+            .json()
+            .await
+            .expect("json");
+        v["incident"].clone()
+    }
+
     pub(crate) async fn metrics(&self) -> String {
         client()
             .get(self.url("/metrics"))

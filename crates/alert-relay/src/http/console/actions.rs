@@ -9,7 +9,7 @@ use hyper::body::Incoming;
 use serving::Body;
 
 use super::session::{self, SignedIn};
-use super::{field, message, read_form, see_other, storage_error};
+use super::{field, message, no_randomness, read_form, see_other, storage_error};
 use crate::escalation::Escalated;
 use crate::http::{App, peer_of};
 use crate::store::{
@@ -250,13 +250,7 @@ impl App {
 
     async fn open_session(&self, name: &str, next: &str, secure: bool) -> Response<Body> {
         let (Some(token), Some(csrf)) = (session::random_token(), session::random_token()) else {
-            return message(
-                StatusCode::SERVICE_UNAVAILABLE,
-                None,
-                "Cannot sign in",
-                "The system's random number generator failed.",
-                None,
-            );
+            return no_randomness();
         };
         let lifetime = self.live.config().console.session_lifetime;
         let now = self.live.clock.now_millis();

@@ -200,6 +200,17 @@ fn message(
     html_page(status, "message.html", &ctx)
 }
 
+/// Sign-in needs random tokens; without them it refuses rather than make guessable ones.
+fn no_randomness() -> Response<Body> {
+    message(
+        StatusCode::SERVICE_UNAVAILABLE,
+        None,
+        "Cannot sign in",
+        "The system's random number generator failed.",
+        None,
+    )
+}
+
 fn storage_error(e: &crate::store::StoreError) -> Response<Body> {
     tracing::error!("console: storage: {e}");
     message(

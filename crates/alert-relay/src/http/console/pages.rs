@@ -8,7 +8,7 @@ use hyper::body::Incoming;
 use serving::Body;
 
 use super::session::{self, SignedIn};
-use super::{context, html_page, message, query, storage_error, with_headers};
+use super::{context, html_page, message, no_randomness, query, storage_error, with_headers};
 use crate::channels::settings::Destination;
 use crate::http::App;
 use crate::render::console as view;
@@ -283,13 +283,7 @@ impl App {
         user_name: &str,
     ) -> Response<Body> {
         let Some(token) = session::random_token() else {
-            return message(
-                StatusCode::SERVICE_UNAVAILABLE,
-                None,
-                "Cannot sign in",
-                "The system's random number generator failed.",
-                None,
-            );
+            return no_randomness();
         };
         let fields = query(req);
         let next = session::safe_next(super::field(&fields, "next"));
