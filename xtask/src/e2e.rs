@@ -489,7 +489,8 @@ fn check_runbooks(rules: &[PathBuf]) -> Result<()> {
 // the right FIRING alert, and its end as RESOLVED. Three more exporters (Pi 5, stopped DS3231,
 // UPS on battery) stay up so every dashboard query and rule expression can be evaluated
 // against live data at the end; the relay is given a rejected webhook and three alerts for a
-// webhook that is gone, under a budget and a storm threshold, so its dashboard has data too.
+// webhook that is gone and a Slack that refuses formatted messages (the plain-text fallback),
+// under a budget and a storm threshold, so its dashboard has data too.
 
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
@@ -503,8 +504,6 @@ use std::time::{Duration, Instant};
 const EVENT_ONLY: &[&str] = &[
     "alert_relay_queue_oldest_age_seconds",
     "alert_relay_queue_depth",
-    // The relay dashboard's plain-text fallbacks: the fake providers accept every format.
-    "alert_relay_notifications_plain_fallback_total",
     "rpi_mmc_life_time_used_ratio",
     "rpi_mmc_pre_eol_state",
     "rpi_under_voltage_alarm",
@@ -702,6 +701,10 @@ impl FakeProvider {
                     "201 Created",
                     r#"{"sid":"SM00000000000000000000000000000000","status":"queued"}"#.to_owned(),
                 )
+            } else if path.starts_with("/strict-slack") && body.contains("\"blocks\"") {
+                // A workspace that refuses the formatted message: the relay's plain-text
+                // fallback (and the dashboard's fallback panel) is exercised.
+                ("400 Bad Request", "invalid_blocks".to_owned())
             } else if path.starts_with("/gone") {
                 // A webhook that no longer exists: the relay's failure and dead-letter series.
                 ("410 Gone", "gone".to_owned())
@@ -1188,11 +1191,12 @@ channels:
   chat: {{ type: slack, webhook_url: "https://hooks.slack.com/services/T/B/X", api_url: "http://127.0.0.1:{fake_port}/slack" }}
   sms: {{ type: twilio, account_sid: AC00000000000000000000000000000000, auth_token: tok, from: "+15005550006", to: ["+447700900123"], api_url: "http://127.0.0.1:{fake_port}/twilio" }}
   gone: {{ type: webhook, url: "http://127.0.0.1:{fake_port}/gone", budget: {{ max: 1, per: 1h, overflow: [chat] }} }}
+  strict: {{ type: slack, webhook_url: "https://hooks.slack.com/services/T/B/Y", api_url: "http://127.0.0.1:{fake_port}/strict-slack" }}
   phone: {{ type: twilio_voice, account_sid: AC00000000000000000000000000000000, auth_token: {voice_token}, from: "+15005550006", to: ["+447700900199"], api_url: "http://127.0.0.1:{fake_port}/voice" }}
 policies:
   chat: {{ steps: [ {{ notify: [chat] }} ] }}
   page: {{ steps: [ {{ notify: [chat, sms] }}, {{ after: 2s, notify: [phone] }} ] }}
-  gone: {{ steps: [ {{ notify: [gone] }} ], storm: {{ window: 10m, threshold: 2, group_by: [alertname] }} }}
+  gone: {{ steps: [ {{ notify: [gone, strict] }} ], storm: {{ window: 10m, threshold: 2, group_by: [alertname] }} }}
 routes:
   - match: {{ alertname: E2eUndeliverable }}
     policy: gone
