@@ -254,6 +254,7 @@ fn tls(input: &Input<'_>, port: Option<u16>) -> Result<EmailTls, ConfigError> {
     }
 }
 
+/// The mail address at `key`.
 fn mailbox(input: &Input<'_>, key: &str, v: &str) -> Result<Mailbox, ConfigError> {
     v.parse::<Mailbox>()
         .map_err(|e| input.invalid(key, format!("{v:?} is not a mail address: {e}")))

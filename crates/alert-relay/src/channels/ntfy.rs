@@ -128,7 +128,7 @@ fn from_raw(input: &Input<'_>) -> Result<ChannelKind, ConfigError> {
     let token = problems.keep(input.secret("token"));
     let password = problems.keep(input.secret("password"));
     let auth = match (token, input.keys.str("username"), password) {
-        // A secret that cannot be read is reported: which of them is meant is not known.
+        // A secret that cannot be read is reported already; which auth is meant is not known.
         (None, _, _) | (_, _, None) => None,
         (Some(None), None, Some(None)) => Some(NtfyAuth::None),
         (Some(Some(t)), None, Some(None)) => Some(NtfyAuth::Token(t)),
