@@ -16,7 +16,7 @@ use crate::render::escape;
 use crate::render::links::html_anchors;
 use crate::render::text::truncate_chars;
 use crate::secret::Secret;
-use crate::secret::keys::ConfigError;
+use crate::secret::keys::{ConfigError, Problems};
 
 /// The mail, with a `Message-ID` derived from the delivery id.
 pub fn build(
@@ -182,61 +182,30 @@ pub enum EmailTls {
 }
 
 fn from_raw(input: &Input<'_>) -> Result<ChannelKind, ConfigError> {
-    let smarthost = input.required("smarthost")?;
-    let (host, port) = smarthost
-        .rsplit_once(':')
-        .and_then(|(h, p)| {
-            Some((
-                h.trim_start_matches('[').trim_end_matches(']').to_owned(),
-                p.parse::<u16>().ok()?,
-            ))
-        })
-        .filter(|(h, _)| !h.is_empty())
-        .ok_or_else(|| {
-            input.invalid("smarthost", "must be host:port, e.g. smtp.example.org:587")
-        })?;
-    let tls = match (
-        input.keys.str("tls").map(String::as_str),
-        input.keys.bool("require_tls"),
-    ) {
-        (Some(_), Some(_)) => {
-            return Err(input.invalid(
-                "require_tls",
-                "require_tls is Alertmanager's name for tls: set one of require_tls and tls, not both",
-            ));
-        }
-        // Alertmanager: port 465 is implicit TLS; otherwise require_tls demands STARTTLS and
-        // false sends without it.
-        (None, Some(_)) if port == 465 => EmailTls::Implicit,
-        (None, Some(true)) => EmailTls::Starttls,
-        (None, Some(false)) => EmailTls::None,
-        (None | Some("starttls"), None) => EmailTls::Starttls,
-        (Some("tls"), None) => EmailTls::Implicit,
-        (Some("none"), None) => EmailTls::None,
-        (Some(_), None) => {
-            return Err(input.invalid("tls", "use starttls (default), tls or none"));
-        }
-    };
-    let password = input.secret("password")?;
+    let mut problems = Problems::default();
+    let smarthost = problems.keep(smarthost(input));
+    let tls = problems.keep(tls(input, smarthost.as_ref().map(|(_, port)| *port)));
+    let password = problems.keep(input.secret("password"));
     let username = input.keys.str("username").cloned();
-    if password.is_some() != username.is_some() {
-        return Err(input.invalid("username", "set username and password_file together"));
+    // A password that cannot be read is reported already, not also as missing.
+    if password
+        .as_ref()
+        .is_some_and(|p| p.is_some() != username.is_some())
+    {
+        problems.push(input.invalid("username", "set username and password_file together"));
     }
-    let mailbox = |key: String, v: &str| {
-        v.parse::<Mailbox>()
-            .map_err(|e| input.invalid(&key, format!("{v:?} is not a mail address: {e}")))
+    let from = problems.keep(
+        input
+            .required("from")
+            .and_then(|from| mailbox(input, "from", &from)),
+    );
+    let to = problems.keep(recipients(input));
+    let (Some((host, port)), Some(tls), Some(password), Some(from), Some(to)) =
+        (smarthost, tls, password, from, to)
+    else {
+        return Err(input.failed(problems));
     };
-    let from = mailbox("from".to_owned(), &input.required("from")?)?;
-    let to = input.keys.list("to").cloned().unwrap_or_default();
-    if to.is_empty() {
-        return Err(input.invalid("to", "needs at least one address"));
-    }
-    let to = to
-        .iter()
-        .enumerate()
-        .map(|(i, t)| mailbox(format!("to[{i}]"), t))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(ChannelKind::Email(EmailSettings {
+    problems.finish(ChannelKind::Email(EmailSettings {
         host,
         port,
         tls,
@@ -245,6 +214,65 @@ fn from_raw(input: &Input<'_>) -> Result<ChannelKind, ConfigError> {
         from,
         to,
     }))
+}
+
+/// `smarthost`: host and port.
+fn smarthost(input: &Input<'_>) -> Result<(String, u16), ConfigError> {
+    input
+        .required("smarthost")?
+        .rsplit_once(':')
+        .and_then(|(h, p)| {
+            Some((
+                h.trim_start_matches('[').trim_end_matches(']').to_owned(),
+                p.parse::<u16>().ok()?,
+            ))
+        })
+        .filter(|(h, _)| !h.is_empty())
+        .ok_or_else(|| input.invalid("smarthost", "must be host:port, e.g. smtp.example.org:587"))
+}
+
+/// `tls`, or Alertmanager's `require_tls`, whose meaning depends on the port (unknown when
+/// `smarthost` is wrong, which is reported).
+fn tls(input: &Input<'_>, port: Option<u16>) -> Result<EmailTls, ConfigError> {
+    match (
+        input.keys.str("tls").map(String::as_str),
+        input.keys.bool("require_tls"),
+    ) {
+        (Some(_), Some(_)) => Err(input.invalid(
+            "require_tls",
+            "require_tls is Alertmanager's name for tls: set one of require_tls and tls, not both",
+        )),
+        // Alertmanager: port 465 is implicit TLS; otherwise require_tls demands STARTTLS and
+        // false sends without it.
+        (None, Some(_)) if port == Some(465) => Ok(EmailTls::Implicit),
+        (None, Some(true)) => Ok(EmailTls::Starttls),
+        (None, Some(false)) => Ok(EmailTls::None),
+        (None | Some("starttls"), None) => Ok(EmailTls::Starttls),
+        (Some("tls"), None) => Ok(EmailTls::Implicit),
+        (Some("none"), None) => Ok(EmailTls::None),
+        (Some(_), None) => Err(input.invalid("tls", "use starttls (default), tls or none")),
+    }
+}
+
+/// The mail address at `key`.
+fn mailbox(input: &Input<'_>, key: &str, v: &str) -> Result<Mailbox, ConfigError> {
+    v.parse::<Mailbox>()
+        .map_err(|e| input.invalid(key, format!("{v:?} is not a mail address: {e}")))
+}
+
+/// `to`: at least one address, every wrong one reported.
+fn recipients(input: &Input<'_>) -> Result<Vec<Mailbox>, ConfigError> {
+    let to = input.keys.list("to").cloned().unwrap_or_default();
+    if to.is_empty() {
+        return Err(input.invalid("to", "needs at least one address"));
+    }
+    let mut problems = Problems::default();
+    let to: Vec<Mailbox> = to
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| problems.keep(mailbox(input, &format!("to[{i}]"), t)))
+        .collect();
+    problems.finish(to)
 }
 
 #[cfg(test)]

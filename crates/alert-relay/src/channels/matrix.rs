@@ -12,7 +12,7 @@ use crate::render::Message;
 use crate::render::escape::{self, MATRIX_SIGILS};
 use crate::render::links::{html_anchors, percent_encode};
 use crate::render::text::truncate_bytes;
-use crate::secret::keys::ConfigError;
+use crate::secret::keys::{ConfigError, Problems};
 
 pub fn request(
     room: &str,
@@ -127,19 +127,27 @@ pub const PROVIDER: Provider = Provider {
 };
 
 fn from_raw(input: &Input<'_>) -> Result<ChannelKind, ConfigError> {
-    let room_id = input.required("room_id")?;
-    if !room_id.starts_with('!') && !room_id.starts_with('#') {
-        return Err(input.invalid(
-            "room_id",
-            "must be a room id (!abc:server) or alias (#room:server)",
-        ));
-    }
+    let mut problems = Problems::default();
+    let room_id = problems.keep(input.required("room_id").and_then(|room_id| {
+        if room_id.starts_with('!') || room_id.starts_with('#') {
+            Ok(room_id)
+        } else {
+            Err(input.invalid(
+                "room_id",
+                "must be a room id (!abc:server) or alias (#room:server)",
+            ))
+        }
+    }));
     if input.api_url.is_none() {
-        return Err(input.invalid("api_url", "required for matrix: the homeserver's base URL"));
+        problems.push(input.invalid("api_url", "required for matrix: the homeserver's base URL"));
     }
-    Ok(ChannelKind::Matrix {
+    let access_token = problems.keep(input.required_secret("access_token"));
+    let (Some(room_id), Some(access_token)) = (room_id, access_token) else {
+        return Err(input.failed(problems));
+    };
+    problems.finish(ChannelKind::Matrix {
         room_id,
-        access_token: input.required_secret("access_token")?,
+        access_token,
     })
 }
 

@@ -10,7 +10,7 @@ use crate::render::escape;
 use crate::render::text::{truncate_bytes, truncate_chars};
 use crate::render::{Message, Tone};
 use crate::secret::Secret;
-use crate::secret::keys::ConfigError;
+use crate::secret::keys::{ConfigError, Problems};
 
 const DEFAULT_API: &str = "https://ntfy.sh";
 
@@ -114,36 +114,48 @@ pub enum NtfyAuth {
 }
 
 fn from_raw(input: &Input<'_>) -> Result<ChannelKind, ConfigError> {
-    let topic = input.required("topic")?;
-    if !topic
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        return Err(input.invalid("topic", "ntfy topics use letters, digits, '-' and '_'"));
-    }
-    let token = input.secret("token")?;
-    let password = input.secret("password")?;
+    let mut problems = Problems::default();
+    let topic = problems.keep(input.required("topic").and_then(|topic| {
+        if topic
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            Ok(topic)
+        } else {
+            Err(input.invalid("topic", "ntfy topics use letters, digits, '-' and '_'"))
+        }
+    }));
+    let token = problems.keep(input.secret("token"));
+    let password = problems.keep(input.secret("password"));
     let auth = match (token, input.keys.str("username"), password) {
-        (None, None, None) => NtfyAuth::None,
-        (Some(t), None, None) => NtfyAuth::Token(t),
-        (None, Some(u), Some(p)) => NtfyAuth::Basic {
+        // A secret that cannot be read is reported already; which auth is meant is not known.
+        (None, _, _) | (_, _, None) => None,
+        (Some(None), None, Some(None)) => Some(NtfyAuth::None),
+        (Some(Some(t)), None, Some(None)) => Some(NtfyAuth::Token(t)),
+        (Some(None), Some(u), Some(Some(p))) => Some(NtfyAuth::Basic {
             username: u.clone(),
             password: p,
-        },
+        }),
         _ => {
-            return Err(input.invalid(
+            problems.push(input.invalid(
                 "token",
                 "set token_file, or username with password_file, or neither",
             ));
+            None
         }
     };
-    let priority = match input.keys.str("priority") {
-        None => None,
-        Some(p) => Some(priority(p).ok_or_else(|| {
-            input.invalid("priority", "use 1-5 or min, low, default, high, urgent")
-        })?),
+    // Stand-in `None`: its error is recorded, so `finish` never lets it out.
+    let priority = input.keys.str("priority").and_then(|p| {
+        let level = priority(p);
+        if level.is_none() {
+            problems.push(input.invalid("priority", "use 1-5 or min, low, default, high, urgent"));
+        }
+        level
+    });
+    let (Some(topic), Some(auth)) = (topic, auth) else {
+        return Err(input.failed(problems));
     };
-    Ok(ChannelKind::Ntfy {
+    problems.finish(ChannelKind::Ntfy {
         topic,
         auth,
         priority,

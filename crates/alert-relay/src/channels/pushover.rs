@@ -10,7 +10,7 @@ use super::{Outcome, Request, Response, classify_status};
 use crate::render::Message;
 use crate::render::escape;
 use crate::render::text::{escape_within, truncate_chars};
-use crate::secret::keys::{ConfigError, duration};
+use crate::secret::keys::{ConfigError, Problems, duration};
 
 pub const DEFAULT_API: &str = "https://api.pushover.net";
 /// How a receipt is marked in `deliveries.provider_ref`.
@@ -182,11 +182,22 @@ pub struct Emergency {
 }
 
 fn from_raw(input: &Input<'_>) -> Result<ChannelKind, ConfigError> {
-    Ok(ChannelKind::Pushover {
-        token: input.required_secret("token")?,
-        user_key: input.required_secret("user_key")?,
-        priority: priority(input)?,
-        emergency: emergency(input)?,
+    let mut problems = Problems::default();
+    let token = problems.keep(input.required_secret("token"));
+    let user_key = problems.keep(input.required_secret("user_key"));
+    let priority = problems.keep(priority(input));
+    // Which emergency keys are allowed depends on the priority: unchecked when it is wrong.
+    let emergency = priority.and_then(|p| problems.keep(emergency(input, p)));
+    let (Some(token), Some(user_key), Some(priority), Some(emergency)) =
+        (token, user_key, priority, emergency)
+    else {
+        return Err(input.failed(problems));
+    };
+    problems.finish(ChannelKind::Pushover {
+        token,
+        user_key,
+        priority,
+        emergency,
     })
 }
 
@@ -202,42 +213,46 @@ fn priority(input: &Input<'_>) -> Result<i8, ConfigError> {
 
 /// Pushover's limits for priority 2: `retry` at least 30 s, `expire` at most 10800 s; receipts
 /// may be polled at most once per 5 s.
-fn emergency(input: &Input<'_>) -> Result<Option<Emergency>, ConfigError> {
+fn emergency(input: &Input<'_>, priority: i8) -> Result<Option<Emergency>, ConfigError> {
+    let mut problems = Problems::default();
     // By the parsed value, as `priority` reads it ("+2" and "02" are 2 too).
-    if priority(input)? != 2 {
+    if priority != 2 {
         for key in ["retry", "expire", "receipt_poll_interval"] {
             if input.keys.str(key).is_some() {
-                return Err(input.invalid(key, "only for priority 2 (emergency)"));
+                problems.push(input.invalid(key, "only for priority 2 (emergency)"));
             }
         }
-        return Ok(None);
+        return problems.finish(None);
     }
-    let value = |key: &str, default: u64| {
-        duration(
+    let mut value = |key: &str, default: u64| {
+        problems.keep(duration(
             &input.key(key),
             input.keys.str(key),
             Duration::from_secs(default),
-        )
+        ))
     };
-    let retry = value("retry", 60)?;
-    let expire = value("expire", 3600)?;
-    let poll = value("receipt_poll_interval", 30)?;
-    if retry < Duration::from_secs(30) {
-        return Err(input.invalid("retry", "Pushover needs at least 30s"));
+    let retry = value("retry", 60);
+    let expire = value("expire", 3600);
+    let poll = value("receipt_poll_interval", 30);
+    if retry.is_some_and(|r| r < Duration::from_secs(30)) {
+        problems.push(input.invalid("retry", "Pushover needs at least 30s"));
     }
-    if expire > Duration::from_secs(10_800) || expire < retry {
-        return Err(input.invalid(
+    if expire.is_some_and(|e| e > Duration::from_secs(10_800) || retry.is_some_and(|r| e < r)) {
+        problems.push(input.invalid(
             "expire",
             "Pushover allows at most 3h, and it must not be shorter than retry",
         ));
     }
-    if poll < Duration::from_secs(5) {
-        return Err(input.invalid(
+    if poll.is_some_and(|p| p < Duration::from_secs(5)) {
+        problems.push(input.invalid(
             "receipt_poll_interval",
             "Pushover allows one receipt poll per 5s at most",
         ));
     }
-    Ok(Some(Emergency {
+    let (Some(retry), Some(expire), Some(poll)) = (retry, expire, poll) else {
+        return Err(input.failed(problems));
+    };
+    problems.finish(Some(Emergency {
         retry,
         expire,
         poll,

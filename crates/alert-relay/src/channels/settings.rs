@@ -23,7 +23,7 @@ use super::{
 };
 use crate::render::template::UserTemplate;
 use crate::secret::Secret;
-use crate::secret::keys::{ConfigError, Ctx, SecretKeys, check_url, invalid};
+use crate::secret::keys::{ConfigError, Ctx, Problems, SecretKeys, check_url, invalid};
 
 /// Every provider, in the order `unknown channel type` lists them. Adding a provider is a
 /// module in `channels/` and a line here.
@@ -53,7 +53,8 @@ pub struct Provider {
     pub rate: Rate,
     /// Why `api_url` is refused, for a provider that takes none.
     pub refuses_api_url: Option<&'static str>,
-    /// Checks the provider's keys and builds its settings.
+    /// Checks the provider's keys and builds its settings; independent keys are each checked,
+    /// so the error is every one found ([`ConfigError::Several`] for more than one).
     pub from_raw: fn(&Input<'_>) -> Result<ChannelKind, ConfigError>,
 }
 
@@ -377,7 +378,8 @@ pub struct Input<'a> {
     pub prefix: &'a str,
     pub keys: &'a ProviderKeys,
     pub ctx: &'a Ctx<'a>,
-    /// The channel's `api_url`, checked already.
+    /// The channel's `api_url`, checked already: a wrong one is reported there and given as
+    /// written, so a provider that needs one does not call it missing.
     pub api_url: Option<&'a str>,
 }
 
@@ -390,6 +392,12 @@ impl Input<'_> {
     /// The error for `key`.
     pub fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
         invalid(self.key(key), message)
+    }
+
+    /// Every error `problems` found, for settings that could not be built: a provider checks
+    /// each of its independent keys into one [`Problems`] before giving up.
+    pub fn failed(&self, problems: Problems) -> ConfigError {
+        problems.failed(self.prefix.trim_end_matches('.'))
     }
 
     /// A text key that must be given and not blank.

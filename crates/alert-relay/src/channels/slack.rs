@@ -16,7 +16,7 @@ use crate::render::escape;
 use crate::render::text::{escape_within, join_within, truncate_chars};
 use crate::render::{Link, Message, Tone};
 use crate::secret::Secret;
-use crate::secret::keys::ConfigError;
+use crate::secret::keys::{ConfigError, Problems};
 
 const DEFAULT_API: &str = "https://slack.com/api";
 const SECTION_MAX: usize = 3000;
@@ -299,17 +299,22 @@ pub enum SlackMode {
 }
 
 fn from_raw(input: &Input<'_>) -> Result<ChannelKind, ConfigError> {
-    let url = input.secret("webhook_url")?;
-    let token = input.secret("bot_token")?;
+    let mut problems = Problems::default();
+    let url = problems.keep(input.secret("webhook_url"));
+    let token = problems.keep(input.secret("bot_token"));
+    // The mode, and so what else the channel needs, depends on both: decided when both read.
+    let (Some(url), Some(token)) = (url, token) else {
+        return Err(input.failed(problems));
+    };
     let mode = match (url, token) {
         (Some(url), None) => {
             if input.keys.str("channel").is_some() {
-                return Err(input.invalid(
+                problems.push(input.invalid(
                     "channel",
                     "an incoming webhook posts to its own channel; channel needs bot_token",
                 ));
             }
-            input.check_secret_url("webhook_url", &url)?;
+            problems.keep(input.check_secret_url("webhook_url", &url));
             SlackMode::Webhook { url }
         }
         (None, Some(token)) => SlackMode::Bot {
@@ -323,7 +328,7 @@ fn from_raw(input: &Input<'_>) -> Result<ChannelKind, ConfigError> {
             ));
         }
     };
-    Ok(ChannelKind::Slack(mode))
+    problems.finish(ChannelKind::Slack(mode))
 }
 
 #[cfg(test)]

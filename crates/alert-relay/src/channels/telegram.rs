@@ -13,7 +13,7 @@ use crate::render::escape::{self, TELEGRAM_SIGILS};
 use crate::render::links::html_anchors;
 use crate::render::text::{escape_within, truncate_chars};
 use crate::render::{Message, Tone};
-use crate::secret::keys::ConfigError;
+use crate::secret::keys::{ConfigError, Problems};
 
 pub const DEFAULT_API: &str = "https://api.telegram.org";
 const TEXT_MAX: usize = 4096;
@@ -168,9 +168,15 @@ pub const PROVIDER: Provider = Provider {
 };
 
 fn from_raw(input: &Input<'_>) -> Result<ChannelKind, ConfigError> {
-    Ok(ChannelKind::Telegram {
-        bot_token: input.required_secret("bot_token")?,
-        chat_id: input.required("chat_id")?,
+    let mut problems = Problems::default();
+    let bot_token = problems.keep(input.required_secret("bot_token"));
+    let chat_id = problems.keep(input.required("chat_id"));
+    let (Some(bot_token), Some(chat_id)) = (bot_token, chat_id) else {
+        return Err(input.failed(problems));
+    };
+    problems.finish(ChannelKind::Telegram {
+        bot_token,
+        chat_id,
         message_thread_id: input.keys.i64("message_thread_id"),
         ack: input.keys.bool("ack").unwrap_or(false),
     })

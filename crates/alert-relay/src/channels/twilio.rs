@@ -12,7 +12,7 @@ use crate::payload::Status;
 use crate::render::Message;
 use crate::render::escape;
 use crate::render::text::{to_gsm7, truncate_chars};
-use crate::secret::keys::ConfigError;
+use crate::secret::keys::{ConfigError, Problems};
 
 const DEFAULT_API: &str = "https://api.twilio.com";
 /// Two concatenated GSM-7 segments.
@@ -143,46 +143,53 @@ pub const PROVIDER: Provider = Provider {
 };
 
 fn from_raw(input: &Input<'_>) -> Result<ChannelKind, ConfigError> {
-    let account_sid = input.required("account_sid")?;
-    let to = numbers(input)?;
+    let mut problems = Problems::default();
+    let account_sid = problems.keep(input.required("account_sid"));
+    let to = problems.keep(numbers(input));
     let from = input.keys.str("from");
     let messaging_service_sid = input.keys.str("messaging_service_sid");
     if let Some(f) = from
         && !is_e164(f)
         && !f.chars().all(|c| c.is_ascii_alphanumeric())
     {
-        return Err(input.invalid(
+        problems.push(input.invalid(
             "from",
             "must be an E.164 number or an alphanumeric sender id",
         ));
     }
     if from.is_some() == messaging_service_sid.is_some() {
-        return Err(input.invalid("from", "set exactly one of from and messaging_service_sid"));
+        problems.push(input.invalid("from", "set exactly one of from and messaging_service_sid"));
     }
-    Ok(ChannelKind::Twilio {
+    let auth_token = problems.keep(input.required_secret("auth_token"));
+    let (Some(account_sid), Some(to), Some(auth_token)) = (account_sid, to, auth_token) else {
+        return Err(input.failed(problems));
+    };
+    problems.finish(ChannelKind::Twilio {
         account_sid,
-        auth_token: input.required_secret("auth_token")?,
+        auth_token,
         from: from.cloned(),
         messaging_service_sid: messaging_service_sid.cloned(),
         to,
     })
 }
 
-/// The `to:` list: at least one number, each E.164 (shared with `twilio_voice`).
+/// The `to:` list: at least one number, each E.164, every wrong one reported (shared with
+/// `twilio_voice`).
 pub(super) fn numbers(input: &Input<'_>) -> Result<Vec<String>, ConfigError> {
     let to = input.keys.list("to").cloned().unwrap_or_default();
     if to.is_empty() {
         return Err(input.invalid("to", "needs at least one number"));
     }
+    let mut problems = Problems::default();
     for (i, n) in to.iter().enumerate() {
         if !is_e164(n) {
-            return Err(input.invalid(
+            problems.push(input.invalid(
                 &format!("to[{i}]"),
                 format!("{n:?} is not an E.164 number like +447700900123"),
             ));
         }
     }
-    Ok(to)
+    problems.finish(to)
 }
 
 pub(super) fn is_e164(n: &str) -> bool {

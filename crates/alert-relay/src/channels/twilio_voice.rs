@@ -22,7 +22,7 @@ use crate::render::Message;
 use crate::render::escape;
 use crate::render::text::truncate_chars;
 use crate::secret::Secret;
-use crate::secret::keys::{ConfigError, invalid};
+use crate::secret::keys::{ConfigError, Problems, invalid};
 use crate::store::DeliveryJob;
 
 const DEFAULT_API: &str = "https://api.twilio.com";
@@ -261,12 +261,16 @@ pub const PROVIDER: Provider = Provider {
 };
 
 fn from_raw(input: &Input<'_>) -> Result<ChannelKind, ConfigError> {
-    let account_sid = input.required("account_sid")?;
-    let to = twilio::numbers(input)?;
-    let from = input.required("from")?;
-    if !twilio::is_e164(&from) {
-        return Err(input.invalid("from", "must be an E.164 number (a call has no sender id)"));
-    }
+    let mut problems = Problems::default();
+    let account_sid = problems.keep(input.required("account_sid"));
+    let to = problems.keep(twilio::numbers(input));
+    let from = problems.keep(input.required("from").and_then(|from| {
+        if twilio::is_e164(&from) {
+            Ok(from)
+        } else {
+            Err(input.invalid("from", "must be an E.164 number (a call has no sender id)"))
+        }
+    }));
     let word = |key: &str| -> Result<Option<String>, ConfigError> {
         match input.keys.str(key) {
             Some(v)
@@ -280,13 +284,22 @@ fn from_raw(input: &Input<'_>) -> Result<ChannelKind, ConfigError> {
             v => Ok(v.cloned()),
         }
     };
-    Ok(ChannelKind::TwilioVoice(VoiceSettings {
+    // Stand-ins `None`: their errors are recorded, so `finish` never lets them out.
+    let voice = problems.or(word("voice"), None);
+    let language = problems.or(word("language"), None);
+    let auth_token = problems.keep(input.required_secret("auth_token"));
+    let (Some(account_sid), Some(to), Some(from), Some(auth_token)) =
+        (account_sid, to, from, auth_token)
+    else {
+        return Err(input.failed(problems));
+    };
+    problems.finish(ChannelKind::TwilioVoice(VoiceSettings {
         account_sid,
-        auth_token: input.required_secret("auth_token")?,
+        auth_token,
         from,
         to,
-        voice: word("voice")?,
-        language: word("language")?,
+        voice,
+        language,
     }))
 }
 

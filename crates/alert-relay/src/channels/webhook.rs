@@ -12,7 +12,7 @@ use super::settings::{ChannelKind, Input, Key, Kind, Provider, Rate};
 use super::{Attempt, Request, RequestAuth, RequestBody, rebase};
 use crate::render::Message;
 use crate::secret::Secret;
-use crate::secret::keys::ConfigError;
+use crate::secret::keys::{ConfigError, Problems};
 
 pub const SIGNATURE_HEADER: &str = "X-Alert-Relay-Signature";
 pub const TIMESTAMP_HEADER: &str = "X-Alert-Relay-Timestamp";
@@ -99,20 +99,26 @@ pub const PROVIDER: Provider = Provider {
 };
 
 fn from_raw(input: &Input<'_>) -> Result<ChannelKind, ConfigError> {
-    let url = input.url_secret("url")?;
+    let mut problems = Problems::default();
+    let url = problems.keep(input.url_secret("url"));
     let mut headers = Vec::new();
     for (k, v) in input.keys.map("headers").cloned().unwrap_or_default() {
         if http::HeaderName::try_from(k.as_str()).is_err()
             || http::HeaderValue::try_from(v.as_str()).is_err()
         {
-            return Err(input.invalid(&format!("headers.{k}"), "not a valid HTTP header"));
+            problems.push(input.invalid(&format!("headers.{k}"), "not a valid HTTP header"));
+        } else {
+            headers.push((k, v));
         }
-        headers.push((k, v));
     }
-    Ok(ChannelKind::Webhook {
+    let signing_secret = problems.keep(input.secret("signing_secret"));
+    let (Some(url), Some(signing_secret)) = (url, signing_secret) else {
+        return Err(input.failed(problems));
+    };
+    problems.finish(ChannelKind::Webhook {
         url,
         headers,
-        signing_secret: input.secret("signing_secret")?,
+        signing_secret,
     })
 }
 

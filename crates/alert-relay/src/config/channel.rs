@@ -51,10 +51,11 @@ pub(super) fn channel(
     if let (Some(why), Some(_)) = (provider.refuses_api_url, &rc.api_url) {
         problems.push(invalid(format!("{prefix}api_url"), why));
     }
-    let api_url = rc.api_url.as_ref().and_then(|u| {
-        problems
-            .keep(check_url(&format!("{prefix}api_url"), u))
-            .map(|()| u.trim_end_matches('/').to_owned())
+    // A wrong URL is reported here and stands in as written: its error keeps it from use, and
+    // a provider that needs one (matrix) does not also call it missing.
+    let api_url = rc.api_url.as_ref().map(|u| {
+        problems.keep(check_url(&format!("{prefix}api_url"), u));
+        u.trim_end_matches('/').to_owned()
     });
     let rate = match &rc.rate_limit {
         None => provider.rate,

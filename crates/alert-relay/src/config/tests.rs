@@ -977,3 +977,136 @@ fn each_override_reports_its_error() {
         ]
     );
 }
+
+/// The key of each error `yaml`'s channel `c` has, in the order found; each error's line
+/// appears once in the whole message.
+fn channel_error_keys(channel: &str) -> Vec<String> {
+    let yaml = format!(
+        "storage: {{ sqlite: relay.db }}\npublic_url: https://relay.example.org\n\
+         policies: {{ p: {{ steps: [{{notify: [c]}}] }} }}\nroutes: [{{policy: p}}]\n\
+         channels: {{ c: {channel} }}\n"
+    );
+    let e = parse(&yaml, Path::new("/etc/alert-relay"), &secrets()).expect_err(&yaml);
+    let text = e.to_string();
+    assert_eq!(text.lines().count(), e.each().len(), "{text}");
+    e.each()
+        .iter()
+        .map(|e| match e {
+            ConfigError::Invalid { key, .. } => {
+                assert_eq!(text.matches(&e.to_string()).count(), 1, "{text}");
+                key.clone()
+            }
+            other => panic!("{other}"),
+        })
+        .collect()
+}
+
+#[test]
+fn every_provider_reports_each_wrong_key_of_one_channel() {
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "{ type: webhook, url: 'ftp://x', headers: { 'bad header': v }, signing_secret_env: NOPE }",
+            &["url", "headers.bad header", "signing_secret_env"],
+        ),
+        (
+            "{ type: slack, webhook_url_file: /nope, bot_token_env: NOPE }",
+            &["webhook_url_file", "bot_token_env"],
+        ),
+        (
+            "{ type: slack, webhook_url: 'ftp://x', channel: '#ops' }",
+            &["channel", "webhook_url"],
+        ),
+        (
+            "{ type: telegram, timeout: never, chat_id: ' ' }",
+            &["timeout", "bot_token", "chat_id"],
+        ),
+        (
+            "{ type: ntfy, topic: 'a b', token: t, username: u, priority: loud }",
+            &["topic", "token", "priority"],
+        ),
+        (
+            "{ type: twilio, from: '+1', to: ['+447700900123', '0123', x] }",
+            &["account_sid", "to[1]", "to[2]", "from", "auth_token"],
+        ),
+        (
+            "{ type: twilio, account_sid: AC1, auth_token: t, to: [] }",
+            &["to", "from"],
+        ),
+        (
+            "{ type: twilio_voice, account_sid: AC1, from: ALPHA, to: [], voice: 'a b', language: '', auth_token_env: NOPE }",
+            &["to", "from", "voice", "language", "auth_token_env"],
+        ),
+        (
+            "{ type: matrix, api_url: 'ftp://x', room_id: room }",
+            &["api_url", "room_id", "access_token"],
+        ),
+        (
+            "{ type: pushover, token_env: NOPE, priority: 9, retry: 10s }",
+            &["token_env", "user_key", "priority"],
+        ),
+        (
+            "{ type: pushover, token: a, user_key: u, priority: 2, retry: 10s, expire: 4h, receipt_poll_interval: 1s }",
+            &["retry", "expire", "receipt_poll_interval"],
+        ),
+        (
+            "{ type: pushover, token: a, user_key: u, priority: 1, retry: 60s, expire: 1h }",
+            &["retry", "expire"],
+        ),
+        (
+            "{ type: email, smarthost: smtp, tls: maybe, username: u, from: nope, to: ['a@b.org', x, y] }",
+            &["smarthost", "tls", "username", "from", "to[1]", "to[2]"],
+        ),
+        (
+            "{ type: email, smarthost: 'smtp:587', tls: tls, require_tls: true, password_file: /nope, from: 'a@b.org' }",
+            &["require_tls", "password_file", "to"],
+        ),
+    ];
+    for (channel, want) in cases {
+        let want: Vec<String> = want.iter().map(|k| format!("channels.c.{k}")).collect();
+        assert_eq!(channel_error_keys(channel), want, "{channel}");
+    }
+}
+
+#[test]
+fn a_provider_key_that_needs_another_is_not_a_second_error() {
+    // The key others depend on reports its error; the dependent check is not made.
+    let cases: &[(&str, &str)] = &[
+        // Which Slack mode is meant is unknown while a secret cannot be read.
+        (
+            "{ type: slack, webhook_url_file: /nope, channel: '#ops' }",
+            "webhook_url_file",
+        ),
+        // Token or basic auth: unknown while the token cannot be read.
+        (
+            "{ type: ntfy, topic: t, token_env: NOPE, username: u }",
+            "token_env",
+        ),
+        // A password that cannot be read is not also missing beside username.
+        (
+            "{ type: email, smarthost: 'smtp:587', username: u, password_file: /nope, from: 'a@b.org', to: ['c@d.org'] }",
+            "password_file",
+        ),
+        // A wrong priority leaves the emergency keys unchecked.
+        (
+            "{ type: pushover, token: a, user_key: u, priority: x, retry: 1s }",
+            "priority",
+        ),
+        // A wrong api_url is not also a missing one.
+        (
+            "{ type: matrix, api_url: 'ftp://x', room_id: '!r:x', access_token: t }",
+            "api_url",
+        ),
+        // A number that is not E.164 is reported, not also as missing.
+        (
+            "{ type: twilio_voice, account_sid: AC1, auth_token: t, from: '+15005550006', to: [x] }",
+            "to[0]",
+        ),
+    ];
+    for (channel, want) in cases {
+        assert_eq!(
+            channel_error_keys(channel),
+            [format!("channels.c.{want}")],
+            "{channel}"
+        );
+    }
+}

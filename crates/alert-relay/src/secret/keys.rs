@@ -93,8 +93,17 @@ impl Problems {
     pub fn finish_some<T>(self, key: &str, value: Option<T>) -> Result<T, ConfigError> {
         match value {
             Some(value) => self.finish(value),
-            None if self.found.is_empty() => Err(invalid(key, "could not be validated")),
-            None => Err(self.into_error()),
+            None => Err(self.failed(key)),
+        }
+    }
+
+    /// For a value that could not be built: every error found, which says why; with none
+    /// found (a bug of the validation) an error at `key` rather than a panic.
+    pub fn failed(self, key: &str) -> ConfigError {
+        if self.found.is_empty() {
+            invalid(key, "could not be validated")
+        } else {
+            self.into_error()
         }
     }
 

@@ -85,6 +85,40 @@ fn check_config_reports_every_error_once_with_a_count() {
     );
 }
 
+#[test]
+fn check_config_reports_every_wrong_key_of_one_channel() {
+    let dir = tempdir();
+    let path = dir.path().join("relay.yml");
+    std::fs::write(
+        &path,
+        "storage: { sqlite: relay.db }\n\
+         channels: { sms: { type: twilio, from: '+1', to: ['0123', '+447700900123', x] } }\n\
+         policies: { p: { steps: [ { notify: [sms] } ] } }\n\
+         routes: [ { policy: p } ]\n",
+    )
+    .expect("write");
+    let out = Command::new(binary())
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "error: channels.sms.account_sid: required",
+            "error: channels.sms.to[0]: \"0123\" is not an E.164 number like +447700900123",
+            "error: channels.sms.to[2]: \"x\" is not an E.164 number like +447700900123",
+            "error: channels.sms.from: must be an E.164 number or an alphanumeric sender id",
+            "error: channels.sms.auth_token: required: set auth_token_file, auth_token_env or auth_token",
+            &format!("{}: 5 errors", path.display()),
+        ],
+        "{stderr}"
+    );
+}
+
 #[tokio::test]
 async fn send_test_prints_one_plain_line_per_destination_or_json() {
     let fake = Fake::start(Reply::new(200, "")).await;
