@@ -2,6 +2,8 @@
 //! each page under 100 ms): the real relay binary on a seeded SQLite file, a signed-in user,
 //! each page fetched over loopback HTTP as a browser fetches it.
 //!
+//! The same pages on SQLite and on PostgreSQL (a throwaway server from Debian's `postgresql`).
+//!
 //! Run: `cargo bench -p alert-relay --bench console` (results in docs/performance.md).
 
 use std::io::{BufRead as _, BufReader};
@@ -9,6 +11,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use alert_relay::store::postgres::{PgSettings, Postgres};
 use alert_relay::store::seed_for_bench;
 use alert_relay::store::sqlite::Sqlite;
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -17,10 +20,29 @@ const INCIDENTS: usize = 10_000;
 const DESTINATIONS: usize = 10;
 const PASSWORD: &str = "bench";
 
-/// 10,000 incidents in every state, 100,000 deliveries (`store::seed_for_bench`).
-fn seed(path: &Path) {
-    let mut db = Sqlite::open(path).expect("open the bench database");
+/// 10,000 incidents in every state, 100,000 deliveries (`store::seed_for_bench`) in a SQLite
+/// file in `dir`; the configuration's `storage:`.
+fn seed_sqlite(dir: &Path) -> String {
+    let mut db = Sqlite::open(&dir.join("relay.db")).expect("open the bench database");
     seed_for_bench(&mut db, INCIDENTS, DESTINATIONS).expect("seed");
+    "{ sqlite: relay.db }".to_owned()
+}
+
+/// The same on a throwaway PostgreSQL server (kept running by the returned handle), its
+/// statistics gathered as autovacuum would have by then; the configuration's `storage:`.
+fn seed_postgres() -> (testpg::TestPg, String) {
+    let server = testpg::TestPg::start().expect("start PostgreSQL (Debian's postgresql)");
+    server.create_database("console_bench").expect("database");
+    let url = server.url("console_bench");
+    let settings = PgSettings {
+        url: url.clone(),
+        ca_file: None,
+    };
+    let mut db = Postgres::connect(&settings).expect("connect");
+    seed_for_bench(&mut db, INCIDENTS, DESTINATIONS).expect("seed");
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).expect("client");
+    client.batch_execute("ANALYZE").expect("analyze");
+    (server, format!("{{ postgres: {{ url: '{url}' }} }}"))
 }
 
 struct Relay {
@@ -35,14 +57,14 @@ impl Drop for Relay {
     }
 }
 
-fn start_relay(dir: &Path) -> Relay {
+fn start_relay(dir: &Path, storage: &str) -> Relay {
     let hash = bcrypt::hash(PASSWORD, 4).expect("hash");
     let channels: String = (0..DESTINATIONS)
         .map(|d| format!("  chat-{d}: {{ type: webhook, url: 'http://127.0.0.1:9/' }}\n"))
         .collect();
     let notify: Vec<String> = (0..DESTINATIONS).map(|d| format!("chat-{d}")).collect();
     let config = format!(
-        "listen: 127.0.0.1:0\nauth: none\nstorage: {{ sqlite: relay.db }}\nchannels:\n{channels}\
+        "listen: 127.0.0.1:0\nauth: none\nstorage: {storage}\nchannels:\n{channels}\
          policies: {{ primary: {{ steps: [ {{ notify: [{n}] }} ] }}, secondary: {{ steps: [ {{ notify: [{n}] }} ] }}, \
          night: {{ steps: [ {{ notify: [{n}] }} ] }} }}\nroutes: [ {{ policy: primary }} ]\n\
          console: {{ users: {{ bench: {{ password_hash: '{hash}', role: responder }} }} }}\n",
@@ -106,8 +128,15 @@ fn cookie_of(r: &reqwest::Response, name: &str) -> String {
 
 fn console_pages(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
-    seed(&dir.path().join("relay.db"));
-    let relay = start_relay(dir.path());
+    let storage = seed_sqlite(dir.path());
+    pages(c, "console-sqlite", &start_relay(dir.path(), &storage));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_server, storage) = seed_postgres();
+    pages(c, "console-postgres", &start_relay(dir.path(), &storage));
+}
+
+/// Times every page of `relay` as group `name`.
+fn pages(c: &mut Criterion, name: &str, relay: &Relay) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -119,7 +148,7 @@ fn console_pages(c: &mut Criterion) {
         .build()
         .expect("client");
     let cookie = rt.block_on(sign_in(&http, &relay.base));
-    let mut group = c.benchmark_group("console");
+    let mut group = c.benchmark_group(name);
     group.sample_size(50);
     let pages = [
         ("incidents (open, newest 50)", "/ui/".to_owned()),
