@@ -12,6 +12,7 @@ mod matchers;
 mod pipeline;
 mod raw;
 mod rotation;
+mod sections;
 
 pub use self::console::{ConsoleConfig, ConsoleUser, Role};
 pub use self::rotation::TARGET_PREFIX as ROTATION_PREFIX;
@@ -257,20 +258,39 @@ pub fn load_with(path: &Path, secrets: &dyn SecretSource) -> Result<Config, Conf
         error,
     })?;
     let base = path.parent().unwrap_or(Path::new("."));
-    parse(&text, base, secrets).map_err(|e| match e {
+    let named = |e: ConfigError| match e {
         ConfigError::Yaml { message, .. } => ConfigError::Yaml {
             path: path.to_owned(),
             message,
         },
         other => other,
+    };
+    parse(&text, base, secrets).map_err(|e| match e {
+        ConfigError::Several(all) => ConfigError::Several(all.into_iter().map(named).collect()),
+        one => named(one),
     })
 }
 
 /// Parses and validates YAML text; relative `*_file` paths are resolved against `base`.
 pub fn parse(text: &str, base: &Path, secrets: &dyn SecretSource) -> Result<Config, ConfigError> {
-    let raw = parse_raw(text).map_err(|message| ConfigError::Yaml {
-        path: PathBuf::from("<config>"),
-        message,
+    let raw = parse_raw(text).map_err(|first| {
+        // Each section on its own: every section's first error, each said once.
+        let mut messages = vec![first];
+        for m in sections::errors(text) {
+            if !messages.iter().any(|seen| same_place(seen, &m)) {
+                messages.push(m);
+            }
+        }
+        let mut all: Vec<ConfigError> = (messages.into_iter())
+            .map(|message| ConfigError::Yaml {
+                path: PathBuf::from("<config>"),
+                message,
+            })
+            .collect();
+        match all.len() {
+            1 => all.remove(0),
+            _ => ConfigError::Several(all),
+        }
     })?;
     Config::from_raw(raw, &Ctx { base, secrets })
 }
@@ -289,19 +309,33 @@ fn parse_raw(text: &str) -> Result<RawConfig, String> {
             e.into_inner()
         })
     })
-    .map_err(|e| {
-        let message = e.without_snippet().to_string();
-        let path = match path {
-            // The path of an unknown key ends in the key as written.
-            Some(p) if message.starts_with("unknown field") => unknown_key_path(&p),
-            p => p,
-        };
-        let message = without_quoted(&message);
-        match path {
-            Some(p) => format!("{p}: {message}"),
-            None => message,
-        }
-    })
+    .map_err(|e| describe_yaml_error(&e, path))
+}
+
+/// Whether two parser errors are one: the same place in the file (a syntax error is met by
+/// every reading there, with or without a key path).
+fn same_place(a: &str, b: &str) -> bool {
+    let place = |m: &str| m.rfind(" at line ").map(|i| m[i..].to_owned());
+    match (place(a), place(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+/// A parser error as `check-config` says it: the key path, then the message without any
+/// quoted text of the file.
+fn describe_yaml_error(e: &serde_saphyr::Error, path: Option<String>) -> String {
+    let message = e.without_snippet().to_string();
+    let path = match path {
+        // The path of an unknown key ends in the key as written.
+        Some(p) if message.starts_with("unknown field") => unknown_key_path(&p),
+        p => p,
+    };
+    let message = without_quoted(&message);
+    match path {
+        Some(p) => format!("{p}: {message}"),
+        None => message,
+    }
 }
 
 /// The path to show for an unknown key: the key itself when it looks like one

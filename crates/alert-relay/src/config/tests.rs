@@ -555,6 +555,47 @@ fn yaml_errors_name_the_key_and_never_print_the_file() {
 }
 
 #[test]
+fn a_wrong_key_or_value_in_each_section_is_reported_once_each() {
+    let text = "storage: { sqlite: x }\nlimits: { max_body: 10 }\n\
+                channels:\n  c: { type: webhook, url: 'http://x', colour: red, rate_limit: { per_second: fast } }\n\
+                policies: { p: { steps: [ { notify: [c] } ], color: blue } }\nroutes: [ { policy: p } ]\n\
+                deadman: { timeout: 5m, notify: [c], after: 3 }\nbogus: 1\nhunter2-secret: 2\nroutz: []\n";
+    let e = parse(text, Path::new("/"), &MapSecrets::default()).expect_err("invalid");
+    let ConfigError::Several(all) = &e else {
+        panic!("one error only: {e}");
+    };
+    let lines: Vec<String> = all.iter().map(ToString::to_string).collect();
+    let starts: Vec<&str> = lines
+        .iter()
+        .map(|l| l.split(": unknown field").next().unwrap_or(l))
+        .collect();
+    // One error per section (serde stops a section at its first), each unknown top-level key,
+    // a token-like key unnamed; nothing twice.
+    assert_eq!(
+        starts,
+        [
+            "<config>: limits.max_body",
+            "<config>: channels.c.colour",
+            "<config>: policies.p.color",
+            "<config>: deadman.after",
+            "<config>: bogus",
+            "<config>",
+            "<config>: routz",
+        ],
+        "{e}"
+    );
+    assert!(!e.to_string().contains("hunter2"), "{e}");
+    // A syntax error ends every reading at one place: said once.
+    let e = parse(
+        "storage: { sqlite: x\nchannels: {}\n",
+        Path::new("/"),
+        &MapSecrets::default(),
+    )
+    .expect_err("invalid");
+    assert!(matches!(e, ConfigError::Yaml { .. }), "{e}");
+}
+
+#[test]
 fn a_listener_beyond_loopback_needs_auth_or_an_explicit_none() {
     let tail = "storage: { sqlite: x }\nchannels: { c: { type: webhook, url: \"http://127.0.0.1:9/h\" } }\npolicies: { p: { steps: [ { notify: [c] } ] } }\nroutes: [ { policy: p } ]\n";
     let load = |head: &str| {
