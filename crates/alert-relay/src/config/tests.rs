@@ -875,14 +875,7 @@ routes: [ { policy: p } ]
         Ok(_) => panic!("accepted"),
         Err(e) => e,
     };
-    let keys: Vec<String> = e
-        .each()
-        .iter()
-        .map(|e| match e {
-            ConfigError::Invalid { key, .. } => key.clone(),
-            other => panic!("{other}"),
-        })
-        .collect();
+    let keys = invalid_keys(&e);
     assert_eq!(
         keys,
         [
@@ -939,14 +932,7 @@ fn a_rotation_reports_each_of_its_errors() {
         &secrets(),
     )
     .expect_err("invalid");
-    let keys: Vec<String> = e
-        .each()
-        .iter()
-        .map(|e| match e {
-            ConfigError::Invalid { key, .. } => key.clone(),
-            other => panic!("{other}"),
-        })
-        .collect();
+    let keys = invalid_keys(&e);
     // The override naming alice (whose entry is invalid) is not a second error.
     assert_eq!(
         keys,
@@ -969,14 +955,7 @@ deadman: { timeout: 0s, notify: [nope] }
 alertmanager: { url: 'ftp://am', interval: 0s, timeout: 0s }
 ";
     let e = parse(yaml, Path::new("/etc/alert-relay"), &secrets()).expect_err("invalid");
-    let keys: Vec<String> = e
-        .each()
-        .iter()
-        .map(|e| match e {
-            ConfigError::Invalid { key, .. } => key.clone(),
-            other => panic!("{other}"),
-        })
-        .collect();
+    let keys = invalid_keys(&e);
     assert_eq!(
         keys,
         [
@@ -1001,14 +980,7 @@ fn each_override_reports_its_error() {
         &secrets(),
     )
     .expect_err("invalid");
-    let keys: Vec<String> = e
-        .each()
-        .iter()
-        .map(|e| match e {
-            ConfigError::Invalid { key, .. } => key.clone(),
-            other => panic!("{other}"),
-        })
-        .collect();
+    let keys = invalid_keys(&e);
     assert_eq!(
         keys,
         [
@@ -1017,6 +989,17 @@ fn each_override_reports_its_error() {
             "rotations.primary.overrides[3]",
         ]
     );
+}
+
+/// The key of each error in `e`, in the order found (every one a key's error).
+fn invalid_keys(e: &ConfigError) -> Vec<String> {
+    e.each()
+        .iter()
+        .map(|e| match e {
+            ConfigError::Invalid { key, .. } => key.clone(),
+            other => panic!("{other}"),
+        })
+        .collect()
 }
 
 /// The key of each error `yaml`'s channel `c` has, in the order found; each error's line
@@ -1030,16 +1013,10 @@ fn channel_error_keys(channel: &str) -> Vec<String> {
     let e = parse(&yaml, Path::new("/etc/alert-relay"), &secrets()).expect_err(&yaml);
     let text = e.to_string();
     assert_eq!(text.lines().count(), e.each().len(), "{text}");
-    e.each()
-        .iter()
-        .map(|e| match e {
-            ConfigError::Invalid { key, .. } => {
-                assert_eq!(text.matches(&e.to_string()).count(), 1, "{text}");
-                key.clone()
-            }
-            other => panic!("{other}"),
-        })
-        .collect()
+    for one in e.each() {
+        assert_eq!(text.matches(&one.to_string()).count(), 1, "{text}");
+    }
+    invalid_keys(&e)
 }
 
 #[test]

@@ -218,13 +218,7 @@ impl App {
                 "no such rotation (GET /api/v1/rotations/NAME.ics)",
             );
         };
-        let now = self.live.clock.now();
-        let until = now
-            .checked_add(jiff::SignedDuration::from_hours(24 * CALENDAR_DAYS))
-            .unwrap_or(now);
-        let feed =
-            crate::render::ical::rotation_calendar(rotation, &rotation.shifts(now, until), now);
-        let mut r = Response::new(Body::from(feed));
+        let mut r = Response::new(Body::from(self.rotation_feed(rotation)));
         r.headers_mut().insert(
             hyper::header::CONTENT_TYPE,
             hyper::header::HeaderValue::from_static("text/calendar; charset=utf-8"),
@@ -232,9 +226,6 @@ impl App {
         r
     }
 }
-
-/// How far ahead a rotation's calendar reaches.
-const CALENDAR_DAYS: i64 = 14;
 
 /// The optional JSON body `{"by": "alice"}` of an API action (64 characters at most).
 async fn who_acts(body: Incoming) -> String {

@@ -178,6 +178,27 @@ impl App {
     }
 }
 
+impl App {
+    /// Now, and the end of what the on-call page and the calendar feeds show.
+    fn on_call_horizon(&self) -> (jiff::Timestamp, jiff::Timestamp) {
+        let now = self.live.clock.now();
+        let until = now
+            .checked_add(jiff::SignedDuration::from_hours(24 * ON_CALL_DAYS))
+            .unwrap_or(now);
+        (now, until)
+    }
+
+    /// `rotation`'s shifts from now through [`ON_CALL_DAYS`] as an iCalendar feed (the API's
+    /// and the console's personal one).
+    fn rotation_feed(&self, rotation: &crate::rotation::Rotation) -> String {
+        let (now, until) = self.on_call_horizon();
+        crate::render::ical::rotation_calendar(rotation, &rotation.shifts(now, until), now)
+    }
+}
+
+/// How far ahead the on-call page and the calendar feeds reach.
+const ON_CALL_DAYS: i64 = 14;
+
 /// The answer of a step that refuses a request (boxed: an `Err` as large as a `Response`
 /// would be copied through every step).
 type Refusal = Box<Response<Body>>;

@@ -208,25 +208,9 @@ fn timeline_delivery(r: &rusqlite::Row<'_>) -> rusqlite::Result<TimelineDelivery
     })
 }
 
-/// A failed attempt: given up, or a retry waiting (a call's outcome on a delivered call and a
-/// skip's reason are no failures).
-const FAILED: &str = "(state = 'dead' OR (state = 'pending' AND last_error IS NOT NULL))";
-
-/// Per destination, each figure an index search on `(destination, state, updated_at)` rather
-/// than one pass over every delivery kept (100,000 rows took 180 ms that way).
+/// Every destination's queue and last outcomes ([`semantics::DESTINATION_HEALTH`]).
 pub(super) fn destination_health(conn: &Connection) -> Result<Vec<DestinationHealth>, StoreError> {
-    let sql = format!(
-        "SELECT d.destination,
-            (SELECT COUNT(*) FROM deliveries p WHERE p.destination = d.destination AND p.state = 'pending'),
-            (SELECT MIN(created_at) FROM deliveries p WHERE p.destination = d.destination AND p.state = 'pending'),
-            (SELECT MAX(updated_at) FROM deliveries s WHERE s.destination = d.destination AND s.state = 'delivered'),
-            (SELECT MAX(updated_at) FROM deliveries f WHERE f.destination = d.destination AND {FAILED}),
-            (SELECT last_error FROM deliveries f WHERE f.destination = d.destination
-             AND {FAILED} ORDER BY f.updated_at DESC, f.id DESC LIMIT 1),
-            (SELECT COUNT(*) FROM deliveries x WHERE x.destination = d.destination AND x.state = 'dead')
-         FROM (SELECT DISTINCT destination FROM deliveries) d ORDER BY d.destination"
-    );
-    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut stmt = conn.prepare_cached(semantics::DESTINATION_HEALTH)?;
     let rows = stmt.query_map([], |r| {
         Ok(DestinationHealth {
             destination: r.get(0)?,

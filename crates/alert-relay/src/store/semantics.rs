@@ -341,6 +341,23 @@ pub(super) fn stored_matchers(
 /// Windows the store lists: in force or to come, and those over for less than this (ms).
 pub(super) const WINDOWS_KEPT_MS: i64 = crate::model::maintenance::WEEK_MS;
 
+/// Every destination with stored deliveries: pending count and oldest, last success, last
+/// failure (given up, or a retry waiting; a call's outcome on a delivered call and a skip's
+/// reason are no failures) and its error, dead count. The same text in both dialects. Each
+/// figure is an index search on `(destination, state, updated_at)`, not one pass over every
+/// delivery kept (100,000 rows took 180 ms that way).
+pub(super) const DESTINATION_HEALTH: &str = "SELECT d.destination,
+    (SELECT COUNT(*) FROM deliveries p WHERE p.destination = d.destination AND p.state = 'pending'),
+    (SELECT MIN(created_at) FROM deliveries p WHERE p.destination = d.destination AND p.state = 'pending'),
+    (SELECT MAX(updated_at) FROM deliveries s WHERE s.destination = d.destination AND s.state = 'delivered'),
+    (SELECT MAX(updated_at) FROM deliveries f WHERE f.destination = d.destination
+     AND (f.state = 'dead' OR (f.state = 'pending' AND f.last_error IS NOT NULL))),
+    (SELECT last_error FROM deliveries f WHERE f.destination = d.destination
+     AND (f.state = 'dead' OR (f.state = 'pending' AND f.last_error IS NOT NULL))
+     ORDER BY f.updated_at DESC, f.id DESC LIMIT 1),
+    (SELECT COUNT(*) FROM deliveries x WHERE x.destination = d.destination AND x.state = 'dead')
+ FROM (SELECT DISTINCT destination FROM deliveries) d ORDER BY d.destination";
+
 #[cfg(test)]
 mod tests {
     use super::*;

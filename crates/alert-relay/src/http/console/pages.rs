@@ -16,8 +16,6 @@ use crate::store::{IncidentQuery, IncidentState};
 
 /// Incidents per page.
 const PAGE_SIZE: i64 = 50;
-/// How far ahead the on-call page and calendars reach.
-const ON_CALL_DAYS: i64 = 14;
 
 /// The state filter's choices: (value, label).
 const STATES: &[(&str, &str)] = &[
@@ -202,10 +200,7 @@ impl App {
 
     fn on_call_page(&self, user: &SignedIn, req: &Request<Incoming>) -> Response<Body> {
         let config = self.live.config();
-        let now = self.live.clock.now();
-        let until = now
-            .checked_add(jiff::SignedDuration::from_hours(24 * ON_CALL_DAYS))
-            .unwrap_or(now);
+        let (now, until) = self.on_call_horizon();
         let base = self.own_address(req);
         let rotations: Vec<serde_json::Value> = (config.rotations.values())
             .map(|r| {
@@ -369,13 +364,11 @@ impl App {
                 "no such calendar (copy its address from the console's On call page)\n".to_owned(),
             );
         };
-        let now = self.live.clock.now();
-        let until = now
-            .checked_add(jiff::SignedDuration::from_hours(24 * ON_CALL_DAYS))
-            .unwrap_or(now);
-        let feed =
-            crate::render::ical::rotation_calendar(rotation, &rotation.shifts(now, until), now);
-        with_headers(StatusCode::OK, "text/calendar; charset=utf-8", feed)
+        with_headers(
+            StatusCode::OK,
+            "text/calendar; charset=utf-8",
+            self.rotation_feed(rotation),
+        )
     }
 }
 

@@ -69,8 +69,8 @@ pub struct IncidentView {
 impl IncidentView {
     pub fn new(i: &Incident) -> Self {
         let (opened, opened_iso) = time_text(i.opened_at_ms);
-        let acked = i.acked_at_ms.map(time_text);
-        let resolved = i.resolved_at_ms.map(time_text);
+        let (acked, acked_iso) = i.acked_at_ms.map(time_text).unzip();
+        let (resolved, resolved_iso) = i.resolved_at_ms.map(time_text).unzip();
         let severity = i.labels.get("severity").cloned();
         IncidentView {
             id: i.id,
@@ -86,11 +86,11 @@ impl IncidentView {
             group: crate::payload::readable_group(&i.group_key),
             opened,
             opened_iso,
-            acked: acked.clone().map(|a| a.0),
-            acked_iso: acked.map(|a| a.1),
+            acked,
+            acked_iso,
             acked_by: i.acked_by.clone(),
-            resolved: resolved.clone().map(|r| r.0),
-            resolved_iso: resolved.map(|r| r.1),
+            resolved,
+            resolved_iso,
             resolved_by: i.resolved_by.clone(),
             maintenance: i.maintenance,
             storm: i.storm,

@@ -58,9 +58,6 @@ const TIMELINE_DELIVERIES: &str = "SELECT d.id, d.destination, d.step, d.state,
           ) d
      ORDER BY d.id";
 
-/// A failed attempt (see `store/console_sql.rs`).
-const FAILED: &str = "(state = 'dead' OR (state = 'pending' AND last_error IS NOT NULL))";
-
 /// Records what was done to an incident.
 pub(super) fn record_action(
     tx: &mut Tx<'_, '_>,
@@ -220,23 +217,11 @@ fn timeline_delivery(r: &postgres::Row) -> Result<TimelineDelivery, StoreError> 
     })
 }
 
-/// Per destination, each figure an index search on `(destination, state, updated_at)` rather
-/// than one pass over every delivery kept (100,000 rows took 180 ms that way).
+/// Every destination's queue and last outcomes ([`semantics::DESTINATION_HEALTH`]).
 pub(super) fn destination_health(
     c: &mut impl GenericClient,
 ) -> Result<Vec<DestinationHealth>, StoreError> {
-    let sql = format!(
-        "SELECT d.destination,
-            (SELECT COUNT(*) FROM deliveries p WHERE p.destination = d.destination AND p.state = 'pending'),
-            (SELECT MIN(created_at) FROM deliveries p WHERE p.destination = d.destination AND p.state = 'pending'),
-            (SELECT MAX(updated_at) FROM deliveries s WHERE s.destination = d.destination AND s.state = 'delivered'),
-            (SELECT MAX(updated_at) FROM deliveries f WHERE f.destination = d.destination AND {FAILED}),
-            (SELECT last_error FROM deliveries f WHERE f.destination = d.destination
-             AND {FAILED} ORDER BY f.updated_at DESC, f.id DESC LIMIT 1),
-            (SELECT COUNT(*) FROM deliveries x WHERE x.destination = d.destination AND x.state = 'dead')
-         FROM (SELECT DISTINCT destination FROM deliveries) d ORDER BY d.destination"
-    );
-    c.query(&sql, &[])?
+    c.query(semantics::DESTINATION_HEALTH, &[])?
         .iter()
         .map(|r| {
             Ok(DestinationHealth {
